@@ -1,0 +1,14 @@
+//! smbwatch: catch SMB lateral movement from a Linux router.
+//!
+//! - [`dataplane`] loads and attaches the XDP program, reads its ring buffer and maps.
+//! - [`detect`] turns gateway events into scan alerts (pure, time from the events).
+//! - [`hostlog`] parses Windows host logs into one normalised event type.
+//! - [`correlate`] joins gateway pairs to host events.
+//! - [`alert`] is the alert schema and its sinks (JSON lines, syslog).
+pub mod alert;
+pub mod config;
+pub mod correlate;
+pub mod dataplane;
+pub mod detect;
+pub mod event;
+pub mod hostlog;
