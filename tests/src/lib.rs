@@ -1,1 +1,11 @@
 //! Helpers for the kernel and lab tests.
+
+pub mod netns;
+
+/// Kernel and lab tests need root; say so plainly instead of failing on EPERM.
+pub fn require_root() {
+    // SAFETY: geteuid never fails.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("this test loads XDP programs and creates network namespaces: run it as root (cargo xtask test does)");
+    }
+}

@@ -1,0 +1,292 @@
+//! Interfaces and bpffs pins.
+
+use std::{
+    ffi::CString,
+    fs::{self, File},
+    io::Write as _,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use aya::{programs::Xdp, Ebpf};
+use smbwatch_common::{PAIRS_MAP, PROGRAM_NAME, SOURCES_MAP, STATS_MAP};
+
+use super::DataplaneError;
+
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+fn io_err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> DataplaneError {
+    let path = path.into();
+    move |source| DataplaneError::Io { op, path, source }
+}
+
+/// The index of `iface` in this network namespace; fails if it is unknown or down.
+pub(crate) fn interface_index(iface: &str) -> Result<u32, DataplaneError> {
+    let unknown = || DataplaneError::UnknownInterface {
+        iface: iface.to_owned(),
+    };
+    let name = CString::new(iface).map_err(|_| unknown())?;
+    if iface.len() >= libc::IFNAMSIZ {
+        return Err(unknown());
+    }
+    // SAFETY: NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        return Err(unknown());
+    }
+    // SIOCGIFFLAGS on a socket asks this network namespace; /sys/class/net
+    // may belong to another one under `nsenter --net`.
+    // SAFETY: plain socket(2).
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if sock < 0 {
+        return Err(io_err("socket for", iface)(std::io::Error::last_os_error()));
+    }
+    // SAFETY: ifreq is plain data; the name fits (checked above).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(name.as_bytes()) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: valid socket and ifreq.
+    let rc = unsafe { libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: we own sock.
+    unsafe { libc::close(sock) };
+    if rc < 0 {
+        return Err(io_err("reading flags of interface", iface)(err));
+    }
+    // SAFETY: SIOCGIFFLAGS filled the flags member.
+    let flags = unsafe { req.ifr_ifru.ifru_flags } as i32;
+    if flags & libc::IFF_UP == 0 {
+        return Err(DataplaneError::InterfaceDown {
+            iface: iface.to_owned(),
+        });
+    }
+    Ok(index)
+}
+
+fn ip(args: &[&str]) -> Result<String, DataplaneError> {
+    let command = format!("ip {}", args.join(" "));
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| DataplaneError::Command {
+            command: command.clone(),
+            detail: e.to_string(),
+        })?;
+    if !out.status.success() {
+        return Err(DataplaneError::Command {
+            command,
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// What XDP program is attached to `iface`, as "prog id N, mode M", if any.
+pub(crate) fn attached_xdp(iface: &str) -> Result<Option<String>, DataplaneError> {
+    let json = ip(&["-d", "-j", "link", "show", "dev", iface])?;
+    let v: serde_json::Value = serde_json::from_str(&json).map_err(|e| DataplaneError::Command {
+        command: format!("ip -d -j link show dev {iface}"),
+        detail: format!("unexpected output: {e}"),
+    })?;
+    let Some(xdp) = v.get(0).and_then(|l| l.get("xdp")) else {
+        return Ok(None);
+    };
+    let mode = xdp.get("mode").and_then(|m| m.as_u64()).unwrap_or(0);
+    let id = xdp
+        .pointer("/prog/id")
+        .or_else(|| xdp.pointer("/attached/0/prog/id"))
+        .and_then(|i| i.as_u64());
+    let name = xdp
+        .pointer("/prog/name")
+        .or_else(|| xdp.pointer("/attached/0/prog/name"))
+        .and_then(|n| n.as_str())
+        .unwrap_or("?");
+    let mode = match mode {
+        1 => "native",
+        2 => "skb",
+        3 => "offload",
+        _ => "multi",
+    };
+    Ok(Some(match id {
+        Some(id) => format!("program {name} id {id}, {mode} mode"),
+        None => format!("{mode} mode"),
+    }))
+}
+
+/// Detaches whatever XDP program is attached to `iface` (for `--force`).
+/// A program attached through a bpf_link (like smbwatch's own) cannot be
+/// removed this way; the kernel then keeps refusing and the error says so.
+pub(crate) fn detach_foreign(iface: &str) -> Result<(), DataplaneError> {
+    for kind in ["xdpgeneric", "xdpdrv"] {
+        // One of the two applies; the other is a no-op or an error we ignore
+        // as long as the final check passes.
+        let _ = ip(&["link", "set", "dev", iface, kind, "off"]);
+    }
+    match attached_xdp(iface)? {
+        None => Ok(()),
+        Some(existing) => Err(DataplaneError::Command {
+            command: format!("ip link set dev {iface} xdp off"),
+            detail: format!("{existing} is still attached (held by a bpf_link of another process?)"),
+        }),
+    }
+}
+
+/// Makes sure `dir`'s parent is on a bpffs, mounting one at
+/// `/sys/fs/bpf` when that is where it should be and nothing is mounted.
+pub fn ensure_bpffs(dir: &Path) -> Result<(), DataplaneError> {
+    let root = dir
+        .ancestors()
+        .find(|p| p.exists() && !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("/"));
+    if is_bpffs(root) {
+        return Ok(());
+    }
+    let mount_point = Path::new("/sys/fs/bpf");
+    if !dir.starts_with(mount_point) {
+        return Err(DataplaneError::NotBpffs {
+            path: dir.to_owned(),
+            reason: "it is not under /sys/fs/bpf, so smbwatch does not mount anything for it".into(),
+        });
+    }
+    let target = CString::new("/sys/fs/bpf").expect("no NUL");
+    let fstype = CString::new("bpf").expect("no NUL");
+    // SAFETY: valid C strings; mount(2) with no data.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(DataplaneError::NotBpffs {
+            path: dir.to_owned(),
+            reason: std::io::Error::last_os_error().to_string(),
+        });
+    }
+    tracing::info!("mounted a BPF file system at /sys/fs/bpf");
+    Ok(())
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: zeroed statfs is valid; statfs fills it.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid path and buffer.
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    rc == 0 && st.f_type as i64 == BPF_FS_MAGIC
+}
+
+/// The pins of one running daemon. An advisory lock file in `/run/smbwatch`
+/// tells a live owner from the leftovers of a crashed one; dropping the
+/// value removes the pins.
+pub struct PinDir {
+    dir: PathBuf,
+    pinned: Vec<PathBuf>,
+    _lock: File,
+    lock_path: PathBuf,
+}
+
+const PINNED_MAPS: [&str; 3] = [SOURCES_MAP, PAIRS_MAP, STATS_MAP];
+
+impl PinDir {
+    pub(crate) fn create(dir: &Path, ebpf: &mut Ebpf) -> Result<Self, DataplaneError> {
+        let (lock, lock_path) = lock(dir)?;
+        ensure_bpffs(dir)?;
+        if dir.exists() {
+            // We hold the lock, so whatever is here belongs to a dead daemon.
+            tracing::warn!(dir = %dir.display(), "removing stale pins left by an earlier smbwatch");
+            remove_pins(dir);
+        }
+        fs::create_dir_all(dir).map_err(io_err("creating pin directory", dir))?;
+        let mut me = Self {
+            dir: dir.to_owned(),
+            pinned: Vec::new(),
+            _lock: lock,
+            lock_path,
+        };
+        for name in PINNED_MAPS {
+            let path = dir.join(name);
+            let map = ebpf
+                .map(name)
+                .ok_or(DataplaneError::MissingMap { name })?;
+            map.pin(&path).map_err(|source| DataplaneError::Pin {
+                name: name.to_owned(),
+                path: path.clone(),
+                source,
+            })?;
+            me.pinned.push(path);
+        }
+        let path = dir.join("prog");
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(DataplaneError::MissingProgram)?
+            .try_into()
+            .map_err(|source| DataplaneError::Program { op: "lookup", source })?;
+        prog.pin(&path).map_err(|source| DataplaneError::Pin {
+            name: "prog".into(),
+            path: path.clone(),
+            source,
+        })?;
+        me.pinned.push(path);
+        Ok(me)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        for p in &self.pinned {
+            let _ = fs::remove_file(p);
+        }
+        let _ = fs::remove_dir(&self.dir);
+        let _ = fs::remove_file(&self.lock_path);
+    }
+}
+
+fn remove_pins(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+fn lock(dir: &Path) -> Result<(File, PathBuf), DataplaneError> {
+    let run = Path::new("/run/smbwatch");
+    fs::create_dir_all(run).map_err(io_err("creating", run))?;
+    let name: String = dir
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let path = run.join(format!("{name}.lock"));
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io_err("opening lock file", &path))?;
+    // SAFETY: valid fd.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let pid = fs::read_to_string(&path).unwrap_or_default().trim().to_owned();
+        return Err(DataplaneError::PinDirInUse {
+            dir: dir.to_owned(),
+            pid,
+        });
+    }
+    file.set_len(0).map_err(io_err("truncating lock file", &path))?;
+    writeln!(file, "{}", std::process::id()).map_err(io_err("writing lock file", &path))?;
+    Ok((file, path))
+}

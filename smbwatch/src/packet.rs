@@ -1,0 +1,264 @@
+//! Frame construction: Ethernet, VLAN tags, IPv4 (with options), IPv6 (with
+//! extension headers), TCP.
+//!
+//! Used wherever smbwatch makes packets instead of receiving them: the kernel
+//! tests, the benchmarks, the traffic generator and replay (which puts an
+//! Ethernet header in front of raw-IP and Linux-cooked captures).
+
+use std::net::IpAddr;
+
+/// TCP flag bits.
+pub mod tcp_flags {
+    /// FIN.
+    pub const FIN: u8 = 0x01;
+    /// SYN.
+    pub const SYN: u8 = 0x02;
+    /// RST.
+    pub const RST: u8 = 0x04;
+    /// PSH.
+    pub const PSH: u8 = 0x08;
+    /// ACK.
+    pub const ACK: u8 = 0x10;
+}
+
+/// An IPv6 extension header to put between the fixed header and TCP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ipv6Ext {
+    /// Hop-by-hop options (8 bytes of padding options).
+    HopByHop,
+    /// Routing header, type 0 segments-left 0 (8 bytes).
+    Routing,
+    /// Destination options (8 bytes).
+    DestOpts,
+    /// Fragment header with this offset (in 8-byte units) and more-fragments flag.
+    Fragment {
+        /// Fragment offset in 8-byte units; non-zero means "not the first fragment".
+        offset: u16,
+        /// More fragments follow.
+        more: bool,
+    },
+}
+
+/// A TCP segment to frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segment {
+    /// Source address (v4 and v6 must not be mixed).
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// Source port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// TCP flags (see [`tcp_flags`]).
+    pub flags: u8,
+    /// VLAN ids, outermost first (0, 1 or 2; the outer uses 802.1ad when two).
+    pub vlans: Vec<u16>,
+    /// IPv4 options length in bytes (multiple of 4, at most 40).
+    pub ipv4_options: usize,
+    /// IPv6 extension headers, in order.
+    pub ipv6_ext: Vec<Ipv6Ext>,
+}
+
+impl Segment {
+    /// A segment with no tags, options or extension headers.
+    pub fn new(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, flags: u8) -> Self {
+        Self {
+            src,
+            dst,
+            sport,
+            dport,
+            flags,
+            vlans: Vec::new(),
+            ipv4_options: 0,
+            ipv6_ext: Vec::new(),
+        }
+    }
+
+    /// A bare SYN.
+    pub fn syn(src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> Self {
+        Self::new(src, dst, sport, dport, tcp_flags::SYN)
+    }
+
+    /// The whole Ethernet frame.
+    pub fn frame(&self) -> Vec<u8> {
+        let mut f = Vec::with_capacity(128);
+        f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02]); // dst MAC (locally administered)
+        f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]); // src MAC
+        let ethertype: u16 = if self.src.is_ipv4() { 0x0800 } else { 0x86dd };
+        for (i, vlan) in self.vlans.iter().enumerate() {
+            let tpid: u16 = if i == 0 && self.vlans.len() == 2 {
+                0x88a8
+            } else {
+                0x8100
+            };
+            f.extend_from_slice(&tpid.to_be_bytes());
+            f.extend_from_slice(&(vlan & 0x0fff).to_be_bytes());
+        }
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        self.ip_packet_into(&mut f);
+        f
+    }
+
+    /// The IP packet alone (no link header).
+    pub fn ip_packet(&self) -> Vec<u8> {
+        let mut p = Vec::with_capacity(128);
+        self.ip_packet_into(&mut p);
+        p
+    }
+
+    fn tcp_header(&self) -> [u8; 20] {
+        let mut t = [0u8; 20];
+        t[0..2].copy_from_slice(&self.sport.to_be_bytes());
+        t[2..4].copy_from_slice(&self.dport.to_be_bytes());
+        t[4..8].copy_from_slice(&0x1000_0000u32.to_be_bytes()); // seq
+        if self.flags & tcp_flags::ACK != 0 {
+            t[8..12].copy_from_slice(&0x2000_0001u32.to_be_bytes());
+        }
+        t[12] = 5 << 4;
+        t[13] = self.flags;
+        t[14..16].copy_from_slice(&64240u16.to_be_bytes());
+        t
+    }
+
+    fn ip_packet_into(&self, f: &mut Vec<u8>) {
+        let tcp = self.tcp_header();
+        match (self.src, self.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                let ihl = 20 + self.ipv4_options;
+                let total = (ihl + tcp.len()) as u16;
+                let start = f.len();
+                f.push(0x40 | (ihl / 4) as u8);
+                f.push(0);
+                f.extend_from_slice(&total.to_be_bytes());
+                f.extend_from_slice(&[0, 1, 0x40, 0]); // id 1, DF
+                f.push(64);
+                f.push(6);
+                f.extend_from_slice(&[0, 0]);
+                f.extend_from_slice(&s.octets());
+                f.extend_from_slice(&d.octets());
+                // NOPs then end-of-options: valid padding of any length.
+                f.extend(std::iter::repeat_n(1u8, self.ipv4_options));
+                let csum = checksum(&f[start..start + ihl]);
+                f[start + 10..start + 12].copy_from_slice(&csum.to_be_bytes());
+                f.extend_from_slice(&tcp);
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                let ext_len: usize = self.ipv6_ext.len() * 8;
+                let payload = (ext_len + tcp.len()) as u16;
+                f.extend_from_slice(&[0x60, 0, 0, 0]);
+                f.extend_from_slice(&payload.to_be_bytes());
+                let first = self.ipv6_ext.first().map_or(6, ext_proto);
+                f.push(first);
+                f.push(64);
+                f.extend_from_slice(&s.octets());
+                f.extend_from_slice(&d.octets());
+                for (i, ext) in self.ipv6_ext.iter().enumerate() {
+                    let next = self.ipv6_ext.get(i + 1).map_or(6, ext_proto);
+                    match ext {
+                        Ipv6Ext::Fragment { offset, more } => {
+                            let off = (offset << 3) | u16::from(*more);
+                            f.push(next);
+                            f.push(0);
+                            f.extend_from_slice(&off.to_be_bytes());
+                            f.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+                        }
+                        Ipv6Ext::Routing => {
+                            f.extend_from_slice(&[next, 0, 0, 0, 0, 0, 0, 0]);
+                        }
+                        Ipv6Ext::HopByHop | Ipv6Ext::DestOpts => {
+                            // PadN option filling the 6 remaining bytes.
+                            f.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+                        }
+                    }
+                }
+                f.extend_from_slice(&tcp);
+            }
+            _ => panic!("Segment mixes IPv4 and IPv6 addresses"),
+        }
+    }
+}
+
+fn ext_proto(e: &Ipv6Ext) -> u8 {
+    match e {
+        Ipv6Ext::HopByHop => 0,
+        Ipv6Ext::Routing => 43,
+        Ipv6Ext::DestOpts => 60,
+        Ipv6Ext::Fragment { .. } => 44,
+    }
+}
+
+/// The Internet checksum (RFC 1071).
+pub fn checksum(data: &[u8]) -> u16 {
+    let mut sum = 0u32;
+    for c in data.chunks(2) {
+        let w = u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]);
+        sum += u32::from(w);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An Ethernet header (zero MACs) in front of a raw IP packet; the
+/// ethertype comes from the IP version nibble. `None` if it is neither 4 nor 6.
+pub fn ethernet_for_ip(ip: &[u8]) -> Option<Vec<u8>> {
+    let ethertype: u16 = match ip.first()? >> 4 {
+        4 => 0x0800,
+        6 => 0x86dd,
+        _ => return None,
+    };
+    Some(ethernet_with_type(ethertype, ip))
+}
+
+/// An Ethernet header (zero MACs) with `ethertype` in front of `payload`.
+pub fn ethernet_with_type(ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(14 + payload.len());
+    f.extend_from_slice(&[0u8; 12]);
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv4_syn_layout() {
+        let f = Segment::syn(ip("192.0.2.1"), ip("198.51.100.7"), 40000, 445).frame();
+        assert_eq!(f.len(), 14 + 20 + 20);
+        assert_eq!(&f[12..14], &[0x08, 0x00]);
+        assert_eq!(checksum(&f[14..34]), 0, "header checksum verifies");
+        assert_eq!(u16::from_be_bytes([f[36], f[37]]), 445);
+        assert_eq!(f[47], tcp_flags::SYN);
+    }
+
+    #[test]
+    fn qinq_and_options() {
+        let mut s = Segment::syn(ip("192.0.2.1"), ip("198.51.100.7"), 1, 445);
+        s.vlans = vec![100, 200];
+        s.ipv4_options = 8;
+        let f = s.frame();
+        assert_eq!(&f[12..18], &[0x88, 0xa8, 0, 100, 0x81, 0x00]);
+        assert_eq!(&f[18..22], &[0, 200, 0x08, 0x00]);
+        assert_eq!(f[22] & 0x0f, 7);
+        assert_eq!(f.len(), 22 + 28 + 20);
+    }
+
+    #[test]
+    fn ipv6_ext_chain() {
+        let mut s = Segment::syn(ip("2001:db8::1"), ip("2001:db8::2"), 1, 445);
+        s.ipv6_ext = vec![Ipv6Ext::HopByHop, Ipv6Ext::Fragment { offset: 0, more: true }];
+        let f = s.frame();
+        assert_eq!(f[14 + 6], 0, "first next-header is hop-by-hop");
+        assert_eq!(f[54], 44, "hop-by-hop points to fragment");
+        assert_eq!(f[62], 6, "fragment points to TCP");
+        assert_eq!(f.len(), 14 + 40 + 16 + 20);
+    }
+}
