@@ -12,3 +12,4 @@ pub mod dataplane;
 pub mod detect;
 pub mod event;
 pub mod hostlog;
+pub mod packet;
