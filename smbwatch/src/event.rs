@@ -38,3 +38,68 @@ pub struct GatewayEvent {
     /// Outer VLAN id, if the frame was tagged.
     pub vlan: Option<u16>,
 }
+
+impl GatewayEvent {
+    /// The event as one JSON line (the `run` command's event output).
+    ///
+    /// `new_pair`: `{"type":"new_pair","ts":…,"src":…,"dst":…,"sport":…,"dport":…,"ifindex":…,"vlan":…}`;
+    /// answers: `{"type":"response","ts":…,"client":…,"server":…,"sport":…,"dport":…,"kind":"accepted"|"refused",…}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let ts = self.ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        match self.kind {
+            GatewayEventKind::NewPair => serde_json::json!({
+                "type": "new_pair",
+                "ts": ts,
+                "src": self.src,
+                "dst": self.dst,
+                "sport": self.sport,
+                "dport": self.dport,
+                "ifindex": self.ifindex,
+                "vlan": self.vlan,
+            }),
+            GatewayEventKind::Accepted | GatewayEventKind::Refused => serde_json::json!({
+                "type": "response",
+                "ts": ts,
+                "client": self.src,
+                "server": self.dst,
+                "sport": self.sport,
+                "dport": self.dport,
+                "kind": if self.kind == GatewayEventKind::Accepted { "accepted" } else { "refused" },
+                "ifindex": self.ifindex,
+                "vlan": self.vlan,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_lines_have_the_documented_keys() {
+        let ev = GatewayEvent {
+            ts: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            kind: GatewayEventKind::NewPair,
+            src: "203.0.113.10".parse().unwrap(),
+            dst: "198.51.100.7".parse().unwrap(),
+            sport: 40000,
+            dport: 445,
+            ifindex: 3,
+            vlan: None,
+        };
+        assert_eq!(
+            ev.to_json().to_string(),
+            r#"{"type":"new_pair","ts":"2023-11-14T22:13:20.000000Z","src":"203.0.113.10","dst":"198.51.100.7","sport":40000,"dport":445,"ifindex":3,"vlan":null}"#
+        );
+        let r = GatewayEvent {
+            kind: GatewayEventKind::Refused,
+            ..ev
+        };
+        let j = r.to_json();
+        assert_eq!(j["type"], "response");
+        assert_eq!(j["client"], "203.0.113.10");
+        assert_eq!(j["server"], "198.51.100.7");
+        assert_eq!(j["kind"], "refused");
+    }
+}

@@ -8,6 +8,7 @@
 pub mod alert;
 pub mod config;
 pub mod correlate;
+pub mod daemon;
 pub mod dataplane;
 pub mod detect;
 pub mod event;

@@ -254,7 +254,13 @@ mod tests {
     #[test]
     fn ipv6_ext_chain() {
         let mut s = Segment::syn(ip("2001:db8::1"), ip("2001:db8::2"), 1, 445);
-        s.ipv6_ext = vec![Ipv6Ext::HopByHop, Ipv6Ext::Fragment { offset: 0, more: true }];
+        s.ipv6_ext = vec![
+            Ipv6Ext::HopByHop,
+            Ipv6Ext::Fragment {
+                offset: 0,
+                more: true,
+            },
+        ];
         let f = s.frame();
         assert_eq!(f[14 + 6], 0, "first next-header is hop-by-hop");
         assert_eq!(f[54], 44, "hop-by-hop points to fragment");

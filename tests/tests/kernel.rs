@@ -69,8 +69,14 @@ fn ipv4_syn_counted_once_per_pair() {
     assert_eq!(ev[0].kind, EVENT_NEW_PAIR);
     assert_eq!(ev[0].sport, 40000);
     assert_eq!(ev[0].dport, 445);
-    assert_eq!(smbwatch::dataplane::addr_to_ip(&ev[0].src), ip("203.0.113.10"));
-    assert_eq!(smbwatch::dataplane::addr_to_ip(&ev[0].dst), ip("198.51.100.7"));
+    assert_eq!(
+        smbwatch::dataplane::addr_to_ip(&ev[0].src),
+        ip("203.0.113.10")
+    );
+    assert_eq!(
+        smbwatch::dataplane::addr_to_ip(&ev[0].dst),
+        ip("198.51.100.7")
+    );
     let s = k.stats();
     assert_eq!(s.get(stat::MONITORED_SYNS), 4);
     assert_eq!(s.get(stat::NEW_PAIRS), 1);
@@ -86,19 +92,54 @@ fn synack_and_rst_answer_pairs_once() {
     let mut k = Kernel::new();
     k.run(&v4_syn("203.0.113.10", "198.51.100.7", 40000, 445).frame());
     k.run(&v4_syn("203.0.113.10", "198.51.100.8", 40001, 445).frame());
-    let synack = Segment::new(ip("198.51.100.7"), ip("203.0.113.10"), 445, 40000, tcp_flags::SYN | tcp_flags::ACK);
-    let rst = Segment::new(ip("198.51.100.8"), ip("203.0.113.10"), 445, 40001, tcp_flags::RST | tcp_flags::ACK);
+    let synack = Segment::new(
+        ip("198.51.100.7"),
+        ip("203.0.113.10"),
+        445,
+        40000,
+        tcp_flags::SYN | tcp_flags::ACK,
+    );
+    let rst = Segment::new(
+        ip("198.51.100.8"),
+        ip("203.0.113.10"),
+        445,
+        40001,
+        tcp_flags::RST | tcp_flags::ACK,
+    );
     k.run(&synack.frame());
     k.run(&synack.frame()); // retransmitted answer: not reported again
     k.run(&rst.frame());
     // An answer to a pair never seen: ignored.
-    k.run(&Segment::new(ip("198.51.100.9"), ip("203.0.113.10"), 445, 1, tcp_flags::RST).frame());
+    k.run(
+        &Segment::new(
+            ip("198.51.100.9"),
+            ip("203.0.113.10"),
+            445,
+            1,
+            tcp_flags::RST,
+        )
+        .frame(),
+    );
     let ev = k.events();
     let kinds: Vec<u8> = ev.iter().map(|e| e.kind).collect();
-    assert_eq!(kinds, vec![EVENT_NEW_PAIR, EVENT_NEW_PAIR, EVENT_ACCEPTED, EVENT_REFUSED]);
+    assert_eq!(
+        kinds,
+        vec![
+            EVENT_NEW_PAIR,
+            EVENT_NEW_PAIR,
+            EVENT_ACCEPTED,
+            EVENT_REFUSED
+        ]
+    );
     // Responses name the pair client -> server.
-    assert_eq!(smbwatch::dataplane::addr_to_ip(&ev[2].src), ip("203.0.113.10"));
-    assert_eq!(smbwatch::dataplane::addr_to_ip(&ev[2].dst), ip("198.51.100.7"));
+    assert_eq!(
+        smbwatch::dataplane::addr_to_ip(&ev[2].src),
+        ip("203.0.113.10")
+    );
+    assert_eq!(
+        smbwatch::dataplane::addr_to_ip(&ev[2].dst),
+        ip("198.51.100.7")
+    );
     assert_eq!(ev[2].dport, 445);
     assert_eq!(ev[2].sport, 40000);
     assert_eq!(k.stats().get(stat::RESPONSES), 2);
@@ -154,7 +195,11 @@ fn vlan_and_qinq() {
     let ev = k.events();
     assert_eq!(ev.len(), 2);
     assert_eq!((ev[0].vlan, ev[0].flags & 1), (42, 1));
-    assert_eq!((ev[1].vlan, ev[1].flags & 1), (100, 1), "outer tag reported");
+    assert_eq!(
+        (ev[1].vlan, ev[1].flags & 1),
+        (100, 1),
+        "outer tag reported"
+    );
     assert_eq!(k.stats().get(stat::VLAN), 2);
     // Three tags: the program walks two, then sees another TPID, not IP.
     let mut three = v4_syn("203.0.113.10", "198.51.100.9", 40000, 445);
@@ -171,7 +216,13 @@ fn ipv6_plain_and_extension_headers() {
     let chains = [
         vec![Ipv6Ext::HopByHop],
         vec![Ipv6Ext::HopByHop, Ipv6Ext::Routing, Ipv6Ext::DestOpts],
-        vec![Ipv6Ext::DestOpts, Ipv6Ext::Fragment { offset: 0, more: true }],
+        vec![
+            Ipv6Ext::DestOpts,
+            Ipv6Ext::Fragment {
+                offset: 0,
+                more: true,
+            },
+        ],
     ];
     for (i, chain) in chains.iter().enumerate() {
         let mut s = base.clone();
@@ -181,7 +232,10 @@ fn ipv6_plain_and_extension_headers() {
     }
     let ev = k.events();
     assert_eq!(ev.len(), 4, "plain + three chains: {ev:?}");
-    assert_eq!(smbwatch::dataplane::addr_to_ip(&ev[0].src), ip("2001:db8::10"));
+    assert_eq!(
+        smbwatch::dataplane::addr_to_ip(&ev[0].src),
+        ip("2001:db8::10")
+    );
     assert_eq!(k.stats().get(stat::IPV6), 4);
     assert_eq!(k.stats().malformed(), 0);
 }
@@ -190,9 +244,15 @@ fn ipv6_plain_and_extension_headers() {
 fn ipv6_non_first_fragment_has_no_tcp() {
     let mut k = Kernel::new();
     let mut s = Segment::syn(ip("2001:db8::10"), ip("2001:db8:1::7"), 40000, 445);
-    s.ipv6_ext = vec![Ipv6Ext::Fragment { offset: 185, more: false }];
+    s.ipv6_ext = vec![Ipv6Ext::Fragment {
+        offset: 185,
+        more: false,
+    }];
     k.run(&s.frame());
-    assert!(k.events().is_empty(), "bytes after a non-first fragment header are payload");
+    assert!(
+        k.events().is_empty(),
+        "bytes after a non-first fragment header are payload"
+    );
     assert_eq!(k.stats().malformed(), 0);
 }
 

@@ -23,9 +23,9 @@ use aya::{
 };
 use serde::Serialize;
 use smbwatch_common::{
-    stat, AddrKey, Event, PairKey, PairState, SourceStats, DEFAULT_MAX_PAIRS,
-    DEFAULT_MAX_SOURCES, EVENTS_MAP, EVENT_ACCEPTED, EVENT_FLAG_VLAN, EVENT_NEW_PAIR,
-    EVENT_REFUSED, MAX_PORTS, PAIRS_MAP, PORTS_GLOBAL, PROGRAM_NAME, SOURCES_MAP, STATS_MAP,
+    stat, AddrKey, Event, PairKey, PairState, SourceStats, DEFAULT_MAX_PAIRS, DEFAULT_MAX_SOURCES,
+    EVENTS_MAP, EVENT_ACCEPTED, EVENT_FLAG_VLAN, EVENT_NEW_PAIR, EVENT_REFUSED, MAX_PORTS,
+    PAIRS_MAP, PORTS_GLOBAL, PROGRAM_NAME, SOURCES_MAP, STATS_MAP,
 };
 
 pub use clock::MonotonicClock;
@@ -35,8 +35,7 @@ pub use pin::{ensure_bpffs, PinDir};
 use crate::event::{GatewayEvent, GatewayEventKind};
 
 /// The compiled XDP program, embedded at build time.
-pub static EBPF_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/smbwatch"));
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/smbwatch"));
 
 /// What to load: the monitored ports and the table sizes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,7 +60,9 @@ impl Default for LoadOptions {
 
 /// How to attach: `auto` tries native (driver) XDP first and falls back to
 /// generic (skb) XDP with a warning.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize, Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize, Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum AttachMode {
     /// Native first, then skb.
@@ -119,10 +120,8 @@ impl Dataplane {
                 source: Box::new(source),
             })?;
         let prog: &mut Xdp = program(&mut ebpf)?;
-        prog.load().map_err(|source| DataplaneError::Program {
-            op: "load",
-            source,
-        })?;
+        prog.load()
+            .map_err(|source| DataplaneError::Program { op: "load", source })?;
         Ok(Self { ebpf })
     }
 
@@ -133,7 +132,10 @@ impl Dataplane {
             .program(PROGRAM_NAME)
             .ok_or(DataplaneError::MissingProgram)?
             .try_into()
-            .map_err(|source| DataplaneError::Program { op: "lookup", source })?;
+            .map_err(|source| DataplaneError::Program {
+                op: "lookup",
+                source,
+            })?;
         let fd = prog
             .fd()
             .map_err(|source| DataplaneError::Program { op: "fd", source })?;
@@ -270,10 +272,17 @@ fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
     ebpf.program_mut(PROGRAM_NAME)
         .ok_or(DataplaneError::MissingProgram)?
         .try_into()
-        .map_err(|source| DataplaneError::Program { op: "lookup", source })
+        .map_err(|source| DataplaneError::Program {
+            op: "lookup",
+            source,
+        })
 }
 
-fn attach_err(iface: &str, mode: &'static str, source: aya::programs::ProgramError) -> DataplaneError {
+fn attach_err(
+    iface: &str,
+    mode: &'static str,
+    source: aya::programs::ProgramError,
+) -> DataplaneError {
     DataplaneError::Attach {
         iface: iface.to_owned(),
         mode,
@@ -461,7 +470,10 @@ mod tests {
             ..Default::default()
         };
         let bytes = unsafe {
-            std::slice::from_raw_parts((&ev as *const Event).cast::<u8>(), std::mem::size_of::<Event>())
+            std::slice::from_raw_parts(
+                (&ev as *const Event).cast::<u8>(),
+                std::mem::size_of::<Event>(),
+            )
         };
         assert!(decode_event(bytes).is_none());
     }

@@ -16,7 +16,10 @@ use super::DataplaneError;
 
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
-fn io_err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> DataplaneError {
+fn io_err(
+    op: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> DataplaneError {
     let path = path.into();
     move |source| DataplaneError::Io { op, path, source }
 }
@@ -86,10 +89,11 @@ fn ip(args: &[&str]) -> Result<String, DataplaneError> {
 /// What XDP program is attached to `iface`, as "prog id N, mode M", if any.
 pub(crate) fn attached_xdp(iface: &str) -> Result<Option<String>, DataplaneError> {
     let json = ip(&["-d", "-j", "link", "show", "dev", iface])?;
-    let v: serde_json::Value = serde_json::from_str(&json).map_err(|e| DataplaneError::Command {
-        command: format!("ip -d -j link show dev {iface}"),
-        detail: format!("unexpected output: {e}"),
-    })?;
+    let v: serde_json::Value =
+        serde_json::from_str(&json).map_err(|e| DataplaneError::Command {
+            command: format!("ip -d -j link show dev {iface}"),
+            detail: format!("unexpected output: {e}"),
+        })?;
     let Some(xdp) = v.get(0).and_then(|l| l.get("xdp")) else {
         return Ok(None);
     };
@@ -128,7 +132,9 @@ pub(crate) fn detach_foreign(iface: &str) -> Result<(), DataplaneError> {
         None => Ok(()),
         Some(existing) => Err(DataplaneError::Command {
             command: format!("ip link set dev {iface} xdp off"),
-            detail: format!("{existing} is still attached (held by a bpf_link of another process?)"),
+            detail: format!(
+                "{existing} is still attached (held by a bpf_link of another process?)"
+            ),
         }),
     }
 }
@@ -147,7 +153,8 @@ pub fn ensure_bpffs(dir: &Path) -> Result<(), DataplaneError> {
     if !dir.starts_with(mount_point) {
         return Err(DataplaneError::NotBpffs {
             path: dir.to_owned(),
-            reason: "it is not under /sys/fs/bpf, so smbwatch does not mount anything for it".into(),
+            reason: "it is not under /sys/fs/bpf, so smbwatch does not mount anything for it"
+                .into(),
         });
     }
     let target = CString::new("/sys/fs/bpf").expect("no NUL");
@@ -213,9 +220,7 @@ impl PinDir {
         };
         for name in PINNED_MAPS {
             let path = dir.join(name);
-            let map = ebpf
-                .map(name)
-                .ok_or(DataplaneError::MissingMap { name })?;
+            let map = ebpf.map(name).ok_or(DataplaneError::MissingMap { name })?;
             map.pin(&path).map_err(|source| DataplaneError::Pin {
                 name: name.to_owned(),
                 path: path.clone(),
@@ -228,7 +233,10 @@ impl PinDir {
             .program_mut(PROGRAM_NAME)
             .ok_or(DataplaneError::MissingProgram)?
             .try_into()
-            .map_err(|source| DataplaneError::Program { op: "lookup", source })?;
+            .map_err(|source| DataplaneError::Program {
+                op: "lookup",
+                source,
+            })?;
         prog.pin(&path).map_err(|source| DataplaneError::Pin {
             name: "prog".into(),
             path: path.clone(),
@@ -280,13 +288,17 @@ fn lock(dir: &Path) -> Result<(File, PathBuf), DataplaneError> {
         .map_err(io_err("opening lock file", &path))?;
     // SAFETY: valid fd.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let pid = fs::read_to_string(&path).unwrap_or_default().trim().to_owned();
+        let pid = fs::read_to_string(&path)
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
         return Err(DataplaneError::PinDirInUse {
             dir: dir.to_owned(),
             pid,
         });
     }
-    file.set_len(0).map_err(io_err("truncating lock file", &path))?;
+    file.set_len(0)
+        .map_err(io_err("truncating lock file", &path))?;
     writeln!(file, "{}", std::process::id()).map_err(io_err("writing lock file", &path))?;
     Ok((file, path))
 }

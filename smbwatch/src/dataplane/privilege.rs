@@ -59,7 +59,10 @@ mod tests {
 
     #[test]
     fn names_what_is_missing() {
-        assert_eq!(missing_from(0), vec!["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"]);
+        assert_eq!(
+            missing_from(0),
+            vec!["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"]
+        );
         assert_eq!(missing_from(1 << CAP_SYS_ADMIN), vec!["CAP_NET_ADMIN"]);
         let full = (1 << CAP_BPF) | (1 << CAP_PERFMON) | (1 << CAP_NET_ADMIN);
         assert!(missing_from(full).is_empty());
