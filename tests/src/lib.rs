@@ -1,6 +1,8 @@
 //! Helpers for the kernel and lab tests.
 
+pub mod daemon;
 pub mod netns;
+pub mod samba;
 
 /// Kernel and lab tests need root; say so plainly instead of failing on EPERM.
 pub fn require_root() {

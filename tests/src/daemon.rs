@@ -1,0 +1,156 @@
+//! The real `smbwatch` binary, run in a lab namespace.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    path::PathBuf,
+    process::{Child, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+use serde_json::Value;
+
+use crate::netns::{unique_tag, NetNs};
+
+/// The smbwatch binary built next to the test executable
+/// (`cargo xtask test` builds it first), or `$SMBWATCH_BIN`.
+pub fn smbwatch_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("SMBWATCH_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps")
+        .join("smbwatch");
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo build -p smbwatch` first (cargo xtask test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A running `smbwatch run`; stdout lines are collected as JSON.
+pub struct Daemon {
+    child: Child,
+    lines: Arc<Mutex<Vec<Value>>>,
+    stderr: Arc<Mutex<String>>,
+    /// This daemon's own pin directory.
+    pub pin_dir: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `smbwatch run ARGS --pin-dir <unique>` in `ns` and waits until it has attached.
+    pub fn start(ns: &NetNs, args: &[&str]) -> Result<Self> {
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/smbwatch-test-{}", unique_tag()));
+        let mut child = ns
+            .command(smbwatch_bin().to_str().expect("utf-8 path"))
+            .arg("run")
+            .args(args)
+            .arg("--pin-dir")
+            .arg(&pin_dir)
+            .env("SMBWATCH_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("spawning smbwatch")?;
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().expect("piped");
+        let l = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                match serde_json::from_str(&line) {
+                    Ok(v) => l.lock().unwrap().push(v),
+                    Err(e) => panic!("smbwatch printed a non-JSON line {line:?}: {e}"),
+                }
+            }
+        });
+        let err = child.stderr.take().expect("piped");
+        let e = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("[smbwatch] {line}");
+                let mut s = e.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let mut d = Self {
+            child,
+            lines,
+            stderr,
+            pin_dir,
+        };
+        d.wait_stderr("pinned maps", Duration::from_secs(30))?;
+        Ok(d)
+    }
+
+    /// Waits until stderr contains `needle`.
+    pub fn wait_stderr(&mut self, needle: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.stderr.lock().unwrap().contains(needle) {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "smbwatch exited ({status}): {}",
+                    self.stderr.lock().unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!(
+            "smbwatch did not log {needle:?} in {timeout:?}: {}",
+            self.stderr.lock().unwrap()
+        )
+    }
+
+    /// Everything stderr said so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until `pred` holds for the collected lines (or the timeout passes), then returns them.
+    pub fn lines_when(&self, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let lines = self.lines.lock().unwrap().clone();
+            if pred(&lines) || Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGTERM and waits; returns the exit code.
+    pub fn stop(mut self) -> Result<i32> {
+        // SAFETY: plain kill(2) on our child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status.code().unwrap_or(-1));
+            }
+            if Instant::now() > deadline {
+                bail!("smbwatch did not exit within 10 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
+    }
+}

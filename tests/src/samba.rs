@@ -1,0 +1,110 @@
+//! A real Samba smbd inside a lab namespace, listening only on chosen addresses.
+
+use std::{
+    net::IpAddr,
+    path::PathBuf,
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::netns::{unique_tag, NetNs};
+
+/// A running smbd; killed and its files removed on drop.
+pub struct Smbd {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Smbd {
+    /// Starts smbd in `ns`, serving a guest share `public` on `addrs` only.
+    pub fn start(ns: &NetNs, addrs: &[IpAddr]) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("smbwatch-smbd-{}", unique_tag()));
+        let share = dir.join("share");
+        std::fs::create_dir_all(&share)?;
+        std::fs::write(share.join("hello.txt"), "hello from the lab\n")?;
+        for sub in ["private", "lock", "state", "cache", "pid", "ncalrpc"] {
+            std::fs::create_dir_all(dir.join(sub))?;
+        }
+        let interfaces: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+        let d = dir.display();
+        let conf = format!(
+            "[global]\n\
+             interfaces = {ifs}\n\
+             bind interfaces only = yes\n\
+             smb ports = 445\n\
+             disable netbios = yes\n\
+             server role = standalone server\n\
+             map to guest = Bad User\n\
+             private dir = {d}/private\n\
+             lock directory = {d}/lock\n\
+             state directory = {d}/state\n\
+             cache directory = {d}/cache\n\
+             pid directory = {d}/pid\n\
+             ncalrpc dir = {d}/ncalrpc\n\
+             log file = {d}/log.%m\n\
+             passdb backend = tdbsam:{d}/private/passdb.tdb\n\
+             load printers = no\n\
+             printing = bsd\n\
+             printcap name = /dev/null\n\
+             disable spoolss = yes\n\
+             [public]\n\
+             path = {share}\n\
+             guest ok = yes\n\
+             read only = yes\n",
+            ifs = interfaces.join(" "),
+            share = share.display(),
+        );
+        let conf_path = dir.join("smb.conf");
+        std::fs::write(&conf_path, conf)?;
+        let log = std::fs::File::create(dir.join("smbd.out"))?;
+        let child = ns
+            .command("smbd")
+            .args(["-F", "--no-process-group", "--debug-stdout", "-s"])
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting smbd (install samba: cargo xtask setup)")?;
+        let mut me = Self { child, dir };
+        me.wait_listening(ns, addrs)?;
+        Ok(me)
+    }
+
+    fn wait_listening(&mut self, ns: &NetNs, addrs: &[IpAddr]) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = ns.exec("ss", &["-Hltn", "sport = :445"])?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            if addrs.iter().all(|a| {
+                let needle = match a {
+                    IpAddr::V4(v4) => format!("{v4}:445"),
+                    IpAddr::V6(v6) => format!("[{v6}]:445"),
+                };
+                text.contains(&needle)
+            }) {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "smbd exited ({status}) before listening: {}",
+                    std::fs::read_to_string(self.dir.join("smbd.out")).unwrap_or_default()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("smbd did not listen on {addrs:?} within 20 s; listening: {text}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Smbd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
