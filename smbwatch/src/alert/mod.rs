@@ -5,6 +5,7 @@
 
 pub mod json;
 pub mod sink;
+pub mod syslog;
 
 use std::net::IpAddr;
 
