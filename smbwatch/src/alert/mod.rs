@@ -3,6 +3,10 @@
 //! Every detector (gateway scan detection, host-log rules, correlation)
 //! produces [`Alert`]s; sinks serialise them (ECS JSON lines, syslog).
 
+pub mod json;
+pub mod sink;
+pub mod syslog;
+
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};

@@ -1,0 +1,440 @@
+//! Alerts as JSON lines with Elastic Common Schema (ECS) field names.
+//!
+//! One alert is one JSON object on one line, nested ECS style
+//! (`{"event":{"kind":"alert",...}}`), so it can be shipped by Filebeat,
+//! Vector or Fluent Bit without a custom mapping. Absent fields are omitted,
+//! never `null`. Fields ECS has no name for live under `smbwatch.*`.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{json, Map, Value};
+
+use super::{Alert, ProcessInfo};
+
+/// `threat.framework` for every alert: technique ids are MITRE ATT&CK ids.
+pub const THREAT_FRAMEWORK: &str = "MITRE ATT&CK";
+
+/// RFC 3339 UTC with milliseconds and `Z`, as ECS `@timestamp` expects.
+pub fn rfc3339_millis(ts: DateTime<Utc>) -> String {
+    ts.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Inserts `value` at the dotted `path`, creating the nested objects on the way.
+fn put(root: &mut Map<String, Value>, path: &str, value: Value) {
+    let mut parts = path.split('.').peekable();
+    let mut obj = root;
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            obj.insert(part.to_owned(), value);
+            return;
+        }
+        let entry = obj
+            .entry(part.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        // Only this module builds the document, so an intermediate is always
+        // an object; a scalar here would be a bug in the paths below.
+        obj = entry.as_object_mut().expect("ECS path prefix is an object");
+    }
+}
+
+/// `put` for optional values: absent fields are omitted rather than `null`.
+fn put_opt<T: Into<Value>>(root: &mut Map<String, Value>, path: &str, value: Option<T>) {
+    if let Some(v) = value {
+        put(root, path, v.into());
+    }
+}
+
+fn process_object(p: &ProcessInfo) -> Value {
+    let mut m = Map::new();
+    put_opt(&mut m, "name", p.name.clone());
+    put_opt(&mut m, "pid", p.pid);
+    put_opt(&mut m, "executable", p.executable.clone());
+    Value::Object(m)
+}
+
+/// The alert as an ECS document (nested objects).
+///
+/// ECS types: `observer.ingress.interface.id` and `observer.ingress.vlan.id`
+/// are keywords in ECS, so they are strings here; ports, pids and counts are
+/// numbers.
+pub fn to_ecs(alert: &Alert) -> Value {
+    let mut doc = Map::new();
+    put(&mut doc, "@timestamp", rfc3339_millis(alert.ts).into());
+    put(&mut doc, "message", alert.message.clone().into());
+    put(&mut doc, "event.kind", "alert".into());
+    put(&mut doc, "event.code", alert.kind.code().into());
+    put(&mut doc, "event.severity", alert.severity.number().into());
+    put(&mut doc, "rule.name", alert.kind.rule_name().into());
+    put_opt(
+        &mut doc,
+        "source.ip",
+        alert.source_ip.map(|ip| ip.to_string()),
+    );
+    put_opt(
+        &mut doc,
+        "destination.ip",
+        alert.destination_ip.map(|ip| ip.to_string()),
+    );
+    put_opt(&mut doc, "destination.port", alert.destination_port);
+    if !alert.techniques.is_empty() {
+        put(&mut doc, "threat.framework", THREAT_FRAMEWORK.into());
+        put(&mut doc, "threat.technique.id", json!(alert.techniques));
+    }
+    put_opt(&mut doc, "network.community_id", alert.community_id.clone());
+    put_opt(
+        &mut doc,
+        "observer.ingress.interface.id",
+        alert.ifindex.map(|i| i.to_string()),
+    );
+    put_opt(
+        &mut doc,
+        "observer.ingress.vlan.id",
+        alert.vlan.map(|v| v.to_string()),
+    );
+    if let Some(p) = &alert.process {
+        if let Value::Object(m) = process_object(p) {
+            if !m.is_empty() {
+                put(&mut doc, "process", Value::Object(m));
+            }
+        }
+    }
+    put_opt(&mut doc, "user.name", alert.user.clone());
+    put_opt(&mut doc, "host.name", alert.host.clone());
+    put_opt(&mut doc, "smbwatch.share", alert.share.clone());
+    if let Some(ev) = &alert.scan {
+        put(
+            &mut doc,
+            "smbwatch.distinct_destinations",
+            ev.distinct_destinations.into(),
+        );
+        let dests: Vec<String> = ev.destinations.iter().map(|d| d.to_string()).collect();
+        put(&mut doc, "smbwatch.destinations", json!(dests));
+        put(&mut doc, "smbwatch.syns", ev.syns.into());
+        put(&mut doc, "smbwatch.accepted", ev.accepted.into());
+        put(&mut doc, "smbwatch.refused", ev.refused.into());
+        put(&mut doc, "smbwatch.window_secs", ev.window_secs.into());
+        put(
+            &mut doc,
+            "smbwatch.first_seen",
+            rfc3339_millis(ev.first_seen).into(),
+        );
+        put(
+            &mut doc,
+            "smbwatch.last_seen",
+            rfc3339_millis(ev.last_seen).into(),
+        );
+    }
+    if !alert.processes.is_empty() {
+        let procs: Vec<Value> = alert.processes.iter().map(process_object).collect();
+        put(&mut doc, "smbwatch.processes", Value::Array(procs));
+    }
+    Value::Object(doc)
+}
+
+/// The alert as one JSON line, without the trailing newline.
+pub fn to_line(alert: &Alert) -> String {
+    // Serialising a `Value` cannot fail (string keys, finite numbers only).
+    serde_json::to_string(&to_ecs(alert)).expect("serialise serde_json::Value")
+}
+
+/// Where JSON lines go: `-` is stdout, anything else a file path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JsonTarget {
+    /// Standard output.
+    Stdout,
+    /// A file, opened for append (created if missing).
+    File(PathBuf),
+}
+
+impl JsonTarget {
+    /// Parses a `--json` argument: `-` is stdout, anything else a path.
+    pub fn parse(arg: &str) -> Self {
+        if arg == "-" {
+            Self::Stdout
+        } else {
+            Self::File(PathBuf::from(arg))
+        }
+    }
+}
+
+impl std::fmt::Display for JsonTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Stdout => f.write_str("stdout"),
+            Self::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// Errors of the JSON lines sink.
+#[derive(Debug, thiserror::Error)]
+pub enum JsonError {
+    /// The output file could not be opened.
+    #[error("cannot open JSON alert file {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A line could not be written or flushed.
+    #[error("cannot write JSON alert to {target}: {source}")]
+    Write {
+        /// `stdout` or the file path.
+        target: String,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// Writes one JSON line per alert and flushes after each, so a reader tailing
+/// the file (or a pipe) sees every alert as soon as it is raised.
+pub struct JsonSink {
+    name: String,
+    out: Mutex<Box<dyn Write + Send>>,
+}
+
+impl std::fmt::Debug for JsonSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonSink")
+            .field("target", &self.name)
+            .finish()
+    }
+}
+
+impl JsonSink {
+    /// Opens the target: stdout, or the file for append (created if missing).
+    pub fn open(target: &JsonTarget) -> Result<Self, JsonError> {
+        match target {
+            JsonTarget::Stdout => Ok(Self::from_writer("stdout", Box::new(io::stdout()))),
+            JsonTarget::File(path) => {
+                let f = open_append(path)?;
+                Ok(Self::from_writer(
+                    path.display().to_string(),
+                    Box::new(f) as Box<dyn Write + Send>,
+                ))
+            }
+        }
+    }
+
+    /// A sink over any writer (a pipe, a buffer in tests); `name` appears in
+    /// error messages.
+    pub fn from_writer(name: impl Into<String>, out: Box<dyn Write + Send>) -> Self {
+        Self {
+            name: name.into(),
+            out: Mutex::new(out),
+        }
+    }
+
+    /// Writes the alert as one line and flushes.
+    pub fn write(&self, alert: &Alert) -> Result<(), JsonError> {
+        let mut line = to_line(alert);
+        line.push('\n');
+        // A poisoned lock only means another thread panicked mid-write; the
+        // writer itself is still usable.
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        out.write_all(line.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|source| JsonError::Write {
+                target: self.name.clone(),
+                source,
+            })
+    }
+}
+
+fn open_append(path: &Path) -> Result<File, JsonError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| JsonError::Open {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+    use std::sync::Arc;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::alert::{AlertKind, ScanEvidence, Severity};
+
+    fn ts(s: u32, ms: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, s).unwrap()
+            + chrono::Duration::milliseconds(ms.into())
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn scan_alert() -> Alert {
+        let mut a = Alert::new(
+            ts(7, 250),
+            AlertKind::SmbScanFanout,
+            Severity::High,
+            "192.0.2.10 reached 3 hosts on 445 in 60 s".into(),
+        );
+        a.techniques = vec!["T1046", "T1210"];
+        a.source_ip = Some(ip("192.0.2.10"));
+        a.destination_port = Some(445);
+        a.community_id = Some("1:LQU9qZlK+B5F3KDmev6m5PMibrg=".into());
+        a.ifindex = Some(3);
+        a.vlan = Some(100);
+        a.scan = Some(ScanEvidence {
+            distinct_destinations: 3,
+            destinations: vec![ip("198.51.100.1"), ip("198.51.100.2"), ip("2001:db8::3")],
+            syns: 4,
+            accepted: 1,
+            refused: 2,
+            window_secs: 60,
+            first_seen: ts(1, 0),
+            last_seen: ts(7, 250),
+        });
+        a
+    }
+
+    #[test]
+    fn scan_alert_has_ecs_fields_nested() {
+        let v = to_ecs(&scan_alert());
+        assert_eq!(v["@timestamp"], "2024-05-01T12:00:07.250Z");
+        assert_eq!(v["event"]["kind"], "alert");
+        assert_eq!(v["event"]["code"], "smb_scan_fanout");
+        assert_eq!(v["event"]["severity"], 73);
+        assert_eq!(v["rule"]["name"], "SMB scan: fan-out to many hosts");
+        assert_eq!(v["source"]["ip"], "192.0.2.10");
+        assert_eq!(v["destination"]["port"], 445);
+        assert_eq!(v["threat"]["technique"]["id"], json!(["T1046", "T1210"]));
+        assert_eq!(v["threat"]["framework"], "MITRE ATT&CK");
+        assert_eq!(
+            v["network"]["community_id"],
+            "1:LQU9qZlK+B5F3KDmev6m5PMibrg="
+        );
+        assert_eq!(v["observer"]["ingress"]["interface"]["id"], "3");
+        assert_eq!(v["observer"]["ingress"]["vlan"]["id"], "100");
+        let s = &v["smbwatch"];
+        assert_eq!(s["distinct_destinations"], 3);
+        assert_eq!(
+            s["destinations"],
+            json!(["198.51.100.1", "198.51.100.2", "2001:db8::3"])
+        );
+        assert_eq!(s["syns"], 4);
+        assert_eq!(s["accepted"], 1);
+        assert_eq!(s["refused"], 2);
+        assert_eq!(s["window_secs"], 60);
+        assert_eq!(s["first_seen"], "2024-05-01T12:00:01.000Z");
+        assert_eq!(s["last_seen"], "2024-05-01T12:00:07.250Z");
+        // Absent fields are omitted, not null.
+        assert!(v.get("destination").unwrap().get("ip").is_none());
+        assert!(v.get("process").is_none());
+        assert!(v.get("user").is_none());
+        assert!(!to_line(&scan_alert()).contains("null"));
+    }
+
+    #[test]
+    fn host_alert_carries_process_user_host_share() {
+        let mut a = Alert::new(
+            ts(0, 0),
+            AlertKind::SuspiciousSmbClient,
+            Severity::Medium,
+            "python.exe opened 445".into(),
+        );
+        a.destination_ip = Some(ip("198.51.100.7"));
+        a.process = Some(ProcessInfo {
+            name: Some("python.exe".into()),
+            pid: Some(4242),
+            executable: Some(r"C:\Python\python.exe".into()),
+        });
+        a.processes = vec![ProcessInfo {
+            name: Some("dns.exe".into()),
+            pid: None,
+            executable: None,
+        }];
+        a.user = Some(r"CORP\alice".into());
+        a.host = Some("WS01".into());
+        a.share = Some(r"\\*\ADMIN$".into());
+        let v = to_ecs(&a);
+        assert_eq!(v["destination"]["ip"], "198.51.100.7");
+        assert_eq!(v["process"]["name"], "python.exe");
+        assert_eq!(v["process"]["pid"], 4242);
+        assert_eq!(v["process"]["executable"], r"C:\Python\python.exe");
+        assert_eq!(v["user"]["name"], r"CORP\alice");
+        assert_eq!(v["host"]["name"], "WS01");
+        assert_eq!(v["smbwatch"]["share"], r"\\*\ADMIN$");
+        assert_eq!(v["smbwatch"]["processes"], json!([{"name": "dns.exe"}]));
+        // No techniques: no threat object at all.
+        assert!(v.get("threat").is_none());
+        assert!(v["smbwatch"].get("syns").is_none());
+    }
+
+    /// A `Write` over a shared buffer, to read back what the sink wrote.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn sink_writes_one_parseable_line_per_alert() {
+        let buf = Shared::default();
+        let sink = JsonSink::from_writer("buf", Box::new(buf.clone()));
+        sink.write(&scan_alert()).unwrap();
+        sink.write(&scan_alert()).unwrap();
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        for l in lines {
+            let v: Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v, to_ecs(&scan_alert()));
+        }
+    }
+
+    #[test]
+    fn file_sink_appends() {
+        let dir = std::env::temp_dir().join(format!("smbwatch-json-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("alerts.jsonl");
+        std::fs::write(&path, "{\"existing\":true}\n").unwrap();
+        let sink = JsonSink::open(&JsonTarget::parse(path.to_str().unwrap())).unwrap();
+        sink.write(&scan_alert()).unwrap();
+        drop(sink);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0], "{\"existing\":true}");
+    }
+
+    #[test]
+    fn open_error_names_the_path() {
+        let err = JsonSink::open(&JsonTarget::File("/nonexistent-dir/x.jsonl".into())).unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent-dir/x.jsonl"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn dash_is_stdout() {
+        assert_eq!(JsonTarget::parse("-"), JsonTarget::Stdout);
+        assert_eq!(
+            JsonTarget::parse("a.jsonl"),
+            JsonTarget::File("a.jsonl".into())
+        );
+    }
+}

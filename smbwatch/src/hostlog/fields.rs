@@ -1,0 +1,574 @@
+//! The field table every format fills, and the one place that decides what
+//! the Windows fields mean.
+//!
+//! Format modules only locate fields (`EventData/Data[@Name]`, a flat JSON
+//! key, `winlog.event_data.*`, a `Key: Value` line) and hand them to
+//! [`Raw::set_system`] / [`Raw::set_data`] / [`Raw::set_flat`]; [`Raw::finish`]
+//! then validates and normalises into a [`HostEvent`].
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+use super::time::{self, Stamp};
+use super::{
+    clip, image_file_name, Direction, HostEvent, HostEventKind, Outcome, RecordProblem, TimeSource,
+};
+
+/// A field value as found: text, or a JSON scalar.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Val<'a> {
+    Str(Cow<'a, str>),
+    U64(u64),
+    I64(i64),
+    F64(f64),
+    Bool(bool),
+}
+
+impl<'a> Val<'a> {
+    pub fn str(s: &'a str) -> Self {
+        Val::Str(Cow::Borrowed(s))
+    }
+
+    /// The value as text (numbers formatted).
+    fn text(&self) -> Cow<'_, str> {
+        match self {
+            Val::Str(s) => Cow::Borrowed(s.as_ref()),
+            Val::U64(n) => Cow::Owned(n.to_string()),
+            Val::I64(n) => Cow::Owned(n.to_string()),
+            Val::F64(n) => Cow::Owned(n.to_string()),
+            Val::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
+        }
+    }
+
+    /// The value as text, with Windows' "no value" spellings (`-`, empty) as `None`.
+    fn present(&self) -> Option<Cow<'_, str>> {
+        let t = self.text();
+        let trimmed = t.trim();
+        if trimmed.is_empty() || trimmed == "-" {
+            return None;
+        }
+        if trimmed.len() == t.len() {
+            Some(t)
+        } else {
+            Some(Cow::Owned(trimmed.to_string()))
+        }
+    }
+
+    /// An unsigned number written in decimal or `0x` hex (Security logs write
+    /// pids as `0x1ec0`).
+    fn number(&self, field: &'static str) -> Result<Option<u64>, RecordProblem> {
+        match self {
+            Val::U64(n) => Ok(Some(*n)),
+            Val::I64(n) => u64::try_from(*n)
+                .map(Some)
+                .map_err(|_| invalid(field, &n.to_string())),
+            Val::F64(_) | Val::Bool(_) => Err(invalid(field, &self.text())),
+            Val::Str(_) => {
+                let Some(t) = self.present() else {
+                    return Ok(None);
+                };
+                let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+                    Some(hex) => u64::from_str_radix(hex, 16),
+                    None => t.parse::<u64>(),
+                };
+                parsed.map(Some).map_err(|_| invalid(field, &t))
+            }
+        }
+    }
+}
+
+fn invalid(field: &'static str, value: &str) -> RecordProblem {
+    RecordProblem::Invalid {
+        field,
+        value: clip(value),
+    }
+}
+
+/// Which flavour of record the fields came from: decides what `@timestamp` means.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Flavour {
+    /// XML, EVTX, evtx_dump, `Key: Value`: times are `TimeCreated`/`UtcTime`.
+    #[default]
+    Windows,
+    /// NXLog: `EventTime` is host local time, `@timestamp` the collector's.
+    Nxlog,
+    /// Winlogbeat: `@timestamp` is the event's creation time in UTC.
+    Winlogbeat,
+}
+
+/// Every field smbwatch reads, as found.
+#[derive(Debug, Default)]
+pub(crate) struct Raw<'a> {
+    pub flavour: Flavour,
+    // System part.
+    event_id: Option<Val<'a>>,
+    channel: Option<Val<'a>>,
+    provider: Option<Val<'a>>,
+    computer: Option<Val<'a>>,
+    record_id: Option<Val<'a>>,
+    /// `TimeCreated/@SystemTime` or a `TimeCreated` line.
+    system_time: Option<Val<'a>>,
+    /// NXLog `EventTime`.
+    event_time: Option<Val<'a>>,
+    /// `@timestamp`.
+    at_timestamp: Option<Val<'a>>,
+    // Event data.
+    utc_time: Option<Val<'a>>,
+    image: Option<Val<'a>>,
+    application: Option<Val<'a>>,
+    new_process_name: Option<Val<'a>>,
+    pid: Option<Val<'a>>,
+    new_pid: Option<Val<'a>>,
+    src_ip: Option<Val<'a>>,
+    src_port: Option<Val<'a>>,
+    dst_ip: Option<Val<'a>>,
+    dst_port: Option<Val<'a>>,
+    ip_address: Option<Val<'a>>,
+    ip_port: Option<Val<'a>>,
+    protocol: Option<Val<'a>>,
+    direction: Option<Val<'a>>,
+    initiated: Option<Val<'a>>,
+    user: Option<Val<'a>>,
+    subject_user: Option<Val<'a>>,
+    subject_domain: Option<Val<'a>>,
+    target_user: Option<Val<'a>>,
+    target_domain: Option<Val<'a>>,
+    logon_type: Option<Val<'a>>,
+    share_name: Option<Val<'a>>,
+    relative_target: Option<Val<'a>>,
+    target_filename: Option<Val<'a>>,
+    parent_image: Option<Val<'a>>,
+    command_line: Option<Val<'a>>,
+    /// ECS fields (Winlogbeat), used only where the event data lacks a field.
+    pub ecs: Ecs<'a>,
+}
+
+/// ECS fallbacks from Winlogbeat/Elastic Agent records.
+#[derive(Debug, Default)]
+pub(crate) struct Ecs<'a> {
+    pub event_code: Option<Val<'a>>,
+    pub host_name: Option<Val<'a>>,
+    pub src_ip: Option<Val<'a>>,
+    pub src_port: Option<Val<'a>>,
+    pub dst_ip: Option<Val<'a>>,
+    pub dst_port: Option<Val<'a>>,
+    pub pid: Option<Val<'a>>,
+    pub executable: Option<Val<'a>>,
+    pub command_line: Option<Val<'a>>,
+    pub parent_executable: Option<Val<'a>>,
+    pub user_name: Option<Val<'a>>,
+    pub user_domain: Option<Val<'a>>,
+    pub direction: Option<Val<'a>>,
+}
+
+impl<'a> Raw<'a> {
+    pub fn new(flavour: Flavour) -> Self {
+        Self {
+            flavour,
+            ..Self::default()
+        }
+    }
+
+    /// A field of the `System` element. Returns false if the name is not one.
+    pub fn set_system(&mut self, name: &str, v: Val<'a>) -> bool {
+        let slot = match name {
+            "EventID" => &mut self.event_id,
+            "Channel" => &mut self.channel,
+            "Computer" => &mut self.computer,
+            "EventRecordID" => &mut self.record_id,
+            "SystemTime" => &mut self.system_time,
+            "Provider" | "ProviderName" => &mut self.provider,
+            _ => return false,
+        };
+        *slot = Some(v);
+        true
+    }
+
+    /// A field of `EventData` (names as Windows writes them, plus the
+    /// Sigma-style aliases `DestinationAddress`/`Application`).
+    pub fn set_data(&mut self, name: &str, v: Val<'a>) {
+        let slot = match name {
+            "UtcTime" => &mut self.utc_time,
+            "Image" => &mut self.image,
+            "Application" => &mut self.application,
+            "NewProcessName" => &mut self.new_process_name,
+            "ProcessId" | "ProcessID" => &mut self.pid,
+            "NewProcessId" => &mut self.new_pid,
+            "SourceIp" | "SourceAddress" => &mut self.src_ip,
+            "SourcePort" => &mut self.src_port,
+            "DestinationIp" | "DestAddress" | "DestinationAddress" => &mut self.dst_ip,
+            "DestinationPort" | "DestPort" => &mut self.dst_port,
+            "IpAddress" => &mut self.ip_address,
+            "IpPort" => &mut self.ip_port,
+            "Protocol" => &mut self.protocol,
+            "Direction" => &mut self.direction,
+            "Initiated" => &mut self.initiated,
+            "User" => &mut self.user,
+            "SubjectUserName" => &mut self.subject_user,
+            "SubjectDomainName" => &mut self.subject_domain,
+            "TargetUserName" => &mut self.target_user,
+            "TargetDomainName" => &mut self.target_domain,
+            "LogonType" => &mut self.logon_type,
+            "ShareName" => &mut self.share_name,
+            "RelativeTargetName" => &mut self.relative_target,
+            "TargetFilename" => &mut self.target_filename,
+            "ParentImage" | "ParentProcessName" => &mut self.parent_image,
+            "CommandLine" => &mut self.command_line,
+            _ => return,
+        };
+        *slot = Some(v);
+    }
+
+    /// A key of a flat record (NXLog JSON, `Key: Value`): system names
+    /// (including NXLog's `Hostname`, `EventTime`, `SourceName`,
+    /// `RecordNumber`) first, then event data.
+    pub fn set_flat(&mut self, name: &str, v: Val<'a>) {
+        let slot = match name {
+            "EventID" | "EventId" | "event_id" => &mut self.event_id,
+            "Channel" => &mut self.channel,
+            "Hostname" | "Computer" | "ComputerName" => &mut self.computer,
+            "RecordNumber" | "EventRecordID" => &mut self.record_id,
+            "TimeCreated" | "SystemTime" => &mut self.system_time,
+            "EventTime" => &mut self.event_time,
+            "@timestamp" => &mut self.at_timestamp,
+            "SourceName" | "ProviderName" | "Provider" => &mut self.provider,
+            _ => return self.set_data(name, v),
+        };
+        *slot = Some(v);
+    }
+
+    /// `@timestamp` of a nested (Winlogbeat) record.
+    pub fn set_at_timestamp(&mut self, v: Val<'a>) {
+        self.at_timestamp = Some(v);
+    }
+
+    /// Validate and normalise.
+    pub fn finish(self) -> Result<Outcome, RecordProblem> {
+        let event_id = match self.event_id.as_ref().or(self.ecs.event_code.as_ref()) {
+            Some(v) => {
+                let n = v
+                    .number("EventID")?
+                    .ok_or(RecordProblem::Missing("EventID"))?;
+                u32::try_from(n).map_err(|_| invalid("EventID", &n.to_string()))?
+            }
+            None => return Err(RecordProblem::Missing("EventID")),
+        };
+        let Some(kind) = self.kind_of(event_id) else {
+            return Ok(Outcome::Skipped(event_id));
+        };
+        let (ts, time_source) = self.time()?;
+        let mut ev = HostEvent {
+            ts,
+            time_source,
+            host: text(&self.computer).or_else(|| text(&self.ecs.host_name)),
+            channel: text(&self.channel),
+            event_id,
+            kind,
+            record_id: match &self.record_id {
+                Some(v) => v.number("EventRecordID")?,
+                None => None,
+            },
+            src_ip: None,
+            src_port: None,
+            dst_ip: None,
+            dst_port: None,
+            protocol: None,
+            direction: None,
+            pid: None,
+            image: None,
+            image_name: None,
+            user: None,
+            logon_type: None,
+            share_name: None,
+            relative_target: None,
+            target_filename: None,
+            parent_image: None,
+            command_line: None,
+        };
+        match event_id {
+            // Sysmon network connection / WFP connection allowed.
+            3 | 5156 => {
+                ev.src_ip = ip(
+                    "SourceIp",
+                    self.src_ip.as_ref().or(self.ecs.src_ip.as_ref()),
+                )?;
+                ev.src_port = port(
+                    "SourcePort",
+                    self.src_port.as_ref().or(self.ecs.src_port.as_ref()),
+                )?;
+                ev.dst_ip = ip(
+                    "DestinationIp",
+                    self.dst_ip.as_ref().or(self.ecs.dst_ip.as_ref()),
+                )?;
+                ev.dst_port = port(
+                    "DestinationPort",
+                    self.dst_port.as_ref().or(self.ecs.dst_port.as_ref()),
+                )?;
+                ev.protocol = protocol(self.protocol.as_ref())?;
+                ev.direction = direction(
+                    self.direction
+                        .as_ref()
+                        .or(self.initiated.as_ref())
+                        .or(self.ecs.direction.as_ref()),
+                );
+                ev.pid = pid("ProcessId", self.pid.as_ref().or(self.ecs.pid.as_ref()))?;
+                let image = if event_id == 3 {
+                    &self.image
+                } else {
+                    &self.application
+                };
+                ev.image = text(image).or_else(|| text(&self.ecs.executable));
+                ev.user = self.sysmon_user();
+            }
+            // Sysmon process creation.
+            1 => {
+                ev.pid = pid("ProcessId", self.pid.as_ref().or(self.ecs.pid.as_ref()))?;
+                ev.image = text(&self.image).or_else(|| text(&self.ecs.executable));
+                ev.parent_image =
+                    text(&self.parent_image).or_else(|| text(&self.ecs.parent_executable));
+                ev.command_line = text(&self.command_line).or_else(|| text(&self.ecs.command_line));
+                ev.user = self.sysmon_user();
+            }
+            // Sysmon file create.
+            11 => {
+                ev.pid = pid("ProcessId", self.pid.as_ref().or(self.ecs.pid.as_ref()))?;
+                ev.image = text(&self.image).or_else(|| text(&self.ecs.executable));
+                ev.target_filename = text(&self.target_filename);
+                ev.user = self.sysmon_user();
+            }
+            4688 => {
+                ev.pid = pid(
+                    "NewProcessId",
+                    self.new_pid.as_ref().or(self.ecs.pid.as_ref()),
+                )?;
+                ev.image = text(&self.new_process_name).or_else(|| text(&self.ecs.executable));
+                ev.parent_image =
+                    text(&self.parent_image).or_else(|| text(&self.ecs.parent_executable));
+                ev.command_line = text(&self.command_line).or_else(|| text(&self.ecs.command_line));
+                // The creator's account: TargetUserName is `-` unless the
+                // new process runs under a different account.
+                ev.user = account(&self.target_domain, &self.target_user)
+                    .or_else(|| account(&self.subject_domain, &self.subject_user))
+                    .or_else(|| self.ecs_user());
+            }
+            4624 => {
+                ev.src_ip = ip(
+                    "IpAddress",
+                    self.ip_address.as_ref().or(self.ecs.src_ip.as_ref()),
+                )?;
+                ev.src_port = port(
+                    "IpPort",
+                    self.ip_port.as_ref().or(self.ecs.src_port.as_ref()),
+                )?;
+                ev.logon_type = match &self.logon_type {
+                    Some(v) => v
+                        .number("LogonType")?
+                        .map(|n| u32::try_from(n).map_err(|_| invalid("LogonType", &n.to_string())))
+                        .transpose()?,
+                    None => None,
+                };
+                ev.user =
+                    account(&self.target_domain, &self.target_user).or_else(|| self.ecs_user());
+            }
+            5140 | 5145 => {
+                ev.src_ip = ip(
+                    "IpAddress",
+                    self.ip_address.as_ref().or(self.ecs.src_ip.as_ref()),
+                )?;
+                ev.src_port = port(
+                    "IpPort",
+                    self.ip_port.as_ref().or(self.ecs.src_port.as_ref()),
+                )?;
+                ev.share_name =
+                    text(&self.share_name).map(|s| super::bare_share_name(&s).to_string());
+                ev.relative_target = text(&self.relative_target);
+                ev.user =
+                    account(&self.subject_domain, &self.subject_user).or_else(|| self.ecs_user());
+            }
+            _ => unreachable!("kind_of accepted only the ids above"),
+        }
+        ev.image_name = ev.image.as_deref().map(|p| image_file_name(p).to_string());
+        Ok(Outcome::Event(Box::new(ev)))
+    }
+
+    /// The kind of a supported event, or `None` (skip). Sysmon ids are
+    /// small numbers other providers reuse (System channel event 1 is
+    /// common), so a known channel or provider must be Sysmon's; Security
+    /// ids must come from the Security channel or auditing provider. A
+    /// record naming neither (the flat `Key: Value` samples) is taken by id.
+    fn kind_of(&self, id: u32) -> Option<HostEventKind> {
+        let channel = self.channel.as_ref().map(|v| v.text());
+        let provider = self.provider.as_ref().map(|v| v.text());
+        let is = |needle: &str| {
+            let c = channel.as_deref().map(|c| contains_ci(c, needle));
+            let p = provider.as_deref().map(|p| contains_ci(p, needle));
+            match (c, p) {
+                (None, None) => true,
+                (c, p) => c == Some(true) || p == Some(true),
+            }
+        };
+        match id {
+            1 | 3 | 11 if !is("sysmon") => None,
+            4624 | 4688 | 5140 | 5145 | 5156 if !(is("security")) => None,
+            1 | 4688 => Some(HostEventKind::ProcessCreation),
+            3 | 5156 => Some(HostEventKind::NetworkConnection),
+            11 => Some(HostEventKind::FileCreate),
+            4624 => Some(HostEventKind::Logon),
+            5140 | 5145 => Some(HostEventKind::ShareAccess),
+            _ => None,
+        }
+    }
+
+    /// Event time by precedence (documented in docs/hostlogs.md):
+    /// 1. Sysmon `UtcTime` (when the action happened; Sysmon logs network
+    ///    events late, so it beats `TimeCreated`);
+    /// 2. `TimeCreated/@SystemTime` (UTC), or a zoned `TimeCreated` line;
+    /// 3. Winlogbeat `@timestamp` (the event's creation time, UTC);
+    /// 4. NXLog `EventTime`: zoned if written with a zone, else host local
+    ///    time converted with the offset inferred from `@timestamp`;
+    /// 5. NXLog `@timestamp` alone (collector time);
+    /// 6. any remaining zone-less time, taken as UTC.
+    fn time(&self) -> Result<(chrono::DateTime<chrono::Utc>, TimeSource), RecordProblem> {
+        let utc_time = stamp("UtcTime", self.utc_time.as_ref())?;
+        let system_time = stamp("TimeCreated", self.system_time.as_ref())?;
+        let at = stamp("@timestamp", self.at_timestamp.as_ref())?;
+        let event_time = stamp("EventTime", self.event_time.as_ref())?;
+        // Sysmon writes UtcTime without a zone: it is UTC by definition.
+        if let Some(s) = utc_time {
+            return Ok((s.utc_or_assume(), TimeSource::Utc));
+        }
+        if let Some(s) = system_time {
+            if let Some(t) = s.utc() {
+                return Ok((t, TimeSource::Utc));
+            }
+        }
+        if self.flavour == Flavour::Winlogbeat {
+            if let Some(t) = at.and_then(Stamp::utc) {
+                return Ok((t, TimeSource::Utc));
+            }
+        }
+        if let Some(s) = event_time {
+            if let Some(t) = s.utc() {
+                return Ok((t, TimeSource::Utc));
+            }
+            if let Some(collector) = at.and_then(Stamp::utc) {
+                if let Some(off) = time::infer_offset(s.naive, collector) {
+                    let t = Stamp {
+                        naive: s.naive,
+                        offset: Some(off),
+                    };
+                    if let Some(t) = t.utc() {
+                        return Ok((t, TimeSource::LocalInferred));
+                    }
+                }
+            }
+        }
+        if let Some(t) = at.and_then(Stamp::utc) {
+            return Ok((t, TimeSource::Collector));
+        }
+        match system_time.or(event_time).or(at) {
+            Some(s) => Ok((s.utc_or_assume(), TimeSource::AssumedUtc)),
+            None => Err(RecordProblem::Missing(
+                "event time (UtcTime, TimeCreated, EventTime or @timestamp)",
+            )),
+        }
+    }
+
+    fn sysmon_user(&self) -> Option<String> {
+        text(&self.user).or_else(|| self.ecs_user())
+    }
+
+    fn ecs_user(&self) -> Option<String> {
+        account(&self.ecs.user_domain, &self.ecs.user_name)
+    }
+}
+
+fn contains_ci(hay: &str, needle: &str) -> bool {
+    hay.as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+fn text(v: &Option<Val<'_>>) -> Option<String> {
+    v.as_ref().and_then(|v| v.present()).map(Cow::into_owned)
+}
+
+fn account(domain: &Option<Val<'_>>, name: &Option<Val<'_>>) -> Option<String> {
+    let name = name.as_ref().and_then(|v| v.present())?;
+    Some(match domain.as_ref().and_then(|v| v.present()) {
+        Some(d) => format!("{d}\\{name}"),
+        None => name.into_owned(),
+    })
+}
+
+fn stamp(field: &'static str, v: Option<&Val<'_>>) -> Result<Option<Stamp>, RecordProblem> {
+    let Some(t) = v.and_then(|v| v.present()) else {
+        return Ok(None);
+    };
+    time::parse(&t).map(Some).ok_or_else(|| invalid(field, &t))
+}
+
+fn ip(field: &'static str, v: Option<&Val<'_>>) -> Result<Option<IpAddr>, RecordProblem> {
+    let Some(t) = v.and_then(|v| v.present()) else {
+        return Ok(None);
+    };
+    // IPv6 link-local addresses may carry a zone (`fe80::1%12`).
+    let bare = t.split_once('%').map_or(t.as_ref(), |(a, _)| a);
+    bare.parse::<IpAddr>()
+        .map(|a| Some(a.to_canonical()))
+        .map_err(|_| invalid(field, &t))
+}
+
+fn port(field: &'static str, v: Option<&Val<'_>>) -> Result<Option<u16>, RecordProblem> {
+    let Some(v) = v else { return Ok(None) };
+    match v.number(field)? {
+        // Windows writes 0 for "no port" (local logons).
+        None | Some(0) => Ok(None),
+        Some(n) => u16::try_from(n)
+            .map(Some)
+            .map_err(|_| invalid(field, &n.to_string())),
+    }
+}
+
+fn pid(field: &'static str, v: Option<&Val<'_>>) -> Result<Option<u32>, RecordProblem> {
+    let Some(v) = v else { return Ok(None) };
+    match v.number(field)? {
+        None => Ok(None),
+        Some(n) => u32::try_from(n)
+            .map(Some)
+            .map_err(|_| invalid(field, &n.to_string())),
+    }
+}
+
+fn protocol(v: Option<&Val<'_>>) -> Result<Option<u8>, RecordProblem> {
+    let Some(t) = v.and_then(|v| v.present()) else {
+        return Ok(None);
+    };
+    if t.eq_ignore_ascii_case("tcp") {
+        return Ok(Some(6));
+    }
+    if t.eq_ignore_ascii_case("udp") {
+        return Ok(Some(17));
+    }
+    t.parse::<u8>()
+        .map(Some)
+        .map_err(|_| invalid("Protocol", &t))
+}
+
+/// 5156 `Direction` (`%%14593`/`%%14592` or the rendered words), Sysmon
+/// `Initiated` (`true`/`True`/`false`), ECS `network.direction`. Unknown
+/// spellings (a localised rendering) leave the direction unknown rather
+/// than losing the connection.
+fn direction(v: Option<&Val<'_>>) -> Option<Direction> {
+    let t = v?.present()?;
+    let t = t.as_ref();
+    const OUT: [&str; 5] = ["%%14593", "outbound", "true", "egress", "1"];
+    const IN: [&str; 5] = ["%%14592", "inbound", "false", "ingress", "0"];
+    if OUT.iter().any(|w| t.eq_ignore_ascii_case(w)) {
+        Some(Direction::Outbound)
+    } else if IN.iter().any(|w| t.eq_ignore_ascii_case(w)) {
+        Some(Direction::Inbound)
+    } else {
+        None
+    }
+}
