@@ -169,6 +169,10 @@ pub const EVENTS_MAP: &str = "EVENTS";
 pub const STATS_MAP: &str = "STATS";
 /// Name of the XDP program.
 pub const PROGRAM_NAME: &str = "smbwatch";
+/// Name of the empty XDP program (benchmark floor).
+pub const FLOOR_PROGRAM_NAME: &str = "smbwatch_floor";
+/// Name of the XDP_TX program the traffic generator runs with live frames.
+pub const TX_PROGRAM_NAME: &str = "smbwatch_tx";
 /// Name of the read-only global holding the monitored ports.
 pub const PORTS_GLOBAL: &str = "MONITORED_PORTS";
 

@@ -338,3 +338,14 @@ fn random_frames_all_pass() {
     }
     assert_eq!(k.stats().get(stat::PACKETS), 10_000);
 }
+
+#[test]
+fn helper_programs_load() {
+    let mut k = Kernel::new();
+    let floor = k.dp.load_aux(smbwatch_common::FLOOR_PROGRAM_NAME).unwrap();
+    let frame = v4_syn("203.0.113.10", "198.51.100.7", 40000, 445).frame();
+    assert_eq!(testrun::run(floor, &frame, 1).unwrap().retval, XDP_PASS);
+    let tx = k.dp.load_aux(smbwatch_common::TX_PROGRAM_NAME).unwrap();
+    assert_eq!(testrun::run(tx, &frame, 1).unwrap().retval, 3, "XDP_TX");
+    assert!(k.events().is_empty(), "helper programs touch no maps");
+}

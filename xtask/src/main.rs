@@ -1,1 +1,113 @@
-fn main() {}
+//! Developer tasks. `cargo xtask --help` lists them.
+//!
+//! xtask depends on nothing that needs the eBPF toolchain, so `cargo xtask
+//! setup` works on a fresh machine; the other tasks run setup first (it
+//! skips what is present) and then build and run the real thing.
+
+mod setup;
+
+use std::process::Command;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what the build and tests need (apt packages, nightly rust-src,
+    /// bpf-linker 0.13.0 against LLVM 22), skipping what is present.
+    Setup,
+    /// The whole test suite: unit, kernel (BPF_PROG_TEST_RUN) and namespace
+    /// lab tests, plus rustfmt and clippy. Needs root.
+    Test,
+    /// Build a namespace lab, run smbwatch on its gateway, sweep it with nmap,
+    /// run an smbclient session, print what smbwatch saw, tear down. Needs root.
+    Demo,
+    /// Run the benchmarks; writes target/bench/report.json and report.md. Needs root.
+    Bench {
+        /// Extra arguments for the benchmark driver (see `cargo xtask bench -- --help`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Generate synthetic SMB traffic into a lab veth (see `cargo xtask gen -- --help`). Needs root.
+    Gen {
+        /// Arguments for the generator.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.task {
+        Task::Setup => setup::run(),
+        Task::Test => test(),
+        Task::Demo => lab_bin("demo", &[], false),
+        Task::Bench { args } => lab_bin("bench", &args, true),
+        Task::Gen { args } => lab_bin("gen", &args, true),
+    }
+}
+
+/// Runs a command, streaming its output, failing if it fails.
+pub(crate) fn cmd(program: &str, args: &[&str]) -> Result<()> {
+    println!("$ {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .status()
+        .with_context(|| format!("spawning {program}"))?;
+    if !status.success() {
+        bail!("`{program} {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn require_root(what: &str) -> Result<()> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("{what} loads XDP programs and creates network namespaces: run it as root");
+    }
+    Ok(())
+}
+
+fn test() -> Result<()> {
+    require_root("cargo xtask test")?;
+    setup::run()?;
+    // The lab tests run the real binary; build it first.
+    cmd("cargo", &["build", "-p", "smbwatch"])?;
+    cmd("cargo", &["test", "--workspace", "--no-fail-fast"])?;
+    cmd("cargo", &["fmt", "--all", "--check"])?;
+    cmd(
+        "cargo",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    println!("all tests passed");
+    Ok(())
+}
+
+/// Builds smbwatch and runs one of the lab drivers in `tests/src/bin`.
+fn lab_bin(name: &str, args: &[String], release: bool) -> Result<()> {
+    require_root(&format!("cargo xtask {name}"))?;
+    setup::run()?;
+    let profile: &[&str] = if release { &["--release"] } else { &[] };
+    let mut build = vec!["build", "-p", "smbwatch"];
+    build.extend_from_slice(profile);
+    cmd("cargo", &build)?;
+    let mut run = vec!["run", "--quiet", "-p", "integration-tests", "--bin", name];
+    run.extend_from_slice(profile);
+    run.push("--");
+    run.extend(args.iter().map(String::as_str));
+    cmd("cargo", &run)
+}

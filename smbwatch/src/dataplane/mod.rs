@@ -142,6 +142,29 @@ impl Dataplane {
         Ok(fd.as_fd())
     }
 
+    /// Loads one of the object's helper programs ([`smbwatch_common::FLOOR_PROGRAM_NAME`],
+    /// [`smbwatch_common::TX_PROGRAM_NAME`]) and returns its fd, for
+    /// benchmarks and the traffic generator.
+    pub fn load_aux(&mut self, name: &'static str) -> Result<BorrowedFd<'_>, DataplaneError> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(DataplaneError::MissingProgram)?
+            .try_into()
+            .map_err(|source| DataplaneError::Program {
+                op: "lookup",
+                source,
+            })?;
+        if prog.fd().is_err() {
+            prog.load()
+                .map_err(|source| DataplaneError::Program { op: "load", source })?;
+        }
+        let fd = prog
+            .fd()
+            .map_err(|source| DataplaneError::Program { op: "fd", source })?;
+        Ok(fd.as_fd())
+    }
+
     /// Attaches to `iface`. Refuses when another XDP program is attached
     /// there, unless `force`, which detaches it first.
     pub fn attach(

@@ -1,0 +1,132 @@
+//! `cargo xtask setup`: everything the build and the tests need on a fresh
+//! Debian 12 machine, installed idempotently (present things are skipped).
+
+use std::process::Command;
+
+use anyhow::{bail, Result};
+
+use crate::cmd;
+
+/// Debian packages and why each is needed.
+const PACKAGES: &[(&str, &str)] = &[
+    (
+        "llvm-22-dev",
+        "bpf-linker links the XDP program with LLVM 22",
+    ),
+    ("libpolly-22-dev", "bpf-linker's LLVM 22 link dependency"),
+    ("zlib1g-dev", "bpf-linker's link dependency"),
+    ("libzstd-dev", "bpf-linker's link dependency"),
+    (
+        "iproute2",
+        "network namespaces, veth and XDP inspection (ip, ss)",
+    ),
+    ("iputils-ping", "lab reachability checks"),
+    (
+        "util-linux",
+        "nsenter: run the daemon in a lab namespace with the host's bpffs",
+    ),
+    ("procps", "sysctl for forwarding in the lab gateway"),
+    ("nmap", "real SYN scans in the lab"),
+    ("samba", "real smbd servers in the lab"),
+    ("smbclient", "real SMB client sessions in the lab"),
+    ("hping3", "crafted SYN floods in the lab"),
+    (
+        "tcpdump",
+        "live lab captures for replay tests; the AF_PACKET baseline in benchmarks",
+    ),
+    (
+        "rsyslog",
+        "a real syslog collector for the syslog sink tests",
+    ),
+    ("rsyslog-gnutls", "TLS (RFC 5425) in the rsyslog tests"),
+    ("nftables", "the nftables baseline in benchmarks"),
+    (
+        "netsniff-ng",
+        "trafgen, the reference traffic generator for the shipped configs",
+    ),
+    ("bpftool", "inspecting loaded programs and maps"),
+];
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+fn output(program: &str, args: &[&str]) -> Option<String> {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// Installs what is missing; prints what it installs and why.
+pub fn run() -> Result<()> {
+    let missing: Vec<_> = PACKAGES.iter().filter(|(p, _)| !installed(p)).collect();
+    if !missing.is_empty() {
+        for (p, why) in &missing {
+            println!("setup: installing {p}: {why}");
+        }
+        cmd("apt-get", &["update", "-qq"])?;
+        let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+        args.extend(missing.iter().map(|(p, _)| *p));
+        let status = Command::new("apt-get")
+            .args(&args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()?;
+        if !status.success() {
+            bail!("apt-get install failed ({status})");
+        }
+    }
+
+    let nightly = output("rustup", &["toolchain", "list"]).unwrap_or_default();
+    if !nightly.lines().any(|l| l.starts_with("nightly")) {
+        println!("setup: installing the nightly toolchain: the XDP program builds with -Z build-std=core");
+        cmd(
+            "rustup",
+            &["toolchain", "install", "nightly", "--profile", "minimal"],
+        )?;
+    }
+    let components = output(
+        "rustup",
+        &["component", "list", "--toolchain", "nightly", "--installed"],
+    )
+    .unwrap_or_default();
+    if !components.lines().any(|l| l.starts_with("rust-src")) {
+        println!("setup: installing nightly rust-src: core is rebuilt for bpfel-unknown-none");
+        cmd(
+            "rustup",
+            &["component", "add", "rust-src", "--toolchain", "nightly"],
+        )?;
+    }
+
+    let linker = output("bpf-linker", &["--version"]).unwrap_or_default();
+    if !linker.contains(BPF_LINKER_VERSION) {
+        println!("setup: installing bpf-linker {BPF_LINKER_VERSION} against LLVM 22: it links the XDP program (about 2 minutes)");
+        let status = Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--locked",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
+            // Without it the link step cannot find LLVM 22.
+            .env("LLVM_PREFIX", "/usr/lib/llvm-22")
+            .status()?;
+        if !status.success() {
+            bail!("installing bpf-linker failed ({status})");
+        }
+    }
+    println!("setup: everything present");
+    Ok(())
+}
