@@ -19,12 +19,15 @@ pub fn smbwatch_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("SMBWATCH_BIN") {
         return p.into();
     }
-    let exe = std::env::current_exe().expect("test executable path");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps")
-        .join("smbwatch");
+    // Test binaries live in target/<profile>/deps, lab drivers in target/<profile>.
+    let exe = std::env::current_exe().expect("executable path");
+    let dir = exe.parent().expect("target/<profile>");
+    let dir = if dir.ends_with("deps") {
+        dir.parent().expect("target/<profile>")
+    } else {
+        dir
+    };
+    let bin = dir.join("smbwatch");
     assert!(
         bin.exists(),
         "{} not built: run `cargo build -p smbwatch` first (cargo xtask test does)",

@@ -349,9 +349,9 @@ impl Stats {
         self.0[index as usize]
     }
 
-    /// Counters by name, as printed in logs and `status --json`.
-    pub fn named(&self) -> BTreeMap<&'static str, u64> {
-        stat::NAMES.iter().copied().zip(self.0).collect()
+    /// Counters by name, in index order, as printed in logs and `status`.
+    pub fn named(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        stat::NAMES.iter().copied().zip(self.0)
     }
 
     /// Sum of the malformed-by-header counters.
@@ -371,7 +371,7 @@ impl Stats {
 
 impl Serialize for Stats {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.named().serialize(s)
+        s.collect_map(self.named())
     }
 }
 
