@@ -24,6 +24,7 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::{self, BufReader};
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::str::FromStr;
@@ -573,6 +574,10 @@ pub struct Formatter {
     pub procid: u32,
     /// SD-ID of the structured data element.
     pub sd_id: String,
+    /// Messages go to the local syslog socket: RFC 3164 messages then omit
+    /// HOSTNAME, as glibc's syslog(3) does, because the local daemon
+    /// (rsyslog's imuxsock, journald) expects none there and adds its own.
+    pub local_socket: bool,
 }
 
 impl Formatter {
@@ -591,6 +596,7 @@ impl Formatter {
             app_name: cfg.app_name.clone(),
             procid: std::process::id(),
             sd_id: cfg.sd_id.clone(),
+            local_socket: cfg.target.to_ascii_lowercase().starts_with("unix:"),
         }
     }
 
@@ -624,21 +630,26 @@ impl Formatter {
         )
     }
 
-    /// `<PRI>Mmm dd hh:mm:ss HOST TAG[PID]: KIND: MSG [SD]`. The time is UTC
-    /// (3164 has no zone); the structured data, which 3164 lacks, follows the
-    /// message so the fields are still there for a parser.
+    /// `<PRI>Mmm dd hh:mm:ss HOST TAG[PID]: KIND: MSG [SD]` (no `HOST ` on a
+    /// local socket). The time is UTC (3164 has no zone); the structured
+    /// data, which 3164 lacks, follows the message so the fields are still
+    /// there for a parser.
     pub fn rfc3164(&self, alert: &Alert) -> String {
         let tag: String = self
             .app_name
             .chars()
-            .filter(char::is_ascii_alphanumeric)
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
             .take(32)
             .collect();
+        let host = if self.local_socket {
+            String::new()
+        } else {
+            header_field(&self.hostname, 255) + " "
+        };
         format!(
-            "<{}>{} {} {}[{}]: {}: {} {}",
+            "<{}>{} {host}{}[{}]: {}: {} {}",
             self.pri(alert),
             rfc3164_time(alert.ts),
-            header_field(&self.hostname, 255),
             if tag.is_empty() { "smbwatch" } else { &tag },
             self.procid,
             alert.kind.code(),
@@ -1023,11 +1034,46 @@ enum Conn {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// True if the peer has closed (or reset) the stream. Syslog collectors
-/// never send application data, so readable means EOF or error; checking
-/// before each write catches a collector that went away while we were idle
-/// (otherwise the first write after its death would vanish into the socket
-/// buffer and only the second would fail).
+/// What a non-blocking `MSG_PEEK` on the socket says.
+#[derive(Debug, PartialEq, Eq)]
+enum Peek {
+    /// Nothing to read: the connection is open.
+    Open,
+    /// End of stream or an error: the peer is gone.
+    Closed,
+    /// Bytes are waiting (for TLS, records rustls has yet to process).
+    Data,
+}
+
+/// Asks the kernel directly rather than tokio's readiness cache, which is
+/// only refreshed when the runtime polls its I/O driver and can be stale
+/// when the task was woken by a new alert.
+fn peek(fd: RawFd) -> Peek {
+    let mut b = 0u8;
+    // SAFETY: `fd` is an open socket owned by the caller; the buffer is one
+    // valid byte; MSG_PEEK leaves the data in place.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            std::ptr::addr_of_mut!(b).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match n {
+        0 => Peek::Closed,
+        n if n > 0 => Peek::Data,
+        _ => match io::Error::last_os_error().kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Peek::Open,
+            _ => Peek::Closed,
+        },
+    }
+}
+
+/// True if the peer has closed (or reset) the stream, judged by reading
+/// through the stream (so TLS records such as close_notify are processed).
+/// Syslog collectors never send application data, so readable means EOF or
+/// error.
 fn peer_closed<S: AsyncRead + Unpin>(s: &mut S) -> bool {
     let mut cx = Context::from_waker(Waker::noop());
     let mut buf = [0u8; 512];
@@ -1106,12 +1152,31 @@ impl Conn {
         }
     }
 
-    fn peer_closed(&mut self) -> bool {
-        match self {
-            Self::UnixDgram(_) | Self::Udp(_) => false,
-            Self::UnixStream(s) => peer_closed(s),
-            Self::Tcp(s) => peer_closed(s),
-            Self::Tls(s) => peer_closed(s.as_mut()),
+    /// Checked before each write: a collector that went away while we were
+    /// idle must be noticed now, or the next message would vanish into the
+    /// dead socket's send buffer and only the write after it would fail.
+    async fn lost(&mut self) -> bool {
+        let fd = match self {
+            Self::UnixDgram(_) | Self::Udp(_) => return false,
+            Self::UnixStream(s) => s.as_raw_fd(),
+            Self::Tcp(s) => s.as_raw_fd(),
+            Self::Tls(s) => s.get_ref().0.as_raw_fd(),
+        };
+        match peek(fd) {
+            Peek::Open => false,
+            Peek::Closed => true,
+            Peek::Data => {
+                // Let the I/O driver record the readiness, then read through
+                // the stream: TLS session tickets are harmless, a
+                // close_notify or EOF means closed.
+                tokio::task::yield_now().await;
+                match self {
+                    Self::UnixDgram(_) | Self::Udp(_) => false,
+                    Self::UnixStream(s) => peer_closed(s),
+                    Self::Tcp(s) => peer_closed(s),
+                    Self::Tls(s) => peer_closed(s.as_mut()),
+                }
+            }
         }
     }
 
@@ -1252,7 +1317,7 @@ async fn run(
             }
             continue;
         };
-        if c.peer_closed() {
+        if c.lost().await {
             tracing::warn!("syslog: {target} closed the connection; reconnecting");
             conn = None;
             continue;
@@ -1353,6 +1418,7 @@ mod tests {
             app_name: "smbwatch".into(),
             procid: 4242,
             sd_id: DEFAULT_SD_ID.into(),
+            local_socket: false,
         }
     }
 
@@ -1385,6 +1451,23 @@ mod tests {
                  192.0.2.10 reached 3 hosts on 445 in 60 s {SD}"
             )
         );
+    }
+
+    #[test]
+    fn rfc3164_on_a_local_socket_has_no_hostname() {
+        let f = Formatter {
+            local_socket: true,
+            ..formatter(SyslogFormat::Rfc3164)
+        };
+        let m = f.format(&scan_alert("x"));
+        assert!(
+            m.starts_with("<163>May  1 12:00:07 smbwatch[4242]: smb_scan_fanout: x ["),
+            "{m}"
+        );
+        let f = Formatter::from_config(&SyslogConfig::for_target("unix:///dev/log"));
+        assert!(f.local_socket);
+        let f = Formatter::from_config(&SyslogConfig::for_target("udp://127.0.0.1"));
+        assert!(!f.local_socket);
     }
 
     #[test]
