@@ -852,7 +852,8 @@ pub struct SyslogSink {
     target: Target,
     queue_cap: usize,
     shutdown_timeout: Duration,
-    task: JoinHandle<()>,
+    /// `None` once shut down.
+    task: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for SyslogSink {
@@ -903,7 +904,7 @@ impl SyslogSink {
             target,
             queue_cap: cfg.queue,
             shutdown_timeout: cfg.shutdown_timeout,
-            task,
+            task: Some(task),
         })
     }
 
@@ -957,13 +958,14 @@ impl SyslogSink {
 
     /// Flushes the queue, waiting at most `deadline`; what is still queued
     /// then is reported and abandoned. Returns the final counters.
-    pub async fn shutdown_within(self, deadline: Duration) -> SyslogStats {
+    pub async fn shutdown_within(mut self, deadline: Duration) -> SyslogStats {
         self.shared.closing.store(true, Ordering::SeqCst);
         self.shared.notify.notify_one();
-        let mut task = self.task;
-        if tokio::time::timeout(deadline, &mut task).await.is_err() {
-            task.abort();
-            let _ = task.await;
+        if let Some(mut task) = self.task.take() {
+            if tokio::time::timeout(deadline, &mut task).await.is_err() {
+                task.abort();
+                let _ = task.await;
+            }
         }
         let stats = self.shared.stats();
         if stats.queued > 0 {
@@ -975,6 +977,23 @@ impl SyslogSink {
             );
         }
         stats
+    }
+}
+
+impl Drop for SyslogSink {
+    /// Dropping without [`shutdown`](SyslogSink::shutdown) abandons the
+    /// queue: the task is stopped rather than left retrying forever.
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let queued = self.shared.stats().queued;
+            if queued > 0 {
+                tracing::warn!(
+                    "syslog sink for {} dropped without shutdown: {queued} alert(s) abandoned",
+                    self.target
+                );
+            }
+        }
     }
 }
 
@@ -1853,6 +1872,25 @@ mod tests {
         }
         assert_eq!(sink.shutdown().await.sent, 2);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn drop_stops_the_task() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let sink = SyslogSink::start(&fast(format!("tcp://127.0.0.1:{port}"))).unwrap();
+        let shared = sink.shared.clone();
+        sink.send(&scan_alert("abandoned"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(sink);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let tries = shared.connect_failures.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(shared.connect_failures.load(Ordering::Relaxed), tries);
+        // Only this test's handle is left: the task released its clone.
+        assert_eq!(Arc::strong_count(&shared), 1);
     }
 
     #[test]
