@@ -1,1 +1,900 @@
-//! TODO module
+//! Correlation: joins what the gateway saw (addresses, ports) with what the
+//! Windows hosts logged (processes, users, shares).
+//!
+//! Pure and deterministic: time comes from the events, never the clock.
+//! Inputs may arrive in any order — forwarders deliver host events seconds
+//! or minutes after the gateway saw the packets — so both sides are kept for
+//! a while ([`CorrelateConfig::retention`]) and matched whichever arrives
+//! second. All state is capped and pruned by event time.
+//!
+//! - **Attribution**: a gateway `NewPair` matches an outbound host network
+//!   event (Sysmon 3 / Security 5156) with the same source address,
+//!   destination address and port, and source port when the host event has
+//!   one, within ±`clock_skew`. Several matching host records (Sysmon 3 and
+//!   5156 of one connection) are merged into one [`Attribution`]. Inbound
+//!   records (the server's view, always `System` for SMB) are not used.
+//! - **Enrichment**: [`Correlator::enrich_alert`] fills a host-rule alert's
+//!   missing process/user fields and the gateway's interface and VLAN;
+//!   [`Correlator::enrich_scan_alert`] lists the processes seen opening SMB
+//!   connections from a scanning source.
+//! - **Chain**: `lateral_movement_chain` fires when a source that raised a
+//!   scan alert shows, on some target, administrative share access
+//!   (5140/5145 with that `IpAddress`) or a network logon (4624 type 3) from
+//!   the scan's start (less the skew) until `chain_window` after the alert.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::alert::{Alert, AlertKind, ProcessInfo, Severity};
+use crate::event::{GatewayEvent, GatewayEventKind};
+use crate::hostlog::rules::is_admin_share;
+use crate::hostlog::timed::TimedIndex;
+use crate::hostlog::{Direction, HostEvent, HostEventKind};
+
+/// Correlation settings (`[correlate]`; every key optional).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorrelateConfig {
+    /// Tolerated difference between the gateway's and the hosts' clocks.
+    #[serde(with = "humantime_serde")]
+    pub clock_skew: Duration,
+    /// How long after a scan alert share access or a network logon on a
+    /// target counts as the next step of the same intrusion.
+    #[serde(with = "humantime_serde")]
+    pub chain_window: Duration,
+    /// How long (in event time, after the newest event seen) a gateway pair
+    /// or host connection waits for its counterpart: covers forwarder delay.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Most gateway pairs kept.
+    pub max_pairs: usize,
+    /// Most host network events kept.
+    pub max_host_events: usize,
+    /// Most share-access/logon events kept for chains.
+    pub max_chain_events: usize,
+    /// Most scan alerts kept for chains.
+    pub max_scan_sources: usize,
+    /// Most processes listed on a scan alert.
+    pub max_processes_listed: usize,
+}
+
+impl Default for CorrelateConfig {
+    fn default() -> Self {
+        Self {
+            clock_skew: Duration::from_secs(5),
+            chain_window: Duration::from_secs(15 * 60),
+            retention: Duration::from_secs(120),
+            max_pairs: 65_536,
+            max_host_events: 65_536,
+            max_chain_events: 16_384,
+            max_scan_sources: 4_096,
+            max_processes_listed: 16,
+        }
+    }
+}
+
+/// The process (and account, and host) behind one gateway pair.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Attribution {
+    /// Gateway time of the pair's first SYN.
+    pub pair_ts: DateTime<Utc>,
+    /// Host time of the first matching host record.
+    pub host_ts: DateTime<Utc>,
+    /// Client address.
+    pub src: IpAddr,
+    /// Server address.
+    pub dst: IpAddr,
+    /// Client port.
+    pub sport: u16,
+    /// Server port.
+    pub dport: u16,
+    /// The client process.
+    pub process: ProcessInfo,
+    /// Account of the process, when a record names it (Sysmon 3).
+    pub user: Option<String>,
+    /// The client's computer name.
+    pub host: Option<String>,
+    /// Event ids of the merged host records (e.g. `[5156, 3]`).
+    pub event_ids: Vec<u32>,
+    /// Gateway ingress interface.
+    pub ifindex: u32,
+    /// Gateway outer VLAN.
+    pub vlan: Option<u16>,
+}
+
+/// What feeding an event produced.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Correlation {
+    /// A pair was attributed, or its attribution gained fields.
+    Attributed(Attribution),
+    /// A `lateral_movement_chain` alert.
+    Chain(Box<Alert>),
+}
+
+/// Counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CorrelateStats {
+    /// Gateway NewPair events fed.
+    pub pairs: u64,
+    /// Host events fed.
+    pub host_events: u64,
+    /// Scan alerts fed.
+    pub scan_alerts: u64,
+    /// Pairs attributed (first match only).
+    pub attributed: u64,
+    /// Chain alerts raised.
+    pub chains: u64,
+    /// Entries evicted by caps (all tables).
+    pub evicted: u64,
+    /// Entries held now (all tables).
+    pub held: u64,
+}
+
+type FlowKey = (IpAddr, IpAddr, u16);
+
+#[derive(Debug)]
+struct PairRec {
+    sport: u16,
+    ifindex: u32,
+    vlan: Option<u16>,
+    attribution: Option<Attribution>,
+}
+
+#[derive(Debug, Clone)]
+struct NetRec {
+    src_port: Option<u16>,
+    process: ProcessInfo,
+    user: Option<String>,
+    host: Option<String>,
+    event_id: u32,
+}
+
+#[derive(Debug, Clone)]
+struct ChainRec {
+    host: Option<String>,
+    event_id: u32,
+    share: Option<String>,
+    relative_target: Option<String>,
+    user: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct ScanRec {
+    /// Start of the scan (evidence `first_seen`, else the alert time).
+    start: DateTime<Utc>,
+    /// The alert's time.
+    alert_ts: DateTime<Utc>,
+    kind: AlertKind,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct Correlator {
+    cfg: CorrelateConfig,
+    skew: chrono::Duration,
+    chain_window: chrono::Duration,
+    pairs: TimedIndex<FlowKey, PairRec>,
+    host_net: TimedIndex<FlowKey, NetRec>,
+    chain_events: TimedIndex<IpAddr, ChainRec>,
+    scans: TimedIndex<IpAddr, ScanRec>,
+    /// (source, target host) chains already raised, by alert time.
+    fired: TimedIndex<(IpAddr, String), ()>,
+    newest: Option<DateTime<Utc>>,
+    stats: CorrelateStats,
+}
+
+fn dur(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// Fill `slot` from `v` if empty; true if it changed.
+fn fill<T: Clone>(slot: &mut Option<T>, v: &Option<T>) -> bool {
+    if slot.is_none() && v.is_some() {
+        slot.clone_from(v);
+        true
+    } else {
+        false
+    }
+}
+
+impl Correlator {
+    /// A correlator with these settings.
+    pub fn new(cfg: CorrelateConfig) -> Self {
+        Self {
+            skew: dur(cfg.clock_skew),
+            chain_window: dur(cfg.chain_window),
+            pairs: TimedIndex::new(cfg.max_pairs),
+            host_net: TimedIndex::new(cfg.max_host_events),
+            chain_events: TimedIndex::new(cfg.max_chain_events),
+            scans: TimedIndex::new(cfg.max_scan_sources),
+            fired: TimedIndex::new(cfg.max_scan_sources),
+            newest: None,
+            stats: CorrelateStats::default(),
+            cfg,
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &CorrelateConfig {
+        &self.cfg
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> CorrelateStats {
+        CorrelateStats {
+            evicted: self.pairs.evicted()
+                + self.host_net.evicted()
+                + self.chain_events.evicted()
+                + self.scans.evicted()
+                + self.fired.evicted(),
+            held: (self.pairs.len()
+                + self.host_net.len()
+                + self.chain_events.len()
+                + self.scans.len()
+                + self.fired.len()) as u64,
+            ..self.stats
+        }
+    }
+
+    /// Advance event time and drop what can no longer match.
+    fn advance(&mut self, ts: DateTime<Utc>) {
+        let newest = self.newest.map_or(ts, |n| n.max(ts));
+        self.newest = Some(newest);
+        let short = dur(self.cfg.retention) + self.skew;
+        let long = short + self.chain_window;
+        if let Some(c) = newest.checked_sub_signed(short) {
+            self.pairs.prune(c);
+            self.host_net.prune(c);
+        }
+        if let Some(c) = newest.checked_sub_signed(long) {
+            self.chain_events.prune(c);
+            self.scans.prune(c);
+            self.fired.prune(c);
+        }
+    }
+
+    /// Feed a gateway event. A `NewPair` is matched against host network
+    /// events already seen; other kinds only advance time.
+    pub fn on_gateway_event(&mut self, ev: &GatewayEvent) -> Vec<Correlation> {
+        self.advance(ev.ts);
+        if ev.kind != GatewayEventKind::NewPair {
+            return Vec::new();
+        }
+        self.stats.pairs += 1;
+        let key = (ev.src, ev.dst, ev.dport);
+        let mut rec = PairRec {
+            sport: ev.sport,
+            ifindex: ev.ifindex,
+            vlan: ev.vlan,
+            attribution: None,
+        };
+        for (hts, net) in self.host_net.get(&key) {
+            if net.src_port.is_none_or(|p| p == ev.sport) && (*hts - ev.ts).abs() <= self.skew {
+                merge(&mut rec, ev.ts, key, *hts, net);
+            }
+        }
+        let out = rec
+            .attribution
+            .clone()
+            .map(|a| {
+                self.stats.attributed += 1;
+                vec![Correlation::Attributed(a)]
+            })
+            .unwrap_or_default();
+        self.pairs.insert(ev.ts, key, rec);
+        out
+    }
+
+    /// Feed a host event: network events are matched against pairs already
+    /// seen; share access and network logons are checked for chains.
+    pub fn on_host_event(&mut self, ev: &HostEvent) -> Vec<Correlation> {
+        self.advance(ev.ts);
+        self.stats.host_events += 1;
+        match ev.kind {
+            HostEventKind::NetworkConnection => self.host_connection(ev),
+            HostEventKind::ShareAccess | HostEventKind::Logon => self.host_chain_event(ev),
+            HostEventKind::ProcessCreation | HostEventKind::FileCreate => Vec::new(),
+        }
+    }
+
+    fn host_connection(&mut self, ev: &HostEvent) -> Vec<Correlation> {
+        // The server side's record names the server process (System for
+        // SMB): never the client we are looking for.
+        if ev.direction == Some(Direction::Inbound) {
+            return Vec::new();
+        }
+        let (Some(src), Some(dst), Some(dport)) = (ev.src_ip, ev.dst_ip, ev.dst_port) else {
+            return Vec::new();
+        };
+        let key = (src, dst, dport);
+        let net = NetRec {
+            src_port: ev.src_port,
+            process: ev.process_info(),
+            user: ev.user.clone(),
+            host: ev.host.clone(),
+            event_id: ev.event_id,
+        };
+        let mut out = Vec::new();
+        for (pts, pair) in self.pairs.get_mut(&key) {
+            if net.src_port.is_none_or(|p| p == pair.sport) && (ev.ts - *pts).abs() <= self.skew {
+                let first = pair.attribution.is_none();
+                if merge(pair, *pts, key, ev.ts, &net) {
+                    if first {
+                        self.stats.attributed += 1;
+                    }
+                    out.extend(pair.attribution.clone().map(Correlation::Attributed));
+                }
+            }
+        }
+        self.host_net.insert(ev.ts, key, net);
+        out
+    }
+
+    fn host_chain_event(&mut self, ev: &HostEvent) -> Vec<Correlation> {
+        let Some(src) = ev.src_ip else {
+            return Vec::new();
+        };
+        let relevant = match ev.kind {
+            HostEventKind::ShareAccess => ev.share_name.as_deref().is_some_and(is_admin_share),
+            HostEventKind::Logon => ev.logon_type == Some(3),
+            _ => false,
+        };
+        if !relevant || src.is_loopback() {
+            return Vec::new();
+        }
+        let rec = ChainRec {
+            host: ev.host.clone(),
+            event_id: ev.event_id,
+            share: ev.share_name.clone(),
+            relative_target: ev.relative_target.clone(),
+            user: ev.user.clone(),
+        };
+        let scans: Vec<ScanRec> = self.scans.get(&src).map(|(_, s)| s.clone()).collect();
+        let out = scans
+            .iter()
+            .filter_map(|s| self.try_chain(src, s, ev.ts, &rec))
+            .map(|a| Correlation::Chain(Box::new(a)))
+            .collect();
+        self.chain_events.insert(ev.ts, src, rec);
+        out
+    }
+
+    /// Feed a scan alert (`smb_scan_fanout`, `smb_scan_trw`): remembered for
+    /// chains, and checked against share/logon events already seen.
+    pub fn on_scan_alert(&mut self, alert: &Alert) -> Vec<Correlation> {
+        if !matches!(alert.kind, AlertKind::SmbScanFanout | AlertKind::SmbScanTrw) {
+            return Vec::new();
+        }
+        let Some(src) = alert.source_ip else {
+            return Vec::new();
+        };
+        self.advance(alert.ts);
+        self.stats.scan_alerts += 1;
+        let s = ScanRec {
+            start: alert
+                .scan
+                .as_ref()
+                .map_or(alert.ts, |e| e.first_seen.min(alert.ts)),
+            alert_ts: alert.ts,
+            kind: alert.kind,
+        };
+        let seen: Vec<(DateTime<Utc>, ChainRec)> = self.chain_events.get(&src).cloned().collect();
+        let out = seen
+            .iter()
+            .filter_map(|(ts, rec)| self.try_chain(src, &s, *ts, rec))
+            .map(|a| Correlation::Chain(Box::new(a)))
+            .collect();
+        self.scans.insert(alert.ts, src, s);
+        out
+    }
+
+    /// A chain alert if `rec` (at `ts`) follows scan `s` in time and this
+    /// (source, target) has not fired within `chain_window`.
+    fn try_chain(
+        &mut self,
+        src: IpAddr,
+        s: &ScanRec,
+        ts: DateTime<Utc>,
+        rec: &ChainRec,
+    ) -> Option<Alert> {
+        if ts < s.start - self.skew || ts > s.alert_ts + self.chain_window {
+            return None;
+        }
+        let target = rec
+            .host
+            .clone()
+            .unwrap_or_else(|| "unknown host".into())
+            .to_ascii_lowercase();
+        let fkey = (src, target);
+        if self
+            .fired
+            .get(&fkey)
+            .any(|(f, ())| (*f - ts).abs() <= self.chain_window)
+        {
+            return None;
+        }
+        self.fired.insert(ts, fkey, ());
+        self.stats.chains += 1;
+        let host = rec.host.as_deref().unwrap_or("an unknown host");
+        let who = rec
+            .user
+            .as_deref()
+            .map(|u| format!(" as {u}"))
+            .unwrap_or_default();
+        let after = (ts - s.alert_ts).num_seconds();
+        let when = if after >= 0 {
+            format!("{after} s after")
+        } else {
+            format!("{} s before", -after)
+        };
+        let (what, severity, technique) = match (&rec.share, rec.event_id) {
+            (Some(share), _) => {
+                let target = rec
+                    .relative_target
+                    .as_deref()
+                    .map(|t| format!(" ({t})"))
+                    .unwrap_or_default();
+                let sev = if share.eq_ignore_ascii_case("IPC$") {
+                    Severity::High
+                } else {
+                    Severity::Critical
+                };
+                (format!("accessed \\\\*\\{share}{target}"), sev, "T1021.002")
+            }
+            (None, _) => (
+                "logged on over the network (4624 type 3)".to_string(),
+                Severity::High,
+                "T1021.002",
+            ),
+        };
+        let msg = format!(
+            "{src} scanned SMB ({}) then {what} on {host}{who}, {when} the scan alert [Security {}]",
+            s.kind.code(),
+            rec.event_id
+        );
+        let mut a = Alert::new(ts, AlertKind::LateralMovementChain, severity, msg);
+        a.techniques = vec!["T1046", technique];
+        a.source_ip = Some(src);
+        a.host = rec.host.clone();
+        a.user = rec.user.clone();
+        a.share = rec.share.clone();
+        Some(a)
+    }
+
+    /// The attribution of one pair, if known.
+    pub fn attribution(
+        &self,
+        src: IpAddr,
+        dst: IpAddr,
+        sport: u16,
+        dport: u16,
+    ) -> Option<&Attribution> {
+        self.pairs
+            .get(&(src, dst, dport))
+            .filter(|(_, p)| p.sport == sport)
+            .find_map(|(_, p)| p.attribution.as_ref())
+    }
+
+    /// Fill a host-rule alert (e.g. `suspicious_smb_client` from 5156,
+    /// which names no user) from the other records of the same flow, and
+    /// the gateway's interface and VLAN from the matching pair.
+    pub fn enrich_alert(&self, alert: &mut Alert) {
+        let (Some(src), Some(dst), Some(dport)) = (
+            alert.source_ip,
+            alert.destination_ip,
+            alert.destination_port,
+        ) else {
+            return;
+        };
+        let key = (src, dst, dport);
+        let near = |ts: &DateTime<Utc>| (*ts - alert.ts).abs() <= self.skew;
+        let process = alert.process.get_or_insert_with(ProcessInfo::default);
+        for (_, net) in self.host_net.get(&key).filter(|(ts, _)| near(ts)) {
+            // Only records of the same process (where both say which).
+            let same_pid = matches!((process.pid, net.process.pid), (Some(a), Some(b)) if a != b);
+            let same_name = matches!((&process.name, &net.process.name), (Some(a), Some(b)) if !a.eq_ignore_ascii_case(b));
+            if same_pid || same_name {
+                continue;
+            }
+            fill(&mut process.pid, &net.process.pid);
+            fill(&mut process.name, &net.process.name);
+            fill(&mut process.executable, &net.process.executable);
+            fill(&mut alert.user, &net.user);
+            fill(&mut alert.host, &net.host);
+        }
+        if alert
+            .process
+            .as_ref()
+            .is_some_and(|p| *p == ProcessInfo::default())
+        {
+            alert.process = None;
+        }
+        if let Some((_, pair)) = self.pairs.get(&key).find(|(ts, _)| near(ts)) {
+            alert.ifindex.get_or_insert(pair.ifindex);
+            if alert.vlan.is_none() {
+                alert.vlan = pair.vlan;
+            }
+        }
+    }
+
+    /// List, on a scan alert, the processes seen opening connections from
+    /// its source to the scanned port(s) during the scan (± skew).
+    pub fn enrich_scan_alert(&self, alert: &mut Alert) {
+        let Some(src) = alert.source_ip else { return };
+        let (from, to) = match &alert.scan {
+            Some(e) => (e.first_seen.min(alert.ts), e.last_seen.max(alert.ts)),
+            None => (alert.ts - dur(self.cfg.retention), alert.ts),
+        };
+        let (from, to) = (from - self.skew, to + self.skew);
+        let ports: Option<HashSet<u16>> = alert.destination_port.map(|p| HashSet::from([p]));
+        let mut hits: Vec<(DateTime<Utc>, &ProcessInfo)> = self
+            .host_net
+            .iter()
+            .filter(|((s, _, dport), (ts, _))| {
+                *s == src
+                    && *ts >= from
+                    && *ts <= to
+                    && ports.as_ref().is_none_or(|p| p.contains(dport))
+            })
+            .map(|(_, (ts, net))| (*ts, &net.process))
+            .collect();
+        hits.sort_by_key(|(ts, _)| *ts);
+        for (_, p) in hits {
+            if alert.processes.len() >= self.cfg.max_processes_listed {
+                break;
+            }
+            if !alert.processes.iter().any(|q| same_process(q, p)) {
+                alert.processes.push(p.clone());
+            }
+        }
+    }
+}
+
+fn same_process(a: &ProcessInfo, b: &ProcessInfo) -> bool {
+    let names = match (&a.name, &b.name) {
+        (Some(x), Some(y)) => x.eq_ignore_ascii_case(y),
+        _ => true,
+    };
+    let pids = match (a.pid, b.pid) {
+        (Some(x), Some(y)) => x == y,
+        _ => true,
+    };
+    names && pids
+}
+
+/// Merge a host record into a pair's attribution; true if anything changed.
+fn merge(
+    pair: &mut PairRec,
+    pair_ts: DateTime<Utc>,
+    key: FlowKey,
+    host_ts: DateTime<Utc>,
+    net: &NetRec,
+) -> bool {
+    match &mut pair.attribution {
+        None => {
+            pair.attribution = Some(Attribution {
+                pair_ts,
+                host_ts,
+                src: key.0,
+                dst: key.1,
+                sport: pair.sport,
+                dport: key.2,
+                process: net.process.clone(),
+                user: net.user.clone(),
+                host: net.host.clone(),
+                event_ids: vec![net.event_id],
+                ifindex: pair.ifindex,
+                vlan: pair.vlan,
+            });
+            true
+        }
+        Some(a) => {
+            // A different process on the same 5-tuple would contradict the
+            // first record: keep the first rather than mixing two.
+            if !same_process(&a.process, &net.process) {
+                return false;
+            }
+            let mut changed = fill(&mut a.process.pid, &net.process.pid);
+            changed |= fill(&mut a.process.name, &net.process.name);
+            changed |= fill(&mut a.process.executable, &net.process.executable);
+            changed |= fill(&mut a.user, &net.user);
+            changed |= fill(&mut a.host, &net.host);
+            if !a.event_ids.contains(&net.event_id) {
+                a.event_ids.push(net.event_id);
+                changed = true;
+            }
+            changed
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::ScanEvidence;
+    use crate::hostlog::tests::{data_file, COVENANT, EMPIRE};
+    use crate::hostlog::{parse_file, Format};
+
+    fn ts(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// The empire capture's only SMB pair, as the gateway reports it
+    /// (time from the pcap: 06:57:46.576718Z).
+    fn empire_pair() -> GatewayEvent {
+        GatewayEvent {
+            ts: ts("2020-09-20T06:57:46.576718Z"),
+            kind: GatewayEventKind::NewPair,
+            src: ip("172.18.39.5"),
+            dst: ip("172.18.39.6"),
+            sport: 50504,
+            dport: 445,
+            ifindex: 3,
+            vlan: Some(20),
+        }
+    }
+
+    fn scan_alert(src: &str, first: &str, at: &str) -> Alert {
+        let mut a = Alert::new(
+            ts(at),
+            AlertKind::SmbScanFanout,
+            Severity::High,
+            "scan".into(),
+        );
+        a.source_ip = Some(ip(src));
+        a.destination_port = Some(445);
+        a.scan = Some(ScanEvidence {
+            first_seen: ts(first),
+            last_seen: ts(at),
+            ..ScanEvidence::default()
+        });
+        a
+    }
+
+    fn attributions(out: Vec<Correlation>) -> Vec<Attribution> {
+        out.into_iter()
+            .filter_map(|c| match c {
+                Correlation::Attributed(a) => Some(a),
+                Correlation::Chain(_) => None,
+            })
+            .collect()
+    }
+
+    fn chains(out: Vec<Correlation>) -> Vec<Alert> {
+        out.into_iter()
+            .filter_map(|c| match c {
+                Correlation::Chain(a) => Some(*a),
+                Correlation::Attributed(_) => None,
+            })
+            .collect()
+    }
+
+    fn check_empire_attribution(a: &Attribution) {
+        assert_eq!(a.process.name.as_deref(), Some("powershell.exe"));
+        assert_eq!(a.process.pid, Some(8948), "from 5156");
+        assert_eq!(
+            a.user.as_deref(),
+            Some("THESHIRE\\pgustavo"),
+            "from Sysmon 3"
+        );
+        assert_eq!(a.host.as_deref(), Some("WORKSTATION5.theshire.local"));
+        assert_eq!(
+            (a.sport, a.dport, a.ifindex, a.vlan),
+            (50504, 445, 3, Some(20))
+        );
+        let mut ids = a.event_ids.clone();
+        ids.sort();
+        assert_eq!(ids, vec![3, 5156]);
+    }
+
+    #[test]
+    fn empire_pair_attributed_host_events_first() {
+        let Some(p) = data_file(EMPIRE) else { return };
+        let (evs, _) = parse_file(&p, Format::Auto).unwrap();
+        let mut c = Correlator::new(CorrelateConfig::default());
+        for e in &evs {
+            assert!(attributions(c.on_host_event(e)).is_empty());
+        }
+        let got = attributions(c.on_gateway_event(&empire_pair()));
+        assert_eq!(got.len(), 1);
+        check_empire_attribution(&got[0]);
+        assert_eq!(
+            c.attribution(ip("172.18.39.5"), ip("172.18.39.6"), 50504, 445),
+            Some(&got[0])
+        );
+    }
+
+    #[test]
+    fn empire_pair_attributed_gateway_first() {
+        let Some(p) = data_file(EMPIRE) else { return };
+        let (evs, _) = parse_file(&p, Format::Auto).unwrap();
+        let mut c = Correlator::new(CorrelateConfig::default());
+        assert!(c.on_gateway_event(&empire_pair()).is_empty());
+        let updates: Vec<Attribution> = evs
+            .iter()
+            .flat_map(|e| attributions(c.on_host_event(e)))
+            .collect();
+        // First match, then the second record adds fields.
+        assert_eq!(updates.len(), 2);
+        check_empire_attribution(updates.last().unwrap());
+        assert_eq!(c.stats().attributed, 1);
+    }
+
+    #[test]
+    fn skew_bounds_the_match() {
+        let Some(p) = data_file(EMPIRE) else { return };
+        let (evs, _) = parse_file(&p, Format::Auto).unwrap();
+        // Sysmon's UtcTime is 1.9 s after the SYN, 5156's 0.6 s before: a
+        // 1 s skew keeps only the 5156.
+        let cfg = CorrelateConfig {
+            clock_skew: Duration::from_secs(1),
+            ..CorrelateConfig::default()
+        };
+        let mut c = Correlator::new(cfg);
+        for e in &evs {
+            c.on_host_event(e);
+        }
+        let got = attributions(c.on_gateway_event(&empire_pair()));
+        assert_eq!(got[0].event_ids, vec![5156]);
+        assert_eq!(got[0].user, None);
+        // Another source port is another connection.
+        let mut other = empire_pair();
+        other.sport = 50600;
+        assert!(c.on_gateway_event(&other).is_empty());
+    }
+
+    #[test]
+    fn host_rule_alert_gets_user_and_interface() {
+        let Some(p) = data_file(EMPIRE) else { return };
+        let (evs, _) = parse_file(&p, Format::Auto).unwrap();
+        let mut c = Correlator::new(CorrelateConfig::default());
+        c.on_gateway_event(&empire_pair());
+        let wfp = evs
+            .iter()
+            .find(|e| e.event_id == 5156 && e.image_name.as_deref() == Some("powershell.exe"))
+            .unwrap();
+        for e in &evs {
+            c.on_host_event(e);
+        }
+        let mut alert =
+            crate::hostlog::rules::suspicious_smb_client(wfp, &Default::default()).unwrap();
+        assert_eq!(alert.user, None);
+        c.enrich_alert(&mut alert);
+        assert_eq!(alert.user.as_deref(), Some("THESHIRE\\pgustavo"));
+        assert_eq!(alert.process.as_ref().unwrap().pid, Some(8948));
+        assert_eq!((alert.ifindex, alert.vlan), (Some(3), Some(20)));
+    }
+
+    #[test]
+    fn scan_alert_lists_processes_and_chain_fires_either_order() {
+        let Some(p) = data_file(EMPIRE) else { return };
+        let (evs, _) = parse_file(&p, Format::Auto).unwrap();
+        let scan = scan_alert(
+            "172.18.39.5",
+            "2020-09-20T06:57:40Z",
+            "2020-09-20T06:57:45Z",
+        );
+
+        // Scan alert first, host events after.
+        let mut c = Correlator::new(CorrelateConfig::default());
+        assert!(c.on_scan_alert(&scan).is_empty());
+        let got: Vec<Alert> = evs
+            .iter()
+            .flat_map(|e| chains(c.on_host_event(e)))
+            .collect();
+        assert_eq!(got.len(), 1, "one chain per (source, target): {got:#?}");
+        let a = &got[0];
+        assert_eq!(a.kind, AlertKind::LateralMovementChain);
+        assert_eq!(a.source_ip, Some(ip("172.18.39.5")));
+        assert_eq!(a.host.as_deref(), Some("WORKSTATION6.theshire.local"));
+        assert_eq!(a.user.as_deref(), Some("THESHIRE\\pgustavo"));
+        assert_eq!(a.techniques, vec!["T1046", "T1021.002"]);
+        assert!(
+            a.message
+                .starts_with("172.18.39.5 scanned SMB (smb_scan_fanout) then"),
+            "{}",
+            a.message
+        );
+
+        let mut listed = scan.clone();
+        c.enrich_scan_alert(&mut listed);
+        let names: Vec<_> = listed
+            .processes
+            .iter()
+            .filter_map(|p| p.name.as_deref())
+            .collect();
+        assert_eq!(names, vec!["powershell.exe"]);
+
+        // Host events first (a late scan alert), same single chain.
+        let mut c = Correlator::new(CorrelateConfig::default());
+        for e in &evs {
+            assert!(chains(c.on_host_event(e)).is_empty());
+        }
+        assert_eq!(chains(c.on_scan_alert(&scan)).len(), 1);
+    }
+
+    #[test]
+    fn chain_window_and_unrelated_sources() {
+        let Some(p) = data_file(COVENANT) else { return };
+        let (evs, _) = parse_file(&p, Format::Auto).unwrap();
+        // The covenant share access is at 18:53:30Z.
+        let mut c = Correlator::new(CorrelateConfig::default());
+        c.on_scan_alert(&scan_alert(
+            "172.18.39.5",
+            "2020-09-22T18:30:00Z",
+            "2020-09-22T18:31:00Z",
+        ));
+        c.on_scan_alert(&scan_alert(
+            "172.18.39.99",
+            "2020-09-22T18:50:00Z",
+            "2020-09-22T18:51:00Z",
+        ));
+        let got: Vec<Alert> = evs
+            .iter()
+            .flat_map(|e| chains(c.on_host_event(e)))
+            .collect();
+        assert!(
+            got.is_empty(),
+            "22 min after the scan alert, and the other source never touched a share"
+        );
+
+        let mut c = Correlator::new(CorrelateConfig::default());
+        c.on_scan_alert(&scan_alert(
+            "172.18.39.5",
+            "2020-09-22T18:50:00Z",
+            "2020-09-22T18:51:00Z",
+        ));
+        let got: Vec<Alert> = evs
+            .iter()
+            .flat_map(|e| chains(c.on_host_event(e)))
+            .collect();
+        assert_eq!(got.len(), 1);
+        // The network logon comes first in the session; the share accesses
+        // that follow on the same target do not repeat the chain.
+        assert_eq!(got[0].share, None);
+        assert!(
+            got[0].message.contains("logged on over the network"),
+            "{}",
+            got[0].message
+        );
+        assert_eq!(got[0].host.as_deref(), Some("WORKSTATION6.theshire.local"));
+        assert_eq!(got[0].severity, Severity::High);
+    }
+
+    #[test]
+    fn state_is_bounded_and_pruned_by_time() {
+        let cfg = CorrelateConfig {
+            max_pairs: 10,
+            max_host_events: 10,
+            ..CorrelateConfig::default()
+        };
+        let mut c = Correlator::new(cfg);
+        let base = empire_pair();
+        for i in 0..1000u16 {
+            let mut g = base.clone();
+            g.sport = 10_000 + i;
+            g.ts = base.ts + chrono::Duration::milliseconds(i64::from(i));
+            c.on_gateway_event(&g);
+        }
+        assert!(c.stats().held <= 10);
+        assert_eq!(c.stats().evicted, 990);
+
+        // A pair older than retention + skew is gone by the time its host
+        // record arrives.
+        let mut c = Correlator::new(CorrelateConfig::default());
+        c.on_gateway_event(&base);
+        let mut later = base.clone();
+        later.sport = 1;
+        later.ts = base.ts + chrono::Duration::seconds(200);
+        c.on_gateway_event(&later);
+        assert_eq!(c.stats().held, 1);
+    }
+}

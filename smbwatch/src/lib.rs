@@ -14,3 +14,4 @@ pub mod detect;
 pub mod event;
 pub mod hostlog;
 pub mod packet;
+pub mod replay;

@@ -53,6 +53,9 @@ pub const DEFAULT_QUEUE: usize = 10_000;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A write that makes no progress for this long marks the connection dead.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A connection that lasted this long counts as healthy even if it carried
+/// nothing: losing it reconnects at once rather than after a backoff.
+const HEALTHY_CONNECTION: Duration = Duration::from_secs(10);
 /// At most one "queue full" warning per this interval.
 const DROP_WARN_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -852,7 +855,8 @@ pub struct SyslogSink {
     target: Target,
     queue_cap: usize,
     shutdown_timeout: Duration,
-    task: JoinHandle<()>,
+    /// `None` once shut down.
+    task: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for SyslogSink {
@@ -903,7 +907,7 @@ impl SyslogSink {
             target,
             queue_cap: cfg.queue,
             shutdown_timeout: cfg.shutdown_timeout,
-            task,
+            task: Some(task),
         })
     }
 
@@ -957,13 +961,14 @@ impl SyslogSink {
 
     /// Flushes the queue, waiting at most `deadline`; what is still queued
     /// then is reported and abandoned. Returns the final counters.
-    pub async fn shutdown_within(self, deadline: Duration) -> SyslogStats {
+    pub async fn shutdown_within(mut self, deadline: Duration) -> SyslogStats {
         self.shared.closing.store(true, Ordering::SeqCst);
         self.shared.notify.notify_one();
-        let mut task = self.task;
-        if tokio::time::timeout(deadline, &mut task).await.is_err() {
-            task.abort();
-            let _ = task.await;
+        if let Some(mut task) = self.task.take() {
+            if tokio::time::timeout(deadline, &mut task).await.is_err() {
+                task.abort();
+                let _ = task.await;
+            }
         }
         let stats = self.shared.stats();
         if stats.queued > 0 {
@@ -975,6 +980,23 @@ impl SyslogSink {
             );
         }
         stats
+    }
+}
+
+impl Drop for SyslogSink {
+    /// Dropping without [`shutdown`](SyslogSink::shutdown) abandons the
+    /// queue: the task is stopped rather than left retrying forever.
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let queued = self.shared.stats().queued;
+            if queued > 0 {
+                tracing::warn!(
+                    "syslog sink for {} dropped without shutdown: {queued} alert(s) abandoned",
+                    self.target
+                );
+            }
+        }
     }
 }
 
@@ -1256,7 +1278,23 @@ async fn run(
     let mut connected_once = false;
     let mut failures_in_row = 0u64;
     let mut pending: Option<Vec<u8>> = None;
+    // The current connection: when it opened, whether it delivered anything.
+    let mut opened = Instant::now();
+    let mut delivered = false;
+    // The last connection died young without delivering (a collector that
+    // accepts and hangs up, e.g. past its session limit): keep backing off
+    // instead of reconnecting at once, forever.
+    let mut flapping = false;
+    // Set where a connection is found dead.
+    let mut lost = false;
     loop {
+        if std::mem::take(&mut lost) {
+            conn = None;
+            flapping = !delivered && opened.elapsed() < HEALTHY_CONNECTION;
+            if flapping {
+                sleep_unless_done(&shared, &pending, backoff.next_delay()).await;
+            }
+        }
         let closing = shared.closing.load(Ordering::SeqCst);
         let idle = pending.is_none() && shared.lock_queue().is_empty();
         if closing && idle {
@@ -1284,7 +1322,11 @@ async fn run(
                     }
                     connected_once = true;
                     failures_in_row = 0;
-                    backoff.reset();
+                    if !flapping {
+                        backoff.reset();
+                    }
+                    opened = Instant::now();
+                    delivered = false;
                     conn = Some(c);
                 }
                 Err(e) => {
@@ -1312,14 +1354,14 @@ async fn run(
                 () = shared.notify.notified() => {}
                 () = c.wait_closed() => {
                     tracing::warn!("syslog: {target} closed the connection; reconnecting");
-                    conn = None;
+                    lost = true;
                 }
             }
             continue;
         };
         if c.lost().await {
             tracing::warn!("syslog: {target} closed the connection; reconnecting");
-            conn = None;
+            lost = true;
             continue;
         }
         match c.send(msg).await {
@@ -1327,6 +1369,11 @@ async fn run(
                 shared.sent.fetch_add(1, Ordering::Relaxed);
                 pending = None;
                 shared.in_flight.store(false, Ordering::Relaxed);
+                if !delivered {
+                    delivered = true;
+                    flapping = false;
+                    backoff.reset();
+                }
             }
             Err(e) if is_message_error(&e) => {
                 tracing::error!(
@@ -1340,7 +1387,7 @@ async fn run(
             Err(e) => {
                 // Keep `pending`: it is re-sent on the next connection.
                 tracing::warn!("syslog: write to {target} failed: {e}; reconnecting");
-                conn = None;
+                lost = true;
             }
         }
     }
@@ -1853,6 +1900,51 @@ mod tests {
         }
         assert_eq!(sink.shutdown().await.sent, 2);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_collector_that_hangs_up_at_once_is_not_hammered() {
+        // Like rsyslog past its MaxSessions: accept, then close at once.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let accepts = Arc::new(AtomicU64::new(0));
+        let counter = accepts.clone();
+        let server = tokio::spawn(async move {
+            loop {
+                let (s, _) = l.accept().await.unwrap();
+                counter.fetch_add(1, Ordering::Relaxed);
+                drop(s);
+            }
+        });
+        let sink = SyslogSink::start(&fast(format!("tcp://127.0.0.1:{port}"))).unwrap();
+        for i in 0..3 {
+            sink.send(&scan_alert(&format!("alert {i}")));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let n = accepts.load(Ordering::Relaxed);
+        // 10 ms doubling to 50 ms allows about a dozen attempts in 500 ms.
+        assert!(n <= 30, "{n} connections in 500 ms");
+        drop(sink);
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn drop_stops_the_task() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let sink = SyslogSink::start(&fast(format!("tcp://127.0.0.1:{port}"))).unwrap();
+        let shared = sink.shared.clone();
+        sink.send(&scan_alert("abandoned"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(sink);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let tries = shared.connect_failures.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(shared.connect_failures.load(Ordering::Relaxed), tries);
+        // Only this test's handle is left: the task released its clone.
+        assert_eq!(Arc::strong_count(&shared), 1);
     }
 
     #[test]

@@ -36,7 +36,7 @@ use trw::{Decision, Trw};
 pub struct DetectConfig {
     /// Distinct destinations within `window` that make a source a scanner.
     pub fanout_threshold: u32,
-    /// Sliding window of the fan-out count.
+    /// Sliding window of the fan-out count (at least `response_timeout`).
     #[serde(with = "humantime_serde")]
     pub window: Duration,
     /// A pair with no SYN-ACK or RST within this time is a failed probe.
@@ -56,7 +56,8 @@ pub struct DetectConfig {
     pub hold_down: Duration,
     /// Most sources tracked at once (least recently active evicted first).
     pub max_sources: usize,
-    /// Most destinations tracked per source within its window.
+    /// Most destinations tracked per source within its window; the count
+    /// saturates here (the oldest destination is dropped).
     pub max_destinations_per_source: usize,
     /// Most (source, destination) pairs tracked across all sources.
     pub max_pairs: usize,

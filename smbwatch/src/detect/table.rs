@@ -9,6 +9,12 @@
 //! decides what to evict.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+/// Keyed hasher for both maps. Sources are attacker-controlled (spoofed
+/// addresses), so the hash must be seeded per process; aHash is, and is
+/// several times faster than SipHash on these 16- and 20-byte keys.
+type State = ahash::RandomState;
 
 /// An address as 16 bytes (IPv4 as IPv4-mapped IPv6), like the kernel's keys.
 pub(super) type Key = [u8; 16];
@@ -82,23 +88,41 @@ pub(super) struct Pair {
     pub outcome: Outcome,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct PairKey {
     src: u32,
     dst: Key,
+}
+
+impl Hash for PairKey {
+    // Two integer writes instead of a length-prefixed byte slice.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u128(u128::from_ne_bytes(self.dst));
+        state.write_u32(self.src);
+    }
+}
+
+/// A source address as a map key, hashed as one integer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct AddrKey(Key);
+
+impl Hash for AddrKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u128(u128::from_ne_bytes(self.0));
+    }
 }
 
 /// The state table. See the module documentation.
 pub(super) struct Table {
     pub sources: Vec<Source>,
     free_sources: Vec<u32>,
-    by_addr: HashMap<Key, u32>,
+    by_addr: HashMap<AddrKey, u32, State>,
     /// Most and least recently active source.
     lru_head: u32,
     lru_tail: u32,
     pub pairs: Vec<Pair>,
     free_pairs: Vec<u32>,
-    by_pair: HashMap<PairKey, u32>,
+    by_pair: HashMap<PairKey, u32, State>,
     pend_head: u32,
     pend_tail: u32,
     pending: usize,
@@ -110,12 +134,12 @@ impl Table {
         Self {
             sources: Vec::with_capacity(sources),
             free_sources: Vec::new(),
-            by_addr: HashMap::with_capacity(sources),
+            by_addr: HashMap::with_capacity_and_hasher(sources, State::new()),
             lru_head: NIL,
             lru_tail: NIL,
             pairs: Vec::with_capacity(pairs),
             free_pairs: Vec::new(),
-            by_pair: HashMap::with_capacity(pairs),
+            by_pair: HashMap::with_capacity_and_hasher(pairs, State::new()),
             pend_head: NIL,
             pend_tail: NIL,
             pending: 0,
@@ -139,7 +163,7 @@ impl Table {
 
     /// The slot of a tracked source.
     pub fn source(&self, key: &Key) -> Option<u32> {
-        self.by_addr.get(key).copied()
+        self.by_addr.get(&AddrKey(*key)).copied()
     }
 
     /// The least recently active source.
@@ -186,7 +210,7 @@ impl Table {
                 (self.sources.len() - 1) as u32
             }
         };
-        self.by_addr.insert(key, slot);
+        self.by_addr.insert(AddrKey(key), slot);
         self.lru_push_front(slot);
         slot
     }
@@ -207,7 +231,7 @@ impl Table {
         }
         self.lru_unlink(slot);
         let key = self.sources[slot as usize].key;
-        self.by_addr.remove(&key);
+        self.by_addr.remove(&AddrKey(key));
         self.free_sources.push(slot);
     }
 
@@ -429,7 +453,7 @@ mod tests {
         while cur != NIL {
             let s = &t.sources[cur as usize];
             assert_eq!(s.prev, prev);
-            assert_eq!(t.by_addr[&s.key], cur);
+            assert_eq!(t.by_addr[&AddrKey(s.key)], cur);
             let ps: Vec<&Pair> = t.pairs_of(cur).collect();
             assert_eq!(ps.len(), s.distinct as usize);
             assert_eq!(ps.iter().map(|p| u64::from(p.syns)).sum::<u64>(), s.syns);

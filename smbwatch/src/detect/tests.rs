@@ -650,3 +650,79 @@ fn responses_for_unknown_pairs_are_counted_and_ignored() {
     let stats = det.stats();
     assert_eq!((stats.unmatched_responses, stats.tracked_sources), (2, 1));
 }
+
+/// Throughput on synthetic workloads; prints, asserts nothing about time.
+/// `cargo test --release -p smbwatch --lib detect::tests::throughput -- --ignored --nocapture`
+#[test]
+#[ignore = "measurement: run in release with --ignored --nocapture"]
+fn throughput() {
+    fn event(kind: GatewayEventKind, src: u32, dst: u32, ns: i64) -> GatewayEvent {
+        GatewayEvent {
+            ts: DateTime::from_timestamp_nanos(T0_MS * 1_000_000 + ns),
+            kind,
+            src: IpAddr::V4(Ipv4Addr::from(src)),
+            dst: IpAddr::V4(Ipv4Addr::from(dst)),
+            sport: (src ^ dst) as u16,
+            dport: 445,
+            ifindex: 1,
+            vlan: None,
+        }
+    }
+    fn measure(name: &str, events: &[GatewayEvent]) {
+        // Best of three runs: the machine is shared.
+        let mut best = f64::MAX;
+        for _ in 0..3 {
+            let mut det = Detector::new(DetectConfig::default());
+            let start = std::time::Instant::now();
+            let alerts: usize = events.iter().map(|e| det.observe(e).len()).sum();
+            best = best.min(start.elapsed().as_secs_f64());
+            assert!(
+                det.stats().tracked_sources <= det.config().max_sources,
+                "{alerts}"
+            );
+        }
+        let n = events.len() as f64;
+        println!(
+            "{name}: {:.0} ns/event, {:.2} M events/s",
+            best * 1e9 / n,
+            n / best / 1e6
+        );
+    }
+    let n = 2_000_000u32;
+    let mut x: u32 = 12345;
+    let clients: Vec<_> = (0..n / 2)
+        .flat_map(|i| {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let c = (x >> 8) % 20_000;
+            let (src, dst) = (0x0a00_0000 + c, 0xc633_6400 + (c + (x & 1) * 7) % 500);
+            let t = i64::from(i) * 1000;
+            [
+                event(GatewayEventKind::NewPair, src, dst, t),
+                event(GatewayEventKind::Accepted, src, dst, t + 500),
+            ]
+        })
+        .collect();
+    measure("20k clients, two servers each, answered", &clients);
+    let flood: Vec<_> = (0..n)
+        .map(|i| {
+            event(
+                GatewayEventKind::NewPair,
+                0x0b00_0000 + i,
+                0xc633_6401,
+                i64::from(i) * 1000,
+            )
+        })
+        .collect();
+    measure("spoofed flood, new source per event", &flood);
+    let scanners: Vec<_> = (0..n / 2)
+        .flat_map(|i| {
+            let (src, dst) = (0x0c00_0000 + i % 1000, 0x2000_0000 + i / 1000);
+            let t = i64::from(i) * 1000;
+            [
+                event(GatewayEventKind::NewPair, src, dst, t),
+                event(GatewayEventKind::Refused, src, dst, t + 100),
+            ]
+        })
+        .collect();
+    measure("1000 scanners, refused", &scanners);
+}

@@ -20,7 +20,9 @@ mod evtx;
 mod fields;
 mod json;
 mod kv;
+pub mod rules;
 mod time;
+pub(crate) mod timed;
 mod xml;
 
 use std::collections::BTreeMap;

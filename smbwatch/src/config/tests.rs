@@ -1,0 +1,340 @@
+//! Configuration tests: defaults, the example file, and errors that name
+//! the key and the line.
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_str_named(text, "test.toml")
+}
+
+/// The error's (line, key, message); panics if the text was accepted.
+fn error(text: &str) -> (usize, Option<String>, String) {
+    match parse(text) {
+        Err(ConfigError::Invalid {
+            file,
+            line,
+            key,
+            message,
+            ..
+        }) => {
+            assert_eq!(file, "test.toml");
+            (line, key, message)
+        }
+        other => panic!("expected an Invalid error, got {other:?}"),
+    }
+}
+
+#[test]
+fn defaults_are_valid() {
+    Config::default().validate().unwrap();
+    assert_eq!(parse("").unwrap(), Config::default());
+    let d = Config::default().detect;
+    assert_eq!(
+        (d.fanout_threshold, d.window, d.response_timeout),
+        (20, Duration::from_secs(60), Duration::from_secs(3))
+    );
+    assert_eq!(
+        (d.trw_theta0, d.trw_theta1, d.trw_pd, d.trw_pf),
+        (0.8, 0.2, 0.99, 0.01)
+    );
+    assert_eq!(d.hold_down, Duration::from_secs(600));
+}
+
+#[test]
+fn example_file_documents_the_defaults() {
+    let text = include_str!("../../../docs/smbwatch.toml");
+    let cfg = Config::from_str_named(text, "docs/smbwatch.toml").unwrap();
+    assert_eq!(cfg, Config::default());
+}
+
+#[test]
+fn example_file_names_every_key() {
+    // Every key of every section appears in the example, set or commented.
+    let text = include_str!("../../../docs/smbwatch.toml");
+    let full = toml::Value::try_from(Config::default()).unwrap();
+    for (section, table) in full.as_table().unwrap() {
+        assert!(
+            text.contains(&format!("[{section}]")),
+            "[{section}] missing"
+        );
+        for key in table.as_table().unwrap().keys() {
+            if (section.as_str(), key.as_str()) == ("detect", "subnet") {
+                assert!(
+                    text.contains("# [[detect.subnet]]"),
+                    "detect.subnet example missing"
+                );
+                continue;
+            }
+            assert!(
+                text.contains(&format!("\n{key} = ")),
+                "{section}.{key} missing"
+            );
+        }
+    }
+    for key in [
+        "json",
+        "hostname",
+        "tls_ca",
+        "tls_server_name",
+        "listen",
+        "cidr",
+        "window",
+    ] {
+        assert!(
+            text.contains(&format!("# {key} = ")),
+            "optional key {key} not shown"
+        );
+    }
+}
+
+#[test]
+fn durations_parse() {
+    let cfg = parse(
+        "[detect]\nwindow = \"90s\"\nhold_down = \"2h\"\nresponse_timeout = \"1500ms\"\n\
+         [correlate]\nchain_window = \"15m\"\nclock_skew = \"0s\"\n",
+    )
+    .unwrap();
+    assert_eq!(cfg.detect.window, Duration::from_secs(90));
+    assert_eq!(cfg.detect.hold_down, Duration::from_secs(7200));
+    assert_eq!(cfg.detect.response_timeout, Duration::from_millis(1500));
+    assert_eq!(cfg.correlate.chain_window, Duration::from_secs(900));
+    assert_eq!(cfg.correlate.clock_skew, Duration::ZERO);
+}
+
+#[test]
+fn unknown_key_names_key_and_line() {
+    let (line, key, message) = error("[detect]\nfanout_threshold = 30\nfanout_treshold = 40\n");
+    assert_eq!(line, 3);
+    assert_eq!(key.as_deref(), Some("detect.fanout_treshold"));
+    assert!(
+        message.contains("unknown field `fanout_treshold`"),
+        "{message}"
+    );
+
+    let (line, key, _) = error("# comment\n[detec]\nwindow = \"1m\"\n");
+    assert_eq!((line, key.as_deref()), (2, Some("detec")));
+
+    let (line, key, _) = error("[detect]\n\n[[detect.subnet]]\ncidr = \"10.0.0.0/8\"\nfanout_threshold = 5\nthreshold = 5\n");
+    assert_eq!(
+        (line, key.as_deref()),
+        (6, Some("detect.subnet[0].threshold"))
+    );
+}
+
+#[test]
+fn error_display_names_file_line_and_key() {
+    let err = parse("[detect]\nwindow = \"0s\"\n").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "test.toml:2:1: detect.window: must be greater than 0"
+    );
+}
+
+#[test]
+fn bad_cidr_names_key_and_line() {
+    let (line, key, message) =
+        error("[detect]\nallow = [\n  \"10.0.0.0/8\",\n  \"10.0.0.0/33\",\n]\n");
+    assert_eq!((line, key.as_deref()), (4, Some("detect.allow[1]")));
+    assert!(message.contains("invalid IP address syntax"), "{message}");
+
+    let (line, key, message) = error("[detect]\nallow = [\"192.0.2.0/24\", \"10.1.2.0/16\"]\n");
+    assert_eq!((line, key.as_deref()), (2, Some("detect.allow[1]")));
+    assert_eq!(
+        message,
+        "10.1.2.0/16 has host bits set; the network is 10.1.0.0/16"
+    );
+
+    let (line, key, _) = error("[[detect.subnet]]\ncidr = \"300.0.0.0/8\"\nfanout_threshold = 5\n");
+    assert_eq!((line, key.as_deref()), (2, Some("detect.subnet[0].cidr")));
+}
+
+#[test]
+fn zero_and_negative_durations_are_rejected() {
+    let (line, key, message) = error("[detect]\nfanout_threshold = 10\nwindow = \"0s\"\n");
+    assert_eq!((line, key.as_deref()), (3, Some("detect.window")));
+    assert_eq!(message, "must be greater than 0");
+
+    let (line, key, _) = error("[detect]\nwindow = \"-5s\"\n");
+    assert_eq!((line, key.as_deref()), (2, Some("detect.window")));
+
+    let (line, key, message) = error("[detect]\nwindow = \"2s\"\n");
+    assert_eq!((line, key.as_deref()), (2, Some("detect.window")));
+    assert_eq!(message, "2s is shorter than detect.response_timeout (3s)");
+
+    let (line, key, _) = error("[dataplane]\nstats_interval = \"0s\"\n");
+    assert_eq!(
+        (line, key.as_deref()),
+        (2, Some("dataplane.stats_interval"))
+    );
+
+    let (line, key, _) = error("[correlate]\nchain_window = \"0s\"\n");
+    assert_eq!((line, key.as_deref()), (2, Some("correlate.chain_window")));
+
+    let (line, key, _) =
+        error("[[detect.subnet]]\ncidr = \"10.0.0.0/8\"\nfanout_threshold = 5\nwindow = \"0s\"\n");
+    assert_eq!((line, key.as_deref()), (4, Some("detect.subnet[0].window")));
+}
+
+#[test]
+fn trw_relations_are_checked() {
+    let (line, key, message) = error("[detect]\ntrw_theta0 = 0.3\ntrw_theta1 = 0.5\n");
+    assert_eq!((line, key.as_deref()), (3, Some("detect.trw_theta1")));
+    assert!(
+        message.contains("must be less than detect.trw_theta0 (0.3)"),
+        "{message}"
+    );
+
+    let (line, key, _) = error("[detect]\ntrw_pd = 1.0\n");
+    assert_eq!((line, key.as_deref()), (2, Some("detect.trw_pd")));
+
+    let (line, key, _) = error("[detect]\ntrw_pf = nan\n");
+    assert_eq!((line, key.as_deref()), (2, Some("detect.trw_pf")));
+
+    // The key that is absent (default in force) is reported at its section.
+    let (line, key, _) = error("\n[detect]\ntrw_theta0 = 0.1\n");
+    assert_eq!((line, key.as_deref()), (2, Some("detect.trw_theta1")));
+}
+
+#[test]
+fn thresholds_and_caps_are_checked() {
+    let (line, key, message) = error("[detect]\nfanout_threshold = 1\n");
+    assert_eq!((line, key.as_deref()), (2, Some("detect.fanout_threshold")));
+    assert_eq!(message, "1: must be at least 2");
+
+    let (_, key, message) =
+        error("[detect]\nfanout_threshold = 100\nmax_destinations_per_source = 50\n");
+    assert_eq!(key.as_deref(), Some("detect.fanout_threshold"));
+    assert!(message.contains("can never be reached"), "{message}");
+
+    let (line, key, _) = error("[detect]\nmax_sources = 0\n");
+    assert_eq!((line, key.as_deref()), (2, Some("detect.max_sources")));
+
+    let (line, key, _) = error("[detect]\nmax_sources = -1\n");
+    assert_eq!((line, key.as_deref()), (2, Some("detect.max_sources")));
+
+    let (line, key, message) = error(
+        "[[detect.subnet]]\ncidr = \"10.0.0.0/8\"\nfanout_threshold = 5\n\n[[detect.subnet]]\ncidr = \"10.0.0.0/8\"\nfanout_threshold = 6\n",
+    );
+    assert_eq!((line, key.as_deref()), (6, Some("detect.subnet[1].cidr")));
+    assert_eq!(message, "10.0.0.0/8 is already listed in detect.subnet[0]");
+
+    let (line, key, _) = error("[[detect.subnet]]\ncidr = \"10.0.0.0/8\"\n");
+    assert_eq!(
+        (line, key.as_deref()),
+        (1, Some("detect.subnet[0]")),
+        "missing fanout_threshold"
+    );
+}
+
+#[test]
+fn subnet_overrides_parse() {
+    let cfg = parse(
+        "[detect]\nallow = [\"192.0.2.10/32\", \"2001:db8:b::/48\"]\n\
+         [[detect.subnet]]\ncidr = \"10.0.0.0/8\"\nfanout_threshold = 50\n\
+         [[detect.subnet]]\ncidr = \"2001:db8::/32\"\nfanout_threshold = 10\nwindow = \"1h\"\n",
+    )
+    .unwrap();
+    assert_eq!(cfg.detect.allow.len(), 2);
+    assert_eq!(cfg.detect.subnet[0].window, None);
+    assert_eq!(cfg.detect.subnet[1].window, Some(Duration::from_secs(3600)));
+}
+
+#[test]
+fn dataplane_ports_are_checked() {
+    let (line, key, _) = error("[dataplane]\nports = [445, 0]\n");
+    assert_eq!((line, key.as_deref()), (2, Some("dataplane.ports[1]")));
+    let (_, key, message) = error("[dataplane]\nports = [1, 2, 3, 4, 5]\n");
+    assert_eq!(key.as_deref(), Some("dataplane.ports"));
+    assert_eq!(message, "5 ports: give 1 to 4");
+    let (_, key, _) = error("[dataplane]\nports = [445, 445]\n");
+    assert_eq!(key.as_deref(), Some("dataplane.ports[1]"));
+    let (line, key, _) = error("[dataplane]\nports = [70000]\n");
+    assert_eq!((line, key.as_deref()), (2, Some("dataplane.ports[0]")));
+    let (_, key, _) = error("[dataplane]\nxdp_mode = \"turbo\"\n");
+    assert_eq!(key.as_deref(), Some("dataplane.xdp_mode"));
+    assert_eq!(
+        parse("[dataplane]\nports = [445, 139]\n")
+            .unwrap()
+            .dataplane
+            .load_options()
+            .ports,
+        [445, 139]
+    );
+}
+
+#[test]
+fn syslog_and_hostlog_values_are_checked() {
+    let (line, key, _) = error("[syslog]\nfacility = \"local4\"\ntarget = \"smtp://x\"\n");
+    assert_eq!((line, key.as_deref()), (3, Some("syslog.target")));
+    let (line, key, _) = error("[syslog]\ntarget = \"tls://logs.example.net:6514\"\n");
+    assert_eq!(
+        (line, key.as_deref()),
+        (1, Some("syslog.tls_ca")),
+        "absent key: its section"
+    );
+    let (line, key, _) = error("[syslog]\nfacility = \"local9\"\n");
+    assert_eq!((line, key.as_deref()), (2, Some("syslog.facility")));
+    let (line, key, message) = error("[hostlog]\nlisten = \"127.0.0.1:5514\"\n");
+    assert_eq!((line, key.as_deref()), (2, Some("hostlog.listen")));
+    assert!(message.contains("tcp://ADDR:PORT"), "{message}");
+    let cfg = parse("[hostlog]\nlisten = \"tcp://[::1]:5514\"\n").unwrap();
+    assert_eq!(
+        cfg.hostlog.listen_addr().unwrap(),
+        Some("[::1]:5514".parse().unwrap())
+    );
+    let (_, key, _) = error("[alert]\njson = \"\"\n");
+    assert_eq!(key.as_deref(), Some("alert.json"));
+}
+
+#[test]
+fn syntax_errors_have_a_line() {
+    let (line, key, _) = error("[detect]\nwindow = \"1m\"\nfanout_threshold = \n");
+    assert_eq!(line, 3);
+    assert_eq!(key, None, "an unparsable document has no keys to name");
+}
+
+#[test]
+fn validate_after_overrides_names_the_key() {
+    let mut cfg = Config::default();
+    cfg.detect.window = Duration::ZERO;
+    let err = cfg.validate().unwrap_err();
+    assert_eq!(err.to_string(), "detect.window: must be greater than 0");
+}
+
+#[test]
+fn load_reads_the_file_and_names_it() {
+    let dir = std::env::temp_dir().join(format!("smbwatch-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("smbwatch.toml");
+    std::fs::write(&path, "[detect]\nfanout_threshold = 25\nbogus = true\n").unwrap();
+    let err = Config::load(&path).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!(
+            "{}:3:1: detect.bogus: unknown field",
+            path.display()
+        )),
+        "{err}"
+    );
+    std::fs::write(&path, "[detect]\nfanout_threshold = 25\n").unwrap();
+    assert_eq!(Config::load(&path).unwrap().detect.fanout_threshold, 25);
+    let missing = dir.join("missing.toml");
+    let err = Config::load(&missing).unwrap_err();
+    assert!(matches!(err, ConfigError::Read { .. }));
+    assert!(err.to_string().contains("missing.toml"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn messages_read_well() {
+    for text in [
+        "[detect]\nfanout_treshold = 40\n",
+        "[detect]\nallow = [\"10.0.0.0/33\"]\n",
+        "[detect]\nwindow = \"-5s\"\n",
+        "[dataplane]\nports = [70000]\n",
+        "[syslog]\ntarget = \"smtp://x\"\n",
+    ] {
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.starts_with("test.toml:2:"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+}
