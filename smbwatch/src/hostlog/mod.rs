@@ -16,10 +16,13 @@
 //! All parsing is pure (bytes in, events out); file reading is confined to
 //! [`parse_file`], [`follow`] and [`listener`].
 
+pub mod bench;
 mod evtx;
 mod fields;
+pub mod follow;
 mod json;
 mod kv;
+pub mod listener;
 pub mod rules;
 mod time;
 pub(crate) mod timed;
