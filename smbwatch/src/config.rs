@@ -20,8 +20,10 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::alert::syslog::{SyslogConfig, SyslogError};
+pub use crate::correlate::CorrelateConfig;
 use crate::dataplane::{AttachMode, LoadOptions};
 use crate::detect::DetectConfig;
+use crate::hostlog::rules::HostRulesConfig;
 
 /// The whole configuration file. Every section and key is optional.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -85,28 +87,6 @@ impl DataplaneConfig {
     }
 }
 
-/// `[correlate]`: joining gateway pairs with Windows host events.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CorrelateConfig {
-    /// Tolerated difference between the gateway's and the hosts' clocks.
-    #[serde(with = "humantime_serde")]
-    pub clock_skew: Duration,
-    /// How long after a scan alert share access or a network logon on a
-    /// target counts as the next step of the same intrusion.
-    #[serde(with = "humantime_serde")]
-    pub chain_window: Duration,
-}
-
-impl Default for CorrelateConfig {
-    fn default() -> Self {
-        Self {
-            clock_skew: Duration::from_secs(5),
-            chain_window: Duration::from_secs(15 * 60),
-        }
-    }
-}
-
 /// `[alert]`: which sinks receive alerts.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -133,6 +113,8 @@ pub struct HostlogConfig {
     pub max_connections: usize,
     /// Keep reading files given on the command line as they grow (tail -f).
     pub follow: bool,
+    /// `[hostlog.rules]`: the host rules (allowlisted images, dedup).
+    pub rules: HostRulesConfig,
 }
 
 impl Default for HostlogConfig {
@@ -142,6 +124,7 @@ impl Default for HostlogConfig {
             max_line: 65_536,
             max_connections: 64,
             follow: false,
+            rules: HostRulesConfig::default(),
         }
     }
 }
@@ -459,6 +442,19 @@ fn check_correlate(c: &CorrelateConfig) -> Result<(), Invalid> {
     if c.chain_window.is_zero() {
         bad("correlate.chain_window", "must be greater than 0")?;
     }
+    if c.retention.is_zero() {
+        bad("correlate.retention", "must be greater than 0")?;
+    }
+    for (key, v) in [
+        ("correlate.max_pairs", c.max_pairs),
+        ("correlate.max_host_events", c.max_host_events),
+        ("correlate.max_chain_events", c.max_chain_events),
+        ("correlate.max_scan_sources", c.max_scan_sources),
+    ] {
+        if v == 0 || v > MAX_CAP {
+            bad(key, format!("{v}: must be between 1 and {MAX_CAP}"))?;
+        }
+    }
     Ok(())
 }
 
@@ -474,6 +470,15 @@ fn check_hostlog(h: &HostlogConfig) -> Result<(), Invalid> {
     }
     if h.max_connections == 0 {
         bad("hostlog.max_connections", "must be at least 1")?;
+    }
+    if h.rules.max_dedup_entries == 0 || h.rules.max_dedup_entries > MAX_CAP {
+        bad(
+            "hostlog.rules.max_dedup_entries",
+            format!(
+                "{}: must be between 1 and {MAX_CAP}",
+                h.rules.max_dedup_entries
+            ),
+        )?;
     }
     Ok(())
 }

@@ -14,4 +14,5 @@ pub mod detect;
 pub mod event;
 pub mod hostlog;
 pub mod packet;
+pub mod pipeline;
 pub mod replay;

@@ -4,11 +4,17 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
+use std::io::Write as _;
+
 use smbwatch::{
-    daemon::{self, RunOptions, StdoutEvents},
-    dataplane::{AttachMode, LoadOptions, MonotonicClock, PinnedMaps},
+    alert::Alert,
+    config::Config,
+    daemon::{self, RunOptions},
+    dataplane::{AttachMode, MonotonicClock, PinnedMaps},
+    hostlog,
+    pipeline::{Pipeline, ReplayFeed},
+    replay::{ReplayOptions, ReplaySink},
 };
-use smbwatch_common::{DEFAULT_MAX_PAIRS, DEFAULT_MAX_SOURCES};
 
 /// Watch TCP 445 (SMB) crossing a Linux router with XDP and catch lateral
 /// movement: scan fan-out, suspicious SMB clients, admin-share use.
@@ -28,6 +34,59 @@ enum Command {
     Run(RunArgs),
     /// Show what a running daemon sees: top sources and kernel counters.
     Status(StatusArgs),
+    /// Check a configuration file; errors name the key and the line.
+    CheckConfig {
+        /// The TOML file.
+        file: PathBuf,
+    },
+    /// Replay a capture (pcap or pcapng) through the real XDP program and the
+    /// same detection as `run`; alerts as JSON lines on stdout, a summary on stderr.
+    Replay(ReplayArgs),
+    /// Windows host logs without a gateway.
+    #[command(subcommand)]
+    Hostlog(HostlogCommand),
+}
+
+#[derive(Args, Debug)]
+struct ReplayArgs {
+    /// The capture (Ethernet, Linux cooked SLL/SLL2 or raw IP link types).
+    #[arg(long, value_name = "FILE")]
+    pcap: PathBuf,
+    /// Windows host-log files to correlate with (repeatable).
+    #[arg(long = "host-log", value_name = "FILE")]
+    host_logs: Vec<PathBuf>,
+    /// Configuration file; its [detect], [correlate] and [dataplane] ports apply.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Tolerated clock difference between the capture and the host logs (e.g. 5s, 2m).
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
+    clock_skew: Option<Duration>,
+    #[command(flatten)]
+    detect: DetectArgs,
+    /// Also print the new_pair/response events as JSON lines.
+    #[arg(long)]
+    events: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum HostlogCommand {
+    /// Print normalised host events as JSON lines; counts and errors on stderr.
+    Parse(HostlogFiles),
+    /// Apply the host rules (suspicious_smb_client, admin_share_access) and print alerts as JSON lines.
+    Scan(HostlogFiles),
+}
+
+#[derive(Args, Debug)]
+struct HostlogFiles {
+    /// Host-log files (EVTX, event XML, Winlogbeat/NXLog/evtx_dump JSON, Key: Value).
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Input format (default: detected per file).
+    #[arg(long, default_value = "auto")]
+    format: hostlog::Format,
+    /// Configuration file; its [hostlog.rules] and [correlate] apply.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -35,26 +94,88 @@ struct RunArgs {
     /// Interface to attach to (repeat for each interface).
     #[arg(long = "iface", short = 'i', value_name = "IF", required = true)]
     ifaces: Vec<String>,
+    /// Configuration file (TOML; see docs/smbwatch.toml). Flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// XDP attach mode: auto tries native (driver) first, then skb (generic) with a warning.
-    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
-    xdp_mode: AttachMode,
+    #[arg(long, value_enum)]
+    xdp_mode: Option<AttachMode>,
     /// Replace an XDP program someone else attached to an interface.
     #[arg(long)]
     force: bool,
     /// Monitored TCP port (repeat; at most 4). Default: 445.
-    #[arg(long = "port", value_name = "PORT", default_values_t = [445u16])]
+    #[arg(long = "port", value_name = "PORT")]
     ports: Vec<u16>,
-    /// Log kernel counters this often (e.g. 10s, 1m).
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
-    stats_interval: Duration,
-    /// Capacity of the kernel's per-source table.
-    #[arg(long, default_value_t = DEFAULT_MAX_SOURCES)]
-    max_sources: u32,
-    /// Capacity of the kernel's (source, destination) pair table.
-    #[arg(long, default_value_t = DEFAULT_MAX_PAIRS)]
-    max_pairs: u32,
+    /// Log kernel counters this often (e.g. 10s, 1m). Default: 10s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    stats_interval: Option<Duration>,
+    /// Capacity of the kernel's per-source table. Default: 262144.
+    #[arg(long)]
+    max_sources: Option<u32>,
+    /// Capacity of the kernel's (source, destination) pair table. Default: 1048576.
+    #[arg(long)]
+    max_pairs: Option<u32>,
+    /// bpffs directory for this daemon's pinned maps (one per daemon).
+    /// Default: /sys/fs/bpf/smbwatch.
+    #[arg(long, value_name = "DIR")]
+    pin_dir: Option<PathBuf>,
     #[command(flatten)]
-    pin: PinArgs,
+    detect: DetectArgs,
+    #[command(flatten)]
+    alerts: AlertArgs,
+    #[command(flatten)]
+    hostlog: HostLogArgs,
+}
+
+/// Detection overrides shared by `run` and `replay`.
+#[derive(Args, Debug, Default)]
+struct DetectArgs {
+    /// Distinct destinations within the window that make a source a scanner. Default: 20.
+    #[arg(long, value_name = "N")]
+    fanout_threshold: Option<u32>,
+    /// Fan-out window (e.g. 60s, 90s, 2h). Default: 60s.
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
+    window: Option<Duration>,
+    /// Never alert on sources in this CIDR (repeatable), e.g. a backup server.
+    #[arg(long = "allow", value_name = "CIDR")]
+    allow: Vec<ipnet::IpNet>,
+}
+
+/// Where alerts go.
+#[derive(Args, Debug, Default)]
+struct AlertArgs {
+    /// Write alerts as ECS JSON lines to PATH (appended), or `-` for stdout.
+    #[arg(long = "json", value_name = "PATH|-")]
+    json: Option<PathBuf>,
+    /// Send alerts to syslog: unix:///dev/log, udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    syslog: Option<String>,
+    /// Syslog message format.
+    #[arg(long, value_enum)]
+    syslog_format: Option<SyslogFormatArg>,
+    /// Also print new_pair/response event lines on stdout (the default when no alert sink is set).
+    #[arg(long)]
+    events: bool,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum SyslogFormatArg {
+    Rfc5424,
+    Rfc3164,
+}
+
+/// Host-log inputs.
+#[derive(Args, Debug, Default)]
+struct HostLogArgs {
+    /// Windows host-log file to read (EVTX, event XML, Winlogbeat/NXLog/evtx_dump JSON, Key: Value; repeatable; `-` for stdin).
+    #[arg(long = "host-log", value_name = "PATH")]
+    host_logs: Vec<PathBuf>,
+    /// Keep reading --host-log files as they grow, across rotation.
+    #[arg(long)]
+    follow: bool,
+    /// Listen for forwarded events, one JSON or XML event per line (e.g. tcp://127.0.0.1:5514).
+    #[arg(long, value_name = "URL")]
+    host_log_listen: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -89,6 +210,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Status(args) => status(args),
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Replay(args) => replay(args),
+        Command::Hostlog(HostlogCommand::Parse(args)) => hostlog_parse(args),
+        Command::Hostlog(HostlogCommand::Scan(args)) => hostlog_scan(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -99,25 +224,200 @@ fn main() -> ExitCode {
     }
 }
 
+/// The configuration file (or defaults) with `run`'s flags applied, validated.
+fn run_config(args: &RunArgs) -> Result<Config> {
+    let mut cfg = load_config(args.config.as_deref())?;
+    let d = &mut cfg.dataplane;
+    if let Some(m) = args.xdp_mode {
+        d.xdp_mode = m;
+    }
+    if !args.ports.is_empty() {
+        d.ports = args.ports.clone();
+    }
+    if let Some(v) = args.stats_interval {
+        d.stats_interval = v;
+    }
+    if let Some(v) = args.max_sources {
+        d.max_sources = v;
+    }
+    if let Some(v) = args.max_pairs {
+        d.max_pairs = v;
+    }
+    if let Some(v) = &args.pin_dir {
+        d.pin_dir = v.clone();
+    }
+    apply_detect(&mut cfg, &args.detect);
+    let a = &args.alerts;
+    if let Some(j) = &a.json {
+        cfg.alert.json = Some(j.clone());
+    }
+    cfg.alert.events |= a.events;
+    if let Some(url) = &a.syslog {
+        cfg.syslog.target = url.clone();
+        cfg.alert.syslog = true;
+    }
+    if let Some(f) = a.syslog_format {
+        cfg.syslog.format = match f {
+            SyslogFormatArg::Rfc5424 => smbwatch::alert::syslog::SyslogFormat::Rfc5424,
+            SyslogFormatArg::Rfc3164 => smbwatch::alert::syslog::SyslogFormat::Rfc3164,
+        };
+    }
+    cfg.hostlog.follow |= args.hostlog.follow;
+    if let Some(l) = &args.hostlog.host_log_listen {
+        cfg.hostlog.listen = Some(l.clone());
+    }
+    cfg.validate()
+        .context("invalid setting (after applying command-line flags)")?;
+    Ok(cfg)
+}
+
+fn load_config(path: Option<&std::path::Path>) -> Result<Config> {
+    Ok(match path {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    })
+}
+
+fn apply_detect(cfg: &mut Config, d: &DetectArgs) {
+    if let Some(n) = d.fanout_threshold {
+        cfg.detect.fanout_threshold = n;
+    }
+    if let Some(w) = d.window {
+        cfg.detect.window = w;
+    }
+    cfg.detect.allow.extend(d.allow.iter().copied());
+}
+
 fn run(args: RunArgs) -> Result<()> {
     let opts = RunOptions {
+        config: run_config(&args)?,
         ifaces: args.ifaces,
-        mode: args.xdp_mode,
         force: args.force,
-        load: LoadOptions {
-            ports: args.ports,
-            max_sources: args.max_sources,
-            max_pairs: args.max_pairs,
-        },
-        stats_interval: args.stats_interval,
-        pin_dir: args.pin.pin_dir,
+        host_logs: args.hostlog.host_logs,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let mut sink = StdoutEvents::new();
-    rt.block_on(daemon::run(&opts, &mut sink))?;
+    rt.block_on(daemon::run(&opts))?;
+    Ok(())
+}
+
+fn check_config(file: &std::path::Path) -> Result<()> {
+    Config::load(file)?;
+    println!("{}: ok", file.display());
+    Ok(())
+}
+
+/// Reads every host-log file; bad records are reported on stderr and skipped.
+fn read_host_logs(files: &[PathBuf], format: hostlog::Format) -> Result<Vec<hostlog::HostEvent>> {
+    let mut all = Vec::new();
+    for f in files {
+        let (events, summary) = hostlog::parse_file(f, format)?;
+        eprintln!(
+            "{}: {} records: {} parsed, {} skipped (event ids smbwatch does not use), {} bad",
+            f.display(),
+            summary.total,
+            summary.parsed,
+            summary.skipped,
+            summary.bad
+        );
+        for e in &summary.errors {
+            eprintln!("  {e}");
+        }
+        all.extend(events);
+    }
+    Ok(all)
+}
+
+fn stdout_alerts() -> impl FnMut(&Alert) {
+    let mut out = std::io::stdout().lock();
+    move |a: &Alert| {
+        // A closed stdout (e.g. `| head`) ends the output, not the program.
+        let _ = writeln!(out, "{}", smbwatch::alert::json::to_line(a));
+    }
+}
+
+fn replay(args: ReplayArgs) -> Result<()> {
+    let mut cfg = load_config(args.config.as_deref())?;
+    apply_detect(&mut cfg, &args.detect);
+    if let Some(s) = args.clock_skew {
+        cfg.correlate.clock_skew = s;
+    }
+    cfg.validate()
+        .context("invalid setting (after applying command-line flags)")?;
+    let host = read_host_logs(&args.host_logs, hostlog::Format::Auto)?;
+    let mut print = stdout_alerts();
+    let mut on_alert = |a: &Alert| print(a);
+    let mut feed = ReplayFeed::new(Pipeline::new(&cfg), host, &mut on_alert);
+    let opts = ReplayOptions {
+        load: cfg.dataplane.load_options(),
+        ..ReplayOptions::default()
+    };
+    let summary = if args.events {
+        let mut both = EventsToo {
+            feed: &mut feed,
+            out: std::io::stdout(),
+        };
+        smbwatch::replay::replay(&args.pcap, &opts, &mut both)?
+    } else {
+        smbwatch::replay::replay(&args.pcap, &opts, &mut feed)?
+    };
+    let pipeline = feed.finish();
+    eprintln!("{summary}");
+    let d = pipeline.detector_stats();
+    let c = pipeline.correlator().stats();
+    eprintln!(
+        "detection: {} alerts ({} suppressed); correlation: {} pairs attributed to host processes, {} chains",
+        d.alerts, d.suppressed, c.attributed, c.chains
+    );
+    Ok(())
+}
+
+/// Replay sink that prints events and passes them on.
+struct EventsToo<'f, 'a> {
+    feed: &'f mut ReplayFeed<'a>,
+    out: std::io::Stdout,
+}
+
+impl ReplaySink for EventsToo<'_, '_> {
+    fn event(&mut self, ev: &smbwatch::event::GatewayEvent) {
+        let _ = writeln!(self.out, "{}", ev.to_json());
+        self.feed.event(ev);
+    }
+    fn advance(&mut self, now: chrono::DateTime<chrono::Utc>) {
+        self.feed.advance(now);
+    }
+    fn alerts(&self) -> Option<u64> {
+        self.feed.alerts()
+    }
+}
+
+fn hostlog_parse(args: HostlogFiles) -> Result<()> {
+    let events = read_host_logs(&args.files, args.format)?;
+    let mut out = std::io::stdout().lock();
+    for ev in &events {
+        if writeln!(out, "{}", serde_json::to_string(ev)?).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn hostlog_scan(args: HostlogFiles) -> Result<()> {
+    let cfg = load_config(args.config.as_deref())?;
+    let mut events = read_host_logs(&args.files, args.format)?;
+    events.sort_by_key(|e| e.ts);
+    let mut pipeline = Pipeline::new(&cfg);
+    let mut print = stdout_alerts();
+    let mut n = 0;
+    for ev in &events {
+        for a in pipeline.host_event(ev) {
+            print(&a);
+            n += 1;
+        }
+    }
+    eprintln!("{n} alerts from {} host events", events.len());
     Ok(())
 }
 

@@ -1,0 +1,176 @@
+//! One detection path for the daemon and for replay: gateway events and host
+//! events in, alerts out.
+//!
+//! Pure: no I/O, time comes from the events (and from [`Pipeline::advance`],
+//! which the daemon calls with the wall clock and replay with capture time).
+
+use chrono::{DateTime, Utc};
+
+use crate::{
+    alert::{Alert, AlertKind},
+    config::Config,
+    correlate::{Correlation, Correlator},
+    detect::Detector,
+    event::GatewayEvent,
+    hostlog::{rules::HostRules, HostEvent},
+};
+
+/// Detector, host rules and correlator, wired together.
+pub struct Pipeline {
+    detector: Detector,
+    rules: HostRules,
+    correlator: Correlator,
+}
+
+impl Pipeline {
+    /// A pipeline with the configuration's detection and correlation settings.
+    pub fn new(cfg: &Config) -> Self {
+        Self {
+            detector: Detector::new(cfg.detect.clone()),
+            rules: HostRules::new(cfg.hostlog.rules.clone()),
+            correlator: Correlator::new(cfg.correlate.clone()),
+        }
+    }
+
+    /// A gateway event: scan detection, then correlation with host logs.
+    pub fn gateway_event(&mut self, ev: &GatewayEvent) -> Vec<Alert> {
+        let scans = self.detector.observe(ev);
+        // Attributions are kept by the correlator and show up on alerts.
+        let _ = self.correlator.on_gateway_event(ev);
+        self.scan_alerts(scans)
+    }
+
+    /// A host event: host rules, then correlation (attribution, chains).
+    pub fn host_event(&mut self, ev: &HostEvent) -> Vec<Alert> {
+        let mut out = Vec::new();
+        let correlations = self.correlator.on_host_event(ev);
+        if let Some(mut alert) = self.rules.check(ev) {
+            self.correlator.enrich_alert(&mut alert);
+            out.push(alert);
+        }
+        out.extend(chains(correlations));
+        out
+    }
+
+    /// Lets time pass without events (pairs left unanswered become TRW
+    /// failures after `response_timeout`).
+    pub fn advance(&mut self, now: DateTime<Utc>) -> Vec<Alert> {
+        let scans = self.detector.advance(now);
+        self.scan_alerts(scans)
+    }
+
+    fn scan_alerts(&mut self, scans: Vec<Alert>) -> Vec<Alert> {
+        let mut out = Vec::with_capacity(scans.len());
+        for mut alert in scans {
+            debug_assert!(matches!(
+                alert.kind,
+                AlertKind::SmbScanFanout | AlertKind::SmbScanTrw
+            ));
+            let chained = self.correlator.on_scan_alert(&alert);
+            self.correlator.enrich_scan_alert(&mut alert);
+            out.push(alert);
+            out.extend(chains(chained));
+        }
+        out
+    }
+
+    /// The scan detector's counters.
+    pub fn detector_stats(&self) -> crate::detect::DetectStats {
+        self.detector.stats()
+    }
+
+    /// The scan detector (stats, cap notices).
+    pub fn detector_mut(&mut self) -> &mut Detector {
+        &mut self.detector
+    }
+
+    /// The correlator (attributions, stats).
+    pub fn correlator(&self) -> &Correlator {
+        &self.correlator
+    }
+
+    /// The host rules (stats).
+    pub fn rules(&self) -> &HostRules {
+        &self.rules
+    }
+}
+
+fn chains(c: Vec<Correlation>) -> impl Iterator<Item = Alert> {
+    c.into_iter().filter_map(|c| match c {
+        Correlation::Chain(a) => Some(*a),
+        Correlation::Attributed(_) => None,
+    })
+}
+
+/// Replay glue: captured gateway events and host-log events, merged by
+/// time, through one [`Pipeline`]; each alert goes to `on_alert`.
+pub struct ReplayFeed<'a> {
+    pipeline: Pipeline,
+    host: std::iter::Peekable<std::vec::IntoIter<HostEvent>>,
+    on_alert: &'a mut dyn FnMut(&Alert),
+    alerts: u64,
+}
+
+impl<'a> ReplayFeed<'a> {
+    /// A feed over `host` events (any order; sorted here by time).
+    pub fn new(
+        pipeline: Pipeline,
+        mut host: Vec<HostEvent>,
+        on_alert: &'a mut dyn FnMut(&Alert),
+    ) -> Self {
+        host.sort_by_key(|e| e.ts);
+        Self {
+            pipeline,
+            host: host.into_iter().peekable(),
+            on_alert,
+            alerts: 0,
+        }
+    }
+
+    fn emit(&mut self, alerts: Vec<Alert>) {
+        for a in &alerts {
+            (self.on_alert)(a);
+        }
+        self.alerts += alerts.len() as u64;
+    }
+
+    /// Host events up to `t`, in time order.
+    fn host_until(&mut self, t: DateTime<Utc>) {
+        while let Some(ev) = self.host.next_if(|e| e.ts <= t) {
+            let out = self.pipeline.host_event(&ev);
+            self.emit(out);
+        }
+    }
+
+    /// Feeds the host events later than the capture; returns the pipeline.
+    pub fn finish(mut self) -> Pipeline {
+        while let Some(ev) = self.host.next() {
+            let out = self.pipeline.host_event(&ev);
+            self.emit(out);
+        }
+        self.pipeline
+    }
+
+    /// Alerts raised so far.
+    pub fn alert_count(&self) -> u64 {
+        self.alerts
+    }
+}
+
+impl crate::replay::ReplaySink for ReplayFeed<'_> {
+    fn event(&mut self, ev: &GatewayEvent) {
+        self.host_until(ev.ts);
+        let out = self.pipeline.gateway_event(ev);
+        self.emit(out);
+    }
+
+    fn advance(&mut self, now: DateTime<Utc>) {
+        self.host_until(now);
+        let out = self.pipeline.advance(now);
+        self.emit(out);
+    }
+
+    fn alerts(&self) -> Option<u64> {
+        Some(self.alerts)
+    }
+}
