@@ -2,6 +2,7 @@
 
 pub mod daemon;
 pub mod netns;
+pub mod rsyslog;
 pub mod samba;
 
 /// Kernel and lab tests need root; say so plainly instead of failing on EPERM.

@@ -165,6 +165,17 @@ pub struct Lab {
     pub server_v6: Vec<IpAddr>,
 }
 
+/// A client host on its own gateway interface.
+#[derive(Debug)]
+pub struct Client {
+    /// Its namespace.
+    pub ns: NetNs,
+    /// Its address.
+    pub addr: IpAddr,
+    /// The gateway interface facing it.
+    pub gw_if: String,
+}
+
 /// The attacker's IPv4 address.
 pub const ATTACKER_V4: &str = "203.0.113.10";
 /// The attacker's IPv6 address.
@@ -250,6 +261,32 @@ impl Lab {
             server_v4,
             server_v6,
         })
+    }
+
+    /// Adds `k` client namespaces, each on its own gateway interface
+    /// (`gc0`, `gc1`, ...) in 192.0.2.0/24 (a /30 each), routed via the gateway.
+    pub fn add_clients(&self, k: usize) -> Result<Vec<Client>> {
+        assert!(k <= 60, "at most 60 clients fit 192.0.2.0/24 in /30s");
+        let tag = unique_tag();
+        let mut out = Vec::new();
+        for i in 0..k {
+            let ns = NetNs::new(&format!("smbw-{tag}-c{i}"))?;
+            let gw_if = format!("gc{i}");
+            veth(&ns, "c0", &self.gateway, &gw_if)?;
+            let base = 4 * i as u8;
+            let gw_addr = format!("192.0.2.{}", base + 1);
+            let addr = format!("192.0.2.{}", base + 2);
+            self.gateway
+                .ip(&["addr", "add", &format!("{gw_addr}/30"), "dev", &gw_if])?;
+            ns.ip(&["addr", "add", &format!("{addr}/30"), "dev", "c0"])?;
+            ns.ip(&["route", "add", "default", "via", &gw_addr])?;
+            out.push(Client {
+                ns,
+                addr: addr.parse()?,
+                gw_if,
+            });
+        }
+        Ok(out)
     }
 
     /// Waits until the attacker reaches `addr` through the gateway.
