@@ -65,6 +65,20 @@ fn example_file_names_every_key() {
                 );
                 continue;
             }
+            // A nested table (e.g. [hostlog.rules]): its header and its keys.
+            if let Some(sub) = table[key].as_table() {
+                assert!(
+                    text.contains(&format!("[{section}.{key}]")),
+                    "[{section}.{key}] missing"
+                );
+                for k in sub.keys() {
+                    assert!(
+                        text.contains(&format!("\n{k} = ")),
+                        "{section}.{key}.{k} missing"
+                    );
+                }
+                continue;
+            }
             assert!(
                 text.contains(&format!("\n{key} = ")),
                 "{section}.{key} missing"
