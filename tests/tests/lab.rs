@@ -151,3 +151,181 @@ fn smbclient_session_ipv4() {
 fn smbclient_session_ipv6() {
     smbclient_session(true);
 }
+
+fn smbwatch_in(ns: &integration_tests::netns::NetNs, args: &[&str]) -> std::process::Output {
+    ns.command(integration_tests::daemon::smbwatch_bin().to_str().unwrap())
+        .args(args)
+        .output()
+        .expect("run smbwatch")
+}
+
+#[test]
+fn unknown_and_down_interfaces_are_named() {
+    require_root();
+    let lab = Lab::new(1).expect("lab");
+    let out = smbwatch_in(
+        &lab.gateway,
+        &[
+            "run",
+            "--iface",
+            "nosuch0",
+            "--pin-dir",
+            "/sys/fs/bpf/smbw-bad-if",
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("interface nosuch0: no such interface"),
+        "{err}"
+    );
+    lab.gateway
+        .ip(&["link", "set", GW_SERVERS_IF, "down"])
+        .unwrap();
+    let out = smbwatch_in(
+        &lab.gateway,
+        &[
+            "run",
+            "--iface",
+            GW_SERVERS_IF,
+            "--pin-dir",
+            "/sys/fs/bpf/smbw-bad-if",
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("interface {GW_SERVERS_IF} is down")),
+        "{err}"
+    );
+}
+
+/// A program attached with `ip link` (netlink): smbwatch refuses it and
+/// names it, and replaces it only with --force.
+#[test]
+fn foreign_xdp_program_refused_unless_forced() {
+    require_root();
+    let lab = Lab::new(1).expect("lab");
+    // Load the empty program and pin it, then attach it the way another
+    // tool would: `ip link set dev g0 xdpgeneric pinned PATH`.
+    let pin = format!(
+        "/sys/fs/bpf/smbw-foreign-{}",
+        integration_tests::netns::unique_tag()
+    );
+    let mut ebpf = aya::EbpfLoader::new()
+        .load(smbwatch::dataplane::EBPF_OBJECT)
+        .expect("load object");
+    let prog: &mut aya::programs::Xdp = ebpf
+        .program_mut(smbwatch_common::FLOOR_PROGRAM_NAME)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    prog.load().unwrap();
+    prog.pin(&pin).unwrap();
+    struct Unpin(String);
+    impl Drop for Unpin {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _unpin = Unpin(pin.clone());
+    // Through nsenter: `ip -n` remounts /sys and would not see the pin.
+    lab.gateway
+        .exec(
+            "ip",
+            &[
+                "link",
+                "set",
+                "dev",
+                GW_ATTACKER_IF,
+                "xdpgeneric",
+                "pinned",
+                &pin,
+            ],
+        )
+        .expect("attach foreign program");
+
+    let out = smbwatch_in(
+        &lab.gateway,
+        &[
+            "run",
+            "--iface",
+            GW_ATTACKER_IF,
+            "--pin-dir",
+            "/sys/fs/bpf/smbw-foreign-run",
+        ],
+    );
+    assert!(!out.status.success(), "refused");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already has an XDP program attached"), "{err}");
+    assert!(err.contains("smbwatch_floor"), "names the program: {err}");
+    assert!(err.contains("--force"), "says how to override: {err}");
+
+    let daemon =
+        Daemon::start(&lab.gateway, &["--iface", GW_ATTACKER_IF, "--force"]).expect("forced start");
+    assert!(
+        daemon.stderr().contains("--force: detaching"),
+        "{}",
+        daemon.stderr()
+    );
+    let shown = lab
+        .gateway
+        .ip(&["-d", "link", "show", GW_ATTACKER_IF])
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout).to_string();
+    assert!(
+        shown.contains("name smbwatch "),
+        "smbwatch's program is attached now: {shown}"
+    );
+    assert_eq!(daemon.stop().unwrap(), 0);
+}
+
+/// SIGTERM at any point of start-up: exit 0, nothing left attached or pinned.
+#[test]
+fn sigterm_during_startup_cleans_up() {
+    require_root();
+    let lab = Lab::new(1).expect("lab");
+    for delay_ms in [0u64, 5, 20, 60, 150] {
+        let pin = format!(
+            "/sys/fs/bpf/smbw-term-{}",
+            integration_tests::netns::unique_tag()
+        );
+        let mut child = lab
+            .gateway
+            .command(integration_tests::daemon::smbwatch_bin().to_str().unwrap())
+            .args([
+                "run",
+                "--iface",
+                GW_ATTACKER_IF,
+                "--iface",
+                GW_SERVERS_IF,
+                "--pin-dir",
+                &pin,
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        // nsenter execs smbwatch in place, so the child pid is smbwatch's.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait().unwrap();
+        // Before tokio installs its handler the default action kills the
+        // process; either way nothing may stay attached or pinned.
+        assert!(
+            status.success() || status.code().is_none(),
+            "SIGTERM after {delay_ms} ms: {status}"
+        );
+        assert!(
+            !std::path::Path::new(&pin).exists(),
+            "pins removed (delay {delay_ms} ms)"
+        );
+        for ifname in [GW_ATTACKER_IF, GW_SERVERS_IF] {
+            let shown = lab.gateway.ip(&["-d", "link", "show", ifname]).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&shown.stdout).contains("prog/xdp"),
+                "XDP detached from {ifname} (delay {delay_ms} ms)"
+            );
+        }
+    }
+}
