@@ -125,6 +125,12 @@ impl Dataplane {
         Ok(Self { ebpf })
     }
 
+    fn map(&self, name: &'static str) -> Result<&Map, DataplaneError> {
+        self.ebpf
+            .map(name)
+            .ok_or(DataplaneError::MissingMap { name })
+    }
+
     /// The program's file descriptor (for `BPF_PROG_TEST_RUN`).
     pub fn program_fd(&self) -> Result<BorrowedFd<'_>, DataplaneError> {
         let prog: &Xdp = self
@@ -146,15 +152,7 @@ impl Dataplane {
     /// [`smbwatch_common::TX_PROGRAM_NAME`]) and returns its fd, for
     /// benchmarks and the traffic generator.
     pub fn load_aux(&mut self, name: &'static str) -> Result<BorrowedFd<'_>, DataplaneError> {
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(DataplaneError::MissingProgram)?
-            .try_into()
-            .map_err(|source| DataplaneError::Program {
-                op: "lookup",
-                source,
-            })?;
+        let prog = program_named(&mut self.ebpf, name)?;
         if prog.fd().is_err() {
             prog.load()
                 .map_err(|source| DataplaneError::Program { op: "load", source })?;
@@ -226,28 +224,19 @@ impl Dataplane {
 
     /// Current counters, summed over CPUs.
     pub fn stats(&self) -> Result<Stats, DataplaneError> {
-        let map = self
-            .ebpf
-            .map(STATS_MAP)
-            .ok_or(DataplaneError::MissingMap { name: STATS_MAP })?;
+        let map = self.map(STATS_MAP)?;
         read_stats(map)
     }
 
     /// Every source the kernel tracks.
     pub fn sources(&self) -> Result<Vec<(IpAddr, SourceStats)>, DataplaneError> {
-        let map = self
-            .ebpf
-            .map(SOURCES_MAP)
-            .ok_or(DataplaneError::MissingMap { name: SOURCES_MAP })?;
+        let map = self.map(SOURCES_MAP)?;
         read_sources(map)
     }
 
     /// Every pair the kernel tracks.
     pub fn pairs(&self) -> Result<Vec<(PairKey, PairState)>, DataplaneError> {
-        let map = self
-            .ebpf
-            .map(PAIRS_MAP)
-            .ok_or(DataplaneError::MissingMap { name: PAIRS_MAP })?;
+        let map = self.map(PAIRS_MAP)?;
         let map: HashMap<_, PairKey, PairState> =
             HashMap::try_from(map).map_err(|source| map_err("open", PAIRS_MAP, source))?;
         map.iter()
@@ -292,7 +281,15 @@ fn map_data(map: &Map) -> &MapData {
 }
 
 fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
-    ebpf.program_mut(PROGRAM_NAME)
+    program_named(ebpf, PROGRAM_NAME)
+}
+
+/// One of the object's XDP programs by name.
+pub(crate) fn program_named<'e>(
+    ebpf: &'e mut Ebpf,
+    name: &str,
+) -> Result<&'e mut Xdp, DataplaneError> {
+    ebpf.program_mut(name)
         .ok_or(DataplaneError::MissingProgram)?
         .try_into()
         .map_err(|source| DataplaneError::Program {

@@ -9,7 +9,7 @@ use std::{
     process::Command,
 };
 
-use aya::{programs::Xdp, Ebpf};
+use aya::Ebpf;
 use smbwatch_common::{PAIRS_MAP, PROGRAM_NAME, SOURCES_MAP, STATS_MAP};
 
 use super::DataplaneError;
@@ -229,14 +229,7 @@ impl PinDir {
             me.pinned.push(path);
         }
         let path = dir.join("prog");
-        let prog: &mut Xdp = ebpf
-            .program_mut(PROGRAM_NAME)
-            .ok_or(DataplaneError::MissingProgram)?
-            .try_into()
-            .map_err(|source| DataplaneError::Program {
-                op: "lookup",
-                source,
-            })?;
+        let prog = super::program_named(ebpf, PROGRAM_NAME)?;
         prog.pin(&path).map_err(|source| DataplaneError::Pin {
             name: "prog".into(),
             path: path.clone(),
