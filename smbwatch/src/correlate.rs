@@ -522,7 +522,8 @@ impl Correlator {
     }
 
     /// List, on a scan alert, the processes seen opening connections from
-    /// its source to the scanned port(s) during the scan (± skew).
+    /// its source to the scanned port (445 and 139 when the alert names
+    /// none) during the scan (± skew).
     pub fn enrich_scan_alert(&self, alert: &mut Alert) {
         let Some(src) = alert.source_ip else { return };
         let (from, to) = match &alert.scan {
@@ -530,15 +531,16 @@ impl Correlator {
             None => (alert.ts - dur(self.cfg.retention), alert.ts),
         };
         let (from, to) = (from - self.skew, to + self.skew);
-        let ports: Option<HashSet<u16>> = alert.destination_port.map(|p| HashSet::from([p]));
+        // The scanned port, or both SMB ports when the alert does not say.
+        let ports: HashSet<u16> = match alert.destination_port {
+            Some(p) => HashSet::from([p]),
+            None => HashSet::from([445, 139]),
+        };
         let mut hits: Vec<(DateTime<Utc>, &ProcessInfo)> = self
             .host_net
             .iter()
             .filter(|((s, _, dport), (ts, _))| {
-                *s == src
-                    && *ts >= from
-                    && *ts <= to
-                    && ports.as_ref().is_none_or(|p| p.contains(dport))
+                *s == src && *ts >= from && *ts <= to && ports.contains(dport)
             })
             .map(|(_, (ts, net))| (*ts, &net.process))
             .collect();
@@ -812,6 +814,17 @@ mod tests {
             .filter_map(|p| p.name.as_deref())
             .collect();
         assert_eq!(names, vec!["powershell.exe"]);
+        // No port on the alert: SMB ports only (svchost.exe's 443 connection
+        // from the same source at 06:57:50 is inside this window but not listed).
+        let mut wide = scan_alert(
+            "172.18.39.5",
+            "2020-09-20T06:57:40Z",
+            "2020-09-20T06:57:55Z",
+        );
+        wide.destination_port = None;
+        c.enrich_scan_alert(&mut wide);
+        assert_eq!(wide.processes.len(), 1);
+        assert_eq!(wide.processes[0].name.as_deref(), Some("powershell.exe"));
 
         // Host events first (a late scan alert), same single chain.
         let mut c = Correlator::new(CorrelateConfig::default());

@@ -1,6 +1,8 @@
 //! Helpers for the kernel and lab tests.
 
+pub mod bench;
 pub mod daemon;
+pub mod gen;
 pub mod netns;
 pub mod rsyslog;
 pub mod samba;
