@@ -85,14 +85,7 @@ fn test() -> Result<()> {
     cmd("cargo", &["fmt", "--all", "--check"])?;
     cmd(
         "cargo",
-        &[
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ],
+        &["clippy", "--all-targets", "--", "-D", "warnings"],
     )?;
     println!("all tests passed");
     Ok(())
