@@ -135,6 +135,9 @@ impl FromStr for Mix {
 pub struct Spec {
     /// Distinct sources (clients) per stream.
     pub sources: u32,
+    /// Number of the first source (so a later plan can continue with new
+    /// sources where an earlier one stopped).
+    pub first_source: u32,
     /// Distinct destinations (servers) per stream.
     pub destinations: u32,
     /// Kinds and weights; frames interleave in weight order.
@@ -268,7 +271,7 @@ impl Plan {
             let p = *c % pairs;
             *c += 1;
             let (i, j) = (
-                (p % u64::from(spec.sources)) as u32,
+                spec.first_source + (p % u64::from(spec.sources)) as u32,
                 (p / u64::from(spec.sources)) as u32,
             );
             let seg = match kind {
@@ -432,6 +435,8 @@ pub struct GenLab {
 pub const TX_IF: &str = "gt0";
 /// Receiving interface.
 pub const RX_IF: &str = "gr0";
+/// Spare interface in the generator namespace that keeps the XDP_TX program attached.
+pub const ANCHOR_IF: &str = "gx0";
 
 impl GenLab {
     /// Creates the pair.
@@ -445,6 +450,11 @@ impl GenLab {
         }
         veth(&gen, TX_IF, &rx, RX_IF)?;
         rx.ip(&["link", "set", RX_IF, "address", RX_MAC])?;
+        // A spare veth pair, left down, to hold the XDP_TX program attached
+        // (see `Generator::anchor`).
+        gen.ip(&[
+            "link", "add", ANCHOR_IF, "type", "veth", "peer", "name", "gx1",
+        ])?;
         Ok(Self { gen, rx })
     }
 
@@ -509,6 +519,7 @@ pub struct Generator {
     dp: Dataplane,
     tx: RawFd,
     floor: RawFd,
+    anchor: Option<OwnedFd>,
     /// `batch_size` of the live test runs (frames per kernel batch, ≤ 256).
     pub batch: u32,
 }
@@ -530,8 +541,27 @@ impl Generator {
             dp,
             tx,
             floor,
+            anchor: None,
             batch: 64,
         })
+    }
+
+    /// Attaches the XDP_TX program to a spare interface (down, receiving
+    /// nothing) and keeps it there while the generator lives.
+    ///
+    /// Why: a test run with repeat > 1 registers its program with the
+    /// kernel's XDP dispatcher for the duration of the call, and that
+    /// update waits for an RCU grace period (about 30 ms here) unless the
+    /// program is already registered, which attaching it does. Without the
+    /// anchor every burst costs those 30 ms of idle wall time.
+    pub fn anchor(&mut self, netns: &str, iface: &str) -> Result<()> {
+        let tx = self.tx;
+        let link = in_netns(netns, || {
+            // SAFETY: `self.dp` keeps the program loaded.
+            attach_xdp(unsafe { BorrowedFd::borrow_raw(tx) }, ifindex(iface)?)
+        })?;
+        self.anchor = Some(link);
+        Ok(())
     }
 
     /// The empty XDP program, for attaching to a receiver as a baseline.
@@ -597,6 +627,7 @@ mod tests {
     fn spec(mix: &str, count: u64, burst: u32) -> Spec {
         Spec {
             sources: 3,
+            first_source: 0,
             destinations: 2,
             mix: mix.parse().unwrap(),
             count,

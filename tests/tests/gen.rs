@@ -41,6 +41,7 @@ fn generator_counts_match_the_data_plane_exactly() {
     // Every kind, one frame per call, 20,000 packets per second.
     let spec = Spec {
         sources: 50,
+        first_source: 0,
         destinations: 20,
         mix: "syn=3,synack,rst,background=2,ipv6,vlan".parse().unwrap(),
         count: 20_000,
@@ -67,6 +68,7 @@ fn generator_counts_match_the_data_plane_exactly() {
     // of pairs the first plan already opened, so no new pairs.
     let burst = Plan::build(&Spec {
         sources: 5,
+        first_source: 0,
         destinations: 2,
         mix: "syn,background".parse().unwrap(),
         count: 20_000,

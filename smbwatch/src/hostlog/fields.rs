@@ -501,11 +501,26 @@ fn account(domain: &Option<Val<'_>>, name: &Option<Val<'_>>) -> Option<String> {
     })
 }
 
+/// A time field: text (`2020-09-20 06:57:46.164`, RFC 3339) or a Unix epoch
+/// number (NXLog `integer($EventTime)`), the latter also as a digit string.
 fn stamp(field: &'static str, v: Option<&Val<'_>>) -> Result<Option<Stamp>, RecordProblem> {
+    let epoch = match v {
+        Some(Val::U64(n)) => Some(i64::try_from(*n).ok()),
+        Some(Val::I64(n)) => Some(Some(*n)),
+        Some(Val::F64(f)) if f.is_finite() && f.abs() < 9.0e18 => Some(Some(*f as i64)),
+        _ => None,
+    };
     let Some(t) = v.and_then(|v| v.present()) else {
         return Ok(None);
     };
-    time::parse(&t).map(Some).ok_or_else(|| invalid(field, &t))
+    let epoch = epoch.or_else(|| {
+        (t.len() >= 9 && t.bytes().all(|b| b.is_ascii_digit())).then(|| t.parse::<i64>().ok())
+    });
+    let parsed = match epoch {
+        Some(n) => n.and_then(time::from_epoch),
+        None => time::parse(&t),
+    };
+    parsed.map(Some).ok_or_else(|| invalid(field, &t))
 }
 
 fn ip(field: &'static str, v: Option<&Val<'_>>) -> Result<Option<IpAddr>, RecordProblem> {

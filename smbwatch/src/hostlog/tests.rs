@@ -246,6 +246,11 @@ fn nxlog_time_is_local_and_zone_is_inferred() {
     let ev = parse_line(&bare).unwrap().unwrap();
     assert_eq!(ev.ts, utc("2020-09-20T02:57:46Z"));
     assert_eq!(ev.time_source, TimeSource::AssumedUtc);
+    // NXLog `integer($EventTime)`: microseconds since the epoch, UTC.
+    let epoch = bare.replace(r#""2020-09-20 02:57:46""#, "1600585066000000");
+    let ev = parse_line(&epoch).unwrap().unwrap();
+    assert_eq!(ev.ts, utc("2020-09-20T06:57:46Z"));
+    assert_eq!(ev.time_source, TimeSource::Utc);
     // A zoned EventTime is used as written.
     let zoned = bare.replace("2020-09-20 02:57:46", "2020-09-20T02:57:46-04:00");
     assert_eq!(

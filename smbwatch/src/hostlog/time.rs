@@ -107,6 +107,25 @@ pub(crate) fn parse(s: &str) -> Option<Stamp> {
     Some(Stamp { naive, offset })
 }
 
+/// A Unix epoch number as NXLog writes `integer($EventTime)` (microseconds)
+/// or as collectors rewrite it (milliseconds, seconds): the unit is told by
+/// magnitude (seconds up to 10^11, i.e. year 5138; milliseconds up to
+/// 10^14; microseconds beyond). Always UTC.
+pub(crate) fn from_epoch(v: i64) -> Option<Stamp> {
+    let (secs, nanos) = if v.unsigned_abs() < 100_000_000_000 {
+        (v, 0)
+    } else if v.unsigned_abs() < 100_000_000_000_000 {
+        (v.div_euclid(1_000), v.rem_euclid(1_000) * 1_000_000)
+    } else {
+        (v.div_euclid(1_000_000), v.rem_euclid(1_000_000) * 1_000)
+    };
+    let t = DateTime::from_timestamp(secs, u32::try_from(nanos).ok()?)?;
+    Some(Stamp {
+        naive: t.naive_utc(),
+        offset: Some(0),
+    })
+}
+
 /// The host's UTC offset implied by a local reading and a UTC reading of
 /// (nearly) the same instant, rounded to 15 minutes (every real zone is a
 /// multiple). `None` when the result is not a plausible zone (beyond ±14 h).
@@ -158,6 +177,21 @@ mod tests {
         ] {
             assert_eq!(parse(s), None, "{s:?}");
         }
+    }
+
+    #[test]
+    fn epoch_numbers() {
+        let want = utc("2020-09-20T06:57:46.576718Z");
+        assert_eq!(from_epoch(1_600_585_066_576_718).unwrap().utc(), Some(want));
+        assert_eq!(
+            from_epoch(1_600_585_066_576).unwrap().utc(),
+            Some(utc("2020-09-20T06:57:46.576Z"))
+        );
+        assert_eq!(
+            from_epoch(1_600_585_066).unwrap().utc(),
+            Some(utc("2020-09-20T06:57:46Z"))
+        );
+        assert_eq!(from_epoch(i64::MAX), None);
     }
 
     #[test]

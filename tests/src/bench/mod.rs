@@ -10,6 +10,8 @@
 //! every figure is a median over interleaved rounds and compared as a ratio
 //! where a ratio is what matters. Method notes live in BENCHMARKS.md.
 
+pub mod e2e;
+pub mod user;
 pub mod xdp;
 
 use std::{fmt::Write as _, path::Path};
@@ -357,7 +359,11 @@ pub fn fmt_num(v: f64) -> String {
         return "—".into();
     }
     if v.abs() < 100.0 {
-        return format!("{v:.1}");
+        return if v.fract() == 0.0 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.1}")
+        };
     }
     let n = v.round() as i128;
     let digits = n.unsigned_abs().to_string();
@@ -382,6 +388,7 @@ mod tests {
     fn numbers_and_medians() {
         assert_eq!(fmt_num(1_234_567.4), "1,234,567");
         assert_eq!(fmt_num(12.34), "12.3");
+        assert_eq!(fmt_num(0.0), "0");
         assert_eq!(fmt_num(100.0), "100");
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);

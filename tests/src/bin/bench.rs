@@ -18,7 +18,7 @@ struct Args {
     /// Shorter runs and fewer rounds (same method).
     #[arg(long)]
     quick: bool,
-    /// Run only these parts (repeat): xdp.
+    /// Run only these parts (comma-separated or repeated): xdp, e2e, user.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Rounds (default: 5, or 3 with --quick).
@@ -35,6 +35,12 @@ struct Args {
 fn main() -> Result<()> {
     let args = Args::parse();
     require_root();
+    if std::env::var_os("SMBWATCH_BIN").is_none() {
+        // The daemon built next to this binary (cargo xtask bench builds both).
+        let bin = std::env::current_exe()?.with_file_name("smbwatch");
+        // SAFETY: no other thread runs yet.
+        unsafe { std::env::set_var("SMBWATCH_BIN", bin) };
+    }
     let mut effort = if args.quick {
         Effort::quick()
     } else {
@@ -48,6 +54,12 @@ fn main() -> Result<()> {
     let mut sections = Vec::new();
     if wants("xdp") {
         sections.push(bench::xdp::run(&effort).context("XDP benchmark")?);
+    }
+    if wants("e2e") {
+        sections.push(bench::e2e::run(&effort).context("end-to-end benchmark")?);
+    }
+    if wants("user") {
+        sections.push(bench::user::run(&effort).context("user-space benchmark")?);
     }
     let report = Report {
         machine,

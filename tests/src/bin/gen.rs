@@ -20,6 +20,9 @@ use smbwatch::dataplane::PinnedMaps;
 enum Receiver {
     /// The real smbwatch daemon attached to the receiving veth.
     Smbwatch,
+    /// smbwatch's XDP program alone, loaded by this process (no daemon, no
+    /// event consumer): the kernel's share of the cost.
+    Xdp,
     /// The empty XDP program (a baseline; nothing is counted but the interface's packets).
     Floor,
 }
@@ -76,6 +79,7 @@ fn main() -> Result<()> {
     }
     let spec = Spec {
         sources: args.sources,
+        first_source: 0,
         destinations: args.destinations,
         mix: args.mix.clone(),
         count: args.count,
@@ -104,6 +108,7 @@ fn main() -> Result<()> {
     }
 
     let lab = GenLab::new()?;
+    generator.anchor(&lab.gen.path(), gen::ANCHOR_IF)?;
     match args.receiver {
         Receiver::Smbwatch => {
             set_smbwatch_bin();
@@ -119,6 +124,16 @@ fn main() -> Result<()> {
             }
             drop(maps);
             daemon.stop()?;
+        }
+        Receiver::Xdp => {
+            let dp = smbwatch::dataplane::Dataplane::load(&Default::default())?;
+            let fd = dp.program_fd()?;
+            let _link =
+                gen::in_netns(&lab.rx.path(), || gen::attach_xdp(fd, gen::ifindex(RX_IF)?))?;
+            let sent = generator.send(&lab.gen.path(), TX_IF, &plan, pace)?;
+            report_sent(&sent);
+            let counted = settle(|| Ok(Expected::from_stats(&dp.stats()?)), sent.packets)?;
+            print_expected(&plan.expected, Some(&counted));
         }
         Receiver::Floor => {
             let rx_path = lab.rx.path();

@@ -1,0 +1,580 @@
+//! User space: how fast events are consumed, detected and parsed, how much
+//! memory a tracked source takes, and a spoofed-source flood with a real
+//! scanner inside it.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    net::IpAddr,
+    os::fd::{AsRawFd as _, BorrowedFd},
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+use chrono::DateTime;
+use serde_json::{json, Value};
+use smbwatch::{
+    alert::AlertKind,
+    dataplane::{
+        decode_event, testrun, to_gateway_event, Dataplane, LoadOptions, MonotonicClock, PinnedMaps,
+    },
+    detect::{DetectConfig, Detector},
+    event::{GatewayEvent, GatewayEventKind},
+    hostlog::{self, Format},
+    packet::Segment,
+};
+use smbwatch_common::{stat, PAIRS_MAP, SOURCES_MAP};
+
+use super::{fmt_num, median, Effort, Goal, Section, Table};
+use crate::{
+    gen::{self, dst_v4, src_v4, GenLab, Generator, Pace, Plan, Spec, ANCHOR_IF, RX_IF, TX_IF},
+    netns::unique_tag,
+};
+
+const LOGS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/logs");
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("literal address")
+}
+
+/// Fills a fresh program's ring buffer with `n` new-pair events (distinct
+/// sources), without reading it.
+fn filled(n: u32, round: u32) -> Result<Dataplane> {
+    let dp = Dataplane::load(&LoadOptions::default())?;
+    let fd = dp.program_fd()?.as_raw_fd();
+    // SAFETY: `dp` keeps the program loaded.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    for i in 0..n {
+        let f = Segment::syn(src_v4(round * n + i), ip("198.51.100.7"), 40000, 445).frame();
+        testrun::run(fd, &f, 1)?;
+    }
+    Ok(dp)
+}
+
+/// Events per second through drain + decode (+ `extra` per event).
+fn drain_rate(n: u32, round: u32, mut extra: impl FnMut(&GatewayEvent)) -> Result<(f64, u64)> {
+    let mut dp = filled(n, round)?;
+    let full = dp.stats()?.get(stat::RINGBUF_FULL);
+    let mut ring = dp.take_events()?;
+    let clock = MonotonicClock::new();
+    let start = Instant::now();
+    let mut got = 0u64;
+    while let Some(item) = ring.next() {
+        if let Some(ev) = decode_event(&item) {
+            let ev = to_gateway_event(&ev, clock.to_utc(ev.ts_ns));
+            extra(&ev);
+            got += 1;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    if got != u64::from(n) {
+        bail!("drained {got} events of {n} (ring buffer full {full} times)");
+    }
+    Ok((got as f64 / secs, got))
+}
+
+/// Synthetic gateway events: `sources` clients each opening pairs to
+/// `per_source` servers 1 ms apart, every other pair answered (accepted or
+/// refused), in time order.
+pub fn synthetic_events(sources: u32, per_source: u32) -> Vec<GatewayEvent> {
+    let t0 = DateTime::from_timestamp(1_800_000_000, 0).expect("valid time");
+    let mut out = Vec::with_capacity((sources * per_source * 3 / 2) as usize);
+    let mut t = 0i64;
+    for j in 0..per_source {
+        for i in 0..sources {
+            t += 1;
+            let ts = t0 + chrono::Duration::microseconds(t * 10);
+            let base = GatewayEvent {
+                ts,
+                kind: GatewayEventKind::NewPair,
+                src: src_v4(i),
+                dst: dst_v4(j),
+                sport: 40000,
+                dport: 445,
+                ifindex: 1,
+                vlan: None,
+            };
+            out.push(base.clone());
+            if (i + j) % 2 == 0 {
+                out.push(GatewayEvent {
+                    kind: if j % 4 == 0 {
+                        GatewayEventKind::Accepted
+                    } else {
+                        GatewayEventKind::Refused
+                    },
+                    ..base
+                });
+            }
+        }
+    }
+    out
+}
+
+/// VmRSS of a process, bytes.
+fn rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+/// The real daemon with stdout discarded (a million event lines would only
+/// measure the reader), so its RSS can be read while sources accumulate.
+struct QuietDaemon {
+    child: std::process::Child,
+    pin_dir: PathBuf,
+}
+
+impl QuietDaemon {
+    fn start(ns: &crate::netns::NetNs, max_sources: u32, max_pairs: u32) -> Result<Self> {
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/smbwatch-bench-{}", unique_tag()));
+        let bin = std::env::var_os("SMBWATCH_BIN").context("SMBWATCH_BIN not set")?;
+        let mut child = ns
+            .command(bin.to_str().context("utf-8 path")?)
+            .args(["run", "--iface", RX_IF, "--stats-interval", "1h"])
+            .args(["--max-sources", &max_sources.to_string()])
+            .args(["--max-pairs", &max_pairs.to_string()])
+            .arg("--pin-dir")
+            .arg(&pin_dir)
+            .env("SMBWATCH_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("spawning smbwatch")?;
+        let err = child.stderr.take().expect("piped");
+        let log = Arc::new(Mutex::new(String::new()));
+        let l = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                l.lock().unwrap().push_str(&line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !log.lock().unwrap().contains("pinned maps") {
+            if Instant::now() > deadline || child.try_wait()?.is_some() {
+                bail!("smbwatch did not start: {}", log.lock().unwrap());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Self { child, pin_dir })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for QuietDaemon {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
+    }
+}
+
+/// Runs the user-space benchmarks.
+pub fn run(effort: &Effort) -> Result<Section> {
+    let mut table = Table::new(&["measure", "result", "unit", "rounds min–max"]);
+    let mut data = serde_json::Map::new();
+    let mut goals = Vec::new();
+    let rounds = effort.rounds;
+    let n: u32 = if effort.quick { 50_000 } else { 120_000 };
+    let row = |table: &mut Table, name: &str, v: &[f64], unit: &str| {
+        let (lo, hi) = v
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+        table.row(vec![
+            name.to_owned(),
+            fmt_num(median(v)),
+            unit.to_owned(),
+            format!("{}–{}", fmt_num(lo), fmt_num(hi)),
+        ]);
+    };
+
+    // Ring buffer: drain + decode, then with the detector, then with JSON lines.
+    let (mut plain, mut detected, mut json_lines) = (Vec::new(), Vec::new(), Vec::new());
+    for r in 0..rounds as u32 {
+        eprintln!("user: ring buffer round {}/{rounds}", r + 1);
+        plain.push(drain_rate(n, 3 * r, |_| {})?.0);
+        let mut det = Detector::new(DetectConfig::default());
+        detected.push(
+            drain_rate(n, 3 * r + 1, |ev| {
+                let _ = det.observe(ev);
+            })?
+            .0,
+        );
+        let mut sink = Vec::with_capacity(n as usize * 200);
+        json_lines.push(
+            drain_rate(n, 3 * r + 2, |ev| {
+                use std::io::Write as _;
+                let _ = writeln!(sink, "{}", ev.to_json());
+            })?
+            .0,
+        );
+    }
+    row(
+        &mut table,
+        "ring buffer: drain + decode",
+        &plain,
+        "events/s",
+    );
+    row(
+        &mut table,
+        "ring buffer: drain + decode + detector",
+        &detected,
+        "events/s",
+    );
+    row(
+        &mut table,
+        "ring buffer: drain + decode + JSON line",
+        &json_lines,
+        "events/s",
+    );
+    goals.push(Goal::at_least(
+        "events consumed per second on one core",
+        median(&detected),
+        1_000_000.0,
+        "events/s",
+        &format!(
+            "drain + decode + detector (new source per event, the worst case); drain + decode alone {} events/s",
+            fmt_num(median(&plain))
+        ),
+    ));
+    data.insert(
+        "ring_buffer".into(),
+        json!({"events_per_round": n, "drain_decode": plain, "with_detector": detected, "with_json_line": json_lines}),
+    );
+
+    // Detector alone on synthetic events.
+    let events = synthetic_events(if effort.quick { 2_000 } else { 5_000 }, 100);
+    let mut det_rates = Vec::new();
+    let mut alerts = 0;
+    for r in 0..rounds {
+        eprintln!("user: detector round {}/{rounds}", r + 1);
+        let mut det = Detector::new(DetectConfig::default());
+        let start = Instant::now();
+        let mut a = 0;
+        for ev in &events {
+            a += det.observe(ev).len();
+        }
+        det_rates.push(events.len() as f64 / start.elapsed().as_secs_f64());
+        alerts = a;
+    }
+    row(
+        &mut table,
+        &format!(
+            "detector: {} synthetic events ({} alerts)",
+            fmt_num(events.len() as f64),
+            alerts
+        ),
+        &det_rates,
+        "events/s",
+    );
+    data.insert(
+        "detector".into(),
+        json!({"events": events.len(), "alerts": alerts, "events_per_second": det_rates}),
+    );
+
+    // Host-log parsing per format.
+    let mut parse = serde_json::Map::new();
+    let min_time = Duration::from_millis(if effort.quick { 300 } else { 1000 });
+    for format in [
+        Format::Winlogbeat,
+        Format::Nxlog,
+        Format::Xml,
+        Format::EvtxDump,
+        Format::KeyValue,
+    ] {
+        let Some(input) = hostlog::bench::synthetic_input(format, 4096) else {
+            continue;
+        };
+        let mut rates = Vec::new();
+        for _ in 0..rounds {
+            rates.push(hostlog::bench::measure(format, &input, min_time)?.records_per_sec);
+        }
+        row(
+            &mut table,
+            &format!("host-log parse: {} (synthetic mix)", format.name()),
+            &rates,
+            "records/s",
+        );
+        parse.insert(format.name().into(), json!(rates));
+    }
+    let evtx = Path::new(LOGS_DIR)
+        .join("evtx2mitre_ID4688-4697-5140-5145_PSexec_remote_execution_admin_share.evtx");
+    if evtx.exists() {
+        let bytes = std::fs::read(&evtx)?;
+        let mut rates = Vec::new();
+        for _ in 0..rounds {
+            rates.push(hostlog::bench::measure(Format::Evtx, &bytes, min_time)?.records_per_sec);
+        }
+        row(
+            &mut table,
+            "host-log parse: evtx (real file, ../shared/data/logs)",
+            &rates,
+            "records/s",
+        );
+        parse.insert("evtx".into(), json!(rates));
+    } else {
+        eprintln!(
+            "user: {} absent; EVTX parse rate not measured",
+            evtx.display()
+        );
+    }
+    data.insert("hostlog_parse".into(), Value::Object(parse));
+
+    // Kernel map memory per tracked source, by capacity (LRU maps are preallocated).
+    let mut mem = Vec::new();
+    for cap in [100_000u32, 1_000_000] {
+        let dp = Dataplane::load(&LoadOptions {
+            max_sources: cap,
+            max_pairs: cap,
+            ..Default::default()
+        })?;
+        let m = dp.map_memory()?;
+        let sources = *m.get(SOURCES_MAP).unwrap_or(&0);
+        let pairs = *m.get(PAIRS_MAP).unwrap_or(&0);
+        table.row(vec![
+            format!(
+                "kernel maps at {} sources and {} pairs",
+                fmt_num(cap as f64),
+                fmt_num(cap as f64)
+            ),
+            format!(
+                "{} + {}",
+                fmt_num(sources as f64 / cap as f64),
+                fmt_num(pairs as f64 / cap as f64)
+            ),
+            "bytes per source + per pair".into(),
+            format!(
+                "{:.1} MiB in all",
+                m.values().sum::<u64>() as f64 / 1048576.0
+            ),
+        ]);
+        mem.push(json!({"capacity": cap, "maps": m}));
+    }
+    data.insert("kernel_maps".into(), json!(mem));
+
+    // Daemon RSS while sources accumulate, through the real data path.
+    let lab = GenLab::new()?;
+    let mut generator = Generator::new()?;
+    generator.anchor(&lab.gen.path(), ANCHOR_IF)?;
+    let total: u32 = if effort.quick { 200_000 } else { 1_000_000 };
+    let daemon = QuietDaemon::start(&lab.rx, 1 << 20, 1 << 21)?;
+    let maps = PinnedMaps::open(&daemon.pin_dir)?;
+    std::thread::sleep(Duration::from_millis(300));
+    let rss0 = rss(daemon.pid());
+    let mut rss_points = vec![json!({"sources": 0, "rss_bytes": rss0})];
+    let mut sent_so_far = 0u32;
+    for target in [100_000u32, total] {
+        eprintln!(
+            "user: daemon RSS, sending sources up to {}",
+            fmt_num(target as f64)
+        );
+        let plan = Plan::build(&Spec {
+            sources: total,
+            first_source: sent_so_far,
+            destinations: 1,
+            mix: "syn".parse().expect("mix"),
+            count: u64::from(target - sent_so_far),
+            burst: 1,
+        })?;
+        generator.send(&lab.gen.path(), TX_IF, &plan, Pace::Max)?;
+        sent_so_far = target;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while maps.stats()?.get(stat::NEW_PAIRS) < u64::from(target) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let r = rss(daemon.pid());
+        let tracked = maps.sources()?.len();
+        table.row(vec![
+            format!(
+                "smbwatch daemon RSS after {} sources",
+                fmt_num(target as f64)
+            ),
+            fmt_num(r as f64 / 1048576.0),
+            "MiB".into(),
+            format!(
+                "{} kernel-tracked; +{} bytes per source over the idle daemon",
+                fmt_num(tracked as f64),
+                fmt_num((r.saturating_sub(rss0)) as f64 / target as f64)
+            ),
+        ]);
+        rss_points.push(json!({"sources": target, "rss_bytes": r, "kernel_tracked": tracked}));
+    }
+    data.insert("daemon_rss".into(), json!(rss_points));
+    drop(maps);
+    drop(daemon);
+    drop(lab);
+
+    // Spoofed flood with a scanner inside, through the same components as
+    // the daemon: the program, its ring buffer, the detector.
+    let flood = flood(effort)?;
+    table.row(vec![
+        format!(
+            "spoofed flood: {} distinct sources + 1 scanner to {} hosts",
+            fmt_num(flood.flood_sources as f64),
+            flood.scanner_targets
+        ),
+        fmt_num(flood.lost as f64),
+        "events lost (ringbuf_full)".into(),
+        format!(
+            "scanner {}; {} events consumed at {} events/s",
+            if flood.scanner_detected {
+                "detected"
+            } else {
+                "NOT detected"
+            },
+            fmt_num(flood.consumed as f64),
+            fmt_num(flood.consumed as f64 / flood.seconds)
+        ),
+    ]);
+    goals.push(Goal {
+        name: "scanner detected inside a 1,000,000-source spoofed flood".into(),
+        target: "detected; losses counted".into(),
+        measured: format!(
+            "{}, {} events lost",
+            if flood.scanner_detected {
+                "detected"
+            } else {
+                "not detected"
+            },
+            fmt_num(flood.lost as f64)
+        ),
+        met: Some(flood.scanner_detected),
+        note: format!(
+            "{} flood sources{}; the detector tracks at most {} sources (LRU), the kernel {}",
+            fmt_num(flood.flood_sources as f64),
+            if effort.quick { " (--quick)" } else { "" },
+            fmt_num(DetectConfig::default().max_sources as f64),
+            fmt_num(f64::from(smbwatch_common::DEFAULT_MAX_SOURCES))
+        ),
+    });
+    data.insert("flood".into(), flood.json());
+
+    let method = format!("Ring buffer: a fresh program's ring buffer filled by test runs of distinct new pairs, then drained on one thread \
+(decode, UTC stamp; then also the detector, or a JSON line); events over wall time. Detector: `Detector::observe` on synthetic \
+events (new pairs 10 µs apart, every other answered), default configuration. Host logs: `hostlog::bench::measure` on a 4,096-record \
+synthetic mix per text format and on the real EVTX file. Kernel maps: `memlock` of each map (LRU hashes are preallocated, so \
+this is the cost at capacity). Daemon RSS: the real daemon (stdout discarded) while the generator sends one SYN from each new \
+source (the kernel holds per-source state; the daemon's memory grows only with what user space tracks). Flood: one thread runs \
+the program on {} distinct spoofed sources with a scanner's SYNs to {} hosts mixed in, as fast as test runs go, while a second \
+drains the ring buffer into the detector (the daemon's path, in one process).\n",
+        fmt_num(flood.flood_sources as f64),
+        flood.scanner_targets
+    );
+    Ok(Section {
+        title: "User space".into(),
+        method,
+        table,
+        data: Value::Object(data),
+        goals,
+    })
+}
+
+struct Flood {
+    flood_sources: u32,
+    scanner_targets: u32,
+    lost: u64,
+    consumed: u64,
+    seconds: f64,
+    scanner_detected: bool,
+    alerts: usize,
+}
+
+impl Flood {
+    fn json(&self) -> Value {
+        json!({
+            "flood_sources": self.flood_sources,
+            "scanner_targets": self.scanner_targets,
+            "ringbuf_full": self.lost,
+            "events_consumed": self.consumed,
+            "seconds": self.seconds,
+            "scanner_detected": self.scanner_detected,
+            "alerts": self.alerts,
+        })
+    }
+}
+
+fn flood(effort: &Effort) -> Result<Flood> {
+    let flood_sources: u32 = if effort.quick { 200_000 } else { 1_000_000 };
+    let scanner_targets = 200u32;
+    let scanner = ip("203.0.113.66");
+    let mut dp = Dataplane::load(&LoadOptions::default())?;
+    let mut ring = dp.take_events()?;
+    let fd = dp.program_fd()?.as_raw_fd();
+    eprintln!("user: flood of {} sources", fmt_num(flood_sources as f64));
+    let every = flood_sources / scanner_targets;
+    let done = AtomicBool::new(false);
+    let start = Instant::now();
+    let (consumed, detected, alerts) = std::thread::scope(|s| -> Result<(u64, bool, usize)> {
+        let consumer = s.spawn(|| {
+            let clock = MonotonicClock::new();
+            let mut det = Detector::new(DetectConfig::default());
+            let mut consumed = 0u64;
+            let mut detected = false;
+            let mut alerts = 0usize;
+            loop {
+                let finished = done.load(Ordering::Acquire);
+                let mut any = false;
+                while let Some(item) = ring.next() {
+                    any = true;
+                    if let Some(ev) = decode_event(&item) {
+                        consumed += 1;
+                        for a in det.observe(&to_gateway_event(&ev, clock.to_utc(ev.ts_ns))) {
+                            alerts += 1;
+                            if a.kind == AlertKind::SmbScanFanout && a.source_ip == Some(scanner) {
+                                detected = true;
+                            }
+                        }
+                    }
+                }
+                if finished && !any {
+                    break;
+                }
+                if !any {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+            (consumed, detected, alerts)
+        });
+        // SAFETY: `dp` keeps the program loaded for the whole scope.
+        let prog = unsafe { BorrowedFd::borrow_raw(fd) };
+        let mut j = 0;
+        for i in 0..flood_sources {
+            let f = Segment::syn(gen::src_v4(i), ip("198.51.100.7"), 40000, 445).frame();
+            testrun::run(prog, &f, 1)?;
+            if i % every == 0 && j < scanner_targets {
+                let f = Segment::syn(scanner, dst_v4(j), 40000, 445).frame();
+                testrun::run(prog, &f, 1)?;
+                j += 1;
+            }
+        }
+        done.store(true, Ordering::Release);
+        Ok(consumer.join().expect("consumer thread"))
+    })?;
+    let seconds = start.elapsed().as_secs_f64();
+    let lost = dp.stats()?.get(stat::RINGBUF_FULL);
+    Ok(Flood {
+        flood_sources,
+        scanner_targets,
+        lost,
+        consumed,
+        seconds,
+        scanner_detected: detected,
+        alerts,
+    })
+}
