@@ -292,7 +292,7 @@ impl std::fmt::Display for ReplaySummary {
         )?;
         write!(
             f,
-            "  skipped: {} too short, {} unsupported link, {} not IP, {} bad blocks; {} frames cut to {} bytes; {} timestamps went backwards (clamped), {} missing",
+            "  skipped: {} too short, {} unsupported link, {} not IP, {} bad blocks; {} frames cut to the kernel's {}-byte test-run limit; {} timestamps went backwards (clamped), {} missing",
             self.skipped_short,
             self.skipped_link,
             self.skipped_not_ip,
