@@ -607,6 +607,7 @@ with wake-ups batched the XDP program alone would be {:.1}× below tcpdump -w /d
 configurations interleave within each of {} rounds; medians. *lost* = sent − counted (veth or tool drops included). \
 *CPU ns/packet (total)* = generator thread (which also runs the receive softirq) + tool process + ksoftirqd, over packets sent; \
 *tool CPU* subtracts the baseline (empty XDP program, no counter) of the same round. \
+In the new-pairs profile the generator makes one call per frame (about 7 µs each), so differences below about 100 ns per packet are noise there; it shows the per-event cost. \
 nftables: `{}` in prerouting with a dynamic per-source set; tcpdump: `tcpdump -w /dev/null '{}'` with its default buffer.\n",
         "BPF_PROG_TEST_RUN live frames, XDP_TX",
         effort.rounds,

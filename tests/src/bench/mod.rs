@@ -90,7 +90,8 @@ impl Table {
             self.header.iter().map(|_| "---|").collect::<String>()
         );
         for r in &self.rows {
-            let _ = writeln!(s, "| {} |", r.join(" | "));
+            let cells: Vec<String> = r.iter().map(|c| c.replace('|', "\\|")).collect();
+            let _ = writeln!(s, "| {} |", cells.join(" | "));
         }
         s
     }
@@ -389,6 +390,9 @@ mod tests {
         assert_eq!(fmt_num(1_234_567.4), "1,234,567");
         assert_eq!(fmt_num(12.34), "12.3");
         assert_eq!(fmt_num(0.0), "0");
+        let mut t = Table::new(&["a"]);
+        t.row(vec!["x | y".into()]);
+        assert_eq!(t.markdown().lines().last(), Some("| x \\| y |"));
         assert_eq!(fmt_num(100.0), "100");
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);

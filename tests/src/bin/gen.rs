@@ -50,6 +50,9 @@ struct Args {
     #[arg(long, default_value_t = 100_000)]
     count: u64,
     /// Packets per call: each distinct frame is sent this many times in a row.
+    /// In a lab the XDP_TX program is kept attached to a spare veth so bursts
+    /// are cheap; with --netns each burst also waits for the kernel's XDP
+    /// dispatcher update (about 30 ms) unless that program is attached there.
     #[arg(long, default_value_t = 1)]
     burst: u32,
     /// Packets per second (default: as fast as possible).
