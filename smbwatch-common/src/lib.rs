@@ -184,6 +184,11 @@ pub const DEFAULT_MAX_SOURCES: u32 = 262_144;
 pub const DEFAULT_MAX_PAIRS: u32 = 1_048_576;
 /// Default ring-buffer size in bytes (a power of two, a multiple of the page size).
 pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
+/// Unread ring-buffer bytes past which the program wakes the reader at
+/// once; below it the daemon drains every [`RING_DRAIN_INTERVAL_MS`].
+pub const RING_WAKEUP_BYTES: u64 = 256 * 1024;
+/// How often the daemon drains the ring buffer without a wake-up.
+pub const RING_DRAIN_INTERVAL_MS: u64 = 20;
 /// How many IPv6 extension headers the program walks before giving up.
 pub const MAX_IPV6_EXT: usize = 6;
 

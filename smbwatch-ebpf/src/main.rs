@@ -18,8 +18,8 @@ use core::{
 };
 
 use aya_ebpf::{
-    bindings::{xdp_action, BPF_NOEXIST},
-    helpers::bpf_ktime_get_ns,
+    bindings::{xdp_action, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     macros::{map, xdp},
     maps::{LruHashMap, PerCpuArray, RingBuf},
     programs::XdpContext,
@@ -27,7 +27,7 @@ use aya_ebpf::{
 use smbwatch_common::{
     stat, AddrKey, Event, PairKey, PairState, SourceStats, DEFAULT_MAX_PAIRS, DEFAULT_MAX_SOURCES,
     DEFAULT_RING_BYTES, EVENT_ACCEPTED, EVENT_FLAG_VLAN, EVENT_NEW_PAIR, EVENT_REFUSED,
-    MAX_IPV6_EXT, MAX_PORTS,
+    MAX_IPV6_EXT, MAX_PORTS, RING_WAKEUP_BYTES as WAKEUP_BYTES,
 };
 
 #[map]
@@ -170,11 +170,42 @@ fn parse_l2(ctx: &XdpContext) -> Option<L2> {
     Some(l2)
 }
 
-/// Addresses and the TCP header offset of a packet that carries TCP.
+/// Where the addresses and the TCP header of a TCP packet are. Keys are
+/// built only for the few packets that turn out to be SYNs or answers on a
+/// monitored port: copying 32 address bytes costs more than the port test.
 struct L3 {
-    src: AddrKey,
-    dst: AddrKey,
+    /// Offset of the source address; the destination follows it.
+    addr: usize,
+    v4: bool,
     tcp: usize,
+}
+
+impl L3 {
+    /// (source, destination) as 16-byte keys.
+    #[inline(always)]
+    fn keys(&self, ctx: &XdpContext) -> Option<(AddrKey, AddrKey)> {
+        if self.v4 {
+            let p = bytes_at(ctx, self.addr, 8)?;
+            // SAFETY: 8 bytes checked above.
+            let (s, d) = unsafe {
+                (
+                    (p as *const [u8; 4]).read_unaligned(),
+                    (p.add(4) as *const [u8; 4]).read_unaligned(),
+                )
+            };
+            Some((AddrKey::from_v4(s), AddrKey::from_v4(d)))
+        } else {
+            let p = bytes_at(ctx, self.addr, 32)?;
+            // SAFETY: 32 bytes checked above.
+            let (s, d) = unsafe {
+                (
+                    (p as *const [u8; 16]).read_unaligned(),
+                    (p.add(16) as *const [u8; 16]).read_unaligned(),
+                )
+            };
+            Some((AddrKey { addr: s }, AddrKey { addr: d }))
+        }
+    }
 }
 
 #[inline(always)]
@@ -196,15 +227,9 @@ fn parse_ipv4(ctx: &XdpContext, off: usize) -> Option<L3> {
     if be16(unsafe { ip.add(6) }) & 0x1fff != 0 {
         return None;
     }
-    let (s, d) = unsafe {
-        (
-            [*ip.add(12), *ip.add(13), *ip.add(14), *ip.add(15)],
-            [*ip.add(16), *ip.add(17), *ip.add(18), *ip.add(19)],
-        )
-    };
     Some(L3 {
-        src: AddrKey::from_v4(s),
-        dst: AddrKey::from_v4(d),
+        addr: off + 12,
+        v4: true,
         tcp: off + ihl,
     })
 }
@@ -216,23 +241,19 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Option<L3> {
         count(stat::MALFORMED_IPV6);
         return None;
     };
-    let (src, dst) = unsafe {
-        (
-            AddrKey {
-                addr: (ip.add(8) as *const [u8; 16]).read_unaligned(),
-            },
-            AddrKey {
-                addr: (ip.add(24) as *const [u8; 16]).read_unaligned(),
-            },
-        )
-    };
     let mut next = unsafe { *ip.add(6) };
     let mut pos = off + 40;
     // A bounded walk keeps the verifier happy and a hostile chain cheap.
     let mut i = 0;
     while i < MAX_IPV6_EXT {
         match next {
-            IPPROTO_TCP => return Some(L3 { src, dst, tcp: pos }),
+            IPPROTO_TCP => {
+                return Some(L3 {
+                    addr: off + 8,
+                    v4: false,
+                    tcp: pos,
+                })
+            }
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_FRAGMENT => {
                 let Some(ext) = bytes_at(ctx, pos, 8) else {
                     count(stat::MALFORMED_IPV6);
@@ -258,7 +279,11 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Option<L3> {
         i += 1;
     }
     if next == IPPROTO_TCP {
-        return Some(L3 { src, dst, tcp: pos });
+        return Some(L3 {
+            addr: off + 8,
+            v4: false,
+            tcp: pos,
+        });
     }
     count(stat::IPV6_EXT_LIMIT);
     None
@@ -299,8 +324,13 @@ fn inspect(ctx: &XdpContext) {
 #[inline(always)]
 fn on_syn(ctx: &XdpContext, l2: &L2, l3: L3, sport: u16, dport: u16) {
     count(stat::MONITORED_SYNS);
-    let now = unsafe { bpf_ktime_get_ns() };
-    let source = match SOURCES.get_ptr_mut(l3.src) {
+    let Some((src, dst)) = l3.keys(ctx) else {
+        return;
+    };
+    // Counters need no better than the coarse clock (jiffies); it is several
+    // times cheaper than the precise one. Events read the precise one.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let source = match SOURCES.get_ptr_mut(src) {
         Some(s) => s,
         None => {
             let fresh = SourceStats {
@@ -310,8 +340,8 @@ fn on_syn(ctx: &XdpContext, l2: &L2, l3: L3, sport: u16, dport: u16) {
                 last_seen_ns: now,
             };
             // NOEXIST: another CPU may have inserted it meanwhile; then use theirs.
-            let _ = SOURCES.insert(l3.src, fresh, BPF_NOEXIST as u64);
-            match SOURCES.get_ptr_mut(l3.src) {
+            let _ = SOURCES.insert(src, fresh, BPF_NOEXIST as u64);
+            match SOURCES.get_ptr_mut(src) {
                 Some(s) => s,
                 None => {
                     count(stat::MAP_UPDATE_FAIL);
@@ -325,10 +355,7 @@ fn on_syn(ctx: &XdpContext, l2: &L2, l3: L3, sport: u16, dport: u16) {
         (*source).last_seen_ns = now;
     }
 
-    let key = PairKey {
-        src: l3.src,
-        dst: l3.dst,
-    };
+    let key = PairKey { src, dst };
     // Look up first: an LRU insert takes a free node (possibly evicting)
     // before it notices the key exists, and a known pair is the common case.
     if PAIRS.get_ptr(key).is_some() {
@@ -351,15 +378,18 @@ fn on_syn(ctx: &XdpContext, l2: &L2, l3: L3, sport: u16, dport: u16) {
     }
     count(stat::NEW_PAIRS);
     unsafe { add(&raw mut (*source).pairs) };
-    emit(ctx, l2, &key, now, sport, dport, EVENT_NEW_PAIR);
+    emit(ctx, l2, &key, sport, dport, EVENT_NEW_PAIR);
 }
 
 #[inline(always)]
 fn on_answer(ctx: &XdpContext, l2: &L2, l3: L3, sport: u16, dport: u16, flags: u8) {
+    let Some((server, client)) = l3.keys(ctx) else {
+        return;
+    };
     // The answer travels server -> client; the pair is keyed client -> server.
     let key = PairKey {
-        src: l3.dst,
-        dst: l3.src,
+        src: client,
+        dst: server,
     };
     let Some(state) = PAIRS.get_ptr_mut(key) else {
         return;
@@ -379,18 +409,17 @@ fn on_answer(ctx: &XdpContext, l2: &L2, l3: L3, sport: u16, dport: u16, flags: u
         (*state).answer = kind;
     }
     count(stat::RESPONSES);
-    let now = unsafe { bpf_ktime_get_ns() };
-    emit(ctx, l2, &key, now, dport, sport, kind);
+    emit(ctx, l2, &key, dport, sport, kind);
 }
 
 #[inline(always)]
-fn emit(ctx: &XdpContext, l2: &L2, key: &PairKey, now: u64, sport: u16, dport: u16, kind: u8) {
+fn emit(ctx: &XdpContext, l2: &L2, key: &PairKey, sport: u16, dport: u16, kind: u8) {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         count(stat::RINGBUF_FULL);
         return;
     };
     entry.write(Event {
-        ts_ns: now,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
         src: key.src,
         dst: key.dst,
         ifindex: ctx.ingress_ifindex() as u32,
@@ -401,7 +430,15 @@ fn emit(ctx: &XdpContext, l2: &L2, key: &PairKey, now: u64, sport: u16, dport: u
         flags: l2.flags,
         _pad: [0; 4],
     });
-    entry.submit(0);
+    // Waking the reader for every record costs it a context switch per
+    // event under a scan; it drains on a short timer instead and is woken
+    // early only when the buffer fills up.
+    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(flags as u64);
 }
 
 // Keep size_of in use for readers checking header sizes against the spec.

@@ -10,6 +10,8 @@ mod inputs;
 
 use std::{io::Write as _, path::PathBuf, time::Duration};
 
+use aya::maps::{MapData, RingBuf};
+use smbwatch_common::RING_DRAIN_INTERVAL_MS;
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use crate::{
@@ -102,6 +104,32 @@ impl Default for StdoutEvents {
     }
 }
 
+/// Reads every record in the ring buffer: event lines, then the pipeline.
+fn drain(
+    rb: &mut RingBuf<MapData>,
+    clock: &MonotonicClock,
+    events: &mut Option<StdoutEvents>,
+    pipeline: &mut Pipeline,
+    emit: &impl Fn(Vec<Alert>),
+) {
+    let mut any = false;
+    while let Some(item) = rb.next() {
+        let Some(raw) = decode_event(&item) else {
+            tracing::warn!(len = item.len(), "skipping a malformed ring-buffer record");
+            continue;
+        };
+        any = true;
+        let ev = to_gateway_event(&raw, clock.to_utc(raw.ts_ns));
+        if let Some(out) = events.as_mut() {
+            out.event(&ev);
+        }
+        emit(pipeline.gateway_event(&ev));
+    }
+    if let (true, Some(out)) = (any, events.as_mut()) {
+        out.flush();
+    }
+}
+
 /// Loads, attaches to every interface, pins, then reads events until SIGINT
 /// or SIGTERM: events go to stdout when asked for (or when there is no alert
 /// sink), through the detection pipeline, and alerts to the sinks. Returns
@@ -161,6 +189,8 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
     // Unanswered pairs turn into TRW failures only as time passes.
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
     housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut drain_tick = tokio::time::interval(Duration::from_millis(RING_DRAIN_INTERVAL_MS));
+    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_full = 0u64;
     let emit = |alerts: Vec<Alert>| {
         for a in &alerts {
@@ -172,25 +202,14 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
 
     loop {
         tokio::select! {
+            // Woken early: the buffer is filling up.
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(|source| DaemonError::Io { op: "waiting on the ring buffer", source })?;
-                let rb = guard.get_inner_mut();
-                while let Some(item) = rb.next() {
-                    let Some(raw) = decode_event(&item) else {
-                        tracing::warn!(len = item.len(), "skipping a malformed ring-buffer record");
-                        continue;
-                    };
-                    let ev = to_gateway_event(&raw, clock.to_utc(raw.ts_ns));
-                    if let Some(out) = events.as_mut() {
-                        out.event(&ev);
-                    }
-                    emit(pipeline.gateway_event(&ev));
-                }
+                drain(guard.get_inner_mut(), &clock, &mut events, &mut pipeline, &emit);
                 guard.clear_ready();
-                if let Some(out) = events.as_mut() {
-                    out.flush();
-                }
             }
+            // The program does not wake us per event (see smbwatch-ebpf's emit).
+            _ = drain_tick.tick() => drain(ring.get_mut(), &clock, &mut events, &mut pipeline, &emit),
             Some(ev) = host_rx.recv() => emit(pipeline.host_event(&ev)),
             _ = housekeeping.tick() => {
                 emit(pipeline.advance(chrono::Utc::now()));
