@@ -393,16 +393,7 @@ impl<R: Read> CaptureReader<R> {
                     Ok(raw) => raw,
                     Err(e) => {
                         *done = true;
-                        return Some(Err(match e {
-                            PcapError::IoError(e) if e.kind() == ErrorKind::UnexpectedEof => {
-                                eof_problem(*offset)
-                            }
-                            PcapError::IoError(e) => ReadProblem::Io(e),
-                            other => ReadProblem::Corrupt {
-                                offset: *offset,
-                                detail: other.to_string(),
-                            },
-                        }));
+                        return Some(Err(read_problem(e, *offset, eof_problem)));
                     }
                 };
                 let at = *offset;
@@ -450,16 +441,7 @@ impl<R: Read> CaptureReader<R> {
                         Ok(raw) => raw,
                         Err(e) => {
                             *done = true;
-                            return Some(Err(match e {
-                                PcapError::IoError(e) if e.kind() == ErrorKind::UnexpectedEof => {
-                                    eof_problem(*offset)
-                                }
-                                PcapError::IoError(e) => ReadProblem::Io(e),
-                                other => ReadProblem::Corrupt {
-                                    offset: *offset,
-                                    detail: other.to_string(),
-                                },
-                            }));
+                            return Some(Err(read_problem(e, *offset, eof_problem)));
                         }
                     };
                     let at = *offset;
@@ -656,5 +638,18 @@ fn header_problem(e: PcapError) -> OpenProblem {
         }
         PcapError::IoError(e) => OpenProblem::Io(e),
         other => OpenProblem::BadHeader(other.to_string()),
+    }
+}
+
+/// A reader error as a [`ReadProblem`] at `offset`; an early end of file is
+/// what `eof` makes of it (a truncated last record).
+fn read_problem(e: PcapError, offset: u64, eof: impl FnOnce(u64) -> ReadProblem) -> ReadProblem {
+    match e {
+        PcapError::IoError(e) if e.kind() == ErrorKind::UnexpectedEof => eof(offset),
+        PcapError::IoError(e) => ReadProblem::Io(e),
+        other => ReadProblem::Corrupt {
+            offset,
+            detail: other.to_string(),
+        },
     }
 }
