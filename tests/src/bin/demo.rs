@@ -45,9 +45,10 @@ fn demo() -> Result<()> {
     );
 
     step(&format!(
-        "starting smbwatch on the gateway: {} run --iface {GW_ATTACKER_IF} --iface {GW_SERVERS_IF}",
+        "starting smbwatch on the gateway: {} run --iface {GW_ATTACKER_IF} --iface {GW_SERVERS_IF} --json - --events",
         smbwatch_bin().display()
     ));
+    // Alerts (ECS JSON) and events on stdout; a router would add --syslog.
     let daemon = Daemon::start(
         &lab.gateway,
         &[
@@ -57,6 +58,9 @@ fn demo() -> Result<()> {
             GW_SERVERS_IF,
             "--stats-interval",
             "2s",
+            "--json",
+            "-",
+            "--events",
         ],
     )?;
 
@@ -88,6 +92,7 @@ fn demo() -> Result<()> {
 
     let lines = daemon.lines_when(Duration::from_secs(5), |l| {
         l.iter().filter(|v| v["type"] == "response").count() >= SERVERS
+            && l.iter().any(|v| v["event"]["kind"] == "alert")
     });
     step("what smbwatch printed (first lines of its JSON event stream)");
     for l in lines.iter().take(6) {
