@@ -33,7 +33,7 @@ pub struct GatewayEvent {
     pub sport: u16,
     /// Server port (a monitored port).
     pub dport: u16,
-    /// Ingress interface index (0 in replay).
+    /// Ingress interface index (in replay, the test run's: loopback, 1).
     pub ifindex: u32,
     /// Outer VLAN id, if the frame was tagged.
     pub vlan: Option<u16>,

@@ -13,7 +13,7 @@ use smbwatch::{
     dataplane::{AttachMode, MonotonicClock, PinnedMaps},
     hostlog,
     pipeline::{Pipeline, ReplayFeed},
-    replay::{ReplayOptions, ReplaySink},
+    replay::ReplayOptions,
 };
 
 /// Watch TCP 445 (SMB) crossing a Linux router with XDP and catch lateral
@@ -349,20 +349,18 @@ fn replay(args: ReplayArgs) -> Result<()> {
     let host = read_host_logs(&args.host_logs, hostlog::Format::Auto)?;
     let mut print = stdout_alerts();
     let mut on_alert = |a: &Alert| print(a);
+    let mut print_event = |ev: &smbwatch::event::GatewayEvent| {
+        let _ = writeln!(std::io::stdout(), "{}", ev.to_json());
+    };
     let mut feed = ReplayFeed::new(Pipeline::new(&cfg), host, &mut on_alert);
+    if args.events {
+        feed = feed.with_events(&mut print_event);
+    }
     let opts = ReplayOptions {
         load: cfg.dataplane.load_options(),
         ..ReplayOptions::default()
     };
-    let summary = if args.events {
-        let mut both = EventsToo {
-            feed: &mut feed,
-            out: std::io::stdout(),
-        };
-        smbwatch::replay::replay(&args.pcap, &opts, &mut both)?
-    } else {
-        smbwatch::replay::replay(&args.pcap, &opts, &mut feed)?
-    };
+    let summary = smbwatch::replay::replay(&args.pcap, &opts, &mut feed)?;
     let pipeline = feed.finish();
     eprintln!("{summary}");
     let d = pipeline.detector_stats();
@@ -372,25 +370,6 @@ fn replay(args: ReplayArgs) -> Result<()> {
         d.alerts, d.suppressed, c.attributed, c.chains
     );
     Ok(())
-}
-
-/// Replay sink that prints events and passes them on.
-struct EventsToo<'f, 'a> {
-    feed: &'f mut ReplayFeed<'a>,
-    out: std::io::Stdout,
-}
-
-impl ReplaySink for EventsToo<'_, '_> {
-    fn event(&mut self, ev: &smbwatch::event::GatewayEvent) {
-        let _ = writeln!(self.out, "{}", ev.to_json());
-        self.feed.event(ev);
-    }
-    fn advance(&mut self, now: chrono::DateTime<chrono::Utc>) {
-        self.feed.advance(now);
-    }
-    fn alerts(&self) -> Option<u64> {
-        self.feed.alerts()
-    }
 }
 
 fn hostlog_parse(args: HostlogFiles) -> Result<()> {

@@ -108,10 +108,18 @@ pub struct ReplayFeed<'a> {
     pipeline: Pipeline,
     host: std::iter::Peekable<std::vec::IntoIter<HostEvent>>,
     on_alert: &'a mut dyn FnMut(&Alert),
+    on_event: Option<&'a mut dyn FnMut(&GatewayEvent)>,
     alerts: u64,
 }
 
 impl<'a> ReplayFeed<'a> {
+    /// Also hands every gateway event to `f`, before detection sees it
+    /// (`replay --events`, tests that keep the events).
+    pub fn with_events(mut self, f: &'a mut dyn FnMut(&GatewayEvent)) -> Self {
+        self.on_event = Some(f);
+        self
+    }
+
     /// A feed over `host` events (any order; sorted here by time).
     pub fn new(
         pipeline: Pipeline,
@@ -123,6 +131,7 @@ impl<'a> ReplayFeed<'a> {
             pipeline,
             host: host.into_iter().peekable(),
             on_alert,
+            on_event: None,
             alerts: 0,
         }
     }
@@ -159,6 +168,9 @@ impl<'a> ReplayFeed<'a> {
 
 impl crate::replay::ReplaySink for ReplayFeed<'_> {
     fn event(&mut self, ev: &GatewayEvent) {
+        if let Some(f) = self.on_event.as_mut() {
+            f(ev);
+        }
         self.host_until(ev.ts);
         let out = self.pipeline.gateway_event(ev);
         self.emit(out);

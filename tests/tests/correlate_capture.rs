@@ -34,30 +34,10 @@ fn run(cfg: &Config, pcap: &Path, log: &Path) -> (Vec<Alert>, Vec<GatewayEvent>,
     assert_eq!(summary.bad, 0);
     let mut alerts = Vec::new();
     let mut on_alert = |a: &Alert| alerts.push(a.clone());
-    let mut feed = ReplayFeed::new(Pipeline::new(cfg), host, &mut on_alert);
     let mut events = Vec::new();
-    struct Both<'f, 'a> {
-        feed: &'f mut ReplayFeed<'a>,
-        events: &'f mut Vec<GatewayEvent>,
-    }
-    impl smbwatch::replay::ReplaySink for Both<'_, '_> {
-        fn event(&mut self, ev: &GatewayEvent) {
-            self.events.push(ev.clone());
-            self.feed.event(ev);
-        }
-        fn advance(&mut self, now: chrono::DateTime<chrono::Utc>) {
-            self.feed.advance(now);
-        }
-    }
-    replay(
-        pcap,
-        &ReplayOptions::default(),
-        &mut Both {
-            feed: &mut feed,
-            events: &mut events,
-        },
-    )
-    .expect("replay");
+    let mut keep = |ev: &GatewayEvent| events.push(ev.clone());
+    let mut feed = ReplayFeed::new(Pipeline::new(cfg), host, &mut on_alert).with_events(&mut keep);
+    replay(pcap, &ReplayOptions::default(), &mut feed).expect("replay");
     let pipeline = feed.finish();
     (alerts, events, pipeline)
 }
