@@ -29,21 +29,75 @@ impl AddrKey {
     }
 }
 
-/// Per-source counters (value of [`SOURCES_MAP`]).
+/// One slot of the per-source sketch table ([`SOURCES_MAP`]): a source that
+/// opened pairs to at least two destinations within the repeat horizon.
+///
+/// Distinct destinations are counted by linear counting over a 128-bit
+/// bitmap (one bit per destination hash), kept for the current and the
+/// previous half-window: the estimate covers between half a fan-out window
+/// and a whole one, and repeated pairs to one destination never inflate it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SourceStats {
-    /// Bare SYNs to a monitored port, retransmissions included.
-    pub syns: u64,
-    /// Distinct (source, destination) pairs this source opened.
-    pub pairs: u64,
-    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) of the first SYN.
+pub struct SourceSlot {
+    /// The source; all zero for an empty slot.
+    pub addr: AddrKey,
+    /// Destination bitmap of the current half-window.
+    pub cur: [u64; 2],
+    /// Destination bitmap of the previous half-window.
+    pub prev: [u64; 2],
+    /// Coarse `bpf_ktime_get_coarse_ns` when the current half-window began.
+    pub window_start_ns: u64,
+    /// When the slot was claimed by this source.
     pub first_seen_ns: u64,
-    /// `bpf_ktime_get_ns` of the latest SYN.
+    /// The source's latest new pair.
     pub last_seen_ns: u64,
+    /// New pairs counted since the slot was claimed (re-reported pairs included).
+    pub new_pairs: u32,
+    /// Explicit padding.
+    pub _pad: u32,
 }
 
-/// Key of [`PAIRS_MAP`]: client and server of a monitored-port connection.
+impl SourceSlot {
+    /// Distinct destinations in the last half to whole fan-out window, by
+    /// linear counting over the union of both bitmaps (exact while small).
+    pub fn distinct_estimate(&self) -> u32 {
+        let set =
+            (self.cur[0] | self.prev[0]).count_ones() + (self.cur[1] | self.prev[1]).count_ones();
+        linear_count(set)
+    }
+}
+
+/// `round(-128 ln(1 - k/128))` for k in 0..=127; all 128 bits set (and
+/// the unused rest, up to 255) saturates at 700.
+const LC128: [u16; 256] = lc_table([
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16, 17, 18, 19, 21, 22, 23, 24, 25, 27, 28,
+    29, 30, 32, 33, 34, 35, 37, 38, 40, 41, 42, 44, 45, 47, 48, 49, 51, 52, 54, 55, 57, 59, 60, 62,
+    63, 65, 67, 68, 70, 72, 74, 75, 77, 79, 81, 83, 85, 87, 89, 91, 93, 95, 97, 99, 101, 104, 106,
+    108, 110, 113, 115, 118, 120, 123, 126, 128, 131, 134, 137, 140, 143, 146, 149, 152, 155, 159,
+    162, 166, 170, 174, 177, 182, 186, 190, 195, 199, 204, 209, 214, 220, 225, 231, 238, 244, 251,
+    258, 266, 274, 283, 293, 303, 314, 326, 340, 355, 372, 392, 415, 444, 480, 532, 621, 700,
+]);
+
+const fn lc_table(head: [u16; 129]) -> [u16; 256] {
+    let mut t = [700u16; 256];
+    let mut i = 0;
+    while i < 129 {
+        t[i] = head[i];
+        i += 1;
+    }
+    t
+}
+
+/// Linear-counting estimate for `set` of 128 bits: `-m ln(1 - set/m)`,
+/// from a table so both sides (the kernel has no floating point) agree.
+pub fn linear_count(set: u32) -> u32 {
+    // Masked, not clamped: the verifier must see the index bounded by the
+    // table, and a u32 popcount sum above 255 never happens (at most 128).
+    // (black_box keeps LLVM from proving the mask redundant and dropping it.)
+    LC128[(core::hint::black_box(set) & 0xff) as usize] as u32
+}
+
+/// Key of a pair: client and server of a monitored-port connection.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PairKey {
@@ -53,29 +107,85 @@ pub struct PairKey {
     pub dst: AddrKey,
 }
 
-/// Value of [`PAIRS_MAP`].
+/// One way of a pair-cache bucket ([`PairBucket`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PairState {
-    /// `bpf_ktime_get_ns` of the first SYN of the pair.
-    pub first_seen_ns: u64,
-    /// Monitored destination port of the first SYN.
-    pub dport: u16,
-    /// 0 until answered, then [`EVENT_ACCEPTED`] or [`EVENT_REFUSED`].
-    pub answer: u8,
-    /// Explicit padding.
-    pub _pad: [u8; 5],
+pub struct PairSlot {
+    /// Keyed 64-bit hash of the (source, destination) pair, never 0; 0 = empty.
+    /// Claimed with compare-and-swap, so exactly one CPU reports a new pair.
+    pub tag: u64,
+    /// Ingress (interface index, or the replay interface id) of the first SYN.
+    pub ingress: u32,
+    /// Outer VLAN of the first SYN (0 without a tag).
+    pub vlan: u16,
+    /// One of the `PAIR_*` states.
+    pub state: u8,
+    /// `PAIR_FLAG_*` bits.
+    pub flags: u8,
 }
 
-/// First SYN of a (source, destination) pair.
-pub const EVENT_NEW_PAIR: u8 = 1;
-/// First SYN-ACK answering a known pair.
-pub const EVENT_ACCEPTED: u8 = 2;
-/// First RST answering a known pair.
-pub const EVENT_REFUSED: u8 = 3;
+/// A bucket of the direct-mapped, 4-way set-associative pair cache
+/// ([`PAIRS_MAP`]): 64 bytes, one cache line, one map lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PairBucket {
+    /// The four ways.
+    pub ways: [PairSlot; PAIR_WAYS],
+}
+
+/// Ways per pair bucket.
+pub const PAIR_WAYS: usize = 4;
+
+/// Pair state: SYN seen, no answer yet.
+pub const PAIR_SYN: u8 = 1;
+/// Pair state: the server answered SYN-ACK; the client has not confirmed it.
+pub const PAIR_ACCEPTED: u8 = 2;
+/// Pair state: SYN-ACK and then a client ACK or RST: the handshake is settled.
+pub const PAIR_CONFIRMED: u8 = 3;
+/// Pair state: the server refused (RST), possibly after a SYN-ACK.
+pub const PAIR_REFUSED: u8 = 4;
+
+/// [`PairSlot::flags`]: the pair's NewPair event was shed (over budget), so
+/// its answers are not reported either.
+pub const PAIR_FLAG_SHED: u8 = 1;
+
+/// What a ring-buffer record reports (the `kind` byte of [`Event`]).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// First SYN of a (source, destination) pair.
+    NewPair = 1,
+    /// First SYN-ACK answering a known pair, from the server's side.
+    Accepted = 2,
+    /// RST answering a known pair: a refusal, or (with
+    /// [`EVENT_FLAG_AFTER_ACCEPT`]) a server reset after its SYN-ACK that
+    /// the client never confirmed, which turns the pair into a failure.
+    Refused = 3,
+}
+
+impl TryFrom<u8> for EventKind {
+    type Error = u8;
+
+    fn try_from(v: u8) -> Result<Self, u8> {
+        match v {
+            1 => Ok(Self::NewPair),
+            2 => Ok(Self::Accepted),
+            3 => Ok(Self::Refused),
+            other => Err(other),
+        }
+    }
+}
 
 /// [`Event::flags`] bit: the frame carried at least one VLAN tag.
 pub const EVENT_FLAG_VLAN: u8 = 1;
+/// [`Event::flags`] bit: the SYN was a first IP fragment (a SYN has no
+/// legitimate reason to be fragmented: an evasion attempt).
+pub const EVENT_FLAG_FRAGMENTED: u8 = 2;
+/// [`Event::flags`] bit: the source opened another pair within the repeat
+/// horizon (it is tracked in [`SOURCES_MAP`]; `fanout` is its estimate).
+pub const EVENT_FLAG_REPEAT: u8 = 4;
+/// [`Event::flags`] bit: a Refused that follows an Accepted for the same pair.
+pub const EVENT_FLAG_AFTER_ACCEPT: u8 = 8;
 
 /// A ring-buffer record. For every kind `src` is the client (the SYN sender)
 /// and `dst` the server, so a response names the pair it answers.
@@ -88,7 +198,7 @@ pub struct Event {
     pub src: AddrKey,
     /// Server address.
     pub dst: AddrKey,
-    /// Ingress interface index.
+    /// Ingress interface index (replay: the capture's interface id).
     pub ifindex: u32,
     /// Client port.
     pub sport: u16,
@@ -96,12 +206,28 @@ pub struct Event {
     pub dport: u16,
     /// Outer VLAN id, valid when `flags & EVENT_FLAG_VLAN`.
     pub vlan: u16,
-    /// One of the `EVENT_*` kinds.
+    /// An [`EventKind`] as a byte.
     pub kind: u8,
     /// `EVENT_FLAG_*` bits.
     pub flags: u8,
+    /// The kernel's distinct-destination estimate for the source (new pairs
+    /// only; 0 when the source is not tracked).
+    pub fanout: u16,
     /// Explicit padding.
-    pub _pad: [u8; 4],
+    pub _pad: [u8; 2],
+}
+
+/// Per-CPU token bucket for events ([`BUDGET_MAP`]). Credit is kept in
+/// nanoseconds: each event costs `1e9 / rate` ns of credit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Budget {
+    /// Credit of the normal class (any new pair), in ns.
+    pub credit_ns: u64,
+    /// Credit of the priority class (tracked, multi-destination sources), in ns.
+    pub priority_credit_ns: u64,
+    /// Coarse time of the latest refill.
+    pub last_ns: u64,
 }
 
 /// Indices of the per-CPU stats array ([`STATS_MAP`]).
@@ -114,11 +240,11 @@ pub mod stat {
     pub const IPV6: u32 = 2;
     /// Frames with one or two VLAN tags.
     pub const VLAN: u32 = 3;
-    /// Bare SYNs to a monitored port.
+    /// Bare SYNs to a monitored port (first fragments included).
     pub const MONITORED_SYNS: u32 = 4;
     /// New (source, destination) pairs.
     pub const NEW_PAIRS: u32 = 5;
-    /// First answers (SYN-ACK or RST) to known pairs.
+    /// Answers (SYN-ACK or RST) to known pairs that were reported.
     pub const RESPONSES: u32 = 6;
     /// Frame shorter than an Ethernet header.
     pub const MALFORMED_ETH: u32 = 7;
@@ -128,16 +254,33 @@ pub mod stat {
     pub const MALFORMED_IPV4: u32 = 9;
     /// Truncated IPv6 header or extension header.
     pub const MALFORMED_IPV6: u32 = 10;
-    /// Truncated TCP header or data offset below 5.
+    /// Truncated TCP header or data offset below 5 (unfragmented packets).
     pub const MALFORMED_TCP: u32 = 11;
     /// IPv6 extension-header chain longer than the program walks.
     pub const IPV6_EXT_LIMIT: u32 = 12;
     /// Events dropped because the ring buffer was full.
     pub const RINGBUF_FULL: u32 = 13;
-    /// Failed map inserts (other than "already exists").
-    pub const MAP_UPDATE_FAIL: u32 = 14;
+    /// New pairs whose source slot could not be claimed (both candidates
+    /// held by busier, fresh sources).
+    pub const SOURCES_FULL: u32 = 14;
+    /// TCP first fragments to a monitored port (reported as connection attempts).
+    pub const FRAGMENTED_SYNS: u32 = 15;
+    /// Non-first IP fragments (carry no TCP header; not inspected).
+    pub const LATER_FRAGMENTS: u32 = 16;
+    /// Frames with more VLAN tags than the program walks (two).
+    pub const VLAN_LIMIT: u32 = 17;
+    /// New-pair events not sent because the per-CPU event budget was spent;
+    /// the sketches still counted them.
+    pub const EVENTS_SHED: u32 = 18;
+    /// Answers ignored because they arrived on the SYN's own ingress
+    /// (interface and VLAN): forged from the client's side.
+    pub const ANSWERS_SAME_INGRESS: u32 = 19;
+    /// Server resets after a SYN-ACK the client never confirmed.
+    pub const RESETS_AFTER_ACCEPT: u32 = 20;
+    /// New pairs from sources seen within the repeat horizon.
+    pub const REPEAT_SOURCES: u32 = 21;
     /// Number of stat slots.
-    pub const COUNT: u32 = 15;
+    pub const COUNT: u32 = 22;
 
     /// Names in index order, as the daemon prints them.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -155,14 +298,25 @@ pub mod stat {
         "malformed_tcp",
         "ipv6_ext_limit",
         "ringbuf_full",
-        "map_update_fail",
+        "sources_full",
+        "fragmented_syns",
+        "later_fragments",
+        "vlan_limit",
+        "events_shed",
+        "answers_same_ingress",
+        "resets_after_accept",
+        "repeat_sources",
     ];
 }
 
-/// Name of the per-source LRU hash.
+/// Name of the per-source sketch table (array of [`SourceSlot`]).
 pub const SOURCES_MAP: &str = "SOURCES";
-/// Name of the (source, destination) pair LRU hash.
+/// Name of the pair cache (array of [`PairBucket`]).
 pub const PAIRS_MAP: &str = "PAIRS";
+/// Name of the repeat filter (array of epoch-tagged 64-bit bitmap words).
+pub const SEEN_MAP: &str = "SEEN";
+/// Name of the per-CPU event budget (array of one [`Budget`]).
+pub const BUDGET_MAP: &str = "BUDGET";
 /// Name of the event ring buffer.
 pub const EVENTS_MAP: &str = "EVENTS";
 /// Name of the per-CPU stats array.
@@ -173,15 +327,83 @@ pub const PROGRAM_NAME: &str = "smbwatch";
 pub const FLOOR_PROGRAM_NAME: &str = "smbwatch_floor";
 /// Name of the XDP_TX program the traffic generator runs with live frames.
 pub const TX_PROGRAM_NAME: &str = "smbwatch_tx";
-/// Name of the read-only global holding the monitored ports.
-pub const PORTS_GLOBAL: &str = "MONITORED_PORTS";
+
+/// The program's load-time settings, one read-only global ([`SETTINGS_GLOBAL`]):
+/// the verifier folds them into constants.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Monitored TCP ports in host byte order, 0 = unused slot.
+    pub ports: [u16; MAX_PORTS],
+    /// Secret per-load hash key: an attacker who cannot see it cannot aim
+    /// sources or pairs at one slot.
+    pub hash_key: u64,
+    /// Pair buckets minus one (a power of two minus one).
+    pub pair_mask: u32,
+    /// Source slots minus one.
+    pub source_mask: u32,
+    /// Repeat-filter words per generation minus one.
+    pub seen_mask: u32,
+    /// [`ANSWERS_OTHER_INGRESS`] or [`ANSWERS_ANY_INGRESS`].
+    pub answers: u32,
+    /// Nanoseconds of budget credit one event costs (`1e9 / events per
+    /// second per CPU`); 0 = no budget.
+    pub event_cost_ns: u64,
+    /// Most credit that accumulates (the burst), ns.
+    pub burst_ns: u64,
+    /// Half the fan-out window: the distinct-destination bitmaps rotate at it.
+    pub half_window_ns: u64,
+    /// Length of one repeat-filter generation (ns, a power of two): a
+    /// source counts as repeating when seen within one to two generations.
+    pub seen_gen_shift: u32,
+    /// 1 when run by replay: the ingress comes from 4 bytes of XDP metadata.
+    pub replay: u32,
+}
+
+/// Answers count only when they arrive on another ingress (interface or
+/// VLAN) than their SYN: forged answers from the client's side are ignored.
+pub const ANSWERS_OTHER_INGRESS: u32 = 0;
+/// Answers count from any ingress (single-interface deployments, SPAN ports).
+pub const ANSWERS_ANY_INGRESS: u32 = 1;
+
+impl Default for Settings {
+    fn default() -> Self {
+        DEFAULT_SETTINGS
+    }
+}
+
+/// The defaults, as a constant the kernel program can be built with.
+pub const DEFAULT_SETTINGS: Settings = Settings {
+    ports: [445, 0, 0, 0],
+    hash_key: 0x5bd1_e995_9e37_79b9,
+    pair_mask: DEFAULT_PAIR_BUCKETS - 1,
+    source_mask: DEFAULT_SOURCE_SLOTS - 1,
+    seen_mask: DEFAULT_SEEN_WORDS - 1,
+    answers: ANSWERS_OTHER_INGRESS,
+    event_cost_ns: 1_000_000_000 / DEFAULT_EVENTS_PER_CPU,
+    burst_ns: 100_000_000,
+    half_window_ns: 30_000_000_000,
+    seen_gen_shift: 33,
+    replay: 0,
+};
+
+/// Name of the read-only global holding [`Settings`].
+pub const SETTINGS_GLOBAL: &str = "SETTINGS";
 
 /// How many monitored ports the program can hold; 0 marks an unused slot.
 pub const MAX_PORTS: usize = 4;
-/// Default capacity of the source table.
-pub const DEFAULT_MAX_SOURCES: u32 = 262_144;
-/// Default capacity of the pair table.
-pub const DEFAULT_MAX_PAIRS: u32 = 1_048_576;
+/// Default pair-cache buckets (×4 ways = 1,048,576 pairs, 16 MiB).
+pub const DEFAULT_PAIR_BUCKETS: u32 = 1 << 18;
+/// Default source-table slots (×80 B = 10 MiB).
+pub const DEFAULT_SOURCE_SLOTS: u32 = 1 << 17;
+/// Default repeat-filter words per generation (×2 generations × 8 B = 32 MiB;
+/// 56 usable bits per word: 117 million bits per generation).
+pub const DEFAULT_SEEN_WORDS: u32 = 1 << 21;
+/// Default event budget per CPU per second (normal class; the priority
+/// class gets the same again).
+pub const DEFAULT_EVENTS_PER_CPU: u64 = 100_000;
+/// Bits of a repeat-filter word that hold set bits; the top 8 hold the generation.
+pub const SEEN_BITS_PER_WORD: u32 = 56;
 /// Default ring-buffer size in bytes (a power of two, a multiple of the page size).
 pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
 /// Unread ring-buffer bytes past which the program wakes the reader at
@@ -191,15 +413,21 @@ pub const RING_WAKEUP_BYTES: u64 = 256 * 1024;
 pub const RING_DRAIN_INTERVAL_MS: u64 = 20;
 /// How many IPv6 extension headers the program walks before giving up.
 pub const MAX_IPV6_EXT: usize = 6;
+/// Tracked sources whose estimate is below this use the priority budget;
+/// past it the source has long been alerted on and competes like any other.
+pub const PRIORITY_FANOUT_CAP: u16 = 64;
 
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all are #[repr(C)] plain integers/arrays with explicit padding.
     unsafe impl aya::Pod for super::AddrKey {}
-    unsafe impl aya::Pod for super::SourceStats {}
+    unsafe impl aya::Pod for super::SourceSlot {}
     unsafe impl aya::Pod for super::PairKey {}
-    unsafe impl aya::Pod for super::PairState {}
+    unsafe impl aya::Pod for super::PairSlot {}
+    unsafe impl aya::Pod for super::PairBucket {}
     unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::Budget {}
+    unsafe impl aya::Pod for super::Settings {}
 }
 
 #[cfg(test)]
@@ -210,10 +438,31 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<AddrKey>(), 16);
-        assert_eq!(size_of::<SourceStats>(), 32);
+        assert_eq!(size_of::<SourceSlot>(), 80);
         assert_eq!(size_of::<PairKey>(), 32);
-        assert_eq!(size_of::<PairState>(), 16);
+        assert_eq!(size_of::<PairSlot>(), 16);
+        assert_eq!(size_of::<PairBucket>(), 64);
         assert_eq!(size_of::<Event>(), 56);
+        assert_eq!(size_of::<Budget>(), 24);
+        assert_eq!(size_of::<Settings>(), 64);
+    }
+
+    #[test]
+    fn linear_counting_table_matches_the_formula() {
+        for k in 0..128u32 {
+            let m = 128.0f64;
+            let want = (-m * (1.0 - k as f64 / m).ln()).round() as u32;
+            assert_eq!(linear_count(k), want, "k={k}");
+        }
+        assert_eq!(linear_count(128), 700);
+    }
+
+    #[test]
+    fn event_kind_round_trip() {
+        for k in [EventKind::NewPair, EventKind::Accepted, EventKind::Refused] {
+            assert_eq!(EventKind::try_from(k as u8), Ok(k));
+        }
+        assert_eq!(EventKind::try_from(0), Err(0));
     }
 
     #[test]

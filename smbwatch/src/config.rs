@@ -49,10 +49,19 @@ pub struct Config {
 pub struct DataplaneConfig {
     /// Monitored TCP ports (1 to 4; 139 is the other SMB port).
     pub ports: Vec<u16>,
-    /// Capacity of the kernel's per-source LRU table.
+    /// Slots of the kernel's per-source sketch table (sources with two or
+    /// more destinations; rounded up to a power of two; 80 bytes each).
     pub max_sources: u32,
-    /// Capacity of the kernel's (source, destination) LRU pair table.
+    /// Pairs the kernel's pair cache holds (rounded up to a power of two;
+    /// 16 bytes each).
     pub max_pairs: u32,
+    /// New-pair events per CPU per second before the kernel sheds events
+    /// (it keeps counting into its sketches, and the daemon raises
+    /// `smbwatch_degraded`); 0: no budget.
+    pub events_per_cpu: u64,
+    /// Which answers count: `auto` (other-ingress with two or more
+    /// interfaces, else any), `other-ingress`, `any`.
+    pub answers: crate::dataplane::AnswerCheck,
     /// `auto` (native, falling back to skb), `native` or `skb`.
     pub xdp_mode: AttachMode,
     /// How often the kernel's counters are read and reported.
@@ -69,6 +78,8 @@ impl Default for DataplaneConfig {
             ports: load.ports,
             max_sources: load.max_sources,
             max_pairs: load.max_pairs,
+            events_per_cpu: load.events_per_cpu,
+            answers: crate::dataplane::AnswerCheck::Auto,
             xdp_mode: AttachMode::Auto,
             stats_interval: Duration::from_secs(10),
             pin_dir: PathBuf::from("/sys/fs/bpf/smbwatch"),
@@ -77,12 +88,17 @@ impl Default for DataplaneConfig {
 }
 
 impl DataplaneConfig {
-    /// The loader's options.
-    pub fn load_options(&self) -> LoadOptions {
+    /// The loader's options for a deployment on `ingresses` interfaces, with
+    /// the fan-out window the detector uses.
+    pub fn load_options(&self, ingresses: usize, fanout_window: Duration) -> LoadOptions {
         LoadOptions {
             ports: self.ports.clone(),
             max_sources: self.max_sources,
             max_pairs: self.max_pairs,
+            events_per_cpu: self.events_per_cpu,
+            answers: self.answers.resolve(ingresses),
+            fanout_window,
+            replay: false,
         }
     }
 }
@@ -420,11 +436,25 @@ fn check_dataplane(d: &DataplaneConfig) -> Result<(), Invalid> {
             )?;
         }
     }
-    if d.max_sources == 0 {
-        bad("dataplane.max_sources", "must be at least 1")?;
+    // Kernel tables are arrays allocated whole at load: cap them so a typo
+    // cannot ask the kernel for gigabytes.
+    if !(2..=1 << 22).contains(&d.max_sources) {
+        bad(
+            "dataplane.max_sources",
+            format!("{}: must be 2 to 4194304 (80 bytes each)", d.max_sources),
+        )?;
     }
-    if d.max_pairs == 0 {
-        bad("dataplane.max_pairs", "must be at least 1")?;
+    if !(4..=1 << 24).contains(&d.max_pairs) {
+        bad(
+            "dataplane.max_pairs",
+            format!("{}: must be 4 to 16777216 (16 bytes each)", d.max_pairs),
+        )?;
+    }
+    if d.events_per_cpu > 10_000_000 {
+        bad(
+            "dataplane.events_per_cpu",
+            format!("{}: at most 10000000 (0 = no budget)", d.events_per_cpu),
+        )?;
     }
     if d.stats_interval.is_zero() {
         bad("dataplane.stats_interval", "must be greater than 0")?;

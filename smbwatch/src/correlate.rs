@@ -641,6 +641,9 @@ mod tests {
             dport: 445,
             ifindex: 3,
             vlan: Some(20),
+            fragmented: false,
+            after_accept: false,
+            kernel_fanout: None,
         }
     }
 

@@ -37,6 +37,15 @@ pub struct GatewayEvent {
     pub ifindex: u32,
     /// Outer VLAN id, if the frame was tagged.
     pub vlan: Option<u16>,
+    /// The SYN came as a first IP fragment (an evasion attempt).
+    pub fragmented: bool,
+    /// A Refused that follows this pair's Accepted: the server reset a
+    /// SYN-ACK the client never confirmed (a forged or aborted handshake).
+    pub after_accept: bool,
+    /// The kernel's distinct-destination estimate for the source, when the
+    /// source is tracked there (it opened another pair within the repeat
+    /// horizon, which the daemon may not have been told of).
+    pub kernel_fanout: Option<u16>,
 }
 
 impl GatewayEvent {
@@ -56,6 +65,8 @@ impl GatewayEvent {
                 "dport": self.dport,
                 "ifindex": self.ifindex,
                 "vlan": self.vlan,
+                "fragmented": self.fragmented,
+                "kernel_fanout": self.kernel_fanout,
             }),
             GatewayEventKind::Accepted | GatewayEventKind::Refused => serde_json::json!({
                 "type": "response",
@@ -67,6 +78,7 @@ impl GatewayEvent {
                 "kind": if self.kind == GatewayEventKind::Accepted { "accepted" } else { "refused" },
                 "ifindex": self.ifindex,
                 "vlan": self.vlan,
+                "after_accept": self.after_accept,
             }),
         }
     }
@@ -87,10 +99,13 @@ mod tests {
             dport: 445,
             ifindex: 3,
             vlan: None,
+            fragmented: false,
+            after_accept: false,
+            kernel_fanout: None,
         };
         assert_eq!(
             ev.to_json().to_string(),
-            r#"{"type":"new_pair","ts":"2023-11-14T22:13:20.000000Z","src":"203.0.113.10","dst":"198.51.100.7","sport":40000,"dport":445,"ifindex":3,"vlan":null}"#
+            r#"{"type":"new_pair","ts":"2023-11-14T22:13:20.000000Z","src":"203.0.113.10","dst":"198.51.100.7","sport":40000,"dport":445,"ifindex":3,"vlan":null,"fragmented":false,"kernel_fanout":null}"#
         );
         let r = GatewayEvent {
             kind: GatewayEventKind::Refused,

@@ -356,8 +356,10 @@ fn replay(args: ReplayArgs) -> Result<()> {
     if args.events {
         feed = feed.with_events(&mut print_event);
     }
+    // A capture is one link unless the user says its pcapng interfaces are
+    // the two sides of a gateway (`answers = "other-ingress"`).
     let opts = ReplayOptions {
-        load: cfg.dataplane.load_options(),
+        load: cfg.dataplane.load_options(1, cfg.detect.window),
         ..ReplayOptions::default()
     };
     let summary = smbwatch::replay::replay(&args.pcap, &opts, &mut feed)?;
@@ -404,9 +406,11 @@ fn status(args: StatusArgs) -> Result<()> {
     let maps = PinnedMaps::open(&args.pin.pin_dir)?;
     let stats = maps.stats()?;
     let mut sources = maps.sources()?;
+    // Top sources by distinct destinations (the kernel's linear-counting
+    // estimate over the last half to whole fan-out window), then new pairs.
     sources.sort_by(|a, b| {
-        (b.1.pairs, b.1.syns)
-            .cmp(&(a.1.pairs, a.1.syns))
+        (b.1.distinct_estimate(), b.1.new_pairs)
+            .cmp(&(a.1.distinct_estimate(), a.1.new_pairs))
             .then(a.0.cmp(&b.0))
     });
     let total = sources.len();
@@ -423,8 +427,8 @@ fn status(args: StatusArgs) -> Result<()> {
             .map(|(ip, s)| {
                 serde_json::json!({
                     "source": ip,
-                    "distinct_destinations": s.pairs,
-                    "syns": s.syns,
+                    "distinct_destinations": s.distinct_estimate(),
+                    "new_pairs": s.new_pairs,
                     "first_seen": ts(s.first_seen_ns),
                     "last_seen": ts(s.last_seen_ns),
                 })
@@ -435,17 +439,17 @@ fn status(args: StatusArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!("tracked sources: {total}");
+    println!("tracked sources (two or more destinations): {total}");
     println!(
         "{:<40} {:>12} {:>10}  {:<20}  {:<20}",
-        "SOURCE", "DESTINATIONS", "SYNS", "FIRST SEEN", "LAST SEEN"
+        "SOURCE", "DESTINATIONS", "NEW PAIRS", "FIRST SEEN", "LAST SEEN"
     );
     for (ip, s) in &sources {
         println!(
             "{:<40} {:>12} {:>10}  {:<20}  {:<20}",
             ip.to_string(),
-            s.pairs,
-            s.syns,
+            s.distinct_estimate(),
+            s.new_pairs,
             ts(s.first_seen_ns),
             ts(s.last_seen_ns)
         );

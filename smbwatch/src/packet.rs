@@ -58,6 +58,16 @@ pub struct Segment {
     pub ipv4_options: usize,
     /// IPv6 extension headers, in order.
     pub ipv6_ext: Vec<Ipv6Ext>,
+    /// IPv4 fragment: (offset in 8-byte units, more fragments). `None`: DF.
+    pub ipv4_fragment: Option<(u16, bool)>,
+    /// TCP header bytes the packet carries (20 normally; 8 or 16 for the
+    /// first fragment of `nmap -f` / `-ff`).
+    pub tcp_len: usize,
+    /// TPIDs for the tags, outermost first, instead of the defaults
+    /// (0x88a8 outer + 0x8100 inner for two tags, 0x8100 otherwise).
+    pub tpids: Option<Vec<u16>>,
+    /// Pad the frame to Ethernet's 60-byte minimum, as the wire does.
+    pub pad: bool,
 }
 
 impl Segment {
@@ -72,6 +82,10 @@ impl Segment {
             vlans: Vec::new(),
             ipv4_options: 0,
             ipv6_ext: Vec::new(),
+            ipv4_fragment: None,
+            tcp_len: 20,
+            tpids: None,
+            pad: false,
         }
     }
 
@@ -87,16 +101,19 @@ impl Segment {
         f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]); // src MAC
         let ethertype: u16 = if self.src.is_ipv4() { 0x0800 } else { 0x86dd };
         for (i, vlan) in self.vlans.iter().enumerate() {
-            let tpid: u16 = if i == 0 && self.vlans.len() == 2 {
-                0x88a8
-            } else {
-                0x8100
+            let tpid: u16 = match &self.tpids {
+                Some(t) => t[i],
+                None if i == 0 && self.vlans.len() == 2 => 0x88a8,
+                None => 0x8100,
             };
             f.extend_from_slice(&tpid.to_be_bytes());
             f.extend_from_slice(&(vlan & 0x0fff).to_be_bytes());
         }
         f.extend_from_slice(&ethertype.to_be_bytes());
         self.ip_packet_into(&mut f);
+        if self.pad && f.len() < 60 {
+            f.resize(60, 0);
+        }
         f
     }
 
@@ -122,7 +139,8 @@ impl Segment {
     }
 
     fn ip_packet_into(&self, f: &mut Vec<u8>) {
-        let tcp = self.tcp_header();
+        let full = self.tcp_header();
+        let tcp = &full[..self.tcp_len.min(20)];
         match (self.src, self.dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
                 let ihl = 20 + self.ipv4_options;
@@ -131,7 +149,12 @@ impl Segment {
                 f.push(0x40 | (ihl / 4) as u8);
                 f.push(0);
                 f.extend_from_slice(&total.to_be_bytes());
-                f.extend_from_slice(&[0, 1, 0x40, 0]); // id 1, DF
+                let frag: u16 = match self.ipv4_fragment {
+                    None => 0x4000, // DF
+                    Some((off, more)) => (off & 0x1fff) | if more { 0x2000 } else { 0 },
+                };
+                f.extend_from_slice(&[0, 1]); // id 1
+                f.extend_from_slice(&frag.to_be_bytes());
                 f.push(64);
                 f.push(6);
                 f.extend_from_slice(&[0, 0]);
@@ -141,7 +164,7 @@ impl Segment {
                 f.extend(std::iter::repeat_n(1u8, self.ipv4_options));
                 let csum = checksum(&f[start..start + ihl]);
                 f[start + 10..start + 12].copy_from_slice(&csum.to_be_bytes());
-                f.extend_from_slice(&tcp);
+                f.extend_from_slice(tcp);
             }
             (IpAddr::V6(s), IpAddr::V6(d)) => {
                 let ext_len: usize = self.ipv6_ext.len() * 8;
@@ -172,7 +195,7 @@ impl Segment {
                         }
                     }
                 }
-                f.extend_from_slice(&tcp);
+                f.extend_from_slice(tcp);
             }
             _ => panic!("Segment mixes IPv4 and IPv6 addresses"),
         }

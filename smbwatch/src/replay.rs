@@ -29,9 +29,7 @@ use serde::Serialize;
 use smbwatch_common::{stat, FLOOR_PROGRAM_NAME};
 
 use crate::{
-    dataplane::{
-        decode_event, testrun, to_gateway_event, Dataplane, DataplaneError, LoadOptions, Stats,
-    },
+    dataplane::{drain, testrun, to_gateway_event, Dataplane, DataplaneError, LoadOptions, Stats},
     event::{GatewayEvent, GatewayEventKind},
 };
 use capture::{CaptureFormat, CaptureReader, OpenProblem, ReadProblem, Skip};
@@ -161,15 +159,49 @@ pub struct EventCounts {
     pub refused: u64,
 }
 
-/// One source of the kernel's source table.
+/// One source, from the replay's own new-pair events (exact: replay sheds nothing).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SourceSummary {
     /// The address.
     pub addr: IpAddr,
-    /// Bare SYNs to monitored ports (retransmissions included).
-    pub syns: u64,
-    /// Distinct destinations it sent them to.
+    /// Distinct destinations it opened pairs to.
     pub pairs: u64,
+}
+
+/// New pairs per source, for the summary. Bounded: past
+/// [`Destinations::MAX_SOURCES`] sources (a spoofed flood) new ones are
+/// only counted in `overflow`.
+#[derive(Default)]
+struct Destinations {
+    by_source: std::collections::HashMap<IpAddr, u64>,
+    overflow: u64,
+}
+
+impl Destinations {
+    /// 1M sources: about 48 MB at most.
+    const MAX_SOURCES: usize = 1 << 20;
+
+    fn count(&mut self, src: IpAddr) {
+        let n = self.by_source.len();
+        match self.by_source.get_mut(&src) {
+            Some(c) => *c += 1,
+            None if n < Self::MAX_SOURCES => {
+                self.by_source.insert(src, 1);
+            }
+            None => self.overflow += 1,
+        }
+    }
+
+    fn top(&self, n: usize) -> Vec<SourceSummary> {
+        let mut v: Vec<SourceSummary> = self
+            .by_source
+            .iter()
+            .map(|(&addr, &pairs)| SourceSummary { addr, pairs })
+            .collect();
+        v.sort_by(|a, b| b.pairs.cmp(&a.pairs).then(a.addr.cmp(&b.addr)));
+        v.truncate(n);
+        v
+    }
 }
 
 /// What a replay did. Serialises as JSON; `Display` is the stderr summary.
@@ -214,9 +246,9 @@ pub struct ReplaySummary {
     pub bad_events: u64,
     /// The kernel's counters after the replay.
     pub kernel: Stats,
-    /// Distinct sources in the kernel's source table.
+    /// Distinct sources that opened pairs.
     pub sources: usize,
-    /// Up to 10 sources with the most destinations (then most SYNs).
+    /// Up to 10 sources with the most destinations.
     pub top_sources: Vec<SourceSummary>,
     /// Alerts the sink raised, if it counts them.
     pub alerts: Option<u64>,
@@ -264,11 +296,7 @@ impl std::fmt::Display for ReplaySummary {
             self.sources
         )?;
         for s in self.top_sources.iter().take(3) {
-            writeln!(
-                f,
-                "    {}: {} SYNs to {} destinations",
-                s.addr, s.syns, s.pairs
-            )?;
+            writeln!(f, "    {}: {} destinations", s.addr, s.pairs)?;
         }
         writeln!(
             f,
@@ -466,7 +494,14 @@ impl Replay {
             }
         }
         crate::dataplane::privilege::require()?;
-        let mut dp = Dataplane::load(&opts.load)?;
+        // Replay reads the ring buffer after every packet and must see
+        // every event: no budget. The ingress comes from the capture.
+        let load = LoadOptions {
+            events_per_cpu: 0,
+            replay: true,
+            ..opts.load.clone()
+        };
+        let mut dp = Dataplane::load(&load)?;
         let max_frame = probe_max_frame(&mut dp)?;
         let ring = dp.take_events()?;
         Ok(Self {
@@ -520,6 +555,7 @@ impl Replay {
             alerts: None,
         };
         let mut clock = CaptureClock::default();
+        let mut destinations = Destinations::default();
         let mut next_tick: Option<DateTime<Utc>> = None;
         let mut warned_links = std::collections::BTreeSet::new();
         let fd = self.dp.program_fd()?;
@@ -595,26 +631,30 @@ impl Replay {
             } else {
                 &frame[..]
             };
-            testrun::run(fd, frame, 1).map_err(|source| ReplayError::TestRun {
-                path: path.clone(),
-                record: rec.number,
-                len: frame.len(),
-                source,
+            // The capture's interface id stands in for the ingress, so the
+            // answer rules of a multi-interface gateway apply in replay too.
+            testrun::run_with_ingress(fd, frame, rec.interface + 1).map_err(|source| {
+                ReplayError::TestRun {
+                    path: path.clone(),
+                    record: rec.number,
+                    len: frame.len(),
+                    source,
+                }
             })?;
             s.replayed += 1;
-            while let Some(item) = self.ring.next() {
-                let Some(ev) = decode_event(&item) else {
-                    s.bad_events += 1;
-                    continue;
-                };
-                let ev = to_gateway_event(&ev, ts);
+            let drained = drain(&mut self.ring, |raw, kind| {
+                let ev = to_gateway_event(raw, kind, ts);
                 match ev.kind {
-                    GatewayEventKind::NewPair => s.events.new_pairs += 1,
+                    GatewayEventKind::NewPair => {
+                        s.events.new_pairs += 1;
+                        destinations.count(ev.src);
+                    }
                     GatewayEventKind::Accepted => s.events.accepted += 1,
                     GatewayEventKind::Refused => s.events.refused += 1,
                 }
                 sink.event(&ev);
-            }
+            });
+            s.bad_events += drained.malformed;
             if s.records.is_multiple_of(4096) {
                 bar.set_position(self.reader.offset().min(self.file_len));
             }
@@ -630,24 +670,8 @@ impl Replay {
             tracing::warn!(path = %path.display(), count = s.backwards_timestamps, "timestamps went backwards; those packets were taken at the latest time seen");
         }
         s.kernel = self.dp.stats()?;
-        let mut sources: Vec<SourceSummary> = self
-            .dp
-            .sources()?
-            .into_iter()
-            .map(|(addr, st)| SourceSummary {
-                addr,
-                syns: st.syns,
-                pairs: st.pairs,
-            })
-            .collect();
-        s.sources = sources.len();
-        sources.sort_by(|a, b| {
-            (b.pairs, b.syns)
-                .cmp(&(a.pairs, a.syns))
-                .then(a.addr.cmp(&b.addr))
-        });
-        sources.truncate(10);
-        s.top_sources = sources;
+        s.sources = destinations.by_source.len();
+        s.top_sources = destinations.top(10);
         s.alerts = sink.alerts();
         Ok(s)
     }

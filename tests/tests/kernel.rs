@@ -5,10 +5,14 @@ use std::net::IpAddr;
 use aya::maps::{MapData, RingBuf};
 use integration_tests::require_root;
 use smbwatch::{
-    dataplane::{decode_event, testrun, Dataplane, LoadOptions, Stats},
+    dataplane::{drain, testrun, AnswerCheck, Dataplane, LoadOptions, Stats},
     packet::{tcp_flags, Ipv6Ext, Segment},
 };
-use smbwatch_common::{stat, Event, EVENT_ACCEPTED, EVENT_NEW_PAIR, EVENT_REFUSED};
+use smbwatch_common::{stat, Event, EventKind};
+
+const EVENT_NEW_PAIR: u8 = EventKind::NewPair as u8;
+const EVENT_ACCEPTED: u8 = EventKind::Accepted as u8;
+const EVENT_REFUSED: u8 = EventKind::Refused as u8;
 
 const XDP_PASS: u32 = 2;
 
@@ -18,9 +22,32 @@ struct Kernel {
 }
 
 impl Kernel {
+    /// The program with no event budget and answers from any ingress: test
+    /// runs all come in on loopback. Budget and ingress have their own tests.
     fn new() -> Self {
         require_root();
-        Self::with(LoadOptions::default())
+        Self::with(LoadOptions {
+            events_per_cpu: 0,
+            answers: AnswerCheck::Any,
+            ..LoadOptions::default()
+        })
+    }
+
+    /// The program as replay loads it: the ingress comes with each frame.
+    fn with_ingress(answers: AnswerCheck) -> Self {
+        require_root();
+        Self::with(LoadOptions {
+            events_per_cpu: 0,
+            answers,
+            replay: true,
+            ..LoadOptions::default()
+        })
+    }
+
+    fn run_on(&self, frame: &[u8], ingress: u32) {
+        let r = testrun::run_with_ingress(self.dp.program_fd().unwrap(), frame, ingress)
+            .expect("test run");
+        assert_eq!(r.retval, XDP_PASS, "every path must return XDP_PASS");
     }
 
     fn with(opts: LoadOptions) -> Self {
@@ -36,9 +63,8 @@ impl Kernel {
 
     fn events(&mut self) -> Vec<Event> {
         let mut out = Vec::new();
-        while let Some(item) = self.ring.next() {
-            out.push(decode_event(&item).expect("well-formed event"));
-        }
+        let n = drain(&mut self.ring, |ev, _| out.push(*ev));
+        assert_eq!(n.malformed, 0, "well-formed events only");
         out
     }
 
@@ -81,10 +107,38 @@ fn ipv4_syn_counted_once_per_pair() {
     assert_eq!(s.get(stat::MONITORED_SYNS), 4);
     assert_eq!(s.get(stat::NEW_PAIRS), 1);
     assert_eq!(s.get(stat::IPV4), 4);
+    // One destination: not a tracked (multi-destination) source.
+    assert!(k.dp.sources().unwrap().is_empty());
+    assert_eq!(ev[0].flags & smbwatch_common::EVENT_FLAG_REPEAT, 0);
+}
+
+#[test]
+fn a_source_with_many_destinations_is_tracked_with_its_fanout() {
+    let mut k = Kernel::new();
+    for i in 0..30 {
+        let dst = format!("198.51.100.{}", 10 + i);
+        k.run(&v4_syn("203.0.113.10", &dst, 40000 + i, 445).frame());
+        // Repeated SYNs to the same host never inflate the estimate.
+        k.run(&v4_syn("203.0.113.10", &dst, 50000 + i, 445).frame());
+    }
+    let ev = k.events();
+    assert_eq!(ev.len(), 30);
+    assert_eq!(ev[0].fanout, 0, "first sighting: not tracked yet");
+    assert_ne!(ev[1].flags & smbwatch_common::EVENT_FLAG_REPEAT, 0);
+    let last = ev[29].fanout;
+    assert!(
+        (27..=33).contains(&last),
+        "estimate of 30 destinations: {last}"
+    );
     let sources = k.dp.sources().unwrap();
     assert_eq!(sources.len(), 1);
-    assert_eq!(sources[0].1.syns, 4);
-    assert_eq!(sources[0].1.pairs, 1);
+    assert_eq!(sources[0].0, ip("203.0.113.10"));
+    let est = sources[0].1.distinct_estimate();
+    assert!(
+        (26..=32).contains(&est),
+        "bitmap estimate (first pair is the filter's): {est}"
+    );
+    assert_eq!(sources[0].1.new_pairs, 30);
 }
 
 #[test]
@@ -201,11 +255,221 @@ fn vlan_and_qinq() {
         "outer tag reported"
     );
     assert_eq!(k.stats().get(stat::VLAN), 2);
-    // Three tags: the program walks two, then sees another TPID, not IP.
+    // Three tags: the program walks two, and counts the third, never silently.
     let mut three = v4_syn("203.0.113.10", "198.51.100.9", 40000, 445);
     three.vlans = vec![1, 2, 3];
     k.run(&three.frame());
     assert!(k.events().is_empty());
+    assert_eq!(k.stats().get(stat::VLAN_LIMIT), 1);
+    // The pre-standard 0x9100 QinQ TPID is a tag like 802.1ad.
+    let mut old = v4_syn("203.0.113.10", "198.51.100.10", 40000, 445);
+    old.vlans = vec![300, 5];
+    old.tpids = Some(vec![0x9100, 0x8100]);
+    k.run(&old.frame());
+    let ev = k.events();
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].vlan, 300);
+}
+
+#[test]
+fn fragmented_syns_are_connection_attempts() {
+    let mut k = Kernel::new();
+    // nmap -f: 8 bytes of TCP (ports and sequence, no flags) in the first
+    // fragment, padded to 60 bytes on the wire; nmap -ff: 16 bytes.
+    for (i, bytes) in [8usize, 16].into_iter().enumerate() {
+        let mut s = v4_syn(
+            "203.0.113.10",
+            &format!("198.51.100.{}", 20 + i),
+            40000,
+            445,
+        );
+        s.ipv4_fragment = Some((0, true));
+        s.tcp_len = bytes;
+        s.pad = true;
+        k.run(&s.frame());
+    }
+    // IPv6: a first fragment with the whole header, more to follow.
+    let mut v6 = Segment::syn(ip("2001:db8::10"), ip("2001:db8:1::7"), 40000, 445);
+    v6.ipv6_ext = vec![Ipv6Ext::Fragment {
+        offset: 0,
+        more: true,
+    }];
+    k.run(&v6.frame());
+    let ev = k.events();
+    assert_eq!(ev.len(), 3, "{ev:?}");
+    for e in &ev {
+        assert_eq!(e.kind, EVENT_NEW_PAIR);
+        assert_ne!(e.flags & smbwatch_common::EVENT_FLAG_FRAGMENTED, 0);
+        assert_eq!(e.dport, 445);
+    }
+    let s = k.stats();
+    assert_eq!(s.get(stat::FRAGMENTED_SYNS), 3);
+    assert_eq!(s.malformed(), 0, "padding is never read as TCP");
+    // A 16-byte first fragment that is not a SYN is not a connection attempt.
+    let mut ack = Segment::new(
+        ip("203.0.113.10"),
+        ip("198.51.100.30"),
+        40000,
+        445,
+        tcp_flags::ACK,
+    );
+    ack.ipv4_fragment = Some((0, true));
+    ack.tcp_len = 16;
+    k.run(&ack.frame());
+    // Later fragments carry no TCP header: counted, not parsed.
+    let mut later = v4_syn("203.0.113.10", "198.51.100.31", 40000, 445);
+    later.ipv4_fragment = Some((1, false));
+    k.run(&later.frame());
+    assert!(k.events().is_empty());
+    assert_eq!(k.stats().get(stat::LATER_FRAGMENTS), 1);
+    // An unfragmented packet still needs its whole TCP header.
+    let mut short = v4_syn("203.0.113.10", "198.51.100.32", 40000, 445);
+    short.tcp_len = 8;
+    short.pad = true;
+    k.run(&short.frame());
+    assert!(k.events().is_empty());
+    assert_eq!(k.stats().get(stat::MALFORMED_TCP), 1);
+}
+
+fn answer(server: &str, client: &str, sport: u16, flags: u8) -> Vec<u8> {
+    Segment::new(ip(server), ip(client), 445, sport, flags).frame()
+}
+
+#[test]
+fn answers_from_the_syns_own_side_are_forged() {
+    const CLIENT_SIDE: u32 = 1;
+    const SERVER_SIDE: u32 = 2;
+    let mut k = Kernel::with_ingress(AnswerCheck::OtherIngress);
+    k.run_on(
+        &v4_syn("203.0.113.10", "198.51.100.7", 40000, 445).frame(),
+        CLIENT_SIDE,
+    );
+    // The scanner injects a SYN-ACK "from" the target on its own side.
+    let synack = answer(
+        "198.51.100.7",
+        "203.0.113.10",
+        40000,
+        tcp_flags::SYN | tcp_flags::ACK,
+    );
+    k.run_on(&synack, CLIENT_SIDE);
+    // The real answer comes from the server's side.
+    let rst = answer(
+        "198.51.100.7",
+        "203.0.113.10",
+        40000,
+        tcp_flags::RST | tcp_flags::ACK,
+    );
+    k.run_on(&rst, SERVER_SIDE);
+    let ev = k.events();
+    let kinds: Vec<u8> = ev.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, vec![EVENT_NEW_PAIR, EVENT_REFUSED]);
+    assert_eq!(ev[0].ifindex, CLIENT_SIDE);
+    assert_eq!(ev[1].ifindex, SERVER_SIDE);
+    assert_eq!(k.stats().get(stat::ANSWERS_SAME_INGRESS), 1);
+
+    // With `any` (one interface) the first answer wins, as before.
+    let mut any = Kernel::with_ingress(AnswerCheck::Any);
+    any.run_on(
+        &v4_syn("203.0.113.10", "198.51.100.7", 40000, 445).frame(),
+        CLIENT_SIDE,
+    );
+    any.run_on(&synack, CLIENT_SIDE);
+    let kinds: Vec<u8> = any.events().iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, vec![EVENT_NEW_PAIR, EVENT_ACCEPTED]);
+}
+
+#[test]
+fn a_server_reset_after_an_unconfirmed_synack_is_a_failure() {
+    let mut k = Kernel::new();
+    let synack = |c: &str, s: &str, p| answer(s, c, p, tcp_flags::SYN | tcp_flags::ACK);
+    let rst = |c: &str, s: &str, p| answer(s, c, p, tcp_flags::RST);
+    // Pair 1: SYN, (forged) SYN-ACK, then the server's RST: refused.
+    k.run(&v4_syn("203.0.113.10", "198.51.100.7", 40000, 445).frame());
+    k.run(&synack("203.0.113.10", "198.51.100.7", 40000));
+    k.run(&rst("203.0.113.10", "198.51.100.7", 40000));
+    // Pair 2: a real handshake (client ACK), then a reset: not a refusal.
+    k.run(&v4_syn("203.0.113.10", "198.51.100.8", 40001, 445).frame());
+    k.run(&synack("203.0.113.10", "198.51.100.8", 40001));
+    k.run(
+        &Segment::new(
+            ip("203.0.113.10"),
+            ip("198.51.100.8"),
+            40001,
+            445,
+            tcp_flags::ACK,
+        )
+        .frame(),
+    );
+    k.run(&rst("203.0.113.10", "198.51.100.8", 40001));
+    // Pair 3: conflicting answers the other way round: the first (RST) stands.
+    k.run(&v4_syn("203.0.113.10", "198.51.100.9", 40002, 445).frame());
+    k.run(&rst("203.0.113.10", "198.51.100.9", 40002));
+    k.run(&synack("203.0.113.10", "198.51.100.9", 40002));
+    let ev = k.events();
+    let got: Vec<(u8, u8, u8)> = ev
+        .iter()
+        .map(|e| {
+            (
+                e.kind,
+                e.dst.addr[15],
+                e.flags & smbwatch_common::EVENT_FLAG_AFTER_ACCEPT,
+            )
+        })
+        .collect();
+    let after = smbwatch_common::EVENT_FLAG_AFTER_ACCEPT;
+    assert_eq!(
+        got,
+        vec![
+            (EVENT_NEW_PAIR, 7, 0),
+            (EVENT_ACCEPTED, 7, 0),
+            (EVENT_REFUSED, 7, after),
+            (EVENT_NEW_PAIR, 8, 0),
+            (EVENT_ACCEPTED, 8, 0),
+            (EVENT_NEW_PAIR, 9, 0),
+            (EVENT_REFUSED, 9, 0),
+        ]
+    );
+    assert_eq!(k.stats().get(stat::RESETS_AFTER_ACCEPT), 1);
+}
+
+#[test]
+fn over_budget_events_are_shed_but_counted() {
+    require_root();
+    // 1,000 events per second per CPU: the burst (0.1 s) is 100 events.
+    let mut k = Kernel::with(LoadOptions {
+        events_per_cpu: 1_000,
+        answers: AnswerCheck::Any,
+        ..LoadOptions::default()
+    });
+    // A flood of one-shot sources, then a scanner: a test run stays on one
+    // CPU, so one budget.
+    for i in 0..2_000u32 {
+        let src = std::net::Ipv4Addr::from(0xcb00_7100u32 + i);
+        k.run(&Segment::syn(src.into(), ip("198.51.100.1"), 40000, 445).frame());
+    }
+    let s = k.stats();
+    assert_eq!(s.get(stat::NEW_PAIRS), 2_000, "every pair is counted");
+    let shed = s.get(stat::EVENTS_SHED);
+    let delivered = k.events().len() as u64;
+    assert!(shed >= 1_800, "most of the flood is shed: {shed}");
+    assert_eq!(delivered + shed, 2_000);
+    // A scanner's second and later probes are a tracked source's: they use
+    // the priority class, which the one-shot flood did not touch.
+    for j in 0..20u32 {
+        let dst = std::net::Ipv4Addr::from(0xc633_6400u32 + 10 + j);
+        k.run(&Segment::syn(ip("192.0.2.66"), dst.into(), 40000, 445).frame());
+    }
+    let ev = k.events();
+    let scanner: Vec<&Event> = ev
+        .iter()
+        .filter(|e| smbwatch::dataplane::addr_to_ip(&e.src) == ip("192.0.2.66"))
+        .collect();
+    assert!(
+        scanner.len() >= 19,
+        "tracked source kept: {}",
+        scanner.len()
+    );
+    assert!(scanner.last().unwrap().fanout >= 18);
 }
 
 #[test]

@@ -26,6 +26,8 @@ pub enum AlertKind {
     AdminShareAccess,
     /// A scanning source then used a share or logged on to a target.
     LateralMovementChain,
+    /// smbwatch itself: the kernel is shedding events (a flood), or stopped.
+    SmbwatchDegraded,
 }
 
 impl AlertKind {
@@ -37,6 +39,7 @@ impl AlertKind {
             Self::SuspiciousSmbClient => "suspicious_smb_client",
             Self::AdminShareAccess => "admin_share_access",
             Self::LateralMovementChain => "lateral_movement_chain",
+            Self::SmbwatchDegraded => "smbwatch_degraded",
         }
     }
 
@@ -48,6 +51,7 @@ impl AlertKind {
             Self::SuspiciousSmbClient => "SMB connection by a non-System process",
             Self::AdminShareAccess => "Administrative share access",
             Self::LateralMovementChain => "SMB scan followed by share access or network logon",
+            Self::SmbwatchDegraded => "smbwatch degraded: events shed under load",
         }
     }
 }

@@ -270,7 +270,7 @@ fn dataplane_ports_are_checked() {
         parse("[dataplane]\nports = [445, 139]\n")
             .unwrap()
             .dataplane
-            .load_options()
+            .load_options(1, std::time::Duration::from_secs(60))
             .ports,
         [445, 139]
     );

@@ -1,26 +1,37 @@
 //! The `run` command: attach, read events, report, shut down cleanly.
 //!
-//! One tokio task reads the ring buffer, stamps events with wall-clock time
-//! and hands them to the consumers. The XDP program does not wake it per
-//! event (that cost a context switch per event under a scan): it drains
-//! every 20 ms, and `AsyncFd` wakes it early when 256 KiB are unread. A timer logs the kernel counters; SIGINT/SIGTERM end the loop,
-//! after which dropping the data plane detaches every link and the pin
-//! directory removes its pins.
+//! Two threads. The drain thread ([`drain`]) reads the ring buffer and runs
+//! the detection pipeline, and nothing else. The tokio runtime's thread
+//! parses host logs, serves the listener, writes alerts to the sinks, and
+//! watches the kernel's counters (the degradation notice). SIGINT/SIGTERM
+//! stop the drain thread after a final drain, then dropping the data plane
+//! detaches every link and the pin directory removes its pins.
 
+mod degraded;
+mod drain;
 mod inputs;
 
-use std::{io::Write as _, path::PathBuf, time::Duration};
+use std::{
+    io::Write as _,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
-use aya::maps::{MapData, RingBuf};
-use smbwatch_common::RING_DRAIN_INTERVAL_MS;
-use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
+use smbwatch_common::stat;
+use tokio::{signal::unix::SignalKind, sync::mpsc};
 
+pub use degraded::Degradation;
+pub use drain::DrainReport;
+
+use self::drain::DrainLoop;
 use crate::{
     alert::{json::JsonTarget, sink::AlertSinks, Alert},
     config::Config,
-    dataplane::{
-        decode_event, privilege, to_gateway_event, Dataplane, DataplaneError, MonotonicClock, Stats,
-    },
+    dataplane::{privilege, Dataplane, DataplaneError, Stats},
     event::GatewayEvent,
     pipeline::Pipeline,
 };
@@ -105,32 +116,6 @@ impl Default for StdoutEvents {
     }
 }
 
-/// Reads every record in the ring buffer: event lines, then the pipeline.
-fn drain(
-    rb: &mut RingBuf<MapData>,
-    clock: &MonotonicClock,
-    events: &mut Option<StdoutEvents>,
-    pipeline: &mut Pipeline,
-    emit: &impl Fn(Vec<Alert>),
-) {
-    let mut any = false;
-    while let Some(item) = rb.next() {
-        let Some(raw) = decode_event(&item) else {
-            tracing::warn!(len = item.len(), "skipping a malformed ring-buffer record");
-            continue;
-        };
-        any = true;
-        let ev = to_gateway_event(&raw, clock.to_utc(raw.ts_ns));
-        if let Some(out) = events.as_mut() {
-            out.event(&ev);
-        }
-        emit(pipeline.gateway_event(&ev));
-    }
-    if let (true, Some(out)) = (any, events.as_mut()) {
-        out.flush();
-    }
-}
-
 /// Loads, attaches to every interface, pins, then reads events until SIGINT
 /// or SIGTERM: events go to stdout when asked for (or when there is no alert
 /// sink), through the detection pipeline, and alerts to the sinks. Returns
@@ -161,13 +146,17 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
         .map(|p| JsonTarget::parse(&p.to_string_lossy()))
         .collect();
     let sinks = AlertSinks::from_config(&json, cfg.alert.syslog.then_some(&cfg.syslog))?;
-    let mut events = (cfg.alert.events || sinks.is_empty()).then(StdoutEvents::new);
-    let mut pipeline = Pipeline::new(cfg);
-    let mut host_rx = inputs::spawn(&cfg.hostlog, &opts.host_logs)
+    let events = (cfg.alert.events || sinks.is_empty()).then(StdoutEvents::new);
+    let pipeline = Pipeline::new(cfg);
+    let host_rx = inputs::spawn(&cfg.hostlog, &opts.host_logs)
         .await
         .map_err(|e| DaemonError::HostLog(e.to_string()))?;
 
-    let mut dp = Dataplane::load(&cfg.dataplane.load_options())?;
+    let load = cfg
+        .dataplane
+        .load_options(opts.ifaces.len(), cfg.detect.window);
+    tracing::info!(answers = ?load.answers, events_per_cpu = load.events_per_cpu, "kernel settings");
+    let mut dp = Dataplane::load(&load)?;
     for iface in &opts.ifaces {
         let mode = dp.attach(iface, cfg.dataplane.xdp_mode, opts.force)?;
         tracing::info!(iface, %mode, "attached");
@@ -175,78 +164,96 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
     let pins = dp.pin(&cfg.dataplane.pin_dir)?;
     tracing::info!(dir = %pins.path().display(), ports = ?cfg.dataplane.ports, "pinned maps; `smbwatch status` reads them");
 
-    let ring = dp.take_events()?;
-    // SAFETY: RingBuf owns its map fd for its whole life and as_raw_fd
-    // always returns that fd.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-        .map_err(|e| DaemonError::Io {
-            op: "registering the ring buffer with tokio",
-            source: e.into(),
-        })?;
-    let mut clock = MonotonicClock::new();
-    let mut stats_tick = tokio::time::interval(cfg.dataplane.stats_interval);
-    stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    stats_tick.tick().await;
-    // Unanswered pairs turn into TRW failures only as time passes.
-    let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
-    housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut drain_tick = tokio::time::interval(Duration::from_millis(RING_DRAIN_INTERVAL_MS));
-    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_full = 0u64;
-    let emit = |alerts: Vec<Alert>| {
-        for a in &alerts {
-            if let Err(e) = sinks.send(a) {
+    // Alerts leave the drain thread through a bounded queue to this task.
+    let (alert_tx, mut alert_rx) = mpsc::channel::<Alert>(ALERT_QUEUE);
+    let sink_task = tokio::spawn(async move {
+        while let Some(a) = alert_rx.recv().await {
+            if let Err(e) = sinks.send(&a) {
                 tracing::warn!(error = %e, "alert sink failed");
             }
         }
+        sinks
+    });
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let drain_loop = DrainLoop {
+        ring: dp.take_events()?,
+        pipeline,
+        events,
+        host_rx,
+        alerts: alert_tx.clone(),
+        stop: stop.clone(),
     };
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("smbwatch-drain".into())
+        .spawn(move || {
+            let report = drain_loop.run();
+            let _ = done_tx.send(report);
+        })
+        .map_err(|source| DaemonError::Io {
+            op: "starting the drain thread",
+            source,
+        })?;
+
+    let mut stats_tick = tokio::time::interval(cfg.dataplane.stats_interval);
+    stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    stats_tick.tick().await;
+    let mut health_tick = tokio::time::interval(Duration::from_secs(1));
+    health_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_full = 0u64;
+    let mut degradation = Degradation::default();
 
     loop {
         tokio::select! {
-            // Woken early: the buffer is filling up.
-            guard = ring.readable_mut() => {
-                let mut guard = guard.map_err(|source| DaemonError::Io { op: "waiting on the ring buffer", source })?;
-                drain(guard.get_inner_mut(), &clock, &mut events, &mut pipeline, &emit);
-                guard.clear_ready();
-            }
-            // The program does not wake us per event (see smbwatch-ebpf's emit).
-            _ = drain_tick.tick() => drain(ring.get_mut(), &clock, &mut events, &mut pipeline, &emit),
-            Some(ev) = host_rx.recv() => emit(pipeline.host_event(&ev)),
-            _ = housekeeping.tick() => {
-                emit(pipeline.advance(chrono::Utc::now()));
-                if let Some(notice) = pipeline.detector_mut().take_cap_notice() {
-                    tracing::warn!(
-                        cap = notice.cap.key(),
-                        limit = notice.limit,
-                        source = %notice.source,
-                        "detector state cap reached: least recently active entries are evicted"
-                    );
+            _ = health_tick.tick() => {
+                let stats = dp.stats()?;
+                if let Some(notice) = degradation.observe(chrono::Utc::now(), stats.get(stat::EVENTS_SHED)) {
+                    if degradation.is_degraded() {
+                        tracing::warn!(episodes = degradation.episodes, "{}", notice.message);
+                    } else {
+                        tracing::info!("{}", notice.message);
+                    }
+                    if alert_tx.try_send(notice).is_err() {
+                        tracing::warn!("alert queue full: degradation notice not delivered to the sinks");
+                    }
+                }
+                let full = stats.get(stat::RINGBUF_FULL);
+                if full > last_full {
+                    tracing::warn!(lost = full - last_full, "ring buffer full: events lost (the kernel's counters and sketches stay exact)");
+                    last_full = full;
                 }
             }
             _ = stats_tick.tick() => {
-                clock.resync();
                 let stats = dp.stats()?;
-                let full = stats.get(smbwatch_common::stat::RINGBUF_FULL);
-                if full > last_full {
-                    tracing::warn!(lost = full - last_full, "ring buffer full: events lost since the last report (the kernel's counters stay exact)");
-                    last_full = full;
-                }
                 tracing::info!(%stats, "kernel counters");
-                if let Some(s) = sinks.syslog_stats() {
-                    tracing::info!(?s, "syslog");
-                }
             }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: detaching"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: detaching"); break; }
         }
     }
+    stop.store(true, Ordering::Relaxed);
+    let report = done_rx.await.unwrap_or_default();
     let stats = dp.stats()?;
-    drop(ring);
     drop(pins);
     drop(dp);
     tracing::info!(%stats, "detached and unpinned");
-    if let Some(s) = sinks.shutdown().await {
-        tracing::info!(?s, "syslog sink flushed");
+    tracing::info!(
+        records = report.records,
+        host_events = report.host_events,
+        host_events_at_stop = report.host_events_at_stop,
+        alerts_dropped = report.alerts_dropped,
+        "drain finished"
+    );
+    drop(alert_tx);
+    if let Ok(sinks) = sink_task.await {
+        if let Some(s) = sinks.shutdown().await {
+            tracing::info!(?s, "syslog sink flushed");
+        }
     }
     Ok(stats)
 }
+
+/// Alerts queued between the drain thread and the sinks. An alert is a few
+/// KiB at most (host fields are capped at parse time), so this is a few MiB.
+const ALERT_QUEUE: usize = 4096;

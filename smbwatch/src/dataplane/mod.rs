@@ -17,15 +17,17 @@ use std::{
 };
 
 use aya::{
-    maps::{HashMap, Map, MapData, PerCpuArray, RingBuf},
+    maps::{Array, Map, MapData, PerCpuArray, RingBuf},
     programs::{Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
 use serde::Serialize;
 use smbwatch_common::{
-    stat, AddrKey, Event, PairKey, PairState, SourceStats, DEFAULT_MAX_PAIRS, DEFAULT_MAX_SOURCES,
-    EVENTS_MAP, EVENT_ACCEPTED, EVENT_FLAG_VLAN, EVENT_NEW_PAIR, EVENT_REFUSED, MAX_PORTS,
-    PAIRS_MAP, PORTS_GLOBAL, PROGRAM_NAME, SOURCES_MAP, STATS_MAP,
+    stat, AddrKey, Event, EventKind, Settings, SourceSlot, ANSWERS_ANY_INGRESS,
+    ANSWERS_OTHER_INGRESS, DEFAULT_EVENTS_PER_CPU, DEFAULT_PAIR_BUCKETS, DEFAULT_SEEN_WORDS,
+    DEFAULT_SETTINGS, DEFAULT_SOURCE_SLOTS, EVENTS_MAP, EVENT_FLAG_AFTER_ACCEPT,
+    EVENT_FLAG_FRAGMENTED, EVENT_FLAG_REPEAT, EVENT_FLAG_VLAN, MAX_PORTS, PAIRS_MAP, PAIR_WAYS,
+    PROGRAM_NAME, SEEN_MAP, SETTINGS_GLOBAL, SOURCES_MAP, STATS_MAP,
 };
 
 pub use clock::MonotonicClock;
@@ -37,25 +39,129 @@ use crate::event::{GatewayEvent, GatewayEventKind};
 /// The compiled XDP program, embedded at build time.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/smbwatch"));
 
-/// What to load: the monitored ports and the table sizes.
+/// What to load: the monitored ports, the table sizes, the event budget
+/// and how answers are checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Monitored TCP ports (1 to [`MAX_PORTS`] of them).
     pub ports: Vec<u16>,
-    /// Capacity of the per-source table.
+    /// Slots of the per-source sketch table (rounded up to a power of two).
     pub max_sources: u32,
-    /// Capacity of the (source, destination) pair table.
+    /// Pairs the pair cache holds (rounded up to a power of two, at least 4).
     pub max_pairs: u32,
+    /// New-pair events per CPU per second before events are shed (the
+    /// sketches keep counting); the same again for tracked multi-destination
+    /// sources. 0: no budget.
+    pub events_per_cpu: u64,
+    /// Which answers count.
+    pub answers: AnswerCheck,
+    /// The fan-out window; the kernel's destination bitmaps rotate at half of it.
+    pub fanout_window: std::time::Duration,
+    /// Replay: the ingress comes from XDP metadata (the capture's interface id).
+    pub replay: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             ports: vec![445],
-            max_sources: DEFAULT_MAX_SOURCES,
-            max_pairs: DEFAULT_MAX_PAIRS,
+            max_sources: DEFAULT_SOURCE_SLOTS,
+            max_pairs: DEFAULT_PAIR_BUCKETS * PAIR_WAYS as u32,
+            events_per_cpu: DEFAULT_EVENTS_PER_CPU,
+            answers: AnswerCheck::OtherIngress,
+            fanout_window: std::time::Duration::from_secs(60),
+            replay: false,
         }
     }
+}
+
+/// Which SYN-ACKs and RSTs count as a server's answer.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize, Serialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum AnswerCheck {
+    /// `other-ingress` when attached to two or more interfaces, else `any`.
+    #[default]
+    Auto,
+    /// Only answers that arrive on another interface or VLAN than their SYN:
+    /// a router sees a server's answer come in on the server's side, so one
+    /// from the client's side is forged.
+    OtherIngress,
+    /// Answers from any ingress: one interface, a SPAN port, a capture of one link.
+    Any,
+}
+
+impl AnswerCheck {
+    /// `auto` resolved for a deployment watching `ingresses` interfaces.
+    pub fn resolve(self, ingresses: usize) -> Self {
+        match self {
+            Self::Auto if ingresses >= 2 => Self::OtherIngress,
+            Self::Auto => Self::Any,
+            other => other,
+        }
+    }
+}
+
+impl LoadOptions {
+    /// The program's read-only settings, with a fresh secret hash key.
+    fn settings(&self) -> Settings {
+        let mut ports = [0u16; MAX_PORTS];
+        ports[..self.ports.len()].copy_from_slice(&self.ports);
+        let buckets = pair_buckets(self.max_pairs);
+        let half = (self.fanout_window.as_nanos() / 2).clamp(1_000_000, u64::MAX as u128) as u64;
+        // The repeat horizon is one to two generations; a generation of an
+        // eighth of the window (a power of two of ns) keeps a source that
+        // probes a few times per window recognised.
+        let gen_shift = (half / 4).max(1).ilog2().clamp(20, 40);
+        let cost = if self.events_per_cpu == 0 {
+            0
+        } else {
+            (1_000_000_000 / self.events_per_cpu).max(1)
+        };
+        Settings {
+            ports,
+            hash_key: random_u64(),
+            pair_mask: buckets - 1,
+            source_mask: self.max_sources.max(2).next_power_of_two() - 1,
+            seen_mask: DEFAULT_SEEN_WORDS - 1,
+            answers: match self.answers {
+                AnswerCheck::Any => ANSWERS_ANY_INGRESS,
+                _ => ANSWERS_OTHER_INGRESS,
+            },
+            event_cost_ns: cost,
+            // A tenth of a second of events may come at once.
+            burst_ns: DEFAULT_SETTINGS.burst_ns,
+            half_window_ns: half,
+            seen_gen_shift: gen_shift,
+            replay: u32::from(self.replay),
+        }
+    }
+}
+
+/// Buckets for `max_pairs` pairs: a power of two, at least one.
+fn pair_buckets(max_pairs: u32) -> u32 {
+    (max_pairs.div_ceil(PAIR_WAYS as u32))
+        .max(1)
+        .next_power_of_two()
+}
+
+/// A secret key for the program's hashes, so an attacker cannot aim
+/// sources or pairs at one slot.
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: b is a valid 8-byte buffer.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != 8 {
+        // getrandom(2) does not fail for 8 bytes once the pool is
+        // initialised; fall back to the clock rather than refuse to start.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        return t ^ u64::from(std::process::id()).rotate_left(32);
+    }
+    u64::from_ne_bytes(b)
 }
 
 /// How to attach: `auto` tries native (driver) XDP first and falls back to
@@ -109,12 +215,12 @@ impl Dataplane {
                 ports: opts.ports.clone(),
             });
         }
-        let mut ports = [0u16; MAX_PORTS];
-        ports[..opts.ports.len()].copy_from_slice(&opts.ports);
+        let settings = opts.settings();
         let mut ebpf = EbpfLoader::new()
-            .override_global(PORTS_GLOBAL, &ports, true)
-            .map_max_entries(SOURCES_MAP, opts.max_sources)
-            .map_max_entries(PAIRS_MAP, opts.max_pairs)
+            .override_global(SETTINGS_GLOBAL, &settings, true)
+            .map_max_entries(SOURCES_MAP, settings.source_mask + 1)
+            .map_max_entries(PAIRS_MAP, settings.pair_mask + 1)
+            .map_max_entries(SEEN_MAP, 2 * (settings.seen_mask + 1))
             .load(EBPF_OBJECT)
             .map_err(|source| DataplaneError::Load {
                 source: Box::new(source),
@@ -228,20 +334,11 @@ impl Dataplane {
         read_stats(map)
     }
 
-    /// Every source the kernel tracks.
-    pub fn sources(&self) -> Result<Vec<(IpAddr, SourceStats)>, DataplaneError> {
+    /// Every source the kernel tracks (sources with two or more
+    /// destinations within the repeat horizon).
+    pub fn sources(&self) -> Result<Vec<(IpAddr, SourceSlot)>, DataplaneError> {
         let map = self.map(SOURCES_MAP)?;
         read_sources(map)
-    }
-
-    /// Every pair the kernel tracks.
-    pub fn pairs(&self) -> Result<Vec<(PairKey, PairState)>, DataplaneError> {
-        let map = self.map(PAIRS_MAP)?;
-        let map: HashMap<_, PairKey, PairState> =
-            HashMap::try_from(map).map_err(|source| map_err("open", PAIRS_MAP, source))?;
-        map.iter()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| map_err("iterate", PAIRS_MAP, source))
     }
 
     /// Kernel memory (bytes) the program's maps take, from their fdinfo.
@@ -327,13 +424,17 @@ pub(crate) fn read_stats(map: &Map) -> Result<Stats, DataplaneError> {
     Ok(Stats(values))
 }
 
-pub(crate) fn read_sources(map: &Map) -> Result<Vec<(IpAddr, SourceStats)>, DataplaneError> {
-    let map: HashMap<_, AddrKey, SourceStats> =
-        HashMap::try_from(map).map_err(|source| map_err("open", SOURCES_MAP, source))?;
-    map.iter()
-        .map(|r| r.map(|(k, v)| (addr_to_ip(&k), v)))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| map_err("iterate", SOURCES_MAP, source))
+pub(crate) fn read_sources(map: &Map) -> Result<Vec<(IpAddr, SourceSlot)>, DataplaneError> {
+    let arr: Array<_, SourceSlot> =
+        Array::try_from(map).map_err(|source| map_err("open", SOURCES_MAP, source))?;
+    let mut out = Vec::new();
+    for slot in arr.iter() {
+        let slot = slot.map_err(|source| map_err("read", SOURCES_MAP, source))?;
+        if slot.first_seen_ns != 0 {
+            out.push((addr_to_ip(&slot.addr), slot));
+        }
+    }
+    Ok(out)
 }
 
 /// The kernel's per-CPU counters, summed, in [`stat`] index order.
@@ -402,24 +503,29 @@ pub fn ip_to_addr(ip: IpAddr) -> AddrKey {
 }
 
 /// Decodes one ring-buffer record; `None` for a record of the wrong size or kind.
-pub fn decode_event(bytes: &[u8]) -> Option<Event> {
+pub fn decode_event(bytes: &[u8]) -> Option<(Event, EventKind)> {
     if bytes.len() < std::mem::size_of::<Event>() {
         return None;
     }
     // SAFETY: Event is repr(C) plain data and the length was checked; the
     // ring buffer only guarantees 8-byte alignment, so read unaligned anyway.
     let ev = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) };
-    matches!(ev.kind, EVENT_NEW_PAIR | EVENT_ACCEPTED | EVENT_REFUSED).then_some(ev)
+    let kind = EventKind::try_from(ev.kind).ok()?;
+    Some((ev, kind))
 }
 
 /// Turns a kernel event into a gateway event stamped with `ts`.
-pub fn to_gateway_event(ev: &Event, ts: chrono::DateTime<chrono::Utc>) -> GatewayEvent {
+pub fn to_gateway_event(
+    ev: &Event,
+    kind: EventKind,
+    ts: chrono::DateTime<chrono::Utc>,
+) -> GatewayEvent {
     GatewayEvent {
         ts,
-        kind: match ev.kind {
-            EVENT_NEW_PAIR => GatewayEventKind::NewPair,
-            EVENT_ACCEPTED => GatewayEventKind::Accepted,
-            _ => GatewayEventKind::Refused,
+        kind: match kind {
+            EventKind::NewPair => GatewayEventKind::NewPair,
+            EventKind::Accepted => GatewayEventKind::Accepted,
+            EventKind::Refused => GatewayEventKind::Refused,
         },
         src: addr_to_ip(&ev.src),
         dst: addr_to_ip(&ev.dst),
@@ -427,7 +533,34 @@ pub fn to_gateway_event(ev: &Event, ts: chrono::DateTime<chrono::Utc>) -> Gatewa
         dport: ev.dport,
         ifindex: ev.ifindex,
         vlan: (ev.flags & EVENT_FLAG_VLAN != 0).then_some(ev.vlan),
+        fragmented: ev.flags & EVENT_FLAG_FRAGMENTED != 0,
+        after_accept: ev.flags & EVENT_FLAG_AFTER_ACCEPT != 0,
+        kernel_fanout: (ev.flags & EVENT_FLAG_REPEAT != 0).then_some(ev.fanout),
     }
+}
+
+/// Reads every record in the ring buffer, in order, handing each decoded
+/// event to `f`; the one reader for the daemon, replay and the kernel tests.
+/// Returns how many records were read and how many of them were malformed.
+pub fn drain(rb: &mut RingBuf<MapData>, mut f: impl FnMut(&Event, EventKind)) -> Drained {
+    let mut n = Drained::default();
+    while let Some(item) = rb.next() {
+        n.records += 1;
+        match decode_event(&item) {
+            Some((ev, kind)) => f(&ev, kind),
+            None => n.malformed += 1,
+        }
+    }
+    n
+}
+
+/// What one [`drain`] read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Drained {
+    /// Records read.
+    pub records: u64,
+    /// Records of the wrong size or an unknown kind (skipped).
+    pub malformed: u64,
 }
 
 /// A running daemon's maps, opened from their pins (for `smbwatch status`).
@@ -465,7 +598,7 @@ impl PinnedMaps {
     }
 
     /// Every tracked source.
-    pub fn sources(&self) -> Result<Vec<(IpAddr, SourceStats)>, DataplaneError> {
+    pub fn sources(&self) -> Result<Vec<(IpAddr, SourceSlot)>, DataplaneError> {
         read_sources(&self.sources)
     }
 }
@@ -496,5 +629,36 @@ mod tests {
             )
         };
         assert!(decode_event(bytes).is_none());
+    }
+
+    #[test]
+    fn settings_round_table_sizes_up_and_key_the_hash() {
+        let opts = LoadOptions {
+            max_pairs: 1000,
+            max_sources: 3000,
+            ..Default::default()
+        };
+        let a = opts.settings();
+        assert_eq!(
+            a.pair_mask + 1,
+            256,
+            "1000 pairs / 4 ways -> 250 -> 256 buckets"
+        );
+        assert_eq!(a.source_mask + 1, 4096);
+        assert_eq!(a.event_cost_ns, 10_000, "100k events/s per CPU");
+        assert_eq!(a.half_window_ns, 30_000_000_000);
+        assert_ne!(a.hash_key, opts.settings().hash_key, "a fresh key per load");
+        let unlimited = LoadOptions {
+            events_per_cpu: 0,
+            ..Default::default()
+        };
+        assert_eq!(unlimited.settings().event_cost_ns, 0);
+    }
+
+    #[test]
+    fn answer_check_auto_depends_on_interfaces() {
+        assert_eq!(AnswerCheck::Auto.resolve(1), AnswerCheck::Any);
+        assert_eq!(AnswerCheck::Auto.resolve(2), AnswerCheck::OtherIngress);
+        assert_eq!(AnswerCheck::Any.resolve(3), AnswerCheck::Any);
     }
 }

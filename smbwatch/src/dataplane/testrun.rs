@@ -90,6 +90,35 @@ pub fn run(prog: BorrowedFd<'_>, frame: &[u8], repeat: u32) -> io::Result<TestRu
     })
 }
 
+/// Runs `prog` once on `frame` with `ingress` as 4 bytes of XDP metadata in
+/// front of it: how replay tells the program (loaded with
+/// [`super::LoadOptions::replay`]) which capture interface a packet came in on.
+pub fn run_with_ingress(prog: BorrowedFd<'_>, frame: &[u8], ingress: u32) -> io::Result<TestRun> {
+    let mut buf = Vec::with_capacity(frame.len() + 4);
+    buf.extend_from_slice(&ingress.to_ne_bytes());
+    buf.extend_from_slice(frame);
+    // The kernel takes ctx.data bytes of the input as metadata.
+    let mut ctx = XdpMd {
+        data: 4,
+        data_end: buf.len() as u32,
+        ..Default::default()
+    };
+    let mut attr = TestAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: buf.len() as u32,
+        data_in: buf.as_ptr() as u64,
+        repeat: 1,
+        ctx_size_in: std::mem::size_of::<XdpMd>() as u32,
+        ctx_in: &mut ctx as *mut XdpMd as u64,
+        ..Default::default()
+    };
+    bpf_test_run(&mut attr)?;
+    Ok(TestRun {
+        retval: attr.retval,
+        duration_ns: attr.duration,
+    })
+}
+
 /// Runs `prog` with live frames: `frame` is injected `repeat` times as if
 /// received on `ifindex`, and whatever the program returns (XDP_TX,
 /// XDP_REDIRECT) really happens. The generator uses an XDP_TX program on one

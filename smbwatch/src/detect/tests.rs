@@ -43,6 +43,9 @@ fn ev(kind: GatewayEventKind, src: IpAddr, dst: IpAddr, ms: i64) -> GatewayEvent
         dport: 445,
         ifindex: 3,
         vlan: Some(10),
+        fragmented: false,
+        after_accept: false,
+        kernel_fanout: None,
     }
 }
 
@@ -666,6 +669,9 @@ fn throughput() {
             dport: 445,
             ifindex: 1,
             vlan: None,
+            fragmented: false,
+            after_accept: false,
+            kernel_fanout: None,
         }
     }
     fn measure(name: &str, events: &[GatewayEvent]) {

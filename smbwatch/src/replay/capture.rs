@@ -169,6 +169,9 @@ pub struct Record<'a> {
     pub ts: Option<Duration>,
     /// Link type of the record's interface.
     pub link: u32,
+    /// The record's interface: the pcapng interface id (0 in classic pcap,
+    /// which has one).
+    pub interface: u32,
     /// Length of the packet on the wire (may exceed `data.len()`).
     pub orig_len: u32,
     /// The captured bytes, link header included.
@@ -425,6 +428,7 @@ impl<R: Read> CaptureReader<R> {
                     offset: at,
                     ts: Some(ts),
                     link: u32::from(header.datalink) & 0xffff,
+                    interface: 0,
                     orig_len: raw.orig_len,
                     data,
                 }))
@@ -436,7 +440,7 @@ impl<R: Read> CaptureReader<R> {
             } => {
                 // The packet is copied to `scratch`: returning a borrow of the
                 // read buffer from inside this loop is beyond the borrow checker.
-                let (number, offset, ts, link, orig_len) = loop {
+                let (number, offset, ts, link, interface, orig_len) = loop {
                     let raw = match reader.next_raw_block()? {
                         Ok(raw) => raw,
                         Err(e) => {
@@ -508,7 +512,14 @@ impl<R: Read> CaptureReader<R> {
                             let ticks = (u64::from(hi) << 32) | u64::from(lo);
                             scratch.clear();
                             scratch.extend_from_slice(data);
-                            break (*number, at, iface.timestamp(ticks), iface.link, orig);
+                            break (
+                                *number,
+                                at,
+                                iface.timestamp(ticks),
+                                iface.link,
+                                iface_id,
+                                orig,
+                            );
                         }
                         SPB => {
                             let Some(orig) = Fields::new(body, *endianness).u32(0) else {
@@ -531,7 +542,7 @@ impl<R: Read> CaptureReader<R> {
                             *number += 1;
                             scratch.clear();
                             scratch.extend_from_slice(data);
-                            break (*number, at, None, iface.link, orig);
+                            break (*number, at, None, iface.link, 0, orig);
                         }
                         // Name resolution, statistics, journal, custom: not packets.
                         _ => {}
@@ -542,6 +553,7 @@ impl<R: Read> CaptureReader<R> {
                     offset,
                     ts,
                     link,
+                    interface,
                     orig_len,
                     data: &scratch[..],
                 }))

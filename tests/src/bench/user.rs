@@ -21,7 +21,8 @@ use serde_json::{json, Value};
 use smbwatch::{
     alert::AlertKind,
     dataplane::{
-        decode_event, testrun, to_gateway_event, Dataplane, LoadOptions, MonotonicClock, PinnedMaps,
+        decode_event, drain, testrun, to_gateway_event, Dataplane, LoadOptions, MonotonicClock,
+        PinnedMaps,
     },
     detect::{DetectConfig, Detector},
     event::{GatewayEvent, GatewayEventKind},
@@ -64,13 +65,11 @@ fn drain_rate(n: u32, round: u32, mut extra: impl FnMut(&GatewayEvent)) -> Resul
     let clock = MonotonicClock::new();
     let start = Instant::now();
     let mut got = 0u64;
-    while let Some(item) = ring.next() {
-        if let Some(ev) = decode_event(&item) {
-            let ev = to_gateway_event(&ev, clock.to_utc(ev.ts_ns));
-            extra(&ev);
-            got += 1;
-        }
-    }
+    drain(&mut ring, |raw, kind| {
+        let ev = to_gateway_event(raw, kind, clock.to_utc(raw.ts_ns));
+        extra(&ev);
+        got += 1;
+    });
     let secs = start.elapsed().as_secs_f64();
     if got != u64::from(n) {
         bail!("drained {got} events of {n} (ring buffer full {full} times)");
@@ -98,6 +97,9 @@ pub fn synthetic_events(sources: u32, per_source: u32) -> Vec<GatewayEvent> {
                 dport: 445,
                 ifindex: 1,
                 vlan: None,
+                fragmented: false,
+                after_accept: false,
+                kernel_fanout: None,
             };
             out.push(base.clone());
             if (i + j) % 2 == 0 {
@@ -460,7 +462,7 @@ pub fn run(effort: &Effort) -> Result<Section> {
             fmt_num(flood.flood_sources as f64),
             if effort.quick { " (--quick)" } else { "" },
             fmt_num(DetectConfig::default().max_sources as f64),
-            fmt_num(f64::from(smbwatch_common::DEFAULT_MAX_SOURCES))
+            fmt_num(f64::from(smbwatch_common::DEFAULT_SOURCE_SLOTS))
         ),
     });
     data.insert("flood".into(), flood.json());
@@ -532,9 +534,9 @@ fn flood(effort: &Effort) -> Result<Flood> {
                 let mut any = false;
                 while let Some(item) = ring.next() {
                     any = true;
-                    if let Some(ev) = decode_event(&item) {
+                    if let Some((ev, kind)) = decode_event(&item) {
                         consumed += 1;
-                        for a in det.observe(&to_gateway_event(&ev, clock.to_utc(ev.ts_ns))) {
+                        for a in det.observe(&to_gateway_event(&ev, kind, clock.to_utc(ev.ts_ns))) {
                             alerts += 1;
                             if a.kind == AlertKind::SmbScanFanout && a.source_ip == Some(scanner) {
                                 detected = true;

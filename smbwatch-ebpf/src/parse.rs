@@ -1,0 +1,305 @@
+//! Header parsing with bounds-checked reads: Ethernet, up to two VLAN tags,
+//! IPv4 (any IHL, fragments), IPv6 (bounded extension-header walk,
+//! fragments), and the TCP fields the program needs.
+//!
+//! Every length that matters is taken from the IP header, not from the
+//! frame: short frames are padded to 60 bytes on the wire, and padding must
+//! never be read as TCP header bytes (that is how 8-byte first fragments
+//! used to look like malformed TCP).
+
+use aya_ebpf::programs::XdpContext;
+use smbwatch_common::{stat, AddrKey, EVENT_FLAG_VLAN, MAX_IPV6_EXT};
+
+use crate::count;
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+/// The pre-standard QinQ TPID some switches still send.
+const ETH_P_QINQ_9100: u16 = 0x9100;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_AH: u8 = 51;
+const IPPROTO_DSTOPTS: u8 = 60;
+
+/// Pointer to `len` bytes at `off`, or `None` when the frame is shorter.
+#[inline(always)]
+pub fn bytes_at(ctx: &XdpContext, off: usize, len: usize) -> Option<*const u8> {
+    let start = ctx.data();
+    if start + off + len > ctx.data_end() {
+        return None;
+    }
+    Some((start + off) as *const u8)
+}
+
+#[inline(always)]
+pub fn be16(p: *const u8) -> u16 {
+    unsafe { u16::from_be_bytes([*p, *p.add(1)]) }
+}
+
+#[inline(always)]
+fn is_tpid(ethertype: u16) -> bool {
+    ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD || ethertype == ETH_P_QINQ_9100
+}
+
+/// Where the L3 header starts and what it is, after up to two VLAN tags.
+pub struct L2 {
+    pub ethertype: u16,
+    pub offset: usize,
+    pub vlan: u16,
+    pub flags: u8,
+}
+
+#[inline(always)]
+pub fn parse_l2(ctx: &XdpContext) -> Option<L2> {
+    let Some(eth) = bytes_at(ctx, 0, ETH_HLEN) else {
+        count(stat::MALFORMED_ETH);
+        return None;
+    };
+    let mut l2 = L2 {
+        ethertype: be16(unsafe { eth.add(12) }),
+        offset: ETH_HLEN,
+        vlan: 0,
+        flags: 0,
+    };
+    // Two tags cover 802.1Q and QinQ (802.1ad or 0x9100 outer, 802.1Q inner).
+    let mut tags = 0;
+    while tags < 2 {
+        if !is_tpid(l2.ethertype) {
+            break;
+        }
+        let Some(tag) = bytes_at(ctx, l2.offset, 4) else {
+            count(stat::MALFORMED_VLAN);
+            return None;
+        };
+        if tags == 0 {
+            // The outer tag names the segment on a router trunk.
+            l2.vlan = be16(tag) & 0x0fff;
+            l2.flags = EVENT_FLAG_VLAN;
+            count(stat::VLAN);
+        }
+        l2.ethertype = be16(unsafe { tag.add(2) });
+        l2.offset += 4;
+        tags += 1;
+    }
+    if is_tpid(l2.ethertype) {
+        // A third tag: not walked, but never silently.
+        count(stat::VLAN_LIMIT);
+        return None;
+    }
+    Some(l2)
+}
+
+/// A TCP packet's addresses and where its header is. Keys are built only
+/// for the few packets that turn out to matter.
+pub struct L3 {
+    /// Offset of the source address; the destination follows it.
+    pub addr: usize,
+    pub v4: bool,
+    /// Offset of the TCP header.
+    pub tcp: usize,
+    /// TCP bytes the IP header says the packet carries (not the frame's).
+    pub l4_len: usize,
+    /// A first fragment (more fragments follow).
+    pub fragmented: bool,
+}
+
+impl L3 {
+    /// (source, destination) as 16-byte keys.
+    #[inline(always)]
+    pub fn keys(&self, ctx: &XdpContext) -> Option<(AddrKey, AddrKey)> {
+        if self.v4 {
+            let p = bytes_at(ctx, self.addr, 8)?;
+            // SAFETY: 8 bytes checked above.
+            let (s, d) = unsafe {
+                (
+                    (p as *const [u8; 4]).read_unaligned(),
+                    (p.add(4) as *const [u8; 4]).read_unaligned(),
+                )
+            };
+            Some((AddrKey::from_v4(s), AddrKey::from_v4(d)))
+        } else {
+            let p = bytes_at(ctx, self.addr, 32)?;
+            // SAFETY: 32 bytes checked above.
+            let (s, d) = unsafe {
+                (
+                    (p as *const [u8; 16]).read_unaligned(),
+                    (p.add(16) as *const [u8; 16]).read_unaligned(),
+                )
+            };
+            Some((AddrKey { addr: s }, AddrKey { addr: d }))
+        }
+    }
+}
+
+#[inline(always)]
+pub fn parse_l3(ctx: &XdpContext, l2: &L2) -> Option<L3> {
+    match l2.ethertype {
+        ETH_P_IP => parse_ipv4(ctx, l2.offset),
+        ETH_P_IPV6 => parse_ipv6(ctx, l2.offset),
+        _ => None,
+    }
+}
+
+#[inline(always)]
+fn parse_ipv4(ctx: &XdpContext, off: usize) -> Option<L3> {
+    count(stat::IPV4);
+    let Some(ip) = bytes_at(ctx, off, 20) else {
+        count(stat::MALFORMED_IPV4);
+        return None;
+    };
+    let ihl = (unsafe { *ip } & 0x0f) as usize * 4;
+    let total = be16(unsafe { ip.add(2) }) as usize;
+    if ihl < 20 || total < ihl || bytes_at(ctx, off, ihl).is_none() {
+        count(stat::MALFORMED_IPV4);
+        return None;
+    }
+    if unsafe { *ip.add(9) } != IPPROTO_TCP {
+        return None;
+    }
+    let frag = be16(unsafe { ip.add(6) });
+    if frag & 0x1fff != 0 {
+        // Later fragments carry payload only.
+        count(stat::LATER_FRAGMENTS);
+        return None;
+    }
+    Some(L3 {
+        addr: off + 12,
+        v4: true,
+        tcp: off + ihl,
+        l4_len: total - ihl,
+        fragmented: frag & 0x2000 != 0,
+    })
+}
+
+#[inline(always)]
+fn parse_ipv6(ctx: &XdpContext, off: usize) -> Option<L3> {
+    count(stat::IPV6);
+    let Some(ip) = bytes_at(ctx, off, 40) else {
+        count(stat::MALFORMED_IPV6);
+        return None;
+    };
+    // Payload length 0 is a jumbogram (hop-by-hop option): take the frame's.
+    let payload = be16(unsafe { ip.add(4) }) as usize;
+    let end = if payload == 0 {
+        ctx.data_end() - ctx.data()
+    } else {
+        off + 40 + payload
+    };
+    let mut next = unsafe { *ip.add(6) };
+    let mut pos = off + 40;
+    let mut fragmented = false;
+    // A bounded walk keeps the verifier happy and a hostile chain cheap.
+    let mut i = 0;
+    while i <= MAX_IPV6_EXT {
+        match next {
+            IPPROTO_TCP => {
+                if end < pos {
+                    count(stat::MALFORMED_IPV6);
+                    return None;
+                }
+                return Some(L3 {
+                    addr: off + 8,
+                    v4: false,
+                    tcp: pos,
+                    l4_len: end - pos,
+                    fragmented,
+                });
+            }
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_FRAGMENT
+                if i < MAX_IPV6_EXT =>
+            {
+                let Some(ext) = bytes_at(ctx, pos, 8) else {
+                    count(stat::MALFORMED_IPV6);
+                    return None;
+                };
+                let (nh, len) = unsafe { (*ext, *ext.add(1) as usize) };
+                let hlen = match next {
+                    IPPROTO_FRAGMENT => {
+                        let field = be16(unsafe { ext.add(2) });
+                        if field & 0xfff8 != 0 {
+                            count(stat::LATER_FRAGMENTS);
+                            return None;
+                        }
+                        fragmented = field & 1 != 0;
+                        8
+                    }
+                    IPPROTO_AH => (len + 2) * 4,
+                    _ => (len + 1) * 8,
+                };
+                next = nh;
+                pos += hlen;
+            }
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_FRAGMENT => {
+                count(stat::IPV6_EXT_LIMIT);
+                return None;
+            }
+            _ => return None,
+        }
+        i += 1;
+    }
+    count(stat::IPV6_EXT_LIMIT);
+    None
+}
+
+/// The TCP fields the program acts on.
+pub struct Tcp {
+    pub sport: u16,
+    pub dport: u16,
+    /// FIN/SYN/RST/ACK bits; a fragment too short to hold them reads as a
+    /// bare SYN (see [`parse_tcp`]).
+    pub flags: u8,
+}
+
+pub const TCP_FIN_SYN_RST_ACK: u8 = 0x17;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+/// Reads ports and flags. Unfragmented packets need a whole TCP header; a
+/// first fragment needs only the ports: one that stops before the flags
+/// byte (nmap `-f`, 8 bytes) is taken as a connection attempt, because a
+/// SYN has no legitimate reason to be fragmented.
+#[inline(always)]
+pub fn parse_tcp(ctx: &XdpContext, l3: &L3) -> Option<Tcp> {
+    let Some(p) = bytes_at(ctx, l3.tcp, 4) else {
+        count(stat::MALFORMED_TCP);
+        return None;
+    };
+    if l3.l4_len < 4 {
+        count(stat::MALFORMED_TCP);
+        return None;
+    }
+    let sport = be16(p);
+    let dport = be16(unsafe { p.add(2) });
+    if l3.fragmented && l3.l4_len < 14 {
+        return Some(Tcp {
+            sport,
+            dport,
+            flags: TCP_SYN,
+        });
+    }
+    let need = if l3.fragmented { 14 } else { 20 };
+    let Some(h) = bytes_at(ctx, l3.tcp, need) else {
+        count(stat::MALFORMED_TCP);
+        return None;
+    };
+    if l3.l4_len < need {
+        count(stat::MALFORMED_TCP);
+        return None;
+    }
+    let doff = unsafe { *h.add(12) } >> 4;
+    if doff < 5 {
+        count(stat::MALFORMED_TCP);
+        return None;
+    }
+    Some(Tcp {
+        sport,
+        dport,
+        flags: unsafe { *h.add(13) } & TCP_FIN_SYN_RST_ACK,
+    })
+}

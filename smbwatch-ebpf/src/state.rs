@@ -1,0 +1,345 @@
+//! The program's state: a set-associative pair cache, a repeat filter,
+//! per-source distinct-destination sketches, and a per-CPU event budget.
+//! All are arrays indexed by a keyed hash: one or two map lookups per
+//! packet, whatever the traffic.
+
+use core::intrinsics::{atomic_cxchg, AtomicOrdering};
+
+use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
+use smbwatch_common::{
+    stat, AddrKey, EventKind, PairKey, PairSlot, SourceSlot, ANSWERS_OTHER_INGRESS,
+    EVENT_FLAG_AFTER_ACCEPT, EVENT_FLAG_REPEAT, PAIR_ACCEPTED, PAIR_CONFIRMED, PAIR_FLAG_SHED,
+    PAIR_REFUSED, PAIR_SYN, PAIR_WAYS, PRIORITY_FANOUT_CAP, SEEN_BITS_PER_WORD,
+};
+
+use crate::{count, emit, setting, Seen, BUDGET, PAIRS, SEEN, SOURCES};
+
+const K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// A strong 64-bit finaliser (murmur3's): every input bit reaches every
+/// output bit, so slots and tags are independent.
+#[inline(always)]
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^= x >> 33;
+    x
+}
+
+#[inline(always)]
+fn words(a: &AddrKey) -> (u64, u64) {
+    let lo = u64::from_ne_bytes([
+        a.addr[0], a.addr[1], a.addr[2], a.addr[3], a.addr[4], a.addr[5], a.addr[6], a.addr[7],
+    ]);
+    let hi = u64::from_ne_bytes([
+        a.addr[8], a.addr[9], a.addr[10], a.addr[11], a.addr[12], a.addr[13], a.addr[14],
+        a.addr[15],
+    ]);
+    (lo, hi)
+}
+
+/// Keyed hash of a source.
+#[inline(always)]
+fn hash_src(a: &AddrKey) -> u64 {
+    let (lo, hi) = words(a);
+    mix(mix(setting!(hash_key) ^ lo).wrapping_add(hi.wrapping_mul(K)))
+}
+
+/// Keyed hash of a pair, chained from the source's.
+#[inline(always)]
+fn hash_pair(hs: u64, dst: &AddrKey) -> u64 {
+    let (lo, hi) = words(dst);
+    mix(mix(hs ^ lo).wrapping_add(hi.wrapping_mul(K)))
+}
+
+#[inline(always)]
+fn now_coarse() -> u64 {
+    // Jiffies resolution is plenty for windows and budgets, and several
+    // times cheaper than the precise clock. Events read the precise one.
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+/// The way holding `tag` in its bucket.
+#[inline(always)]
+fn find(bucket: *mut PairSlot, tag: u64) -> Option<*mut PairSlot> {
+    let mut w = 0;
+    while w < PAIR_WAYS {
+        let slot = unsafe { bucket.add(w) };
+        if unsafe { (*slot).tag } == tag {
+            return Some(slot);
+        }
+        w += 1;
+    }
+    None
+}
+
+/// Bucket and tag of a pair.
+#[inline(always)]
+fn locate(key: &PairKey) -> Option<(*mut PairSlot, u64, u64)> {
+    let hs = hash_src(&key.src);
+    let hp = hash_pair(hs, &key.dst);
+    let bucket = PAIRS.get_ptr_mut((hp as u32) & setting!(pair_mask))?;
+    // Bit 0 set: 0 means an empty way.
+    Some((bucket.cast::<PairSlot>(), hp | 1, hs))
+}
+
+/// A bare SYN to a monitored port.
+#[inline(always)]
+pub fn on_syn(ctx: &XdpContext, seen: &Seen) {
+    count(stat::MONITORED_SYNS);
+    let Some((bucket, tag, hs)) = locate(&seen.key) else {
+        return;
+    };
+    if find(bucket, tag).is_some() {
+        return; // a known pair: the common case ends here
+    }
+    // Victim: the first empty way, else one picked by the hash (random to an
+    // attacker who does not know the key).
+    let mut victim = unsafe { bucket.add(((tag >> 40) as usize) % PAIR_WAYS) };
+    let mut w = 0;
+    while w < PAIR_WAYS {
+        let slot = unsafe { bucket.add(w) };
+        if unsafe { (*slot).tag } == 0 {
+            victim = slot;
+            break;
+        }
+        w += 1;
+    }
+    let old = unsafe { (*victim).tag };
+    let (_, won) = unsafe {
+        atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
+            &raw mut (*victim).tag,
+            old,
+            tag,
+        )
+    };
+    if !won {
+        return; // another CPU claimed the way meanwhile; it reports
+    }
+    unsafe {
+        (*victim).ingress = seen.ingress;
+        (*victim).vlan = seen.vlan;
+        (*victim).state = PAIR_SYN;
+        (*victim).flags = 0;
+    }
+    count(stat::NEW_PAIRS);
+    let now = now_coarse();
+    let dbit = ((tag >> 48) & 127) as u32;
+    let fanout = track_source(&seen.key.src, hs, dbit, now);
+    let priority = fanout > 0 && fanout < PRIORITY_FANOUT_CAP;
+    if !budget(now, priority) {
+        unsafe { (*victim).flags = PAIR_FLAG_SHED };
+        count(stat::EVENTS_SHED);
+        return;
+    }
+    let flags = if fanout > 0 { EVENT_FLAG_REPEAT } else { 0 };
+    emit(ctx, seen, EventKind::NewPair, flags, fanout);
+}
+
+/// A SYN-ACK (`rst == false`) or RST from a monitored port; `seen.key` is
+/// already client -> server.
+#[inline(always)]
+pub fn on_answer(ctx: &XdpContext, seen: &Seen, rst: bool) {
+    let Some((bucket, tag, _)) = locate(&seen.key) else {
+        return;
+    };
+    let Some(slot) = find(bucket, tag) else {
+        return;
+    };
+    let (state, flags, ingress, vlan) =
+        unsafe { ((*slot).state, (*slot).flags, (*slot).ingress, (*slot).vlan) };
+    if flags & PAIR_FLAG_SHED != 0 {
+        return; // the daemon never heard of the pair
+    }
+    if setting!(answers) == ANSWERS_OTHER_INGRESS && ingress == seen.ingress && vlan == seen.vlan {
+        // A router sees a server's answer come in on the server's side; one
+        // arriving where the SYN came from was injected by the client's side.
+        count(stat::ANSWERS_SAME_INGRESS);
+        return;
+    }
+    let (next, kind, extra) = match (state, rst) {
+        (PAIR_SYN, false) => (PAIR_ACCEPTED, EventKind::Accepted, 0),
+        (PAIR_SYN, true) => (PAIR_REFUSED, EventKind::Refused, 0),
+        (PAIR_ACCEPTED, true) => {
+            count(stat::RESETS_AFTER_ACCEPT);
+            (PAIR_REFUSED, EventKind::Refused, EVENT_FLAG_AFTER_ACCEPT)
+        }
+        _ => return, // retransmitted or settled
+    };
+    // A plain write: answers of one flow hash to one RX queue, so two CPUs
+    // racing on one pair's answer is not a case worth an atomic per answer.
+    unsafe { (*slot).state = next };
+    count(stat::RESPONSES);
+    emit(ctx, seen, kind, extra, 0);
+}
+
+/// An ACK or RST from the client: the client took the SYN-ACK, so a later
+/// server RST is an ordinary reset, not a refusal.
+#[inline(always)]
+pub fn on_client_ack(key: &PairKey) {
+    let Some((bucket, tag, _)) = locate(key) else {
+        return;
+    };
+    if let Some(slot) = find(bucket, tag) {
+        if unsafe { (*slot).state } == PAIR_ACCEPTED {
+            unsafe { (*slot).state = PAIR_CONFIRMED };
+        }
+    }
+}
+
+/// Counts a new pair against its source. Returns the source's
+/// distinct-destination estimate when it is tracked (it opened another pair
+/// within the repeat horizon), else 0.
+///
+/// The repeat filter is asked first: a one-shot source (a spoofed flood)
+/// then costs one cache line here, not three. A tracked source that paused
+/// longer than the horizon loses that one pair from its bitmap, nothing more.
+#[inline(always)]
+fn track_source(src: &AddrKey, hs: u64, dbit: u32, now: u64) -> u16 {
+    if !seen_before(hs, now) {
+        return 0;
+    }
+    count(stat::REPEAT_SOURCES);
+    // Two candidate slots side by side: the second costs no extra cache miss.
+    let i = (hs as u32) & setting!(source_mask) & !1;
+    let Some(a) = SOURCES.get_ptr_mut(i) else {
+        return 0;
+    };
+    let Some(b) = SOURCES.get_ptr_mut(i | 1) else {
+        return 0;
+    };
+    let slot = if same(unsafe { &(*a).addr }, src) {
+        a
+    } else if same(unsafe { &(*b).addr }, src) {
+        b
+    } else {
+        let Some(slot) = claim(a, b, now) else {
+            count(stat::SOURCES_FULL);
+            // Still a repeat: report it as one, with the smallest estimate.
+            return 2;
+        };
+        unsafe {
+            (*slot).addr = *src;
+            (*slot).cur = [0, 0];
+            (*slot).prev = [0, 0];
+            (*slot).window_start_ns = now;
+            (*slot).first_seen_ns = now;
+            (*slot).new_pairs = 1; // the pair the filter remembered
+        }
+        slot
+    };
+    unsafe {
+        let half = setting!(half_window_ns);
+        let age = now.wrapping_sub((*slot).window_start_ns);
+        if age >= half {
+            (*slot).prev = if age >= 2 * half { [0, 0] } else { (*slot).cur };
+            (*slot).cur = [0, 0];
+            (*slot).window_start_ns = now;
+        }
+        (*slot).cur[(dbit >> 6) as usize & 1] |= 1u64 << (dbit & 63);
+        (*slot).new_pairs += 1;
+        (*slot).last_seen_ns = now;
+        // The filter's earlier pair is not in the bitmap (its destination is
+        // unknown): count it, so a tracked source is never below 2.
+        ((*slot).distinct_estimate() + 1).min(u16::MAX as u32) as u16
+    }
+}
+
+#[inline(always)]
+fn same(a: &AddrKey, b: &AddrKey) -> bool {
+    let (a0, a1) = words(a);
+    let (b0, b1) = words(b);
+    a0 == b0 && a1 == b1
+}
+
+/// Which of the two candidate slots a new source may take: an empty or
+/// stale one, else the one with fewer destinations if that is a one- or
+/// two-destination source. A source with many destinations is never
+/// displaced by a newcomer, whatever the flood: that is what keeps a slow
+/// scanner visible under spoofed sources.
+#[inline(always)]
+fn claim(a: *mut SourceSlot, b: *mut SourceSlot, now: u64) -> Option<*mut SourceSlot> {
+    let stale = 2 * setting!(half_window_ns);
+    let free = |s: *mut SourceSlot| unsafe {
+        (*s).first_seen_ns == 0 || now.wrapping_sub((*s).last_seen_ns) > stale
+    };
+    if free(a) {
+        return Some(a);
+    }
+    if free(b) {
+        return Some(b);
+    }
+    let (ea, eb) = unsafe { ((*a).distinct_estimate(), (*b).distinct_estimate()) };
+    let (s, e) = if ea <= eb { (a, ea) } else { (b, eb) };
+    (e <= 2).then_some(s)
+}
+
+/// Repeat filter: was this source seen within the last one to two
+/// generations? Marks it seen in the current one. A bitmap with an 8-bit
+/// generation tag per word: a word from an older generation reads as empty,
+/// so nothing ever has to clear it.
+#[inline(always)]
+fn seen_before(hs: u64, now: u64) -> bool {
+    let gen = now >> setting!(seen_gen_shift);
+    // The two generations' words sit side by side: one cache line.
+    let base = (((hs >> 16) as u32) & setting!(seen_mask)) << 1;
+    let bit = 1u64 << (((hs >> 40) as u32) % SEEN_BITS_PER_WORD);
+    let cur_tag = (gen & 0xff) << SEEN_BITS_PER_WORD;
+    let prev_tag = (gen.wrapping_sub(1) & 0xff) << SEEN_BITS_PER_WORD;
+    let tag_mask = 0xffu64 << SEEN_BITS_PER_WORD;
+    let odd = (gen & 1) as u32;
+    let Some(cur) = SEEN.get_ptr_mut(base | odd) else {
+        return false;
+    };
+    let mut hit = false;
+    if let Some(prev) = SEEN.get_ptr(base | (odd ^ 1)) {
+        let w = unsafe { *prev };
+        hit = w & tag_mask == prev_tag && w & bit != 0;
+    }
+    let w = unsafe { *cur };
+    if w & tag_mask == cur_tag {
+        hit |= w & bit != 0;
+        if w & bit == 0 {
+            // Lost bits under a race only cost a missed repeat.
+            unsafe { *cur = w | bit };
+        }
+    } else {
+        unsafe { *cur = cur_tag | bit };
+    }
+    hit
+}
+
+/// Per-CPU token bucket. Tracked sources below the fan-out cap draw on a
+/// priority class first, so one-shot spoofed sources cannot starve them.
+#[inline(always)]
+fn budget(now: u64, priority: bool) -> bool {
+    let cost = setting!(event_cost_ns);
+    if cost == 0 {
+        return true;
+    }
+    let Some(b) = BUDGET.get_ptr_mut(0) else {
+        return true;
+    };
+    let burst = setting!(burst_ns);
+    unsafe {
+        let elapsed = now.wrapping_sub((*b).last_ns);
+        (*b).last_ns = now;
+        let credit = (*b).credit_ns.saturating_add(elapsed).min(burst);
+        let prio = (*b).priority_credit_ns.saturating_add(elapsed).min(burst);
+        if priority && prio >= cost {
+            (*b).credit_ns = credit;
+            (*b).priority_credit_ns = prio - cost;
+            true
+        } else if credit >= cost {
+            (*b).credit_ns = credit - cost;
+            (*b).priority_credit_ns = prio;
+            true
+        } else {
+            (*b).credit_ns = credit;
+            (*b).priority_credit_ns = prio;
+            false
+        }
+    }
+}

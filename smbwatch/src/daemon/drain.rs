@@ -1,0 +1,178 @@
+//! The drain thread: the one thread that reads the ring buffer, and owns
+//! the detection pipeline.
+//!
+//! It does nothing else that can block or take long: host events arrive
+//! already parsed, at most [`HOST_BATCH`] per turn so a burst of them cannot
+//! hold up the ring buffer; alerts leave through a bounded channel to the
+//! sink task. Host-log parsing, listeners and sinks run on the tokio
+//! runtime's thread, so neither a hostile forwarder nor a slow collector can
+//! make the kernel drop events.
+
+use std::{
+    os::fd::AsRawFd,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use aya::maps::{MapData, RingBuf};
+use smbwatch_common::RING_DRAIN_INTERVAL_MS;
+use tokio::sync::mpsc;
+
+use super::StdoutEvents;
+use crate::{
+    alert::Alert,
+    dataplane::{drain, to_gateway_event, MonotonicClock},
+    hostlog::HostEvent,
+    pipeline::Pipeline,
+};
+
+/// Host events taken per turn of the loop; the rest wait for the next turn.
+const HOST_BATCH: usize = 256;
+
+/// How often unanswered pairs are aged (TRW failures after the response
+/// timeout) and the clock re-measured.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+/// What the drain thread owns.
+pub(crate) struct DrainLoop {
+    pub ring: RingBuf<MapData>,
+    pub pipeline: Pipeline,
+    pub events: Option<StdoutEvents>,
+    pub host_rx: mpsc::Receiver<HostEvent>,
+    pub alerts: mpsc::Sender<Alert>,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// What the drain thread did, reported when it ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Ring-buffer records read.
+    pub records: u64,
+    /// Malformed records skipped.
+    pub malformed: u64,
+    /// Host events put through the pipeline.
+    pub host_events: u64,
+    /// Host events processed after the stop request (queued before it).
+    pub host_events_at_stop: u64,
+    /// Alerts dropped because the sink task was that far behind.
+    pub alerts_dropped: u64,
+}
+
+impl DrainLoop {
+    /// Runs until `stop` is set, then drains the ring buffer and the host
+    /// events already queued one last time, so nothing accepted is lost.
+    pub fn run(mut self) -> DrainReport {
+        let mut report = DrainReport::default();
+        let mut clock = MonotonicClock::new();
+        let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
+        let fd = self.ring.as_raw_fd();
+        while !self.stop.load(Ordering::Relaxed) {
+            wait_readable(fd, RING_DRAIN_INTERVAL_MS as i32);
+            self.drain_ring(&clock, &mut report);
+            for _ in 0..HOST_BATCH {
+                match self.host_rx.try_recv() {
+                    Ok(ev) => {
+                        report.host_events += 1;
+                        let alerts = self.pipeline.host_event(&ev);
+                        self.send(alerts, &mut report);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if Instant::now() >= next_housekeeping {
+                next_housekeeping = Instant::now() + HOUSEKEEPING;
+                clock.resync();
+                let alerts = self.pipeline.advance(chrono::Utc::now());
+                self.send(alerts, &mut report);
+                if let Some(notice) = self.pipeline.detector_mut().take_cap_notice() {
+                    tracing::warn!(
+                        cap = notice.cap.key(),
+                        limit = notice.limit,
+                        source = %notice.source,
+                        "detector state cap reached: least recently active entries are evicted"
+                    );
+                }
+            }
+        }
+        // Final pass: what the kernel and the inputs handed over before the
+        // stop is processed, not dropped.
+        self.drain_ring(&clock, &mut report);
+        while let Ok(ev) = self.host_rx.try_recv() {
+            report.host_events += 1;
+            report.host_events_at_stop += 1;
+            let alerts = self.pipeline.host_event(&ev);
+            self.send(alerts, &mut report);
+        }
+        report
+    }
+
+    fn drain_ring(&mut self, clock: &MonotonicClock, report: &mut DrainReport) {
+        let Self {
+            ring,
+            pipeline,
+            events,
+            alerts,
+            ..
+        } = self;
+        let mut dropped = 0;
+        let n = drain(ring, |raw, kind| {
+            let ev = to_gateway_event(raw, kind, clock.to_utc(raw.ts_ns));
+            if let Some(out) = events.as_mut() {
+                out.event(&ev);
+            }
+            for a in pipeline.gateway_event(&ev) {
+                if alerts.try_send(a).is_err() {
+                    dropped += 1;
+                }
+            }
+        });
+        if n.malformed > 0 {
+            tracing::warn!(count = n.malformed, "skipped malformed ring-buffer records");
+        }
+        report.records += n.records;
+        report.malformed += n.malformed;
+        self.count_dropped(dropped, report);
+        if n.records > 0 {
+            if let Some(out) = self.events.as_mut() {
+                out.flush();
+            }
+        }
+    }
+
+    fn send(&mut self, alerts: Vec<Alert>, report: &mut DrainReport) {
+        let mut dropped = 0;
+        for a in alerts {
+            if self.alerts.try_send(a).is_err() {
+                dropped += 1;
+            }
+        }
+        self.count_dropped(dropped, report);
+    }
+
+    fn count_dropped(&self, dropped: u64, report: &mut DrainReport) {
+        if dropped > 0 {
+            // Never block the drain on the sinks: count and say so.
+            report.alerts_dropped += dropped;
+            tracing::warn!(
+                dropped,
+                total = report.alerts_dropped,
+                "alert sinks are behind: alerts dropped"
+            );
+        }
+    }
+}
+
+/// Waits until the ring buffer has data past the wake-up mark or `ms`
+/// passed (the program does not wake the reader per event).
+fn wait_readable(fd: i32, ms: i32) {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; EINTR or an error just means "drain now".
+    unsafe { libc::poll(&mut pfd, 1, ms) };
+}
