@@ -109,12 +109,20 @@ struct RunArgs {
     /// Log kernel counters this often (e.g. 10s, 1m). Default: 10s.
     #[arg(long, value_parser = humantime::parse_duration)]
     stats_interval: Option<Duration>,
-    /// Capacity of the kernel's per-source table. Default: 262144.
+    /// Slots of the kernel's per-source sketch table (80 bytes each). Default: 131072.
     #[arg(long)]
     max_sources: Option<u32>,
-    /// Capacity of the kernel's (source, destination) pair table. Default: 1048576.
+    /// Pairs the kernel's pair cache holds (16 bytes each). Default: 1048576.
     #[arg(long)]
     max_pairs: Option<u32>,
+    /// New-pair events per CPU per second before the kernel sheds events
+    /// and smbwatch reports itself degraded (0: no budget). Default: 100000.
+    #[arg(long, value_name = "N")]
+    events_per_cpu: Option<u64>,
+    /// Which answers count: auto (other-ingress on two or more interfaces),
+    /// other-ingress (forged answers from the client's side are ignored), any.
+    #[arg(long, value_enum)]
+    answers: Option<smbwatch::dataplane::AnswerCheck>,
     /// bpffs directory for this daemon's pinned maps (one per daemon).
     /// Default: /sys/fs/bpf/smbwatch.
     #[arg(long, value_name = "DIR")]
@@ -242,6 +250,12 @@ fn run_config(args: &RunArgs) -> Result<Config> {
     }
     if let Some(v) = args.max_pairs {
         d.max_pairs = v;
+    }
+    if let Some(v) = args.events_per_cpu {
+        d.events_per_cpu = v;
+    }
+    if let Some(v) = args.answers {
+        d.answers = v;
     }
     if let Some(v) = &args.pin_dir {
         d.pin_dir = v.clone();

@@ -53,7 +53,8 @@ pub struct LoadOptions {
     /// sketches keep counting); the same again for tracked multi-destination
     /// sources. 0: no budget.
     pub events_per_cpu: u64,
-    /// Which answers count.
+    /// Which answers count (`auto` here means `any`: resolve it with
+    /// [`AnswerCheck::resolve`] for the interfaces attached).
     pub answers: AnswerCheck,
     /// The fan-out window; the kernel's destination bitmaps rotate at half of it.
     pub fanout_window: std::time::Duration,
@@ -68,7 +69,7 @@ impl Default for LoadOptions {
             max_sources: DEFAULT_SOURCE_SLOTS,
             max_pairs: DEFAULT_PAIR_BUCKETS * PAIR_WAYS as u32,
             events_per_cpu: DEFAULT_EVENTS_PER_CPU,
-            answers: AnswerCheck::OtherIngress,
+            answers: AnswerCheck::Auto,
             fanout_window: std::time::Duration::from_secs(60),
             replay: false,
         }
@@ -125,9 +126,11 @@ impl LoadOptions {
             pair_mask: buckets - 1,
             source_mask: self.max_sources.max(2).next_power_of_two() - 1,
             seen_mask: DEFAULT_SEEN_WORDS - 1,
+            // Unresolved `auto` (one capture, one test run) is `any`: never
+            // call a real answer forged.
             answers: match self.answers {
-                AnswerCheck::Any => ANSWERS_ANY_INGRESS,
-                _ => ANSWERS_OTHER_INGRESS,
+                AnswerCheck::OtherIngress => ANSWERS_OTHER_INGRESS,
+                _ => ANSWERS_ANY_INGRESS,
             },
             event_cost_ns: cost,
             // A tenth of a second of events may come at once.

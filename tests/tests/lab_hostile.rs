@@ -1,0 +1,274 @@
+//! What a scanner trying to hide does, against the real daemon on the lab
+//! gateway: fragmented SYN sweeps, answers forged from its own side of the
+//! gateway, and a slow sweep inside a spoofed-source SYN flood.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use integration_tests::{
+    daemon::Daemon,
+    netns::{send_frames, Lab, ATTACKER_V4, GW_ATTACKER_IF, GW_SERVERS_IF},
+    require_root,
+    rsyslog::temp_dir,
+};
+use serde_json::Value;
+use smbwatch::packet::{tcp_flags, Segment};
+
+fn json_alerts(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON alert line"))
+        .collect()
+}
+
+fn code(v: &Value) -> &str {
+    v["event"]["code"].as_str().unwrap_or("")
+}
+
+fn from_attacker<'a>(alerts: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    alerts
+        .iter()
+        .filter(|a| code(a) == kind && a["source"]["ip"] == ATTACKER_V4)
+        .collect()
+}
+
+/// Polls the alert file until `pred` holds or `timeout` passes.
+fn wait_alerts(path: &Path, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let a = json_alerts(path);
+        if pred(&a) || std::time::Instant::now() > deadline {
+            return a;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn gateway_daemon(lab: &Lab, json: &Path, extra: &[&str]) -> Daemon {
+    let mut args = vec![
+        "--iface",
+        GW_ATTACKER_IF,
+        "--iface",
+        GW_SERVERS_IF,
+        "--json",
+        json.to_str().unwrap(),
+        "--events",
+    ];
+    args.extend_from_slice(extra);
+    Daemon::start(&lab.gateway, &args).expect("daemon")
+}
+
+fn fragmented_sweep_alerts(nmap_flag: &str) {
+    require_root();
+    let lab = Lab::new(30).expect("lab");
+    lab.wait_reachable(lab.server_v4[0]).unwrap();
+    let dir = temp_dir("frag");
+    let json = dir.join("alerts.json");
+    let daemon = gateway_daemon(&lab, &json, &[]);
+    let out = lab
+        .attacker
+        .exec(
+            "nmap",
+            &["-n", "-Pn", "-sS", nmap_flag, "-p445", "198.51.100.2-31"],
+        )
+        .expect("nmap");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches("445/tcp")
+            .count(),
+        30,
+        "nmap probed 30 hosts"
+    );
+    let alerts = wait_alerts(&json, Duration::from_secs(10), |a| {
+        !from_attacker(a, "smb_scan_fanout").is_empty()
+    });
+    assert_eq!(
+        from_attacker(&alerts, "smb_scan_fanout").len(),
+        1,
+        "one fan-out alert for the fragmented sweep ({nmap_flag}): {alerts:#?}"
+    );
+    let lines = daemon.lines_when(Duration::from_secs(2), |_| false);
+    let pairs: Vec<_> = lines.iter().filter(|v| v["type"] == "new_pair").collect();
+    assert!(pairs.len() >= 30, "{} pairs", pairs.len());
+    assert!(
+        pairs.iter().all(|p| p["fragmented"] == true),
+        "every probe was a first fragment: {pairs:#?}"
+    );
+    assert_eq!(daemon.stop().unwrap(), 0);
+}
+
+#[test]
+fn nmap_f_sweep_of_30_hosts_raises_a_fanout_alert() {
+    fragmented_sweep_alerts("-f");
+}
+
+#[test]
+fn nmap_ff_sweep_of_30_hosts_raises_a_fanout_alert() {
+    fragmented_sweep_alerts("-ff");
+}
+
+#[test]
+fn synacks_forged_from_the_scanners_side_do_not_stop_trw() {
+    require_root();
+    let lab = Lab::new(30).expect("lab");
+    lab.wait_reachable(lab.server_v4[0]).unwrap();
+    // The targets never answer (filtered): every probe is a TRW failure
+    // unless a forged SYN-ACK is believed.
+    for cmd in [
+        "add table inet smbw",
+        "add chain inet smbw in { type filter hook input priority 0 ; }",
+        "add rule inet smbw in tcp dport 445 drop",
+    ] {
+        let args: Vec<&str> = cmd.split(' ').collect();
+        lab.servers.exec("nft", &args).expect("nft");
+    }
+    let dir = temp_dir("forged");
+    let json = dir.join("alerts.json");
+    let daemon = gateway_daemon(&lab, &json, &["--fanout-threshold", "1000"]);
+    lab.attacker
+        .exec(
+            "nmap",
+            &[
+                "-n",
+                "-Pn",
+                "-sS",
+                "-p445",
+                "--max-retries",
+                "0",
+                "--max-rtt-timeout",
+                "300ms",
+                "198.51.100.2-31",
+            ],
+        )
+        .expect("nmap");
+    // Right after the sweep, within the 3 s response timeout: a SYN-ACK
+    // "from" every target, injected on the scanner's own link.
+    let forged: Vec<Vec<u8>> = lab
+        .server_v4
+        .iter()
+        .map(|&t| {
+            Segment::new(
+                t,
+                ATTACKER_V4.parse().unwrap(),
+                445,
+                40000,
+                tcp_flags::SYN | tcp_flags::ACK,
+            )
+            .frame()
+        })
+        .collect();
+    send_frames(&lab.attacker, "a0", &forged).expect("inject");
+    let alerts = wait_alerts(&json, Duration::from_secs(15), |a| {
+        !from_attacker(a, "smb_scan_trw").is_empty()
+    });
+    assert!(
+        !from_attacker(&alerts, "smb_scan_trw").is_empty(),
+        "TRW alert despite forged answers: {alerts:#?}"
+    );
+    let lines = daemon.lines_when(Duration::from_secs(1), |_| false);
+    let accepted = lines.iter().filter(|v| v["kind"] == "accepted").count();
+    assert_eq!(accepted, 0, "no forged answer believed: {lines:#?}");
+    let status = std::process::Command::new(integration_tests::daemon::smbwatch_bin())
+        .args(["status", "--json", "--pin-dir"])
+        .arg(&daemon.pin_dir)
+        .output()
+        .expect("smbwatch status");
+    let status: Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    let ignored = status["stats"]["answers_same_ingress"].as_u64().unwrap();
+    assert!(ignored >= 25, "forged answers counted: {ignored}");
+    assert_eq!(daemon.stop().unwrap(), 0);
+}
+
+#[test]
+fn a_slow_sweep_inside_a_spoofed_flood_alerts_and_degradation_is_reported() {
+    require_root();
+    let lab = Lab::new(30).expect("lab");
+    lab.wait_reachable(lab.server_v4[0]).unwrap();
+    let dir = temp_dir("flood");
+    let json: PathBuf = dir.join("alerts.json");
+    // A small budget so hping3's rate on this machine exceeds it for sure.
+    let daemon = Daemon::start(
+        &lab.gateway,
+        &[
+            "--iface",
+            GW_ATTACKER_IF,
+            "--iface",
+            GW_SERVERS_IF,
+            "--json",
+            json.to_str().unwrap(),
+            "--events-per-cpu",
+            "3000",
+            "--stats-interval",
+            "2s",
+        ],
+    )
+    .expect("daemon");
+    let mut flood = lab
+        .attacker
+        .command("hping3")
+        .args([
+            "--flood",
+            "--rand-source",
+            "-S",
+            "-p",
+            "445",
+            "198.51.100.31",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("hping3");
+    std::thread::sleep(Duration::from_secs(2));
+    // 23 hosts, one probe a second: alone it alerts; inside the flood its
+    // events must survive the budget and its state the churn.
+    let out = lab.attacker.exec(
+        "nmap",
+        &[
+            "-n",
+            "-Pn",
+            "-sS",
+            "-p445",
+            "--scan-delay",
+            "1s",
+            "--max-retries",
+            "0",
+            "198.51.100.2-24",
+        ],
+    );
+    let _ = flood.kill();
+    let _ = flood.wait();
+    out.expect("nmap");
+    let alerts = wait_alerts(&json, Duration::from_secs(10), |a| {
+        !from_attacker(a, "smb_scan_fanout").is_empty()
+    });
+    assert_eq!(
+        from_attacker(&alerts, "smb_scan_fanout").len(),
+        1,
+        "the slow scanner is alerted inside the flood: {alerts:#?}"
+    );
+    let degraded: Vec<_> = alerts
+        .iter()
+        .filter(|a| code(a) == "smbwatch_degraded")
+        .collect();
+    assert!(
+        !degraded.is_empty(),
+        "degradation notice raised: {alerts:#?}"
+    );
+    // The flood stopped: after five quiet seconds the notice clears.
+    let alerts = wait_alerts(&json, Duration::from_secs(15), |a| {
+        a.iter().filter(|a| code(a) == "smbwatch_degraded").count() >= 2
+    });
+    let notices: Vec<&str> = alerts
+        .iter()
+        .filter(|a| code(a) == "smbwatch_degraded")
+        .map(|a| a["message"].as_str().unwrap_or(""))
+        .collect();
+    assert!(
+        notices.iter().any(|m| m.contains("recovered")),
+        "degradation cleared: {notices:#?}"
+    );
+    assert_eq!(daemon.stop().unwrap(), 0);
+}
