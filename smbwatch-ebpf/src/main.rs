@@ -27,12 +27,12 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use smbwatch_common::{
-    stat, Budget, Event, EventKind, PairBucket, PairKey, Settings, SourceSlot,
-    DEFAULT_PAIR_BUCKETS, DEFAULT_RING_BYTES, DEFAULT_SEEN_WORDS, DEFAULT_SETTINGS,
-    DEFAULT_SOURCE_SLOTS, MAX_PORTS, RING_WAKEUP_BYTES as WAKEUP_BYTES,
+    stat, Budget, Event, EventKind, PairBucket, Settings, SourceSlot, DEFAULT_PAIR_BUCKETS,
+    DEFAULT_RING_BYTES, DEFAULT_SEEN_WORDS, DEFAULT_SETTINGS, DEFAULT_SOURCE_SLOTS, MAX_PORTS,
+    RING_WAKEUP_BYTES as WAKEUP_BYTES,
 };
 
-use parse::{parse_l2, parse_l3, parse_tcp, TCP_ACK, TCP_RST, TCP_SYN};
+use parse::{parse_l2, parse_l3, parse_tcp, Addr, TCP_ACK, TCP_RST, TCP_SYN};
 
 #[map]
 static SOURCES: Array<SourceSlot> = Array::with_max_entries(DEFAULT_SOURCE_SLOTS, 0);
@@ -131,9 +131,16 @@ fn ingress(ctx: &XdpContext) -> u32 {
     ifindex
 }
 
+/// Client and server of a pair.
+#[derive(Clone, Copy)]
+pub(crate) struct Pair {
+    pub src: Addr,
+    pub dst: Addr,
+}
+
 /// What a packet needs to be reported: who, where it came in, how.
 pub(crate) struct Seen {
-    pub key: PairKey,
+    pub key: Pair,
     pub ingress: u32,
     pub vlan: u16,
     /// `EVENT_FLAG_*` bits known from parsing (VLAN, fragmented).
@@ -163,7 +170,7 @@ fn inspect(ctx: &XdpContext, ingress: u32) {
     } else {
         return;
     };
-    let Some((src, dst)) = l3.keys(ctx) else {
+    let Some((src, dst)) = l3.addrs(ctx) else {
         return;
     };
     let mut ev_flags = l2.flags;
@@ -176,7 +183,7 @@ fn inspect(ctx: &XdpContext, ingress: u32) {
                 count(stat::FRAGMENTED_SYNS);
             }
             let seen = Seen {
-                key: PairKey { src, dst },
+                key: Pair { src, dst },
                 ingress,
                 vlan: l2.vlan,
                 flags: ev_flags,
@@ -188,7 +195,7 @@ fn inspect(ctx: &XdpContext, ingress: u32) {
         Role::Answer => {
             // The answer travels server -> client; pairs are keyed client -> server.
             let seen = Seen {
-                key: PairKey { src: dst, dst: src },
+                key: Pair { src: dst, dst: src },
                 ingress,
                 vlan: l2.vlan,
                 flags: ev_flags,
@@ -197,7 +204,7 @@ fn inspect(ctx: &XdpContext, ingress: u32) {
             };
             state::on_answer(ctx, &seen, flags & TCP_RST != 0);
         }
-        Role::ClientAck => state::on_client_ack(&PairKey { src, dst }),
+        Role::ClientAck => state::on_client_ack(&Pair { src, dst }),
     }
 }
 
@@ -218,19 +225,22 @@ pub(crate) fn emit(_ctx: &XdpContext, seen: &Seen, kind: EventKind, flags: u8, f
         count(stat::RINGBUF_FULL);
         return;
     };
-    entry.write(Event {
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        src: seen.key.src,
-        dst: seen.key.dst,
-        ifindex: seen.ingress,
-        sport: seen.sport,
-        dport: seen.dport,
-        vlan: seen.vlan,
-        kind: kind as u8,
-        flags: seen.flags | flags,
-        fanout,
-        _pad: [0; 2],
-    });
+    // Field by field into the reserved record (no stack copy); addresses
+    // as words: the record is 8-aligned and src/dst sit at 8 and 24.
+    let p = entry.as_mut_ptr();
+    unsafe {
+        (*p).ts_ns = bpf_ktime_get_ns();
+        *(&raw mut (*p).src).cast::<[u64; 2]>() = seen.key.src.0;
+        *(&raw mut (*p).dst).cast::<[u64; 2]>() = seen.key.dst.0;
+        (*p).ifindex = seen.ingress;
+        (*p).sport = seen.sport;
+        (*p).dport = seen.dport;
+        (*p).vlan = seen.vlan;
+        (*p).kind = kind as u8;
+        (*p).flags = seen.flags | flags;
+        (*p).fanout = fanout;
+        (*p)._pad = [0; 2];
+    }
     // Waking the reader for every record costs it a context switch per
     // event under a scan; it drains on a short timer instead and is woken
     // early when unread data crosses WAKEUP_BYTES: by this record only, so a

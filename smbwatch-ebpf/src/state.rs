@@ -7,12 +7,12 @@ use core::intrinsics::{atomic_cxchg, AtomicOrdering};
 
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use smbwatch_common::{
-    stat, AddrKey, EventKind, PairKey, PairSlot, SourceSlot, ANSWERS_OTHER_INGRESS,
-    EVENT_FLAG_AFTER_ACCEPT, EVENT_FLAG_REPEAT, PAIR_ACCEPTED, PAIR_CONFIRMED, PAIR_FLAG_SHED,
-    PAIR_REFUSED, PAIR_SYN, PAIR_WAYS, PRIORITY_FANOUT_CAP, SEEN_BITS_PER_WORD,
+    stat, EventKind, PairSlot, SourceSlot, ANSWERS_OTHER_INGRESS, EVENT_FLAG_AFTER_ACCEPT,
+    EVENT_FLAG_REPEAT, PAIR_ACCEPTED, PAIR_CONFIRMED, PAIR_FLAG_SHED, PAIR_REFUSED, PAIR_SYN,
+    PAIR_WAYS, PRIORITY_FANOUT_CAP, SEEN_BITS_PER_WORD,
 };
 
-use crate::{count, emit, setting, Seen, BUDGET, PAIRS, SEEN, SOURCES};
+use crate::{count, emit, parse::Addr, setting, Pair, Seen, BUDGET, PAIRS, SEEN, SOURCES};
 
 const K: u64 = 0x9e37_79b9_7f4a_7c15;
 
@@ -28,30 +28,16 @@ fn mix(mut x: u64) -> u64 {
     x
 }
 
-#[inline(always)]
-fn words(a: &AddrKey) -> (u64, u64) {
-    let lo = u64::from_ne_bytes([
-        a.addr[0], a.addr[1], a.addr[2], a.addr[3], a.addr[4], a.addr[5], a.addr[6], a.addr[7],
-    ]);
-    let hi = u64::from_ne_bytes([
-        a.addr[8], a.addr[9], a.addr[10], a.addr[11], a.addr[12], a.addr[13], a.addr[14],
-        a.addr[15],
-    ]);
-    (lo, hi)
-}
-
 /// Keyed hash of a source.
 #[inline(always)]
-fn hash_src(a: &AddrKey) -> u64 {
-    let (lo, hi) = words(a);
-    mix(mix(setting!(hash_key) ^ lo).wrapping_add(hi.wrapping_mul(K)))
+fn hash_src(a: &Addr) -> u64 {
+    mix(mix(setting!(hash_key) ^ a.0[0]).wrapping_add(a.0[1].wrapping_mul(K)))
 }
 
 /// Keyed hash of a pair, chained from the source's.
 #[inline(always)]
-fn hash_pair(hs: u64, dst: &AddrKey) -> u64 {
-    let (lo, hi) = words(dst);
-    mix(mix(hs ^ lo).wrapping_add(hi.wrapping_mul(K)))
+fn hash_pair(hs: u64, dst: &Addr) -> u64 {
+    mix((hs ^ dst.0[0]).wrapping_add(dst.0[1].wrapping_mul(K)))
 }
 
 #[inline(always)]
@@ -77,7 +63,7 @@ fn find(bucket: *mut PairSlot, tag: u64) -> Option<*mut PairSlot> {
 
 /// Bucket and tag of a pair.
 #[inline(always)]
-fn locate(key: &PairKey) -> Option<(*mut PairSlot, u64, u64)> {
+fn locate(key: &Pair) -> Option<(*mut PairSlot, u64, u64)> {
     let hs = hash_src(&key.src);
     let hp = hash_pair(hs, &key.dst);
     let bucket = PAIRS.get_ptr_mut((hp as u32) & setting!(pair_mask))?;
@@ -178,7 +164,7 @@ pub fn on_answer(ctx: &XdpContext, seen: &Seen, rst: bool) {
 /// An ACK or RST from the client: the client took the SYN-ACK, so a later
 /// server RST is an ordinary reset, not a refusal.
 #[inline(always)]
-pub fn on_client_ack(key: &PairKey) {
+pub fn on_client_ack(key: &Pair) {
     let Some((bucket, tag, _)) = locate(key) else {
         return;
     };
@@ -197,7 +183,7 @@ pub fn on_client_ack(key: &PairKey) {
 /// then costs one cache line here, not three. A tracked source that paused
 /// longer than the horizon loses that one pair from its bitmap, nothing more.
 #[inline(always)]
-fn track_source(src: &AddrKey, hs: u64, dbit: u32, now: u64) -> u16 {
+fn track_source(src: &Addr, hs: u64, dbit: u32, now: u64) -> u16 {
     if !seen_before(hs, now) {
         return 0;
     }
@@ -210,9 +196,9 @@ fn track_source(src: &AddrKey, hs: u64, dbit: u32, now: u64) -> u16 {
     let Some(b) = SOURCES.get_ptr_mut(i | 1) else {
         return 0;
     };
-    let slot = if same(unsafe { &(*a).addr }, src) {
+    let slot = if holds(a, src) {
         a
-    } else if same(unsafe { &(*b).addr }, src) {
+    } else if holds(b, src) {
         b
     } else {
         let Some(slot) = claim(a, b, now) else {
@@ -221,7 +207,8 @@ fn track_source(src: &AddrKey, hs: u64, dbit: u32, now: u64) -> u16 {
             return 2;
         };
         unsafe {
-            (*slot).addr = *src;
+            // The key's 16 bytes as two words: the slot is 8-aligned.
+            *(&raw mut (*slot).addr).cast::<[u64; 2]>() = src.0;
             (*slot).cur = [0, 0];
             (*slot).prev = [0, 0];
             (*slot).window_start_ns = now;
@@ -247,11 +234,11 @@ fn track_source(src: &AddrKey, hs: u64, dbit: u32, now: u64) -> u16 {
     }
 }
 
+/// Whether a slot holds `b`.
 #[inline(always)]
-fn same(a: &AddrKey, b: &AddrKey) -> bool {
-    let (a0, a1) = words(a);
-    let (b0, b1) = words(b);
-    a0 == b0 && a1 == b1
+fn holds(slot: *mut SourceSlot, b: &Addr) -> bool {
+    let a = unsafe { *(&raw const (*slot).addr).cast::<[u64; 2]>() };
+    a[0] == b.0[0] && a[1] == b.0[1]
 }
 
 /// Which of the two candidate slots a new source may take: an empty or

@@ -509,3 +509,77 @@ fn live_lab_capture_replays_to_what_the_daemon_raised() {
     );
     assert_eq!(alert_set(&replayed), live_alerts, "{summary}");
 }
+
+/// A generated capture: a slow scanner (21 refused probes 3 s apart: alone
+/// it raises fan-out and TRW) inside a SYN flood of one-shot spoofed
+/// sources, ten times the detector's source table between two probes
+/// (the 35,000 per second against 100,000 sources, scaled down
+/// tenfold so the test stays quick). Replay sheds nothing, so what is
+/// tested is that one-shot sources cannot flush the scanner's state.
+#[test]
+fn a_slow_scanner_inside_a_spoofed_flood_alerts_in_replay() {
+    require_root();
+    const FLOOD_PER_SEC: u32 = 3_500;
+    const PROBES: u32 = 21;
+    let dir = integration_tests::rsyslog::temp_dir("flood-replay");
+    let path = dir.join("flood.pcap");
+    let scanner = ip("192.0.2.66");
+    let mut v = 0xa1b2_c3d4u32.to_le_bytes().to_vec();
+    v.extend_from_slice(&2u16.to_le_bytes());
+    v.extend_from_slice(&4u16.to_le_bytes());
+    for x in [0u32, 0, 65535, 1] {
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    let mut rec = |t_us: u64, frame: &[u8]| {
+        let sec = 1_800_000_000 + (t_us / 1_000_000) as u32;
+        let usec = (t_us % 1_000_000) as u32;
+        for x in [sec, usec, frame.len() as u32, frame.len() as u32] {
+            v.extend_from_slice(&x.to_le_bytes());
+        }
+        v.extend_from_slice(frame);
+    };
+    let mut spoofed = 0u32;
+    for s in 0..PROBES * 3 {
+        for k in 0..FLOOD_PER_SEC {
+            let t = u64::from(s) * 1_000_000 + u64::from(k) * 1_000_000 / u64::from(FLOOD_PER_SEC);
+            // 10.0.0.0/8 from 10.0.0.1: never a real address in a test.
+            let src = std::net::Ipv4Addr::from(0x0a00_0001u32 + spoofed);
+            spoofed += 1;
+            let dst = std::net::Ipv4Addr::from(0xc633_6400u32 + 200 + (k % 50));
+            rec(t, &Segment::syn(src.into(), dst.into(), 40000, 445).frame());
+            if k == FLOOD_PER_SEC / 2 && s % 3 == 0 {
+                let target: IpAddr = format!("198.51.100.{}", 10 + s / 3).parse().unwrap();
+                rec(t + 1, &Segment::syn(scanner, target, 50000, 445).frame());
+                let rst =
+                    Segment::new(target, scanner, 445, 50000, tcp_flags::RST | tcp_flags::ACK);
+                rec(t + 300, &rst.frame());
+            }
+        }
+    }
+    std::fs::write(&path, v).unwrap();
+    let mut sink = Collect {
+        events: Vec::new(),
+        detector: Detector::new(DetectConfig {
+            max_sources: 10_000,
+            ..DetectConfig::default()
+        }),
+        alerts: Vec::new(),
+    };
+    let summary = Replay::open(&path, &opts())
+        .unwrap()
+        .run(&mut sink)
+        .unwrap();
+    assert_eq!(summary.events.new_pairs, u64::from(spoofed + PROBES));
+    assert_eq!(summary.events.refused, u64::from(PROBES));
+    let kinds: Vec<AlertKind> = sink
+        .alerts
+        .iter()
+        .filter(|a| a.source_ip == Some(scanner))
+        .map(|a| a.kind)
+        .collect();
+    assert!(
+        kinds.contains(&AlertKind::SmbScanFanout) && kinds.contains(&AlertKind::SmbScanTrw),
+        "the scanner is alerted (fan-out and TRW) inside {spoofed} spoofed sources: {kinds:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
