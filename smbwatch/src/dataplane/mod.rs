@@ -115,11 +115,10 @@ impl LoadOptions {
         // eighth of the window (a power of two of ns) keeps a source that
         // probes a few times per window recognised.
         let gen_shift = (half / 4).max(1).ilog2().clamp(20, 40);
-        let cost = if self.events_per_cpu == 0 {
-            0
-        } else {
-            (1_000_000_000 / self.events_per_cpu).max(1)
-        };
+        // 0 events per second means no budget (cost 0).
+        let cost = 1_000_000_000u64
+            .checked_div(self.events_per_cpu)
+            .map_or(0, |c| c.max(1));
         Settings {
             ports,
             hash_key: random_u64(),

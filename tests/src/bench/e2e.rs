@@ -58,6 +58,7 @@ const NFT_RULESET: &str = "table inet smbwbench {
 enum Tool {
     Baseline,
     Smbwatch,
+    SmbwatchUnbudgeted,
     SmbwatchXdp,
     Nftables,
     Tcpdump,
@@ -65,9 +66,10 @@ enum Tool {
 }
 
 impl Tool {
-    const ALL: [Tool; 6] = [
+    const ALL: [Tool; 7] = [
         Tool::Baseline,
         Tool::Smbwatch,
+        Tool::SmbwatchUnbudgeted,
         Tool::SmbwatchXdp,
         Tool::Nftables,
         Tool::Tcpdump,
@@ -77,7 +79,8 @@ impl Tool {
     fn name(self) -> &'static str {
         match self {
             Tool::Baseline => "baseline (empty XDP)",
-            Tool::Smbwatch => "smbwatch (daemon)",
+            Tool::Smbwatch => "smbwatch (daemon, JSON alerts)",
+            Tool::SmbwatchUnbudgeted => "smbwatch (daemon, JSON alerts, no event budget)",
             Tool::SmbwatchXdp => "smbwatch XDP program alone",
             Tool::Nftables => "nftables per-source set",
             Tool::Tcpdump => "tcpdump -w /dev/null (AF_PACKET)",
@@ -298,14 +301,34 @@ fn run_one(lab: &GenLab, generator: &Generator, tool: Tool, plan: &Plan) -> Resu
     let mut tcpdump = None;
     let mut own_dp = None;
     match tool {
-        Tool::Smbwatch => {
+        // The production configuration: an alert sink, no event lines.
+        Tool::Smbwatch | Tool::SmbwatchUnbudgeted => {
+            let alerts =
+                std::env::temp_dir().join(format!("smbwbench-{}-alerts.json", std::process::id()));
+            let budget = if tool == Tool::Smbwatch {
+                "100000"
+            } else {
+                "0"
+            };
             daemon = Some(Daemon::start(
                 &lab.rx,
-                &["--iface", RX_IF, "--stats-interval", "1h"],
+                &[
+                    "--iface",
+                    RX_IF,
+                    "--stats-interval",
+                    "1h",
+                    "--json",
+                    alerts.to_str().expect("utf-8"),
+                    "--events-per-cpu",
+                    budget,
+                ],
             )?);
         }
         Tool::SmbwatchXdp => {
-            let dp = Dataplane::load(&LoadOptions::default())?;
+            let dp = Dataplane::load(&LoadOptions {
+                events_per_cpu: 0,
+                ..LoadOptions::default()
+            })?;
             let fd = dp.program_fd()?.as_raw_fd();
             link = Some(gen::in_netns(&rx_path, || {
                 // SAFETY: `dp` keeps the program loaded until after the link is dropped.
