@@ -1,0 +1,380 @@
+//! Alerts as syslog messages (no framing): RFC 5424 and RFC 3164. Pure:
+//! the time comes from the alert, the rest from its fields and the
+//! configuration.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+
+use super::config::{Facility, SyslogConfig, SyslogFormat};
+use super::target::Target;
+use crate::alert::{Alert, Severity};
+
+/// A header field made safe: non-printable characters become `_`, empty
+/// becomes the NILVALUE `-`, long values are cut at `max`.
+fn header_field(s: &str, max: usize) -> String {
+    let v: String = s
+        .chars()
+        .map(|c| if c.is_ascii_graphic() { c } else { '_' })
+        .take(max)
+        .collect();
+    if v.is_empty() {
+        "-".into()
+    } else {
+        v
+    }
+}
+
+/// Control characters become spaces so that no field can start a new log
+/// line or hide text.
+fn clean_text(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// RFC 5424 §6.3.3: inside PARAM-VALUE, `"`, `\` and `]` are escaped with a
+/// backslash.
+pub fn escape_sd_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in clean_text(s).chars() {
+        if matches!(c, '"' | '\\' | ']') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn severity_name(s: Severity) -> &'static str {
+    match s {
+        Severity::Low => "low",
+        Severity::Medium => "medium",
+        Severity::High => "high",
+        Severity::Critical => "critical",
+    }
+}
+
+/// The host name of this machine (`gethostname(2)`), `None` if unavailable.
+pub fn system_hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most
+    // that many bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).into_owned();
+    (!name.is_empty()).then_some(name)
+}
+
+/// Formats alerts as syslog messages (no framing). Pure: the time comes
+/// from the alert, the rest from the fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Formatter {
+    /// RFC 5424 or 3164.
+    pub format: SyslogFormat,
+    /// Facility of every message.
+    pub facility: Facility,
+    /// HOSTNAME.
+    pub hostname: String,
+    /// APP-NAME / TAG.
+    pub app_name: String,
+    /// PROCID (our pid).
+    pub procid: u32,
+    /// SD-ID of the structured data element.
+    pub sd_id: String,
+    /// Messages go to the local syslog socket: RFC 3164 messages then omit
+    /// HOSTNAME, as glibc's syslog(3) does, because the local daemon
+    /// (rsyslog's imuxsock, journald) expects none there and adds its own.
+    pub local_socket: bool,
+}
+
+impl Formatter {
+    /// The formatter for a configuration and its validated target: system
+    /// host name and this process's id unless configured.
+    pub fn from_config<T>(cfg: &SyslogConfig, target: &Target<T>) -> Self {
+        let hostname = cfg
+            .hostname
+            .clone()
+            .or_else(system_hostname)
+            .unwrap_or_default();
+        Self {
+            format: cfg.format,
+            facility: cfg.facility,
+            hostname,
+            app_name: cfg.app_name.clone(),
+            procid: std::process::id(),
+            sd_id: cfg.sd_id.clone(),
+            local_socket: target.is_local(),
+        }
+    }
+
+    /// PRI: facility × 8 + severity (RFC 5424 §6.2.1).
+    pub fn pri(&self, alert: &Alert) -> u8 {
+        self.facility.code() * 8 + alert.severity.syslog()
+    }
+
+    /// The message in the configured format.
+    pub fn format(&self, alert: &Alert) -> String {
+        match self.format {
+            SyslogFormat::Rfc5424 => self.rfc5424(alert),
+            SyslogFormat::Rfc3164 => self.rfc3164(alert),
+        }
+    }
+
+    /// `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [SD] MSG`.
+    pub fn rfc5424(&self, alert: &Alert) -> String {
+        format!(
+            "<{}>1 {} {} {} {} {} {} {}",
+            self.pri(alert),
+            alert
+                .ts
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            header_field(&self.hostname, 255),
+            header_field(&self.app_name, 48),
+            self.procid,
+            header_field(alert.kind.code(), 32),
+            self.structured_data(alert),
+            clean_text(&alert.message),
+        )
+    }
+
+    /// `<PRI>Mmm dd hh:mm:ss HOST TAG[PID]: KIND: MSG [SD]` (no `HOST ` on a
+    /// local socket). The time is UTC (3164 has no zone); the structured
+    /// data, which 3164 lacks, follows the message so the fields are still
+    /// there for a parser.
+    pub fn rfc3164(&self, alert: &Alert) -> String {
+        let tag: String = self
+            .app_name
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+            .take(32)
+            .collect();
+        let host = if self.local_socket {
+            String::new()
+        } else {
+            header_field(&self.hostname, 255) + " "
+        };
+        format!(
+            "<{}>{} {host}{}[{}]: {}: {} {}",
+            self.pri(alert),
+            rfc3164_time(alert.ts),
+            if tag.is_empty() { "smbwatch" } else { &tag },
+            self.procid,
+            alert.kind.code(),
+            clean_text(&alert.message),
+            self.structured_data(alert),
+        )
+    }
+
+    /// One SD-ELEMENT `[SD-ID name="value" ...]` with the alert's fields.
+    pub fn structured_data(&self, alert: &Alert) -> String {
+        let mut sd = format!("[{}", self.sd_id);
+        let mut param = |name: &str, value: &str| {
+            let _ = write!(sd, " {name}=\"{}\"", escape_sd_value(value));
+        };
+        param("kind", alert.kind.code());
+        param("severity", severity_name(alert.severity));
+        if let Some(ip) = alert.source_ip {
+            param("src", &ip.to_string());
+        }
+        if let Some(ip) = alert.destination_ip {
+            param("dst", &ip.to_string());
+        }
+        if let Some(p) = alert.destination_port {
+            param("dport", &p.to_string());
+        }
+        if let Some(ev) = &alert.scan {
+            param(
+                "distinct_destinations",
+                &ev.distinct_destinations.to_string(),
+            );
+            param("syns", &ev.syns.to_string());
+            param("accepted", &ev.accepted.to_string());
+            param("refused", &ev.refused.to_string());
+            param("window_secs", &ev.window_secs.to_string());
+        }
+        if let Some(c) = &alert.community_id {
+            param("community_id", c);
+        }
+        if !alert.techniques.is_empty() {
+            param("techniques", &alert.techniques.join(","));
+        }
+        if let Some(p) = &alert.process {
+            if let Some(n) = &p.name {
+                param("process", n);
+            }
+            if let Some(pid) = p.pid {
+                param("pid", &pid.to_string());
+            }
+        }
+        if let Some(u) = &alert.user {
+            param("user", u);
+        }
+        if let Some(h) = &alert.host {
+            param("host", h);
+        }
+        if let Some(s) = &alert.share {
+            param("share", s);
+        }
+        if let Some(i) = alert.ifindex {
+            param("ifindex", &i.to_string());
+        }
+        if let Some(v) = alert.vlan {
+            param("vlan", &v.to_string());
+        }
+        sd.push(']');
+        sd
+    }
+}
+
+/// `Mmm dd hh:mm:ss` with a space-padded day (RFC 3164 §4.1.2).
+fn rfc3164_time(ts: DateTime<Utc>) -> String {
+    ts.format("%b %e %H:%M:%S").to_string()
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use std::net::IpAddr;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::alert::syslog::DEFAULT_SD_ID;
+    use crate::alert::{AlertKind, ProcessInfo, ScanEvidence};
+
+    pub(in crate::alert::syslog) fn ts(s: u32, ms: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, s).unwrap() + chrono::Duration::milliseconds(ms)
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    pub(in crate::alert::syslog) fn scan_alert(msg: &str) -> Alert {
+        let mut a = Alert::new(
+            ts(7, 250),
+            AlertKind::SmbScanFanout,
+            Severity::High,
+            msg.into(),
+        );
+        a.techniques = vec!["T1046", "T1210"];
+        a.source_ip = Some(ip("192.0.2.10"));
+        a.destination_port = Some(445);
+        a.community_id = Some("1:LQU9qZlK+B5F3KDmev6m5PMibrg=".into());
+        a.ifindex = Some(3);
+        a.vlan = Some(100);
+        a.scan = Some(ScanEvidence {
+            distinct_destinations: 3,
+            destinations: vec![ip("198.51.100.1")],
+            syns: 4,
+            accepted: 1,
+            refused: 2,
+            window_secs: 60,
+            first_seen: ts(1, 0),
+            last_seen: ts(7, 250),
+        });
+        a
+    }
+
+    fn formatter(format: SyslogFormat) -> Formatter {
+        Formatter {
+            format,
+            facility: Facility::Local4,
+            hostname: "gw1".into(),
+            app_name: "smbwatch".into(),
+            procid: 4242,
+            sd_id: DEFAULT_SD_ID.into(),
+            local_socket: false,
+        }
+    }
+
+    const SD: &str = "[smbwatch@32473 kind=\"smb_scan_fanout\" severity=\"high\" \
+        src=\"192.0.2.10\" dport=\"445\" distinct_destinations=\"3\" syns=\"4\" \
+        accepted=\"1\" refused=\"2\" window_secs=\"60\" \
+        community_id=\"1:LQU9qZlK+B5F3KDmev6m5PMibrg=\" techniques=\"T1046,T1210\" \
+        ifindex=\"3\" vlan=\"100\"]";
+
+    #[test]
+    fn rfc5424_exact() {
+        let a = scan_alert("192.0.2.10 reached 3 hosts on 445 in 60 s");
+        // local4 (20) * 8 + error (3) = 163.
+        assert_eq!(
+            formatter(SyslogFormat::Rfc5424).format(&a),
+            format!(
+                "<163>1 2024-05-01T12:00:07.250Z gw1 smbwatch 4242 smb_scan_fanout {SD} \
+                 192.0.2.10 reached 3 hosts on 445 in 60 s"
+            )
+        );
+    }
+
+    #[test]
+    fn rfc3164_exact() {
+        let a = scan_alert("192.0.2.10 reached 3 hosts on 445 in 60 s");
+        assert_eq!(
+            formatter(SyslogFormat::Rfc3164).format(&a),
+            format!(
+                "<163>May  1 12:00:07 gw1 smbwatch[4242]: smb_scan_fanout: \
+                 192.0.2.10 reached 3 hosts on 445 in 60 s {SD}"
+            )
+        );
+    }
+
+    #[test]
+    fn rfc3164_on_a_local_socket_has_no_hostname() {
+        let f = Formatter {
+            local_socket: true,
+            ..formatter(SyslogFormat::Rfc3164)
+        };
+        let m = f.format(&scan_alert("x"));
+        assert!(
+            m.starts_with("<163>May  1 12:00:07 smbwatch[4242]: smb_scan_fanout: x ["),
+            "{m}"
+        );
+        let cfg = SyslogConfig::for_target("unix:///dev/log");
+        let f = Formatter::from_config(&cfg, &cfg.validate().unwrap());
+        assert!(f.local_socket);
+        let cfg = SyslogConfig::for_target("udp://127.0.0.1");
+        let f = Formatter::from_config(&cfg, &cfg.validate().unwrap());
+        assert!(!f.local_socket);
+    }
+
+    #[test]
+    fn host_fields_are_escaped_and_cleaned() {
+        let mut a = Alert::new(
+            ts(0, 0),
+            AlertKind::SuspiciousSmbClient,
+            Severity::Critical,
+            "line one\nline two".into(),
+        );
+        a.process = Some(ProcessInfo {
+            name: Some("evil\"].exe".into()),
+            pid: Some(7),
+            executable: None,
+        });
+        a.user = Some(r"CORP\alice".into());
+        a.share = Some(r"\\WS01\ADMIN$".into());
+        let f = formatter(SyslogFormat::Rfc5424);
+        let sd = f.structured_data(&a);
+        assert_eq!(
+            sd,
+            "[smbwatch@32473 kind=\"suspicious_smb_client\" severity=\"critical\" \
+             process=\"evil\\\"\\].exe\" pid=\"7\" user=\"CORP\\\\alice\" \
+             share=\"\\\\\\\\WS01\\\\ADMIN$\"]"
+        );
+        let msg = f.format(&a);
+        assert!(msg.ends_with(" line one line two"), "{msg}");
+        assert!(!msg.contains('\n'));
+        // local4 * 8 + critical (2).
+        assert!(msg.starts_with("<162>1 "));
+    }
+
+    #[test]
+    fn sd_value_escaping() {
+        assert_eq!(escape_sd_value(r#"a"b\c]d"#), r#"a\"b\\c\]d"#);
+        assert_eq!(escape_sd_value("x\r\ny\0"), "x  y ");
+        assert_eq!(escape_sd_value("Jürgen [x]"), "Jürgen [x\\]");
+    }
+}
