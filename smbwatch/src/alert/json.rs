@@ -375,6 +375,42 @@ mod tests {
         assert!(v["smbwatch"].get("syns").is_none());
     }
 
+    /// The whole line, byte for byte: field order and types are the
+    /// contract with whoever indexes these lines.
+    #[test]
+    fn lines_are_exact() {
+        assert_eq!(
+            to_line(&scan_alert()),
+            r#"{"@timestamp":"2024-05-01T12:00:07.250Z","message":"192.0.2.10 reached 3 hosts on 445 in 60 s","event":{"kind":"alert","code":"smb_scan_fanout","severity":73},"rule":{"name":"SMB scan: fan-out to many hosts"},"source":{"ip":"192.0.2.10"},"destination":{"port":445},"threat":{"framework":"MITRE ATT&CK","technique":{"id":["T1046","T1210"]}},"network":{"community_id":"1:LQU9qZlK+B5F3KDmev6m5PMibrg="},"observer":{"ingress":{"interface":{"id":"3"},"vlan":{"id":"100"}}},"smbwatch":{"distinct_destinations":3,"destinations":["198.51.100.1","198.51.100.2","2001:db8::3"],"syns":4,"accepted":1,"refused":2,"window_secs":60,"first_seen":"2024-05-01T12:00:01.000Z","last_seen":"2024-05-01T12:00:07.250Z"}}"#
+        );
+        let mut a = Alert::new(
+            ts(0, 0),
+            AlertKind::AdminShareAccess,
+            Severity::Low,
+            "share".into(),
+        );
+        a.source_ip = Some(ip("2001:db8::1"));
+        a.destination_ip = Some(ip("198.51.100.7"));
+        a.destination_port = Some(445);
+        a.ifindex = Some(2);
+        a.process = Some(ProcessInfo::default());
+        a.processes = vec![
+            ProcessInfo::default(),
+            ProcessInfo {
+                name: None,
+                pid: Some(4),
+                executable: Some("System".into()),
+            },
+        ];
+        a.user = Some("u\"\\\n".into());
+        a.host = Some("WS01".into());
+        a.share = Some(r"\\*\C$".into());
+        assert_eq!(
+            to_line(&a),
+            r#"{"@timestamp":"2024-05-01T12:00:00.000Z","message":"share","event":{"kind":"alert","code":"admin_share_access","severity":21},"rule":{"name":"Administrative share access"},"source":{"ip":"2001:db8::1"},"destination":{"ip":"198.51.100.7","port":445},"observer":{"ingress":{"interface":{"id":"2"}}},"user":{"name":"u\"\\\n"},"host":{"name":"WS01"},"smbwatch":{"share":"\\\\*\\C$","processes":[{},{"pid":4,"executable":"System"}]}}"#
+        );
+    }
+
     /// A `Write` over a shared buffer, to read back what the sink wrote.
     #[derive(Clone, Default)]
     struct Shared(Arc<Mutex<Vec<u8>>>);

@@ -371,6 +371,30 @@ pub(super) mod tests {
         assert!(msg.starts_with("<162>1 "));
     }
 
+    /// Every field at once, in the documented order.
+    #[test]
+    fn structured_data_with_every_field_exact() {
+        let mut a = scan_alert("m");
+        a.destination_ip = Some(ip("2001:db8::7"));
+        a.process = Some(ProcessInfo {
+            name: Some("psexec.exe".into()),
+            pid: Some(4242),
+            executable: Some(r"C:\psexec.exe".into()),
+        });
+        a.user = Some(r"CORP\alice".into());
+        a.host = Some("WS01".into());
+        a.share = Some("ADMIN$".into());
+        assert_eq!(
+            formatter(SyslogFormat::Rfc5424).structured_data(&a),
+            "[smbwatch@32473 kind=\"smb_scan_fanout\" severity=\"high\" src=\"192.0.2.10\" \
+             dst=\"2001:db8::7\" dport=\"445\" distinct_destinations=\"3\" syns=\"4\" \
+             accepted=\"1\" refused=\"2\" window_secs=\"60\" \
+             community_id=\"1:LQU9qZlK+B5F3KDmev6m5PMibrg=\" techniques=\"T1046,T1210\" \
+             process=\"psexec.exe\" pid=\"4242\" user=\"CORP\\\\alice\" host=\"WS01\" \
+             share=\"ADMIN$\" ifindex=\"3\" vlan=\"100\"]"
+        );
+    }
+
     #[test]
     fn sd_value_escaping() {
         assert_eq!(escape_sd_value(r#"a"b\c]d"#), r#"a\"b\\c\]d"#);
