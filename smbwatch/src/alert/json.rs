@@ -2,143 +2,29 @@
 //!
 //! One alert is one JSON object on one line, nested ECS style
 //! (`{"event":{"kind":"alert",...}}`), so it can be shipped by Filebeat,
-//! Vector or Fluent Bit without a custom mapping. Absent fields are omitted,
-//! never `null`. Fields ECS has no name for live under `smbwatch.*`.
+//! Vector or Fluent Bit without a custom mapping. The document is
+//! [`ecs::Document`](super::ecs::Document): absent fields are omitted,
+//! never `null`; fields ECS has no name for live under `smbwatch.*`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
-use super::{Alert, ProcessInfo};
+use super::ecs::Document;
+use super::Alert;
 
-/// `threat.framework` for every alert: technique ids are MITRE ATT&CK ids.
-pub const THREAT_FRAMEWORK: &str = "MITRE ATT&CK";
-
-/// RFC 3339 UTC with milliseconds and `Z`, as ECS `@timestamp` expects.
-pub fn rfc3339_millis(ts: DateTime<Utc>) -> String {
-    ts.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-/// Inserts `value` at the dotted `path`, creating the nested objects on the way.
-fn put(root: &mut Map<String, Value>, path: &str, value: Value) {
-    let mut parts = path.split('.').peekable();
-    let mut obj = root;
-    while let Some(part) = parts.next() {
-        if parts.peek().is_none() {
-            obj.insert(part.to_owned(), value);
-            return;
-        }
-        let entry = obj
-            .entry(part.to_owned())
-            .or_insert_with(|| Value::Object(Map::new()));
-        // Only this module builds the document, so an intermediate is always
-        // an object; a scalar here would be a bug in the paths below.
-        obj = entry.as_object_mut().expect("ECS path prefix is an object");
-    }
-}
-
-/// `put` for optional values: absent fields are omitted rather than `null`.
-fn put_opt<T: Into<Value>>(root: &mut Map<String, Value>, path: &str, value: Option<T>) {
-    if let Some(v) = value {
-        put(root, path, v.into());
-    }
-}
-
-fn process_object(p: &ProcessInfo) -> Value {
-    let mut m = Map::new();
-    put_opt(&mut m, "name", p.name.clone());
-    put_opt(&mut m, "pid", p.pid);
-    put_opt(&mut m, "executable", p.executable.clone());
-    Value::Object(m)
-}
-
-/// The alert as an ECS document (nested objects).
-///
-/// ECS types: `observer.ingress.interface.id` and `observer.ingress.vlan.id`
-/// are keywords in ECS, so they are strings here; ports, pids and counts are
-/// numbers.
+/// The alert as an ECS document (nested objects); see [`Document`].
 pub fn to_ecs(alert: &Alert) -> Value {
-    let mut doc = Map::new();
-    put(&mut doc, "@timestamp", rfc3339_millis(alert.ts).into());
-    put(&mut doc, "message", alert.message.clone().into());
-    put(&mut doc, "event.kind", "alert".into());
-    put(&mut doc, "event.code", alert.kind.code().into());
-    put(&mut doc, "event.severity", alert.severity.number().into());
-    put(&mut doc, "rule.name", alert.kind.rule_name().into());
-    put_opt(
-        &mut doc,
-        "source.ip",
-        alert.source_ip.map(|ip| ip.to_string()),
-    );
-    put_opt(
-        &mut doc,
-        "destination.ip",
-        alert.destination_ip.map(|ip| ip.to_string()),
-    );
-    put_opt(&mut doc, "destination.port", alert.destination_port);
-    if !alert.techniques.is_empty() {
-        put(&mut doc, "threat.framework", THREAT_FRAMEWORK.into());
-        put(&mut doc, "threat.technique.id", json!(alert.techniques));
-    }
-    put_opt(&mut doc, "network.community_id", alert.community_id.clone());
-    put_opt(
-        &mut doc,
-        "observer.ingress.interface.id",
-        alert.ifindex.map(|i| i.to_string()),
-    );
-    put_opt(
-        &mut doc,
-        "observer.ingress.vlan.id",
-        alert.vlan.map(|v| v.to_string()),
-    );
-    if let Some(p) = &alert.process {
-        if let Value::Object(m) = process_object(p) {
-            if !m.is_empty() {
-                put(&mut doc, "process", Value::Object(m));
-            }
-        }
-    }
-    put_opt(&mut doc, "user.name", alert.user.clone());
-    put_opt(&mut doc, "host.name", alert.host.clone());
-    put_opt(&mut doc, "smbwatch.share", alert.share.clone());
-    if let Some(ev) = &alert.scan {
-        put(
-            &mut doc,
-            "smbwatch.distinct_destinations",
-            ev.distinct_destinations.into(),
-        );
-        let dests: Vec<String> = ev.destinations.iter().map(|d| d.to_string()).collect();
-        put(&mut doc, "smbwatch.destinations", json!(dests));
-        put(&mut doc, "smbwatch.syns", ev.syns.into());
-        put(&mut doc, "smbwatch.accepted", ev.accepted.into());
-        put(&mut doc, "smbwatch.refused", ev.refused.into());
-        put(&mut doc, "smbwatch.window_secs", ev.window_secs.into());
-        put(
-            &mut doc,
-            "smbwatch.first_seen",
-            rfc3339_millis(ev.first_seen).into(),
-        );
-        put(
-            &mut doc,
-            "smbwatch.last_seen",
-            rfc3339_millis(ev.last_seen).into(),
-        );
-    }
-    if !alert.processes.is_empty() {
-        let procs: Vec<Value> = alert.processes.iter().map(process_object).collect();
-        put(&mut doc, "smbwatch.processes", Value::Array(procs));
-    }
-    Value::Object(doc)
+    serde_json::to_value(Document::new(alert)).expect("an ECS document serialises")
 }
 
 /// The alert as one JSON line, without the trailing newline.
 pub fn to_line(alert: &Alert) -> String {
-    // Serialising a `Value` cannot fail (string keys, finite numbers only).
-    serde_json::to_string(&to_ecs(alert)).expect("serialise serde_json::Value")
+    // Strings, numbers and addresses only: serialising cannot fail.
+    serde_json::to_string(&Document::new(alert)).expect("an ECS document serialises")
 }
 
 /// Where JSON lines go: `-` is stdout, anything else a file path.
@@ -262,10 +148,11 @@ mod tests {
     use std::net::IpAddr;
     use std::sync::Arc;
 
-    use chrono::TimeZone;
+    use chrono::{DateTime, TimeZone, Utc};
+    use serde_json::json;
 
     use super::*;
-    use crate::alert::{AlertKind, ScanEvidence, Severity};
+    use crate::alert::{AlertKind, ProcessInfo, ScanEvidence, Severity};
 
     fn ts(s: u32, ms: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, s).unwrap()

@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 
 use super::config::{Facility, SyslogConfig, SyslogFormat};
 use super::target::Target;
-use crate::alert::{Alert, Severity};
+use crate::alert::ecs::{Document, Scan};
+use crate::alert::Alert;
 
 /// A header field made safe: non-printable characters become `_`, empty
 /// becomes the NILVALUE `-`, long values are cut at `max`.
@@ -44,15 +45,6 @@ pub fn escape_sd_value(s: &str) -> String {
         out.push(c);
     }
     out
-}
-
-fn severity_name(s: Severity) -> &'static str {
-    match s {
-        Severity::Low => "low",
-        Severity::Medium => "medium",
-        Severity::High => "high",
-        Severity::Critical => "critical",
-    }
 }
 
 /// The host name of this machine (`gethostname(2)`), `None` if unavailable.
@@ -169,65 +161,62 @@ impl Formatter {
         )
     }
 
-    /// One SD-ELEMENT `[SD-ID name="value" ...]` with the alert's fields.
+    /// One SD-ELEMENT `[SD-ID name="value" ...]` with the alert's fields
+    /// (see [`SD_PARAMS`]).
     pub fn structured_data(&self, alert: &Alert) -> String {
+        let doc = Document::new(alert);
         let mut sd = format!("[{}", self.sd_id);
-        let mut param = |name: &str, value: &str| {
-            let _ = write!(sd, " {name}=\"{}\"", escape_sd_value(value));
-        };
-        param("kind", alert.kind.code());
-        param("severity", severity_name(alert.severity));
-        if let Some(ip) = alert.source_ip {
-            param("src", &ip.to_string());
-        }
-        if let Some(ip) = alert.destination_ip {
-            param("dst", &ip.to_string());
-        }
-        if let Some(p) = alert.destination_port {
-            param("dport", &p.to_string());
-        }
-        if let Some(ev) = &alert.scan {
-            param(
-                "distinct_destinations",
-                &ev.distinct_destinations.to_string(),
-            );
-            param("syns", &ev.syns.to_string());
-            param("accepted", &ev.accepted.to_string());
-            param("refused", &ev.refused.to_string());
-            param("window_secs", &ev.window_secs.to_string());
-        }
-        if let Some(c) = &alert.community_id {
-            param("community_id", c);
-        }
-        if !alert.techniques.is_empty() {
-            param("techniques", &alert.techniques.join(","));
-        }
-        if let Some(p) = &alert.process {
-            if let Some(n) = &p.name {
-                param("process", n);
+        for (name, value) in SD_PARAMS {
+            if let Some(v) = value(&doc) {
+                let _ = write!(sd, " {name}=\"{}\"", escape_sd_value(&v));
             }
-            if let Some(pid) = p.pid {
-                param("pid", &pid.to_string());
-            }
-        }
-        if let Some(u) = &alert.user {
-            param("user", u);
-        }
-        if let Some(h) = &alert.host {
-            param("host", h);
-        }
-        if let Some(s) = &alert.share {
-            param("share", s);
-        }
-        if let Some(i) = alert.ifindex {
-            param("ifindex", &i.to_string());
-        }
-        if let Some(v) = alert.vlan {
-            param("vlan", &v.to_string());
         }
         sd.push(']');
         sd
     }
+}
+
+/// How a structured-data parameter gets its value from the ECS document.
+type SdValue = fn(&Document<'_>) -> Option<String>;
+
+/// The structured-data parameters in output order: the SD-PARAM name and
+/// the document field it carries (absent fields are left out). The
+/// document is the one place that maps alert fields; one line here puts
+/// one of them into syslog.
+const SD_PARAMS: &[(&str, SdValue)] = &[
+    ("kind", |d| Some(d.event.code.into())),
+    ("severity", |d| Some(d.event.severity.name().into())),
+    ("src", |d| d.source.ip.map(|ip| ip.to_string())),
+    ("dst", |d| d.destination.ip.map(|ip| ip.to_string())),
+    ("dport", |d| d.destination.port.map(|p| p.to_string())),
+    ("distinct_destinations", |d| {
+        scan(d, |s| s.distinct_destinations.to_string())
+    }),
+    ("syns", |d| scan(d, |s| s.syns.to_string())),
+    ("accepted", |d| scan(d, |s| s.accepted.to_string())),
+    ("refused", |d| scan(d, |s| s.refused.to_string())),
+    ("window_secs", |d| scan(d, |s| s.window_secs.to_string())),
+    ("community_id", |d| {
+        d.network.community_id.map(str::to_owned)
+    }),
+    ("techniques", |d| {
+        (!d.threat.technique.id.is_empty()).then(|| d.threat.technique.id.join(","))
+    }),
+    ("process", |d| d.process.name.map(str::to_owned)),
+    ("pid", |d| d.process.pid.map(|p| p.to_string())),
+    ("user", |d| d.user.name.map(str::to_owned)),
+    ("host", |d| d.host.name.map(str::to_owned)),
+    ("share", |d| d.smbwatch.share.map(str::to_owned)),
+    ("ifindex", |d| {
+        d.observer.ingress.interface.id.map(|i| i.0.to_string())
+    }),
+    ("vlan", |d| {
+        d.observer.ingress.vlan.id.map(|v| v.0.to_string())
+    }),
+];
+
+fn scan(d: &Document<'_>, f: impl Fn(&Scan) -> String) -> Option<String> {
+    d.smbwatch.scan.as_ref().map(f)
 }
 
 /// `Mmm dd hh:mm:ss` with a space-padded day (RFC 3164 §4.1.2).
@@ -243,7 +232,7 @@ pub(super) mod tests {
 
     use super::*;
     use crate::alert::syslog::DEFAULT_SD_ID;
-    use crate::alert::{AlertKind, ProcessInfo, ScanEvidence};
+    use crate::alert::{AlertKind, ProcessInfo, ScanEvidence, Severity};
 
     pub(in crate::alert::syslog) fn ts(s: u32, ms: i64) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, s).unwrap() + chrono::Duration::milliseconds(ms)
