@@ -298,6 +298,30 @@ mod tests {
         );
     }
 
+    /// An event time RFC 3339 cannot express never reaches `@timestamp`:
+    /// it is clamped, and the original is kept beside it.
+    #[test]
+    fn out_of_range_times_give_a_valid_timestamp() {
+        for (ts, want) in crate::alert::ecs::tests::out_of_range_times() {
+            let mut a = scan_alert();
+            a.ts = ts;
+            a.scan.as_mut().unwrap().first_seen = ts;
+            let v = to_ecs(&a);
+            assert_eq!(v["@timestamp"], want, "{ts:?}");
+            crate::alert::ecs::tests::assert_valid_time(v["@timestamp"].as_str().unwrap());
+            crate::alert::ecs::tests::assert_valid_time(
+                v["smbwatch"]["first_seen"].as_str().unwrap(),
+            );
+            assert_eq!(
+                v["smbwatch"]["original_timestamp"],
+                ts.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            );
+        }
+        assert!(to_ecs(&scan_alert())["smbwatch"]
+            .get("original_timestamp")
+            .is_none());
+    }
+
     /// A `Write` over a shared buffer, to read back what the sink wrote.
     #[derive(Clone, Default)]
     struct Shared(Arc<Mutex<Vec<u8>>>);

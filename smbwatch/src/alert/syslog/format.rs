@@ -118,17 +118,16 @@ impl Formatter {
 
     /// `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [SD] MSG`.
     pub fn rfc5424(&self, alert: &Alert) -> String {
+        let doc = Document::new(alert);
         format!(
             "<{}>1 {} {} {} {} {} {} {}",
             self.pri(alert),
-            alert
-                .ts
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            doc.timestamp,
             header_field(&self.hostname, 255),
             header_field(&self.app_name, 48),
             self.procid,
             header_field(alert.kind.code(), 32),
-            self.structured_data(alert),
+            self.sd_element(&doc),
             clean_text(&alert.message),
         )
     }
@@ -138,6 +137,7 @@ impl Formatter {
     /// data, which 3164 lacks, follows the message so the fields are still
     /// there for a parser.
     pub fn rfc3164(&self, alert: &Alert) -> String {
+        let doc = Document::new(alert);
         let tag: String = self
             .app_name
             .chars()
@@ -152,22 +152,25 @@ impl Formatter {
         format!(
             "<{}>{} {host}{}[{}]: {}: {} {}",
             self.pri(alert),
-            rfc3164_time(alert.ts),
+            rfc3164_time(doc.timestamp.time()),
             if tag.is_empty() { "smbwatch" } else { &tag },
             self.procid,
             alert.kind.code(),
             clean_text(&alert.message),
-            self.structured_data(alert),
+            self.sd_element(&doc),
         )
     }
 
     /// One SD-ELEMENT `[SD-ID name="value" ...]` with the alert's fields
     /// (see [`SD_PARAMS`]).
     pub fn structured_data(&self, alert: &Alert) -> String {
-        let doc = Document::new(alert);
+        self.sd_element(&Document::new(alert))
+    }
+
+    fn sd_element(&self, doc: &Document<'_>) -> String {
         let mut sd = format!("[{}", self.sd_id);
         for (name, value) in SD_PARAMS {
-            if let Some(v) = value(&doc) {
+            if let Some(v) = value(doc) {
                 let _ = write!(sd, " {name}=\"{}\"", escape_sd_value(&v));
             }
         }
@@ -213,6 +216,7 @@ const SD_PARAMS: &[(&str, SdValue)] = &[
     ("vlan", |d| {
         d.observer.ingress.vlan.id.map(|v| v.0.to_string())
     }),
+    ("original_ts", |d| d.smbwatch.original_timestamp.clone()),
 ];
 
 fn scan(d: &Document<'_>, f: impl Fn(&Scan) -> String) -> Option<String> {
@@ -382,6 +386,27 @@ pub(super) mod tests {
              process=\"psexec.exe\" pid=\"4242\" user=\"CORP\\\\alice\" host=\"WS01\" \
              share=\"ADMIN$\" ifindex=\"3\" vlan=\"100\"]"
         );
+    }
+
+    /// A time RFC 5424 cannot carry is clamped in TIMESTAMP (and in the
+    /// 3164 time) and the original is kept in `original_ts`.
+    #[test]
+    fn out_of_range_times_give_a_valid_timestamp() {
+        for (ts, want) in crate::alert::ecs::tests::out_of_range_times() {
+            let mut a = scan_alert("m");
+            a.ts = ts;
+            let m = formatter(SyslogFormat::Rfc5424).format(&a);
+            let stamp = m.split(' ').nth(1).unwrap();
+            assert_eq!(stamp, want, "{m}");
+            crate::alert::ecs::tests::assert_valid_time(stamp);
+            let original = ts.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+            assert!(m.contains(&format!(" original_ts=\"{original}\"]")), "{m}");
+            let m = formatter(SyslogFormat::Rfc3164).format(&a);
+            assert!(!m.contains(":60 "), "{m}");
+        }
+        // In range: no original_ts.
+        let m = formatter(SyslogFormat::Rfc5424).format(&scan_alert("m"));
+        assert!(!m.contains("original_ts"), "{m}");
     }
 
     #[test]
