@@ -8,6 +8,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -67,6 +68,14 @@ pub enum JsonError {
         /// Why.
         source: io::Error,
     },
+    /// The path is a symbolic link (refused, see [`JsonSink::open`]).
+    #[error(
+        "refusing JSON alert file {path}: it is a symbolic link (give the real path, or `-` for stdout)"
+    )]
+    Symlink {
+        /// The link.
+        path: PathBuf,
+    },
     /// A line could not be written or flushed.
     #[error("cannot write JSON alert to {target}: {source}")]
     Write {
@@ -93,7 +102,9 @@ impl std::fmt::Debug for JsonSink {
 }
 
 impl JsonSink {
-    /// Opens the target: stdout, or the file for append (created if missing).
+    /// Opens the target: stdout, or the file for append, created if missing
+    /// with mode [`FILE_MODE`] (0640, less the umask). A path that is a
+    /// symbolic link is refused.
     pub fn open(target: &JsonTarget) -> Result<Self, JsonError> {
         match target {
             JsonTarget::Stdout => Ok(Self::from_writer("stdout", Box::new(io::stdout()))),
@@ -132,14 +143,34 @@ impl JsonSink {
     }
 }
 
+/// Mode of a newly created alert file: the owner writes, a log shipper's
+/// group (e.g. `adm`) reads, nobody else: alerts name hosts, users and
+/// processes.
+pub const FILE_MODE: u32 = 0o640;
+
+/// Opens for append, creating with [`FILE_MODE`]. A symbolic link as the
+/// last component is refused (`O_NOFOLLOW`): smbwatch runs as root, and a
+/// link planted where the alert file goes would make it append to any file
+/// the link names.
 fn open_append(path: &Path) -> Result<File, JsonError> {
     OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
-        .map_err(|source| JsonError::Open {
-            path: path.to_owned(),
-            source,
+        .map_err(|source| {
+            let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+            if source.raw_os_error() == Some(libc::ELOOP) && is_link {
+                JsonError::Symlink {
+                    path: path.to_owned(),
+                }
+            } else {
+                JsonError::Open {
+                    path: path.to_owned(),
+                    source,
+                }
+            }
         })
 }
 
@@ -365,6 +396,55 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0], "{\"existing\":true}");
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("smbwatch-json-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn new_file_is_not_world_readable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir("mode");
+        let path = dir.join("alerts.jsonl");
+        JsonSink::open(&JsonTarget::File(path.clone()))
+            .unwrap()
+            .write(&scan_alert())
+            .unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        std::fs::remove_dir_all(&dir).unwrap();
+        // 0640 less whatever the umask takes away.
+        assert_eq!(mode & !FILE_MODE, 0, "{mode:o}");
+        assert_ne!(mode & 0o600, 0, "{mode:o}");
+    }
+
+    #[test]
+    fn a_symlink_is_refused_and_its_target_untouched() {
+        let dir = temp_dir("symlink");
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        let link = dir.join("alerts.jsonl");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let err = JsonSink::open(&JsonTarget::File(link.clone())).unwrap_err();
+        let text = std::fs::read_to_string(&victim).unwrap();
+        // A dangling link is refused too (it would create the target).
+        let dangling = dir.join("dangling.jsonl");
+        std::os::unix::fs::symlink(dir.join("nothing-here"), &dangling).unwrap();
+        let err2 = JsonSink::open(&JsonTarget::File(dangling.clone())).unwrap_err();
+        let created = dir.join("nothing-here").exists();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(err, JsonError::Symlink { .. }), "{err}");
+        assert!(
+            err.to_string().contains(&link.display().to_string()),
+            "{err}"
+        );
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(text, "precious\n");
+        assert!(matches!(err2, JsonError::Symlink { .. }), "{err2}");
+        assert!(!created);
     }
 
     #[test]

@@ -26,12 +26,28 @@ fn header_field(s: &str, max: usize) -> String {
     }
 }
 
-/// Control characters become spaces so that no field can start a new log
-/// line or hide text.
+/// Host-log fields are attacker-influenced: no field may start a new log
+/// line or make a viewer show text in another order than it was written.
+/// Line breaks and every other C0/C1 control (and DEL) become spaces, as do
+/// the Unicode line and paragraph separators (U+2028, U+2029); the
+/// invisible bidirectional controls (U+200E, U+200F, U+061C, U+202A-U+202E,
+/// U+2066-U+2069: "Trojan Source" reordering, `exe.txt` shown for `txt.exe`)
+/// become U+FFFD, so the reader sees that something was there.
 fn clean_text(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+    s.chars().map(clean_char).collect()
+}
+
+fn clean_char(c: char) -> char {
+    match c {
+        '\u{2028}' | '\u{2029}' => ' ',
+        c if c.is_control() => ' ',
+        '\u{200E}'
+        | '\u{200F}'
+        | '\u{061C}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2066}'..='\u{2069}' => char::REPLACEMENT_CHARACTER,
+        c => c,
+    }
 }
 
 /// RFC 5424 §6.3.3: inside PARAM-VALUE, `"`, `\` and `]` are escaped with a
@@ -407,6 +423,36 @@ pub(super) mod tests {
         // In range: no original_ts.
         let m = formatter(SyslogFormat::Rfc5424).format(&scan_alert("m"));
         assert!(!m.contains("original_ts"), "{m}");
+    }
+
+    /// Every character that could break a line or reorder text, in MSG and
+    /// in an SD value, each on its own.
+    #[test]
+    fn line_breaks_and_bidi_controls_are_neutralised() {
+        let spaced = [
+            '\n', '\r', '\0', '\t', '\u{1b}', '\u{7f}', '\u{85}', '\u{9b}', '\u{2028}', '\u{2029}',
+        ];
+        let replaced = [
+            '\u{200E}', '\u{200F}', '\u{061C}', '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}',
+            '\u{202E}', '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}',
+        ];
+        let f = formatter(SyslogFormat::Rfc5424);
+        for (c, want) in spaced
+            .iter()
+            .map(|&c| (c, ' '))
+            .chain(replaced.iter().map(|&c| (c, '\u{FFFD}')))
+        {
+            let mut a = scan_alert(&format!("a{c}b"));
+            a.user = Some(format!("u{c}v"));
+            let m = f.format(&a);
+            assert!(!m.contains(c), "{:?} survived: {m:?}", c);
+            assert!(m.ends_with(&format!(" a{want}b")), "{c:?}: {m:?}");
+            assert!(m.contains(&format!(" user=\"u{want}v\"")), "{c:?}: {m:?}");
+            let m = formatter(SyslogFormat::Rfc3164).format(&a);
+            assert!(!m.contains(c), "{:?} survived in 3164: {m:?}", c);
+        }
+        // Ordinary non-ASCII text is kept.
+        assert_eq!(clean_text("Jürgen → ünïcödé ✓"), "Jürgen → ünïcödé ✓");
     }
 
     #[test]
