@@ -13,6 +13,24 @@ use super::SyslogError;
 pub const DEFAULT_SD_ID: &str = "smbwatch@32473";
 /// Default queue bound (messages).
 pub const DEFAULT_QUEUE: usize = 10_000;
+/// Default queue bound in bytes (16 MiB): 10,000 alerts of typical size
+/// (300 to 1,500 bytes) fit; oversized ones cannot take more.
+pub const DEFAULT_QUEUE_BYTES: usize = 16 << 20;
+/// Default longest message over UDP and the local socket: rsyslog's default
+/// `maxMessageSize` (8 KiB), so a default receiver keeps it whole.
+pub const DATAGRAM_MAX_MESSAGE: usize = 8 << 10;
+/// Default longest message over TCP and TLS (64 KiB).
+pub const STREAM_MAX_MESSAGE: usize = 64 << 10;
+/// Smallest `max_message`: RFC 5424 §6.1 has every receiver accept 480
+/// octets, and the longest header (255-byte HOSTNAME, 48-byte APP-NAME...)
+/// plus an empty SD element fits in it.
+pub const MIN_MESSAGE: usize = 480;
+/// Largest `max_message` over UDP: one IPv4 datagram's payload.
+pub const UDP_MAX_MESSAGE: usize = 65_507;
+/// Largest `max_message` otherwise (1 MiB).
+pub const MAX_MESSAGE: usize = 1 << 20;
+/// Bytes a queued message costs beside its text (its `Vec` in the queue).
+pub const QUEUE_ENTRY_OVERHEAD: usize = std::mem::size_of::<Vec<u8>>();
 
 /// Message format.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -145,6 +163,13 @@ pub struct SyslogConfig {
     /// Messages held while the collector is unreachable; past this the
     /// oldest is dropped.
     pub queue: usize,
+    /// Bytes held while the collector is unreachable (message text plus
+    /// [`QUEUE_ENTRY_OVERHEAD`] each); past this the oldest are dropped.
+    pub queue_bytes: usize,
+    /// Longest message in bytes (without framing); longer ones are
+    /// shortened. Absent: [`DATAGRAM_MAX_MESSAGE`] for `udp://` and
+    /// `unix://`, [`STREAM_MAX_MESSAGE`] for `tcp://` and `tls://`.
+    pub max_message: Option<usize>,
     /// PEM file of the CA(s) that sign the collector's certificate; required
     /// for `tls://` (no system roots are used).
     pub tls_ca: Option<PathBuf>,
@@ -173,6 +198,8 @@ impl Default for SyslogConfig {
             hostname: None,
             facility: Facility::Local4,
             queue: DEFAULT_QUEUE,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
+            max_message: None,
             tls_ca: None,
             tls_server_name: None,
             sd_id: DEFAULT_SD_ID.into(),
@@ -190,6 +217,15 @@ impl SyslogConfig {
             target: target.into(),
             ..Self::default()
         }
+    }
+
+    /// The longest message for `target`: `max_message`, or the transport's
+    /// default.
+    pub fn max_message_for<T>(&self, target: &Target<T>) -> usize {
+        self.max_message.unwrap_or(match target {
+            Target::Unix(_) | Target::Udp(_) => DATAGRAM_MAX_MESSAGE,
+            Target::Tcp(_) | Target::Tls(..) => STREAM_MAX_MESSAGE,
+        })
     }
 
     /// Checks every key without touching the network and returns the
@@ -211,6 +247,30 @@ impl SyslogConfig {
         }
         if self.queue == 0 {
             return bad("queue", "must be at least 1".into());
+        }
+        if let Some(n) = self.max_message {
+            let most = if matches!(url, Target::Udp(_)) {
+                UDP_MAX_MESSAGE
+            } else {
+                MAX_MESSAGE
+            };
+            if !(MIN_MESSAGE..=most).contains(&n) {
+                return bad(
+                    "max_message",
+                    format!("{n}: must be {MIN_MESSAGE} to {most} bytes for {url}"),
+                );
+            }
+        }
+        let largest = self.max_message_for(&url) + QUEUE_ENTRY_OVERHEAD;
+        if self.queue_bytes < largest {
+            return bad(
+                "queue_bytes",
+                format!(
+                    "{}: must hold at least one message of max_message {} bytes ({largest})",
+                    self.queue_bytes,
+                    self.max_message_for(&url)
+                ),
+            );
         }
         if self.backoff_min.is_zero() {
             return bad("backoff_min", "must be greater than 0".into());
@@ -304,6 +364,12 @@ mod tests {
         assert_eq!(c.facility, Facility::Daemon);
         assert_eq!(c.format, SyslogFormat::Rfc3164);
         assert_eq!(c.queue, DEFAULT_QUEUE);
+        assert_eq!(c.queue_bytes, 16 * 1024 * 1024);
+        assert_eq!(c.max_message, None);
+        let target = c.validate().unwrap();
+        assert_eq!(c.max_message_for(&target), 65_536);
+        let udp = SyslogConfig::for_target("udp://192.0.2.1");
+        assert_eq!(udp.max_message_for(&udp.validate().unwrap()), 8192);
         assert_eq!(c.sd_id, DEFAULT_SD_ID);
         assert_eq!(c.backoff_min, Duration::from_millis(100));
         assert_eq!(c.backoff_max, Duration::from_secs(5));
@@ -350,6 +416,32 @@ mod tests {
             ..SyslogConfig::default()
         };
         check(c, "queue", "at least 1");
+        for (target, n, problem) in [
+            ("udp://192.0.2.1", 479, "480 to 65507"),
+            ("udp://192.0.2.1", 65_508, "480 to 65507"),
+            ("tcp://192.0.2.1", 2 << 20, "480 to 1048576"),
+        ] {
+            let c = SyslogConfig {
+                max_message: Some(n),
+                ..SyslogConfig::for_target(target)
+            };
+            check(c, "max_message", problem);
+        }
+        let c = SyslogConfig {
+            queue_bytes: 4096,
+            ..SyslogConfig::for_target("tcp://192.0.2.1")
+        };
+        check(
+            c,
+            "queue_bytes",
+            "at least one message of max_message 65536",
+        );
+        let c = SyslogConfig {
+            queue_bytes: 4096,
+            max_message: Some(2048),
+            ..SyslogConfig::for_target("tcp://192.0.2.1")
+        };
+        assert!(c.validate().is_ok());
         let c = SyslogConfig {
             backoff_min: Duration::from_secs(2),
             backoff_max: Duration::from_secs(1),

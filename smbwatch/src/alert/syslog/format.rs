@@ -2,8 +2,6 @@
 //! the time comes from the alert, the rest from its fields and the
 //! configuration.
 
-use std::fmt::Write as _;
-
 use chrono::{DateTime, Utc};
 
 use super::config::{Facility, SyslogConfig, SyslogFormat};
@@ -51,16 +49,20 @@ fn clean_char(c: char) -> char {
 }
 
 /// RFC 5424 §6.3.3: inside PARAM-VALUE, `"`, `\` and `]` are escaped with a
-/// backslash.
+/// backslash (after [`clean_text`]).
 pub fn escape_sd_value(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    for c in clean_text(s).chars() {
+    escape_into(&mut out, &clean_text(s));
+    out
+}
+
+fn escape_into(out: &mut String, cleaned: &str) {
+    for c in cleaned.chars() {
         if matches!(c, '"' | '\\' | ']') {
             out.push('\\');
         }
         out.push(c);
     }
-    out
 }
 
 /// The host name of this machine (`gethostname(2)`), `None` if unavailable.
@@ -97,6 +99,8 @@ pub struct Formatter {
     /// HOSTNAME, as glibc's syslog(3) does, because the local daemon
     /// (rsyslog's imuxsock, journald) expects none there and adds its own.
     pub local_socket: bool,
+    /// Longest message in bytes (see [`Formatter::message`]).
+    pub max_message: usize,
 }
 
 impl Formatter {
@@ -116,6 +120,7 @@ impl Formatter {
             procid: std::process::id(),
             sd_id: cfg.sd_id.clone(),
             local_socket: target.is_local(),
+            max_message: cfg.max_message_for(target),
         }
     }
 
@@ -124,75 +129,182 @@ impl Formatter {
         self.facility.code() * 8 + alert.severity.syslog()
     }
 
-    /// The message in the configured format.
+    /// The message in the configured format, at most `max_message` bytes.
     pub fn format(&self, alert: &Alert) -> String {
-        match self.format {
-            SyslogFormat::Rfc5424 => self.rfc5424(alert),
-            SyslogFormat::Rfc3164 => self.rfc3164(alert),
-        }
+        self.message(alert).text
     }
 
-    /// `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [SD] MSG`.
-    pub fn rfc5424(&self, alert: &Alert) -> String {
+    /// The message, and whether it had to be shortened to fit
+    /// `max_message`.
+    ///
+    /// RFC 5424: `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [SD] MSG`.
+    /// RFC 3164: `<PRI>Mmm dd hh:mm:ss HOST TAG[PID]: KIND: MSG [SD]` (no
+    /// `HOST ` on a local socket); the time is UTC (3164 has no zone); the
+    /// structured data, which 3164 lacks, follows the message so the fields
+    /// are still there for a parser.
+    ///
+    /// A message longer than `max_message` is shortened so that it stays
+    /// well-formed: MSG first (down to [`MSG_KEEP`] bytes), then the longest
+    /// SD values, halving each (down to [`VALUE_KEEP`] bytes), then SD
+    /// parameters from the last, then the rest of MSG. Every cut is on a
+    /// character boundary and ends with `…`.
+    pub fn message(&self, alert: &Alert) -> Message {
         let doc = Document::new(alert);
-        format!(
-            "<{}>1 {} {} {} {} {} {} {}",
-            self.pri(alert),
-            doc.timestamp,
-            header_field(&self.hostname, 255),
-            header_field(&self.app_name, 48),
-            self.procid,
-            header_field(alert.kind.code(), 32),
-            self.sd_element(&doc),
-            clean_text(&alert.message),
-        )
-    }
-
-    /// `<PRI>Mmm dd hh:mm:ss HOST TAG[PID]: KIND: MSG [SD]` (no `HOST ` on a
-    /// local socket). The time is UTC (3164 has no zone); the structured
-    /// data, which 3164 lacks, follows the message so the fields are still
-    /// there for a parser.
-    pub fn rfc3164(&self, alert: &Alert) -> String {
-        let doc = Document::new(alert);
-        let tag: String = self
-            .app_name
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
-            .take(32)
-            .collect();
-        let host = if self.local_socket {
-            String::new()
-        } else {
-            header_field(&self.hostname, 255) + " "
+        let head = match self.format {
+            SyslogFormat::Rfc5424 => format!(
+                "<{}>1 {} {} {} {} {} ",
+                self.pri(alert),
+                doc.timestamp,
+                header_field(&self.hostname, 255),
+                header_field(&self.app_name, 48),
+                self.procid,
+                header_field(alert.kind.code(), 32),
+            ),
+            SyslogFormat::Rfc3164 => {
+                let tag: String = self
+                    .app_name
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+                    .take(32)
+                    .collect();
+                let host = if self.local_socket {
+                    String::new()
+                } else {
+                    header_field(&self.hostname, 255) + " "
+                };
+                format!(
+                    "<{}>{} {host}{}[{}]: {}: ",
+                    self.pri(alert),
+                    rfc3164_time(doc.timestamp.time()),
+                    if tag.is_empty() { "smbwatch" } else { &tag },
+                    self.procid,
+                    alert.kind.code(),
+                )
+            }
         };
-        format!(
-            "<{}>{} {host}{}[{}]: {}: {} {}",
-            self.pri(alert),
-            rfc3164_time(doc.timestamp.time()),
-            if tag.is_empty() { "smbwatch" } else { &tag },
-            self.procid,
-            alert.kind.code(),
-            clean_text(&alert.message),
-            self.sd_element(&doc),
-        )
+        let mut params = sd_params(&doc, self.max_message);
+        let mut msg = clip(alert.message.clone(), self.max_message);
+        let truncated = self.fit(head.len(), &mut params, &mut msg);
+        let sd = self.sd_element(&params);
+        let mut text = match self.format {
+            SyslogFormat::Rfc5424 => format!("{head}{sd} {msg}"),
+            SyslogFormat::Rfc3164 => format!("{head}{msg} {sd}"),
+        };
+        // Only a header longer than `max_message` gets here (validation
+        // keeps `max_message` at 480 or more, past the longest header).
+        if text.len() > self.max_message {
+            shorten(&mut text, self.max_message);
+        }
+        Message { text, truncated }
+    }
+
+    /// Shortens `params` and `msg` until a message with a `head`-byte
+    /// header fits `max_message`; true if anything was cut.
+    fn fit(&self, head: usize, params: &mut Vec<(&'static str, String)>, msg: &mut String) -> bool {
+        // Each parameter's length in the element, kept up to date as values
+        // shrink, so that fitting costs about twice the text once.
+        let mut lens: Vec<usize> = params.iter().map(param_len).collect();
+        let sd = |lens: &[usize]| self.sd_id.len() + 2 + lens.iter().sum::<usize>();
+        let fits = |lens: &[usize], msg: usize| head + sd(lens) + 1 + msg <= self.max_message;
+        if fits(&lens, msg.len()) {
+            return false;
+        }
+        let keep = msg.len().min(MSG_KEEP);
+        while !fits(&lens, keep) {
+            let longest = (0..params.len())
+                .filter(|&i| params[i].1.len() > VALUE_KEEP)
+                .max_by_key(|&i| params[i].1.len());
+            let Some(i) = longest else { break };
+            let v = &mut params[i].1;
+            let half = (v.len() / 2).max(VALUE_KEEP);
+            shorten(v, half);
+            lens[i] = param_len(&params[i]);
+        }
+        while !fits(&lens, keep) && params.pop().is_some() {
+            lens.pop();
+        }
+        let room = self.max_message.saturating_sub(head + sd(&lens) + 1);
+        if msg.len() > room {
+            shorten(msg, room);
+        }
+        true
     }
 
     /// One SD-ELEMENT `[SD-ID name="value" ...]` with the alert's fields
-    /// (see [`SD_PARAMS`]).
+    /// (see [`SD_PARAMS`]), whatever its length.
     pub fn structured_data(&self, alert: &Alert) -> String {
-        self.sd_element(&Document::new(alert))
+        self.sd_element(&sd_params(&Document::new(alert), usize::MAX))
     }
 
-    fn sd_element(&self, doc: &Document<'_>) -> String {
+    fn sd_element(&self, params: &[(&str, String)]) -> String {
         let mut sd = format!("[{}", self.sd_id);
-        for (name, value) in SD_PARAMS {
-            if let Some(v) = value(doc) {
-                let _ = write!(sd, " {name}=\"{}\"", escape_sd_value(&v));
-            }
+        for (name, value) in params {
+            sd.push(' ');
+            sd.push_str(name);
+            sd.push_str("=\"");
+            escape_into(&mut sd, value);
+            sd.push('"');
         }
         sd.push(']');
         sd
     }
+}
+
+/// A formatted syslog message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The message (no framing).
+    pub text: String,
+    /// It was shortened to fit `max_message`.
+    pub truncated: bool,
+}
+
+/// MSG keeps at least this many bytes before SD values are shortened.
+pub const MSG_KEEP: usize = 256;
+/// An SD value is not shortened below this many bytes.
+pub const VALUE_KEEP: usize = 16;
+
+/// Cuts `s` to at most `max` bytes on a character boundary, ending with `…`
+/// when there is room for it.
+fn shorten(s: &mut String, max: usize) {
+    const MARK: char = '…';
+    if s.len() <= max {
+        return;
+    }
+    let room = max.saturating_sub(MARK.len_utf8());
+    let mut end = if max >= MARK.len_utf8() { room } else { max };
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    if max >= MARK.len_utf8() {
+        s.push(MARK);
+    }
+}
+
+/// The alert's structured-data parameters, cleaned, in output order; none
+/// longer than `max` bytes (nothing longer could fit in a message).
+fn sd_params(doc: &Document<'_>, max: usize) -> Vec<(&'static str, String)> {
+    SD_PARAMS
+        .iter()
+        .filter_map(|(name, value)| value(doc).map(|v| (*name, clip(v, max))))
+        .collect()
+}
+
+/// `s` cleaned, cut to `max` bytes first: cleaning never lengthens text,
+/// and host-log fields can be megabytes long.
+fn clip(mut s: String, max: usize) -> String {
+    shorten(&mut s, max);
+    clean_text(&s)
+}
+
+/// Length of ` name="escaped value"`.
+fn param_len((name, value): &(&str, String)) -> usize {
+    let escapes = value
+        .bytes()
+        .filter(|b| matches!(b, b'"' | b'\\' | b']'))
+        .count();
+    name.len() + value.len() + escapes + 4
 }
 
 /// How a structured-data parameter gets its value from the ECS document.
@@ -297,6 +409,7 @@ pub(super) mod tests {
             procid: 4242,
             sd_id: DEFAULT_SD_ID.into(),
             local_socket: false,
+            max_message: 65_536,
         }
     }
 
@@ -453,6 +566,147 @@ pub(super) mod tests {
         }
         // Ordinary non-ASCII text is kept.
         assert_eq!(clean_text("Jürgen → ünïcödé ✓"), "Jürgen → ünïcödé ✓");
+    }
+
+    /// Parses the SD element starting at `s` (`[ID name="v" ...]`);
+    /// returns its parameters (unescaped) and the rest of `s`, or panics.
+    fn parse_sd(s: &str) -> (Vec<(String, String)>, &str) {
+        let s = s.strip_prefix('[').expect("[");
+        let id_end = s.find([' ', ']']).expect("SD-ID end");
+        assert_eq!(&s[..id_end], DEFAULT_SD_ID);
+        let mut rest = &s[id_end..];
+        let mut params = Vec::new();
+        loop {
+            if let Some(after) = rest.strip_prefix(']') {
+                return (params, after);
+            }
+            let r = rest.strip_prefix(' ').expect("space before a param");
+            let (name, r) = r.split_once("=\"").expect("name=\"");
+            assert!(!name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic()));
+            let mut value = String::new();
+            let mut chars = r.char_indices();
+            let end = loop {
+                match chars.next().expect("unterminated value") {
+                    (_, '\\') => {
+                        let c = chars.next().expect("escaped char").1;
+                        assert!(matches!(c, '"' | '\\' | ']'), "bad escape {c:?}");
+                        value.push(c);
+                    }
+                    (_, ']') => panic!("unescaped ] in a value"),
+                    (i, '"') => break i,
+                    (_, c) => value.push(c),
+                }
+            };
+            params.push((name.to_owned(), value));
+            rest = &r[end + 1..];
+        }
+    }
+
+    fn huge_alert(c: char) -> Alert {
+        let mut a = scan_alert(&format!("scan {}", c.to_string().repeat(200_000)));
+        a.user = Some(format!("u{}", "\"]\\".repeat(50_000)));
+        a.host = Some(c.to_string().repeat(300_000));
+        a.share = Some("s".repeat(40_000));
+        a.process = Some(ProcessInfo {
+            name: Some(c.to_string().repeat(9_999)),
+            pid: Some(1),
+            executable: None,
+        });
+        a
+    }
+
+    /// Whatever the fields, the message fits `max_message`, is cut on
+    /// character boundaries, and stays parseable: header, a closed SD
+    /// element with the short fields whole, then MSG.
+    #[test]
+    fn long_messages_are_shortened_and_stay_well_formed() {
+        for max in [480, 2048, 8192, 65_536] {
+            for c in ['x', 'ü', '€', '😀'] {
+                let f = Formatter {
+                    max_message: max,
+                    ..formatter(SyslogFormat::Rfc5424)
+                };
+                let m = f.message(&huge_alert(c));
+                assert!(m.truncated);
+                assert!(m.text.len() <= max, "{max} {c}: {}", m.text.len());
+                let head = "<163>1 2024-05-01T12:00:07.250Z gw1 smbwatch 4242 smb_scan_fanout ";
+                let sd_msg = m.text.strip_prefix(head).expect(&m.text);
+                let (params, msg) = parse_sd(sd_msg);
+                assert!(msg.starts_with(" scan "), "{max} {c}: {msg:?}");
+                assert!(msg.ends_with('…'), "{max} {c}");
+                let p: std::collections::BTreeMap<_, _> = params.into_iter().collect();
+                if max >= 2048 {
+                    // The short fields are whole; the long ones cut, marked.
+                    assert_eq!(p["kind"], "smb_scan_fanout");
+                    assert_eq!(p["src"], "192.0.2.10");
+                    assert_eq!(p["techniques"], "T1046,T1210");
+                    assert_eq!(p["vlan"], "100");
+                    assert!(p["user"].starts_with("u\"]\\"), "{}", p["user"]);
+                    assert!(p["user"].ends_with('…'));
+                    assert!(p["host"].ends_with('…'));
+                    // MSG keeps at least MSG_KEEP bytes.
+                    assert!(msg.len() >= MSG_KEEP - 4, "{max} {c}: {}", msg.len());
+                }
+                let f = Formatter {
+                    max_message: max,
+                    ..formatter(SyslogFormat::Rfc3164)
+                };
+                let m = f.message(&huge_alert(c));
+                assert!(m.text.len() <= max, "3164 {max} {c}: {}", m.text.len());
+                let sd_at = m.text.rfind(" [smbwatch@32473").expect(&m.text);
+                let (_, after) = parse_sd(&m.text[sd_at + 1..]);
+                assert_eq!(after, "", "3164 {max} {c}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_longest_header_still_fits_the_smallest_max_message() {
+        let f = Formatter {
+            hostname: "h".repeat(300),
+            app_name: "a".repeat(60),
+            procid: u32::MAX,
+            max_message: crate::alert::syslog::config::MIN_MESSAGE,
+            ..formatter(SyslogFormat::Rfc5424)
+        };
+        let mut a = huge_alert('x');
+        a.destination_ip = Some(ip("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff"));
+        a.source_ip = a.destination_ip;
+        let m = f.message(&a);
+        assert!(m.text.len() <= 480, "{}", m.text.len());
+        let at = m.text.find(" [").unwrap();
+        let (_, msg) = parse_sd(&m.text[at + 1..]);
+        assert!(msg.starts_with(' '), "{msg:?}");
+    }
+
+    #[test]
+    fn short_messages_are_untouched() {
+        let f = Formatter {
+            max_message: 480,
+            ..formatter(SyslogFormat::Rfc5424)
+        };
+        let a = scan_alert("192.0.2.10 reached 3 hosts on 445 in 60 s");
+        let m = f.message(&a);
+        assert!(!m.truncated);
+        assert_eq!(m.text, formatter(SyslogFormat::Rfc5424).format(&a));
+        assert!(m.text.len() <= 480);
+    }
+
+    #[test]
+    fn shorten_cuts_on_a_char_boundary() {
+        for (s, max, want) in [
+            ("abcdef", 6, "abcdef"),
+            ("abcdef", 5, "ab…"),
+            ("ü😀ü", 7, "ü…"),
+            ("😀😀", 6, "…"),
+            ("😀😀", 2, ""),
+            ("abc", 0, ""),
+        ] {
+            let mut x = s.to_owned();
+            shorten(&mut x, max);
+            assert_eq!(x, want, "{s} {max}");
+            assert!(x.len() <= max);
+        }
     }
 
     #[test]

@@ -27,6 +27,7 @@
 
 mod config;
 mod format;
+mod queue;
 mod sink;
 mod target;
 mod transport;
@@ -37,8 +38,11 @@ mod tests;
 use std::io;
 use std::path::PathBuf;
 
-pub use config::{Facility, SyslogConfig, SyslogFormat, DEFAULT_QUEUE, DEFAULT_SD_ID};
-pub use format::{escape_sd_value, system_hostname, Formatter};
+pub use config::{
+    Facility, SyslogConfig, SyslogFormat, DATAGRAM_MAX_MESSAGE, DEFAULT_QUEUE, DEFAULT_QUEUE_BYTES,
+    DEFAULT_SD_ID, STREAM_MAX_MESSAGE,
+};
+pub use format::{escape_sd_value, system_hostname, Formatter, Message};
 pub use sink::{SyslogSink, SyslogStats};
 pub use target::{HostPort, Target, TlsSettings};
 pub use transport::octet_counted;

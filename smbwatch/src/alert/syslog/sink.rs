@@ -1,7 +1,6 @@
 //! The sink: a bounded queue that `send` fills without waiting, and one
 //! tokio task that owns the connection and drains the queue.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,6 +12,7 @@ use tokio::time::Instant;
 
 use super::config::SyslogConfig;
 use super::format::Formatter;
+use super::queue::MessageQueue;
 use super::target::Target;
 use super::transport::{is_message_error, Conn, Endpoint, TlsClient};
 use super::SyslogError;
@@ -26,49 +26,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const HEALTHY_CONNECTION: Duration = Duration::from_secs(10);
 /// At most one "queue full" warning per this interval.
 const DROP_WARN_INTERVAL: Duration = Duration::from_secs(10);
-
-/// A FIFO that holds at most `cap` items and drops the oldest to make room.
-#[derive(Debug)]
-pub struct BoundedQueue<T> {
-    items: VecDeque<T>,
-    cap: usize,
-}
-
-impl<T> BoundedQueue<T> {
-    /// An empty queue of capacity `cap` (at least 1).
-    pub fn new(cap: usize) -> Self {
-        Self {
-            items: VecDeque::new(),
-            cap: cap.max(1),
-        }
-    }
-
-    /// Appends `item`; returns the oldest item if it had to be dropped.
-    pub fn push(&mut self, item: T) -> Option<T> {
-        let dropped = if self.items.len() >= self.cap {
-            self.items.pop_front()
-        } else {
-            None
-        };
-        self.items.push_back(item);
-        dropped
-    }
-
-    /// Takes the oldest item.
-    pub fn pop(&mut self) -> Option<T> {
-        self.items.pop_front()
-    }
-
-    /// Items held.
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
-
-    /// True when empty.
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-}
 
 /// Exponential reconnect delay: `min`, doubling per failure, capped at `max`.
 #[derive(Clone, Debug)]
@@ -108,9 +65,14 @@ pub struct SyslogStats {
     pub sent: u64,
     /// Messages waiting (queue plus the one being sent).
     pub queued: u64,
-    /// Messages dropped: oldest past the queue bound, or rejected by the
+    /// Bytes held in the queue (message text plus per-message overhead),
+    /// at most `queue_bytes`.
+    pub queued_bytes: u64,
+    /// Messages dropped: oldest past the queue bounds, or rejected by the
     /// transport as too large.
     pub dropped: u64,
+    /// Messages shortened to fit `max_message`.
+    pub truncated: u64,
     /// Connections established after the first one.
     pub reconnects: u64,
     /// Connection attempts that failed.
@@ -118,30 +80,47 @@ pub struct SyslogStats {
 }
 
 pub(super) struct Shared {
-    queue: Mutex<BoundedQueue<Vec<u8>>>,
+    queue: Mutex<MessageQueue>,
     /// The message the task has taken off the queue and not yet sent.
     in_flight: AtomicBool,
     notify: Notify,
     closing: AtomicBool,
     sent: AtomicU64,
     dropped: AtomicU64,
+    truncated: AtomicU64,
     reconnects: AtomicU64,
     pub(super) connect_failures: AtomicU64,
     last_drop_warning: Mutex<Option<std::time::Instant>>,
 }
 
 impl Shared {
-    fn lock_queue(&self) -> std::sync::MutexGuard<'_, BoundedQueue<Vec<u8>>> {
+    fn lock_queue(&self) -> std::sync::MutexGuard<'_, MessageQueue> {
         // A panic while holding the lock cannot leave the deque inconsistent.
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Copies of the queued messages, oldest first.
+    #[cfg(test)]
+    pub(super) fn queued_messages(&self) -> Vec<Vec<u8>> {
+        let mut q = self.lock_queue();
+        let all: Vec<Vec<u8>> = std::iter::from_fn(|| q.pop()).collect();
+        for m in &all {
+            q.push(m.clone());
+        }
+        all
+    }
+
     fn stats(&self) -> SyslogStats {
+        let (queued, queued_bytes) = {
+            let q = self.lock_queue();
+            (q.len() as u64, q.bytes() as u64)
+        };
         SyslogStats {
             sent: self.sent.load(Ordering::Relaxed),
-            queued: self.lock_queue().len() as u64
-                + u64::from(self.in_flight.load(Ordering::Relaxed)),
+            queued: queued + u64::from(self.in_flight.load(Ordering::Relaxed)),
+            queued_bytes,
             dropped: self.dropped.load(Ordering::Relaxed),
+            truncated: self.truncated.load(Ordering::Relaxed),
             reconnects: self.reconnects.load(Ordering::Relaxed),
             connect_failures: self.connect_failures.load(Ordering::Relaxed),
         }
@@ -154,6 +133,7 @@ pub struct SyslogSink {
     formatter: Formatter,
     target: Target,
     queue_cap: usize,
+    queue_bytes: usize,
     shutdown_timeout: Duration,
     /// `None` once shut down.
     task: Option<JoinHandle<()>>,
@@ -177,12 +157,13 @@ impl SyslogSink {
         let endpoint = target.clone().map_tls(|_, tls| TlsClient::load(tls))?;
         let rt = tokio::runtime::Handle::try_current().map_err(|_| SyslogError::NoRuntime)?;
         let shared = Arc::new(Shared {
-            queue: Mutex::new(BoundedQueue::new(cfg.queue)),
+            queue: Mutex::new(MessageQueue::new(cfg.queue, cfg.queue_bytes)),
             in_flight: AtomicBool::new(false),
             notify: Notify::new(),
             closing: AtomicBool::new(false),
             sent: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            truncated: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
             last_drop_warning: Mutex::new(None),
@@ -203,6 +184,7 @@ impl SyslogSink {
             formatter: Formatter::from_config(cfg, &target),
             target,
             queue_cap: cfg.queue,
+            queue_bytes: cfg.queue_bytes,
             shutdown_timeout: cfg.shutdown_timeout,
             task: Some(task),
         })
@@ -218,17 +200,21 @@ impl SyslogSink {
         &self.formatter
     }
 
-    /// Formats the alert and queues it; never waits for the network.
+    /// Formats the alert (at most `max_message` bytes) and queues it;
+    /// never waits for the network.
     pub fn send(&self, alert: &Alert) {
-        self.send_message(self.formatter.format(alert).into_bytes());
-    }
-
-    /// Queues an already formatted message (no framing).
-    pub fn send_message(&self, msg: Vec<u8>) {
-        let dropped = self.shared.lock_queue().push(msg).is_some();
+        let m = self.formatter.message(alert);
+        if m.truncated {
+            self.shared.truncated.fetch_add(1, Ordering::Relaxed);
+        }
+        let dropped = self.shared.lock_queue().push(m.text.into_bytes());
         self.shared.notify.notify_one();
-        if dropped {
-            let total = self.shared.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if dropped.messages > 0 {
+            let total = self
+                .shared
+                .dropped
+                .fetch_add(dropped.messages, Ordering::Relaxed)
+                + dropped.messages;
             let mut last = self
                 .shared
                 .last_drop_warning
@@ -237,9 +223,10 @@ impl SyslogSink {
             if last.is_none_or(|t| t.elapsed() >= DROP_WARN_INTERVAL) {
                 *last = Some(std::time::Instant::now());
                 tracing::warn!(
-                    "syslog queue for {} full ({} messages): dropped the oldest, {total} dropped so far",
+                    "syslog queue for {} full (bounds: {} messages, {} bytes): dropped the oldest, {total} dropped so far",
                     self.target,
-                    self.queue_cap
+                    self.queue_cap,
+                    self.queue_bytes,
                 );
             }
         }
@@ -512,22 +499,6 @@ impl Task {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn queue_drops_oldest() {
-        let mut q = BoundedQueue::new(3);
-        assert_eq!(q.push(1), None);
-        assert_eq!(q.push(2), None);
-        assert_eq!(q.push(3), None);
-        assert_eq!(q.push(4), Some(1));
-        assert_eq!(q.push(5), Some(2));
-        assert_eq!(q.len(), 3);
-        assert_eq!(
-            (q.pop(), q.pop(), q.pop(), q.pop()),
-            (Some(3), Some(4), Some(5), None)
-        );
-        assert!(q.is_empty());
-    }
 
     #[test]
     fn backoff_doubles_to_the_cap_and_resets() {

@@ -136,6 +136,53 @@ async fn down_collector_keeps_the_newest_up_to_the_bound() {
     assert_eq!((stats.sent, stats.queued, stats.dropped), (3, 0, 2));
 }
 
+/// The outage that held 3,000 alerts in 917 MB: huge host-log fields and a
+/// collector that is down. Each message is cut to `max_message`, the queue
+/// holds at most `queue_bytes`, and what did not fit is counted.
+#[tokio::test]
+async fn down_collector_with_huge_alerts_stays_within_the_byte_bound() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut cfg = fast(format!("tcp://127.0.0.1:{port}"));
+    cfg.max_message = Some(4096);
+    cfg.queue_bytes = 64 << 10;
+    let sink = SyslogSink::start(&cfg).unwrap();
+    const N: u64 = 200;
+    for i in 0..N {
+        let mut a = scan_alert(&format!("alert {i} {}", "m".repeat(300_000)));
+        a.user = Some("ü".repeat(150_000));
+        a.host = Some("h".repeat(300_000));
+        sink.send(&a);
+        let s = sink.stats();
+        assert!(s.queued_bytes <= 64 << 10, "{s:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let s = sink.stats();
+    assert_eq!(s.sent, 0, "{s:?}");
+    assert_eq!(s.truncated, N, "{s:?}");
+    assert!(s.dropped > 0, "{s:?}");
+    assert_eq!(s.queued + s.dropped, N, "{s:?}");
+    assert!(s.queued_bytes <= 64 << 10, "{s:?}");
+    // 64 KiB holds about 16 messages of 4 KiB: the newest.
+    assert!((10..=16).contains(&s.queued), "{s:?}");
+    let held = sink.shared.queued_messages();
+    assert_eq!(held.len() as u64, s.queued);
+    for m in &held {
+        assert!(m.len() <= 4096, "{}", m.len());
+        let m = std::str::from_utf8(m).unwrap();
+        assert!(
+            m.contains("[smbwatch@32473 kind=\"smb_scan_fanout\""),
+            "{m}"
+        );
+    }
+    // The newest survived.
+    let last = std::str::from_utf8(held.last().unwrap()).unwrap();
+    assert!(last.contains(&format!("] alert {} m", N - 1)), "{last}");
+    drop(sink);
+}
+
 #[tokio::test]
 async fn tcp_peer_close_loses_nothing() {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
