@@ -49,13 +49,7 @@ fn clean_char(c: char) -> char {
 }
 
 /// RFC 5424 §6.3.3: inside PARAM-VALUE, `"`, `\` and `]` are escaped with a
-/// backslash (after [`clean_text`]).
-pub fn escape_sd_value(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    escape_into(&mut out, &clean_text(s));
-    out
-}
-
+/// backslash (`cleaned` went through [`clean_text`]).
 fn escape_into(out: &mut String, cleaned: &str) {
     for c in cleaned.chars() {
         if matches!(c, '"' | '\\' | ']') {
@@ -707,6 +701,12 @@ pub(super) mod tests {
             assert_eq!(x, want, "{s} {max}");
             assert!(x.len() <= max);
         }
+    }
+
+    fn escape_sd_value(s: &str) -> String {
+        let mut out = String::new();
+        escape_into(&mut out, &clean_text(s));
+        out
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub use config::{
     Facility, SyslogConfig, SyslogFormat, DATAGRAM_MAX_MESSAGE, DEFAULT_QUEUE, DEFAULT_QUEUE_BYTES,
     DEFAULT_SD_ID, STREAM_MAX_MESSAGE,
 };
-pub use format::{escape_sd_value, system_hostname, Formatter, Message};
+pub use format::{system_hostname, Formatter, Message};
 pub use sink::{SyslogSink, SyslogStats};
 pub use target::{HostPort, Target, TlsSettings};
 pub use transport::octet_counted;

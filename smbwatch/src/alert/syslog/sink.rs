@@ -190,11 +190,6 @@ impl SyslogSink {
         })
     }
 
-    /// The target, as a URL.
-    pub fn target(&self) -> &Target {
-        &self.target
-    }
-
     /// The formatter in use.
     pub fn formatter(&self) -> &Formatter {
         &self.formatter
