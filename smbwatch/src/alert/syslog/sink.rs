@@ -52,7 +52,7 @@ impl Backoff {
         d
     }
 
-    /// Back to `min` after a successful connection.
+    /// Back to `min` once a connection proved itself.
     pub fn reset(&mut self) {
         self.next = self.min;
     }
@@ -174,6 +174,7 @@ impl SyslogSink {
                 endpoint,
                 backoff: Backoff::new(cfg.backoff_min, cfg.backoff_max),
                 queue_cap: cfg.queue,
+                queue_bytes: cfg.queue_bytes,
                 pending: None,
                 connected_once: false,
             }
@@ -312,6 +313,7 @@ struct Task {
     endpoint: Endpoint,
     backoff: Backoff,
     queue_cap: usize,
+    queue_bytes: usize,
     /// The message taken off the queue and not yet sent; kept across
     /// reconnects.
     pending: Option<Vec<u8>>,
@@ -384,8 +386,9 @@ impl Task {
                 let delay = self.backoff.next_delay();
                 if failures == 1 {
                     tracing::warn!(
-                        "syslog: cannot reach {target}: {e}; retrying with backoff, alerts are queued (up to {})",
-                        self.queue_cap
+                        "syslog: cannot reach {target}: {e}; retrying with backoff, alerts are queued (up to {} messages, {} bytes)",
+                        self.queue_cap,
+                        self.queue_bytes
                     );
                 } else {
                     tracing::debug!("syslog: attempt {failures} to reach {target} failed: {e}; next in {delay:?}");
