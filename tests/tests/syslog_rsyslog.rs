@@ -174,6 +174,59 @@ async fn tcp_octet_counted() {
     check_rfc5424(&line, "scan over tcp");
 }
 
+/// An alert with megabytes of host-log text, line separators and bidi
+/// controls: the message is cut to the transport's default `max_message`
+/// (8 KiB UDP, 64 KiB TCP) and rsyslogd still parses header and structured
+/// data, with nothing that could split or reorder a line.
+async fn huge_alert_roundtrip(rs: &Rsyslog, target: String, max: usize) {
+    let sink = SyslogSink::start(&config(target)).unwrap();
+    let mut a = alert(&format!(
+        "huge\u{2028}alert \u{202E}{}",
+        "m".repeat(1 << 20)
+    ));
+    a.host = Some(format!("WS\u{2029}01{}", "h".repeat(1 << 20)));
+    sink.send(&a);
+    let got = rs.wait_alerts(1, Duration::from_secs(10)).await;
+    let stats = sink.shutdown().await;
+    assert_eq!((stats.sent, stats.truncated, stats.dropped), (1, 1, 0));
+    let line = &got[0];
+    let raw = line["raw"].as_str().unwrap();
+    assert!(raw.len() <= max, "{} > {max}", raw.len());
+    assert!(
+        raw.len() > max - 64,
+        "{} much shorter than {max}",
+        raw.len()
+    );
+    let msg = line["msg"].as_str().unwrap();
+    assert!(msg.starts_with("huge alert \u{FFFD}mmm"), "{msg:.40}");
+    assert!(msg.ends_with("m…"), "{}", &msg[msg.len() - 10..]);
+    let (id, p) = parse_sd(line["sd"].as_str().unwrap());
+    assert_eq!(id, "smbwatch@32473");
+    assert_eq!(p["src"], "192.0.2.10");
+    assert_eq!(p["user"], TRICKY_USER);
+    assert!(p["host"].starts_with("WS 01hhh"), "{:.20}", p["host"]);
+    assert!(p["host"].ends_with("h…"));
+    for c in ['\n', '\u{2028}', '\u{2029}', '\u{202E}'] {
+        assert!(!raw.contains(c), "{c:?} in {raw:.80}");
+    }
+}
+
+#[tokio::test]
+async fn udp_huge_alert_is_cut_to_8k_and_parsed() {
+    let Some(bin) = rsyslogd() else { return };
+    let port = free_udp_port();
+    let rs = Rsyslog::start(&bin, &temp_dir("udp-huge"), &Input::Udp(port));
+    huge_alert_roundtrip(&rs, format!("udp://127.0.0.1:{port}"), 8192).await;
+}
+
+#[tokio::test]
+async fn tcp_huge_alert_is_cut_to_64k_and_parsed() {
+    let Some(bin) = rsyslogd() else { return };
+    let port = free_tcp_port();
+    let rs = Rsyslog::start(&bin, &temp_dir("tcp-huge"), &Input::Tcp(port));
+    huge_alert_roundtrip(&rs, format!("tcp://127.0.0.1:{port}"), 65_536).await;
+}
+
 /// A CA and a server certificate for 127.0.0.1 / localhost, as PEM files.
 fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     use rcgen::{

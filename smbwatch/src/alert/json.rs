@@ -2,143 +2,30 @@
 //!
 //! One alert is one JSON object on one line, nested ECS style
 //! (`{"event":{"kind":"alert",...}}`), so it can be shipped by Filebeat,
-//! Vector or Fluent Bit without a custom mapping. Absent fields are omitted,
-//! never `null`. Fields ECS has no name for live under `smbwatch.*`.
+//! Vector or Fluent Bit without a custom mapping. The document is
+//! [`ecs::Document`](super::ecs::Document): absent fields are omitted,
+//! never `null`; fields ECS has no name for live under `smbwatch.*`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
-use super::{Alert, ProcessInfo};
+use super::ecs::Document;
+use super::Alert;
 
-/// `threat.framework` for every alert: technique ids are MITRE ATT&CK ids.
-pub const THREAT_FRAMEWORK: &str = "MITRE ATT&CK";
-
-/// RFC 3339 UTC with milliseconds and `Z`, as ECS `@timestamp` expects.
-pub fn rfc3339_millis(ts: DateTime<Utc>) -> String {
-    ts.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-/// Inserts `value` at the dotted `path`, creating the nested objects on the way.
-fn put(root: &mut Map<String, Value>, path: &str, value: Value) {
-    let mut parts = path.split('.').peekable();
-    let mut obj = root;
-    while let Some(part) = parts.next() {
-        if parts.peek().is_none() {
-            obj.insert(part.to_owned(), value);
-            return;
-        }
-        let entry = obj
-            .entry(part.to_owned())
-            .or_insert_with(|| Value::Object(Map::new()));
-        // Only this module builds the document, so an intermediate is always
-        // an object; a scalar here would be a bug in the paths below.
-        obj = entry.as_object_mut().expect("ECS path prefix is an object");
-    }
-}
-
-/// `put` for optional values: absent fields are omitted rather than `null`.
-fn put_opt<T: Into<Value>>(root: &mut Map<String, Value>, path: &str, value: Option<T>) {
-    if let Some(v) = value {
-        put(root, path, v.into());
-    }
-}
-
-fn process_object(p: &ProcessInfo) -> Value {
-    let mut m = Map::new();
-    put_opt(&mut m, "name", p.name.clone());
-    put_opt(&mut m, "pid", p.pid);
-    put_opt(&mut m, "executable", p.executable.clone());
-    Value::Object(m)
-}
-
-/// The alert as an ECS document (nested objects).
-///
-/// ECS types: `observer.ingress.interface.id` and `observer.ingress.vlan.id`
-/// are keywords in ECS, so they are strings here; ports, pids and counts are
-/// numbers.
+/// The alert as an ECS document (nested objects); see [`Document`].
 pub fn to_ecs(alert: &Alert) -> Value {
-    let mut doc = Map::new();
-    put(&mut doc, "@timestamp", rfc3339_millis(alert.ts).into());
-    put(&mut doc, "message", alert.message.clone().into());
-    put(&mut doc, "event.kind", "alert".into());
-    put(&mut doc, "event.code", alert.kind.code().into());
-    put(&mut doc, "event.severity", alert.severity.number().into());
-    put(&mut doc, "rule.name", alert.kind.rule_name().into());
-    put_opt(
-        &mut doc,
-        "source.ip",
-        alert.source_ip.map(|ip| ip.to_string()),
-    );
-    put_opt(
-        &mut doc,
-        "destination.ip",
-        alert.destination_ip.map(|ip| ip.to_string()),
-    );
-    put_opt(&mut doc, "destination.port", alert.destination_port);
-    if !alert.techniques.is_empty() {
-        put(&mut doc, "threat.framework", THREAT_FRAMEWORK.into());
-        put(&mut doc, "threat.technique.id", json!(alert.techniques));
-    }
-    put_opt(&mut doc, "network.community_id", alert.community_id.clone());
-    put_opt(
-        &mut doc,
-        "observer.ingress.interface.id",
-        alert.ifindex.map(|i| i.to_string()),
-    );
-    put_opt(
-        &mut doc,
-        "observer.ingress.vlan.id",
-        alert.vlan.map(|v| v.to_string()),
-    );
-    if let Some(p) = &alert.process {
-        if let Value::Object(m) = process_object(p) {
-            if !m.is_empty() {
-                put(&mut doc, "process", Value::Object(m));
-            }
-        }
-    }
-    put_opt(&mut doc, "user.name", alert.user.clone());
-    put_opt(&mut doc, "host.name", alert.host.clone());
-    put_opt(&mut doc, "smbwatch.share", alert.share.clone());
-    if let Some(ev) = &alert.scan {
-        put(
-            &mut doc,
-            "smbwatch.distinct_destinations",
-            ev.distinct_destinations.into(),
-        );
-        let dests: Vec<String> = ev.destinations.iter().map(|d| d.to_string()).collect();
-        put(&mut doc, "smbwatch.destinations", json!(dests));
-        put(&mut doc, "smbwatch.syns", ev.syns.into());
-        put(&mut doc, "smbwatch.accepted", ev.accepted.into());
-        put(&mut doc, "smbwatch.refused", ev.refused.into());
-        put(&mut doc, "smbwatch.window_secs", ev.window_secs.into());
-        put(
-            &mut doc,
-            "smbwatch.first_seen",
-            rfc3339_millis(ev.first_seen).into(),
-        );
-        put(
-            &mut doc,
-            "smbwatch.last_seen",
-            rfc3339_millis(ev.last_seen).into(),
-        );
-    }
-    if !alert.processes.is_empty() {
-        let procs: Vec<Value> = alert.processes.iter().map(process_object).collect();
-        put(&mut doc, "smbwatch.processes", Value::Array(procs));
-    }
-    Value::Object(doc)
+    serde_json::to_value(Document::new(alert)).expect("an ECS document serialises")
 }
 
 /// The alert as one JSON line, without the trailing newline.
 pub fn to_line(alert: &Alert) -> String {
-    // Serialising a `Value` cannot fail (string keys, finite numbers only).
-    serde_json::to_string(&to_ecs(alert)).expect("serialise serde_json::Value")
+    // Strings, numbers and addresses only: serialising cannot fail.
+    serde_json::to_string(&Document::new(alert)).expect("an ECS document serialises")
 }
 
 /// Where JSON lines go: `-` is stdout, anything else a file path.
@@ -181,6 +68,14 @@ pub enum JsonError {
         /// Why.
         source: io::Error,
     },
+    /// The path is a symbolic link (refused, see [`JsonSink::open`]).
+    #[error(
+        "refusing JSON alert file {path}: it is a symbolic link (give the real path, or `-` for stdout)"
+    )]
+    Symlink {
+        /// The link.
+        path: PathBuf,
+    },
     /// A line could not be written or flushed.
     #[error("cannot write JSON alert to {target}: {source}")]
     Write {
@@ -207,7 +102,9 @@ impl std::fmt::Debug for JsonSink {
 }
 
 impl JsonSink {
-    /// Opens the target: stdout, or the file for append (created if missing).
+    /// Opens the target: stdout, or the file for append, created if missing
+    /// with mode [`FILE_MODE`] (0640, less the umask). A path that is a
+    /// symbolic link is refused.
     pub fn open(target: &JsonTarget) -> Result<Self, JsonError> {
         match target {
             JsonTarget::Stdout => Ok(Self::from_writer("stdout", Box::new(io::stdout()))),
@@ -246,14 +143,34 @@ impl JsonSink {
     }
 }
 
+/// Mode of a newly created alert file: the owner writes, a log shipper's
+/// group (e.g. `adm`) reads, nobody else: alerts name hosts, users and
+/// processes.
+pub const FILE_MODE: u32 = 0o640;
+
+/// Opens for append, creating with [`FILE_MODE`]. A symbolic link as the
+/// last component is refused (`O_NOFOLLOW`): smbwatch runs as root, and a
+/// link planted where the alert file goes would make it append to any file
+/// the link names.
 fn open_append(path: &Path) -> Result<File, JsonError> {
     OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
-        .map_err(|source| JsonError::Open {
-            path: path.to_owned(),
-            source,
+        .map_err(|source| {
+            let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+            if source.raw_os_error() == Some(libc::ELOOP) && is_link {
+                JsonError::Symlink {
+                    path: path.to_owned(),
+                }
+            } else {
+                JsonError::Open {
+                    path: path.to_owned(),
+                    source,
+                }
+            }
         })
 }
 
@@ -262,10 +179,11 @@ mod tests {
     use std::net::IpAddr;
     use std::sync::Arc;
 
-    use chrono::TimeZone;
+    use chrono::{DateTime, TimeZone, Utc};
+    use serde_json::json;
 
     use super::*;
-    use crate::alert::{AlertKind, ScanEvidence, Severity};
+    use crate::alert::{AlertKind, ProcessInfo, ScanEvidence, Severity};
 
     fn ts(s: u32, ms: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, s).unwrap()
@@ -375,6 +293,66 @@ mod tests {
         assert!(v["smbwatch"].get("syns").is_none());
     }
 
+    /// The whole line, byte for byte: field order and types are the
+    /// contract with whoever indexes these lines.
+    #[test]
+    fn lines_are_exact() {
+        assert_eq!(
+            to_line(&scan_alert()),
+            r#"{"@timestamp":"2024-05-01T12:00:07.250Z","message":"192.0.2.10 reached 3 hosts on 445 in 60 s","event":{"kind":"alert","code":"smb_scan_fanout","severity":73},"rule":{"name":"SMB scan: fan-out to many hosts"},"source":{"ip":"192.0.2.10"},"destination":{"port":445},"threat":{"framework":"MITRE ATT&CK","technique":{"id":["T1046","T1210"]}},"network":{"community_id":"1:LQU9qZlK+B5F3KDmev6m5PMibrg="},"observer":{"ingress":{"interface":{"id":"3"},"vlan":{"id":"100"}}},"smbwatch":{"distinct_destinations":3,"destinations":["198.51.100.1","198.51.100.2","2001:db8::3"],"syns":4,"accepted":1,"refused":2,"window_secs":60,"first_seen":"2024-05-01T12:00:01.000Z","last_seen":"2024-05-01T12:00:07.250Z"}}"#
+        );
+        let mut a = Alert::new(
+            ts(0, 0),
+            AlertKind::AdminShareAccess,
+            Severity::Low,
+            "share".into(),
+        );
+        a.source_ip = Some(ip("2001:db8::1"));
+        a.destination_ip = Some(ip("198.51.100.7"));
+        a.destination_port = Some(445);
+        a.ifindex = Some(2);
+        a.process = Some(ProcessInfo::default());
+        a.processes = vec![
+            ProcessInfo::default(),
+            ProcessInfo {
+                name: None,
+                pid: Some(4),
+                executable: Some("System".into()),
+            },
+        ];
+        a.user = Some("u\"\\\n".into());
+        a.host = Some("WS01".into());
+        a.share = Some(r"\\*\C$".into());
+        assert_eq!(
+            to_line(&a),
+            r#"{"@timestamp":"2024-05-01T12:00:00.000Z","message":"share","event":{"kind":"alert","code":"admin_share_access","severity":21},"rule":{"name":"Administrative share access"},"source":{"ip":"2001:db8::1"},"destination":{"ip":"198.51.100.7","port":445},"observer":{"ingress":{"interface":{"id":"2"}}},"user":{"name":"u\"\\\n"},"host":{"name":"WS01"},"smbwatch":{"share":"\\\\*\\C$","processes":[{},{"pid":4,"executable":"System"}]}}"#
+        );
+    }
+
+    /// An event time RFC 3339 cannot express never reaches `@timestamp`:
+    /// it is clamped, and the original is kept beside it.
+    #[test]
+    fn out_of_range_times_give_a_valid_timestamp() {
+        for (ts, want) in crate::alert::ecs::tests::out_of_range_times() {
+            let mut a = scan_alert();
+            a.ts = ts;
+            a.scan.as_mut().unwrap().first_seen = ts;
+            let v = to_ecs(&a);
+            assert_eq!(v["@timestamp"], want, "{ts:?}");
+            crate::alert::ecs::tests::assert_valid_time(v["@timestamp"].as_str().unwrap());
+            crate::alert::ecs::tests::assert_valid_time(
+                v["smbwatch"]["first_seen"].as_str().unwrap(),
+            );
+            assert_eq!(
+                v["smbwatch"]["original_timestamp"],
+                ts.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            );
+        }
+        assert!(to_ecs(&scan_alert())["smbwatch"]
+            .get("original_timestamp")
+            .is_none());
+    }
+
     /// A `Write` over a shared buffer, to read back what the sink wrote.
     #[derive(Clone, Default)]
     struct Shared(Arc<Mutex<Vec<u8>>>);
@@ -418,6 +396,55 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0], "{\"existing\":true}");
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("smbwatch-json-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn new_file_is_not_world_readable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir("mode");
+        let path = dir.join("alerts.jsonl");
+        JsonSink::open(&JsonTarget::File(path.clone()))
+            .unwrap()
+            .write(&scan_alert())
+            .unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        std::fs::remove_dir_all(&dir).unwrap();
+        // 0640 less whatever the umask takes away.
+        assert_eq!(mode & !FILE_MODE, 0, "{mode:o}");
+        assert_ne!(mode & 0o600, 0, "{mode:o}");
+    }
+
+    #[test]
+    fn a_symlink_is_refused_and_its_target_untouched() {
+        let dir = temp_dir("symlink");
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        let link = dir.join("alerts.jsonl");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let err = JsonSink::open(&JsonTarget::File(link.clone())).unwrap_err();
+        let text = std::fs::read_to_string(&victim).unwrap();
+        // A dangling link is refused too (it would create the target).
+        let dangling = dir.join("dangling.jsonl");
+        std::os::unix::fs::symlink(dir.join("nothing-here"), &dangling).unwrap();
+        let err2 = JsonSink::open(&JsonTarget::File(dangling.clone())).unwrap_err();
+        let created = dir.join("nothing-here").exists();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(err, JsonError::Symlink { .. }), "{err}");
+        assert!(
+            err.to_string().contains(&link.display().to_string()),
+            "{err}"
+        );
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(text, "precious\n");
+        assert!(matches!(err2, JsonError::Symlink { .. }), "{err2}");
+        assert!(!created);
     }
 
     #[test]

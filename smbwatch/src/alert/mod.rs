@@ -3,6 +3,7 @@
 //! Every detector (gateway scan detection, host-log rules, correlation)
 //! produces [`Alert`]s; sinks serialise them (ECS JSON lines, syslog).
 
+pub mod ecs;
 pub mod json;
 pub mod sink;
 pub mod syslog;
@@ -79,6 +80,16 @@ impl Severity {
             Self::Medium => 47,
             Self::High => 73,
             Self::Critical => 99,
+        }
+    }
+
+    /// Lower-case name (`low` ... `critical`), as in syslog structured data.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Critical => "critical",
         }
     }
 

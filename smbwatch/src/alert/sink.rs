@@ -5,8 +5,6 @@
 //! in place (alerts are rare and small), syslog messages are queued for the
 //! syslog task. A failing sink does not stop the others.
 
-use std::time::Duration;
-
 use super::json::{JsonError, JsonSink, JsonTarget};
 use super::syslog::{SyslogConfig, SyslogError, SyslogSink, SyslogStats};
 use super::Alert;
@@ -30,11 +28,6 @@ pub struct AlertSinks {
 }
 
 impl AlertSinks {
-    /// No sinks: `send` is a no-op.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// Opens the JSON targets (`--json -`, `--json PATH`, repeatable) and,
     /// if configured, starts the syslog sink (needs a tokio runtime). An
     /// unreachable collector is not an error (it is retried); a bad URL, a
@@ -43,7 +36,7 @@ impl AlertSinks {
         json: &[JsonTarget],
         syslog: Option<&SyslogConfig>,
     ) -> Result<Self, SinkError> {
-        let mut sinks = Self::new();
+        let mut sinks = Self::default();
         for t in json {
             sinks.json.push(JsonSink::open(t)?);
         }
@@ -51,16 +44,6 @@ impl AlertSinks {
             sinks.syslog = Some(SyslogSink::start(cfg)?);
         }
         Ok(sinks)
-    }
-
-    /// Adds a JSON lines sink (e.g. over a pipe or an in-memory buffer).
-    pub fn add_json(&mut self, sink: JsonSink) {
-        self.json.push(sink);
-    }
-
-    /// Sets the syslog sink (replacing any previous one).
-    pub fn set_syslog(&mut self, sink: SyslogSink) {
-        self.syslog = Some(sink);
     }
 
     /// True when no sink is configured.
@@ -94,14 +77,6 @@ impl AlertSinks {
     pub async fn shutdown(self) -> Option<SyslogStats> {
         match self.syslog {
             Some(s) => Some(s.shutdown().await),
-            None => None,
-        }
-    }
-
-    /// As [`shutdown`](Self::shutdown), with an explicit deadline.
-    pub async fn shutdown_within(self, deadline: Duration) -> Option<SyslogStats> {
-        match self.syslog {
-            Some(s) => Some(s.shutdown_within(deadline).await),
             None => None,
         }
     }

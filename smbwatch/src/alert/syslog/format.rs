@@ -1,0 +1,718 @@
+//! Alerts as syslog messages (no framing): RFC 5424 and RFC 3164. Pure:
+//! the time comes from the alert, the rest from its fields and the
+//! configuration.
+
+use chrono::{DateTime, Utc};
+
+use super::config::{Facility, SyslogConfig, SyslogFormat};
+use super::target::Target;
+use crate::alert::ecs::{Document, Scan};
+use crate::alert::Alert;
+
+/// A header field made safe: non-printable characters become `_`, empty
+/// becomes the NILVALUE `-`, long values are cut at `max`.
+fn header_field(s: &str, max: usize) -> String {
+    let v: String = s
+        .chars()
+        .map(|c| if c.is_ascii_graphic() { c } else { '_' })
+        .take(max)
+        .collect();
+    if v.is_empty() {
+        "-".into()
+    } else {
+        v
+    }
+}
+
+/// Host-log fields are attacker-influenced: no field may start a new log
+/// line or make a viewer show text in another order than it was written.
+/// Line breaks and every other C0/C1 control (and DEL) become spaces, as do
+/// the Unicode line and paragraph separators (U+2028, U+2029); the
+/// invisible bidirectional controls (U+200E, U+200F, U+061C, U+202A-U+202E,
+/// U+2066-U+2069: "Trojan Source" reordering, `exe.txt` shown for `txt.exe`)
+/// become U+FFFD, so the reader sees that something was there.
+fn clean_text(s: &str) -> String {
+    s.chars().map(clean_char).collect()
+}
+
+fn clean_char(c: char) -> char {
+    match c {
+        '\u{2028}' | '\u{2029}' => ' ',
+        c if c.is_control() => ' ',
+        '\u{200E}'
+        | '\u{200F}'
+        | '\u{061C}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2066}'..='\u{2069}' => char::REPLACEMENT_CHARACTER,
+        c => c,
+    }
+}
+
+/// RFC 5424 §6.3.3: inside PARAM-VALUE, `"`, `\` and `]` are escaped with a
+/// backslash (`cleaned` went through [`clean_text`]).
+fn escape_into(out: &mut String, cleaned: &str) {
+    for c in cleaned.chars() {
+        if matches!(c, '"' | '\\' | ']') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+}
+
+/// The host name of this machine (`gethostname(2)`), `None` if unavailable.
+pub fn system_hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most
+    // that many bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).into_owned();
+    (!name.is_empty()).then_some(name)
+}
+
+/// Formats alerts as syslog messages (no framing). Pure: the time comes
+/// from the alert, the rest from the fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Formatter {
+    /// RFC 5424 or 3164.
+    pub format: SyslogFormat,
+    /// Facility of every message.
+    pub facility: Facility,
+    /// HOSTNAME.
+    pub hostname: String,
+    /// APP-NAME / TAG.
+    pub app_name: String,
+    /// PROCID (our pid).
+    pub procid: u32,
+    /// SD-ID of the structured data element.
+    pub sd_id: String,
+    /// Messages go to the local syslog socket: RFC 3164 messages then omit
+    /// HOSTNAME, as glibc's syslog(3) does, because the local daemon
+    /// (rsyslog's imuxsock, journald) expects none there and adds its own.
+    pub local_socket: bool,
+    /// Longest message in bytes (see [`Formatter::message`]).
+    pub max_message: usize,
+}
+
+impl Formatter {
+    /// The formatter for a configuration and its validated target: system
+    /// host name and this process's id unless configured.
+    pub fn from_config<T>(cfg: &SyslogConfig, target: &Target<T>) -> Self {
+        let hostname = cfg
+            .hostname
+            .clone()
+            .or_else(system_hostname)
+            .unwrap_or_default();
+        Self {
+            format: cfg.format,
+            facility: cfg.facility,
+            hostname,
+            app_name: cfg.app_name.clone(),
+            procid: std::process::id(),
+            sd_id: cfg.sd_id.clone(),
+            local_socket: target.is_local(),
+            max_message: cfg.max_message_for(target),
+        }
+    }
+
+    /// PRI: facility × 8 + severity (RFC 5424 §6.2.1).
+    pub fn pri(&self, alert: &Alert) -> u8 {
+        self.facility.code() * 8 + alert.severity.syslog()
+    }
+
+    /// The message in the configured format, at most `max_message` bytes.
+    pub fn format(&self, alert: &Alert) -> String {
+        self.message(alert).text
+    }
+
+    /// The message, and whether it had to be shortened to fit
+    /// `max_message`.
+    ///
+    /// RFC 5424: `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [SD] MSG`.
+    /// RFC 3164: `<PRI>Mmm dd hh:mm:ss HOST TAG[PID]: KIND: MSG [SD]` (no
+    /// `HOST ` on a local socket); the time is UTC (3164 has no zone); the
+    /// structured data, which 3164 lacks, follows the message so the fields
+    /// are still there for a parser.
+    ///
+    /// A message longer than `max_message` is shortened so that it stays
+    /// well-formed: MSG first (down to [`MSG_KEEP`] bytes), then the longest
+    /// SD values, halving each (down to [`VALUE_KEEP`] bytes), then SD
+    /// parameters from the last, then the rest of MSG. Every cut is on a
+    /// character boundary and ends with `…`.
+    pub fn message(&self, alert: &Alert) -> Message {
+        let doc = Document::new(alert);
+        let head = match self.format {
+            SyslogFormat::Rfc5424 => format!(
+                "<{}>1 {} {} {} {} {} ",
+                self.pri(alert),
+                doc.timestamp,
+                header_field(&self.hostname, 255),
+                header_field(&self.app_name, 48),
+                self.procid,
+                header_field(alert.kind.code(), 32),
+            ),
+            SyslogFormat::Rfc3164 => {
+                let tag: String = self
+                    .app_name
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+                    .take(32)
+                    .collect();
+                let host = if self.local_socket {
+                    String::new()
+                } else {
+                    header_field(&self.hostname, 255) + " "
+                };
+                format!(
+                    "<{}>{} {host}{}[{}]: {}: ",
+                    self.pri(alert),
+                    rfc3164_time(doc.timestamp.time()),
+                    if tag.is_empty() { "smbwatch" } else { &tag },
+                    self.procid,
+                    alert.kind.code(),
+                )
+            }
+        };
+        let mut params = sd_params(&doc, self.max_message);
+        let mut msg = clip(alert.message.clone(), self.max_message);
+        let truncated = self.fit(head.len(), &mut params, &mut msg);
+        let sd = self.sd_element(&params);
+        let mut text = match self.format {
+            SyslogFormat::Rfc5424 => format!("{head}{sd} {msg}"),
+            SyslogFormat::Rfc3164 => format!("{head}{msg} {sd}"),
+        };
+        // Only a header longer than `max_message` gets here (validation
+        // keeps `max_message` at 480 or more, past the longest header).
+        if text.len() > self.max_message {
+            shorten(&mut text, self.max_message);
+        }
+        Message { text, truncated }
+    }
+
+    /// Shortens `params` and `msg` until a message with a `head`-byte
+    /// header fits `max_message`; true if anything was cut.
+    fn fit(&self, head: usize, params: &mut Vec<(&'static str, String)>, msg: &mut String) -> bool {
+        // Each parameter's length in the element, kept up to date as values
+        // shrink, so that fitting costs about twice the text once.
+        let mut lens: Vec<usize> = params.iter().map(param_len).collect();
+        let sd = |lens: &[usize]| self.sd_id.len() + 2 + lens.iter().sum::<usize>();
+        let fits = |lens: &[usize], msg: usize| head + sd(lens) + 1 + msg <= self.max_message;
+        if fits(&lens, msg.len()) {
+            return false;
+        }
+        let keep = msg.len().min(MSG_KEEP);
+        while !fits(&lens, keep) {
+            let longest = (0..params.len())
+                .filter(|&i| params[i].1.len() > VALUE_KEEP)
+                .max_by_key(|&i| params[i].1.len());
+            let Some(i) = longest else { break };
+            let v = &mut params[i].1;
+            let half = (v.len() / 2).max(VALUE_KEEP);
+            shorten(v, half);
+            lens[i] = param_len(&params[i]);
+        }
+        while !fits(&lens, keep) && params.pop().is_some() {
+            lens.pop();
+        }
+        let room = self.max_message.saturating_sub(head + sd(&lens) + 1);
+        if msg.len() > room {
+            shorten(msg, room);
+        }
+        true
+    }
+
+    /// One SD-ELEMENT `[SD-ID name="value" ...]` with the alert's fields
+    /// (see [`SD_PARAMS`]), whatever its length.
+    pub fn structured_data(&self, alert: &Alert) -> String {
+        self.sd_element(&sd_params(&Document::new(alert), usize::MAX))
+    }
+
+    fn sd_element(&self, params: &[(&str, String)]) -> String {
+        let mut sd = format!("[{}", self.sd_id);
+        for (name, value) in params {
+            sd.push(' ');
+            sd.push_str(name);
+            sd.push_str("=\"");
+            escape_into(&mut sd, value);
+            sd.push('"');
+        }
+        sd.push(']');
+        sd
+    }
+}
+
+/// A formatted syslog message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The message (no framing).
+    pub text: String,
+    /// It was shortened to fit `max_message`.
+    pub truncated: bool,
+}
+
+/// MSG keeps at least this many bytes before SD values are shortened.
+pub const MSG_KEEP: usize = 256;
+/// An SD value is not shortened below this many bytes.
+pub const VALUE_KEEP: usize = 16;
+
+/// Cuts `s` to at most `max` bytes on a character boundary, ending with `…`
+/// when there is room for it.
+fn shorten(s: &mut String, max: usize) {
+    const MARK: char = '…';
+    if s.len() <= max {
+        return;
+    }
+    let room = max.saturating_sub(MARK.len_utf8());
+    let mut end = if max >= MARK.len_utf8() { room } else { max };
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    if max >= MARK.len_utf8() {
+        s.push(MARK);
+    }
+}
+
+/// The alert's structured-data parameters, cleaned, in output order; none
+/// longer than `max` bytes (nothing longer could fit in a message).
+fn sd_params(doc: &Document<'_>, max: usize) -> Vec<(&'static str, String)> {
+    SD_PARAMS
+        .iter()
+        .filter_map(|(name, value)| value(doc).map(|v| (*name, clip(v, max))))
+        .collect()
+}
+
+/// `s` cleaned, cut to `max` bytes first: cleaning never lengthens text,
+/// and host-log fields can be megabytes long.
+fn clip(mut s: String, max: usize) -> String {
+    shorten(&mut s, max);
+    clean_text(&s)
+}
+
+/// Length of ` name="escaped value"`.
+fn param_len((name, value): &(&str, String)) -> usize {
+    let escapes = value
+        .bytes()
+        .filter(|b| matches!(b, b'"' | b'\\' | b']'))
+        .count();
+    name.len() + value.len() + escapes + 4
+}
+
+/// How a structured-data parameter gets its value from the ECS document.
+type SdValue = fn(&Document<'_>) -> Option<String>;
+
+/// The structured-data parameters in output order: the SD-PARAM name and
+/// the document field it carries (absent fields are left out). The
+/// document is the one place that maps alert fields; one line here puts
+/// one of them into syslog.
+const SD_PARAMS: &[(&str, SdValue)] = &[
+    ("kind", |d| Some(d.event.code.into())),
+    ("severity", |d| Some(d.event.severity.name().into())),
+    ("src", |d| d.source.ip.map(|ip| ip.to_string())),
+    ("dst", |d| d.destination.ip.map(|ip| ip.to_string())),
+    ("dport", |d| d.destination.port.map(|p| p.to_string())),
+    ("distinct_destinations", |d| {
+        scan(d, |s| s.distinct_destinations.to_string())
+    }),
+    ("syns", |d| scan(d, |s| s.syns.to_string())),
+    ("accepted", |d| scan(d, |s| s.accepted.to_string())),
+    ("refused", |d| scan(d, |s| s.refused.to_string())),
+    ("window_secs", |d| scan(d, |s| s.window_secs.to_string())),
+    ("community_id", |d| {
+        d.network.community_id.map(str::to_owned)
+    }),
+    ("techniques", |d| {
+        (!d.threat.technique.id.is_empty()).then(|| d.threat.technique.id.join(","))
+    }),
+    ("process", |d| d.process.name.map(str::to_owned)),
+    ("pid", |d| d.process.pid.map(|p| p.to_string())),
+    ("user", |d| d.user.name.map(str::to_owned)),
+    ("host", |d| d.host.name.map(str::to_owned)),
+    ("share", |d| d.smbwatch.share.map(str::to_owned)),
+    ("ifindex", |d| {
+        d.observer.ingress.interface.id.map(|i| i.0.to_string())
+    }),
+    ("vlan", |d| {
+        d.observer.ingress.vlan.id.map(|v| v.0.to_string())
+    }),
+    ("original_ts", |d| d.smbwatch.original_timestamp.clone()),
+];
+
+fn scan(d: &Document<'_>, f: impl Fn(&Scan) -> String) -> Option<String> {
+    d.smbwatch.scan.as_ref().map(f)
+}
+
+/// `Mmm dd hh:mm:ss` with a space-padded day (RFC 3164 §4.1.2).
+fn rfc3164_time(ts: DateTime<Utc>) -> String {
+    ts.format("%b %e %H:%M:%S").to_string()
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use std::net::IpAddr;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::alert::syslog::DEFAULT_SD_ID;
+    use crate::alert::{AlertKind, ProcessInfo, ScanEvidence, Severity};
+
+    pub(in crate::alert::syslog) fn ts(s: u32, ms: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, s).unwrap() + chrono::Duration::milliseconds(ms)
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    pub(in crate::alert::syslog) fn scan_alert(msg: &str) -> Alert {
+        let mut a = Alert::new(
+            ts(7, 250),
+            AlertKind::SmbScanFanout,
+            Severity::High,
+            msg.into(),
+        );
+        a.techniques = vec!["T1046", "T1210"];
+        a.source_ip = Some(ip("192.0.2.10"));
+        a.destination_port = Some(445);
+        a.community_id = Some("1:LQU9qZlK+B5F3KDmev6m5PMibrg=".into());
+        a.ifindex = Some(3);
+        a.vlan = Some(100);
+        a.scan = Some(ScanEvidence {
+            distinct_destinations: 3,
+            destinations: vec![ip("198.51.100.1")],
+            syns: 4,
+            accepted: 1,
+            refused: 2,
+            window_secs: 60,
+            first_seen: ts(1, 0),
+            last_seen: ts(7, 250),
+        });
+        a
+    }
+
+    fn formatter(format: SyslogFormat) -> Formatter {
+        Formatter {
+            format,
+            facility: Facility::Local4,
+            hostname: "gw1".into(),
+            app_name: "smbwatch".into(),
+            procid: 4242,
+            sd_id: DEFAULT_SD_ID.into(),
+            local_socket: false,
+            max_message: 65_536,
+        }
+    }
+
+    const SD: &str = "[smbwatch@32473 kind=\"smb_scan_fanout\" severity=\"high\" \
+        src=\"192.0.2.10\" dport=\"445\" distinct_destinations=\"3\" syns=\"4\" \
+        accepted=\"1\" refused=\"2\" window_secs=\"60\" \
+        community_id=\"1:LQU9qZlK+B5F3KDmev6m5PMibrg=\" techniques=\"T1046,T1210\" \
+        ifindex=\"3\" vlan=\"100\"]";
+
+    #[test]
+    fn rfc5424_exact() {
+        let a = scan_alert("192.0.2.10 reached 3 hosts on 445 in 60 s");
+        // local4 (20) * 8 + error (3) = 163.
+        assert_eq!(
+            formatter(SyslogFormat::Rfc5424).format(&a),
+            format!(
+                "<163>1 2024-05-01T12:00:07.250Z gw1 smbwatch 4242 smb_scan_fanout {SD} \
+                 192.0.2.10 reached 3 hosts on 445 in 60 s"
+            )
+        );
+    }
+
+    #[test]
+    fn rfc3164_exact() {
+        let a = scan_alert("192.0.2.10 reached 3 hosts on 445 in 60 s");
+        assert_eq!(
+            formatter(SyslogFormat::Rfc3164).format(&a),
+            format!(
+                "<163>May  1 12:00:07 gw1 smbwatch[4242]: smb_scan_fanout: \
+                 192.0.2.10 reached 3 hosts on 445 in 60 s {SD}"
+            )
+        );
+    }
+
+    #[test]
+    fn rfc3164_on_a_local_socket_has_no_hostname() {
+        let f = Formatter {
+            local_socket: true,
+            ..formatter(SyslogFormat::Rfc3164)
+        };
+        let m = f.format(&scan_alert("x"));
+        assert!(
+            m.starts_with("<163>May  1 12:00:07 smbwatch[4242]: smb_scan_fanout: x ["),
+            "{m}"
+        );
+        let cfg = SyslogConfig::for_target("unix:///dev/log");
+        let f = Formatter::from_config(&cfg, &cfg.validate().unwrap());
+        assert!(f.local_socket);
+        let cfg = SyslogConfig::for_target("udp://127.0.0.1");
+        let f = Formatter::from_config(&cfg, &cfg.validate().unwrap());
+        assert!(!f.local_socket);
+    }
+
+    #[test]
+    fn host_fields_are_escaped_and_cleaned() {
+        let mut a = Alert::new(
+            ts(0, 0),
+            AlertKind::SuspiciousSmbClient,
+            Severity::Critical,
+            "line one\nline two".into(),
+        );
+        a.process = Some(ProcessInfo {
+            name: Some("evil\"].exe".into()),
+            pid: Some(7),
+            executable: None,
+        });
+        a.user = Some(r"CORP\alice".into());
+        a.share = Some(r"\\WS01\ADMIN$".into());
+        let f = formatter(SyslogFormat::Rfc5424);
+        let sd = f.structured_data(&a);
+        assert_eq!(
+            sd,
+            "[smbwatch@32473 kind=\"suspicious_smb_client\" severity=\"critical\" \
+             process=\"evil\\\"\\].exe\" pid=\"7\" user=\"CORP\\\\alice\" \
+             share=\"\\\\\\\\WS01\\\\ADMIN$\"]"
+        );
+        let msg = f.format(&a);
+        assert!(msg.ends_with(" line one line two"), "{msg}");
+        assert!(!msg.contains('\n'));
+        // local4 * 8 + critical (2).
+        assert!(msg.starts_with("<162>1 "));
+    }
+
+    /// Every field at once, in the documented order.
+    #[test]
+    fn structured_data_with_every_field_exact() {
+        let mut a = scan_alert("m");
+        a.destination_ip = Some(ip("2001:db8::7"));
+        a.process = Some(ProcessInfo {
+            name: Some("psexec.exe".into()),
+            pid: Some(4242),
+            executable: Some(r"C:\psexec.exe".into()),
+        });
+        a.user = Some(r"CORP\alice".into());
+        a.host = Some("WS01".into());
+        a.share = Some("ADMIN$".into());
+        assert_eq!(
+            formatter(SyslogFormat::Rfc5424).structured_data(&a),
+            "[smbwatch@32473 kind=\"smb_scan_fanout\" severity=\"high\" src=\"192.0.2.10\" \
+             dst=\"2001:db8::7\" dport=\"445\" distinct_destinations=\"3\" syns=\"4\" \
+             accepted=\"1\" refused=\"2\" window_secs=\"60\" \
+             community_id=\"1:LQU9qZlK+B5F3KDmev6m5PMibrg=\" techniques=\"T1046,T1210\" \
+             process=\"psexec.exe\" pid=\"4242\" user=\"CORP\\\\alice\" host=\"WS01\" \
+             share=\"ADMIN$\" ifindex=\"3\" vlan=\"100\"]"
+        );
+    }
+
+    /// A time RFC 5424 cannot carry is clamped in TIMESTAMP (and in the
+    /// 3164 time) and the original is kept in `original_ts`.
+    #[test]
+    fn out_of_range_times_give_a_valid_timestamp() {
+        for (ts, want) in crate::alert::ecs::tests::out_of_range_times() {
+            let mut a = scan_alert("m");
+            a.ts = ts;
+            let m = formatter(SyslogFormat::Rfc5424).format(&a);
+            let stamp = m.split(' ').nth(1).unwrap();
+            assert_eq!(stamp, want, "{m}");
+            crate::alert::ecs::tests::assert_valid_time(stamp);
+            let original = ts.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+            assert!(m.contains(&format!(" original_ts=\"{original}\"]")), "{m}");
+            let m = formatter(SyslogFormat::Rfc3164).format(&a);
+            assert!(!m.contains(":60 "), "{m}");
+        }
+        // In range: no original_ts.
+        let m = formatter(SyslogFormat::Rfc5424).format(&scan_alert("m"));
+        assert!(!m.contains("original_ts"), "{m}");
+    }
+
+    /// Every character that could break a line or reorder text, in MSG and
+    /// in an SD value, each on its own.
+    #[test]
+    fn line_breaks_and_bidi_controls_are_neutralised() {
+        let spaced = [
+            '\n', '\r', '\0', '\t', '\u{1b}', '\u{7f}', '\u{85}', '\u{9b}', '\u{2028}', '\u{2029}',
+        ];
+        let replaced = [
+            '\u{200E}', '\u{200F}', '\u{061C}', '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}',
+            '\u{202E}', '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}',
+        ];
+        let f = formatter(SyslogFormat::Rfc5424);
+        for (c, want) in spaced
+            .iter()
+            .map(|&c| (c, ' '))
+            .chain(replaced.iter().map(|&c| (c, '\u{FFFD}')))
+        {
+            let mut a = scan_alert(&format!("a{c}b"));
+            a.user = Some(format!("u{c}v"));
+            let m = f.format(&a);
+            assert!(!m.contains(c), "{:?} survived: {m:?}", c);
+            assert!(m.ends_with(&format!(" a{want}b")), "{c:?}: {m:?}");
+            assert!(m.contains(&format!(" user=\"u{want}v\"")), "{c:?}: {m:?}");
+            let m = formatter(SyslogFormat::Rfc3164).format(&a);
+            assert!(!m.contains(c), "{:?} survived in 3164: {m:?}", c);
+        }
+        // Ordinary non-ASCII text is kept.
+        assert_eq!(clean_text("Jürgen → ünïcödé ✓"), "Jürgen → ünïcödé ✓");
+    }
+
+    /// Parses the SD element starting at `s` (`[ID name="v" ...]`);
+    /// returns its parameters (unescaped) and the rest of `s`, or panics.
+    fn parse_sd(s: &str) -> (Vec<(String, String)>, &str) {
+        let s = s.strip_prefix('[').expect("[");
+        let id_end = s.find([' ', ']']).expect("SD-ID end");
+        assert_eq!(&s[..id_end], DEFAULT_SD_ID);
+        let mut rest = &s[id_end..];
+        let mut params = Vec::new();
+        loop {
+            if let Some(after) = rest.strip_prefix(']') {
+                return (params, after);
+            }
+            let r = rest.strip_prefix(' ').expect("space before a param");
+            let (name, r) = r.split_once("=\"").expect("name=\"");
+            assert!(!name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic()));
+            let mut value = String::new();
+            let mut chars = r.char_indices();
+            let end = loop {
+                match chars.next().expect("unterminated value") {
+                    (_, '\\') => {
+                        let c = chars.next().expect("escaped char").1;
+                        assert!(matches!(c, '"' | '\\' | ']'), "bad escape {c:?}");
+                        value.push(c);
+                    }
+                    (_, ']') => panic!("unescaped ] in a value"),
+                    (i, '"') => break i,
+                    (_, c) => value.push(c),
+                }
+            };
+            params.push((name.to_owned(), value));
+            rest = &r[end + 1..];
+        }
+    }
+
+    fn huge_alert(c: char) -> Alert {
+        let mut a = scan_alert(&format!("scan {}", c.to_string().repeat(200_000)));
+        a.user = Some(format!("u{}", "\"]\\".repeat(50_000)));
+        a.host = Some(c.to_string().repeat(300_000));
+        a.share = Some("s".repeat(40_000));
+        a.process = Some(ProcessInfo {
+            name: Some(c.to_string().repeat(9_999)),
+            pid: Some(1),
+            executable: None,
+        });
+        a
+    }
+
+    /// Whatever the fields, the message fits `max_message`, is cut on
+    /// character boundaries, and stays parseable: header, a closed SD
+    /// element with the short fields whole, then MSG.
+    #[test]
+    fn long_messages_are_shortened_and_stay_well_formed() {
+        for max in [480, 2048, 8192, 65_536] {
+            for c in ['x', 'ü', '€', '😀'] {
+                let f = Formatter {
+                    max_message: max,
+                    ..formatter(SyslogFormat::Rfc5424)
+                };
+                let m = f.message(&huge_alert(c));
+                assert!(m.truncated);
+                assert!(m.text.len() <= max, "{max} {c}: {}", m.text.len());
+                let head = "<163>1 2024-05-01T12:00:07.250Z gw1 smbwatch 4242 smb_scan_fanout ";
+                let sd_msg = m.text.strip_prefix(head).expect(&m.text);
+                let (params, msg) = parse_sd(sd_msg);
+                assert!(msg.starts_with(" scan "), "{max} {c}: {msg:?}");
+                assert!(msg.ends_with('…'), "{max} {c}");
+                let p: std::collections::BTreeMap<_, _> = params.into_iter().collect();
+                if max >= 2048 {
+                    // The short fields are whole; the long ones cut, marked.
+                    assert_eq!(p["kind"], "smb_scan_fanout");
+                    assert_eq!(p["src"], "192.0.2.10");
+                    assert_eq!(p["techniques"], "T1046,T1210");
+                    assert_eq!(p["vlan"], "100");
+                    assert!(p["user"].starts_with("u\"]\\"), "{}", p["user"]);
+                    assert!(p["user"].ends_with('…'));
+                    assert!(p["host"].ends_with('…'));
+                    // MSG keeps at least MSG_KEEP bytes.
+                    assert!(msg.len() >= MSG_KEEP - 4, "{max} {c}: {}", msg.len());
+                }
+                let f = Formatter {
+                    max_message: max,
+                    ..formatter(SyslogFormat::Rfc3164)
+                };
+                let m = f.message(&huge_alert(c));
+                assert!(m.text.len() <= max, "3164 {max} {c}: {}", m.text.len());
+                let sd_at = m.text.rfind(" [smbwatch@32473").expect(&m.text);
+                let (_, after) = parse_sd(&m.text[sd_at + 1..]);
+                assert_eq!(after, "", "3164 {max} {c}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_longest_header_still_fits_the_smallest_max_message() {
+        let f = Formatter {
+            hostname: "h".repeat(300),
+            app_name: "a".repeat(60),
+            procid: u32::MAX,
+            max_message: crate::alert::syslog::config::MIN_MESSAGE,
+            ..formatter(SyslogFormat::Rfc5424)
+        };
+        let mut a = huge_alert('x');
+        a.destination_ip = Some(ip("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff"));
+        a.source_ip = a.destination_ip;
+        let m = f.message(&a);
+        assert!(m.text.len() <= 480, "{}", m.text.len());
+        let at = m.text.find(" [").unwrap();
+        let (_, msg) = parse_sd(&m.text[at + 1..]);
+        assert!(msg.starts_with(' '), "{msg:?}");
+    }
+
+    #[test]
+    fn short_messages_are_untouched() {
+        let f = Formatter {
+            max_message: 480,
+            ..formatter(SyslogFormat::Rfc5424)
+        };
+        let a = scan_alert("192.0.2.10 reached 3 hosts on 445 in 60 s");
+        let m = f.message(&a);
+        assert!(!m.truncated);
+        assert_eq!(m.text, formatter(SyslogFormat::Rfc5424).format(&a));
+        assert!(m.text.len() <= 480);
+    }
+
+    #[test]
+    fn shorten_cuts_on_a_char_boundary() {
+        for (s, max, want) in [
+            ("abcdef", 6, "abcdef"),
+            ("abcdef", 5, "ab…"),
+            ("ü😀ü", 7, "ü…"),
+            ("😀😀", 6, "…"),
+            ("😀😀", 2, ""),
+            ("abc", 0, ""),
+        ] {
+            let mut x = s.to_owned();
+            shorten(&mut x, max);
+            assert_eq!(x, want, "{s} {max}");
+            assert!(x.len() <= max);
+        }
+    }
+
+    fn escape_sd_value(s: &str) -> String {
+        let mut out = String::new();
+        escape_into(&mut out, &clean_text(s));
+        out
+    }
+
+    #[test]
+    fn sd_value_escaping() {
+        assert_eq!(escape_sd_value(r#"a"b\c]d"#), r#"a\"b\\c\]d"#);
+        assert_eq!(escape_sd_value("x\r\ny\0"), "x  y ");
+        assert_eq!(escape_sd_value("Jürgen [x]"), "Jürgen [x\\]");
+    }
+}
