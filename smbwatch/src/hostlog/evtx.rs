@@ -9,7 +9,9 @@
 //! yielding records early, the records its header promises but that were
 //! never reached are counted bad under one error; a chunk that cannot be
 //! read at all counts as one bad record (its header, and so its record
-//! count, is not trustworthy).
+//! count, is not trustworthy). A file that ends inside a chunk, or holds
+//! fewer chunks than its header counts, gets one more bad record saying it
+//! is truncated (the crate itself stops there silently).
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -18,7 +20,8 @@ use ::evtx::{EvtxParser, ParserSettings};
 
 use super::fields::Flavour;
 use super::{
-    json, HostEvent, HostLogError, ParseSummary, RecordError, RecordLocation, RecordProblem,
+    clip_message, json, HostEvent, HostLogError, ParseSummary, RecordError, RecordLocation,
+    RecordProblem,
 };
 
 /// Most records a 64 KiB chunk can hold (a record is at least 24 bytes of
@@ -41,6 +44,14 @@ pub(super) fn parse(
             message: e.to_string(),
         })?
         .with_configuration(settings.clone());
+    // A header that fails its checksum may count garbage chunks.
+    let header = parser.header();
+    let header_chunks = if header.validate_checksum() {
+        header.chunk_count
+    } else {
+        0
+    };
+    let truncation = truncation(bytes, header_chunks);
     let settings = Arc::new(settings);
     let err = |location, problem| RecordError {
         input: name.to_string(),
@@ -55,7 +66,7 @@ pub(super) fn parse(
                 summary.record(
                     Err(err(
                         RecordLocation::EvtxChunk(chunk_no),
-                        RecordProblem::Evtx(e.to_string()),
+                        RecordProblem::Evtx(clip_message(e)),
                     )),
                     out,
                 );
@@ -75,7 +86,7 @@ pub(super) fn parse(
                 summary.bad_many(
                     err(
                         RecordLocation::EvtxChunk(chunk_no),
-                        RecordProblem::Evtx(e.to_string()),
+                        RecordProblem::Evtx(clip_message(e)),
                     ),
                     promised.unwrap_or(1),
                 );
@@ -95,13 +106,13 @@ pub(super) fn parse(
                             .map_err(|p| err(RecordLocation::EvtxRecord(id), p)),
                         Err(e) => Err(err(
                             RecordLocation::EvtxRecord(id),
-                            RecordProblem::Evtx(e.to_string()),
+                            RecordProblem::Evtx(clip_message(e)),
                         )),
                     }
                 }
                 Err(e) => Err(err(
                     RecordLocation::EvtxChunk(chunk_no),
-                    RecordProblem::Evtx(e.to_string()),
+                    RecordProblem::Evtx(clip_message(e)),
                 )),
             };
             summary.record(outcome, out);
@@ -119,5 +130,37 @@ pub(super) fn parse(
             );
         }
     }
+    // The crate stops silently at a cut chunk; say so, or a cut file reads
+    // as a short one (or, cut inside its first chunk, as an empty one).
+    if let Some((chunk, expected)) = truncation {
+        summary.bad_many(
+            err(
+                RecordLocation::EvtxChunk(chunk),
+                RecordProblem::TruncatedFile {
+                    size: bytes.len() as u64,
+                    expected,
+                },
+            ),
+            1,
+        );
+    }
     Ok(())
+}
+
+/// EVTX layout: a 4 KiB file header, then 64 KiB chunks.
+const FILE_HEADER: u64 = 4096;
+const CHUNK: u64 = 65536;
+
+/// `(first chunk cut or missing, bytes the file should have)` when the file
+/// ends inside a chunk (other than in zero padding) or holds fewer chunks
+/// than its header counts.
+fn truncation(bytes: &[u8], header_chunks: u16) -> Option<(u64, u64)> {
+    let len = bytes.len() as u64;
+    let data = len.saturating_sub(FILE_HEADER);
+    let whole = data / CHUNK;
+    let tail = &bytes[(FILE_HEADER + whole * CHUNK).min(len) as usize..];
+    let cut = tail.iter().any(|&b| b != 0);
+    let expected_chunks = u64::from(header_chunks).max(whole + u64::from(cut));
+    let expected = FILE_HEADER + expected_chunks * CHUNK;
+    (len < expected).then_some((whole, expected))
 }

@@ -7,10 +7,12 @@
 use super::fields::{Flavour, Raw, Val};
 use super::{clip, HostEvent, ParseSummary, RecordError, RecordLocation, RecordProblem};
 
-/// Every record of a `Key: Value` document.
+/// Every record of a `Key: Value` document; `first_line` is the line
+/// number of `text`'s first line in the input.
 pub(super) fn parse_records(
     name: &str,
     text: &str,
+    first_line_no: u64,
     summary: &mut ParseSummary,
     out: &mut Vec<HostEvent>,
 ) {
@@ -38,7 +40,7 @@ pub(super) fn parse_records(
         );
     };
     for (i, line) in text.lines().enumerate() {
-        let n = i as u64 + 1;
+        let n = first_line_no + i as u64;
         let t = line.trim();
         if t.is_empty() || t == "---" {
             flush(&mut first_line, &mut raw, &mut problem, summary, out);
