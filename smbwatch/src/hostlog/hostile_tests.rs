@@ -318,3 +318,18 @@ fn truncated_evtx_is_reported_as_truncated() {
     let (_, sum) = parse_file(&p, Format::Auto).unwrap();
     assert_eq!(sum.bad, 0);
 }
+
+#[test]
+fn a_bad_evtx_dump_block_does_not_swallow_the_json_lines_after_it() {
+    let ev = r#"{"EventID":4624,"Channel":"Security","TimeCreated":"2020-09-20T06:57:50Z","IpAddress":"192.0.2.9"}"#;
+    let text = format!("Record 1\n{{\n  \"Event\": oops\n}}\n{ev}\n{ev}\n");
+    let (evs, sum) = parse_bytes("d", text.as_bytes(), Format::Auto).unwrap();
+    assert_eq!(
+        (sum.total, sum.parsed, sum.bad),
+        (3, 2, 1),
+        "{:?}",
+        sum.errors
+    );
+    assert_eq!(evs.len(), 2);
+    assert_eq!(sum.errors[0].location, RecordLocation::Line(1));
+}

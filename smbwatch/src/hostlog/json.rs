@@ -113,7 +113,16 @@ pub(super) fn parse_evtx_dump(
             dump_block(name, rest, line_no, summary, out)
         } else {
             let line = first_line(rest);
-            if !line.trim().is_empty() {
+            if is_object_line(line) {
+                // A `-o jsonl` line among the blocks.
+                let outcome =
+                    parse_record(line, Some(Flavour::Windows)).map_err(|problem| RecordError {
+                        input: name.to_string(),
+                        location: RecordLocation::Line(line_no),
+                        problem,
+                    });
+                summary.record(outcome, out);
+            } else if !line.trim().is_empty() {
                 let e = RecordError {
                     input: name.to_string(),
                     location: RecordLocation::Line(line_no),
@@ -178,11 +187,12 @@ pub(super) fn dump_block(
                 _ => RecordProblem::Json("`Record N` header without a record".into()),
             };
             summary.record(Err(err(problem)), out);
-            // Resynchronise at the next header.
+            // Resynchronise at the next header, or at a line that is a
+            // whole JSON object (no line of a pretty-printed body is).
             let mut used = header;
             while used < text.len() {
                 let line = first_line(&text[used..]);
-                if is_dump_header(line) {
+                if is_dump_header(line) || is_object_line(line) {
                     break;
                 }
                 used += line.len();
@@ -190,6 +200,18 @@ pub(super) fn dump_block(
             used
         }
     }
+}
+
+/// True when `line` is one whole JSON object (and nothing else).
+pub(super) fn is_object_line(line: &str) -> bool {
+    if !line.trim_start().starts_with('{') {
+        return false;
+    }
+    let mut d = serde_json::Deserializer::from_str(line);
+    de::Deserialize::deserialize(&mut d)
+        .map(|IgnoredAny| ())
+        .and_then(|()| d.end())
+        .is_ok()
 }
 
 /// Parse one JSON record. `forced` overrides the flavour told by the keys.

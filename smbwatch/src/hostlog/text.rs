@@ -17,9 +17,6 @@
 //! Cutting is linear: each line is looked at once (plus one JSON check of
 //! a `{` line met inside an unterminated XML event).
 
-use serde::de::IgnoredAny;
-use serde::Deserialize as _;
-
 use super::json::{self, first_line, newlines};
 use super::xml::SpanScanner;
 use super::{kv, xml, Format, HostEvent, ParseSummary};
@@ -143,7 +140,7 @@ fn xml_segment(text: &str) -> usize {
             let ends = match (kind(line), scan.open.is_some()) {
                 (None | Some(Kind::Xml), false) => false,
                 (Some(_), false) => true,
-                (Some(Kind::Json), true) => is_json_object_line(line),
+                (Some(Kind::Json), true) => json::is_object_line(line),
                 (_, true) => false,
             };
             if ends {
@@ -154,11 +151,4 @@ fn xml_segment(text: &str) -> usize {
         n += line.len();
     }
     n
-}
-
-fn is_json_object_line(line: &str) -> bool {
-    let mut de = serde_json::Deserializer::from_str(line);
-    IgnoredAny::deserialize(&mut de)
-        .and_then(|_| de.end())
-        .is_ok()
 }
