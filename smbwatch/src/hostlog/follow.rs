@@ -12,6 +12,11 @@
 //! Lines are JSON objects or XML `<Event>`s, one per line, as forwarders
 //! and `tee`-style collectors write them; multi-line `Key: Value` records
 //! and binary EVTX are read whole with [`super::parse_file`] instead.
+//!
+//! The file is streamed through a bounded [`LineReader`] (at most
+//! `max_line` bytes of a line are held) and each poll returns at most a
+//! batch ([`BATCH_LINES`], [`BATCH_BYTES`]), so following a large existing
+//! file from its start never holds it whole.
 
 use std::fs::{self, File};
 use std::future::Future;

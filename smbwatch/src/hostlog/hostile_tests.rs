@@ -88,20 +88,12 @@ fn oversized_fields_are_capped_at_parse_time() {
     assert!(ev.user.as_deref().unwrap().len() <= 256);
     assert!(ev.host.as_deref().unwrap().len() <= 256);
     assert!(ev.command_line.as_deref().unwrap().len() <= 4096);
-    let heap: usize = [
-        &ev.image,
-        &ev.parent_image,
-        &ev.user,
-        &ev.host,
-        &ev.command_line,
-        &ev.image_name,
-    ]
-    .iter()
-    .filter_map(|s| s.as_ref().map(String::capacity))
-    .sum();
-    assert!(
-        heap <= 1024 * 2 + 256 * 3 + 4096,
-        "{heap} bytes on the heap"
+    assert!(ev.heap_bytes() <= HostEvent::MAX_HEAP_BYTES);
+    eprintln!(
+        "event: {} heap bytes; bound {} ({} inline)",
+        ev.heap_bytes(),
+        HostEvent::MAX_BYTES,
+        std::mem::size_of::<HostEvent>()
     );
     assert_eq!(sum.truncated, 1, "one record had fields cut");
 }
@@ -311,7 +303,14 @@ fn truncated_evtx_is_reported_as_truncated() {
     assert_eq!(sum.bad, 1, "{sum:?}");
     let msg = sum.errors[0].to_string();
     assert!(
-        msg.starts_with(&format!("{}: chunk 0: ", cut.display())) && msg.contains("truncated"),
+        msg.starts_with(&format!("{}: chunk 0: ", cut.display())),
+        "{msg}"
+    );
+    assert!(
+        msg.ends_with(
+            "EVTX file truncated: 36864 bytes where its chunks need 69632; \
+             the records of this chunk and any later ones are lost"
+        ),
         "{msg}"
     );
     // The whole file has no such error.

@@ -14,7 +14,12 @@
 //! each format is documented in `docs/hostlogs.md` and in [`TimeSource`].
 //!
 //! All parsing is pure (bytes in, events out); file reading is confined to
-//! [`parse_file`], [`follow`] and [`listener`].
+//! [`parse_file`], [`follow`], [`lines`] (stdin) and [`listener`].
+//!
+//! Hostile input is bounded: parsing is linear in the input, every string
+//! of a [`HostEvent`] is capped ([`HostEvent::MAX_BYTES`]), line inputs
+//! hold at most `max_line` bytes of a line, and times outside 1970–2200
+//! are refused.
 
 pub mod bench;
 mod evtx;
@@ -141,6 +146,10 @@ pub const MAX_NAME_BYTES: usize = 256;
 pub const MAX_PATH_BYTES: usize = 1024;
 /// Longest command line kept (bytes).
 pub const MAX_COMMAND_LINE_BYTES: usize = 4096;
+
+// Documented (README, docs/hostlogs.md) as 9,808 bytes: fail to compile if
+// the event grows past the 10 KiB the docs promise.
+const _: () = assert!(HostEvent::MAX_BYTES <= 10 * 1024);
 
 impl HostEvent {
     /// Most heap bytes the strings of one parsed event hold: 5 names, 4
