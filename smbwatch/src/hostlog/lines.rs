@@ -377,6 +377,44 @@ mod tests {
         assert!(r.capacity() <= 64 * 1024, "{}", r.capacity());
     }
 
+    /// What the `read_lines` fuzz target checks, over deterministic
+    /// pseudo-random inputs rich in newlines.
+    #[test]
+    fn bounds_and_numbering_hold_for_arbitrary_bytes() {
+        const MAX_LINE: usize = 64;
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for len in (0..4000).step_by(37) {
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    if x % 23 == 0 {
+                        b'\n'
+                    } else {
+                        x as u8
+                    }
+                })
+                .collect();
+            let mut reader = LineReader::new(MAX_LINE);
+            let mut src = io::BufReader::with_capacity(7, data.as_slice());
+            let mut expect = 1;
+            while let Some(line) = reader.read(&mut src, AtEnd::Finish).unwrap() {
+                assert_eq!(line.no(), expect);
+                expect += 1;
+                if let Line::Bytes { bytes, .. } = line {
+                    assert!(bytes.len() <= MAX_LINE);
+                    assert!(!bytes.contains(&b'\n'));
+                }
+                let _ = line.text("fuzz");
+                assert!(reader.capacity() <= MAX_LINE);
+            }
+            let newlines = data.iter().filter(|&&b| b == b'\n').count() as u64;
+            let last = u64::from(data.last().is_some_and(|&b| b != b'\n'));
+            assert_eq!(expect - 1, newlines + last, "every line counted");
+        }
+    }
+
     #[test]
     fn text_names_bad_lines() {
         let l = Line::Bytes {
