@@ -389,7 +389,7 @@ mod tests {
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;
-                    if x % 23 == 0 {
+                    if x.is_multiple_of(23) {
                         b'\n'
                     } else {
                         x as u8
