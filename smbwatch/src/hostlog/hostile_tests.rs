@@ -292,30 +292,52 @@ impl Drop for TempDir {
 }
 
 #[test]
-fn truncated_evtx_is_reported_as_truncated() {
+fn truncated_evtx_is_reported_and_what_is_left_is_read() {
     let Some(p) = data_file(PSEXEC) else { return };
     let bytes = std::fs::read(&p).unwrap();
+    let (_, whole) = parse_file(&p, Format::Auto).unwrap();
+    assert_eq!(whole.bad, 0);
     let dir = TempDir::new("evtx");
     let cut = dir.0.join("cut.evtx");
-    // The file is a 4 KiB header and one 64 KiB chunk; keep half the chunk.
+    // The file is a 4 KiB header and one 64 KiB chunk whose records fill
+    // its first half. Cut at 8 KiB into the chunk: every record the chunk
+    // promises is accounted for, those before the cut read, the rest bad
+    // under one error naming the truncation.
+    std::fs::write(&cut, &bytes[..4096 + 8192]).unwrap();
+    let (evs, sum) = parse_file(&cut, Format::Auto).unwrap();
+    assert_eq!(sum.total, whole.total, "{sum:?}");
+    assert!(sum.parsed > 0 && sum.parsed < whole.parsed, "{sum:?}");
+    assert_eq!(evs.len() as u64, sum.parsed);
+    assert!(sum.bad > 0);
+    let msg = sum.errors.last().unwrap().to_string();
+    assert_eq!(
+        msg,
+        format!(
+            "{}: chunk 0: EVTX file truncated: 12288 bytes where its chunks need 69632; \
+             any records past the cut are lost",
+            cut.display()
+        )
+    );
+    eprintln!("cut at 8 KiB into the chunk: {sum:?}");
+
+    // Cut in the chunk's free space: nothing lost, the cut still reported.
     std::fs::write(&cut, &bytes[..4096 + 32768]).unwrap();
     let (_, sum) = parse_file(&cut, Format::Auto).unwrap();
-    assert_eq!(sum.bad, 1, "{sum:?}");
-    let msg = sum.errors[0].to_string();
-    assert!(
-        msg.starts_with(&format!("{}: chunk 0: ", cut.display())),
-        "{msg}"
+    assert_eq!(
+        (sum.total, sum.parsed, sum.bad),
+        (whole.total, whole.parsed, 0)
     );
-    assert!(
-        msg.ends_with(
-            "EVTX file truncated: 36864 bytes where its chunks need 69632; \
-             the records of this chunk and any later ones are lost"
-        ),
-        "{msg}"
-    );
-    // The whole file has no such error.
-    let (_, sum) = parse_file(&p, Format::Auto).unwrap();
-    assert_eq!(sum.bad, 0);
+    assert!(sum.errors[0]
+        .to_string()
+        .contains("EVTX file truncated: 36864 bytes"));
+
+    // Cut inside the chunk header: nothing to read, still reported.
+    std::fs::write(&cut, &bytes[..4096 + 100]).unwrap();
+    let (_, sum) = parse_file(&cut, Format::Auto).unwrap();
+    assert_eq!((sum.total, sum.bad), (1, 1), "{sum:?}");
+    assert!(sum.errors[0]
+        .to_string()
+        .contains("EVTX file truncated: 4196 bytes"));
 }
 
 #[test]

@@ -54,7 +54,7 @@ pub enum RecordProblem {
     /// An EVTX file that ends early (copied while written, cut in transfer).
     #[error(
         "EVTX file truncated: {size} bytes where its chunks need {expected}; \
-         the records of this chunk and any later ones are lost"
+         any records past the cut are lost"
     )]
     TruncatedFile {
         /// The file's size.
