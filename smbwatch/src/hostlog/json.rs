@@ -56,25 +56,33 @@ pub(super) fn detect_flavour(first_line: &[u8]) -> Format {
     }
 }
 
-/// One JSON object per line; `first_line` is the line number of `text`'s
-/// first line in the input. `format` forces a flavour (`Auto`: each
-/// record's own keys tell).
+/// One JSON object per line, up to the first line for which `until` is
+/// true (the end of a run of JSON lines in a mixed input); returns the
+/// bytes read. `first_line` is the line number of `text`'s first line in
+/// the input. `format` forces a flavour (`Auto`: each record's own keys
+/// tell).
 pub(super) fn parse_lines(
     name: &str,
     text: &str,
     first_line: u64,
     format: Format,
+    until: impl Fn(&str) -> bool,
     summary: &mut ParseSummary,
     out: &mut Vec<HostEvent>,
-) {
+) -> usize {
     let forced = match format {
         Format::Winlogbeat => Some(Flavour::Winlogbeat),
         Format::Nxlog => Some(Flavour::Nxlog),
         Format::EvtxDump => Some(Flavour::Windows),
         _ => None,
     };
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
+    let mut pos = 0;
+    for (i, raw) in text.split_inclusive('\n').enumerate() {
+        if until(raw) {
+            break;
+        }
+        pos += raw.len();
+        let line = raw.trim();
         if line.is_empty() {
             continue;
         }
@@ -85,6 +93,7 @@ pub(super) fn parse_lines(
         });
         summary.record(outcome, out);
     }
+    pos
 }
 
 /// True for an evtx_dump `-o json` header line, `Record <n>`.
@@ -103,7 +112,8 @@ pub(super) fn parse_evtx_dump(
     out: &mut Vec<HostEvent>,
 ) {
     if !text.trim_start().starts_with("Record ") {
-        return parse_lines(name, text, 1, Format::EvtxDump, summary, out);
+        parse_lines(name, text, 1, Format::EvtxDump, |_| false, summary, out);
+        return;
     }
     let mut pos = 0;
     let mut line_no = 1;

@@ -14,8 +14,9 @@
 //! | `Record <n>` | one evtx_dump `-o json` block | the end of the JSON value after the header |
 //! | anything else | `Key: Value` records | the last line before a line of one of the kinds above |
 //!
-//! Cutting is linear: each line is looked at once (plus one JSON check of
-//! a `{` line met inside an unterminated XML event).
+//! Cutting is linear and costs no extra pass over JSON and `Key: Value`
+//! runs: their parsers read lines until one of another kind (plus one JSON
+//! check of a `{` line met inside an unterminated XML event).
 
 use super::json::{self, first_line, newlines};
 use super::xml::SpanScanner;
@@ -36,10 +37,12 @@ pub(super) fn parse(
         Format::Auto => return parse_auto(name, text, summary, out),
         Format::Xml => xml::parse_document(name, text, 1, summary, out),
         Format::Winlogbeat | Format::Nxlog => {
-            json::parse_lines(name, text, 1, format, summary, out)
+            json::parse_lines(name, text, 1, format, |_| false, summary, out);
         }
         Format::EvtxDump => json::parse_evtx_dump(name, text, summary, out),
-        Format::KeyValue => kv::parse_records(name, text, 1, summary, out),
+        Format::KeyValue => {
+            kv::parse_records(name, text, 1, |_| false, summary, out);
+        }
         Format::Evtx => unreachable!("binary, not text"),
     }
     format
@@ -85,8 +88,8 @@ fn parse_auto(
         let good_before = summary.parsed + summary.skipped;
         let (used, format) = match k {
             Kind::Json => {
-                let n = run(rest, |l| kind(l).is_none_or(|k| k == Kind::Json));
-                json::parse_lines(name, &rest[..n], line_no, Format::Auto, summary, out);
+                let until = |l: &str| kind(l).is_some_and(|k| k != Kind::Json);
+                let n = json::parse_lines(name, rest, line_no, Format::Auto, until, summary, out);
                 (n, json::detect_flavour(line.trim().as_bytes()))
             }
             Kind::Xml => {
@@ -99,11 +102,14 @@ fn parse_auto(
                 Format::EvtxDump,
             ),
             Kind::KeyValue => {
-                let n = run(rest, |l| kind(l).is_none_or(|k| k == Kind::KeyValue));
-                kv::parse_records(name, &rest[..n], line_no, summary, out);
+                let until = |l: &str| kind(l).is_some_and(|k| k != Kind::KeyValue);
+                let n = kv::parse_records(name, rest, line_no, until, summary, out);
                 (n, Format::KeyValue)
             }
         };
+        // Every parser reads at least the line that chose it.
+        debug_assert!(used >= line.len());
+        let used = used.max(line.len());
         first.get_or_insert(format);
         if reported.is_none() && summary.parsed + summary.skipped > good_before {
             reported = Some(format);
@@ -112,19 +118,6 @@ fn parse_auto(
         pos += used;
     }
     reported.or(first).unwrap_or(Format::KeyValue)
-}
-
-/// Bytes of the leading lines of `text` that satisfy `keep` (at least the first).
-fn run(text: &str, keep: impl Fn(&str) -> bool) -> usize {
-    let mut n = first_line(text).len();
-    while n < text.len() {
-        let line = first_line(&text[n..]);
-        if !keep(line) {
-            break;
-        }
-        n += line.len();
-    }
-    n
 }
 
 /// Bytes of the XML segment at the start of `text`: through the last line
