@@ -33,7 +33,7 @@ pub(crate) async fn spawn(
     for path in files {
         let tx = tx.clone();
         if path.as_os_str() == "-" {
-            tokio::spawn(read_stdin(tx));
+            tokio::spawn(read_stdin(tx, cfg.max_line));
         } else if cfg.follow {
             let follower = Follower::new(path, true, cfg.max_line).map_err(|e| e.to_string())?;
             let name = path.display().to_string();
@@ -75,21 +75,10 @@ async fn read_once(path: PathBuf, tx: mpsc::Sender<HostEvent>) {
     }
 }
 
-async fn read_stdin(tx: mpsc::Sender<HostEvent>) {
-    use tokio::io::AsyncBufReadExt as _;
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    let mut n = 0u64;
-    while let Ok(Some(line)) = lines.next_line().await {
-        n += 1;
-        match hostlog::parse_line_at("stdin", n, &line) {
-            Ok(Some(ev)) => {
-                if tx.send(ev).await.is_err() {
-                    return;
-                }
-            }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "bad host-log record"),
-        }
+async fn read_stdin(tx: mpsc::Sender<HostEvent>, max_line: usize) {
+    match hostlog::lines::forward("stdin", tokio::io::stdin(), max_line, &tx).await {
+        Ok(stats) => tracing::info!(?stats, "host log on stdin ended"),
+        Err(e) => tracing::error!(error = %e, "reading the host log on stdin failed"),
     }
 }
 

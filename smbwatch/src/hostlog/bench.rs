@@ -371,6 +371,18 @@ mod tests {
                 t.bytes / t.records as usize
             );
         }
+        // What the daemon and `hostlog parse` use: the format told per record.
+        for f in [Format::Nxlog, Format::Xml, Format::KeyValue] {
+            let input = synthetic_input(f, 20_000).unwrap();
+            let t = measure(Format::Auto, &input, min).unwrap();
+            println!(
+                "{:<11} {:>10.0} records/s {:>7.1} MB/s  (auto on {} input)",
+                "auto",
+                t.records_per_sec,
+                t.mb_per_sec,
+                f.name()
+            );
+        }
         if let Some(p) = crate::hostlog::tests::data_file(crate::hostlog::tests::PSEXEC) {
             let bytes = std::fs::read(p).unwrap();
             let t = measure(Format::Evtx, &bytes, min).unwrap();

@@ -159,6 +159,10 @@ pub(crate) struct Ecs<'a> {
     pub user_name: Option<Val<'a>>,
     pub user_domain: Option<Val<'a>>,
     pub direction: Option<Val<'a>>,
+    /// `network.transport` (`tcp`, `udp`).
+    pub transport: Option<Val<'a>>,
+    /// `network.iana_number` (`6`).
+    pub iana_number: Option<Val<'a>>,
 }
 
 impl<'a> Raw<'a> {
@@ -257,6 +261,14 @@ impl<'a> Raw<'a> {
             return Ok(Outcome::Skipped(event_id));
         };
         let (ts, time_source) = self.time()?;
+        // Each field was checked as read; a zone inferred for a local time
+        // near the bounds can still carry it out.
+        if !time::in_range(ts) {
+            return Err(RecordProblem::TimeOutOfRange {
+                field: "event time",
+                value: ts.to_rfc3339(),
+            });
+        }
         let mut ev = HostEvent {
             ts,
             time_source,
@@ -304,7 +316,12 @@ impl<'a> Raw<'a> {
                     "DestinationPort",
                     self.dst_port.as_ref().or(self.ecs.dst_port.as_ref()),
                 )?;
-                ev.protocol = protocol(self.protocol.as_ref())?;
+                ev.protocol = protocol(
+                    self.protocol
+                        .as_ref()
+                        .or(self.ecs.transport.as_ref())
+                        .or(self.ecs.iana_number.as_ref()),
+                )?;
                 ev.direction = direction(
                     self.direction
                         .as_ref()
@@ -388,7 +405,11 @@ impl<'a> Raw<'a> {
             _ => unreachable!("kind_of accepted only the ids above"),
         }
         ev.image_name = ev.image.as_deref().map(|p| image_file_name(p).to_string());
-        Ok(Outcome::Event(Box::new(ev)))
+        let truncated = ev.cap_fields();
+        Ok(Outcome::Event {
+            event: Box::new(ev),
+            truncated,
+        })
     }
 
     /// The kind of a supported event, or `None` (skip). Sysmon ids are
@@ -520,7 +541,15 @@ fn stamp(field: &'static str, v: Option<&Val<'_>>) -> Result<Option<Stamp>, Reco
         Some(n) => n.and_then(time::from_epoch),
         None => time::parse(&t),
     };
-    parsed.map(Some).ok_or_else(|| invalid(field, &t))
+    let s = parsed.ok_or_else(|| invalid(field, &t))?;
+    // Zone-less readings are checked as UTC: ±14 h at the bounds is moot.
+    if !time::in_range(s.utc_or_assume()) {
+        return Err(RecordProblem::TimeOutOfRange {
+            field,
+            value: clip(&t),
+        });
+    }
+    Ok(Some(s))
 }
 
 fn ip(field: &'static str, v: Option<&Val<'_>>) -> Result<Option<IpAddr>, RecordProblem> {

@@ -12,10 +12,15 @@
 //! Lines are JSON objects or XML `<Event>`s, one per line, as forwarders
 //! and `tee`-style collectors write them; multi-line `Key: Value` records
 //! and binary EVTX are read whole with [`super::parse_file`] instead.
+//!
+//! The file is streamed through a bounded [`LineReader`] (at most
+//! `max_line` bytes of a line are held) and each poll returns at most a
+//! batch ([`BATCH_LINES`], [`BATCH_BYTES`]), so following a large existing
+//! file from its start never holds it whole.
 
 use std::fs::{self, File};
 use std::future::Future;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, BufReader, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,7 +29,8 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::{parse_line_at, HostEvent};
+use super::lines::{AtEnd, Line, LineReader};
+use super::{parse_line_at, HostEvent, RecordError};
 
 /// Follow errors.
 #[derive(Debug, thiserror::Error)]
@@ -45,9 +51,9 @@ pub enum FollowError {
 /// Counters of a follower.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct FollowStats {
-    /// Complete lines returned.
+    /// Complete lines returned (as text or as bad records).
     pub lines: u64,
-    /// Lines longer than the limit, skipped.
+    /// Lines longer than the limit, skipped (returned as bad records).
     pub oversized: u64,
     /// Times a new file was opened at the path (rotation).
     pub rotations: u64,
@@ -55,43 +61,69 @@ pub struct FollowStats {
     pub truncations: u64,
 }
 
+/// One line of a followed file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Followed {
+    /// A line of text (without its newline) and its 1-based number in the
+    /// current file.
+    Line {
+        /// Line number (from 1 again after a rotation or truncation).
+        no: u64,
+        /// The line.
+        text: String,
+    },
+    /// A line that is no text: longer than the limit, or not UTF-8.
+    Bad(RecordError),
+}
+
+/// Most lines one [`Follower::poll`] returns, and the line bytes after
+/// which it stops: a large existing file is read in batches (the rest on
+/// the next polls, at once), never whole.
+pub const BATCH_LINES: usize = 1024;
+/// See [`BATCH_LINES`].
+pub const BATCH_BYTES: usize = 1 << 20;
+
 struct Open {
-    file: File,
+    reader: BufReader<File>,
     dev: u64,
     ino: u64,
-    pos: u64,
 }
 
 /// See the module documentation.
 pub struct Follower {
     path: PathBuf,
+    name: String,
     open: Option<Open>,
-    partial: Vec<u8>,
-    discarding: bool,
-    max_line: usize,
+    lines: LineReader,
+    /// The last poll stopped at the batch limit: more is ready now.
+    backlog: bool,
     stats: FollowStats,
 }
 
 impl Follower {
     /// Start following `path`. With `from_start` the existing content is
-    /// returned by the first poll; otherwise only what is appended later.
-    /// A missing file is not an error: it is opened when it appears.
+    /// returned by the first polls; otherwise only what is appended later.
+    /// A missing file is not an error: it is opened when it appears. Lines
+    /// longer than `max_line` bytes are skipped and reported.
     pub fn new(
         path: impl AsRef<Path>,
         from_start: bool,
         max_line: usize,
     ) -> Result<Self, FollowError> {
+        let path = path.as_ref().to_path_buf();
         let mut f = Self {
-            path: path.as_ref().to_path_buf(),
+            name: path.display().to_string(),
+            path,
             open: None,
-            partial: Vec::new(),
-            discarding: false,
-            max_line: max_line.max(1),
+            lines: LineReader::new(max_line),
+            backlog: false,
             stats: FollowStats::default(),
         };
         if let Some(mut o) = f.try_open()? {
             if !from_start {
-                o.pos = o.file.seek(SeekFrom::End(0)).map_err(|e| f.io("seek", e))?;
+                o.reader
+                    .seek(SeekFrom::End(0))
+                    .map_err(|e| f.io("seek", e))?;
             }
             f.open = Some(o);
         }
@@ -103,10 +135,16 @@ impl Follower {
         self.stats
     }
 
+    /// True when the last [`Follower::poll`] stopped at the batch limit:
+    /// poll again without waiting.
+    pub fn has_backlog(&self) -> bool {
+        self.backlog
+    }
+
     fn io(&self, op: &'static str, source: io::Error) -> FollowError {
         FollowError::Io {
             op,
-            path: self.path.display().to_string(),
+            path: self.name.clone(),
             source,
         }
     }
@@ -116,10 +154,9 @@ impl Follower {
             Ok(file) => {
                 let m = file.metadata().map_err(|e| self.io("stat", e))?;
                 Ok(Some(Open {
-                    file,
+                    reader: BufReader::with_capacity(64 * 1024, file),
                     dev: m.dev(),
                     ino: m.ino(),
-                    pos: 0,
                 }))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -127,11 +164,14 @@ impl Follower {
         }
     }
 
-    /// Complete lines (without newline) written since the last poll.
-    pub fn poll(&mut self) -> Result<Vec<String>, FollowError> {
-        let mut lines = Vec::new();
+    /// Complete lines written since the last poll, at most a batch
+    /// ([`BATCH_LINES`], [`BATCH_BYTES`]); see [`Follower::has_backlog`].
+    pub fn poll(&mut self) -> Result<Vec<Followed>, FollowError> {
+        let mut out = Vec::new();
         // 1. Drain the open file (after a rotation: the old file's tail).
-        self.drain(&mut lines)?;
+        if !self.drain(&mut out)? {
+            return Ok(self.done(out));
+        }
         // 2. Did the path change under us?
         let current = match fs::metadata(&self.path) {
             Ok(m) => Some(m),
@@ -143,13 +183,14 @@ impl Follower {
             Shrank,
             Replaced,
         }
-        let change = match (&self.open, &current) {
+        let change = match (&mut self.open, &current) {
             (_, None) => Change::None,
             (Some(o), Some(m)) if o.dev == m.dev() && o.ino == m.ino() => {
-                if m.len() < o.pos {
-                    Change::Shrank
-                } else {
-                    Change::None
+                let pos = o.reader.stream_position();
+                match pos {
+                    Ok(pos) if m.len() < pos => Change::Shrank,
+                    Ok(_) => Change::None,
+                    Err(e) => return Err(self.io("seek", e)),
                 }
             }
             (_, Some(_)) => Change::Replaced,
@@ -157,101 +198,86 @@ impl Follower {
         match change {
             Change::None => {}
             Change::Shrank => {
-                warn!(path = %self.path.display(), "followed file shrank: reading it again from the start");
+                warn!(path = %self.name, "followed file shrank: reading it again from the start");
                 self.stats.truncations += 1;
                 if let Some(o) = self.open.as_mut() {
-                    o.pos = 0;
-                    if let Err(e) = o.file.seek(SeekFrom::Start(0)) {
+                    if let Err(e) = o.reader.seek(SeekFrom::Start(0)) {
                         return Err(self.io("seek", e));
                     }
                 }
-                self.partial.clear();
-                self.discarding = false;
-                self.drain(&mut lines)?;
+                self.lines.reset();
+                self.drain(&mut out)?;
             }
             Change::Replaced => {
                 if self.open.is_some() {
-                    info!(path = %self.path.display(), "followed file rotated: reading the new file");
+                    info!(path = %self.name, "followed file rotated: reading the new file");
                     self.stats.rotations += 1;
                     // The old file's last line needs no newline: its writer moved on.
-                    self.flush_partial(&mut lines);
+                    if let Some(l) = self.lines.finish() {
+                        out.push(followed(&self.name, &l));
+                    }
                 }
+                self.lines.reset();
                 self.open = self.try_open()?;
-                self.drain(&mut lines)?;
+                self.drain(&mut out)?;
             }
         }
-        self.stats.lines += lines.len() as u64;
-        Ok(lines)
+        Ok(self.done(out))
     }
 
-    fn drain(&mut self, lines: &mut Vec<String>) -> Result<(), FollowError> {
-        let Some(mut o) = self.open.take() else {
-            return Ok(());
+    fn done(&mut self, out: Vec<Followed>) -> Vec<Followed> {
+        self.stats.lines += out.len() as u64;
+        out
+    }
+
+    /// Read lines into `out` up to the batch limit. True when the file was
+    /// read to its (current) end; `backlog` is set otherwise.
+    fn drain(&mut self, out: &mut Vec<Followed>) -> Result<bool, FollowError> {
+        self.backlog = false;
+        let Some(o) = self.open.as_mut() else {
+            return Ok(true);
         };
-        let r = self.drain_from(&mut o, lines);
-        self.open = Some(o);
-        r
-    }
-
-    fn drain_from(&mut self, o: &mut Open, lines: &mut Vec<String>) -> Result<(), FollowError> {
-        let mut buf = [0u8; 64 * 1024];
-        loop {
-            let n = match o.file.read(&mut buf) {
-                Ok(0) => return Ok(()),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(self.io("read", e)),
+        let mut bytes = 0;
+        while out.len() < BATCH_LINES && bytes < BATCH_BYTES {
+            let line = match self.lines.read(&mut o.reader, AtEnd::Wait) {
+                Ok(Some(l)) => l,
+                Ok(None) => return Ok(true),
+                Err(e) => {
+                    return Err(FollowError::Io {
+                        op: "read",
+                        path: self.name.clone(),
+                        source: e,
+                    })
+                }
             };
-            o.pos += n as u64;
-            let mut rest = &buf[..n];
-            while !rest.is_empty() {
-                let (chunk, complete, used) = match rest.iter().position(|&b| b == b'\n') {
-                    Some(i) => (&rest[..i], true, i + 1),
-                    None => (rest, false, rest.len()),
-                };
-                if !self.discarding {
-                    if self.partial.len() + chunk.len() > self.max_line {
-                        self.discarding = true;
-                        self.partial.clear();
-                        self.stats.oversized += 1;
-                        warn!(
-                            path = %self.path.display(),
-                            max_line = self.max_line,
-                            "followed file: line longer than {} bytes (hostlog.max_line): skipped",
-                            self.max_line
-                        );
-                    } else {
-                        self.partial.extend_from_slice(chunk);
-                    }
-                }
-                if complete {
-                    if self.discarding {
-                        self.discarding = false;
-                    } else {
-                        self.flush_partial(lines);
-                    }
-                }
-                rest = &rest[used..];
+            if let Line::TooLong { .. } = line {
+                self.stats.oversized += 1;
             }
-        }
-    }
-
-    fn flush_partial(&mut self, lines: &mut Vec<String>) {
-        if !self.partial.is_empty() {
-            let mut s = String::from_utf8_lossy(&self.partial).into_owned();
-            if s.ends_with('\r') {
-                s.pop();
+            let f = followed(&self.name, &line);
+            if let Followed::Line { text, .. } = &f {
+                bytes += text.len();
             }
-            lines.push(s);
+            out.push(f);
         }
-        self.partial.clear();
-        self.discarding = false;
+        self.backlog = true;
+        Ok(false)
     }
 }
 
-/// Follow `path`, polling every `interval`, parsing each line with
-/// [`super::parse_line_at`] and sending events on `tx`, until `shutdown`
-/// completes or the receiver is dropped. Bad lines are logged and counted.
+fn followed(name: &str, line: &Line<'_>) -> Followed {
+    match line.text(name) {
+        Ok(t) => Followed::Line {
+            no: line.no(),
+            text: t.to_string(),
+        },
+        Err(e) => Followed::Bad(e),
+    }
+}
+
+/// Follow `path`, polling every `interval` (at once while a backlog is
+/// being read), parsing each line with [`super::parse_line_at`] and
+/// sending events on `tx`, until `shutdown` completes or the receiver is
+/// dropped. Bad lines are logged and counted.
 pub async fn follow(
     mut follower: Follower,
     interval: Duration,
@@ -259,18 +285,14 @@ pub async fn follow(
     shutdown: impl Future<Output = ()>,
 ) -> Result<FollowStats, FollowError> {
     tokio::pin!(shutdown);
-    let name = follower.path.display().to_string();
-    let mut line_no = 0u64;
-    let mut rotations = 0;
+    let name = follower.name.clone();
     loop {
-        let lines = follower.poll()?;
-        if follower.stats.rotations + follower.stats.truncations != rotations {
-            rotations = follower.stats.rotations + follower.stats.truncations;
-            line_no = 0;
-        }
-        for line in lines {
-            line_no += 1;
-            match parse_line_at(&name, line_no, &line) {
+        for line in follower.poll()? {
+            let parsed = match &line {
+                Followed::Line { no, text } => parse_line_at(&name, *no, text),
+                Followed::Bad(e) => Err(e.clone()),
+            };
+            match parsed {
                 Ok(Some(ev)) => {
                     if tx.send(ev).await.is_err() {
                         return Ok(follower.stats);
@@ -280,12 +302,17 @@ pub async fn follow(
                 Err(e) => warn!("host log: bad record: {e}"),
             }
         }
+        let wait = if follower.has_backlog() {
+            Duration::ZERO
+        } else {
+            interval
+        };
         tokio::select! {
             () = &mut shutdown => {
                 debug!(path = %name, "follow stopped");
                 return Ok(follower.stats);
             }
-            () = tokio::time::sleep(interval) => {}
+            () = tokio::time::sleep(wait) => {}
         }
     }
 }
@@ -319,6 +346,18 @@ mod tests {
         }
     }
 
+    /// One poll as text: lines as they are, bad lines as `bad line N: …`.
+    fn poll(f: &mut Follower) -> Vec<String> {
+        f.poll()
+            .unwrap()
+            .into_iter()
+            .map(|l| match l {
+                Followed::Line { text, .. } => text,
+                Followed::Bad(e) => format!("bad {}: {}", e.location, e.problem),
+            })
+            .collect()
+    }
+
     fn append(path: &Path, s: &str) {
         let mut f = fs::OpenOptions::new()
             .create(true)
@@ -334,14 +373,14 @@ mod tests {
         let log = dir.0.join("events.jsonl");
         append(&log, "a1\na2\n");
         let mut f = Follower::new(&log, true, 1024).unwrap();
-        assert_eq!(f.poll().unwrap(), ["a1", "a2"]);
-        assert!(f.poll().unwrap().is_empty());
+        assert_eq!(poll(&mut f), ["a1", "a2"]);
+        assert!(poll(&mut f).is_empty());
 
         // A line is returned only once complete.
         append(&log, "a3 part");
-        assert!(f.poll().unwrap().is_empty());
+        assert!(poll(&mut f).is_empty());
         append(&log, "ial\r\n");
-        assert_eq!(f.poll().unwrap(), ["a3 partial"]);
+        assert_eq!(poll(&mut f), ["a3 partial"]);
 
         // Rename rotation; the writer still appends to the old file once,
         // then a new file appears at the path.
@@ -349,12 +388,12 @@ mod tests {
         fs::rename(&log, &old).unwrap();
         append(&old, "a4 late\na5 no newline");
         assert_eq!(
-            f.poll().unwrap(),
+            poll(&mut f),
             ["a4 late"],
             "path missing: keep reading the old file"
         );
         append(&log, "b1\n");
-        assert_eq!(f.poll().unwrap(), ["a5 no newline", "b1"]);
+        assert_eq!(poll(&mut f), ["a5 no newline", "b1"]);
         assert_eq!(f.stats().rotations, 1);
 
         // copytruncate: same inode, shorter. (As with tail -F, a file that
@@ -365,15 +404,51 @@ mod tests {
             .truncate(true)
             .open(&log)
             .unwrap();
-        assert!(f.poll().unwrap().is_empty());
+        assert!(poll(&mut f).is_empty());
         append(&log, "c1\n");
-        assert_eq!(f.poll().unwrap(), ["c1"]);
+        assert_eq!(poll(&mut f), ["c1"]);
         assert_eq!(f.stats().truncations, 1);
 
         // Oversized lines are skipped, the next one is kept.
         append(&log, &format!("{}\nc2\n", "x".repeat(2000)));
-        assert_eq!(f.poll().unwrap(), ["c2"]);
+        assert_eq!(
+            poll(&mut f),
+            [
+                "bad line 2: line longer than 1024 bytes (hostlog.max_line): skipped",
+                "c2"
+            ]
+        );
         assert_eq!(f.stats().oversized, 1);
+    }
+
+    #[test]
+    fn a_large_existing_file_is_read_in_bounded_batches() {
+        // Following an existing file from its start used to return all of
+        // it from the first poll (a 470 MB file: 520 MB peak).
+        let dir = TempDir::new();
+        let log = dir.0.join("big.jsonl");
+        let n = 50_000;
+        fs::write(&log, format!("{}\n", "y".repeat(99)).repeat(n)).unwrap();
+        let mut f = Follower::new(&log, true, 4096).unwrap();
+        let (mut total, mut polls, mut last_no) = (0, 0, 0);
+        loop {
+            let batch = f.poll().unwrap();
+            assert!(batch.len() <= BATCH_LINES, "{}", batch.len());
+            assert!(f.lines.capacity() <= 4096, "{}", f.lines.capacity());
+            total += batch.len();
+            polls += 1;
+            if let Some(Followed::Line { no, .. }) = batch.last() {
+                last_no = *no;
+            }
+            if !f.has_backlog() {
+                break;
+            }
+        }
+        assert_eq!(total, n);
+        assert_eq!(last_no, n as u64, "line numbers run on across batches");
+        assert!(polls > n / BATCH_LINES, "{polls} polls");
+        append(&log, "tail\n");
+        assert_eq!(poll(&mut f), ["tail"]);
     }
 
     #[test]
@@ -381,10 +456,10 @@ mod tests {
         let dir = TempDir::new();
         let log = dir.0.join("late.jsonl");
         let mut f = Follower::new(&log, false, 1024).unwrap();
-        assert!(f.poll().unwrap().is_empty());
+        assert!(poll(&mut f).is_empty());
         append(&log, "x1\n");
         assert_eq!(
-            f.poll().unwrap(),
+            poll(&mut f),
             ["x1"],
             "a file created later is read from its start"
         );
@@ -393,7 +468,7 @@ mod tests {
         append(&log2, "old\n");
         let mut g = Follower::new(&log2, false, 1024).unwrap();
         append(&log2, "new\n");
-        assert_eq!(g.poll().unwrap(), ["new"]);
+        assert_eq!(poll(&mut g), ["new"]);
     }
 
     #[tokio::test]

@@ -14,7 +14,10 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::fields::{Flavour, Raw, Val};
-use super::{Format, HostEvent, Outcome, ParseSummary, RecordError, RecordLocation, RecordProblem};
+use super::{
+    clip_message, Format, HostEvent, Outcome, ParseSummary, RecordError, RecordLocation,
+    RecordProblem,
+};
 
 /// Flavour of a JSON record from its first line (for [`super::detect_format`]).
 pub(super) fn detect_flavour(first_line: &[u8]) -> Format {
@@ -53,32 +56,51 @@ pub(super) fn detect_flavour(first_line: &[u8]) -> Format {
     }
 }
 
-/// One JSON object per line.
+/// One JSON object per line, up to the first line for which `until` is
+/// true (the end of a run of JSON lines in a mixed input); returns the
+/// bytes read. `first_line` is the line number of `text`'s first line in
+/// the input. `format` forces a flavour (`Auto`: each record's own keys
+/// tell).
 pub(super) fn parse_lines(
     name: &str,
     text: &str,
+    first_line: u64,
     format: Format,
+    until: impl Fn(&str) -> bool,
     summary: &mut ParseSummary,
     out: &mut Vec<HostEvent>,
-) {
+) -> usize {
     let forced = match format {
         Format::Winlogbeat => Some(Flavour::Winlogbeat),
         Format::Nxlog => Some(Flavour::Nxlog),
         Format::EvtxDump => Some(Flavour::Windows),
         _ => None,
     };
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
+    let mut pos = 0;
+    for (i, raw) in text.split_inclusive('\n').enumerate() {
+        if until(raw) {
+            break;
+        }
+        pos += raw.len();
+        let line = raw.trim();
         if line.is_empty() {
             continue;
         }
         let outcome = parse_record(line, forced).map_err(|problem| RecordError {
             input: name.to_string(),
-            location: RecordLocation::Line(i as u64 + 1),
+            location: RecordLocation::Line(first_line + i as u64),
             problem,
         });
         summary.record(outcome, out);
     }
+    pos
+}
+
+/// True for an evtx_dump `-o json` header line, `Record <n>`.
+pub(super) fn is_dump_header(line: &str) -> bool {
+    line.trim_end()
+        .strip_prefix("Record ")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// evtx_dump output: `-o jsonl` (one object per line) or `-o json`
@@ -90,44 +112,116 @@ pub(super) fn parse_evtx_dump(
     out: &mut Vec<HostEvent>,
 ) {
     if !text.trim_start().starts_with("Record ") {
-        return parse_lines(name, text, Format::EvtxDump, summary, out);
+        parse_lines(name, text, 1, Format::EvtxDump, |_| false, summary, out);
+        return;
     }
-    // Split at header lines; each block is one record, named by its header
-    // line number.
-    let mut block: Option<(u64, usize)> = None; // (header line no, body start byte)
-    let mut pos = 0usize;
-    let finish = |hdr: u64, body: &str, summary: &mut ParseSummary, out: &mut Vec<HostEvent>| {
-        let outcome =
-            parse_record(body.trim(), Some(Flavour::Windows)).map_err(|problem| RecordError {
-                input: name.to_string(),
-                location: RecordLocation::Line(hdr),
-                problem,
-            });
-        summary.record(outcome, out);
-    };
-    for (i, line) in text.split_inclusive('\n').enumerate() {
-        let is_header = line
-            .trim_end()
-            .strip_prefix("Record ")
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-        if is_header {
-            if let Some((hdr, start)) = block.take() {
-                finish(hdr, &text[start..pos], summary, out);
+    let mut pos = 0;
+    let mut line_no = 1;
+    while pos < text.len() {
+        let rest = &text[pos..];
+        let used = if is_dump_header(first_line(rest)) {
+            dump_block(name, rest, line_no, summary, out)
+        } else {
+            let line = first_line(rest);
+            if is_object_line(line) {
+                // A `-o jsonl` line among the blocks.
+                let outcome =
+                    parse_record(line, Some(Flavour::Windows)).map_err(|problem| RecordError {
+                        input: name.to_string(),
+                        location: RecordLocation::Line(line_no),
+                        problem,
+                    });
+                summary.record(outcome, out);
+            } else if !line.trim().is_empty() {
+                let e = RecordError {
+                    input: name.to_string(),
+                    location: RecordLocation::Line(line_no),
+                    problem: RecordProblem::Json("text outside a `Record N` block".into()),
+                };
+                summary.record(Err(e), out);
             }
-            block = Some((i as u64 + 1, pos + line.len()));
-        } else if block.is_none() && !line.trim().is_empty() {
-            let e = RecordError {
-                input: name.to_string(),
-                location: RecordLocation::Line(i as u64 + 1),
-                problem: RecordProblem::Json("text outside a `Record N` block".into()),
+            line.len()
+        };
+        line_no += newlines(&rest[..used]);
+        pos += used;
+    }
+}
+
+/// The first line of `text`, with its newline.
+pub(super) fn first_line(text: &str) -> &str {
+    text.find('\n').map_or(text, |i| &text[..=i])
+}
+
+/// Newlines in `text`.
+pub(super) fn newlines(text: &str) -> u64 {
+    text.bytes().filter(|&b| b == b'\n').count() as u64
+}
+
+/// One `Record N` block at the start of `text` (header on line `hdr`): the
+/// header line, then one JSON value, however it is laid out. Returns the
+/// bytes it spans (through the end of the value's last line). A body that
+/// is not JSON is one bad record spanning up to the next header.
+pub(super) fn dump_block(
+    name: &str,
+    text: &str,
+    hdr: u64,
+    summary: &mut ParseSummary,
+    out: &mut Vec<HostEvent>,
+) -> usize {
+    let header = first_line(text).len();
+    let body = &text[header..];
+    let err = |problem| RecordError {
+        input: name.to_string(),
+        location: RecordLocation::Line(hdr),
+        problem,
+    };
+    let mut values = serde_json::Deserializer::from_str(body).into_iter::<IgnoredAny>();
+    match values.next() {
+        Some(Ok(_)) => {
+            let end = values.byte_offset();
+            let after = first_line(&body[end..]);
+            let outcome = if after.trim().is_empty() {
+                parse_record(&body[..end], Some(Flavour::Windows))
+            } else {
+                Err(RecordProblem::Json(format!(
+                    "text after the record: {:?}",
+                    super::clip(after.trim())
+                )))
             };
-            summary.record(Err(e), out);
+            summary.record(outcome.map_err(err), out);
+            header + end + after.len()
         }
-        pos += line.len();
+        other => {
+            let problem = match other {
+                Some(Err(e)) => RecordProblem::Json(clip_message(e)),
+                _ => RecordProblem::Json("`Record N` header without a record".into()),
+            };
+            summary.record(Err(err(problem)), out);
+            // Resynchronise at the next header, or at a line that is a
+            // whole JSON object (no line of a pretty-printed body is).
+            let mut used = header;
+            while used < text.len() {
+                let line = first_line(&text[used..]);
+                if is_dump_header(line) || is_object_line(line) {
+                    break;
+                }
+                used += line.len();
+            }
+            used
+        }
     }
-    if let Some((hdr, start)) = block {
-        finish(hdr, &text[start..], summary, out);
+}
+
+/// True when `line` is one whole JSON object (and nothing else).
+pub(super) fn is_object_line(line: &str) -> bool {
+    if !line.trim_start().starts_with('{') {
+        return false;
     }
+    let mut d = serde_json::Deserializer::from_str(line);
+    de::Deserialize::deserialize(&mut d)
+        .map(|IgnoredAny| ())
+        .and_then(|()| d.end())
+        .is_ok()
 }
 
 /// Parse one JSON record. `forced` overrides the flavour told by the keys.
@@ -140,7 +234,7 @@ pub(super) fn parse_record(text: &str, forced: Option<Flavour>) -> Result<Outcom
             ctx: Ctx::Top,
         })
         .and_then(|seen| de.end().map(|()| seen))
-        .map_err(|e| RecordProblem::Json(e.to_string()))?;
+        .map_err(|e| RecordProblem::Json(clip_message(e)))?;
     raw.flavour = forced.unwrap_or(if seen.winlog {
         Flavour::Winlogbeat
     } else if seen.event {
@@ -168,7 +262,7 @@ enum Ctx {
     EventData,
     /// Winlogbeat `winlog`.
     Winlog,
-    /// Winlogbeat `winlog.user` / ECS `user`.
+    /// ECS `user` (the event's subject; Winlogbeat's `winlog.user` is skipped).
     EcsUser,
     /// ECS `event`.
     EcsEvent,
@@ -330,7 +424,10 @@ fn action(ctx: Ctx, key: &str) -> Action {
         (Ctx::System, "TimeCreated" | "TimeCreated_attributes") => Nest(Ctx::TimeCreated),
         (Ctx::Provider | Ctx::TimeCreated, "#attributes") => Nest(ctx),
         (Ctx::Winlog, "event_data") => Nest(Ctx::EventData),
-        (Ctx::Winlog, "user") => Nest(Ctx::EcsUser),
+        // The account the *logging* service runs as (SYSTEM for Sysmon),
+        // not the event's subject: the record's own `user` and event data
+        // name that.
+        (Ctx::Winlog, "user") => Skip,
         (Ctx::EcsProcess, "parent") => Nest(Ctx::EcsParent),
         (Ctx::Winlog | Ctx::EcsProcess | Ctx::EventData | Ctx::System, "#attributes") => Skip,
         (
@@ -376,6 +473,8 @@ impl<'de> ObjVisitor<'_, 'de> {
                     "event_id" => raw.set_system("EventID", v),
                     "record_id" => raw.set_system("EventRecordID", v),
                     "provider_name" => raw.set_system("Provider", v),
+                    // `System/TimeCreated/@SystemTime` as Winlogbeat names it.
+                    "time_created" => raw.set_system("SystemTime", v),
                     _ => false,
                 };
             }
@@ -407,7 +506,12 @@ impl<'de> ObjVisitor<'_, 'de> {
                 "port" => raw.ecs.dst_port = Some(v),
                 _ => {}
             },
-            Ctx::EcsNetwork if key == "direction" => raw.ecs.direction = Some(v),
+            Ctx::EcsNetwork => match key {
+                "direction" => raw.ecs.direction = Some(v),
+                "transport" => raw.ecs.transport = Some(v),
+                "iana_number" => raw.ecs.iana_number = Some(v),
+                _ => {}
+            },
             _ => {}
         }
     }

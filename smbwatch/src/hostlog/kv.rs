@@ -7,13 +7,18 @@
 use super::fields::{Flavour, Raw, Val};
 use super::{clip, HostEvent, ParseSummary, RecordError, RecordLocation, RecordProblem};
 
-/// Every record of a `Key: Value` document.
+/// Every record of a `Key: Value` document, up to the first line for
+/// which `until` is true (the end of a run in a mixed input); returns the
+/// bytes read. `first_line_no` is the line number of `text`'s first line
+/// in the input.
 pub(super) fn parse_records(
     name: &str,
     text: &str,
+    first_line_no: u64,
+    until: impl Fn(&str) -> bool,
     summary: &mut ParseSummary,
     out: &mut Vec<HostEvent>,
-) {
+) -> usize {
     let mut first_line: Option<u64> = None;
     let mut raw = Raw::new(Flavour::Windows);
     let mut problem: Option<RecordProblem> = None;
@@ -37,8 +42,13 @@ pub(super) fn parse_records(
             out,
         );
     };
-    for (i, line) in text.lines().enumerate() {
-        let n = i as u64 + 1;
+    let mut pos = 0;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        if until(line) {
+            break;
+        }
+        pos += line.len();
+        let n = first_line_no + i as u64;
         let t = line.trim();
         if t.is_empty() || t == "---" {
             flush(&mut first_line, &mut raw, &mut problem, summary, out);
@@ -64,6 +74,7 @@ pub(super) fn parse_records(
         }
     }
     flush(&mut first_line, &mut raw, &mut problem, summary, out);
+    pos
 }
 
 fn unquote(v: &str) -> &str {

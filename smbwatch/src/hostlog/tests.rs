@@ -168,9 +168,9 @@ fn xml_events_with_bad_ones() {
     assert_eq!(sum.skipped_by_id.get(&7045), Some(&1));
     assert_eq!(
         sum.errors[0].to_string(),
-        "wef.xml: record 3: invalid DestinationPort: \"4 4 5\""
+        "wef.xml: line 5: invalid DestinationPort: \"4 4 5\""
     );
-    assert_eq!(sum.errors[1].location, RecordLocation::Record(4));
+    assert_eq!(sum.errors[1].location, RecordLocation::Line(6));
     assert!(matches!(sum.errors[1].problem, RecordProblem::Xml(_)));
 }
 

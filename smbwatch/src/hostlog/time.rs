@@ -96,15 +96,30 @@ pub(crate) fn parse(s: &str) -> Option<Stamp> {
         }
         _ => return None,
     };
-    // Leap seconds (:60) are folded onto :59.999… by chrono's nanos > 1e9 rule.
+    // A leap second (:60, which Windows does not write but a forwarder
+    // might) is clamped to the minute's last nanosecond: chrono's own
+    // leap-second form prints as `:60`, which RFC 5424 and ECS consumers
+    // refuse, and sorts oddly.
     let (sec, nanos) = if sec == 60 {
-        (59, nanos + 1_000_000_000)
+        (59, 999_999_999)
     } else {
         (sec, nanos)
     };
     let naive = NaiveDate::from_ymd_opt(year as i32, month, day)?
         .and_hms_nano_opt(hour, min, sec, nanos)?;
     Some(Stamp { naive, offset })
+}
+
+/// Host-event times accepted: from 1970-01-01T00:00:00Z (the Unix epoch;
+/// nothing Windows logs is older) up to, not including,
+/// 2201-01-01T00:00:00Z — far beyond any real clock and well within every
+/// consumer's date range (year 9999 or an epoch of 8·10¹⁸ µs, year 255479,
+/// are not). As Unix seconds.
+pub(crate) const TIME_RANGE: std::ops::Range<i64> = 0..7_289_654_400;
+
+/// True when `t` lies in [`TIME_RANGE`].
+pub(crate) fn in_range(t: DateTime<Utc>) -> bool {
+    TIME_RANGE.contains(&t.timestamp())
 }
 
 /// A Unix epoch number as NXLog writes `integer($EventTime)` (microseconds)
@@ -192,6 +207,22 @@ mod tests {
             Some(utc("2020-09-20T06:57:46Z"))
         );
         assert_eq!(from_epoch(i64::MAX), None);
+    }
+
+    #[test]
+    fn range_bounds_match_their_text() {
+        const MIN_TIME: &str = "1970-01-01T00:00:00Z";
+        const MAX_TIME: &str = "2200-12-31T23:59:59.999999999Z";
+        assert!(in_range(utc(MIN_TIME)));
+        assert!(in_range(utc(MAX_TIME)));
+        assert!(!in_range(utc(MIN_TIME) - chrono::Duration::nanoseconds(1)));
+        assert!(!in_range(utc(MAX_TIME) + chrono::Duration::nanoseconds(1)));
+    }
+
+    #[test]
+    fn leap_second_is_an_ordinary_time() {
+        let s = parse("2016-12-31T23:59:60Z").unwrap();
+        assert_eq!(s.utc(), Some(utc("2016-12-31T23:59:59.999999999Z")));
     }
 
     #[test]

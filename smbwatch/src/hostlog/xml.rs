@@ -13,76 +13,92 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
 use super::fields::{Flavour, Raw, Val};
-use super::{HostEvent, Outcome, ParseSummary, RecordError, RecordLocation, RecordProblem};
+use super::{
+    clip_message, HostEvent, Outcome, ParseSummary, RecordError, RecordLocation, RecordProblem,
+};
 
 /// Byte spans of `<Event …>…</Event>` elements, or of a trailing
 /// unterminated `<Event` (which then fails to parse and is reported).
+///
+/// One pass over the `<` of the document: an `<Event` start opens a span
+/// (closing any open one there, so a self-closing or broken start gets an
+/// error of its own), `</Event>` closes the open span, an end tag with none
+/// open is ignored. Linear in the input whatever it holds: a line of
+/// repeated `<Event>` starts used to search the rest of the line for
+/// `</Event>` once per start.
 fn event_spans(doc: &str) -> Vec<(usize, usize)> {
-    let b = doc.as_bytes();
     let mut spans = Vec::new();
-    let mut at = 0;
-    while let Some(start) = find_event_start(b, at) {
-        match find(b, b"</Event>", start).map(|e| e + b"</Event>".len()) {
-            Some(end) => {
-                // A self-closing or broken start may leave another `<Event`
-                // before this end tag: cut there so each gets its own error.
-                let next = find_event_start(b, start + 1).filter(|&n| n < end);
-                let end = next.unwrap_or(end);
-                spans.push((start, end));
-                at = end;
-            }
-            None => {
-                spans.push((start, b.len()));
-                break;
-            }
-        }
+    let mut scan = SpanScanner::default();
+    scan.feed(doc.as_bytes(), 0, |s| spans.push(s));
+    if let Some(start) = scan.open {
+        spans.push((start, doc.len()));
     }
     spans
 }
 
-fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-    hay.get(from..)?
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .map(|p| p + from)
+/// The state of the `<Event>` cutter between pieces of a document.
+#[derive(Default)]
+pub(super) struct SpanScanner {
+    /// Start of the span being read, if one is open.
+    pub open: Option<usize>,
 }
 
-/// `<Event` followed by whitespace, `>` or `/` (not `<Events>`, `<EventData>`, `<EventID>`).
-fn find_event_start(b: &[u8], mut from: usize) -> Option<usize> {
-    loop {
-        let p = find(b, b"<Event", from)?;
-        match b.get(p + 6) {
-            Some(b' ' | b'>' | b'\t' | b'\r' | b'\n' | b'/') => return Some(p),
-            _ => from = p + 6,
+impl SpanScanner {
+    /// Scan `b` (which starts at byte `base` of the document), calling
+    /// `span` for every span closed in it.
+    pub fn feed(&mut self, b: &[u8], base: usize, mut span: impl FnMut((usize, usize))) {
+        const END: &[u8] = b"</Event>";
+        let mut at = 0;
+        while let Some(p) = b[at..].iter().position(|&c| c == b'<').map(|p| p + at) {
+            at = p + 1;
+            let rest = &b[p..];
+            if is_event_start(rest) {
+                if let Some(start) = self.open.replace(base + p) {
+                    span((start, base + p));
+                }
+                at = p + 6;
+            } else if rest.starts_with(END) {
+                if let Some(start) = self.open.take() {
+                    span((start, base + p + END.len()));
+                }
+                at = p + END.len();
+            }
         }
     }
 }
 
-/// A whole document: every `<Event>` in it.
+/// `<Event` followed by whitespace, `>` or `/` (not `<Events>`, `<EventData>`, `<EventID>`).
+fn is_event_start(b: &[u8]) -> bool {
+    b.starts_with(b"<Event") && matches!(b.get(6), Some(b' ' | b'>' | b'\t' | b'\r' | b'\n' | b'/'))
+}
+
+/// A whole document: every `<Event>` in it. Records are named by the line
+/// their `<Event` starts on; `first_line` is the line number of `doc`'s
+/// first line in the input.
 pub(super) fn parse_document(
     name: &str,
     doc: &str,
+    first_line: u64,
     summary: &mut ParseSummary,
     out: &mut Vec<HostEvent>,
 ) {
     let spans = event_spans(doc);
+    let err = |line, problem| RecordError {
+        input: name.to_string(),
+        location: RecordLocation::Line(line),
+        problem,
+    };
     if spans.is_empty() && !doc.trim().is_empty() {
-        summary.record(
-            Err(RecordError {
-                input: name.to_string(),
-                location: RecordLocation::Record(1),
-                problem: RecordProblem::Xml("no <Event> element found".into()),
-            }),
-            out,
-        );
+        let problem = RecordProblem::Xml("no <Event> element found".into());
+        summary.record(Err(err(first_line, problem)), out);
         return;
     }
-    for (i, (s, e)) in spans.into_iter().enumerate() {
-        let outcome = parse_event(&doc[s..e]).map_err(|problem| RecordError {
-            input: name.to_string(),
-            location: RecordLocation::Record(i as u64 + 1),
-            problem,
-        });
+    // Line numbers counted incrementally: spans come in document order.
+    let (mut line, mut counted) = (first_line, 0);
+    for (s, e) in spans {
+        line += super::json::newlines(&doc[counted..s]);
+        counted = s;
+        let outcome = parse_event(&doc[s..e]).map_err(|p| err(line, p));
         summary.record(outcome, out);
     }
 }
@@ -115,13 +131,19 @@ enum Pending {
 }
 
 fn xml_err(e: impl std::fmt::Display) -> RecordProblem {
-    RecordProblem::Xml(e.to_string())
+    RecordProblem::Xml(clip_message(e))
 }
 
 /// An attribute's value. Owned: quick-xml ties attribute borrows to the
 /// start tag, not to the input; the few attributes read per event are short.
+///
+/// quick-xml's duplicate check compares each attribute with every earlier
+/// one (quadratic in a crafted element's attribute count); it is off, and
+/// the first attribute of a name wins.
 fn attr(e: &BytesStart<'_>, name: &str) -> Result<Option<String>, RecordProblem> {
-    for a in e.attributes() {
+    let mut attrs = e.attributes();
+    attrs.with_checks(false);
+    for a in attrs {
         let a = a.map_err(xml_err)?;
         if a.key.local_name().as_ref() == name.as_bytes() {
             return Ok(Some(a.unescape_value().map_err(xml_err)?.into_owned()));
