@@ -26,9 +26,9 @@ pub fn rsyslogd() -> Option<PathBuf> {
         .map(PathBuf::from)
         .find(|p| p.exists());
     if found.is_none() {
-        eprintln!(
-            "SKIP: rsyslogd not installed (apt-get install -y rsyslog rsyslog-gnutls); \
-             the syslog sink was not tested against a real collector"
+        crate::skip(
+            "rsyslogd not installed (apt-get install -y rsyslog rsyslog-gnutls); \
+             the syslog sink was not tested against a real collector",
         );
     }
     found
@@ -37,7 +37,7 @@ pub fn rsyslogd() -> Option<PathBuf> {
 pub fn gtls_available() -> bool {
     let ok = GTLS_DRIVERS.iter().any(|p| Path::new(p).exists());
     if !ok {
-        eprintln!("SKIP: rsyslog's gtls driver not installed (apt-get install -y rsyslog-gnutls)");
+        crate::skip("rsyslog's gtls driver not installed (apt-get install -y rsyslog-gnutls)");
     }
     ok
 }

@@ -20,10 +20,10 @@ fn data() -> Option<PathBuf> {
     if d.is_dir() {
         Some(d.to_owned())
     } else {
-        eprintln!(
-            "SKIP: {} absent (public captures and logs; see its README)",
+        integration_tests::skip(&format!(
+            "{} absent (public captures and logs; see its README)",
             d.display()
-        );
+        ));
         None
     }
 }

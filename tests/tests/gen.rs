@@ -94,7 +94,7 @@ fn generator_counts_match_the_data_plane_exactly() {
 fn trafgen_configs_count_as_documented() {
     require_root();
     if integration_tests::netns::run("trafgen", ["-v"]).is_err() {
-        eprintln!("skipping: trafgen (netsniff-ng) is not installed");
+        integration_tests::skip("trafgen (netsniff-ng) is not installed");
         return;
     }
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/trafgen");

@@ -25,10 +25,10 @@ fn data(name: &str) -> Option<PathBuf> {
     if p.exists() {
         Some(p)
     } else {
-        eprintln!(
-            "skipping: {} not found (the shared test captures are not part of the repository)",
+        integration_tests::skip(&format!(
+            "{} not found (the shared test captures are not part of the repository)",
             p.display()
-        );
+        ));
         None
     }
 }
