@@ -131,6 +131,16 @@ impl Daemon {
         }
     }
 
+    /// Like [`Daemon::stop`], and returns everything it wrote on stderr.
+    pub fn stop_with_stderr(self) -> Result<(i32, String)> {
+        let stderr = self.stderr.clone();
+        let code = self.stop()?;
+        // The reader thread gets the last lines when the pipe closes.
+        std::thread::sleep(Duration::from_millis(300));
+        let s = stderr.lock().unwrap().clone();
+        Ok((code, s))
+    }
+
     /// Sends SIGTERM and waits; returns the exit code.
     pub fn stop(mut self) -> Result<i32> {
         // SAFETY: plain kill(2) on our child.

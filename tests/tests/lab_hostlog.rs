@@ -154,3 +154,52 @@ fn forwarded_event_is_joined_to_the_live_pair() {
     assert_eq!(daemon.stop().unwrap(), 0, "the daemon kept running");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// SIGTERM right after start: the host events of a `--host-log` file are
+/// all processed before the daemon exits, not dropped with the runtime.
+#[test]
+fn sigterm_processes_host_events_already_accepted() {
+    require_root();
+    let lab = Lab::new(1).expect("lab");
+    let dir = temp_dir("lab-hostlog-stop");
+    let log = dir.join("sysmon.jsonl");
+    let server = lab.server_v4[0];
+    let lines: Vec<String> = (0..5000u32)
+        .map(|i| {
+            let utc = format!("2026-11-30 10:{:02}:{:02}.000", (i / 60) % 60, i % 60);
+            sysmon3(
+                "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe",
+                "192.0.2.10",
+                40000 + (i % 20000) as u16,
+                server,
+                &utc,
+            )
+        })
+        .collect();
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let json = dir.join("alerts.json");
+    let daemon = Daemon::start(
+        &lab.gateway,
+        &[
+            "--iface",
+            GW_ATTACKER_IF,
+            "--iface",
+            GW_SERVERS_IF,
+            "--json",
+            json.to_str().unwrap(),
+            "--host-log",
+            log.to_str().unwrap(),
+        ],
+    )
+    .expect("daemon");
+    let (code, stderr) = daemon.stop_with_stderr().unwrap();
+    assert_eq!(code, 0);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("drain finished"))
+        .unwrap_or_else(|| panic!("no drain report: {stderr}"));
+    assert!(
+        line.contains("host_events=5000"),
+        "every accepted host event was processed: {line}"
+    );
+}

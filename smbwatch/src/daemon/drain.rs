@@ -29,8 +29,12 @@ use crate::{
     pipeline::Pipeline,
 };
 
-/// Host events taken per turn of the loop; the rest wait for the next turn.
+/// Host events taken before the ring buffer is looked at again.
 const HOST_BATCH: usize = 256;
+
+/// How long the final pass waits for the inputs to hand over what they had
+/// accepted before the stop (they close their ends when done).
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// How often unanswered pairs are aged (TRW failures after the response
 /// timeout) and the clock re-measured.
@@ -69,19 +73,17 @@ impl DrainLoop {
         let mut clock = MonotonicClock::new();
         let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
         let fd = self.ring.as_raw_fd();
+        let mut backlog = false;
         while !self.stop.load(Ordering::Relaxed) {
-            wait_readable(fd, RING_DRAIN_INTERVAL_MS as i32);
+            // With host events waiting, only look at the ring and go on.
+            let wait = if backlog {
+                0
+            } else {
+                RING_DRAIN_INTERVAL_MS as i32
+            };
+            wait_readable(fd, wait);
             self.drain_ring(&clock, &mut report);
-            for _ in 0..HOST_BATCH {
-                match self.host_rx.try_recv() {
-                    Ok(ev) => {
-                        report.host_events += 1;
-                        let alerts = self.pipeline.host_event(&ev);
-                        self.send(alerts, &mut report);
-                    }
-                    Err(_) => break,
-                }
-            }
+            backlog = self.host_batch(&mut report, false) == HOST_BATCH;
             if Instant::now() >= next_housekeeping {
                 next_housekeeping = Instant::now() + HOUSEKEEPING;
                 clock.resync();
@@ -97,16 +99,55 @@ impl DrainLoop {
                 }
             }
         }
-        // Final pass: what the kernel and the inputs handed over before the
-        // stop is processed, not dropped.
-        self.drain_ring(&clock, &mut report);
-        while let Ok(ev) = self.host_rx.try_recv() {
-            report.host_events += 1;
-            report.host_events_at_stop += 1;
-            let alerts = self.pipeline.host_event(&ev);
-            self.send(alerts, &mut report);
+        // Final pass: what the kernel and the inputs accepted before the stop
+        // is processed, not dropped. The inputs close their ends of the
+        // channel once they have handed over what they hold.
+        let deadline = Instant::now() + STOP_GRACE;
+        loop {
+            self.drain_ring(&clock, &mut report);
+            let n = self.host_batch(&mut report, true);
+            match self.host_rx.try_recv() {
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Ok(ev) => {
+                    self.host(&ev, &mut report, true);
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Empty) if n == 0 => {
+                    if Instant::now() >= deadline {
+                        tracing::warn!(
+                            "host-log inputs did not finish within {STOP_GRACE:?} of the stop; \
+                             events they still held are not processed"
+                        );
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
         }
         report
+    }
+
+    /// Up to [`HOST_BATCH`] queued host events through the pipeline.
+    fn host_batch(&mut self, report: &mut DrainReport, stopping: bool) -> usize {
+        let mut n = 0;
+        while n < HOST_BATCH {
+            let Ok(ev) = self.host_rx.try_recv() else {
+                break;
+            };
+            self.host(&ev, report, stopping);
+            n += 1;
+        }
+        n
+    }
+
+    fn host(&mut self, ev: &HostEvent, report: &mut DrainReport, stopping: bool) {
+        report.host_events += 1;
+        if stopping {
+            report.host_events_at_stop += 1;
+        }
+        let alerts = self.pipeline.host_event(ev);
+        self.send(alerts, report);
     }
 
     fn drain_ring(&mut self, clock: &MonotonicClock, report: &mut DrainReport) {

@@ -4,7 +4,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::{
     config::HostlogConfig,
@@ -25,35 +25,54 @@ const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Starts every configured input; returns the receiving end. The listener
 /// binds here, so a port in use fails start-up with a clear error.
+///
+/// When `shutdown` turns true every input stops taking new data, hands over
+/// what it has already accepted and drops its sender, so the channel closes
+/// and the pipeline knows it has seen everything.
 pub(crate) async fn spawn(
     cfg: &HostlogConfig,
     files: &[PathBuf],
+    shutdown: watch::Receiver<bool>,
 ) -> Result<mpsc::Receiver<HostEvent>, String> {
     let (tx, rx) = mpsc::channel(CHANNEL);
     for path in files {
         let tx = tx.clone();
+        let stop = stopped(shutdown.clone());
         if path.as_os_str() == "-" {
-            tokio::spawn(read_stdin(tx, cfg.max_line));
+            let max_line = cfg.max_line;
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = read_stdin(tx, max_line) => {}
+                    () = stop => {}
+                }
+            });
         } else if cfg.follow {
             let follower = Follower::new(path, true, cfg.max_line).map_err(|e| e.to_string())?;
             let name = path.display().to_string();
             tokio::spawn(async move {
-                // The task ends with the runtime, at daemon shutdown.
-                if let Err(e) = follow(follower, FOLLOW_INTERVAL, tx, std::future::pending()).await
-                {
+                if let Err(e) = follow(follower, FOLLOW_INTERVAL, tx, stop).await {
                     tracing::error!(error = %e, path = name, "following host log stopped");
                 }
             });
         } else {
+            // A file named on the command line was accepted as a whole: it
+            // is handed over in full even across a stop (the pipeline's final
+            // pass waits for it, within its grace period).
+            drop(stop);
             tokio::spawn(read_once(path.clone(), tx));
         }
     }
     if let Some(lcfg) = ListenerConfig::from_hostlog(cfg)? {
         let listener = Listener::bind(lcfg).await.map_err(|e| e.to_string())?;
         tracing::info!(addr = %listener.local_addr(), "listening for forwarded host events");
-        tokio::spawn(listener.run(tx, std::future::pending()));
+        tokio::spawn(listener.run(tx, stopped(shutdown)));
     }
     Ok(rx)
+}
+
+/// Resolves once `shutdown` is true (or its sender is gone).
+async fn stopped(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|&s| s).await;
 }
 
 async fn read_once(path: PathBuf, tx: mpsc::Sender<HostEvent>) {

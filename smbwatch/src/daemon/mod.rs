@@ -148,7 +148,8 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
     let sinks = AlertSinks::from_config(&json, cfg.alert.syslog.then_some(&cfg.syslog))?;
     let events = (cfg.alert.events || sinks.is_empty()).then(StdoutEvents::new);
     let pipeline = Pipeline::new(cfg);
-    let host_rx = inputs::spawn(&cfg.hostlog, &opts.host_logs)
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let host_rx = inputs::spawn(&cfg.hostlog, &opts.host_logs, shutdown_rx)
         .await
         .map_err(|e| DaemonError::HostLog(e.to_string()))?;
 
@@ -232,6 +233,9 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
             _ = sigint.recv() => { tracing::info!("SIGINT: detaching"); break; }
         }
     }
+    // Inputs stop taking data and hand over what they accepted; the drain
+    // thread drains the ring buffer and the host channel a last time.
+    let _ = shutdown_tx.send(true);
     stop.store(true, Ordering::Relaxed);
     let report = done_rx.await.unwrap_or_default();
     let stats = dp.stats()?;
