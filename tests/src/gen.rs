@@ -335,6 +335,17 @@ impl Plan {
         Ok(plan)
     }
 
+    /// A plan of these frames, each sent once (hand-made traffic such as a
+    /// scanner's probes; counts are not predicted).
+    pub fn from_frames(frames: &[Vec<u8>]) -> Self {
+        let mut p = Self::default();
+        for f in frames {
+            p.calls.push((p.bytes.len() as u32, f.len() as u16, 1));
+            p.bytes.extend_from_slice(f);
+        }
+        p
+    }
+
     /// Calls (distinct frames) in the plan.
     pub fn calls(&self) -> usize {
         self.calls.len()

@@ -11,6 +11,7 @@
 //! where a ratio is what matters. Method notes live in BENCHMARKS.md.
 
 pub mod e2e;
+pub mod flood;
 pub mod user;
 pub mod xdp;
 

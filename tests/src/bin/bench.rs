@@ -18,7 +18,7 @@ struct Args {
     /// Shorter runs and fewer rounds (same method).
     #[arg(long)]
     quick: bool,
-    /// Run only these parts (comma-separated or repeated): xdp, e2e, user.
+    /// Run only these parts (comma-separated or repeated): xdp, e2e, user, flood.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Rounds (default: 5, or 3 with --quick).
@@ -60,6 +60,9 @@ fn main() -> Result<()> {
     }
     if wants("user") {
         sections.push(bench::user::run(&effort).context("user-space benchmark")?);
+    }
+    if wants("flood") {
+        sections.push(bench::flood::run(&effort).context("flood benchmark")?);
     }
     let report = Report {
         machine,
