@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result};
 use serde_json::{json, Value};
 use smbwatch::packet::Segment;
 
-use super::{e2e::pid_with_arg, fmt_num, Effort, Goal, Section, Table};
+use super::{fmt_num, procs::pid_with_arg, Effort, Goal, Section, Table};
 use crate::{
     daemon::Daemon,
     gen::{self, GenLab, Generator, Pace, Plan, Spec, ANCHOR_IF, RX_IF, TX_IF},

@@ -12,6 +12,8 @@
 
 pub mod e2e;
 pub mod flood;
+pub mod procs;
+pub mod tcpdump;
 pub mod user;
 pub mod xdp;
 
