@@ -22,12 +22,16 @@ use serde::{Deserialize, Serialize};
 use crate::alert::{Alert, AlertKind, ScanEvidence, Severity};
 use crate::event::{GatewayEvent, GatewayEventKind};
 
+pub mod bench;
 mod community_id;
+mod recent;
 mod table;
 mod trw;
 
 pub use community_id::{community_id_v1, PROTO_TCP};
-use table::{Key, Outcome, Table};
+use recent::Recent;
+pub use table::CLASSES;
+use table::{class_of, Key, Outcome, Table};
 use trw::{Decision, Trw};
 
 /// Detector settings: the `[detect]` section of the configuration file.
@@ -54,7 +58,8 @@ pub struct DetectConfig {
     /// unless the fan-out doubles or another alert kind fires.
     #[serde(with = "humantime_serde")]
     pub hold_down: Duration,
-    /// Most sources tracked at once (least recently active evicted first).
+    /// Most sources tracked at once. When full, the least recently active
+    /// source of the lowest fan-out class is evicted (see docs/detection.md).
     pub max_sources: usize,
     /// Most destinations tracked per source within its window; the count
     /// saturates here (the oldest destination is dropped).
@@ -120,6 +125,14 @@ pub struct DetectStats {
     pub pending_pairs: usize,
     /// Sources evicted because `max_sources` or `max_pairs` was reached.
     pub source_evictions: u64,
+    /// The same by fan-out class of the evicted source: 1 destination,
+    /// 2–3, 4–7, 8–15, 16–31, 32 or more.
+    pub source_evictions_by_class: [u64; CLASSES],
+    /// New records of evicted sources that came back to another destination
+    /// (admitted in the 2–3 class instead of probation).
+    pub recalled_sources: u64,
+    /// Pairs counted accepted then refused (RST after the SYN-ACK): made failures.
+    pub accepted_then_refused: u64,
     /// Destinations dropped because a source reached
     /// `max_destinations_per_source` (or was the only source left at `max_pairs`).
     pub destination_evictions: u64,
@@ -177,6 +190,11 @@ pub struct CapNotice {
     pub source: IpAddr,
 }
 
+/// Probation (one destination) keeps at least 1/8 of `max_sources`, so a
+/// new source has room to reach a second destination even when higher
+/// classes fill the table.
+const PROBATION_RESERVE_DIV: usize = 8;
+
 /// Notices kept until taken; more are only counted (`cap_hits`).
 const MAX_NOTICES: usize = 16;
 
@@ -203,6 +221,12 @@ pub struct Detector {
     /// `(prefix, threshold, window ns)`, most specific prefix first.
     overrides: Vec<(IpNet, u32, i64)>,
     table: Table,
+    /// Sources evicted recently, to recognise them when they come back.
+    recent: Recent,
+    /// Probation keeps at least this many sources before higher classes are evicted.
+    probation_reserve: usize,
+    /// Whether `recent` holds anything (saves its lookup until a first eviction).
+    evicted_any: bool,
     /// Latest event time (ns); `i64::MIN` before the first.
     now: i64,
     stats: DetectStats,
@@ -243,7 +267,10 @@ impl Detector {
             trw: Trw::new(cfg.trw_theta0, cfg.trw_theta1, cfg.trw_pd, cfg.trw_pf),
             overrides,
             // Start small; the slabs grow to the caps only if traffic needs it.
-            table: Table::with_capacity(max_sources.min(4096), max_pairs.min(16384)),
+            table: Table::new(max_sources, max_pairs, 4096, 16384),
+            recent: Recent::new(max_sources),
+            probation_reserve: max_sources / PROBATION_RESERVE_DIV,
+            evicted_any: false,
             now: i64::MIN,
             stats: DetectStats::default(),
             notices: Vec::new(),
@@ -326,39 +353,27 @@ impl Detector {
 
     fn new_pair(&mut self, src: IpAddr, ev: &GatewayEvent, now: i64, alerts: &mut Vec<Alert>) {
         let key = addr_key(src);
+        let dst = addr_key(ev.dst.to_canonical());
         let slot = match self.table.source(&key) {
             Some(slot) => {
-                self.table.touch(slot);
+                self.seen(slot, ev, now);
+                self.prune(slot, now);
+                if let Some(p) = self.table.pair(slot, &dst) {
+                    // Seen again within the window (a retransmission the
+                    // kernel reported twice, or a reconnect): still one
+                    // destination.
+                    self.table.refresh_pair(p, now, ev.sport);
+                    self.touch(slot);
+                    return;
+                }
                 slot
             }
             None => {
-                while self.table.source_count() >= self.max_sources {
-                    self.cap_hit(Cap::Sources, now, src);
-                    let lru = self
-                        .table
-                        .lru_tail()
-                        .expect("sources at cap, so one exists");
-                    self.table.remove_source(lru);
-                    self.stats.source_evictions += 1;
-                }
-                let (threshold, window) = self.limits(src);
-                self.table.insert_source(key, threshold, window, now)
+                let slot = self.admit(key, &dst, src, now);
+                self.seen(slot, ev, now);
+                slot
             }
         };
-        {
-            let s = &mut self.table.sources[slot as usize];
-            s.last_seen = now;
-            s.ifindex = ev.ifindex;
-            s.vlan = ev.vlan;
-        }
-        self.prune(slot, now);
-        let dst = addr_key(ev.dst.to_canonical());
-        if let Some(p) = self.table.pair(slot, &dst) {
-            // Seen again within the window (a retransmission the kernel
-            // reported twice, or a reconnect): still one destination.
-            self.table.refresh_pair(p, now, ev.sport);
-            return;
-        }
         if self.table.sources[slot as usize].distinct >= self.max_per_source {
             // Keep the newest destinations: the count saturates at the cap.
             if !self.table.sources[slot as usize].dest_cap_noticed {
@@ -372,14 +387,10 @@ impl Detector {
         }
         while self.table.pair_count() >= self.max_pairs {
             self.cap_hit(Cap::Pairs, now, src);
-            match self.table.lru_tail() {
-                // The current source was just touched, so the tail is
-                // another one unless it is the only source left.
-                Some(lru) if lru != slot => {
-                    self.table.remove_source(lru);
-                    self.stats.source_evictions += 1;
-                }
-                _ => {
+            match self.table.victim(self.probation_reserve, slot) {
+                Some(victim) => self.evict(victim),
+                // The only source left: drop its own oldest destination.
+                None => {
                     let oldest = self.table.sources[slot as usize].head;
                     self.table.remove_pair(oldest);
                     self.stats.destination_evictions += 1;
@@ -387,12 +398,76 @@ impl Detector {
             }
         }
         self.table.insert_pair(slot, dst, now, ev.sport, ev.dport);
+        self.touch(slot);
         let s = &self.table.sources[slot as usize];
         if s.distinct >= s.threshold {
             if let Some(alert) = self.maybe_alert(slot, AlertKind::SmbScanFanout, now) {
                 alerts.push(alert);
             }
         }
+    }
+
+    /// Start tracking a new source, evicting one if the table is full. A
+    /// source evicted recently with another destination comes back with
+    /// that destination counted in its class.
+    fn admit(&mut self, key: Key, dst: &Key, src: IpAddr, now: i64) -> u32 {
+        let recalled = self.evicted_any && self.recent.recall(&key, dst);
+        while self.table.source_count() >= self.max_sources {
+            self.cap_hit(Cap::Sources, now, src);
+            let victim = self
+                .table
+                .victim(self.probation_reserve, table::NIL)
+                .expect("sources at cap, so one exists");
+            self.evict(victim);
+        }
+        let (threshold, window) = self.limits(src);
+        let slot = self.table.insert_source(key, threshold, window, now);
+        if recalled {
+            self.table.sources[slot as usize].carried = 1;
+            self.stats.recalled_sources += 1;
+        }
+        slot
+    }
+
+    /// Evict a source to make room, remembering it in `recent`.
+    fn evict(&mut self, slot: u32) {
+        let s = &self.table.sources[slot as usize];
+        if s.tail != table::NIL {
+            let dst = self.table.pairs[s.tail as usize].dst;
+            self.recent.remember(&s.key, &dst);
+            self.evicted_any = true;
+        }
+        self.stats.source_evictions += 1;
+        self.stats.source_evictions_by_class[usize::from(self.table.class(slot))] += 1;
+        self.table.remove_source(slot);
+    }
+
+    /// The source's event at `now`: latest activity, interface and VLAN.
+    fn seen(&mut self, slot: u32, ev: &GatewayEvent, now: i64) {
+        let s = &mut self.table.sources[slot as usize];
+        s.last_seen = now;
+        s.ifindex = ev.ifindex;
+        s.vlan = ev.vlan;
+    }
+
+    /// Make the source the most recently active of its (possibly new) class.
+    fn touch(&mut self, slot: u32) {
+        let class = self.class(slot);
+        self.table.touch(slot, class);
+    }
+
+    /// A source's fan-out class: destinations in its window (plus one
+    /// remembered from before an eviction), or the net failures of its
+    /// random walk if more (a slow scanner's probes outside the window).
+    fn class(&self, slot: u32) -> u8 {
+        let s = &self.table.sources[slot as usize];
+        let walk = if s.llr > 0.0 {
+            // Tolerance: a sum of n equal steps divided by the step.
+            (s.llr / self.trw.failure + 1e-9) as u32
+        } else {
+            0
+        };
+        class_of((s.distinct + u32::from(s.carried)).max(walk))
     }
 
     fn response(
@@ -411,22 +486,38 @@ impl Detector {
             self.stats.unmatched_responses += 1;
             return;
         };
-        if self.table.pairs[p as usize].outcome != Outcome::Pending {
-            // A late answer (after the timeout counted it as failed) or a
-            // second answer: the first decision stands.
-            return;
+        match (self.table.pairs[p as usize].outcome, accepted) {
+            (Outcome::Pending, _) => {
+                self.table.sources[slot as usize].last_seen = now;
+                self.table.resolve(
+                    p,
+                    if accepted {
+                        Outcome::Accepted
+                    } else {
+                        Outcome::Failed
+                    },
+                );
+                self.trw_step(slot, accepted, now, alerts);
+            }
+            (Outcome::Accepted, false) => {
+                // RST after the SYN-ACK with no ACK between (the kernel
+                // reports it as Refused for a pair it reported Accepted):
+                // the contact failed after all.
+                self.table.sources[slot as usize].last_seen = now;
+                let same_walk =
+                    self.table.pairs[p as usize].walk == self.table.sources[slot as usize].walk;
+                self.table.accepted_to_failed(p);
+                self.stats.accepted_then_refused += 1;
+                let decision = self
+                    .trw
+                    .correct(&mut self.table.sources[slot as usize].llr, same_walk);
+                self.trw_decided(slot, decision, now, alerts);
+            }
+            // A late answer (after the timeout counted it as failed), a
+            // second answer, or a SYN-ACK after a RST: the first decision stands.
+            _ => return,
         }
-        self.table.touch(slot);
-        self.table.sources[slot as usize].last_seen = now;
-        self.table.resolve(
-            p,
-            if accepted {
-                Outcome::Accepted
-            } else {
-                Outcome::Failed
-            },
-        );
-        self.trw_step(slot, accepted, now, alerts);
+        self.touch(slot);
     }
 
     /// Pairs unanswered for longer than the timeout are failures, decided
@@ -448,6 +539,18 @@ impl Detector {
         let decision = self
             .trw
             .step(&mut self.table.sources[slot as usize].llr, success);
+        self.trw_decided(slot, decision, at, alerts);
+    }
+
+    /// After a walk moved: a decision restarts it (a later correction of an
+    /// outcome counted before the restart goes to the new walk); a scanner
+    /// decision alerts.
+    fn trw_decided(&mut self, slot: u32, decision: Decision, at: i64, alerts: &mut Vec<Alert>) {
+        if decision == Decision::Continue {
+            return;
+        }
+        let s = &mut self.table.sources[slot as usize];
+        s.walk = s.walk.wrapping_add(1);
         if decision == Decision::Scanner {
             self.prune(slot, at);
             if let Some(alert) = self.maybe_alert(slot, AlertKind::SmbScanTrw, at) {
@@ -478,14 +581,17 @@ impl Detector {
     /// hold-down: nothing of them is in a window any more and a new alert
     /// would not be suppressed, so only the TRW walk is lost.
     fn expire_idle(&mut self, now: i64) {
-        while let Some(lru) = self.table.lru_tail() {
-            let s = &self.table.sources[lru as usize];
-            let keep = s.window.max(self.hold_down);
-            if s.pending > 0 || s.last_seen.saturating_add(keep) > now {
-                break;
+        // Each class list is ordered by latest activity.
+        for c in 0..CLASSES {
+            while let Some(lru) = self.table.class_tail(c) {
+                let s = &self.table.sources[lru as usize];
+                let keep = s.window.max(self.hold_down);
+                if s.pending > 0 || s.last_seen.saturating_add(keep) > now {
+                    break;
+                }
+                self.table.remove_source(lru);
+                self.stats.idle_expired += 1;
             }
-            self.table.remove_source(lru);
-            self.stats.idle_expired += 1;
         }
         // Re-arm the global cap notices once usage has fallen well below.
         if self.table.source_count() < self.max_sources / 2 {

@@ -1,17 +1,19 @@
 //! Per-source and per-pair state in fixed slabs.
 //!
-//! Sources live in a slab linked into an LRU list; each source's
-//! destinations are pairs in a second slab, linked oldest-first per source
-//! and, while unanswered, into one global pending list ordered by SYN time.
-//! Indices instead of pointers keep every operation O(1) and, once the slabs
-//! have grown to their caps, allocation-free: freed slots are reused. The
-//! caps themselves are enforced by the caller ([`super::Detector`]), which
-//! decides what to evict.
+//! Sources live in a slab; each is linked into the LRU list of its fan-out
+//! class (see [`class_of`]), so the caller can evict from the lowest class
+//! first. Each source's destinations are pairs in a second slab, linked
+//! oldest-first per source and, while unanswered, into one global pending
+//! list ordered by SYN time. Indices instead of pointers keep every
+//! operation O(1) and, once the slabs have grown to their caps,
+//! allocation-free: freed slots are reused. The two indexes hold 4-byte
+//! slots, the keys stay in the slabs, so they stay small enough to be
+//! cached under churn. The caps themselves are enforced by the caller
+//! ([`super::Detector`]), which decides what to evict.
 
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use hashbrown::HashTable;
 
-/// Keyed hasher for both maps. Sources are attacker-controlled (spoofed
+/// Keyed hasher for both indexes. Sources are attacker-controlled (spoofed
 /// addresses), so the hash must be seeded per process; aHash is, and is
 /// several times faster than SipHash on these 16- and 20-byte keys.
 type State = ahash::RandomState;
@@ -21,6 +23,19 @@ pub(super) type Key = [u8; 16];
 
 /// "No index" in the intrusive lists.
 pub(super) const NIL: u32 = u32::MAX;
+
+/// Fan-out classes: 1 destination (probation), 2–3, 4–7, 8–15, 16–31, 32+.
+pub const CLASSES: usize = 6;
+
+/// The class of a source that touched `rank` destinations: 0 for 0 or 1,
+/// then one class per power of two, the last open-ended.
+pub(super) fn class_of(rank: u32) -> u8 {
+    if rank <= 1 {
+        0
+    } else {
+        (31 - rank.leading_zeros()).min(CLASSES as u32 - 1) as u8
+    }
+}
 
 /// What became of a pair's first SYN.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,10 +48,12 @@ pub(super) enum Outcome {
     Failed,
 }
 
-/// One tracked source.
+/// One tracked source: 128 bytes, the first cache line holding what
+/// lookups, eviction and idle expiry read.
+#[repr(C, align(64))]
 pub(super) struct Source {
     pub key: Key,
-    /// LRU neighbours: `prev` is more recently active, `next` less.
+    /// Neighbours in its class's LRU list: `prev` is more recently active.
     prev: u32,
     next: u32,
     /// Oldest and newest pair (by latest sighting).
@@ -44,31 +61,41 @@ pub(super) struct Source {
     pub tail: u32,
     /// Pairs in the list (= distinct destinations in the window).
     pub distinct: u32,
-    /// Sums over the pairs in the list.
-    pub syns: u64,
-    pub accepted: u32,
-    pub refused: u32,
     pub pending: u32,
-    /// TRW log-likelihood ratio.
-    pub llr: f64,
-    /// Fan-out threshold and window (ns) for this source (subnet overrides).
-    pub threshold: u32,
-    pub window: i64,
-    /// Latest event of the source (ns); the LRU is ordered by it.
+    /// Latest event of the source (ns); each class list is ordered by it.
     pub last_seen: i64,
-    /// Interface and VLAN of the source's latest SYN.
-    pub ifindex: u32,
-    pub vlan: Option<u16>,
-    /// Suppression: time of the latest alert (`i64::MIN`: none), kinds
-    /// alerted since the hold-down began, fan-out at the latest alert.
-    pub last_alert: i64,
+    /// Fan-out window (ns) and threshold for this source (subnet overrides).
+    pub window: i64,
+    pub threshold: u32,
+    /// Fan-out class, i.e. which LRU list the source is in.
+    class: u8,
+    /// Destinations it touched before an eviction flushed its record (0 or
+    /// 1, from [`super::recent::Recent`]); counted in its class only.
+    pub carried: u8,
+    /// Suppression: kinds alerted since the hold-down began.
     pub alerted_kinds: u8,
-    pub alerted_distinct: u32,
     /// The per-source destination cap was reported for this source.
     pub dest_cap_noticed: bool,
+    // Second cache line.
+    /// Sums over the pairs in the list.
+    pub syns: u64,
+    /// TRW log-likelihood ratio, and how many times the walk restarted
+    /// (a correction applies to the walk its outcome was part of).
+    pub llr: f64,
+    pub walk: u16,
+    /// Outer VLAN of the source's latest SYN.
+    pub vlan: Option<u16>,
+    pub accepted: u32,
+    pub refused: u32,
+    /// Interface of the source's latest SYN.
+    pub ifindex: u32,
+    /// Suppression: time of the latest alert (`i64::MIN`: none) and fan-out then.
+    pub last_alert: i64,
+    pub alerted_distinct: u32,
 }
 
-/// One (source, destination) pair within the source's window.
+/// One (source, destination) pair within the source's window: one cache line.
+#[repr(C, align(64))]
 pub(super) struct Pair {
     pub dst: Key,
     pub src: u32,
@@ -78,72 +105,97 @@ pub(super) struct Pair {
     /// Neighbours in the pending list, while `outcome` is `Pending`.
     pprev: u32,
     pnext: u32,
+    /// NewPair events seen for this pair.
+    pub syns: u32,
     /// First SYN (drives the response timeout) and latest SYN (drives the window).
     pub first_ts: i64,
     pub ts: i64,
     pub sport: u16,
     pub dport: u16,
-    /// NewPair events seen for this pair.
-    pub syns: u32,
+    /// The source's walk (`Source::walk`) when the outcome was counted.
+    pub walk: u16,
     pub outcome: Outcome,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct PairKey {
-    src: u32,
-    dst: Key,
+fn addr_hash(state: &State, key: &Key) -> u64 {
+    state.hash_one(u128::from_ne_bytes(*key))
 }
 
-impl Hash for PairKey {
-    // Two integer writes instead of a length-prefixed byte slice.
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u128(u128::from_ne_bytes(self.dst));
-        state.write_u32(self.src);
-    }
-}
-
-/// A source address as a map key, hashed as one integer.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct AddrKey(Key);
-
-impl Hash for AddrKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u128(u128::from_ne_bytes(self.0));
-    }
+// Two integer writes instead of a length-prefixed byte slice.
+fn pair_hash(state: &State, src: u32, dst: &Key) -> u64 {
+    state.hash_one((u128::from_ne_bytes(*dst), src))
 }
 
 /// The state table. See the module documentation.
 pub(super) struct Table {
     pub sources: Vec<Source>,
     free_sources: Vec<u32>,
-    by_addr: HashMap<AddrKey, u32, State>,
-    /// Most and least recently active source.
-    lru_head: u32,
-    lru_tail: u32,
+    /// Source slots, hashed by the slot's key.
+    by_addr: HashTable<u32>,
+    /// Most and least recently active source of each class, and how many.
+    class_head: [u32; CLASSES],
+    class_tail: [u32; CLASSES],
+    class_len: [u32; CLASSES],
     pub pairs: Vec<Pair>,
     free_pairs: Vec<u32>,
-    by_pair: HashMap<PairKey, u32, State>,
+    /// Pair slots, hashed by the slot's (source slot, destination).
+    by_pair: HashTable<u32>,
     pend_head: u32,
     pend_tail: u32,
     pending: usize,
+    /// Slab lengths never exceed these (growth stops exactly there).
+    max_sources: usize,
+    max_pairs: usize,
+    state: State,
+}
+
+/// Push onto a slab without growing its allocation past `cap` elements.
+fn push_capped<T>(v: &mut Vec<T>, item: T, cap: usize) -> u32 {
+    if v.len() == v.capacity() {
+        let extra = v.len().max(16).min(cap.saturating_sub(v.len())).max(1);
+        v.reserve_exact(extra);
+    }
+    v.push(item);
+    (v.len() - 1) as u32
 }
 
 impl Table {
-    /// An empty table; `sources`/`pairs` size the initial allocation only.
-    pub fn with_capacity(sources: usize, pairs: usize) -> Self {
+    /// An empty table that never holds more than `max_sources` sources and
+    /// `max_pairs` pairs; `sources`/`pairs` size the initial allocation.
+    pub fn new(max_sources: usize, max_pairs: usize, sources: usize, pairs: usize) -> Self {
         Self {
-            sources: Vec::with_capacity(sources),
+            sources: Vec::with_capacity(sources.min(max_sources)),
             free_sources: Vec::new(),
-            by_addr: HashMap::with_capacity_and_hasher(sources, State::new()),
-            lru_head: NIL,
-            lru_tail: NIL,
-            pairs: Vec::with_capacity(pairs),
+            by_addr: HashTable::with_capacity(sources.min(max_sources)),
+            class_head: [NIL; CLASSES],
+            class_tail: [NIL; CLASSES],
+            class_len: [0; CLASSES],
+            pairs: Vec::with_capacity(pairs.min(max_pairs)),
             free_pairs: Vec::new(),
-            by_pair: HashMap::with_capacity_and_hasher(pairs, State::new()),
+            by_pair: HashTable::with_capacity(pairs.min(max_pairs)),
             pend_head: NIL,
             pend_tail: NIL,
             pending: 0,
+            max_sources,
+            max_pairs,
+            state: State::new(),
         }
+    }
+
+    /// Bytes allocated for sources and pairs (slabs, free lists, indexes).
+    pub fn bytes(&self) -> usize {
+        use std::mem::size_of;
+        // hashbrown: one slot and one control byte per bucket, buckets a
+        // power of two at most 8/7 of the capacity.
+        let index = |t: &HashTable<u32>| {
+            let buckets = (t.capacity() * 8 / 7).next_power_of_two();
+            buckets * (size_of::<u32>() + 1)
+        };
+        self.sources.capacity() * size_of::<Source>()
+            + self.pairs.capacity() * size_of::<Pair>()
+            + (self.free_sources.capacity() + self.free_pairs.capacity()) * size_of::<u32>()
+            + index(&self.by_addr)
+            + index(&self.by_pair)
     }
 
     /// Tracked sources.
@@ -163,12 +215,48 @@ impl Table {
 
     /// The slot of a tracked source.
     pub fn source(&self, key: &Key) -> Option<u32> {
-        self.by_addr.get(&AddrKey(*key)).copied()
+        let sources = &self.sources;
+        self.by_addr
+            .find(addr_hash(&self.state, key), |&s| {
+                sources[s as usize].key == *key
+            })
+            .copied()
     }
 
-    /// The least recently active source.
-    pub fn lru_tail(&self) -> Option<u32> {
-        (self.lru_tail != NIL).then_some(self.lru_tail)
+    /// The class a source is in.
+    pub fn class(&self, slot: u32) -> u8 {
+        self.sources[slot as usize].class
+    }
+
+    /// The least recently active source of class `c`.
+    pub fn class_tail(&self, c: usize) -> Option<u32> {
+        (self.class_tail[c] != NIL).then_some(self.class_tail[c])
+    }
+
+    /// Sources in class `c`.
+    pub fn class_len(&self, c: usize) -> usize {
+        self.class_len[c] as usize
+    }
+
+    /// Whom to evict: the least recently active source of probation while
+    /// it holds more than `reserve` sources, else of the lowest non-empty
+    /// class (probation last). Never `keep` (the source being served).
+    pub fn victim(&self, reserve: usize, keep: u32) -> Option<u32> {
+        let pick = |c: usize| {
+            let t = self.class_tail[c];
+            let t = if t == keep && t != NIL {
+                self.sources[t as usize].prev
+            } else {
+                t
+            };
+            (t != NIL).then_some(t)
+        };
+        if self.class_len[0] as usize > reserve {
+            if let Some(v) = pick(0) {
+                return Some(v);
+            }
+        }
+        (1..CLASSES).chain([0]).find_map(pick)
     }
 
     /// The oldest pending pair.
@@ -176,7 +264,7 @@ impl Table {
         (self.pend_head != NIL).then_some(self.pend_head)
     }
 
-    /// Start tracking `key` as the most recently active source.
+    /// Start tracking `key` as the most recently active source of probation.
     pub fn insert_source(&mut self, key: Key, threshold: u32, window: i64, now: i64) -> u32 {
         let src = Source {
             key,
@@ -185,42 +273,48 @@ impl Table {
             head: NIL,
             tail: NIL,
             distinct: 0,
+            pending: 0,
+            last_seen: now,
+            window,
+            threshold,
+            class: 0,
+            carried: 0,
+            alerted_kinds: 0,
+            dest_cap_noticed: false,
             syns: 0,
+            llr: 0.0,
+            walk: 0,
+            vlan: None,
             accepted: 0,
             refused: 0,
-            pending: 0,
-            llr: 0.0,
-            threshold,
-            window,
-            last_seen: now,
             ifindex: 0,
-            vlan: None,
             last_alert: i64::MIN,
-            alerted_kinds: 0,
             alerted_distinct: 0,
-            dest_cap_noticed: false,
         };
         let slot = match self.free_sources.pop() {
             Some(s) => {
                 self.sources[s as usize] = src;
                 s
             }
-            None => {
-                self.sources.push(src);
-                (self.sources.len() - 1) as u32
-            }
+            None => push_capped(&mut self.sources, src, self.max_sources),
         };
-        self.by_addr.insert(AddrKey(key), slot);
-        self.lru_push_front(slot);
+        let (sources, state) = (&self.sources, &self.state);
+        self.by_addr
+            .insert_unique(addr_hash(state, &key), slot, |&s| {
+                addr_hash(state, &sources[s as usize].key)
+            });
+        self.class_push_front(slot);
         slot
     }
 
-    /// Mark `slot` most recently active.
-    pub fn touch(&mut self, slot: u32) {
-        if self.lru_head != slot {
-            self.lru_unlink(slot);
-            self.lru_push_front(slot);
+    /// Mark `slot` most recently active, in class `class`.
+    pub fn touch(&mut self, slot: u32, class: u8) {
+        if self.sources[slot as usize].class == class && self.class_head[class as usize] == slot {
+            return;
         }
+        self.class_unlink(slot);
+        self.sources[slot as usize].class = class;
+        self.class_push_front(slot);
     }
 
     /// Forget a source and all its pairs.
@@ -229,15 +323,23 @@ impl Table {
             let head = self.sources[slot as usize].head;
             self.remove_pair(head);
         }
-        self.lru_unlink(slot);
-        let key = self.sources[slot as usize].key;
-        self.by_addr.remove(&AddrKey(key));
+        self.class_unlink(slot);
+        let h = addr_hash(&self.state, &self.sources[slot as usize].key);
+        if let Ok(e) = self.by_addr.find_entry(h, |&s| s == slot) {
+            e.remove();
+        }
         self.free_sources.push(slot);
     }
 
     /// The pair (source, destination), if tracked.
     pub fn pair(&self, src: u32, dst: &Key) -> Option<u32> {
-        self.by_pair.get(&PairKey { src, dst: *dst }).copied()
+        let pairs = &self.pairs;
+        self.by_pair
+            .find(pair_hash(&self.state, src, dst), |&p| {
+                let p = &pairs[p as usize];
+                p.src == src && p.dst == *dst
+            })
+            .copied()
     }
 
     /// Add a pending pair as the newest of its source.
@@ -250,11 +352,12 @@ impl Table {
             next: NIL,
             pprev: self.pend_tail,
             pnext: NIL,
+            syns: 1,
             first_ts: now,
             ts: now,
             sport,
             dport,
-            syns: 1,
+            walk: 0,
             outcome: Outcome::Pending,
         };
         let p = match self.free_pairs.pop() {
@@ -262,12 +365,14 @@ impl Table {
                 self.pairs[p as usize] = pair;
                 p
             }
-            None => {
-                self.pairs.push(pair);
-                (self.pairs.len() - 1) as u32
-            }
+            None => push_capped(&mut self.pairs, pair, self.max_pairs),
         };
-        self.by_pair.insert(PairKey { src, dst }, p);
+        let (pairs, state) = (&self.pairs, &self.state);
+        self.by_pair
+            .insert_unique(pair_hash(state, src, &dst), p, |&q| {
+                let q = &pairs[q as usize];
+                pair_hash(state, q.src, &q.dst)
+            });
         // Source list: append.
         if tail == NIL {
             self.sources[src as usize].head = p;
@@ -303,18 +408,32 @@ impl Table {
         self.sources[src as usize].syns += 1;
     }
 
-    /// Record the answer (or timeout) of a pending pair.
+    /// Record the answer (or timeout) of a pending pair, counted in the
+    /// source's current walk.
     pub fn resolve(&mut self, p: u32, outcome: Outcome) {
         debug_assert_eq!(self.pairs[p as usize].outcome, Outcome::Pending);
         self.pend_unlink(p);
-        self.pairs[p as usize].outcome = outcome;
-        let s = &mut self.sources[self.pairs[p as usize].src as usize];
+        let src = self.pairs[p as usize].src;
+        let s = &mut self.sources[src as usize];
         s.pending -= 1;
         match outcome {
             Outcome::Accepted => s.accepted += 1,
             Outcome::Failed => s.refused += 1,
             Outcome::Pending => {}
         }
+        let walk = s.walk;
+        let pair = &mut self.pairs[p as usize];
+        pair.outcome = outcome;
+        pair.walk = walk;
+    }
+
+    /// An accepted pair turned out failed (RST after the SYN-ACK).
+    pub fn accepted_to_failed(&mut self, p: u32) {
+        debug_assert_eq!(self.pairs[p as usize].outcome, Outcome::Accepted);
+        self.pairs[p as usize].outcome = Outcome::Failed;
+        let s = &mut self.sources[self.pairs[p as usize].src as usize];
+        s.accepted -= 1;
+        s.refused += 1;
     }
 
     /// Forget a pair, keeping its source's sums right.
@@ -335,7 +454,12 @@ impl Table {
             Outcome::Accepted => s.accepted -= 1,
             Outcome::Failed => s.refused -= 1,
         }
-        self.by_pair.remove(&PairKey { src, dst });
+        if let Ok(e) = self
+            .by_pair
+            .find_entry(pair_hash(&self.state, src, &dst), |&q| q == p)
+        {
+            e.remove();
+        }
         self.free_pairs.push(p);
     }
 
@@ -352,36 +476,39 @@ impl Table {
         })
     }
 
-    fn lru_push_front(&mut self, slot: u32) {
-        let old = self.lru_head;
+    fn class_push_front(&mut self, slot: u32) {
+        let c = self.sources[slot as usize].class as usize;
+        let old = self.class_head[c];
         {
             let s = &mut self.sources[slot as usize];
             s.prev = NIL;
             s.next = old;
         }
         if old == NIL {
-            self.lru_tail = slot;
+            self.class_tail[c] = slot;
         } else {
             self.sources[old as usize].prev = slot;
         }
-        self.lru_head = slot;
+        self.class_head[c] = slot;
+        self.class_len[c] += 1;
     }
 
-    fn lru_unlink(&mut self, slot: u32) {
-        let (prev, next) = {
+    fn class_unlink(&mut self, slot: u32) {
+        let (prev, next, c) = {
             let s = &self.sources[slot as usize];
-            (s.prev, s.next)
+            (s.prev, s.next, s.class as usize)
         };
         if prev == NIL {
-            self.lru_head = next;
+            self.class_head[c] = next;
         } else {
             self.sources[prev as usize].next = next;
         }
         if next == NIL {
-            self.lru_tail = prev;
+            self.class_tail[c] = prev;
         } else {
             self.sources[next as usize].prev = prev;
         }
+        self.class_len[c] -= 1;
     }
 
     fn src_append(&mut self, src: u32, p: u32) {
@@ -445,27 +572,36 @@ mod tests {
         k
     }
 
-    /// Walks every list and checks it against the maps and sums.
+    /// Walks every list and checks it against the indexes and sums.
     fn check(t: &Table) {
         let mut seen = 0;
-        let mut cur = t.lru_head;
-        let mut prev = NIL;
-        while cur != NIL {
-            let s = &t.sources[cur as usize];
-            assert_eq!(s.prev, prev);
-            assert_eq!(t.by_addr[&AddrKey(s.key)], cur);
-            let ps: Vec<&Pair> = t.pairs_of(cur).collect();
-            assert_eq!(ps.len(), s.distinct as usize);
-            assert_eq!(ps.iter().map(|p| u64::from(p.syns)).sum::<u64>(), s.syns);
-            let count = |o| ps.iter().filter(|p| p.outcome == o).count() as u32;
-            assert_eq!(count(Outcome::Accepted), s.accepted);
-            assert_eq!(count(Outcome::Failed), s.refused);
-            assert_eq!(count(Outcome::Pending), s.pending);
-            seen += 1;
-            prev = cur;
-            cur = s.next;
+        for c in 0..CLASSES {
+            let mut cur = t.class_head[c];
+            let mut prev = NIL;
+            let mut len = 0;
+            while cur != NIL {
+                let s = &t.sources[cur as usize];
+                assert_eq!(s.prev, prev);
+                assert_eq!(s.class as usize, c);
+                assert_eq!(t.source(&s.key), Some(cur));
+                let ps: Vec<&Pair> = t.pairs_of(cur).collect();
+                assert_eq!(ps.len(), s.distinct as usize);
+                assert_eq!(ps.iter().map(|p| u64::from(p.syns)).sum::<u64>(), s.syns);
+                let count = |o| ps.iter().filter(|p| p.outcome == o).count() as u32;
+                assert_eq!(count(Outcome::Accepted), s.accepted);
+                assert_eq!(count(Outcome::Failed), s.refused);
+                assert_eq!(count(Outcome::Pending), s.pending);
+                for p in ps {
+                    assert!(t.pair(cur, &p.dst).is_some());
+                }
+                len += 1;
+                prev = cur;
+                cur = s.next;
+            }
+            assert_eq!(t.class_tail[c], prev);
+            assert_eq!(t.class_len(c), len);
+            seen += len;
         }
-        assert_eq!(t.lru_tail, prev);
         assert_eq!(seen, t.source_count());
         let mut pend = 0;
         let mut cur = t.pend_head;
@@ -478,21 +614,42 @@ mod tests {
     }
 
     #[test]
+    fn layout_is_two_and_one_cache_lines() {
+        assert_eq!(std::mem::size_of::<Source>(), 128);
+        assert_eq!(std::mem::size_of::<Pair>(), 64);
+    }
+
+    #[test]
+    fn classes_by_powers_of_two() {
+        let classes: Vec<u8> = [0, 1, 2, 3, 4, 7, 8, 15, 16, 31, 32, 5000]
+            .into_iter()
+            .map(class_of)
+            .collect();
+        assert_eq!(classes, [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]);
+    }
+
+    #[test]
     fn lists_stay_consistent() {
-        let mut t = Table::with_capacity(4, 4);
+        let mut t = Table::new(4, 4, 4, 4);
         let a = t.insert_source(key(1), 20, 60, 0);
         let b = t.insert_source(key(2), 20, 60, 0);
-        assert_eq!(t.lru_tail(), Some(a));
+        assert_eq!(t.class_tail(0), Some(a));
         let p1 = t.insert_pair(a, key(10), 1, 5000, 445);
         let p2 = t.insert_pair(a, key(11), 2, 5001, 445);
         let p3 = t.insert_pair(b, key(10), 3, 5002, 445);
         check(&t);
-        t.touch(a);
-        assert_eq!(t.lru_tail(), Some(b));
+        t.touch(a, class_of(2));
+        assert_eq!((t.class_tail(0), t.class_tail(1)), (Some(b), Some(a)));
+        // Probation over its reserve gives the victim; else the lowest class.
+        assert_eq!(t.victim(0, NIL), Some(b));
+        assert_eq!(t.victim(1, NIL), Some(a));
+        assert_eq!(t.victim(1, a), Some(b), "never the source being served");
         t.resolve(p2, Outcome::Accepted);
         t.refresh_pair(p1, 4, 5003);
         assert_eq!(t.sources[a as usize].head, p2);
         assert_eq!(t.pending_head(), Some(p1));
+        check(&t);
+        t.accepted_to_failed(p2);
         check(&t);
         t.remove_pair(p2);
         check(&t);
@@ -507,5 +664,18 @@ mod tests {
         t.insert_pair(c, key(12), 5, 5004, 445);
         assert!(t.pairs.len() <= 3);
         check(&t);
+    }
+
+    #[test]
+    fn slabs_stop_growing_at_the_caps() {
+        let mut t = Table::new(1000, 1500, 16, 16);
+        for i in 0..1000u32 {
+            let mut k = [0u8; 16];
+            k[12..].copy_from_slice(&i.to_be_bytes());
+            let s = t.insert_source(k, 20, 60, 0);
+            t.insert_pair(s, key(1), 0, 1, 445);
+        }
+        assert_eq!(t.sources.capacity(), 1000);
+        assert!(t.pairs.capacity() <= 1500);
     }
 }

@@ -726,3 +726,21 @@ fn throughput() {
         .collect();
     measure("1000 scanners, refused", &scanners);
 }
+
+/// Per-event cost under source churn (a spoofed flood at 35,000 new sources
+/// per second) next to a bare bounded hash map of the same keys.
+/// `cargo test --release -p smbwatch --lib detect::tests::churn_cost -- --ignored --nocapture`
+#[test]
+#[ignore = "measurement: run in release with --ignored --nocapture"]
+fn churn_cost() {
+    let events = bench::churn_events(2_000_000, 35_000);
+    let c = bench::measure(&DetectConfig::default(), &events, 3);
+    println!(
+        "churn: detector {:.0} ns/event, bounded HashMap {:.0} ns/event, ratio {:.2} ({} evictions, {} alerts)",
+        c.detector_ns,
+        c.baseline_ns,
+        c.detector_ns / c.baseline_ns,
+        c.source_evictions,
+        c.alerts
+    );
+}
