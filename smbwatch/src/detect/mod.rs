@@ -225,8 +225,7 @@ pub struct Detector {
     recent: Recent,
     /// Probation keeps at least this many sources before higher classes are evicted.
     probation_reserve: usize,
-    /// Whether `recent` holds anything (saves its lookup until a first eviction).
-    evicted_any: bool,
+
     /// Latest event time (ns); `i64::MIN` before the first.
     now: i64,
     stats: DetectStats,
@@ -270,7 +269,7 @@ impl Detector {
             table: Table::new(max_sources, max_pairs, 4096, 16384),
             recent: Recent::new(max_sources),
             probation_reserve: max_sources / PROBATION_RESERVE_DIV,
-            evicted_any: false,
+
             now: i64::MIN,
             stats: DetectStats::default(),
             notices: Vec::new(),
@@ -354,6 +353,8 @@ impl Detector {
     fn new_pair(&mut self, src: IpAddr, ev: &GatewayEvent, now: i64, alerts: &mut Vec<Alert>) {
         let key = addr_key(src);
         let dst = addr_key(ev.dst.to_canonical());
+        // Read if the source is new (a flood's common case); overlaps the lookup.
+        self.recent.prefetch(&key);
         let slot = match self.table.source(&key) {
             Some(slot) => {
                 self.seen(slot, ev, now);
@@ -411,7 +412,7 @@ impl Detector {
     /// source evicted recently with another destination comes back with
     /// that destination counted in its class.
     fn admit(&mut self, key: Key, dst: &Key, src: IpAddr, now: i64) -> u32 {
-        let recalled = self.evicted_any && self.recent.recall(&key, dst);
+        let recalled = self.recent.admit(&key, dst);
         while self.table.source_count() >= self.max_sources {
             self.cap_hit(Cap::Sources, now, src);
             let victim = self
@@ -426,17 +427,15 @@ impl Detector {
             self.table.sources[slot as usize].carried = 1;
             self.stats.recalled_sources += 1;
         }
+        if self.table.source_count() >= self.max_sources {
+            // Under churn the next event evicts again.
+            self.table.prefetch_victim(self.probation_reserve);
+        }
         slot
     }
 
-    /// Evict a source to make room, remembering it in `recent`.
+    /// Evict a source to make room.
     fn evict(&mut self, slot: u32) {
-        let s = &self.table.sources[slot as usize];
-        if s.tail != table::NIL {
-            let dst = self.table.pairs[s.tail as usize].dst;
-            self.recent.remember(&s.key, &dst);
-            self.evicted_any = true;
-        }
         self.stats.source_evictions += 1;
         self.stats.source_evictions_by_class[usize::from(self.table.class(slot))] += 1;
         self.table.remove_source(slot);
@@ -714,6 +713,27 @@ impl Detector {
         });
         alert
     }
+}
+
+/// Ask for the cache line(s) of `*x` ahead of use: under churn every event
+/// reads a few records at random places in tables larger than the cache,
+/// and fetching the next ones while this event is processed hides part of
+/// that latency. A hint only: it changes no state.
+#[inline]
+fn prefetch<T>(x: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p = (x as *const T).cast::<i8>();
+        for line in (0..std::mem::size_of::<T>()).step_by(64) {
+            // SAFETY: SSE is part of the x86_64 baseline, and a prefetch
+            // never faults or reads into the program (the address is in
+            // `x`'s own allocation anyway).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(line)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
 }
 
 /// A duration in nanoseconds, saturating.

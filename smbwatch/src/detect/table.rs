@@ -6,9 +6,9 @@
 //! oldest-first per source and, while unanswered, into one global pending
 //! list ordered by SYN time. Indices instead of pointers keep every
 //! operation O(1) and, once the slabs have grown to their caps,
-//! allocation-free: freed slots are reused. The two indexes hold 4-byte
-//! slots, the keys stay in the slabs, so they stay small enough to be
-//! cached under churn. The caps themselves are enforced by the caller
+//! allocation-free: freed slots are reused. The two indexes hold 8-byte
+//! entries (slot and hash), the keys stay in the slabs, so they stay small
+//! enough to be cached under churn. The caps themselves are enforced by the caller
 //! ([`super::Detector`]), which decides what to evict.
 
 use hashbrown::HashTable;
@@ -64,9 +64,12 @@ pub(super) struct Source {
     pub pending: u32,
     /// Latest event of the source (ns); each class list is ordered by it.
     pub last_seen: i64,
-    /// Fan-out window (ns) and threshold for this source (subnet overrides).
+    /// Fan-out window (ns) for this source (subnet overrides).
     pub window: i64,
-    pub threshold: u32,
+    /// Whether its pairs are in the pair index: from its second pair on.
+    /// A source with one pair (most of a flood) finds it at `head`, so
+    /// one-shot sources never touch the index.
+    indexed: bool,
     /// Fan-out class, i.e. which LRU list the source is in.
     class: u8,
     /// Destinations it touched before an eviction flushed its record (0 or
@@ -77,6 +80,8 @@ pub(super) struct Source {
     /// The per-source destination cap was reported for this source.
     pub dest_cap_noticed: bool,
     // Second cache line.
+    /// Fan-out threshold for this source (subnet overrides).
+    pub threshold: u32,
     /// Sums over the pairs in the list.
     pub syns: u64,
     /// TRW log-likelihood ratio, and how many times the walk restarted
@@ -117,13 +122,31 @@ pub(super) struct Pair {
     pub outcome: Outcome,
 }
 
-fn addr_hash(state: &State, key: &Key) -> u64 {
-    state.hash_one(u128::from_ne_bytes(*key))
+/// An index entry: a slab slot and 32 bits of its key's hash. Keeping the
+/// hash in the entry lets the index rehash (which churn's tombstones make
+/// it do every few thousand removals) and skip non-matching candidates
+/// without reading the slabs.
+#[derive(Clone, Copy)]
+struct Slot {
+    slot: u32,
+    hash: u32,
+}
+
+impl Slot {
+    /// The 64-bit hash the table works with; the multiplication spreads
+    /// the 32 kept bits into the top bits the table also uses.
+    fn full(hash: u32) -> u64 {
+        u64::from(hash).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+}
+
+fn addr_hash(state: &State, key: &Key) -> u32 {
+    state.hash_one(u128::from_ne_bytes(*key)) as u32
 }
 
 // Two integer writes instead of a length-prefixed byte slice.
-fn pair_hash(state: &State, src: u32, dst: &Key) -> u64 {
-    state.hash_one((u128::from_ne_bytes(*dst), src))
+fn pair_hash(state: &State, src: u32, dst: &Key) -> u32 {
+    state.hash_one((u128::from_ne_bytes(*dst), src)) as u32
 }
 
 /// The state table. See the module documentation.
@@ -131,15 +154,18 @@ pub(super) struct Table {
     pub sources: Vec<Source>,
     free_sources: Vec<u32>,
     /// Source slots, hashed by the slot's key.
-    by_addr: HashTable<u32>,
+    by_addr: HashTable<Slot>,
     /// Most and least recently active source of each class, and how many.
     class_head: [u32; CLASSES],
     class_tail: [u32; CLASSES],
     class_len: [u32; CLASSES],
     pub pairs: Vec<Pair>,
     free_pairs: Vec<u32>,
-    /// Pair slots, hashed by the slot's (source slot, destination).
-    by_pair: HashTable<u32>,
+    /// Pair slots of indexed sources (see `Source::indexed`), hashed by the
+    /// slot's (source slot, destination).
+    by_pair: HashTable<Slot>,
+    /// Pairs tracked (indexed or not).
+    pair_len: usize,
     pend_head: u32,
     pend_tail: u32,
     pending: usize,
@@ -173,6 +199,7 @@ impl Table {
             pairs: Vec::with_capacity(pairs.min(max_pairs)),
             free_pairs: Vec::new(),
             by_pair: HashTable::with_capacity(pairs.min(max_pairs)),
+            pair_len: 0,
             pend_head: NIL,
             pend_tail: NIL,
             pending: 0,
@@ -187,9 +214,9 @@ impl Table {
         use std::mem::size_of;
         // hashbrown: one slot and one control byte per bucket, buckets a
         // power of two at most 8/7 of the capacity.
-        let index = |t: &HashTable<u32>| {
+        let index = |t: &HashTable<Slot>| {
             let buckets = (t.capacity() * 8 / 7).next_power_of_two();
-            buckets * (size_of::<u32>() + 1)
+            buckets * (size_of::<Slot>() + 1)
         };
         self.sources.capacity() * size_of::<Source>()
             + self.pairs.capacity() * size_of::<Pair>()
@@ -205,7 +232,7 @@ impl Table {
 
     /// Tracked pairs.
     pub fn pair_count(&self) -> usize {
-        self.by_pair.len()
+        self.pair_len
     }
 
     /// Pairs waiting for an answer.
@@ -215,12 +242,13 @@ impl Table {
 
     /// The slot of a tracked source.
     pub fn source(&self, key: &Key) -> Option<u32> {
+        let h = addr_hash(&self.state, key);
         let sources = &self.sources;
         self.by_addr
-            .find(addr_hash(&self.state, key), |&s| {
-                sources[s as usize].key == *key
+            .find(Slot::full(h), |e| {
+                e.hash == h && sources[e.slot as usize].key == *key
             })
-            .copied()
+            .map(|e| e.slot)
     }
 
     /// The class a source is in.
@@ -259,6 +287,13 @@ impl Table {
         (1..CLASSES).chain([0]).find_map(pick)
     }
 
+    /// Prefetch the record the next eviction will read (see [`super::prefetch`]).
+    pub fn prefetch_victim(&self, reserve: usize) {
+        if let Some(v) = self.victim(reserve, NIL) {
+            super::prefetch(&self.sources[v as usize]);
+        }
+    }
+
     /// The oldest pending pair.
     pub fn pending_head(&self) -> Option<u32> {
         (self.pend_head != NIL).then_some(self.pend_head)
@@ -276,6 +311,7 @@ impl Table {
             pending: 0,
             last_seen: now,
             window,
+            indexed: false,
             threshold,
             class: 0,
             carried: 0,
@@ -298,10 +334,10 @@ impl Table {
             }
             None => push_capped(&mut self.sources, src, self.max_sources),
         };
-        let (sources, state) = (&self.sources, &self.state);
+        let hash = addr_hash(&self.state, &key);
         self.by_addr
-            .insert_unique(addr_hash(state, &key), slot, |&s| {
-                addr_hash(state, &sources[s as usize].key)
+            .insert_unique(Slot::full(hash), Slot { slot, hash }, |e| {
+                Slot::full(e.hash)
             });
         self.class_push_front(slot);
         slot
@@ -325,7 +361,7 @@ impl Table {
         }
         self.class_unlink(slot);
         let h = addr_hash(&self.state, &self.sources[slot as usize].key);
-        if let Ok(e) = self.by_addr.find_entry(h, |&s| s == slot) {
+        if let Ok(e) = self.by_addr.find_entry(Slot::full(h), |e| e.slot == slot) {
             e.remove();
         }
         self.free_sources.push(slot);
@@ -333,13 +369,18 @@ impl Table {
 
     /// The pair (source, destination), if tracked.
     pub fn pair(&self, src: u32, dst: &Key) -> Option<u32> {
+        let s = &self.sources[src as usize];
+        if !s.indexed {
+            return (s.head != NIL && self.pairs[s.head as usize].dst == *dst).then_some(s.head);
+        }
+        let h = pair_hash(&self.state, src, dst);
         let pairs = &self.pairs;
         self.by_pair
-            .find(pair_hash(&self.state, src, dst), |&p| {
-                let p = &pairs[p as usize];
-                p.src == src && p.dst == *dst
+            .find(Slot::full(h), |e| {
+                let p = &pairs[e.slot as usize];
+                e.hash == h && p.src == src && p.dst == *dst
             })
-            .copied()
+            .map(|e| e.slot)
     }
 
     /// Add a pending pair as the newest of its source.
@@ -367,12 +408,15 @@ impl Table {
             }
             None => push_capped(&mut self.pairs, pair, self.max_pairs),
         };
-        let (pairs, state) = (&self.pairs, &self.state);
-        self.by_pair
-            .insert_unique(pair_hash(state, src, &dst), p, |&q| {
-                let q = &pairs[q as usize];
-                pair_hash(state, q.src, &q.dst)
-            });
+        self.pair_len += 1;
+        if !self.sources[src as usize].indexed && tail != NIL {
+            // The second pair: index the first one too.
+            self.sources[src as usize].indexed = true;
+            self.index_pair(tail);
+        }
+        if self.sources[src as usize].indexed {
+            self.index_pair(p);
+        }
         // Source list: append.
         if tail == NIL {
             self.sources[src as usize].head = p;
@@ -454,13 +498,30 @@ impl Table {
             Outcome::Accepted => s.accepted -= 1,
             Outcome::Failed => s.refused -= 1,
         }
-        if let Ok(e) = self
-            .by_pair
-            .find_entry(pair_hash(&self.state, src, &dst), |&q| q == p)
-        {
-            e.remove();
+        if s.indexed {
+            if s.distinct == 0 {
+                s.indexed = false;
+            }
+            if let Ok(e) = self
+                .by_pair
+                .find_entry(Slot::full(pair_hash(&self.state, src, &dst)), |e| {
+                    e.slot == p
+                })
+            {
+                e.remove();
+            }
         }
+        self.pair_len -= 1;
         self.free_pairs.push(p);
+    }
+
+    fn index_pair(&mut self, p: u32) {
+        let pair = &self.pairs[p as usize];
+        let hash = pair_hash(&self.state, pair.src, &pair.dst);
+        self.by_pair
+            .insert_unique(Slot::full(hash), Slot { slot: p, hash }, |e| {
+                Slot::full(e.hash)
+            });
     }
 
     /// Pairs of a source, oldest first.
