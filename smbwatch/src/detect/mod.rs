@@ -24,6 +24,7 @@ use crate::event::{GatewayEvent, GatewayEventKind};
 
 pub mod bench;
 mod community_id;
+mod index;
 mod recent;
 mod table;
 mod trw;
@@ -290,6 +291,10 @@ impl Detector {
         let now = self.clock(ev.ts);
         let mut alerts = Vec::new();
         self.expire_pending(now, &mut alerts);
+        // Before the event: its source, if idle too long, starts afresh.
+        // (After it, this would read the next eviction's record right when
+        // it was prefetched, instead of one event later.)
+        self.expire_idle(now);
         let src = ev.src.to_canonical();
         if self.is_allowed(src) {
             self.stats.allowlisted += 1;
@@ -300,7 +305,6 @@ impl Detector {
                 GatewayEventKind::Refused => self.response(src, ev.dst, false, now, &mut alerts),
             }
         }
-        self.expire_idle(now);
         alerts
     }
 
@@ -353,9 +357,16 @@ impl Detector {
     fn new_pair(&mut self, src: IpAddr, ev: &GatewayEvent, now: i64, alerts: &mut Vec<Alert>) {
         let key = addr_key(src);
         let dst = addr_key(ev.dst.to_canonical());
-        // Read if the source is new (a flood's common case); overlaps the lookup.
+        let hash = self.table.addr_hash(&key);
+        // Under churn (a spoofed flood) this event reads three lines at
+        // random: the source's index bucket, its `recent` bucket, and the
+        // index bucket of the source it evicts. Ask for all three at once.
+        self.table.prefetch_source(hash);
         self.recent.prefetch(&key);
-        let slot = match self.table.source(&key) {
+        if self.table.source_count() >= self.max_sources {
+            self.table.prefetch_victim_index(self.probation_reserve);
+        }
+        let slot = match self.table.source_hashed(&key, hash) {
             Some(slot) => {
                 self.seen(slot, ev, now);
                 self.prune(slot, now);

@@ -6,12 +6,11 @@
 //! oldest-first per source and, while unanswered, into one global pending
 //! list ordered by SYN time. Indices instead of pointers keep every
 //! operation O(1) and, once the slabs have grown to their caps,
-//! allocation-free: freed slots are reused. The two indexes hold 8-byte
-//! entries (slot and hash), the keys stay in the slabs, so they stay small
-//! enough to be cached under churn. The caps themselves are enforced by the caller
+//! allocation-free: freed slots are reused. The two indexes
+//! ([`super::index::Index`]) hold slots, the keys stay in the slabs. The caps themselves are enforced by the caller
 //! ([`super::Detector`]), which decides what to evict.
 
-use hashbrown::HashTable;
+use super::index::Index;
 
 /// Keyed hasher for both indexes. Sources are attacker-controlled (spoofed
 /// addresses), so the hash must be seeded per process; aHash is, and is
@@ -64,8 +63,8 @@ pub(super) struct Source {
     pub pending: u32,
     /// Latest event of the source (ns); each class list is ordered by it.
     pub last_seen: i64,
-    /// Fan-out window (ns) for this source (subnet overrides).
-    pub window: i64,
+    /// Hash of `key` in the source index.
+    hash: u32,
     /// Whether its pairs are in the pair index: from its second pair on.
     /// A source with one pair (most of a flood) finds it at `head`, so
     /// one-shot sources never touch the index.
@@ -79,24 +78,26 @@ pub(super) struct Source {
     pub alerted_kinds: u8,
     /// The per-source destination cap was reported for this source.
     pub dest_cap_noticed: bool,
-    // Second cache line.
-    /// Fan-out threshold for this source (subnet overrides).
-    pub threshold: u32,
+    // Second cache line (8-byte fields first, so it packs into 64 bytes).
+    /// Fan-out window (ns) for this source (subnet overrides).
+    pub window: i64,
     /// Sums over the pairs in the list.
     pub syns: u64,
-    /// TRW log-likelihood ratio, and how many times the walk restarted
-    /// (a correction applies to the walk its outcome was part of).
+    /// TRW log-likelihood ratio.
     pub llr: f64,
-    pub walk: u16,
-    /// Outer VLAN of the source's latest SYN.
-    pub vlan: Option<u16>,
-    pub accepted: u32,
-    pub refused: u32,
-    /// Interface of the source's latest SYN.
-    pub ifindex: u32,
     /// Suppression: time of the latest alert (`i64::MIN`: none) and fan-out then.
     pub last_alert: i64,
     pub alerted_distinct: u32,
+    /// Fan-out threshold for this source (subnet overrides).
+    pub threshold: u32,
+    pub accepted: u32,
+    pub refused: u32,
+    /// Interface and outer VLAN of the source's latest SYN.
+    pub ifindex: u32,
+    pub vlan: Option<u16>,
+    /// How many times the walk restarted (a correction applies to the walk
+    /// its outcome was part of).
+    pub walk: u16,
 }
 
 /// One (source, destination) pair within the source's window: one cache line.
@@ -122,24 +123,6 @@ pub(super) struct Pair {
     pub outcome: Outcome,
 }
 
-/// An index entry: a slab slot and 32 bits of its key's hash. Keeping the
-/// hash in the entry lets the index rehash (which churn's tombstones make
-/// it do every few thousand removals) and skip non-matching candidates
-/// without reading the slabs.
-#[derive(Clone, Copy)]
-struct Slot {
-    slot: u32,
-    hash: u32,
-}
-
-impl Slot {
-    /// The 64-bit hash the table works with; the multiplication spreads
-    /// the 32 kept bits into the top bits the table also uses.
-    fn full(hash: u32) -> u64 {
-        u64::from(hash).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-    }
-}
-
 fn addr_hash(state: &State, key: &Key) -> u32 {
     state.hash_one(u128::from_ne_bytes(*key)) as u32
 }
@@ -154,7 +137,7 @@ pub(super) struct Table {
     pub sources: Vec<Source>,
     free_sources: Vec<u32>,
     /// Source slots, hashed by the slot's key.
-    by_addr: HashTable<Slot>,
+    by_addr: Index,
     /// Most and least recently active source of each class, and how many.
     class_head: [u32; CLASSES],
     class_tail: [u32; CLASSES],
@@ -163,7 +146,7 @@ pub(super) struct Table {
     free_pairs: Vec<u32>,
     /// Pair slots of indexed sources (see `Source::indexed`), hashed by the
     /// slot's (source slot, destination).
-    by_pair: HashTable<Slot>,
+    by_pair: Index,
     /// Pairs tracked (indexed or not).
     pair_len: usize,
     pend_head: u32,
@@ -192,13 +175,13 @@ impl Table {
         Self {
             sources: Vec::with_capacity(sources.min(max_sources)),
             free_sources: Vec::new(),
-            by_addr: HashTable::with_capacity(sources.min(max_sources)),
+            by_addr: Index::new(max_sources),
             class_head: [NIL; CLASSES],
             class_tail: [NIL; CLASSES],
             class_len: [0; CLASSES],
             pairs: Vec::with_capacity(pairs.min(max_pairs)),
             free_pairs: Vec::new(),
-            by_pair: HashTable::with_capacity(pairs.min(max_pairs)),
+            by_pair: Index::new(max_pairs),
             pair_len: 0,
             pend_head: NIL,
             pend_tail: NIL,
@@ -212,17 +195,11 @@ impl Table {
     /// Bytes allocated for sources and pairs (slabs, free lists, indexes).
     pub fn bytes(&self) -> usize {
         use std::mem::size_of;
-        // hashbrown: one slot and one control byte per bucket, buckets a
-        // power of two at most 8/7 of the capacity.
-        let index = |t: &HashTable<Slot>| {
-            let buckets = (t.capacity() * 8 / 7).next_power_of_two();
-            buckets * (size_of::<Slot>() + 1)
-        };
         self.sources.capacity() * size_of::<Source>()
             + self.pairs.capacity() * size_of::<Pair>()
             + (self.free_sources.capacity() + self.free_pairs.capacity()) * size_of::<u32>()
-            + index(&self.by_addr)
-            + index(&self.by_pair)
+            + self.by_addr.bytes()
+            + self.by_pair.bytes()
     }
 
     /// Tracked sources.
@@ -242,13 +219,24 @@ impl Table {
 
     /// The slot of a tracked source.
     pub fn source(&self, key: &Key) -> Option<u32> {
-        let h = addr_hash(&self.state, key);
+        self.source_hashed(key, self.addr_hash(key))
+    }
+
+    /// [`Self::source`] with the hash from [`Self::addr_hash`].
+    pub fn source_hashed(&self, key: &Key, hash: u32) -> Option<u32> {
         let sources = &self.sources;
         self.by_addr
-            .find(Slot::full(h), |e| {
-                e.hash == h && sources[e.slot as usize].key == *key
-            })
-            .map(|e| e.slot)
+            .find(hash, |s| sources[s as usize].key == *key)
+    }
+
+    /// The source index's hash of `key`.
+    pub fn addr_hash(&self, key: &Key) -> u32 {
+        addr_hash(&self.state, key)
+    }
+
+    /// Prefetch where [`Self::source_hashed`] looks.
+    pub fn prefetch_source(&self, hash: u32) {
+        self.by_addr.prefetch(hash);
     }
 
     /// The class a source is in.
@@ -287,10 +275,19 @@ impl Table {
         (1..CLASSES).chain([0]).find_map(pick)
     }
 
-    /// Prefetch the record the next eviction will read (see [`super::prefetch`]).
+    /// Prefetch the record the next eviction will read (see
+    /// [`super::prefetch`]); call [`Self::prefetch_victim_index`] later.
     pub fn prefetch_victim(&self, reserve: usize) {
         if let Some(v) = self.victim(reserve, NIL) {
             super::prefetch(&self.sources[v as usize]);
+        }
+    }
+
+    /// Prefetch the index bucket the next eviction will update (reads the
+    /// victim's record, so some time after [`Self::prefetch_victim`]).
+    pub fn prefetch_victim_index(&self, reserve: usize) {
+        if let Some(v) = self.victim(reserve, NIL) {
+            self.by_addr.prefetch(self.sources[v as usize].hash);
         }
     }
 
@@ -301,6 +298,7 @@ impl Table {
 
     /// Start tracking `key` as the most recently active source of probation.
     pub fn insert_source(&mut self, key: Key, threshold: u32, window: i64, now: i64) -> u32 {
+        let hash = self.addr_hash(&key);
         let src = Source {
             key,
             prev: NIL,
@@ -310,6 +308,7 @@ impl Table {
             distinct: 0,
             pending: 0,
             last_seen: now,
+            hash,
             window,
             indexed: false,
             threshold,
@@ -334,11 +333,7 @@ impl Table {
             }
             None => push_capped(&mut self.sources, src, self.max_sources),
         };
-        let hash = addr_hash(&self.state, &key);
-        self.by_addr
-            .insert_unique(Slot::full(hash), Slot { slot, hash }, |e| {
-                Slot::full(e.hash)
-            });
+        self.by_addr.insert(hash, slot);
         self.class_push_front(slot);
         slot
     }
@@ -360,10 +355,7 @@ impl Table {
             self.remove_pair(head);
         }
         self.class_unlink(slot);
-        let h = addr_hash(&self.state, &self.sources[slot as usize].key);
-        if let Ok(e) = self.by_addr.find_entry(Slot::full(h), |e| e.slot == slot) {
-            e.remove();
-        }
+        self.by_addr.remove(self.sources[slot as usize].hash, slot);
         self.free_sources.push(slot);
     }
 
@@ -373,14 +365,12 @@ impl Table {
         if !s.indexed {
             return (s.head != NIL && self.pairs[s.head as usize].dst == *dst).then_some(s.head);
         }
-        let h = pair_hash(&self.state, src, dst);
         let pairs = &self.pairs;
         self.by_pair
-            .find(Slot::full(h), |e| {
-                let p = &pairs[e.slot as usize];
-                e.hash == h && p.src == src && p.dst == *dst
+            .find(pair_hash(&self.state, src, dst), |p| {
+                let p = &pairs[p as usize];
+                p.src == src && p.dst == *dst
             })
-            .map(|e| e.slot)
     }
 
     /// Add a pending pair as the newest of its source.
@@ -502,14 +492,7 @@ impl Table {
             if s.distinct == 0 {
                 s.indexed = false;
             }
-            if let Ok(e) = self
-                .by_pair
-                .find_entry(Slot::full(pair_hash(&self.state, src, &dst)), |e| {
-                    e.slot == p
-                })
-            {
-                e.remove();
-            }
+            self.by_pair.remove(pair_hash(&self.state, src, &dst), p);
         }
         self.pair_len -= 1;
         self.free_pairs.push(p);
@@ -517,11 +500,8 @@ impl Table {
 
     fn index_pair(&mut self, p: u32) {
         let pair = &self.pairs[p as usize];
-        let hash = pair_hash(&self.state, pair.src, &pair.dst);
         self.by_pair
-            .insert_unique(Slot::full(hash), Slot { slot: p, hash }, |e| {
-                Slot::full(e.hash)
-            });
+            .insert(pair_hash(&self.state, pair.src, &pair.dst), p);
     }
 
     /// Pairs of a source, oldest first.
