@@ -59,7 +59,12 @@ impl Index {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.buckets.len() * std::mem::size_of::<Bucket>()
+        Self::bytes_for(self.buckets.len() * LOAD)
+    }
+
+    /// Bytes an index for `capacity` entries holds.
+    pub fn bytes_for(capacity: usize) -> usize {
+        capacity.div_ceil(LOAD).max(1) * std::mem::size_of::<Bucket>()
     }
 
     fn home(&self, hash: u32) -> usize {

@@ -92,6 +92,16 @@ pub struct SubnetOverride {
     pub window: Option<Duration>,
 }
 
+impl DetectConfig {
+    /// Most bytes the detector's state holds with these caps (sources,
+    /// pairs, their indexes and free lists, the recent-sources filter);
+    /// see docs/detection.md for the per-entry sizes.
+    pub fn memory_bound(&self) -> usize {
+        let (sources, pairs) = (self.max_sources.max(1), self.max_pairs.max(1));
+        Table::bytes_at(sources, pairs) + Recent::bytes_for(sources)
+    }
+}
+
 impl Default for DetectConfig {
     fn default() -> Self {
         Self {
@@ -124,6 +134,8 @@ pub struct DetectStats {
     pub tracked_pairs: usize,
     /// Pairs still waiting for an answer.
     pub pending_pairs: usize,
+    /// Bytes held by the state now (at most [`DetectConfig::memory_bound`]).
+    pub memory_bytes: usize,
     /// Sources evicted because `max_sources` or `max_pairs` was reached.
     pub source_evictions: u64,
     /// The same by fan-out class of the evicted source: 1 destination,
@@ -326,6 +338,7 @@ impl Detector {
             tracked_sources: self.table.source_count(),
             tracked_pairs: self.table.pair_count(),
             pending_pairs: self.table.pending_count(),
+            memory_bytes: self.table.bytes() + self.recent.bytes(),
             ..self.stats
         }
     }

@@ -63,6 +63,11 @@ impl Recent {
         self.buckets.len() * std::mem::size_of::<Bucket>()
     }
 
+    /// Bytes held for `max_sources`.
+    pub fn bytes_for(max_sources: usize) -> usize {
+        (max_sources.saturating_mul(PER_SOURCE) / WAYS).max(1) * std::mem::size_of::<Bucket>()
+    }
+
     /// Bucket index and source fingerprint, in place in an entry (never
     /// 0: 0 marks a free way).
     fn locate(&self, src: &Key) -> (usize, u32) {

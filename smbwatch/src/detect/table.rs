@@ -202,6 +202,16 @@ impl Table {
             + self.by_pair.bytes()
     }
 
+    /// Most bytes a table with these caps holds: slabs and free lists grow
+    /// to the caps and stop, the indexes are allocated for them.
+    pub fn bytes_at(max_sources: usize, max_pairs: usize) -> usize {
+        use std::mem::size_of;
+        max_sources * (size_of::<Source>() + size_of::<u32>())
+            + max_pairs * (size_of::<Pair>() + size_of::<u32>())
+            + Index::bytes_for(max_sources)
+            + Index::bytes_for(max_pairs)
+    }
+
     /// Tracked sources.
     pub fn source_count(&self) -> usize {
         self.by_addr.len()
@@ -356,7 +366,7 @@ impl Table {
         }
         self.class_unlink(slot);
         self.by_addr.remove(self.sources[slot as usize].hash, slot);
-        self.free_sources.push(slot);
+        push_capped(&mut self.free_sources, slot, self.max_sources);
     }
 
     /// The pair (source, destination), if tracked.
@@ -495,7 +505,7 @@ impl Table {
             self.by_pair.remove(pair_hash(&self.state, src, &dst), p);
         }
         self.pair_len -= 1;
-        self.free_pairs.push(p);
+        push_capped(&mut self.free_pairs, p, self.max_pairs);
     }
 
     fn index_pair(&mut self, p: u32) {

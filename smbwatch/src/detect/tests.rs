@@ -380,6 +380,7 @@ fn spoofed_flood_stays_bounded_and_the_real_scanner_is_caught() {
     // The slabs never grew past the caps: that is the memory bound.
     assert_eq!(det.table.sources.len(), cap);
     assert!(det.table.pairs.len() <= det.config().max_pairs);
+    assert!(stats.memory_bytes <= det.config().memory_bound());
     assert_eq!(stats.source_evictions, 1_000_000 + 1 - cap as u64);
     assert!(stats.cap_hits >= stats.source_evictions);
     let notice = det.take_cap_notice().expect("cap reported");
@@ -452,6 +453,7 @@ fn slow_scanner_inside_a_one_shot_spoofed_flood_is_caught() {
     assert!(flood as usize >= 10 * cap, "{flood} flood sources");
     let stats = det.stats();
     assert!(stats.tracked_sources <= cap);
+    assert!(stats.memory_bytes <= det.config().memory_bound());
     assert_eq!(det.table.sources.len(), cap, "the slab stopped at the cap");
     assert!(alerts.iter().all(|a| a.source_ip == Some(scanner())));
     let fanout = of_kind_a(&alerts, AlertKind::SmbScanFanout);
@@ -581,6 +583,33 @@ fn refused_after_accepted_corrects_the_walk_without_alerting() {
 
 fn of_kind_a(alerts: &[Alert], kind: AlertKind) -> Vec<&Alert> {
     alerts.iter().filter(|a| a.kind == kind).collect()
+}
+
+#[test]
+fn memory_is_bounded_by_the_caps() {
+    // Both caps full: 1,000 sources with 4 destinations each.
+    let cfg = DetectConfig {
+        max_sources: 1000,
+        max_pairs: 4000,
+        ..DetectConfig::default()
+    };
+    let bound = cfg.memory_bound();
+    // 175 bytes per source (record 128, free list 4, index 10.7, recent
+    // filter 32) and 79 per pair (record 64, free list 4, index 10.7).
+    assert_eq!(bound, 1000 * 128 + 1000 * 4 + 167 * 64 + 1000 * 32 + 4000 * 68 + 667 * 64);
+    let mut det = Detector::new(cfg);
+    for s in 0..2000u32 {
+        let src = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + s));
+        for d in 0..4 {
+            det.observe(&syn(src, host(d), i64::from(s)));
+        }
+    }
+    let stats = det.stats();
+    assert_eq!((stats.tracked_sources, stats.tracked_pairs), (1000, 4000));
+    // Full: the bound, less the free lists' share (they only hold slots
+    // freed and not yet reused).
+    assert!(stats.memory_bytes <= bound);
+    assert!(stats.memory_bytes >= bound - 5000 * 4, "{}", stats.memory_bytes);
 }
 
 #[test]
