@@ -31,6 +31,16 @@ struct Bucket {
     slots: [u32; WAYS],
 }
 
+impl Bucket {
+    /// A bit per way holding `tag`, without branches (vectorised).
+    fn matches(&self, tag: u16) -> u32 {
+        self.tags
+            .iter()
+            .enumerate()
+            .fold(0, |m, (i, &t)| m | u32::from(t == tag) << i)
+    }
+}
+
 /// See the module documentation.
 pub(super) struct Index {
     buckets: Vec<Bucket>,
@@ -91,10 +101,13 @@ impl Index {
         let mut b = self.home(hash);
         for _ in 0..self.buckets.len() {
             let bucket = &self.buckets[b];
-            for i in 0..WAYS {
-                if bucket.tags[i] == tag && eq(bucket.slots[i]) {
+            let mut hits = bucket.matches(tag);
+            while hits != 0 {
+                let i = hits.trailing_zeros() as usize;
+                if eq(bucket.slots[i]) {
                     return Some(bucket.slots[i]);
                 }
+                hits &= hits - 1;
             }
             if bucket.overflow == 0 {
                 return None;
@@ -130,7 +143,8 @@ impl Index {
         let mut b = home;
         for _ in 0..self.buckets.len() {
             let bucket = &mut self.buckets[b];
-            if let Some(i) = (0..WAYS).find(|&i| bucket.tags[i] == tag && bucket.slots[i] == slot) {
+            let hits = bucket.matches(tag);
+            if let Some(i) = (0..WAYS).find(|&i| hits >> i & 1 != 0 && bucket.slots[i] == slot) {
                 bucket.tags[i] = 0;
                 self.len -= 1;
                 let mut c = home;

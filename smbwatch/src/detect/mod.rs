@@ -394,7 +394,7 @@ impl Detector {
                 slot
             }
             None => {
-                let slot = self.admit(key, &dst, src, now);
+                let slot = self.admit(key, hash, &dst, src, now);
                 self.seen(slot, ev, now);
                 slot
             }
@@ -435,7 +435,7 @@ impl Detector {
     /// Start tracking a new source, evicting one if the table is full. A
     /// source evicted recently with another destination comes back with
     /// that destination counted in its class.
-    fn admit(&mut self, key: Key, dst: &Key, src: IpAddr, now: i64) -> u32 {
+    fn admit(&mut self, key: Key, hash: u32, dst: &Key, src: IpAddr, now: i64) -> u32 {
         let recalled = self.recent.admit(&key, dst);
         while self.table.source_count() >= self.max_sources {
             self.cap_hit(Cap::Sources, now, src);
@@ -446,7 +446,7 @@ impl Detector {
             self.evict(victim);
         }
         let (threshold, window) = self.limits(src);
-        let slot = self.table.insert_source(key, threshold, window, now);
+        let slot = self.table.insert_source(key, hash, threshold, window, now);
         if recalled {
             self.table.sources[slot as usize].carried = 1;
             self.stats.recalled_sources += 1;

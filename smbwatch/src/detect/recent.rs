@@ -91,9 +91,14 @@ impl Recent {
         let (b, fp) = self.locate(src);
         let dst_fp = self.dst_fp(dst);
         let ways = &mut self.buckets[b].0;
-        let (found, end) = match ways.iter().position(|&e| e & !DST_MASK == fp) {
-            Some(i) => (ways[i] & DST_MASK != dst_fp, i),
-            None => (false, WAYS - 1),
+        // A bit per matching way, without branches (the compiler vectorises it).
+        let hits = ways
+            .iter()
+            .enumerate()
+            .fold(0u32, |m, (i, &e)| m | u32::from(e & !DST_MASK == fp) << i);
+        let (found, end) = match hits.trailing_zeros() as usize {
+            WAYS.. => (false, WAYS - 1),
+            i => (ways[i] & DST_MASK != dst_fp, i),
         };
         ways.copy_within(0..end, 1);
         ways[0] = fp | dst_fp;

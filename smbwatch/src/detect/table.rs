@@ -235,8 +235,7 @@ impl Table {
     /// [`Self::source`] with the hash from [`Self::addr_hash`].
     pub fn source_hashed(&self, key: &Key, hash: u32) -> Option<u32> {
         let sources = &self.sources;
-        self.by_addr
-            .find(hash, |s| sources[s as usize].key == *key)
+        self.by_addr.find(hash, |s| sources[s as usize].key == *key)
     }
 
     /// The source index's hash of `key`.
@@ -257,11 +256,6 @@ impl Table {
     /// The least recently active source of class `c`.
     pub fn class_tail(&self, c: usize) -> Option<u32> {
         (self.class_tail[c] != NIL).then_some(self.class_tail[c])
-    }
-
-    /// Sources in class `c`.
-    pub fn class_len(&self, c: usize) -> usize {
-        self.class_len[c] as usize
     }
 
     /// Whom to evict: the least recently active source of probation while
@@ -306,9 +300,16 @@ impl Table {
         (self.pend_head != NIL).then_some(self.pend_head)
     }
 
-    /// Start tracking `key` as the most recently active source of probation.
-    pub fn insert_source(&mut self, key: Key, threshold: u32, window: i64, now: i64) -> u32 {
-        let hash = self.addr_hash(&key);
+    /// Start tracking `key` (hashed by [`Self::addr_hash`]) as the most
+    /// recently active source of probation.
+    pub fn insert_source(
+        &mut self,
+        key: Key,
+        hash: u32,
+        threshold: u32,
+        window: i64,
+        now: i64,
+    ) -> u32 {
         let src = Source {
             key,
             prev: NIL,
@@ -376,11 +377,10 @@ impl Table {
             return (s.head != NIL && self.pairs[s.head as usize].dst == *dst).then_some(s.head);
         }
         let pairs = &self.pairs;
-        self.by_pair
-            .find(pair_hash(&self.state, src, dst), |p| {
-                let p = &pairs[p as usize];
-                p.src == src && p.dst == *dst
-            })
+        self.by_pair.find(pair_hash(&self.state, src, dst), |p| {
+            let p = &pairs[p as usize];
+            p.src == src && p.dst == *dst
+        })
     }
 
     /// Add a pending pair as the newest of its source.
@@ -650,7 +650,7 @@ mod tests {
                 cur = s.next;
             }
             assert_eq!(t.class_tail[c], prev);
-            assert_eq!(t.class_len(c), len);
+            assert_eq!(t.class_len[c] as usize, len);
             seen += len;
         }
         assert_eq!(seen, t.source_count());
@@ -682,8 +682,8 @@ mod tests {
     #[test]
     fn lists_stay_consistent() {
         let mut t = Table::new(4, 4, 4, 4);
-        let a = t.insert_source(key(1), 20, 60, 0);
-        let b = t.insert_source(key(2), 20, 60, 0);
+        let a = t.insert_source(key(1), t.addr_hash(&key(1)), 20, 60, 0);
+        let b = t.insert_source(key(2), t.addr_hash(&key(2)), 20, 60, 0);
         assert_eq!(t.class_tail(0), Some(a));
         let p1 = t.insert_pair(a, key(10), 1, 5000, 445);
         let p2 = t.insert_pair(a, key(11), 2, 5001, 445);
@@ -710,7 +710,7 @@ mod tests {
         assert_eq!(t.pair_count(), 1);
         assert_eq!(t.pending_head(), Some(p3));
         // Freed slots are reused.
-        let c = t.insert_source(key(3), 20, 60, 5);
+        let c = t.insert_source(key(3), t.addr_hash(&key(3)), 20, 60, 5);
         assert_eq!(c, a);
         t.insert_pair(c, key(12), 5, 5004, 445);
         assert!(t.pairs.len() <= 3);
@@ -723,7 +723,7 @@ mod tests {
         for i in 0..1000u32 {
             let mut k = [0u8; 16];
             k[12..].copy_from_slice(&i.to_be_bytes());
-            let s = t.insert_source(k, 20, 60, 0);
+            let s = t.insert_source(k, t.addr_hash(&k), 20, 60, 0);
             t.insert_pair(s, key(1), 0, 1, 445);
         }
         assert_eq!(t.sources.capacity(), 1000);

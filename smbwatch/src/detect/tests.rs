@@ -471,8 +471,7 @@ fn slow_scanner_inside_a_one_shot_spoofed_flood_is_caught() {
     assert!((1..=20).contains(&stats.recalled_sources), "{stats:?}");
     // Every eviction hit a one-destination source.
     assert_eq!(
-        stats.source_evictions_by_class[0],
-        stats.source_evictions,
+        stats.source_evictions_by_class[0], stats.source_evictions,
         "{stats:?}"
     );
     assert_eq!(stats.source_evictions, u64::from(flood) + 2 - cap as u64);
@@ -512,7 +511,13 @@ fn two_destination_spoofed_sources_cannot_flush_a_20_destination_scanner() {
     let fanout = of_kind_a(&alerts, AlertKind::SmbScanFanout);
     let counts: Vec<_> = fanout
         .iter()
-        .map(|a| (a.source_ip, a.severity, a.scan.as_ref().unwrap().distinct_destinations))
+        .map(|a| {
+            (
+                a.source_ip,
+                a.severity,
+                a.scan.as_ref().unwrap().distinct_destinations,
+            )
+        })
         .collect();
     assert_eq!(
         counts,
@@ -521,7 +526,11 @@ fn two_destination_spoofed_sources_cannot_flush_a_20_destination_scanner() {
             (Some(scanner()), Severity::Critical, 40)
         ]
     );
-    assert!(fanout[1].message.contains("from 20"), "{}", fanout[1].message);
+    assert!(
+        fanout[1].message.contains("from 20"),
+        "{}",
+        fanout[1].message
+    );
     // The flood evicted itself: two-destination sources (class 2–3) and a
     // few caught between their two SYNs; never the scanner's class.
     assert_eq!(
@@ -550,7 +559,10 @@ fn refused_after_accepted_becomes_a_failure() {
     assert!(alerts.is_empty(), "F F F S: not yet");
     let alerts = det.observe(&refuse(scanner(), host(3), 306));
     assert_eq!(alerts.len(), 1, "{alerts:#?}");
-    assert_eq!((alerts[0].kind, alerts[0].ts), (AlertKind::SmbScanTrw, at(306)));
+    assert_eq!(
+        (alerts[0].kind, alerts[0].ts),
+        (AlertKind::SmbScanTrw, at(306))
+    );
     let scan = alerts[0].scan.as_ref().unwrap();
     assert_eq!((scan.accepted, scan.refused), (0, 4));
     assert_eq!(det.stats().accepted_then_refused, 1);
@@ -559,7 +571,11 @@ fn refused_after_accepted_becomes_a_failure() {
     assert!(det.observe(&accept(scanner(), host(3), 308)).is_empty());
     assert_eq!(det.stats().accepted_then_refused, 1);
     let s = &det.table.sources[det.table.source(&addr_key(scanner())).unwrap() as usize];
-    assert_eq!((s.accepted, s.refused, s.llr), (0, 4, 0.0), "walk restarted");
+    assert_eq!(
+        (s.accepted, s.refused, s.llr),
+        (0, 4, 0.0),
+        "walk restarted"
+    );
 }
 
 #[test]
@@ -578,7 +594,11 @@ fn refused_after_accepted_corrects_the_walk_without_alerting() {
     assert!(det.observe(&refuse(client, host(2), 206)).is_empty());
     let s = &det.table.sources[det.table.source(&addr_key(client)).unwrap() as usize];
     assert_eq!((s.accepted, s.refused), (2, 1));
-    assert!((s.llr - (2.0 * trw.success + trw.failure)).abs() < 1e-9, "{}", s.llr);
+    assert!(
+        (s.llr - (2.0 * trw.success + trw.failure)).abs() < 1e-9,
+        "{}",
+        s.llr
+    );
 }
 
 fn of_kind_a(alerts: &[Alert], kind: AlertKind) -> Vec<&Alert> {
@@ -596,7 +616,10 @@ fn memory_is_bounded_by_the_caps() {
     let bound = cfg.memory_bound();
     // 175 bytes per source (record 128, free list 4, index 10.7, recent
     // filter 32) and 79 per pair (record 64, free list 4, index 10.7).
-    assert_eq!(bound, 1000 * 128 + 1000 * 4 + 167 * 64 + 1000 * 32 + 4000 * 68 + 667 * 64);
+    assert_eq!(
+        bound,
+        1000 * 128 + 1000 * 4 + 167 * 64 + 1000 * 32 + 4000 * 68 + 667 * 64
+    );
     let mut det = Detector::new(cfg);
     for s in 0..2000u32 {
         let src = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + s));
@@ -609,7 +632,11 @@ fn memory_is_bounded_by_the_caps() {
     // Full: the bound, less the free lists' share (they only hold slots
     // freed and not yet reused).
     assert!(stats.memory_bytes <= bound);
-    assert!(stats.memory_bytes >= bound - 5000 * 4, "{}", stats.memory_bytes);
+    assert!(
+        stats.memory_bytes >= bound - 5000 * 4,
+        "{}",
+        stats.memory_bytes
+    );
 }
 
 #[test]
@@ -947,8 +974,16 @@ fn throughput() {
 #[test]
 #[ignore = "measurement: run in release with --ignored --nocapture"]
 fn churn_cost() {
-    let events = bench::churn_events(2_000_000, 35_000);
-    let c = bench::measure(&DetectConfig::default(), &events, 3);
+    // SMBWATCH_CHURN=EVENTS,ROUNDS for a shorter run (e.g. under callgrind).
+    let (n, rounds) = std::env::var("SMBWATCH_CHURN")
+        .ok()
+        .and_then(|v| {
+            let (n, r) = v.split_once(',')?;
+            Some((n.parse().ok()?, r.parse().ok()?))
+        })
+        .unwrap_or((2_000_000, 3));
+    let events = bench::churn_events(n, 35_000);
+    let c = bench::measure(&DetectConfig::default(), &events, rounds);
     println!(
         "churn: detector {:.0} ns/event, bounded HashMap {:.0} ns/event, ratio {:.2} ({} evictions, {} alerts)",
         c.detector_ns,
