@@ -10,118 +10,37 @@
 //! - Threshold Random Walk (Jung, Paxson, Berger, Balakrishnan 2004) on pair
 //!   outcomes ([`AlertKind::SmbScanTrw`]).
 //!
-//! See `docs/detection.md` for the defaults and why.
+//! The table is bounded in bytes by its caps and segmented by fan-out
+//! class, so sources that touched one destination (a spoofed flood) evict
+//! each other and never a source that touched many; a compact filter of
+//! recent admissions recognises a source flushed before its second
+//! destination. See `docs/detection.md` for the defaults and why.
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::alert::{Alert, AlertKind, ScanEvidence, Severity};
+use crate::alert::{Alert, AlertKind};
 use crate::event::{GatewayEvent, GatewayEventKind};
 
+mod alerting;
 pub mod bench;
 mod community_id;
+mod config;
 mod index;
 mod recent;
 mod table;
 mod trw;
 
 pub use community_id::{community_id_v1, PROTO_TCP};
+pub use config::{DetectConfig, SubnetOverride};
 use recent::Recent;
 pub use table::CLASSES;
 use table::{class_of, Key, Outcome, Table};
 use trw::{Decision, Trw};
-
-/// Detector settings: the `[detect]` section of the configuration file.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DetectConfig {
-    /// Distinct destinations within `window` that make a source a scanner.
-    pub fanout_threshold: u32,
-    /// Sliding window of the fan-out count (at least `response_timeout`).
-    #[serde(with = "humantime_serde")]
-    pub window: Duration,
-    /// A pair with no SYN-ACK or RST within this time is a failed probe.
-    #[serde(with = "humantime_serde")]
-    pub response_timeout: Duration,
-    /// TRW θ0: probability that a benign source's first contact succeeds.
-    pub trw_theta0: f64,
-    /// TRW θ1: probability that a scanner's first contact succeeds.
-    pub trw_theta1: f64,
-    /// TRW P_D: desired detection probability.
-    pub trw_pd: f64,
-    /// TRW P_F: tolerated false-positive probability.
-    pub trw_pf: f64,
-    /// After an alert, further alerts for the source are held back this long
-    /// unless the fan-out doubles or another alert kind fires.
-    #[serde(with = "humantime_serde")]
-    pub hold_down: Duration,
-    /// Most sources tracked at once. When full, the least recently active
-    /// source of the lowest fan-out class is evicted (see docs/detection.md).
-    pub max_sources: usize,
-    /// Most destinations tracked per source within its window; the count
-    /// saturates here (the oldest destination is dropped).
-    pub max_destinations_per_source: usize,
-    /// Most (source, destination) pairs tracked across all sources.
-    pub max_pairs: usize,
-    /// Most destinations listed in an alert's evidence.
-    pub max_destinations_listed: usize,
-    /// Sources never tracked or alerted on (backup servers, scanners you run).
-    pub allow: Vec<IpNet>,
-    /// Per-subnet overrides; the most specific prefix containing the source wins.
-    pub subnet: Vec<SubnetOverride>,
-}
-
-/// Threshold override for sources inside one prefix (`[[detect.subnet]]`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SubnetOverride {
-    /// Source prefix this override applies to.
-    pub cidr: IpNet,
-    /// Fan-out threshold for sources in `cidr`.
-    pub fanout_threshold: u32,
-    /// Fan-out window for sources in `cidr` (default: `[detect] window`).
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub window: Option<Duration>,
-}
-
-impl DetectConfig {
-    /// Most bytes the detector's state holds with these caps (sources,
-    /// pairs, their indexes and free lists, the recent-sources filter);
-    /// see docs/detection.md for the per-entry sizes.
-    pub fn memory_bound(&self) -> usize {
-        let (sources, pairs) = (self.max_sources.max(1), self.max_pairs.max(1));
-        Table::bytes_at(sources, pairs) + Recent::bytes_for(sources)
-    }
-}
-
-impl Default for DetectConfig {
-    fn default() -> Self {
-        Self {
-            fanout_threshold: 20,
-            window: Duration::from_secs(60),
-            response_timeout: Duration::from_secs(3),
-            trw_theta0: 0.8,
-            trw_theta1: 0.2,
-            trw_pd: 0.99,
-            trw_pf: 0.01,
-            hold_down: Duration::from_secs(600),
-            max_sources: 100_000,
-            max_destinations_per_source: 4096,
-            max_pairs: 262_144,
-            max_destinations_listed: 50,
-            allow: Vec::new(),
-            subnet: Vec::new(),
-        }
-    }
-}
 
 /// Counters describing the detector's state and work.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -210,13 +129,6 @@ const PROBATION_RESERVE_DIV: usize = 8;
 
 /// Notices kept until taken; more are only counted (`cap_hits`).
 const MAX_NOTICES: usize = 16;
-
-/// MITRE ATT&CK: Network Service Discovery, Exploitation of Remote Services.
-const TECHNIQUES: [&str; 2] = ["T1046", "T1210"];
-
-/// Bits of `Source::alerted_kinds`.
-const FANOUT_BIT: u8 = 1;
-const TRW_BIT: u8 = 2;
 
 /// The scan detector. Feed it every gateway event in time order.
 ///
@@ -647,95 +559,6 @@ impl Detector {
                 source,
             });
         }
-    }
-
-    /// Suppression: one alert per source per hold-down, unless this kind
-    /// has not fired in it yet or the fan-out doubled since the last alert.
-    fn maybe_alert(&mut self, slot: u32, kind: AlertKind, at: i64) -> Option<Alert> {
-        let hold_down = self.hold_down;
-        let s = &mut self.table.sources[slot as usize];
-        let held = s.last_alert != i64::MIN && at < s.last_alert.saturating_add(hold_down);
-        if !held {
-            s.alerted_kinds = 0;
-        }
-        let bit = if kind == AlertKind::SmbScanFanout {
-            FANOUT_BIT
-        } else {
-            TRW_BIT
-        };
-        let doubled = kind == AlertKind::SmbScanFanout
-            && held
-            && s.alerted_kinds & FANOUT_BIT != 0
-            && u64::from(s.distinct) >= 2 * u64::from(s.alerted_distinct);
-        if held && s.alerted_kinds & bit != 0 && !doubled {
-            self.stats.suppressed += 1;
-            return None;
-        }
-        let previous = s.alerted_distinct;
-        s.last_alert = at;
-        s.alerted_kinds |= bit;
-        s.alerted_distinct = s.distinct;
-        self.stats.alerts += 1;
-        Some(self.build_alert(slot, kind, at, doubled.then_some(previous)))
-    }
-
-    fn build_alert(&self, slot: u32, kind: AlertKind, at: i64, doubled_from: Option<u32>) -> Alert {
-        let s = &self.table.sources[slot as usize];
-        let src = key_addr(&s.key);
-        let first = self.table.pairs_of(slot).next();
-        let port = first.map(|p| p.dport);
-        let window = Duration::from_nanos(u64::try_from(s.window).unwrap_or(0));
-        let window_text = humantime::format_duration(window);
-        let port_text = port.map_or_else(String::new, |p| format!(" on port {p}"));
-        let (severity, message) = match (kind, doubled_from) {
-            (AlertKind::SmbScanFanout, None) => (
-                Severity::High,
-                format!(
-                    "{src} connected to {} distinct hosts{port_text} within {window_text}",
-                    s.distinct
-                ),
-            ),
-            (AlertKind::SmbScanFanout, Some(before)) => (
-                Severity::Critical,
-                format!(
-                    "{src} connected to {} distinct hosts{port_text} within {window_text} \
-                     (fan-out doubled since the last alert, from {before})",
-                    s.distinct
-                ),
-            ),
-            _ => (
-                Severity::Medium,
-                format!(
-                    "{src} looks like a scanner: its connection attempts{port_text} mostly fail \
-                     ({} failed, {} accepted, {} unanswered yet, {} hosts within {window_text})",
-                    s.refused, s.accepted, s.pending, s.distinct
-                ),
-            ),
-        };
-        let mut alert = Alert::new(DateTime::from_timestamp_nanos(at), kind, severity, message);
-        alert.techniques = TECHNIQUES.to_vec();
-        alert.source_ip = Some(src);
-        alert.destination_port = port;
-        alert.community_id =
-            first.map(|p| community_id_v1(src, key_addr(&p.dst), p.sport, p.dport, PROTO_TCP, 0));
-        alert.ifindex = Some(s.ifindex);
-        alert.vlan = s.vlan;
-        alert.scan = Some(ScanEvidence {
-            distinct_destinations: s.distinct as usize,
-            destinations: self
-                .table
-                .pairs_of(slot)
-                .take(self.cfg.max_destinations_listed)
-                .map(|p| key_addr(&p.dst))
-                .collect(),
-            syns: s.syns,
-            accepted: u64::from(s.accepted),
-            refused: u64::from(s.refused),
-            window_secs: window.as_secs(),
-            first_seen: DateTime::from_timestamp_nanos(first.map_or(s.last_seen, |p| p.ts)),
-            last_seen: DateTime::from_timestamp_nanos(s.last_seen),
-        });
-        alert
     }
 }
 
