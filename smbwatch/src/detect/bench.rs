@@ -4,7 +4,8 @@
 //!
 //! [`churn_events`] is a spoofed SYN flood: every event a new source, at a
 //! fixed rate, so the source table is full and evicts on every event.
-//! [`measure`] feeds it through [`Detector::observe`] and, in the same run,
+//! [`measure`] feeds it through [`Detector::observe`] (also with
+//! [`Detector::prefetch`] a few events ahead) and, in the same run,
 //! through a bare bounded hash map of the same keys (insert the new source,
 //! remove the one `max_sources` events older): the floor for keeping any
 //! per-source state under churn on this machine.
@@ -26,6 +27,9 @@ pub struct ChurnCost {
     pub events: usize,
     /// `Detector::observe`, nanoseconds per event.
     pub detector_ns: f64,
+    /// The same with [`Detector::prefetch`] called [`LOOKAHEAD`] events
+    /// ahead, as a caller holding a batch of events can.
+    pub detector_lookahead_ns: f64,
     /// Bounded `HashMap` insert + remove of the same sources, ns per event.
     pub baseline_ns: f64,
     /// Alerts raised in one detector round.
@@ -33,6 +37,9 @@ pub struct ChurnCost {
     /// Sources evicted in one detector round.
     pub source_evictions: u64,
 }
+
+/// How far ahead [`measure`] calls [`Detector::prefetch`].
+pub const LOOKAHEAD: usize = 4;
 
 /// `n` new-pair events, each from a new source (10.0.0.0 onwards), to 50
 /// destinations in turn, `per_sec` per second.
@@ -57,7 +64,7 @@ pub fn churn_events(n: u32, per_sec: u32) -> Vec<GatewayEvent> {
 /// baseline map, `rounds` times interleaved; the best round of each.
 pub fn measure(cfg: &DetectConfig, events: &[GatewayEvent], rounds: usize) -> ChurnCost {
     let n = events.len().max(1) as f64;
-    let (mut det_best, mut base_best) = (f64::MAX, f64::MAX);
+    let (mut det_best, mut ahead_best, mut base_best) = (f64::MAX, f64::MAX, f64::MAX);
     let (mut alerts, mut evictions) = (0, 0);
     for _ in 0..rounds.max(1) {
         let mut det = Detector::new(cfg.clone());
@@ -69,6 +76,17 @@ pub fn measure(cfg: &DetectConfig, events: &[GatewayEvent], rounds: usize) -> Ch
         det_best = det_best.min(start.elapsed().as_secs_f64());
         alerts = a;
         evictions = det.stats().source_evictions;
+        drop(det);
+
+        let mut det = Detector::new(cfg.clone());
+        let start = Instant::now();
+        for (i, ev) in events.iter().enumerate() {
+            if let Some(next) = events.get(i + LOOKAHEAD) {
+                det.prefetch(next);
+            }
+            std::hint::black_box(det.observe(ev));
+        }
+        ahead_best = ahead_best.min(start.elapsed().as_secs_f64());
         drop(det);
 
         let cap = cfg.max_sources.max(1);
@@ -93,6 +111,7 @@ pub fn measure(cfg: &DetectConfig, events: &[GatewayEvent], rounds: usize) -> Ch
     ChurnCost {
         events: events.len(),
         detector_ns: det_best * 1e9 / n,
+        detector_lookahead_ns: ahead_best * 1e9 / n,
         baseline_ns: base_best * 1e9 / n,
         alerts,
         source_evictions: evictions,

@@ -985,10 +985,13 @@ fn churn_cost() {
     let events = bench::churn_events(n, 35_000);
     let c = bench::measure(&DetectConfig::default(), &events, rounds);
     println!(
-        "churn: detector {:.0} ns/event, bounded HashMap {:.0} ns/event, ratio {:.2} ({} evictions, {} alerts)",
+        "churn: detector {:.0} ns/event ({:.0} with prefetch {} ahead), bounded HashMap {:.0} ns/event, ratio {:.2} ({:.2}) ({} evictions, {} alerts)",
         c.detector_ns,
+        c.detector_lookahead_ns,
+        bench::LOOKAHEAD,
         c.baseline_ns,
         c.detector_ns / c.baseline_ns,
+        c.detector_lookahead_ns / c.baseline_ns,
         c.source_evictions,
         c.alerts
     );

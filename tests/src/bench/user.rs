@@ -292,11 +292,12 @@ pub fn run(effort: &Effort) -> Result<Section> {
     // of the same keys measured in the same round: the floor for keeping
     // any per-source state under churn on this machine.
     let churn = detect_bench::churn_events(if effort.quick { 500_000 } else { 2_000_000 }, 35_000);
-    let (mut churn_ns, mut floor_ns) = (Vec::new(), Vec::new());
+    let (mut churn_ns, mut ahead_ns, mut floor_ns) = (Vec::new(), Vec::new(), Vec::new());
     for r in 0..rounds {
         eprintln!("user: detector under churn round {}/{rounds}", r + 1);
         let c = detect_bench::measure(&DetectConfig::default(), &churn, 1);
         churn_ns.push(c.detector_ns);
+        ahead_ns.push(c.detector_lookahead_ns);
         floor_ns.push(c.baseline_ns);
     }
     row(
@@ -306,6 +307,15 @@ pub fn run(effort: &Effort) -> Result<Section> {
             fmt_num(churn.len() as f64)
         ),
         &churn_ns,
+        "ns/event",
+    );
+    row(
+        &mut table,
+        &format!(
+            "  same, with Detector::prefetch {} events ahead (batch caller)",
+            detect_bench::LOOKAHEAD
+        ),
+        &ahead_ns,
         "ns/event",
     );
     row(
@@ -331,14 +341,17 @@ pub fn run(effort: &Effort) -> Result<Section> {
         300.0,
         "ns/event",
         &format!(
-            "Detector::observe alone, default caps, one eviction per event; a bounded HashMap of the same keys {} ns/event in the same rounds ({:.2}×)",
+            "Detector::observe alone, default caps, one eviction per event; {} ns/event with Detector::prefetch {} events ahead; a bounded HashMap of the same keys {} ns/event in the same rounds ({:.2}×, {:.2}× with prefetch)",
+            fmt_num(median(&ahead_ns)),
+            detect_bench::LOOKAHEAD,
             fmt_num(median(&floor_ns)),
-            median(&churn_ns) / median(&floor_ns)
+            median(&churn_ns) / median(&floor_ns),
+            median(&ahead_ns) / median(&floor_ns)
         ),
     ));
     data.insert(
         "detector_churn".into(),
-        json!({"events": churn.len(), "detector_ns": churn_ns, "hashmap_floor_ns": floor_ns, "memory_bound_bytes": bound}),
+        json!({"events": churn.len(), "detector_ns": churn_ns, "detector_prefetch_ahead_ns": ahead_ns, "hashmap_floor_ns": floor_ns, "memory_bound_bytes": bound}),
     );
 
     // Host-log parsing per format.
