@@ -4,10 +4,11 @@
 //! the evicted one, so the index's cache misses are most of the cost. Here
 //! an entry's tag and slot sit in the same 64-byte bucket (10 entries and
 //! an overflow count), so a lookup, an insert into the same bucket or a
-//! removal is one cache line, which can be prefetched. Buckets are sized
-//! for the cap at 60 % load and never grow or rehash: memory is fixed
-//! (about 11 bytes per entry of capacity) and every operation is O(1)
-//! expected and allocation-free.
+//! removal is one cache line, which can be prefetched. The bucket array
+//! starts small (a compact index is a cached index) and doubles at 60 %
+//! load up to its size for the cap, about 11 bytes per entry of the cap;
+//! from there it never grows or rehashes, so at the cap every operation is
+//! O(1) expected and allocation-free.
 //!
 //! Probing goes on to the next bucket only while the bucket passed has a
 //! non-zero overflow count (entries whose home is at or before it but that
@@ -45,6 +46,8 @@ impl Bucket {
 pub(super) struct Index {
     buckets: Vec<Bucket>,
     len: usize,
+    /// Buckets at the cap: growth stops there.
+    max_buckets: usize,
 }
 
 fn tag(hash: u32) -> u16 {
@@ -53,13 +56,18 @@ fn tag(hash: u32) -> u16 {
 }
 
 impl Index {
-    /// An index for at most `capacity` entries.
-    pub fn new(capacity: usize) -> Self {
-        let n = capacity.div_ceil(LOAD).max(1);
+    /// An index for at most `capacity` entries, allocated for `initial`.
+    pub fn new(initial: usize, capacity: usize) -> Self {
+        let max_buckets = Self::buckets_for(capacity);
         Self {
-            buckets: vec![Bucket::default(); n],
+            buckets: vec![Bucket::default(); Self::buckets_for(initial).min(max_buckets)],
             len: 0,
+            max_buckets,
         }
+    }
+
+    fn buckets_for(entries: usize) -> usize {
+        entries.div_ceil(LOAD).max(1)
     }
 
     /// Entries held.
@@ -69,12 +77,12 @@ impl Index {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        Self::bytes_for(self.buckets.len() * LOAD)
+        self.buckets.len() * std::mem::size_of::<Bucket>()
     }
 
-    /// Bytes an index for `capacity` entries holds.
+    /// Most bytes an index for `capacity` entries holds.
     pub fn bytes_for(capacity: usize) -> usize {
-        capacity.div_ceil(LOAD).max(1) * std::mem::size_of::<Bucket>()
+        Self::buckets_for(capacity) * std::mem::size_of::<Bucket>()
     }
 
     fn home(&self, hash: u32) -> usize {
@@ -117,9 +125,32 @@ impl Index {
         None
     }
 
-    /// Add `slot` under `hash`. The caller keeps `len` within the capacity
-    /// (the index has room for 10/6 of it, so a free way always exists).
-    pub fn insert(&mut self, hash: u32, slot: u32) {
+    /// Add `slot` under `hash`; `hash_of` gives the hash of any slot held,
+    /// for the rehash when the index doubles. The caller keeps `len` within
+    /// the capacity (the index has room for 10/6 of it, so a free way
+    /// always exists).
+    pub fn insert(&mut self, hash: u32, slot: u32, hash_of: impl Fn(u32) -> u32) {
+        if self.len >= self.buckets.len() * LOAD && self.buckets.len() < self.max_buckets {
+            self.grow(hash_of);
+        }
+        self.place(hash, slot);
+    }
+
+    /// Double the buckets (at most to the cap's) and re-place every entry.
+    fn grow(&mut self, hash_of: impl Fn(u32) -> u32) {
+        let n = (self.buckets.len() * 2).min(self.max_buckets);
+        let old = std::mem::replace(&mut self.buckets, vec![Bucket::default(); n]);
+        self.len = 0;
+        for bucket in &old {
+            for i in 0..WAYS {
+                if bucket.tags[i] != 0 {
+                    self.place(hash_of(bucket.slots[i]), bucket.slots[i]);
+                }
+            }
+        }
+    }
+
+    fn place(&mut self, hash: u32, slot: u32) {
         let tag = tag(hash);
         let mut b = self.home(hash);
         for _ in 0..self.buckets.len() {
@@ -178,10 +209,10 @@ mod tests {
     #[test]
     fn overflowing_buckets_stay_findable_and_recover() {
         // Two buckets; every hash homes in bucket 0, so it overflows into 1.
-        let mut ix = Index::new(12);
+        let mut ix = Index::new(12, 12);
         let hash = |i: u32| 0x0000_0100 + i; // high bits 0: home bucket 0
         for i in 0..15 {
-            ix.insert(hash(i), i);
+            ix.insert(hash(i), i, |_| unreachable!("no growth"));
         }
         assert_eq!(ix.len(), 15);
         for i in 0..15 {
@@ -204,14 +235,16 @@ mod tests {
     #[test]
     fn churn_keeps_it_consistent() {
         // A sliding set of 1,000 live keys over 100,000 inserts.
-        let mut ix = Index::new(1000);
+        // Starts at 2 buckets and grows to the cap's 167.
+        let mut ix = Index::new(12, 1000);
         let h = |i: u32| i.wrapping_mul(0x9e37_79b9);
         for i in 0..100_000u32 {
             if i >= 1000 {
                 assert!(ix.remove(h(i - 1000), i - 1000));
             }
-            ix.insert(h(i), i);
+            ix.insert(h(i), i, h);
         }
+        assert_eq!(ix.bytes(), Index::bytes_for(1000));
         assert_eq!(ix.len(), 1000);
         for i in 99_000..100_000 {
             assert_eq!(ix.find(h(i), |s| s == i), Some(i));

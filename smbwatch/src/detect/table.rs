@@ -175,13 +175,13 @@ impl Table {
         Self {
             sources: Vec::with_capacity(sources.min(max_sources)),
             free_sources: Vec::new(),
-            by_addr: Index::new(max_sources),
+            by_addr: Index::new(sources, max_sources),
             class_head: [NIL; CLASSES],
             class_tail: [NIL; CLASSES],
             class_len: [0; CLASSES],
             pairs: Vec::with_capacity(pairs.min(max_pairs)),
             free_pairs: Vec::new(),
-            by_pair: Index::new(max_pairs),
+            by_pair: Index::new(pairs, max_pairs),
             pair_len: 0,
             pend_head: NIL,
             pend_tail: NIL,
@@ -203,7 +203,7 @@ impl Table {
     }
 
     /// Most bytes a table with these caps holds: slabs and free lists grow
-    /// to the caps and stop, the indexes are allocated for them.
+    /// to the caps and stop, and so do the indexes.
     pub fn bytes_at(max_sources: usize, max_pairs: usize) -> usize {
         use std::mem::size_of;
         max_sources * (size_of::<Source>() + size_of::<u32>())
@@ -344,7 +344,9 @@ impl Table {
             }
             None => push_capped(&mut self.sources, src, self.max_sources),
         };
-        self.by_addr.insert(hash, slot);
+        let sources = &self.sources;
+        self.by_addr
+            .insert(hash, slot, |s| sources[s as usize].hash);
         self.class_push_front(slot);
         slot
     }
@@ -510,8 +512,12 @@ impl Table {
 
     fn index_pair(&mut self, p: u32) {
         let pair = &self.pairs[p as usize];
+        let (pairs, state) = (&self.pairs, &self.state);
         self.by_pair
-            .insert(pair_hash(&self.state, pair.src, &pair.dst), p);
+            .insert(pair_hash(state, pair.src, &pair.dst), p, |q| {
+                let q = &pairs[q as usize];
+                pair_hash(state, q.src, &q.dst)
+            });
     }
 
     /// Pairs of a source, oldest first.
