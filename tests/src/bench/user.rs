@@ -20,6 +20,7 @@ use chrono::DateTime;
 use serde_json::{json, Value};
 use smbwatch::{
     alert::AlertKind,
+    config::Config,
     dataplane::{
         decode_event, testrun, to_gateway_event, Dataplane, LoadOptions, MonotonicClock, PinnedMaps,
     },
@@ -27,6 +28,7 @@ use smbwatch::{
     event::{GatewayEvent, GatewayEventKind},
     hostlog::{self, Format},
     packet::Segment,
+    pipeline::Pipeline,
 };
 use smbwatch_common::{stat, PAIRS_MAP, SOURCES_MAP};
 
@@ -293,12 +295,20 @@ pub fn run(effort: &Effort) -> Result<Section> {
     // any per-source state under churn on this machine.
     let churn = detect_bench::churn_events(if effort.quick { 500_000 } else { 2_000_000 }, 35_000);
     let (mut churn_ns, mut ahead_ns, mut floor_ns) = (Vec::new(), Vec::new(), Vec::new());
+    let mut pipeline_ns = Vec::new();
     for r in 0..rounds {
         eprintln!("user: detector under churn round {}/{rounds}", r + 1);
         let c = detect_bench::measure(&DetectConfig::default(), &churn, 1);
         churn_ns.push(c.detector_ns);
         ahead_ns.push(c.detector_lookahead_ns);
         floor_ns.push(c.baseline_ns);
+        // The daemon's path for a gateway event: detector + correlator.
+        let mut pipeline = Pipeline::new(&Config::default());
+        let start = Instant::now();
+        for ev in &churn {
+            std::hint::black_box(pipeline.gateway_event(ev));
+        }
+        pipeline_ns.push(start.elapsed().as_secs_f64() * 1e9 / churn.len() as f64);
     }
     row(
         &mut table,
@@ -322,6 +332,12 @@ pub fn run(effort: &Effort) -> Result<Section> {
         &mut table,
         "  same sources into a bounded HashMap (insert + remove, the floor)",
         &floor_ns,
+        "ns/event",
+    );
+    row(
+        &mut table,
+        "  same events through Pipeline::gateway_event (detector + correlator)",
+        &pipeline_ns,
         "ns/event",
     );
     let bound = DetectConfig::default().memory_bound();
@@ -351,7 +367,7 @@ pub fn run(effort: &Effort) -> Result<Section> {
     ));
     data.insert(
         "detector_churn".into(),
-        json!({"events": churn.len(), "detector_ns": churn_ns, "detector_prefetch_ahead_ns": ahead_ns, "hashmap_floor_ns": floor_ns, "memory_bound_bytes": bound}),
+        json!({"events": churn.len(), "detector_ns": churn_ns, "detector_prefetch_ahead_ns": ahead_ns, "hashmap_floor_ns": floor_ns, "pipeline_ns": pipeline_ns, "memory_bound_bytes": bound}),
     );
 
     // Host-log parsing per format.
