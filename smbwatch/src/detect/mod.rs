@@ -146,7 +146,8 @@ pub struct Detector {
     /// `(prefix, threshold, window ns)`, most specific prefix first.
     overrides: Vec<(IpNet, u32, i64)>,
     table: Table,
-    /// Sources evicted recently, to recognise them when they come back.
+    /// Sources admitted recently, to recognise one that comes back after
+    /// an eviction flushed its record.
     recent: Recent,
     /// Probation keeps at least this many sources before higher classes are evicted.
     probation_reserve: usize,
@@ -358,8 +359,8 @@ impl Detector {
     }
 
     /// Start tracking a new source, evicting one if the table is full. A
-    /// source evicted recently with another destination comes back with
-    /// that destination counted in its class.
+    /// source admitted recently (and evicted since) with another destination
+    /// comes back with that destination counted in its class.
     fn admit(&mut self, key: Key, hash: u32, dst: &Key, src: IpAddr, now: i64) -> u32 {
         let recalled = self.recent.admit(&key, dst);
         while self.table.source_count() >= self.max_sources {
