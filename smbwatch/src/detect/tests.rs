@@ -601,6 +601,54 @@ fn refused_after_accepted_corrects_the_walk_without_alerting() {
     );
 }
 
+#[test]
+fn class_follows_destinations_in_the_window() {
+    let mut det = Detector::new(DetectConfig::default());
+    let class = |det: &Detector| {
+        det.table
+            .class(det.table.source(&addr_key(scanner())).unwrap())
+    };
+    for i in 0..8 {
+        det.observe(&syn(scanner(), host(i), i64::from(i)));
+        det.observe(&accept(scanner(), host(i), i64::from(i) + 1));
+    }
+    assert_eq!(class(&det), 3, "8 destinations: the 8–15 class");
+    // A minute later the eight have left the window: back to probation.
+    det.observe(&syn(scanner(), host(100), MIN + 10));
+    assert_eq!(class(&det), 0);
+    det.observe(&syn(scanner(), host(101), MIN + 20));
+    assert_eq!(class(&det), 1, "promoted on its second destination");
+}
+
+#[test]
+fn probation_keeps_room_for_newcomers() {
+    // 16 sources with two destinations fill a 16-source table; probation's
+    // reserve is 2. Newcomers first evict from the 2–3 class until
+    // probation holds more than its reserve, then evict each other.
+    let cfg = DetectConfig {
+        max_sources: 16,
+        ..DetectConfig::default()
+    };
+    let mut det = Detector::new(cfg);
+    for s in 0..16u32 {
+        let src = IpAddr::V4(Ipv4Addr::from(0xc000_0200 + s));
+        det.observe(&syn(src, host(0), i64::from(s)));
+        det.observe(&syn(src, host(1), i64::from(s)));
+    }
+    for n in 0..6 {
+        det.observe(&syn(spoofed(n), host(2), 100 + i64::from(n)));
+    }
+    let stats = det.stats();
+    assert_eq!(stats.source_evictions_by_class[..2], [3, 3], "{stats:?}");
+    // The oldest newcomers went; the newest three are tracked.
+    for n in 0..3 {
+        assert_eq!(det.table.source(&addr_key(spoofed(n))), None, "{n}");
+    }
+    for n in 3..6 {
+        assert!(det.table.source(&addr_key(spoofed(n))).is_some(), "{n}");
+    }
+}
+
 fn of_kind_a(alerts: &[Alert], kind: AlertKind) -> Vec<&Alert> {
     alerts.iter().filter(|a| a.kind == kind).collect()
 }
