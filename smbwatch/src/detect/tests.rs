@@ -661,6 +661,8 @@ fn memory_is_bounded_by_the_caps() {
         max_pairs: 4000,
         ..DetectConfig::default()
     };
+    // The figure in README.md and docs/detection.md.
+    assert_eq!(DetectConfig::default().memory_bound() / 1_000_000, 38);
     let bound = cfg.memory_bound();
     // 175 bytes per source (record 128, free list 4, index 10.7, recent
     // filter 32) and 79 per pair (record 64, free list 4, index 10.7).
