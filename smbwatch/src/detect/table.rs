@@ -724,6 +724,98 @@ mod tests {
     }
 
     #[test]
+    fn random_operations_keep_every_list_and_index_consistent() {
+        // A fixed pseudo-random sequence of every operation, checked often.
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut rnd = |n: u32| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % u64::from(n)) as u32
+        };
+        let addr = |i: u32| {
+            let mut k = [0u8; 16];
+            k[12..].copy_from_slice(&i.to_be_bytes());
+            k
+        };
+        let mut t = Table::new(64, 256, 4, 4);
+        let mut peak = (0, 0);
+        for step in 0..20_000u32 {
+            let live: Vec<u32> = (0..CLASSES)
+                .flat_map(|c| {
+                    let mut v = Vec::new();
+                    let mut cur = t.class_head[c];
+                    while cur != NIL {
+                        v.push(cur);
+                        cur = t.sources[cur as usize].next;
+                    }
+                    v
+                })
+                .collect();
+            let pick = |r: u32| live.get(r as usize % live.len().max(1)).copied();
+            match rnd(8) {
+                0 | 1 if t.source_count() < 64 => {
+                    let k = addr(rnd(200));
+                    if t.source(&k).is_none() {
+                        t.insert_source(k, t.addr_hash(&k), 20, 60, i64::from(step));
+                    }
+                }
+                2 | 3 => {
+                    if let (Some(s), true) = (pick(rnd(1000)), t.pair_count() < 256) {
+                        let d = addr(rnd(12));
+                        if t.pair(s, &d).is_none() {
+                            t.insert_pair(s, d, i64::from(step), 1, 445);
+                        }
+                    }
+                }
+                4 => {
+                    if let Some(s) = pick(rnd(1000)) {
+                        t.touch(s, class_of(rnd(40)));
+                    }
+                }
+                5 => {
+                    if let Some(p) = t.pending_head() {
+                        t.resolve(
+                            p,
+                            if rnd(2) == 0 {
+                                Outcome::Accepted
+                            } else {
+                                Outcome::Failed
+                            },
+                        );
+                    }
+                }
+                6 => {
+                    if let Some(s) = pick(rnd(1000)) {
+                        let head = t.sources[s as usize].head;
+                        if head != NIL {
+                            match t.pairs[head as usize].outcome {
+                                Outcome::Accepted if rnd(2) == 0 => t.accepted_to_failed(head),
+                                _ => t.remove_pair(head),
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    if let Some(s) = pick(rnd(1000)) {
+                        if rnd(4) == 0 {
+                            t.remove_source(s);
+                        }
+                    }
+                }
+            }
+            if step % 97 == 0 {
+                check(&t);
+            }
+            peak = (peak.0.max(t.source_count()), peak.1.max(t.pair_count()));
+        }
+        check(&t);
+        // The walk reached both caps' neighbourhood (full tables, indexed sources).
+        assert!(peak.0 >= 60 && peak.1 >= 100, "{peak:?}");
+        assert!(t.sources.capacity() <= 64 && t.pairs.capacity() <= 256);
+    }
+
+    #[test]
     fn slabs_stop_growing_at_the_caps() {
         let mut t = Table::new(1000, 1500, 16, 16);
         for i in 0..1000u32 {
