@@ -10,102 +10,37 @@
 //! - Threshold Random Walk (Jung, Paxson, Berger, Balakrishnan 2004) on pair
 //!   outcomes ([`AlertKind::SmbScanTrw`]).
 //!
-//! See `docs/detection.md` for the defaults and why.
+//! The table is bounded in bytes by its caps and segmented by fan-out
+//! class, so sources that touched one destination (a spoofed flood) evict
+//! each other and never a source that touched many; a compact filter of
+//! recent admissions recognises a source flushed before its second
+//! destination. See `docs/detection.md` for the defaults and why.
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::alert::{Alert, AlertKind, ScanEvidence, Severity};
+use crate::alert::{Alert, AlertKind};
 use crate::event::{GatewayEvent, GatewayEventKind};
 
+mod alerting;
+pub mod bench;
 mod community_id;
+mod config;
+mod index;
+mod recent;
 mod table;
 mod trw;
 
 pub use community_id::{community_id_v1, PROTO_TCP};
-use table::{Key, Outcome, Table};
+pub use config::{DetectConfig, SubnetOverride};
+use recent::Recent;
+pub use table::CLASSES;
+use table::{class_of, Key, Outcome, Table};
 use trw::{Decision, Trw};
-
-/// Detector settings: the `[detect]` section of the configuration file.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DetectConfig {
-    /// Distinct destinations within `window` that make a source a scanner.
-    pub fanout_threshold: u32,
-    /// Sliding window of the fan-out count (at least `response_timeout`).
-    #[serde(with = "humantime_serde")]
-    pub window: Duration,
-    /// A pair with no SYN-ACK or RST within this time is a failed probe.
-    #[serde(with = "humantime_serde")]
-    pub response_timeout: Duration,
-    /// TRW θ0: probability that a benign source's first contact succeeds.
-    pub trw_theta0: f64,
-    /// TRW θ1: probability that a scanner's first contact succeeds.
-    pub trw_theta1: f64,
-    /// TRW P_D: desired detection probability.
-    pub trw_pd: f64,
-    /// TRW P_F: tolerated false-positive probability.
-    pub trw_pf: f64,
-    /// After an alert, further alerts for the source are held back this long
-    /// unless the fan-out doubles or another alert kind fires.
-    #[serde(with = "humantime_serde")]
-    pub hold_down: Duration,
-    /// Most sources tracked at once (least recently active evicted first).
-    pub max_sources: usize,
-    /// Most destinations tracked per source within its window; the count
-    /// saturates here (the oldest destination is dropped).
-    pub max_destinations_per_source: usize,
-    /// Most (source, destination) pairs tracked across all sources.
-    pub max_pairs: usize,
-    /// Most destinations listed in an alert's evidence.
-    pub max_destinations_listed: usize,
-    /// Sources never tracked or alerted on (backup servers, scanners you run).
-    pub allow: Vec<IpNet>,
-    /// Per-subnet overrides; the most specific prefix containing the source wins.
-    pub subnet: Vec<SubnetOverride>,
-}
-
-/// Threshold override for sources inside one prefix (`[[detect.subnet]]`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SubnetOverride {
-    /// Source prefix this override applies to.
-    pub cidr: IpNet,
-    /// Fan-out threshold for sources in `cidr`.
-    pub fanout_threshold: u32,
-    /// Fan-out window for sources in `cidr` (default: `[detect] window`).
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub window: Option<Duration>,
-}
-
-impl Default for DetectConfig {
-    fn default() -> Self {
-        Self {
-            fanout_threshold: 20,
-            window: Duration::from_secs(60),
-            response_timeout: Duration::from_secs(3),
-            trw_theta0: 0.8,
-            trw_theta1: 0.2,
-            trw_pd: 0.99,
-            trw_pf: 0.01,
-            hold_down: Duration::from_secs(600),
-            max_sources: 100_000,
-            max_destinations_per_source: 4096,
-            max_pairs: 262_144,
-            max_destinations_listed: 50,
-            allow: Vec::new(),
-            subnet: Vec::new(),
-        }
-    }
-}
 
 /// Counters describing the detector's state and work.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -118,8 +53,18 @@ pub struct DetectStats {
     pub tracked_pairs: usize,
     /// Pairs still waiting for an answer.
     pub pending_pairs: usize,
+    /// Bytes held by the state now (at most [`DetectConfig::memory_bound`]).
+    pub memory_bytes: usize,
     /// Sources evicted because `max_sources` or `max_pairs` was reached.
     pub source_evictions: u64,
+    /// The same by fan-out class of the evicted source: 1 destination,
+    /// 2–3, 4–7, 8–15, 16–31, 32 or more.
+    pub source_evictions_by_class: [u64; CLASSES],
+    /// New records of evicted sources that came back to another destination
+    /// (admitted in the 2–3 class instead of probation).
+    pub recalled_sources: u64,
+    /// Pairs counted accepted then refused (RST after the SYN-ACK): made failures.
+    pub accepted_then_refused: u64,
     /// Destinations dropped because a source reached
     /// `max_destinations_per_source` (or was the only source left at `max_pairs`).
     pub destination_evictions: u64,
@@ -177,15 +122,13 @@ pub struct CapNotice {
     pub source: IpAddr,
 }
 
+/// Probation (one destination) keeps at least 1/8 of `max_sources`, so a
+/// new source has room to reach a second destination even when higher
+/// classes fill the table.
+const PROBATION_RESERVE_DIV: usize = 8;
+
 /// Notices kept until taken; more are only counted (`cap_hits`).
 const MAX_NOTICES: usize = 16;
-
-/// MITRE ATT&CK: Network Service Discovery, Exploitation of Remote Services.
-const TECHNIQUES: [&str; 2] = ["T1046", "T1210"];
-
-/// Bits of `Source::alerted_kinds`.
-const FANOUT_BIT: u8 = 1;
-const TRW_BIT: u8 = 2;
 
 /// The scan detector. Feed it every gateway event in time order.
 ///
@@ -203,6 +146,12 @@ pub struct Detector {
     /// `(prefix, threshold, window ns)`, most specific prefix first.
     overrides: Vec<(IpNet, u32, i64)>,
     table: Table,
+    /// Sources admitted recently, to recognise one that comes back after
+    /// an eviction flushed its record.
+    recent: Recent,
+    /// Probation keeps at least this many sources before higher classes are evicted.
+    probation_reserve: usize,
+
     /// Latest event time (ns); `i64::MIN` before the first.
     now: i64,
     stats: DetectStats,
@@ -243,7 +192,10 @@ impl Detector {
             trw: Trw::new(cfg.trw_theta0, cfg.trw_theta1, cfg.trw_pd, cfg.trw_pf),
             overrides,
             // Start small; the slabs grow to the caps only if traffic needs it.
-            table: Table::with_capacity(max_sources.min(4096), max_pairs.min(16384)),
+            table: Table::new(max_sources, max_pairs, 4096, 16384),
+            recent: Recent::new(max_sources),
+            probation_reserve: max_sources / PROBATION_RESERVE_DIV,
+
             now: i64::MIN,
             stats: DetectStats::default(),
             notices: Vec::new(),
@@ -264,6 +216,10 @@ impl Detector {
         let now = self.clock(ev.ts);
         let mut alerts = Vec::new();
         self.expire_pending(now, &mut alerts);
+        // Before the event: its source, if idle too long, starts afresh.
+        // (After it, this would read the next eviction's record right when
+        // it was prefetched, instead of one event later.)
+        self.expire_idle(now);
         let src = ev.src.to_canonical();
         if self.is_allowed(src) {
             self.stats.allowlisted += 1;
@@ -274,7 +230,6 @@ impl Detector {
                 GatewayEventKind::Refused => self.response(src, ev.dst, false, now, &mut alerts),
             }
         }
-        self.expire_idle(now);
         alerts
     }
 
@@ -296,7 +251,21 @@ impl Detector {
             tracked_sources: self.table.source_count(),
             tracked_pairs: self.table.pair_count(),
             pending_pairs: self.table.pending_count(),
+            memory_bytes: self.table.bytes() + self.recent.bytes(),
             ..self.stats
+        }
+    }
+
+    /// A hint: start fetching what [`Self::observe`] of `ev` will read
+    /// first (its source's index and recent-filter buckets). Under churn
+    /// most of an event's cost is waiting for those lines; a caller holding
+    /// a batch (the daemon drains the ring buffer in batches) can call this
+    /// a few events ahead of `observe` to overlap the waits. Changes no state.
+    pub fn prefetch(&self, ev: &GatewayEvent) {
+        if ev.kind == GatewayEventKind::NewPair {
+            let key = addr_key(ev.src.to_canonical());
+            self.table.prefetch_source(self.table.addr_hash(&key));
+            self.recent.prefetch(&key);
         }
     }
 
@@ -326,39 +295,36 @@ impl Detector {
 
     fn new_pair(&mut self, src: IpAddr, ev: &GatewayEvent, now: i64, alerts: &mut Vec<Alert>) {
         let key = addr_key(src);
-        let slot = match self.table.source(&key) {
+        let dst = addr_key(ev.dst.to_canonical());
+        let hash = self.table.addr_hash(&key);
+        // Under churn (a spoofed flood) this event reads three lines at
+        // random: the source's index bucket, its `recent` bucket, and the
+        // index bucket of the source it evicts. Ask for all three at once.
+        self.table.prefetch_source(hash);
+        self.recent.prefetch(&key);
+        if self.table.source_count() >= self.max_sources {
+            self.table.prefetch_victim_index(self.probation_reserve);
+        }
+        let slot = match self.table.source_hashed(&key, hash) {
             Some(slot) => {
-                self.table.touch(slot);
+                self.seen(slot, ev, now);
+                self.prune(slot, now);
+                if let Some(p) = self.table.pair(slot, &dst) {
+                    // Seen again within the window (a retransmission the
+                    // kernel reported twice, or a reconnect): still one
+                    // destination.
+                    self.table.refresh_pair(p, now, ev.sport);
+                    self.touch(slot);
+                    return;
+                }
                 slot
             }
             None => {
-                while self.table.source_count() >= self.max_sources {
-                    self.cap_hit(Cap::Sources, now, src);
-                    let lru = self
-                        .table
-                        .lru_tail()
-                        .expect("sources at cap, so one exists");
-                    self.table.remove_source(lru);
-                    self.stats.source_evictions += 1;
-                }
-                let (threshold, window) = self.limits(src);
-                self.table.insert_source(key, threshold, window, now)
+                let slot = self.admit(key, hash, &dst, src, now);
+                self.seen(slot, ev, now);
+                slot
             }
         };
-        {
-            let s = &mut self.table.sources[slot as usize];
-            s.last_seen = now;
-            s.ifindex = ev.ifindex;
-            s.vlan = ev.vlan;
-        }
-        self.prune(slot, now);
-        let dst = addr_key(ev.dst.to_canonical());
-        if let Some(p) = self.table.pair(slot, &dst) {
-            // Seen again within the window (a retransmission the kernel
-            // reported twice, or a reconnect): still one destination.
-            self.table.refresh_pair(p, now, ev.sport);
-            return;
-        }
         if self.table.sources[slot as usize].distinct >= self.max_per_source {
             // Keep the newest destinations: the count saturates at the cap.
             if !self.table.sources[slot as usize].dest_cap_noticed {
@@ -372,14 +338,10 @@ impl Detector {
         }
         while self.table.pair_count() >= self.max_pairs {
             self.cap_hit(Cap::Pairs, now, src);
-            match self.table.lru_tail() {
-                // The current source was just touched, so the tail is
-                // another one unless it is the only source left.
-                Some(lru) if lru != slot => {
-                    self.table.remove_source(lru);
-                    self.stats.source_evictions += 1;
-                }
-                _ => {
+            match self.table.victim(self.probation_reserve, slot) {
+                Some(victim) => self.evict(victim),
+                // The only source left: drop its own oldest destination.
+                None => {
                     let oldest = self.table.sources[slot as usize].head;
                     self.table.remove_pair(oldest);
                     self.stats.destination_evictions += 1;
@@ -387,12 +349,74 @@ impl Detector {
             }
         }
         self.table.insert_pair(slot, dst, now, ev.sport, ev.dport);
+        self.touch(slot);
         let s = &self.table.sources[slot as usize];
         if s.distinct >= s.threshold {
             if let Some(alert) = self.maybe_alert(slot, AlertKind::SmbScanFanout, now) {
                 alerts.push(alert);
             }
         }
+    }
+
+    /// Start tracking a new source, evicting one if the table is full. A
+    /// source admitted recently (and evicted since) with another destination
+    /// comes back with that destination counted in its class.
+    fn admit(&mut self, key: Key, hash: u32, dst: &Key, src: IpAddr, now: i64) -> u32 {
+        let recalled = self.recent.admit(&key, dst);
+        while self.table.source_count() >= self.max_sources {
+            self.cap_hit(Cap::Sources, now, src);
+            let victim = self
+                .table
+                .victim(self.probation_reserve, table::NIL)
+                .expect("sources at cap, so one exists");
+            self.evict(victim);
+        }
+        let (threshold, window) = self.limits(src);
+        let slot = self.table.insert_source(key, hash, threshold, window, now);
+        if recalled {
+            self.table.sources[slot as usize].carried = 1;
+            self.stats.recalled_sources += 1;
+        }
+        if self.table.source_count() >= self.max_sources {
+            // Under churn the next event evicts again.
+            self.table.prefetch_victim(self.probation_reserve);
+        }
+        slot
+    }
+
+    /// Evict a source to make room.
+    fn evict(&mut self, slot: u32) {
+        self.stats.source_evictions += 1;
+        self.stats.source_evictions_by_class[usize::from(self.table.class(slot))] += 1;
+        self.table.remove_source(slot);
+    }
+
+    /// The source's event at `now`: latest activity, interface and VLAN.
+    fn seen(&mut self, slot: u32, ev: &GatewayEvent, now: i64) {
+        let s = &mut self.table.sources[slot as usize];
+        s.last_seen = now;
+        s.ifindex = ev.ifindex;
+        s.vlan = ev.vlan;
+    }
+
+    /// Make the source the most recently active of its (possibly new) class.
+    fn touch(&mut self, slot: u32) {
+        let class = self.class(slot);
+        self.table.touch(slot, class);
+    }
+
+    /// A source's fan-out class: destinations in its window (plus one
+    /// remembered from before an eviction), or the net failures of its
+    /// random walk if more (a slow scanner's probes outside the window).
+    fn class(&self, slot: u32) -> u8 {
+        let s = &self.table.sources[slot as usize];
+        let walk = if s.llr > 0.0 {
+            // Tolerance: a sum of n equal steps divided by the step.
+            (s.llr / self.trw.failure + 1e-9) as u32
+        } else {
+            0
+        };
+        class_of((s.distinct + u32::from(s.carried)).max(walk))
     }
 
     fn response(
@@ -411,22 +435,38 @@ impl Detector {
             self.stats.unmatched_responses += 1;
             return;
         };
-        if self.table.pairs[p as usize].outcome != Outcome::Pending {
-            // A late answer (after the timeout counted it as failed) or a
-            // second answer: the first decision stands.
-            return;
+        match (self.table.pairs[p as usize].outcome, accepted) {
+            (Outcome::Pending, _) => {
+                self.table.sources[slot as usize].last_seen = now;
+                self.table.resolve(
+                    p,
+                    if accepted {
+                        Outcome::Accepted
+                    } else {
+                        Outcome::Failed
+                    },
+                );
+                self.trw_step(slot, accepted, now, alerts);
+            }
+            (Outcome::Accepted, false) => {
+                // RST after the SYN-ACK with no ACK between (the kernel
+                // reports it as Refused for a pair it reported Accepted):
+                // the contact failed after all.
+                self.table.sources[slot as usize].last_seen = now;
+                let same_walk =
+                    self.table.pairs[p as usize].walk == self.table.sources[slot as usize].walk;
+                self.table.accepted_to_failed(p);
+                self.stats.accepted_then_refused += 1;
+                let decision = self
+                    .trw
+                    .correct(&mut self.table.sources[slot as usize].llr, same_walk);
+                self.trw_decided(slot, decision, now, alerts);
+            }
+            // A late answer (after the timeout counted it as failed), a
+            // second answer, or a SYN-ACK after a RST: the first decision stands.
+            _ => return,
         }
-        self.table.touch(slot);
-        self.table.sources[slot as usize].last_seen = now;
-        self.table.resolve(
-            p,
-            if accepted {
-                Outcome::Accepted
-            } else {
-                Outcome::Failed
-            },
-        );
-        self.trw_step(slot, accepted, now, alerts);
+        self.touch(slot);
     }
 
     /// Pairs unanswered for longer than the timeout are failures, decided
@@ -448,6 +488,18 @@ impl Detector {
         let decision = self
             .trw
             .step(&mut self.table.sources[slot as usize].llr, success);
+        self.trw_decided(slot, decision, at, alerts);
+    }
+
+    /// After a walk moved: a decision restarts it (a later correction of an
+    /// outcome counted before the restart goes to the new walk); a scanner
+    /// decision alerts.
+    fn trw_decided(&mut self, slot: u32, decision: Decision, at: i64, alerts: &mut Vec<Alert>) {
+        if decision == Decision::Continue {
+            return;
+        }
+        let s = &mut self.table.sources[slot as usize];
+        s.walk = s.walk.wrapping_add(1);
         if decision == Decision::Scanner {
             self.prune(slot, at);
             if let Some(alert) = self.maybe_alert(slot, AlertKind::SmbScanTrw, at) {
@@ -478,14 +530,17 @@ impl Detector {
     /// hold-down: nothing of them is in a window any more and a new alert
     /// would not be suppressed, so only the TRW walk is lost.
     fn expire_idle(&mut self, now: i64) {
-        while let Some(lru) = self.table.lru_tail() {
-            let s = &self.table.sources[lru as usize];
-            let keep = s.window.max(self.hold_down);
-            if s.pending > 0 || s.last_seen.saturating_add(keep) > now {
-                break;
+        // Each class list is ordered by latest activity.
+        for c in 0..CLASSES {
+            while let Some(lru) = self.table.class_tail(c) {
+                let s = &self.table.sources[lru as usize];
+                let keep = s.window.max(self.hold_down);
+                if s.pending > 0 || s.last_seen.saturating_add(keep) > now {
+                    break;
+                }
+                self.table.remove_source(lru);
+                self.stats.idle_expired += 1;
             }
-            self.table.remove_source(lru);
-            self.stats.idle_expired += 1;
         }
         // Re-arm the global cap notices once usage has fallen well below.
         if self.table.source_count() < self.max_sources / 2 {
@@ -519,95 +574,27 @@ impl Detector {
             });
         }
     }
+}
 
-    /// Suppression: one alert per source per hold-down, unless this kind
-    /// has not fired in it yet or the fan-out doubled since the last alert.
-    fn maybe_alert(&mut self, slot: u32, kind: AlertKind, at: i64) -> Option<Alert> {
-        let hold_down = self.hold_down;
-        let s = &mut self.table.sources[slot as usize];
-        let held = s.last_alert != i64::MIN && at < s.last_alert.saturating_add(hold_down);
-        if !held {
-            s.alerted_kinds = 0;
+/// Ask for the cache line(s) of `*x` ahead of use: under churn every event
+/// reads a few records at random places in tables larger than the cache,
+/// and fetching the next ones while this event is processed hides part of
+/// that latency. A hint only: it changes no state.
+#[inline]
+fn prefetch<T>(x: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p = (x as *const T).cast::<i8>();
+        for line in (0..std::mem::size_of::<T>()).step_by(64) {
+            // SAFETY: SSE is part of the x86_64 baseline, and a prefetch
+            // never faults or reads into the program (the address is in
+            // `x`'s own allocation anyway).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(line)) };
         }
-        let bit = if kind == AlertKind::SmbScanFanout {
-            FANOUT_BIT
-        } else {
-            TRW_BIT
-        };
-        let doubled = kind == AlertKind::SmbScanFanout
-            && held
-            && s.alerted_kinds & FANOUT_BIT != 0
-            && u64::from(s.distinct) >= 2 * u64::from(s.alerted_distinct);
-        if held && s.alerted_kinds & bit != 0 && !doubled {
-            self.stats.suppressed += 1;
-            return None;
-        }
-        let previous = s.alerted_distinct;
-        s.last_alert = at;
-        s.alerted_kinds |= bit;
-        s.alerted_distinct = s.distinct;
-        self.stats.alerts += 1;
-        Some(self.build_alert(slot, kind, at, doubled.then_some(previous)))
     }
-
-    fn build_alert(&self, slot: u32, kind: AlertKind, at: i64, doubled_from: Option<u32>) -> Alert {
-        let s = &self.table.sources[slot as usize];
-        let src = key_addr(&s.key);
-        let first = self.table.pairs_of(slot).next();
-        let port = first.map(|p| p.dport);
-        let window = Duration::from_nanos(u64::try_from(s.window).unwrap_or(0));
-        let window_text = humantime::format_duration(window);
-        let port_text = port.map_or_else(String::new, |p| format!(" on port {p}"));
-        let (severity, message) = match (kind, doubled_from) {
-            (AlertKind::SmbScanFanout, None) => (
-                Severity::High,
-                format!(
-                    "{src} connected to {} distinct hosts{port_text} within {window_text}",
-                    s.distinct
-                ),
-            ),
-            (AlertKind::SmbScanFanout, Some(before)) => (
-                Severity::Critical,
-                format!(
-                    "{src} connected to {} distinct hosts{port_text} within {window_text} \
-                     (fan-out doubled since the last alert, from {before})",
-                    s.distinct
-                ),
-            ),
-            _ => (
-                Severity::Medium,
-                format!(
-                    "{src} looks like a scanner: its connection attempts{port_text} mostly fail \
-                     ({} failed, {} accepted, {} unanswered yet, {} hosts within {window_text})",
-                    s.refused, s.accepted, s.pending, s.distinct
-                ),
-            ),
-        };
-        let mut alert = Alert::new(DateTime::from_timestamp_nanos(at), kind, severity, message);
-        alert.techniques = TECHNIQUES.to_vec();
-        alert.source_ip = Some(src);
-        alert.destination_port = port;
-        alert.community_id =
-            first.map(|p| community_id_v1(src, key_addr(&p.dst), p.sport, p.dport, PROTO_TCP, 0));
-        alert.ifindex = Some(s.ifindex);
-        alert.vlan = s.vlan;
-        alert.scan = Some(ScanEvidence {
-            distinct_destinations: s.distinct as usize,
-            destinations: self
-                .table
-                .pairs_of(slot)
-                .take(self.cfg.max_destinations_listed)
-                .map(|p| key_addr(&p.dst))
-                .collect(),
-            syns: s.syns,
-            accepted: u64::from(s.accepted),
-            refused: u64::from(s.refused),
-            window_secs: window.as_secs(),
-            first_seen: DateTime::from_timestamp_nanos(first.map_or(s.last_seen, |p| p.ts)),
-            last_seen: DateTime::from_timestamp_nanos(s.last_seen),
-        });
-        alert
-    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
 }
 
 /// A duration in nanoseconds, saturating.

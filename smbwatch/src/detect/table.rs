@@ -1,17 +1,18 @@
 //! Per-source and per-pair state in fixed slabs.
 //!
-//! Sources live in a slab linked into an LRU list; each source's
-//! destinations are pairs in a second slab, linked oldest-first per source
-//! and, while unanswered, into one global pending list ordered by SYN time.
-//! Indices instead of pointers keep every operation O(1) and, once the slabs
-//! have grown to their caps, allocation-free: freed slots are reused. The
-//! caps themselves are enforced by the caller ([`super::Detector`]), which
-//! decides what to evict.
+//! Sources live in a slab; each is linked into the LRU list of its fan-out
+//! class (see [`class_of`]), so the caller can evict from the lowest class
+//! first. Each source's destinations are pairs in a second slab, linked
+//! oldest-first per source and, while unanswered, into one global pending
+//! list ordered by SYN time. Indices instead of pointers keep every
+//! operation O(1) and, once the slabs have grown to their caps,
+//! allocation-free: freed slots are reused. The two indexes
+//! ([`super::index::Index`]) hold slots, the keys stay in the slabs. The caps themselves are enforced by the caller
+//! ([`super::Detector`]), which decides what to evict.
 
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use super::index::Index;
 
-/// Keyed hasher for both maps. Sources are attacker-controlled (spoofed
+/// Keyed hasher for both indexes. Sources are attacker-controlled (spoofed
 /// addresses), so the hash must be seeded per process; aHash is, and is
 /// several times faster than SipHash on these 16- and 20-byte keys.
 type State = ahash::RandomState;
@@ -21,6 +22,19 @@ pub(super) type Key = [u8; 16];
 
 /// "No index" in the intrusive lists.
 pub(super) const NIL: u32 = u32::MAX;
+
+/// Fan-out classes: 1 destination (probation), 2–3, 4–7, 8–15, 16–31, 32+.
+pub const CLASSES: usize = 6;
+
+/// The class of a source that touched `rank` destinations: 0 for 0 or 1,
+/// then one class per power of two, the last open-ended.
+pub(super) fn class_of(rank: u32) -> u8 {
+    if rank <= 1 {
+        0
+    } else {
+        (31 - rank.leading_zeros()).min(CLASSES as u32 - 1) as u8
+    }
+}
 
 /// What became of a pair's first SYN.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,10 +47,12 @@ pub(super) enum Outcome {
     Failed,
 }
 
-/// One tracked source.
+/// One tracked source: 128 bytes, the first cache line holding what
+/// lookups, eviction and idle expiry read.
+#[repr(C, align(64))]
 pub(super) struct Source {
     pub key: Key,
-    /// LRU neighbours: `prev` is more recently active, `next` less.
+    /// Neighbours in its class's LRU list: `prev` is more recently active.
     prev: u32,
     next: u32,
     /// Oldest and newest pair (by latest sighting).
@@ -44,31 +60,48 @@ pub(super) struct Source {
     pub tail: u32,
     /// Pairs in the list (= distinct destinations in the window).
     pub distinct: u32,
-    /// Sums over the pairs in the list.
-    pub syns: u64,
-    pub accepted: u32,
-    pub refused: u32,
     pub pending: u32,
-    /// TRW log-likelihood ratio.
-    pub llr: f64,
-    /// Fan-out threshold and window (ns) for this source (subnet overrides).
-    pub threshold: u32,
-    pub window: i64,
-    /// Latest event of the source (ns); the LRU is ordered by it.
+    /// Latest event of the source (ns); each class list is ordered by it.
     pub last_seen: i64,
-    /// Interface and VLAN of the source's latest SYN.
-    pub ifindex: u32,
-    pub vlan: Option<u16>,
-    /// Suppression: time of the latest alert (`i64::MIN`: none), kinds
-    /// alerted since the hold-down began, fan-out at the latest alert.
-    pub last_alert: i64,
+    /// Hash of `key` in the source index.
+    hash: u32,
+    /// Whether its pairs are in the pair index: from its second pair on.
+    /// A source with one pair (most of a flood) finds it at `head`, so
+    /// one-shot sources never touch the index.
+    indexed: bool,
+    /// Fan-out class, i.e. which LRU list the source is in.
+    class: u8,
+    /// Destinations it touched before an eviction flushed its record (0 or
+    /// 1, from [`super::recent::Recent`]); counted in its class only.
+    pub carried: u8,
+    /// Suppression: kinds alerted since the hold-down began.
     pub alerted_kinds: u8,
-    pub alerted_distinct: u32,
     /// The per-source destination cap was reported for this source.
     pub dest_cap_noticed: bool,
+    // Second cache line (8-byte fields first, so it packs into 64 bytes).
+    /// Fan-out window (ns) for this source (subnet overrides).
+    pub window: i64,
+    /// Sums over the pairs in the list.
+    pub syns: u64,
+    /// TRW log-likelihood ratio.
+    pub llr: f64,
+    /// Suppression: time of the latest alert (`i64::MIN`: none) and fan-out then.
+    pub last_alert: i64,
+    pub alerted_distinct: u32,
+    /// Fan-out threshold for this source (subnet overrides).
+    pub threshold: u32,
+    pub accepted: u32,
+    pub refused: u32,
+    /// Interface and outer VLAN of the source's latest SYN.
+    pub ifindex: u32,
+    pub vlan: Option<u16>,
+    /// How many times the walk restarted (a correction applies to the walk
+    /// its outcome was part of).
+    pub walk: u16,
 }
 
-/// One (source, destination) pair within the source's window.
+/// One (source, destination) pair within the source's window: one cache line.
+#[repr(C, align(64))]
 pub(super) struct Pair {
     pub dst: Key,
     pub src: u32,
@@ -78,72 +111,105 @@ pub(super) struct Pair {
     /// Neighbours in the pending list, while `outcome` is `Pending`.
     pprev: u32,
     pnext: u32,
+    /// NewPair events seen for this pair.
+    pub syns: u32,
     /// First SYN (drives the response timeout) and latest SYN (drives the window).
     pub first_ts: i64,
     pub ts: i64,
     pub sport: u16,
     pub dport: u16,
-    /// NewPair events seen for this pair.
-    pub syns: u32,
+    /// The source's walk (`Source::walk`) when the outcome was counted.
+    pub walk: u16,
     pub outcome: Outcome,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct PairKey {
-    src: u32,
-    dst: Key,
+fn addr_hash(state: &State, key: &Key) -> u32 {
+    state.hash_one(u128::from_ne_bytes(*key)) as u32
 }
 
-impl Hash for PairKey {
-    // Two integer writes instead of a length-prefixed byte slice.
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u128(u128::from_ne_bytes(self.dst));
-        state.write_u32(self.src);
-    }
-}
-
-/// A source address as a map key, hashed as one integer.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct AddrKey(Key);
-
-impl Hash for AddrKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u128(u128::from_ne_bytes(self.0));
-    }
+// Two integer writes instead of a length-prefixed byte slice.
+fn pair_hash(state: &State, src: u32, dst: &Key) -> u32 {
+    state.hash_one((u128::from_ne_bytes(*dst), src)) as u32
 }
 
 /// The state table. See the module documentation.
 pub(super) struct Table {
     pub sources: Vec<Source>,
     free_sources: Vec<u32>,
-    by_addr: HashMap<AddrKey, u32, State>,
-    /// Most and least recently active source.
-    lru_head: u32,
-    lru_tail: u32,
+    /// Source slots, hashed by the slot's key.
+    by_addr: Index,
+    /// Most and least recently active source of each class, and how many.
+    class_head: [u32; CLASSES],
+    class_tail: [u32; CLASSES],
+    class_len: [u32; CLASSES],
     pub pairs: Vec<Pair>,
     free_pairs: Vec<u32>,
-    by_pair: HashMap<PairKey, u32, State>,
+    /// Pair slots of indexed sources (see `Source::indexed`), hashed by the
+    /// slot's (source slot, destination).
+    by_pair: Index,
+    /// Pairs tracked (indexed or not).
+    pair_len: usize,
     pend_head: u32,
     pend_tail: u32,
     pending: usize,
+    /// Slab lengths never exceed these (growth stops exactly there).
+    max_sources: usize,
+    max_pairs: usize,
+    state: State,
+}
+
+/// Push onto a slab without growing its allocation past `cap` elements.
+fn push_capped<T>(v: &mut Vec<T>, item: T, cap: usize) -> u32 {
+    if v.len() == v.capacity() {
+        let extra = v.len().max(16).min(cap.saturating_sub(v.len())).max(1);
+        v.reserve_exact(extra);
+    }
+    v.push(item);
+    (v.len() - 1) as u32
 }
 
 impl Table {
-    /// An empty table; `sources`/`pairs` size the initial allocation only.
-    pub fn with_capacity(sources: usize, pairs: usize) -> Self {
+    /// An empty table that never holds more than `max_sources` sources and
+    /// `max_pairs` pairs; `sources`/`pairs` size the initial allocation.
+    pub fn new(max_sources: usize, max_pairs: usize, sources: usize, pairs: usize) -> Self {
         Self {
-            sources: Vec::with_capacity(sources),
+            sources: Vec::with_capacity(sources.min(max_sources)),
             free_sources: Vec::new(),
-            by_addr: HashMap::with_capacity_and_hasher(sources, State::new()),
-            lru_head: NIL,
-            lru_tail: NIL,
-            pairs: Vec::with_capacity(pairs),
+            by_addr: Index::new(sources, max_sources),
+            class_head: [NIL; CLASSES],
+            class_tail: [NIL; CLASSES],
+            class_len: [0; CLASSES],
+            pairs: Vec::with_capacity(pairs.min(max_pairs)),
             free_pairs: Vec::new(),
-            by_pair: HashMap::with_capacity_and_hasher(pairs, State::new()),
+            by_pair: Index::new(pairs, max_pairs),
+            pair_len: 0,
             pend_head: NIL,
             pend_tail: NIL,
             pending: 0,
+            max_sources,
+            max_pairs,
+            state: State::new(),
         }
+    }
+
+    /// Bytes allocated for sources and pairs (slabs, free lists, indexes).
+    pub fn bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.sources.capacity() * size_of::<Source>()
+            + self.pairs.capacity() * size_of::<Pair>()
+            + (self.free_sources.capacity() + self.free_pairs.capacity()) * size_of::<u32>()
+            + self.by_addr.bytes()
+            + self.by_pair.bytes()
+    }
+
+    /// Most bytes a table with these caps holds: slabs and free lists grow
+    /// to the caps and stop, and so do the indexes.
+    pub fn bytes_at(max_sources: usize, max_pairs: usize) -> usize {
+        use std::mem::size_of;
+        max_sources * (size_of::<Source>() + size_of::<u32>())
+            + max_pairs * (size_of::<Pair>() + size_of::<u32>())
+            + Index::bytes_for(max_sources)
+            + Index::bytes_for(max_pairs)
     }
 
     /// Tracked sources.
@@ -153,7 +219,7 @@ impl Table {
 
     /// Tracked pairs.
     pub fn pair_count(&self) -> usize {
-        self.by_pair.len()
+        self.pair_len
     }
 
     /// Pairs waiting for an answer.
@@ -163,12 +229,70 @@ impl Table {
 
     /// The slot of a tracked source.
     pub fn source(&self, key: &Key) -> Option<u32> {
-        self.by_addr.get(&AddrKey(*key)).copied()
+        self.source_hashed(key, self.addr_hash(key))
     }
 
-    /// The least recently active source.
-    pub fn lru_tail(&self) -> Option<u32> {
-        (self.lru_tail != NIL).then_some(self.lru_tail)
+    /// [`Self::source`] with the hash from [`Self::addr_hash`].
+    pub fn source_hashed(&self, key: &Key, hash: u32) -> Option<u32> {
+        let sources = &self.sources;
+        self.by_addr.find(hash, |s| sources[s as usize].key == *key)
+    }
+
+    /// The source index's hash of `key`.
+    pub fn addr_hash(&self, key: &Key) -> u32 {
+        addr_hash(&self.state, key)
+    }
+
+    /// Prefetch where [`Self::source_hashed`] looks.
+    pub fn prefetch_source(&self, hash: u32) {
+        self.by_addr.prefetch(hash);
+    }
+
+    /// The class a source is in.
+    pub fn class(&self, slot: u32) -> u8 {
+        self.sources[slot as usize].class
+    }
+
+    /// The least recently active source of class `c`.
+    pub fn class_tail(&self, c: usize) -> Option<u32> {
+        (self.class_tail[c] != NIL).then_some(self.class_tail[c])
+    }
+
+    /// Whom to evict: the least recently active source of probation while
+    /// it holds more than `reserve` sources, else of the lowest non-empty
+    /// class (probation last). Never `keep` (the source being served).
+    pub fn victim(&self, reserve: usize, keep: u32) -> Option<u32> {
+        let pick = |c: usize| {
+            let t = self.class_tail[c];
+            let t = if t == keep && t != NIL {
+                self.sources[t as usize].prev
+            } else {
+                t
+            };
+            (t != NIL).then_some(t)
+        };
+        if self.class_len[0] as usize > reserve {
+            if let Some(v) = pick(0) {
+                return Some(v);
+            }
+        }
+        (1..CLASSES).chain([0]).find_map(pick)
+    }
+
+    /// Prefetch the record the next eviction will read (see
+    /// [`super::prefetch`]); call [`Self::prefetch_victim_index`] later.
+    pub fn prefetch_victim(&self, reserve: usize) {
+        if let Some(v) = self.victim(reserve, NIL) {
+            super::prefetch(&self.sources[v as usize]);
+        }
+    }
+
+    /// Prefetch the index bucket the next eviction will update (reads the
+    /// victim's record, so some time after [`Self::prefetch_victim`]).
+    pub fn prefetch_victim_index(&self, reserve: usize) {
+        if let Some(v) = self.victim(reserve, NIL) {
+            self.by_addr.prefetch(self.sources[v as usize].hash);
+        }
     }
 
     /// The oldest pending pair.
@@ -176,8 +300,16 @@ impl Table {
         (self.pend_head != NIL).then_some(self.pend_head)
     }
 
-    /// Start tracking `key` as the most recently active source.
-    pub fn insert_source(&mut self, key: Key, threshold: u32, window: i64, now: i64) -> u32 {
+    /// Start tracking `key` (hashed by [`Self::addr_hash`]) as the most
+    /// recently active source of probation.
+    pub fn insert_source(
+        &mut self,
+        key: Key,
+        hash: u32,
+        threshold: u32,
+        window: i64,
+        now: i64,
+    ) -> u32 {
         let src = Source {
             key,
             prev: NIL,
@@ -185,42 +317,48 @@ impl Table {
             head: NIL,
             tail: NIL,
             distinct: 0,
+            pending: 0,
+            last_seen: now,
+            hash,
+            window,
+            indexed: false,
+            threshold,
+            class: 0,
+            carried: 0,
+            alerted_kinds: 0,
+            dest_cap_noticed: false,
             syns: 0,
+            llr: 0.0,
+            walk: 0,
+            vlan: None,
             accepted: 0,
             refused: 0,
-            pending: 0,
-            llr: 0.0,
-            threshold,
-            window,
-            last_seen: now,
             ifindex: 0,
-            vlan: None,
             last_alert: i64::MIN,
-            alerted_kinds: 0,
             alerted_distinct: 0,
-            dest_cap_noticed: false,
         };
         let slot = match self.free_sources.pop() {
             Some(s) => {
                 self.sources[s as usize] = src;
                 s
             }
-            None => {
-                self.sources.push(src);
-                (self.sources.len() - 1) as u32
-            }
+            None => push_capped(&mut self.sources, src, self.max_sources),
         };
-        self.by_addr.insert(AddrKey(key), slot);
-        self.lru_push_front(slot);
+        let sources = &self.sources;
+        self.by_addr
+            .insert(hash, slot, |s| sources[s as usize].hash);
+        self.class_push_front(slot);
         slot
     }
 
-    /// Mark `slot` most recently active.
-    pub fn touch(&mut self, slot: u32) {
-        if self.lru_head != slot {
-            self.lru_unlink(slot);
-            self.lru_push_front(slot);
+    /// Mark `slot` most recently active, in class `class`.
+    pub fn touch(&mut self, slot: u32, class: u8) {
+        if self.sources[slot as usize].class == class && self.class_head[class as usize] == slot {
+            return;
         }
+        self.class_unlink(slot);
+        self.sources[slot as usize].class = class;
+        self.class_push_front(slot);
     }
 
     /// Forget a source and all its pairs.
@@ -229,15 +367,22 @@ impl Table {
             let head = self.sources[slot as usize].head;
             self.remove_pair(head);
         }
-        self.lru_unlink(slot);
-        let key = self.sources[slot as usize].key;
-        self.by_addr.remove(&AddrKey(key));
-        self.free_sources.push(slot);
+        self.class_unlink(slot);
+        self.by_addr.remove(self.sources[slot as usize].hash, slot);
+        push_capped(&mut self.free_sources, slot, self.max_sources);
     }
 
     /// The pair (source, destination), if tracked.
     pub fn pair(&self, src: u32, dst: &Key) -> Option<u32> {
-        self.by_pair.get(&PairKey { src, dst: *dst }).copied()
+        let s = &self.sources[src as usize];
+        if !s.indexed {
+            return (s.head != NIL && self.pairs[s.head as usize].dst == *dst).then_some(s.head);
+        }
+        let pairs = &self.pairs;
+        self.by_pair.find(pair_hash(&self.state, src, dst), |p| {
+            let p = &pairs[p as usize];
+            p.src == src && p.dst == *dst
+        })
     }
 
     /// Add a pending pair as the newest of its source.
@@ -250,11 +395,12 @@ impl Table {
             next: NIL,
             pprev: self.pend_tail,
             pnext: NIL,
+            syns: 1,
             first_ts: now,
             ts: now,
             sport,
             dport,
-            syns: 1,
+            walk: 0,
             outcome: Outcome::Pending,
         };
         let p = match self.free_pairs.pop() {
@@ -262,12 +408,17 @@ impl Table {
                 self.pairs[p as usize] = pair;
                 p
             }
-            None => {
-                self.pairs.push(pair);
-                (self.pairs.len() - 1) as u32
-            }
+            None => push_capped(&mut self.pairs, pair, self.max_pairs),
         };
-        self.by_pair.insert(PairKey { src, dst }, p);
+        self.pair_len += 1;
+        if !self.sources[src as usize].indexed && tail != NIL {
+            // The second pair: index the first one too.
+            self.sources[src as usize].indexed = true;
+            self.index_pair(tail);
+        }
+        if self.sources[src as usize].indexed {
+            self.index_pair(p);
+        }
         // Source list: append.
         if tail == NIL {
             self.sources[src as usize].head = p;
@@ -303,18 +454,32 @@ impl Table {
         self.sources[src as usize].syns += 1;
     }
 
-    /// Record the answer (or timeout) of a pending pair.
+    /// Record the answer (or timeout) of a pending pair, counted in the
+    /// source's current walk.
     pub fn resolve(&mut self, p: u32, outcome: Outcome) {
         debug_assert_eq!(self.pairs[p as usize].outcome, Outcome::Pending);
         self.pend_unlink(p);
-        self.pairs[p as usize].outcome = outcome;
-        let s = &mut self.sources[self.pairs[p as usize].src as usize];
+        let src = self.pairs[p as usize].src;
+        let s = &mut self.sources[src as usize];
         s.pending -= 1;
         match outcome {
             Outcome::Accepted => s.accepted += 1,
             Outcome::Failed => s.refused += 1,
             Outcome::Pending => {}
         }
+        let walk = s.walk;
+        let pair = &mut self.pairs[p as usize];
+        pair.outcome = outcome;
+        pair.walk = walk;
+    }
+
+    /// An accepted pair turned out failed (RST after the SYN-ACK).
+    pub fn accepted_to_failed(&mut self, p: u32) {
+        debug_assert_eq!(self.pairs[p as usize].outcome, Outcome::Accepted);
+        self.pairs[p as usize].outcome = Outcome::Failed;
+        let s = &mut self.sources[self.pairs[p as usize].src as usize];
+        s.accepted -= 1;
+        s.refused += 1;
     }
 
     /// Forget a pair, keeping its source's sums right.
@@ -335,8 +500,24 @@ impl Table {
             Outcome::Accepted => s.accepted -= 1,
             Outcome::Failed => s.refused -= 1,
         }
-        self.by_pair.remove(&PairKey { src, dst });
-        self.free_pairs.push(p);
+        if s.indexed {
+            if s.distinct == 0 {
+                s.indexed = false;
+            }
+            self.by_pair.remove(pair_hash(&self.state, src, &dst), p);
+        }
+        self.pair_len -= 1;
+        push_capped(&mut self.free_pairs, p, self.max_pairs);
+    }
+
+    fn index_pair(&mut self, p: u32) {
+        let pair = &self.pairs[p as usize];
+        let (pairs, state) = (&self.pairs, &self.state);
+        self.by_pair
+            .insert(pair_hash(state, pair.src, &pair.dst), p, |q| {
+                let q = &pairs[q as usize];
+                pair_hash(state, q.src, &q.dst)
+            });
     }
 
     /// Pairs of a source, oldest first.
@@ -352,36 +533,39 @@ impl Table {
         })
     }
 
-    fn lru_push_front(&mut self, slot: u32) {
-        let old = self.lru_head;
+    fn class_push_front(&mut self, slot: u32) {
+        let c = self.sources[slot as usize].class as usize;
+        let old = self.class_head[c];
         {
             let s = &mut self.sources[slot as usize];
             s.prev = NIL;
             s.next = old;
         }
         if old == NIL {
-            self.lru_tail = slot;
+            self.class_tail[c] = slot;
         } else {
             self.sources[old as usize].prev = slot;
         }
-        self.lru_head = slot;
+        self.class_head[c] = slot;
+        self.class_len[c] += 1;
     }
 
-    fn lru_unlink(&mut self, slot: u32) {
-        let (prev, next) = {
+    fn class_unlink(&mut self, slot: u32) {
+        let (prev, next, c) = {
             let s = &self.sources[slot as usize];
-            (s.prev, s.next)
+            (s.prev, s.next, s.class as usize)
         };
         if prev == NIL {
-            self.lru_head = next;
+            self.class_head[c] = next;
         } else {
             self.sources[prev as usize].next = next;
         }
         if next == NIL {
-            self.lru_tail = prev;
+            self.class_tail[c] = prev;
         } else {
             self.sources[next as usize].prev = prev;
         }
+        self.class_len[c] -= 1;
     }
 
     fn src_append(&mut self, src: u32, p: u32) {
@@ -445,27 +629,36 @@ mod tests {
         k
     }
 
-    /// Walks every list and checks it against the maps and sums.
+    /// Walks every list and checks it against the indexes and sums.
     fn check(t: &Table) {
         let mut seen = 0;
-        let mut cur = t.lru_head;
-        let mut prev = NIL;
-        while cur != NIL {
-            let s = &t.sources[cur as usize];
-            assert_eq!(s.prev, prev);
-            assert_eq!(t.by_addr[&AddrKey(s.key)], cur);
-            let ps: Vec<&Pair> = t.pairs_of(cur).collect();
-            assert_eq!(ps.len(), s.distinct as usize);
-            assert_eq!(ps.iter().map(|p| u64::from(p.syns)).sum::<u64>(), s.syns);
-            let count = |o| ps.iter().filter(|p| p.outcome == o).count() as u32;
-            assert_eq!(count(Outcome::Accepted), s.accepted);
-            assert_eq!(count(Outcome::Failed), s.refused);
-            assert_eq!(count(Outcome::Pending), s.pending);
-            seen += 1;
-            prev = cur;
-            cur = s.next;
+        for c in 0..CLASSES {
+            let mut cur = t.class_head[c];
+            let mut prev = NIL;
+            let mut len = 0;
+            while cur != NIL {
+                let s = &t.sources[cur as usize];
+                assert_eq!(s.prev, prev);
+                assert_eq!(s.class as usize, c);
+                assert_eq!(t.source(&s.key), Some(cur));
+                let ps: Vec<&Pair> = t.pairs_of(cur).collect();
+                assert_eq!(ps.len(), s.distinct as usize);
+                assert_eq!(ps.iter().map(|p| u64::from(p.syns)).sum::<u64>(), s.syns);
+                let count = |o| ps.iter().filter(|p| p.outcome == o).count() as u32;
+                assert_eq!(count(Outcome::Accepted), s.accepted);
+                assert_eq!(count(Outcome::Failed), s.refused);
+                assert_eq!(count(Outcome::Pending), s.pending);
+                for p in ps {
+                    assert!(t.pair(cur, &p.dst).is_some());
+                }
+                len += 1;
+                prev = cur;
+                cur = s.next;
+            }
+            assert_eq!(t.class_tail[c], prev);
+            assert_eq!(t.class_len[c] as usize, len);
+            seen += len;
         }
-        assert_eq!(t.lru_tail, prev);
         assert_eq!(seen, t.source_count());
         let mut pend = 0;
         let mut cur = t.pend_head;
@@ -478,21 +671,42 @@ mod tests {
     }
 
     #[test]
+    fn layout_is_two_and_one_cache_lines() {
+        assert_eq!(std::mem::size_of::<Source>(), 128);
+        assert_eq!(std::mem::size_of::<Pair>(), 64);
+    }
+
+    #[test]
+    fn classes_by_powers_of_two() {
+        let classes: Vec<u8> = [0, 1, 2, 3, 4, 7, 8, 15, 16, 31, 32, 5000]
+            .into_iter()
+            .map(class_of)
+            .collect();
+        assert_eq!(classes, [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]);
+    }
+
+    #[test]
     fn lists_stay_consistent() {
-        let mut t = Table::with_capacity(4, 4);
-        let a = t.insert_source(key(1), 20, 60, 0);
-        let b = t.insert_source(key(2), 20, 60, 0);
-        assert_eq!(t.lru_tail(), Some(a));
+        let mut t = Table::new(4, 4, 4, 4);
+        let a = t.insert_source(key(1), t.addr_hash(&key(1)), 20, 60, 0);
+        let b = t.insert_source(key(2), t.addr_hash(&key(2)), 20, 60, 0);
+        assert_eq!(t.class_tail(0), Some(a));
         let p1 = t.insert_pair(a, key(10), 1, 5000, 445);
         let p2 = t.insert_pair(a, key(11), 2, 5001, 445);
         let p3 = t.insert_pair(b, key(10), 3, 5002, 445);
         check(&t);
-        t.touch(a);
-        assert_eq!(t.lru_tail(), Some(b));
+        t.touch(a, class_of(2));
+        assert_eq!((t.class_tail(0), t.class_tail(1)), (Some(b), Some(a)));
+        // Probation over its reserve gives the victim; else the lowest class.
+        assert_eq!(t.victim(0, NIL), Some(b));
+        assert_eq!(t.victim(1, NIL), Some(a));
+        assert_eq!(t.victim(1, a), Some(b), "never the source being served");
         t.resolve(p2, Outcome::Accepted);
         t.refresh_pair(p1, 4, 5003);
         assert_eq!(t.sources[a as usize].head, p2);
         assert_eq!(t.pending_head(), Some(p1));
+        check(&t);
+        t.accepted_to_failed(p2);
         check(&t);
         t.remove_pair(p2);
         check(&t);
@@ -502,10 +716,115 @@ mod tests {
         assert_eq!(t.pair_count(), 1);
         assert_eq!(t.pending_head(), Some(p3));
         // Freed slots are reused.
-        let c = t.insert_source(key(3), 20, 60, 5);
+        let c = t.insert_source(key(3), t.addr_hash(&key(3)), 20, 60, 5);
         assert_eq!(c, a);
         t.insert_pair(c, key(12), 5, 5004, 445);
         assert!(t.pairs.len() <= 3);
         check(&t);
+    }
+
+    #[test]
+    fn random_operations_keep_every_list_and_index_consistent() {
+        // A fixed pseudo-random sequence of every operation, checked often.
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut rnd = |n: u32| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % u64::from(n)) as u32
+        };
+        let addr = |i: u32| {
+            let mut k = [0u8; 16];
+            k[12..].copy_from_slice(&i.to_be_bytes());
+            k
+        };
+        let mut t = Table::new(64, 256, 4, 4);
+        let mut peak = (0, 0);
+        for step in 0..20_000u32 {
+            let live: Vec<u32> = (0..CLASSES)
+                .flat_map(|c| {
+                    let mut v = Vec::new();
+                    let mut cur = t.class_head[c];
+                    while cur != NIL {
+                        v.push(cur);
+                        cur = t.sources[cur as usize].next;
+                    }
+                    v
+                })
+                .collect();
+            let pick = |r: u32| live.get(r as usize % live.len().max(1)).copied();
+            match rnd(8) {
+                0 | 1 if t.source_count() < 64 => {
+                    let k = addr(rnd(200));
+                    if t.source(&k).is_none() {
+                        t.insert_source(k, t.addr_hash(&k), 20, 60, i64::from(step));
+                    }
+                }
+                2 | 3 => {
+                    if let (Some(s), true) = (pick(rnd(1000)), t.pair_count() < 256) {
+                        let d = addr(rnd(12));
+                        if t.pair(s, &d).is_none() {
+                            t.insert_pair(s, d, i64::from(step), 1, 445);
+                        }
+                    }
+                }
+                4 => {
+                    if let Some(s) = pick(rnd(1000)) {
+                        t.touch(s, class_of(rnd(40)));
+                    }
+                }
+                5 => {
+                    if let Some(p) = t.pending_head() {
+                        t.resolve(
+                            p,
+                            if rnd(2) == 0 {
+                                Outcome::Accepted
+                            } else {
+                                Outcome::Failed
+                            },
+                        );
+                    }
+                }
+                6 => {
+                    if let Some(s) = pick(rnd(1000)) {
+                        let head = t.sources[s as usize].head;
+                        if head != NIL {
+                            match t.pairs[head as usize].outcome {
+                                Outcome::Accepted if rnd(2) == 0 => t.accepted_to_failed(head),
+                                _ => t.remove_pair(head),
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    if let Some(s) = pick(rnd(1000)) {
+                        if rnd(4) == 0 {
+                            t.remove_source(s);
+                        }
+                    }
+                }
+            }
+            if step % 97 == 0 {
+                check(&t);
+            }
+            peak = (peak.0.max(t.source_count()), peak.1.max(t.pair_count()));
+        }
+        check(&t);
+        // The walk reached both caps' neighbourhood (full tables, indexed sources).
+        assert!(peak.0 >= 60 && peak.1 >= 100, "{peak:?}");
+        assert!(t.sources.capacity() <= 64 && t.pairs.capacity() <= 256);
+    }
+
+    #[test]
+    fn slabs_stop_growing_at_the_caps() {
+        let mut t = Table::new(1000, 1500, 16, 16);
+        for i in 0..1000u32 {
+            let mut k = [0u8; 16];
+            k[12..].copy_from_slice(&i.to_be_bytes());
+            let s = t.insert_source(k, t.addr_hash(&k), 20, 60, 0);
+            t.insert_pair(s, key(1), 0, 1, 445);
+        }
+        assert_eq!(t.sources.capacity(), 1000);
+        assert!(t.pairs.capacity() <= 1500);
     }
 }

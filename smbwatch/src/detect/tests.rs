@@ -383,6 +383,7 @@ fn spoofed_flood_stays_bounded_and_the_real_scanner_is_caught() {
     // The slabs never grew past the caps: that is the memory bound.
     assert_eq!(det.table.sources.len(), cap);
     assert!(det.table.pairs.len() <= det.config().max_pairs);
+    assert!(stats.memory_bytes <= det.config().memory_bound());
     assert_eq!(stats.source_evictions, 1_000_000 + 1 - cap as u64);
     assert!(stats.cap_hits >= stats.source_evictions);
     let notice = det.take_cap_notice().expect("cap reported");
@@ -399,6 +400,296 @@ fn spoofed_flood_stays_bounded_and_the_real_scanner_is_caught() {
         "first crossing, then each doubling"
     );
     assert!(fanout.iter().all(|a| a.source_ip == Some(scanner())));
+}
+
+/// A spoofed source: one of 2^24 addresses in 10.0.0.0/8.
+fn spoofed(i: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + (i & 0x00ff_ffff)))
+}
+
+/// Event time in nanoseconds after T0.
+fn at_ns(ns: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_nanos(T0_MS * 1_000_000 + ns)
+}
+
+#[test]
+fn slow_scanner_inside_a_one_shot_spoofed_flood_is_caught() {
+    // A scanner probing a host every 3 s (21 probes, each refused 10 ms
+    // later) inside a SYN flood of 35,000 new spoofed sources per second,
+    // each sending one SYN. The table holds 50,000 sources: 2.1 million
+    // flood sources overflow it 42 times, and probation (one destination)
+    // turns over every 1.4 s, before the scanner's next probe. Its first
+    // probe is remembered by the recent filter, so its second comes back
+    // in the 2–3 class, which one-shot sources never evict.
+    let cap = 50_000;
+    let cfg = DetectConfig {
+        max_sources: cap,
+        ..DetectConfig::default()
+    };
+    let mut det = Detector::new(cfg);
+    let flood_per_sec: i64 = 35_000;
+    let gap_ns = 1_000_000_000 / flood_per_sec;
+    let mut alerts = Vec::new();
+    let mut flood = 0u32;
+    for probe in 0..21u32 {
+        let t = i64::from(probe) * 3_000_000_000;
+        let mut e = syn(scanner(), host(probe), 0);
+        e.ts = at_ns(t);
+        alerts.extend(det.observe(&e));
+        // The flood fills the 3 s until the next probe; the RST comes 10 ms in.
+        let mut ns = t + gap_ns;
+        let mut refused = false;
+        while ns < t + 3_000_000_000 {
+            if !refused && ns >= t + 10_000_000 {
+                let mut e = refuse(scanner(), host(probe), 0);
+                e.ts = at_ns(t + 10_000_000);
+                alerts.extend(det.observe(&e));
+                refused = true;
+            }
+            let mut e = syn(spoofed(flood), host(1000 + flood % 50), 0);
+            e.ts = at_ns(ns);
+            alerts.extend(det.observe(&e));
+            flood += 1;
+            ns += gap_ns;
+        }
+    }
+    assert!(flood as usize >= 10 * cap, "{flood} flood sources");
+    let stats = det.stats();
+    assert!(stats.tracked_sources <= cap);
+    assert!(stats.memory_bytes <= det.config().memory_bound());
+    assert_eq!(det.table.sources.len(), cap, "the slab stopped at the cap");
+    assert!(alerts.iter().all(|a| a.source_ip == Some(scanner())));
+    let fanout = of_kind_a(&alerts, AlertKind::SmbScanFanout);
+    assert_eq!(fanout.len(), 1, "{alerts:#?}");
+    let scan = fanout[0].scan.as_ref().unwrap();
+    // Probes 2 to 21 are in the record (the first was flushed from probation).
+    assert_eq!(scan.distinct_destinations, 20);
+    assert_eq!(fanout[0].ts, at(60 * SEC));
+    let trw = of_kind_a(&alerts, AlertKind::SmbScanTrw);
+    assert_eq!(trw.len(), 1, "{alerts:#?}");
+    // Four refusals in the record: probes 2 to 5, the 5th refused at 12.01 s.
+    assert_eq!(trw[0].ts, at(12 * SEC + 10));
+    // The scanner, and a few flood sources by fingerprint collisions (about
+    // 16 in 4 million).
+    assert!((1..=20).contains(&stats.recalled_sources), "{stats:?}");
+    // Every eviction hit a one-destination source.
+    assert_eq!(
+        stats.source_evictions_by_class[0], stats.source_evictions,
+        "{stats:?}"
+    );
+    assert_eq!(stats.source_evictions, u64::from(flood) + 2 - cap as u64);
+}
+
+#[test]
+fn two_destination_spoofed_sources_cannot_flush_a_20_destination_scanner() {
+    // The scanner reaches 20 hosts; then 100,000 spoofed sources each SYN
+    // two hosts (20 times the 5,000-source table); then the scanner goes
+    // on to 40 hosts within its window. Its record survived: the second
+    // alert is the doubling from 20 to 40 with every host in the evidence.
+    let cap = 5_000;
+    let cfg = DetectConfig {
+        max_sources: cap,
+        ..DetectConfig::default()
+    };
+    let mut det = Detector::new(cfg);
+    let mut alerts = Vec::new();
+    for i in 0..20 {
+        alerts.extend(det.observe(&syn(scanner(), host(i), i64::from(i))));
+    }
+    let spoofs = 100_000u32;
+    for i in 0..spoofs {
+        // 1 to 31 s, two SYNs 100 µs apart per source.
+        let ns = SEC * 1_000_000 + i64::from(i) * 300_000;
+        for (k, d) in [(0, 2000 + i % 40), (1, 2040 + i % 40)] {
+            let mut e = syn(spoofed(i), host(d), 0);
+            e.ts = at_ns(ns + k * 100_000);
+            alerts.extend(det.observe(&e));
+        }
+    }
+    for i in 20..40 {
+        alerts.extend(det.observe(&syn(scanner(), host(i), 31 * SEC + i64::from(i))));
+    }
+    let stats = det.stats();
+    assert!(stats.tracked_sources <= cap);
+    let fanout = of_kind_a(&alerts, AlertKind::SmbScanFanout);
+    let counts: Vec<_> = fanout
+        .iter()
+        .map(|a| {
+            (
+                a.source_ip,
+                a.severity,
+                a.scan.as_ref().unwrap().distinct_destinations,
+            )
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            (Some(scanner()), Severity::High, 20),
+            (Some(scanner()), Severity::Critical, 40)
+        ]
+    );
+    assert!(
+        fanout[1].message.contains("from 20"),
+        "{}",
+        fanout[1].message
+    );
+    // The flood evicted itself: two-destination sources (class 2–3) and a
+    // few caught between their two SYNs; never the scanner's class.
+    assert_eq!(
+        stats.source_evictions,
+        u64::from(spoofs) + 1 - cap as u64,
+        "{stats:?}"
+    );
+    assert!(stats.source_evictions_by_class[1] > 0);
+    assert_eq!(stats.source_evictions_by_class[2..], [0; CLASSES - 2]);
+}
+
+#[test]
+fn refused_after_accepted_becomes_a_failure() {
+    // Three refused probes, then one answered by SYN-ACK and then RST
+    // (no client ACK between): the pair failed after all, so the walk
+    // holds four failures and the scanner is found at the RST.
+    let mut det = Detector::new(DetectConfig::default());
+    let mut alerts = Vec::new();
+    for i in 0..3 {
+        let t = i64::from(i) * 100;
+        alerts.extend(det.observe(&syn(scanner(), host(i), t)));
+        alerts.extend(det.observe(&refuse(scanner(), host(i), t + 5)));
+    }
+    alerts.extend(det.observe(&syn(scanner(), host(3), 300)));
+    alerts.extend(det.observe(&accept(scanner(), host(3), 305)));
+    assert!(alerts.is_empty(), "F F F S: not yet");
+    let alerts = det.observe(&refuse(scanner(), host(3), 306));
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!(
+        (alerts[0].kind, alerts[0].ts),
+        (AlertKind::SmbScanTrw, at(306))
+    );
+    let scan = alerts[0].scan.as_ref().unwrap();
+    assert_eq!((scan.accepted, scan.refused), (0, 4));
+    assert_eq!(det.stats().accepted_then_refused, 1);
+    // Further answers for the pair change nothing.
+    assert!(det.observe(&refuse(scanner(), host(3), 307)).is_empty());
+    assert!(det.observe(&accept(scanner(), host(3), 308)).is_empty());
+    assert_eq!(det.stats().accepted_then_refused, 1);
+    let s = &det.table.sources[det.table.source(&addr_key(scanner())).unwrap() as usize];
+    assert_eq!(
+        (s.accepted, s.refused, s.llr),
+        (0, 4, 0.0),
+        "walk restarted"
+    );
+}
+
+#[test]
+fn refused_after_accepted_corrects_the_walk_without_alerting() {
+    // A client whose contacts succeed: S S S, then the third's RST. The
+    // walk goes from three successes to two successes and a failure.
+    let cfg = DetectConfig::default();
+    let trw = trw::Trw::new(cfg.trw_theta0, cfg.trw_theta1, cfg.trw_pd, cfg.trw_pf);
+    let mut det = Detector::new(cfg);
+    let client = ip("192.0.2.7");
+    for i in 0..3 {
+        let t = i64::from(i) * 100;
+        det.observe(&syn(client, host(i), t));
+        det.observe(&accept(client, host(i), t + 5));
+    }
+    assert!(det.observe(&refuse(client, host(2), 206)).is_empty());
+    let s = &det.table.sources[det.table.source(&addr_key(client)).unwrap() as usize];
+    assert_eq!((s.accepted, s.refused), (2, 1));
+    assert!(
+        (s.llr - (2.0 * trw.success + trw.failure)).abs() < 1e-9,
+        "{}",
+        s.llr
+    );
+}
+
+#[test]
+fn class_follows_destinations_in_the_window() {
+    let mut det = Detector::new(DetectConfig::default());
+    let class = |det: &Detector| {
+        det.table
+            .class(det.table.source(&addr_key(scanner())).unwrap())
+    };
+    for i in 0..8 {
+        det.observe(&syn(scanner(), host(i), i64::from(i)));
+        det.observe(&accept(scanner(), host(i), i64::from(i) + 1));
+    }
+    assert_eq!(class(&det), 3, "8 destinations: the 8–15 class");
+    // A minute later the eight have left the window: back to probation.
+    det.observe(&syn(scanner(), host(100), MIN + 10));
+    assert_eq!(class(&det), 0);
+    det.observe(&syn(scanner(), host(101), MIN + 20));
+    assert_eq!(class(&det), 1, "promoted on its second destination");
+}
+
+#[test]
+fn probation_keeps_room_for_newcomers() {
+    // 16 sources with two destinations fill a 16-source table; probation's
+    // reserve is 2. Newcomers first evict from the 2–3 class until
+    // probation holds more than its reserve, then evict each other.
+    let cfg = DetectConfig {
+        max_sources: 16,
+        ..DetectConfig::default()
+    };
+    let mut det = Detector::new(cfg);
+    for s in 0..16u32 {
+        let src = IpAddr::V4(Ipv4Addr::from(0xc000_0200 + s));
+        det.observe(&syn(src, host(0), i64::from(s)));
+        det.observe(&syn(src, host(1), i64::from(s)));
+    }
+    for n in 0..6 {
+        det.observe(&syn(spoofed(n), host(2), 100 + i64::from(n)));
+    }
+    let stats = det.stats();
+    assert_eq!(stats.source_evictions_by_class[..2], [3, 3], "{stats:?}");
+    // The oldest newcomers went; the newest three are tracked.
+    for n in 0..3 {
+        assert_eq!(det.table.source(&addr_key(spoofed(n))), None, "{n}");
+    }
+    for n in 3..6 {
+        assert!(det.table.source(&addr_key(spoofed(n))).is_some(), "{n}");
+    }
+}
+
+fn of_kind_a(alerts: &[Alert], kind: AlertKind) -> Vec<&Alert> {
+    alerts.iter().filter(|a| a.kind == kind).collect()
+}
+
+#[test]
+fn memory_is_bounded_by_the_caps() {
+    // Both caps full: 1,000 sources with 4 destinations each.
+    let cfg = DetectConfig {
+        max_sources: 1000,
+        max_pairs: 4000,
+        ..DetectConfig::default()
+    };
+    // The figure in README.md and docs/detection.md.
+    assert_eq!(DetectConfig::default().memory_bound() / 1_000_000, 38);
+    let bound = cfg.memory_bound();
+    // 175 bytes per source (record 128, free list 4, index 10.7, recent
+    // filter 32) and 79 per pair (record 64, free list 4, index 10.7).
+    assert_eq!(
+        bound,
+        1000 * 128 + 1000 * 4 + 167 * 64 + 1000 * 32 + 4000 * 68 + 667 * 64
+    );
+    let mut det = Detector::new(cfg);
+    for s in 0..2000u32 {
+        let src = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + s));
+        for d in 0..4 {
+            det.observe(&syn(src, host(d), i64::from(s)));
+        }
+    }
+    let stats = det.stats();
+    assert_eq!((stats.tracked_sources, stats.tracked_pairs), (1000, 4000));
+    // Full: the bound, less the free lists' share (they only hold slots
+    // freed and not yet reused).
+    assert!(stats.memory_bytes <= bound);
+    assert!(
+        stats.memory_bytes >= bound - 5000 * 4,
+        "{}",
+        stats.memory_bytes
+    );
 }
 
 #[test]
@@ -731,4 +1022,33 @@ fn throughput() {
         })
         .collect();
     measure("1000 scanners, refused", &scanners);
+}
+
+/// Per-event cost under source churn (a spoofed flood at 35,000 new sources
+/// per second) next to a bare bounded hash map of the same keys.
+/// `cargo test --release -p smbwatch --lib detect::tests::churn_cost -- --ignored --nocapture`
+#[test]
+#[ignore = "measurement: run in release with --ignored --nocapture"]
+fn churn_cost() {
+    // SMBWATCH_CHURN=EVENTS,ROUNDS for a shorter run (e.g. under callgrind).
+    let (n, rounds) = std::env::var("SMBWATCH_CHURN")
+        .ok()
+        .and_then(|v| {
+            let (n, r) = v.split_once(',')?;
+            Some((n.parse().ok()?, r.parse().ok()?))
+        })
+        .unwrap_or((2_000_000, 3));
+    let events = bench::churn_events(n, 35_000);
+    let c = bench::measure(&DetectConfig::default(), &events, rounds);
+    println!(
+        "churn: detector {:.0} ns/event ({:.0} with prefetch {} ahead), bounded HashMap {:.0} ns/event, ratio {:.2} ({:.2}) ({} evictions, {} alerts)",
+        c.detector_ns,
+        c.detector_lookahead_ns,
+        bench::LOOKAHEAD,
+        c.baseline_ns,
+        c.detector_ns / c.baseline_ns,
+        c.detector_lookahead_ns / c.baseline_ns,
+        c.source_evictions,
+        c.alerts
+    );
 }

@@ -46,6 +46,22 @@ impl Trw {
     /// Add one outcome to `llr`.
     pub fn step(&self, llr: &mut f64, success: bool) -> Decision {
         *llr += if success { self.success } else { self.failure };
+        self.decide(llr)
+    }
+
+    /// A success already counted turned out a failure: in the same walk its
+    /// step is replaced; if the walk restarted since, the failure counts in
+    /// the new one (the old walk's decision stands).
+    pub fn correct(&self, llr: &mut f64, same_walk: bool) -> Decision {
+        *llr += if same_walk {
+            self.failure - self.success
+        } else {
+            self.failure
+        };
+        self.decide(llr)
+    }
+
+    fn decide(&self, llr: &mut f64) -> Decision {
         if *llr >= self.upper {
             *llr = 0.0;
             Decision::Scanner
@@ -93,6 +109,28 @@ mod tests {
             walk(&seq),
             [Continue, Continue, Continue, Continue, Continue, Scanner]
         );
+    }
+
+    #[test]
+    fn correcting_a_success_replaces_its_step() {
+        let trw = defaults();
+        let mut llr = 0.0;
+        for ok in [false, false, true] {
+            trw.step(&mut llr, ok);
+        }
+        // F F S is one net failure; with the S made a failure, three: not yet.
+        assert_eq!(trw.correct(&mut llr, true), Continue);
+        assert!((llr - 3.0 * trw.failure).abs() < 1e-9);
+        // A walk restarted since: the failure is added to the new walk only.
+        let mut llr = 0.0;
+        assert_eq!(trw.correct(&mut llr, false), Continue);
+        assert!((llr - trw.failure).abs() < 1e-9);
+        // F F F S, then S -> F: four failures, a scanner.
+        let mut llr = 0.0;
+        for ok in [false, false, false, true] {
+            trw.step(&mut llr, ok);
+        }
+        assert_eq!(trw.correct(&mut llr, true), Scanner);
     }
 
     #[test]
