@@ -49,6 +49,31 @@ pub struct GatewayEvent {
 }
 
 impl GatewayEvent {
+    /// An event without VLAN, flags or kernel estimate (ifindex 0): the
+    /// usual start for scripted events in tests and benchmarks.
+    pub fn new(
+        ts: DateTime<Utc>,
+        kind: GatewayEventKind,
+        src: IpAddr,
+        dst: IpAddr,
+        sport: u16,
+        dport: u16,
+    ) -> Self {
+        Self {
+            ts,
+            kind,
+            src,
+            dst,
+            sport,
+            dport,
+            ifindex: 0,
+            vlan: None,
+            fragmented: false,
+            after_accept: false,
+            kernel_fanout: None,
+        }
+    }
+
     /// The event as one JSON line (the `run` command's event output).
     ///
     /// `new_pair`: `{"type":"new_pair","ts":…,"src":…,"dst":…,"sport":…,"dport":…,"ifindex":…,"vlan":…}`;

@@ -48,14 +48,15 @@ pub fn churn_events(n: u32, per_sec: u32) -> Vec<GatewayEvent> {
     let step = 1_000_000_000 / i64::from(per_sec.max(1));
     (0..n)
         .map(|i| GatewayEvent {
-            ts: t0 + chrono::Duration::nanoseconds(i64::from(i) * step),
-            kind: GatewayEventKind::NewPair,
-            src: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)),
-            dst: IpAddr::V4(Ipv4Addr::from(0xc633_6400 + i % 50)),
-            sport: 40000 + (i % 20000) as u16,
-            dport: 445,
             ifindex: 1,
-            vlan: None,
+            ..GatewayEvent::new(
+                t0 + chrono::Duration::nanoseconds(i64::from(i) * step),
+                GatewayEventKind::NewPair,
+                IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)),
+                IpAddr::V4(Ipv4Addr::from(0xc633_6400 + i % 50)),
+                40000 + (i % 20000) as u16,
+                445,
+            )
         })
         .collect()
 }
