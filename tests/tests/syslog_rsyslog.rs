@@ -44,6 +44,7 @@ fn alert(message: &str) -> Alert {
         distinct_destinations: 25,
         destinations: vec![ip("198.51.100.1")],
         syns: 30,
+        fragmented_syns: 0,
         accepted: 2,
         refused: 28,
         window_secs: 60,

@@ -296,6 +296,9 @@ pub struct Scan {
     pub destinations: Vec<IpAddr>,
     /// SYNs (new pairs) in the window.
     pub syns: u64,
+    /// SYNs that came as first IP fragments (left out when none).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub fragmented_syns: u64,
     /// Pairs answered with SYN-ACK.
     pub accepted: u64,
     /// Pairs refused or unanswered.
@@ -308,12 +311,17 @@ pub struct Scan {
     pub last_seen: Timestamp,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 impl From<&ScanEvidence> for Scan {
     fn from(ev: &ScanEvidence) -> Self {
         Self {
             distinct_destinations: ev.distinct_destinations,
             destinations: ev.destinations.clone(),
             syns: ev.syns,
+            fragmented_syns: ev.fragmented_syns,
             accepted: ev.accepted,
             refused: ev.refused,
             window_secs: ev.window_secs,

@@ -211,6 +211,7 @@ mod tests {
             distinct_destinations: 3,
             destinations: vec![ip("198.51.100.1"), ip("198.51.100.2"), ip("2001:db8::3")],
             syns: 4,
+            fragmented_syns: 0,
             accepted: 1,
             refused: 2,
             window_secs: 60,

@@ -113,6 +113,8 @@ pub struct ScanEvidence {
     pub destinations: Vec<IpAddr>,
     /// SYNs (new pairs) seen from the source in the window.
     pub syns: u64,
+    /// Of those, SYNs that came as first IP fragments (an evasion attempt).
+    pub fragmented_syns: u64,
     /// Pairs answered with SYN-ACK.
     pub accepted: u64,
     /// Pairs answered with RST or not answered in time.

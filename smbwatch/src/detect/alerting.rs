@@ -33,7 +33,7 @@ impl Detector {
         let doubled = kind == AlertKind::SmbScanFanout
             && held
             && s.alerted_kinds & FANOUT_BIT != 0
-            && u64::from(s.distinct) >= 2 * u64::from(s.alerted_distinct);
+            && u64::from(s.distinct + u32::from(s.unseen)) >= 2 * u64::from(s.alerted_distinct);
         if held && s.alerted_kinds & bit != 0 && !doubled {
             self.stats.suppressed += 1;
             return None;
@@ -41,7 +41,7 @@ impl Detector {
         let previous = s.alerted_distinct;
         s.last_alert = at;
         s.alerted_kinds |= bit;
-        s.alerted_distinct = s.distinct;
+        s.alerted_distinct = s.distinct + u32::from(s.unseen);
         self.stats.alerts += 1;
         Some(self.build_alert(slot, kind, at, doubled.then_some(previous)))
     }
@@ -54,28 +54,34 @@ impl Detector {
         let window = Duration::from_nanos(u64::try_from(s.window).unwrap_or(0));
         let window_text = humantime::format_duration(window);
         let port_text = port.map_or_else(String::new, |p| format!(" on port {p}"));
+        let distinct = s.distinct + u32::from(s.unseen);
+        let mut evasion = String::new();
+        if s.fragmented > 0 {
+            evasion = format!(
+                " ({} SYNs as IP fragments: an evasion attempt)",
+                s.fragmented
+            );
+        }
         let (severity, message) = match (kind, doubled_from) {
             (AlertKind::SmbScanFanout, None) => (
                 Severity::High,
                 format!(
-                    "{src} connected to {} distinct hosts{port_text} within {window_text}",
-                    s.distinct
+                    "{src} connected to {distinct} distinct hosts{port_text} within {window_text}{evasion}"
                 ),
             ),
             (AlertKind::SmbScanFanout, Some(before)) => (
                 Severity::Critical,
                 format!(
-                    "{src} connected to {} distinct hosts{port_text} within {window_text} \
-                     (fan-out doubled since the last alert, from {before})",
-                    s.distinct
+                    "{src} connected to {distinct} distinct hosts{port_text} within {window_text} \
+                     (fan-out doubled since the last alert, from {before}){evasion}"
                 ),
             ),
             _ => (
                 Severity::Medium,
                 format!(
                     "{src} looks like a scanner: its connection attempts{port_text} mostly fail \
-                     ({} failed, {} accepted, {} unanswered yet, {} hosts within {window_text})",
-                    s.refused, s.accepted, s.pending, s.distinct
+                     ({} failed, {} accepted, {} unanswered yet, {distinct} hosts within {window_text}){evasion}",
+                    s.refused, s.accepted, s.pending
                 ),
             ),
         };
@@ -88,7 +94,8 @@ impl Detector {
         alert.ifindex = Some(s.ifindex);
         alert.vlan = s.vlan;
         alert.scan = Some(ScanEvidence {
-            distinct_destinations: s.distinct as usize,
+            distinct_destinations: (s.distinct + u32::from(s.unseen)) as usize,
+            fragmented_syns: u64::from(s.fragmented),
             destinations: self
                 .table
                 .pairs_of(slot)

@@ -65,6 +65,9 @@ pub struct DetectStats {
     pub recalled_sources: u64,
     /// Pairs counted accepted then refused (RST after the SYN-ACK): made failures.
     pub accepted_then_refused: u64,
+    /// New sources the kernel already tracked (their earlier pair's event
+    /// shed or their record flushed): one destination counted unseen.
+    pub unseen_destinations: u64,
     /// Destinations dropped because a source reached
     /// `max_destinations_per_source` (or was the only source left at `max_pairs`).
     pub destination_evictions: u64,
@@ -322,9 +325,20 @@ impl Detector {
             None => {
                 let slot = self.admit(key, hash, &dst, src, now);
                 self.seen(slot, ev, now);
+                // The kernel tracks the source (it opened another pair a few
+                // seconds ago) but the detector never heard of it: that
+                // pair's event was shed, or its record flushed. Count it.
+                if ev.kernel_fanout.is_some() {
+                    self.table.sources[slot as usize].unseen = 1;
+                    self.stats.unseen_destinations += 1;
+                }
                 slot
             }
         };
+        if ev.fragmented {
+            let s = &mut self.table.sources[slot as usize];
+            s.fragmented = s.fragmented.saturating_add(1);
+        }
         if self.table.sources[slot as usize].distinct >= self.max_per_source {
             // Keep the newest destinations: the count saturates at the cap.
             if !self.table.sources[slot as usize].dest_cap_noticed {
@@ -351,7 +365,7 @@ impl Detector {
         self.table.insert_pair(slot, dst, now, ev.sport, ev.dport);
         self.touch(slot);
         let s = &self.table.sources[slot as usize];
-        if s.distinct >= s.threshold {
+        if s.distinct + u32::from(s.unseen) >= s.threshold {
             if let Some(alert) = self.maybe_alert(slot, AlertKind::SmbScanFanout, now) {
                 alerts.push(alert);
             }
@@ -416,7 +430,7 @@ impl Detector {
         } else {
             0
         };
-        class_of((s.distinct + u32::from(s.carried)).max(walk))
+        class_of((s.distinct + u32::from(s.carried) + u32::from(s.unseen)).max(walk))
     }
 
     fn response(

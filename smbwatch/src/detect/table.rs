@@ -74,6 +74,10 @@ pub(super) struct Source {
     /// Destinations it touched before an eviction flushed its record (0 or
     /// 1, from [`super::recent::Recent`]); counted in its class only.
     pub carried: u8,
+    /// A destination the kernel saw from this source just before the
+    /// detector first heard of it (0 or 1: the event's `kernel_fanout`,
+    /// while the kernel sheds events); counted for class and threshold.
+    pub unseen: u8,
     /// Suppression: kinds alerted since the hold-down began.
     pub alerted_kinds: u8,
     /// The per-source destination cap was reported for this source.
@@ -98,6 +102,8 @@ pub(super) struct Source {
     /// How many times the walk restarted (a correction applies to the walk
     /// its outcome was part of).
     pub walk: u16,
+    /// SYNs that came as first IP fragments (an evasion attempt).
+    pub fragmented: u16,
 }
 
 /// One (source, destination) pair within the source's window: one cache line.
@@ -325,11 +331,13 @@ impl Table {
             threshold,
             class: 0,
             carried: 0,
+            unseen: 0,
             alerted_kinds: 0,
             dest_cap_noticed: false,
             syns: 0,
             llr: 0.0,
             walk: 0,
+            fragmented: 0,
             vlan: None,
             accepted: 0,
             refused: 0,

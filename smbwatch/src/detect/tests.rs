@@ -1052,3 +1052,42 @@ fn churn_cost() {
         c.alerts
     );
 }
+
+/// Under a flood the kernel sheds a scanner's first probe; its later ones
+/// come as a tracked source's (`kernel_fanout`): the destination the
+/// detector never heard of still counts, so 20 hosts alert at the 20th.
+#[test]
+fn a_shed_first_probe_counts_through_the_kernels_hint() {
+    let mut det = Detector::new(DetectConfig::default());
+    let s = scanner();
+    // Probe 1 (host 0) was shed: the detector sees hosts 1..20.
+    let events: Vec<GatewayEvent> = (1..20u32)
+        .map(|i| GatewayEvent {
+            kernel_fanout: Some(i as u16 + 1),
+            fragmented: i % 2 == 0,
+            ..syn(s, host(i), i64::from(i) * 3 * SEC)
+        })
+        .collect();
+    let alerts = run(&mut det, &events);
+    let fanout = of_kind(&alerts, AlertKind::SmbScanFanout);
+    assert_eq!(fanout.len(), 1, "{alerts:#?}");
+    let (at, a) = fanout[0];
+    assert_eq!(*at, 18, "at the 19th event seen, the 20th host");
+    let scan = a.scan.as_ref().unwrap();
+    assert_eq!(scan.distinct_destinations, 20);
+    assert_eq!(
+        scan.destinations.len(),
+        19,
+        "the unseen one cannot be listed"
+    );
+    assert_eq!(scan.fragmented_syns, 9);
+    assert!(a.message.contains("as IP fragments"), "{}", a.message);
+    assert_eq!(det.stats().unseen_destinations, 1);
+
+    // Without the hint (nothing shed) the same 19 hosts stay below 20.
+    let mut det = Detector::new(DetectConfig::default());
+    let plain: Vec<GatewayEvent> = (1..20u32)
+        .map(|i| syn(s, host(i), i64::from(i) * 3 * SEC))
+        .collect();
+    assert!(of_kind(&run(&mut det, &plain), AlertKind::SmbScanFanout).is_empty());
+}

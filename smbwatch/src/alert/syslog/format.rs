@@ -318,6 +318,13 @@ const SD_PARAMS: &[(&str, SdValue)] = &[
         scan(d, |s| s.distinct_destinations.to_string())
     }),
     ("syns", |d| scan(d, |s| s.syns.to_string())),
+    ("fragmented_syns", |d| {
+        d.smbwatch
+            .scan
+            .as_ref()
+            .filter(|s| s.fragmented_syns > 0)
+            .map(|s| s.fragmented_syns.to_string())
+    }),
     ("accepted", |d| scan(d, |s| s.accepted.to_string())),
     ("refused", |d| scan(d, |s| s.refused.to_string())),
     ("window_secs", |d| scan(d, |s| s.window_secs.to_string())),
@@ -385,6 +392,7 @@ pub(super) mod tests {
             distinct_destinations: 3,
             destinations: vec![ip("198.51.100.1")],
             syns: 4,
+            fragmented_syns: 0,
             accepted: 1,
             refused: 2,
             window_secs: 60,
