@@ -32,8 +32,8 @@ use serde::{Deserialize, Serialize};
 use crate::alert::{Alert, AlertKind, ProcessInfo, Severity};
 use crate::event::{GatewayEvent, GatewayEventKind};
 use crate::hostlog::rules::is_admin_share;
-use crate::hostlog::timed::TimedIndex;
 use crate::hostlog::{Direction, HostEvent, HostEventKind};
+use crate::timed::TimedIndex;
 
 /// Correlation settings (`[correlate]`; every key optional).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -22,11 +22,10 @@ use serde::{Deserialize, Serialize};
 use crate::alert::{Alert, AlertKind, ScanEvidence, Severity};
 use crate::event::{GatewayEvent, GatewayEventKind};
 
-mod community_id;
 mod table;
 mod trw;
 
-pub use community_id::{community_id_v1, PROTO_TCP};
+use crate::community_id::{community_id_v1, PROTO_TCP};
 use table::{Key, Outcome, Table};
 use trw::{Decision, Trw};
 

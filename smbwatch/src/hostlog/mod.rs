@@ -1,5 +1,5 @@
 //! Windows host logs: parsers into one normalised [`HostEvent`], host rules,
-//! and inputs (TCP listener, file follower).
+//! and the file follower (the TCP listener is a daemon input).
 //!
 //! Supported events: Sysmon 1 (process creation), 3 (network connection),
 //! 11 (file create); Security 4624 (logon), 4688 (process creation),
@@ -14,7 +14,7 @@
 //! each format is documented in `docs/hostlogs.md` and in [`TimeSource`].
 //!
 //! All parsing is pure (bytes in, events out); file reading is confined to
-//! [`parse_file`], [`follow`] and [`listener`].
+//! [`parse_file`] and [`follow`].
 
 pub mod bench;
 mod evtx;
@@ -22,10 +22,8 @@ mod fields;
 pub mod follow;
 mod json;
 mod kv;
-pub mod listener;
 pub mod rules;
 mod time;
-pub(crate) mod timed;
 mod xml;
 
 use std::collections::BTreeMap;

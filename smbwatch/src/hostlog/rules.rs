@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::timed::TimedIndex;
 use super::{Direction, HostEvent, HostEventKind};
 use crate::alert::{Alert, AlertKind, Severity};
+use crate::timed::TimedIndex;
 
 /// The destination port of SMB over TCP.
 pub const SMB_PORT: u16 = 445;
@@ -155,13 +155,13 @@ pub fn suspicious_smb_client(ev: &HostEvent, cfg: &HostRulesConfig) -> Option<Al
     a.host = ev.host.clone();
     if let (Some(s), Some(d), Some(sp), Some(dp)) = (ev.src_ip, ev.dst_ip, ev.src_port, ev.dst_port)
     {
-        if ev.protocol.unwrap_or(crate::detect::PROTO_TCP) == crate::detect::PROTO_TCP {
-            a.community_id = Some(crate::detect::community_id_v1(
+        if ev.protocol.unwrap_or(crate::community_id::PROTO_TCP) == crate::community_id::PROTO_TCP {
+            a.community_id = Some(crate::community_id::community_id_v1(
                 s,
                 d,
                 sp,
                 dp,
-                crate::detect::PROTO_TCP,
+                crate::community_id::PROTO_TCP,
                 0,
             ));
         }

@@ -2,6 +2,8 @@
 //! `--host-log` (read once, or followed across rotation), stdin (`-`), and
 //! the TCP listener for forwarders.
 
+pub mod listener;
+
 use std::{path::PathBuf, time::Duration};
 
 use tokio::sync::mpsc;
@@ -11,10 +13,10 @@ use crate::{
     hostlog::{
         self,
         follow::{follow, Follower},
-        listener::{Listener, ListenerConfig},
         Format, HostEvent,
     },
 };
+use listener::{Listener, ListenerConfig};
 
 /// Events buffered between the inputs and the pipeline; a full channel
 /// slows the readers down rather than dropping events.

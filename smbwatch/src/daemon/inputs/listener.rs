@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use super::{parse_line_at, HostEvent};
+use crate::hostlog::{parse_line_at, HostEvent};
 
 /// Listener settings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,11 +176,6 @@ impl Listener {
         self.socket.local_addr().unwrap_or(self.cfg.listen)
     }
 
-    /// Live counters.
-    pub fn counters(&self) -> Arc<ListenerCounters> {
-        Arc::clone(&self.counters)
-    }
-
     /// Accept connections until `shutdown` completes, sending parsed events
     /// on `tx`; then stop reading and wait for connection tasks to end.
     /// A full channel slows the readers down (TCP back-pressure on the
@@ -244,15 +239,6 @@ impl Listener {
         info!(?stats, "host-log listener stopped");
         stats
     }
-}
-
-/// Bind and run: see [`Listener::run`].
-pub async fn listen(
-    cfg: ListenerConfig,
-    tx: mpsc::Sender<HostEvent>,
-    shutdown: impl Future<Output = ()>,
-) -> Result<ListenerStats, ListenerError> {
-    Ok(Listener::bind(cfg).await?.run(tx, shutdown).await)
 }
 
 struct Connection {
