@@ -5,7 +5,12 @@
 //! Inputs may arrive in any order — forwarders deliver host events seconds
 //! or minutes after the gateway saw the packets — so both sides are kept for
 //! a while ([`CorrelateConfig::retention`]) and matched whichever arrives
-//! second. All state is capped and pruned by event time.
+//! second. All state is capped (entries, and bytes: [`CorrelateConfig::max_bytes`])
+//! and pruned by the reference clock: gateway time and
+//! [`Correlator::advance`] (the daemon's wall clock, replay's capture
+//! time). A host event never moves that clock — a host whose clock is years
+//! ahead would otherwise expire everything else — and one dated more than
+//! `max_ahead` ahead of it is rejected and counted ([`CorrelateStats::rejected_ahead`]).
 //!
 //! - **Attribution**: a gateway `NewPair` matches an outbound host network
 //!   event (Sysmon 3 / Security 5156) with the same source address,
@@ -33,7 +38,11 @@ use crate::alert::{Alert, AlertKind, ProcessInfo, Severity};
 use crate::event::{GatewayEvent, GatewayEventKind};
 use crate::hostlog::rules::is_admin_share;
 use crate::hostlog::{Direction, HostEvent, HostEventKind};
-use crate::timed::TimedIndex;
+/// Why a host event was rejected (see [`Correlator::take_rejected`]).
+pub use crate::timed::TooFarAhead;
+use crate::timed::{
+    self, add, delta, enforce_budget, total_bytes, Budgeted, HeapSize, RefClock, TimedIndex,
+};
 
 /// Correlation settings (`[correlate]`; every key optional).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,8 +55,8 @@ pub struct CorrelateConfig {
     /// target counts as the next step of the same intrusion.
     #[serde(with = "humantime_serde")]
     pub chain_window: Duration,
-    /// How long (in event time, after the newest event seen) a gateway pair
-    /// or host connection waits for its counterpart: covers forwarder delay.
+    /// How long (by the reference clock) a gateway pair or host connection
+    /// waits for its counterpart: covers forwarder delay.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
     /// Most gateway pairs kept.
@@ -60,6 +69,9 @@ pub struct CorrelateConfig {
     pub max_scan_sources: usize,
     /// Most processes listed on a scan alert.
     pub max_processes_listed: usize,
+    /// Bytes held by all five tables together (strings included); past it
+    /// the oldest entries of the largest table go.
+    pub max_bytes: usize,
 }
 
 impl Default for CorrelateConfig {
@@ -73,6 +85,7 @@ impl Default for CorrelateConfig {
             max_chain_events: 16_384,
             max_scan_sources: 4_096,
             max_processes_listed: 16,
+            max_bytes: 64 << 20,
         }
     }
 }
@@ -128,10 +141,15 @@ pub struct CorrelateStats {
     pub attributed: u64,
     /// Chain alerts raised.
     pub chains: u64,
-    /// Entries evicted by caps (all tables).
+    /// Entries evicted by caps, entries or bytes (all tables).
     pub evicted: u64,
     /// Entries held now (all tables).
     pub held: u64,
+    /// Accounted bytes held now (all tables; at most `max_bytes`).
+    pub bytes: u64,
+    /// Host events rejected: dated more than `max_ahead` ahead of the
+    /// reference clock.
+    pub rejected_ahead: u64,
 }
 
 type FlowKey = (IpAddr, IpAddr, u16);
@@ -183,12 +201,57 @@ pub struct Correlator {
     scans: TimedIndex<IpAddr, ScanRec>,
     /// (source, target host) chains already raised, by alert time.
     fired: TimedIndex<(IpAddr, String), ()>,
-    newest: Option<DateTime<Utc>>,
+    clock: RefClock,
+    /// The last rejected host event not yet reported.
+    rejected: Option<TooFarAhead>,
     stats: CorrelateStats,
 }
 
 fn dur(d: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+    delta(d)
+}
+
+impl HeapSize for ProcessInfo {
+    fn heap_size(&self) -> usize {
+        self.name.heap_size() + self.executable.heap_size()
+    }
+}
+
+impl HeapSize for Attribution {
+    fn heap_size(&self) -> usize {
+        self.process.heap_size()
+            + self.user.heap_size()
+            + self.host.heap_size()
+            + self.event_ids.heap_size()
+    }
+}
+
+impl HeapSize for PairRec {
+    fn heap_size(&self) -> usize {
+        // Boxed in the record only through its strings; the Option is inline.
+        self.attribution.heap_size()
+    }
+}
+
+impl HeapSize for NetRec {
+    fn heap_size(&self) -> usize {
+        self.process.heap_size() + self.user.heap_size() + self.host.heap_size()
+    }
+}
+
+impl HeapSize for ChainRec {
+    fn heap_size(&self) -> usize {
+        self.host.heap_size()
+            + self.share.heap_size()
+            + self.relative_target.heap_size()
+            + self.user.heap_size()
+    }
+}
+
+impl HeapSize for ScanRec {
+    fn heap_size(&self) -> usize {
+        0
+    }
 }
 
 /// Fill `slot` from `v` if empty; true if it changed.
@@ -212,10 +275,50 @@ impl Correlator {
             chain_events: TimedIndex::new(cfg.max_chain_events),
             scans: TimedIndex::new(cfg.max_scan_sources),
             fired: TimedIndex::new(cfg.max_scan_sources),
-            newest: None,
+            clock: RefClock::new(timed::DEFAULT_MAX_AHEAD),
+            rejected: None,
             stats: CorrelateStats::default(),
             cfg,
         }
+    }
+
+    /// Host events dated more than `d` ahead of the reference clock are
+    /// rejected (`[hostlog] max_ahead`; 5 minutes unless set).
+    #[must_use]
+    pub fn with_max_ahead(mut self, d: Duration) -> Self {
+        self.clock = RefClock::new(d);
+        self
+    }
+
+    fn tables(&self) -> [&dyn Budgeted; 5] {
+        [
+            &self.pairs,
+            &self.host_net,
+            &self.chain_events,
+            &self.scans,
+            &self.fired,
+        ]
+    }
+
+    /// Evict until the tables fit `max_bytes` together.
+    fn enforce_budget(&mut self) {
+        enforce_budget(
+            self.cfg.max_bytes,
+            &mut [
+                &mut self.pairs,
+                &mut self.host_net,
+                &mut self.chain_events,
+                &mut self.scans,
+                &mut self.fired,
+            ],
+        );
+    }
+
+    /// The last host event rejected as too far ahead, with the number of
+    /// rejections so far, once per rejection (for the daemon's log: one
+    /// line per report, not one per event).
+    pub fn take_rejected(&mut self) -> Option<(TooFarAhead, u64)> {
+        self.rejected.take().map(|r| (r, self.stats.rejected_ahead))
     }
 
     /// The settings.
@@ -236,21 +339,23 @@ impl Correlator {
                 + self.chain_events.len()
                 + self.scans.len()
                 + self.fired.len()) as u64,
+            bytes: total_bytes(&self.tables()) as u64,
             ..self.stats
         }
     }
 
-    /// Advance event time and drop what can no longer match.
-    fn advance(&mut self, ts: DateTime<Utc>) {
-        let newest = self.newest.map_or(ts, |n| n.max(ts));
-        self.newest = Some(newest);
-        let short = dur(self.cfg.retention) + self.skew;
-        let long = short + self.chain_window;
-        if let Some(c) = newest.checked_sub_signed(short) {
+    /// Move the reference clock to `now` (the daemon's wall clock, replay's
+    /// capture time) and drop what can no longer match. Gateway events and
+    /// scan alerts move it too: they are stamped with the same clock.
+    pub fn advance(&mut self, now: DateTime<Utc>) {
+        self.clock.advance(now);
+        let short = add(dur(self.cfg.retention), self.skew);
+        let long = add(short, self.chain_window);
+        if let Some(c) = self.clock.cutoff(short) {
             self.pairs.prune(c);
             self.host_net.prune(c);
         }
-        if let Some(c) = newest.checked_sub_signed(long) {
+        if let Some(c) = self.clock.cutoff(long) {
             self.chain_events.prune(c);
             self.scans.prune(c);
             self.fired.prune(c);
@@ -286,19 +391,29 @@ impl Correlator {
             })
             .unwrap_or_default();
         self.pairs.insert(ev.ts, key, rec);
+        self.enforce_budget();
         out
     }
 
     /// Feed a host event: network events are matched against pairs already
-    /// seen; share access and network logons are checked for chains.
+    /// seen; share access and network logons are checked for chains. The
+    /// event's time does not move the reference clock; an event dated more
+    /// than `max_ahead` ahead of it is rejected (counted, see
+    /// [`take_rejected`](Self::take_rejected)).
     pub fn on_host_event(&mut self, ev: &HostEvent) -> Vec<Correlation> {
-        self.advance(ev.ts);
+        if let Err(e) = self.clock.admit(ev.ts) {
+            self.stats.rejected_ahead += 1;
+            self.rejected = Some(e);
+            return Vec::new();
+        }
         self.stats.host_events += 1;
-        match ev.kind {
+        let out = match ev.kind {
             HostEventKind::NetworkConnection => self.host_connection(ev),
             HostEventKind::ShareAccess | HostEventKind::Logon => self.host_chain_event(ev),
             HostEventKind::ProcessCreation | HostEventKind::FileCreate => Vec::new(),
-        }
+        };
+        self.enforce_budget();
+        out
     }
 
     fn host_connection(&mut self, ev: &HostEvent) -> Vec<Correlation> {
@@ -319,17 +434,19 @@ impl Correlator {
             event_id: ev.event_id,
         };
         let mut out = Vec::new();
-        for (pts, pair) in self.pairs.get_mut(&key) {
-            if net.src_port.is_none_or(|p| p == pair.sport) && (ev.ts - *pts).abs() <= self.skew {
+        let (skew, mut attributed) = (self.skew, 0);
+        self.pairs.modify(&key, |pts, pair| {
+            if net.src_port.is_none_or(|p| p == pair.sport) && (ev.ts - pts).abs() <= skew {
                 let first = pair.attribution.is_none();
-                if merge(pair, *pts, key, ev.ts, &net) {
+                if merge(pair, pts, key, ev.ts, &net) {
                     if first {
-                        self.stats.attributed += 1;
+                        attributed += 1;
                     }
                     out.extend(pair.attribution.clone().map(Correlation::Attributed));
                 }
             }
-        }
+        });
+        self.stats.attributed += attributed;
         self.host_net.insert(ev.ts, key, net);
         out
     }
@@ -389,6 +506,7 @@ impl Correlator {
             .map(|a| Correlation::Chain(Box::new(a)))
             .collect();
         self.scans.insert(alert.ts, src, s);
+        self.enforce_budget();
         out
     }
 
@@ -909,5 +1027,159 @@ mod tests {
         later.ts = base.ts + chrono::Duration::seconds(200);
         c.on_gateway_event(&later);
         assert_eq!(c.stats().held, 1);
+    }
+
+    /// An outbound Sysmon 3 record of `sport` at `at` with `pad` bytes in
+    /// each string field.
+    fn host_conn(at: DateTime<Utc>, sport: u16, pad: usize) -> HostEvent {
+        let p = "x".repeat(pad);
+        HostEvent {
+            ts: at,
+            time_source: crate::hostlog::TimeSource::Utc,
+            host: Some(format!("WS{p}")),
+            channel: Some("Microsoft-Windows-Sysmon/Operational".into()),
+            event_id: 3,
+            kind: HostEventKind::NetworkConnection,
+            record_id: None,
+            src_ip: Some(ip("172.18.39.5")),
+            src_port: Some(sport),
+            dst_ip: Some(ip("172.18.39.6")),
+            dst_port: Some(445),
+            protocol: Some(6),
+            direction: Some(Direction::Outbound),
+            pid: Some(8948),
+            image: Some(format!("C:\\{p}\\powershell.exe")),
+            image_name: Some(format!("powershell{p}.exe")),
+            user: Some(format!("THESHIRE\\{p}")),
+            logon_type: None,
+            share_name: None,
+            relative_target: None,
+            target_filename: None,
+            parent_image: None,
+            command_line: None,
+        }
+    }
+
+    fn pair_at(at: DateTime<Utc>, sport: u16) -> GatewayEvent {
+        GatewayEvent {
+            ts: at,
+            sport,
+            ..empire_pair()
+        }
+    }
+
+    /// One host record dated 2100 used to become "now" for everyone: every
+    /// later pair and record was pruned on arrival and nothing correlated
+    /// again until restart.
+    #[test]
+    fn a_host_event_from_the_future_moves_no_clock() {
+        let t0 = ts("2026-11-30T10:00:00Z");
+        let year2100 = ts("2100-01-01T00:00:00Z");
+        let ms = chrono::Duration::milliseconds;
+
+        // With a reference clock (the daemon's wall clock): rejected, counted,
+        // explained.
+        let mut c = Correlator::new(CorrelateConfig::default());
+        c.advance(t0);
+        assert!(c.on_host_event(&host_conn(year2100, 1, 0)).is_empty());
+        let (why, count) = c.take_rejected().unwrap();
+        assert_eq!((count, c.stats().rejected_ahead, c.stats().held), (1, 1, 0));
+        let msg = why.to_string();
+        assert!(
+            msg.contains("host event dated 2100-01-01 00:00:00 UTC"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("more than hostlog.max_ahead (5m) allows"),
+            "{msg}"
+        );
+        assert!(c.take_rejected().is_none(), "reported once");
+        // Within max_ahead is fine.
+        c.on_host_event(&host_conn(t0 + chrono::Duration::minutes(4), 2, 0));
+        assert_eq!(c.stats().rejected_ahead, 1);
+        // Normal events after it correlate.
+        assert!(c
+            .on_gateway_event(&pair_at(t0 + ms(1000), 50504))
+            .is_empty());
+        let got = attributions(c.on_host_event(&host_conn(t0 + ms(1500), 50504, 0)));
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].process.name.as_deref(), Some("powershell.exe"));
+
+        // Before any reference (start-up): accepted, but it moves nothing.
+        let mut c = Correlator::new(CorrelateConfig::default());
+        c.on_host_event(&host_conn(year2100, 1, 0));
+        c.on_gateway_event(&pair_at(t0, 50504));
+        let got = attributions(c.on_host_event(&host_conn(t0 + ms(500), 50504, 0)));
+        assert_eq!(got.len(), 1, "the pair was not pruned by the 2100 record");
+    }
+
+    /// Host records of 60 KB fields (a valid, if hostile, record) grew the
+    /// count-capped tables to gigabytes; the byte budget holds them.
+    #[test]
+    fn large_host_records_are_bounded_in_bytes() {
+        const BUDGET: usize = 4 << 20;
+        let cfg = CorrelateConfig {
+            max_bytes: BUDGET,
+            ..CorrelateConfig::default()
+        };
+        let mut c = Correlator::new(cfg);
+        let t0 = ts("2026-11-30T10:00:00Z");
+        c.advance(t0);
+        for i in 0..200u16 {
+            let at = t0 + chrono::Duration::milliseconds(i64::from(i));
+            c.on_host_event(&host_conn(at, 1000 + i, 20_000));
+            assert!(c.stats().bytes as usize <= BUDGET, "after record {i}");
+        }
+        let st = c.stats();
+        assert!(st.evicted > 100, "{st:?}");
+        assert!(st.bytes as usize > BUDGET / 2, "{st:?}");
+        // The newest records are kept, the oldest went.
+        let newest = t0 + chrono::Duration::milliseconds(199);
+        assert_eq!(
+            attributions(c.on_gateway_event(&pair_at(newest, 1199))).len(),
+            1
+        );
+        assert!(attributions(c.on_gateway_event(&pair_at(t0, 1000))).is_empty());
+    }
+
+    /// Resident memory after 8,000 host records with 60 KB fields through
+    /// the correlator and the host rules with their default budgets (the
+    /// count caps alone allowed about a gigabyte). Run alone:
+    /// `cargo test -p smbwatch --lib memory_with_large_records -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "measures process memory; run alone"]
+    fn memory_with_large_records() {
+        fn rss_kib() -> u64 {
+            std::fs::read_to_string("/proc/self/status")
+                .unwrap()
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+                .unwrap()
+        }
+        let before = rss_kib();
+        let mut c = Correlator::new(CorrelateConfig::default());
+        let mut rules = crate::hostlog::rules::HostRules::new(Default::default());
+        let t0 = ts("2026-11-30T10:00:00Z");
+        c.advance(t0);
+        rules.advance(t0);
+        for i in 0..8_000u16 {
+            let mut ev = host_conn(t0 + chrono::Duration::milliseconds(i64::from(i)), i, 60_000);
+            ev.image_name = Some(format!("p{i}.exe"));
+            c.on_host_event(&ev);
+            rules.check(&ev);
+        }
+        let after = rss_kib();
+        let (cs, rs) = (c.stats(), rules.stats());
+        println!(
+            "8000 records, 60 KB fields: RSS +{} MiB; correlator {} MiB accounted, {} evicted; \
+             host rules {} MiB accounted, {} evicted",
+            (after.saturating_sub(before)) / 1024,
+            cs.bytes >> 20,
+            cs.evicted,
+            rs.bytes >> 20,
+            rs.evicted
+        );
+        assert!(cs.bytes <= 64 << 20 && rs.bytes <= 64 << 20);
     }
 }

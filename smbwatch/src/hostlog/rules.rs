@@ -11,6 +11,11 @@
 //! removes duplicates: one connection logged by both Sysmon 3 and Security
 //! 5156 gives one alert, and one SMB session's many 5145 records on a share
 //! give one alert per window.
+//!
+//! The dedup tables are capped in entries and in bytes
+//! ([`HostRulesConfig::max_dedup_bytes`]) and pruned by the reference clock
+//! the caller gives ([`HostRules::advance`]), never by a host event's own
+//! time: one record dated years ahead would otherwise expire everything.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -19,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Direction, HostEvent, HostEventKind};
 use crate::alert::{Alert, AlertKind, Severity};
-use crate::timed::TimedIndex;
+use crate::timed::{self, enforce_budget, HeapSize, RefClock, TimedIndex, TooFarAhead};
 
 /// The destination port of SMB over TCP.
 pub const SMB_PORT: u16 = 445;
@@ -43,6 +48,9 @@ pub struct HostRulesConfig {
     pub share_dedup: Duration,
     /// Most remembered connections/share accesses for dedup, each.
     pub max_dedup_entries: usize,
+    /// Bytes held by both dedup tables together (strings included); past
+    /// it the oldest entries of the larger table go.
+    pub max_dedup_bytes: usize,
 }
 
 impl Default for HostRulesConfig {
@@ -55,6 +63,7 @@ impl Default for HostRulesConfig {
             connection_dedup: Duration::from_secs(5),
             share_dedup: Duration::from_secs(600),
             max_dedup_entries: 65_536,
+            max_dedup_bytes: 64 << 20,
         }
     }
 }
@@ -247,8 +256,13 @@ pub struct HostRuleStats {
     pub duplicate_connections: u64,
     /// Share alerts dropped within `share_dedup`.
     pub duplicate_shares: u64,
-    /// Dedup entries evicted by the cap.
+    /// Dedup entries evicted by the caps (entries or bytes).
     pub evicted: u64,
+    /// Accounted bytes held by the dedup tables now.
+    pub bytes: u64,
+    /// Events rejected: dated more than `max_ahead` ahead of the reference
+    /// clock.
+    pub rejected_ahead: u64,
 }
 
 /// One remembered connection alert.
@@ -259,10 +273,17 @@ struct SeenConn {
     image_name: Option<String>,
 }
 
+impl HeapSize for SeenConn {
+    fn heap_size(&self) -> usize {
+        self.host.heap_size() + self.image_name.heap_size()
+    }
+}
+
 type ConnKey = (Option<IpAddr>, Option<u16>, Option<IpAddr>, Option<u16>);
 type ShareKey = (Option<String>, Option<IpAddr>, Option<String>, String);
 
-/// Both rules with dedup; pure (time from the events).
+/// Both rules with dedup; pure (time from the events and the caller's
+/// reference clock).
 ///
 /// Dedup of connections: an alert is a duplicate of an earlier one when the
 /// 5-tuple is equal, the times are within `connection_dedup`, and host,
@@ -274,7 +295,9 @@ pub struct HostRules {
     cfg: HostRulesConfig,
     conns: TimedIndex<ConnKey, SeenConn>,
     shares: TimedIndex<ShareKey, ()>,
-    newest: Option<chrono::DateTime<chrono::Utc>>,
+    clock: RefClock,
+    /// The last rejected event not yet reported.
+    rejected: Option<TooFarAhead>,
     stats: HostRuleStats,
 }
 
@@ -300,15 +323,30 @@ impl HostRules {
             cfg,
             conns: TimedIndex::new(cap),
             shares: TimedIndex::new(cap),
-            newest: None,
+            clock: RefClock::new(timed::DEFAULT_MAX_AHEAD),
+            rejected: None,
             stats: HostRuleStats::default(),
         }
     }
 
-    /// Judge one event; at most one alert.
+    /// Events dated more than `d` ahead of the reference clock are rejected
+    /// (`[hostlog] max_ahead`; 5 minutes unless set).
+    #[must_use]
+    pub fn with_max_ahead(mut self, d: Duration) -> Self {
+        self.clock = RefClock::new(d);
+        self
+    }
+
+    /// Judge one event; at most one alert. An event dated more than
+    /// `max_ahead` ahead of the reference clock is rejected (counted, see
+    /// [`take_rejected`](Self::take_rejected)) and gives none.
     pub fn check(&mut self, ev: &HostEvent) -> Option<Alert> {
+        if let Err(e) = self.clock.admit(ev.ts) {
+            self.stats.rejected_ahead += 1;
+            self.rejected = Some(e);
+            return None;
+        }
         self.stats.events += 1;
-        self.prune(ev.ts);
         let alert = if let Some(a) = suspicious_smb_client(ev, &self.cfg) {
             self.dedup_connection(ev).then_some(a)
         } else if let Some(a) = admin_share_access(ev) {
@@ -319,7 +357,17 @@ impl HostRules {
         if alert.is_some() {
             self.stats.alerts += 1;
         }
+        enforce_budget(
+            self.cfg.max_dedup_bytes,
+            &mut [&mut self.conns, &mut self.shares],
+        );
         alert
+    }
+
+    /// The last event rejected as too far ahead, with the number of
+    /// rejections so far, once per rejection (for the daemon's log).
+    pub fn take_rejected(&mut self) -> Option<(TooFarAhead, u64)> {
+        self.rejected.take().map(|r| (r, self.stats.rejected_ahead))
     }
 
     /// Judge many events (e.g. a parsed file), in order.
@@ -331,18 +379,22 @@ impl HostRules {
     pub fn stats(&self) -> HostRuleStats {
         HostRuleStats {
             evicted: self.conns.evicted() + self.shares.evicted(),
+            bytes: timed::total_bytes(&[&self.conns, &self.shares]) as u64,
             ..self.stats
         }
     }
 
-    fn prune(&mut self, ts: chrono::DateTime<chrono::Utc>) {
-        let newest = self.newest.map_or(ts, |n| n.max(ts));
-        self.newest = Some(newest);
-        let keep = |d: Duration| chrono::Duration::from_std(d * 2).unwrap_or(chrono::Duration::MAX);
-        if let Some(c) = newest.checked_sub_signed(keep(self.cfg.connection_dedup)) {
+    /// Move the reference clock to `now` (the daemon's wall clock, replay's
+    /// capture time) and forget what can no longer be a duplicate. Without
+    /// a reference, nothing is pruned by time (the caps still hold).
+    pub fn advance(&mut self, now: chrono::DateTime<chrono::Utc>) {
+        self.clock.advance(now);
+        // Twice the window: a duplicate may arrive late by up to a window.
+        let keep = |d: Duration| timed::add(timed::delta(d), timed::delta(d));
+        if let Some(c) = self.clock.cutoff(keep(self.cfg.connection_dedup)) {
             self.conns.prune(c);
         }
-        if let Some(c) = newest.checked_sub_signed(keep(self.cfg.share_dedup)) {
+        if let Some(c) = self.clock.cutoff(keep(self.cfg.share_dedup)) {
             self.shares.prune(c);
         }
     }
@@ -350,8 +402,7 @@ impl HostRules {
     /// True if `ev` is a new connection (and remembers it).
     fn dedup_connection(&mut self, ev: &HostEvent) -> bool {
         let key = (ev.src_ip, ev.src_port, ev.dst_ip, ev.dst_port);
-        let window =
-            chrono::Duration::from_std(self.cfg.connection_dedup).unwrap_or(chrono::Duration::MAX);
+        let window = timed::delta(self.cfg.connection_dedup);
         let dup = self.conns.get(&key).any(|(ts, seen)| {
             (*ts - ev.ts).abs() <= window
                 && same_ci(&seen.host, &ev.host)
@@ -385,8 +436,7 @@ impl HostRules {
             ev.user.as_ref().map(|u| u.to_ascii_lowercase()),
             a.share.clone().unwrap_or_default().to_ascii_uppercase(),
         );
-        let window =
-            chrono::Duration::from_std(self.cfg.share_dedup).unwrap_or(chrono::Duration::MAX);
+        let window = timed::delta(self.cfg.share_dedup);
         if self
             .shares
             .get(&key)
@@ -674,5 +724,63 @@ mod tests {
         let line = r#"{"EventID":3,"Channel":"Microsoft-Windows-Sysmon/Operational","UtcTime":"2020-09-20 06:57:48.481","Image":"C:\\Python39\\python.exe","Initiated":"True","SourceIp":"10.1.1.1","SourcePort":"5000","DestinationIp":"10.1.1.2","DestinationPort":"445"}"#;
         let ev = parse_line(line).unwrap().unwrap();
         assert!(suspicious_smb_client(&ev, &HostRulesConfig::default()).is_some());
+    }
+
+    /// One record dated 2100 used to become "now": every dedup entry was
+    /// pruned on arrival and Sysmon 3 + 5156 of one connection alerted twice.
+    #[test]
+    fn a_record_from_the_future_does_not_break_dedup() {
+        let wfp = conn(5156, Some(8948), "powershell.exe", "172.18.39.6");
+        let mut sysmon = conn(3, None, "C:\\x\\powershell.exe", "172.18.39.6");
+        sysmon.ts = wfp.ts + chrono::Duration::milliseconds(2481);
+        let mut future = conn(5156, Some(1), "evil.exe", "172.18.39.7");
+        future.ts = ts("2100-01-01T00:00:00Z");
+
+        // With a reference clock: rejected, counted, explained.
+        let mut rules = HostRules::new(HostRulesConfig::default());
+        rules.advance(wfp.ts);
+        assert!(rules.check(&wfp).is_some());
+        assert!(rules.check(&future).is_none());
+        let (why, n) = rules.take_rejected().unwrap();
+        assert_eq!((n, rules.stats().rejected_ahead), (1, 1));
+        assert!(why.to_string().contains("hostlog.max_ahead"), "{why}");
+        assert!(rules.check(&sysmon).is_none(), "still one alert");
+
+        // Before any reference: judged, but it moves no clock.
+        let mut rules = HostRules::new(HostRulesConfig::default());
+        assert!(rules.check(&wfp).is_some());
+        assert!(rules.check(&future).is_some());
+        assert!(rules.check(&sysmon).is_none(), "still one alert");
+        assert_eq!(rules.stats().duplicate_connections, 1);
+    }
+
+    #[test]
+    fn dedup_state_is_bounded_in_bytes() {
+        const BUDGET: usize = 1 << 20;
+        let cfg = HostRulesConfig {
+            max_dedup_bytes: BUDGET,
+            ..HostRulesConfig::default()
+        };
+        let mut rules = HostRules::new(cfg);
+        let pad = "x".repeat(60_000);
+        for port in 0..100u16 {
+            let mut ev = conn(5156, Some(9), &format!("C:\\{pad}.exe"), "10.0.0.2");
+            ev.host = Some(pad.clone());
+            ev.src_port = Some(port);
+            assert!(rules.check(&ev).is_some());
+            assert!(rules.stats().bytes as usize <= BUDGET, "after {port}");
+        }
+        // About 120 KB each: eight fit.
+        assert!(
+            rules.conns.len() >= 6 && rules.conns.len() <= 9,
+            "{}",
+            rules.conns.len()
+        );
+        assert_eq!(rules.stats().evicted, 100 - rules.conns.len() as u64);
+        // The newest is remembered: its second record is a duplicate.
+        let mut again = conn(3, None, &format!("C:\\{pad}.exe"), "10.0.0.2");
+        again.host = Some(pad.clone());
+        again.src_port = Some(99);
+        assert!(rules.check(&again).is_none());
     }
 }
