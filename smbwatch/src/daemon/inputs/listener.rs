@@ -5,28 +5,34 @@
 //! Plain TCP without authentication, so the default address is loopback;
 //! a non-loopback address is accepted but warned about. Lines longer than
 //! `max_line` are skipped (the rest of the line is discarded, the
-//! connection stays up); connections beyond `max_connections` are closed at
-//! once. Both are logged with a `warn!` that names the peer and the limit;
-//! the listener keeps running either way.
+//! connection stays up). Connections beyond `max_connections`, or beyond
+//! `max_connections_per_peer` from one address, are closed at once. A
+//! connection whose started line is not complete within `line_timeout` (a
+//! slowloris sending a byte a second), or that completes no line for
+//! `idle_timeout`, is closed, so slow peers cannot hold every slot. Each
+//! is logged with a `warn!` that names the peer and the limit, refusals
+//! and timeouts at most once per [`REPORT_INTERVAL`] with a count; the
+//! listener keeps running either way.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::hostlog::{parse_line_at, HostEvent};
 
 /// Listener settings.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenerConfig {
     /// Address to listen on (default `127.0.0.1:5514`).
     pub listen: SocketAddr,
@@ -34,26 +40,113 @@ pub struct ListenerConfig {
     pub max_line: usize,
     /// Most connections open at once.
     pub max_connections: usize,
+    /// Most connections open at once from one peer address.
+    pub max_connections_per_peer: usize,
+    /// A started line must be complete within this time.
+    pub line_timeout: Duration,
+    /// A connection must complete a line at least this often.
+    pub idle_timeout: Duration,
 }
 
 impl Default for ListenerConfig {
     fn default() -> Self {
+        let h = crate::config::HostlogConfig::default();
         Self {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 5514)),
-            max_line: 65_536,
-            max_connections: 64,
+            max_line: h.max_line,
+            max_connections: h.max_connections,
+            max_connections_per_peer: h.max_connections_per_peer,
+            line_timeout: h.line_timeout,
+            idle_timeout: h.idle_timeout,
         }
     }
 }
 
 impl ListenerConfig {
     /// From the `[hostlog]` section: `None` when no `listen` is configured.
-    pub fn from_hostlog(cfg: &crate::config::HostlogConfig) -> Result<Option<Self>, String> {
-        Ok(cfg.listen_addr()?.map(|listen| Self {
-            listen,
+    pub fn from_hostlog(cfg: &crate::config::HostlogConfig) -> Option<Self> {
+        cfg.listen.map(|listen| Self {
+            listen: listen.0,
             max_line: cfg.max_line,
             max_connections: cfg.max_connections,
-        }))
+            max_connections_per_peer: cfg.max_connections_per_peer,
+            line_timeout: cfg.line_timeout,
+            idle_timeout: cfg.idle_timeout,
+        })
+    }
+}
+
+/// Refusals and timeouts are logged at most once per this interval, with
+/// the number that were not logged since: a flood of connections must not
+/// become a flood of log lines.
+pub const REPORT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Rate limit for one kind of warning: the first occurrence is logged, the
+/// next ones within [`REPORT_INTERVAL`] are only counted, and the count
+/// goes out with the next line (or at the next [`flush`](Self::flush)).
+#[derive(Debug, Default)]
+struct RateLimit {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    /// `Some(suppressed since the last line)` when this occurrence may be
+    /// logged now.
+    fn note(&mut self, now: Instant) -> Option<u64> {
+        if self.last.is_some_and(|l| now < l + REPORT_INTERVAL) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+
+    /// The count not yet logged, once the interval has passed.
+    fn flush(&mut self, now: Instant) -> Option<u64> {
+        if self.suppressed == 0 || self.last.is_some_and(|l| now < l + REPORT_INTERVAL) {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// Open connections per peer address; a [`PeerSlot`] gives its place back
+/// when dropped, however its connection task ends.
+#[derive(Debug, Default)]
+struct PeerCounts(Mutex<HashMap<IpAddr, usize>>);
+
+struct PeerSlot {
+    counts: Arc<PeerCounts>,
+    ip: IpAddr,
+}
+
+impl PeerCounts {
+    /// A slot for `ip`, or the number already open when `limit` is reached.
+    fn acquire(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Result<PeerSlot, usize> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_default();
+        if *n >= limit {
+            return Err(*n);
+        }
+        *n += 1;
+        Ok(PeerSlot {
+            counts: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut m = self.counts.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -79,8 +172,10 @@ pub enum ListenerError {
 pub struct ListenerCounters {
     /// Connections accepted.
     pub accepted: AtomicU64,
-    /// Connections refused (limit reached).
+    /// Connections refused (a limit reached).
     pub refused: AtomicU64,
+    /// Connections closed for a line not completed in time, or idleness.
+    pub timed_out: AtomicU64,
     /// Lines read (complete or oversized).
     pub lines: AtomicU64,
     /// Events forwarded on the channel.
@@ -98,8 +193,10 @@ pub struct ListenerCounters {
 pub struct ListenerStats {
     /// Connections accepted.
     pub accepted: u64,
-    /// Connections refused (limit reached).
+    /// Connections refused (a limit reached).
     pub refused: u64,
+    /// Connections closed by `line_timeout` or `idle_timeout`.
+    pub timed_out: u64,
     /// Lines read.
     pub lines: u64,
     /// Events forwarded.
@@ -119,6 +216,7 @@ impl ListenerCounters {
         ListenerStats {
             accepted: g(&self.accepted),
             refused: g(&self.refused),
+            timed_out: g(&self.timed_out),
             lines: g(&self.lines),
             events: g(&self.events),
             skipped: g(&self.skipped),
@@ -146,9 +244,16 @@ pub struct Listener {
 impl Listener {
     /// Bind the configured address.
     pub async fn bind(cfg: ListenerConfig) -> Result<Self, ListenerError> {
-        if cfg.max_line == 0 || cfg.max_connections == 0 {
+        if cfg.max_line == 0
+            || cfg.max_connections == 0
+            || cfg.max_connections_per_peer == 0
+            || cfg.line_timeout.is_zero()
+            || cfg.idle_timeout.is_zero()
+        {
             return Err(ListenerError::Config(
-                "max_line and max_connections must be at least 1".into(),
+                "max_line, max_connections, max_connections_per_peer, line_timeout and \
+                 idle_timeout must be greater than 0"
+                    .into(),
             ));
         }
         let socket = TcpListener::bind(cfg.listen)
@@ -186,8 +291,19 @@ impl Listener {
         shutdown: impl Future<Output = ()>,
     ) -> ListenerStats {
         let addr = self.local_addr();
-        info!(%addr, max_line = self.cfg.max_line, max_connections = self.cfg.max_connections, "host-log listener up");
+        info!(
+            %addr,
+            max_line = self.cfg.max_line,
+            max_connections = self.cfg.max_connections,
+            max_connections_per_peer = self.cfg.max_connections_per_peer,
+            "host-log listener up"
+        );
         let permits = Arc::new(Semaphore::new(self.cfg.max_connections));
+        let peers = Arc::new(PeerCounts::default());
+        let refusals = Mutex::new(RateLimit::default());
+        let timeouts = Arc::new(Mutex::new(RateLimit::default()));
+        let mut report = tokio::time::interval(REPORT_INTERVAL);
+        report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         tokio::pin!(shutdown);
@@ -195,6 +311,15 @@ impl Listener {
             tokio::select! {
                 () = &mut shutdown => break,
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                _ = report.tick() => {
+                    let now = Instant::now();
+                    if let Some(n) = lock(&refusals).flush(now) {
+                        warn!(count = n, "host-log listener: refused {n} more connections in the last {}s (limits above)", REPORT_INTERVAL.as_secs());
+                    }
+                    if let Some(n) = lock(&timeouts).flush(now) {
+                        warn!(count = n, "host-log listener: closed {n} more connections for slowness in the last {}s", REPORT_INTERVAL.as_secs());
+                    }
+                }
                 accepted = self.socket.accept() => {
                     let (stream, peer) = match accepted {
                         Ok(x) => x,
@@ -205,16 +330,34 @@ impl Listener {
                             continue;
                         }
                     };
-                    let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                    let refuse = |why: String| {
                         inc(&self.counters.refused);
-                        warn!(
-                            %peer,
-                            max_connections = self.cfg.max_connections,
-                            "host-log listener: refusing connection from {peer}: {} connections already open \
-                             (hostlog.max_connections)",
+                        if let Some(earlier) = lock(&refusals).note(Instant::now()) {
+                            let more = if earlier > 0 {
+                                format!(" ({earlier} more refused since the last report)")
+                            } else {
+                                String::new()
+                            };
+                            warn!(%peer, "host-log listener: refusing connection from {peer}: {why}{more}");
+                        }
+                    };
+                    // The per-peer check first: one noisy address is named
+                    // as such even when it has also filled the listener.
+                    let slot = match peers.acquire(peer.ip(), self.cfg.max_connections_per_peer) {
+                        Ok(slot) => slot,
+                        Err(open) => {
+                            refuse(format!(
+                                "{open} connections from {} already open (hostlog.max_connections_per_peer)",
+                                peer.ip()
+                            ));
+                            continue;
+                        }
+                    };
+                    let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                        refuse(format!(
+                            "{} connections already open (hostlog.max_connections)",
                             self.cfg.max_connections
-                        );
-                        drop(stream);
+                        ));
                         continue;
                     };
                     inc(&self.counters.accepted);
@@ -222,13 +365,16 @@ impl Listener {
                     let conn = Connection {
                         peer,
                         max_line: self.cfg.max_line,
+                        line_timeout: self.cfg.line_timeout,
+                        idle_timeout: self.cfg.idle_timeout,
                         counters: Arc::clone(&self.counters),
+                        timeouts: Arc::clone(&timeouts),
                         tx: tx.clone(),
                     };
                     let stop = stop_rx.clone();
                     tasks.spawn(async move {
                         conn.serve(stream, stop).await;
-                        drop(permit);
+                        drop((permit, slot));
                     });
                 }
             }
@@ -241,10 +387,17 @@ impl Listener {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 struct Connection {
     peer: SocketAddr,
     max_line: usize,
+    line_timeout: Duration,
+    idle_timeout: Duration,
     counters: Arc<ListenerCounters>,
+    timeouts: Arc<Mutex<RateLimit>>,
     tx: mpsc::Sender<HostEvent>,
 }
 
@@ -256,7 +409,15 @@ impl Connection {
         let mut discarding = false;
         let mut bad_here = 0u64;
         let input = self.peer.to_string();
+        // The last complete line (or the connection), and the first byte of
+        // the line not yet complete.
+        let mut last_line = Instant::now();
+        let mut line_start: Option<Instant> = None;
         loop {
+            let idle_deadline = last_line + self.idle_timeout;
+            let deadline = line_start.map_or(idle_deadline, |t| {
+                (t + self.line_timeout).min(idle_deadline)
+            });
             let buf = tokio::select! {
                 r = reader.fill_buf() => match r {
                     Ok(b) => b,
@@ -265,6 +426,10 @@ impl Connection {
                         return;
                     }
                 },
+                () = tokio::time::sleep_until(deadline) => {
+                    self.timed_out(line_start.is_some_and(|t| t + self.line_timeout <= deadline));
+                    return;
+                }
                 _ = stop.changed() => return,
             };
             if buf.is_empty() {
@@ -298,20 +463,54 @@ impl Connection {
                 }
             }
             reader.consume(used);
-            if complete {
-                line_no += 1;
-                if discarding {
-                    inc(&self.counters.lines);
-                    discarding = false;
-                } else {
-                    let l = std::mem::take(&mut line);
-                    if !self.handle(&input, line_no, &l, &mut bad_here).await {
-                        return;
-                    }
-                    line = l;
-                    line.clear();
-                }
+            if !complete {
+                line_start.get_or_insert_with(Instant::now);
+                continue;
             }
+            line_no += 1;
+            if discarding {
+                inc(&self.counters.lines);
+                discarding = false;
+            } else {
+                let l = std::mem::take(&mut line);
+                if !self.handle(&input, line_no, &l, &mut bad_here).await {
+                    return;
+                }
+                line = l;
+                line.clear();
+            }
+            // After handling: time spent waiting on a full channel is ours,
+            // not the peer's.
+            last_line = Instant::now();
+            line_start = None;
+        }
+    }
+
+    /// Log (rate-limited) and count a connection closed for slowness.
+    fn timed_out(&self, mid_line: bool) {
+        inc(&self.counters.timed_out);
+        let Some(earlier) = lock(&self.timeouts).note(Instant::now()) else {
+            return;
+        };
+        let more = if earlier > 0 {
+            format!(" ({earlier} more closed since the last report)")
+        } else {
+            String::new()
+        };
+        if mid_line {
+            warn!(
+                peer = %self.peer,
+                "host-log listener: closing connection from {}: a line took longer than {} (hostlog.line_timeout){more}",
+                self.peer,
+                humantime::format_duration(self.line_timeout)
+            );
+        } else {
+            warn!(
+                peer = %self.peer,
+                "host-log listener: closing connection from {}: no complete line for {} (hostlog.idle_timeout){more}",
+                self.peer,
+                humantime::format_duration(self.idle_timeout)
+            );
         }
     }
 
@@ -393,6 +592,7 @@ mod tests {
             listen: "127.0.0.1:0".parse().unwrap(),
             max_line: 1024,
             max_connections: 1,
+            ..ListenerConfig::default()
         };
         let listener = Listener::bind(cfg).await.unwrap();
         let addr = listener.local_addr();
@@ -494,9 +694,206 @@ mod tests {
     #[test]
     fn config_from_hostlog_section() {
         let mut h = crate::config::HostlogConfig::default();
-        assert_eq!(ListenerConfig::from_hostlog(&h).unwrap(), None);
-        h.listen = Some("tcp://127.0.0.1:5514".into());
-        let c = ListenerConfig::from_hostlog(&h).unwrap().unwrap();
+        assert_eq!(ListenerConfig::from_hostlog(&h), None);
+        h.listen = Some("tcp://127.0.0.1:5514".parse().unwrap());
+        let c = ListenerConfig::from_hostlog(&h).unwrap();
         assert_eq!(c, ListenerConfig::default());
+        assert_eq!(
+            (c.max_connections_per_peer, c.line_timeout, c.idle_timeout),
+            (8, Duration::from_secs(30), Duration::from_secs(600))
+        );
+    }
+
+    fn capture_logs() -> (Captured, tracing::subscriber::DefaultGuard) {
+        let logs = Captured::default();
+        let sub = tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .finish();
+        (logs.clone(), tracing::subscriber::set_default(sub))
+    }
+
+    /// A client connected from `local` (any 127.0.0.0/8 address).
+    async fn connect_from(local: &str, to: SocketAddr) -> TcpStream {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(format!("{local}:0").parse().unwrap()).unwrap();
+        sock.connect(to).await.unwrap()
+    }
+
+    /// A slowloris: one byte of a line that never ends every 50 ms. Returns
+    /// how long the listener kept it open.
+    async fn slow_peer(mut s: TcpStream) -> Duration {
+        let start = Instant::now();
+        let mut buf = [0u8; 16];
+        loop {
+            if s.write_all(b"{").await.is_err() {
+                return start.elapsed();
+            }
+            let read = tokio::time::timeout(Duration::from_millis(50), s.read(&mut buf)).await;
+            if let Ok(Ok(0) | Err(_)) = read {
+                return start.elapsed();
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "never closed");
+        }
+    }
+
+    async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !cond() {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Slow peers used to hold every slot for ever: 64 connections sending
+    /// a byte a second kept a real forwarder out.
+    #[tokio::test(flavor = "current_thread")]
+    async fn slow_peers_are_closed_and_limited_per_address() {
+        let (logs, _guard) = capture_logs();
+        let line_timeout = Duration::from_millis(400);
+        let cfg = ListenerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            max_connections: 16,
+            max_connections_per_peer: 8,
+            line_timeout,
+            idle_timeout: Duration::from_secs(5),
+            ..ListenerConfig::default()
+        };
+        let listener = Listener::bind(cfg).await.unwrap();
+        let addr = listener.local_addr();
+        let counters = Arc::clone(&listener.counters);
+        let (tx, mut rx) = mpsc::channel(16);
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(listener.run(tx, async {
+            let _ = stop_rx.await;
+        }));
+
+        // Eight slow peers from one address: its share of the slots.
+        let mut slow = Vec::new();
+        for _ in 0..8 {
+            let s = connect_from("127.0.0.1", addr).await;
+            slow.push(tokio::spawn(slow_peer(s)));
+        }
+        wait_for("8 accepted", || {
+            counters.accepted.load(Ordering::Relaxed) == 8
+        })
+        .await;
+
+        // The ninth (and tenth...) from that address is closed at once.
+        for _ in 0..5 {
+            let mut ninth = connect_from("127.0.0.1", addr).await;
+            let mut buf = [0u8; 4];
+            let n = tokio::time::timeout(Duration::from_secs(2), ninth.read(&mut buf))
+                .await
+                .expect("refused at once");
+            assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+        }
+
+        // A real forwarder from another address gets in while they are connected.
+        let mut fwd = connect_from("127.0.0.2", addr).await;
+        fwd.write_all(format!("{EV}\n").as_bytes()).await.unwrap();
+        let ev = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+            .await
+            .expect("the forwarder's event arrives")
+            .unwrap();
+        assert_eq!(ev.image_name.as_deref(), Some("python.exe"));
+        assert!(
+            slow.iter().all(|t| !t.is_finished()),
+            "slow peers still connected"
+        );
+
+        // The slow peers are closed by line_timeout, not before.
+        for t in slow {
+            let open = t.await.unwrap();
+            assert!(open >= line_timeout, "{open:?}");
+            assert!(open < line_timeout * 5, "{open:?}");
+        }
+        // The forwarder, sending whole lines, stays.
+        fwd.write_all(format!("{EV}\n").as_bytes()).await.unwrap();
+        assert!(rx.recv().await.is_some());
+
+        stop_tx.send(()).unwrap();
+        let stats = server.await.unwrap();
+        assert_eq!((stats.accepted, stats.refused, stats.timed_out), (9, 5, 8));
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.contains(
+                "8 connections from 127.0.0.1 already open (hostlog.max_connections_per_peer)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("a line took longer than 400ms (hostlog.line_timeout)"),
+            "{text}"
+        );
+        // Rate-limited: one line each for 5 refusals and 8 timeouts.
+        assert_eq!(
+            text.matches("refusing connection from").count(),
+            1,
+            "{text}"
+        );
+        assert_eq!(text.matches("closing connection from").count(), 1, "{text}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn idle_connections_are_closed_busy_ones_are_not() {
+        let (logs, _guard) = capture_logs();
+        let idle_timeout = Duration::from_millis(500);
+        let cfg = ListenerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            line_timeout: Duration::from_millis(200),
+            idle_timeout,
+            ..ListenerConfig::default()
+        };
+        let listener = Listener::bind(cfg).await.unwrap();
+        let addr = listener.local_addr();
+        let (tx, mut rx) = mpsc::channel(64);
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(listener.run(tx, async {
+            let _ = stop_rx.await;
+        }));
+        let start = Instant::now();
+        let mut quiet = TcpStream::connect(addr).await.unwrap();
+        quiet.write_all(format!("{EV}\n").as_bytes()).await.unwrap();
+        let mut busy = TcpStream::connect(addr).await.unwrap();
+        for _ in 0..8 {
+            busy.write_all(format!("{EV}\n").as_bytes()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        // 1.2 s: the busy one is still served.
+        busy.write_all(format!("{EV}\n").as_bytes()).await.unwrap();
+        for _ in 0..10 {
+            rx.recv().await.unwrap();
+        }
+        let mut buf = [0u8; 4];
+        let closed = tokio::time::timeout(Duration::from_secs(5), quiet.read(&mut buf))
+            .await
+            .expect("the quiet connection is closed");
+        assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+        assert!(start.elapsed() >= idle_timeout);
+        stop_tx.send(()).unwrap();
+        let stats = server.await.unwrap();
+        assert_eq!((stats.events, stats.timed_out), (10, 1));
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.contains("no complete line for 500ms (hostlog.idle_timeout)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn rate_limit_counts_what_it_does_not_log() {
+        let t0 = Instant::now();
+        let mut r = RateLimit::default();
+        assert_eq!(r.note(t0), Some(0));
+        assert_eq!(r.note(t0 + Duration::from_secs(1)), None);
+        assert_eq!(r.note(t0 + Duration::from_secs(2)), None);
+        assert_eq!(r.flush(t0 + Duration::from_secs(5)), None, "too soon");
+        assert_eq!(r.flush(t0 + REPORT_INTERVAL), Some(2));
+        assert_eq!(r.flush(t0 + REPORT_INTERVAL * 3), None, "nothing left");
+        assert_eq!(r.note(t0 + REPORT_INTERVAL * 3), Some(0));
     }
 }

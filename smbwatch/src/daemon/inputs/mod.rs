@@ -50,7 +50,7 @@ pub(crate) async fn spawn(
             tokio::spawn(read_once(path.clone(), tx));
         }
     }
-    if let Some(lcfg) = ListenerConfig::from_hostlog(cfg)? {
+    if let Some(lcfg) = ListenerConfig::from_hostlog(cfg) {
         let listener = Listener::bind(lcfg).await.map_err(|e| e.to_string())?;
         tracing::info!(addr = %listener.local_addr(), "listening for forwarded host events");
         tokio::spawn(listener.run(tx, std::future::pending()));
