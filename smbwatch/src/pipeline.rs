@@ -27,8 +27,9 @@ impl Pipeline {
     pub fn new(cfg: &Config) -> Self {
         Self {
             detector: Detector::new(cfg.detect.clone()),
-            rules: HostRules::new(cfg.hostlog.rules.clone()),
-            correlator: Correlator::new(cfg.correlate.clone()),
+            rules: HostRules::new(cfg.hostlog.rules.clone()).with_max_ahead(cfg.hostlog.max_ahead),
+            correlator: Correlator::new(cfg.correlate.clone())
+                .with_max_ahead(cfg.hostlog.max_ahead),
         }
     }
 
@@ -55,8 +56,16 @@ impl Pipeline {
     /// Lets time pass without events (pairs left unanswered become TRW
     /// failures after `response_timeout`).
     pub fn advance(&mut self, now: DateTime<Utc>) -> Vec<Alert> {
+        self.set_clock(now);
         let scans = self.detector.advance(now);
         self.scan_alerts(scans)
+    }
+
+    /// The reference clock of the host-side state: host events never move
+    /// it, and one dated more than `hostlog.max_ahead` past it is rejected.
+    fn set_clock(&mut self, now: DateTime<Utc>) {
+        self.correlator.advance(now);
+        self.rules.advance(now);
     }
 
     fn scan_alerts(&mut self, scans: Vec<Alert>) -> Vec<Alert> {
@@ -177,6 +186,10 @@ impl crate::replay::ReplaySink for ReplayFeed<'_> {
     }
 
     fn advance(&mut self, now: DateTime<Utc>) {
+        // The clock first: host events up to `now` are judged against it
+        // (after a gap in the capture, against the previous packet's time
+        // they would look minutes ahead).
+        self.pipeline.set_clock(now);
         self.host_until(now);
         let out = self.pipeline.advance(now);
         self.emit(out);
