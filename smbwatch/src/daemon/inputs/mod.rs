@@ -6,6 +6,7 @@ pub mod listener;
 
 use std::{path::PathBuf, time::Duration};
 
+use tokio::io::{AsyncBufRead, AsyncBufReadExt as _, AsyncReadExt as _};
 use tokio::sync::mpsc;
 
 use crate::{
@@ -19,8 +20,10 @@ use crate::{
 use listener::{Listener, ListenerConfig};
 
 /// Events buffered between the inputs and the pipeline; a full channel
-/// slows the readers down rather than dropping events.
-const CHANNEL: usize = 4096;
+/// slows the readers down rather than dropping events. An event read from
+/// a line holds at most about twice the line in strings, so with
+/// `max_line` at 64 KiB the queue holds at most about 32 MiB.
+const CHANNEL: usize = 256;
 
 /// How often followed files are checked for new lines and rotation.
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
@@ -35,7 +38,8 @@ pub(crate) async fn spawn(
     for path in files {
         let tx = tx.clone();
         if path.as_os_str() == "-" {
-            tokio::spawn(read_stdin(tx));
+            let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+            tokio::spawn(read_lines("stdin", stdin, cfg.max_line, tx));
         } else if cfg.follow {
             let follower = Follower::new(path, true, cfg.max_line).map_err(|e| e.to_string())?;
             let name = path.display().to_string();
@@ -77,13 +81,47 @@ async fn read_once(path: PathBuf, tx: mpsc::Sender<HostEvent>) {
     }
 }
 
-async fn read_stdin(tx: mpsc::Sender<HostEvent>) {
-    use tokio::io::AsyncBufReadExt as _;
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+/// One record per line from `reader` (stdin) until EOF. A line longer
+/// than `max_line` is skipped without being held in memory.
+async fn read_lines<R: AsyncBufRead + Unpin>(
+    name: &str,
+    mut reader: R,
+    max_line: usize,
+    tx: mpsc::Sender<HostEvent>,
+) {
+    let mut buf = Vec::new();
     let mut n = 0u64;
-    while let Ok(Some(line)) = lines.next_line().await {
+    loop {
+        buf.clear();
+        let limit = max_line as u64 + 1;
+        match (&mut reader).take(limit).read_until(b'\n', &mut buf).await {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, input = name, "host-log input stopped");
+                return;
+            }
+        }
         n += 1;
-        match hostlog::parse_line_at("stdin", n, &line) {
+        let complete = buf.last() == Some(&b'\n');
+        if !complete && buf.len() > max_line {
+            tracing::warn!(
+                input = name,
+                "host-log input {name}: line {n} is longer than {max_line} bytes (hostlog.max_line): skipped"
+            );
+            // Discard the rest of the line, a buffer at a time.
+            loop {
+                buf.clear();
+                match (&mut reader).take(limit).read_until(b'\n', &mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) if buf.last() == Some(&b'\n') => break,
+                    Ok(_) => {}
+                }
+            }
+            continue;
+        }
+        let text = String::from_utf8_lossy(&buf);
+        match hostlog::parse_line_at(name, n, text.trim_end_matches(['\n', '\r'])) {
             Ok(Some(ev)) => {
                 if tx.send(ev).await.is_err() {
                     return;
@@ -106,5 +144,31 @@ fn report(name: &str, s: &hostlog::ParseSummary) {
     );
     for e in s.errors.iter().take(10) {
         tracing::warn!(error = %e, "bad host-log record");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EV: &str = r#"{"EventID":3,"Channel":"Microsoft-Windows-Sysmon/Operational","UtcTime":"2020-09-20 06:57:48.481","Image":"C:\\x\\python.exe","Initiated":"true","SourceIp":"192.0.2.5","SourcePort":"50504","DestinationIp":"192.0.2.6","DestinationPort":"445"}"#;
+
+    /// stdin lines had no length limit: one endless line was held whole.
+    #[tokio::test]
+    async fn stdin_lines_longer_than_max_line_are_skipped() {
+        // A valid record, padded past max_line: skipped, not parsed.
+        let long = EV.replacen('{', &format!("{{\"pad\":\"{}\",", "x".repeat(10_000)), 1);
+        assert!(matches!(hostlog::parse_line(&long), Ok(Some(_))));
+        let input = format!("{EV}\r\n{long}\n{EV}\n{long}");
+        let (tx, mut rx) = mpsc::channel(8);
+        read_lines("stdin", input.as_bytes(), 1024, tx).await;
+        let mut got = Vec::new();
+        while let Ok(ev) = rx.try_recv() {
+            got.push(ev);
+        }
+        assert_eq!(got.len(), 2, "the two short lines, around the long one");
+        assert!(got
+            .iter()
+            .all(|e| e.image_name.as_deref() == Some("python.exe")));
     }
 }
