@@ -102,6 +102,16 @@ impl Pipeline {
     pub fn rules(&self) -> &HostRules {
         &self.rules
     }
+
+    /// The last host event rejected as dated too far ahead, with the count
+    /// so far, once per rejection: for the daemon's log (one line per
+    /// housekeeping tick, not one per event).
+    pub fn take_host_rejection(&mut self) -> Option<(crate::correlate::TooFarAhead, u64)> {
+        // Both judge every host event against the same clock; the rules'
+        // report would repeat the correlator's.
+        let _ = self.rules.take_rejected();
+        self.correlator.take_rejected()
+    }
 }
 
 fn chains(c: Vec<Correlation>) -> impl Iterator<Item = Alert> {
@@ -197,5 +207,39 @@ impl crate::replay::ReplaySink for ReplayFeed<'_> {
 
     fn alerts(&self) -> Option<u64> {
         Some(self.alerts)
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+
+    /// A host clock years ahead is rejected against the caller's clock,
+    /// reported once, and the next ordinary event still alerts.
+    #[test]
+    fn host_events_are_judged_against_the_callers_clock() {
+        let line = |utc: &str, sport: u16| {
+            format!(
+                r#"{{"EventID":3,"Channel":"Microsoft-Windows-Sysmon/Operational","UtcTime":"{utc}","Image":"C:\\x\\python.exe","Initiated":"true","SourceIp":"192.0.2.5","SourcePort":"{sport}","DestinationIp":"192.0.2.6","DestinationPort":"445"}}"#
+            )
+        };
+        let ev = |utc: &str, sport: u16| {
+            crate::hostlog::parse_line(&line(utc, sport))
+                .unwrap()
+                .unwrap()
+        };
+        let mut p = Pipeline::new(&Config::default());
+        let now = DateTime::parse_from_rfc3339("2026-11-30T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        p.advance(now);
+        assert!(p.host_event(&ev("2100-01-01 00:00:00.000", 1)).is_empty());
+        let (why, n) = p.take_host_rejection().unwrap();
+        assert_eq!(n, 1);
+        assert!(why.to_string().contains("hostlog.max_ahead"), "{why}");
+        assert!(p.take_host_rejection().is_none(), "reported once");
+        assert_eq!(p.rules().stats().rejected_ahead, 1);
+        let alerts = p.host_event(&ev("2026-11-30 09:59:59.000", 2));
+        assert_eq!(alerts.len(), 1, "suspicious_smb_client");
     }
 }
