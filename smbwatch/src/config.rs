@@ -128,6 +128,13 @@ pub struct HostlogConfig {
     /// one host with a wrong clock must not move time for everyone.
     #[serde(with = "humantime_serde")]
     pub max_ahead: Duration,
+    /// The listener speaks TLS with this certificate chain (PEM) and
+    /// requires client certificates; with `tls_key` and `tls_client_ca`.
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `tls_cert` (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that sign the forwarders' client certificates.
+    pub tls_client_ca: Option<PathBuf>,
     /// Keep reading files given on the command line as they grow (tail -f).
     pub follow: bool,
     /// `[hostlog.rules]`: the host rules (allowlisted images, dedup).
@@ -144,6 +151,9 @@ impl Default for HostlogConfig {
             line_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(10 * 60),
             max_ahead: crate::timed::DEFAULT_MAX_AHEAD,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
             follow: false,
             rules: HostRulesConfig::default(),
         }
@@ -630,6 +640,23 @@ fn check_hostlog(h: &HostlogConfig) -> Result<(), Invalid> {
                 h.max_connections_per_peer, h.max_connections
             ),
         )?;
+    }
+    let tls = [
+        ("hostlog.tls_cert", &h.tls_cert),
+        ("hostlog.tls_key", &h.tls_key),
+        ("hostlog.tls_client_ca", &h.tls_client_ca),
+    ];
+    if tls.iter().any(|(_, v)| v.is_some()) {
+        for (key, v) in tls {
+            match v {
+                None => bad(
+                    key,
+                    "missing: tls_cert, tls_key and tls_client_ca go together",
+                )?,
+                Some(p) if p.as_os_str().is_empty() => bad(key, "empty path")?,
+                Some(_) => {}
+            }
+        }
     }
     if h.rules.max_dedup_entries == 0 || h.rules.max_dedup_entries > MAX_CAP {
         bad(

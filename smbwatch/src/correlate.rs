@@ -207,10 +207,6 @@ pub struct Correlator {
     stats: CorrelateStats,
 }
 
-fn dur(d: Duration) -> chrono::Duration {
-    delta(d)
-}
-
 impl HeapSize for ProcessInfo {
     fn heap_size(&self) -> usize {
         self.name.heap_size() + self.executable.heap_size()
@@ -268,8 +264,8 @@ impl Correlator {
     /// A correlator with these settings.
     pub fn new(cfg: CorrelateConfig) -> Self {
         Self {
-            skew: dur(cfg.clock_skew),
-            chain_window: dur(cfg.chain_window),
+            skew: delta(cfg.clock_skew),
+            chain_window: delta(cfg.chain_window),
             pairs: TimedIndex::new(cfg.max_pairs),
             host_net: TimedIndex::new(cfg.max_host_events),
             chain_events: TimedIndex::new(cfg.max_chain_events),
@@ -349,7 +345,7 @@ impl Correlator {
     /// scan alerts move it too: they are stamped with the same clock.
     pub fn advance(&mut self, now: DateTime<Utc>) {
         self.clock.advance(now);
-        let short = add(dur(self.cfg.retention), self.skew);
+        let short = add(delta(self.cfg.retention), self.skew);
         let long = add(short, self.chain_window);
         if let Some(c) = self.clock.cutoff(short) {
             self.pairs.prune(c);
@@ -646,7 +642,7 @@ impl Correlator {
         let Some(src) = alert.source_ip else { return };
         let (from, to) = match &alert.scan {
             Some(e) => (e.first_seen.min(alert.ts), e.last_seen.max(alert.ts)),
-            None => (alert.ts - dur(self.cfg.retention), alert.ts),
+            None => (alert.ts - delta(self.cfg.retention), alert.ts),
         };
         let (from, to) = (from - self.skew, to + self.skew);
         // The scanned port, or both SMB ports when the alert does not say.

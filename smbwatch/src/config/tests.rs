@@ -91,6 +91,9 @@ fn example_file_names_every_key() {
         "tls_ca",
         "tls_server_name",
         "listen",
+        "tls_cert",
+        "tls_key",
+        "tls_client_ca",
         "cidr",
         "window",
     ] {
@@ -314,6 +317,12 @@ fn syslog_and_hostlog_values_are_checked() {
     assert_eq!(key.as_deref(), Some("hostlog.max_connections_per_peer"));
     let (_, key, _) = error("[alert]\njson = \"\"\n");
     assert_eq!(key.as_deref(), Some("alert.json"));
+    let (line, key, message) = error("[hostlog]\ntls_cert = \"/a.pem\"\ntls_key = \"/a.key\"\n");
+    assert_eq!((line, key.as_deref()), (1, Some("hostlog.tls_client_ca")));
+    assert_eq!(
+        message,
+        "missing: tls_cert, tls_key and tls_client_ca go together"
+    );
 }
 
 #[test]

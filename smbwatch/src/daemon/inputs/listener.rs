@@ -3,7 +3,8 @@
 //! (`om_tcp` + `to_json()`), or a syslog relay writes them.
 //!
 //! Plain TCP without authentication, so the default address is loopback;
-//! a non-loopback address is accepted but warned about. Lines longer than
+//! a non-loopback address is accepted but warned about, unless the listener
+//! speaks TLS and requires client certificates ([`super::tls`]). Lines longer than
 //! `max_line` are skipped (the rest of the line is discarded, the
 //! connection stays up). Connections beyond `max_connections`, or beyond
 //! `max_connections_per_peer` from one address, are closed at once. A
@@ -22,13 +23,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::tls::{self, TlsError, TlsFiles};
 use crate::hostlog::{parse_line_at, HostEvent};
 
 /// Listener settings.
@@ -46,6 +48,8 @@ pub struct ListenerConfig {
     pub line_timeout: Duration,
     /// A connection must complete a line at least this often.
     pub idle_timeout: Duration,
+    /// TLS with client certificates; plain TCP when `None`.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for ListenerConfig {
@@ -58,6 +62,7 @@ impl Default for ListenerConfig {
             max_connections_per_peer: h.max_connections_per_peer,
             line_timeout: h.line_timeout,
             idle_timeout: h.idle_timeout,
+            tls: None,
         }
     }
 }
@@ -72,6 +77,15 @@ impl ListenerConfig {
             max_connections_per_peer: cfg.max_connections_per_peer,
             line_timeout: cfg.line_timeout,
             idle_timeout: cfg.idle_timeout,
+            tls: match (&cfg.tls_cert, &cfg.tls_key, &cfg.tls_client_ca) {
+                (Some(cert), Some(key), Some(ca)) => Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: ca.clone(),
+                }),
+                // Validation refuses a partial set.
+                _ => None,
+            },
         })
     }
 }
@@ -165,6 +179,9 @@ pub enum ListenerError {
     /// The configuration cannot work.
     #[error("host-log listener: {0}")]
     Config(String),
+    /// The TLS files cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// Counters (readable while running).
@@ -176,6 +193,8 @@ pub struct ListenerCounters {
     pub refused: AtomicU64,
     /// Connections closed for a line not completed in time, or idleness.
     pub timed_out: AtomicU64,
+    /// TLS handshakes that failed (no or a bad client certificate).
+    pub tls_failed: AtomicU64,
     /// Lines read (complete or oversized).
     pub lines: AtomicU64,
     /// Events forwarded on the channel.
@@ -197,6 +216,8 @@ pub struct ListenerStats {
     pub refused: u64,
     /// Connections closed by `line_timeout` or `idle_timeout`.
     pub timed_out: u64,
+    /// TLS handshakes that failed.
+    pub tls_failed: u64,
     /// Lines read.
     pub lines: u64,
     /// Events forwarded.
@@ -217,6 +238,7 @@ impl ListenerCounters {
             accepted: g(&self.accepted),
             refused: g(&self.refused),
             timed_out: g(&self.timed_out),
+            tls_failed: g(&self.tls_failed),
             lines: g(&self.lines),
             events: g(&self.events),
             skipped: g(&self.skipped),
@@ -238,6 +260,7 @@ const WARN_BAD_PER_CONNECTION: u64 = 10;
 pub struct Listener {
     socket: TcpListener,
     cfg: ListenerConfig,
+    tls: Option<Arc<rustls::ServerConfig>>,
     counters: Arc<ListenerCounters>,
 }
 
@@ -256,13 +279,14 @@ impl Listener {
                     .into(),
             ));
         }
+        let tls = cfg.tls.as_ref().map(tls::server_config).transpose()?;
         let socket = TcpListener::bind(cfg.listen)
             .await
             .map_err(|source| ListenerError::Bind {
                 addr: cfg.listen,
                 source,
             })?;
-        if !cfg.listen.ip().is_loopback() {
+        if !cfg.listen.ip().is_loopback() && tls.is_none() {
             warn!(
                 addr = %cfg.listen,
                 "host-log listener on a non-loopback address: plain TCP without authentication, \
@@ -272,6 +296,7 @@ impl Listener {
         Ok(Self {
             socket,
             cfg,
+            tls,
             counters: Arc::default(),
         })
     }
@@ -372,8 +397,20 @@ impl Listener {
                         tx: tx.clone(),
                     };
                     let stop = stop_rx.clone();
+                    let tls = self.tls.clone();
                     tasks.spawn(async move {
-                        conn.serve(stream, stop).await;
+                        match tls {
+                            None => conn.serve(stream, stop).await,
+                            Some(config) => {
+                                // The handshake is a line too: bounded by line_timeout.
+                                let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                                match tokio::time::timeout(conn.line_timeout, acceptor.accept(stream)).await {
+                                    Ok(Ok(s)) => conn.serve(s, stop).await,
+                                    Ok(Err(e)) => conn.tls_failed(&e),
+                                    Err(_) => conn.timed_out(true),
+                                }
+                            }
+                        }
                         drop((permit, slot));
                     });
                 }
@@ -402,7 +439,7 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve(self, stream: TcpStream, mut stop: watch::Receiver<bool>) {
+    async fn serve<S: AsyncRead + Unpin>(&self, stream: S, mut stop: watch::Receiver<bool>) {
         let mut reader = BufReader::with_capacity(64 * 1024, stream);
         let mut line: Vec<u8> = Vec::new();
         let mut line_no = 0u64;
@@ -486,6 +523,18 @@ impl Connection {
         }
     }
 
+    /// Log (rate-limited, with the timeouts) and count a failed handshake.
+    fn tls_failed(&self, e: &std::io::Error) {
+        inc(&self.counters.tls_failed);
+        if let Some(earlier) = lock(&self.timeouts).note(Instant::now()) {
+            warn!(
+                peer = %self.peer,
+                "host-log listener: TLS handshake with {} failed: {e} ({earlier} other connections closed since the last report)",
+                self.peer
+            );
+        }
+    }
+
     /// Log (rate-limited) and count a connection closed for slowness.
     fn timed_out(&self, mid_line: bool) {
         inc(&self.counters.timed_out);
@@ -551,6 +600,7 @@ mod tests {
     use std::sync::Mutex;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
     use tokio::sync::oneshot;
 
     use super::*;

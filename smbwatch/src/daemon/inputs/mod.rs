@@ -3,6 +3,7 @@
 //! the TCP listener for forwarders.
 
 pub mod listener;
+pub mod tls;
 
 use std::{path::PathBuf, time::Duration};
 
