@@ -10,10 +10,12 @@
 //! host bits...). A validation error is located in the text by walking the
 //! document with `toml_edit`, which keeps the span of every key.
 
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -122,11 +124,33 @@ pub struct AlertConfig {
 pub struct HostlogConfig {
     /// Listen for forwarded events, `tcp://ADDR:PORT` (e.g.
     /// `tcp://127.0.0.1:5514`); no listener when absent.
-    pub listen: Option<String>,
+    pub listen: Option<ListenAddr>,
     /// Longest accepted line (bytes); longer lines are skipped and counted.
     pub max_line: usize,
     /// Most concurrent listener connections.
     pub max_connections: usize,
+    /// Most concurrent listener connections from one peer address.
+    pub max_connections_per_peer: usize,
+    /// A listener connection whose started line is not complete within
+    /// this time is closed (a slowloris sending a byte a second).
+    #[serde(with = "humantime_serde")]
+    pub line_timeout: Duration,
+    /// A listener connection that sends no complete line for this long is
+    /// closed, freeing its slot (forwarders reconnect when they next send).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Host events dated further than this ahead of smbwatch's clock (the
+    /// wall clock live, capture time in replay) are rejected and counted:
+    /// one host with a wrong clock must not move time for everyone.
+    #[serde(with = "humantime_serde")]
+    pub max_ahead: Duration,
+    /// The listener speaks TLS with this certificate chain (PEM) and
+    /// requires client certificates; with `tls_key` and `tls_client_ca`.
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `tls_cert` (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that sign the forwarders' client certificates.
+    pub tls_client_ca: Option<PathBuf>,
     /// Keep reading files given on the command line as they grow (tail -f).
     pub follow: bool,
     /// `[hostlog.rules]`: the host rules (allowlisted images, dedup).
@@ -139,24 +163,67 @@ impl Default for HostlogConfig {
             listen: None,
             max_line: 65_536,
             max_connections: 64,
+            max_connections_per_peer: 8,
+            line_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(10 * 60),
+            max_ahead: crate::timed::DEFAULT_MAX_AHEAD,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
             follow: false,
             rules: HostRulesConfig::default(),
         }
     }
 }
 
-impl HostlogConfig {
-    /// The listener's socket address, parsed from `listen`.
-    pub fn listen_addr(&self) -> Result<Option<SocketAddr>, String> {
-        let Some(url) = &self.listen else {
-            return Ok(None);
+/// A TCP listen address, written `tcp://ADDR:PORT` (IPv6 in brackets);
+/// parsed once, where the configuration or the command line is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ListenAddr(pub SocketAddr);
+
+/// Why a listen address was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{input:?}: {problem}")]
+pub struct ListenAddrError {
+    /// The text as given.
+    pub input: String,
+    /// What is wrong.
+    pub problem: &'static str,
+}
+
+impl FromStr for ListenAddr {
+    type Err = ListenAddrError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |problem| ListenAddrError {
+            input: s.to_owned(),
+            problem,
         };
-        let rest = url
+        let rest = s
             .strip_prefix("tcp://")
-            .ok_or_else(|| format!("{url:?}: expected tcp://ADDR:PORT"))?;
-        rest.parse::<SocketAddr>().map(Some).map_err(|_| {
-            format!("{url:?}: expected tcp://ADDR:PORT with an IP address (IPv6 in brackets)")
-        })
+            .ok_or_else(|| err("expected tcp://ADDR:PORT"))?;
+        rest.parse()
+            .map(Self)
+            .map_err(|_| err("expected tcp://ADDR:PORT with an IP address (IPv6 in brackets)"))
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "tcp://{}", self.0)
+    }
+}
+
+impl Serialize for ListenAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -227,6 +294,71 @@ fn fmt_dur(d: Duration) -> humantime::FormattedDuration {
     humantime::format_duration(d)
 }
 
+const SEC: u64 = 1;
+const MIN: u64 = 60 * SEC;
+const HOUR: u64 = 60 * MIN;
+const DAY: u64 = 24 * HOUR;
+
+const fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// The allowed range of every duration in the configuration, by key
+/// (`detect.subnet.window` stands for every `detect.subnet[i].window`).
+/// Checked before anything else, so no later arithmetic can overflow.
+/// `docs/smbwatch.toml` states each range next to its key; a test keeps
+/// them equal.
+pub const DURATION_RANGES: &[(&str, Duration, Duration)] = &[
+    ("detect.window", secs(1), secs(7 * DAY)),
+    ("detect.subnet.window", secs(1), secs(7 * DAY)),
+    (
+        "detect.response_timeout",
+        Duration::from_millis(10),
+        secs(5 * MIN),
+    ),
+    ("detect.hold_down", Duration::ZERO, secs(7 * DAY)),
+    ("dataplane.stats_interval", secs(1), secs(DAY)),
+    ("correlate.clock_skew", Duration::ZERO, secs(HOUR)),
+    ("correlate.chain_window", secs(1), secs(7 * DAY)),
+    ("correlate.retention", secs(1), secs(DAY)),
+    ("syslog.backoff_min", Duration::from_millis(1), secs(HOUR)),
+    ("syslog.backoff_max", Duration::from_millis(1), secs(DAY)),
+    ("syslog.shutdown_timeout", Duration::ZERO, secs(10 * MIN)),
+    ("hostlog.line_timeout", secs(1), secs(HOUR)),
+    ("hostlog.idle_timeout", secs(1), secs(DAY)),
+    ("hostlog.max_ahead", Duration::ZERO, secs(DAY)),
+    ("hostlog.rules.connection_dedup", Duration::ZERO, secs(HOUR)),
+    ("hostlog.rules.share_dedup", Duration::ZERO, secs(7 * DAY)),
+];
+
+/// `key`'s value against [`DURATION_RANGES`] (`key` may carry `[i]` indices).
+fn check_duration(key: &str, v: Duration) -> Result<(), Invalid> {
+    let generic: String = key
+        .split('.')
+        .map(|part| part.split('[').next().unwrap_or(part))
+        .collect::<Vec<_>>()
+        .join(".");
+    let Some(&(_, min, max)) = DURATION_RANGES.iter().find(|(k, _, _)| *k == generic) else {
+        // A duration without a range is a bug caught by the tests.
+        return bad(key, "no allowed range is defined for this duration");
+    };
+    if v.is_zero() && !min.is_zero() {
+        bad(key, "must be greater than 0")
+    } else if v < min || v > max {
+        bad(
+            key,
+            format!(
+                "{}: must be between {} and {}",
+                fmt_dur(v),
+                fmt_dur(min),
+                fmt_dur(max)
+            ),
+        )
+    } else {
+        Ok(())
+    }
+}
+
 /// Table indices in the detector are u32; keep caps well inside.
 const MAX_CAP: usize = 1 << 31;
 
@@ -267,6 +399,37 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Every duration in the configuration with its dotted key.
+    fn durations(&self) -> Vec<(String, Duration)> {
+        let (d, c, s, h) = (&self.detect, &self.correlate, &self.syslog, &self.hostlog);
+        let mut out: Vec<(String, Duration)> = [
+            ("detect.window", d.window),
+            ("detect.response_timeout", d.response_timeout),
+            ("detect.hold_down", d.hold_down),
+            ("dataplane.stats_interval", self.dataplane.stats_interval),
+            ("correlate.clock_skew", c.clock_skew),
+            ("correlate.chain_window", c.chain_window),
+            ("correlate.retention", c.retention),
+            ("syslog.backoff_min", s.backoff_min),
+            ("syslog.backoff_max", s.backoff_max),
+            ("syslog.shutdown_timeout", s.shutdown_timeout),
+            ("hostlog.line_timeout", h.line_timeout),
+            ("hostlog.idle_timeout", h.idle_timeout),
+            ("hostlog.max_ahead", h.max_ahead),
+            ("hostlog.rules.connection_dedup", h.rules.connection_dedup),
+            ("hostlog.rules.share_dedup", h.rules.share_dedup),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        for (i, o) in d.subnet.iter().enumerate() {
+            if let Some(w) = o.window {
+                out.push((format!("detect.subnet[{i}].window"), w));
+            }
+        }
+        out
+    }
+
     /// Check every value and the relations between them. Call it again
     /// after changing the configuration (e.g. from command-line flags).
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -277,6 +440,10 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), Invalid> {
+        // First: later checks and the pure modules do arithmetic on them.
+        for (key, v) in self.durations() {
+            check_duration(&key, v)?;
+        }
         check_detect(&self.detect)?;
         check_dataplane(&self.dataplane)?;
         check_correlate(&self.correlate)?;
@@ -314,9 +481,7 @@ fn check_detect(d: &DetectConfig) -> Result<(), Invalid> {
         }
     };
     let window = |key: &str, w: Duration| {
-        if w.is_zero() {
-            bad(key, "must be greater than 0")
-        } else if w < d.response_timeout {
+        if w < d.response_timeout {
             bad(
                 key,
                 format!(
@@ -346,9 +511,6 @@ fn check_detect(d: &DetectConfig) -> Result<(), Invalid> {
         }
     };
 
-    if d.response_timeout.is_zero() {
-        bad("detect.response_timeout", "must be greater than 0")?;
-    }
     window("detect.window", d.window)?;
     cap("detect.max_sources", d.max_sources, 1)?;
     cap("detect.max_pairs", d.max_pairs, 2)?;
@@ -456,9 +618,6 @@ fn check_dataplane(d: &DataplaneConfig) -> Result<(), Invalid> {
             format!("{}: at most 10000000 (0 = no budget)", d.events_per_cpu),
         )?;
     }
-    if d.stats_interval.is_zero() {
-        bad("dataplane.stats_interval", "must be greater than 0")?;
-    }
     if !d.pin_dir.is_absolute() {
         bad(
             "dataplane.pin_dir",
@@ -469,12 +628,7 @@ fn check_dataplane(d: &DataplaneConfig) -> Result<(), Invalid> {
 }
 
 fn check_correlate(c: &CorrelateConfig) -> Result<(), Invalid> {
-    if c.chain_window.is_zero() {
-        bad("correlate.chain_window", "must be greater than 0")?;
-    }
-    if c.retention.is_zero() {
-        bad("correlate.retention", "must be greater than 0")?;
-    }
+    check_bytes("correlate.max_bytes", c.max_bytes)?;
     for (key, v) in [
         ("correlate.max_pairs", c.max_pairs),
         ("correlate.max_host_events", c.max_host_events),
@@ -489,9 +643,6 @@ fn check_correlate(c: &CorrelateConfig) -> Result<(), Invalid> {
 }
 
 fn check_hostlog(h: &HostlogConfig) -> Result<(), Invalid> {
-    if let Err(problem) = h.listen_addr() {
-        bad("hostlog.listen", problem)?;
-    }
     if h.max_line < 1024 {
         bad(
             "hostlog.max_line",
@@ -500,6 +651,42 @@ fn check_hostlog(h: &HostlogConfig) -> Result<(), Invalid> {
     }
     if h.max_connections == 0 {
         bad("hostlog.max_connections", "must be at least 1")?;
+    }
+    if h.line_timeout > h.idle_timeout {
+        bad(
+            "hostlog.line_timeout",
+            format!(
+                "{} is longer than hostlog.idle_timeout ({})",
+                fmt_dur(h.line_timeout),
+                fmt_dur(h.idle_timeout)
+            ),
+        )?;
+    }
+    if h.max_connections_per_peer == 0 || h.max_connections_per_peer > h.max_connections {
+        bad(
+            "hostlog.max_connections_per_peer",
+            format!(
+                "{}: must be between 1 and hostlog.max_connections ({})",
+                h.max_connections_per_peer, h.max_connections
+            ),
+        )?;
+    }
+    let tls = [
+        ("hostlog.tls_cert", &h.tls_cert),
+        ("hostlog.tls_key", &h.tls_key),
+        ("hostlog.tls_client_ca", &h.tls_client_ca),
+    ];
+    if tls.iter().any(|(_, v)| v.is_some()) {
+        for (key, v) in tls {
+            match v {
+                None => bad(
+                    key,
+                    "missing: tls_cert, tls_key and tls_client_ca go together",
+                )?,
+                Some(p) if p.as_os_str().is_empty() => bad(key, "empty path")?,
+                Some(_) => {}
+            }
+        }
     }
     if h.rules.max_dedup_entries == 0 || h.rules.max_dedup_entries > MAX_CAP {
         bad(
@@ -510,7 +697,23 @@ fn check_hostlog(h: &HostlogConfig) -> Result<(), Invalid> {
             ),
         )?;
     }
-    Ok(())
+    check_bytes("hostlog.rules.max_dedup_bytes", h.rules.max_dedup_bytes)
+}
+
+/// Byte budgets of in-memory tables: at least 64 KiB (a few large
+/// records), at most 64 GiB.
+const MIN_BYTES: usize = 64 << 10;
+const MAX_BYTES: u64 = 64 << 30;
+
+fn check_bytes(key: &str, v: usize) -> Result<(), Invalid> {
+    if v < MIN_BYTES || v as u64 > MAX_BYTES {
+        bad(
+            key,
+            format!("{v}: must be between {MIN_BYTES} (64 KiB) and {MAX_BYTES} (64 GiB)"),
+        )
+    } else {
+        Ok(())
+    }
 }
 
 /// 1-based line and column (in characters) of a byte offset.

@@ -5,7 +5,12 @@
 //! Inputs may arrive in any order — forwarders deliver host events seconds
 //! or minutes after the gateway saw the packets — so both sides are kept for
 //! a while ([`CorrelateConfig::retention`]) and matched whichever arrives
-//! second. All state is capped and pruned by event time.
+//! second. All state is capped (entries, and bytes: [`CorrelateConfig::max_bytes`])
+//! and pruned by the reference clock: gateway time and
+//! [`Correlator::advance`] (the daemon's wall clock, replay's capture
+//! time). A host event never moves that clock — a host whose clock is years
+//! ahead would otherwise expire everything else — and one dated more than
+//! `max_ahead` ahead of it is rejected and counted ([`CorrelateStats::rejected_ahead`]).
 //!
 //! - **Attribution**: a gateway `NewPair` matches an outbound host network
 //!   event (Sysmon 3 / Security 5156) with the same source address,
@@ -32,8 +37,12 @@ use serde::{Deserialize, Serialize};
 use crate::alert::{Alert, AlertKind, ProcessInfo, Severity};
 use crate::event::{GatewayEvent, GatewayEventKind};
 use crate::hostlog::rules::is_admin_share;
-use crate::hostlog::timed::TimedIndex;
 use crate::hostlog::{Direction, HostEvent, HostEventKind};
+/// Why a host event was rejected (see [`Correlator::take_rejected`]).
+pub use crate::timed::TooFarAhead;
+use crate::timed::{
+    self, add, delta, enforce_budget, total_bytes, Budgeted, HeapSize, RefClock, TimedIndex,
+};
 
 /// Correlation settings (`[correlate]`; every key optional).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,8 +55,8 @@ pub struct CorrelateConfig {
     /// target counts as the next step of the same intrusion.
     #[serde(with = "humantime_serde")]
     pub chain_window: Duration,
-    /// How long (in event time, after the newest event seen) a gateway pair
-    /// or host connection waits for its counterpart: covers forwarder delay.
+    /// How long (by the reference clock) a gateway pair or host connection
+    /// waits for its counterpart: covers forwarder delay.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
     /// Most gateway pairs kept.
@@ -60,6 +69,9 @@ pub struct CorrelateConfig {
     pub max_scan_sources: usize,
     /// Most processes listed on a scan alert.
     pub max_processes_listed: usize,
+    /// Bytes held by all five tables together (strings included); past it
+    /// the oldest entries of the largest table go.
+    pub max_bytes: usize,
 }
 
 impl Default for CorrelateConfig {
@@ -73,6 +85,7 @@ impl Default for CorrelateConfig {
             max_chain_events: 16_384,
             max_scan_sources: 4_096,
             max_processes_listed: 16,
+            max_bytes: 64 << 20,
         }
     }
 }
@@ -128,10 +141,15 @@ pub struct CorrelateStats {
     pub attributed: u64,
     /// Chain alerts raised.
     pub chains: u64,
-    /// Entries evicted by caps (all tables).
+    /// Entries evicted by caps, entries or bytes (all tables).
     pub evicted: u64,
     /// Entries held now (all tables).
     pub held: u64,
+    /// Accounted bytes held now (all tables; at most `max_bytes`).
+    pub bytes: u64,
+    /// Host events rejected: dated more than `max_ahead` ahead of the
+    /// reference clock.
+    pub rejected_ahead: u64,
 }
 
 type FlowKey = (IpAddr, IpAddr, u16);
@@ -183,12 +201,53 @@ pub struct Correlator {
     scans: TimedIndex<IpAddr, ScanRec>,
     /// (source, target host) chains already raised, by alert time.
     fired: TimedIndex<(IpAddr, String), ()>,
-    newest: Option<DateTime<Utc>>,
+    clock: RefClock,
+    /// The last rejected host event not yet reported.
+    rejected: Option<TooFarAhead>,
     stats: CorrelateStats,
 }
 
-fn dur(d: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+impl HeapSize for ProcessInfo {
+    fn heap_size(&self) -> usize {
+        self.name.heap_size() + self.executable.heap_size()
+    }
+}
+
+impl HeapSize for Attribution {
+    fn heap_size(&self) -> usize {
+        self.process.heap_size()
+            + self.user.heap_size()
+            + self.host.heap_size()
+            + self.event_ids.heap_size()
+    }
+}
+
+impl HeapSize for PairRec {
+    fn heap_size(&self) -> usize {
+        // Boxed in the record only through its strings; the Option is inline.
+        self.attribution.heap_size()
+    }
+}
+
+impl HeapSize for NetRec {
+    fn heap_size(&self) -> usize {
+        self.process.heap_size() + self.user.heap_size() + self.host.heap_size()
+    }
+}
+
+impl HeapSize for ChainRec {
+    fn heap_size(&self) -> usize {
+        self.host.heap_size()
+            + self.share.heap_size()
+            + self.relative_target.heap_size()
+            + self.user.heap_size()
+    }
+}
+
+impl HeapSize for ScanRec {
+    fn heap_size(&self) -> usize {
+        0
+    }
 }
 
 /// Fill `slot` from `v` if empty; true if it changed.
@@ -205,17 +264,57 @@ impl Correlator {
     /// A correlator with these settings.
     pub fn new(cfg: CorrelateConfig) -> Self {
         Self {
-            skew: dur(cfg.clock_skew),
-            chain_window: dur(cfg.chain_window),
+            skew: delta(cfg.clock_skew),
+            chain_window: delta(cfg.chain_window),
             pairs: TimedIndex::new(cfg.max_pairs),
             host_net: TimedIndex::new(cfg.max_host_events),
             chain_events: TimedIndex::new(cfg.max_chain_events),
             scans: TimedIndex::new(cfg.max_scan_sources),
             fired: TimedIndex::new(cfg.max_scan_sources),
-            newest: None,
+            clock: RefClock::new(timed::DEFAULT_MAX_AHEAD),
+            rejected: None,
             stats: CorrelateStats::default(),
             cfg,
         }
+    }
+
+    /// Host events dated more than `d` ahead of the reference clock are
+    /// rejected (`[hostlog] max_ahead`; 5 minutes unless set).
+    #[must_use]
+    pub fn with_max_ahead(mut self, d: Duration) -> Self {
+        self.clock = RefClock::new(d);
+        self
+    }
+
+    fn tables(&self) -> [&dyn Budgeted; 5] {
+        [
+            &self.pairs,
+            &self.host_net,
+            &self.chain_events,
+            &self.scans,
+            &self.fired,
+        ]
+    }
+
+    /// Evict until the tables fit `max_bytes` together.
+    fn enforce_budget(&mut self) {
+        enforce_budget(
+            self.cfg.max_bytes,
+            &mut [
+                &mut self.pairs,
+                &mut self.host_net,
+                &mut self.chain_events,
+                &mut self.scans,
+                &mut self.fired,
+            ],
+        );
+    }
+
+    /// The last host event rejected as too far ahead, with the number of
+    /// rejections so far, once per rejection (for the daemon's log: one
+    /// line per report, not one per event).
+    pub fn take_rejected(&mut self) -> Option<(TooFarAhead, u64)> {
+        self.rejected.take().map(|r| (r, self.stats.rejected_ahead))
     }
 
     /// The settings.
@@ -236,21 +335,23 @@ impl Correlator {
                 + self.chain_events.len()
                 + self.scans.len()
                 + self.fired.len()) as u64,
+            bytes: total_bytes(&self.tables()) as u64,
             ..self.stats
         }
     }
 
-    /// Advance event time and drop what can no longer match.
-    fn advance(&mut self, ts: DateTime<Utc>) {
-        let newest = self.newest.map_or(ts, |n| n.max(ts));
-        self.newest = Some(newest);
-        let short = dur(self.cfg.retention) + self.skew;
-        let long = short + self.chain_window;
-        if let Some(c) = newest.checked_sub_signed(short) {
+    /// Move the reference clock to `now` (the daemon's wall clock, replay's
+    /// capture time) and drop what can no longer match. Gateway events and
+    /// scan alerts move it too: they are stamped with the same clock.
+    pub fn advance(&mut self, now: DateTime<Utc>) {
+        self.clock.advance(now);
+        let short = add(delta(self.cfg.retention), self.skew);
+        let long = add(short, self.chain_window);
+        if let Some(c) = self.clock.cutoff(short) {
             self.pairs.prune(c);
             self.host_net.prune(c);
         }
-        if let Some(c) = newest.checked_sub_signed(long) {
+        if let Some(c) = self.clock.cutoff(long) {
             self.chain_events.prune(c);
             self.scans.prune(c);
             self.fired.prune(c);
@@ -286,19 +387,29 @@ impl Correlator {
             })
             .unwrap_or_default();
         self.pairs.insert(ev.ts, key, rec);
+        self.enforce_budget();
         out
     }
 
     /// Feed a host event: network events are matched against pairs already
-    /// seen; share access and network logons are checked for chains.
+    /// seen; share access and network logons are checked for chains. The
+    /// event's time does not move the reference clock; an event dated more
+    /// than `max_ahead` ahead of it is rejected (counted, see
+    /// [`take_rejected`](Self::take_rejected)).
     pub fn on_host_event(&mut self, ev: &HostEvent) -> Vec<Correlation> {
-        self.advance(ev.ts);
+        if let Err(e) = self.clock.admit(ev.ts) {
+            self.stats.rejected_ahead += 1;
+            self.rejected = Some(e);
+            return Vec::new();
+        }
         self.stats.host_events += 1;
-        match ev.kind {
+        let out = match ev.kind {
             HostEventKind::NetworkConnection => self.host_connection(ev),
             HostEventKind::ShareAccess | HostEventKind::Logon => self.host_chain_event(ev),
             HostEventKind::ProcessCreation | HostEventKind::FileCreate => Vec::new(),
-        }
+        };
+        self.enforce_budget();
+        out
     }
 
     fn host_connection(&mut self, ev: &HostEvent) -> Vec<Correlation> {
@@ -319,17 +430,19 @@ impl Correlator {
             event_id: ev.event_id,
         };
         let mut out = Vec::new();
-        for (pts, pair) in self.pairs.get_mut(&key) {
-            if net.src_port.is_none_or(|p| p == pair.sport) && (ev.ts - *pts).abs() <= self.skew {
+        let (skew, mut attributed) = (self.skew, 0);
+        self.pairs.modify(&key, |pts, pair| {
+            if net.src_port.is_none_or(|p| p == pair.sport) && (ev.ts - pts).abs() <= skew {
                 let first = pair.attribution.is_none();
-                if merge(pair, *pts, key, ev.ts, &net) {
+                if merge(pair, pts, key, ev.ts, &net) {
                     if first {
-                        self.stats.attributed += 1;
+                        attributed += 1;
                     }
                     out.extend(pair.attribution.clone().map(Correlation::Attributed));
                 }
             }
-        }
+        });
+        self.stats.attributed += attributed;
         self.host_net.insert(ev.ts, key, net);
         out
     }
@@ -389,6 +502,7 @@ impl Correlator {
             .map(|a| Correlation::Chain(Box::new(a)))
             .collect();
         self.scans.insert(alert.ts, src, s);
+        self.enforce_budget();
         out
     }
 
@@ -528,7 +642,7 @@ impl Correlator {
         let Some(src) = alert.source_ip else { return };
         let (from, to) = match &alert.scan {
             Some(e) => (e.first_seen.min(alert.ts), e.last_seen.max(alert.ts)),
-            None => (alert.ts - dur(self.cfg.retention), alert.ts),
+            None => (alert.ts - delta(self.cfg.retention), alert.ts),
         };
         let (from, to) = (from - self.skew, to + self.skew);
         // The scanned port, or both SMB ports when the alert does not say.
@@ -615,302 +729,4 @@ fn merge(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::alert::ScanEvidence;
-    use crate::hostlog::tests::{data_file, COVENANT, EMPIRE};
-    use crate::hostlog::{parse_file, Format};
-
-    fn ts(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-    }
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
-    /// The empire capture's only SMB pair, as the gateway reports it
-    /// (time from the pcap: 06:57:46.576718Z).
-    fn empire_pair() -> GatewayEvent {
-        GatewayEvent {
-            ts: ts("2020-09-20T06:57:46.576718Z"),
-            kind: GatewayEventKind::NewPair,
-            src: ip("172.18.39.5"),
-            dst: ip("172.18.39.6"),
-            sport: 50504,
-            dport: 445,
-            ifindex: 3,
-            vlan: Some(20),
-            fragmented: false,
-            after_accept: false,
-            kernel_fanout: None,
-        }
-    }
-
-    fn scan_alert(src: &str, first: &str, at: &str) -> Alert {
-        let mut a = Alert::new(
-            ts(at),
-            AlertKind::SmbScanFanout,
-            Severity::High,
-            "scan".into(),
-        );
-        a.source_ip = Some(ip(src));
-        a.destination_port = Some(445);
-        a.scan = Some(ScanEvidence {
-            first_seen: ts(first),
-            last_seen: ts(at),
-            ..ScanEvidence::default()
-        });
-        a
-    }
-
-    fn attributions(out: Vec<Correlation>) -> Vec<Attribution> {
-        out.into_iter()
-            .filter_map(|c| match c {
-                Correlation::Attributed(a) => Some(a),
-                Correlation::Chain(_) => None,
-            })
-            .collect()
-    }
-
-    fn chains(out: Vec<Correlation>) -> Vec<Alert> {
-        out.into_iter()
-            .filter_map(|c| match c {
-                Correlation::Chain(a) => Some(*a),
-                Correlation::Attributed(_) => None,
-            })
-            .collect()
-    }
-
-    fn check_empire_attribution(a: &Attribution) {
-        assert_eq!(a.process.name.as_deref(), Some("powershell.exe"));
-        assert_eq!(a.process.pid, Some(8948), "from 5156");
-        assert_eq!(
-            a.user.as_deref(),
-            Some("THESHIRE\\pgustavo"),
-            "from Sysmon 3"
-        );
-        assert_eq!(a.host.as_deref(), Some("WORKSTATION5.theshire.local"));
-        assert_eq!(
-            (a.sport, a.dport, a.ifindex, a.vlan),
-            (50504, 445, 3, Some(20))
-        );
-        let mut ids = a.event_ids.clone();
-        ids.sort();
-        assert_eq!(ids, vec![3, 5156]);
-    }
-
-    #[test]
-    fn empire_pair_attributed_host_events_first() {
-        let Some(p) = data_file(EMPIRE) else { return };
-        let (evs, _) = parse_file(&p, Format::Auto).unwrap();
-        let mut c = Correlator::new(CorrelateConfig::default());
-        for e in &evs {
-            assert!(attributions(c.on_host_event(e)).is_empty());
-        }
-        let got = attributions(c.on_gateway_event(&empire_pair()));
-        assert_eq!(got.len(), 1);
-        check_empire_attribution(&got[0]);
-        assert_eq!(
-            c.attribution(ip("172.18.39.5"), ip("172.18.39.6"), 50504, 445),
-            Some(&got[0])
-        );
-    }
-
-    #[test]
-    fn empire_pair_attributed_gateway_first() {
-        let Some(p) = data_file(EMPIRE) else { return };
-        let (evs, _) = parse_file(&p, Format::Auto).unwrap();
-        let mut c = Correlator::new(CorrelateConfig::default());
-        assert!(c.on_gateway_event(&empire_pair()).is_empty());
-        let updates: Vec<Attribution> = evs
-            .iter()
-            .flat_map(|e| attributions(c.on_host_event(e)))
-            .collect();
-        // First match, then the second record adds fields.
-        assert_eq!(updates.len(), 2);
-        check_empire_attribution(updates.last().unwrap());
-        assert_eq!(c.stats().attributed, 1);
-    }
-
-    #[test]
-    fn skew_bounds_the_match() {
-        let Some(p) = data_file(EMPIRE) else { return };
-        let (evs, _) = parse_file(&p, Format::Auto).unwrap();
-        // Sysmon's UtcTime is 1.9 s after the SYN, 5156's 0.6 s before: a
-        // 1 s skew keeps only the 5156.
-        let cfg = CorrelateConfig {
-            clock_skew: Duration::from_secs(1),
-            ..CorrelateConfig::default()
-        };
-        let mut c = Correlator::new(cfg);
-        for e in &evs {
-            c.on_host_event(e);
-        }
-        let got = attributions(c.on_gateway_event(&empire_pair()));
-        assert_eq!(got[0].event_ids, vec![5156]);
-        assert_eq!(got[0].user, None);
-        // Another source port is another connection.
-        let mut other = empire_pair();
-        other.sport = 50600;
-        assert!(c.on_gateway_event(&other).is_empty());
-    }
-
-    #[test]
-    fn host_rule_alert_gets_user_and_interface() {
-        let Some(p) = data_file(EMPIRE) else { return };
-        let (evs, _) = parse_file(&p, Format::Auto).unwrap();
-        let mut c = Correlator::new(CorrelateConfig::default());
-        c.on_gateway_event(&empire_pair());
-        let wfp = evs
-            .iter()
-            .find(|e| e.event_id == 5156 && e.image_name.as_deref() == Some("powershell.exe"))
-            .unwrap();
-        for e in &evs {
-            c.on_host_event(e);
-        }
-        let mut alert =
-            crate::hostlog::rules::suspicious_smb_client(wfp, &Default::default()).unwrap();
-        assert_eq!(alert.user, None);
-        c.enrich_alert(&mut alert);
-        assert_eq!(alert.user.as_deref(), Some("THESHIRE\\pgustavo"));
-        assert_eq!(alert.process.as_ref().unwrap().pid, Some(8948));
-        assert_eq!((alert.ifindex, alert.vlan), (Some(3), Some(20)));
-    }
-
-    #[test]
-    fn scan_alert_lists_processes_and_chain_fires_either_order() {
-        let Some(p) = data_file(EMPIRE) else { return };
-        let (evs, _) = parse_file(&p, Format::Auto).unwrap();
-        let scan = scan_alert(
-            "172.18.39.5",
-            "2020-09-20T06:57:40Z",
-            "2020-09-20T06:57:45Z",
-        );
-
-        // Scan alert first, host events after.
-        let mut c = Correlator::new(CorrelateConfig::default());
-        assert!(c.on_scan_alert(&scan).is_empty());
-        let got: Vec<Alert> = evs
-            .iter()
-            .flat_map(|e| chains(c.on_host_event(e)))
-            .collect();
-        assert_eq!(got.len(), 1, "one chain per (source, target): {got:#?}");
-        let a = &got[0];
-        assert_eq!(a.kind, AlertKind::LateralMovementChain);
-        assert_eq!(a.source_ip, Some(ip("172.18.39.5")));
-        assert_eq!(a.host.as_deref(), Some("WORKSTATION6.theshire.local"));
-        assert_eq!(a.user.as_deref(), Some("THESHIRE\\pgustavo"));
-        assert_eq!(a.techniques, vec!["T1046", "T1021.002"]);
-        assert!(
-            a.message
-                .starts_with("172.18.39.5 scanned SMB (smb_scan_fanout) then"),
-            "{}",
-            a.message
-        );
-
-        let mut listed = scan.clone();
-        c.enrich_scan_alert(&mut listed);
-        let names: Vec<_> = listed
-            .processes
-            .iter()
-            .filter_map(|p| p.name.as_deref())
-            .collect();
-        assert_eq!(names, vec!["powershell.exe"]);
-        // No port on the alert: SMB ports only (svchost.exe's 443 connection
-        // from the same source at 06:57:50 is inside this window but not listed).
-        let mut wide = scan_alert(
-            "172.18.39.5",
-            "2020-09-20T06:57:40Z",
-            "2020-09-20T06:57:55Z",
-        );
-        wide.destination_port = None;
-        c.enrich_scan_alert(&mut wide);
-        assert_eq!(wide.processes.len(), 1);
-        assert_eq!(wide.processes[0].name.as_deref(), Some("powershell.exe"));
-
-        // Host events first (a late scan alert), same single chain.
-        let mut c = Correlator::new(CorrelateConfig::default());
-        for e in &evs {
-            assert!(chains(c.on_host_event(e)).is_empty());
-        }
-        assert_eq!(chains(c.on_scan_alert(&scan)).len(), 1);
-    }
-
-    #[test]
-    fn chain_window_and_unrelated_sources() {
-        let Some(p) = data_file(COVENANT) else { return };
-        let (evs, _) = parse_file(&p, Format::Auto).unwrap();
-        // The covenant share access is at 18:53:30Z.
-        let mut c = Correlator::new(CorrelateConfig::default());
-        c.on_scan_alert(&scan_alert(
-            "172.18.39.5",
-            "2020-09-22T18:30:00Z",
-            "2020-09-22T18:31:00Z",
-        ));
-        c.on_scan_alert(&scan_alert(
-            "172.18.39.99",
-            "2020-09-22T18:50:00Z",
-            "2020-09-22T18:51:00Z",
-        ));
-        let got: Vec<Alert> = evs
-            .iter()
-            .flat_map(|e| chains(c.on_host_event(e)))
-            .collect();
-        assert!(
-            got.is_empty(),
-            "22 min after the scan alert, and the other source never touched a share"
-        );
-
-        let mut c = Correlator::new(CorrelateConfig::default());
-        c.on_scan_alert(&scan_alert(
-            "172.18.39.5",
-            "2020-09-22T18:50:00Z",
-            "2020-09-22T18:51:00Z",
-        ));
-        let got: Vec<Alert> = evs
-            .iter()
-            .flat_map(|e| chains(c.on_host_event(e)))
-            .collect();
-        assert_eq!(got.len(), 1);
-        // The network logon comes first in the session; the share accesses
-        // that follow on the same target do not repeat the chain.
-        assert_eq!(got[0].share, None);
-        assert!(
-            got[0].message.contains("logged on over the network"),
-            "{}",
-            got[0].message
-        );
-        assert_eq!(got[0].host.as_deref(), Some("WORKSTATION6.theshire.local"));
-        assert_eq!(got[0].severity, Severity::High);
-    }
-
-    #[test]
-    fn state_is_bounded_and_pruned_by_time() {
-        let cfg = CorrelateConfig {
-            max_pairs: 10,
-            max_host_events: 10,
-            ..CorrelateConfig::default()
-        };
-        let mut c = Correlator::new(cfg);
-        let base = empire_pair();
-        for i in 0..1000u16 {
-            let mut g = base.clone();
-            g.sport = 10_000 + i;
-            g.ts = base.ts + chrono::Duration::milliseconds(i64::from(i));
-            c.on_gateway_event(&g);
-        }
-        assert!(c.stats().held <= 10);
-        assert_eq!(c.stats().evicted, 990);
-
-        // A pair older than retention + skew is gone by the time its host
-        // record arrives.
-        let mut c = Correlator::new(CorrelateConfig::default());
-        c.on_gateway_event(&base);
-        let mut later = base.clone();
-        later.sport = 1;
-        later.ts = base.ts + chrono::Duration::seconds(200);
-        c.on_gateway_event(&later);
-        assert_eq!(c.stats().held, 1);
-    }
-}
+mod tests;

@@ -5,7 +5,9 @@
 //! - [`hostlog`] parses Windows host logs into one normalised event type.
 //! - [`correlate`] joins gateway pairs to host events.
 //! - [`alert`] is the alert schema and its sinks (JSON lines, syslog).
+//! - [`community_id`] and `timed` are shared helpers with no dependency on the above.
 pub mod alert;
+pub mod community_id;
 pub mod config;
 pub mod correlate;
 pub mod daemon;
@@ -16,3 +18,4 @@ pub mod hostlog;
 pub mod packet;
 pub mod pipeline;
 pub mod replay;
+pub(crate) mod timed;

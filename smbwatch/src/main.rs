@@ -183,7 +183,7 @@ struct HostLogArgs {
     follow: bool,
     /// Listen for forwarded events, one JSON or XML event per line (e.g. tcp://127.0.0.1:5514).
     #[arg(long, value_name = "URL")]
-    host_log_listen: Option<String>,
+    host_log_listen: Option<smbwatch::config::ListenAddr>,
 }
 
 #[derive(Args, Debug)]
@@ -278,7 +278,7 @@ fn run_config(args: &RunArgs) -> Result<Config> {
     }
     cfg.hostlog.follow |= args.hostlog.follow;
     if let Some(l) = &args.hostlog.host_log_listen {
-        cfg.hostlog.listen = Some(l.clone());
+        cfg.hostlog.listen = Some(*l);
     }
     cfg.validate()
         .context("invalid setting (after applying command-line flags)")?;

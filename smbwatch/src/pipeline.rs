@@ -20,6 +20,10 @@ pub struct Pipeline {
     detector: Detector,
     rules: HostRules,
     correlator: Correlator,
+    /// Whether host events can arrive at all; without them gateway pairs
+    /// are not kept for correlation (under a flood that bookkeeping is most
+    /// of the cost of an event).
+    host_inputs: bool,
 }
 
 impl Pipeline {
@@ -27,16 +31,37 @@ impl Pipeline {
     pub fn new(cfg: &Config) -> Self {
         Self {
             detector: Detector::new(cfg.detect.clone()),
-            rules: HostRules::new(cfg.hostlog.rules.clone()),
-            correlator: Correlator::new(cfg.correlate.clone()),
+            rules: HostRules::new(cfg.hostlog.rules.clone()).with_max_ahead(cfg.hostlog.max_ahead),
+            correlator: Correlator::new(cfg.correlate.clone())
+                .with_max_ahead(cfg.hostlog.max_ahead),
+            host_inputs: true,
         }
+    }
+
+    /// Declares that no host event will ever arrive (no host-log file,
+    /// stdin or listener): gateway events then skip correlation. Scan
+    /// alerts are the same either way, having no host records to join.
+    pub fn without_host_inputs(mut self) -> Self {
+        self.host_inputs = false;
+        self
+    }
+
+    /// A hint a caller holding a batch of events gives a few events ahead
+    /// (see [`Detector::prefetch`]).
+    pub fn prefetch(&self, ev: &GatewayEvent) {
+        self.detector.prefetch(ev);
     }
 
     /// A gateway event: scan detection, then correlation with host logs.
     pub fn gateway_event(&mut self, ev: &GatewayEvent) -> Vec<Alert> {
         let scans = self.detector.observe(ev);
-        // Attributions are kept by the correlator and show up on alerts.
-        let _ = self.correlator.on_gateway_event(ev);
+        if self.host_inputs {
+            // Attributions are kept by the correlator and show up on alerts.
+            let _ = self.correlator.on_gateway_event(ev);
+        }
+        if scans.is_empty() {
+            return scans;
+        }
         self.scan_alerts(scans)
     }
 
@@ -55,8 +80,16 @@ impl Pipeline {
     /// Lets time pass without events (pairs left unanswered become TRW
     /// failures after `response_timeout`).
     pub fn advance(&mut self, now: DateTime<Utc>) -> Vec<Alert> {
+        self.set_clock(now);
         let scans = self.detector.advance(now);
         self.scan_alerts(scans)
+    }
+
+    /// The reference clock of the host-side state: host events never move
+    /// it, and one dated more than `hostlog.max_ahead` past it is rejected.
+    fn set_clock(&mut self, now: DateTime<Utc>) {
+        self.correlator.advance(now);
+        self.rules.advance(now);
     }
 
     fn scan_alerts(&mut self, scans: Vec<Alert>) -> Vec<Alert> {
@@ -92,6 +125,16 @@ impl Pipeline {
     /// The host rules (stats).
     pub fn rules(&self) -> &HostRules {
         &self.rules
+    }
+
+    /// The last host event rejected as dated too far ahead, with the count
+    /// so far, once per rejection: for the daemon's log (one line per
+    /// housekeeping tick, not one per event).
+    pub fn take_host_rejection(&mut self) -> Option<(crate::correlate::TooFarAhead, u64)> {
+        // Both judge every host event against the same clock; the rules'
+        // report would repeat the correlator's.
+        let _ = self.rules.take_rejected();
+        self.correlator.take_rejected()
     }
 }
 
@@ -177,6 +220,10 @@ impl crate::replay::ReplaySink for ReplayFeed<'_> {
     }
 
     fn advance(&mut self, now: DateTime<Utc>) {
+        // The clock first: host events up to `now` are judged against it
+        // (after a gap in the capture, against the previous packet's time
+        // they would look minutes ahead).
+        self.pipeline.set_clock(now);
         self.host_until(now);
         let out = self.pipeline.advance(now);
         self.emit(out);
@@ -184,5 +231,39 @@ impl crate::replay::ReplaySink for ReplayFeed<'_> {
 
     fn alerts(&self) -> Option<u64> {
         Some(self.alerts)
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+
+    /// A host clock years ahead is rejected against the caller's clock,
+    /// reported once, and the next ordinary event still alerts.
+    #[test]
+    fn host_events_are_judged_against_the_callers_clock() {
+        let line = |utc: &str, sport: u16| {
+            format!(
+                r#"{{"EventID":3,"Channel":"Microsoft-Windows-Sysmon/Operational","UtcTime":"{utc}","Image":"C:\\x\\python.exe","Initiated":"true","SourceIp":"192.0.2.5","SourcePort":"{sport}","DestinationIp":"192.0.2.6","DestinationPort":"445"}}"#
+            )
+        };
+        let ev = |utc: &str, sport: u16| {
+            crate::hostlog::parse_line(&line(utc, sport))
+                .unwrap()
+                .unwrap()
+        };
+        let mut p = Pipeline::new(&Config::default());
+        let now = DateTime::parse_from_rfc3339("2026-11-30T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        p.advance(now);
+        assert!(p.host_event(&ev("2100-01-01 00:00:00.000", 1)).is_empty());
+        let (why, n) = p.take_host_rejection().unwrap();
+        assert_eq!(n, 1);
+        assert!(why.to_string().contains("hostlog.max_ahead"), "{why}");
+        assert!(p.take_host_rejection().is_none(), "reported once");
+        assert_eq!(p.rules().stats().rejected_ahead, 1);
+        let alerts = p.host_event(&ev("2026-11-30 09:59:59.000", 2));
+        assert_eq!(alerts.len(), 1, "suspicious_smb_client");
     }
 }

@@ -91,6 +91,9 @@ fn example_file_names_every_key() {
         "tls_ca",
         "tls_server_name",
         "listen",
+        "tls_cert",
+        "tls_key",
+        "tls_client_ca",
         "cidr",
         "window",
     ] {
@@ -293,11 +296,33 @@ fn syslog_and_hostlog_values_are_checked() {
     assert!(message.contains("tcp://ADDR:PORT"), "{message}");
     let cfg = parse("[hostlog]\nlisten = \"tcp://[::1]:5514\"\n").unwrap();
     assert_eq!(
-        cfg.hostlog.listen_addr().unwrap(),
-        Some("[::1]:5514".parse().unwrap())
+        cfg.hostlog.listen,
+        Some(ListenAddr("[::1]:5514".parse().unwrap()))
     );
+    let (line, key, message) = error("[hostlog]\nlisten = \"tcp://localhost:5514\"\n");
+    assert_eq!((line, key.as_deref()), (2, Some("hostlog.listen")));
+    assert_eq!(
+        message,
+        "\"tcp://localhost:5514\": expected tcp://ADDR:PORT with an IP address (IPv6 in brackets)"
+    );
+    // The one parser serves the file and the command line alike.
+    assert_eq!(
+        "tcp://127.0.0.1:5514"
+            .parse::<ListenAddr>()
+            .unwrap()
+            .to_string(),
+        "tcp://127.0.0.1:5514"
+    );
+    let (_, key, _) = error("[hostlog]\nmax_connections = 4\nmax_connections_per_peer = 5\n");
+    assert_eq!(key.as_deref(), Some("hostlog.max_connections_per_peer"));
     let (_, key, _) = error("[alert]\njson = \"\"\n");
     assert_eq!(key.as_deref(), Some("alert.json"));
+    let (line, key, message) = error("[hostlog]\ntls_cert = \"/a.pem\"\ntls_key = \"/a.key\"\n");
+    assert_eq!((line, key.as_deref()), (1, Some("hostlog.tls_client_ca")));
+    assert_eq!(
+        message,
+        "missing: tls_cert, tls_key and tls_client_ca go together"
+    );
 }
 
 #[test]
@@ -351,4 +376,130 @@ fn messages_read_well() {
         assert!(err.starts_with("test.toml:2:"), "{err}");
         assert!(!err.contains('\n'), "one line: {err}");
     }
+}
+
+/// These passed `check-config` and panicked at the first host event
+/// (chrono overflow in the correlator and the host rules).
+#[test]
+fn huge_durations_are_refused_with_key_and_range() {
+    let (line, key, message) = error("[correlate]\nretention = \"500000000000y\"\n");
+    assert_eq!((line, key.as_deref()), (2, Some("correlate.retention")));
+    assert!(
+        message.ends_with(": must be between 1s and 1day"),
+        "{message}"
+    );
+    let (line, key, message) = error("[hostlog.rules]\nconnection_dedup = \"500000000000y\"\n");
+    assert_eq!(
+        (line, key.as_deref()),
+        (2, Some("hostlog.rules.connection_dedup"))
+    );
+    assert!(
+        message.ends_with(": must be between 0s and 1h"),
+        "{message}"
+    );
+    let (_, key, message) = error(
+        "[[detect.subnet]]\ncidr = \"10.0.0.0/8\"\nfanout_threshold = 5\nwindow = \"30days\"\n",
+    );
+    assert_eq!(key.as_deref(), Some("detect.subnet[0].window"));
+    assert_eq!(message, "30days: must be between 1s and 7days");
+    // Set in code or by a flag: the same check.
+    let mut cfg = Config::default();
+    cfg.correlate.chain_window = Duration::MAX;
+    let err = cfg.validate().unwrap_err().to_string();
+    assert!(err.starts_with("correlate.chain_window: "), "{err}");
+    assert!(err.ends_with(": must be between 1s and 7days"), "{err}");
+    // The bounds themselves are accepted.
+    parse("[correlate]\nretention = \"1day\"\nclock_skew = \"0s\"\n").unwrap();
+    let (_, key, _) = error("[hostlog]\nline_timeout = \"20m\"\nidle_timeout = \"10m\"\n");
+    assert_eq!(key.as_deref(), Some("hostlog.line_timeout"));
+}
+
+/// Every duration the configuration has is in `DURATION_RANGES` and
+/// checked, and `docs/smbwatch.toml` states each range next to its key.
+#[test]
+fn every_duration_has_a_documented_range() {
+    let mut cfg = Config::default();
+    cfg.detect.subnet.push(crate::detect::SubnetOverride {
+        cidr: "10.0.0.0/8".parse().unwrap(),
+        fanout_threshold: 5,
+        window: Some(Duration::from_secs(60)),
+    });
+    // Every string value that reads as a duration, by dotted key.
+    fn walk(prefix: &str, v: &toml::Value, out: &mut Vec<String>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let p = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&p, v, out);
+                }
+            }
+            toml::Value::Array(a) => a.iter().for_each(|v| walk(prefix, v, out)),
+            toml::Value::String(s) if humantime::parse_duration(s).is_ok() => {
+                out.push(prefix.to_owned())
+            }
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    walk("", &toml::Value::try_from(&cfg).unwrap(), &mut found);
+    let checked: Vec<String> = cfg
+        .durations()
+        .into_iter()
+        .map(|(k, _)| k.replace("[0]", ""))
+        .collect();
+    for key in &found {
+        assert!(checked.contains(key), "{key} is not checked");
+    }
+    assert_eq!(found.len(), DURATION_RANGES.len(), "{found:?}");
+
+    let text = include_str!("../../../docs/smbwatch.toml");
+    for (key, min, max) in DURATION_RANGES {
+        let want = format!("Range: {} to {}", fmt_dur(*min), fmt_dur(*max));
+        let (section, leaf) = key.rsplit_once('.').unwrap();
+        let header = if section == "detect.subnet" {
+            "# [[detect.subnet]]".to_owned()
+        } else {
+            format!("\n[{section}]\n")
+        };
+        let start = text
+            .find(&header)
+            .unwrap_or_else(|| panic!("{header} missing"));
+        let rest = &text[start..];
+        let at = rest
+            .find(&format!("\n{leaf} = "))
+            .or_else(|| rest.find(&format!("\n# {leaf} = ")))
+            .unwrap_or_else(|| panic!("{key} missing"));
+        // The comment block right above the key.
+        let comment: Vec<&str> = rest[..at]
+            .lines()
+            .rev()
+            .take_while(|l| l.starts_with('#'))
+            .collect();
+        let comment = comment.join("\n");
+        assert!(
+            comment.contains(&want),
+            "{key}: docs/smbwatch.toml should say {want:?} above it; has:\n{comment}"
+        );
+    }
+}
+
+#[test]
+fn byte_budgets_are_checked() {
+    let (line, key, message) = error("[correlate]\nmax_bytes = 1000\n");
+    assert_eq!((line, key.as_deref()), (2, Some("correlate.max_bytes")));
+    assert_eq!(
+        message,
+        "1000: must be between 65536 (64 KiB) and 68719476736 (64 GiB)"
+    );
+    let (_, key, _) = error("[hostlog.rules]\nmax_dedup_bytes = 0\n");
+    assert_eq!(key.as_deref(), Some("hostlog.rules.max_dedup_bytes"));
+    let d = Config::default();
+    assert_eq!(
+        (d.correlate.max_bytes, d.hostlog.rules.max_dedup_bytes),
+        (64 << 20, 64 << 20)
+    );
 }

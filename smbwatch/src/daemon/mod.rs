@@ -147,7 +147,10 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
         .collect();
     let sinks = AlertSinks::from_config(&json, cfg.alert.syslog.then_some(&cfg.syslog))?;
     let events = (cfg.alert.events || sinks.is_empty()).then(StdoutEvents::new);
-    let pipeline = Pipeline::new(cfg);
+    let mut pipeline = Pipeline::new(cfg);
+    if opts.host_logs.is_empty() && cfg.hostlog.listen.is_none() {
+        pipeline = pipeline.without_host_inputs();
+    }
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let host_rx = inputs::spawn(&cfg.hostlog, &opts.host_logs, shutdown_rx)
         .await

@@ -200,16 +200,22 @@ pub struct PinDir {
     lock_path: PathBuf,
 }
 
-const PINNED_MAPS: [&str; 3] = [SOURCES_MAP, PAIRS_MAP, STATS_MAP];
+/// The file name of the pinned XDP program.
+pub const PROGRAM_PIN: &str = "prog";
+
+/// Every name smbwatch pins under `--pin-dir`: the maps `smbwatch status`
+/// reads and the program. The one list for pinning and for removing a dead
+/// daemon's leftovers; nothing else in the directory is ever touched.
+pub const PINNED_NAMES: &[&str] = &[SOURCES_MAP, PAIRS_MAP, STATS_MAP, PROGRAM_PIN];
 
 impl PinDir {
     pub(crate) fn create(dir: &Path, ebpf: &mut Ebpf) -> Result<Self, DataplaneError> {
         let (lock, lock_path) = lock(dir)?;
         ensure_bpffs(dir)?;
-        if dir.exists() {
-            // We hold the lock, so whatever is here belongs to a dead daemon.
-            tracing::warn!(dir = %dir.display(), "removing stale pins left by an earlier smbwatch");
-            remove_pins(dir);
+        // We hold the lock, so our names here belong to a dead daemon.
+        let stale = remove_own_pins(dir);
+        if !stale.is_empty() {
+            tracing::warn!(dir = %dir.display(), ?stale, "removed stale pins left by an earlier smbwatch");
         }
         fs::create_dir_all(dir).map_err(io_err("creating pin directory", dir))?;
         let mut me = Self {
@@ -218,24 +224,21 @@ impl PinDir {
             _lock: lock,
             lock_path,
         };
-        for name in PINNED_MAPS {
+        for &name in PINNED_NAMES {
             let path = dir.join(name);
-            let map = ebpf.map(name).ok_or(DataplaneError::MissingMap { name })?;
-            map.pin(&path).map_err(|source| DataplaneError::Pin {
+            let pinned = if name == PROGRAM_PIN {
+                super::program_named(ebpf, PROGRAM_NAME)?.pin(&path)
+            } else {
+                let map = ebpf.map(name).ok_or(DataplaneError::MissingMap { name })?;
+                map.pin(&path)
+            };
+            pinned.map_err(|source| DataplaneError::Pin {
                 name: name.to_owned(),
                 path: path.clone(),
                 source,
             })?;
             me.pinned.push(path);
         }
-        let path = dir.join("prog");
-        let prog = super::program_named(ebpf, PROGRAM_NAME)?;
-        prog.pin(&path).map_err(|source| DataplaneError::Pin {
-            name: "prog".into(),
-            path: path.clone(),
-            source,
-        })?;
-        me.pinned.push(path);
         Ok(me)
     }
 
@@ -255,12 +258,14 @@ impl Drop for PinDir {
     }
 }
 
-fn remove_pins(dir: &Path) {
-    if let Ok(entries) = fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let _ = fs::remove_file(e.path());
-        }
-    }
+/// Removes smbwatch's own pins ([`PINNED_NAMES`]) from `dir`; other tools'
+/// files there stay. Returns the names removed.
+pub(crate) fn remove_own_pins(dir: &Path) -> Vec<&'static str> {
+    PINNED_NAMES
+        .iter()
+        .copied()
+        .filter(|name| fs::remove_file(dir.join(name)).is_ok())
+        .collect()
 }
 
 fn lock(dir: &Path) -> Result<(File, PathBuf), DataplaneError> {
@@ -294,4 +299,35 @@ fn lock(dir: &Path) -> Result<(File, PathBuf), DataplaneError> {
         .map_err(io_err("truncating lock file", &path))?;
     writeln!(file, "{}", std::process::id()).map_err(io_err("writing lock file", &path))?;
     Ok((file, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Taking over a dead daemon's directory used to delete every file in
+    /// it, other tools' pins included.
+    #[test]
+    fn stale_cleanup_removes_only_our_names() {
+        let dir = std::env::temp_dir().join(format!("smbwatch-pin-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        for name in PINNED_NAMES {
+            fs::write(dir.join(name), b"").unwrap();
+        }
+        let foreign = ["cilium_calls", "SOURCES.bak", "prog2"];
+        for name in foreign {
+            fs::write(dir.join(name), b"").unwrap();
+        }
+        let removed = remove_own_pins(&dir);
+        assert_eq!(removed, PINNED_NAMES);
+        let mut left: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["SOURCES.bak", "cilium_calls", "prog2"]);
+        assert!(remove_own_pins(&dir).is_empty(), "nothing of ours left");
+        fs::remove_dir_all(&dir).unwrap();
+        assert!(remove_own_pins(&dir).is_empty(), "absent directory");
+    }
 }

@@ -28,14 +28,13 @@ use crate::event::{GatewayEvent, GatewayEventKind};
 
 mod alerting;
 pub mod bench;
-mod community_id;
 mod config;
 mod index;
 mod recent;
 mod table;
 mod trw;
 
-pub use community_id::{community_id_v1, PROTO_TCP};
+use crate::community_id::{community_id_v1, PROTO_TCP};
 pub use config::{DetectConfig, SubnetOverride};
 use recent::Recent;
 pub use table::CLASSES;

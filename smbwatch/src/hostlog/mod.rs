@@ -1,5 +1,5 @@
 //! Windows host logs: parsers into one normalised [`HostEvent`], host rules,
-//! and inputs (TCP listener, file follower).
+//! and the file follower (the TCP listener is a daemon input).
 //!
 //! Supported events: Sysmon 1 (process creation), 3 (network connection),
 //! 11 (file create); Security 4624 (logon), 4688 (process creation),
@@ -14,7 +14,8 @@
 //! each format is documented in `docs/hostlogs.md` and in [`TimeSource`].
 //!
 //! All parsing is pure (bytes in, events out); file reading is confined to
-//! [`parse_file`], [`follow`], [`lines`] (stdin) and [`listener`].
+//! [`parse_file`], [`follow`] and [`lines`] (stdin); the TCP listener is
+//! the daemon's (`daemon::inputs`).
 //!
 //! Hostile input is bounded: parsing is linear in the input, every string
 //! of a [`HostEvent`] is capped ([`HostEvent::MAX_BYTES`]), line inputs
@@ -28,12 +29,10 @@ pub mod follow;
 mod json;
 mod kv;
 pub mod lines;
-pub mod listener;
 mod record;
 pub mod rules;
 mod text;
 mod time;
-pub(crate) mod timed;
 mod xml;
 
 pub use record::{

@@ -11,15 +11,20 @@
 //! removes duplicates: one connection logged by both Sysmon 3 and Security
 //! 5156 gives one alert, and one SMB session's many 5145 records on a share
 //! give one alert per window.
+//!
+//! The dedup tables are capped in entries and in bytes
+//! ([`HostRulesConfig::max_dedup_bytes`]) and pruned by the reference clock
+//! the caller gives ([`HostRules::advance`]), never by a host event's own
+//! time: one record dated years ahead would otherwise expire everything.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::timed::TimedIndex;
 use super::{Direction, HostEvent, HostEventKind};
 use crate::alert::{Alert, AlertKind, Severity};
+use crate::timed::{self, enforce_budget, HeapSize, RefClock, TimedIndex, TooFarAhead};
 
 /// The destination port of SMB over TCP.
 pub const SMB_PORT: u16 = 445;
@@ -43,6 +48,9 @@ pub struct HostRulesConfig {
     pub share_dedup: Duration,
     /// Most remembered connections/share accesses for dedup, each.
     pub max_dedup_entries: usize,
+    /// Bytes held by both dedup tables together (strings included); past
+    /// it the oldest entries of the larger table go.
+    pub max_dedup_bytes: usize,
 }
 
 impl Default for HostRulesConfig {
@@ -55,6 +63,7 @@ impl Default for HostRulesConfig {
             connection_dedup: Duration::from_secs(5),
             share_dedup: Duration::from_secs(600),
             max_dedup_entries: 65_536,
+            max_dedup_bytes: 64 << 20,
         }
     }
 }
@@ -155,13 +164,13 @@ pub fn suspicious_smb_client(ev: &HostEvent, cfg: &HostRulesConfig) -> Option<Al
     a.host = ev.host.clone();
     if let (Some(s), Some(d), Some(sp), Some(dp)) = (ev.src_ip, ev.dst_ip, ev.src_port, ev.dst_port)
     {
-        if ev.protocol.unwrap_or(crate::detect::PROTO_TCP) == crate::detect::PROTO_TCP {
-            a.community_id = Some(crate::detect::community_id_v1(
+        if ev.protocol.unwrap_or(crate::community_id::PROTO_TCP) == crate::community_id::PROTO_TCP {
+            a.community_id = Some(crate::community_id::community_id_v1(
                 s,
                 d,
                 sp,
                 dp,
-                crate::detect::PROTO_TCP,
+                crate::community_id::PROTO_TCP,
                 0,
             ));
         }
@@ -247,8 +256,13 @@ pub struct HostRuleStats {
     pub duplicate_connections: u64,
     /// Share alerts dropped within `share_dedup`.
     pub duplicate_shares: u64,
-    /// Dedup entries evicted by the cap.
+    /// Dedup entries evicted by the caps (entries or bytes).
     pub evicted: u64,
+    /// Accounted bytes held by the dedup tables now.
+    pub bytes: u64,
+    /// Events rejected: dated more than `max_ahead` ahead of the reference
+    /// clock.
+    pub rejected_ahead: u64,
 }
 
 /// One remembered connection alert.
@@ -259,10 +273,17 @@ struct SeenConn {
     image_name: Option<String>,
 }
 
+impl HeapSize for SeenConn {
+    fn heap_size(&self) -> usize {
+        self.host.heap_size() + self.image_name.heap_size()
+    }
+}
+
 type ConnKey = (Option<IpAddr>, Option<u16>, Option<IpAddr>, Option<u16>);
 type ShareKey = (Option<String>, Option<IpAddr>, Option<String>, String);
 
-/// Both rules with dedup; pure (time from the events).
+/// Both rules with dedup; pure (time from the events and the caller's
+/// reference clock).
 ///
 /// Dedup of connections: an alert is a duplicate of an earlier one when the
 /// 5-tuple is equal, the times are within `connection_dedup`, and host,
@@ -274,7 +295,9 @@ pub struct HostRules {
     cfg: HostRulesConfig,
     conns: TimedIndex<ConnKey, SeenConn>,
     shares: TimedIndex<ShareKey, ()>,
-    newest: Option<chrono::DateTime<chrono::Utc>>,
+    clock: RefClock,
+    /// The last rejected event not yet reported.
+    rejected: Option<TooFarAhead>,
     stats: HostRuleStats,
 }
 
@@ -300,15 +323,30 @@ impl HostRules {
             cfg,
             conns: TimedIndex::new(cap),
             shares: TimedIndex::new(cap),
-            newest: None,
+            clock: RefClock::new(timed::DEFAULT_MAX_AHEAD),
+            rejected: None,
             stats: HostRuleStats::default(),
         }
     }
 
-    /// Judge one event; at most one alert.
+    /// Events dated more than `d` ahead of the reference clock are rejected
+    /// (`[hostlog] max_ahead`; 5 minutes unless set).
+    #[must_use]
+    pub fn with_max_ahead(mut self, d: Duration) -> Self {
+        self.clock = RefClock::new(d);
+        self
+    }
+
+    /// Judge one event; at most one alert. An event dated more than
+    /// `max_ahead` ahead of the reference clock is rejected (counted, see
+    /// [`take_rejected`](Self::take_rejected)) and gives none.
     pub fn check(&mut self, ev: &HostEvent) -> Option<Alert> {
+        if let Err(e) = self.clock.admit(ev.ts) {
+            self.stats.rejected_ahead += 1;
+            self.rejected = Some(e);
+            return None;
+        }
         self.stats.events += 1;
-        self.prune(ev.ts);
         let alert = if let Some(a) = suspicious_smb_client(ev, &self.cfg) {
             self.dedup_connection(ev).then_some(a)
         } else if let Some(a) = admin_share_access(ev) {
@@ -319,7 +357,17 @@ impl HostRules {
         if alert.is_some() {
             self.stats.alerts += 1;
         }
+        enforce_budget(
+            self.cfg.max_dedup_bytes,
+            &mut [&mut self.conns, &mut self.shares],
+        );
         alert
+    }
+
+    /// The last event rejected as too far ahead, with the number of
+    /// rejections so far, once per rejection (for the daemon's log).
+    pub fn take_rejected(&mut self) -> Option<(TooFarAhead, u64)> {
+        self.rejected.take().map(|r| (r, self.stats.rejected_ahead))
     }
 
     /// Judge many events (e.g. a parsed file), in order.
@@ -331,18 +379,22 @@ impl HostRules {
     pub fn stats(&self) -> HostRuleStats {
         HostRuleStats {
             evicted: self.conns.evicted() + self.shares.evicted(),
+            bytes: timed::total_bytes(&[&self.conns, &self.shares]) as u64,
             ..self.stats
         }
     }
 
-    fn prune(&mut self, ts: chrono::DateTime<chrono::Utc>) {
-        let newest = self.newest.map_or(ts, |n| n.max(ts));
-        self.newest = Some(newest);
-        let keep = |d: Duration| chrono::Duration::from_std(d * 2).unwrap_or(chrono::Duration::MAX);
-        if let Some(c) = newest.checked_sub_signed(keep(self.cfg.connection_dedup)) {
+    /// Move the reference clock to `now` (the daemon's wall clock, replay's
+    /// capture time) and forget what can no longer be a duplicate. Without
+    /// a reference, nothing is pruned by time (the caps still hold).
+    pub fn advance(&mut self, now: chrono::DateTime<chrono::Utc>) {
+        self.clock.advance(now);
+        // Twice the window: a duplicate may arrive late by up to a window.
+        let keep = |d: Duration| timed::add(timed::delta(d), timed::delta(d));
+        if let Some(c) = self.clock.cutoff(keep(self.cfg.connection_dedup)) {
             self.conns.prune(c);
         }
-        if let Some(c) = newest.checked_sub_signed(keep(self.cfg.share_dedup)) {
+        if let Some(c) = self.clock.cutoff(keep(self.cfg.share_dedup)) {
             self.shares.prune(c);
         }
     }
@@ -350,8 +402,7 @@ impl HostRules {
     /// True if `ev` is a new connection (and remembers it).
     fn dedup_connection(&mut self, ev: &HostEvent) -> bool {
         let key = (ev.src_ip, ev.src_port, ev.dst_ip, ev.dst_port);
-        let window =
-            chrono::Duration::from_std(self.cfg.connection_dedup).unwrap_or(chrono::Duration::MAX);
+        let window = timed::delta(self.cfg.connection_dedup);
         let dup = self.conns.get(&key).any(|(ts, seen)| {
             (*ts - ev.ts).abs() <= window
                 && same_ci(&seen.host, &ev.host)
@@ -385,8 +436,7 @@ impl HostRules {
             ev.user.as_ref().map(|u| u.to_ascii_lowercase()),
             a.share.clone().unwrap_or_default().to_ascii_uppercase(),
         );
-        let window =
-            chrono::Duration::from_std(self.cfg.share_dedup).unwrap_or(chrono::Duration::MAX);
+        let window = timed::delta(self.cfg.share_dedup);
         if self
             .shares
             .get(&key)
@@ -401,278 +451,4 @@ impl HostRules {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::hostlog::tests::{data_file, COVENANT, EMPIRE, PSEXEC};
-    use crate::hostlog::{parse_bytes, parse_file, parse_line, Format, TimeSource};
-    use chrono::{DateTime, Utc};
-
-    fn ts(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-    }
-
-    fn conn(event_id: u32, pid: Option<u32>, image: &str, dst: &str) -> HostEvent {
-        HostEvent {
-            ts: ts("2025-06-08T05:30:23Z"),
-            time_source: TimeSource::Utc,
-            host: Some("TARGET-SRV".into()),
-            channel: Some("Security".into()),
-            event_id,
-            kind: HostEventKind::NetworkConnection,
-            record_id: None,
-            src_ip: Some("10.45.45.103".parse().unwrap()),
-            src_port: Some(50146),
-            dst_ip: Some(dst.parse().unwrap()),
-            dst_port: Some(445),
-            protocol: Some(6),
-            direction: Some(Direction::Outbound),
-            pid,
-            image: Some(image.into()),
-            image_name: Some(crate::hostlog::image_file_name(image).into()),
-            user: None,
-            logon_type: None,
-            share_name: None,
-            relative_target: None,
-            target_filename: None,
-            parent_image: None,
-            command_line: None,
-        }
-    }
-
-    #[test]
-    fn seed_sample_dns_exe_alerts() {
-        let ev = conn(
-            5156,
-            Some(1752),
-            "\\device\\harddiskvolume1\\windows\\system32\\dns.exe",
-            "10.45.45.104",
-        );
-        let a = suspicious_smb_client(&ev, &HostRulesConfig::default()).unwrap();
-        assert_eq!(a.kind, AlertKind::SuspiciousSmbClient);
-        assert_eq!(a.techniques, vec!["T1210"]);
-        let p = a.process.as_ref().unwrap();
-        assert_eq!((p.name.as_deref(), p.pid), (Some("dns.exe"), Some(1752)));
-        assert_eq!(a.destination_ip, Some("10.45.45.104".parse().unwrap()));
-        assert_eq!(a.destination_port, Some(445));
-        assert_eq!(a.host.as_deref(), Some("TARGET-SRV"));
-        assert!(a
-            .community_id
-            .as_deref()
-            .is_some_and(|c| c.starts_with("1:")));
-        assert_eq!(
-            a.message,
-            "dns.exe (pid 1752) on TARGET-SRV opened an SMB connection to 10.45.45.104:445; \
-             the normal SMB client is System (pid 4) [Security 5156]"
-        );
-    }
-
-    /// The literal Sigma reading ANDs its filter fields; the intent excludes either.
-    #[test]
-    fn sigma_literal_versus_intent() {
-        // System (pid 4) to a remote host: the everyday kernel SMB client.
-        let system = conn(5156, Some(4), "System", "10.45.45.104");
-        assert!(
-            sigma_literal_reading(&system),
-            "literal reading alerts on every kernel SMB connection"
-        );
-        assert!(!smb_client_intent(&system));
-        // A tool to loopback (a local relay/tunnel test): excluded by intent too.
-        let local = conn(5156, Some(1752), "C:\\tools\\python.exe", "127.0.0.1");
-        assert!(sigma_literal_reading(&local));
-        assert!(!smb_client_intent(&local));
-        let local6 = conn(5156, Some(1752), "C:\\tools\\python.exe", "::1");
-        assert!(!smb_client_intent(&local6));
-        // Both readings drop System to loopback, and both keep dns.exe to a remote host.
-        let both = conn(5156, Some(4), "System", "127.0.0.1");
-        assert!(!sigma_literal_reading(&both) && !smb_client_intent(&both));
-        let dns = conn(5156, Some(1752), "dns.exe", "10.45.45.104");
-        assert!(sigma_literal_reading(&dns) && smb_client_intent(&dns));
-    }
-
-    #[test]
-    fn inbound_other_ports_and_allowlist() {
-        let mut ev = conn(3, Some(1752), "C:\\x\\python.exe", "10.0.0.2");
-        ev.direction = Some(Direction::Inbound);
-        assert!(suspicious_smb_client(&ev, &HostRulesConfig::default()).is_none());
-        ev.direction = None;
-        assert!(suspicious_smb_client(&ev, &HostRulesConfig::default()).is_some());
-        ev.dst_port = Some(139);
-        assert!(suspicious_smb_client(&ev, &HostRulesConfig::default()).is_none());
-        ev.dst_port = Some(445);
-        let cfg = HostRulesConfig {
-            allow_images: vec!["PYTHON.EXE".into()],
-            ..HostRulesConfig::default()
-        };
-        assert!(suspicious_smb_client(&ev, &cfg).is_none());
-        // No pid in the record: the image `System` identifies the kernel client.
-        let mut sys = conn(3, None, "System", "10.0.0.2");
-        assert!(suspicious_smb_client(&sys, &HostRulesConfig::default()).is_none());
-        sys.image = Some("C:\\x\\evil.exe".into());
-        sys.image_name = Some("evil.exe".into());
-        assert!(suspicious_smb_client(&sys, &HostRulesConfig::default()).is_some());
-    }
-
-    #[test]
-    fn share_severity_by_share_and_account() {
-        let kv = "EventID: 5140\nTimeCreated: 2025-06-08T05:31:00Z\nShareName: \\\\*\\C$\nIpAddress: 10.0.0.9\n\
-                  SubjectUserName: bob\nSubjectDomainName: CORP\n\n\
-                  EventID: 5140\nTimeCreated: 2025-06-08T05:31:00Z\nShareName: \\\\*\\ADMIN$\nIpAddress: 10.0.0.9\n\
-                  SubjectUserName: WS1$\nSubjectDomainName: CORP\n\n\
-                  EventID: 5140\nTimeCreated: 2025-06-08T05:31:00Z\nShareName: \\\\*\\IPC$\nIpAddress: 10.0.0.9\n\n\
-                  EventID: 5140\nTimeCreated: 2025-06-08T05:31:00Z\nShareName: \\\\*\\SYSVOL\nIpAddress: 10.0.0.9\n";
-        let (evs, _) = parse_bytes("s", kv.as_bytes(), Format::KeyValue).unwrap();
-        let sev: Vec<_> = evs
-            .iter()
-            .map(|e| admin_share_access(e).map(|a| a.severity))
-            .collect();
-        assert_eq!(
-            sev,
-            vec![
-                Some(Severity::High),
-                Some(Severity::Medium),
-                Some(Severity::Low),
-                None
-            ]
-        );
-        let a = admin_share_access(&evs[0]).unwrap();
-        assert_eq!(a.techniques, vec!["T1021.002"]);
-        assert_eq!(a.user.as_deref(), Some("CORP\\bob"));
-        assert_eq!(a.source_ip, Some("10.0.0.9".parse().unwrap()));
-        assert_eq!(
-            a.message,
-            "CORP\\bob from 10.0.0.9 accessed administrative share \\\\*\\C$ [Security 5140]"
-        );
-    }
-
-    #[test]
-    fn one_connection_logged_twice_is_one_alert() {
-        let mut rules = HostRules::new(HostRulesConfig::default());
-        let wfp = conn(
-            5156,
-            Some(8948),
-            "\\device\\harddiskvolume2\\powershell.exe",
-            "172.18.39.6",
-        );
-        let mut sysmon = conn(3, None, "C:\\Windows\\powershell.exe", "172.18.39.6");
-        sysmon.ts = wfp.ts + chrono::Duration::milliseconds(2481);
-        assert!(rules.check(&sysmon).is_some());
-        assert!(rules.check(&wfp).is_none(), "either order");
-        // A new source port is a new connection.
-        let mut again = wfp.clone();
-        again.src_port = Some(50505);
-        assert!(rules.check(&again).is_some());
-        // Same tuple, both pids known and different: not the same record.
-        let mut fresh = HostRules::new(HostRulesConfig::default());
-        assert!(fresh.check(&wfp).is_some());
-        let mut other = wfp.clone();
-        other.pid = Some(1);
-        assert!(fresh.check(&other).is_some());
-        assert!(
-            fresh.check(&sysmon).is_none(),
-            "no pid: a duplicate of either"
-        );
-        // Same tuple much later: port reuse, a new connection.
-        let mut later = wfp.clone();
-        later.ts += chrono::Duration::seconds(60);
-        assert!(rules.check(&later).is_some());
-        assert_eq!(rules.stats().duplicate_connections, 1);
-        assert_eq!(rules.stats().alerts, 3);
-    }
-
-    #[test]
-    fn dedup_state_is_bounded() {
-        let cfg = HostRulesConfig {
-            max_dedup_entries: 8,
-            ..HostRulesConfig::default()
-        };
-        let mut rules = HostRules::new(cfg);
-        for port in 1000..1100u16 {
-            let mut ev = conn(5156, Some(9), "x.exe", "10.0.0.2");
-            ev.src_port = Some(port);
-            assert!(rules.check(&ev).is_some());
-        }
-        assert!(rules.conns.len() <= 8);
-        assert_eq!(rules.stats().evicted, 92);
-    }
-
-    #[test]
-    fn real_empire_log_powershell_not_system() {
-        let Some(p) = data_file(EMPIRE) else { return };
-        let (evs, _) = parse_file(&p, Format::Auto).unwrap();
-        let mut rules = HostRules::new(HostRulesConfig::default());
-        let alerts = rules.check_all(&evs);
-        let smb: Vec<_> = alerts
-            .iter()
-            .filter(|a| a.kind == AlertKind::SuspiciousSmbClient)
-            .collect();
-        assert_eq!(smb.len(), 1, "{smb:#?}");
-        let a = smb[0];
-        let p = a.process.as_ref().unwrap();
-        assert_eq!(p.name.as_deref(), Some("powershell.exe"));
-        assert_eq!(a.destination_ip, Some("172.18.39.6".parse().unwrap()));
-        assert_eq!(a.destination_port, Some(445));
-        assert_eq!(a.source_ip, Some("172.18.39.5".parse().unwrap()));
-        assert_eq!(
-            rules.stats().duplicate_connections,
-            1,
-            "5156 and Sysmon 3 are one connection"
-        );
-        // System's records of the same connection are never reported.
-        let system: Vec<_> = evs
-            .iter()
-            .filter(|e| e.image.as_deref() == Some("System"))
-            .collect();
-        assert!(!system.is_empty());
-        assert!(system
-            .iter()
-            .all(|e| suspicious_smb_client(e, &HostRulesConfig::default()).is_none()));
-        assert!(alerts
-            .iter()
-            .all(|a| a.process.as_ref().and_then(|p| p.name.as_deref()) != Some("System")));
-        // Target side: IPC$ by pgustavo from the attacker.
-        assert!(alerts.iter().any(|a| a.kind == AlertKind::AdminShareAccess
-            && a.share.as_deref() == Some("IPC$")
-            && a.source_ip == Some("172.18.39.5".parse().unwrap())));
-    }
-
-    #[test]
-    fn real_covenant_log_c_share() {
-        let Some(p) = data_file(COVENANT) else { return };
-        let (evs, _) = parse_file(&p, Format::Auto).unwrap();
-        let alerts = HostRules::new(HostRulesConfig::default()).check_all(&evs);
-        let c: Vec<_> = alerts
-            .iter()
-            .filter(|a| a.kind == AlertKind::AdminShareAccess && a.share.as_deref() == Some("C$"))
-            .collect();
-        assert_eq!(c.len(), 1, "5140 and 5145 on C$ in one session: one alert");
-        assert_eq!(c[0].severity, Severity::High);
-        assert_eq!(c[0].user.as_deref(), Some("THESHIRE\\pgustavo"));
-        assert_eq!(c[0].source_ip, Some("172.18.39.5".parse().unwrap()));
-        // Its SMB connections are all System's.
-        assert!(!alerts
-            .iter()
-            .any(|a| a.kind == AlertKind::SuspiciousSmbClient));
-    }
-
-    #[test]
-    fn real_psexec_evtx_admin_share() {
-        let Some(p) = data_file(PSEXEC) else { return };
-        let (evs, _) = parse_file(&p, Format::Auto).unwrap();
-        let alerts = HostRules::new(HostRulesConfig::default()).check_all(&evs);
-        let admin: Vec<_> = alerts
-            .iter()
-            .filter(|a| a.share.as_deref() == Some("ADMIN$"))
-            .collect();
-        assert_eq!(admin.len(), 1);
-        assert_eq!(admin[0].source_ip, Some("10.23.42.22".parse().unwrap()));
-        assert_eq!(admin[0].user.as_deref(), Some("OFFSEC\\admmig"));
-        assert_eq!(admin[0].host.as_deref(), Some("srvdefender01.offsec.lan"));
-    }
-
-    #[test]
-    fn parse_line_then_rule() {
-        let line = r#"{"EventID":3,"Channel":"Microsoft-Windows-Sysmon/Operational","UtcTime":"2020-09-20 06:57:48.481","Image":"C:\\Python39\\python.exe","Initiated":"True","SourceIp":"10.1.1.1","SourcePort":"5000","DestinationIp":"10.1.1.2","DestinationPort":"445"}"#;
-        let ev = parse_line(line).unwrap().unwrap();
-        assert!(suspicious_smb_client(&ev, &HostRulesConfig::default()).is_some());
-    }
-}
+mod tests;

@@ -2,6 +2,9 @@
 //! `--host-log` (read once, or followed across rotation), stdin (`-`), and
 //! the TCP listener for forwarders.
 
+pub mod listener;
+pub mod tls;
+
 use std::{path::PathBuf, time::Duration};
 
 use tokio::sync::{mpsc, watch};
@@ -11,14 +14,16 @@ use crate::{
     hostlog::{
         self,
         follow::{follow, Follower},
-        listener::{Listener, ListenerConfig},
         Format, HostEvent,
     },
 };
+use listener::{Listener, ListenerConfig};
 
 /// Events buffered between the inputs and the pipeline; a full channel
-/// slows the readers down rather than dropping events.
-const CHANNEL: usize = 4096;
+/// slows the readers down rather than dropping events. An event read from
+/// a line holds at most about twice the line in strings, so with
+/// `max_line` at 64 KiB the queue holds at most about 32 MiB.
+const CHANNEL: usize = 256;
 
 /// How often followed files are checked for new lines and rotation.
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
@@ -62,7 +67,7 @@ pub(crate) async fn spawn(
             tokio::spawn(read_once(path.clone(), tx));
         }
     }
-    if let Some(lcfg) = ListenerConfig::from_hostlog(cfg)? {
+    if let Some(lcfg) = ListenerConfig::from_hostlog(cfg) {
         let listener = Listener::bind(lcfg).await.map_err(|e| e.to_string())?;
         tracing::info!(addr = %listener.local_addr(), "listening for forwarded host events");
         tokio::spawn(listener.run(tx, stopped(shutdown)));
