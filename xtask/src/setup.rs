@@ -45,6 +45,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "trafgen, the reference traffic generator for the shipped configs",
     ),
     ("bpftool", "inspecting loaded programs and maps"),
+    (
+        "openssl",
+        "test certificates for the host-log listener's TLS tests",
+    ),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
