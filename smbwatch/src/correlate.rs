@@ -359,11 +359,14 @@ impl Correlator {
     }
 
     /// Feed a gateway event. A `NewPair` is matched against host network
-    /// events already seen; other kinds only advance time.
-    pub fn on_gateway_event(&mut self, ev: &GatewayEvent) -> Vec<Correlation> {
+    /// events already seen and kept for later ones; other kinds only
+    /// advance time. Returns whether the pair was attributed (the
+    /// attribution itself is kept: [`Self::attribution`], and alerts are
+    /// enriched from it).
+    pub fn on_gateway_event(&mut self, ev: &GatewayEvent) -> bool {
         self.advance(ev.ts);
         if ev.kind != GatewayEventKind::NewPair {
-            return Vec::new();
+            return false;
         }
         self.stats.pairs += 1;
         let key = (ev.src, ev.dst, ev.dport);
@@ -378,17 +381,13 @@ impl Correlator {
                 merge(&mut rec, ev.ts, key, *hts, net);
             }
         }
-        let out = rec
-            .attribution
-            .clone()
-            .map(|a| {
-                self.stats.attributed += 1;
-                vec![Correlation::Attributed(a)]
-            })
-            .unwrap_or_default();
+        let attributed = rec.attribution.is_some();
+        if attributed {
+            self.stats.attributed += 1;
+        }
         self.pairs.insert(ev.ts, key, rec);
         self.enforce_budget();
-        out
+        attributed
     }
 
     /// Feed a host event: network events are matched against pairs already

@@ -56,8 +56,9 @@ impl Pipeline {
     pub fn gateway_event(&mut self, ev: &GatewayEvent) -> Vec<Alert> {
         let scans = self.detector.observe(ev);
         if self.host_inputs {
-            // Attributions are kept by the correlator and show up on alerts.
-            let _ = self.correlator.on_gateway_event(ev);
+            // The attribution is kept by the correlator; alerts are
+            // enriched from it when they are raised.
+            self.correlator.on_gateway_event(ev);
         }
         if scans.is_empty() {
             return scans;

@@ -1,5 +1,6 @@
 //! Helpers for the kernel and lab tests.
 
+pub mod alerts;
 pub mod bench;
 pub mod daemon;
 pub mod gen;

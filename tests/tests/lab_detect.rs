@@ -5,6 +5,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use integration_tests::{
+    alerts,
     daemon::Daemon,
     netns::{Lab, ATTACKER_V4, GW_ATTACKER_IF, GW_SERVERS_IF},
     require_root,
@@ -12,18 +13,6 @@ use integration_tests::{
     samba::Smbd,
 };
 use serde_json::Value;
-
-fn json_alerts(path: &PathBuf) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON alert line"))
-        .collect()
-}
-
-fn code(v: &Value) -> &str {
-    v["event"]["code"].as_str().unwrap_or("")
-}
 
 /// A collector on a unix socket: reachable from the gateway namespace
 /// (unix sockets live in the file system), no traffic on host interfaces.
@@ -82,10 +71,10 @@ async fn nmap_sweep_of_30_hosts_raises_one_fanout_alert() {
     rs.wait_alerts(1, Duration::from_secs(10)).await;
     // Give stragglers (a second, wrong alert) time to show up.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let alerts = json_alerts(&json);
+    let alerts = alerts::read(&json);
     let fanout: Vec<_> = alerts
         .iter()
-        .filter(|a| code(a) == "smb_scan_fanout")
+        .filter(|a| alerts::code(a) == "smb_scan_fanout")
         .collect();
     assert_eq!(fanout.len(), 1, "exactly one fan-out alert: {alerts:#?}");
     let a = fanout[0];
@@ -177,9 +166,9 @@ async fn five_smbclient_clients_of_one_server_raise_nothing() {
     // TRW needs response timeouts to pass before it could fire.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(
-        json_alerts(&json).is_empty(),
+        alerts::read(&json).is_empty(),
         "no alerts: {:#?}",
-        json_alerts(&json)
+        alerts::read(&json)
     );
     assert!(
         rs.alerts().is_empty(),

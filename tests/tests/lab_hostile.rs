@@ -8,6 +8,7 @@ use std::{
 };
 
 use integration_tests::{
+    alerts,
     daemon::Daemon,
     netns::{send_frames, Lab, ATTACKER_V4, GW_ATTACKER_IF, GW_SERVERS_IF},
     require_root,
@@ -16,35 +17,11 @@ use integration_tests::{
 use serde_json::Value;
 use smbwatch::packet::{tcp_flags, Segment};
 
-fn json_alerts(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON alert line"))
-        .collect()
-}
-
-fn code(v: &Value) -> &str {
-    v["event"]["code"].as_str().unwrap_or("")
-}
-
 fn from_attacker<'a>(alerts: &'a [Value], kind: &str) -> Vec<&'a Value> {
     alerts
         .iter()
-        .filter(|a| code(a) == kind && a["source"]["ip"] == ATTACKER_V4)
+        .filter(|a| alerts::code(a) == kind && a["source"]["ip"] == ATTACKER_V4)
         .collect()
-}
-
-/// Polls the alert file until `pred` holds or `timeout` passes.
-fn wait_alerts(path: &Path, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let a = json_alerts(path);
-        if pred(&a) || std::time::Instant::now() > deadline {
-            return a;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn gateway_daemon(lab: &Lab, json: &Path, extra: &[&str]) -> Daemon {
@@ -82,7 +59,7 @@ fn fragmented_sweep_alerts(nmap_flag: &str) {
         30,
         "nmap probed 30 hosts"
     );
-    let alerts = wait_alerts(&json, Duration::from_secs(10), |a| {
+    let alerts = alerts::wait(&json, Duration::from_secs(10), |a| {
         !from_attacker(a, "smb_scan_fanout").is_empty()
     });
     assert_eq!(
@@ -161,7 +138,7 @@ fn synacks_forged_from_the_scanners_side_do_not_stop_trw() {
         })
         .collect();
     send_frames(&lab.attacker, "a0", &forged).expect("inject");
-    let alerts = wait_alerts(&json, Duration::from_secs(15), |a| {
+    let alerts = alerts::wait(&json, Duration::from_secs(15), |a| {
         !from_attacker(a, "smb_scan_trw").is_empty()
     });
     assert!(
@@ -241,7 +218,7 @@ fn a_slow_sweep_inside_a_spoofed_flood_alerts_and_degradation_is_reported() {
     let _ = flood.kill();
     let _ = flood.wait();
     out.expect("nmap");
-    let alerts = wait_alerts(&json, Duration::from_secs(10), |a| {
+    let alerts = alerts::wait(&json, Duration::from_secs(10), |a| {
         !from_attacker(a, "smb_scan_fanout").is_empty()
     });
     assert_eq!(
@@ -251,19 +228,22 @@ fn a_slow_sweep_inside_a_spoofed_flood_alerts_and_degradation_is_reported() {
     );
     let degraded: Vec<_> = alerts
         .iter()
-        .filter(|a| code(a) == "smbwatch_degraded")
+        .filter(|a| alerts::code(a) == "smbwatch_degraded")
         .collect();
     assert!(
         !degraded.is_empty(),
         "degradation notice raised: {alerts:#?}"
     );
     // The flood stopped: after five quiet seconds the notice clears.
-    let alerts = wait_alerts(&json, Duration::from_secs(15), |a| {
-        a.iter().filter(|a| code(a) == "smbwatch_degraded").count() >= 2
+    let alerts = alerts::wait(&json, Duration::from_secs(15), |a| {
+        a.iter()
+            .filter(|a| alerts::code(a) == "smbwatch_degraded")
+            .count()
+            >= 2
     });
     let notices: Vec<&str> = alerts
         .iter()
-        .filter(|a| code(a) == "smbwatch_degraded")
+        .filter(|a| alerts::code(a) == "smbwatch_degraded")
         .map(|a| a["message"].as_str().unwrap_or(""))
         .collect();
     assert!(

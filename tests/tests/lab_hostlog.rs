@@ -8,13 +8,13 @@
 use std::{net::IpAddr, time::Duration};
 
 use integration_tests::{
+    alerts,
     daemon::Daemon,
     netns::{Lab, NetNs, ATTACKER_V4, GW_ATTACKER_IF, GW_SERVERS_IF},
     require_root,
     rsyslog::{free_tcp_port, temp_dir},
     samba::Smbd,
 };
-use serde_json::Value;
 
 /// A Sysmon 3 record as NXLog forwards it (fields as in the OTRF datasets).
 fn sysmon3(image: &str, src: &str, sport: u16, dst: IpAddr, utc: &str) -> String {
@@ -50,14 +50,6 @@ fn forward(ns: &NetNs, port: u16, lines: &[String]) {
         ],
     )
     .expect("forward over TCP");
-}
-
-fn alerts(path: &std::path::Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 #[test]
@@ -124,7 +116,7 @@ fn forwarded_event_is_joined_to_the_live_pair() {
 
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let found = loop {
-        let a = alerts(&json);
+        let a = alerts::read(&json);
         if let Some(x) = a
             .iter()
             .find(|a| a["event"]["code"] == "suspicious_smb_client")

@@ -91,13 +91,11 @@ fn empire_pair_attributed_host_events_first() {
     for e in &evs {
         assert!(attributions(c.on_host_event(e)).is_empty());
     }
-    let got = attributions(c.on_gateway_event(&empire_pair()));
-    assert_eq!(got.len(), 1);
-    check_empire_attribution(&got[0]);
-    assert_eq!(
-        c.attribution(ip("172.18.39.5"), ip("172.18.39.6"), 50504, 445),
-        Some(&got[0])
-    );
+    assert!(c.on_gateway_event(&empire_pair()), "attributed");
+    let got = c
+        .attribution(ip("172.18.39.5"), ip("172.18.39.6"), 50504, 445)
+        .expect("kept");
+    check_empire_attribution(got);
 }
 
 #[test]
@@ -105,7 +103,7 @@ fn empire_pair_attributed_gateway_first() {
     let Some(p) = data_file(EMPIRE) else { return };
     let (evs, _) = parse_file(&p, Format::Auto).unwrap();
     let mut c = Correlator::new(CorrelateConfig::default());
-    assert!(c.on_gateway_event(&empire_pair()).is_empty());
+    assert!(!c.on_gateway_event(&empire_pair()), "no host record yet");
     let updates: Vec<Attribution> = evs
         .iter()
         .flat_map(|e| attributions(c.on_host_event(e)))
@@ -130,13 +128,16 @@ fn skew_bounds_the_match() {
     for e in &evs {
         c.on_host_event(e);
     }
-    let got = attributions(c.on_gateway_event(&empire_pair()));
-    assert_eq!(got[0].event_ids, vec![5156]);
-    assert_eq!(got[0].user, None);
+    assert!(c.on_gateway_event(&empire_pair()));
+    let got = c
+        .attribution(ip("172.18.39.5"), ip("172.18.39.6"), 50504, 445)
+        .expect("kept");
+    assert_eq!(got.event_ids, vec![5156]);
+    assert_eq!(got.user, None);
     // Another source port is another connection.
     let mut other = empire_pair();
     other.sport = 50600;
-    assert!(c.on_gateway_event(&other).is_empty());
+    assert!(!c.on_gateway_event(&other));
 }
 
 #[test]
@@ -365,9 +366,7 @@ fn a_host_event_from_the_future_moves_no_clock() {
     c.on_host_event(&host_conn(t0 + chrono::Duration::minutes(4), 2, 0));
     assert_eq!(c.stats().rejected_ahead, 1);
     // Normal events after it correlate.
-    assert!(c
-        .on_gateway_event(&pair_at(t0 + ms(1000), 50504))
-        .is_empty());
+    assert!(!c.on_gateway_event(&pair_at(t0 + ms(1000), 50504)));
     let got = attributions(c.on_host_event(&host_conn(t0 + ms(1500), 50504, 0)));
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].process.name.as_deref(), Some("powershell.exe"));
@@ -402,11 +401,8 @@ fn large_host_records_are_bounded_in_bytes() {
     assert!(st.bytes as usize > BUDGET / 2, "{st:?}");
     // The newest records are kept, the oldest went.
     let newest = t0 + chrono::Duration::milliseconds(199);
-    assert_eq!(
-        attributions(c.on_gateway_event(&pair_at(newest, 1199))).len(),
-        1
-    );
-    assert!(attributions(c.on_gateway_event(&pair_at(t0, 1000))).is_empty());
+    assert!(c.on_gateway_event(&pair_at(newest, 1199)));
+    assert!(!c.on_gateway_event(&pair_at(t0, 1000)));
 }
 
 /// Resident memory after 8,000 host records with 60 KB fields through

@@ -4,7 +4,6 @@
 //! raised and cleared, and how much memory does the daemon take.
 
 use std::{
-    path::Path,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
@@ -33,18 +32,6 @@ fn peak_rss(pid: u32) -> u64 {
                 .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
-}
-
-fn alerts(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-fn code(v: &Value) -> &str {
-    v["event"]["code"].as_str().unwrap_or("")
 }
 
 /// Runs the flood; see the module documentation.
@@ -121,16 +108,16 @@ pub fn run(effort: &Effort) -> Result<Section> {
     let rss_flood = peak_rss(pid);
     // The notice clears after five quiet seconds.
     let deadline = Instant::now() + Duration::from_secs(15);
-    let mut got = alerts(&json_path);
+    let mut got = crate::alerts::read(&json_path);
     while Instant::now() < deadline
         && got
             .iter()
-            .filter(|a| code(a) == "smbwatch_degraded")
+            .filter(|a| crate::alerts::code(a) == "smbwatch_degraded")
             .count()
             < 2
     {
         std::thread::sleep(Duration::from_millis(500));
-        got = alerts(&json_path);
+        got = crate::alerts::read(&json_path);
     }
     let stats: Value = {
         let out = std::process::Command::new(crate::daemon::smbwatch_bin())
@@ -146,10 +133,10 @@ pub fn run(effort: &Effort) -> Result<Section> {
 
     let scanner_alerted = got
         .iter()
-        .any(|a| code(a) == "smb_scan_fanout" && a["source"]["ip"] == SCANNER);
+        .any(|a| crate::alerts::code(a) == "smb_scan_fanout" && a["source"]["ip"] == SCANNER);
     let notices: Vec<&str> = got
         .iter()
-        .filter(|a| code(a) == "smbwatch_degraded")
+        .filter(|a| crate::alerts::code(a) == "smbwatch_degraded")
         .map(|a| a["message"].as_str().unwrap_or(""))
         .collect();
     let raised = notices.iter().any(|m| m.contains("degraded"));

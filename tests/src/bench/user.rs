@@ -46,9 +46,12 @@ fn ip(s: &str) -> IpAddr {
 }
 
 /// Fills a fresh program's ring buffer with `n` new-pair events (distinct
-/// sources), without reading it.
+/// sources), without reading it. No event budget: every pair is an event.
 fn filled(n: u32, round: u32) -> Result<Dataplane> {
-    let dp = Dataplane::load(&LoadOptions::default())?;
+    let dp = Dataplane::load(&LoadOptions {
+        events_per_cpu: 0,
+        ..LoadOptions::default()
+    })?;
     let fd = dp.program_fd()?.as_raw_fd();
     // SAFETY: `dp` keeps the program loaded.
     let fd = unsafe { BorrowedFd::borrow_raw(fd) };
