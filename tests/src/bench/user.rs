@@ -557,7 +557,7 @@ pub fn run(effort: &Effort) -> Result<Section> {
 (decode, UTC stamp; then also the detector, or a JSON line); events over wall time. Detector: `Detector::observe` on synthetic \
 events (new pairs 10 µs apart, every other answered), default configuration; under churn, every event a new source at 35,000/s \
 (the table full, one eviction per event), each round also timing a bare bounded `HashMap` of the same sources. Host logs: `hostlog::bench::measure` on a 4,096-record \
-synthetic mix per text format and on the real EVTX file. Kernel maps: `memlock` of each map (LRU hashes are preallocated, so \
+synthetic mix per text format and on the real EVTX file. Kernel maps: `memlock` of each map (arrays, allocated whole at load, so \
 this is the cost at capacity). Daemon RSS: the real daemon (stdout discarded) while the generator sends one SYN from each new \
 source (the kernel holds per-source state; the daemon's memory grows only with what user space tracks). Flood: one thread runs \
 the program on {} distinct spoofed sources with a scanner's SYNs to {} hosts mixed in, as fast as test runs go, while a second \
