@@ -119,15 +119,6 @@ pub struct Attribution {
     pub vlan: Option<u16>,
 }
 
-/// What feeding an event produced.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Correlation {
-    /// A pair was attributed, or its attribution gained fields.
-    Attributed(Attribution),
-    /// A `lateral_movement_chain` alert.
-    Chain(Box<Alert>),
-}
-
 /// Counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct CorrelateStats {
@@ -395,7 +386,10 @@ impl Correlator {
     /// event's time does not move the reference clock; an event dated more
     /// than `max_ahead` ahead of it is rejected (counted, see
     /// [`take_rejected`](Self::take_rejected)).
-    pub fn on_host_event(&mut self, ev: &HostEvent) -> Vec<Correlation> {
+    /// Returns the `lateral_movement_chain` alerts it completes; an
+    /// attribution it makes is kept ([`Self::attribution`]) for the alerts
+    /// that are enriched from it.
+    pub fn on_host_event(&mut self, ev: &HostEvent) -> Vec<Alert> {
         if let Err(e) = self.clock.admit(ev.ts) {
             self.stats.rejected_ahead += 1;
             self.rejected = Some(e);
@@ -403,7 +397,10 @@ impl Correlator {
         }
         self.stats.host_events += 1;
         let out = match ev.kind {
-            HostEventKind::NetworkConnection => self.host_connection(ev),
+            HostEventKind::NetworkConnection => {
+                self.host_connection(ev);
+                Vec::new()
+            }
             HostEventKind::ShareAccess | HostEventKind::Logon => self.host_chain_event(ev),
             HostEventKind::ProcessCreation | HostEventKind::FileCreate => Vec::new(),
         };
@@ -411,14 +408,14 @@ impl Correlator {
         out
     }
 
-    fn host_connection(&mut self, ev: &HostEvent) -> Vec<Correlation> {
+    fn host_connection(&mut self, ev: &HostEvent) {
         // The server side's record names the server process (System for
         // SMB): never the client we are looking for.
         if ev.direction == Some(Direction::Inbound) {
-            return Vec::new();
+            return;
         }
         let (Some(src), Some(dst), Some(dport)) = (ev.src_ip, ev.dst_ip, ev.dst_port) else {
-            return Vec::new();
+            return;
         };
         let key = (src, dst, dport);
         let net = NetRec {
@@ -428,25 +425,20 @@ impl Correlator {
             host: ev.host.clone(),
             event_id: ev.event_id,
         };
-        let mut out = Vec::new();
         let (skew, mut attributed) = (self.skew, 0);
         self.pairs.modify(&key, |pts, pair| {
             if net.src_port.is_none_or(|p| p == pair.sport) && (ev.ts - pts).abs() <= skew {
                 let first = pair.attribution.is_none();
-                if merge(pair, pts, key, ev.ts, &net) {
-                    if first {
-                        attributed += 1;
-                    }
-                    out.extend(pair.attribution.clone().map(Correlation::Attributed));
+                if merge(pair, pts, key, ev.ts, &net) && first {
+                    attributed += 1;
                 }
             }
         });
         self.stats.attributed += attributed;
         self.host_net.insert(ev.ts, key, net);
-        out
     }
 
-    fn host_chain_event(&mut self, ev: &HostEvent) -> Vec<Correlation> {
+    fn host_chain_event(&mut self, ev: &HostEvent) -> Vec<Alert> {
         let Some(src) = ev.src_ip else {
             return Vec::new();
         };
@@ -469,7 +461,6 @@ impl Correlator {
         let out = scans
             .iter()
             .filter_map(|s| self.try_chain(src, s, ev.ts, &rec))
-            .map(|a| Correlation::Chain(Box::new(a)))
             .collect();
         self.chain_events.insert(ev.ts, src, rec);
         out
@@ -477,7 +468,7 @@ impl Correlator {
 
     /// Feed a scan alert (`smb_scan_fanout`, `smb_scan_trw`): remembered for
     /// chains, and checked against share/logon events already seen.
-    pub fn on_scan_alert(&mut self, alert: &Alert) -> Vec<Correlation> {
+    pub fn on_scan_alert(&mut self, alert: &Alert) -> Vec<Alert> {
         if !matches!(alert.kind, AlertKind::SmbScanFanout | AlertKind::SmbScanTrw) {
             return Vec::new();
         }
@@ -498,7 +489,6 @@ impl Correlator {
         let out = seen
             .iter()
             .filter_map(|(ts, rec)| self.try_chain(src, &s, *ts, rec))
-            .map(|a| Correlation::Chain(Box::new(a)))
             .collect();
         self.scans.insert(alert.ts, src, s);
         self.enforce_budget();

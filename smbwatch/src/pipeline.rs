@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use crate::{
     alert::{Alert, AlertKind},
     config::Config,
-    correlate::{Correlation, Correlator},
+    correlate::Correlator,
     detect::Detector,
     event::GatewayEvent,
     hostlog::{rules::HostRules, HostEvent},
@@ -69,12 +69,12 @@ impl Pipeline {
     /// A host event: host rules, then correlation (attribution, chains).
     pub fn host_event(&mut self, ev: &HostEvent) -> Vec<Alert> {
         let mut out = Vec::new();
-        let correlations = self.correlator.on_host_event(ev);
+        let chained = self.correlator.on_host_event(ev);
         if let Some(mut alert) = self.rules.check(ev) {
             self.correlator.enrich_alert(&mut alert);
             out.push(alert);
         }
-        out.extend(chains(correlations));
+        out.extend(chained);
         out
     }
 
@@ -103,7 +103,7 @@ impl Pipeline {
             let chained = self.correlator.on_scan_alert(&alert);
             self.correlator.enrich_scan_alert(&mut alert);
             out.push(alert);
-            out.extend(chains(chained));
+            out.extend(chained);
         }
         out
     }
@@ -137,13 +137,6 @@ impl Pipeline {
         let _ = self.rules.take_rejected();
         self.correlator.take_rejected()
     }
-}
-
-fn chains(c: Vec<Correlation>) -> impl Iterator<Item = Alert> {
-    c.into_iter().filter_map(|c| match c {
-        Correlation::Chain(a) => Some(*a),
-        Correlation::Attributed(_) => None,
-    })
 }
 
 /// Replay glue: captured gateway events and host-log events, merged by

@@ -47,24 +47,6 @@ fn scan_alert(src: &str, first: &str, at: &str) -> Alert {
     a
 }
 
-fn attributions(out: Vec<Correlation>) -> Vec<Attribution> {
-    out.into_iter()
-        .filter_map(|c| match c {
-            Correlation::Attributed(a) => Some(a),
-            Correlation::Chain(_) => None,
-        })
-        .collect()
-}
-
-fn chains(out: Vec<Correlation>) -> Vec<Alert> {
-    out.into_iter()
-        .filter_map(|c| match c {
-            Correlation::Chain(a) => Some(*a),
-            Correlation::Attributed(_) => None,
-        })
-        .collect()
-}
-
 fn check_empire_attribution(a: &Attribution) {
     assert_eq!(a.process.name.as_deref(), Some("powershell.exe"));
     assert_eq!(a.process.pid, Some(8948), "from 5156");
@@ -89,7 +71,7 @@ fn empire_pair_attributed_host_events_first() {
     let (evs, _) = parse_file(&p, Format::Auto).unwrap();
     let mut c = Correlator::new(CorrelateConfig::default());
     for e in &evs {
-        assert!(attributions(c.on_host_event(e)).is_empty());
+        assert!(c.on_host_event(e).is_empty(), "no chain");
     }
     assert!(c.on_gateway_event(&empire_pair()), "attributed");
     let got = c
@@ -104,13 +86,15 @@ fn empire_pair_attributed_gateway_first() {
     let (evs, _) = parse_file(&p, Format::Auto).unwrap();
     let mut c = Correlator::new(CorrelateConfig::default());
     assert!(!c.on_gateway_event(&empire_pair()), "no host record yet");
-    let updates: Vec<Attribution> = evs
-        .iter()
-        .flat_map(|e| attributions(c.on_host_event(e)))
-        .collect();
-    // First match, then the second record adds fields.
-    assert_eq!(updates.len(), 2);
-    check_empire_attribution(updates.last().unwrap());
+    for e in &evs {
+        assert!(c.on_host_event(e).is_empty(), "no chain");
+    }
+    // The first match attributes it, the second record adds fields (both
+    // event ids end up in it).
+    let got = c
+        .attribution(ip("172.18.39.5"), ip("172.18.39.6"), 50504, 445)
+        .expect("attributed");
+    check_empire_attribution(got);
     assert_eq!(c.stats().attributed, 1);
 }
 
@@ -174,10 +158,7 @@ fn scan_alert_lists_processes_and_chain_fires_either_order() {
     // Scan alert first, host events after.
     let mut c = Correlator::new(CorrelateConfig::default());
     assert!(c.on_scan_alert(&scan).is_empty());
-    let got: Vec<Alert> = evs
-        .iter()
-        .flat_map(|e| chains(c.on_host_event(e)))
-        .collect();
+    let got: Vec<Alert> = evs.iter().flat_map(|e| c.on_host_event(e)).collect();
     assert_eq!(got.len(), 1, "one chain per (source, target): {got:#?}");
     let a = &got[0];
     assert_eq!(a.kind, AlertKind::LateralMovementChain);
@@ -215,9 +196,9 @@ fn scan_alert_lists_processes_and_chain_fires_either_order() {
     // Host events first (a late scan alert), same single chain.
     let mut c = Correlator::new(CorrelateConfig::default());
     for e in &evs {
-        assert!(chains(c.on_host_event(e)).is_empty());
+        assert!((c.on_host_event(e)).is_empty());
     }
-    assert_eq!(chains(c.on_scan_alert(&scan)).len(), 1);
+    assert_eq!(c.on_scan_alert(&scan).len(), 1);
 }
 
 #[test]
@@ -236,10 +217,7 @@ fn chain_window_and_unrelated_sources() {
         "2020-09-22T18:50:00Z",
         "2020-09-22T18:51:00Z",
     ));
-    let got: Vec<Alert> = evs
-        .iter()
-        .flat_map(|e| chains(c.on_host_event(e)))
-        .collect();
+    let got: Vec<Alert> = evs.iter().flat_map(|e| c.on_host_event(e)).collect();
     assert!(
         got.is_empty(),
         "22 min after the scan alert, and the other source never touched a share"
@@ -251,10 +229,7 @@ fn chain_window_and_unrelated_sources() {
         "2020-09-22T18:50:00Z",
         "2020-09-22T18:51:00Z",
     ));
-    let got: Vec<Alert> = evs
-        .iter()
-        .flat_map(|e| chains(c.on_host_event(e)))
-        .collect();
+    let got: Vec<Alert> = evs.iter().flat_map(|e| c.on_host_event(e)).collect();
     assert_eq!(got.len(), 1);
     // The network logon comes first in the session; the share accesses
     // that follow on the same target do not repeat the chain.
@@ -367,16 +342,23 @@ fn a_host_event_from_the_future_moves_no_clock() {
     assert_eq!(c.stats().rejected_ahead, 1);
     // Normal events after it correlate.
     assert!(!c.on_gateway_event(&pair_at(t0 + ms(1000), 50504)));
-    let got = attributions(c.on_host_event(&host_conn(t0 + ms(1500), 50504, 0)));
-    assert_eq!(got.len(), 1);
-    assert_eq!(got[0].process.name.as_deref(), Some("powershell.exe"));
+    c.on_host_event(&host_conn(t0 + ms(1500), 50504, 0));
+    let got = c.attribution(ip("172.18.39.5"), ip("172.18.39.6"), 50504, 445);
+    assert_eq!(
+        got.and_then(|a| a.process.name.as_deref()),
+        Some("powershell.exe")
+    );
 
     // Before any reference (start-up): accepted, but it moves nothing.
     let mut c = Correlator::new(CorrelateConfig::default());
     c.on_host_event(&host_conn(year2100, 1, 0));
     c.on_gateway_event(&pair_at(t0, 50504));
-    let got = attributions(c.on_host_event(&host_conn(t0 + ms(500), 50504, 0)));
-    assert_eq!(got.len(), 1, "the pair was not pruned by the 2100 record");
+    c.on_host_event(&host_conn(t0 + ms(500), 50504, 0));
+    assert!(
+        c.attribution(ip("172.18.39.5"), ip("172.18.39.6"), 50504, 445)
+            .is_some(),
+        "the pair was not pruned by the 2100 record"
+    );
 }
 
 /// Host records of 60 KB fields (a valid, if hostile, record) grew the
