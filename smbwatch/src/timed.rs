@@ -79,7 +79,10 @@ const ENTRY_OVERHEAD: usize = 48;
 /// See the module documentation.
 #[derive(Debug)]
 pub(crate) struct TimedIndex<K, V> {
-    map: HashMap<K, VecDeque<(DateTime<Utc>, V)>>,
+    /// Keys are attacker-controlled (addresses from spoofed packets and
+    /// forwarded logs): a per-process keyed hasher, and aHash is several
+    /// times cheaper than SipHash on these small keys.
+    map: HashMap<K, VecDeque<(DateTime<Utc>, V)>, ahash::RandomState>,
     order: VecDeque<(DateTime<Utc>, K)>,
     cap: usize,
     bytes: usize,
@@ -90,7 +93,7 @@ impl<K: Hash + Eq + Clone + HeapSize, V: HeapSize> TimedIndex<K, V> {
     /// At most `cap` entries (at least 1).
     pub fn new(cap: usize) -> Self {
         Self {
-            map: HashMap::new(),
+            map: HashMap::default(),
             order: VecDeque::new(),
             cap: cap.max(1),
             bytes: 0,
