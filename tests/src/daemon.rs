@@ -11,7 +11,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use serde_json::Value;
 
-use crate::netns::{unique_tag, NetNs};
+use crate::netns::{unique_tag, Lab, NetNs, GW_ATTACKER_IF, GW_SERVERS_IF};
 
 /// The smbwatch binary built next to the test executable
 /// (`cargo xtask test` builds it first), or `$SMBWATCH_BIN`.
@@ -91,6 +91,22 @@ impl Daemon {
         };
         d.wait_stderr("pinned maps", Duration::from_secs(30))?;
         Ok(d)
+    }
+
+    /// `smbwatch run` on the lab's gateway, on both of its interfaces, with
+    /// alerts to the JSON file `json`, then `extra` arguments.
+    pub fn on_gateway(lab: &Lab, json: &std::path::Path, extra: &[&str]) -> Result<Self> {
+        let json = json.to_str().context("non-UTF-8 alert path")?;
+        let mut args = vec![
+            "--iface",
+            GW_ATTACKER_IF,
+            "--iface",
+            GW_SERVERS_IF,
+            "--json",
+            json,
+        ];
+        args.extend_from_slice(extra);
+        Self::start(&lab.gateway, &args)
     }
 
     /// Waits until stderr contains `needle`.

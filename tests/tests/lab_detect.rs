@@ -42,20 +42,7 @@ async fn nmap_sweep_of_30_hosts_raises_one_fanout_alert() {
     let _smbd = Smbd::start(&lab.servers, &lab.server_v4[..3]).expect("smbd");
     let json = dir.join("alerts.json");
     let syslog = format!("unix://{}", sock.display());
-    let daemon = Daemon::start(
-        &lab.gateway,
-        &[
-            "--iface",
-            GW_ATTACKER_IF,
-            "--iface",
-            GW_SERVERS_IF,
-            "--json",
-            json.to_str().unwrap(),
-            "--syslog",
-            &syslog,
-        ],
-    )
-    .expect("daemon");
+    let daemon = Daemon::on_gateway(&lab, &json, &["--syslog", &syslog]).expect("daemon");
     let first_probe = chrono::Utc::now();
     let out = lab
         .attacker

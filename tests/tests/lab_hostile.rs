@@ -2,15 +2,12 @@
 //! gateway: fragmented SYN sweeps, answers forged from its own side of the
 //! gateway, and a slow sweep inside a spoofed-source SYN flood.
 
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{path::PathBuf, time::Duration};
 
 use integration_tests::{
     alerts,
     daemon::Daemon,
-    netns::{send_frames, Lab, ATTACKER_V4, GW_ATTACKER_IF, GW_SERVERS_IF},
+    netns::{send_frames, Lab, ATTACKER_V4},
     require_root,
     rsyslog::temp_dir,
 };
@@ -24,27 +21,13 @@ fn from_attacker<'a>(alerts: &'a [Value], kind: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-fn gateway_daemon(lab: &Lab, json: &Path, extra: &[&str]) -> Daemon {
-    let mut args = vec![
-        "--iface",
-        GW_ATTACKER_IF,
-        "--iface",
-        GW_SERVERS_IF,
-        "--json",
-        json.to_str().unwrap(),
-        "--events",
-    ];
-    args.extend_from_slice(extra);
-    Daemon::start(&lab.gateway, &args).expect("daemon")
-}
-
 fn fragmented_sweep_alerts(nmap_flag: &str) {
     require_root();
     let lab = Lab::new(30).expect("lab");
     lab.wait_reachable(lab.server_v4[0]).unwrap();
     let dir = temp_dir("frag");
     let json = dir.join("alerts.json");
-    let daemon = gateway_daemon(&lab, &json, &[]);
+    let daemon = Daemon::on_gateway(&lab, &json, &["--events"]).expect("daemon");
     let out = lab
         .attacker
         .exec(
@@ -104,7 +87,8 @@ fn synacks_forged_from_the_scanners_side_do_not_stop_trw() {
     }
     let dir = temp_dir("forged");
     let json = dir.join("alerts.json");
-    let daemon = gateway_daemon(&lab, &json, &["--fanout-threshold", "1000"]);
+    let daemon = Daemon::on_gateway(&lab, &json, &["--events", "--fanout-threshold", "1000"])
+        .expect("daemon");
     lab.attacker
         .exec(
             "nmap",
@@ -167,20 +151,10 @@ fn a_slow_sweep_inside_a_spoofed_flood_alerts_and_degradation_is_reported() {
     let dir = temp_dir("flood");
     let json: PathBuf = dir.join("alerts.json");
     // A small budget so hping3's rate on this machine exceeds it for sure.
-    let daemon = Daemon::start(
-        &lab.gateway,
-        &[
-            "--iface",
-            GW_ATTACKER_IF,
-            "--iface",
-            GW_SERVERS_IF,
-            "--json",
-            json.to_str().unwrap(),
-            "--events-per-cpu",
-            "3000",
-            "--stats-interval",
-            "2s",
-        ],
+    let daemon = Daemon::on_gateway(
+        &lab,
+        &json,
+        &["--events-per-cpu", "3000", "--stats-interval", "2s"],
     )
     .expect("daemon");
     let mut flood = lab

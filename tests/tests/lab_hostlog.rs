@@ -170,20 +170,8 @@ fn sigterm_processes_host_events_already_accepted() {
         .collect();
     std::fs::write(&log, lines.join("\n") + "\n").unwrap();
     let json = dir.join("alerts.json");
-    let daemon = Daemon::start(
-        &lab.gateway,
-        &[
-            "--iface",
-            GW_ATTACKER_IF,
-            "--iface",
-            GW_SERVERS_IF,
-            "--json",
-            json.to_str().unwrap(),
-            "--host-log",
-            log.to_str().unwrap(),
-        ],
-    )
-    .expect("daemon");
+    let daemon =
+        Daemon::on_gateway(&lab, &json, &["--host-log", log.to_str().unwrap()]).expect("daemon");
     let (code, stderr) = daemon.stop_with_stderr().unwrap();
     assert_eq!(code, 0);
     let line = stderr
