@@ -86,42 +86,12 @@ fn synacks_forged_from_the_scanners_side_do_not_stop_trw() {
         lab.servers.exec("nft", &args).expect("nft");
     }
     let dir = temp_dir("forged");
+
+    // The rule this test is about: answers must come from the server's side.
     let json = dir.join("alerts.json");
     let daemon = Daemon::on_gateway(&lab, &json, &["--events", "--fanout-threshold", "1000"])
         .expect("daemon");
-    lab.attacker
-        .exec(
-            "nmap",
-            &[
-                "-n",
-                "-Pn",
-                "-sS",
-                "-p445",
-                "--max-retries",
-                "0",
-                "--max-rtt-timeout",
-                "300ms",
-                "198.51.100.2-31",
-            ],
-        )
-        .expect("nmap");
-    // Right after the sweep, within the 3 s response timeout: a SYN-ACK
-    // "from" every target, injected on the scanner's own link.
-    let forged: Vec<Vec<u8>> = lab
-        .server_v4
-        .iter()
-        .map(|&t| {
-            Segment::new(
-                t,
-                ATTACKER_V4.parse().unwrap(),
-                445,
-                40000,
-                tcp_flags::SYN | tcp_flags::ACK,
-            )
-            .frame()
-        })
-        .collect();
-    send_frames(&lab.attacker, "a0", &forged).expect("inject");
+    sweep_and_forge(&lab);
     let alerts = alerts::wait(&json, Duration::from_secs(15), |a| {
         !from_attacker(a, "smb_scan_trw").is_empty()
     });
@@ -141,6 +111,63 @@ fn synacks_forged_from_the_scanners_side_do_not_stop_trw() {
     let ignored = status["stats"]["answers_same_ingress"].as_u64().unwrap();
     assert!(ignored >= 25, "forged answers counted: {ignored}");
     assert_eq!(daemon.stop().unwrap(), 0);
+
+    // Without it (`--answers any`, as before the rule), the same forgeries
+    // are believed: the check above can fail.
+    let json = dir.join("alerts-any.json");
+    let daemon = Daemon::on_gateway(
+        &lab,
+        &json,
+        &["--events", "--fanout-threshold", "1000", "--answers", "any"],
+    )
+    .expect("daemon");
+    sweep_and_forge(&lab);
+    let lines = daemon.lines_when(Duration::from_secs(5), |l| {
+        l.iter().filter(|v| v["kind"] == "accepted").count() >= 25
+    });
+    let accepted = lines.iter().filter(|v| v["kind"] == "accepted").count();
+    assert!(
+        accepted >= 25,
+        "with answers=any the forgeries are believed: {accepted}"
+    );
+    assert_eq!(daemon.stop().unwrap(), 0);
+}
+
+/// A filtered sweep of the 30 targets, then right after it (within the
+/// 3 s response timeout) a SYN-ACK "from" every target, injected on the
+/// scanner's own link.
+fn sweep_and_forge(lab: &Lab) {
+    lab.attacker
+        .exec(
+            "nmap",
+            &[
+                "-n",
+                "-Pn",
+                "-sS",
+                "-p445",
+                "--max-retries",
+                "0",
+                "--max-rtt-timeout",
+                "300ms",
+                "198.51.100.2-31",
+            ],
+        )
+        .expect("nmap");
+    let forged: Vec<Vec<u8>> = lab
+        .server_v4
+        .iter()
+        .map(|&t| {
+            Segment::new(
+                t,
+                ATTACKER_V4.parse().unwrap(),
+                445,
+                40000,
+                tcp_flags::SYN | tcp_flags::ACK,
+            )
+            .frame()
+        })
+        .collect();
+    send_frames(&lab.attacker, "a0", &forged).expect("inject");
 }
 
 #[test]
