@@ -89,7 +89,7 @@ impl DrainLoop {
             };
             wait_readable(fd, wait);
             self.drain_ring(&clock, &mut report);
-            backlog = self.host_batch(&mut report, false) == HOST_BATCH;
+            backlog = self.host_batch(&mut report, false).0 == HOST_BATCH;
             if Instant::now() >= next_housekeeping {
                 next_housekeeping = Instant::now() + HOUSEKEEPING;
                 clock.resync();
@@ -114,40 +114,35 @@ impl DrainLoop {
         let deadline = Instant::now() + STOP_GRACE;
         loop {
             self.drain_ring(&clock, &mut report);
-            let n = self.host_batch(&mut report, true);
-            match self.host_rx.try_recv() {
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Ok(ev) => {
-                    self.host(&ev, &mut report, true);
-                    continue;
+            let (n, closed) = self.host_batch(&mut report, true);
+            if closed {
+                break;
+            }
+            if n == 0 {
+                if Instant::now() >= deadline {
+                    tracing::warn!(
+                        "host-log inputs did not finish within {STOP_GRACE:?} of the stop; \
+                         events they still held are not processed"
+                    );
+                    break;
                 }
-                Err(mpsc::error::TryRecvError::Empty) if n == 0 => {
-                    if Instant::now() >= deadline {
-                        tracing::warn!(
-                            "host-log inputs did not finish within {STOP_GRACE:?} of the stop; \
-                             events they still held are not processed"
-                        );
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                Err(mpsc::error::TryRecvError::Empty) => {}
+                std::thread::sleep(Duration::from_millis(2));
             }
         }
         report
     }
 
     /// Up to [`HOST_BATCH`] queued host events through the pipeline.
-    fn host_batch(&mut self, report: &mut DrainReport, stopping: bool) -> usize {
-        let mut n = 0;
-        while n < HOST_BATCH {
-            let Ok(ev) = self.host_rx.try_recv() else {
-                break;
-            };
-            self.host(&ev, report, stopping);
-            n += 1;
+    /// Returns how many, and whether every input has closed its end.
+    fn host_batch(&mut self, report: &mut DrainReport, stopping: bool) -> (usize, bool) {
+        for n in 0..HOST_BATCH {
+            match self.host_rx.try_recv() {
+                Ok(ev) => self.host(&ev, report, stopping),
+                Err(mpsc::error::TryRecvError::Empty) => return (n, false),
+                Err(mpsc::error::TryRecvError::Disconnected) => return (n, true),
+            }
         }
-        n
+        (HOST_BATCH, false)
     }
 
     fn host(&mut self, ev: &HostEvent, report: &mut DrainReport, stopping: bool) {
@@ -199,12 +194,7 @@ impl DrainLoop {
     }
 
     fn send(&mut self, alerts: Vec<Alert>, report: &mut DrainReport) {
-        let mut dropped = 0;
-        for a in alerts {
-            if self.alerts.try_send(a).is_err() {
-                dropped += 1;
-            }
-        }
+        let dropped = queue(&self.alerts, alerts);
         self.count_dropped(dropped, report);
     }
 
@@ -232,13 +222,16 @@ fn handle(
     if let Some(out) = events.as_mut() {
         out.event(ev);
     }
-    let mut dropped = 0;
-    for a in pipeline.gateway_event(ev) {
-        if alerts.try_send(a).is_err() {
-            dropped += 1;
-        }
-    }
-    dropped
+    queue(alerts, pipeline.gateway_event(ev))
+}
+
+/// Hands alerts to the sink task without ever waiting for it; returns how
+/// many were dropped because its queue was full.
+fn queue(alerts: &mpsc::Sender<Alert>, batch: Vec<Alert>) -> u64 {
+    batch
+        .into_iter()
+        .map(|a| u64::from(alerts.try_send(a).is_err()))
+        .sum()
 }
 
 /// Waits until the ring buffer has data past the wake-up mark or `ms`

@@ -24,8 +24,7 @@ use std::{
 use smbwatch_common::stat;
 use tokio::{signal::unix::SignalKind, sync::mpsc};
 
-pub use degraded::Degradation;
-pub use drain::DrainReport;
+use degraded::Degradation;
 
 use self::drain::DrainLoop;
 use crate::{
