@@ -33,7 +33,7 @@ impl Detector {
         let doubled = kind == AlertKind::SmbScanFanout
             && held
             && s.alerted_kinds & FANOUT_BIT != 0
-            && u64::from(s.distinct + u32::from(s.unseen)) >= 2 * u64::from(s.alerted_distinct);
+            && u64::from(s.fanout()) >= 2 * u64::from(s.alerted_distinct);
         if held && s.alerted_kinds & bit != 0 && !doubled {
             self.stats.suppressed += 1;
             return None;
@@ -41,7 +41,7 @@ impl Detector {
         let previous = s.alerted_distinct;
         s.last_alert = at;
         s.alerted_kinds |= bit;
-        s.alerted_distinct = s.distinct + u32::from(s.unseen);
+        s.alerted_distinct = s.fanout();
         self.stats.alerts += 1;
         Some(self.build_alert(slot, kind, at, doubled.then_some(previous)))
     }
@@ -54,7 +54,7 @@ impl Detector {
         let window = Duration::from_nanos(u64::try_from(s.window).unwrap_or(0));
         let window_text = humantime::format_duration(window);
         let port_text = port.map_or_else(String::new, |p| format!(" on port {p}"));
-        let distinct = s.distinct + u32::from(s.unseen);
+        let distinct = s.fanout();
         let mut evasion = String::new();
         if s.fragmented > 0 {
             evasion = format!(
@@ -94,7 +94,7 @@ impl Detector {
         alert.ifindex = Some(s.ifindex);
         alert.vlan = s.vlan;
         alert.scan = Some(ScanEvidence {
-            distinct_destinations: (s.distinct + u32::from(s.unseen)) as usize,
+            distinct_destinations: s.fanout() as usize,
             fragmented_syns: u64::from(s.fragmented),
             destinations: self
                 .table

@@ -364,7 +364,7 @@ impl Detector {
         self.table.insert_pair(slot, dst, now, ev.sport, ev.dport);
         self.touch(slot);
         let s = &self.table.sources[slot as usize];
-        if s.distinct + u32::from(s.unseen) >= s.threshold {
+        if s.fanout() >= s.threshold {
             if let Some(alert) = self.maybe_alert(slot, AlertKind::SmbScanFanout, now) {
                 alerts.push(alert);
             }
@@ -429,7 +429,7 @@ impl Detector {
         } else {
             0
         };
-        class_of((s.distinct + u32::from(s.carried) + u32::from(s.unseen)).max(walk))
+        class_of((s.fanout() + u32::from(s.carried)).max(walk))
     }
 
     fn response(

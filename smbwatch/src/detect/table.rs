@@ -106,6 +106,14 @@ pub(super) struct Source {
     pub fragmented: u16,
 }
 
+impl Source {
+    /// Distinct destinations counted for fan-out: the pairs in the window
+    /// plus the one the kernel saw before the detector did ([`Self::unseen`]).
+    pub fn fanout(&self) -> u32 {
+        self.distinct + u32::from(self.unseen)
+    }
+}
+
 /// One (source, destination) pair within the source's window: one cache line.
 #[repr(C, align(64))]
 pub(super) struct Pair {
