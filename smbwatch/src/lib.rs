@@ -18,4 +18,6 @@ pub mod hostlog;
 pub mod packet;
 pub mod pipeline;
 pub mod replay;
+#[cfg(test)]
+mod test_support;
 pub(crate) mod timed;
