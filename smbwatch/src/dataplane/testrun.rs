@@ -73,14 +73,28 @@ fn bpf_test_run(attr: &mut TestAttr) -> io::Result<()> {
     }
 }
 
-/// Runs `prog` on `frame` `repeat` times (0 counts as 1). The kernel rejects
-/// frames shorter than an Ethernet header (EINVAL).
-pub fn run(prog: BorrowedFd<'_>, frame: &[u8], repeat: u32) -> io::Result<TestRun> {
+/// One `BPF_PROG_TEST_RUN` of `prog` on `data`, with an optional context.
+fn test_run(
+    prog: BorrowedFd<'_>,
+    data: &[u8],
+    repeat: u32,
+    ctx: Option<&mut XdpMd>,
+    flags: u32,
+    batch_size: u32,
+) -> io::Result<TestRun> {
+    let (ctx_size_in, ctx_in) = match ctx {
+        Some(c) => (std::mem::size_of::<XdpMd>() as u32, c as *mut XdpMd as u64),
+        None => (0, 0),
+    };
     let mut attr = TestAttr {
         prog_fd: prog.as_raw_fd() as u32,
-        data_size_in: frame.len() as u32,
-        data_in: frame.as_ptr() as u64,
+        data_size_in: data.len() as u32,
+        data_in: data.as_ptr() as u64,
         repeat,
+        ctx_size_in,
+        ctx_in,
+        flags,
+        batch_size,
         ..Default::default()
     };
     bpf_test_run(&mut attr)?;
@@ -88,6 +102,12 @@ pub fn run(prog: BorrowedFd<'_>, frame: &[u8], repeat: u32) -> io::Result<TestRu
         retval: attr.retval,
         duration_ns: attr.duration,
     })
+}
+
+/// Runs `prog` on `frame` `repeat` times (0 counts as 1). The kernel rejects
+/// frames shorter than an Ethernet header (EINVAL).
+pub fn run(prog: BorrowedFd<'_>, frame: &[u8], repeat: u32) -> io::Result<TestRun> {
+    test_run(prog, frame, repeat, None, 0, 0)
 }
 
 /// Runs `prog` once on `frame` with `ingress` as 4 bytes of XDP metadata in
@@ -103,20 +123,7 @@ pub fn run_with_ingress(prog: BorrowedFd<'_>, frame: &[u8], ingress: u32) -> io:
         data_end: buf.len() as u32,
         ..Default::default()
     };
-    let mut attr = TestAttr {
-        prog_fd: prog.as_raw_fd() as u32,
-        data_size_in: buf.len() as u32,
-        data_in: buf.as_ptr() as u64,
-        repeat: 1,
-        ctx_size_in: std::mem::size_of::<XdpMd>() as u32,
-        ctx_in: &mut ctx as *mut XdpMd as u64,
-        ..Default::default()
-    };
-    bpf_test_run(&mut attr)?;
-    Ok(TestRun {
-        retval: attr.retval,
-        duration_ns: attr.duration,
-    })
+    test_run(prog, &buf, 1, Some(&mut ctx), 0, 0)
 }
 
 /// Runs `prog` with live frames: `frame` is injected `repeat` times as if
@@ -135,22 +142,14 @@ pub fn run_live(
         ingress_ifindex: ifindex,
         ..Default::default()
     };
-    let mut attr = TestAttr {
-        prog_fd: prog.as_raw_fd() as u32,
-        data_size_in: frame.len() as u32,
-        data_in: frame.as_ptr() as u64,
+    test_run(
+        prog,
+        frame,
         repeat,
-        ctx_size_in: std::mem::size_of::<XdpMd>() as u32,
-        ctx_in: &mut ctx as *mut XdpMd as u64,
-        flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+        Some(&mut ctx),
+        BPF_F_TEST_XDP_LIVE_FRAMES,
         batch_size,
-        ..Default::default()
-    };
-    bpf_test_run(&mut attr)?;
-    Ok(TestRun {
-        retval: attr.retval,
-        duration_ns: attr.duration,
-    })
+    )
 }
 
 #[cfg(test)]
