@@ -177,34 +177,28 @@ fn inspect(ctx: &XdpContext, ingress: u32) {
     if l3.fragmented {
         ev_flags |= smbwatch_common::EVENT_FLAG_FRAGMENTED;
     }
+    // Pairs are keyed client -> server; an answer travels server -> client.
+    let (key, sport, dport) = match role {
+        Role::Answer => (Pair { src: dst, dst: src }, tcp.dport, tcp.sport),
+        Role::Syn | Role::ClientAck => (Pair { src, dst }, tcp.sport, tcp.dport),
+    };
+    let seen = Seen {
+        key,
+        ingress,
+        vlan: l2.vlan,
+        flags: ev_flags,
+        sport,
+        dport,
+    };
     match role {
         Role::Syn => {
             if l3.fragmented {
                 count(stat::FRAGMENTED_SYNS);
             }
-            let seen = Seen {
-                key: Pair { src, dst },
-                ingress,
-                vlan: l2.vlan,
-                flags: ev_flags,
-                sport: tcp.sport,
-                dport: tcp.dport,
-            };
-            state::on_syn(ctx, &seen);
+            state::on_syn(&seen);
         }
-        Role::Answer => {
-            // The answer travels server -> client; pairs are keyed client -> server.
-            let seen = Seen {
-                key: Pair { src: dst, dst: src },
-                ingress,
-                vlan: l2.vlan,
-                flags: ev_flags,
-                sport: tcp.dport,
-                dport: tcp.sport,
-            };
-            state::on_answer(ctx, &seen, flags & TCP_RST != 0);
-        }
-        Role::ClientAck => state::on_client_ack(&Pair { src, dst }),
+        Role::Answer => state::on_answer(&seen, flags & TCP_RST != 0),
+        Role::ClientAck => state::on_client_ack(&seen.key),
     }
 }
 
@@ -217,10 +211,9 @@ enum Role {
     ClientAck,
 }
 
-/// Sends one event. `_ctx` keeps the call sites honest about running in
-/// program context.
+/// Sends one event.
 #[inline(always)]
-pub(crate) fn emit(_ctx: &XdpContext, seen: &Seen, kind: EventKind, flags: u8, fanout: u16) {
+pub(crate) fn emit(seen: &Seen, kind: EventKind, flags: u8, fanout: u16) {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         count(stat::RINGBUF_FULL);
         return;

@@ -5,7 +5,7 @@
 
 use core::intrinsics::{atomic_cxchg, AtomicOrdering};
 
-use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use smbwatch_common::{
     stat, EventKind, PairSlot, SourceSlot, ANSWERS_OTHER_INGRESS, EVENT_FLAG_AFTER_ACCEPT,
     EVENT_FLAG_REPEAT, PAIR_ACCEPTED, PAIR_CONFIRMED, PAIR_FLAG_SHED, PAIR_REFUSED, PAIR_SYN,
@@ -73,7 +73,7 @@ fn locate(key: &Pair) -> Option<(*mut PairSlot, u64, u64)> {
 
 /// A bare SYN to a monitored port.
 #[inline(always)]
-pub fn on_syn(ctx: &XdpContext, seen: &Seen) {
+pub fn on_syn(seen: &Seen) {
     count(stat::MONITORED_SYNS);
     let Some((bucket, tag, hs)) = locate(&seen.key) else {
         return;
@@ -121,13 +121,13 @@ pub fn on_syn(ctx: &XdpContext, seen: &Seen) {
         return;
     }
     let flags = if fanout > 0 { EVENT_FLAG_REPEAT } else { 0 };
-    emit(ctx, seen, EventKind::NewPair, flags, fanout);
+    emit(seen, EventKind::NewPair, flags, fanout);
 }
 
 /// A SYN-ACK (`rst == false`) or RST from a monitored port; `seen.key` is
 /// already client -> server.
 #[inline(always)]
-pub fn on_answer(ctx: &XdpContext, seen: &Seen, rst: bool) {
+pub fn on_answer(seen: &Seen, rst: bool) {
     let Some((bucket, tag, _)) = locate(&seen.key) else {
         return;
     };
@@ -158,7 +158,7 @@ pub fn on_answer(ctx: &XdpContext, seen: &Seen, rst: bool) {
     // racing on one pair's answer is not a case worth an atomic per answer.
     unsafe { (*slot).state = next };
     count(stat::RESPONSES);
-    emit(ctx, seen, kind, extra, 0);
+    emit(seen, kind, extra, 0);
 }
 
 /// An ACK or RST from the client: the client took the SYN-ACK, so a later
