@@ -289,6 +289,19 @@ impl Lab {
         Ok(out)
     }
 
+    /// `nmap -n -Pn -sS -p445 EXTRA 198.51.100.2-31` from the attacker: a SYN
+    /// sweep of 30 server addresses (as many as the lab has, or more).
+    /// Returns how many hosts nmap reports a port state for.
+    pub fn sweep_30(&self, extra: &[&str]) -> Result<usize> {
+        let mut args = vec!["-n", "-Pn", "-sS", "-p445"];
+        args.extend_from_slice(extra);
+        args.push("198.51.100.2-31");
+        let out = self.attacker.exec("nmap", &args)?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .matches("445/tcp")
+            .count())
+    }
+
     /// Waits until the attacker reaches `addr` through the gateway.
     pub fn wait_reachable(&self, addr: IpAddr) -> Result<()> {
         for _ in 0..50 {

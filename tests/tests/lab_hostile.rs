@@ -28,17 +28,8 @@ fn fragmented_sweep_alerts(nmap_flag: &str) {
     let dir = temp_dir("frag");
     let json = dir.join("alerts.json");
     let daemon = Daemon::on_gateway(&lab, &json, &["--events"]).expect("daemon");
-    let out = lab
-        .attacker
-        .exec(
-            "nmap",
-            &["-n", "-Pn", "-sS", nmap_flag, "-p445", "198.51.100.2-31"],
-        )
-        .expect("nmap");
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout)
-            .matches("445/tcp")
-            .count(),
+        lab.sweep_30(&[nmap_flag]).expect("nmap"),
         30,
         "nmap probed 30 hosts"
     );
@@ -137,21 +128,7 @@ fn synacks_forged_from_the_scanners_side_do_not_stop_trw() {
 /// 3 s response timeout) a SYN-ACK "from" every target, injected on the
 /// scanner's own link.
 fn sweep_and_forge(lab: &Lab) {
-    lab.attacker
-        .exec(
-            "nmap",
-            &[
-                "-n",
-                "-Pn",
-                "-sS",
-                "-p445",
-                "--max-retries",
-                "0",
-                "--max-rtt-timeout",
-                "300ms",
-                "198.51.100.2-31",
-            ],
-        )
+    lab.sweep_30(&["--max-retries", "0", "--max-rtt-timeout", "300ms"])
         .expect("nmap");
     let forged: Vec<Vec<u8>> = lab
         .server_v4

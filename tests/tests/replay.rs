@@ -261,19 +261,30 @@ fn the_same_capture_replays_to_the_same_output() {
     assert_eq!(json(&c1), json(&c2));
 }
 
-/// A classic little-endian microsecond pcap of `link` with `(ts, data)` records.
-fn write_pcap(path: &Path, link: u32, recs: &[(u32, &[u8])]) {
+/// The file header of a classic little-endian microsecond pcap of `link`.
+fn pcap_header(link: u32) -> Vec<u8> {
     let mut v = 0xa1b2_c3d4u32.to_le_bytes().to_vec();
     v.extend_from_slice(&2u16.to_le_bytes());
     v.extend_from_slice(&4u16.to_le_bytes());
     for x in [0u32, 0, 65535, link] {
         v.extend_from_slice(&x.to_le_bytes());
     }
+    v
+}
+
+/// Appends one record taken at `sec` seconds and `usec` microseconds.
+fn pcap_record(v: &mut Vec<u8>, sec: u32, usec: u32, data: &[u8]) {
+    for x in [sec, usec, data.len() as u32, data.len() as u32] {
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.extend_from_slice(data);
+}
+
+/// A classic little-endian microsecond pcap of `link` with `(ts, data)` records.
+fn write_pcap(path: &Path, link: u32, recs: &[(u32, &[u8])]) {
+    let mut v = pcap_header(link);
     for (ts, data) in recs {
-        for x in [*ts, 0, data.len() as u32, data.len() as u32] {
-            v.extend_from_slice(&x.to_le_bytes());
-        }
-        v.extend_from_slice(data);
+        pcap_record(&mut v, *ts, 0, data);
     }
     std::fs::write(path, v).unwrap();
 }
@@ -521,22 +532,12 @@ fn a_slow_scanner_inside_a_spoofed_flood_alerts_in_replay() {
     require_root();
     const FLOOD_PER_SEC: u32 = 3_500;
     const PROBES: u32 = 21;
-    let dir = integration_tests::rsyslog::temp_dir("flood-replay");
-    let path = dir.join("flood.pcap");
+    let tmp = temp_path("flood.pcap");
     let scanner = ip("192.0.2.66");
-    let mut v = 0xa1b2_c3d4u32.to_le_bytes().to_vec();
-    v.extend_from_slice(&2u16.to_le_bytes());
-    v.extend_from_slice(&4u16.to_le_bytes());
-    for x in [0u32, 0, 65535, 1] {
-        v.extend_from_slice(&x.to_le_bytes());
-    }
+    let mut v = pcap_header(1);
     let mut rec = |t_us: u64, frame: &[u8]| {
         let sec = 1_800_000_000 + (t_us / 1_000_000) as u32;
-        let usec = (t_us % 1_000_000) as u32;
-        for x in [sec, usec, frame.len() as u32, frame.len() as u32] {
-            v.extend_from_slice(&x.to_le_bytes());
-        }
-        v.extend_from_slice(frame);
+        pcap_record(&mut v, sec, (t_us % 1_000_000) as u32, frame);
     };
     let mut spoofed = 0u32;
     for s in 0..PROBES * 3 {
@@ -556,7 +557,7 @@ fn a_slow_scanner_inside_a_spoofed_flood_alerts_in_replay() {
             }
         }
     }
-    std::fs::write(&path, v).unwrap();
+    std::fs::write(&tmp.0, v).unwrap();
     let mut sink = Collect {
         events: Vec::new(),
         detector: Detector::new(DetectConfig {
@@ -565,7 +566,7 @@ fn a_slow_scanner_inside_a_spoofed_flood_alerts_in_replay() {
         }),
         alerts: Vec::new(),
     };
-    let summary = Replay::open(&path, &opts())
+    let summary = Replay::open(&tmp.0, &opts())
         .unwrap()
         .run(&mut sink)
         .unwrap();
@@ -581,5 +582,4 @@ fn a_slow_scanner_inside_a_spoofed_flood_alerts_in_replay() {
         kinds.contains(&AlertKind::SmbScanFanout) && kinds.contains(&AlertKind::SmbScanTrw),
         "the scanner is alerted (fan-out and TRW) inside {spoofed} spoofed sources: {kinds:?}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

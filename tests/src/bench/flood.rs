@@ -12,7 +12,11 @@ use anyhow::{Context as _, Result};
 use serde_json::{json, Value};
 use smbwatch::packet::Segment;
 
-use super::{fmt_num, procs::pid_with_arg, Effort, Goal, Section, Table};
+use super::{
+    fmt_num,
+    procs::{pid_with_arg, status_bytes},
+    Effort, Goal, Section, Table,
+};
 use crate::{
     daemon::Daemon,
     gen::{self, GenLab, Generator, Pace, Plan, Spec, ANCHOR_IF, RX_IF, TX_IF},
@@ -24,18 +28,6 @@ const SCANNER: &str = "192.0.2.66";
 
 /// The event budget the daemon runs with here (see where it is used).
 const EVENTS_PER_CPU: u32 = 10_000;
-
-/// Peak resident memory of a process (VmHWM), bytes.
-fn peak_rss(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
 
 /// Runs the flood; see the module documentation.
 pub fn run(effort: &Effort) -> Result<Section> {
@@ -114,7 +106,7 @@ pub fn run(effort: &Effort) -> Result<Section> {
         flood.join().expect("flood thread")
     })?;
     let scan_secs = start.elapsed().as_secs_f64();
-    let rss_flood = peak_rss(pid);
+    let rss_flood = status_bytes(pid, "VmHWM");
     // The notice clears after five quiet seconds.
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut got = crate::alerts::read(&json_path);
@@ -136,7 +128,7 @@ pub fn run(effort: &Effort) -> Result<Section> {
         serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
     };
     let stat = |k: &str| stats["stats"][k].as_u64().unwrap_or(0);
-    let rss_end = peak_rss(pid);
+    let rss_end = status_bytes(pid, "VmHWM");
     daemon.stop()?;
     let _ = std::fs::remove_dir_all(&dir);
 

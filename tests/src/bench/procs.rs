@@ -43,3 +43,17 @@ pub fn pid_with_arg(needle: &str) -> Option<u32> {
         (cmd.contains(needle) && !cmd.contains("nsenter")).then_some(pid)
     })
 }
+
+/// A memory figure of a process from /proc/PID/status (`VmRSS`, `VmHWM`,
+/// …), in bytes; 0 if the process or the field is gone.
+pub fn status_bytes(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}

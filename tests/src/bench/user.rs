@@ -22,8 +22,7 @@ use smbwatch::{
     alert::AlertKind,
     config::Config,
     dataplane::{
-        decode_event, drain, testrun, to_gateway_event, Dataplane, LoadOptions, MonotonicClock,
-        PinnedMaps,
+        drain, testrun, to_gateway_event, Dataplane, LoadOptions, MonotonicClock, PinnedMaps,
     },
     detect::{bench as detect_bench, DetectConfig, Detector},
     event::{GatewayEvent, GatewayEventKind},
@@ -122,17 +121,9 @@ pub fn synthetic_events(sources: u32, per_source: u32) -> Vec<GatewayEvent> {
     out
 }
 
-/// VmRSS of a process, bytes.
+/// Resident memory of a process, bytes.
 fn rss(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        * 1024
+    super::procs::status_bytes(pid, "VmRSS")
 }
 
 /// The real daemon with stdout discarded (a million event lines would only
@@ -618,19 +609,16 @@ fn flood(effort: &Effort) -> Result<Flood> {
             let mut alerts = 0usize;
             loop {
                 let finished = done.load(Ordering::Acquire);
-                let mut any = false;
-                while let Some(item) = ring.next() {
-                    any = true;
-                    if let Some((ev, kind)) = decode_event(&item) {
-                        consumed += 1;
-                        for a in det.observe(&to_gateway_event(&ev, kind, clock.to_utc(ev.ts_ns))) {
-                            alerts += 1;
-                            if a.kind == AlertKind::SmbScanFanout && a.source_ip == Some(scanner) {
-                                detected = true;
-                            }
+                let read = drain(&mut ring, |ev, kind| {
+                    consumed += 1;
+                    for a in det.observe(&to_gateway_event(ev, kind, clock.to_utc(ev.ts_ns))) {
+                        alerts += 1;
+                        if a.kind == AlertKind::SmbScanFanout && a.source_ip == Some(scanner) {
+                            detected = true;
                         }
                     }
-                }
+                });
+                let any = read.records > 0;
                 if finished && !any {
                     break;
                 }
