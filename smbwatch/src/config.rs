@@ -101,6 +101,7 @@ impl DataplaneConfig {
             answers: self.answers.resolve(ingresses),
             fanout_window,
             replay: false,
+            hash_key: None,
         }
     }
 }

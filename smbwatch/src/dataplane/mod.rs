@@ -60,6 +60,10 @@ pub struct LoadOptions {
     pub fanout_window: std::time::Duration,
     /// Replay: the ingress comes from XDP metadata (the capture's interface id).
     pub replay: bool,
+    /// The hash key; `None` (always, in production) draws a fresh secret at
+    /// load. Tests pin it so that slot collisions, and so the sketches'
+    /// estimates, are the same on every run.
+    pub hash_key: Option<u64>,
 }
 
 impl Default for LoadOptions {
@@ -72,6 +76,7 @@ impl Default for LoadOptions {
             answers: AnswerCheck::Auto,
             fanout_window: std::time::Duration::from_secs(60),
             replay: false,
+            hash_key: None,
         }
     }
 }
@@ -121,7 +126,7 @@ impl LoadOptions {
             .map_or(0, |c| c.max(1));
         Settings {
             ports,
-            hash_key: random_u64(),
+            hash_key: self.hash_key.unwrap_or_else(random_u64),
             pair_mask: buckets - 1,
             source_mask: self.max_sources.max(2).next_power_of_two() - 1,
             seen_mask: DEFAULT_SEEN_WORDS - 1,
