@@ -534,7 +534,7 @@ impl Correlator {
         } else {
             format!("{} s before", -after)
         };
-        let (what, severity, technique) = match (&rec.share, rec.event_id) {
+        let (what, severity) = match (&rec.share, rec.event_id) {
             (Some(share), _) => {
                 let target = rec
                     .relative_target
@@ -546,12 +546,11 @@ impl Correlator {
                 } else {
                     Severity::Critical
                 };
-                (format!("accessed \\\\*\\{share}{target}"), sev, "T1021.002")
+                (format!("accessed \\\\*\\{share}{target}"), sev)
             }
             (None, _) => (
                 "logged on over the network (4624 type 3)".to_string(),
                 Severity::High,
-                "T1021.002",
             ),
         };
         let msg = format!(
@@ -560,7 +559,7 @@ impl Correlator {
             rec.event_id
         );
         let mut a = Alert::new(ts, AlertKind::LateralMovementChain, severity, msg);
-        a.techniques = vec!["T1046", technique];
+        a.event_code = Some(rec.event_id);
         a.source_ip = Some(src);
         a.host = rec.host.clone();
         a.user = rec.user.clone();

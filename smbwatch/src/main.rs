@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use std::io::Write as _;
 
 use smbwatch::{
-    alert::Alert,
+    alert::{ecs::Document, sensor::Sensor, Alert},
     config::Config,
     daemon::{self, RunOptions},
     dataplane::{AttachMode, MonotonicClock, PinnedMaps},
@@ -344,11 +344,12 @@ fn read_host_logs(files: &[PathBuf], format: hostlog::Format) -> Result<Vec<host
     Ok(all)
 }
 
-fn stdout_alerts() -> impl FnMut(&Alert) {
+fn stdout_alerts(sensor: Sensor) -> impl FnMut(&Alert) {
     let mut out = std::io::stdout().lock();
     move |a: &Alert| {
+        let doc = Document::new(a, &sensor, chrono::Utc::now());
         // A closed stdout (e.g. `| head`) ends the output, not the program.
-        let _ = writeln!(out, "{}", smbwatch::alert::json::to_line(a));
+        let _ = writeln!(out, "{}", smbwatch::alert::json::to_line(&doc));
     }
 }
 
@@ -361,7 +362,7 @@ fn replay(args: ReplayArgs) -> Result<()> {
     cfg.validate()
         .context("invalid setting (after applying command-line flags)")?;
     let host = read_host_logs(&args.host_logs, hostlog::Format::Auto)?;
-    let mut print = stdout_alerts();
+    let mut print = stdout_alerts(Sensor::local(&[]));
     let mut on_alert = |a: &Alert| print(a);
     let mut print_event = |ev: &smbwatch::event::GatewayEvent| {
         let _ = writeln!(std::io::stdout(), "{}", ev.to_json());
@@ -404,7 +405,7 @@ fn hostlog_scan(args: HostlogFiles) -> Result<()> {
     let mut events = read_host_logs(&args.files, args.format)?;
     events.sort_by_key(|e| e.ts);
     let mut pipeline = Pipeline::new(&cfg);
-    let mut print = stdout_alerts();
+    let mut print = stdout_alerts(Sensor::local(&[]));
     let mut n = 0;
     for ev in &events {
         for a in pipeline.host_event(ev) {

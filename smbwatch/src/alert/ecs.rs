@@ -4,22 +4,44 @@
 //! the JSON line is its serialisation, and the syslog structured data reads
 //! its parameters from it. The structs mirror ECS's nesting (`event`,
 //! `source`, `destination`, `rule`, `threat`, `observer`, `process`,
-//! `user`, `host`, ...); fields ECS has no name for live under `smbwatch`.
+//! `user`, `host`, `related`, ...); fields ECS has no name for live under
+//! `smbwatch`. Every field emitted is defined (type, array, allowed values)
+//! in [`fields`], from ECS [`ECS_VERSION`]; a test holds documents of every
+//! alert kind to it.
 //!
 //! Absent fields are omitted, never `null`, and so are objects left empty.
-//! Adding a field is its declaration (with its `skip_serializing_if`) and
-//! its value in [`Document::new`]; order of declaration is order of output.
+//! Adding a field is its declaration (with its `skip_serializing_if`), its
+//! value in [`Document::new`] and its definition in [`fields`]; order of
+//! declaration is order of output. What a kind means (rule, category,
+//! techniques) is its entry in [`super::kinds`].
 
-use std::fmt::Display;
+pub mod fields;
+pub mod threat;
+pub mod time;
+pub mod user;
+
 use std::net::IpAddr;
 
-use chrono::{DateTime, SecondsFormat, TimeZone, Timelike, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Serialize, Serializer};
+use sha1::{Digest, Sha1};
 
+use super::kinds::{Category, EventType};
+use super::sensor::{Sensor, OBSERVER_TYPE, PRODUCT, VERSION};
 use super::{Alert, ProcessInfo, ScanEvidence, Severity};
+pub use threat::{Threat, THREAT_FRAMEWORK};
+pub use time::{Keyword, Timestamp};
 
-/// `threat.framework` for every alert: technique ids are MITRE ATT&CK ids.
-pub const THREAT_FRAMEWORK: &str = "MITRE ATT&CK";
+/// The ECS version the documents follow (`ecs.version`).
+pub const ECS_VERSION: &str = "9.4.0";
+/// `event.module` of everything smbwatch writes.
+pub const MODULE: &str = "smbwatch";
+/// `event.dataset` of alerts.
+pub const ALERT_DATASET: &str = "smbwatch.alert";
+/// `rule.ruleset` of every alert.
+pub const RULESET: &str = "smbwatch";
+/// Where `rule.reference` points: the rule's section in the SIEM guide.
+pub const RULE_DOCS: &str = "docs/siem.md";
 
 /// True when `v` serialises to nothing: a `None`, an empty list, or an
 /// object all of whose fields were skipped. Alerts are rare, so building a
@@ -34,82 +56,16 @@ fn is_empty<T: Serialize>(v: &T) -> bool {
     }
 }
 
-/// A time as ECS dates and RFC 5424 TIMESTAMPs are written: RFC 3339, UTC,
-/// milliseconds, `Z`.
-///
-/// Always valid: RFC 3339 allows years 0001 to 9999 (four digits) and RFC
-/// 5424 forbids the leap second `:60`, while an alert's time comes from
-/// events (host logs, captures) that can say anything chrono can hold.
-/// [`Timestamp::new`] clamps into range (a leap second becomes .999 of the
-/// second before it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Timestamp(DateTime<Utc>);
-
-impl Timestamp {
-    /// The earliest time written: 0001-01-01T00:00:00.000Z.
-    pub fn min() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0)
-            .single()
-            .expect("year 1 is in chrono's range")
-    }
-
-    /// The latest time written: 9999-12-31T23:59:59.999Z.
-    pub fn max() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59)
-            .single()
-            .expect("year 9999 is in chrono's range")
-            + chrono::Duration::milliseconds(999)
-    }
-
-    /// `ts` clamped into what RFC 3339 and RFC 5424 can express.
-    pub fn new(ts: DateTime<Utc>) -> Self {
-        let ts = ts.clamp(Self::min(), Self::max());
-        // chrono marks a leap second with nanoseconds past 1e9.
-        let leap = ts.timestamp_subsec_nanos() >= 1_000_000_000;
-        Self(if leap {
-            ts.with_nanosecond(999_999_999).unwrap_or(ts)
-        } else {
-            ts
-        })
-    }
-
-    /// The time written.
-    pub fn time(self) -> DateTime<Utc> {
-        self.0
-    }
-}
-
-impl Display for Timestamp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0.to_rfc3339_opts(SecondsFormat::Millis, true))
-    }
-}
-
-impl Serialize for Timestamp {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-/// A number ECS types as `keyword` (interface and VLAN ids): written as a
-/// string.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Keyword<T>(pub T);
-
-impl<T: Display> Serialize for Keyword<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&self.0)
-    }
-}
-
 /// The whole document.
 #[derive(Debug, Serialize)]
 pub struct Document<'a> {
-    /// When the alerting condition held.
+    /// When the alerting condition held (on replay, capture or log time).
     #[serde(rename = "@timestamp")]
     pub timestamp: Timestamp,
     /// One-line summary.
     pub message: &'a str,
+    /// `ecs.*`.
+    pub ecs: Ecs,
     /// `event.*`.
     pub event: Event,
     /// `rule.*`.
@@ -120,27 +76,36 @@ pub struct Document<'a> {
     /// `destination.*`.
     #[serde(skip_serializing_if = "is_empty")]
     pub destination: Endpoint,
-    /// `threat.*`.
-    #[serde(skip_serializing_if = "is_empty")]
-    pub threat: Threat<'a>,
     /// `network.*`.
     #[serde(skip_serializing_if = "is_empty")]
     pub network: Network<'a>,
-    /// `observer.*`.
+    /// `threat.*`.
     #[serde(skip_serializing_if = "is_empty")]
-    pub observer: Observer,
+    pub threat: Threat,
+    /// `observer.*`.
+    pub observer: Observer<'a>,
     /// `process.*`.
     #[serde(skip_serializing_if = "is_empty")]
     pub process: Process<'a>,
     /// `user.*`.
     #[serde(skip_serializing_if = "is_empty")]
-    pub user: Named<'a>,
+    pub user: User<'a>,
     /// `host.*`.
     #[serde(skip_serializing_if = "is_empty")]
-    pub host: Named<'a>,
+    pub host: Host,
+    /// `related.*`: every address, user and host named, for pivoting.
+    #[serde(skip_serializing_if = "is_empty")]
+    pub related: Related,
     /// `smbwatch.*`: what ECS has no field for.
     #[serde(skip_serializing_if = "is_empty")]
     pub smbwatch: Smbwatch<'a>,
+}
+
+/// `ecs.*`.
+#[derive(Debug, Serialize)]
+pub struct Ecs {
+    /// [`ECS_VERSION`].
+    pub version: &'static str,
 }
 
 /// `event.*`.
@@ -148,11 +113,35 @@ pub struct Document<'a> {
 pub struct Event {
     /// Always `alert`.
     pub kind: &'static str,
-    /// The alert kind code.
-    pub code: &'static str,
+    /// ECS categories of the kind.
+    pub category: &'static [Category],
+    /// ECS types of the kind.
+    #[serde(rename = "type")]
+    pub types: &'static [EventType],
+    /// [`MODULE`].
+    pub module: &'static str,
+    /// [`ALERT_DATASET`].
+    pub dataset: &'static str,
+    /// The source event's code (a Windows event id), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<Keyword<u32>>,
+    /// Unique per alert, stable across re-delivery: see [`event_id`].
+    pub id: String,
     /// ECS severity number (higher is worse).
     #[serde(serialize_with = "severity_number")]
     pub severity: Severity,
+    /// `event.risk_score` (0-100): the severity number, Elastic's default
+    /// risk of each severity (21, 47, 73, 99).
+    pub risk_score: f64,
+    /// When smbwatch raised the alert (wall clock, given to
+    /// [`Document::new`]); differs from `@timestamp` on replay.
+    pub created: Timestamp,
+    /// Start of the evidence (scan alerts: the first event in the window).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start: Option<Timestamp>,
+    /// End of the evidence (scan alerts: the latest event).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end: Option<Timestamp>,
 }
 
 fn severity_number<S: Serializer>(v: &Severity, s: S) -> Result<S::Ok, S::Error> {
@@ -162,8 +151,16 @@ fn severity_number<S: Serializer>(v: &Severity, s: S) -> Result<S::Ok, S::Error>
 /// `rule.*`.
 #[derive(Debug, Serialize)]
 pub struct Rule {
+    /// The kind's stable snake_case id.
+    pub id: &'static str,
     /// Human-readable rule name.
     pub name: &'static str,
+    /// The rule's section in [`RULE_DOCS`].
+    pub reference: String,
+    /// [`RULESET`].
+    pub ruleset: &'static str,
+    /// The rule's version.
+    pub version: &'static str,
 }
 
 /// `source.*` or `destination.*`.
@@ -177,72 +174,168 @@ pub struct Endpoint {
     pub port: Option<u16>,
 }
 
-/// `threat.*`.
-#[derive(Debug, Default, Serialize)]
-pub struct Threat<'a> {
-    /// [`THREAT_FRAMEWORK`] when there are techniques.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub framework: Option<&'static str>,
-    /// `threat.technique.*`.
-    #[serde(skip_serializing_if = "is_empty")]
-    pub technique: Technique<'a>,
+/// `network.direction`, from the perimeter's point of view (ECS values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Both ends are internal (not globally reachable).
+    Internal,
+    /// Both ends are globally reachable.
+    External,
+    /// From a global address to an internal one.
+    Inbound,
+    /// From an internal address to a global one.
+    Outbound,
 }
 
-/// `threat.technique.*`.
-#[derive(Debug, Default, Serialize)]
-pub struct Technique<'a> {
-    /// MITRE ATT&CK technique ids.
-    #[serde(skip_serializing_if = "is_empty")]
-    pub id: &'a [&'static str],
+impl Direction {
+    /// The direction of a flow: "internal" is an address the IANA
+    /// special-purpose registries mark not globally reachable (private,
+    /// shared 100.64/10, loopback, link-local, documentation, ULA).
+    pub fn of(src: IpAddr, dst: IpAddr) -> Self {
+        match (is_internal(src), is_internal(dst)) {
+            (true, true) => Self::Internal,
+            (false, false) => Self::External,
+            (false, true) => Self::Inbound,
+            (true, false) => Self::Outbound,
+        }
+    }
+}
+
+fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            a.is_private()
+                || a.is_loopback()
+                || a.is_link_local()
+                || a.is_documentation()
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+        }
+        IpAddr::V6(a) => {
+            let s = a.segments();
+            a.is_loopback()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] == 0x2001 && s[1] == 0x0db8)
+                || a.to_ipv4_mapped().is_some_and(|v4| is_internal(v4.into()))
+        }
+    }
 }
 
 /// `network.*`.
 #[derive(Debug, Default, Serialize)]
 pub struct Network<'a> {
-    /// Community ID of the first flow.
+    /// `tcp`: smbwatch watches TCP ports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport: Option<&'static str>,
+    /// `ipv4` or `ipv6`.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    /// See [`Direction`]; only when both ends are known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
+    /// Community ID of the flow in `source`/`destination` (scans: the first).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub community_id: Option<&'a str>,
 }
 
-/// `observer.*`: the router smbwatch runs on.
-#[derive(Debug, Default, Serialize)]
-pub struct Observer {
+/// `observer.*`: the machine smbwatch runs on.
+#[derive(Debug, Serialize)]
+pub struct Observer<'a> {
+    /// [`OBSERVER_TYPE`].
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// [`PRODUCT`].
+    pub vendor: &'static str,
+    /// [`PRODUCT`].
+    pub product: &'static str,
+    /// smbwatch's version.
+    pub version: &'static str,
+    /// The sensor's host name, lower-cased.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<&'a str>,
     /// `observer.ingress.*`.
     #[serde(skip_serializing_if = "is_empty")]
-    pub ingress: Ingress,
+    pub ingress: Ingress<'a>,
 }
 
 /// `observer.ingress.*`.
 #[derive(Debug, Default, Serialize)]
-pub struct Ingress {
+pub struct Ingress<'a> {
     /// `observer.ingress.interface.*`.
     #[serde(skip_serializing_if = "is_empty")]
-    pub interface: Id<u32>,
+    pub interface: Interface<'a>,
     /// `observer.ingress.vlan.*`.
     #[serde(skip_serializing_if = "is_empty")]
     pub vlan: Id<u16>,
 }
 
+/// `observer.ingress.interface.*`.
+#[derive(Debug, Default, Serialize)]
+pub struct Interface<'a> {
+    /// Interface index, as a keyword.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<Keyword<u32>>,
+    /// Interface name, when the sensor knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<&'a str>,
+}
+
 /// An object with a keyword `id`.
 #[derive(Debug, Serialize)]
-pub struct Id<T: Display> {
+pub struct Id<T: std::fmt::Display> {
     /// The id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<Keyword<T>>,
 }
 
-impl<T: Display> Default for Id<T> {
+impl<T: std::fmt::Display> Default for Id<T> {
     fn default() -> Self {
         Self { id: None }
     }
 }
 
-/// An object with a `name` (`user`, `host`).
+/// `user.*`: see [`user::split`] for name, domain and case.
 #[derive(Debug, Default, Serialize)]
-pub struct Named<'a> {
-    /// The name.
+pub struct User<'a> {
+    /// Short name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<&'a str>,
+    /// Domain, upper-cased.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// Security identifier (SID).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a str>,
+}
+
+/// `host.*`.
+#[derive(Debug, Default, Serialize)]
+pub struct Host {
+    /// Host name from host logs, lower-cased (ECS: `host.name` lower case).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// `related.*`.
+#[derive(Debug, Default, Serialize)]
+pub struct Related {
+    /// Every address: source, destination, scanned destinations.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ip: Vec<IpAddr>,
+    /// The user's short name and SID.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub user: Vec<String>,
+    /// `host.name` and `observer.hostname`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+}
+
+fn push_unique<T: PartialEq>(v: &mut Vec<T>, x: T) {
+    if !v.contains(&x) {
+        v.push(x);
+    }
 }
 
 /// `process.*` (and the elements of `smbwatch.processes`).
@@ -287,7 +380,8 @@ pub struct Smbwatch<'a> {
     pub original_timestamp: Option<String>,
 }
 
-/// Scan evidence, under `smbwatch.*`.
+/// Scan evidence, under `smbwatch.*` (its time span is `event.start` and
+/// `event.end`).
 #[derive(Debug, Serialize)]
 pub struct Scan {
     /// Distinct destinations in the window.
@@ -305,10 +399,6 @@ pub struct Scan {
     pub refused: u64,
     /// Window length in seconds.
     pub window_secs: u64,
-    /// First event of the source in the window.
-    pub first_seen: Timestamp,
-    /// Latest event of the source.
-    pub last_seen: Timestamp,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -325,49 +415,116 @@ impl From<&ScanEvidence> for Scan {
             accepted: ev.accepted,
             refused: ev.refused,
             window_secs: ev.window_secs,
-            first_seen: Timestamp::new(ev.first_seen),
-            last_seen: Timestamp::new(ev.last_seen),
         }
     }
 }
 
+/// `event.id`: the first 128 bits of SHA-1 over smbwatch's own record of
+/// the alert (kind, time, addresses, evidence, message, ...), in hex.
+///
+/// Unique per alert (two alerts differ in at least their time, kind or
+/// subject) and stable: the same alert re-read from a file, re-sent after
+/// a reconnect, or raised again by replaying the same capture and logs
+/// keeps its id, so a SIEM can drop duplicates (e.g. use it as the
+/// document `_id`). `event.created` is not hashed: it is when this copy
+/// was raised, not what was seen.
+pub fn event_id(alert: &Alert) -> String {
+    // Strings, numbers, addresses and times: serialising cannot fail.
+    let record = serde_json::to_vec(alert).expect("an alert serialises");
+    Sha1::digest(&record)[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 impl<'a> Document<'a> {
-    /// The document of one alert.
-    pub fn new(alert: &'a Alert) -> Self {
-        let techniques = alert.techniques.as_slice();
+    /// The document of one alert, raised at `created` (the caller's wall
+    /// clock: pure code is given the time) by `sensor`.
+    pub fn new(alert: &'a Alert, sensor: &'a Sensor, created: DateTime<Utc>) -> Self {
+        let spec = alert.kind.spec();
         let timestamp = Timestamp::new(alert.ts);
         let original_timestamp = (timestamp.time() != alert.ts)
             .then(|| alert.ts.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+        let account = alert.user.as_deref().map(user::split);
+        let host = alert.host.as_deref().map(str::to_lowercase);
+        let addr = alert.source_ip.or(alert.destination_ip);
+        let mut related = Related::default();
+        for ip in alert.source_ip.iter().chain(&alert.destination_ip) {
+            push_unique(&mut related.ip, *ip);
+        }
+        for ip in alert.scan.iter().flat_map(|s| &s.destinations) {
+            push_unique(&mut related.ip, *ip);
+        }
+        if let Some(a) = &account {
+            push_unique(&mut related.user, a.name.to_owned());
+        }
+        if let Some(id) = &alert.user_id {
+            push_unique(&mut related.user, id.clone());
+        }
+        for h in host.iter().chain(&sensor.hostname) {
+            push_unique(&mut related.hosts, h.clone());
+        }
         Self {
             timestamp,
             message: &alert.message,
+            ecs: Ecs {
+                version: ECS_VERSION,
+            },
             event: Event {
                 kind: "alert",
-                code: alert.kind.code(),
+                category: spec.category,
+                types: spec.types,
+                module: MODULE,
+                dataset: ALERT_DATASET,
+                code: alert.event_code.map(Keyword),
+                id: event_id(alert),
                 severity: alert.severity,
+                risk_score: f64::from(alert.severity.number()),
+                created: Timestamp::new(created),
+                start: alert.scan.as_ref().map(|s| Timestamp::new(s.first_seen)),
+                end: alert.scan.as_ref().map(|s| Timestamp::new(s.last_seen)),
             },
             rule: Rule {
-                name: alert.kind.rule_name(),
+                id: spec.rule_id,
+                name: spec.rule_name,
+                reference: format!("{RULE_DOCS}#{}", spec.rule_id),
+                ruleset: RULESET,
+                version: spec.rule_version,
             },
             source: Endpoint {
                 ip: alert.source_ip,
-                port: None,
+                port: alert.source_port,
             },
             destination: Endpoint {
                 ip: alert.destination_ip,
                 port: alert.destination_port,
             },
-            threat: Threat {
-                framework: (!techniques.is_empty()).then_some(THREAT_FRAMEWORK),
-                technique: Technique { id: techniques },
-            },
             network: Network {
+                transport: (addr.is_some() || alert.destination_port.is_some()).then_some("tcp"),
+                kind: addr.map(|a| match a {
+                    IpAddr::V4(_) => "ipv4",
+                    IpAddr::V6(_) => "ipv6",
+                }),
+                direction: alert
+                    .source_ip
+                    .zip(alert.destination_ip)
+                    .map(|(s, d)| Direction::of(s, d)),
                 community_id: alert.community_id.as_deref(),
             },
+            threat: Threat::of(&alert.techniques),
             observer: Observer {
+                kind: OBSERVER_TYPE,
+                vendor: PRODUCT,
+                product: PRODUCT,
+                version: VERSION,
+                hostname: sensor.hostname.as_deref(),
                 ingress: Ingress {
-                    interface: Id {
+                    interface: Interface {
                         id: alert.ifindex.map(Keyword),
+                        name: alert
+                            .ifindex
+                            .and_then(|i| sensor.interfaces.get(&i))
+                            .map(String::as_str),
                     },
                     vlan: Id {
                         id: alert.vlan.map(Keyword),
@@ -379,12 +536,13 @@ impl<'a> Document<'a> {
                 .as_ref()
                 .map(Process::from)
                 .unwrap_or_default(),
-            user: Named {
-                name: alert.user.as_deref(),
+            user: User {
+                name: account.as_ref().map(|a| a.name),
+                domain: account.and_then(|a| a.domain),
+                id: alert.user_id.as_deref(),
             },
-            host: Named {
-                name: alert.host.as_deref(),
-            },
+            host: Host { name: host },
+            related,
             smbwatch: Smbwatch {
                 share: alert.share.as_deref(),
                 scan: alert.scan.as_ref().map(Scan::from),
@@ -395,86 +553,18 @@ impl<'a> Document<'a> {
     }
 }
 
+/// The sensor of unit tests: no host name, no interface names.
 #[cfg(test)]
-pub(crate) mod tests {
-    use chrono::NaiveDate;
+pub(crate) static TEST_SENSOR: Sensor = Sensor {
+    hostname: None,
+    interfaces: std::collections::BTreeMap::new(),
+};
 
-    use super::*;
-
-    /// What RFC 3339 (4-digit year 0001-9999) and RFC 5424 (no second 60)
-    /// accept, checked on the text.
-    pub(crate) fn assert_valid_time(s: &str) {
-        let b = s.as_bytes();
-        assert_eq!(s.len(), 24, "{s}");
-        assert!(
-            b[..4].iter().all(u8::is_ascii_digit) && &s[..4] != "0000",
-            "{s}"
-        );
-        assert_eq!(
-            (b[4], b[7], b[10], b[13], b[16], b[19], b[23]),
-            (b'-', b'-', b'T', b':', b':', b'.', b'Z'),
-            "{s}"
-        );
-        let sec: u32 = s[17..19].parse().unwrap();
-        assert!(sec <= 59, "{s}");
-        DateTime::parse_from_rfc3339(s).unwrap_or_else(|e| panic!("{s}: {e}"));
-    }
-
-    fn leap_second() -> DateTime<Utc> {
-        NaiveDate::from_ymd_opt(9999, 12, 31)
-            .unwrap()
-            .and_hms_milli_opt(23, 59, 59, 1_500)
-            .unwrap()
-            .and_utc()
-    }
-
-    /// Times an event can carry that RFC 3339 / 5424 cannot: far future
-    /// (8e18 microseconds after the epoch, year 255,479), chrono's extremes,
-    /// year 0, negative years, a leap second.
-    pub(crate) fn out_of_range_times() -> Vec<(DateTime<Utc>, &'static str)> {
-        vec![
-            (
-                DateTime::from_timestamp_micros(8_000_000_000_000_000_000).unwrap(),
-                "9999-12-31T23:59:59.999Z",
-            ),
-            (DateTime::<Utc>::MAX_UTC, "9999-12-31T23:59:59.999Z"),
-            (DateTime::<Utc>::MIN_UTC, "0001-01-01T00:00:00.000Z"),
-            (
-                Utc.with_ymd_and_hms(0, 6, 1, 0, 0, 0).unwrap(),
-                "0001-01-01T00:00:00.000Z",
-            ),
-            (
-                Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap(),
-                "9999-12-31T23:59:59.999Z",
-            ),
-            (leap_second(), "9999-12-31T23:59:59.999Z"),
-            (
-                NaiveDate::from_ymd_opt(2016, 12, 31)
-                    .unwrap()
-                    .and_hms_milli_opt(23, 59, 59, 1_250)
-                    .unwrap()
-                    .and_utc(),
-                "2016-12-31T23:59:59.999Z",
-            ),
-        ]
-    }
-
-    #[test]
-    fn timestamps_are_clamped_into_rfc3339() {
-        for (ts, want) in out_of_range_times() {
-            let t = Timestamp::new(ts);
-            assert_eq!(t.to_string(), want, "{ts:?}");
-            assert_valid_time(&t.to_string());
-            assert_ne!(t.time(), ts);
-        }
-        for s in [
-            "0001-01-01T00:00:00.000Z",
-            "2024-05-01T12:00:07.250Z",
-            "9999-12-31T23:59:59.999Z",
-        ] {
-            let ts = DateTime::parse_from_rfc3339(s).unwrap().to_utc();
-            assert_eq!(Timestamp::new(ts).time(), ts);
-            assert_eq!(Timestamp::new(ts).to_string(), s);
-        }
-    }
+/// The document unit tests format: [`TEST_SENSOR`], raised at
+/// 2026-01-02T03:04:05Z.
+#[cfg(test)]
+pub(crate) fn test_doc(alert: &Alert) -> Document<'_> {
+    use chrono::TimeZone;
+    let created = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+    Document::new(alert, &TEST_SENSOR, created)
 }

@@ -3,7 +3,8 @@
 //! One alert is one JSON object on one line, nested ECS style
 //! (`{"event":{"kind":"alert",...}}`), so it can be shipped by Filebeat,
 //! Vector or Fluent Bit without a custom mapping. The document is
-//! [`ecs::Document`](super::ecs::Document): absent fields are omitted,
+//! [`ecs::Document`](super::ecs::Document), built once per alert by the
+//! caller (who knows the sensor and the time): absent fields are omitted,
 //! never `null`; fields ECS has no name for live under `smbwatch.*`.
 
 use std::fs::{File, OpenOptions};
@@ -15,17 +16,16 @@ use std::sync::Mutex;
 use serde_json::Value;
 
 use super::ecs::Document;
-use super::Alert;
 
-/// The alert as an ECS document (nested objects); see [`Document`].
-pub fn to_ecs(alert: &Alert) -> Value {
-    serde_json::to_value(Document::new(alert)).expect("an ECS document serialises")
+/// The document as a JSON value (nested objects).
+pub fn to_ecs(doc: &Document<'_>) -> Value {
+    serde_json::to_value(doc).expect("an ECS document serialises")
 }
 
-/// The alert as one JSON line, without the trailing newline.
-pub fn to_line(alert: &Alert) -> String {
+/// The document as one JSON line, without the trailing newline.
+pub fn to_line(doc: &Document<'_>) -> String {
     // Strings, numbers and addresses only: serialising cannot fail.
-    serde_json::to_string(&Document::new(alert)).expect("an ECS document serialises")
+    serde_json::to_string(doc).expect("an ECS document serialises")
 }
 
 /// Where JSON lines go: `-` is stdout, anything else a file path.
@@ -127,9 +127,9 @@ impl JsonSink {
         }
     }
 
-    /// Writes the alert as one line and flushes.
-    pub fn write(&self, alert: &Alert) -> Result<(), JsonError> {
-        let mut line = to_line(alert);
+    /// Writes the alert's document as one line and flushes.
+    pub fn write(&self, doc: &Document<'_>) -> Result<(), JsonError> {
+        let mut line = to_line(doc);
         line.push('\n');
         // A poisoned lock only means another thread panicked mid-write; the
         // writer itself is still usable.
@@ -183,7 +183,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::alert::{AlertKind, ProcessInfo, ScanEvidence, Severity};
+    use crate::alert::{Alert, AlertKind, ProcessInfo, ScanEvidence, Severity};
 
     fn ts(s: u32, ms: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, s).unwrap()
@@ -203,6 +203,8 @@ mod tests {
         );
         a.techniques = vec!["T1046", "T1210"];
         a.source_ip = Some(ip("192.0.2.10"));
+        a.source_port = Some(50123);
+        a.destination_ip = Some(ip("198.51.100.1"));
         a.destination_port = Some(445);
         a.community_id = Some("1:LQU9qZlK+B5F3KDmev6m5PMibrg=".into());
         a.ifindex = Some(3);
@@ -223,16 +225,44 @@ mod tests {
 
     #[test]
     fn scan_alert_has_ecs_fields_nested() {
-        let v = to_ecs(&scan_alert());
+        let v = to_ecs(&crate::alert::ecs::test_doc(&scan_alert()));
         assert_eq!(v["@timestamp"], "2024-05-01T12:00:07.250Z");
-        assert_eq!(v["event"]["kind"], "alert");
-        assert_eq!(v["event"]["code"], "smb_scan_fanout");
-        assert_eq!(v["event"]["severity"], 73);
+        assert_eq!(v["ecs"]["version"], "9.4.0");
+        let e = &v["event"];
+        assert_eq!(e["kind"], "alert");
+        assert_eq!(e["category"], json!(["intrusion_detection", "network"]));
+        assert_eq!(e["type"], json!(["info"]));
+        assert_eq!(
+            (&e["module"], &e["dataset"]),
+            (&json!("smbwatch"), &json!("smbwatch.alert"))
+        );
+        // No source event, no code: the slug is the rule's id.
+        assert!(e.get("code").is_none());
+        assert_eq!(e["severity"], 73);
+        assert_eq!(e["risk_score"], 73.0);
+        assert_eq!(e["created"], "2026-01-02T03:04:05.000Z");
+        assert_eq!(e["start"], "2024-05-01T12:00:01.000Z");
+        assert_eq!(e["end"], "2024-05-01T12:00:07.250Z");
+        assert_eq!(e["id"].as_str().unwrap().len(), 32);
+        assert_eq!(v["rule"]["id"], "smb_scan_fanout");
         assert_eq!(v["rule"]["name"], "SMB scan: fan-out to many hosts");
+        assert_eq!(v["rule"]["ruleset"], "smbwatch");
         assert_eq!(v["source"]["ip"], "192.0.2.10");
+        assert_eq!(v["source"]["port"], 50123);
+        // The first flow's destination, with its community ID.
+        assert_eq!(v["destination"]["ip"], "198.51.100.1");
         assert_eq!(v["destination"]["port"], 445);
+        assert_eq!(v["network"]["transport"], "tcp");
+        assert_eq!(v["network"]["type"], "ipv4");
+        assert_eq!(v["network"]["direction"], "internal");
         assert_eq!(v["threat"]["technique"]["id"], json!(["T1046", "T1210"]));
+        assert_eq!(v["threat"]["tactic"]["id"], json!(["TA0007", "TA0008"]));
         assert_eq!(v["threat"]["framework"], "MITRE ATT&CK");
+        assert_eq!(
+            v["related"]["ip"],
+            json!(["192.0.2.10", "198.51.100.1", "198.51.100.2", "2001:db8::3"])
+        );
+        assert_eq!(v["observer"]["product"], "smbwatch");
         assert_eq!(
             v["network"]["community_id"],
             "1:LQU9qZlK+B5F3KDmev6m5PMibrg="
@@ -249,13 +279,10 @@ mod tests {
         assert_eq!(s["accepted"], 1);
         assert_eq!(s["refused"], 2);
         assert_eq!(s["window_secs"], 60);
-        assert_eq!(s["first_seen"], "2024-05-01T12:00:01.000Z");
-        assert_eq!(s["last_seen"], "2024-05-01T12:00:07.250Z");
         // Absent fields are omitted, not null.
-        assert!(v.get("destination").unwrap().get("ip").is_none());
         assert!(v.get("process").is_none());
         assert!(v.get("user").is_none());
-        assert!(!to_line(&scan_alert()).contains("null"));
+        assert!(!to_line(&crate::alert::ecs::test_doc(&scan_alert())).contains("null"));
     }
 
     #[test]
@@ -280,17 +307,21 @@ mod tests {
         a.user = Some(r"CORP\alice".into());
         a.host = Some("WS01".into());
         a.share = Some(r"\\*\ADMIN$".into());
-        let v = to_ecs(&a);
+        let v = to_ecs(&crate::alert::ecs::test_doc(&a));
         assert_eq!(v["destination"]["ip"], "198.51.100.7");
         assert_eq!(v["process"]["name"], "python.exe");
         assert_eq!(v["process"]["pid"], 4242);
         assert_eq!(v["process"]["executable"], r"C:\Python\python.exe");
-        assert_eq!(v["user"]["name"], r"CORP\alice");
-        assert_eq!(v["host"]["name"], "WS01");
+        assert_eq!(v["user"]["name"], "alice");
+        assert_eq!(v["user"]["domain"], "CORP");
+        assert_eq!(v["host"]["name"], "ws01");
+        assert_eq!(v["related"]["user"], json!(["alice"]));
+        assert_eq!(v["related"]["hosts"], json!(["ws01"]));
         assert_eq!(v["smbwatch"]["share"], r"\\*\ADMIN$");
         assert_eq!(v["smbwatch"]["processes"], json!([{"name": "dns.exe"}]));
-        // No techniques: no threat object at all.
-        assert!(v.get("threat").is_none());
+        assert_eq!(v["threat"]["technique"]["id"], json!(["T1210"]));
+        // No source address: no direction.
+        assert!(v["network"].get("direction").is_none());
         assert!(v["smbwatch"].get("syns").is_none());
     }
 
@@ -299,8 +330,9 @@ mod tests {
     #[test]
     fn lines_are_exact() {
         assert_eq!(
-            to_line(&scan_alert()),
-            r#"{"@timestamp":"2024-05-01T12:00:07.250Z","message":"192.0.2.10 reached 3 hosts on 445 in 60 s","event":{"kind":"alert","code":"smb_scan_fanout","severity":73},"rule":{"name":"SMB scan: fan-out to many hosts"},"source":{"ip":"192.0.2.10"},"destination":{"port":445},"threat":{"framework":"MITRE ATT&CK","technique":{"id":["T1046","T1210"]}},"network":{"community_id":"1:LQU9qZlK+B5F3KDmev6m5PMibrg="},"observer":{"ingress":{"interface":{"id":"3"},"vlan":{"id":"100"}}},"smbwatch":{"distinct_destinations":3,"destinations":["198.51.100.1","198.51.100.2","2001:db8::3"],"syns":4,"accepted":1,"refused":2,"window_secs":60,"first_seen":"2024-05-01T12:00:01.000Z","last_seen":"2024-05-01T12:00:07.250Z"}}"#
+            to_line(&crate::alert::ecs::test_doc(&scan_alert())),
+            r#"{"@timestamp":"2024-05-01T12:00:07.250Z","message":"192.0.2.10 reached 3 hosts on 445 in 60 s","ecs":{"version":"9.4.0"},"event":{"kind":"alert","category":["intrusion_detection","network"],"type":["info"],"module":"smbwatch","dataset":"smbwatch.alert","id":"66261f42be271a9d59470e3d662afa71","severity":73,"risk_score":73.0,"created":"2026-01-02T03:04:05.000Z","start":"2024-05-01T12:00:01.000Z","end":"2024-05-01T12:00:07.250Z"},"rule":{"id":"smb_scan_fanout","name":"SMB scan: fan-out to many hosts","reference":"docs/siem.md#smb_scan_fanout","ruleset":"smbwatch","version":"1"},"source":{"ip":"192.0.2.10","port":50123},"destination":{"ip":"198.51.100.1","port":445},"network":{"transport":"tcp","type":"ipv4","direction":"internal","community_id":"1:LQU9qZlK+B5F3KDmev6m5PMibrg="},"threat":{"framework":"MITRE ATT&CK","tactic":{"id":["TA0007","TA0008"],"name":["Discovery","Lateral Movement"],"reference":["https://attack.mitre.org/tactics/TA0007/","https://attack.mitre.org/tactics/TA0008/"]},"technique":{"id":["T1046","T1210"],"name":["Network Service Discovery","Exploitation of Remote Services"],"reference":["https://attack.mitre.org/techniques/T1046/","https://attack.mitre.org/techniques/T1210/"]}},"observer":{"type":"ids","vendor":"smbwatch","product":"smbwatch","version":"@VERSION@","ingress":{"interface":{"id":"3"},"vlan":{"id":"100"}}},"related":{"ip":["192.0.2.10","198.51.100.1","198.51.100.2","2001:db8::3"]},"smbwatch":{"distinct_destinations":3,"destinations":["198.51.100.1","198.51.100.2","2001:db8::3"],"syns":4,"accepted":1,"refused":2,"window_secs":60}}"#
+            .replace("@VERSION@", crate::alert::sensor::VERSION)
         );
         let mut a = Alert::new(
             ts(0, 0),
@@ -321,12 +353,15 @@ mod tests {
                 executable: Some("System".into()),
             },
         ];
-        a.user = Some("u\"\\\n".into());
+        a.user = Some("corp\\u\"\n".into());
+        a.user_id = Some("S-1-5-21-1".into());
+        a.event_code = Some(5140);
         a.host = Some("WS01".into());
         a.share = Some(r"\\*\C$".into());
         assert_eq!(
-            to_line(&a),
-            r#"{"@timestamp":"2024-05-01T12:00:00.000Z","message":"share","event":{"kind":"alert","code":"admin_share_access","severity":21},"rule":{"name":"Administrative share access"},"source":{"ip":"2001:db8::1"},"destination":{"ip":"198.51.100.7","port":445},"observer":{"ingress":{"interface":{"id":"2"}}},"user":{"name":"u\"\\\n"},"host":{"name":"WS01"},"smbwatch":{"share":"\\\\*\\C$","processes":[{},{"pid":4,"executable":"System"}]}}"#
+            to_line(&crate::alert::ecs::test_doc(&a)),
+            r#"{"@timestamp":"2024-05-01T12:00:00.000Z","message":"share","ecs":{"version":"9.4.0"},"event":{"kind":"alert","category":["intrusion_detection","network","file"],"type":["info"],"module":"smbwatch","dataset":"smbwatch.alert","code":"5140","id":"727babda0ceac8abcc78bc41e572c555","severity":21,"risk_score":21.0,"created":"2026-01-02T03:04:05.000Z"},"rule":{"id":"admin_share_access","name":"Administrative share access","reference":"docs/siem.md#admin_share_access","ruleset":"smbwatch","version":"1"},"source":{"ip":"2001:db8::1"},"destination":{"ip":"198.51.100.7","port":445},"network":{"transport":"tcp","type":"ipv6","direction":"internal"},"threat":{"framework":"MITRE ATT&CK","tactic":{"id":["TA0008"],"name":["Lateral Movement"],"reference":["https://attack.mitre.org/tactics/TA0008/"]},"technique":{"id":["T1021"],"name":["Remote Services"],"reference":["https://attack.mitre.org/techniques/T1021/"],"subtechnique":{"id":["T1021.002"],"name":["SMB/Windows Admin Shares"],"reference":["https://attack.mitre.org/techniques/T1021/002/"]}}},"observer":{"type":"ids","vendor":"smbwatch","product":"smbwatch","version":"@VERSION@","ingress":{"interface":{"id":"2"}}},"user":{"name":"u\"\n","domain":"CORP","id":"S-1-5-21-1"},"host":{"name":"ws01"},"related":{"ip":["2001:db8::1","198.51.100.7"],"user":["u\"\n","S-1-5-21-1"],"hosts":["ws01"]},"smbwatch":{"share":"\\\\*\\C$","processes":[{},{"pid":4,"executable":"System"}]}}"#
+            .replace("@VERSION@", crate::alert::sensor::VERSION)
         );
     }
 
@@ -334,24 +369,26 @@ mod tests {
     /// it is clamped, and the original is kept beside it.
     #[test]
     fn out_of_range_times_give_a_valid_timestamp() {
-        for (ts, want) in crate::alert::ecs::tests::out_of_range_times() {
+        for (ts, want) in crate::alert::ecs::time::tests::out_of_range_times() {
             let mut a = scan_alert();
             a.ts = ts;
             a.scan.as_mut().unwrap().first_seen = ts;
-            let v = to_ecs(&a);
+            let v = to_ecs(&crate::alert::ecs::test_doc(&a));
             assert_eq!(v["@timestamp"], want, "{ts:?}");
-            crate::alert::ecs::tests::assert_valid_time(v["@timestamp"].as_str().unwrap());
-            crate::alert::ecs::tests::assert_valid_time(
-                v["smbwatch"]["first_seen"].as_str().unwrap(),
+            crate::alert::ecs::time::tests::assert_valid_time(v["@timestamp"].as_str().unwrap());
+            crate::alert::ecs::time::tests::assert_valid_time(
+                v["event"]["start"].as_str().unwrap(),
             );
             assert_eq!(
                 v["smbwatch"]["original_timestamp"],
                 ts.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
             );
         }
-        assert!(to_ecs(&scan_alert())["smbwatch"]
-            .get("original_timestamp")
-            .is_none());
+        assert!(
+            to_ecs(&crate::alert::ecs::test_doc(&scan_alert()))["smbwatch"]
+                .get("original_timestamp")
+                .is_none()
+        );
     }
 
     /// A `Write` over a shared buffer, to read back what the sink wrote.
@@ -372,14 +409,16 @@ mod tests {
     fn sink_writes_one_parseable_line_per_alert() {
         let buf = Shared::default();
         let sink = JsonSink::from_writer("buf", Box::new(buf.clone()));
-        sink.write(&scan_alert()).unwrap();
-        sink.write(&scan_alert()).unwrap();
+        sink.write(&crate::alert::ecs::test_doc(&scan_alert()))
+            .unwrap();
+        sink.write(&crate::alert::ecs::test_doc(&scan_alert()))
+            .unwrap();
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2);
         for l in lines {
             let v: Value = serde_json::from_str(l).unwrap();
-            assert_eq!(v, to_ecs(&scan_alert()));
+            assert_eq!(v, to_ecs(&crate::alert::ecs::test_doc(&scan_alert())));
         }
     }
 
@@ -390,7 +429,8 @@ mod tests {
         let path = dir.join("alerts.jsonl");
         std::fs::write(&path, "{\"existing\":true}\n").unwrap();
         let sink = JsonSink::open(&JsonTarget::parse(path.to_str().unwrap())).unwrap();
-        sink.write(&scan_alert()).unwrap();
+        sink.write(&crate::alert::ecs::test_doc(&scan_alert()))
+            .unwrap();
         drop(sink);
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
@@ -413,7 +453,7 @@ mod tests {
         let path = dir.join("alerts.jsonl");
         JsonSink::open(&JsonTarget::File(path.clone()))
             .unwrap()
-            .write(&scan_alert())
+            .write(&crate::alert::ecs::test_doc(&scan_alert()))
             .unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         std::fs::remove_dir_all(&dir).unwrap();

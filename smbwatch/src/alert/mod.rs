@@ -3,8 +3,11 @@
 //! Every detector (gateway scan detection, host-log rules, correlation)
 //! produces [`Alert`]s; sinks serialise them (ECS JSON lines, syslog).
 
+pub mod attack;
 pub mod ecs;
 pub mod json;
+pub mod kinds;
+pub mod sensor;
 pub mod sink;
 pub mod syslog;
 
@@ -13,7 +16,8 @@ use std::net::IpAddr;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-/// Alert kinds; the string form is `event.code` in JSON and the syslog MSGID.
+/// Alert kinds; the string form is `rule.id` in JSON and the syslog MSGID.
+/// What each means to a SIEM is its [`kinds::KindSpec`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {
@@ -32,28 +36,14 @@ pub enum AlertKind {
 }
 
 impl AlertKind {
-    /// The snake_case code, as in `event.code`.
+    /// The snake_case code, as in `rule.id`.
     pub fn code(self) -> &'static str {
-        match self {
-            Self::SmbScanFanout => "smb_scan_fanout",
-            Self::SmbScanTrw => "smb_scan_trw",
-            Self::SuspiciousSmbClient => "suspicious_smb_client",
-            Self::AdminShareAccess => "admin_share_access",
-            Self::LateralMovementChain => "lateral_movement_chain",
-            Self::SmbwatchDegraded => "smbwatch_degraded",
-        }
+        self.spec().rule_id
     }
 
     /// Human-readable rule name (`rule.name`).
     pub fn rule_name(self) -> &'static str {
-        match self {
-            Self::SmbScanFanout => "SMB scan: fan-out to many hosts",
-            Self::SmbScanTrw => "SMB scan: failed-connection random walk",
-            Self::SuspiciousSmbClient => "SMB connection by a non-System process",
-            Self::AdminShareAccess => "Administrative share access",
-            Self::LateralMovementChain => "SMB scan followed by share access or network logon",
-            Self::SmbwatchDegraded => "smbwatch degraded: events shed under load",
-        }
+        self.spec().rule_name
     }
 }
 
@@ -147,12 +137,17 @@ pub struct Alert {
     pub kind: AlertKind,
     /// How bad.
     pub severity: Severity,
-    /// MITRE ATT&CK technique ids.
+    /// MITRE ATT&CK technique ids (the kind's, from [`kinds::KindSpec`]).
     pub techniques: Vec<&'static str>,
     /// One-line human summary.
     pub message: String,
+    /// The source event's code (a Windows event id: 5140, 4624, Sysmon 3),
+    /// for alerts raised from host logs.
+    pub event_code: Option<u32>,
     /// Source address (the scanner or SMB client).
     pub source_ip: Option<IpAddr>,
+    /// Source port (of the first flow, for scans).
+    pub source_port: Option<u16>,
     /// Destination address.
     pub destination_ip: Option<IpAddr>,
     /// Destination port.
@@ -169,8 +164,11 @@ pub struct Alert {
     pub process: Option<ProcessInfo>,
     /// Processes seen for the source (correlated scan alerts).
     pub processes: Vec<ProcessInfo>,
-    /// User name from host logs.
+    /// User name from host logs, as logged (`DOMAIN\user`, `user@domain`
+    /// or bare); the document splits it.
     pub user: Option<String>,
+    /// The user's security identifier (SID), from host logs.
+    pub user_id: Option<String>,
     /// Host name from host logs.
     pub host: Option<String>,
     /// Share name (share-access alerts).
@@ -184,9 +182,11 @@ impl Alert {
             ts,
             kind,
             severity,
-            techniques: Vec::new(),
+            techniques: kind.spec().techniques.to_vec(),
             message,
+            event_code: None,
             source_ip: None,
+            source_port: None,
             destination_ip: None,
             destination_port: None,
             community_id: None,
@@ -196,6 +196,7 @@ impl Alert {
             process: None,
             processes: Vec::new(),
             user: None,
+            user_id: None,
             host: None,
             share: None,
         }

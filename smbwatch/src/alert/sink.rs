@@ -5,7 +5,11 @@
 //! in place (alerts are rare and small), syslog messages are queued for the
 //! syslog task. A failing sink does not stop the others.
 
+use chrono::{DateTime, Utc};
+
+use super::ecs::Document;
 use super::json::{JsonError, JsonSink, JsonTarget};
+use super::sensor::Sensor;
 use super::syslog::{SyslogConfig, SyslogError, SyslogSink, SyslogStats};
 use super::Alert;
 
@@ -25,6 +29,7 @@ pub enum SinkError {
 pub struct AlertSinks {
     json: Vec<JsonSink>,
     syslog: Option<SyslogSink>,
+    sensor: Sensor,
 }
 
 impl AlertSinks {
@@ -46,6 +51,12 @@ impl AlertSinks {
         Ok(sinks)
     }
 
+    /// Names the sensor in every alert (`observer.*`; see [`Sensor::local`]).
+    pub fn with_sensor(mut self, sensor: Sensor) -> Self {
+        self.sensor = sensor;
+        self
+    }
+
     /// True when no sink is configured.
     pub fn is_empty(&self) -> bool {
         self.json.is_empty() && self.syslog.is_none()
@@ -57,17 +68,25 @@ impl AlertSinks {
         self.syslog.as_ref().map(SyslogSink::stats)
     }
 
-    /// Delivers the alert to every sink. Every sink is tried even if an
-    /// earlier one fails; the first error is returned.
+    /// Delivers the alert, raised now (`event.created`), to every sink.
+    /// Every sink is tried even if an earlier one fails; the first error is
+    /// returned.
     pub fn send(&self, alert: &Alert) -> Result<(), SinkError> {
+        self.send_created(alert, Utc::now())
+    }
+
+    /// [`AlertSinks::send`] with the time it was raised given: every sink
+    /// gets the same document, built once.
+    pub fn send_created(&self, alert: &Alert, created: DateTime<Utc>) -> Result<(), SinkError> {
+        let doc = Document::new(alert, &self.sensor, created);
         let mut first_err = None;
         for s in &self.json {
-            if let Err(e) = s.write(alert) {
+            if let Err(e) = s.write(&doc) {
                 first_err.get_or_insert(SinkError::from(e));
             }
         }
         if let Some(s) = &self.syslog {
-            s.send(alert);
+            s.send(&doc);
         }
         first_err.map_or(Ok(()), Err)
     }

@@ -28,7 +28,7 @@ use degraded::Degradation;
 
 use self::drain::DrainLoop;
 use crate::{
-    alert::{json::JsonTarget, sink::AlertSinks, Alert},
+    alert::{json::JsonTarget, sensor::Sensor, sink::AlertSinks, Alert},
     config::Config,
     dataplane::{privilege, Dataplane, DataplaneError, Stats},
     event::GatewayEvent,
@@ -144,7 +144,8 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
         .iter()
         .map(|p| JsonTarget::parse(&p.to_string_lossy()))
         .collect();
-    let sinks = AlertSinks::from_config(&json, cfg.alert.syslog.then_some(&cfg.syslog))?;
+    let sinks = AlertSinks::from_config(&json, cfg.alert.syslog.then_some(&cfg.syslog))?
+        .with_sensor(Sensor::local(&opts.ifaces));
     let events = (cfg.alert.events || sinks.is_empty()).then(StdoutEvents::new);
     let mut pipeline = Pipeline::new(cfg);
     if opts.host_logs.is_empty() && cfg.hostlog.listen.is_none() {

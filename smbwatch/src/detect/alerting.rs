@@ -8,9 +8,6 @@ use chrono::DateTime;
 use super::{community_id_v1, key_addr, Detector, PROTO_TCP};
 use crate::alert::{Alert, AlertKind, ScanEvidence, Severity};
 
-/// MITRE ATT&CK: Network Service Discovery, Exploitation of Remote Services.
-const TECHNIQUES: [&str; 2] = ["T1046", "T1210"];
-
 /// Bits of `Source::alerted_kinds`.
 const FANOUT_BIT: u8 = 1;
 const TRW_BIT: u8 = 2;
@@ -86,8 +83,10 @@ impl Detector {
             ),
         };
         let mut alert = Alert::new(DateTime::from_timestamp_nanos(at), kind, severity, message);
-        alert.techniques = TECHNIQUES.to_vec();
         alert.source_ip = Some(src);
+        // The first flow: its ports, its destination, its community ID.
+        alert.source_port = first.map(|p| p.sport);
+        alert.destination_ip = first.map(|p| key_addr(&p.dst));
         alert.destination_port = port;
         alert.community_id =
             first.map(|p| community_id_v1(src, key_addr(&p.dst), p.sport, p.dport, PROTO_TCP, 0));

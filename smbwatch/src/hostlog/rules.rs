@@ -155,8 +155,9 @@ pub fn suspicious_smb_client(ev: &HostEvent, cfg: &HostRulesConfig) -> Option<Al
         source_name(ev)
     );
     let mut a = Alert::new(ev.ts, AlertKind::SuspiciousSmbClient, Severity::Medium, msg);
-    a.techniques = vec!["T1210"];
+    a.event_code = Some(ev.event_id);
     a.source_ip = ev.src_ip;
+    a.source_port = ev.src_port;
     a.destination_ip = ev.dst_ip;
     a.destination_port = ev.dst_port;
     a.process = Some(ev.process_info());
@@ -237,8 +238,9 @@ pub fn admin_share_access(ev: &HostEvent) -> Option<Alert> {
         source_name(ev)
     );
     let mut a = Alert::new(ev.ts, AlertKind::AdminShareAccess, severity, msg);
-    a.techniques = vec!["T1021.002"];
+    a.event_code = Some(ev.event_id);
     a.source_ip = ev.src_ip;
+    a.source_port = ev.src_port;
     a.user = ev.user.clone();
     a.host = ev.host.clone();
     a.share = Some(share.to_string());

@@ -1,13 +1,12 @@
 //! Alerts as syslog messages (no framing): RFC 5424 and RFC 3164. Pure:
-//! the time comes from the alert, the rest from its fields and the
-//! configuration.
+//! everything comes from the alert's ECS document (the same one the JSON
+//! line is) and the configuration.
 
 use chrono::{DateTime, Utc};
 
 use super::config::{Facility, SyslogConfig, SyslogFormat};
 use super::target::Target;
 use crate::alert::ecs::{Document, Scan};
-use crate::alert::Alert;
 
 /// A header field made safe: non-printable characters become `_`, empty
 /// becomes the NILVALUE `-`, long values are cut at `max`.
@@ -119,19 +118,20 @@ impl Formatter {
     }
 
     /// PRI: facility × 8 + severity (RFC 5424 §6.2.1).
-    pub fn pri(&self, alert: &Alert) -> u8 {
-        self.facility.code() * 8 + alert.severity.syslog()
+    pub fn pri(&self, doc: &Document<'_>) -> u8 {
+        self.facility.code() * 8 + doc.event.severity.syslog()
     }
 
     /// The message in the configured format, at most `max_message` bytes.
-    pub fn format(&self, alert: &Alert) -> String {
-        self.message(alert).text
+    pub fn format(&self, doc: &Document<'_>) -> String {
+        self.message(doc).text
     }
 
     /// The message, and whether it had to be shortened to fit
     /// `max_message`.
     ///
-    /// RFC 5424: `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [SD] MSG`.
+    /// RFC 5424: `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [SD] MSG`,
+    /// MSGID the `rule.id`.
     /// RFC 3164: `<PRI>Mmm dd hh:mm:ss HOST TAG[PID]: KIND: MSG [SD]` (no
     /// `HOST ` on a local socket); the time is UTC (3164 has no zone); the
     /// structured data, which 3164 lacks, follows the message so the fields
@@ -142,17 +142,16 @@ impl Formatter {
     /// SD values, halving each (down to [`VALUE_KEEP`] bytes), then SD
     /// parameters from the last, then the rest of MSG. Every cut is on a
     /// character boundary and ends with `…`.
-    pub fn message(&self, alert: &Alert) -> Message {
-        let doc = Document::new(alert);
+    pub fn message(&self, doc: &Document<'_>) -> Message {
         let head = match self.format {
             SyslogFormat::Rfc5424 => format!(
                 "<{}>1 {} {} {} {} {} ",
-                self.pri(alert),
+                self.pri(doc),
                 doc.timestamp,
                 header_field(&self.hostname, 255),
                 header_field(&self.app_name, 48),
                 self.procid,
-                header_field(alert.kind.code(), 32),
+                header_field(doc.rule.id, 32),
             ),
             SyslogFormat::Rfc3164 => {
                 let tag: String = self
@@ -168,16 +167,16 @@ impl Formatter {
                 };
                 format!(
                     "<{}>{} {host}{}[{}]: {}: ",
-                    self.pri(alert),
+                    self.pri(doc),
                     rfc3164_time(doc.timestamp.time()),
                     if tag.is_empty() { "smbwatch" } else { &tag },
                     self.procid,
-                    alert.kind.code(),
+                    doc.rule.id,
                 )
             }
         };
-        let mut params = sd_params(&doc, self.max_message);
-        let mut msg = clip(alert.message.clone(), self.max_message);
+        let mut params = sd_params(doc, self.max_message);
+        let mut msg = clip(doc.message.to_owned(), self.max_message);
         let truncated = self.fit(head.len(), &mut params, &mut msg);
         let sd = self.sd_element(&params);
         let mut text = match self.format {
@@ -226,8 +225,8 @@ impl Formatter {
 
     /// One SD-ELEMENT `[SD-ID name="value" ...]` with the alert's fields
     /// (see [`SD_PARAMS`]), whatever its length.
-    pub fn structured_data(&self, alert: &Alert) -> String {
-        self.sd_element(&sd_params(&Document::new(alert), usize::MAX))
+    pub fn structured_data(&self, doc: &Document<'_>) -> String {
+        self.sd_element(&sd_params(doc, usize::MAX))
     }
 
     fn sd_element(&self, params: &[(&str, String)]) -> String {
@@ -309,7 +308,8 @@ type SdValue = fn(&Document<'_>) -> Option<String>;
 /// document is the one place that maps alert fields; one line here puts
 /// one of them into syslog.
 const SD_PARAMS: &[(&str, SdValue)] = &[
-    ("kind", |d| Some(d.event.code.into())),
+    ("kind", |d| Some(d.rule.id.into())),
+    ("id", |d| Some(d.event.id.clone())),
     ("severity", |d| Some(d.event.severity.name().into())),
     ("src", |d| d.source.ip.map(|ip| ip.to_string())),
     ("dst", |d| d.destination.ip.map(|ip| ip.to_string())),
@@ -332,15 +332,29 @@ const SD_PARAMS: &[(&str, SdValue)] = &[
         d.network.community_id.map(str::to_owned)
     }),
     ("techniques", |d| {
-        (!d.threat.technique.id.is_empty()).then(|| d.threat.technique.id.join(","))
+        let t = &d.threat.technique;
+        let ids: Vec<_> = t
+            .refs
+            .id
+            .iter()
+            .chain(&t.subtechnique.id)
+            .copied()
+            .collect();
+        (!ids.is_empty()).then(|| ids.join(","))
     }),
+    ("event_code", |d| d.event.code.map(|c| c.0.to_string())),
     ("process", |d| d.process.name.map(str::to_owned)),
     ("pid", |d| d.process.pid.map(|p| p.to_string())),
     ("user", |d| d.user.name.map(str::to_owned)),
-    ("host", |d| d.host.name.map(str::to_owned)),
+    ("domain", |d| d.user.domain.clone()),
+    ("user_id", |d| d.user.id.map(str::to_owned)),
+    ("host", |d| d.host.name.clone()),
     ("share", |d| d.smbwatch.share.map(str::to_owned)),
     ("ifindex", |d| {
         d.observer.ingress.interface.id.map(|i| i.0.to_string())
+    }),
+    ("iface", |d| {
+        d.observer.ingress.interface.name.map(str::to_owned)
     }),
     ("vlan", |d| {
         d.observer.ingress.vlan.id.map(|v| v.0.to_string())
@@ -365,7 +379,7 @@ pub(super) mod tests {
 
     use super::*;
     use crate::alert::syslog::DEFAULT_SD_ID;
-    use crate::alert::{AlertKind, ProcessInfo, ScanEvidence, Severity};
+    use crate::alert::{Alert, AlertKind, ProcessInfo, ScanEvidence, Severity};
 
     pub(in crate::alert::syslog) fn ts(s: u32, ms: i64) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, s).unwrap() + chrono::Duration::milliseconds(ms)
@@ -415,21 +429,28 @@ pub(super) mod tests {
         }
     }
 
-    const SD: &str = "[smbwatch@32473 kind=\"smb_scan_fanout\" severity=\"high\" \
-        src=\"192.0.2.10\" dport=\"445\" distinct_destinations=\"3\" syns=\"4\" \
-        accepted=\"1\" refused=\"2\" window_secs=\"60\" \
-        community_id=\"1:LQU9qZlK+B5F3KDmev6m5PMibrg=\" techniques=\"T1046,T1210\" \
-        ifindex=\"3\" vlan=\"100\"]";
+    /// The structured data of [`scan_alert`] (its `event.id` hashes it).
+    fn sd(a: &Alert) -> String {
+        format!(
+            "[smbwatch@32473 kind=\"smb_scan_fanout\" id=\"{}\" severity=\"high\" \
+             src=\"192.0.2.10\" dport=\"445\" distinct_destinations=\"3\" syns=\"4\" \
+             accepted=\"1\" refused=\"2\" window_secs=\"60\" \
+             community_id=\"1:LQU9qZlK+B5F3KDmev6m5PMibrg=\" techniques=\"T1046,T1210\" \
+             ifindex=\"3\" vlan=\"100\"]",
+            crate::alert::ecs::event_id(a)
+        )
+    }
 
     #[test]
     fn rfc5424_exact() {
         let a = scan_alert("192.0.2.10 reached 3 hosts on 445 in 60 s");
         // local4 (20) * 8 + error (3) = 163.
         assert_eq!(
-            formatter(SyslogFormat::Rfc5424).format(&a),
+            formatter(SyslogFormat::Rfc5424).format(&crate::alert::ecs::test_doc(&a)),
             format!(
-                "<163>1 2024-05-01T12:00:07.250Z gw1 smbwatch 4242 smb_scan_fanout {SD} \
-                 192.0.2.10 reached 3 hosts on 445 in 60 s"
+                "<163>1 2024-05-01T12:00:07.250Z gw1 smbwatch 4242 smb_scan_fanout {} \
+                 192.0.2.10 reached 3 hosts on 445 in 60 s",
+                sd(&a)
             )
         );
     }
@@ -438,10 +459,11 @@ pub(super) mod tests {
     fn rfc3164_exact() {
         let a = scan_alert("192.0.2.10 reached 3 hosts on 445 in 60 s");
         assert_eq!(
-            formatter(SyslogFormat::Rfc3164).format(&a),
+            formatter(SyslogFormat::Rfc3164).format(&crate::alert::ecs::test_doc(&a)),
             format!(
                 "<163>May  1 12:00:07 gw1 smbwatch[4242]: smb_scan_fanout: \
-                 192.0.2.10 reached 3 hosts on 445 in 60 s {SD}"
+                 192.0.2.10 reached 3 hosts on 445 in 60 s {}",
+                sd(&a)
             )
         );
     }
@@ -452,7 +474,7 @@ pub(super) mod tests {
             local_socket: true,
             ..formatter(SyslogFormat::Rfc3164)
         };
-        let m = f.format(&scan_alert("x"));
+        let m = f.format(&crate::alert::ecs::test_doc(&scan_alert("x")));
         assert!(
             m.starts_with("<163>May  1 12:00:07 smbwatch[4242]: smb_scan_fanout: x ["),
             "{m}"
@@ -478,17 +500,21 @@ pub(super) mod tests {
             pid: Some(7),
             executable: None,
         });
-        a.user = Some(r"CORP\alice".into());
+        a.user = Some("CORP\\a]l\"i\\ce".into());
         a.share = Some(r"\\WS01\ADMIN$".into());
         let f = formatter(SyslogFormat::Rfc5424);
-        let sd = f.structured_data(&a);
+        let sd = f.structured_data(&crate::alert::ecs::test_doc(&a));
         assert_eq!(
             sd,
-            "[smbwatch@32473 kind=\"suspicious_smb_client\" severity=\"critical\" \
-             process=\"evil\\\"\\].exe\" pid=\"7\" user=\"CORP\\\\alice\" \
-             share=\"\\\\\\\\WS01\\\\ADMIN$\"]"
+            format!(
+                "[smbwatch@32473 kind=\"suspicious_smb_client\" id=\"{}\" severity=\"critical\" \
+                 techniques=\"T1210\" process=\"evil\\\"\\].exe\" pid=\"7\" \
+                 user=\"a\\]l\\\"i\\\\ce\" domain=\"CORP\" \
+                 share=\"\\\\\\\\WS01\\\\ADMIN$\"]",
+                crate::alert::ecs::event_id(&a)
+            )
         );
-        let msg = f.format(&a);
+        let msg = f.format(&crate::alert::ecs::test_doc(&a));
         assert!(msg.ends_with(" line one line two"), "{msg}");
         assert!(!msg.contains('\n'));
         // local4 * 8 + critical (2).
@@ -505,17 +531,25 @@ pub(super) mod tests {
             pid: Some(4242),
             executable: Some(r"C:\psexec.exe".into()),
         });
-        a.user = Some(r"CORP\alice".into());
+        a.user = Some("alice@corp.example".into());
+        a.user_id = Some("S-1-5-21-1".into());
+        a.event_code = Some(5140);
         a.host = Some("WS01".into());
         a.share = Some("ADMIN$".into());
+        let sensor = crate::alert::sensor::Sensor::named(Some("gw1")).with_interface(3, "eth1");
+        let doc = Document::new(&a, &sensor, ts(9, 0));
         assert_eq!(
-            formatter(SyslogFormat::Rfc5424).structured_data(&a),
-            "[smbwatch@32473 kind=\"smb_scan_fanout\" severity=\"high\" src=\"192.0.2.10\" \
-             dst=\"2001:db8::7\" dport=\"445\" distinct_destinations=\"3\" syns=\"4\" \
-             accepted=\"1\" refused=\"2\" window_secs=\"60\" \
-             community_id=\"1:LQU9qZlK+B5F3KDmev6m5PMibrg=\" techniques=\"T1046,T1210\" \
-             process=\"psexec.exe\" pid=\"4242\" user=\"CORP\\\\alice\" host=\"WS01\" \
-             share=\"ADMIN$\" ifindex=\"3\" vlan=\"100\"]"
+            formatter(SyslogFormat::Rfc5424).structured_data(&doc),
+            format!(
+                "[smbwatch@32473 kind=\"smb_scan_fanout\" id=\"{}\" severity=\"high\" \
+                 src=\"192.0.2.10\" dst=\"2001:db8::7\" dport=\"445\" distinct_destinations=\"3\" \
+                 syns=\"4\" accepted=\"1\" refused=\"2\" window_secs=\"60\" \
+                 community_id=\"1:LQU9qZlK+B5F3KDmev6m5PMibrg=\" techniques=\"T1046,T1210\" \
+                 event_code=\"5140\" process=\"psexec.exe\" pid=\"4242\" user=\"alice\" \
+                 domain=\"CORP.EXAMPLE\" user_id=\"S-1-5-21-1\" host=\"ws01\" share=\"ADMIN$\" \
+                 ifindex=\"3\" iface=\"eth1\" vlan=\"100\"]",
+                crate::alert::ecs::event_id(&a)
+            )
         );
     }
 
@@ -523,20 +557,21 @@ pub(super) mod tests {
     /// 3164 time) and the original is kept in `original_ts`.
     #[test]
     fn out_of_range_times_give_a_valid_timestamp() {
-        for (ts, want) in crate::alert::ecs::tests::out_of_range_times() {
+        for (ts, want) in crate::alert::ecs::time::tests::out_of_range_times() {
             let mut a = scan_alert("m");
             a.ts = ts;
-            let m = formatter(SyslogFormat::Rfc5424).format(&a);
+            let m = formatter(SyslogFormat::Rfc5424).format(&crate::alert::ecs::test_doc(&a));
             let stamp = m.split(' ').nth(1).unwrap();
             assert_eq!(stamp, want, "{m}");
-            crate::alert::ecs::tests::assert_valid_time(stamp);
+            crate::alert::ecs::time::tests::assert_valid_time(stamp);
             let original = ts.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
             assert!(m.contains(&format!(" original_ts=\"{original}\"]")), "{m}");
-            let m = formatter(SyslogFormat::Rfc3164).format(&a);
+            let m = formatter(SyslogFormat::Rfc3164).format(&crate::alert::ecs::test_doc(&a));
             assert!(!m.contains(":60 "), "{m}");
         }
         // In range: no original_ts.
-        let m = formatter(SyslogFormat::Rfc5424).format(&scan_alert("m"));
+        let m =
+            formatter(SyslogFormat::Rfc5424).format(&crate::alert::ecs::test_doc(&scan_alert("m")));
         assert!(!m.contains("original_ts"), "{m}");
     }
 
@@ -559,11 +594,11 @@ pub(super) mod tests {
         {
             let mut a = scan_alert(&format!("a{c}b"));
             a.user = Some(format!("u{c}v"));
-            let m = f.format(&a);
+            let m = f.format(&crate::alert::ecs::test_doc(&a));
             assert!(!m.contains(c), "{:?} survived: {m:?}", c);
             assert!(m.ends_with(&format!(" a{want}b")), "{c:?}: {m:?}");
             assert!(m.contains(&format!(" user=\"u{want}v\"")), "{c:?}: {m:?}");
-            let m = formatter(SyslogFormat::Rfc3164).format(&a);
+            let m = formatter(SyslogFormat::Rfc3164).format(&crate::alert::ecs::test_doc(&a));
             assert!(!m.contains(c), "{:?} survived in 3164: {m:?}", c);
         }
         // Ordinary non-ASCII text is kept.
@@ -606,7 +641,7 @@ pub(super) mod tests {
 
     fn huge_alert(c: char) -> Alert {
         let mut a = scan_alert(&format!("scan {}", c.to_string().repeat(200_000)));
-        a.user = Some(format!("u{}", "\"]\\".repeat(50_000)));
+        a.user = Some(format!("CORP\\u{}", "\"]\\".repeat(50_000)));
         a.host = Some(c.to_string().repeat(300_000));
         a.share = Some("s".repeat(40_000));
         a.process = Some(ProcessInfo {
@@ -628,7 +663,7 @@ pub(super) mod tests {
                     max_message: max,
                     ..formatter(SyslogFormat::Rfc5424)
                 };
-                let m = f.message(&huge_alert(c));
+                let m = f.message(&crate::alert::ecs::test_doc(&huge_alert(c)));
                 assert!(m.truncated);
                 assert!(m.text.len() <= max, "{max} {c}: {}", m.text.len());
                 let head = "<163>1 2024-05-01T12:00:07.250Z gw1 smbwatch 4242 smb_scan_fanout ";
@@ -653,7 +688,7 @@ pub(super) mod tests {
                     max_message: max,
                     ..formatter(SyslogFormat::Rfc3164)
                 };
-                let m = f.message(&huge_alert(c));
+                let m = f.message(&crate::alert::ecs::test_doc(&huge_alert(c)));
                 assert!(m.text.len() <= max, "3164 {max} {c}: {}", m.text.len());
                 let sd_at = m.text.rfind(" [smbwatch@32473").expect(&m.text);
                 let (_, after) = parse_sd(&m.text[sd_at + 1..]);
@@ -674,7 +709,7 @@ pub(super) mod tests {
         let mut a = huge_alert('x');
         a.destination_ip = Some(ip("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff"));
         a.source_ip = a.destination_ip;
-        let m = f.message(&a);
+        let m = f.message(&crate::alert::ecs::test_doc(&a));
         assert!(m.text.len() <= 480, "{}", m.text.len());
         let at = m.text.find(" [").unwrap();
         let (_, msg) = parse_sd(&m.text[at + 1..]);
@@ -688,9 +723,12 @@ pub(super) mod tests {
             ..formatter(SyslogFormat::Rfc5424)
         };
         let a = scan_alert("192.0.2.10 reached 3 hosts on 445 in 60 s");
-        let m = f.message(&a);
+        let m = f.message(&crate::alert::ecs::test_doc(&a));
         assert!(!m.truncated);
-        assert_eq!(m.text, formatter(SyslogFormat::Rfc5424).format(&a));
+        assert_eq!(
+            m.text,
+            formatter(SyslogFormat::Rfc5424).format(&crate::alert::ecs::test_doc(&a))
+        );
         assert!(m.text.len() <= 480);
     }
 

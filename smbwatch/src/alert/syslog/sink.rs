@@ -16,7 +16,7 @@ use super::queue::MessageQueue;
 use super::target::Target;
 use super::transport::{is_message_error, Conn, Endpoint, TlsClient};
 use super::SyslogError;
-use crate::alert::Alert;
+use crate::alert::ecs::Document;
 
 /// Give up a connection attempt after this long (a black-holed TCP connect
 /// would otherwise take minutes).
@@ -196,10 +196,10 @@ impl SyslogSink {
         &self.formatter
     }
 
-    /// Formats the alert (at most `max_message` bytes) and queues it;
-    /// never waits for the network.
-    pub fn send(&self, alert: &Alert) {
-        let m = self.formatter.message(alert);
+    /// Formats the alert's document (at most `max_message` bytes) and
+    /// queues it; never waits for the network.
+    pub fn send(&self, doc: &Document<'_>) {
+        let m = self.formatter.message(doc);
         if m.truncated {
             self.shared.truncated.fetch_add(1, Ordering::Relaxed);
         }

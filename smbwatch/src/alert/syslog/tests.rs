@@ -74,14 +74,17 @@ async fn udp_datagram_is_the_message() {
     let port = rx.local_addr().unwrap().port();
     let sink = SyslogSink::start(&fast(format!("udp://127.0.0.1:{port}"))).unwrap();
     let a = scan_alert("hello over udp");
-    sink.send(&a);
+    sink.send(&crate::alert::ecs::test_doc(&a));
     let mut buf = [0u8; 4096];
     let n = within(rx.recv(&mut buf)).await.unwrap();
     assert_eq!(
         std::str::from_utf8(&buf[..n]).unwrap(),
-        sink.formatter().format(&a)
+        sink.formatter().format(&crate::alert::ecs::test_doc(&a))
     );
-    assert!(sink.formatter().format(&a).contains(" gw1 smbwatch "));
+    assert!(sink
+        .formatter()
+        .format(&crate::alert::ecs::test_doc(&a))
+        .contains(" gw1 smbwatch "));
     let stats = sink.shutdown().await;
     assert_eq!((stats.sent, stats.queued, stats.dropped), (1, 0, 0));
 }
@@ -92,7 +95,9 @@ async fn tcp_frames_are_octet_counted_and_shutdown_flushes() {
     let port = l.local_addr().unwrap().port();
     let sink = SyslogSink::start(&fast(format!("tcp://127.0.0.1:{port}"))).unwrap();
     for i in 0..100 {
-        sink.send(&scan_alert(&format!("alert {i}")));
+        sink.send(&crate::alert::ecs::test_doc(&scan_alert(&format!(
+            "alert {i}"
+        ))));
     }
     let stats = sink.shutdown_within(Duration::from_secs(10)).await;
     assert_eq!((stats.sent, stats.queued), (100, 0));
@@ -117,7 +122,9 @@ async fn down_collector_keeps_the_newest_up_to_the_bound() {
     cfg.queue = 3;
     let sink = SyslogSink::start(&cfg).unwrap();
     for i in 1..=5 {
-        sink.send(&scan_alert(&format!("alert {i}")));
+        sink.send(&crate::alert::ecs::test_doc(&scan_alert(&format!(
+            "alert {i}"
+        ))));
     }
     // Let the task try (and fail) a few times.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -154,7 +161,7 @@ async fn down_collector_with_huge_alerts_stays_within_the_byte_bound() {
         let mut a = scan_alert(&format!("alert {i} {}", "m".repeat(300_000)));
         a.user = Some("ü".repeat(150_000));
         a.host = Some("h".repeat(300_000));
-        sink.send(&a);
+        sink.send(&crate::alert::ecs::test_doc(&a));
         let s = sink.stats();
         assert!(s.queued_bytes <= 64 << 10, "{s:?}");
     }
@@ -188,7 +195,7 @@ async fn tcp_peer_close_loses_nothing() {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     let sink = SyslogSink::start(&fast(format!("tcp://127.0.0.1:{port}"))).unwrap();
-    sink.send(&scan_alert("before"));
+    sink.send(&crate::alert::ecs::test_doc(&scan_alert("before")));
     let (s, _) = within(l.accept()).await.unwrap();
     let mut r = tokio::io::BufReader::new(s);
     assert!(within(read_frame(&mut r))
@@ -200,7 +207,9 @@ async fn tcp_peer_close_loses_nothing() {
     drop(r);
     tokio::time::sleep(Duration::from_millis(50)).await;
     for i in 0..10 {
-        sink.send(&scan_alert(&format!("after {i}")));
+        sink.send(&crate::alert::ecs::test_doc(&scan_alert(&format!(
+            "after {i}"
+        ))));
     }
     let (s, _) = within(l.accept()).await.unwrap();
     let mut r = tokio::io::BufReader::new(s);
@@ -219,7 +228,9 @@ async fn unix_datagram_and_stream_fallback() {
     let dpath = dir.join("dgram.sock");
     let rx = UnixDatagram::bind(&dpath).unwrap();
     let sink = SyslogSink::start(&fast(format!("unix://{}", dpath.display()))).unwrap();
-    sink.send(&scan_alert("over a datagram socket"));
+    sink.send(&crate::alert::ecs::test_doc(&scan_alert(
+        "over a datagram socket",
+    )));
     let mut buf = [0u8; 4096];
     let n = within(rx.recv(&mut buf)).await.unwrap();
     assert!(std::str::from_utf8(&buf[..n])
@@ -230,8 +241,8 @@ async fn unix_datagram_and_stream_fallback() {
     let spath = dir.join("stream.sock");
     let l = UnixListener::bind(&spath).unwrap();
     let sink = SyslogSink::start(&fast(format!("unix://{}", spath.display()))).unwrap();
-    sink.send(&scan_alert("one"));
-    sink.send(&scan_alert("two"));
+    sink.send(&crate::alert::ecs::test_doc(&scan_alert("one")));
+    sink.send(&crate::alert::ecs::test_doc(&scan_alert("two")));
     let (s, _) = within(l.accept()).await.unwrap();
     let mut r = tokio::io::BufReader::new(s);
     for want in [" one\0", " two\0"] {
@@ -259,7 +270,9 @@ async fn a_collector_that_hangs_up_at_once_is_not_hammered() {
     });
     let sink = SyslogSink::start(&fast(format!("tcp://127.0.0.1:{port}"))).unwrap();
     for i in 0..3 {
-        sink.send(&scan_alert(&format!("alert {i}")));
+        sink.send(&crate::alert::ecs::test_doc(&scan_alert(&format!(
+            "alert {i}"
+        ))));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let n = accepts.load(Ordering::Relaxed);
@@ -277,7 +290,7 @@ async fn drop_stops_the_task() {
     };
     let sink = SyslogSink::start(&fast(format!("tcp://127.0.0.1:{port}"))).unwrap();
     let shared = sink.shared.clone();
-    sink.send(&scan_alert("abandoned"));
+    sink.send(&crate::alert::ecs::test_doc(&scan_alert("abandoned")));
     tokio::time::sleep(Duration::from_millis(50)).await;
     drop(sink);
     tokio::time::sleep(Duration::from_millis(20)).await;

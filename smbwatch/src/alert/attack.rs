@@ -1,0 +1,143 @@
+//! The MITRE ATT&CK techniques and tactics alerts name: ids, names and
+//! references, so `threat.*` carries what ATT&CK views in a SIEM group by.
+//!
+//! A technique id used by an alert kind (see [`super::kinds`]) must be
+//! listed here; a unit test checks every kind's ids resolve.
+
+/// An ATT&CK tactic (the adversary's goal).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Tactic {
+    /// `TA0008`.
+    pub id: &'static str,
+    /// `Lateral Movement`.
+    pub name: &'static str,
+}
+
+impl Tactic {
+    /// `https://attack.mitre.org/tactics/TA0008/`.
+    pub fn reference(&self) -> String {
+        format!("https://attack.mitre.org/tactics/{}/", self.id)
+    }
+}
+
+/// TA0007.
+pub const DISCOVERY: Tactic = Tactic {
+    id: "TA0007",
+    name: "Discovery",
+};
+/// TA0008.
+pub const LATERAL_MOVEMENT: Tactic = Tactic {
+    id: "TA0008",
+    name: "Lateral Movement",
+};
+/// TA0002.
+pub const EXECUTION: Tactic = Tactic {
+    id: "TA0002",
+    name: "Execution",
+};
+
+/// An ATT&CK technique or sub-technique (`T1021.002`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Technique {
+    /// `T1021` or `T1021.002`.
+    pub id: &'static str,
+    /// Name as ATT&CK gives it.
+    pub name: &'static str,
+    /// The tactics it serves.
+    pub tactics: &'static [Tactic],
+}
+
+impl Technique {
+    /// True for a sub-technique (`T1021.002`).
+    pub fn is_sub(&self) -> bool {
+        self.id.contains('.')
+    }
+
+    /// The parent technique of a sub-technique (itself otherwise).
+    pub fn parent(&self) -> &'static Technique {
+        let parent = self.id.split('.').next().unwrap_or(self.id);
+        technique(parent).expect("every sub-technique's parent is listed")
+    }
+
+    /// `https://attack.mitre.org/techniques/T1021/002/`.
+    pub fn reference(&self) -> String {
+        format!(
+            "https://attack.mitre.org/techniques/{}/",
+            self.id.replace('.', "/")
+        )
+    }
+}
+
+/// Every technique smbwatch names (ATT&CK Enterprise).
+pub const TECHNIQUES: &[Technique] = &[
+    Technique {
+        id: "T1046",
+        name: "Network Service Discovery",
+        tactics: &[DISCOVERY],
+    },
+    Technique {
+        id: "T1135",
+        name: "Network Share Discovery",
+        tactics: &[DISCOVERY],
+    },
+    Technique {
+        id: "T1210",
+        name: "Exploitation of Remote Services",
+        tactics: &[LATERAL_MOVEMENT],
+    },
+    Technique {
+        id: "T1021",
+        name: "Remote Services",
+        tactics: &[LATERAL_MOVEMENT],
+    },
+    Technique {
+        id: "T1021.002",
+        name: "SMB/Windows Admin Shares",
+        tactics: &[LATERAL_MOVEMENT],
+    },
+    Technique {
+        id: "T1570",
+        name: "Lateral Tool Transfer",
+        tactics: &[LATERAL_MOVEMENT],
+    },
+    Technique {
+        id: "T1569",
+        name: "System Services",
+        tactics: &[EXECUTION],
+    },
+    Technique {
+        id: "T1569.002",
+        name: "Service Execution",
+        tactics: &[EXECUTION],
+    },
+];
+
+/// The technique with this id, if listed.
+pub fn technique(id: &str) -> Option<&'static Technique> {
+    TECHNIQUES.iter().find(|t| t.id == id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sub_techniques_have_listed_parents_and_references() {
+        for t in TECHNIQUES {
+            assert_eq!(t.parent().is_sub(), false, "{}", t.id);
+            assert!(!t.tactics.is_empty(), "{}", t.id);
+        }
+        let smb = technique("T1021.002").unwrap();
+        assert!(smb.is_sub());
+        assert_eq!(smb.parent().id, "T1021");
+        assert_eq!(
+            smb.reference(),
+            "https://attack.mitre.org/techniques/T1021/002/"
+        );
+        assert_eq!(
+            LATERAL_MOVEMENT.reference(),
+            "https://attack.mitre.org/tactics/TA0008/"
+        );
+        assert!(technique("T9999").is_none());
+    }
+}

@@ -1,0 +1,109 @@
+use chrono::{TimeZone, Utc};
+use serde_json::json;
+
+use super::*;
+use crate::alert::ecs::Document;
+use crate::alert::sensor::Sensor;
+use crate::alert::{Alert, AlertKind, ProcessInfo, ScanEvidence, Severity};
+
+/// An alert of `kind` with every field set, as the producers of that
+/// kind fill them (and then some): the widest document each kind gives.
+pub(crate) fn full_alert(kind: AlertKind) -> Alert {
+    let ts = Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 7).unwrap();
+    let mut a = Alert::new(ts, kind, Severity::High, "m".into());
+    a.event_code = Some(5140);
+    a.source_ip = Some("192.0.2.10".parse().unwrap());
+    a.source_port = Some(50123);
+    a.destination_ip = Some("2001:db8::7".parse().unwrap());
+    a.destination_port = Some(445);
+    a.community_id = Some("1:LQU9qZlK+B5F3KDmev6m5PMibrg=".into());
+    a.ifindex = Some(3);
+    a.vlan = Some(100);
+    a.scan = Some(ScanEvidence {
+        distinct_destinations: 2,
+        destinations: vec!["198.51.100.1".parse().unwrap()],
+        syns: 4,
+        fragmented_syns: 1,
+        accepted: 1,
+        refused: 2,
+        window_secs: 60,
+        first_seen: ts,
+        last_seen: ts,
+    });
+    let p = ProcessInfo {
+        name: Some("psexec.exe".into()),
+        pid: Some(4242),
+        executable: Some(r"C:\psexec.exe".into()),
+    };
+    a.process = Some(p.clone());
+    a.processes = vec![p];
+    a.user = Some(r"theshire\pgustavo".into());
+    a.user_id = Some("S-1-5-21-1-2-3-1104".into());
+    a.host = Some("WORKSTATION5.theshire.local".into());
+    a.share = Some("ADMIN$".into());
+    a
+}
+
+fn doc(a: &Alert) -> Value {
+    let sensor = Sensor::named(Some("gw1")).with_interface(3, "eth1");
+    let created = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+    serde_json::to_value(Document::new(a, &sensor, created)).unwrap()
+}
+
+/// Every kind, with every field it can carry and with only the mandatory
+/// ones, conforms to the table.
+#[test]
+fn every_alert_kind_conforms_to_the_ecs_definitions() {
+    for &kind in AlertKind::ALL {
+        for a in [
+            full_alert(kind),
+            Alert::new(Utc::now(), kind, Severity::Low, "m".into()),
+        ] {
+            let v = doc(&a);
+            let errors = validate(&v);
+            assert!(errors.is_empty(), "{kind:?}: {errors:#?}\n{v:#}");
+            assert_eq!(v["ecs"]["version"], ECS_DEFINITIONS);
+        }
+    }
+}
+
+#[test]
+fn undefined_fields_wrong_types_and_values_are_reported() {
+    let v = json!({
+        "@timestamp": "yesterday",
+        "event": {"kind": "alarm", "category": "network", "severity": "high"},
+        "source": {"ip": "not-an-ip", "port": 1.5},
+        "related": {"ip": ["192.0.2.1", 7]},
+        "rule": {"id": ["a"]},
+        "smbwatch": {"made_up": 1, "processes": [{"name": "x", "color": "red"}]},
+        "user": {"name": "a"},
+    });
+    let errors = validate(&v);
+    for want in [
+        "@timestamp: \"yesterday\" is not a Date",
+        "event.kind: \"alarm\" is not an allowed value",
+        "event.category: ECS wants a list",
+        "event.severity: \"high\" is not a Long",
+        "source.ip: \"not-an-ip\" is not a Ip",
+        "source.port: 1.5 is not a Long",
+        "related.ip: 7 is not a Ip",
+        "rule.id: a list, but the field is single-valued",
+        "smbwatch.made_up: not defined",
+        "smbwatch.processes.color: not defined",
+    ] {
+        assert!(
+            errors.iter().any(|e| e.starts_with(want)),
+            "missing {want:?} in {errors:#?}"
+        );
+    }
+    assert_eq!(errors.len(), 10, "{errors:#?}");
+}
+
+#[test]
+fn the_table_names_each_field_once() {
+    let mut names: Vec<_> = FIELDS.iter().map(|f| f.name).collect();
+    names.sort_unstable();
+    let n = names.len();
+    names.dedup();
+    assert_eq!(names.len(), n);
+}

@@ -1,0 +1,156 @@
+//! What each alert kind means to a SIEM: one [`KindSpec`] per
+//! [`AlertKind`], in [`AlertKind::spec`].
+//!
+//! Adding a kind is its enum variant, one arm in [`AlertKind::spec`] (the
+//! compiler asks for it) and its entry in [`AlertKind::ALL`] (the tests
+//! check every listed kind against the ECS definitions). Everything the
+//! document says about a kind (`rule.*`, `event.category`/`type`,
+//! `threat.*` with tactics) comes from here.
+
+use serde::Serialize;
+
+use super::AlertKind;
+
+/// ECS `event.category` values smbwatch uses (ECS allowed values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    /// Detection of an attack.
+    IntrusionDetection,
+    /// Network traffic.
+    Network,
+    /// A file (a share) was accessed or created.
+    File,
+    /// A process is involved.
+    Process,
+    /// Logons.
+    Authentication,
+    /// The host (here: the sensor itself).
+    Host,
+}
+
+/// ECS `event.type` values smbwatch uses (ECS allowed values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    /// Information about something seen.
+    Info,
+    /// Something was accessed.
+    Access,
+    /// A connection.
+    Connection,
+    /// Something started.
+    Start,
+    /// Something was created.
+    Creation,
+    /// An error condition.
+    Error,
+}
+
+/// The ECS meaning of one alert kind.
+#[derive(Debug)]
+pub struct KindSpec {
+    /// `rule.id`: the stable snake_case key (syslog MSGID too).
+    pub rule_id: &'static str,
+    /// `rule.name`.
+    pub rule_name: &'static str,
+    /// `rule.version`: raised when the rule's logic changes meaning.
+    pub rule_version: &'static str,
+    /// `event.category`.
+    pub category: &'static [Category],
+    /// `event.type`.
+    pub types: &'static [EventType],
+    /// MITRE ATT&CK technique ids (sub-techniques as `T1021.002`); each
+    /// listed in [`super::attack::TECHNIQUES`].
+    pub techniques: &'static [&'static str],
+}
+
+impl AlertKind {
+    /// Every kind (for tests and documentation).
+    pub const ALL: &'static [AlertKind] = &[
+        Self::SmbScanFanout,
+        Self::SmbScanTrw,
+        Self::SuspiciousSmbClient,
+        Self::AdminShareAccess,
+        Self::LateralMovementChain,
+        Self::SmbwatchDegraded,
+    ];
+
+    /// The kind's ECS mapping.
+    pub fn spec(self) -> &'static KindSpec {
+        use Category::*;
+        use EventType::*;
+        match self {
+            Self::SmbScanFanout => &KindSpec {
+                rule_id: "smb_scan_fanout",
+                rule_name: "SMB scan: fan-out to many hosts",
+                rule_version: "1",
+                category: &[IntrusionDetection, Network],
+                types: &[Info],
+                techniques: &["T1046", "T1210"],
+            },
+            Self::SmbScanTrw => &KindSpec {
+                rule_id: "smb_scan_trw",
+                rule_name: "SMB scan: failed-connection random walk",
+                rule_version: "1",
+                category: &[IntrusionDetection, Network],
+                types: &[Info],
+                techniques: &["T1046", "T1210"],
+            },
+            Self::SuspiciousSmbClient => &KindSpec {
+                rule_id: "suspicious_smb_client",
+                rule_name: "SMB connection by a non-System process",
+                rule_version: "1",
+                category: &[IntrusionDetection, Network, Process],
+                types: &[Info],
+                techniques: &["T1210"],
+            },
+            Self::AdminShareAccess => &KindSpec {
+                rule_id: "admin_share_access",
+                rule_name: "Administrative share access",
+                rule_version: "1",
+                category: &[IntrusionDetection, Network, File],
+                types: &[Info],
+                techniques: &["T1021.002"],
+            },
+            Self::LateralMovementChain => &KindSpec {
+                rule_id: "lateral_movement_chain",
+                rule_name: "SMB scan followed by share access or network logon",
+                rule_version: "1",
+                category: &[IntrusionDetection, Network],
+                types: &[Info],
+                techniques: &["T1046", "T1021.002"],
+            },
+            Self::SmbwatchDegraded => &KindSpec {
+                rule_id: "smbwatch_degraded",
+                rule_name: "smbwatch degraded: events shed under load",
+                rule_version: "1",
+                category: &[Host],
+                types: &[Error],
+                techniques: &[],
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_a_unique_rule_id_and_known_techniques() {
+        let mut ids: Vec<_> = AlertKind::ALL.iter().map(|k| k.spec().rule_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), AlertKind::ALL.len());
+        for k in AlertKind::ALL {
+            let s = k.spec();
+            // The serde name (`Alert`'s own JSON) is the rule id.
+            assert_eq!(serde_json::to_value(k).unwrap(), s.rule_id);
+            assert!(!s.category.is_empty() && !s.types.is_empty(), "{k:?}");
+            for t in s.techniques {
+                assert!(super::super::attack::technique(t).is_some(), "{k:?}: {t}");
+            }
+        }
+    }
+}
