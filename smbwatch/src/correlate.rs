@@ -169,6 +169,7 @@ struct ChainRec {
     share: Option<String>,
     relative_target: Option<String>,
     user: Option<String>,
+    user_sid: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -232,6 +233,7 @@ impl HeapSize for ChainRec {
             + self.share.heap_size()
             + self.relative_target.heap_size()
             + self.user.heap_size()
+            + self.user_sid.heap_size()
     }
 }
 
@@ -456,6 +458,7 @@ impl Correlator {
             share: ev.share_name.clone(),
             relative_target: ev.relative_target.clone(),
             user: ev.user.clone(),
+            user_sid: ev.user_sid.clone(),
         };
         let scans: Vec<ScanRec> = self.scans.get(&src).map(|(_, s)| s.clone()).collect();
         let out = scans
@@ -563,6 +566,7 @@ impl Correlator {
         a.source_ip = Some(src);
         a.host = rec.host.clone();
         a.user = rec.user.clone();
+        a.user_id = rec.user_sid.clone();
         a.share = rec.share.clone();
         Some(a)
     }

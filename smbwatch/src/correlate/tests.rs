@@ -294,6 +294,7 @@ fn host_conn(at: DateTime<Utc>, sport: u16, pad: usize) -> HostEvent {
         image: Some(format!("C:\\{p}\\powershell.exe")),
         image_name: Some(format!("powershell{p}.exe")),
         user: Some(format!("THESHIRE\\{p}")),
+        user_sid: None,
         logon_type: None,
         share_name: None,
         relative_target: None,

@@ -92,7 +92,9 @@ fn fast_sweep_alerts_at_exactly_the_20th_destination() {
     assert_eq!(a.severity, Severity::High);
     assert_eq!(a.ts, at(190));
     assert_eq!(a.source_ip, Some(scanner()));
-    assert_eq!(a.destination_ip, None);
+    // The first flow's destination and ports go with its community ID.
+    assert_eq!(a.destination_ip, Some(host(0)));
+    assert_eq!(a.source_port, Some(events[0].sport));
     assert_eq!(a.destination_port, Some(445));
     assert_eq!(a.techniques, ["T1046", "T1210"]);
     assert_eq!((a.ifindex, a.vlan), (Some(3), Some(10)));

@@ -130,6 +130,8 @@ pub(crate) struct Raw<'a> {
     initiated: Option<Val<'a>>,
     user: Option<Val<'a>>,
     subject_user: Option<Val<'a>>,
+    subject_sid: Option<Val<'a>>,
+    target_sid: Option<Val<'a>>,
     subject_domain: Option<Val<'a>>,
     target_user: Option<Val<'a>>,
     target_domain: Option<Val<'a>>,
@@ -209,6 +211,8 @@ impl<'a> Raw<'a> {
             "Initiated" => &mut self.initiated,
             "User" => &mut self.user,
             "SubjectUserName" => &mut self.subject_user,
+            "SubjectUserSid" => &mut self.subject_sid,
+            "TargetUserSid" => &mut self.target_sid,
             "SubjectDomainName" => &mut self.subject_domain,
             "TargetUserName" => &mut self.target_user,
             "TargetDomainName" => &mut self.target_domain,
@@ -290,6 +294,7 @@ impl<'a> Raw<'a> {
             image: None,
             image_name: None,
             user: None,
+            user_sid: None,
             logon_type: None,
             share_name: None,
             relative_target: None,
@@ -364,7 +369,13 @@ impl<'a> Raw<'a> {
                 ev.command_line = text(&self.command_line).or_else(|| text(&self.ecs.command_line));
                 // The creator's account: TargetUserName is `-` unless the
                 // new process runs under a different account.
-                ev.user = account(&self.target_domain, &self.target_user)
+                let target = account(&self.target_domain, &self.target_user);
+                ev.user_sid = if target.is_some() {
+                    sid(&self.target_sid)
+                } else {
+                    sid(&self.subject_sid)
+                };
+                ev.user = target
                     .or_else(|| account(&self.subject_domain, &self.subject_user))
                     .or_else(|| self.ecs_user());
             }
@@ -386,6 +397,7 @@ impl<'a> Raw<'a> {
                 };
                 ev.user =
                     account(&self.target_domain, &self.target_user).or_else(|| self.ecs_user());
+                ev.user_sid = sid(&self.target_sid);
             }
             5140 | 5145 => {
                 ev.src_ip = ip(
@@ -401,6 +413,7 @@ impl<'a> Raw<'a> {
                 ev.relative_target = text(&self.relative_target);
                 ev.user =
                     account(&self.subject_domain, &self.subject_user).or_else(|| self.ecs_user());
+                ev.user_sid = sid(&self.subject_sid);
             }
             _ => unreachable!("kind_of accepted only the ids above"),
         }
@@ -512,6 +525,11 @@ fn contains_ci(hay: &str, needle: &str) -> bool {
 
 fn text(v: &Option<Val<'_>>) -> Option<String> {
     v.as_ref().and_then(|v| v.present()).map(Cow::into_owned)
+}
+
+/// A SID as logged; `S-1-0-0` (the null SID, "nobody") is no SID.
+fn sid(v: &Option<Val<'_>>) -> Option<String> {
+    text(v).filter(|s| s != "S-1-0-0")
 }
 
 fn account(domain: &Option<Val<'_>>, name: &Option<Val<'_>>) -> Option<String> {

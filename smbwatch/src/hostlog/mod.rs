@@ -130,6 +130,9 @@ pub struct HostEvent {
     pub image_name: Option<String>,
     /// User as `DOMAIN\name` (or `name` without a domain).
     pub user: Option<String>,
+    /// The user's SID (`SubjectUserSid` / `TargetUserSid`, whichever
+    /// account `user` names).
+    pub user_sid: Option<String>,
     /// Logon type (4624).
     pub logon_type: Option<u32>,
     /// Share name without the `\\*\` prefix, e.g. `C$`.
@@ -173,13 +176,14 @@ impl HostEvent {
     }
 
     /// Every string field with its cap.
-    fn strings_mut(&mut self) -> [(&mut Option<String>, usize); 10] {
+    fn strings_mut(&mut self) -> [(&mut Option<String>, usize); 11] {
         [
             (&mut self.host, MAX_NAME_BYTES),
             (&mut self.channel, MAX_NAME_BYTES),
             (&mut self.image, MAX_PATH_BYTES),
             (&mut self.image_name, MAX_NAME_BYTES),
             (&mut self.user, MAX_NAME_BYTES),
+            (&mut self.user_sid, MAX_NAME_BYTES),
             (&mut self.share_name, MAX_NAME_BYTES),
             (&mut self.relative_target, MAX_PATH_BYTES),
             (&mut self.target_filename, MAX_PATH_BYTES),
@@ -195,6 +199,7 @@ impl HostEvent {
             &self.image,
             &self.image_name,
             &self.user,
+            &self.user_sid,
             &self.share_name,
             &self.relative_target,
             &self.target_filename,

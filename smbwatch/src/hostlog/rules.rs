@@ -162,6 +162,7 @@ pub fn suspicious_smb_client(ev: &HostEvent, cfg: &HostRulesConfig) -> Option<Al
     a.destination_port = ev.dst_port;
     a.process = Some(ev.process_info());
     a.user = ev.user.clone();
+    a.user_id = ev.user_sid.clone();
     a.host = ev.host.clone();
     if let (Some(s), Some(d), Some(sp), Some(dp)) = (ev.src_ip, ev.dst_ip, ev.src_port, ev.dst_port)
     {
@@ -242,6 +243,7 @@ pub fn admin_share_access(ev: &HostEvent) -> Option<Alert> {
     a.source_ip = ev.src_ip;
     a.source_port = ev.src_port;
     a.user = ev.user.clone();
+    a.user_id = ev.user_sid.clone();
     a.host = ev.host.clone();
     a.share = Some(share.to_string());
     Some(a)

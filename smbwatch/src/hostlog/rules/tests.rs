@@ -28,6 +28,7 @@ fn conn(event_id: u32, pid: Option<u32>, image: &str, dst: &str) -> HostEvent {
         image: Some(image.into()),
         image_name: Some(crate::hostlog::image_file_name(image).into()),
         user: None,
+        user_sid: None,
         logon_type: None,
         share_name: None,
         relative_target: None,
@@ -113,7 +114,7 @@ fn inbound_other_ports_and_allowlist() {
 #[test]
 fn share_severity_by_share_and_account() {
     let kv = "EventID: 5140\nTimeCreated: 2025-06-08T05:31:00Z\nShareName: \\\\*\\C$\nIpAddress: 10.0.0.9\n\
-              SubjectUserName: bob\nSubjectDomainName: CORP\n\n\
+              SubjectUserName: bob\nSubjectDomainName: CORP\nSubjectUserSid: S-1-5-21-7-1104\n\n\
               EventID: 5140\nTimeCreated: 2025-06-08T05:31:00Z\nShareName: \\\\*\\ADMIN$\nIpAddress: 10.0.0.9\n\
               SubjectUserName: WS1$\nSubjectDomainName: CORP\n\n\
               EventID: 5140\nTimeCreated: 2025-06-08T05:31:00Z\nShareName: \\\\*\\IPC$\nIpAddress: 10.0.0.9\n\n\
@@ -135,6 +136,8 @@ fn share_severity_by_share_and_account() {
     let a = admin_share_access(&evs[0]).unwrap();
     assert_eq!(a.techniques, vec!["T1021.002"]);
     assert_eq!(a.user.as_deref(), Some("CORP\\bob"));
+    assert_eq!(a.user_id.as_deref(), Some("S-1-5-21-7-1104"));
+    assert_eq!(a.event_code, Some(5140));
     assert_eq!(a.source_ip, Some("10.0.0.9".parse().unwrap()));
     assert_eq!(
         a.message,
@@ -245,6 +248,14 @@ fn real_covenant_log_c_share() {
     assert_eq!(c.len(), 1, "5140 and 5145 on C$ in one session: one alert");
     assert_eq!(c[0].severity, Severity::High);
     assert_eq!(c[0].user.as_deref(), Some("THESHIRE\\pgustavo"));
+    // The SID of the logged account, from the real EVTX.
+    assert!(
+        c[0].user_id
+            .as_deref()
+            .is_some_and(|s| s.starts_with("S-1-5-21-")),
+        "{:?}",
+        c[0].user_id
+    );
     assert_eq!(c[0].source_ip, Some("172.18.39.5".parse().unwrap()));
     // Its SMB connections are all System's.
     assert!(!alerts
