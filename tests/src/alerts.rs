@@ -5,18 +5,31 @@ use std::path::Path;
 use serde_json::Value;
 
 /// Every alert line in `path` (none if it does not exist yet). A line that
-/// is not JSON fails the test: the sink must only write whole documents.
+/// is not JSON, or not ECS as [`check_ecs`] holds it, fails the test: the
+/// sink must only write whole, conforming documents.
 pub fn read(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON alert line"))
+        .map(|l| {
+            let v = serde_json::from_str(l).expect("JSON alert line");
+            check_ecs(&v);
+            v
+        })
         .collect()
 }
 
-/// An alert's kind (`event.code`), or "".
-pub fn code(v: &Value) -> &str {
-    v["event"]["code"].as_str().unwrap_or("")
+/// Fails unless `doc` conforms to the ECS field table
+/// (`smbwatch::alert::ecs::fields`): every field defined, typed right,
+/// lists where ECS wants lists, allowed values only.
+pub fn check_ecs(doc: &Value) {
+    let errors = smbwatch::alert::ecs::fields::validate(doc);
+    assert!(errors.is_empty(), "not ECS: {errors:#?}\n{doc:#}");
+}
+
+/// An alert's kind (`rule.id`), or "".
+pub fn rule_id(v: &Value) -> &str {
+    v["rule"]["id"].as_str().unwrap_or("")
 }
 
 /// Polls `path` until `pred` holds for its alerts or `timeout` passes;

@@ -51,7 +51,7 @@ async fn nmap_sweep_of_30_hosts_raises_one_fanout_alert() {
     let alerts = alerts::read(&json);
     let fanout: Vec<_> = alerts
         .iter()
-        .filter(|a| alerts::code(a) == "smb_scan_fanout")
+        .filter(|a| alerts::rule_id(a) == "smb_scan_fanout")
         .collect();
     assert_eq!(fanout.len(), 1, "exactly one fan-out alert: {alerts:#?}");
     let a = fanout[0];

@@ -17,7 +17,7 @@ use smbwatch::packet::{tcp_flags, Segment};
 fn from_attacker<'a>(alerts: &'a [Value], kind: &str) -> Vec<&'a Value> {
     alerts
         .iter()
-        .filter(|a| alerts::code(a) == kind && a["source"]["ip"] == ATTACKER_V4)
+        .filter(|a| alerts::rule_id(a) == kind && a["source"]["ip"] == ATTACKER_V4)
         .collect()
 }
 
@@ -208,7 +208,7 @@ fn a_slow_sweep_inside_a_spoofed_flood_alerts_and_degradation_is_reported() {
     );
     let degraded: Vec<_> = alerts
         .iter()
-        .filter(|a| alerts::code(a) == "smbwatch_degraded")
+        .filter(|a| alerts::rule_id(a) == "smbwatch_degraded")
         .collect();
     assert!(
         !degraded.is_empty(),
@@ -217,13 +217,13 @@ fn a_slow_sweep_inside_a_spoofed_flood_alerts_and_degradation_is_reported() {
     // The flood stopped: after five quiet seconds the notice clears.
     let alerts = alerts::wait(&json, Duration::from_secs(15), |a| {
         a.iter()
-            .filter(|a| alerts::code(a) == "smbwatch_degraded")
+            .filter(|a| alerts::rule_id(a) == "smbwatch_degraded")
             .count()
             >= 2
     });
     let notices: Vec<&str> = alerts
         .iter()
-        .filter(|a| alerts::code(a) == "smbwatch_degraded")
+        .filter(|a| alerts::rule_id(a) == "smbwatch_degraded")
         .map(|a| a["message"].as_str().unwrap_or(""))
         .collect();
     assert!(

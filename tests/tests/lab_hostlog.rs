@@ -119,7 +119,7 @@ fn forwarded_event_is_joined_to_the_live_pair() {
         let a = alerts::read(&json);
         if let Some(x) = a
             .iter()
-            .find(|a| a["event"]["code"] == "suspicious_smb_client")
+            .find(|a| a["rule"]["id"] == "suspicious_smb_client")
         {
             break x.clone();
         }
@@ -138,6 +138,13 @@ fn forwarded_event_is_joined_to_the_live_pair() {
         found["observer"]["ingress"]["interface"]["id"].is_string(),
         "joined to the gateway pair (interface known): {found:#}"
     );
+    // The daemon named the interface (resolved once at start-up), and the
+    // host log's code is the event's code.
+    assert!(
+        found["observer"]["ingress"]["interface"]["name"].is_string(),
+        "{found:#}"
+    );
+    assert_eq!(found["event"]["code"], "3", "{found:#}");
     let err = daemon.stderr();
     assert!(
         err.contains("2048"),

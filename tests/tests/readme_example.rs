@@ -1,13 +1,13 @@
 //! The README's alert example is what the code emits: same keys, same
 //! types, same values where the example is not elided ("..." marks an
-//! elision; the time varies).
+//! elision; the time varies), and it conforms to the ECS field table.
 
 use std::net::IpAddr;
 
 use chrono::DateTime;
 use serde_json::Value;
 use smbwatch::{
-    alert::{json::to_ecs, AlertKind},
+    alert::{ecs::Document, json::to_ecs, sensor::Sensor, AlertKind},
     detect::{DetectConfig, Detector},
     event::{GatewayEvent, GatewayEventKind},
 };
@@ -96,7 +96,12 @@ fn readme_fanout_alert_matches_the_code() {
         .iter()
         .find(|a| a.kind == AlertKind::SmbScanFanout)
         .expect("a fan-out alert");
-    let real = to_ecs(fanout);
+    // As the daemon on gateway `gw1` watching `eth1` (ifindex 2) writes it,
+    // two seconds after the capture time.
+    let sensor = Sensor::named(Some("gw1")).with_interface(2, "eth1");
+    let created = t0 + chrono::Duration::seconds(2);
+    let real = to_ecs(&Document::new(fanout, &sensor, created));
+    integration_tests::alerts::check_ecs(&real);
     let mut out = Vec::new();
     compare("", &example, &real, &mut out);
     assert!(

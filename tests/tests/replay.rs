@@ -381,7 +381,7 @@ fn unsupported_link_type_and_non_capture_are_clear_errors() {
     assert!(err.to_string().contains("not a pcap or pcapng"), "{err}");
 }
 
-/// Lines of `smbwatch` output: events (`type`) and ECS alerts (`event.code`).
+/// Lines of `smbwatch` output: events (`type`) and ECS alerts (`rule.id`).
 fn event_set(lines: &[serde_json::Value]) -> std::collections::BTreeSet<String> {
     lines
         .iter()
@@ -400,7 +400,8 @@ fn alert_set(lines: &[serde_json::Value]) -> std::collections::BTreeSet<String> 
     lines
         .iter()
         .filter(|l| l["event"]["kind"] == "alert")
-        .map(|l| format!("{} {}", l["event"]["code"], l["source"]["ip"]))
+        .inspect(|l| integration_tests::alerts::check_ecs(l))
+        .map(|l| format!("{} {}", l["rule"]["id"], l["source"]["ip"]))
         .collect()
 }
 

@@ -21,7 +21,7 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use serde_json::Value;
 use smbwatch::alert::syslog::{SyslogConfig, SyslogFormat, SyslogSink};
-use smbwatch::alert::{Alert, AlertKind, ScanEvidence, Severity};
+use smbwatch::alert::{ecs::Document, sensor::Sensor, Alert, AlertKind, ScanEvidence, Severity};
 
 use integration_tests::rsyslog::{
     free_tcp_port, free_udp_port, gtls_available, rsyslogd, temp_dir, Input, Rsyslog, APP,
@@ -32,14 +32,26 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
+/// Queues the alert's ECS document (as the daemon's sinks build it).
+fn send(sink: &SyslogSink, a: &Alert) {
+    sink.send(&Document::new(a, &Sensor::default(), Utc::now()));
+}
+
+/// `TRICKY_USER` (`CORP\adm "ops]`) as the document splits it: the short
+/// name goes in `user`, the domain in `domain`. The backslash SD-PARAM
+/// escaping must handle is in [`TRICKY_SHARE`].
+const TRICKY_NAME: &str = r#"adm "ops]"#;
+/// A share name with backslashes.
+const TRICKY_SHARE: &str = r"\\*\ADMIN$";
+
 fn alert(message: &str) -> Alert {
     let ts = Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 7).unwrap();
     let mut a = Alert::new(ts, AlertKind::SmbScanFanout, Severity::High, message.into());
-    a.techniques = vec!["T1046", "T1210"];
     a.source_ip = Some(ip("192.0.2.10"));
     a.destination_port = Some(445);
     a.community_id = Some("1:LQU9qZlK+B5F3KDmev6m5PMibrg=".into());
     a.user = Some(TRICKY_USER.into());
+    a.share = Some(TRICKY_SHARE.into());
     a.scan = Some(ScanEvidence {
         distinct_destinations: 25,
         destinations: vec![ip("198.51.100.1")],
@@ -108,13 +120,15 @@ fn check_rfc5424(line: &Value, message: &str) {
     assert_eq!(p["distinct_destinations"], "25");
     assert_eq!(p["community_id"], "1:LQU9qZlK+B5F3KDmev6m5PMibrg=");
     assert_eq!(p["techniques"], "T1046,T1210");
-    assert_eq!(p["user"], TRICKY_USER);
+    assert_eq!(p["user"], TRICKY_NAME);
+    assert_eq!(p["domain"], "CORP");
+    assert_eq!(p["share"], TRICKY_SHARE);
 }
 
 /// Sends one alert through a fresh sink and checks what rsyslogd received.
 async fn one_alert_roundtrip(rs: &Rsyslog, cfg: SyslogConfig, message: &str) -> Value {
     let sink = SyslogSink::start(&cfg).unwrap();
-    sink.send(&alert(message));
+    send(&sink, &alert(message));
     let got = rs.wait_alerts(1, Duration::from_secs(10)).await;
     let stats = sink.shutdown().await;
     assert_eq!((stats.sent, stats.queued, stats.dropped), (1, 0, 0));
@@ -158,7 +172,9 @@ async fn udp_rfc3164() {
     let (id, p) = parse_sd(rest);
     assert_eq!(id, "smbwatch@32473");
     assert_eq!(p["src"], "192.0.2.10");
-    assert_eq!(p["user"], TRICKY_USER);
+    assert_eq!(p["user"], TRICKY_NAME);
+    assert_eq!(p["domain"], "CORP");
+    assert_eq!(p["share"], TRICKY_SHARE);
 }
 
 #[tokio::test]
@@ -186,7 +202,7 @@ async fn huge_alert_roundtrip(rs: &Rsyslog, target: String, max: usize) {
         "m".repeat(1 << 20)
     ));
     a.host = Some(format!("WS\u{2029}01{}", "h".repeat(1 << 20)));
-    sink.send(&a);
+    send(&sink, &a);
     let got = rs.wait_alerts(1, Duration::from_secs(10)).await;
     let stats = sink.shutdown().await;
     assert_eq!((stats.sent, stats.truncated, stats.dropped), (1, 1, 0));
@@ -204,8 +220,11 @@ async fn huge_alert_roundtrip(rs: &Rsyslog, target: String, max: usize) {
     let (id, p) = parse_sd(line["sd"].as_str().unwrap());
     assert_eq!(id, "smbwatch@32473");
     assert_eq!(p["src"], "192.0.2.10");
-    assert_eq!(p["user"], TRICKY_USER);
-    assert!(p["host"].starts_with("WS 01hhh"), "{:.20}", p["host"]);
+    assert_eq!(p["user"], TRICKY_NAME);
+    assert_eq!(p["domain"], "CORP");
+    assert_eq!(p["share"], TRICKY_SHARE);
+    // host.name is lower-cased.
+    assert!(p["host"].starts_with("ws 01hhh"), "{:.20}", p["host"]);
     assert!(p["host"].ends_with("h…"));
     for c in ['\n', '\u{2028}', '\u{2029}', '\u{202E}'] {
         assert!(!raw.contains(c), "{c:?} in {raw:.80}");
@@ -309,7 +328,7 @@ async fn tls_with_an_untrusted_ca_delivers_nothing() {
     let mut cfg = config(format!("tls://127.0.0.1:{port}"));
     cfg.tls_ca = Some(other_ca);
     let sink = SyslogSink::start(&cfg).unwrap();
-    sink.send(&alert("must not be delivered"));
+    send(&sink, &alert("must not be delivered"));
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let stats = sink.shutdown_within(Duration::from_millis(200)).await;
     assert_eq!((stats.sent, stats.queued), (0, 1), "{stats:?}");
@@ -375,12 +394,12 @@ async fn local_socket_both_formats() {
 async fn outage(rs: &mut Rsyslog, cfg: SyslogConfig, signal: i32) {
     const N: usize = 50;
     let sink = SyslogSink::start(&cfg).unwrap();
-    sink.send(&alert("before the outage"));
+    send(&sink, &alert("before the outage"));
     rs.wait_alerts(1, Duration::from_secs(10)).await;
 
     rs.stop(signal);
     for i in 0..N {
-        sink.send(&alert(&format!("during the outage {i}")));
+        send(&sink, &alert(&format!("during the outage {i}")));
     }
     // Let the sink notice and fail to reconnect a few times.
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -454,7 +473,7 @@ async fn collector_down_at_startup_is_retried() {
     let Some(bin) = rsyslogd() else { return };
     let port = free_tcp_port();
     let sink = SyslogSink::start(&config(format!("tcp://127.0.0.1:{port}"))).unwrap();
-    sink.send(&alert("raised before the collector was up"));
+    send(&sink, &alert("raised before the collector was up"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(sink.stats().connect_failures >= 1);
     let rs = Rsyslog::start(&bin, &temp_dir("startup"), &Input::Tcp(port));

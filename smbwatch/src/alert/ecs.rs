@@ -461,9 +461,7 @@ impl<'a> Document<'a> {
         if let Some(id) = &alert.user_id {
             push_unique(&mut related.user, id.clone());
         }
-        for h in host.iter().chain(&sensor.hostname) {
-            push_unique(&mut related.hosts, h.clone());
-        }
+        related.hosts.extend(host.clone());
         Self {
             timestamp,
             message: &alert.message,

@@ -113,7 +113,7 @@ pub fn run(effort: &Effort) -> Result<Section> {
     while Instant::now() < deadline
         && got
             .iter()
-            .filter(|a| crate::alerts::code(a) == "smbwatch_degraded")
+            .filter(|a| crate::alerts::rule_id(a) == "smbwatch_degraded")
             .count()
             < 2
     {
@@ -134,10 +134,10 @@ pub fn run(effort: &Effort) -> Result<Section> {
 
     let scanner_alerted = got
         .iter()
-        .any(|a| crate::alerts::code(a) == "smb_scan_fanout" && a["source"]["ip"] == SCANNER);
+        .any(|a| crate::alerts::rule_id(a) == "smb_scan_fanout" && a["source"]["ip"] == SCANNER);
     let notices: Vec<&str> = got
         .iter()
-        .filter(|a| crate::alerts::code(a) == "smbwatch_degraded")
+        .filter(|a| crate::alerts::rule_id(a) == "smbwatch_degraded")
         .map(|a| a["message"].as_str().unwrap_or(""))
         .collect();
     let raised = notices.iter().any(|m| m.contains("degraded"));

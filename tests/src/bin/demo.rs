@@ -148,7 +148,7 @@ fn summarize(lines: &[Value]) {
     for a in alerts {
         println!(
             "    ALERT {} from {}: {}",
-            a["event"]["code"].as_str().unwrap_or("?"),
+            a["rule"]["id"].as_str().unwrap_or("?"),
             a["source"]["ip"].as_str().unwrap_or("?"),
             a["message"].as_str().unwrap_or("")
         );
