@@ -74,38 +74,16 @@ impl GatewayEvent {
         }
     }
 
-    /// The event as one JSON line (the `run` command's event output).
-    ///
-    /// `new_pair`: `{"type":"new_pair","ts":…,"src":…,"dst":…,"sport":…,"dport":…,"ifindex":…,"vlan":…}`;
-    /// answers: `{"type":"response","ts":…,"client":…,"server":…,"sport":…,"dport":…,"kind":"accepted"|"refused",…}`.
+    /// The event as one ECS document (`event.kind: event`; the `run` and
+    /// `replay --events` output): see [`EventLine`](crate::alert::ecs::gateway::EventLine).
     pub fn to_json(&self) -> serde_json::Value {
-        let ts = self.ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        match self.kind {
-            GatewayEventKind::NewPair => serde_json::json!({
-                "type": "new_pair",
-                "ts": ts,
-                "src": self.src,
-                "dst": self.dst,
-                "sport": self.sport,
-                "dport": self.dport,
-                "ifindex": self.ifindex,
-                "vlan": self.vlan,
-                "fragmented": self.fragmented,
-                "kernel_fanout": self.kernel_fanout,
-            }),
-            GatewayEventKind::Accepted | GatewayEventKind::Refused => serde_json::json!({
-                "type": "response",
-                "ts": ts,
-                "client": self.src,
-                "server": self.dst,
-                "sport": self.sport,
-                "dport": self.dport,
-                "kind": if self.kind == GatewayEventKind::Accepted { "accepted" } else { "refused" },
-                "ifindex": self.ifindex,
-                "vlan": self.vlan,
-                "after_accept": self.after_accept,
-            }),
-        }
+        serde_json::to_value(self.to_ecs()).expect("an event line serialises")
+    }
+
+    /// The event as its typed ECS document (serialise it straight to text
+    /// on hot paths).
+    pub fn to_ecs(&self) -> crate::alert::ecs::gateway::EventLine {
+        crate::alert::ecs::gateway::EventLine::new(self)
     }
 }
 
@@ -114,7 +92,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn json_lines_have_the_documented_keys() {
+    fn event_lines_are_ecs() {
         let ev = GatewayEvent {
             ts: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
             kind: GatewayEventKind::NewPair,
@@ -126,20 +104,32 @@ mod tests {
             vlan: None,
             fragmented: false,
             after_accept: false,
-            kernel_fanout: None,
+            kernel_fanout: Some(2),
         };
         assert_eq!(
             ev.to_json().to_string(),
-            r#"{"type":"new_pair","ts":"2023-11-14T22:13:20.000000Z","src":"203.0.113.10","dst":"198.51.100.7","sport":40000,"dport":445,"ifindex":3,"vlan":null,"fragmented":false,"kernel_fanout":null}"#
+            r#"{"@timestamp":"2023-11-14T22:13:20.000Z","ecs":{"version":"9.4.0"},"event":{"kind":"event","category":["network"],"type":["connection","start"],"action":"new_pair","module":"smbwatch","dataset":"smbwatch.gateway"},"source":{"ip":"203.0.113.10","port":40000},"destination":{"ip":"198.51.100.7","port":445},"network":{"transport":"tcp","type":"ipv4"},"observer":{"ingress":{"interface":{"id":"3"}}},"smbwatch":{"fragmented":false,"kernel_fanout":2}}"#
         );
         let r = GatewayEvent {
             kind: GatewayEventKind::Refused,
+            vlan: Some(10),
             ..ev
         };
         let j = r.to_json();
-        assert_eq!(j["type"], "response");
-        assert_eq!(j["client"], "203.0.113.10");
-        assert_eq!(j["server"], "198.51.100.7");
-        assert_eq!(j["kind"], "refused");
+        assert_eq!(j["event"]["action"], "refused");
+        assert_eq!(j["event"]["outcome"], "failure");
+        assert_eq!(j["source"]["ip"], "203.0.113.10");
+        assert_eq!(j["destination"]["ip"], "198.51.100.7");
+        assert_eq!(j["observer"]["ingress"]["vlan"]["id"], "10");
+        assert_eq!(j["smbwatch"], serde_json::json!({"after_accept": false}));
+        for kind in [
+            GatewayEventKind::NewPair,
+            GatewayEventKind::Accepted,
+            GatewayEventKind::Refused,
+        ] {
+            let v = GatewayEvent { kind, ..ev.clone() }.to_json();
+            let errors = crate::alert::ecs::fields::validate(&v);
+            assert!(errors.is_empty(), "{kind:?}: {errors:#?}");
+        }
     }
 }

@@ -362,7 +362,7 @@ fn replay(args: ReplayArgs) -> Result<()> {
     cfg.validate()
         .context("invalid setting (after applying command-line flags)")?;
     let host = read_host_logs(&args.host_logs, hostlog::Format::Auto)?;
-    let mut print = stdout_alerts(Sensor::local(&[]));
+    let mut print = stdout_alerts(smbwatch::replay::sensor::of_capture(&args.pcap));
     let mut on_alert = |a: &Alert| print(a);
     let mut print_event = |ev: &smbwatch::event::GatewayEvent| {
         let _ = writeln!(std::io::stdout(), "{}", ev.to_json());

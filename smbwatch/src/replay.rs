@@ -13,6 +13,7 @@
 //! are counted. See `docs/replay.md`.
 
 pub mod capture;
+pub mod sensor;
 
 use std::{
     collections::BTreeMap,

@@ -141,6 +141,8 @@ impl Daemon {
         loop {
             let lines = self.lines.lock().unwrap().clone();
             if pred(&lines) || Instant::now() > deadline {
+                // Event lines and alerts alike are ECS.
+                lines.iter().for_each(crate::alerts::check_ecs);
                 return lines;
             }
             std::thread::sleep(Duration::from_millis(50));

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use integration_tests::{
     daemon::Daemon,
+    events,
     gen::{Expected, GenLab, Generator, Pace, Plan, Spec, RX_IF, TX_IF},
     require_root,
 };
@@ -25,8 +26,14 @@ fn counted_when_settled(maps: &PinnedMaps, packets: u64) -> Expected {
     last
 }
 
+/// How many `new_pair` lines, or answers (`response`).
 fn of_type(lines: &[Value], t: &str) -> u64 {
-    lines.iter().filter(|l| l["type"] == t).count() as u64
+    let keep = if t == "response" {
+        events::is_answer
+    } else {
+        events::is_new_pair
+    };
+    lines.iter().filter(|l| keep(l)).count() as u64
 }
 
 #[test]

@@ -5,14 +5,21 @@ use std::{net::IpAddr, time::Duration};
 
 use integration_tests::{
     daemon::Daemon,
+    events,
     netns::{Lab, ATTACKER_V4, ATTACKER_V6, GW_ATTACKER_IF, GW_SERVERS_IF},
     require_root,
     samba::Smbd,
 };
 use serde_json::Value;
 
+/// The `new_pair` lines, or the answers (`response`).
 fn of_type<'a>(lines: &'a [Value], t: &str) -> Vec<&'a Value> {
-    lines.iter().filter(|l| l["type"] == t).collect()
+    let keep = if t == "response" {
+        events::is_answer
+    } else {
+        events::is_new_pair
+    };
+    lines.iter().filter(|l| keep(l)).collect()
 }
 
 fn gateway_daemon(lab: &Lab) -> Daemon {
@@ -69,20 +76,20 @@ fn nmap_sweep(v6: bool) {
     assert_eq!(pairs.len(), N, "one new_pair per target: {lines:#?}");
     assert_eq!(responses.len(), N, "one response per target: {lines:#?}");
     for p in &pairs {
-        assert_eq!(p["src"], attacker);
-        assert_eq!(p["dport"], 445);
-        assert!(p["vlan"].is_null());
-        assert!(p["ts"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(p["source"]["ip"], attacker);
+        assert_eq!(p["destination"]["port"], 445);
+        assert!(p["observer"]["ingress"]["vlan"].is_null());
+        assert!(p["@timestamp"].as_str().unwrap().ends_with('Z'));
     }
     for (i, target) in targets.iter().enumerate() {
         let r: Vec<_> = responses
             .iter()
-            .filter(|r| r["server"] == target.to_string())
+            .filter(|r| r["destination"]["ip"] == target.to_string())
             .collect();
         assert_eq!(r.len(), 1, "one response from {target}");
-        assert_eq!(r[0]["client"], attacker);
+        assert_eq!(r[0]["source"]["ip"], attacker);
         let want = if i < LISTENING { "accepted" } else { "refused" };
-        assert_eq!(r[0]["kind"], want, "answer of {target}");
+        assert_eq!(events::action(r[0]), want, "answer of {target}");
     }
     let pin_dir = daemon.pin_dir.clone();
     assert_eq!(daemon.stop().unwrap(), 0, "SIGTERM exits 0");
@@ -136,9 +143,9 @@ fn smbclient_session(v6: bool) {
     let pairs = of_type(&lines, "new_pair");
     let responses = of_type(&lines, "response");
     assert_eq!(pairs.len(), 1, "{lines:#?}");
-    assert_eq!(pairs[0]["dst"], server.to_string());
+    assert_eq!(pairs[0]["destination"]["ip"], server.to_string());
     assert_eq!(responses.len(), 1, "{lines:#?}");
-    assert_eq!(responses[0]["kind"], "accepted");
+    assert_eq!(events::action(responses[0]), "accepted");
     assert_eq!(daemon.stop().unwrap(), 0);
 }
 

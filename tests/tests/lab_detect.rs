@@ -7,6 +7,7 @@ use std::{path::PathBuf, time::Duration};
 use integration_tests::{
     alerts,
     daemon::Daemon,
+    events,
     netns::{Lab, ATTACKER_V4, GW_ATTACKER_IF, GW_SERVERS_IF},
     require_root,
     rsyslog::{rsyslogd, temp_dir, Input, Rsyslog},
@@ -136,9 +137,9 @@ async fn five_smbclient_clients_of_one_server_raise_nothing() {
     }
     // Every client's pair was seen, so silence below is detection, not blindness.
     let lines = daemon.lines_when(Duration::from_secs(5), |l| {
-        l.iter().filter(|v| v["type"] == "new_pair").count() >= 5
+        l.iter().filter(|v| events::is_new_pair(v)).count() >= 5
     });
-    let pairs: Vec<_> = lines.iter().filter(|v| v["type"] == "new_pair").collect();
+    let pairs: Vec<_> = lines.iter().filter(|v| events::is_new_pair(v)).collect();
     assert_eq!(pairs.len(), 5, "{lines:#?}");
     // TRW needs response timeouts to pass before it could fire.
     tokio::time::sleep(Duration::from_secs(5)).await;

@@ -7,6 +7,7 @@ use std::{path::PathBuf, time::Duration};
 use integration_tests::{
     alerts,
     daemon::Daemon,
+    events,
     netns::{send_frames, Lab, ATTACKER_V4},
     require_root,
     rsyslog::temp_dir,
@@ -42,10 +43,10 @@ fn fragmented_sweep_alerts(nmap_flag: &str) {
         "one fan-out alert for the fragmented sweep ({nmap_flag}): {alerts:#?}"
     );
     let lines = daemon.lines_when(Duration::from_secs(2), |_| false);
-    let pairs: Vec<_> = lines.iter().filter(|v| v["type"] == "new_pair").collect();
+    let pairs: Vec<_> = lines.iter().filter(|v| events::is_new_pair(v)).collect();
     assert!(pairs.len() >= 30, "{} pairs", pairs.len());
     assert!(
-        pairs.iter().all(|p| p["fragmented"] == true),
+        pairs.iter().all(|p| p["smbwatch"]["fragmented"] == true),
         "every probe was a first fragment: {pairs:#?}"
     );
     assert_eq!(daemon.stop().unwrap(), 0);
@@ -91,7 +92,10 @@ fn synacks_forged_from_the_scanners_side_do_not_stop_trw() {
         "TRW alert despite forged answers: {alerts:#?}"
     );
     let lines = daemon.lines_when(Duration::from_secs(1), |_| false);
-    let accepted = lines.iter().filter(|v| v["kind"] == "accepted").count();
+    let accepted = lines
+        .iter()
+        .filter(|v| events::action(v) == "accepted")
+        .count();
     assert_eq!(accepted, 0, "no forged answer believed: {lines:#?}");
     let status = std::process::Command::new(integration_tests::daemon::smbwatch_bin())
         .args(["status", "--json", "--pin-dir"])
@@ -114,9 +118,12 @@ fn synacks_forged_from_the_scanners_side_do_not_stop_trw() {
     .expect("daemon");
     sweep_and_forge(&lab);
     let lines = daemon.lines_when(Duration::from_secs(5), |l| {
-        l.iter().filter(|v| v["kind"] == "accepted").count() >= 25
+        l.iter().filter(|v| events::action(v) == "accepted").count() >= 25
     });
-    let accepted = lines.iter().filter(|v| v["kind"] == "accepted").count();
+    let accepted = lines
+        .iter()
+        .filter(|v| events::action(v) == "accepted")
+        .count();
     assert!(
         accepted >= 25,
         "with answers=any the forgeries are believed: {accepted}"

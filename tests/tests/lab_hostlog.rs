@@ -10,6 +10,7 @@ use std::{net::IpAddr, time::Duration};
 use integration_tests::{
     alerts,
     daemon::Daemon,
+    events,
     netns::{Lab, NetNs, ATTACKER_V4, GW_ATTACKER_IF, GW_SERVERS_IF},
     require_root,
     rsyslog::{free_tcp_port, temp_dir},
@@ -95,15 +96,15 @@ fn forwarded_event_is_joined_to_the_live_pair() {
         .exec("smbclient", &[&unc, "-N", "-c", "ls"])
         .expect("smbclient");
     let lines = daemon.lines_when(Duration::from_secs(5), |l| {
-        l.iter().any(|v| v["type"] == "new_pair")
+        l.iter().any(events::is_new_pair)
     });
     let pair = lines
         .iter()
-        .find(|v| v["type"] == "new_pair")
+        .find(|v| events::is_new_pair(v))
         .expect("pair seen")
         .clone();
-    let sport = pair["sport"].as_u64().unwrap() as u16;
-    let utc = chrono::DateTime::parse_from_rfc3339(pair["ts"].as_str().unwrap())
+    let sport = pair["source"]["port"].as_u64().unwrap() as u16;
+    let utc = chrono::DateTime::parse_from_rfc3339(pair["@timestamp"].as_str().unwrap())
         .unwrap()
         .with_timezone(&chrono::Utc)
         .format("%Y-%m-%d %H:%M:%S%.3f")

@@ -8,7 +8,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use integration_tests::require_root;
+use integration_tests::{events, require_root};
 use smbwatch::{
     alert::{Alert, AlertKind},
     detect::{DetectConfig, Detector},
@@ -381,17 +381,18 @@ fn unsupported_link_type_and_non_capture_are_clear_errors() {
     assert!(err.to_string().contains("not a pcap or pcapng"), "{err}");
 }
 
-/// Lines of `smbwatch` output: events (`type`) and ECS alerts (`rule.id`).
+/// Lines of `smbwatch` output: events (`event.action`) and ECS alerts
+/// (`rule.id`).
 fn event_set(lines: &[serde_json::Value]) -> std::collections::BTreeSet<String> {
     lines
         .iter()
-        .filter_map(|l| match l["type"].as_str()? {
-            "new_pair" => Some(format!("new_pair {} {} {}", l["src"], l["dst"], l["dport"])),
-            "response" => Some(format!(
-                "response {} {} {}",
-                l["client"], l["server"], l["kind"]
-            )),
-            _ => None,
+        .filter_map(|l| {
+            let (src, dst) = (&l["source"]["ip"], &l["destination"]["ip"]);
+            match events::action(l) {
+                "new_pair" => Some(format!("new_pair {src} {dst} {}", l["destination"]["port"])),
+                a @ ("accepted" | "refused") => Some(format!("response {src} {dst} {a}")),
+                _ => None,
+            }
         })
         .collect()
 }
@@ -481,7 +482,7 @@ fn live_lab_capture_replays_to_what_the_daemon_raised() {
     nmap.extend(t.iter().map(String::as_str));
     lab.attacker.exec("nmap", &nmap).expect("nmap");
     let live = daemon.lines_when(Duration::from_secs(10), |l| {
-        l.iter().filter(|x| x["type"] == "response").count() >= N && !alert_set(l).is_empty()
+        l.iter().filter(|x| events::is_answer(x)).count() >= N && !alert_set(l).is_empty()
     });
     std::thread::sleep(Duration::from_millis(500));
     // SAFETY: signalling our own child.

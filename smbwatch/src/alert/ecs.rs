@@ -16,6 +16,7 @@
 //! techniques) is its entry in [`super::kinds`].
 
 pub mod fields;
+pub mod gateway;
 pub mod threat;
 pub mod time;
 pub mod user;

@@ -216,9 +216,11 @@ pub enum ReadProblem {
 }
 
 /// What a pcapng interface description says about its packets.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Interface {
     link: u32,
+    /// `if_name` (`eth0`), when the capture recorded it.
+    name: Option<String>,
     /// Timestamp ticks per second (`if_tsresol`; default 10^6).
     ticks_per_sec: u64,
     /// `if_tsoffset`, seconds added to every timestamp (signed).
@@ -340,6 +342,17 @@ impl<R: Read> CaptureReader<R> {
             number: 0,
             done: false,
         })
+    }
+
+    /// The `if_name` of each pcapng interface described so far (by
+    /// interface id; `None` where the capture gave none). Empty for pcap.
+    pub fn interface_names(&self) -> Vec<Option<&str>> {
+        match &self.inner {
+            Inner::PcapNg { interfaces, .. } => {
+                interfaces.iter().map(|i| i.name.as_deref()).collect()
+            }
+            Inner::Pcap { .. } => Vec::new(),
+        }
     }
 
     /// Which container format.
@@ -612,11 +625,13 @@ impl<'a> Fields<'a> {
 }
 
 /// An interface description: link type, reserved, snap length, then options
-/// (code, length, value padded to 4 bytes). Only `if_tsresol` (9) and
-/// `if_tsoffset` (14) matter here.
+/// (code, length, value padded to 4 bytes). Only `if_name` (2, for
+/// `observer.ingress.interface.name`), `if_tsresol` (9) and `if_tsoffset`
+/// (14) matter here.
 fn interface(b: &Fields<'_>) -> Option<Interface> {
     let mut iface = Interface {
         link: u32::from(b.u16(0)?),
+        name: None,
         ticks_per_sec: 1_000_000,
         offset_secs: 0,
     };
@@ -626,6 +641,13 @@ fn interface(b: &Fields<'_>) -> Option<Interface> {
         let value = pos + 4;
         match (code, len) {
             (0, _) => break,
+            (2, n) => {
+                iface.name = b
+                    .body
+                    .get(value..value + usize::from(n))
+                    .map(|v| String::from_utf8_lossy(v).trim_end_matches('\0').to_owned())
+                    .filter(|s| !s.is_empty() && s.len() <= MAX_IF_NAME);
+            }
             (9, 1) => {
                 if let Some(&r) = b.body.get(value) {
                     iface.ticks_per_sec = ticks_per_sec(r).max(1);
@@ -642,6 +664,9 @@ fn interface(b: &Fields<'_>) -> Option<Interface> {
     }
     Some(iface)
 }
+
+/// Longest `if_name` kept (bytes); longer ones are ignored.
+const MAX_IF_NAME: usize = 64;
 
 fn header_problem(e: PcapError) -> OpenProblem {
     match e {

@@ -295,6 +295,21 @@ impl Ng {
         }
         self.block(1, &b);
     }
+    /// An Ethernet interface description with `if_name`.
+    fn idb_named(&mut self, name: &str) {
+        let mut b = self.u16(1);
+        b.extend(self.u16(0));
+        b.extend(self.u32(65535));
+        b.extend(self.u16(2));
+        b.extend(self.u16(name.len() as u16));
+        b.extend_from_slice(name.as_bytes());
+        while !b.len().is_multiple_of(4) {
+            b.push(0);
+        }
+        b.extend(self.u16(0));
+        b.extend(self.u16(0));
+        self.block(1, &b);
+    }
     fn epb(&mut self, iface: u32, ticks: u64, data: &[u8]) {
         let mut b = self.u32(iface);
         b.extend(self.u32((ticks >> 32) as u32));
@@ -395,4 +410,33 @@ fn capture_clock_clamps_backwards_and_fills_missing() {
     assert_eq!(c.stamp(Some(Duration::from_secs(u64::MAX))), t(101));
     assert_eq!((c.backwards, c.missing), (1, 3));
     assert_eq!(c.latest(), Some(t(101)));
+}
+
+/// Alerts of a replayed pcapng name the capture's interfaces: interface
+/// id 0 is ingress index 1.
+#[test]
+fn pcapng_interface_names_name_the_ingress() {
+    let eth = v4_syn().frame();
+    for big in [false, true] {
+        let mut ng = Ng::new(big);
+        ng.idb_named("eth1");
+        ng.idb(1, None);
+        ng.idb_named("wan0");
+        ng.epb(0, 1, &eth);
+        let path = std::env::temp_dir().join(format!(
+            "smbwatch-ifnames-{}-{big}.pcapng",
+            std::process::id()
+        ));
+        std::fs::write(&path, &ng.out).unwrap();
+        let sensor = super::sensor::of_capture(&path);
+        std::fs::remove_file(&path).unwrap();
+        let names: Vec<_> = sensor
+            .interfaces
+            .iter()
+            .map(|(i, n)| (*i, n.as_str()))
+            .collect();
+        assert_eq!(names, [(1, "eth1"), (3, "wan0")], "big endian: {big}");
+    }
+    let missing = super::sensor::of_capture(std::path::Path::new("/nonexistent.pcapng"));
+    assert!(missing.interfaces.is_empty());
 }

@@ -91,7 +91,10 @@ fn demo() -> Result<()> {
     );
 
     let lines = daemon.lines_when(Duration::from_secs(5), |l| {
-        l.iter().filter(|v| v["type"] == "response").count() >= SERVERS
+        l.iter()
+            .filter(|v| integration_tests::events::is_answer(v))
+            .count()
+            >= SERVERS
             && l.iter().any(|v| v["event"]["kind"] == "alert")
     });
     step("what smbwatch printed (first lines of its JSON event stream)");
@@ -126,7 +129,14 @@ fn summarize(lines: &[Value]) {
     let count = |t: &str, k: Option<&str>| {
         lines
             .iter()
-            .filter(|l| l["type"] == t && k.is_none_or(|k| l["kind"] == k))
+            .filter(|l| {
+                let a = integration_tests::events::action(l);
+                match (t, k) {
+                    ("new_pair", _) => a == "new_pair",
+                    (_, Some(k)) => a == k,
+                    _ => integration_tests::events::is_answer(l),
+                }
+            })
             .count()
     };
     println!(

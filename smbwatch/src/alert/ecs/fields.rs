@@ -158,6 +158,7 @@ pub const FIELDS: &[Field] = &[
         ],
     ),
     f("event.action", Keyword),
+    one_of("event.outcome", &["failure", "success", "unknown"]),
     f("event.module", Keyword),
     f("event.dataset", Keyword),
     f("event.code", Keyword),

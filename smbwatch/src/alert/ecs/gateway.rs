@@ -1,0 +1,154 @@
+//! Gateway event lines (`--events`) as ECS documents with `event.kind:
+//! event`, so they can share a stream (and an index) with the alerts.
+//!
+//! `new_pair` is `event.action: new_pair`, `event.type: [connection,
+//! start]`; an answer is `event.action: accepted` (`event.outcome:
+//! success`) or `refused` (`event.outcome: failure`, `event.type:
+//! [connection, end]`). The source is always the client (the SYN sender).
+
+use serde::Serialize;
+
+use super::{is_empty, Ecs, Endpoint, Id, Keyword, Timestamp, ECS_VERSION, MODULE};
+use crate::event::{GatewayEvent, GatewayEventKind};
+
+/// `event.dataset` of gateway event lines.
+pub const GATEWAY_DATASET: &str = "smbwatch.gateway";
+
+/// One gateway event line.
+#[derive(Debug, Serialize)]
+pub struct EventLine {
+    /// Packet time (in replay, the capture's).
+    #[serde(rename = "@timestamp")]
+    pub timestamp: Timestamp,
+    /// `ecs.*`.
+    pub ecs: Ecs,
+    /// `event.*`.
+    pub event: LineEvent,
+    /// The client.
+    pub source: Endpoint,
+    /// The server.
+    pub destination: Endpoint,
+    /// `network.*`.
+    pub network: LineNetwork,
+    /// `observer.ingress.*`.
+    pub observer: LineObserver,
+    /// `smbwatch.*`: the kernel's flags and hints.
+    #[serde(skip_serializing_if = "is_empty")]
+    pub smbwatch: LineSmbwatch,
+}
+
+/// `event.*` of an event line.
+#[derive(Debug, Serialize)]
+pub struct LineEvent {
+    /// Always `event`.
+    pub kind: &'static str,
+    /// `["network"]`.
+    pub category: [&'static str; 1],
+    /// See the module documentation.
+    #[serde(rename = "type")]
+    pub types: &'static [&'static str],
+    /// `new_pair`, `accepted` or `refused`.
+    pub action: &'static str,
+    /// `success` (accepted), `failure` (refused); none for `new_pair`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<&'static str>,
+    /// [`MODULE`].
+    pub module: &'static str,
+    /// [`GATEWAY_DATASET`].
+    pub dataset: &'static str,
+}
+
+/// `network.*` of an event line.
+#[derive(Debug, Serialize)]
+pub struct LineNetwork {
+    /// `tcp`.
+    pub transport: &'static str,
+    /// `ipv4` or `ipv6`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+}
+
+/// `observer.*` of an event line.
+#[derive(Debug, Serialize)]
+pub struct LineObserver {
+    /// `observer.ingress.*`.
+    pub ingress: LineIngress,
+}
+
+/// `observer.ingress.*` of an event line.
+#[derive(Debug, Serialize)]
+pub struct LineIngress {
+    /// Interface index (in replay, the capture interface's id + 1).
+    pub interface: Id<u32>,
+    /// Outer VLAN id, when tagged.
+    #[serde(skip_serializing_if = "is_empty")]
+    pub vlan: Id<u16>,
+}
+
+/// `smbwatch.*` of an event line.
+#[derive(Debug, Default, Serialize)]
+pub struct LineSmbwatch {
+    /// `new_pair`: the SYN came as a first IP fragment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fragmented: Option<bool>,
+    /// `new_pair`: the kernel's distinct-destination estimate for the source.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_fanout: Option<u16>,
+    /// `refused`: the server reset a SYN-ACK the client never confirmed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after_accept: Option<bool>,
+}
+
+impl EventLine {
+    /// The line of one gateway event.
+    pub fn new(ev: &GatewayEvent) -> Self {
+        let (types, action, outcome): (&'static [&'static str], _, _) = match ev.kind {
+            GatewayEventKind::NewPair => (&["connection", "start"], "new_pair", None),
+            GatewayEventKind::Accepted => (&["connection"], "accepted", Some("success")),
+            GatewayEventKind::Refused => (&["connection", "end"], "refused", Some("failure")),
+        };
+        let new_pair = ev.kind == GatewayEventKind::NewPair;
+        Self {
+            timestamp: Timestamp::new(ev.ts),
+            ecs: Ecs {
+                version: ECS_VERSION,
+            },
+            event: LineEvent {
+                kind: "event",
+                category: ["network"],
+                types,
+                action,
+                outcome,
+                module: MODULE,
+                dataset: GATEWAY_DATASET,
+            },
+            source: Endpoint {
+                ip: Some(ev.src),
+                port: Some(ev.sport),
+            },
+            destination: Endpoint {
+                ip: Some(ev.dst),
+                port: Some(ev.dport),
+            },
+            network: LineNetwork {
+                transport: "tcp",
+                kind: if ev.src.is_ipv4() { "ipv4" } else { "ipv6" },
+            },
+            observer: LineObserver {
+                ingress: LineIngress {
+                    interface: Id {
+                        id: Some(Keyword(ev.ifindex)),
+                    },
+                    vlan: Id {
+                        id: ev.vlan.map(Keyword),
+                    },
+                },
+            },
+            smbwatch: LineSmbwatch {
+                fragmented: new_pair.then_some(ev.fragmented),
+                kernel_fanout: ev.kernel_fanout.filter(|_| new_pair),
+                after_accept: (ev.kind == GatewayEventKind::Refused).then_some(ev.after_accept),
+            },
+        }
+    }
+}
