@@ -147,24 +147,25 @@ pub struct HostEvent {
     pub command_line: Option<String>,
 }
 
-/// Longest host, channel, user, share and image file name kept (bytes).
+/// Longest host, channel, user, SID, share and image file name kept (bytes).
 pub const MAX_NAME_BYTES: usize = 256;
 /// Longest image, parent image, file and share-relative path kept (bytes).
 pub const MAX_PATH_BYTES: usize = 1024;
 /// Longest command line kept (bytes).
 pub const MAX_COMMAND_LINE_BYTES: usize = 4096;
 
-// Documented (README, docs/hostlogs.md) as 9,808 bytes: fail to compile if
+// Documented (README, docs/hostlogs.md) as 10,088 bytes: fail to compile if
 // the event grows past the 10 KiB the docs promise.
 const _: () = assert!(HostEvent::MAX_BYTES <= 10 * 1024);
 
 impl HostEvent {
-    /// Most heap bytes the strings of one parsed event hold: 5 names, 4
-    /// paths and a command line at their caps (9,472). With the struct
+    /// Most heap bytes the strings of one parsed event hold: 6 names (the
+    /// SID among them), 4 paths and a command line at their caps (9,728).
+    /// With the struct
     /// itself ([`HostEvent::MAX_BYTES`]) this bounds what one event costs
     /// a table downstream.
     pub const MAX_HEAP_BYTES: usize =
-        5 * MAX_NAME_BYTES + 4 * MAX_PATH_BYTES + MAX_COMMAND_LINE_BYTES;
+        6 * MAX_NAME_BYTES + 4 * MAX_PATH_BYTES + MAX_COMMAND_LINE_BYTES;
 
     /// Most bytes one parsed event occupies, inline and on the heap
     /// (under 10 KiB).

@@ -107,3 +107,53 @@ fn the_table_names_each_field_once() {
     names.dedup();
     assert_eq!(names.len(), n);
 }
+
+/// The index template in docs/siem.md maps every `smbwatch.*` field of the
+/// table, with the table's type, and nothing else.
+#[test]
+fn the_siem_template_maps_the_smbwatch_fields() {
+    let doc = include_str!("../../../../docs/siem.md");
+    let at = doc.find("<!-- smbwatch-fields").expect("template marker");
+    let start = at + doc[at..].find("```json\n").expect("json block") + 8;
+    let end = start + doc[start..].find("```").expect("block end");
+    let t: Value = serde_json::from_str(&doc[start..end]).expect("template is JSON");
+    let mut mapped = Vec::new();
+    fn walk(prefix: &str, props: &Value, out: &mut Vec<(String, String)>) {
+        for (k, v) in props.as_object().expect("properties") {
+            let name = format!("{prefix}.{k}");
+            match (&v["type"], &v["properties"]) {
+                (Value::String(ty), _) => out.push((name, ty.clone())),
+                (_, p @ Value::Object(_)) => {
+                    out.push((name.clone(), "object".into()));
+                    walk(&name, p, out);
+                }
+                _ => panic!("{name}: neither type nor properties"),
+            }
+        }
+    }
+    walk(
+        "smbwatch",
+        &t["template"]["mappings"]["properties"]["smbwatch"]["properties"],
+        &mut mapped,
+    );
+    let want: Vec<(String, String)> = FIELDS
+        .iter()
+        .filter(|f| f.name.starts_with("smbwatch."))
+        .map(|f| {
+            let ty = match f.ty {
+                Type::Keyword => "keyword",
+                Type::Wildcard => "wildcard",
+                Type::Long => "long",
+                Type::Ip => "ip",
+                Type::Boolean => "boolean",
+                Type::Object => "object",
+                other => panic!("{}: {other:?} not expected under smbwatch", f.name),
+            };
+            (f.name.to_owned(), ty.to_owned())
+        })
+        .collect();
+    let (mut mapped, mut want) = (mapped, want);
+    mapped.sort();
+    want.sort();
+    assert_eq!(mapped, want);
+}
