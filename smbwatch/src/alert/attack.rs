@@ -124,7 +124,7 @@ mod tests {
     #[test]
     fn sub_techniques_have_listed_parents_and_references() {
         for t in TECHNIQUES {
-            assert_eq!(t.parent().is_sub(), false, "{}", t.id);
+            assert!(!t.parent().is_sub(), "{}", t.id);
             assert!(!t.tactics.is_empty(), "{}", t.id);
         }
         let smb = technique("T1021.002").unwrap();
