@@ -11,29 +11,28 @@ pub struct Tactic {
     pub id: &'static str,
     /// `Lateral Movement`.
     pub name: &'static str,
-}
-
-impl Tactic {
-    /// `https://attack.mitre.org/tactics/TA0008/`.
-    pub fn reference(&self) -> String {
-        format!("https://attack.mitre.org/tactics/{}/", self.id)
-    }
+    /// `https://attack.mitre.org/tactics/TA0008/` (a test checks it
+    /// against the id).
+    pub reference: &'static str,
 }
 
 /// TA0007.
 pub const DISCOVERY: Tactic = Tactic {
     id: "TA0007",
     name: "Discovery",
+    reference: "https://attack.mitre.org/tactics/TA0007/",
 };
 /// TA0008.
 pub const LATERAL_MOVEMENT: Tactic = Tactic {
     id: "TA0008",
     name: "Lateral Movement",
+    reference: "https://attack.mitre.org/tactics/TA0008/",
 };
 /// TA0002.
 pub const EXECUTION: Tactic = Tactic {
     id: "TA0002",
     name: "Execution",
+    reference: "https://attack.mitre.org/tactics/TA0002/",
 };
 
 /// An ATT&CK technique or sub-technique (`T1021.002`).
@@ -43,6 +42,9 @@ pub struct Technique {
     pub id: &'static str,
     /// Name as ATT&CK gives it.
     pub name: &'static str,
+    /// `https://attack.mitre.org/techniques/T1021/002/` (a test checks it
+    /// against the id).
+    pub reference: &'static str,
     /// The tactics it serves.
     pub tactics: &'static [Tactic],
 }
@@ -58,14 +60,6 @@ impl Technique {
         let parent = self.id.split('.').next().unwrap_or(self.id);
         technique(parent).expect("every sub-technique's parent is listed")
     }
-
-    /// `https://attack.mitre.org/techniques/T1021/002/`.
-    pub fn reference(&self) -> String {
-        format!(
-            "https://attack.mitre.org/techniques/{}/",
-            self.id.replace('.', "/")
-        )
-    }
 }
 
 /// Every technique smbwatch names (ATT&CK Enterprise).
@@ -73,41 +67,49 @@ pub const TECHNIQUES: &[Technique] = &[
     Technique {
         id: "T1046",
         name: "Network Service Discovery",
+        reference: "https://attack.mitre.org/techniques/T1046/",
         tactics: &[DISCOVERY],
     },
     Technique {
         id: "T1135",
         name: "Network Share Discovery",
+        reference: "https://attack.mitre.org/techniques/T1135/",
         tactics: &[DISCOVERY],
     },
     Technique {
         id: "T1210",
         name: "Exploitation of Remote Services",
+        reference: "https://attack.mitre.org/techniques/T1210/",
         tactics: &[LATERAL_MOVEMENT],
     },
     Technique {
         id: "T1021",
         name: "Remote Services",
+        reference: "https://attack.mitre.org/techniques/T1021/",
         tactics: &[LATERAL_MOVEMENT],
     },
     Technique {
         id: "T1021.002",
         name: "SMB/Windows Admin Shares",
+        reference: "https://attack.mitre.org/techniques/T1021/002/",
         tactics: &[LATERAL_MOVEMENT],
     },
     Technique {
         id: "T1570",
         name: "Lateral Tool Transfer",
+        reference: "https://attack.mitre.org/techniques/T1570/",
         tactics: &[LATERAL_MOVEMENT],
     },
     Technique {
         id: "T1569",
         name: "System Services",
+        reference: "https://attack.mitre.org/techniques/T1569/",
         tactics: &[EXECUTION],
     },
     Technique {
         id: "T1569.002",
         name: "Service Execution",
+        reference: "https://attack.mitre.org/techniques/T1569/002/",
         tactics: &[EXECUTION],
     },
 ];
@@ -126,17 +128,26 @@ mod tests {
         for t in TECHNIQUES {
             assert!(!t.parent().is_sub(), "{}", t.id);
             assert!(!t.tactics.is_empty(), "{}", t.id);
+            assert_eq!(
+                t.reference,
+                format!(
+                    "https://attack.mitre.org/techniques/{}/",
+                    t.id.replace('.', "/")
+                )
+            );
+            for ta in t.tactics {
+                assert_eq!(
+                    ta.reference,
+                    format!("https://attack.mitre.org/tactics/{}/", ta.id)
+                );
+            }
         }
         let smb = technique("T1021.002").unwrap();
         assert!(smb.is_sub());
         assert_eq!(smb.parent().id, "T1021");
         assert_eq!(
-            smb.reference(),
+            smb.reference,
             "https://attack.mitre.org/techniques/T1021/002/"
-        );
-        assert_eq!(
-            LATERAL_MOVEMENT.reference(),
-            "https://attack.mitre.org/tactics/TA0008/"
         );
         assert!(technique("T9999").is_none());
     }

@@ -44,11 +44,25 @@ pub const RULESET: &str = "smbwatch";
 /// Where `rule.reference` points: the rule's section in the SIEM guide.
 pub const RULE_DOCS: &str = "docs/siem.md";
 
-/// True when `v` serialises to nothing: a `None`, an empty list, or an
-/// object all of whose fields were skipped. Alerts are rare, so building a
-/// value to find out is cheap enough, and it spares every struct a
-/// hand-written emptiness check that a new field could forget.
-fn is_empty<T: Serialize>(v: &T) -> bool {
+/// What `skip_serializing_if` asks of an object: would it write nothing
+/// (every field absent)? Absent objects are left out, never written `{}`.
+/// Written per struct rather than found by serialising (documents are
+/// built for every alert and event line, and nested checks would
+/// serialise each level again); the test
+/// `empty_checks_match_serialisation` holds every check to what the object
+/// serialises to, so a field added without its check fails there.
+pub trait Empty {
+    /// True when the object would serialise to `{}`.
+    fn is_empty(&self) -> bool;
+}
+
+fn empty<T: Empty>(v: &T) -> bool {
+    v.is_empty()
+}
+
+/// The oracle of [`Empty`]: `v` serialises to nothing (`null`, `{}`, `[]`).
+#[cfg(test)]
+pub(crate) fn serializes_to_nothing<T: Serialize>(v: &T) -> bool {
     match serde_json::to_value(v) {
         Ok(serde_json::Value::Object(m)) => m.is_empty(),
         Ok(serde_json::Value::Array(a)) => a.is_empty(),
@@ -72,33 +86,33 @@ pub struct Document<'a> {
     /// `rule.*`.
     pub rule: Rule,
     /// `source.*`.
-    #[serde(skip_serializing_if = "is_empty")]
+    #[serde(skip_serializing_if = "empty")]
     pub source: Endpoint,
     /// `destination.*`.
-    #[serde(skip_serializing_if = "is_empty")]
+    #[serde(skip_serializing_if = "empty")]
     pub destination: Endpoint,
     /// `network.*`.
-    #[serde(skip_serializing_if = "is_empty")]
+    #[serde(skip_serializing_if = "empty")]
     pub network: Network<'a>,
     /// `threat.*`.
-    #[serde(skip_serializing_if = "is_empty")]
+    #[serde(skip_serializing_if = "empty")]
     pub threat: Threat,
     /// `observer.*`.
     pub observer: Observer<'a>,
     /// `process.*`.
-    #[serde(skip_serializing_if = "is_empty")]
+    #[serde(skip_serializing_if = "empty")]
     pub process: Process<'a>,
     /// `user.*`.
-    #[serde(skip_serializing_if = "is_empty")]
+    #[serde(skip_serializing_if = "empty")]
     pub user: User<'a>,
     /// `host.*`.
-    #[serde(skip_serializing_if = "is_empty")]
+    #[serde(skip_serializing_if = "empty")]
     pub host: Host,
     /// `related.*`: every address, user and host named, for pivoting.
-    #[serde(skip_serializing_if = "is_empty")]
+    #[serde(skip_serializing_if = "empty")]
     pub related: Related,
     /// `smbwatch.*`: what ECS has no field for.
-    #[serde(skip_serializing_if = "is_empty")]
+    #[serde(skip_serializing_if = "empty")]
     pub smbwatch: Smbwatch<'a>,
 }
 
@@ -257,7 +271,7 @@ pub struct Observer<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hostname: Option<&'a str>,
     /// `observer.ingress.*`.
-    #[serde(skip_serializing_if = "is_empty")]
+    #[serde(skip_serializing_if = "empty")]
     pub ingress: Ingress<'a>,
 }
 
@@ -265,10 +279,10 @@ pub struct Observer<'a> {
 #[derive(Debug, Default, Serialize)]
 pub struct Ingress<'a> {
     /// `observer.ingress.interface.*`.
-    #[serde(skip_serializing_if = "is_empty")]
+    #[serde(skip_serializing_if = "empty")]
     pub interface: Interface<'a>,
     /// `observer.ingress.vlan.*`.
-    #[serde(skip_serializing_if = "is_empty")]
+    #[serde(skip_serializing_if = "empty")]
     pub vlan: Id<u16>,
 }
 
@@ -373,7 +387,7 @@ pub struct Smbwatch<'a> {
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub scan: Option<Scan>,
     /// Processes seen for the source (correlated scan alerts).
-    #[serde(skip_serializing_if = "is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub processes: Vec<Process<'a>>,
     /// The alert's own time when `@timestamp` had to be clamped (see
     /// [`Timestamp`]), as chrono writes it (`+10000-01-01T00:00:00Z`).
@@ -420,6 +434,74 @@ impl From<&ScanEvidence> for Scan {
     }
 }
 
+impl Empty for Endpoint {
+    fn is_empty(&self) -> bool {
+        self.ip.is_none() && self.port.is_none()
+    }
+}
+
+impl Empty for Network<'_> {
+    fn is_empty(&self) -> bool {
+        self.transport.is_none()
+            && self.kind.is_none()
+            && self.direction.is_none()
+            && self.community_id.is_none()
+    }
+}
+
+impl Empty for Ingress<'_> {
+    fn is_empty(&self) -> bool {
+        self.interface.is_empty() && self.vlan.is_empty()
+    }
+}
+
+impl Empty for Interface<'_> {
+    fn is_empty(&self) -> bool {
+        self.id.is_none() && self.name.is_none()
+    }
+}
+
+impl<T: std::fmt::Display> Empty for Id<T> {
+    fn is_empty(&self) -> bool {
+        self.id.is_none()
+    }
+}
+
+impl Empty for Process<'_> {
+    fn is_empty(&self) -> bool {
+        self.name.is_none() && self.pid.is_none() && self.executable.is_none()
+    }
+}
+
+impl Empty for User<'_> {
+    fn is_empty(&self) -> bool {
+        self.name.is_none() && self.domain.is_none() && self.id.is_none()
+    }
+}
+
+impl Empty for Host {
+    fn is_empty(&self) -> bool {
+        self.name.is_none()
+    }
+}
+
+impl Empty for Related {
+    fn is_empty(&self) -> bool {
+        self.ip.is_empty() && self.user.is_empty() && self.hosts.is_empty()
+    }
+}
+
+impl Empty for Smbwatch<'_> {
+    fn is_empty(&self) -> bool {
+        self.share.is_none()
+            && self.scan.is_none()
+            && self.processes.is_empty()
+            && self.original_timestamp.is_none()
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 /// `event.id`: the first 128 bits of SHA-1 over smbwatch's own record of
 /// the alert (kind, time, addresses, evidence, message, ...), in hex.
 ///
@@ -430,12 +512,27 @@ impl From<&ScanEvidence> for Scan {
 /// document `_id`). `event.created` is not hashed: it is when this copy
 /// was raised, not what was seen.
 pub fn event_id(alert: &Alert) -> String {
+    /// Feeds what is written straight into the hash (no buffer).
+    struct Hashing(Sha1);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.update(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = Hashing(Sha1::new());
     // Strings, numbers, addresses and times: serialising cannot fail.
-    let record = serde_json::to_vec(alert).expect("an alert serialises");
-    Sha1::digest(&record)[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    serde_json::to_writer(&mut h, alert).expect("an alert serialises");
+    let digest = h.0.finalize();
+    let mut id = String::with_capacity(32);
+    for b in &digest[..16] {
+        id.push(char::from(HEX[usize::from(b >> 4)]));
+        id.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    id
 }
 
 impl<'a> Document<'a> {

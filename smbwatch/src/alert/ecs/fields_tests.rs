@@ -157,3 +157,61 @@ fn the_siem_template_maps_the_smbwatch_fields() {
     want.sort();
     assert_eq!(mapped, want);
 }
+
+/// Every hand-written [`Empty`] check agrees with what its object
+/// serialises to, on the documents of every kind (all fields, none) and on
+/// event lines: a field added without its check fails here.
+#[test]
+fn empty_checks_match_serialisation() {
+    use crate::alert::ecs::{serializes_to_nothing, Empty};
+    fn same<T: Empty + serde::Serialize>(what: &str, v: &T) {
+        assert_eq!(v.is_empty(), serializes_to_nothing(v), "{what}");
+    }
+    let sensor = Sensor::named(Some("gw1")).with_interface(3, "eth1");
+    for &kind in AlertKind::ALL {
+        for a in [
+            full_alert(kind),
+            Alert::new(Utc::now(), kind, Severity::Low, "m".into()),
+        ] {
+            let d = Document::new(&a, &sensor, Utc::now());
+            same("source", &d.source);
+            same("destination", &d.destination);
+            same("network", &d.network);
+            same("threat", &d.threat);
+            same("threat.tactic", &d.threat.tactic);
+            same("threat.technique", &d.threat.technique);
+            same(
+                "threat.technique.subtechnique",
+                &d.threat.technique.subtechnique,
+            );
+            same("observer.ingress", &d.observer.ingress);
+            same("observer.ingress.interface", &d.observer.ingress.interface);
+            same("observer.ingress.vlan", &d.observer.ingress.vlan);
+            same("process", &d.process);
+            same("user", &d.user);
+            same("host", &d.host);
+            same("related", &d.related);
+            same("smbwatch", &d.smbwatch);
+            for p in &d.smbwatch.processes {
+                same("smbwatch.processes[]", p);
+            }
+        }
+    }
+    let ev = crate::event::GatewayEvent::new(
+        Utc::now(),
+        crate::event::GatewayEventKind::Accepted,
+        "192.0.2.1".parse().unwrap(),
+        "192.0.2.2".parse().unwrap(),
+        1,
+        445,
+    );
+    for kind in [
+        crate::event::GatewayEventKind::NewPair,
+        crate::event::GatewayEventKind::Accepted,
+        crate::event::GatewayEventKind::Refused,
+    ] {
+        let line = crate::event::GatewayEvent { kind, ..ev.clone() }.to_ecs();
+        same("event line smbwatch", &line.smbwatch);
+        same("event line vlan", &line.observer.ingress.vlan);
+    }
+}

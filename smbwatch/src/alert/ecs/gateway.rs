@@ -8,7 +8,7 @@
 
 use serde::Serialize;
 
-use super::{is_empty, Ecs, Endpoint, Id, Keyword, Timestamp, ECS_VERSION, MODULE};
+use super::{empty, Ecs, Empty, Endpoint, Id, Keyword, Timestamp, ECS_VERSION, MODULE};
 use crate::event::{GatewayEvent, GatewayEventKind};
 
 /// `event.dataset` of gateway event lines.
@@ -33,7 +33,7 @@ pub struct EventLine {
     /// `observer.ingress.*`.
     pub observer: LineObserver,
     /// `smbwatch.*`: the kernel's flags and hints.
-    #[serde(skip_serializing_if = "is_empty")]
+    #[serde(skip_serializing_if = "empty")]
     pub smbwatch: LineSmbwatch,
 }
 
@@ -81,7 +81,7 @@ pub struct LineIngress {
     /// Interface index (in replay, the capture interface's id + 1).
     pub interface: Id<u32>,
     /// Outer VLAN id, when tagged.
-    #[serde(skip_serializing_if = "is_empty")]
+    #[serde(skip_serializing_if = "empty")]
     pub vlan: Id<u16>,
 }
 
@@ -97,6 +97,12 @@ pub struct LineSmbwatch {
     /// `refused`: the server reset a SYN-ACK the client never confirmed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub after_accept: Option<bool>,
+}
+
+impl Empty for LineSmbwatch {
+    fn is_empty(&self) -> bool {
+        self.fragmented.is_none() && self.kernel_fanout.is_none() && self.after_accept.is_none()
+    }
 }
 
 impl EventLine {

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::is_empty;
+use super::{empty, Empty};
 use crate::alert::attack::{self, Tactic, Technique};
 
 /// `threat.framework` when there are techniques.
@@ -21,11 +21,11 @@ pub struct Refs {
     pub name: Vec<&'static str>,
     /// URLs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub reference: Vec<String>,
+    pub reference: Vec<&'static str>,
 }
 
 impl Refs {
-    fn push(&mut self, id: &'static str, name: &'static str, reference: String) {
+    fn push(&mut self, id: &'static str, name: &'static str, reference: &'static str) {
         if !self.id.contains(&id) {
             self.id.push(id);
             self.name.push(name);
@@ -34,11 +34,11 @@ impl Refs {
     }
 
     fn push_technique(&mut self, t: &'static Technique) {
-        self.push(t.id, t.name, t.reference());
+        self.push(t.id, t.name, t.reference);
     }
 
     fn push_tactic(&mut self, t: &'static Tactic) {
-        self.push(t.id, t.name, t.reference());
+        self.push(t.id, t.name, t.reference);
     }
 }
 
@@ -49,7 +49,7 @@ pub struct Techniques {
     #[serde(flatten)]
     pub refs: Refs,
     /// `threat.technique.subtechnique.*` (`T1021.002`).
-    #[serde(skip_serializing_if = "is_empty")]
+    #[serde(skip_serializing_if = "empty")]
     pub subtechnique: Refs,
 }
 
@@ -60,11 +60,29 @@ pub struct Threat {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub framework: Option<&'static str>,
     /// `threat.tactic.*`.
-    #[serde(skip_serializing_if = "is_empty")]
+    #[serde(skip_serializing_if = "empty")]
     pub tactic: Refs,
     /// `threat.technique.*`.
-    #[serde(skip_serializing_if = "is_empty")]
+    #[serde(skip_serializing_if = "empty")]
     pub technique: Techniques,
+}
+
+impl Empty for Refs {
+    fn is_empty(&self) -> bool {
+        self.id.is_empty() && self.name.is_empty() && self.reference.is_empty()
+    }
+}
+
+impl Empty for Techniques {
+    fn is_empty(&self) -> bool {
+        self.refs.is_empty() && self.subtechnique.is_empty()
+    }
+}
+
+impl Empty for Threat {
+    fn is_empty(&self) -> bool {
+        self.framework.is_none() && self.tactic.is_empty() && self.technique.is_empty()
+    }
 }
 
 impl Threat {
