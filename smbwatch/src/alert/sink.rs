@@ -100,3 +100,36 @@ impl AlertSinks {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::alert::{AlertKind, Severity};
+
+    /// The sinks build the document with the sensor they were given and
+    /// the raise time passed in: both reach the line.
+    #[test]
+    fn the_line_names_the_sensor_and_the_raise_time() {
+        let dir = std::env::temp_dir().join(format!("smbwatch-sinks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("alerts.jsonl");
+        let sinks = AlertSinks::from_config(&[JsonTarget::File(path.clone())], None)
+            .unwrap()
+            .with_sensor(Sensor::named(Some("GW1")).with_interface(4, "eth4"));
+        let at = Utc.with_ymd_and_hms(2020, 9, 20, 6, 57, 46).unwrap();
+        let mut a = Alert::new(at, AlertKind::SmbScanTrw, Severity::Medium, "m".into());
+        a.ifindex = Some(4);
+        let created = Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap();
+        sinks.send_created(&a, created).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(v["@timestamp"], "2020-09-20T06:57:46.000Z");
+        assert_eq!(v["event"]["created"], "2026-11-30T12:00:00.000Z");
+        assert_eq!(v["observer"]["hostname"], "gw1");
+        assert_eq!(v["observer"]["ingress"]["interface"]["name"], "eth4");
+        assert_eq!(v["rule"]["id"], "smb_scan_trw");
+    }
+}
