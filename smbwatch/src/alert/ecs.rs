@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use chrono::{DateTime, SecondsFormat, TimeZone, Timelike, Utc};
 use serde::{Serialize, Serializer};
 
-use super::{Alert, ProcessInfo, ScanEvidence, Severity};
+use super::{Alert, ProcessContext, ProcessInfo, ScanEvidence, Severity};
 
 /// `threat.framework` for every alert: technique ids are MITRE ATT&CK ids.
 pub const THREAT_FRAMEWORK: &str = "MITRE ATT&CK";
@@ -257,6 +257,23 @@ pub struct Process<'a> {
     /// Full path.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub executable: Option<&'a str>,
+    /// Command line (from 4688 / Sysmon 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command_line: Option<&'a str>,
+    /// `process.parent.*`.
+    #[serde(skip_serializing_if = "is_empty")]
+    pub parent: Parent<'a>,
+}
+
+/// `process.parent.*`.
+#[derive(Debug, Default, Serialize)]
+pub struct Parent<'a> {
+    /// Full path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executable: Option<&'a str>,
+    /// Command line, when the parent's creation was seen too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command_line: Option<&'a str>,
 }
 
 impl<'a> From<&'a ProcessInfo> for Process<'a> {
@@ -265,7 +282,23 @@ impl<'a> From<&'a ProcessInfo> for Process<'a> {
             name: p.name.as_deref(),
             pid: p.pid,
             executable: p.executable.as_deref(),
+            command_line: None,
+            parent: Parent::default(),
         }
+    }
+}
+
+impl<'a> Process<'a> {
+    /// The process with what its creation record said.
+    fn with_context(mut self, c: Option<&'a ProcessContext>) -> Self {
+        if let Some(c) = c {
+            self.command_line = c.command_line.as_deref();
+            self.parent = Parent {
+                executable: c.parent_executable.as_deref(),
+                command_line: c.parent_command_line.as_deref(),
+            };
+        }
+        self
     }
 }
 
@@ -281,6 +314,10 @@ pub struct Smbwatch<'a> {
     /// Processes seen for the source (correlated scan alerts).
     #[serde(skip_serializing_if = "is_empty")]
     pub processes: Vec<Process<'a>>,
+    /// The process class of `process.name` (`script_interpreter`,
+    /// `lolbin`, `office`, `browser`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_class: Option<&'static str>,
     /// The alert's own time when `@timestamp` had to be clamped (see
     /// [`Timestamp`]), as chrono writes it (`+10000-01-01T00:00:00Z`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -378,7 +415,8 @@ impl<'a> Document<'a> {
                 .process
                 .as_ref()
                 .map(Process::from)
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                .with_context(alert.process_context.as_ref()),
             user: Named {
                 name: alert.user.as_deref(),
             },
@@ -389,6 +427,11 @@ impl<'a> Document<'a> {
                 share: alert.share.as_deref(),
                 scan: alert.scan.as_ref().map(Scan::from),
                 processes: alert.processes.iter().map(Process::from).collect(),
+                process_class: alert
+                    .process_context
+                    .as_ref()
+                    .and_then(|c| c.class)
+                    .map(|c| c.code()),
                 original_timestamp,
             },
         }
