@@ -669,3 +669,6 @@ fn merge(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod context_tests;
