@@ -66,18 +66,12 @@ impl Correlator {
     /// chains they complete.
     pub(super) fn host_chain_event(&mut self, ev: &HostEvent) -> Vec<Alert> {
         let mut out = Vec::new();
-        let drop = match ev.kind {
+        let mut drop = match ev.kind {
             HostEventKind::ShareAccess => FileDrop::from_share_write(ev),
-            HostEventKind::FileCreate => FileDrop::from_kernel_create(ev).map(|mut d| {
-                if let Some((src, user)) = self.sole_recent_source(ev) {
-                    d.src = Some(src);
-                    d.user = user;
-                }
-                d
-            }),
+            HostEventKind::FileCreate => FileDrop::from_kernel_create(ev),
             _ => None,
         };
-        if let Some(d) = &drop {
+        if let Some(d) = &mut drop {
             let key = (
                 host_key(ev.host.as_deref()),
                 file_name(&d.path).to_ascii_lowercase(),
@@ -88,6 +82,14 @@ impl Correlator {
                 .get(&key)
                 .any(|(t, ())| (*t - ev.ts).abs() <= window);
             if !seen {
+                // Only for a drop not yet raised: the search walks the
+                // chain events.
+                if d.src.is_none() {
+                    if let Some((src, user)) = self.sole_recent_source(ev) {
+                        d.src = Some(src);
+                        d.user = user;
+                    }
+                }
                 self.drops.insert(ev.ts, key, ());
                 self.stats.file_drops += 1;
                 out.push(d.alert(ev));

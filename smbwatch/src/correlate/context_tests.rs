@@ -5,7 +5,7 @@
 use super::process::{ProcessClass, ProcessClassesConfig};
 use super::*;
 use crate::alert::ecs::Document;
-use crate::alert::{ProcessContext, Severity};
+use crate::alert::{AlertKind, ProcessContext, Severity};
 use crate::config::Config;
 use crate::hostlog::tests::{data_file, EMPIRE, PSEXEC};
 use crate::hostlog::{parse_file, parse_line, Format, MAX_COMMAND_LINE_BYTES};
@@ -535,4 +535,24 @@ fn kernel_created_executable_takes_the_sole_recent_source() {
         "{}",
         got[0].message
     );
+}
+
+#[test]
+fn guids_are_capped_at_parse_time_and_a_self_parent_is_none() {
+    let v = serde_json::json!({
+        "EventID": 1, "Channel": "Microsoft-Windows-Sysmon/Operational",
+        "Hostname": "WS1", "UtcTime": "2024-05-01 12:00:00.000",
+        "ProcessGuid": "{".repeat(10_000), "ParentProcessGuid": "{".repeat(10_000),
+        "ProcessId": "42", "ParentProcessId": "42", "Image": "C:\\x\\a.exe",
+        "CommandLine": "a",
+    });
+    let ev = parse_line(&v.to_string()).unwrap().unwrap();
+    assert!(ev.process_guid.as_ref().unwrap().len() <= crate::hostlog::MAX_GUID_BYTES);
+    assert!(ev.parent_process_guid.as_ref().unwrap().len() <= crate::hostlog::MAX_GUID_BYTES);
+    let mut c = Correlator::new(CorrelateConfig::default());
+    c.on_host_event(&ev);
+    let a = smb_client(&mut c, "WS1", 42, "2024-05-01T12:00:01Z", "a.exe");
+    let ctx = a.process_context.unwrap();
+    assert_eq!(ctx.command_line.as_deref(), Some("a"));
+    assert_eq!(ctx.parent_command_line, None, "its own parent");
 }

@@ -356,7 +356,10 @@ impl ProcessTable {
                 created,
                 skew,
             )
-            .map(|(_, p)| p);
+            .map(|(_, p)| p)
+            // A record naming itself as its parent (a forged or reused
+            // pid) has no parent to report.
+            .filter(|p| !std::ptr::eq(*p, rec));
         Some(Found {
             context: ProcessContext {
                 command_line: rec.command_line.clone(),

@@ -1,7 +1,7 @@
 //! Correlation tests: real OTRF logs where present, scripted events otherwise.
 
 use super::*;
-use crate::alert::{ScanEvidence, Severity};
+use crate::alert::{AlertKind, ScanEvidence, Severity};
 use crate::hostlog::tests::{data_file, COVENANT, EMPIRE};
 use crate::hostlog::{parse_file, Format};
 
