@@ -22,6 +22,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::alert::syslog::{SyslogConfig, SyslogError};
+use crate::correlate::process::ProcessClassesConfig;
 pub use crate::correlate::CorrelateConfig;
 use crate::dataplane::{AttachMode, LoadOptions};
 use crate::detect::DetectConfig;
@@ -43,6 +44,8 @@ pub struct Config {
     pub syslog: SyslogConfig,
     /// `[hostlog]`: host-log inputs.
     pub hostlog: HostlogConfig,
+    /// `[process_classes]`: client images that make an SMB alert high.
+    pub process_classes: ProcessClassesConfig,
 }
 
 /// `[dataplane]`: what the kernel side watches and how big its tables are.
@@ -322,6 +325,7 @@ pub const DURATION_RANGES: &[(&str, Duration, Duration)] = &[
     ("correlate.clock_skew", Duration::ZERO, secs(HOUR)),
     ("correlate.chain_window", secs(1), secs(7 * DAY)),
     ("correlate.retention", secs(1), secs(DAY)),
+    ("correlate.process_retention", secs(1), secs(30 * DAY)),
     ("syslog.backoff_min", Duration::from_millis(1), secs(HOUR)),
     ("syslog.backoff_max", Duration::from_millis(1), secs(DAY)),
     ("syslog.shutdown_timeout", Duration::ZERO, secs(10 * MIN)),
@@ -411,6 +415,7 @@ impl Config {
             ("correlate.clock_skew", c.clock_skew),
             ("correlate.chain_window", c.chain_window),
             ("correlate.retention", c.retention),
+            ("correlate.process_retention", c.process_retention),
             ("syslog.backoff_min", s.backoff_min),
             ("syslog.backoff_max", s.backoff_max),
             ("syslog.shutdown_timeout", s.shutdown_timeout),
@@ -461,7 +466,10 @@ impl Config {
             ),
             other => bad("syslog", other.to_string()),
         })?;
-        check_hostlog(&self.hostlog)
+        check_hostlog(&self.hostlog)?;
+        self.process_classes
+            .validate()
+            .or_else(|(key, problem)| bad(format!("process_classes.{key}"), problem))
     }
 }
 
@@ -635,6 +643,7 @@ fn check_correlate(c: &CorrelateConfig) -> Result<(), Invalid> {
         ("correlate.max_host_events", c.max_host_events),
         ("correlate.max_chain_events", c.max_chain_events),
         ("correlate.max_scan_sources", c.max_scan_sources),
+        ("correlate.max_processes", c.max_processes),
     ] {
         if v == 0 || v > MAX_CAP {
             bad(key, format!("{v}: must be between 1 and {MAX_CAP}"))?;

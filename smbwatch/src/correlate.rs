@@ -22,27 +22,41 @@
 //!   missing process/user fields and the gateway's interface and VLAN;
 //!   [`Correlator::enrich_scan_alert`] lists the processes seen opening SMB
 //!   connections from a scanning source.
-//! - **Chain**: `lateral_movement_chain` fires when a source that raised a
-//!   scan alert shows, on some target, administrative share access
-//!   (5140/5145 with that `IpAddress`) or a network logon (4624 type 3) from
-//!   the scan's start (less the skew) until `chain_window` after the alert.
+//! - **Process context** ([`process`]): 4688 and Sysmon 1 records are kept
+//!   per host, so `suspicious_smb_client` and scan alerts carry the
+//!   process's command line, parent and user; a process of a
+//!   `[process_classes]` class (script interpreter, LOLBin, Office,
+//!   browser) makes the alert high severity.
+//! - **Chain** (`chain`): `lateral_movement_chain` fires when a source that
+//!   raised a scan alert shows, on some target, administrative share access
+//!   (5140/5145 with that `IpAddress`), a file written through a share, or
+//!   a network logon (4624 type 3) from the scan's start (less the skew)
+//!   until `chain_window` after the alert.
+//! - **File drops** (`file_drop`): `remote_file_drop` for a 5145 write to
+//!   `ADMIN$`/`C$` from a remote address or a Sysmon 11 executable created
+//!   by the kernel's SMB server.
 
-use std::collections::HashSet;
+mod chain;
+mod enrich;
+mod file_drop;
+pub mod process;
+
 use std::net::IpAddr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::alert::{Alert, AlertKind, ProcessInfo, Severity};
+use crate::alert::{Alert, ProcessInfo};
 use crate::event::{GatewayEvent, GatewayEventKind};
-use crate::hostlog::rules::is_admin_share;
 use crate::hostlog::{Direction, HostEvent, HostEventKind};
 /// Why a host event was rejected (see [`Correlator::take_rejected`]).
 pub use crate::timed::TooFarAhead;
 use crate::timed::{
     self, add, delta, enforce_budget, total_bytes, Budgeted, HeapSize, RefClock, TimedIndex,
 };
+use chain::{ChainRec, FiredKey, ScanRec};
+use process::{ProcessClassesConfig, ProcessTable};
 
 /// Correlation settings (`[correlate]`; every key optional).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,13 +77,22 @@ pub struct CorrelateConfig {
     pub max_pairs: usize,
     /// Most host network events kept.
     pub max_host_events: usize,
-    /// Most share-access/logon events kept for chains.
+    /// Most share-access/logon events kept for chains (and most file
+    /// drops remembered for their dedup).
     pub max_chain_events: usize,
     /// Most scan alerts kept for chains.
     pub max_scan_sources: usize,
     /// Most processes listed on a scan alert.
     pub max_processes_listed: usize,
-    /// Bytes held by all five tables together (strings included); past it
+    /// Most process-creation entries kept (4688, Sysmon 1; a record with
+    /// both a GUID and a pid takes two).
+    pub max_processes: usize,
+    /// How long (by the reference clock) a process creation is kept: a
+    /// process that opens SMB later than this after its creation gets no
+    /// command line.
+    #[serde(with = "humantime_serde")]
+    pub process_retention: Duration,
+    /// Bytes held by all the tables together (strings included); past it
     /// the oldest entries of the largest table go.
     pub max_bytes: usize,
 }
@@ -85,6 +108,8 @@ impl Default for CorrelateConfig {
             max_chain_events: 16_384,
             max_scan_sources: 4_096,
             max_processes_listed: 16,
+            max_processes: 65_536,
+            process_retention: Duration::from_secs(24 * 60 * 60),
             max_bytes: 64 << 20,
         }
     }
@@ -132,6 +157,12 @@ pub struct CorrelateStats {
     pub attributed: u64,
     /// Chain alerts raised.
     pub chains: u64,
+    /// Process creations fed (4688, Sysmon 1).
+    pub process_creations: u64,
+    /// Alerts given process context (command line, parent) from them.
+    pub with_process_context: u64,
+    /// `remote_file_drop` alerts raised.
+    pub file_drops: u64,
     /// Entries evicted by caps, entries or bytes (all tables).
     pub evicted: u64,
     /// Entries held now (all tables).
@@ -159,26 +190,9 @@ struct NetRec {
     process: ProcessInfo,
     user: Option<String>,
     host: Option<String>,
+    /// Sysmon `ProcessGuid`, to find the process's creation.
+    guid: Option<String>,
     event_id: u32,
-}
-
-#[derive(Debug, Clone)]
-struct ChainRec {
-    host: Option<String>,
-    event_id: u32,
-    share: Option<String>,
-    relative_target: Option<String>,
-    user: Option<String>,
-    user_sid: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-struct ScanRec {
-    /// Start of the scan (evidence `first_seen`, else the alert time).
-    start: DateTime<Utc>,
-    /// The alert's time.
-    alert_ts: DateTime<Utc>,
-    kind: AlertKind,
 }
 
 /// See the module documentation.
@@ -191,8 +205,13 @@ pub struct Correlator {
     host_net: TimedIndex<FlowKey, NetRec>,
     chain_events: TimedIndex<IpAddr, ChainRec>,
     scans: TimedIndex<IpAddr, ScanRec>,
-    /// (source, target host) chains already raised, by alert time.
-    fired: TimedIndex<(IpAddr, String), ()>,
+    /// Chains already raised, by alert time.
+    fired: TimedIndex<FiredKey, ()>,
+    /// Process creations.
+    processes: ProcessTable,
+    /// (host, file name) of file drops already raised.
+    drops: TimedIndex<(String, String), ()>,
+    classes: ProcessClassesConfig,
     clock: RefClock,
     /// The last rejected host event not yet reported.
     rejected: Option<TooFarAhead>,
@@ -223,23 +242,10 @@ impl HeapSize for PairRec {
 
 impl HeapSize for NetRec {
     fn heap_size(&self) -> usize {
-        self.process.heap_size() + self.user.heap_size() + self.host.heap_size()
-    }
-}
-
-impl HeapSize for ChainRec {
-    fn heap_size(&self) -> usize {
-        self.host.heap_size()
-            + self.share.heap_size()
-            + self.relative_target.heap_size()
+        self.process.heap_size()
             + self.user.heap_size()
-            + self.user_sid.heap_size()
-    }
-}
-
-impl HeapSize for ScanRec {
-    fn heap_size(&self) -> usize {
-        0
+            + self.host.heap_size()
+            + self.guid.heap_size()
     }
 }
 
@@ -264,6 +270,9 @@ impl Correlator {
             chain_events: TimedIndex::new(cfg.max_chain_events),
             scans: TimedIndex::new(cfg.max_scan_sources),
             fired: TimedIndex::new(cfg.max_scan_sources),
+            processes: ProcessTable::new(cfg.max_processes),
+            drops: TimedIndex::new(cfg.max_chain_events),
+            classes: ProcessClassesConfig::default(),
             clock: RefClock::new(timed::DEFAULT_MAX_AHEAD),
             rejected: None,
             stats: CorrelateStats::default(),
@@ -279,13 +288,22 @@ impl Correlator {
         self
     }
 
-    fn tables(&self) -> [&dyn Budgeted; 5] {
+    /// The process classes that raise severity (`[process_classes]`).
+    #[must_use]
+    pub fn with_process_classes(mut self, classes: ProcessClassesConfig) -> Self {
+        self.classes = classes;
+        self
+    }
+
+    fn tables(&self) -> [&dyn Budgeted; 7] {
         [
             &self.pairs,
             &self.host_net,
             &self.chain_events,
             &self.scans,
             &self.fired,
+            &self.processes,
+            &self.drops,
         ]
     }
 
@@ -299,6 +317,8 @@ impl Correlator {
                 &mut self.chain_events,
                 &mut self.scans,
                 &mut self.fired,
+                &mut self.processes,
+                &mut self.drops,
             ],
         );
     }
@@ -322,12 +342,16 @@ impl Correlator {
                 + self.host_net.evicted()
                 + self.chain_events.evicted()
                 + self.scans.evicted()
-                + self.fired.evicted(),
+                + self.fired.evicted()
+                + self.processes.evicted()
+                + self.drops.evicted(),
             held: (self.pairs.len()
                 + self.host_net.len()
                 + self.chain_events.len()
                 + self.scans.len()
-                + self.fired.len()) as u64,
+                + self.fired.len()
+                + self.processes.len()
+                + self.drops.len()) as u64,
             bytes: total_bytes(&self.tables()) as u64,
             ..self.stats
         }
@@ -348,6 +372,10 @@ impl Correlator {
             self.chain_events.prune(c);
             self.scans.prune(c);
             self.fired.prune(c);
+            self.drops.prune(c);
+        }
+        if let Some(c) = self.clock.cutoff(delta(self.cfg.process_retention)) {
+            self.processes.prune(c);
         }
     }
 
@@ -403,8 +431,14 @@ impl Correlator {
                 self.host_connection(ev);
                 Vec::new()
             }
-            HostEventKind::ShareAccess | HostEventKind::Logon => self.host_chain_event(ev),
-            HostEventKind::ProcessCreation | HostEventKind::FileCreate => Vec::new(),
+            HostEventKind::ShareAccess | HostEventKind::Logon | HostEventKind::FileCreate => {
+                self.host_chain_event(ev)
+            }
+            HostEventKind::ProcessCreation => {
+                self.stats.process_creations += 1;
+                self.processes.insert(ev);
+                Vec::new()
+            }
         };
         self.enforce_budget();
         out
@@ -425,6 +459,7 @@ impl Correlator {
             process: ev.process_info(),
             user: ev.user.clone(),
             host: ev.host.clone(),
+            guid: ev.process_guid.clone(),
             event_id: ev.event_id,
         };
         let (skew, mut attributed) = (self.skew, 0);
@@ -440,137 +475,6 @@ impl Correlator {
         self.host_net.insert(ev.ts, key, net);
     }
 
-    fn host_chain_event(&mut self, ev: &HostEvent) -> Vec<Alert> {
-        let Some(src) = ev.src_ip else {
-            return Vec::new();
-        };
-        let relevant = match ev.kind {
-            HostEventKind::ShareAccess => ev.share_name.as_deref().is_some_and(is_admin_share),
-            HostEventKind::Logon => ev.logon_type == Some(3),
-            _ => false,
-        };
-        if !relevant || src.is_loopback() {
-            return Vec::new();
-        }
-        let rec = ChainRec {
-            host: ev.host.clone(),
-            event_id: ev.event_id,
-            share: ev.share_name.clone(),
-            relative_target: ev.relative_target.clone(),
-            user: ev.user.clone(),
-            user_sid: ev.user_sid.clone(),
-        };
-        let scans: Vec<ScanRec> = self.scans.get(&src).map(|(_, s)| s.clone()).collect();
-        let out = scans
-            .iter()
-            .filter_map(|s| self.try_chain(src, s, ev.ts, &rec))
-            .collect();
-        self.chain_events.insert(ev.ts, src, rec);
-        out
-    }
-
-    /// Feed a scan alert (`smb_scan_fanout`, `smb_scan_trw`): remembered for
-    /// chains, and checked against share/logon events already seen.
-    pub fn on_scan_alert(&mut self, alert: &Alert) -> Vec<Alert> {
-        if !matches!(alert.kind, AlertKind::SmbScanFanout | AlertKind::SmbScanTrw) {
-            return Vec::new();
-        }
-        let Some(src) = alert.source_ip else {
-            return Vec::new();
-        };
-        self.advance(alert.ts);
-        self.stats.scan_alerts += 1;
-        let s = ScanRec {
-            start: alert
-                .scan
-                .as_ref()
-                .map_or(alert.ts, |e| e.first_seen.min(alert.ts)),
-            alert_ts: alert.ts,
-            kind: alert.kind,
-        };
-        let seen: Vec<(DateTime<Utc>, ChainRec)> = self.chain_events.get(&src).cloned().collect();
-        let out = seen
-            .iter()
-            .filter_map(|(ts, rec)| self.try_chain(src, &s, *ts, rec))
-            .collect();
-        self.scans.insert(alert.ts, src, s);
-        self.enforce_budget();
-        out
-    }
-
-    /// A chain alert if `rec` (at `ts`) follows scan `s` in time and this
-    /// (source, target) has not fired within `chain_window`.
-    fn try_chain(
-        &mut self,
-        src: IpAddr,
-        s: &ScanRec,
-        ts: DateTime<Utc>,
-        rec: &ChainRec,
-    ) -> Option<Alert> {
-        if ts < s.start - self.skew || ts > s.alert_ts + self.chain_window {
-            return None;
-        }
-        let target = rec
-            .host
-            .clone()
-            .unwrap_or_else(|| "unknown host".into())
-            .to_ascii_lowercase();
-        let fkey = (src, target);
-        if self
-            .fired
-            .get(&fkey)
-            .any(|(f, ())| (*f - ts).abs() <= self.chain_window)
-        {
-            return None;
-        }
-        self.fired.insert(ts, fkey, ());
-        self.stats.chains += 1;
-        let host = rec.host.as_deref().unwrap_or("an unknown host");
-        let who = rec
-            .user
-            .as_deref()
-            .map(|u| format!(" as {u}"))
-            .unwrap_or_default();
-        let after = (ts - s.alert_ts).num_seconds();
-        let when = if after >= 0 {
-            format!("{after} s after")
-        } else {
-            format!("{} s before", -after)
-        };
-        let (what, severity) = match (&rec.share, rec.event_id) {
-            (Some(share), _) => {
-                let target = rec
-                    .relative_target
-                    .as_deref()
-                    .map(|t| format!(" ({t})"))
-                    .unwrap_or_default();
-                let sev = if share.eq_ignore_ascii_case("IPC$") {
-                    Severity::High
-                } else {
-                    Severity::Critical
-                };
-                (format!("accessed \\\\*\\{share}{target}"), sev)
-            }
-            (None, _) => (
-                "logged on over the network (4624 type 3)".to_string(),
-                Severity::High,
-            ),
-        };
-        let msg = format!(
-            "{src} scanned SMB ({}) then {what} on {host}{who}, {when} the scan alert [Security {}]",
-            s.kind.code(),
-            rec.event_id
-        );
-        let mut a = Alert::new(ts, AlertKind::LateralMovementChain, severity, msg);
-        a.event_code = Some(rec.event_id);
-        a.source_ip = Some(src);
-        a.host = rec.host.clone();
-        a.user = rec.user.clone();
-        a.user_id = rec.user_sid.clone();
-        a.share = rec.share.clone();
-        Some(a)
-    }
-
     /// The attribution of one pair, if known.
     pub fn attribution(
         &self,
@@ -583,82 +487,6 @@ impl Correlator {
             .get(&(src, dst, dport))
             .filter(|(_, p)| p.sport == sport)
             .find_map(|(_, p)| p.attribution.as_ref())
-    }
-
-    /// Fill a host-rule alert (e.g. `suspicious_smb_client` from 5156,
-    /// which names no user) from the other records of the same flow, and
-    /// the gateway's interface and VLAN from the matching pair.
-    pub fn enrich_alert(&self, alert: &mut Alert) {
-        let (Some(src), Some(dst), Some(dport)) = (
-            alert.source_ip,
-            alert.destination_ip,
-            alert.destination_port,
-        ) else {
-            return;
-        };
-        let key = (src, dst, dport);
-        let near = |ts: &DateTime<Utc>| (*ts - alert.ts).abs() <= self.skew;
-        let process = alert.process.get_or_insert_with(ProcessInfo::default);
-        for (_, net) in self.host_net.get(&key).filter(|(ts, _)| near(ts)) {
-            // Only records of the same process (where both say which).
-            let same_pid = matches!((process.pid, net.process.pid), (Some(a), Some(b)) if a != b);
-            let same_name = matches!((&process.name, &net.process.name), (Some(a), Some(b)) if !a.eq_ignore_ascii_case(b));
-            if same_pid || same_name {
-                continue;
-            }
-            fill(&mut process.pid, &net.process.pid);
-            fill(&mut process.name, &net.process.name);
-            fill(&mut process.executable, &net.process.executable);
-            fill(&mut alert.user, &net.user);
-            fill(&mut alert.host, &net.host);
-        }
-        if alert
-            .process
-            .as_ref()
-            .is_some_and(|p| *p == ProcessInfo::default())
-        {
-            alert.process = None;
-        }
-        if let Some((_, pair)) = self.pairs.get(&key).find(|(ts, _)| near(ts)) {
-            alert.ifindex.get_or_insert(pair.ifindex);
-            if alert.vlan.is_none() {
-                alert.vlan = pair.vlan;
-            }
-        }
-    }
-
-    /// List, on a scan alert, the processes seen opening connections from
-    /// its source to the scanned port (445 and 139 when the alert names
-    /// none) during the scan (± skew).
-    pub fn enrich_scan_alert(&self, alert: &mut Alert) {
-        let Some(src) = alert.source_ip else { return };
-        let (from, to) = match &alert.scan {
-            Some(e) => (e.first_seen.min(alert.ts), e.last_seen.max(alert.ts)),
-            None => (alert.ts - delta(self.cfg.retention), alert.ts),
-        };
-        let (from, to) = (from - self.skew, to + self.skew);
-        // The scanned port, or both SMB ports when the alert does not say.
-        let ports: HashSet<u16> = match alert.destination_port {
-            Some(p) => HashSet::from([p]),
-            None => HashSet::from([445, 139]),
-        };
-        let mut hits: Vec<(DateTime<Utc>, &ProcessInfo)> = self
-            .host_net
-            .iter()
-            .filter(|((s, _, dport), (ts, _))| {
-                *s == src && *ts >= from && *ts <= to && ports.contains(dport)
-            })
-            .map(|(_, (ts, net))| (*ts, &net.process))
-            .collect();
-        hits.sort_by_key(|(ts, _)| *ts);
-        for (_, p) in hits {
-            if alert.processes.len() >= self.cfg.max_processes_listed {
-                break;
-            }
-            if !alert.processes.iter().any(|q| same_process(q, p)) {
-                alert.processes.push(p.clone());
-            }
-        }
     }
 }
 
@@ -722,3 +550,6 @@ fn merge(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod context_tests;

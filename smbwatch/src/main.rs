@@ -84,7 +84,7 @@ struct HostlogFiles {
     /// Input format (default: detected per file).
     #[arg(long, default_value = "auto")]
     format: hostlog::Format,
-    /// Configuration file; its [hostlog.rules] and [correlate] apply.
+    /// Configuration file; its [hostlog.rules], [correlate] and [process_classes] apply.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 }

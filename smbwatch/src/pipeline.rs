@@ -33,7 +33,8 @@ impl Pipeline {
             detector: Detector::new(cfg.detect.clone()),
             rules: HostRules::new(cfg.hostlog.rules.clone()).with_max_ahead(cfg.hostlog.max_ahead),
             correlator: Correlator::new(cfg.correlate.clone())
-                .with_max_ahead(cfg.hostlog.max_ahead),
+                .with_max_ahead(cfg.hostlog.max_ahead)
+                .with_process_classes(cfg.process_classes.clone()),
             host_inputs: true,
         }
     }

@@ -1,11 +1,13 @@
-//! Correlation on real data: the OTRF Empire smbexec capture replayed
-//! through the real XDP program, joined with the same intrusion's Windows
-//! log. The log's clock differs from the capture's; the skew setting absorbs
-//! it (the data is not edited).
+//! Correlation on real data: the OTRF Empire smbexec and Covenant copy
+//! captures replayed through the real XDP program, joined with the same
+//! intrusions' Windows logs, and the PsExec EVTX through the binary. The
+//! logs' clocks differ from the captures'; the skew setting absorbs it (the
+//! data is not edited).
 
 use std::path::{Path, PathBuf};
 
-use integration_tests::require_root;
+use integration_tests::{daemon::smbwatch_bin, require_root};
+use serde_json::Value;
 use smbwatch::{
     alert::{Alert, AlertKind},
     config::Config,
@@ -98,4 +100,67 @@ fn empire_pair_is_attributed_to_powershell() {
         .correlator()
         .attribution(p.src, p.dst, p.sport, p.dport)
         .is_none());
+}
+
+#[test]
+fn covenant_copy_to_c_share_is_a_remote_file_drop() {
+    require_root();
+    let Some(d) = data() else { return };
+    let pcap = d.join("pcap/otrf_covenant_copy_smb_CreateRequest_2020-09-22145302.cap");
+    let log = d.join("logs/otrf_covenant_copy_smb_CreateRequest_2020-09-22145302.json");
+    let (alerts, _, pipeline) = run(&Config::default(), &pcap, &log);
+    let drops: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.kind == AlertKind::RemoteFileDrop)
+        .collect();
+    // Two 5145 writes and the kernel's Sysmon 11 of one copy: one alert.
+    assert_eq!(drops.len(), 1, "{alerts:#?}");
+    let a = drops[0];
+    assert!(
+        a.message.contains(r"\\*\C$\ProgramData\GruntHTTP.exe"),
+        "{}",
+        a.message
+    );
+    assert_eq!(a.source_ip, Some("172.18.39.5".parse().unwrap()));
+    assert_eq!(a.host.as_deref(), Some("WORKSTATION6.theshire.local"));
+    // Two SMB connections are no scan, so no chain.
+    assert!(alerts.iter().all(|a| !matches!(
+        a.kind,
+        AlertKind::SmbScanFanout | AlertKind::SmbScanTrw | AlertKind::LateralMovementChain
+    )));
+    assert_eq!(pipeline.correlator().stats().file_drops, 1);
+}
+
+/// `smbwatch hostlog scan` on the PsExec EVTX: the binary's real EVTX path
+/// raises `remote_file_drop` for PSEXESVC.exe written through ADMIN$.
+#[test]
+fn psexec_evtx_through_the_binary_raises_remote_file_drop() {
+    let Some(d) = data() else { return };
+    let log =
+        d.join("logs/evtx2mitre_ID4688-4697-5140-5145_PSexec_remote_execution_admin_share.evtx");
+    let out = std::process::Command::new(smbwatch_bin())
+        .args(["hostlog", "scan"])
+        .arg(&log)
+        .output()
+        .expect("run smbwatch");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("an ECS JSON line"))
+        .collect();
+    let drops: Vec<&Value> = lines
+        .iter()
+        .filter(|v| v["event"]["code"] == "remote_file_drop")
+        .collect();
+    // PSEXESVC.exe and cmd.exe, each written through ADMIN$ (two 5145s each).
+    assert_eq!(drops.len(), 2, "{lines:#?}");
+    let v = drops[0];
+    let msg = v["message"].as_str().unwrap();
+    assert!(msg.contains(r"\\*\ADMIN$\PSEXESVC.exe"), "{msg}");
+    assert_eq!(v["source"]["ip"], "10.23.42.22");
+    assert_eq!(v["user"]["name"], r"OFFSEC\admmig");
+    assert_eq!(v["event"]["severity"], 99, "an executable: critical");
+    assert_eq!(v["threat"]["technique"]["id"][1], "T1570");
 }

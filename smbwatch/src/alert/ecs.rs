@@ -29,7 +29,7 @@ use sha1::{Digest, Sha1};
 
 use super::kinds::{Category, EventType};
 use super::sensor::{Sensor, OBSERVER_TYPE, PRODUCT, VERSION};
-use super::{Alert, ProcessInfo, ScanEvidence, Severity};
+use super::{Alert, ProcessContext, ProcessInfo, ScanEvidence, Severity};
 pub use threat::{Threat, THREAT_FRAMEWORK};
 pub use time::{Keyword, Timestamp};
 
@@ -365,6 +365,23 @@ pub struct Process<'a> {
     /// Full path.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub executable: Option<&'a str>,
+    /// Command line (from 4688 / Sysmon 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command_line: Option<&'a str>,
+    /// `process.parent.*`.
+    #[serde(skip_serializing_if = "empty")]
+    pub parent: Parent<'a>,
+}
+
+/// `process.parent.*`.
+#[derive(Debug, Default, Serialize)]
+pub struct Parent<'a> {
+    /// Full path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executable: Option<&'a str>,
+    /// Command line, when the parent's creation was seen too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command_line: Option<&'a str>,
 }
 
 impl<'a> From<&'a ProcessInfo> for Process<'a> {
@@ -373,7 +390,23 @@ impl<'a> From<&'a ProcessInfo> for Process<'a> {
             name: p.name.as_deref(),
             pid: p.pid,
             executable: p.executable.as_deref(),
+            command_line: None,
+            parent: Parent::default(),
         }
+    }
+}
+
+impl<'a> Process<'a> {
+    /// The process with what its creation record said.
+    fn with_context(mut self, c: Option<&'a ProcessContext>) -> Self {
+        if let Some(c) = c {
+            self.command_line = c.command_line.as_deref();
+            self.parent = Parent {
+                executable: c.parent_executable.as_deref(),
+                command_line: c.parent_command_line.as_deref(),
+            };
+        }
+        self
     }
 }
 
@@ -389,6 +422,10 @@ pub struct Smbwatch<'a> {
     /// Processes seen for the source (correlated scan alerts).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub processes: Vec<Process<'a>>,
+    /// The process class of `process.name` (`script_interpreter`,
+    /// `lolbin`, `office`, `browser`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_class: Option<&'static str>,
     /// The alert's own time when `@timestamp` had to be clamped (see
     /// [`Timestamp`]), as chrono writes it (`+10000-01-01T00:00:00Z`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -469,7 +506,17 @@ impl<T: std::fmt::Display> Empty for Id<T> {
 
 impl Empty for Process<'_> {
     fn is_empty(&self) -> bool {
-        self.name.is_none() && self.pid.is_none() && self.executable.is_none()
+        self.name.is_none()
+            && self.pid.is_none()
+            && self.executable.is_none()
+            && self.command_line.is_none()
+            && self.parent.is_empty()
+    }
+}
+
+impl Empty for Parent<'_> {
+    fn is_empty(&self) -> bool {
+        self.executable.is_none() && self.command_line.is_none()
     }
 }
 
@@ -496,6 +543,7 @@ impl Empty for Smbwatch<'_> {
         self.share.is_none()
             && self.scan.is_none()
             && self.processes.is_empty()
+            && self.process_class.is_none()
             && self.original_timestamp.is_none()
     }
 }
@@ -631,7 +679,8 @@ impl<'a> Document<'a> {
                 .process
                 .as_ref()
                 .map(Process::from)
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                .with_context(alert.process_context.as_ref()),
             user: User {
                 name: account.as_ref().map(|a| a.name),
                 domain: account.and_then(|a| a.domain),
@@ -643,6 +692,11 @@ impl<'a> Document<'a> {
                 share: alert.share.as_deref(),
                 scan: alert.scan.as_ref().map(Scan::from),
                 processes: alert.processes.iter().map(Process::from).collect(),
+                process_class: alert
+                    .process_context
+                    .as_ref()
+                    .and_then(|c| c.class)
+                    .map(|c| c.code()),
                 original_timestamp,
             },
         }

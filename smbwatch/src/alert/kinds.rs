@@ -73,6 +73,7 @@ impl AlertKind {
         Self::SuspiciousSmbClient,
         Self::AdminShareAccess,
         Self::LateralMovementChain,
+        Self::RemoteFileDrop,
         Self::SmbwatchDegraded,
     ];
 
@@ -120,6 +121,14 @@ impl AlertKind {
                 category: &[IntrusionDetection, Network],
                 types: &[Info],
                 techniques: &["T1046", "T1021.002"],
+            },
+            Self::RemoteFileDrop => &KindSpec {
+                rule_id: "remote_file_drop",
+                rule_name: "File written through an administrative share",
+                rule_version: "1",
+                category: &[IntrusionDetection, File],
+                types: &[Creation],
+                techniques: &["T1021.002", "T1570"],
             },
             Self::SmbwatchDegraded => &KindSpec {
                 rule_id: "smbwatch_degraded",

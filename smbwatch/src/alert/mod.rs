@@ -31,6 +31,10 @@ pub enum AlertKind {
     AdminShareAccess,
     /// A scanning source then used a share or logged on to a target.
     LateralMovementChain,
+    /// A remote client wrote a file through an administrative share
+    /// (5145 WriteData/AppendData on `ADMIN$`/`C$`), or the kernel created
+    /// an executable on behalf of one (Sysmon 11 by `System`).
+    RemoteFileDrop,
     /// smbwatch itself: the kernel is shedding events (a flood), or stopped.
     SmbwatchDegraded,
 }
@@ -128,6 +132,20 @@ pub struct ProcessInfo {
     pub executable: Option<String>,
 }
 
+/// What the process-creation records (4688, Sysmon 1) said about an
+/// alert's process.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ProcessContext {
+    /// Command line of the process.
+    pub command_line: Option<String>,
+    /// Full path of its parent.
+    pub parent_executable: Option<String>,
+    /// Command line of its parent, when its creation was seen too.
+    pub parent_command_line: Option<String>,
+    /// The process class of its image (`[process_classes]`), if any.
+    pub class: Option<crate::correlate::process::ProcessClass>,
+}
+
 /// One alert, whatever raised it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Alert {
@@ -164,6 +182,8 @@ pub struct Alert {
     pub process: Option<ProcessInfo>,
     /// Processes seen for the source (correlated scan alerts).
     pub processes: Vec<ProcessInfo>,
+    /// Creation record of `process` (correlated alerts).
+    pub process_context: Option<ProcessContext>,
     /// User name from host logs, as logged (`DOMAIN\user`, `user@domain`
     /// or bare); the document splits it.
     pub user: Option<String>,
@@ -195,6 +215,7 @@ impl Alert {
             scan: None,
             process: None,
             processes: Vec::new(),
+            process_context: None,
             user: None,
             user_id: None,
             host: None,

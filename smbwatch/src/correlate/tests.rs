@@ -1,7 +1,7 @@
 //! Correlation tests: real OTRF logs where present, scripted events otherwise.
 
 use super::*;
-use crate::alert::ScanEvidence;
+use crate::alert::{AlertKind, ScanEvidence, Severity};
 use crate::hostlog::tests::{data_file, COVENANT, EMPIRE};
 use crate::hostlog::{parse_file, Format};
 
@@ -201,6 +201,12 @@ fn scan_alert_lists_processes_and_chain_fires_either_order() {
     assert_eq!(c.on_scan_alert(&scan).len(), 1);
 }
 
+/// Chains apart from the other alerts (file drops) a host event raises.
+fn split_chains(all: Vec<Alert>) -> (Vec<Alert>, Vec<Alert>) {
+    all.into_iter()
+        .partition(|a| a.kind == AlertKind::LateralMovementChain)
+}
+
 #[test]
 fn chain_window_and_unrelated_sources() {
     let Some(p) = data_file(COVENANT) else { return };
@@ -217,10 +223,23 @@ fn chain_window_and_unrelated_sources() {
         "2020-09-22T18:50:00Z",
         "2020-09-22T18:51:00Z",
     ));
-    let got: Vec<Alert> = evs.iter().flat_map(|e| c.on_host_event(e)).collect();
+    let all: Vec<Alert> = evs.iter().flat_map(|e| c.on_host_event(e)).collect();
+    let (got, drops) = split_chains(all);
     assert!(
         got.is_empty(),
         "22 min after the scan alert, and the other source never touched a share"
+    );
+    // The copy of GruntHTTP.exe to C$ is a file drop whatever the scans:
+    // one alert for its two 5145 writes and its Sysmon 11.
+    assert_eq!(drops.len(), 1, "{drops:#?}");
+    assert_eq!(drops[0].kind, AlertKind::RemoteFileDrop);
+    assert_eq!(drops[0].source_ip, Some(ip("172.18.39.5")));
+    assert_eq!(drops[0].share.as_deref(), Some("C$"));
+    assert_eq!(drops[0].severity, Severity::Critical);
+    assert!(
+        drops[0].message.contains(r"ProgramData\GruntHTTP.exe"),
+        "{}",
+        drops[0].message
     );
 
     let mut c = Correlator::new(CorrelateConfig::default());
@@ -229,11 +248,23 @@ fn chain_window_and_unrelated_sources() {
         "2020-09-22T18:50:00Z",
         "2020-09-22T18:51:00Z",
     ));
-    let got: Vec<Alert> = evs.iter().flat_map(|e| c.on_host_event(e)).collect();
-    assert_eq!(got.len(), 1);
+    let all: Vec<Alert> = evs.iter().flat_map(|e| c.on_host_event(e)).collect();
+    let (got, drops) = split_chains(all);
+    assert_eq!(drops.len(), 1);
+    assert_eq!(got.len(), 2, "{got:#?}");
     // The network logon comes first in the session; the share accesses
-    // that follow on the same target do not repeat the chain.
+    // that follow on the same target do not repeat the chain, but the
+    // write that stages the payload is a step of its own.
     assert_eq!(got[0].share, None);
+    assert_eq!(got[1].share.as_deref(), Some("C$"));
+    assert_eq!(got[1].severity, Severity::Critical);
+    assert!(
+        got[1].message.contains(
+            r"logged on over the network and then wrote \\*\C$ (ProgramData\GruntHTTP.exe)"
+        ),
+        "{}",
+        got[1].message
+    );
     assert!(
         got[0].message.contains("logged on over the network"),
         "{}",
@@ -301,6 +332,10 @@ fn host_conn(at: DateTime<Utc>, sport: u16, pad: usize) -> HostEvent {
         target_filename: None,
         parent_image: None,
         command_line: None,
+        process_guid: None,
+        parent_process_guid: None,
+        parent_pid: None,
+        access_mask: None,
     }
 }
 

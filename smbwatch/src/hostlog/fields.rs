@@ -141,6 +141,11 @@ pub(crate) struct Raw<'a> {
     target_filename: Option<Val<'a>>,
     parent_image: Option<Val<'a>>,
     command_line: Option<Val<'a>>,
+    process_guid: Option<Val<'a>>,
+    parent_process_guid: Option<Val<'a>>,
+    parent_pid: Option<Val<'a>>,
+    access_mask: Option<Val<'a>>,
+    access_list: Option<Val<'a>>,
     /// ECS fields (Winlogbeat), used only where the event data lacks a field.
     pub ecs: Ecs<'a>,
 }
@@ -222,6 +227,11 @@ impl<'a> Raw<'a> {
             "TargetFilename" => &mut self.target_filename,
             "ParentImage" | "ParentProcessName" => &mut self.parent_image,
             "CommandLine" => &mut self.command_line,
+            "ProcessGuid" => &mut self.process_guid,
+            "ParentProcessGuid" => &mut self.parent_process_guid,
+            "ParentProcessId" => &mut self.parent_pid,
+            "AccessMask" => &mut self.access_mask,
+            "AccessList" => &mut self.access_list,
             _ => return,
         };
         *slot = Some(v);
@@ -301,6 +311,10 @@ impl<'a> Raw<'a> {
             target_filename: None,
             parent_image: None,
             command_line: None,
+            process_guid: None,
+            parent_process_guid: None,
+            parent_pid: None,
+            access_mask: None,
         };
         match event_id {
             // Sysmon network connection / WFP connection allowed.
@@ -341,6 +355,7 @@ impl<'a> Raw<'a> {
                 };
                 ev.image = text(image).or_else(|| text(&self.ecs.executable));
                 ev.user = self.sysmon_user();
+                ev.process_guid = text(&self.process_guid);
             }
             // Sysmon process creation.
             1 => {
@@ -350,6 +365,9 @@ impl<'a> Raw<'a> {
                     text(&self.parent_image).or_else(|| text(&self.ecs.parent_executable));
                 ev.command_line = text(&self.command_line).or_else(|| text(&self.ecs.command_line));
                 ev.user = self.sysmon_user();
+                ev.process_guid = text(&self.process_guid);
+                ev.parent_process_guid = text(&self.parent_process_guid);
+                ev.parent_pid = pid("ParentProcessId", self.parent_pid.as_ref())?;
             }
             // Sysmon file create.
             11 => {
@@ -357,6 +375,7 @@ impl<'a> Raw<'a> {
                 ev.image = text(&self.image).or_else(|| text(&self.ecs.executable));
                 ev.target_filename = text(&self.target_filename);
                 ev.user = self.sysmon_user();
+                ev.process_guid = text(&self.process_guid);
             }
             4688 => {
                 ev.pid = pid(
@@ -367,6 +386,8 @@ impl<'a> Raw<'a> {
                 ev.parent_image =
                     text(&self.parent_image).or_else(|| text(&self.ecs.parent_executable));
                 ev.command_line = text(&self.command_line).or_else(|| text(&self.ecs.command_line));
+                // 4688's `ProcessId` is the creator's.
+                ev.parent_pid = pid("ProcessId", self.pid.as_ref())?;
                 // The creator's account: TargetUserName is `-` unless the
                 // new process runs under a different account.
                 let target = account(&self.target_domain, &self.target_user);
@@ -414,6 +435,7 @@ impl<'a> Raw<'a> {
                 ev.user =
                     account(&self.subject_domain, &self.subject_user).or_else(|| self.ecs_user());
                 ev.user_sid = sid(&self.subject_sid);
+                ev.access_mask = access(self.access_mask.as_ref(), self.access_list.as_ref())?;
             }
             _ => unreachable!("kind_of accepted only the ids above"),
         }
@@ -515,6 +537,29 @@ impl<'a> Raw<'a> {
     fn ecs_user(&self) -> Option<String> {
         account(&self.ecs.user_domain, &self.ecs.user_name)
     }
+}
+
+/// The requested access of a 5140/5145: `AccessMask` (`0x120196`), or,
+/// without one, the rights `AccessList` names as message ids (`%%4416`
+/// ReadData = bit 0 ... `%%4424` WriteAttributes = bit 8; the real
+/// records carry both, see docs/hostlogs.md).
+fn access(mask: Option<&Val<'_>>, list: Option<&Val<'_>>) -> Result<Option<u32>, RecordProblem> {
+    if let Some(v) = mask {
+        if let Some(n) = v.number("AccessMask")? {
+            return u32::try_from(n)
+                .map(Some)
+                .map_err(|_| invalid("AccessMask", &n.to_string()));
+        }
+    }
+    let Some(list) = list.and_then(|v| v.present()) else {
+        return Ok(None);
+    };
+    let bits = list
+        .split_whitespace()
+        .filter_map(|t| t.strip_prefix("%%")?.parse::<u32>().ok())
+        .filter_map(|id| id.checked_sub(4416).filter(|b| *b <= 8))
+        .fold(0u32, |m, b| m | (1 << b));
+    Ok((bits != 0).then_some(bits))
 }
 
 fn contains_ci(hay: &str, needle: &str) -> bool {

@@ -145,27 +145,44 @@ pub struct HostEvent {
     pub parent_image: Option<String>,
     /// Command line (Sysmon 1, 4688).
     pub command_line: Option<String>,
+    /// Sysmon `ProcessGuid` (Sysmon 1, 3, 11): names one process across
+    /// pid reuse, and is all NXLog keeps of Sysmon's process identity.
+    pub process_guid: Option<String>,
+    /// Sysmon 1 `ParentProcessGuid`.
+    pub parent_process_guid: Option<String>,
+    /// Parent process id (Sysmon 1 `ParentProcessId`, 4688 `ProcessId`).
+    pub parent_pid: Option<u32>,
+    /// Requested access (5140/5145 `AccessMask`, or the rights named in
+    /// `AccessList`), e.g. `0x2` for WriteData.
+    pub access_mask: Option<u32>,
 }
 
-/// Longest host, channel, user, SID, share and image file name kept (bytes).
+/// Longest host, channel, user, share and image file name kept (bytes).
 pub const MAX_NAME_BYTES: usize = 256;
+/// Longest SID kept (bytes): `S-1-` and 15 sub-authorities of 10 digits,
+/// the most a SID can have.
+pub const MAX_SID_BYTES: usize = 184;
 /// Longest image, parent image, file and share-relative path kept (bytes).
 pub const MAX_PATH_BYTES: usize = 1024;
 /// Longest command line kept (bytes).
 pub const MAX_COMMAND_LINE_BYTES: usize = 4096;
+/// Longest Sysmon process GUID kept (bytes; a real one is 38).
+pub const MAX_GUID_BYTES: usize = 64;
 
-// Documented (README, docs/hostlogs.md) as 10,088 bytes: fail to compile if
+// Documented (README, docs/hostlogs.md) as 10,208 bytes: fail to compile if
 // the event grows past the 10 KiB the docs promise.
 const _: () = assert!(HostEvent::MAX_BYTES <= 10 * 1024);
 
 impl HostEvent {
-    /// Most heap bytes the strings of one parsed event hold: 6 names (the
-    /// SID among them), 4 paths and a command line at their caps (9,728).
-    /// With the struct
-    /// itself ([`HostEvent::MAX_BYTES`]) this bounds what one event costs
-    /// a table downstream.
-    pub const MAX_HEAP_BYTES: usize =
-        6 * MAX_NAME_BYTES + 4 * MAX_PATH_BYTES + MAX_COMMAND_LINE_BYTES;
+    /// Most heap bytes the strings of one parsed event hold: 5 names, a
+    /// SID, 4 paths, a command line and 2 GUIDs at their caps (9,784). With
+    /// the struct itself ([`HostEvent::MAX_BYTES`]) this bounds what one
+    /// event costs a table downstream.
+    pub const MAX_HEAP_BYTES: usize = 5 * MAX_NAME_BYTES
+        + MAX_SID_BYTES
+        + 4 * MAX_PATH_BYTES
+        + MAX_COMMAND_LINE_BYTES
+        + 2 * MAX_GUID_BYTES;
 
     /// Most bytes one parsed event occupies, inline and on the heap
     /// (under 10 KiB).
@@ -177,19 +194,21 @@ impl HostEvent {
     }
 
     /// Every string field with its cap.
-    fn strings_mut(&mut self) -> [(&mut Option<String>, usize); 11] {
+    fn strings_mut(&mut self) -> [(&mut Option<String>, usize); 13] {
         [
             (&mut self.host, MAX_NAME_BYTES),
             (&mut self.channel, MAX_NAME_BYTES),
             (&mut self.image, MAX_PATH_BYTES),
             (&mut self.image_name, MAX_NAME_BYTES),
             (&mut self.user, MAX_NAME_BYTES),
-            (&mut self.user_sid, MAX_NAME_BYTES),
+            (&mut self.user_sid, MAX_SID_BYTES),
             (&mut self.share_name, MAX_NAME_BYTES),
             (&mut self.relative_target, MAX_PATH_BYTES),
             (&mut self.target_filename, MAX_PATH_BYTES),
             (&mut self.parent_image, MAX_PATH_BYTES),
             (&mut self.command_line, MAX_COMMAND_LINE_BYTES),
+            (&mut self.process_guid, MAX_GUID_BYTES),
+            (&mut self.parent_process_guid, MAX_GUID_BYTES),
         ]
     }
 
@@ -206,6 +225,8 @@ impl HostEvent {
             &self.target_filename,
             &self.parent_image,
             &self.command_line,
+            &self.process_guid,
+            &self.parent_process_guid,
         ]
         .into_iter()
         .flatten()

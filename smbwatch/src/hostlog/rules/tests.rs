@@ -35,6 +35,10 @@ fn conn(event_id: u32, pid: Option<u32>, image: &str, dst: &str) -> HostEvent {
         target_filename: None,
         parent_image: None,
         command_line: None,
+        process_guid: None,
+        parent_process_guid: None,
+        parent_pid: None,
+        access_mask: None,
     }
 }
 

@@ -1,0 +1,271 @@
+//! `lateral_movement_chain` and `remote_file_drop`: the host-side steps
+//! that follow a scan.
+//!
+//! A scan alert's source that then shows, on some target, a network logon
+//! (4624 type 3), administrative share access (5140/5145) or a file written
+//! through a share ([`super::file_drop`]) completes a chain. The first step
+//! on a (source, target) fires one chain alert per `chain_window`; a share
+//! write fires its own (once per window too) even after that, since it is
+//! the step that stages the payload: scan → logon → share write.
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+
+use super::file_drop::{file_name, FileDrop};
+use super::process::host_key;
+use super::Correlator;
+use crate::alert::{Alert, AlertKind, Severity};
+use crate::hostlog::rules::is_admin_share;
+use crate::hostlog::{HostEvent, HostEventKind};
+use crate::timed::HeapSize;
+
+/// A share access or network logon kept for chains.
+#[derive(Debug, Clone)]
+pub(super) struct ChainRec {
+    pub host: Option<String>,
+    pub event_id: u32,
+    pub share: Option<String>,
+    pub relative_target: Option<String>,
+    pub user: Option<String>,
+    pub user_sid: Option<String>,
+    /// A share write (a [`FileDrop`]), not just an access.
+    pub wrote: bool,
+}
+
+/// A scan alert kept for chains.
+#[derive(Debug, Clone)]
+pub(super) struct ScanRec {
+    /// Start of the scan (evidence `first_seen`, else the alert time).
+    pub start: DateTime<Utc>,
+    /// The alert's time.
+    pub alert_ts: DateTime<Utc>,
+    pub kind: AlertKind,
+}
+
+impl HeapSize for ChainRec {
+    fn heap_size(&self) -> usize {
+        self.host.heap_size()
+            + self.share.heap_size()
+            + self.relative_target.heap_size()
+            + self.user.heap_size()
+            + self.user_sid.heap_size()
+    }
+}
+
+impl HeapSize for ScanRec {
+    fn heap_size(&self) -> usize {
+        0
+    }
+}
+
+/// Key of the chains already raised: source, lower-case target host, and
+/// whether the step was a share write.
+pub(super) type FiredKey = (IpAddr, String, bool);
+
+impl Correlator {
+    /// Share access, network logons and file creations: file drops, and the
+    /// chains they complete.
+    pub(super) fn host_chain_event(&mut self, ev: &HostEvent) -> Vec<Alert> {
+        let mut out = Vec::new();
+        let mut drop = match ev.kind {
+            HostEventKind::ShareAccess => FileDrop::from_share_write(ev),
+            HostEventKind::FileCreate => FileDrop::from_kernel_create(ev),
+            _ => None,
+        };
+        if let Some(d) = &mut drop {
+            let key = (
+                host_key(ev.host.as_deref()),
+                file_name(&d.path).to_ascii_lowercase(),
+            );
+            let window = self.chain_window;
+            let seen = self
+                .drops
+                .get(&key)
+                .any(|(t, ())| (*t - ev.ts).abs() <= window);
+            if !seen {
+                // Only for a drop not yet raised: the search walks the
+                // chain events.
+                if d.src.is_none() {
+                    if let Some((src, user)) = self.sole_recent_source(ev) {
+                        d.src = Some(src);
+                        d.user = user;
+                    }
+                }
+                self.drops.insert(ev.ts, key, ());
+                self.stats.file_drops += 1;
+                out.push(d.alert(ev));
+            }
+        }
+        let Some(src) = ev.src_ip else {
+            return out;
+        };
+        let relevant = match ev.kind {
+            HostEventKind::ShareAccess => ev.share_name.as_deref().is_some_and(is_admin_share),
+            HostEventKind::Logon => ev.logon_type == Some(3),
+            _ => false,
+        };
+        if !relevant || src.is_loopback() {
+            return out;
+        }
+        let rec = ChainRec {
+            host: ev.host.clone(),
+            event_id: ev.event_id,
+            share: ev.share_name.clone(),
+            relative_target: ev.relative_target.clone(),
+            user: ev.user.clone(),
+            user_sid: ev.user_sid.clone(),
+            wrote: drop.is_some(),
+        };
+        let scans: Vec<ScanRec> = self.scans.get(&src).map(|(_, s)| s.clone()).collect();
+        out.extend(
+            scans
+                .iter()
+                .filter_map(|s| self.try_chain(src, s, ev.ts, &rec)),
+        );
+        self.chain_events.insert(ev.ts, src, rec);
+        out
+    }
+
+    /// The one address (and its account) that logged on to or used a share
+    /// of `ev`'s host in the `chain_window` before `ev` (plus skew); `None`
+    /// when there were none or several.
+    fn sole_recent_source(&self, ev: &HostEvent) -> Option<(IpAddr, Option<String>)> {
+        let host = host_key(ev.host.as_deref());
+        let (from, to) = (ev.ts - self.chain_window, ev.ts + self.skew);
+        let mut found: Option<(IpAddr, DateTime<Utc>, Option<String>)> = None;
+        for (src, (ts, rec)) in self.chain_events.iter() {
+            if *ts < from || *ts > to || host_key(rec.host.as_deref()) != host {
+                continue;
+            }
+            match &mut found {
+                Some((s, _, _)) if s != src => return None,
+                Some((_, t, u)) => {
+                    if *ts >= *t {
+                        *t = *ts;
+                        u.clone_from(&rec.user);
+                    }
+                }
+                None => found = Some((*src, *ts, rec.user.clone())),
+            }
+        }
+        found.map(|(s, _, u)| (s, u))
+    }
+
+    /// Feed a scan alert (`smb_scan_fanout`, `smb_scan_trw`): remembered for
+    /// chains, and checked against share/logon events already seen.
+    pub fn on_scan_alert(&mut self, alert: &Alert) -> Vec<Alert> {
+        if !matches!(alert.kind, AlertKind::SmbScanFanout | AlertKind::SmbScanTrw) {
+            return Vec::new();
+        }
+        let Some(src) = alert.source_ip else {
+            return Vec::new();
+        };
+        self.advance(alert.ts);
+        self.stats.scan_alerts += 1;
+        let s = ScanRec {
+            start: alert
+                .scan
+                .as_ref()
+                .map_or(alert.ts, |e| e.first_seen.min(alert.ts)),
+            alert_ts: alert.ts,
+            kind: alert.kind,
+        };
+        let seen: Vec<(DateTime<Utc>, ChainRec)> = self.chain_events.get(&src).cloned().collect();
+        let out = seen
+            .iter()
+            .filter_map(|(ts, rec)| self.try_chain(src, &s, *ts, rec))
+            .collect();
+        self.scans.insert(alert.ts, src, s);
+        self.enforce_budget();
+        out
+    }
+
+    /// A chain alert if `rec` (at `ts`) follows scan `s` in time and this
+    /// (source, target, write or not) has not fired within `chain_window`.
+    fn try_chain(
+        &mut self,
+        src: IpAddr,
+        s: &ScanRec,
+        ts: DateTime<Utc>,
+        rec: &ChainRec,
+    ) -> Option<Alert> {
+        if ts < s.start - self.skew || ts > s.alert_ts + self.chain_window {
+            return None;
+        }
+        let target = host_key(Some(rec.host.as_deref().unwrap_or("unknown host")));
+        let fkey = (src, target.clone(), rec.wrote);
+        if self
+            .fired
+            .get(&fkey)
+            .any(|(f, ())| (*f - ts).abs() <= self.chain_window)
+        {
+            return None;
+        }
+        self.fired.insert(ts, fkey, ());
+        self.stats.chains += 1;
+        let host = rec.host.as_deref().unwrap_or("an unknown host");
+        let who = rec
+            .user
+            .as_deref()
+            .map(|u| format!(" as {u}"))
+            .unwrap_or_default();
+        let after = (ts - s.alert_ts).num_seconds();
+        let when = if after >= 0 {
+            format!("{after} s after")
+        } else {
+            format!("{} s before", -after)
+        };
+        let relative = rec
+            .relative_target
+            .as_deref()
+            .map(|t| format!(" ({t})"))
+            .unwrap_or_default();
+        let (what, severity) = match &rec.share {
+            Some(share) if rec.wrote => {
+                // The steps before the write, from what was kept.
+                let logged_on = self.chain_events.get(&src).any(|(t, r)| {
+                    r.event_id == 4624 && *t <= ts && host_key(r.host.as_deref()) == target
+                });
+                let steps = if logged_on {
+                    "logged on over the network and then wrote"
+                } else {
+                    "wrote"
+                };
+                (
+                    format!("{steps} \\\\*\\{share}{relative}"),
+                    Severity::Critical,
+                )
+            }
+            Some(share) => {
+                let sev = if share.eq_ignore_ascii_case("IPC$") {
+                    Severity::High
+                } else {
+                    Severity::Critical
+                };
+                (format!("accessed \\\\*\\{share}{relative}"), sev)
+            }
+            None => (
+                "logged on over the network (4624 type 3)".to_string(),
+                Severity::High,
+            ),
+        };
+        let msg = format!(
+            "{src} scanned SMB ({}) then {what} on {host}{who}, {when} the scan alert [Security {}]",
+            s.kind.code(),
+            rec.event_id
+        );
+        let mut a = Alert::new(ts, AlertKind::LateralMovementChain, severity, msg);
+        if rec.wrote {
+            // A write through the share is also a tool transfer.
+            a.techniques.push("T1570");
+        }
+        a.event_code = Some(rec.event_id);
+        a.source_ip = Some(src);
+        a.host = rec.host.clone();
+        a.user = rec.user.clone();
+        a.user_id = rec.user_sid.clone();
+        a.share = rec.share.clone();
+        Some(a)
+    }
+}
