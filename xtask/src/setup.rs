@@ -49,6 +49,18 @@ const PACKAGES: &[(&str, &str)] = &[
         "openssl",
         "test certificates for the host-log listener's TLS tests",
     ),
+    (
+        "systemd",
+        "systemd-analyze verifies the unit and rates its hardening",
+    ),
+    (
+        "dpkg",
+        "dpkg-deb checks the package; dpkg --root installs it into a scratch root",
+    ),
+    (
+        "man-db",
+        "man renders the generated man pages in the package check",
+    ),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
