@@ -828,6 +828,7 @@ fn locate(text: &str, key: &str) -> Option<usize> {
     }
 }
 
+pub mod docs;
 pub mod reload;
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! The smbwatch command line.
 
+mod package_files;
+
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context as _, Result};
@@ -45,6 +47,12 @@ enum Command {
     /// Windows host logs without a gateway.
     #[command(subcommand)]
     Hostlog(HostlogCommand),
+    /// Write the man pages and the commented conffile into DIR (for packaging).
+    #[command(hide = true)]
+    PackageFiles {
+        /// Output directory.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -222,6 +230,9 @@ fn main() -> ExitCode {
         Command::Replay(args) => replay(args),
         Command::Hostlog(HostlogCommand::Parse(args)) => hostlog_parse(args),
         Command::Hostlog(HostlogCommand::Scan(args)) => hostlog_scan(args),
+        Command::PackageFiles { dir } => {
+            package_files::write(<Cli as clap::CommandFactory>::command(), &dir)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

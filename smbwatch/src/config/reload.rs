@@ -27,6 +27,10 @@ pub const RESTART_KEYS: &[(&str, &str)] = &[
         "the host-event clock is set up at start",
     ),
     ("hostlog.follow", "followed files are opened at start"),
+    (
+        "alert.events",
+        "printing event lines on stdout is decided at start",
+    ),
     ("hostlog.rules.max_dedup_entries", "dedup table size"),
     ("hostlog.rules.max_dedup_bytes", "dedup table size"),
 ];
