@@ -114,7 +114,17 @@ fn unprivileged_with_three_capabilities_attaches_detects_and_alerts() {
         "--json",
         json.to_str().unwrap(),
     ];
-    let env = [("RUNTIME_DIRECTORY", run.to_str().unwrap())];
+    // systemd's socket, writable by the service user, with a 1 s watchdog.
+    let sock_path = scratch.0.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    std::fs::set_permissions(&sock_path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let env = [
+        ("RUNTIME_DIRECTORY", run.to_str().unwrap()),
+        ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+        ("WATCHDOG_USEC", "1000000"),
+    ];
     let mut daemon = Daemon::spawn_pinned(
         &lab.gateway,
         &strs(&wrap),
@@ -126,6 +136,13 @@ fn unprivileged_with_three_capabilities_attaches_detects_and_alerts() {
     daemon
         .wait_stderr("pinned maps", Duration::from_secs(30))
         .expect("attached as nobody");
+    // READY, and keep-alives every half second while the drain thread beats.
+    let first: Vec<String> = (0..4).map(|_| notification(&sock)).collect();
+    assert!(first.iter().any(|m| m.starts_with("READY=1")), "{first:?}");
+    assert!(
+        first.iter().filter(|m| *m == "WATCHDOG=1").count() >= 2,
+        "{first:?}"
+    );
     let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap();
     assert!(status.contains(&format!("Uid:\t{NOBODY}")), "{status}");
     assert!(status.contains("CapEff:\t000000c000001000"), "{status}");
