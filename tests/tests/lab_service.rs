@@ -327,3 +327,137 @@ fn attached(lab: &Lab) -> Vec<u64> {
     assert_eq!(ids.len(), 2, "attached to g0 and g1: {links}");
     ids
 }
+
+/// Sends lines to 127.0.0.1:`port` inside the gateway namespace (bash's
+/// /dev/tcp), as a forwarder on the router would.
+fn forward(lab: &Lab, dir: &Path, port: u16, lines: &[String]) {
+    let file = dir.join("lines");
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    lab.gateway
+        .exec(
+            "bash",
+            &[
+                "-c",
+                &format!("cat {} > /dev/tcp/127.0.0.1/{port}", file.display()),
+            ],
+        )
+        .expect("forward over TCP");
+}
+
+/// A Sysmon 3 record: `image` opened an SMB connection just now.
+fn sysmon3(image: &str, sport: u16) -> String {
+    let utc = chrono::Utc::now()
+        .format("%Y-%m-%d %H:%M:%S%.3f")
+        .to_string();
+    serde_json::json!({
+        "EventID": 3,
+        "Channel": "Microsoft-Windows-Sysmon/Operational",
+        "Hostname": "WS5.example.test",
+        "ProcessId": "4242",
+        "Image": format!("C:\\Tools\\{image}"),
+        "Initiated": "true",
+        "SourceIp": "192.0.2.50",
+        "SourcePort": sport.to_string(),
+        "DestinationIp": "198.51.100.2",
+        "DestinationPort": "445",
+        "UtcTime": utc,
+    })
+    .to_string()
+}
+
+fn host_alerts(path: &Path) -> Vec<String> {
+    alerts::read(path)
+        .iter()
+        .filter(|a| alerts::code(a) == "suspicious_smb_client")
+        .map(|a| a["process"]["name"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+/// Sinks and host-log inputs swap on SIGHUP: a reload adds a listener and
+/// moves the JSON sink to another file; the next one allowlists an image
+/// without touching the listener.
+#[test]
+fn sighup_swaps_sinks_listener_and_host_rules() {
+    require_root();
+    let lab = Lab::new(1).expect("lab");
+    let scratch = Scratch::new("reload-inputs");
+    let (first, second) = (scratch.0.join("first.json"), scratch.0.join("second.json"));
+    let config = scratch.0.join("smbwatch.toml");
+    std::fs::write(
+        &config,
+        format!("[alert]\njson = {:?}\n", first.to_str().unwrap()),
+    )
+    .unwrap();
+    let args = [
+        "--iface",
+        GW_ATTACKER_IF,
+        "--iface",
+        GW_SERVERS_IF,
+        "--config",
+        config.to_str().unwrap(),
+    ];
+    let mut daemon = Daemon::start(&lab.gateway, &args).expect("daemon");
+    assert!(!daemon.stderr().contains("listening for forwarded"));
+
+    let port = integration_tests::rsyslog::free_tcp_port();
+    let with_listener = |allow: &str| {
+        format!(
+            "[alert]\njson = {:?}\n[hostlog]\nlisten = \"tcp://127.0.0.1:{port}\"\n[hostlog.rules]\nallow_images = [{allow}]\n",
+            second.to_str().unwrap()
+        )
+    };
+    std::fs::write(&config, with_listener("")).unwrap();
+    daemon.signal(libc::SIGHUP);
+    daemon
+        .wait_stderr(
+            "listening for forwarded host events",
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    daemon
+        .wait_stderr("detection settings swapped", Duration::from_secs(5))
+        .unwrap();
+    forward(&lab, &scratch.0, port, &[sysmon3("python.exe", 50001)]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while host_alerts(&second).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(host_alerts(&second), ["python.exe"], "{}", daemon.stderr());
+    assert!(host_alerts(&first).is_empty(), "the old sink is out");
+
+    std::fs::write(&config, with_listener("\"python.exe\"")).unwrap();
+    let before = daemon
+        .stderr()
+        .matches("detection settings swapped")
+        .count();
+    daemon.signal(libc::SIGHUP);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while daemon
+        .stderr()
+        .matches("detection settings swapped")
+        .count()
+        == before
+    {
+        assert!(std::time::Instant::now() < deadline, "{}", daemon.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // In order: the allowlisted image, then one that is not.
+    forward(
+        &lab,
+        &scratch.0,
+        port,
+        &[sysmon3("python.exe", 50002), sysmon3("psexec.exe", 50003)],
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while host_alerts(&second).len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(host_alerts(&second), ["python.exe", "psexec.exe"]);
+    let err = daemon.stderr();
+    assert_eq!(
+        err.matches("host-log listener up").count(),
+        1,
+        "the second reload kept the listener: {err}"
+    );
+    assert_eq!(daemon.stop().unwrap(), 0);
+}
