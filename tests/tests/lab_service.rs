@@ -280,7 +280,11 @@ fn sighup_swaps_the_threshold_and_keeps_detector_state() {
         "17 hosts, old threshold 20 kept"
     );
 
+    // Also a port, which needs a restart: reported, not applied.
     write_config(&config, "fanout_threshold = 10");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("[dataplane]\nports = [445, 139]\n");
+    std::fs::write(&config, text).unwrap();
     daemon.signal(libc::SIGHUP);
     assert!(notification(&sock).starts_with("RELOADING=1\n"));
     assert_eq!(
@@ -304,6 +308,11 @@ fn sighup_swaps_the_threshold_and_keeps_detector_state() {
         "the 17 hosts from before the reloads are still counted"
     );
     assert_eq!(attached(&lab), prog_before, "XDP never detached");
+    let err = daemon.stderr();
+    assert!(
+        err.contains("dataplane.ports changed but needs a restart"),
+        "{err}"
+    );
 
     let (code, err) = daemon.stop_with_stderr().unwrap();
     assert_eq!(code, 0, "{err}");
