@@ -52,6 +52,9 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataplaneConfig {
+    /// Interfaces to attach to (`--iface` replaces the list); the daemon
+    /// refuses to start with none.
+    pub interfaces: Vec<String>,
     /// Monitored TCP ports (1 to 4; 139 is the other SMB port).
     pub ports: Vec<u16>,
     /// Slots of the kernel's per-source sketch table (sources with two or
@@ -80,6 +83,7 @@ impl Default for DataplaneConfig {
     fn default() -> Self {
         let load = LoadOptions::default();
         Self {
+            interfaces: Vec::new(),
             ports: load.ports,
             max_sources: load.max_sources,
             max_pairs: load.max_pairs,
@@ -590,6 +594,19 @@ fn check_prefix(key: &str, net: &IpNet) -> Result<(), Invalid> {
 }
 
 fn check_dataplane(d: &DataplaneConfig) -> Result<(), Invalid> {
+    for (i, name) in d.interfaces.iter().enumerate() {
+        let key = format!("dataplane.interfaces[{i}]");
+        // IFNAMSIZ is 16 with the NUL; '/' and whitespace are never in names.
+        if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\t', '\n']) {
+            bad(
+                &key,
+                format!("{name:?}: not an interface name (1 to 15 characters, no '/' or spaces)"),
+            )?;
+        }
+        if d.interfaces[..i].contains(name) {
+            bad(&key, format!("{name} is listed twice"))?;
+        }
+    }
     if d.ports.is_empty() || d.ports.len() > 4 {
         bad(
             "dataplane.ports",
@@ -819,6 +836,9 @@ fn locate(text: &str, key: &str) -> Option<usize> {
         key = &key[..key.rfind(['.', '['])?];
     }
 }
+
+pub mod docs;
+pub mod reload;
 
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,7 @@
 //! The smbwatch command line.
 
+mod package_files;
+
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context as _, Result};
@@ -45,6 +47,12 @@ enum Command {
     /// Windows host logs without a gateway.
     #[command(subcommand)]
     Hostlog(HostlogCommand),
+    /// Write the man pages and the commented conffile into DIR (for packaging).
+    #[command(hide = true)]
+    PackageFiles {
+        /// Output directory.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -91,8 +99,8 @@ struct HostlogFiles {
 
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// Interface to attach to (repeat for each interface).
-    #[arg(long = "iface", short = 'i', value_name = "IF", required = true)]
+    /// Interface to attach to (repeat for each interface). Default: `[dataplane] interfaces`.
+    #[arg(long = "iface", short = 'i', value_name = "IF")]
     ifaces: Vec<String>,
     /// Configuration file (TOML; see docs/smbwatch.toml). Flags override it.
     #[arg(long, value_name = "FILE")]
@@ -222,6 +230,9 @@ fn main() -> ExitCode {
         Command::Replay(args) => replay(args),
         Command::Hostlog(HostlogCommand::Parse(args)) => hostlog_parse(args),
         Command::Hostlog(HostlogCommand::Scan(args)) => hostlog_scan(args),
+        Command::PackageFiles { dir } => {
+            package_files::write(<Cli as clap::CommandFactory>::command(), &dir)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -232,10 +243,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// The configuration file (or defaults) with `run`'s flags applied, validated.
-fn run_config(args: &RunArgs) -> Result<Config> {
-    let mut cfg = load_config(args.config.as_deref())?;
+/// `run`'s flags applied to a configuration read from the file (at start
+/// and again on every reload).
+fn apply_run_flags(cfg: &mut Config, args: &RunArgs) {
     let d = &mut cfg.dataplane;
+    if !args.ifaces.is_empty() {
+        d.interfaces = args.ifaces.clone();
+    }
     if let Some(m) = args.xdp_mode {
         d.xdp_mode = m;
     }
@@ -260,7 +274,7 @@ fn run_config(args: &RunArgs) -> Result<Config> {
     if let Some(v) = &args.pin_dir {
         d.pin_dir = v.clone();
     }
-    apply_detect(&mut cfg, &args.detect);
+    apply_detect(cfg, &args.detect);
     let a = &args.alerts;
     if let Some(j) = &a.json {
         cfg.alert.json = Some(j.clone());
@@ -280,9 +294,6 @@ fn run_config(args: &RunArgs) -> Result<Config> {
     if let Some(l) = &args.hostlog.host_log_listen {
         cfg.hostlog.listen = Some(*l);
     }
-    cfg.validate()
-        .context("invalid setting (after applying command-line flags)")?;
-    Ok(cfg)
 }
 
 fn load_config(path: Option<&std::path::Path>) -> Result<Config> {
@@ -303,11 +314,27 @@ fn apply_detect(cfg: &mut Config, d: &DetectArgs) {
 }
 
 fn run(args: RunArgs) -> Result<()> {
+    let mut config = load_config(args.config.as_deref())?;
+    apply_run_flags(&mut config, &args);
+    config
+        .validate()
+        .context("invalid setting (after applying command-line flags)")?;
+    let (file, force, host_logs) = (
+        args.config.clone(),
+        args.force,
+        args.hostlog.host_logs.clone(),
+    );
+    let args = std::sync::Arc::new(args);
     let opts = RunOptions {
-        config: run_config(&args)?,
-        ifaces: args.ifaces,
-        force: args.force,
-        host_logs: args.hostlog.host_logs,
+        ifaces: config.dataplane.interfaces.clone(),
+        config,
+        config_file: file,
+        overrides: daemon::reload::Overrides(std::sync::Arc::new(move |cfg: &mut Config| {
+            apply_run_flags(cfg, &args)
+        })),
+        reload_stats: daemon::reload::ReloadStats::new(),
+        force,
+        host_logs,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -47,6 +47,17 @@ impl Pipeline {
         self
     }
 
+    /// The reloadable settings of `cfg` (see [`crate::config::reload`]):
+    /// detection thresholds, windows, allowlists and per-subnet rules, and
+    /// the host rules' allowlist and dedup times. Detector, correlator and
+    /// dedup state are kept. `host_inputs`: whether host events can now
+    /// arrive (a listener was added by the reload).
+    pub fn reconfigure(&mut self, cfg: &Config, host_inputs: bool) {
+        self.detector.reconfigure(cfg.detect.clone());
+        self.rules.reconfigure(cfg.hostlog.rules.clone());
+        self.host_inputs = host_inputs;
+    }
+
     /// A hint a caller holding a batch of events gives a few events ahead
     /// (see [`Detector::prefetch`]).
     pub fn prefetch(&self, ev: &GatewayEvent) {

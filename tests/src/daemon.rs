@@ -48,14 +48,48 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `smbwatch run ARGS --pin-dir <unique>` in `ns` and waits until it has attached.
     pub fn start(ns: &NetNs, args: &[&str]) -> Result<Self> {
-        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/smbwatch-test-{}", unique_tag()));
-        let mut child = ns
-            .command(smbwatch_bin().to_str().expect("utf-8 path"))
+        let mut d = Self::spawn(ns, &[], args, &[])?;
+        d.wait_stderr("pinned maps", Duration::from_secs(30))?;
+        Ok(d)
+    }
+
+    /// A fresh pin directory path for one daemon.
+    pub fn unique_pin_dir() -> PathBuf {
+        PathBuf::from(format!("/sys/fs/bpf/smbwatch-test-{}", unique_tag()))
+    }
+
+    /// Spawns `WRAP... smbwatch run ARGS --pin-dir <unique>` in `ns` with
+    /// `env` added (e.g. `setpriv ... --` as `wrap`, to drop privileges),
+    /// without waiting for anything.
+    pub fn spawn(ns: &NetNs, wrap: &[&str], args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
+        Self::spawn_pinned(ns, wrap, args, env, Self::unique_pin_dir())
+    }
+
+    /// [`Daemon::spawn`] with a given pin directory.
+    pub fn spawn_pinned(
+        ns: &NetNs,
+        wrap: &[&str],
+        args: &[&str],
+        env: &[(&str, &str)],
+        pin_dir: PathBuf,
+    ) -> Result<Self> {
+        let bin = smbwatch_bin();
+        let bin = bin.to_str().expect("utf-8 path");
+        let mut cmd = match wrap.split_first() {
+            Some((first, rest)) => {
+                let mut c = ns.command(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => ns.command(bin),
+        };
+        let mut child = cmd
             .arg("run")
             .args(args)
             .arg("--pin-dir")
             .arg(&pin_dir)
             .env("SMBWATCH_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -83,14 +117,44 @@ impl Daemon {
                 s.push('\n');
             }
         });
-        let mut d = Self {
+        Ok(Self {
             child,
             lines,
             stderr,
             pin_dir,
-        };
-        d.wait_stderr("pinned maps", Duration::from_secs(30))?;
-        Ok(d)
+        })
+    }
+
+    /// The daemon's pid (nsenter and setpriv exec it in place).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `sig` (e.g. `libc::SIGHUP`) to the daemon.
+    pub fn signal(&self, sig: i32) {
+        // The child is nsenter, which execs smbwatch (and setpriv execs
+        // too): the pid is smbwatch's.
+        // SAFETY: plain kill(2) on our child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Waits until the daemon exits (at most `timeout`); its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                // The reader thread gets the last lines when the pipe closes.
+                std::thread::sleep(Duration::from_millis(300));
+                return Ok(status.code().unwrap_or(-1));
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "smbwatch still running after {timeout:?}: {}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// `smbwatch run` on the lab's gateway, on both of its interfaces, with

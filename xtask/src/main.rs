@@ -4,6 +4,7 @@
 //! setup` works on a fresh machine; the other tasks run setup first (it
 //! skips what is present) and then build and run the real thing.
 
+mod package;
 mod setup;
 
 use std::process::Command;
@@ -35,6 +36,10 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build the Debian package (amd64; cargo-deb) into target/debian and
+    /// check it: control, contents, conffiles, scripts, an extracted
+    /// install (binary, conffile, man pages, unit, XDP program). Needs root.
+    Package,
     /// Generate synthetic SMB traffic into a lab veth (see `cargo xtask gen -- --help`). Needs root.
     Gen {
         /// Arguments for the generator.
@@ -49,6 +54,10 @@ fn main() -> Result<()> {
         Task::Setup => setup::run(),
         Task::Test => test(),
         Task::Demo => lab_bin("demo", &[], false),
+        Task::Package => {
+            require_root("cargo xtask package")?;
+            package::run()
+        }
         Task::Bench { args } => lab_bin("bench", &args, true),
         Task::Gen { args } => lab_bin("gen", &args, true),
     }
@@ -86,6 +95,11 @@ fn test() -> Result<()> {
     cmd(
         "cargo",
         &["clippy", "--all-targets", "--", "-D", "warnings"],
+    )?;
+    // A release build (a few minutes): the package and its check.
+    package::check(
+        &package::build()?,
+        &package::target_dir().join("package-check"),
     )?;
     println!("all tests passed");
     Ok(())

@@ -49,9 +49,24 @@ const PACKAGES: &[(&str, &str)] = &[
         "openssl",
         "test certificates for the host-log listener's TLS tests",
     ),
+    (
+        "systemd",
+        "systemd-analyze verifies the unit and rates its hardening",
+    ),
+    (
+        "dpkg",
+        "dpkg-deb checks the package; dpkg --root installs it into a scratch root",
+    ),
+    (
+        "man-db",
+        "man renders the generated man pages in the package check",
+    ),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// cargo-deb, which `cargo xtask package` drives (installed only if absent).
+const CARGO_DEB_VERSION: &str = "3.8.0";
 
 fn installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
@@ -130,6 +145,19 @@ pub fn run() -> Result<()> {
         if !status.success() {
             bail!("installing bpf-linker failed ({status})");
         }
+    }
+    if output("cargo", &["deb", "--version"]).is_none() {
+        println!("setup: installing cargo-deb {CARGO_DEB_VERSION}: `cargo xtask package` builds the .deb with it (about 3 minutes on 2 cores)");
+        cmd(
+            "cargo",
+            &[
+                "install",
+                "cargo-deb",
+                "--version",
+                CARGO_DEB_VERSION,
+                "--locked",
+            ],
+        )?;
     }
     println!("setup: everything present");
     Ok(())

@@ -12,7 +12,7 @@ use std::{
     collections::VecDeque,
     os::fd::AsRawFd,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     time::{Duration, Instant},
@@ -52,8 +52,12 @@ pub(crate) struct DrainLoop {
     pub pipeline: Pipeline,
     pub events: Option<StdoutEvents>,
     pub host_rx: mpsc::Receiver<HostEvent>,
+    /// New settings from a reload, polled (never waited for).
+    pub settings: mpsc::Receiver<super::reload::Settings>,
     pub alerts: mpsc::Sender<Alert>,
     pub stop: Arc<AtomicBool>,
+    /// Counts housekeeping turns: the watchdog's proof of progress.
+    pub heartbeat: Arc<AtomicU64>,
 }
 
 /// What the drain thread did, reported when it ends.
@@ -92,6 +96,11 @@ impl DrainLoop {
             backlog = self.host_batch(&mut report, false).0 == HOST_BATCH;
             if Instant::now() >= next_housekeeping {
                 next_housekeeping = Instant::now() + HOUSEKEEPING;
+                self.heartbeat.fetch_add(1, Ordering::Relaxed);
+                if let Ok(s) = self.settings.try_recv() {
+                    self.pipeline.reconfigure(&s.config, s.host_inputs);
+                    tracing::info!("detection settings swapped");
+                }
                 clock.resync();
                 let alerts = self.pipeline.advance(chrono::Utc::now());
                 self.send(alerts, &mut report);

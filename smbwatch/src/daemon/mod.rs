@@ -5,17 +5,21 @@
 //! parses host logs, serves the listener, writes alerts to the sinks, and
 //! watches the kernel's counters (the degradation notice). SIGINT/SIGTERM
 //! stop the drain thread after a final drain, then dropping the data plane
-//! detaches every link and the pin directory removes its pins.
+//! detaches every link and the pin directory removes its pins. SIGHUP
+//! reloads the configuration file ([`reload`]); systemd hears of each
+//! state through [`notify`].
 
 mod degraded;
 mod drain;
 mod inputs;
+pub mod notify;
+pub mod reload;
 
 use std::{
     io::Write as _,
     path::PathBuf,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     time::Duration,
@@ -27,8 +31,10 @@ use tokio::{signal::unix::SignalKind, sync::mpsc};
 use degraded::Degradation;
 
 use self::drain::DrainLoop;
+use self::notify::Notifier;
+use self::reload::{Overrides, ReloadStats, Reloader};
 use crate::{
-    alert::{json::JsonTarget, sensor::Sensor, sink::AlertSinks, Alert},
+    alert::{sensor::Sensor, sink::AlertSinks, Alert},
     config::Config,
     dataplane::{privilege, Dataplane, DataplaneError, Stats},
     event::GatewayEvent,
@@ -38,8 +44,14 @@ use crate::{
 /// Everything `run` needs.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
-    /// Interfaces to attach to.
+    /// Interfaces to attach to (`--iface`, else `[dataplane] interfaces`).
     pub ifaces: Vec<String>,
+    /// The configuration file, re-read on SIGHUP.
+    pub config_file: Option<PathBuf>,
+    /// Command-line flags, applied again to the file on every reload.
+    pub overrides: Overrides,
+    /// Reload counters (for whoever reports them).
+    pub reload_stats: Arc<ReloadStats>,
     /// Replace a foreign XDP program.
     pub force: bool,
     /// The configuration, command-line overrides applied.
@@ -56,7 +68,7 @@ pub enum DaemonError {
     Dataplane(#[from] DataplaneError),
     /// No interface given.
     #[error(
-        "no interface given: pass --iface IF (repeat it for every interface between the segments)"
+        "no interface given: pass --iface IF (repeat it for every interface between the segments) or set [dataplane] interfaces in the configuration file"
     )]
     NoInterface,
     /// An alert sink could not be set up.
@@ -138,23 +150,31 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
             source,
         })?;
 
-    let json: Vec<JsonTarget> = cfg
-        .alert
-        .json
-        .iter()
-        .map(|p| JsonTarget::parse(&p.to_string_lossy()))
-        .collect();
-    let sinks = AlertSinks::from_config(&json, cfg.alert.syslog.then_some(&cfg.syslog))?
-        .with_sensor(Sensor::local(&opts.ifaces));
+    let mut sighup =
+        tokio::signal::unix::signal(SignalKind::hangup()).map_err(|source| DaemonError::Io {
+            op: "installing SIGHUP handler",
+            source,
+        })?;
+    let notifier = Notifier::from_env().map_err(|source| DaemonError::Io {
+        op: "opening $NOTIFY_SOCKET",
+        source,
+    })?;
+
+    // Interface names for `observer.ingress.interface.name`, resolved once.
+    let sensor = Sensor::local(&opts.ifaces);
+    let mut sinks = reload::sinks_for(cfg, &sensor)?;
     let events = (cfg.alert.events || sinks.is_empty()).then(StdoutEvents::new);
     let mut pipeline = Pipeline::new(cfg);
     if opts.host_logs.is_empty() && cfg.hostlog.listen.is_none() {
         pipeline = pipeline.without_host_inputs();
     }
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let host_rx = inputs::spawn(&cfg.hostlog, &opts.host_logs, shutdown_rx)
+    let (host_tx, host_rx) = inputs::channel();
+    inputs::spawn_files(&cfg.hostlog, &opts.host_logs, &host_tx, shutdown_rx)
+        .map_err(DaemonError::HostLog)?;
+    let listener = inputs::start_listener(&cfg.hostlog, &host_tx)
         .await
-        .map_err(|e| DaemonError::HostLog(e.to_string()))?;
+        .map_err(DaemonError::HostLog)?;
 
     let load = cfg
         .dataplane
@@ -168,25 +188,52 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
     let pins = dp.pin(&cfg.dataplane.pin_dir)?;
     tracing::info!(dir = %pins.path().display(), ports = ?cfg.dataplane.ports, "pinned maps; `smbwatch status` reads them");
 
-    // Alerts leave the drain thread through a bounded queue to this task.
+    // Alerts leave the drain thread through a bounded queue to this task;
+    // a reload hands it new sinks, and it flushes the old ones aside.
     let (alert_tx, mut alert_rx) = mpsc::channel::<Alert>(ALERT_QUEUE);
+    let (sinks_tx, mut sinks_rx) = mpsc::channel::<AlertSinks>(1);
     let sink_task = tokio::spawn(async move {
-        while let Some(a) = alert_rx.recv().await {
-            if let Err(e) = sinks.send(&a) {
-                tracing::warn!(error = %e, "alert sink failed");
+        loop {
+            tokio::select! {
+                a = alert_rx.recv() => match a {
+                    Some(a) => if let Err(e) = sinks.send(&a) {
+                        tracing::warn!(error = %e, "alert sink failed");
+                    },
+                    None => break,
+                },
+                Some(new) = sinks_rx.recv() => {
+                    let old = std::mem::replace(&mut sinks, new);
+                    tokio::spawn(old.shutdown());
+                }
             }
         }
         sinks
     });
+    let (settings_tx, settings_rx) = mpsc::channel(4);
+    let mut reloader = Reloader {
+        file: opts.config_file.clone(),
+        overrides: opts.overrides.clone(),
+        running: cfg.clone(),
+        stats: opts.reload_stats.clone(),
+        has_files: !opts.host_logs.is_empty(),
+        sinks: sinks_tx,
+        settings: settings_tx,
+        host_tx,
+        listener,
+        sensor,
+    };
 
     let stop = Arc::new(AtomicBool::new(false));
+    let heartbeat = Arc::new(AtomicU64::new(0));
     let drain_loop = DrainLoop {
         ring: dp.take_events()?,
         pipeline,
         events,
         host_rx,
+        settings: settings_rx,
         alerts: alert_tx.clone(),
         stop: stop.clone(),
+        heartbeat: heartbeat.clone(),
     };
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
@@ -207,6 +254,12 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
     health_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_full = 0u64;
     let mut degradation = Degradation::default();
+    // Keep-alives only while the drain thread makes progress: a wedged
+    // drain gets the service restarted by the watchdog.
+    let watchdog = notifier.watchdog_interval();
+    let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    let mut last_beat = u64::MAX;
+    notifier.ready(&format!("attached to {}", opts.ifaces.join(", ")));
 
     loop {
         tokio::select! {
@@ -232,13 +285,31 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
                 let stats = dp.stats()?;
                 tracing::info!(%stats, "kernel counters");
             }
+            _ = watchdog_tick.tick(), if watchdog.is_some() => {
+                let beat = heartbeat.load(Ordering::Relaxed);
+                if beat != last_beat {
+                    notifier.watchdog();
+                    last_beat = beat;
+                }
+            }
+            _ = sighup.recv() => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                notifier.reloading();
+                let status = match reloader.reload().await {
+                    Ok(()) => "configuration reloaded".to_owned(),
+                    Err(e) => format!("reload failed, running configuration kept: {e}"),
+                };
+                notifier.ready(&status);
+            }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: detaching"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: detaching"); break; }
         }
     }
+    notifier.stopping();
     // Inputs stop taking data and hand over what they accepted; the drain
     // thread drains the ring buffer and the host channel a last time.
     let _ = shutdown_tx.send(true);
+    reloader.shutdown().await;
     stop.store(true, Ordering::Relaxed);
     let report = done_rx.await.unwrap_or_default();
     let stats = dp.stats()?;

@@ -124,7 +124,7 @@ pub enum DataplaneError {
         dir: PathBuf,
     },
     /// Missing privileges.
-    #[error("smbwatch needs {missing} to load and attach XDP programs; run it as root or grant these capabilities")]
+    #[error("smbwatch needs {missing} to load and attach XDP programs; run it as root or grant these capabilities (systemd: AmbientCapabilities=CAP_BPF CAP_PERFMON CAP_NET_ADMIN; by hand: setpriv --inh-caps=+bpf,+perfmon,+net_admin --ambient-caps=+bpf,+perfmon,+net_admin)")]
     Privileges {
         /// The missing capabilities, comma-separated.
         missing: String,

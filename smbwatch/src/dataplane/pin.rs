@@ -268,8 +268,20 @@ pub(crate) fn remove_own_pins(dir: &Path) -> Vec<&'static str> {
         .collect()
 }
 
+/// Where lock files go: systemd's `RuntimeDirectory=` (`$RUNTIME_DIRECTORY`,
+/// writable by the service user) when set, else `/run/smbwatch`.
+fn lock_dir() -> PathBuf {
+    std::env::var_os("RUNTIME_DIRECTORY")
+        .and_then(|v| {
+            // Several directories are separated by ':'; the first is ours.
+            let first = v.to_string_lossy().split(':').next()?.to_owned();
+            (!first.is_empty()).then(|| PathBuf::from(first))
+        })
+        .unwrap_or_else(|| PathBuf::from("/run/smbwatch"))
+}
+
 fn lock(dir: &Path) -> Result<(File, PathBuf), DataplaneError> {
-    let run = Path::new("/run/smbwatch");
+    let run = &lock_dir();
     fs::create_dir_all(run).map_err(io_err("creating", run))?;
     let name: String = dir
         .to_string_lossy()

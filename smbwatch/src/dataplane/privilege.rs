@@ -41,15 +41,39 @@ fn missing_from(caps: u64) -> Vec<&'static str> {
     missing
 }
 
-/// Fails with the missing capabilities named.
+/// Fails with the missing capabilities named; then raises the locked-memory
+/// limit where it still matters.
 pub fn require() -> Result<(), DataplaneError> {
     let missing = missing_capabilities();
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(DataplaneError::Privileges {
+    if !missing.is_empty() {
+        return Err(DataplaneError::Privileges {
             missing: missing.join(", "),
-        })
+        });
+    }
+    raise_memlock();
+    Ok(())
+}
+
+/// Kernels before 5.11 charge BPF maps to `RLIMIT_MEMLOCK` (often 64 KiB
+/// or 8 MiB); later ones charge the memory cgroup and ignore it. Raising
+/// the soft limit to the hard one needs no capability; beyond the hard
+/// limit needs CAP_SYS_RESOURCE, which the unit does not grant (systemd's
+/// `LimitMEMLOCK=` sets both), so a failure is only noted.
+fn raise_memlock() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid rlimit buffer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
+        return;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: valid rlimit; raising soft up to hard is always allowed.
+        if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) } != 0 {
+            tracing::debug!("could not raise RLIMIT_MEMLOCK to its hard limit");
+        }
     }
 }
 

@@ -31,6 +31,7 @@ pub mod bench;
 mod config;
 mod index;
 mod recent;
+mod reconfigure;
 mod table;
 mod trw;
 
@@ -167,19 +168,7 @@ impl Detector {
     /// (see [`crate::config::Config::validate`]); degenerate caps are raised
     /// to 1 rather than panicking.
     pub fn new(cfg: DetectConfig) -> Self {
-        let mut overrides: Vec<(IpNet, u32, i64)> = cfg
-            .subnet
-            .iter()
-            .map(|o| {
-                (
-                    o.cidr.trunc(),
-                    o.fanout_threshold,
-                    nanos(o.window.unwrap_or(cfg.window)),
-                )
-            })
-            .collect();
-        // Longest prefix first; a stable sort keeps file order among equals.
-        overrides.sort_by_key(|o| std::cmp::Reverse(o.0.prefix_len()));
+        let overrides = reconfigure::overrides(&cfg);
         let max_sources = cfg.max_sources.max(1);
         let max_pairs = cfg.max_pairs.max(1);
         Self {

@@ -267,6 +267,20 @@ impl Table {
         self.sources[slot as usize].class
     }
 
+    /// Every tracked source's slot, class by class (for a reload that
+    /// changes per-source limits).
+    pub fn live_slots(&self) -> Vec<u32> {
+        let mut out = Vec::with_capacity(self.source_count());
+        for c in 0..CLASSES {
+            let mut cur = self.class_head[c];
+            while cur != NIL {
+                out.push(cur);
+                cur = self.sources[cur as usize].next;
+            }
+        }
+        out
+    }
+
     /// The least recently active source of class `c`.
     pub fn class_tail(&self, c: usize) -> Option<u32> {
         (self.class_tail[c] != NIL).then_some(self.class_tail[c])

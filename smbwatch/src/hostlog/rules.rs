@@ -333,6 +333,16 @@ impl HostRules {
         }
     }
 
+    /// New allowlisted images and dedup times (a daemon reload); the dedup
+    /// tables keep what they remember, and their sizes.
+    pub fn reconfigure(&mut self, cfg: HostRulesConfig) {
+        self.cfg = HostRulesConfig {
+            max_dedup_entries: self.cfg.max_dedup_entries,
+            max_dedup_bytes: self.cfg.max_dedup_bytes,
+            ..cfg
+        };
+    }
+
     /// Events dated more than `d` ahead of the reference clock are rejected
     /// (`[hostlog] max_ahead`; 5 minutes unless set).
     #[must_use]

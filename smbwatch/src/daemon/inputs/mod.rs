@@ -28,18 +28,23 @@ const CHANNEL: usize = 256;
 /// How often followed files are checked for new lines and rotation.
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Starts every configured input; returns the receiving end. The listener
-/// binds here, so a port in use fails start-up with a clear error.
+/// The channel every input sends to; the receiving end goes to the drain
+/// thread. It closes when every sender (each input's and the daemon's,
+/// kept for listeners started by a reload) is gone.
+pub(crate) fn channel() -> (mpsc::Sender<HostEvent>, mpsc::Receiver<HostEvent>) {
+    mpsc::channel(CHANNEL)
+}
+
+/// Starts the file and stdin inputs, sending to `tx`.
 ///
 /// When `shutdown` turns true every input stops taking new data, hands over
-/// what it has already accepted and drops its sender, so the channel closes
-/// and the pipeline knows it has seen everything.
-pub(crate) async fn spawn(
+/// what it has already accepted and drops its sender.
+pub(crate) fn spawn_files(
     cfg: &HostlogConfig,
     files: &[PathBuf],
+    tx: &mpsc::Sender<HostEvent>,
     shutdown: watch::Receiver<bool>,
-) -> Result<mpsc::Receiver<HostEvent>, String> {
-    let (tx, rx) = mpsc::channel(CHANNEL);
+) -> Result<(), String> {
     for path in files {
         let tx = tx.clone();
         let stop = stopped(shutdown.clone());
@@ -67,12 +72,43 @@ pub(crate) async fn spawn(
             tokio::spawn(read_once(path.clone(), tx));
         }
     }
-    if let Some(lcfg) = ListenerConfig::from_hostlog(cfg) {
-        let listener = Listener::bind(lcfg).await.map_err(|e| e.to_string())?;
-        tracing::info!(addr = %listener.local_addr(), "listening for forwarded host events");
-        tokio::spawn(listener.run(tx, stopped(shutdown)));
+    Ok(())
+}
+
+/// A running listener for forwarded host events, stopped on its own (a
+/// reload replaces it) or at shutdown.
+pub(crate) struct RunningListener {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<listener::ListenerStats>,
+}
+
+/// Binds and starts the listener `cfg` asks for, if any; a port in use is
+/// an error here (at start-up, or a reload that keeps the old listener).
+pub(crate) async fn start_listener(
+    cfg: &HostlogConfig,
+    tx: &mpsc::Sender<HostEvent>,
+) -> Result<Option<RunningListener>, String> {
+    let Some(lcfg) = ListenerConfig::from_hostlog(cfg) else {
+        return Ok(None);
+    };
+    let listener = Listener::bind(lcfg).await.map_err(|e| e.to_string())?;
+    tracing::info!(addr = %listener.local_addr(), "listening for forwarded host events");
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(listener.run(tx.clone(), stopped(rx)));
+    Ok(Some(RunningListener { stop, task }))
+}
+
+impl RunningListener {
+    /// Stops taking connections, hands over accepted events, and waits
+    /// (at most `grace`) until the socket is closed.
+    pub(crate) async fn stop(self, grace: Duration) {
+        let _ = self.stop.send(true);
+        match tokio::time::timeout(grace, self.task).await {
+            Ok(Ok(stats)) => tracing::info!(?stats, "host-log listener stopped"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "host-log listener task failed"),
+            Err(_) => tracing::warn!("host-log listener did not stop within {grace:?}"),
+        }
     }
-    Ok(rx)
 }
 
 /// Resolves once `shutdown` is true (or its sender is gone).

@@ -1,0 +1,138 @@
+//! New settings for a running detector (a daemon reload), keeping its state.
+
+use ipnet::IpNet;
+
+use super::{key_addr, nanos, trw::Trw, DetectConfig, Detector};
+
+/// The per-subnet overrides as `(prefix, threshold, window ns)`, most
+/// specific prefix first (a stable sort keeps file order among equals).
+pub(super) fn overrides(cfg: &DetectConfig) -> Vec<(IpNet, u32, i64)> {
+    let mut out: Vec<(IpNet, u32, i64)> = cfg
+        .subnet
+        .iter()
+        .map(|o| {
+            (
+                o.cidr.trunc(),
+                o.fanout_threshold,
+                nanos(o.window.unwrap_or(cfg.window)),
+            )
+        })
+        .collect();
+    out.sort_by_key(|o| std::cmp::Reverse(o.0.prefix_len()));
+    out
+}
+
+impl Detector {
+    /// Takes new thresholds, windows, TRW parameters, hold-down, allowlist
+    /// and per-subnet rules without forgetting anything: every tracked
+    /// source keeps its destinations, walk and suppression, and is judged
+    /// by the new limits from its next event on. The table caps
+    /// (`max_sources`, `max_pairs`, `max_destinations_per_source`) size
+    /// memory and keep their running values (a reload reports them as
+    /// needing a restart). `cfg` is assumed validated.
+    pub fn reconfigure(&mut self, cfg: DetectConfig) {
+        let cfg = DetectConfig {
+            max_sources: self.cfg.max_sources,
+            max_pairs: self.cfg.max_pairs,
+            max_destinations_per_source: self.cfg.max_destinations_per_source,
+            ..cfg
+        };
+        self.window = nanos(cfg.window);
+        self.timeout = nanos(cfg.response_timeout);
+        self.hold_down = nanos(cfg.hold_down);
+        self.trw = Trw::new(cfg.trw_theta0, cfg.trw_theta1, cfg.trw_pd, cfg.trw_pf);
+        self.overrides = overrides(&cfg);
+        self.cfg = cfg;
+        for slot in self.table.live_slots() {
+            let src = key_addr(&self.table.sources[slot as usize].key);
+            let (threshold, window) = self.limits(src);
+            let s = &mut self.table.sources[slot as usize];
+            s.threshold = threshold;
+            s.window = window;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use chrono::{DateTime, Utc};
+
+    use super::*;
+    use crate::alert::AlertKind;
+    use crate::event::{GatewayEvent, GatewayEventKind};
+
+    fn at(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(1_790_000_000_000 + ms).unwrap()
+    }
+
+    fn syn(src: IpAddr, i: u8, ms: i64) -> GatewayEvent {
+        GatewayEvent {
+            ts: at(ms),
+            kind: GatewayEventKind::NewPair,
+            src,
+            dst: IpAddr::V4(Ipv4Addr::new(198, 51, 100, i)),
+            sport: 40_000 + u16::from(i),
+            dport: 445,
+            ifindex: 3,
+            vlan: None,
+            fragmented: false,
+            after_accept: false,
+            kernel_fanout: None,
+        }
+    }
+
+    fn fanout(alerts: &[crate::alert::Alert]) -> usize {
+        alerts
+            .iter()
+            .filter(|a| a.kind == AlertKind::SmbScanFanout)
+            .count()
+    }
+
+    /// A source 15 destinations in, under threshold 20: lowering the
+    /// threshold to 10 makes its next destination (the 16th, counted from
+    /// before the reload) alert.
+    #[test]
+    fn lowered_threshold_applies_to_tracked_sources() {
+        let src: IpAddr = "203.0.113.10".parse().unwrap();
+        let mut d = Detector::new(DetectConfig::default());
+        for i in 1..=15 {
+            assert_eq!(fanout(&d.observe(&syn(src, i, i64::from(i) * 10))), 0);
+        }
+        d.reconfigure(DetectConfig {
+            fanout_threshold: 10,
+            ..DetectConfig::default()
+        });
+        assert_eq!(d.stats().tracked_pairs, 15, "state kept");
+        let alerts = d.observe(&syn(src, 16, 200));
+        assert_eq!(fanout(&alerts), 1);
+        assert_eq!(alerts[0].scan.as_ref().unwrap().distinct_destinations, 16);
+    }
+
+    /// Allowlist and per-subnet rules apply to sources already tracked;
+    /// the caps keep their running values.
+    #[test]
+    fn allowlist_subnets_apply_and_caps_are_kept() {
+        let a: IpAddr = "203.0.113.10".parse().unwrap();
+        let b: IpAddr = "192.0.2.7".parse().unwrap();
+        let mut d = Detector::new(DetectConfig::default());
+        for i in 1..=5 {
+            d.observe(&syn(a, i, i64::from(i)));
+            d.observe(&syn(b, i, i64::from(i)));
+        }
+        d.reconfigure(DetectConfig {
+            allow: vec!["203.0.113.0/24".parse().unwrap()],
+            subnet: vec![crate::detect::SubnetOverride {
+                cidr: "192.0.2.0/24".parse().unwrap(),
+                fanout_threshold: 6,
+                window: None,
+            }],
+            max_sources: 7,
+            ..DetectConfig::default()
+        });
+        assert_eq!(d.config().max_sources, DetectConfig::default().max_sources);
+        assert_eq!(fanout(&d.observe(&syn(a, 6, 100))), 0, "allowlisted now");
+        assert_eq!(fanout(&d.observe(&syn(b, 6, 100))), 1, "subnet threshold 6");
+    }
+}
