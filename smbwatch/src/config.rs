@@ -43,6 +43,8 @@ pub struct Config {
     pub syslog: SyslogConfig,
     /// `[hostlog]`: host-log inputs.
     pub hostlog: HostlogConfig,
+    /// `[metrics]`: the Prometheus metrics and `smbwatch top` endpoint.
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 /// `[dataplane]`: what the kernel side watches and how big its tables are.

@@ -11,6 +11,9 @@ mod degraded;
 mod drain;
 mod inputs;
 
+pub use drain::DrainReport;
+pub use inputs::listener::{ListenerCounters, ListenerStats};
+
 use std::{
     io::Write as _,
     path::PathBuf,
@@ -32,6 +35,7 @@ use crate::{
     config::Config,
     dataplane::{privilege, Dataplane, DataplaneError, Stats},
     event::GatewayEvent,
+    metrics::{server::MetricsServer, Metrics},
     pipeline::Pipeline,
 };
 
@@ -59,6 +63,9 @@ pub enum DaemonError {
         "no interface given: pass --iface IF (repeat it for every interface between the segments)"
     )]
     NoInterface,
+    /// The metrics endpoint could not be set up.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::server::MetricsError),
     /// An alert sink could not be set up.
     #[error(transparent)]
     Sink(#[from] crate::alert::sink::SinkError),
@@ -151,9 +158,18 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
         pipeline = pipeline.without_host_inputs();
     }
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let host_rx = inputs::spawn(&cfg.hostlog, &opts.host_logs, shutdown_rx)
+    let inputs = inputs::spawn(&cfg.hostlog, &opts.host_logs, shutdown_rx)
         .await
         .map_err(|e| DaemonError::HostLog(e.to_string()))?;
+    let metrics = Arc::new(Metrics::new(cfg.dataplane.pin_dir.clone()));
+    if let Some(c) = inputs.listener {
+        metrics.set_listener(c);
+    }
+    // Bound before loading: a port in use fails start-up before attaching.
+    let metrics_server = match cfg.metrics.enabled {
+        true => Some(MetricsServer::bind(cfg.metrics.listen, metrics.clone()).await?),
+        false => None,
+    };
 
     let load = cfg
         .dataplane
@@ -168,14 +184,13 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
     tracing::info!(dir = %pins.path().display(), ports = ?cfg.dataplane.ports, "pinned maps; `smbwatch status` reads them");
 
     // Alerts leave the drain thread through a bounded queue to this task.
-    let (alert_tx, mut alert_rx) = mpsc::channel::<Alert>(ALERT_QUEUE);
-    let sink_task = tokio::spawn(async move {
-        while let Some(a) = alert_rx.recv().await {
-            if let Err(e) = sinks.send(&a) {
-                tracing::warn!(error = %e, "alert sink failed");
-            }
+    let (alert_tx, alert_rx) = mpsc::channel::<Alert>(ALERT_QUEUE);
+    let sink_task = tokio::spawn(sink_task(sinks, alert_rx, metrics.clone()));
+    let metrics_task = metrics_server.map(|s| {
+        if let Some(addr) = s.local_addr() {
+            tracing::info!(%addr, "serving metrics on /metrics and /top");
         }
-        sinks
+        tokio::spawn(s.run())
     });
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -183,9 +198,10 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
         ring: dp.take_events()?,
         pipeline,
         events,
-        host_rx,
+        host_rx: inputs.rx,
         alerts: alert_tx.clone(),
         stop: stop.clone(),
+        metrics: metrics.clone(),
     };
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
@@ -241,6 +257,9 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
     stop.store(true, Ordering::Relaxed);
     let report = done_rx.await.unwrap_or_default();
     let stats = dp.stats()?;
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     drop(pins);
     drop(dp);
     tracing::info!(%stats, "detached and unpinned");
@@ -258,6 +277,30 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
         }
     }
     Ok(stats)
+}
+
+/// Hands each alert to the sinks and counts it; publishes the syslog
+/// counters as they change. Returns the sinks when the drain is done.
+async fn sink_task(
+    sinks: AlertSinks,
+    mut alert_rx: mpsc::Receiver<Alert>,
+    metrics: Arc<Metrics>,
+) -> AlertSinks {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            a = alert_rx.recv() => {
+                let Some(a) = a else { break };
+                if let Err(e) = sinks.send(&a) {
+                    tracing::warn!(error = %e, "alert sink failed");
+                }
+                metrics.on_alert(&a);
+            }
+            _ = tick.tick() => metrics.set_syslog(sinks.syslog_stats()),
+        }
+    }
+    sinks
 }
 
 /// Alerts queued between the drain thread and the sinks. An alert is a few

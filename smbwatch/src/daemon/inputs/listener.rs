@@ -301,6 +301,11 @@ impl Listener {
         })
     }
 
+    /// Its live counters (for the metrics endpoint).
+    pub fn counters(&self) -> Arc<ListenerCounters> {
+        self.counters.clone()
+    }
+
     /// The bound address (the real port when configured with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.socket.local_addr().unwrap_or(self.cfg.listen)

@@ -28,6 +28,12 @@ const CHANNEL: usize = 256;
 /// How often followed files are checked for new lines and rotation.
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
 
+/// The merged inputs: the receiving end, and the listener's counters.
+pub(crate) struct Inputs {
+    pub rx: mpsc::Receiver<HostEvent>,
+    pub listener: Option<std::sync::Arc<listener::ListenerCounters>>,
+}
+
 /// Starts every configured input; returns the receiving end. The listener
 /// binds here, so a port in use fails start-up with a clear error.
 ///
@@ -38,7 +44,7 @@ pub(crate) async fn spawn(
     cfg: &HostlogConfig,
     files: &[PathBuf],
     shutdown: watch::Receiver<bool>,
-) -> Result<mpsc::Receiver<HostEvent>, String> {
+) -> Result<Inputs, String> {
     let (tx, rx) = mpsc::channel(CHANNEL);
     for path in files {
         let tx = tx.clone();
@@ -67,12 +73,17 @@ pub(crate) async fn spawn(
             tokio::spawn(read_once(path.clone(), tx));
         }
     }
+    let mut counters = None;
     if let Some(lcfg) = ListenerConfig::from_hostlog(cfg) {
         let listener = Listener::bind(lcfg).await.map_err(|e| e.to_string())?;
         tracing::info!(addr = %listener.local_addr(), "listening for forwarded host events");
+        counters = Some(listener.counters());
         tokio::spawn(listener.run(tx, stopped(shutdown)));
     }
-    Ok(rx)
+    Ok(Inputs {
+        rx,
+        listener: counters,
+    })
 }
 
 /// Resolves once `shutdown` is true (or its sender is gone).
