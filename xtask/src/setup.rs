@@ -49,6 +49,11 @@ const PACKAGES: &[(&str, &str)] = &[
         "openssl",
         "test certificates for the host-log listener's TLS tests",
     ),
+    (
+        "prometheus",
+        "a real Prometheus server scraping the daemon's /metrics in the lab (and promtool)",
+    ),
+    ("tmux", "driving `smbwatch top` in a terminal in the lab"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
