@@ -31,7 +31,7 @@ enum Command {
     ///
     /// Attach to every interface between the segments you watch: a scanner's
     /// SYNs and the targets' answers arrive on different interfaces.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show what a running daemon sees: top sources and kernel counters.
     Status(StatusArgs),
     /// Live terminal view of a running daemon (its metrics endpoint): top
@@ -223,7 +223,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Status(args) => status(args),
         Command::Top(args) => smbwatch::top::run(&args).context("smbwatch top"),
         Command::CheckConfig { file } => check_config(&file),

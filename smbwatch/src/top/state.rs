@@ -64,13 +64,15 @@ impl TopState {
         for s in &doc.sources {
             let mut hist = self.source_rates.remove(&s.source).unwrap_or_default();
             if secs > 0.0 {
-                // A source new to the list starts from its first count, not 0:
-                // its whole past is not one interval's rate.
-                let before = self
-                    .prev_pairs
-                    .get(&s.source)
-                    .copied()
-                    .unwrap_or(s.new_pairs);
+                // A source new to the list: if the kernel started tracking
+                // it within the interval, all its pairs are this interval's;
+                // otherwise its past is unknown and its rate starts at 0.
+                let fresh = self.prev_ts.is_some_and(|p| s.first_seen > p);
+                let before = match self.prev_pairs.get(&s.source) {
+                    Some(&n) => n,
+                    None if fresh => 0,
+                    None => s.new_pairs,
+                };
                 push(
                     &mut hist,
                     f64::from(s.new_pairs.saturating_sub(before)) / secs,
@@ -97,7 +99,8 @@ pub fn sparkline(values: &VecDeque<f64>, width: usize) -> String {
         .skip(skip)
         .map(|&v| {
             if max <= 0.0 || v <= 0.0 {
-                ' '
+                // The baseline, so a quiet source still shows its line.
+                BARS[0]
             } else {
                 BARS[(((v / max) * 7.0).round() as usize).min(7)]
             }
@@ -145,6 +148,32 @@ mod tests {
         assert!(s.source_rates.is_empty());
     }
 
+    /// A source the kernel started tracking within the interval gets its
+    /// whole count as that interval's rate; one tracked before gets 0.
+    #[test]
+    fn a_source_new_to_the_list() {
+        let ip: IpAddr = "203.0.113.10".parse().unwrap();
+        let mut s = TopState::default();
+        let mut d = doc(0, 0, 0);
+        d.sources.clear();
+        s.update(d);
+        s.update(doc(2, 30, 30));
+        assert_eq!(s.source_rates[&ip], VecDeque::from([15.0]));
+
+        let mut s = TopState::default();
+        let mut d = doc(4, 0, 0);
+        d.sources.clear();
+        s.update(d);
+        let mut d = doc(6, 30, 30);
+        d.sources[0].first_seen = Utc.with_ymd_and_hms(2026, 11, 30, 9, 0, 0).unwrap();
+        s.update(d);
+        assert_eq!(
+            s.source_rates[&ip],
+            VecDeque::from([0.0]),
+            "first seen before"
+        );
+    }
+
     #[test]
     fn history_is_bounded() {
         let mut s = TopState::default();
@@ -160,7 +189,7 @@ mod tests {
     #[test]
     fn sparkline_scales_to_its_maximum() {
         let v = VecDeque::from([0.0, 1.0, 2.0, 4.0, 8.0]);
-        assert_eq!(sparkline(&v, 10), " ▂▃▅█");
+        assert_eq!(sparkline(&v, 10), "▁▂▃▅█");
         assert_eq!(sparkline(&v, 2), "▅█");
         assert_eq!(sparkline(&VecDeque::new(), 5), "");
     }
