@@ -19,7 +19,7 @@ use smbwatch_common::stat;
 use super::{AlertLog, DrainSnapshot, Metrics, KINDS, LATENCY_BUCKETS};
 use crate::{
     alert::syslog::SyslogStats,
-    daemon::ListenerStats,
+    daemon::{LineFormat, LineOutcome, ListenerStats},
     dataplane::{PinnedMaps, Stats},
 };
 
@@ -217,6 +217,26 @@ impl Collector for Scrape {
                     ("tls_failed", l.tls_failed),
                 ],
             )?;
+            let mut m = e.encode_descriptor(
+                "host_events",
+                "Records the host-log listener received, by format (json, xml, other) and \
+                 outcome (forwarded, skipped: unused event id, bad).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (f, row) in LineFormat::ALL.iter().zip(l.by_format) {
+                for (o, n) in LineOutcome::ALL.iter().zip(row) {
+                    m.encode_family(&[("format", f.name()), ("outcome", o.name())])?
+                        .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+                }
+            }
+            counters(
+                e,
+                "listener_oversized_lines",
+                "Lines longer than hostlog.max_line, skipped by the listener.",
+                "",
+                &[("", l.oversized)],
+            )?;
             counters(
                 e,
                 "listener_lines",
@@ -302,25 +322,19 @@ impl Scrape {
             "",
             &[("", r.malformed)],
         )?;
-        let mut host: Vec<(&str, u64)> = vec![
-            ("processed", r.host_events),
-            ("rejected_ahead", h.rejected_ahead),
-        ];
-        if let Some(l) = &self.listener {
-            host.extend([
-                ("listener_forwarded", l.events),
-                ("listener_skipped", l.skipped),
-                ("listener_bad", l.bad),
-                ("listener_oversized", l.oversized),
-            ]);
-        }
         counters(
             e,
-            "host_events",
-            "Host events by outcome: processed by the pipeline, rejected as dated too far ahead; \
-             from the listener: forwarded, skipped (unused event ids), bad, oversized lines.",
-            "outcome",
-            &host,
+            "host_events_pipeline",
+            "Host events put through the pipeline (every input).",
+            "",
+            &[("", r.host_events)],
+        )?;
+        counters(
+            e,
+            "host_events_rejected_ahead",
+            "Host events rejected as dated more than hostlog.max_ahead ahead.",
+            "",
+            &[("", h.rejected_ahead)],
         )?;
         counters(
             e,

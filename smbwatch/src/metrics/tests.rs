@@ -53,6 +53,7 @@ fn full_scrape() -> Scrape {
         listener: Some(ListenerStats {
             accepted: 5,
             refused: 1,
+            by_format: [[7, 0, 0], [0, 1, 0], [0, 0, 2]],
             ..ListenerStats::default()
         }),
         started: Utc.with_ymd_and_hms(2026, 11, 30, 9, 0, 0).unwrap(),
@@ -130,6 +131,22 @@ fn exposition_parses_and_has_no_address_labels() {
         1.0
     );
     assert_eq!(value(s, "smbwatch_syslog_queue_messages", None), 1.0);
+    let host = |format: &str, outcome: &str| {
+        s.iter()
+            .find(|x| {
+                x.metric == "smbwatch_host_events_total"
+                    && x.labels.get("format") == Some(format)
+                    && x.labels.get("outcome") == Some(outcome)
+            })
+            .map(|x| match x.value {
+                prometheus_parse::Value::Counter(v) => v,
+                ref v => panic!("{v:?}"),
+            })
+    };
+    assert_eq!(host("json", "forwarded"), Some(7.0));
+    assert_eq!(host("xml", "skipped"), Some(1.0));
+    assert_eq!(host("other", "bad"), Some(2.0));
+    assert_eq!(host("xml", "bad"), Some(0.0));
     assert_eq!(
         value(
             s,

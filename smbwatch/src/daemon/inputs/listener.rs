@@ -205,6 +205,72 @@ pub struct ListenerCounters {
     pub bad: AtomicU64,
     /// Lines longer than `max_line`, skipped.
     pub oversized: AtomicU64,
+    /// Records by [`LineFormat`] and [`LineOutcome`] (for the metrics).
+    pub by_format: [[AtomicU64; LineOutcome::ALL.len()]; LineFormat::ALL.len()],
+}
+
+/// What a forwarded line looked like, by its first character.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineFormat {
+    /// A JSON object (Winlogbeat, NXLog, evtx_dump).
+    Json,
+    /// An XML `<Event>`.
+    Xml,
+    /// Neither (a bad record).
+    Other,
+}
+
+impl LineFormat {
+    /// Every format, in counter order.
+    pub const ALL: [Self; 3] = [Self::Json, Self::Xml, Self::Other];
+
+    /// The format of `line` (as [`parse_line_at`] dispatches on it).
+    pub fn of(line: &str) -> Self {
+        match line
+            .trim_start_matches('\u{feff}')
+            .trim_start()
+            .as_bytes()
+            .first()
+        {
+            Some(b'{') => Self::Json,
+            Some(b'<') => Self::Xml,
+            _ => Self::Other,
+        }
+    }
+
+    /// Lower-case name (a metric label value).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Xml => "xml",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// What became of a forwarded record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineOutcome {
+    /// An event, sent on to the pipeline.
+    Forwarded,
+    /// Well-formed, of an event id smbwatch does not use.
+    Skipped,
+    /// Failed to parse.
+    Bad,
+}
+
+impl LineOutcome {
+    /// Every outcome, in counter order.
+    pub const ALL: [Self; 3] = [Self::Forwarded, Self::Skipped, Self::Bad];
+
+    /// Lower-case name (a metric label value).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Forwarded => "forwarded",
+            Self::Skipped => "skipped",
+            Self::Bad => "bad",
+        }
+    }
 }
 
 /// A snapshot of [`ListenerCounters`].
@@ -228,6 +294,8 @@ pub struct ListenerStats {
     pub bad: u64,
     /// Oversized lines skipped.
     pub oversized: u64,
+    /// Records by [`LineFormat`] and [`LineOutcome`], in their `ALL` order.
+    pub by_format: [[u64; LineOutcome::ALL.len()]; LineFormat::ALL.len()],
 }
 
 impl ListenerCounters {
@@ -244,6 +312,7 @@ impl ListenerCounters {
             skipped: g(&self.skipped),
             bad: g(&self.bad),
             oversized: g(&self.oversized),
+            by_format: self.by_format.each_ref().map(|o| o.each_ref().map(g)),
         }
     }
 }
@@ -576,16 +645,20 @@ impl Connection {
         if text.trim().is_empty() {
             return true;
         }
+        let format = &self.counters.by_format[LineFormat::of(text) as usize];
         match parse_line_at(input, line_no, text) {
             Ok(Some(ev)) => {
+                inc(&format[LineOutcome::Forwarded as usize]);
                 inc(&self.counters.events);
                 self.tx.send(ev).await.is_ok()
             }
             Ok(None) => {
+                inc(&format[LineOutcome::Skipped as usize]);
                 inc(&self.counters.skipped);
                 true
             }
             Err(e) => {
+                inc(&format[LineOutcome::Bad as usize]);
                 inc(&self.counters.bad);
                 *bad_here += 1;
                 if *bad_here <= WARN_BAD_PER_CONNECTION {
