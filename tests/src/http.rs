@@ -65,6 +65,26 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
+/// Writes `lines` (each with a newline) to TCP `addr` inside `ns`, then
+/// closes: a forwarder's connection to the host-log listener.
+pub fn send_lines(ns: &NetNs, addr: SocketAddr, lines: &[String]) -> Result<()> {
+    let path = ns.path();
+    let text = lines.iter().map(|l| format!("{l}\n")).collect::<String>();
+    std::thread::spawn(move || -> Result<()> {
+        crate::gen::enter_netns(&path)?;
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .with_context(|| format!("connecting to {addr}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(text.as_bytes())?;
+        s.shutdown(std::net::Shutdown::Write)?;
+        // Wait for the listener to close its end: everything was read.
+        let _ = s.read_to_end(&mut Vec::new());
+        Ok(())
+    })
+    .join()
+    .expect("sender thread")
+}
+
 /// Percent-encodes a query-string value.
 pub fn encode(s: &str) -> String {
     s.bytes()

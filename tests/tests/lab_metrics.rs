@@ -18,11 +18,19 @@ use integration_tests::{
 /// Where the daemon serves metrics: the gateway namespace's loopback.
 const METRICS: &str = "127.0.0.1:9445";
 
+/// Where the daemon listens for forwarded host events (gateway loopback).
+const LISTENER: &str = "127.0.0.1:5514";
+
 fn lab_with_daemon(dir: &Path) -> (Lab, Daemon) {
     let lab = Lab::new(30).expect("lab");
     lab.wait_reachable(lab.server_v4[0]).unwrap();
-    let mut daemon = Daemon::on_gateway(&lab, &dir.join("alerts.json"), &["--metrics", METRICS])
-        .expect("daemon");
+    let listen = format!("tcp://{LISTENER}");
+    let mut daemon = Daemon::on_gateway(
+        &lab,
+        &dir.join("alerts.json"),
+        &["--metrics", METRICS, "--host-log-listen", &listen],
+    )
+    .expect("daemon");
     daemon
         .wait_stderr("serving metrics", Duration::from_secs(10))
         .unwrap();
@@ -72,6 +80,26 @@ fn prometheus_scrapes_the_daemon_through_a_sweep() {
     assert_eq!(up, 1.0, "target up: {}", prom.log());
 
     assert_eq!(lab.sweep_30(&[]).expect("nmap"), 30, "nmap probed 30 hosts");
+    // A forwarder sends one Sysmon record and one line that is neither
+    // JSON nor XML.
+    let sysmon = serde_json::json!({
+        "EventID": 3,
+        "Channel": "Microsoft-Windows-Sysmon/Operational",
+        "Image": "C:\\Tools\\python.exe",
+        "Initiated": "true",
+        "SourceIp": ATTACKER_V4,
+        "SourcePort": "50000",
+        "DestinationIp": "198.51.100.2",
+        "DestinationPort": "445",
+        "UtcTime": chrono::Utc::now().format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+    })
+    .to_string();
+    http::send_lines(
+        &lab.gateway,
+        LISTENER.parse().unwrap(),
+        &[sysmon, "not a record".into()],
+    )
+    .unwrap();
 
     let wait = Duration::from_secs(20);
     let fanout = prom
@@ -102,6 +130,31 @@ fn prometheus_scrapes_the_daemon_through_a_sweep() {
         )
         .unwrap();
     assert!(fast >= 1.0, "latency histogram: {fast}");
+    for (q, what) in [
+        (
+            r#"smbwatch_host_events_total{format="json",outcome="forwarded"}"#,
+            "the Sysmon record",
+        ),
+        (
+            r#"smbwatch_host_events_total{format="other",outcome="bad"}"#,
+            "the bad line",
+        ),
+        (
+            r#"smbwatch_listener_connections_total{outcome="accepted"}"#,
+            "the forwarder's connection",
+        ),
+        (
+            "smbwatch_host_events_pipeline_total",
+            "the event in the pipeline",
+        ),
+        (
+            r#"smbwatch_alerts_total{code="suspicious_smb_client"}"#,
+            "its alert",
+        ),
+    ] {
+        let v = prom.wait_at_least(q, 1.0, wait).unwrap();
+        assert_eq!(v, 1.0, "{what}: {q}");
+    }
     let trw = prom
         .value(r#"smbwatch_alerts_total{code="admin_share_access"}"#)
         .unwrap();
