@@ -12,7 +12,7 @@ mod drain;
 mod inputs;
 
 pub use drain::DrainReport;
-pub use inputs::listener::{LineFormat, LineOutcome, ListenerCounters, ListenerStats};
+pub use inputs::listener::{ListenerCounters, ListenerStats};
 
 use std::{
     io::Write as _,

@@ -19,8 +19,9 @@ use smbwatch_common::stat;
 use super::{AlertLog, DrainSnapshot, Metrics, KINDS, LATENCY_BUCKETS};
 use crate::{
     alert::syslog::SyslogStats,
-    daemon::{LineFormat, LineOutcome, ListenerStats},
+    daemon::ListenerStats,
     dataplane::{PinnedMaps, Stats},
+    hostlog::{LineFormat, LineOutcome},
 };
 
 /// The `Content-Type` of the exposition.
@@ -224,7 +225,7 @@ impl Collector for Scrape {
                 None,
                 MetricType::Counter,
             )?;
-            for (f, row) in LineFormat::ALL.iter().zip(l.by_format) {
+            for (f, row) in LineFormat::RECORDS.iter().zip(l.by_format) {
                 for (o, n) in LineOutcome::ALL.iter().zip(row) {
                     m.encode_family(&[("format", f.name()), ("outcome", o.name())])?
                         .encode_counter::<NoLabelSet, _, u64>(&n, None)?;

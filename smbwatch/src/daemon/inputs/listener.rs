@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::tls::{self, TlsError, TlsFiles};
-use crate::hostlog::{parse_line_at, HostEvent};
+use crate::hostlog::{parse_line_at, HostEvent, LineFormat, LineOutcome};
 
 /// Listener settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -206,71 +206,7 @@ pub struct ListenerCounters {
     /// Lines longer than `max_line`, skipped.
     pub oversized: AtomicU64,
     /// Records by [`LineFormat`] and [`LineOutcome`] (for the metrics).
-    pub by_format: [[AtomicU64; LineOutcome::ALL.len()]; LineFormat::ALL.len()],
-}
-
-/// What a forwarded line looked like, by its first character.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LineFormat {
-    /// A JSON object (Winlogbeat, NXLog, evtx_dump).
-    Json,
-    /// An XML `<Event>`.
-    Xml,
-    /// Neither (a bad record).
-    Other,
-}
-
-impl LineFormat {
-    /// Every format, in counter order.
-    pub const ALL: [Self; 3] = [Self::Json, Self::Xml, Self::Other];
-
-    /// The format of `line` (as [`parse_line_at`] dispatches on it).
-    pub fn of(line: &str) -> Self {
-        match line
-            .trim_start_matches('\u{feff}')
-            .trim_start()
-            .as_bytes()
-            .first()
-        {
-            Some(b'{') => Self::Json,
-            Some(b'<') => Self::Xml,
-            _ => Self::Other,
-        }
-    }
-
-    /// Lower-case name (a metric label value).
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Json => "json",
-            Self::Xml => "xml",
-            Self::Other => "other",
-        }
-    }
-}
-
-/// What became of a forwarded record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LineOutcome {
-    /// An event, sent on to the pipeline.
-    Forwarded,
-    /// Well-formed, of an event id smbwatch does not use.
-    Skipped,
-    /// Failed to parse.
-    Bad,
-}
-
-impl LineOutcome {
-    /// Every outcome, in counter order.
-    pub const ALL: [Self; 3] = [Self::Forwarded, Self::Skipped, Self::Bad];
-
-    /// Lower-case name (a metric label value).
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Forwarded => "forwarded",
-            Self::Skipped => "skipped",
-            Self::Bad => "bad",
-        }
-    }
+    pub by_format: [[AtomicU64; LineOutcome::ALL.len()]; LineFormat::RECORDS.len()],
 }
 
 /// A snapshot of [`ListenerCounters`].
@@ -294,8 +230,8 @@ pub struct ListenerStats {
     pub bad: u64,
     /// Oversized lines skipped.
     pub oversized: u64,
-    /// Records by [`LineFormat`] and [`LineOutcome`], in their `ALL` order.
-    pub by_format: [[u64; LineOutcome::ALL.len()]; LineFormat::ALL.len()],
+    /// Records by [`LineFormat`] (`RECORDS` order) and [`LineOutcome`].
+    pub by_format: [[u64; LineOutcome::ALL.len()]; LineFormat::RECORDS.len()],
 }
 
 impl ListenerCounters {
@@ -645,7 +581,7 @@ impl Connection {
         if text.trim().is_empty() {
             return true;
         }
-        let format = &self.counters.by_format[LineFormat::of(text) as usize];
+        let format = &self.counters.by_format[LineFormat::of(text).slot()];
         match parse_line_at(input, line_no, text) {
             Ok(Some(ev)) => {
                 inc(&format[LineOutcome::Forwarded as usize]);
