@@ -45,6 +45,8 @@ pub enum MetricsError {
 pub struct MetricsServer {
     socket: TcpListener,
     metrics: Arc<Metrics>,
+    /// [`REQUEST_TIMEOUT`] (shorter in tests).
+    request_timeout: Duration,
 }
 
 impl MetricsServer {
@@ -56,7 +58,11 @@ impl MetricsServer {
         if !addr.ip().is_loopback() {
             tracing::warn!(%addr, "metrics on a non-loopback address: plain HTTP without authentication, anyone who can reach it sees top sources and alerts");
         }
-        Ok(Self { socket, metrics })
+        Ok(Self {
+            socket,
+            metrics,
+            request_timeout: REQUEST_TIMEOUT,
+        })
     }
 
     /// The bound address.
@@ -84,8 +90,9 @@ impl MetricsServer {
             };
             let metrics = self.metrics.clone();
             let top = top.clone();
+            let timeout = self.request_timeout;
             tokio::spawn(async move {
-                if let Err(e) = serve(conn, &metrics, &top).await {
+                if let Err(e) = serve(conn, &metrics, &top, timeout).await {
                     tracing::debug!(%peer, error = %e, "metrics: connection ended");
                 }
                 drop(permit);
@@ -108,9 +115,14 @@ pub(crate) fn parse_request(head: &[u8]) -> Result<&str, (u16, &'static str)> {
     }
 }
 
-async fn serve(mut conn: TcpStream, metrics: &Arc<Metrics>, top: &TopCache) -> std::io::Result<()> {
+async fn serve(
+    mut conn: TcpStream,
+    metrics: &Arc<Metrics>,
+    top: &TopCache,
+    request_timeout: Duration,
+) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
-    let read = tokio::time::timeout(REQUEST_TIMEOUT, async {
+    let read = tokio::time::timeout(request_timeout, async {
         let mut buf = [0u8; 512];
         while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.ends_with(b"\n\n") {
             if head.len() >= MAX_REQUEST {
@@ -169,6 +181,74 @@ async fn serve(mut conn: TcpStream, metrics: &Arc<Metrics>, top: &TopCache) -> s
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::time::timeout;
+
+    async fn get(addr: SocketAddr, req: &[u8]) -> String {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(req).await.unwrap();
+        let mut b = Vec::new();
+        timeout(Duration::from_secs(5), c.read_to_end(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        String::from_utf8_lossy(&b).into_owned()
+    }
+
+    /// Past the connection limit a connection is closed unanswered; a
+    /// client that sends no request is answered 400 after the timeout and
+    /// its slot freed; then requests are served again.
+    #[tokio::test]
+    async fn connections_and_time_are_bounded() {
+        let m = Arc::new(Metrics::new("/nonexistent".into()));
+        let mut s = MetricsServer::bind("127.0.0.1:0".parse().unwrap(), m)
+            .await
+            .unwrap();
+        s.request_timeout = Duration::from_millis(500);
+        let addr = s.local_addr().unwrap();
+        let task = tokio::spawn(s.run());
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut extra = TcpStream::connect(addr).await.unwrap();
+        let mut b = Vec::new();
+        let n = timeout(Duration::from_millis(400), extra.read_to_end(&mut b))
+            .await
+            .expect("closed at once, before the idle ones time out")
+            .unwrap();
+        assert_eq!(n, 0, "no answer past the limit");
+        for c in &mut idle {
+            let mut b = Vec::new();
+            timeout(Duration::from_secs(3), c.read_to_end(&mut b))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(
+                b.starts_with(b"HTTP/1.1 400"),
+                "{}",
+                String::from_utf8_lossy(&b)
+            );
+        }
+        let ok = get(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+        assert!(ok.contains(super::super::expose::CONTENT_TYPE), "{ok}");
+        assert!(ok.contains("smbwatch_build_info"), "{ok}");
+        let top = get(addr, b"GET /top HTTP/1.1\r\n\r\n").await;
+        assert!(
+            top.starts_with("HTTP/1.1 200") && top.contains("\"tracked_sources\":0"),
+            "{top}"
+        );
+        let nf = get(addr, b"GET /nope HTTP/1.1\r\n\r\n").await;
+        assert!(nf.starts_with("HTTP/1.1 404"), "{nf}");
+        let long = format!(
+            "GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n",
+            "a".repeat(MAX_REQUEST)
+        );
+        let big = get(addr, long.as_bytes()).await;
+        assert!(big.starts_with("HTTP/1.1 400"), "{big}");
+        task.abort();
+    }
 
     #[test]
     fn request_lines() {
