@@ -67,6 +67,8 @@ fn prometheus_scrapes_the_daemon_through_a_sweep() {
         String::from_utf8_lossy(&promtool.stderr)
     );
 
+    // Prometheus's default port is free: the gateway namespace is this
+    // test's own, so nothing else listens there.
     let prom = Prometheus::start(
         &bin,
         &lab.gateway,

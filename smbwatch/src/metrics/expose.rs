@@ -85,6 +85,7 @@ struct KernelFamily {
     series: &'static [(u32, &'static str)],
 }
 
+/// A family of one unlabelled series.
 const fn one(
     name: &'static str,
     help: &'static str,
