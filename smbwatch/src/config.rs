@@ -46,6 +46,8 @@ pub struct Config {
     pub hostlog: HostlogConfig,
     /// `[process_classes]`: client images that make an SMB alert high.
     pub process_classes: ProcessClassesConfig,
+    /// `[metrics]`: the Prometheus metrics and `smbwatch top` endpoint.
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 /// `[dataplane]`: what the kernel side watches and how big its tables are.

@@ -15,9 +15,11 @@ pub mod dataplane;
 pub mod detect;
 pub mod event;
 pub mod hostlog;
+pub mod metrics;
 pub mod packet;
 pub mod pipeline;
 pub mod replay;
 #[cfg(test)]
 mod test_support;
 pub(crate) mod timed;
+pub mod top;

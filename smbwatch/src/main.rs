@@ -33,9 +33,12 @@ enum Command {
     ///
     /// Attach to every interface between the segments you watch: a scanner's
     /// SYNs and the targets' answers arrive on different interfaces.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show what a running daemon sees: top sources and kernel counters.
     Status(StatusArgs),
+    /// Live terminal view of a running daemon (its metrics endpoint): top
+    /// sources by distinct destinations, latest alerts, counters and rates.
+    Top(smbwatch::top::TopArgs),
     /// Check a configuration file; errors name the key and the line.
     CheckConfig {
         /// The TOML file.
@@ -135,6 +138,10 @@ struct RunArgs {
     /// Default: /sys/fs/bpf/smbwatch.
     #[arg(long, value_name = "DIR")]
     pin_dir: Option<PathBuf>,
+    /// Serve Prometheus metrics on /metrics (and `smbwatch top` on /top) at
+    /// ADDR; without ADDR at [metrics] listen (default 127.0.0.1:9445).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1)]
+    metrics: Option<Option<std::net::SocketAddr>>,
     #[command(flatten)]
     detect: DetectArgs,
     #[command(flatten)]
@@ -224,8 +231,9 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Status(args) => status(args),
+        Command::Top(args) => smbwatch::top::run(&args).context("smbwatch top"),
         Command::CheckConfig { file } => check_config(&file),
         Command::Replay(args) => replay(args),
         Command::Hostlog(HostlogCommand::Parse(args)) => hostlog_parse(args),
@@ -273,6 +281,10 @@ fn apply_run_flags(cfg: &mut Config, args: &RunArgs) {
     }
     if let Some(v) = &args.pin_dir {
         d.pin_dir = v.clone();
+    }
+    if let Some(addr) = args.metrics {
+        cfg.metrics.enabled = true;
+        cfg.metrics.listen = addr.unwrap_or(cfg.metrics.listen);
     }
     apply_detect(cfg, &args.detect);
     let a = &args.alerts;
@@ -450,13 +462,8 @@ fn status(args: StatusArgs) -> Result<()> {
     let mut sources = maps.sources()?;
     // Top sources by distinct destinations (the kernel's linear-counting
     // estimate over the last half to whole fan-out window), then new pairs.
-    sources.sort_by(|a, b| {
-        (b.1.distinct_estimate(), b.1.new_pairs)
-            .cmp(&(a.1.distinct_estimate(), a.1.new_pairs))
-            .then(a.0.cmp(&b.0))
-    });
     let total = sources.len();
-    sources.truncate(args.top);
+    smbwatch::metrics::top::rank_sources(&mut sources, args.top);
     let clock = MonotonicClock::new();
     let ts = |ns: u64| {
         clock

@@ -5,9 +5,12 @@ pub mod bench;
 pub mod daemon;
 pub mod events;
 pub mod gen;
+pub mod http;
 pub mod netns;
+pub mod prometheus;
 pub mod rsyslog;
 pub mod samba;
+pub mod tmux;
 
 /// Kernel and lab tests need root; say so plainly instead of failing on EPERM.
 pub fn require_root() {

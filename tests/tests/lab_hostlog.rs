@@ -11,6 +11,7 @@ use integration_tests::{
     alerts,
     daemon::Daemon,
     events,
+    http,
     netns::{Lab, NetNs, ATTACKER_V4, GW_ATTACKER_IF, GW_SERVERS_IF},
     require_root,
     rsyslog::{free_tcp_port, temp_dir},
@@ -38,19 +39,9 @@ fn sysmon3(image: &str, src: &str, sport: u16, dst: IpAddr, utc: &str) -> String
     .to_string()
 }
 
-/// Sends lines to 127.0.0.1:`port` from inside `ns` (bash's /dev/tcp).
+/// Sends lines to 127.0.0.1:`port` from inside `ns`.
 fn forward(ns: &NetNs, port: u16, lines: &[String]) {
-    let dir = temp_dir("fwd");
-    let file = dir.join("lines");
-    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
-    ns.exec(
-        "bash",
-        &[
-            "-c",
-            &format!("cat {} > /dev/tcp/127.0.0.1/{port}", file.display()),
-        ],
-    )
-    .expect("forward over TCP");
+    http::send_lines(ns, ([127, 0, 0, 1], port).into(), lines).expect("forward over TCP");
 }
 
 #[test]

@@ -61,6 +61,11 @@ const PACKAGES: &[(&str, &str)] = &[
         "man-db",
         "man renders the generated man pages in the package check",
     ),
+    (
+        "prometheus",
+        "a real Prometheus server scraping the daemon's /metrics in the lab (and promtool)",
+    ),
+    ("tmux", "driving `smbwatch top` in a terminal in the lab"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

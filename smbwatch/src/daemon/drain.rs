@@ -28,6 +28,7 @@ use crate::{
     dataplane::{drain, to_gateway_event, MonotonicClock},
     event::GatewayEvent,
     hostlog::HostEvent,
+    metrics::{DrainSnapshot, Metrics},
     pipeline::Pipeline,
 };
 
@@ -58,6 +59,8 @@ pub(crate) struct DrainLoop {
     pub stop: Arc<AtomicBool>,
     /// Counts housekeeping turns: the watchdog's proof of progress.
     pub heartbeat: Arc<AtomicU64>,
+    /// Where the counters are published once per housekeeping tick.
+    pub metrics: Arc<Metrics>,
 }
 
 /// What the drain thread did, reported when it ends.
@@ -104,6 +107,12 @@ impl DrainLoop {
                 clock.resync();
                 let alerts = self.pipeline.advance(chrono::Utc::now());
                 self.send(alerts, &mut report);
+                self.metrics.publish_drain(DrainSnapshot {
+                    report,
+                    detect: self.pipeline.detector_stats(),
+                    correlate: self.pipeline.correlator().stats(),
+                    rules: self.pipeline.rules().stats(),
+                });
                 if let Some((rejected, count)) = self.pipeline.take_host_rejection() {
                     tracing::warn!(count, "{rejected}");
                 }

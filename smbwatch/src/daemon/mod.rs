@@ -15,6 +15,9 @@ mod inputs;
 pub mod notify;
 pub mod reload;
 
+pub use drain::DrainReport;
+pub use inputs::listener::{ListenerCounters, ListenerStats};
+
 use std::{
     io::Write as _,
     path::PathBuf,
@@ -38,6 +41,7 @@ use crate::{
     config::Config,
     dataplane::{privilege, Dataplane, DataplaneError, Stats},
     event::GatewayEvent,
+    metrics::{server::MetricsServer, Metrics},
     pipeline::Pipeline,
 };
 
@@ -71,6 +75,9 @@ pub enum DaemonError {
         "no interface given: pass --iface IF (repeat it for every interface between the segments) or set [dataplane] interfaces in the configuration file"
     )]
     NoInterface,
+    /// The metrics endpoint could not be set up.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::server::MetricsError),
     /// An alert sink could not be set up.
     #[error(transparent)]
     Sink(#[from] crate::alert::sink::SinkError),
@@ -162,7 +169,7 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
 
     // Interface names for `observer.ingress.interface.name`, resolved once.
     let sensor = Sensor::local(&opts.ifaces);
-    let mut sinks = reload::sinks_for(cfg, &sensor)?;
+    let sinks = reload::sinks_for(cfg, &sensor)?;
     let events = (cfg.alert.events || sinks.is_empty()).then(StdoutEvents::new);
     let mut pipeline = Pipeline::new(cfg);
     if opts.host_logs.is_empty() && cfg.hostlog.listen.is_none() {
@@ -175,6 +182,14 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
     let listener = inputs::start_listener(&cfg.hostlog, &host_tx)
         .await
         .map_err(DaemonError::HostLog)?;
+    let metrics = Arc::new(Metrics::new(cfg.dataplane.pin_dir.clone()));
+    metrics.set_reload(opts.reload_stats.clone());
+    metrics.set_listener(listener.as_ref().map(|l| l.counters.clone()));
+    // Bound before loading: a port in use fails start-up before attaching.
+    let metrics_server = match cfg.metrics.enabled {
+        true => Some(MetricsServer::bind(cfg.metrics.listen, metrics.clone()).await?),
+        false => None,
+    };
 
     let load = cfg
         .dataplane
@@ -190,24 +205,14 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
 
     // Alerts leave the drain thread through a bounded queue to this task;
     // a reload hands it new sinks, and it flushes the old ones aside.
-    let (alert_tx, mut alert_rx) = mpsc::channel::<Alert>(ALERT_QUEUE);
-    let (sinks_tx, mut sinks_rx) = mpsc::channel::<AlertSinks>(1);
-    let sink_task = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                a = alert_rx.recv() => match a {
-                    Some(a) => if let Err(e) = sinks.send(&a) {
-                        tracing::warn!(error = %e, "alert sink failed");
-                    },
-                    None => break,
-                },
-                Some(new) = sinks_rx.recv() => {
-                    let old = std::mem::replace(&mut sinks, new);
-                    tokio::spawn(old.shutdown());
-                }
-            }
+    let (alert_tx, alert_rx) = mpsc::channel::<Alert>(ALERT_QUEUE);
+    let (sinks_tx, sinks_rx) = mpsc::channel::<AlertSinks>(1);
+    let sink_task = tokio::spawn(sink_task(sinks, alert_rx, sinks_rx, metrics.clone()));
+    let metrics_task = metrics_server.map(|s| {
+        if let Some(addr) = s.local_addr() {
+            tracing::info!(%addr, "serving metrics on /metrics and /top");
         }
-        sinks
+        tokio::spawn(s.run())
     });
     let (settings_tx, settings_rx) = mpsc::channel(4);
     let mut reloader = Reloader {
@@ -221,6 +226,7 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
         host_tx,
         listener,
         sensor,
+        metrics: metrics.clone(),
     };
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -234,6 +240,7 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
         alerts: alert_tx.clone(),
         stop: stop.clone(),
         heartbeat: heartbeat.clone(),
+        metrics: metrics.clone(),
     };
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
@@ -313,6 +320,9 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
     stop.store(true, Ordering::Relaxed);
     let report = done_rx.await.unwrap_or_default();
     let stats = dp.stats()?;
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     drop(pins);
     drop(dp);
     tracing::info!(%stats, "detached and unpinned");
@@ -330,6 +340,36 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
         }
     }
     Ok(stats)
+}
+
+/// Hands each alert to the sinks and counts it; publishes the syslog
+/// counters as they change; takes new sinks from a reload (flushing the old
+/// ones aside). Returns the sinks when the drain is done.
+async fn sink_task(
+    mut sinks: AlertSinks,
+    mut alert_rx: mpsc::Receiver<Alert>,
+    mut sinks_rx: mpsc::Receiver<AlertSinks>,
+    metrics: Arc<Metrics>,
+) -> AlertSinks {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            a = alert_rx.recv() => {
+                let Some(a) = a else { break };
+                if let Err(e) = sinks.send(&a) {
+                    tracing::warn!(error = %e, "alert sink failed");
+                }
+                metrics.on_alert(&a);
+            }
+            Some(new) = sinks_rx.recv() => {
+                let old = std::mem::replace(&mut sinks, new);
+                tokio::spawn(old.shutdown());
+            }
+            _ = tick.tick() => metrics.set_syslog(sinks.syslog_stats()),
+        }
+    }
+    sinks
 }
 
 /// Alerts queued between the drain thread and the sinks. An alert is a few

@@ -121,6 +121,8 @@ pub(crate) struct Reloader {
     pub listener: Option<RunningListener>,
     /// The sensor new sinks name (`observer.*`).
     pub sensor: Sensor,
+    /// Follows the listener a reload starts.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// How long an old listener may take to hand over and close.
@@ -215,7 +217,7 @@ impl Reloader {
         if let Some(old) = self.listener.take() {
             old.stop(LISTENER_GRACE).await;
         }
-        match inputs::start_listener(&cfg.hostlog, &self.host_tx).await {
+        let result = match inputs::start_listener(&cfg.hostlog, &self.host_tx).await {
             Ok(l) => {
                 self.listener = l;
                 Ok(())
@@ -229,7 +231,10 @@ impl Reloader {
                     });
                 Err(ReloadError::Listener(e))
             }
-        }
+        };
+        self.metrics
+            .set_listener(self.listener.as_ref().map(|l| l.counters.clone()));
+        result
     }
 
     /// At shutdown: stop the listener and let the host channel close.

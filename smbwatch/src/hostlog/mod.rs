@@ -28,6 +28,7 @@ mod fields;
 pub mod follow;
 mod json;
 mod kv;
+mod line_format;
 pub mod lines;
 mod record;
 pub mod rules;
@@ -35,6 +36,7 @@ mod text;
 mod time;
 mod xml;
 
+pub use line_format::{LineFormat, LineOutcome};
 pub use record::{
     HostLogError, Outcome, ParseSummary, RecordError, RecordLocation, RecordProblem,
     MAX_KEPT_ERRORS,
@@ -436,11 +438,11 @@ pub fn parse_line_at(
     line: &str,
 ) -> Result<Option<HostEvent>, RecordError> {
     let t = line.trim_start_matches('\u{feff}').trim();
-    let res = match t.as_bytes().first() {
-        None => return Ok(None),
-        Some(b'{') => json::parse_record(t, None),
-        Some(b'<') => xml::parse_single(t),
-        Some(_) => Err(RecordProblem::Json(
+    let res = match LineFormat::of(t) {
+        LineFormat::Empty => return Ok(None),
+        LineFormat::Json => json::parse_record(t, None),
+        LineFormat::Xml => xml::parse_single(t),
+        LineFormat::Other => Err(RecordProblem::Json(
             "expected a JSON object or an XML <Event> element".into(),
         )),
     };

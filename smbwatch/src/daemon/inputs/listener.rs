@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::tls::{self, TlsError, TlsFiles};
-use crate::hostlog::{parse_line_at, HostEvent};
+use crate::hostlog::{parse_line_at, HostEvent, LineFormat, LineOutcome};
 
 /// Listener settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -205,6 +205,8 @@ pub struct ListenerCounters {
     pub bad: AtomicU64,
     /// Lines longer than `max_line`, skipped.
     pub oversized: AtomicU64,
+    /// Records by [`LineFormat`] and [`LineOutcome`] (for the metrics).
+    pub by_format: [[AtomicU64; LineOutcome::ALL.len()]; LineFormat::RECORDS.len()],
 }
 
 /// A snapshot of [`ListenerCounters`].
@@ -228,6 +230,8 @@ pub struct ListenerStats {
     pub bad: u64,
     /// Oversized lines skipped.
     pub oversized: u64,
+    /// Records by [`LineFormat`] (`RECORDS` order) and [`LineOutcome`].
+    pub by_format: [[u64; LineOutcome::ALL.len()]; LineFormat::RECORDS.len()],
 }
 
 impl ListenerCounters {
@@ -244,6 +248,7 @@ impl ListenerCounters {
             skipped: g(&self.skipped),
             bad: g(&self.bad),
             oversized: g(&self.oversized),
+            by_format: self.by_format.each_ref().map(|o| o.each_ref().map(g)),
         }
     }
 }
@@ -299,6 +304,11 @@ impl Listener {
             tls,
             counters: Arc::default(),
         })
+    }
+
+    /// Its live counters (for the metrics endpoint).
+    pub fn counters(&self) -> Arc<ListenerCounters> {
+        self.counters.clone()
     }
 
     /// The bound address (the real port when configured with port 0).
@@ -571,16 +581,20 @@ impl Connection {
         if text.trim().is_empty() {
             return true;
         }
+        let format = &self.counters.by_format[LineFormat::of(text).slot()];
         match parse_line_at(input, line_no, text) {
             Ok(Some(ev)) => {
+                inc(&format[LineOutcome::Forwarded as usize]);
                 inc(&self.counters.events);
                 self.tx.send(ev).await.is_ok()
             }
             Ok(None) => {
+                inc(&format[LineOutcome::Skipped as usize]);
                 inc(&self.counters.skipped);
                 true
             }
             Err(e) => {
+                inc(&format[LineOutcome::Bad as usize]);
                 inc(&self.counters.bad);
                 *bad_here += 1;
                 if *bad_here <= WARN_BAD_PER_CONNECTION {

@@ -80,6 +80,8 @@ pub(crate) fn spawn_files(
 pub(crate) struct RunningListener {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<listener::ListenerStats>,
+    /// Its live counters (for the metrics endpoint).
+    pub counters: std::sync::Arc<listener::ListenerCounters>,
 }
 
 /// Binds and starts the listener `cfg` asks for, if any; a port in use is
@@ -94,8 +96,13 @@ pub(crate) async fn start_listener(
     let listener = Listener::bind(lcfg).await.map_err(|e| e.to_string())?;
     tracing::info!(addr = %listener.local_addr(), "listening for forwarded host events");
     let (stop, rx) = watch::channel(false);
+    let counters = listener.counters();
     let task = tokio::spawn(listener.run(tx.clone(), stopped(rx)));
-    Ok(Some(RunningListener { stop, task }))
+    Ok(Some(RunningListener {
+        stop,
+        task,
+        counters,
+    }))
 }
 
 impl RunningListener {
