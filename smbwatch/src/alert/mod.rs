@@ -29,6 +29,12 @@ pub enum AlertKind {
     LateralMovementChain,
     /// smbwatch itself: the kernel is shedding events (a flood), or stopped.
     SmbwatchDegraded,
+    /// Baseline: a source never seen as an SMB client starts SMB.
+    SmbNewClient,
+    /// Baseline: a known client uses a server it never used.
+    SmbNewEdge,
+    /// Baseline: SMB outside the client's learned hours.
+    SmbOffHours,
 }
 
 impl AlertKind {
@@ -41,6 +47,9 @@ impl AlertKind {
             Self::AdminShareAccess => "admin_share_access",
             Self::LateralMovementChain => "lateral_movement_chain",
             Self::SmbwatchDegraded => "smbwatch_degraded",
+            Self::SmbNewClient => "smb_new_client",
+            Self::SmbNewEdge => "smb_new_edge",
+            Self::SmbOffHours => "smb_off_hours",
         }
     }
 
@@ -53,6 +62,9 @@ impl AlertKind {
             Self::AdminShareAccess => "Administrative share access",
             Self::LateralMovementChain => "SMB scan followed by share access or network logon",
             Self::SmbwatchDegraded => "smbwatch degraded: events shed under load",
+            Self::SmbNewClient => "Baseline: new SMB client",
+            Self::SmbNewEdge => "Baseline: SMB client on a server it never used",
+            Self::SmbOffHours => "Baseline: SMB outside the client's usual hours",
         }
     }
 }

@@ -1,0 +1,115 @@
+//! Writes baseline batches on a thread of its own, so the thread that
+//! learns (the daemon's drain thread) never waits for the disk.
+//!
+//! The queue is bounded ([`QUEUE`] batches). [`Writer::try_send`] never
+//! blocks: when the queue is full the batch comes back and the caller folds
+//! it into the next one ([`super::Baseline::restore`]), so a slow disk
+//! delays persistence instead of losing it or stalling detection.
+
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::record::Batch;
+use super::store::{Store, StoreError};
+
+/// Batches queued for the writer thread.
+pub const QUEUE: usize = 2;
+
+/// One committed batch, for progress reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Commit {
+    /// The batch's number (`Meta::batches`).
+    pub batch: u64,
+    /// Records written or deleted.
+    pub records: usize,
+    /// Answered pairs learned, ever, as of this batch.
+    pub learned: u64,
+    /// How long the transaction took.
+    pub took: Duration,
+}
+
+/// What the writer did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriterReport {
+    /// Batches committed.
+    pub batches: u64,
+    /// Records written or deleted.
+    pub records: u64,
+    /// Time spent in transactions.
+    pub busy: Duration,
+}
+
+/// Why a batch was not queued.
+#[derive(Debug)]
+pub enum SendError {
+    /// The queue is full; the batch is handed back.
+    Full(Batch),
+    /// The writer stopped (after a store error, returned by [`Writer::finish`]).
+    Stopped(Batch),
+}
+
+/// The writer thread and its queue.
+pub struct Writer {
+    tx: SyncSender<Batch>,
+    thread: JoinHandle<Result<WriterReport, StoreError>>,
+}
+
+impl Writer {
+    /// Starts the thread; `on_commit` is called there after every commit.
+    pub fn spawn(
+        store: Store,
+        mut on_commit: impl FnMut(&Commit) + Send + 'static,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = sync_channel::<Batch>(QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("smbwatch-baseline".into())
+            .spawn(move || {
+                let mut report = WriterReport::default();
+                for b in rx {
+                    let start = Instant::now();
+                    store.write(&b)?;
+                    let took = start.elapsed();
+                    report.batches += 1;
+                    report.records += b.len() as u64;
+                    report.busy += took;
+                    on_commit(&Commit {
+                        batch: b.meta.batches,
+                        records: b.len(),
+                        learned: b.meta.learned,
+                        took,
+                    });
+                }
+                Ok(report)
+            })?;
+        Ok(Self { tx, thread })
+    }
+
+    /// Queues a batch without waiting.
+    pub fn try_send(&self, b: Batch) -> Result<(), SendError> {
+        self.tx.try_send(b).map_err(|e| match e {
+            TrySendError::Full(b) => SendError::Full(b),
+            TrySendError::Disconnected(b) => SendError::Stopped(b),
+        })
+    }
+
+    /// Queues a batch, waiting for room (for callers that may wait: `baseline
+    /// learn`, the final batch at shutdown). Hands it back if the writer stopped.
+    pub fn send(&self, b: Batch) -> Result<(), Batch> {
+        self.tx.send(b).map_err(|e| e.0)
+    }
+
+    /// Whether the thread ended (a store error).
+    pub fn stopped(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// Waits for the queued batches to be written; the thread's report or
+    /// the store error that stopped it.
+    pub fn finish(self) -> Result<WriterReport, StoreError> {
+        drop(self.tx);
+        self.thread.join().unwrap_or_else(|_| {
+            Ok(WriterReport::default()) // a panic was already printed
+        })
+    }
+}
