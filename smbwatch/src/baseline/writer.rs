@@ -113,3 +113,64 @@ impl Writer {
         })
     }
 }
+
+/// The daemon's side of persistence: every `interval` a batch is taken on
+/// the learning thread and queued without waiting; at the end the last
+/// batch is written and the writer joined.
+pub struct Persist {
+    writer: Writer,
+    interval: Duration,
+    next: Instant,
+    /// Batches folded back because the queue was full.
+    pub deferred: u64,
+    warned: bool,
+}
+
+impl Persist {
+    /// Persistence through `writer`, a batch every `interval`.
+    pub fn new(writer: Writer, interval: Duration) -> Self {
+        Self {
+            writer,
+            interval,
+            next: Instant::now() + interval,
+            deferred: 0,
+            warned: false,
+        }
+    }
+
+    /// Call on the learning thread now and then (the daemon's housekeeping
+    /// tick): queues a batch when one is due. Never blocks.
+    pub fn tick(&mut self, b: &mut super::Baseline, now: Instant) {
+        if now < self.next || b.pending() == 0 {
+            return;
+        }
+        self.next = now + self.interval;
+        match self.writer.try_send(b.take_batch()) {
+            Ok(()) => {}
+            Err(SendError::Full(batch)) => {
+                self.deferred += 1;
+                b.restore(batch);
+            }
+            Err(SendError::Stopped(batch)) => {
+                b.restore(batch);
+                if !self.warned {
+                    self.warned = true;
+                    tracing::error!(
+                        "the baseline writer stopped (see its error at shutdown); learning goes on in memory only"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Writes what is left and waits for the writer.
+    pub fn finish(self, b: Option<&mut super::Baseline>) -> Result<WriterReport, StoreError> {
+        if let Some(b) = b {
+            if b.pending() > 0 {
+                // The writer may have stopped: its error is returned below.
+                let _ = self.writer.send(b.take_batch());
+            }
+        }
+        self.writer.finish()
+    }
+}

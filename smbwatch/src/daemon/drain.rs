@@ -54,6 +54,8 @@ pub(crate) struct DrainLoop {
     pub host_rx: mpsc::Receiver<HostEvent>,
     pub alerts: mpsc::Sender<Alert>,
     pub stop: Arc<AtomicBool>,
+    /// Baseline batches to its writer thread (`--baseline`).
+    pub persist: Option<crate::baseline::writer::Persist>,
 }
 
 /// What the drain thread did, reported when it ends.
@@ -95,6 +97,9 @@ impl DrainLoop {
                 clock.resync();
                 let alerts = self.pipeline.advance(chrono::Utc::now());
                 self.send(alerts, &mut report);
+                if let (Some(p), Some(b)) = (self.persist.as_mut(), self.pipeline.baseline_mut()) {
+                    p.tick(b, Instant::now());
+                }
                 if let Some((rejected, count)) = self.pipeline.take_host_rejection() {
                     tracing::warn!(count, "{rejected}");
                 }
@@ -127,6 +132,15 @@ impl DrainLoop {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        if let Some(p) = self.persist.take() {
+            // After the final drain: the last batch holds everything learned.
+            match p.finish(self.pipeline.baseline_mut()) {
+                Ok(w) => {
+                    tracing::info!(batches = w.batches, records = w.records, busy = ?w.busy, "baseline written")
+                }
+                Err(e) => tracing::error!("{e}"),
             }
         }
         report
