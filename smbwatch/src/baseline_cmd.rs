@@ -68,7 +68,7 @@ pub(crate) fn run(cmd: BaselineCommand) -> Result<()> {
             let cfg = super::load_config(db.config.as_deref())?;
             let started = std::time::Instant::now();
             // Progress: one line per committed batch and per capture.
-            let on_commit = |c: &Commit| {
+            let mut on_commit = |c: &Commit| {
                 eprintln!(
                     "baseline: batch {} committed: {} records in {:.1} ms, {} pairs learned so far",
                     c.batch,
@@ -95,7 +95,7 @@ pub(crate) fn run(cmd: BaselineCommand) -> Result<()> {
                 &pcaps,
                 batch_events.max(1),
                 &mut on_file,
-                on_commit,
+                &mut on_commit,
             )?;
             eprintln!(
                 "baseline {}: {} events from {} captures in {:.1}s, {} batches written",

@@ -332,7 +332,7 @@ pub const DURATION_RANGES: &[(&str, Duration, Duration)] = &[
     ("hostlog.max_ahead", Duration::ZERO, secs(DAY)),
     ("hostlog.rules.connection_dedup", Duration::ZERO, secs(HOUR)),
     ("hostlog.rules.share_dedup", Duration::ZERO, secs(7 * DAY)),
-    ("baseline.learn_for", secs(HOUR), secs(365 * DAY)),
+    ("baseline.learn_for", secs(HOUR), secs(30 * DAY)),
     ("baseline.off_hours_slack", Duration::ZERO, secs(12 * HOUR)),
     ("baseline.flush_interval", secs(1), secs(HOUR)),
 ];

@@ -5,8 +5,10 @@ pub mod bench;
 pub mod daemon;
 pub mod gen;
 pub mod netns;
+pub mod pcap;
 pub mod rsyslog;
 pub mod samba;
+pub mod week;
 
 /// Kernel and lab tests need root; say so plainly instead of failing on EPERM.
 pub fn require_root() {

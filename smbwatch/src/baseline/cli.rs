@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use chrono::DateTime;
 
 use super::store::{Store, StoreError};
-use super::writer::{Commit, Writer};
+use super::writer::Commit;
 use super::{jsonl, key_addr, Baseline};
 use crate::config::Config;
 use crate::event::GatewayEvent;
@@ -35,7 +35,7 @@ pub enum CliError {
         /// Its edges.
         edges: usize,
     },
-    /// Output or thread start failed.
+    /// Output failed.
     #[error("{op}: {source}")]
     Io {
         /// What was done.
@@ -71,46 +71,59 @@ pub struct LearnReport {
 
 /// `baseline learn`: every capture through the real XDP program (as
 /// `replay` does) into the baseline at `db`, a batch every `batch_events`
-/// events; `on_commit` runs on the writer thread after each commit.
+/// events. Batches are committed on this thread before learning goes on
+/// (a CLI may wait for its disk): a crash, SIGKILL included, loses at most
+/// the events since the last commit, fewer than one batch. `on_commit`
+/// reports each commit (progress).
 pub fn learn(
     cfg: &Config,
     db: &Path,
     pcaps: &[PathBuf],
     batch_events: u64,
     on_file: &mut dyn FnMut(&crate::replay::ReplaySummary, &Baseline),
-    on_commit: impl FnMut(&Commit) + Send + 'static,
+    on_commit: &mut dyn FnMut(&Commit),
 ) -> Result<LearnReport, CliError> {
     let (store, mut b) = open(cfg, db)?;
-    let writer = Writer::spawn(store, on_commit).map_err(|source| CliError::Io {
-        op: "starting the baseline writer".into(),
-        source,
-    })?;
     let opts = ReplayOptions {
         load: cfg.dataplane.load_options(1, cfg.detect.window),
         ..ReplayOptions::default()
     };
     let mut report = LearnReport::default();
-    let mut stopped = false;
+    let mut commit = |b: &mut Baseline, report: &mut LearnReport| -> Result<(), StoreError> {
+        let batch = b.take_batch();
+        let start = std::time::Instant::now();
+        store.write(&batch)?;
+        report.batches += 1;
+        on_commit(&Commit {
+            batch: batch.meta.batches,
+            records: batch.len(),
+            learned: batch.meta.learned,
+            took: start.elapsed(),
+        });
+        Ok(())
+    };
     for pcap in pcaps {
         let mut since = 0u64;
+        let mut failed = None;
         let mut sink = |ev: &GatewayEvent| {
             // Learning only: what the scorer would say is not printed.
             let _ = b.observe(ev);
             report.events += 1;
             since += 1;
-            if since >= batch_events && !stopped {
+            if since >= batch_events && failed.is_none() {
                 since = 0;
-                stopped = writer.send(b.take_batch()).is_err();
+                failed = commit(&mut b, &mut report).err();
             }
         };
         let summary = crate::replay::replay(pcap, &opts, &mut sink)?;
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
         on_file(&summary, &b);
     }
-    if b.pending() > 0 && !stopped {
-        let _ = writer.send(b.take_batch());
+    if b.pending() > 0 {
+        commit(&mut b, &mut report)?;
     }
-    let w = writer.finish()?;
-    report.batches = w.batches;
     Ok(report)
 }
 

@@ -12,6 +12,7 @@
 //! ([`Baseline::take_batch`]) by [`writer`] off the caller's thread.
 //! See `docs/detection.md` ("Baseline") for the rules and their reasons.
 
+pub mod bench;
 pub mod cli;
 mod config;
 pub mod jsonl;

@@ -378,3 +378,36 @@ fn config_problems_name_the_key() {
     .unwrap();
     assert_eq!(ok.baseline.learn_for, Duration::from_secs(9 * 86_400));
 }
+
+/// The daemon's path: batches queued from the learning thread, written by
+/// the writer thread, the last one at finish; a reload equals the learner.
+#[test]
+fn writer_thread_persists_every_batch() {
+    use std::time::Instant;
+    let path = temp_db("writer");
+    let store = store::Store::open(&path).unwrap();
+    let commits = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = commits.clone();
+    let w = writer::Writer::spawn(store, move |_| {
+        seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    })
+    .unwrap();
+    let mut p = writer::Persist::new(w, Duration::from_secs(1));
+    let mut b = baseline();
+    let t0 = Instant::now();
+    p.tick(&mut b, t0 + Duration::from_secs(5)); // nothing pending: no batch
+    office_week(&mut b);
+    p.tick(&mut b, t0 + Duration::from_secs(5));
+    assert_eq!(b.pending(), 0, "taken");
+    b.observe(&acc(at(7, 8, 0), WS[0], FS1));
+    p.tick(&mut b, t0 + Duration::from_secs(5)); // not due yet
+    assert_eq!(b.pending(), 2);
+    let report = p.finish(Some(&mut b)).unwrap();
+    assert_eq!(report.batches, 2);
+    assert_eq!(commits.load(std::sync::atomic::Ordering::Relaxed), 2);
+    let mut got = store::Store::open(&path).unwrap().load().unwrap();
+    got.clients.sort_by_key(|(k, _)| *k);
+    got.edges.sort_by_key(|(k, _)| *k);
+    assert_eq!(got, b.snapshot());
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
