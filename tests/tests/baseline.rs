@@ -235,7 +235,7 @@ fn sigkill_during_learning_loses_at_most_one_batch() {
         })
         .max()
         .expect("commits reported");
-    assert!(last >= 4 && last < 40, "{said}");
+    assert!((4..40).contains(&last), "{said}");
     // The database opens (redb recovers a file killed mid-write), holds every
     // reported commit, and at most the one batch in flight beyond it.
     let export = smbwatch(&["baseline", "export", "--db", s(&db)]);

@@ -79,7 +79,7 @@ impl BaselineConfig {
             ("max_clients", self.max_clients),
             ("max_edges", self.max_edges),
         ] {
-            if v < 16 || v > MAX_ENTRIES {
+            if !(16..=MAX_ENTRIES).contains(&v) {
                 return p(k, format!("{v}: must be between 16 and {MAX_ENTRIES}"));
             }
         }

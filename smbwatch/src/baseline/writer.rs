@@ -44,14 +44,14 @@ pub struct WriterReport {
 #[derive(Debug)]
 pub enum SendError {
     /// The queue is full; the batch is handed back.
-    Full(Batch),
+    Full(Box<Batch>),
     /// The writer stopped (after a store error, returned by [`Writer::finish`]).
-    Stopped(Batch),
+    Stopped(Box<Batch>),
 }
 
 /// The writer thread and its queue.
 pub struct Writer {
-    tx: SyncSender<Batch>,
+    tx: SyncSender<Box<Batch>>,
     thread: JoinHandle<Result<WriterReport, StoreError>>,
 }
 
@@ -61,7 +61,7 @@ impl Writer {
         store: Store,
         mut on_commit: impl FnMut(&Commit) + Send + 'static,
     ) -> std::io::Result<Self> {
-        let (tx, rx) = sync_channel::<Batch>(QUEUE);
+        let (tx, rx) = sync_channel::<Box<Batch>>(QUEUE);
         let thread = std::thread::Builder::new()
             .name("smbwatch-baseline".into())
             .spawn(move || {
@@ -87,7 +87,7 @@ impl Writer {
 
     /// Queues a batch without waiting.
     pub fn try_send(&self, b: Batch) -> Result<(), SendError> {
-        self.tx.try_send(b).map_err(|e| match e {
+        self.tx.try_send(Box::new(b)).map_err(|e| match e {
             TrySendError::Full(b) => SendError::Full(b),
             TrySendError::Disconnected(b) => SendError::Stopped(b),
         })
@@ -95,8 +95,8 @@ impl Writer {
 
     /// Queues a batch, waiting for room (for callers that may wait: `baseline
     /// learn`, the final batch at shutdown). Hands it back if the writer stopped.
-    pub fn send(&self, b: Batch) -> Result<(), Batch> {
-        self.tx.send(b).map_err(|e| e.0)
+    pub fn send(&self, b: Batch) -> Result<(), Box<Batch>> {
+        self.tx.send(Box::new(b)).map_err(|e| e.0)
     }
 
     /// Whether the thread ended (a store error).
@@ -149,10 +149,10 @@ impl Persist {
             Ok(()) => {}
             Err(SendError::Full(batch)) => {
                 self.deferred += 1;
-                b.restore(batch);
+                b.restore(*batch);
             }
             Err(SendError::Stopped(batch)) => {
-                b.restore(batch);
+                b.restore(*batch);
                 if !self.warned {
                     self.warned = true;
                     tracing::error!(
