@@ -1,7 +1,8 @@
 //! The learned baseline end to end: generated week-long captures learned
 //! through the real XDP program (`smbwatch baseline learn`), day 8 replayed
-//! against the database (`smbwatch replay --baseline`), and a SIGKILL in the
-//! middle of a long learn.
+//! against the database (`smbwatch replay --baseline`), a SIGKILL in the
+//! middle of a long learn, and the daemon (`smbwatch run --baseline`)
+//! learning real smbclient sessions in the namespace lab.
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -9,9 +10,10 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use integration_tests::{
-    daemon::smbwatch_bin,
-    netns::unique_tag,
+    daemon::{smbwatch_bin, Daemon},
+    netns::{unique_tag, Client, Lab, GW_ATTACKER_IF, GW_SERVERS_IF},
     require_root,
+    samba::Smbd,
     week::{self, NEWCOMER, SERVERS},
 };
 use serde_json::Value;
@@ -262,5 +264,120 @@ fn sigkill_during_learning_loses_at_most_one_batch() {
     assert!(
         said.contains(&format!("batch {} committed", batches + 1)),
         "{said}"
+    );
+}
+
+/// `run --baseline`: real smbclient sessions through the lab's gateway are
+/// learned, written by the writer thread (the last batch at SIGTERM), loaded
+/// again by the next run, which goes on learning; a damaged file stops the
+/// daemon before it attaches, naming the file.
+#[test]
+fn the_daemon_learns_real_sessions_and_resumes_its_database() {
+    require_root();
+    let dir = Scratch::new("run");
+    let db = dir.0.join("baseline.redb");
+    let lab = Lab::new(1).expect("lab");
+    let clients = lab.add_clients(3).expect("clients");
+    let server = lab.server_v4[0];
+    let _smbd = Smbd::start(&lab.servers, &[server]).expect("smbd");
+    let unc = format!("//{server}/public");
+    let session = |c: &Client| {
+        let out =
+            c.ns.exec(
+                "smbclient",
+                &[&unc, "-N", "-c", "get hello.txt /dev/stdout"],
+            )
+            .expect("smbclient");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("hello from the lab"));
+    };
+    let mut args = vec![
+        "--iface".to_string(),
+        GW_ATTACKER_IF.into(),
+        "--iface".into(),
+        GW_SERVERS_IF.into(),
+        "--events".into(),
+        "--baseline".into(),
+        s(&db).into(),
+    ];
+    for c in &clients {
+        args.extend(["--iface".into(), c.gw_if.clone()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let accepted = |l: &[Value]| {
+        l.iter()
+            .filter(|v| v["type"] == "response" && v["kind"] == "accepted")
+            .count()
+    };
+    let edges_of = |rows: &[Value]| {
+        let mut e: Vec<(String, String, u64)> = rows
+            .iter()
+            .filter(|r| r["type"] == "edge")
+            .map(|r| {
+                (
+                    r["client"].as_str().unwrap().to_owned(),
+                    r["server"].as_str().unwrap().to_owned(),
+                    r["count"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        e.sort();
+        e
+    };
+    let (c0, c1, c2) = (
+        clients[0].addr.to_string(),
+        clients[1].addr.to_string(),
+        clients[2].addr.to_string(),
+    );
+    let srv = server.to_string();
+
+    let daemon = Daemon::start(&lab.gateway, &args).expect("daemon");
+    session(&clients[0]);
+    session(&clients[1]);
+    let seen = daemon.lines_when(Duration::from_secs(10), |l| accepted(l) >= 2);
+    assert_eq!(accepted(&seen), 2, "{seen:#?}");
+    let (code, said) = daemon.stop_with_stderr().unwrap();
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("baseline written"), "{said}");
+    let rows = lines(&smbwatch(&["baseline", "export", "--db", s(&db)]).stdout);
+    assert_eq!(rows[0]["learned"], 2, "{rows:#?}");
+    assert_eq!(
+        edges_of(&rows),
+        [(c0.clone(), srv.clone(), 1), (c1.clone(), srv.clone(), 1)]
+    );
+
+    // A second run loads it and goes on: a fresh program reports the
+    // first client's pair again.
+    let daemon = Daemon::start(&lab.gateway, &args).expect("daemon");
+    session(&clients[2]);
+    session(&clients[0]);
+    let seen = daemon.lines_when(Duration::from_secs(10), |l| accepted(l) >= 2);
+    assert_eq!(accepted(&seen), 2, "{seen:#?}");
+    let (code, said) = daemon.stop_with_stderr().unwrap();
+    assert_eq!(code, 0, "{said}");
+    assert!(
+        said.contains("baseline loaded") && said.contains("clients=2"),
+        "{said}"
+    );
+    let rows = lines(&smbwatch(&["baseline", "export", "--db", s(&db)]).stdout);
+    assert_eq!(rows[0]["learned"], 4, "{rows:#?}");
+    assert_eq!(
+        edges_of(&rows),
+        [(c0, srv.clone(), 2), (c1, srv.clone(), 1), (c2, srv, 1)]
+    );
+
+    // A damaged database: refused by name before anything is attached.
+    let bad = dir.0.join("damaged.redb");
+    std::fs::write(&bad, vec![0x5a; 8192]).unwrap();
+    let out = lab
+        .gateway
+        .command(smbwatch_bin().to_str().unwrap())
+        .args(["run", "--iface", GW_ATTACKER_IF, "--baseline", s(&bad)])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(s(&bad)) && err.contains("move the file away") && !err.contains("attached"),
+        "{err}"
     );
 }
