@@ -83,7 +83,7 @@ pub fn learn(
     on_file: &mut dyn FnMut(&crate::replay::ReplaySummary, &Baseline),
     on_commit: &mut dyn FnMut(&Commit),
 ) -> Result<LearnReport, CliError> {
-    let (store, mut b) = open(cfg, db)?;
+    let (mut store, mut b) = open(cfg, db)?;
     let opts = ReplayOptions {
         load: cfg.dataplane.load_options(1, cfg.detect.window),
         ..ReplayOptions::default()
@@ -124,6 +124,8 @@ pub fn learn(
     if b.pending() > 0 {
         commit(&mut b, &mut report)?;
     }
+    // Many batches leave many freed pages; give them back once at the end.
+    store.compact()?;
     Ok(report)
 }
 
@@ -179,7 +181,7 @@ fn write_show(b: &Baseline, db: &Path, top: usize, out: &mut dyn Write) -> std::
     for (k, n) in servers.iter().take(top) {
         writeln!(out, "  {:<40} {n} clients", key_addr(*k).to_string())?;
     }
-    let mut clients: Vec<_> = b.clients.iter().collect();
+    let mut clients: Vec<_> = b.clients.iter().map(|(k, s)| (k, &s.rec)).collect();
     clients.sort_by(|a, c| c.1.events.cmp(&a.1.events).then(a.0.cmp(c.0)));
     writeln!(out, "clients (busiest first): {}", clients.len())?;
     writeln!(

@@ -16,6 +16,18 @@ const DAY: i64 = 86_400;
 /// Hold-down entries kept before the stale ones are pruned.
 const MAX_HELD: usize = 65_536;
 
+/// A record in a table, with whether it waits for the next batch.
+pub(super) struct Slot<T> {
+    pub rec: T,
+    dirty: bool,
+}
+
+impl<T> Slot<T> {
+    fn clean(rec: T) -> Self {
+        Self { rec, dirty: false }
+    }
+}
+
 /// What an event found, for the alert messages.
 pub(super) struct Finding {
     pub kind: AlertKind,
@@ -25,6 +37,8 @@ pub(super) struct Finding {
     pub src_role: Role,
     pub dst_role: Role,
     pub hour: u32,
+    /// Days the client (new client) or the edge (new edge) has been seen.
+    pub days: u32,
 }
 
 /// The learned SMB graph, and the rules that score against it.
@@ -33,17 +47,16 @@ pub struct Baseline {
     /// `[detect] allow`: learned, never alerted on.
     allow: Vec<IpNet>,
     hold_down: i64,
-    pub(super) clients: HashMap<u128, Client, RandomState>,
-    pub(super) edges: HashMap<(u128, u128), Edge, RandomState>,
+    pub(super) clients: HashMap<u128, Slot<Client>, RandomState>,
+    pub(super) edges: HashMap<(u128, u128), Slot<Edge>, RandomState>,
     /// Edges into each server held now: its client count.
     pub(super) server_clients: HashMap<u128, u32, RandomState>,
     pub(super) meta: Meta,
     stats: BaselineStats,
+    /// Keys of records changed since the last batch (each once: its
+    /// slot's `dirty` flag says it is queued).
     dirty_clients: Vec<u128>,
     dirty_edges: Vec<(u128, u128)>,
-    /// Dirty flags live beside the records' keys: a record is queued once.
-    dirty_client_set: HashMap<u128, (), RandomState>,
-    dirty_edge_set: HashMap<(u128, u128), (), RandomState>,
     deleted_clients: Vec<u128>,
     deleted_edges: Vec<(u128, u128)>,
     /// Last alert per (client, kind), for the hold-down.
@@ -65,8 +78,6 @@ impl Baseline {
             stats: BaselineStats::default(),
             dirty_clients: Vec::new(),
             dirty_edges: Vec::new(),
-            dirty_client_set: HashMap::default(),
-            dirty_edge_set: HashMap::default(),
             deleted_clients: Vec::new(),
             deleted_edges: Vec::new(),
             held: HashMap::default(),
@@ -79,9 +90,10 @@ impl Baseline {
         self.meta = snap.meta;
         for (k, e) in snap.edges {
             *self.server_clients.entry(k.1).or_default() += 1;
-            self.edges.insert(k, e);
+            self.edges.insert(k, Slot::clean(e));
         }
-        self.clients.extend(snap.clients);
+        self.clients
+            .extend(snap.clients.into_iter().map(|(k, c)| (k, Slot::clean(c))));
         self.evict_clients_if_full();
         self.evict_edges_if_full();
         self
@@ -101,6 +113,18 @@ impl Baseline {
             evicted_edges: self.meta.evicted_edges,
             ..self.stats
         }
+    }
+
+    /// What the baseline holds for a client.
+    pub fn client(&self, ip: IpAddr) -> Option<&Client> {
+        self.clients.get(&addr_key(ip)).map(|s| &s.rec)
+    }
+
+    /// What the baseline holds for an edge.
+    pub fn edge(&self, client: IpAddr, server: IpAddr) -> Option<&Edge> {
+        self.edges
+            .get(&(addr_key(client), addr_key(server)))
+            .map(|s| &s.rec)
     }
 
     /// The whole-baseline facts.
@@ -140,12 +164,18 @@ impl Baseline {
         let slack = self.cfg.slack_hours();
 
         // The client.
-        let full =
-            !self.clients.contains_key(&client) && self.clients.len() >= self.cfg.max_clients;
-        if full {
+        if self.clients.len() >= self.cfg.max_clients && !self.clients.contains_key(&client) {
             self.evict_clients(self.cfg.max_clients - self.cfg.max_clients / 16);
         }
-        let c = self.clients.entry(client).or_insert_with(|| Client::new(t));
+        let slot = self
+            .clients
+            .entry(client)
+            .or_insert_with(|| Slot::clean(Client::new(t)));
+        if !slot.dirty {
+            slot.dirty = true;
+            self.dirty_clients.push(client);
+        }
+        let c = &mut slot.rec;
         let client_new = c.events == 0;
         let client_was_established = c.established;
         let client_new_day = c.last_day != day;
@@ -168,16 +198,22 @@ impl Baseline {
         if !c.established && (learning || c.days >= rec) {
             c.established = true;
         }
-        mark(&mut self.dirty_client_set, &mut self.dirty_clients, client);
 
         // The edge.
         let key = (client, server);
-        let edge_exists = self.edges.contains_key(&key);
-        if !edge_exists && self.edges.len() >= self.cfg.max_edges {
+        if self.edges.len() >= self.cfg.max_edges && !self.edges.contains_key(&key) {
             self.evict_edges(self.cfg.max_edges - self.cfg.max_edges / 16);
         }
-        let dst_clients_before = self.server_clients.get(&server).copied().unwrap_or(0);
-        let e = self.edges.entry(key).or_insert_with(|| Edge::new(t));
+        let mut edge_exists = true;
+        let slot = self.edges.entry(key).or_insert_with(|| {
+            edge_exists = false;
+            Slot::clean(Edge::new(t))
+        });
+        if !slot.dirty {
+            slot.dirty = true;
+            self.dirty_edges.push(key);
+        }
+        let e = &mut slot.rec;
         let edge_was_established = e.established;
         let edge_new_day = e.last_day != day;
         e.count += 1;
@@ -190,19 +226,27 @@ impl Baseline {
         if edge_now_established {
             e.established = true;
         }
-        if !edge_exists {
-            *self.server_clients.entry(server).or_default() += 1;
-        }
-        mark(&mut self.dirty_edge_set, &mut self.dirty_edges, key);
-        if let Some(c) = self.clients.get_mut(&client) {
+        let edge_days = e.days;
+        let mut dst_clients_before = 0;
+        if !edge_exists || edge_now_established {
+            let n = self.server_clients.entry(server).or_default();
+            dst_clients_before = *n;
             if !edge_exists {
-                c.servers += 1;
+                *n += 1;
             }
-            if edge_now_established && !c.listed.contains(&server) {
-                if let Some(slot) = c.listed.iter_mut().find(|s| **s == 0) {
-                    *slot = server;
+            if let Some(c) = self.clients.get_mut(&client) {
+                let c = &mut c.rec;
+                if !edge_exists {
+                    c.servers += 1;
+                }
+                if edge_now_established && !c.listed.contains(&server) {
+                    if let Some(slot) = c.listed.iter_mut().find(|s| **s == 0) {
+                        *slot = server;
+                    }
                 }
             }
+        } else if !learning {
+            dst_clients_before = self.server_clients.get(&server).copied().unwrap_or(0);
         }
 
         if learning {
@@ -233,6 +277,7 @@ impl Baseline {
             return Vec::new();
         }
         let dst_role = self.role(ev.dst, server, dst_clients_before);
+        let client_days = self.clients.get(&client).map_or(1, |c| c.rec.days);
         let mut out = Vec::with_capacity(found.len());
         for kind in found {
             if self.held(client, kind, t) {
@@ -248,6 +293,11 @@ impl Baseline {
                 src_role,
                 dst_role,
                 hour,
+                days: if kind == AlertKind::SmbNewClient {
+                    client_days
+                } else {
+                    edge_days
+                },
             };
             out.push(self.alert(&f, ev));
         }
@@ -317,7 +367,7 @@ impl Baseline {
         let mut ages: Vec<(i64, u128)> = self
             .clients
             .iter()
-            .map(|(k, c)| (c.last_seen, *k))
+            .map(|(k, c)| (c.rec.last_seen, *k))
             .collect();
         ages.select_nth_unstable(n - 1);
         for &(_, k) in &ages[..n] {
@@ -333,8 +383,11 @@ impl Baseline {
         if n == 0 {
             return;
         }
-        let mut ages: Vec<(i64, (u128, u128))> =
-            self.edges.iter().map(|(k, e)| (e.last_seen, *k)).collect();
+        let mut ages: Vec<(i64, (u128, u128))> = self
+            .edges
+            .iter()
+            .map(|(k, e)| (e.rec.last_seen, *k))
+            .collect();
         ages.select_nth_unstable(n - 1);
         for &(_, k) in &ages[..n] {
             self.edges.remove(&k);
@@ -346,9 +399,13 @@ impl Baseline {
                 }
             }
             if let Some(c) = self.clients.get_mut(&k.0) {
-                c.servers = c.servers.saturating_sub(1);
-                if let Some(slot) = c.listed.iter_mut().find(|s| **s == k.1) {
+                c.rec.servers = c.rec.servers.saturating_sub(1);
+                if let Some(slot) = c.rec.listed.iter_mut().find(|s| **s == k.1) {
                     *slot = 0;
+                }
+                if !c.dirty {
+                    c.dirty = true;
+                    self.dirty_clients.push(k.0);
                 }
             }
         }
@@ -362,15 +419,21 @@ impl Baseline {
         let clients = self
             .dirty_clients
             .drain(..)
-            .filter_map(|k| self.clients.get(&k).map(|c| (k, *c)))
+            .filter_map(|k| {
+                let s = self.clients.get_mut(&k)?;
+                s.dirty = false;
+                Some((k, s.rec))
+            })
             .collect();
         let edges = self
             .dirty_edges
             .drain(..)
-            .filter_map(|k| self.edges.get(&k).map(|e| (k, *e)))
+            .filter_map(|k| {
+                let s = self.edges.get_mut(&k)?;
+                s.dirty = false;
+                Some((k, s.rec))
+            })
             .collect();
-        self.dirty_client_set.clear();
-        self.dirty_edge_set.clear();
         Batch {
             meta: self.meta,
             clients,
@@ -385,10 +448,16 @@ impl Baseline {
     pub fn restore(&mut self, b: Batch) {
         self.meta.batches -= 1;
         for (k, _) in b.clients {
-            mark(&mut self.dirty_client_set, &mut self.dirty_clients, k);
+            if let Some(s) = self.clients.get_mut(&k).filter(|s| !s.dirty) {
+                s.dirty = true;
+                self.dirty_clients.push(k);
+            }
         }
         for (k, _) in b.edges {
-            mark(&mut self.dirty_edge_set, &mut self.dirty_edges, k);
+            if let Some(s) = self.edges.get_mut(&k).filter(|s| !s.dirty) {
+                s.dirty = true;
+                self.dirty_edges.push(k);
+            }
         }
         // Deletions first in the next batch too: a re-added key is then
         // written after its deletion.
@@ -410,8 +479,8 @@ impl Baseline {
 
     /// Everything, for an export.
     pub fn snapshot(&self) -> Snapshot {
-        let mut clients: Vec<_> = self.clients.iter().map(|(k, c)| (*k, *c)).collect();
-        let mut edges: Vec<_> = self.edges.iter().map(|(k, e)| (*k, *e)).collect();
+        let mut clients: Vec<_> = self.clients.iter().map(|(k, c)| (*k, c.rec)).collect();
+        let mut edges: Vec<_> = self.edges.iter().map(|(k, e)| (*k, e.rec)).collect();
         clients.sort_by_key(|(k, _)| *k);
         edges.sort_by_key(|(k, _)| *k);
         Snapshot {
@@ -439,19 +508,8 @@ impl Baseline {
     pub(super) fn listed(&self, client: u128) -> Vec<u128> {
         self.clients
             .get(&client)
-            .map(|c| c.listed.iter().copied().filter(|s| *s != 0).collect())
+            .map(|c| c.rec.listed.iter().copied().filter(|s| *s != 0).collect())
             .unwrap_or_default()
-    }
-}
-
-/// Queues `k` for the next batch unless it already is.
-fn mark<K: std::hash::Hash + Eq + Copy>(
-    set: &mut HashMap<K, (), RandomState>,
-    queue: &mut Vec<K>,
-    k: K,
-) {
-    if set.insert(k, ()).is_none() {
-        queue.push(k);
     }
 }
 

@@ -24,8 +24,10 @@ impl Baseline {
             AlertKind::SmbNewClient => (
                 Severity::Medium,
                 format!(
-                    "first SMB from {src} (to {dst}, a {}) in {learned} of learning; known servers: {}",
+                    "{} {src} (to {dst}, a {}){} in {learned} of learning; known servers: {}",
+                    if f.days <= 1 { "first SMB from" } else { "SMB from" },
                     f.dst_role.name(),
+                    self.later_day(f.days),
                     self.known_servers()
                 ),
             ),
@@ -34,9 +36,14 @@ impl Baseline {
                 (
                     if ws { Severity::High } else { Severity::Medium },
                     format!(
-                        "{src} ({}) used SMB on {dst} ({}) for the first time in {learned} of learning{}; usual servers: {}",
+                        "{src} ({}) used SMB on {dst} ({}) {} in {learned} of learning{}; usual servers: {}",
                         f.src_role.name(),
                         f.dst_role.name(),
+                        if f.days <= 1 {
+                            "for the first time".to_owned()
+                        } else {
+                            self.later_day(f.days).trim_start().to_owned()
+                        },
                         if ws { ": workstation to workstation" } else { "" },
                         self.usual_servers(f.client)
                     ),
@@ -67,6 +74,19 @@ impl Baseline {
         a
     }
 
+    /// Nothing on the first day; on later ones, how far from normal it is.
+    fn later_day(&self, days: u32) -> String {
+        if days <= 1 {
+            String::new()
+        } else {
+            format!(
+                " on a {} day (normal after {} days)",
+                ordinal(days),
+                self.cfg.recurrence_days
+            )
+        }
+    }
+
     /// How long the baseline has learned by `t`: "9 days", "20 hours".
     fn learned_for(&self, t: i64) -> String {
         let secs = self.meta.started.map_or(0, |s| t.saturating_sub(s)).max(0);
@@ -80,7 +100,10 @@ impl Baseline {
 
     fn usual_servers(&self, client: u128) -> String {
         let listed = self.listed(client);
-        let total = self.clients.get(&client).map_or(0, |c| c.servers as usize);
+        let total = self
+            .clients
+            .get(&client)
+            .map_or(0, |c| c.rec.servers as usize);
         list(listed.into_iter().map(key_addr), total)
     }
 
@@ -98,9 +121,21 @@ impl Baseline {
 
     /// The client's usual hours as ranges, e.g. "08-09h, 13h".
     fn usual_hours(&self, client: u128) -> String {
-        let mask = self.clients.get(&client).map_or(0, |c| c.usual_hours);
+        let mask = self.clients.get(&client).map_or(0, |c| c.rec.usual_hours);
         hour_ranges(mask)
     }
+}
+
+/// 2nd, 3rd, 4th, 21st …
+fn ordinal(n: u32) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
 }
 
 /// Up to [`NAMED_SERVERS`] addresses, and how many more there are.

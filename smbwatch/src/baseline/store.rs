@@ -240,6 +240,16 @@ impl Store {
         w.commit().map_err(|e| self.io("commit")(e.into()))
     }
 
+    /// Gives back the space of pages freed by earlier batches (redb keeps
+    /// them for reuse; a file learned in many batches holds many). Takes
+    /// as long as a full rewrite: for `baseline learn`'s end, not the daemon.
+    pub fn compact(&mut self) -> Result<(), StoreError> {
+        self.db
+            .compact()
+            .map(drop)
+            .map_err(|e| self.io("compaction")(e.into()))
+    }
+
     /// Deletes every client and edge (an import replacing the baseline).
     pub fn clear(&self) -> Result<(), StoreError> {
         let w = self

@@ -78,7 +78,7 @@ fn learns_clients_edges_and_roles() {
     assert_eq!(s.clients, 4);
     assert_eq!(s.edges, 8);
     assert_eq!(s.learned, 40);
-    let c = b.clients[&addr_key(ip(WS[0]))];
+    let c = *b.client(ip(WS[0])).unwrap();
     assert_eq!(c.days, 5);
     assert_eq!(c.usual_hours, (1 << 8) | (1 << 13));
     assert!(c.established);
@@ -89,7 +89,7 @@ fn learns_clients_edges_and_roles() {
         c.week_hours[(4 * 24 + 13) / 64] & (1 << ((4 * 24 + 13) % 64)),
         0
     );
-    let e = b.edges[&(addr_key(ip(WS[0])), addr_key(ip(FS1)))];
+    let e = *b.edge(ip(WS[0]), ip(FS1)).unwrap();
     assert_eq!((e.count, e.days), (5, 5));
     assert_eq!(b.role(ip(FS1), addr_key(ip(FS1)), u32::MAX), Role::Server);
     assert_eq!(
@@ -156,6 +156,21 @@ fn new_edge_to_a_server_is_medium_and_recurrence_makes_it_normal() {
         let a = b.observe(&acc(at(day, 9, 0), WS[0], fs3));
         assert_eq!(kinds(&a), [AlertKind::SmbNewEdge], "day {day}");
         assert_eq!(a[0].severity, Severity::Medium);
+        let m = &a[0].message;
+        if day == 7 {
+            assert!(
+                m.contains("192.0.2.12 (server) for the first time in"),
+                "{m}"
+            );
+        } else {
+            let nth = if day == 8 { "2nd" } else { "3rd" };
+            assert!(
+                m.contains(&format!(
+                    "192.0.2.12 (server) on a {nth} day (normal after 3 days) in"
+                )),
+                "{m}"
+            );
+        }
     }
     // Seen on recurrence_days (3) days: normal from now on.
     assert!(b.observe(&acc(at(10, 9, 0), WS[0], fs3)).is_empty());
@@ -244,8 +259,8 @@ fn caps_evict_the_least_recently_seen_and_count_it() {
     assert_eq!(s.evicted_clients, 40 - s.clients as u64);
     assert_eq!(s.evicted_edges, 40 - s.edges as u64);
     // The newest stayed.
-    assert!(b.clients.contains_key(&addr_key(ip("10.0.0.40"))));
-    assert!(!b.clients.contains_key(&addr_key(ip("10.0.0.1"))));
+    assert!(b.client(ip("10.0.0.40")).is_some());
+    assert!(b.client(ip("10.0.0.1")).is_none());
     assert_eq!(b.server_clients[&addr_key(ip(FS1))] as usize, s.edges);
     let batch = b.take_batch();
     assert_eq!(batch.deleted_clients.len() as u64, s.evicted_clients);
@@ -409,5 +424,46 @@ fn writer_thread_persists_every_batch() {
     got.clients.sort_by_key(|(k, _)| *k);
     got.edges.sort_by_key(|(k, _)| *k);
     assert_eq!(got, b.snapshot());
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+/// Learning rate of the pure learner, printed (`cargo test --release -p
+/// smbwatch --lib learning_rate -- --ignored --nocapture`); `cargo xtask
+/// bench --only baseline` measures it with rounds and reports the goal.
+#[test]
+#[ignore]
+fn learning_rate() {
+    let events = bench::office_events(2_000_000, 20_000, 1_793_577_600, 10);
+    for _ in 0..3 {
+        let mut b = bench::fresh(BaselineConfig::default());
+        let (t, _) = bench::feed(&mut b, &events);
+        eprintln!(
+            "{:.0} events/s ({} clients, {} edges)",
+            events.len() as f64 / t.as_secs_f64(),
+            b.stats().clients,
+            b.stats().edges
+        );
+    }
+}
+
+/// Database size per 100,000 edges, as written and compacted, printed.
+#[test]
+#[ignore]
+fn database_size() {
+    let path = temp_db("size");
+    let mut s = store::Store::open(&path).unwrap();
+    let mut b = bench::fresh(BaselineConfig::default());
+    let ev = bench::office_events(100_000, 12_500, 1_793_577_600, 10);
+    for chunk in ev.chunks(10_000) {
+        bench::feed(&mut b, chunk);
+        s.write(&b.take_batch()).unwrap();
+    }
+    let written = std::fs::metadata(&path).unwrap().len();
+    s.compact().unwrap();
+    let compacted = std::fs::metadata(&path).unwrap().len();
+    eprintln!(
+        "{} edges: {written} bytes written, {compacted} compacted",
+        b.stats().edges
+    );
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
