@@ -467,3 +467,16 @@ fn database_size() {
     );
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
+
+/// What `docs/detection.md` and `docs/smbwatch.toml` say an entry costs:
+/// about 200 bytes per client and 100 per edge (key, record, the hash
+/// table's control byte at 7/8 load).
+#[test]
+fn entry_sizes_match_the_docs() {
+    use std::mem::size_of;
+    let client = size_of::<(u128, learn::Slot<Client>)>() + 1;
+    let edge = size_of::<((u128, u128), learn::Slot<Edge>)>() + 1;
+    let (client, edge) = (client * 8 / 7, edge * 8 / 7);
+    assert!((150..=250).contains(&client), "{client}");
+    assert!((60..=120).contains(&edge), "{edge}");
+}
