@@ -48,6 +48,8 @@ pub struct Config {
     pub process_classes: ProcessClassesConfig,
     /// `[metrics]`: the Prometheus metrics and `smbwatch top` endpoint.
     pub metrics: crate::metrics::MetricsConfig,
+    /// `[baseline]`: the learned SMB baseline.
+    pub baseline: crate::baseline::BaselineConfig,
 }
 
 /// `[dataplane]`: what the kernel side watches and how big its tables are.
@@ -340,6 +342,9 @@ pub const DURATION_RANGES: &[(&str, Duration, Duration)] = &[
     ("hostlog.max_ahead", Duration::ZERO, secs(DAY)),
     ("hostlog.rules.connection_dedup", Duration::ZERO, secs(HOUR)),
     ("hostlog.rules.share_dedup", Duration::ZERO, secs(7 * DAY)),
+    ("baseline.learn_for", secs(HOUR), secs(30 * DAY)),
+    ("baseline.off_hours_slack", Duration::ZERO, secs(12 * HOUR)),
+    ("baseline.flush_interval", secs(1), secs(HOUR)),
 ];
 
 /// `key`'s value against [`DURATION_RANGES`] (`key` may carry `[i]` indices).
@@ -430,6 +435,9 @@ impl Config {
             ("hostlog.max_ahead", h.max_ahead),
             ("hostlog.rules.connection_dedup", h.rules.connection_dedup),
             ("hostlog.rules.share_dedup", h.rules.share_dedup),
+            ("baseline.learn_for", self.baseline.learn_for),
+            ("baseline.off_hours_slack", self.baseline.off_hours_slack),
+            ("baseline.flush_interval", self.baseline.flush_interval),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -473,6 +481,9 @@ impl Config {
             other => bad("syslog", other.to_string()),
         })?;
         check_hostlog(&self.hostlog)?;
+        if let Some((key, message)) = self.baseline.problems() {
+            bad(key, message)?;
+        }
         self.process_classes
             .validate()
             .or_else(|(key, problem)| bad(format!("process_classes.{key}"), problem))

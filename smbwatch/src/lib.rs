@@ -4,9 +4,11 @@
 //! - [`detect`] turns gateway events into scan alerts (pure, time from the events).
 //! - [`hostlog`] parses Windows host logs into one normalised event type.
 //! - [`correlate`] joins gateway pairs to host events.
+//! - [`baseline`] learns the SMB graph and scores against it (pure; its store is redb).
 //! - [`alert`] is the alert schema and its sinks (JSON lines, syslog).
 //! - [`community_id`] and `timed` are shared helpers with no dependency on the above.
 pub mod alert;
+pub mod baseline;
 pub mod community_id;
 pub mod config;
 pub mod correlate;

@@ -8,6 +8,8 @@ use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use std::io::Write as _;
 
+mod baseline_cmd;
+
 use smbwatch::{
     alert::{ecs::Document, sensor::Sensor, Alert},
     config::Config,
@@ -56,6 +58,9 @@ enum Command {
         /// Output directory.
         dir: PathBuf,
     },
+    /// The learned SMB baseline: learn it from captures, show, export, import.
+    #[command(subcommand)]
+    Baseline(baseline_cmd::BaselineCommand),
 }
 
 #[derive(Args, Debug)]
@@ -77,6 +82,9 @@ struct ReplayArgs {
     /// Also print the new_pair/response events as JSON lines.
     #[arg(long)]
     events: bool,
+    /// Learn into and score against this baseline database.
+    #[arg(long, value_name = "PATH")]
+    baseline: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -148,6 +156,9 @@ struct RunArgs {
     alerts: AlertArgs,
     #[command(flatten)]
     hostlog: HostLogArgs,
+    /// Learn into and score against this baseline database.
+    #[arg(long, value_name = "PATH")]
+    baseline: Option<PathBuf>,
 }
 
 /// Detection overrides shared by `run` and `replay`.
@@ -241,6 +252,7 @@ fn main() -> ExitCode {
         Command::PackageFiles { dir } => {
             package_files::write(<Cli as clap::CommandFactory>::command(), &dir)
         }
+        Command::Baseline(cmd) => baseline_cmd::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -305,6 +317,15 @@ fn apply_run_flags(cfg: &mut Config, args: &RunArgs) {
     cfg.hostlog.follow |= args.hostlog.follow;
     if let Some(l) = &args.hostlog.host_log_listen {
         cfg.hostlog.listen = Some(*l);
+    }
+    set_baseline(cfg, args.baseline.as_ref());
+}
+
+/// `--baseline PATH`: use that database.
+fn set_baseline(cfg: &mut Config, path: Option<&PathBuf>) {
+    if let Some(p) = path {
+        cfg.baseline.enabled = true;
+        cfg.baseline.path = p.clone();
     }
 }
 
@@ -398,6 +419,7 @@ fn replay(args: ReplayArgs) -> Result<()> {
     if let Some(s) = args.clock_skew {
         cfg.correlate.clock_skew = s;
     }
+    set_baseline(&mut cfg, args.baseline.as_ref());
     cfg.validate()
         .context("invalid setting (after applying command-line flags)")?;
     let host = read_host_logs(&args.host_logs, hostlog::Format::Auto)?;
@@ -406,7 +428,15 @@ fn replay(args: ReplayArgs) -> Result<()> {
     let mut print_event = |ev: &smbwatch::event::GatewayEvent| {
         let _ = writeln!(std::io::stdout(), "{}", ev.to_json());
     };
-    let mut feed = ReplayFeed::new(Pipeline::new(&cfg), host, &mut on_alert);
+    let mut pipeline = Pipeline::new(&cfg);
+    let store = if cfg.baseline.enabled {
+        let (store, b) = smbwatch::baseline::cli::open(&cfg, &cfg.baseline.path)?;
+        pipeline = pipeline.with_baseline(b);
+        Some(store)
+    } else {
+        None
+    };
+    let mut feed = ReplayFeed::new(pipeline, host, &mut on_alert);
     if args.events {
         feed = feed.with_events(&mut print_event);
     }
@@ -417,7 +447,20 @@ fn replay(args: ReplayArgs) -> Result<()> {
         ..ReplayOptions::default()
     };
     let summary = smbwatch::replay::replay(&args.pcap, &opts, &mut feed)?;
-    let pipeline = feed.finish();
+    let mut pipeline = feed.finish();
+    if let (Some(store), Some(b)) = (store, pipeline.baseline_mut()) {
+        // Learning goes on in replay too: what it learned is kept.
+        store.write(&b.take_batch())?;
+        let s = b.stats();
+        eprintln!(
+            "baseline {}: {} alerts ({} held down); {} clients, {} edges",
+            store.path().display(),
+            s.alerts,
+            s.suppressed,
+            s.clients,
+            s.edges
+        );
+    }
     eprintln!("{summary}");
     let d = pipeline.detector_stats();
     let c = pipeline.correlator().stats();

@@ -24,6 +24,8 @@ pub struct Pipeline {
     /// are not kept for correlation (under a flood that bookkeeping is most
     /// of the cost of an event).
     host_inputs: bool,
+    /// The learned SMB baseline, when one is in use (`--baseline`).
+    baseline: Option<crate::baseline::Baseline>,
 }
 
 impl Pipeline {
@@ -36,7 +38,19 @@ impl Pipeline {
                 .with_max_ahead(cfg.hostlog.max_ahead)
                 .with_process_classes(cfg.process_classes.clone()),
             host_inputs: true,
+            baseline: None,
         }
+    }
+
+    /// Learns into and scores against `b` from here on.
+    pub fn with_baseline(mut self, b: crate::baseline::Baseline) -> Self {
+        self.baseline = Some(b);
+        self
+    }
+
+    /// The baseline in use (batches for its store, stats).
+    pub fn baseline_mut(&mut self) -> Option<&mut crate::baseline::Baseline> {
+        self.baseline.as_mut()
     }
 
     /// Declares that no host event will ever arrive (no host-log file,
@@ -67,15 +81,21 @@ impl Pipeline {
     /// A gateway event: scan detection, then correlation with host logs.
     pub fn gateway_event(&mut self, ev: &GatewayEvent) -> Vec<Alert> {
         let scans = self.detector.observe(ev);
+        let found = match self.baseline.as_mut() {
+            Some(b) => b.observe(ev),
+            None => Vec::new(),
+        };
         if self.host_inputs {
             // The attribution is kept by the correlator; alerts are
             // enriched from it when they are raised.
             self.correlator.on_gateway_event(ev);
         }
         if scans.is_empty() {
-            return scans;
+            return found;
         }
-        self.scan_alerts(scans)
+        let mut out = self.scan_alerts(scans);
+        out.extend(found);
+        out
     }
 
     /// A host event: host rules, then correlation (attribution, chains).

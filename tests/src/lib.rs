@@ -7,10 +7,12 @@ pub mod events;
 pub mod gen;
 pub mod http;
 pub mod netns;
+pub mod pcap;
 pub mod prometheus;
 pub mod rsyslog;
 pub mod samba;
 pub mod tmux;
+pub mod week;
 
 /// Kernel and lab tests need root; say so plainly instead of failing on EPERM.
 pub fn require_root() {

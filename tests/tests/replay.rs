@@ -8,7 +8,11 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use integration_tests::{events, require_root};
+use integration_tests::{
+    events,
+    pcap::{pcap_header, pcap_record},
+    require_root,
+};
 use smbwatch::{
     alert::{Alert, AlertKind},
     detect::{DetectConfig, Detector},
@@ -259,25 +263,6 @@ fn the_same_capture_replays_to_the_same_output() {
     let json =
         |c: &Collect| -> Vec<String> { c.events.iter().map(|e| e.to_json().to_string()).collect() };
     assert_eq!(json(&c1), json(&c2));
-}
-
-/// The file header of a classic little-endian microsecond pcap of `link`.
-fn pcap_header(link: u32) -> Vec<u8> {
-    let mut v = 0xa1b2_c3d4u32.to_le_bytes().to_vec();
-    v.extend_from_slice(&2u16.to_le_bytes());
-    v.extend_from_slice(&4u16.to_le_bytes());
-    for x in [0u32, 0, 65535, link] {
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v
-}
-
-/// Appends one record taken at `sec` seconds and `usec` microseconds.
-fn pcap_record(v: &mut Vec<u8>, sec: u32, usec: u32, data: &[u8]) {
-    for x in [sec, usec, data.len() as u32, data.len() as u32] {
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.extend_from_slice(data);
 }
 
 /// A classic little-endian microsecond pcap of `link` with `(ts, data)` records.

@@ -74,6 +74,9 @@ impl AlertKind {
         Self::AdminShareAccess,
         Self::LateralMovementChain,
         Self::RemoteFileDrop,
+        Self::SmbNewClient,
+        Self::SmbNewEdge,
+        Self::SmbOffHours,
         Self::SmbwatchDegraded,
     ];
 
@@ -129,6 +132,30 @@ impl AlertKind {
                 category: &[IntrusionDetection, File],
                 types: &[Creation],
                 techniques: &["T1021.002", "T1570"],
+            },
+            Self::SmbNewClient => &KindSpec {
+                rule_id: "smb_new_client",
+                rule_name: "Baseline: new SMB client",
+                rule_version: "1",
+                category: &[IntrusionDetection, Network],
+                types: &[Connection],
+                techniques: &["T1021.002"],
+            },
+            Self::SmbNewEdge => &KindSpec {
+                rule_id: "smb_new_edge",
+                rule_name: "Baseline: SMB client on a server it never used",
+                rule_version: "1",
+                category: &[IntrusionDetection, Network],
+                types: &[Connection],
+                techniques: &["T1021.002"],
+            },
+            Self::SmbOffHours => &KindSpec {
+                rule_id: "smb_off_hours",
+                rule_name: "Baseline: SMB outside the client's usual hours",
+                rule_version: "1",
+                category: &[IntrusionDetection, Network],
+                types: &[Connection],
+                techniques: &["T1021.002"],
             },
             Self::SmbwatchDegraded => &KindSpec {
                 rule_id: "smbwatch_degraded",

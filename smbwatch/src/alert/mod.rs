@@ -37,6 +37,12 @@ pub enum AlertKind {
     RemoteFileDrop,
     /// smbwatch itself: the kernel is shedding events (a flood), or stopped.
     SmbwatchDegraded,
+    /// Baseline: a source never seen as an SMB client starts SMB.
+    SmbNewClient,
+    /// Baseline: a known client uses a server it never used.
+    SmbNewEdge,
+    /// Baseline: SMB outside the client's learned hours.
+    SmbOffHours,
 }
 
 impl AlertKind {

@@ -61,6 +61,8 @@ pub(crate) struct DrainLoop {
     pub heartbeat: Arc<AtomicU64>,
     /// Where the counters are published once per housekeeping tick.
     pub metrics: Arc<Metrics>,
+    /// Baseline batches to its writer thread (`--baseline`).
+    pub persist: Option<crate::baseline::writer::Persist>,
 }
 
 /// What the drain thread did, reported when it ends.
@@ -113,6 +115,9 @@ impl DrainLoop {
                     correlate: self.pipeline.correlator().stats(),
                     rules: self.pipeline.rules().stats(),
                 });
+                if let (Some(p), Some(b)) = (self.persist.as_mut(), self.pipeline.baseline_mut()) {
+                    p.tick(b, Instant::now());
+                }
                 if let Some((rejected, count)) = self.pipeline.take_host_rejection() {
                     tracing::warn!(count, "{rejected}");
                 }
@@ -145,6 +150,15 @@ impl DrainLoop {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        if let Some(p) = self.persist.take() {
+            // After the final drain: the last batch holds everything learned.
+            match p.finish(self.pipeline.baseline_mut()) {
+                Ok(w) => {
+                    tracing::info!(batches = w.batches, records = w.records, busy = ?w.busy, "baseline written")
+                }
+                Err(e) => tracing::error!("{e}"),
             }
         }
         report

@@ -84,6 +84,9 @@ pub enum DaemonError {
     /// A host-log input could not be set up.
     #[error("host-log input: {0}")]
     HostLog(String),
+    /// The baseline database cannot be used.
+    #[error(transparent)]
+    Baseline(#[from] crate::baseline::store::StoreError),
     /// Waiting on the ring buffer or signals failed.
     #[error("{op} failed")]
     Io {
@@ -175,6 +178,13 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
     if opts.host_logs.is_empty() && cfg.hostlog.listen.is_none() {
         pipeline = pipeline.without_host_inputs();
     }
+    let persist = if cfg.baseline.enabled {
+        let (b, persist) = open_baseline(cfg)?;
+        pipeline = pipeline.with_baseline(b);
+        Some(persist)
+    } else {
+        None
+    };
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let (host_tx, host_rx) = inputs::channel();
     inputs::spawn_files(&cfg.hostlog, &opts.host_logs, &host_tx, shutdown_rx)
@@ -241,6 +251,7 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
         stop: stop.clone(),
         heartbeat: heartbeat.clone(),
         metrics: metrics.clone(),
+        persist,
     };
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
@@ -370,6 +381,24 @@ async fn sink_task(
         }
     }
     sinks
+}
+
+/// The configured baseline, loaded, and its writer thread.
+fn open_baseline(
+    cfg: &Config,
+) -> Result<(crate::baseline::Baseline, crate::baseline::writer::Persist), DaemonError> {
+    use crate::baseline::writer::{Persist, Writer};
+    let (store, b) = crate::baseline::cli::open(cfg, &cfg.baseline.path)?;
+    let s = b.stats();
+    tracing::info!(path = %store.path().display(), clients = s.clients, edges = s.edges, "baseline loaded");
+    let writer = Writer::spawn(store, |c| {
+        tracing::debug!(batch = c.batch, records = c.records, took = ?c.took, "baseline batch written");
+    })
+    .map_err(|source| DaemonError::Io {
+        op: "starting the baseline writer",
+        source,
+    })?;
+    Ok((b, Persist::new(writer, cfg.baseline.flush_interval)))
 }
 
 /// Alerts queued between the drain thread and the sinks. An alert is a few

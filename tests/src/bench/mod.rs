@@ -4,12 +4,14 @@
 //! - [`xdp`]: per-packet cost of the XDP program under `BPF_PROG_TEST_RUN`;
 //! - [`e2e`]: generator → veth → smbwatch / nftables / tcpdump, counted and CPU;
 //! - [`user`]: ring-buffer drain, detector and host-log parse rates, memory,
-//!   and a spoofed-source flood.
+//!   and a spoofed-source flood;
+//! - [`baseline`]: learning rate, the baseline database's batch cost and size.
 //!
 //! Goals are reported, never asserted: this machine is shared and noisy, so
 //! every figure is a median over interleaved rounds and compared as a ratio
 //! where a ratio is what matters. Method notes live in BENCHMARKS.md.
 
+pub mod baseline;
 pub mod e2e;
 pub mod flood;
 pub mod procs;

@@ -18,7 +18,7 @@ struct Args {
     /// Shorter runs and fewer rounds (same method).
     #[arg(long)]
     quick: bool,
-    /// Run only these parts (comma-separated or repeated): xdp, e2e, user, flood.
+    /// Run only these parts (comma-separated or repeated): xdp, e2e, user, flood, baseline.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Rounds (default: 5, or 3 with --quick).
@@ -63,6 +63,9 @@ fn main() -> Result<()> {
     }
     if wants("flood") {
         sections.push(bench::flood::run(&effort).context("flood benchmark")?);
+    }
+    if wants("baseline") {
+        sections.push(bench::baseline::run(&effort).context("baseline benchmark")?);
     }
     let report = Report {
         machine,

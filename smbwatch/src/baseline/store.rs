@@ -1,0 +1,282 @@
+//! The baseline's database: redb, one file, one transaction per batch.
+//!
+//! Why redb and not SQLite: see `docs/architecture.md` ("Baseline store").
+//! Every commit is durable when it returns (redb's default), so a crash,
+//! SIGKILL included, loses at most the batch being written and what was
+//! not batched yet; redb repairs a file left mid-write when it is opened.
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use super::record::{Batch, Client, Edge, Meta, Snapshot};
+
+/// The layout this build reads and writes. A file with a higher number was
+/// written by a newer smbwatch and is refused.
+pub const SCHEMA_VERSION: u64 = 1;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const CLIENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("clients");
+const EDGES: TableDefinition<(u128, u128), &[u8]> = TableDefinition::new("edges");
+
+/// What to do about a database that cannot be used.
+const REMEDY: &str = "move the file away to start a new baseline (smbwatch creates it), \
+                      or restore one with `smbwatch baseline import`";
+
+/// Errors of the store; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The file cannot be created or opened as a redb database (damaged,
+    /// not a database, unreadable).
+    #[error("{}: cannot open the baseline database: {source}; {REMEDY}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// redb's reason.
+        #[source]
+        source: redb::DatabaseError,
+    },
+    /// The directory for a new file cannot be created.
+    #[error("{}: cannot create its directory: {source}", path.display())]
+    Dir {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Written by a newer smbwatch.
+    #[error("{}: baseline schema version {found}, newer than this smbwatch reads ({SCHEMA_VERSION}): run the newer smbwatch, or export the baseline with it and import that here, or {REMEDY}", path.display())]
+    Newer {
+        /// The file.
+        path: PathBuf,
+        /// Its version.
+        found: u64,
+    },
+    /// A record that does not decode: the file is damaged.
+    #[error("{}: damaged baseline database: {detail}; {REMEDY}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A read or write failed.
+    #[error("{}: baseline database {op} failed: {detail}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What was done.
+        op: &'static str,
+        /// redb's reason.
+        detail: String,
+    },
+}
+
+/// An open baseline database.
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens `path`, creating it (and its directory) when absent. Refuses a
+    /// damaged file and one from a newer schema.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+                path: path.to_owned(),
+                source,
+            })?;
+        }
+        let db = Database::create(path).map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        let store = Self {
+            db,
+            path: path.to_owned(),
+        };
+        store.init()?;
+        Ok(store)
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn io(&self, op: &'static str) -> impl Fn(redb::Error) -> StoreError + '_ {
+        move |e| StoreError::Io {
+            path: self.path.clone(),
+            op,
+            detail: e.to_string(),
+        }
+    }
+
+    /// Checks the schema version; writes it and the tables into a new file.
+    fn init(&self) -> Result<(), StoreError> {
+        let w = self
+            .db
+            .begin_write()
+            .map_err(|e| self.io("write")(e.into()))?;
+        {
+            let mut meta = w.open_table(META).map_err(|e| self.io("open")(e.into()))?;
+            let found = meta
+                .get("schema")
+                .map_err(|e| self.io("read")(e.into()))?
+                .map(|v| v.value());
+            match found {
+                Some(v) if v > SCHEMA_VERSION => {
+                    return Err(StoreError::Newer {
+                        path: self.path.clone(),
+                        found: v,
+                    })
+                }
+                Some(_) => {}
+                None => {
+                    meta.insert("schema", SCHEMA_VERSION)
+                        .map_err(|e| self.io("write")(e.into()))?;
+                }
+            }
+            w.open_table(CLIENTS)
+                .map_err(|e| self.io("open")(e.into()))?;
+            w.open_table(EDGES).map_err(|e| self.io("open")(e.into()))?;
+        }
+        w.commit().map_err(|e| self.io("commit")(e.into()))
+    }
+
+    /// Everything in the database.
+    pub fn load(&self) -> Result<Snapshot, StoreError> {
+        let r = self
+            .db
+            .begin_read()
+            .map_err(|e| self.io("read")(e.into()))?;
+        let meta_t = r.open_table(META).map_err(|e| self.io("open")(e.into()))?;
+        let get = |k: &str| -> Result<Option<u64>, StoreError> {
+            Ok(meta_t
+                .get(k)
+                .map_err(|e| self.io("read")(e.into()))?
+                .map(|v| v.value()))
+        };
+        let meta = Meta {
+            started: get("started")?.map(|v| v as i64),
+            last: get("last")?.map(|v| v as i64),
+            learned: get("learned")?.unwrap_or(0),
+            evicted_clients: get("evicted_clients")?.unwrap_or(0),
+            evicted_edges: get("evicted_edges")?.unwrap_or(0),
+            batches: get("batches")?.unwrap_or(0),
+        };
+        let corrupt = |what: String| StoreError::Corrupt {
+            path: self.path.clone(),
+            detail: what,
+        };
+        let ct = r
+            .open_table(CLIENTS)
+            .map_err(|e| self.io("open")(e.into()))?;
+        let mut clients = Vec::with_capacity(ct.len().unwrap_or(0) as usize);
+        for row in ct.iter().map_err(|e| self.io("read")(e.into()))? {
+            let (k, v) = row.map_err(|e| self.io("read")(e.into()))?;
+            let c = Client::decode(v.value())
+                .ok_or_else(|| corrupt(format!("client record of {} bytes", v.value().len())))?;
+            clients.push((k.value(), c));
+        }
+        let et = r.open_table(EDGES).map_err(|e| self.io("open")(e.into()))?;
+        let mut edges = Vec::with_capacity(et.len().unwrap_or(0) as usize);
+        for row in et.iter().map_err(|e| self.io("read")(e.into()))? {
+            let (k, v) = row.map_err(|e| self.io("read")(e.into()))?;
+            let e = Edge::decode(v.value())
+                .ok_or_else(|| corrupt(format!("edge record of {} bytes", v.value().len())))?;
+            edges.push((k.value(), e));
+        }
+        Ok(Snapshot {
+            meta,
+            clients,
+            edges,
+        })
+    }
+
+    /// Writes one batch in one transaction: deletions, then upserts, then
+    /// the meta. Durable when it returns.
+    pub fn write(&self, b: &Batch) -> Result<(), StoreError> {
+        let w = self
+            .db
+            .begin_write()
+            .map_err(|e| self.io("write")(e.into()))?;
+        {
+            let mut ct = w
+                .open_table(CLIENTS)
+                .map_err(|e| self.io("open")(e.into()))?;
+            for k in &b.deleted_clients {
+                ct.remove(*k).map_err(|e| self.io("write")(e.into()))?;
+            }
+            for (k, c) in &b.clients {
+                ct.insert(*k, c.encode().as_slice())
+                    .map_err(|e| self.io("write")(e.into()))?;
+            }
+            let mut et = w.open_table(EDGES).map_err(|e| self.io("open")(e.into()))?;
+            for k in &b.deleted_edges {
+                et.remove(*k).map_err(|e| self.io("write")(e.into()))?;
+            }
+            for (k, e) in &b.edges {
+                et.insert(*k, e.encode().as_slice())
+                    .map_err(|e| self.io("write")(e.into()))?;
+            }
+            let mut mt = w.open_table(META).map_err(|e| self.io("open")(e.into()))?;
+            let m = &b.meta;
+            let mut put = |k: &str, v: Option<u64>| -> Result<(), StoreError> {
+                if let Some(v) = v {
+                    mt.insert(k, v).map_err(|e| self.io("write")(e.into()))?;
+                }
+                Ok(())
+            };
+            put("started", m.started.map(|v| v as u64))?;
+            put("last", m.last.map(|v| v as u64))?;
+            put("learned", Some(m.learned))?;
+            put("evicted_clients", Some(m.evicted_clients))?;
+            put("evicted_edges", Some(m.evicted_edges))?;
+            put("batches", Some(m.batches))?;
+        }
+        w.commit().map_err(|e| self.io("commit")(e.into()))
+    }
+
+    /// Gives back the space of pages freed by earlier batches (redb keeps
+    /// them for reuse; a file learned in many batches holds many). Takes
+    /// as long as a full rewrite: for `baseline learn`'s end, not the daemon.
+    pub fn compact(&mut self) -> Result<(), StoreError> {
+        self.db
+            .compact()
+            .map(drop)
+            .map_err(|e| self.io("compaction")(e.into()))
+    }
+
+    /// Deletes every client and edge (an import replacing the baseline).
+    pub fn clear(&self) -> Result<(), StoreError> {
+        let w = self
+            .db
+            .begin_write()
+            .map_err(|e| self.io("write")(e.into()))?;
+        w.delete_table(CLIENTS)
+            .map_err(|e| self.io("write")(e.into()))?;
+        w.delete_table(EDGES)
+            .map_err(|e| self.io("write")(e.into()))?;
+        w.open_table(CLIENTS)
+            .map_err(|e| self.io("open")(e.into()))?;
+        w.open_table(EDGES).map_err(|e| self.io("open")(e.into()))?;
+        w.commit().map_err(|e| self.io("commit")(e.into()))
+    }
+
+    /// Sets the schema version (tests of the newer-version refusal).
+    #[doc(hidden)]
+    pub fn set_schema_for_test(&self, v: u64) -> Result<(), StoreError> {
+        let w = self
+            .db
+            .begin_write()
+            .map_err(|e| self.io("write")(e.into()))?;
+        w.open_table(META)
+            .map_err(|e| self.io("open")(e.into()))?
+            .insert("schema", v)
+            .map_err(|e| self.io("write")(e.into()))?;
+        w.commit().map_err(|e| self.io("commit")(e.into()))
+    }
+}
