@@ -43,6 +43,8 @@ pub struct Config {
     pub syslog: SyslogConfig,
     /// `[hostlog]`: host-log inputs.
     pub hostlog: HostlogConfig,
+    /// `[publish]`: the fleet's broker (gateways publish, aggregators read).
+    pub publish: crate::fleet::PublishConfig,
 }
 
 /// `[dataplane]`: what the kernel side watches and how big its tables are.
@@ -461,7 +463,11 @@ impl Config {
             ),
             other => bad("syslog", other.to_string()),
         })?;
-        check_hostlog(&self.hostlog)
+        check_hostlog(&self.hostlog)?;
+        match self.publish.problem() {
+            Some((key, message)) => bad(key, message),
+            None => Ok(()),
+        }
     }
 }
 

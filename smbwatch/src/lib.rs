@@ -5,6 +5,7 @@
 //! - [`hostlog`] parses Windows host logs into one normalised event type.
 //! - [`correlate`] joins gateway pairs to host events.
 //! - [`alert`] is the alert schema and its sinks (JSON lines, syslog).
+//! - [`fleet`] publishes events to NATS JetStream and aggregates many gateways.
 //! - [`community_id`] and `timed` are shared helpers with no dependency on the above.
 pub mod alert;
 pub mod community_id;
@@ -14,6 +15,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod detect;
 pub mod event;
+pub mod fleet;
 pub mod hostlog;
 pub mod packet;
 pub mod pipeline;

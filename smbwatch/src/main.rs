@@ -45,6 +45,35 @@ enum Command {
     /// Windows host logs without a gateway.
     #[command(subcommand)]
     Hostlog(HostlogCommand),
+    /// Run detection over the events every gateway publishes to NATS
+    /// JetStream (`run --publish`): one detector for many routers.
+    Aggregate(AggregateArgs),
+}
+
+#[derive(Args, Debug)]
+struct AggregateArgs {
+    /// The broker, nats://HOST:PORT or tls://HOST:PORT (comma-separated for a cluster).
+    #[arg(long, value_name = "URL")]
+    nats: String,
+    /// Partitions this aggregator owns, e.g. 0-7 or 0,2,4 (default: all).
+    /// Aggregators sharing a fleet own disjoint sets.
+    #[arg(long, value_name = "LIST")]
+    partitions: Option<String>,
+    /// Durable consumer name prefix; unique per aggregator.
+    #[arg(long, value_name = "NAME", default_value = "smbwatch-aggregate")]
+    name: String,
+    /// Configuration file: [detect], [correlate], [alert], [syslog] and
+    /// [publish] (stream, partitions, credentials) apply.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    detect: DetectArgs,
+    /// Write alerts as ECS JSON lines to PATH (appended), or `-` for stdout.
+    #[arg(long = "json", value_name = "PATH|-")]
+    json: Option<PathBuf>,
+    /// Send alerts to syslog (unix:///dev/log, udp://, tcp://, tls://HOST:PORT).
+    #[arg(long, value_name = "URL")]
+    syslog: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -133,6 +162,13 @@ struct RunArgs {
     alerts: AlertArgs,
     #[command(flatten)]
     hostlog: HostLogArgs,
+    /// Also publish events to NATS JetStream for `smbwatch aggregate`
+    /// (nats://HOST:PORT or tls://HOST:PORT); detection here goes on as usual.
+    #[arg(long, value_name = "URL")]
+    publish: Option<String>,
+    /// This gateway's id in the fleet (letters, digits, '-', '_'). Default: the host name.
+    #[arg(long, value_name = "NAME")]
+    gateway_id: Option<String>,
 }
 
 /// Detection overrides shared by `run` and `replay`.
@@ -222,6 +258,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => replay(args),
         Command::Hostlog(HostlogCommand::Parse(args)) => hostlog_parse(args),
         Command::Hostlog(HostlogCommand::Scan(args)) => hostlog_scan(args),
+        Command::Aggregate(args) => aggregate(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -276,6 +313,12 @@ fn run_config(args: &RunArgs) -> Result<Config> {
             SyslogFormatArg::Rfc3164 => smbwatch::alert::syslog::SyslogFormat::Rfc3164,
         };
     }
+    if let Some(url) = &args.publish {
+        cfg.publish.url = Some(url.clone());
+    }
+    if let Some(id) = &args.gateway_id {
+        cfg.publish.gateway_id = Some(id.clone());
+    }
     cfg.hostlog.follow |= args.hostlog.follow;
     if let Some(l) = &args.hostlog.host_log_listen {
         cfg.hostlog.listen = Some(*l);
@@ -314,6 +357,42 @@ fn run(args: RunArgs) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(daemon::run(&opts))?;
+    Ok(())
+}
+
+fn aggregate(args: AggregateArgs) -> Result<()> {
+    let mut cfg = load_config(args.config.as_deref())?;
+    apply_detect(&mut cfg, &args.detect);
+    if let Some(j) = &args.json {
+        cfg.alert.json = Some(j.clone());
+    }
+    if let Some(url) = &args.syslog {
+        cfg.syslog.target = url.clone();
+        cfg.alert.syslog = true;
+    }
+    cfg.publish.url = Some(args.nats.clone());
+    cfg.validate()
+        .context("invalid setting (after applying command-line flags)")?;
+    let n = cfg.publish.partitions;
+    let partitions = match &args.partitions {
+        Some(list) => smbwatch::fleet::parse_partitions(list, n)
+            .map_err(|e| anyhow::anyhow!("--partitions {e}"))?,
+        None => (0..n).collect(),
+    };
+    smbwatch::fleet::check_gateway_id(&args.name)
+        .map_err(|e| anyhow::anyhow!("--name {e}"))?;
+    let opts = smbwatch::fleet::aggregate::AggregateOptions {
+        url: args.nats,
+        partitions,
+        name: args.name,
+        config: cfg,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report = rt.block_on(smbwatch::fleet::aggregate::run(&opts))?;
+    tracing::info!(?report, "aggregator stopped");
     Ok(())
 }
 

@@ -175,6 +175,9 @@ pub struct Alert {
     pub host: Option<String>,
     /// Share name (share-access alerts).
     pub share: Option<String>,
+    /// The gateways that saw the source (`observer.name`; set by the
+    /// fleet aggregator).
+    pub observers: Vec<String>,
 }
 
 impl Alert {
@@ -198,6 +201,7 @@ impl Alert {
             user: None,
             host: None,
             share: None,
+            observers: Vec::new(),
         }
     }
 }

@@ -46,6 +46,17 @@ impl AlertSinks {
         Ok(sinks)
     }
 
+    /// The sinks of a configuration's `[alert]` and `[syslog]` sections.
+    pub fn for_config(cfg: &crate::config::Config) -> Result<Self, SinkError> {
+        let json: Vec<JsonTarget> = cfg
+            .alert
+            .json
+            .iter()
+            .map(|p| JsonTarget::parse(&p.to_string_lossy()))
+            .collect();
+        Self::from_config(&json, cfg.alert.syslog.then_some(&cfg.syslog))
+    }
+
     /// True when no sink is configured.
     pub fn is_empty(&self) -> bool {
         self.json.is_empty() && self.syslog.is_none()

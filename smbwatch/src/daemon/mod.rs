@@ -28,7 +28,7 @@ use degraded::Degradation;
 
 use self::drain::DrainLoop;
 use crate::{
-    alert::{json::JsonTarget, sink::AlertSinks, Alert},
+    alert::{sink::AlertSinks, Alert},
     config::Config,
     dataplane::{privilege, Dataplane, DataplaneError, Stats},
     event::GatewayEvent,
@@ -62,6 +62,9 @@ pub enum DaemonError {
     /// An alert sink could not be set up.
     #[error(transparent)]
     Sink(#[from] crate::alert::sink::SinkError),
+    /// The fleet publisher could not be set up.
+    #[error("publish: {0}")]
+    Publish(String),
     /// A host-log input could not be set up.
     #[error("host-log input: {0}")]
     HostLog(String),
@@ -138,13 +141,7 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
             source,
         })?;
 
-    let json: Vec<JsonTarget> = cfg
-        .alert
-        .json
-        .iter()
-        .map(|p| JsonTarget::parse(&p.to_string_lossy()))
-        .collect();
-    let sinks = AlertSinks::from_config(&json, cfg.alert.syslog.then_some(&cfg.syslog))?;
+    let sinks = AlertSinks::for_config(cfg)?;
     let events = (cfg.alert.events || sinks.is_empty()).then(StdoutEvents::new);
     let mut pipeline = Pipeline::new(cfg);
     if opts.host_logs.is_empty() && cfg.hostlog.listen.is_none() {
@@ -178,6 +175,14 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
         sinks
     });
 
+    let (publish_stop, publish_task, tap) = match &cfg.publish.url {
+        Some(url) => {
+            let (tx, task, tap) = start_publisher(url, &cfg.publish).await?;
+            (Some(tx), Some(task), Some(tap))
+        }
+        None => (None, None, None),
+    };
+
     let stop = Arc::new(AtomicBool::new(false));
     let drain_loop = DrainLoop {
         ring: dp.take_events()?,
@@ -186,6 +191,7 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
         host_rx,
         alerts: alert_tx.clone(),
         stop: stop.clone(),
+        publish: tap,
     };
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
@@ -240,6 +246,18 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
     let _ = shutdown_tx.send(true);
     stop.store(true, Ordering::Relaxed);
     let report = done_rx.await.unwrap_or_default();
+    // The final drain has handed its events to the outbox: deliver them.
+    if let (Some(tx), Some(task)) = (publish_stop, publish_task) {
+        let _ = tx.send(true);
+        if let Ok(s) = task.await {
+            tracing::info!(
+                published = s.delivered,
+                dropped = s.dropped,
+                undelivered = s.queued,
+                "publisher stopped"
+            );
+        }
+    }
     let stats = dp.stats()?;
     drop(pins);
     drop(dp);
@@ -258,6 +276,31 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
         }
     }
     Ok(stats)
+}
+
+/// Connects to the fleet's broker (in the background: a broker that is
+/// down at start is retried) and starts the publish task.
+async fn start_publisher(
+    url: &str,
+    cfg: &crate::fleet::PublishConfig,
+) -> Result<
+    (
+        tokio::sync::watch::Sender<bool>,
+        tokio::task::JoinHandle<crate::fleet::outbox::OutboxStats>,
+        crate::fleet::outbox::Tap,
+    ),
+    DaemonError,
+> {
+    use crate::fleet::{self, outbox::Outbox, transport::JetStream};
+    let gateway = cfg.gateway_id.clone().unwrap_or_else(fleet::default_gateway_id);
+    let js = JetStream::connect(url, cfg, &gateway, &format!("smbwatch gateway {gateway}"))
+        .await
+        .map_err(|e| DaemonError::Publish(e.to_string()))?;
+    let outbox = Arc::new(Outbox::new(cfg.buffer_bytes));
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(fleet::publisher::run(outbox.clone(), js, rx));
+    tracing::info!(url, gateway, stream = %cfg.stream, "publishing events");
+    Ok((tx, task, fleet::outbox::Tap::new(outbox, cfg.partitions)))
 }
 
 /// Alerts queued between the drain thread and the sinks. An alert is a few
