@@ -247,7 +247,8 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SMBWATCH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // The NATS client logs every reconnect attempt at info.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn")),
         )
         .init();
     let cli = Cli::parse();
@@ -379,8 +380,7 @@ fn aggregate(args: AggregateArgs) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("--partitions {e}"))?,
         None => (0..n).collect(),
     };
-    smbwatch::fleet::check_gateway_id(&args.name)
-        .map_err(|e| anyhow::anyhow!("--name {e}"))?;
+    smbwatch::fleet::check_gateway_id(&args.name).map_err(|e| anyhow::anyhow!("--name {e}"))?;
     let opts = smbwatch::fleet::aggregate::AggregateOptions {
         url: args.nats,
         partitions,

@@ -49,13 +49,27 @@ impl Daemon {
     /// Starts `smbwatch run ARGS --pin-dir <unique>` in `ns` and waits until it has attached.
     pub fn start(ns: &NetNs, args: &[&str]) -> Result<Self> {
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/smbwatch-test-{}", unique_tag()));
+        let pin = pin_dir.to_str().context("non-UTF-8 pin path")?.to_owned();
+        let mut full = vec!["run"];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&["--pin-dir", &pin]);
+        Self::spawn(ns, &full, "pinned maps", pin_dir)
+    }
+
+    /// Starts `smbwatch aggregate ARGS` in `ns` and waits until it reads.
+    pub fn aggregate(ns: &NetNs, args: &[&str]) -> Result<Self> {
+        let mut full = vec!["aggregate"];
+        full.extend_from_slice(args);
+        Self::spawn(ns, &full, "aggregating", PathBuf::new())
+    }
+
+    /// Starts `smbwatch ARGS` in `ns`, collecting stdout lines as JSON and
+    /// stderr, and waits until stderr says `ready`.
+    fn spawn(ns: &NetNs, args: &[&str], ready: &str, pin_dir: PathBuf) -> Result<Self> {
         let mut child = ns
             .command(smbwatch_bin().to_str().expect("utf-8 path"))
-            .arg("run")
             .args(args)
-            .arg("--pin-dir")
-            .arg(&pin_dir)
-            .env("SMBWATCH_LOG", "info")
+            .env("SMBWATCH_LOG", "info,async_nats=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -89,7 +103,7 @@ impl Daemon {
             stderr,
             pin_dir,
         };
-        d.wait_stderr("pinned maps", Duration::from_secs(30))?;
+        d.wait_stderr(ready, Duration::from_secs(30))?;
         Ok(d)
     }
 
@@ -157,6 +171,12 @@ impl Daemon {
         Ok((code, s))
     }
 
+    /// Kills the process with SIGKILL (a crash: nothing is flushed).
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits; returns the exit code.
     pub fn stop(mut self) -> Result<i32> {
         // SAFETY: plain kill(2) on our child.
@@ -180,6 +200,8 @@ impl Drop for Daemon {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.pin_dir);
+        if !self.pin_dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.pin_dir);
+        }
     }
 }

@@ -3,6 +3,7 @@
 pub mod alerts;
 pub mod bench;
 pub mod daemon;
+pub mod fleet;
 pub mod gen;
 pub mod netns;
 pub mod rsyslog;

@@ -207,6 +207,10 @@ pub struct Network<'a> {
 /// `observer.*`: the router smbwatch runs on.
 #[derive(Debug, Default, Serialize)]
 pub struct Observer {
+    /// `observer.name`: the gateways that saw the source (set by the fleet
+    /// aggregator; one router's own alerts leave it out).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub name: Vec<String>,
     /// `observer.ingress.*`.
     #[serde(skip_serializing_if = "is_empty")]
     pub ingress: Ingress,
@@ -365,6 +369,7 @@ impl<'a> Document<'a> {
                 community_id: alert.community_id.as_deref(),
             },
             observer: Observer {
+                name: alert.observers.clone(),
                 ingress: Ingress {
                     interface: Id {
                         id: alert.ifindex.map(Keyword),

@@ -292,7 +292,10 @@ async fn start_publisher(
     DaemonError,
 > {
     use crate::fleet::{self, outbox::Outbox, transport::JetStream};
-    let gateway = cfg.gateway_id.clone().unwrap_or_else(fleet::default_gateway_id);
+    let gateway = cfg
+        .gateway_id
+        .clone()
+        .unwrap_or_else(fleet::default_gateway_id);
     let js = JetStream::connect(url, cfg, &gateway, &format!("smbwatch gateway {gateway}"))
         .await
         .map_err(|e| DaemonError::Publish(e.to_string()))?;

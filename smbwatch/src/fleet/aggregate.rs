@@ -116,7 +116,10 @@ impl Aggregator {
     /// One message; returns its alerts (with `observer.name` filled).
     fn message(&mut self, subject: &str, payload: &[u8], now: DateTime<Utc>) -> Vec<Alert> {
         let Some(gateway) = super::gateway_of(subject) else {
-            return self.reject(subject, "subject is not smbwatch.events.<gateway>.<partition>");
+            return self.reject(
+                subject,
+                "subject is not smbwatch.events.<gateway>.<partition>",
+            );
         };
         let ev = match wire::decode(payload) {
             Ok(ev) => ev,

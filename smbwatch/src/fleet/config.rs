@@ -103,10 +103,7 @@ impl PublishConfig {
             return Some(("publish.stream_max_bytes", "at least 1 MiB".into()));
         }
         if self.user.is_some() != self.password_file.is_some() {
-            return Some((
-                "publish.user",
-                "user and password_file go together".into(),
-            ));
+            return Some(("publish.user", "user and password_file go together".into()));
         }
         if self.user.is_some() && self.nkey_seed_file.is_some() {
             return Some((
@@ -115,7 +112,10 @@ impl PublishConfig {
             ));
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
-            return Some(("publish.tls_cert", "tls_cert and tls_key go together".into()));
+            return Some((
+                "publish.tls_cert",
+                "tls_cert and tls_key go together".into(),
+            ));
         }
         None
     }

@@ -226,7 +226,10 @@ mod tests {
         let ob = Outbox::new(3 * per);
         assert_eq!(ob.push((0..5).map(|i| (i, payload(56)))), 2);
         let s = ob.stats();
-        assert_eq!((s.accepted, s.dropped, s.queued, s.bytes), (3, 2, 3, 3 * per));
+        assert_eq!(
+            (s.accepted, s.dropped, s.queued, s.bytes),
+            (3, 2, 3, 3 * per)
+        );
         // In flight still counts: nothing fits until the broker acks.
         let sent = ob.take(2);
         assert_eq!(ob.push([(9, payload(56))]), 1);
@@ -244,7 +247,10 @@ mod tests {
         assert_eq!(first.iter().map(|i| i.seq).collect::<Vec<_>>(), [0, 1, 2]);
         ob.requeue(first.clone());
         let again = ob.take(10);
-        assert_eq!(again.iter().map(|i| i.seq).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        assert_eq!(
+            again.iter().map(|i| i.seq).collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
         assert_eq!(&again[..3], &first[..]);
     }
 }

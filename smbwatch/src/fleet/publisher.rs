@@ -46,7 +46,28 @@ pub async fn run<T: Transport>(
             }
             continue;
         }
-        let results = transport.publish(&batch).await;
+        // A publish waits for acknowledgements (seconds while the broker
+        // is away); a stop must not wait longer than its grace for it.
+        let results = {
+            let publish = transport.publish(&batch);
+            tokio::pin!(publish);
+            loop {
+                let deadline = stop_at.unwrap_or_else(tokio::time::Instant::now);
+                tokio::select! {
+                    r = &mut publish => break Some(r),
+                    r = shutdown.changed(), if stop_at.is_none() => {
+                        if r.is_err() || *shutdown.borrow() {
+                            stop_at = Some(tokio::time::Instant::now() + STOP_GRACE);
+                        }
+                    }
+                    _ = tokio::time::sleep_until(deadline), if stop_at.is_some() => break None,
+                }
+            }
+        };
+        let Some(results) = results else {
+            outbox.requeue(batch);
+            break;
+        };
         // Items up to the first failure are delivered; from it on, all go
         // back (in order: later ones may have been stored too, and their
         // resend is deduplicated by id).

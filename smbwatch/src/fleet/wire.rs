@@ -68,7 +68,9 @@ pub enum WireError {
     #[error("message of {0} bytes (expected 2 to {MAX_MESSAGE})")]
     Size(usize),
     /// Written by another format version.
-    #[error("format version {0} (this build reads version {VERSION}; upgrade the aggregator first)")]
+    #[error(
+        "format version {0} (this build reads version {VERSION}; upgrade the aggregator first)"
+    )]
     Version(u8),
     /// An unknown message type.
     #[error("unknown message type {0}")]
