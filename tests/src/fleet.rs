@@ -139,8 +139,25 @@ impl FleetLab {
     /// `nmap -n -Pn -sS -p445` from the attacker to `targets`; returns how
     /// many nmap reports as open.
     pub fn sweep(&self, targets: &[IpAddr]) -> Result<usize> {
+        self.sweep_from(None, targets)
+    }
+
+    /// Gives the attacker another address (on `a0`, towards gateway 1).
+    pub fn add_attacker_address(&self, addr: IpAddr) -> Result<()> {
+        self.attacker
+            .ip(&["addr", "add", &format!("{addr}/32"), "dev", "a0"])?;
+        Ok(())
+    }
+
+    /// Like [`FleetLab::sweep`], from `src` (an address added with
+    /// [`FleetLab::add_attacker_address`]; targets behind gateway 1).
+    pub fn sweep_from(&self, src: Option<IpAddr>, targets: &[IpAddr]) -> Result<usize> {
         let list: Vec<String> = targets.iter().map(ToString::to_string).collect();
+        let src = src.map(|s| s.to_string());
         let mut args = vec!["-n", "-Pn", "-sS", "-p445"];
+        if let Some(s) = &src {
+            args.extend_from_slice(&["-S", s, "-e", "a0"]);
+        }
         args.extend(list.iter().map(String::as_str));
         let out = self.attacker.exec("nmap", &args)?;
         Ok(String::from_utf8_lossy(&out.stdout)

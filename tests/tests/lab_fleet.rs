@@ -187,3 +187,83 @@ fn a_sweep_split_across_two_gateways_is_one_alert_at_the_aggregator() {
     assert_eq!(gw1.stop().unwrap(), 0);
     assert_eq!(gw2.stop().unwrap(), 0);
 }
+
+#[test]
+fn two_aggregators_share_the_partitions_with_source_affinity() {
+    require_root();
+    if !have("nats-server") {
+        return skip("nats-server not installed (cargo xtask setup installs it)");
+    }
+    // 203.0.113.10 hashes to partition 11 of 16 and 203.0.113.14 to 7
+    // (smbwatch::fleet::partition, fixed for every version).
+    let other: IpAddr = "203.0.113.14".parse().unwrap();
+    let attacker: IpAddr = ATTACKER_V4.parse().unwrap();
+    assert_eq!(smbwatch::fleet::partition(attacker, 16), 11);
+    assert_eq!(smbwatch::fleet::partition(other, 16), 7);
+    let lab = FleetLab::new(&octets(2..=21), &[22]).expect("fleet lab");
+    lab.add_attacker_address(other).unwrap();
+    let _smbd = Smbd::start(&lab.srv1, &lab.behind_gw1).expect("smbd");
+    let _nats = NatsServer::start(&lab.broker).expect("nats-server");
+    let dir = temp_dir("fleet-parts");
+    let (jg, ja, jb) = (dir.join("gw1.json"), dir.join("a.json"), dir.join("b.json"));
+    let gw1 = Daemon::start(
+        &lab.gw1,
+        &[
+            "--iface",
+            "g0",
+            "--iface",
+            "g1",
+            "--json",
+            jg.to_str().unwrap(),
+            "--publish",
+            BROKER_FOR_GW1,
+            "--gateway-id",
+            "gw1",
+        ],
+    )
+    .expect("gateway");
+    let aggregator = |name, parts, json: &Path| {
+        Daemon::aggregate(
+            &lab.broker,
+            &[
+                "--nats",
+                BROKER_LOCAL,
+                "--partitions",
+                parts,
+                "--name",
+                name,
+                "--json",
+                json.to_str().unwrap(),
+            ],
+        )
+        .expect("aggregator")
+    };
+    let a = aggregator("agg-a", "0-7", &ja);
+    let b = aggregator("agg-b", "8-15", &jb);
+    let targets = addrs(2..=21);
+    assert_eq!(lab.sweep_from(None, &targets).unwrap(), 20);
+    assert_eq!(lab.sweep_from(Some(other), &targets).unwrap(), 20);
+    let sources = |json: &Path| -> Vec<String> {
+        alerts::read(json)
+            .iter()
+            .filter(|a| alerts::code(a) == "smb_scan_fanout")
+            .filter_map(|a| a["source"]["ip"].as_str().map(String::from))
+            .collect()
+    };
+    alerts::wait(&ja, Duration::from_secs(20), |_| !sources(&ja).is_empty());
+    alerts::wait(&jb, Duration::from_secs(20), |_| !sources(&jb).is_empty());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        sources(&ja),
+        ["203.0.113.14"],
+        "aggregator A owns partition 7"
+    );
+    assert_eq!(
+        sources(&jb),
+        [ATTACKER_V4],
+        "aggregator B owns partition 11"
+    );
+    assert_eq!(a.stop().unwrap(), 0);
+    assert_eq!(b.stop().unwrap(), 0);
+    assert_eq!(gw1.stop().unwrap(), 0);
+}
