@@ -50,6 +50,8 @@ pub struct Config {
     pub metrics: crate::metrics::MetricsConfig,
     /// `[baseline]`: the learned SMB baseline.
     pub baseline: crate::baseline::BaselineConfig,
+    /// `[publish]`: the fleet's broker (gateways publish, aggregators read).
+    pub publish: crate::fleet::PublishConfig,
 }
 
 /// `[dataplane]`: what the kernel side watches and how big its tables are.
@@ -482,6 +484,9 @@ impl Config {
         })?;
         check_hostlog(&self.hostlog)?;
         if let Some((key, message)) = self.baseline.problems() {
+            bad(key, message)?;
+        }
+        if let Some((key, message)) = self.publish.problem() {
             bad(key, message)?;
         }
         self.process_classes

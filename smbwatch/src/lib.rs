@@ -6,6 +6,7 @@
 //! - [`correlate`] joins gateway pairs to host events.
 //! - [`baseline`] learns the SMB graph and scores against it (pure; its store is redb).
 //! - [`alert`] is the alert schema and its sinks (JSON lines, syslog).
+//! - [`fleet`] publishes events to NATS JetStream and aggregates many gateways.
 //! - [`community_id`] and `timed` are shared helpers with no dependency on the above.
 pub mod alert;
 pub mod baseline;
@@ -16,6 +17,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod detect;
 pub mod event;
+pub mod fleet;
 pub mod hostlog;
 pub mod metrics;
 pub mod packet;

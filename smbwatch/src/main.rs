@@ -61,6 +61,35 @@ enum Command {
     /// The learned SMB baseline: learn it from captures, show, export, import.
     #[command(subcommand)]
     Baseline(baseline_cmd::BaselineCommand),
+    /// Run detection over the events every gateway publishes to NATS
+    /// JetStream (`run --publish`): one detector for many routers.
+    Aggregate(AggregateArgs),
+}
+
+#[derive(Args, Debug)]
+struct AggregateArgs {
+    /// The broker, nats://HOST:PORT or tls://HOST:PORT (comma-separated for a cluster).
+    #[arg(long, value_name = "URL")]
+    nats: String,
+    /// Partitions this aggregator owns, e.g. 0-7 or 0,2,4 (default: all).
+    /// Aggregators sharing a fleet own disjoint sets.
+    #[arg(long, value_name = "LIST")]
+    partitions: Option<String>,
+    /// Durable consumer name prefix; unique per aggregator.
+    #[arg(long, value_name = "NAME", default_value = "smbwatch-aggregate")]
+    name: String,
+    /// Configuration file: [detect], [correlate], [alert], [syslog] and
+    /// [publish] (stream, partitions, credentials) apply.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    detect: DetectArgs,
+    /// Write alerts as ECS JSON lines to PATH (appended), or `-` for stdout.
+    #[arg(long = "json", value_name = "PATH|-")]
+    json: Option<PathBuf>,
+    /// Send alerts to syslog (unix:///dev/log, udp://, tcp://, tls://HOST:PORT).
+    #[arg(long, value_name = "URL")]
+    syslog: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -159,6 +188,13 @@ struct RunArgs {
     /// Learn into and score against this baseline database.
     #[arg(long, value_name = "PATH")]
     baseline: Option<PathBuf>,
+    /// Also publish events to NATS JetStream for `smbwatch aggregate`
+    /// (nats://HOST:PORT or tls://HOST:PORT); detection here goes on as usual.
+    #[arg(long, value_name = "URL")]
+    publish: Option<String>,
+    /// This gateway's id in the fleet (letters, digits, '-', '_'). Default: the host name.
+    #[arg(long, value_name = "NAME")]
+    gateway_id: Option<String>,
 }
 
 /// Detection overrides shared by `run` and `replay`.
@@ -237,7 +273,8 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SMBWATCH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // The NATS client logs every reconnect attempt at info.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn")),
         )
         .init();
     let cli = Cli::parse();
@@ -253,6 +290,7 @@ fn main() -> ExitCode {
             package_files::write(<Cli as clap::CommandFactory>::command(), &dir)
         }
         Command::Baseline(cmd) => baseline_cmd::run(cmd),
+        Command::Aggregate(args) => aggregate(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -314,6 +352,12 @@ fn apply_run_flags(cfg: &mut Config, args: &RunArgs) {
             SyslogFormatArg::Rfc3164 => smbwatch::alert::syslog::SyslogFormat::Rfc3164,
         };
     }
+    if let Some(url) = &args.publish {
+        cfg.publish.url = Some(url.clone());
+    }
+    if let Some(id) = &args.gateway_id {
+        cfg.publish.gateway_id = Some(id.clone());
+    }
     cfg.hostlog.follow |= args.hostlog.follow;
     if let Some(l) = &args.hostlog.host_log_listen {
         cfg.hostlog.listen = Some(*l);
@@ -374,6 +418,41 @@ fn run(args: RunArgs) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(daemon::run(&opts))?;
+    Ok(())
+}
+
+fn aggregate(args: AggregateArgs) -> Result<()> {
+    let mut cfg = load_config(args.config.as_deref())?;
+    apply_detect(&mut cfg, &args.detect);
+    if let Some(j) = &args.json {
+        cfg.alert.json = Some(j.clone());
+    }
+    if let Some(url) = &args.syslog {
+        cfg.syslog.target = url.clone();
+        cfg.alert.syslog = true;
+    }
+    cfg.publish.url = Some(args.nats.clone());
+    cfg.validate()
+        .context("invalid setting (after applying command-line flags)")?;
+    let n = cfg.publish.partitions;
+    let partitions = match &args.partitions {
+        Some(list) => smbwatch::fleet::parse_partitions(list, n)
+            .map_err(|e| anyhow::anyhow!("--partitions {e}"))?,
+        None => (0..n).collect(),
+    };
+    smbwatch::fleet::check_gateway_id(&args.name).map_err(|e| anyhow::anyhow!("--name {e}"))?;
+    let opts = smbwatch::fleet::aggregate::AggregateOptions {
+        url: args.nats,
+        partitions,
+        name: args.name,
+        config: cfg,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report = rt.block_on(smbwatch::fleet::aggregate::run(&opts))?;
+    tracing::info!(?report, "aggregator stopped");
     Ok(())
 }
 

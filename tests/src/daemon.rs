@@ -73,6 +73,31 @@ impl Daemon {
         env: &[(&str, &str)],
         pin_dir: PathBuf,
     ) -> Result<Self> {
+        let pin = pin_dir.to_str().context("non-UTF-8 pin path")?.to_owned();
+        let mut full = vec!["run"];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&["--pin-dir", &pin]);
+        Self::spawn_command(ns, wrap, &full, env, pin_dir)
+    }
+
+    /// Starts `smbwatch aggregate ARGS` in `ns` and waits until it reads.
+    pub fn aggregate(ns: &NetNs, args: &[&str]) -> Result<Self> {
+        let mut full = vec!["aggregate"];
+        full.extend_from_slice(args);
+        let mut d = Self::spawn_command(ns, &[], &full, &[], PathBuf::new())?;
+        d.wait_stderr("aggregating", Duration::from_secs(30))?;
+        Ok(d)
+    }
+
+    /// Spawns `WRAP... smbwatch ARGS` in `ns` (ARGS starting with the
+    /// subcommand), collecting stdout lines as JSON and stderr.
+    fn spawn_command(
+        ns: &NetNs,
+        wrap: &[&str],
+        args: &[&str],
+        env: &[(&str, &str)],
+        pin_dir: PathBuf,
+    ) -> Result<Self> {
         let bin = smbwatch_bin();
         let bin = bin.to_str().expect("utf-8 path");
         let mut cmd = match wrap.split_first() {
@@ -84,11 +109,9 @@ impl Daemon {
             None => ns.command(bin),
         };
         let mut child = cmd
-            .arg("run")
             .args(args)
-            .arg("--pin-dir")
-            .arg(&pin_dir)
-            .env("SMBWATCH_LOG", "info")
+            // The NATS client logs every reconnect attempt at info.
+            .env("SMBWATCH_LOG", "info,async_nats=warn")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -223,6 +246,12 @@ impl Daemon {
         Ok((code, s))
     }
 
+    /// Kills the process with SIGKILL (a crash: nothing is flushed).
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits; returns the exit code.
     pub fn stop(mut self) -> Result<i32> {
         // SAFETY: plain kill(2) on our child.
@@ -246,6 +275,8 @@ impl Drop for Daemon {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.pin_dir);
+        if !self.pin_dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.pin_dir);
+        }
     }
 }

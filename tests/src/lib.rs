@@ -4,6 +4,7 @@ pub mod alerts;
 pub mod bench;
 pub mod daemon;
 pub mod events;
+pub mod fleet;
 pub mod gen;
 pub mod http;
 pub mod netns;

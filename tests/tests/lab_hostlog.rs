@@ -10,8 +10,7 @@ use std::{net::IpAddr, time::Duration};
 use integration_tests::{
     alerts,
     daemon::Daemon,
-    events,
-    http,
+    events, http,
     netns::{Lab, NetNs, ATTACKER_V4, GW_ATTACKER_IF, GW_SERVERS_IF},
     require_root,
     rsyslog::{free_tcp_port, temp_dir},

@@ -31,6 +31,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("smbclient", "real SMB client sessions in the lab"),
     ("hping3", "crafted SYN floods in the lab"),
     (
+        "nats-server",
+        "the fleet broker (JetStream) for the two-gateway lab and the aggregator benchmark",
+    ),
+    (
         "tcpdump",
         "live lab captures for replay tests; the AF_PACKET baseline in benchmarks",
     ),

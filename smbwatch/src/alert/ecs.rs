@@ -270,6 +270,10 @@ pub struct Observer<'a> {
     /// The sensor's host name, lower-cased.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hostname: Option<&'a str>,
+    /// `observer.name`: the gateways that saw the source (set by the fleet
+    /// aggregator; one router's own alerts leave it out).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub name: Vec<String>,
     /// `observer.ingress.*`.
     #[serde(skip_serializing_if = "empty")]
     pub ingress: Ingress<'a>,
@@ -662,6 +666,7 @@ impl<'a> Document<'a> {
                 product: PRODUCT,
                 version: VERSION,
                 hostname: sensor.hostname.as_deref(),
+                name: alert.observers.clone(),
                 ingress: Ingress {
                     interface: Interface {
                         id: alert.ifindex.map(Keyword),

@@ -199,6 +199,11 @@ pub struct Alert {
     pub host: Option<String>,
     /// Share name (share-access alerts).
     pub share: Option<String>,
+    /// The gateways that saw the source (`observer.name`; set by the fleet
+    /// aggregator). Left out of the record when empty, so a single router's
+    /// `event.id`s do not depend on the fleet.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub observers: Vec<String>,
 }
 
 impl Alert {
@@ -226,6 +231,7 @@ impl Alert {
             user_id: None,
             host: None,
             share: None,
+            observers: Vec::new(),
         }
     }
 }

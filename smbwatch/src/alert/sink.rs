@@ -57,6 +57,21 @@ impl AlertSinks {
         self
     }
 
+    /// The sinks of a configuration's `[alert]` and `[syslog]` sections,
+    /// naming `sensor`.
+    pub fn for_config(cfg: &crate::config::Config, sensor: &Sensor) -> Result<Self, SinkError> {
+        let json: Vec<JsonTarget> = cfg
+            .alert
+            .json
+            .iter()
+            .map(|p| JsonTarget::parse(&p.to_string_lossy()))
+            .collect();
+        Ok(
+            Self::from_config(&json, cfg.alert.syslog.then_some(&cfg.syslog))?
+                .with_sensor(sensor.clone()),
+        )
+    }
+
     /// True when no sink is configured.
     pub fn is_empty(&self) -> bool {
         self.json.is_empty() && self.syslog.is_none()

@@ -27,6 +27,7 @@ use crate::{
     alert::Alert,
     dataplane::{drain, to_gateway_event, MonotonicClock},
     event::GatewayEvent,
+    fleet::outbox::Tap,
     hostlog::HostEvent,
     metrics::{DrainSnapshot, Metrics},
     pipeline::Pipeline,
@@ -63,6 +64,8 @@ pub(crate) struct DrainLoop {
     pub metrics: Arc<Metrics>,
     /// Baseline batches to its writer thread (`--baseline`).
     pub persist: Option<crate::baseline::writer::Persist>,
+    /// Events copied to the fleet's broker (`--publish`).
+    pub publish: Option<Tap>,
 }
 
 /// What the drain thread did, reported when it ends.
@@ -120,6 +123,12 @@ impl DrainLoop {
                 }
                 if let Some((rejected, count)) = self.pipeline.take_host_rejection() {
                     tracing::warn!(count, "{rejected}");
+                }
+                if let Some(tap) = self.publish.as_mut().filter(|t| t.dropped > 0) {
+                    tracing::warn!(
+                        dropped = std::mem::take(&mut tap.dropped),
+                        "publish buffer full (broker slow or down): events not published"
+                    );
                 }
                 if let Some(notice) = self.pipeline.detector_mut().take_cap_notice() {
                     tracing::warn!(
@@ -182,6 +191,10 @@ impl DrainLoop {
         if stopping {
             report.host_events_at_stop += 1;
         }
+        if let Some(tap) = self.publish.as_mut() {
+            tap.host(ev);
+            tap.flush();
+        }
         let alerts = self.pipeline.host_event(ev);
         self.send(alerts, report);
     }
@@ -192,6 +205,7 @@ impl DrainLoop {
             pipeline,
             events,
             alerts,
+            publish,
             ..
         } = self;
         let mut dropped = 0;
@@ -205,15 +219,18 @@ impl DrainLoop {
             ahead.push_back(ev);
             if ahead.len() > PREFETCH_AHEAD {
                 if let Some(ev) = ahead.pop_front() {
-                    dropped += handle(pipeline, events, alerts, &ev);
+                    dropped += handle(pipeline, events, publish, alerts, &ev);
                 }
             }
         });
         for ev in ahead {
-            dropped += handle(pipeline, events, alerts, &ev);
+            dropped += handle(pipeline, events, publish, alerts, &ev);
         }
         if n.malformed > 0 {
             tracing::warn!(count = n.malformed, "skipped malformed ring-buffer records");
+        }
+        if let Some(tap) = publish.as_mut() {
+            tap.flush();
         }
         report.records += n.records;
         report.malformed += n.malformed;
@@ -243,16 +260,21 @@ impl DrainLoop {
     }
 }
 
-/// One gateway event: its line (if asked for), the pipeline, its alerts.
+/// One gateway event: its line (if asked for), its copy for the broker (if
+/// publishing), the pipeline, its alerts.
 /// Returns the alerts dropped because the sinks are behind.
 fn handle(
     pipeline: &mut Pipeline,
     events: &mut Option<StdoutEvents>,
+    publish: &mut Option<Tap>,
     alerts: &mpsc::Sender<Alert>,
     ev: &GatewayEvent,
 ) -> u64 {
     if let Some(out) = events.as_mut() {
         out.event(ev);
+    }
+    if let Some(tap) = publish.as_mut() {
+        tap.gateway(ev);
     }
     queue(alerts, pipeline.gateway_event(ev))
 }

@@ -81,6 +81,9 @@ pub enum DaemonError {
     /// An alert sink could not be set up.
     #[error(transparent)]
     Sink(#[from] crate::alert::sink::SinkError),
+    /// The fleet publisher could not be set up.
+    #[error("publish: {0}")]
+    Publish(String),
     /// A host-log input could not be set up.
     #[error("host-log input: {0}")]
     HostLog(String),
@@ -172,7 +175,7 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
 
     // Interface names for `observer.ingress.interface.name`, resolved once.
     let sensor = Sensor::local(&opts.ifaces);
-    let sinks = reload::sinks_for(cfg, &sensor)?;
+    let sinks = AlertSinks::for_config(cfg, &sensor)?;
     let events = (cfg.alert.events || sinks.is_empty()).then(StdoutEvents::new);
     let mut pipeline = Pipeline::new(cfg);
     if opts.host_logs.is_empty() && cfg.hostlog.listen.is_none() {
@@ -239,6 +242,14 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
         metrics: metrics.clone(),
     };
 
+    let (publish_stop, publish_task, tap) = match &cfg.publish.url {
+        Some(url) => {
+            let (tx, task, tap) = start_publisher(url, &cfg.publish).await?;
+            (Some(tx), Some(task), Some(tap))
+        }
+        None => (None, None, None),
+    };
+
     let stop = Arc::new(AtomicBool::new(false));
     let heartbeat = Arc::new(AtomicU64::new(0));
     let drain_loop = DrainLoop {
@@ -252,6 +263,7 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
         heartbeat: heartbeat.clone(),
         metrics: metrics.clone(),
         persist,
+        publish: tap,
     };
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
@@ -330,6 +342,18 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
     reloader.shutdown().await;
     stop.store(true, Ordering::Relaxed);
     let report = done_rx.await.unwrap_or_default();
+    // The final drain has handed its events to the outbox: deliver them.
+    if let (Some(tx), Some(task)) = (publish_stop, publish_task) {
+        let _ = tx.send(true);
+        if let Ok(s) = task.await {
+            tracing::info!(
+                published = s.delivered,
+                dropped = s.dropped,
+                undelivered = s.queued,
+                "publisher stopped"
+            );
+        }
+    }
     let stats = dp.stats()?;
     if let Some(t) = metrics_task {
         t.abort();
@@ -399,6 +423,34 @@ fn open_baseline(
         source,
     })?;
     Ok((b, Persist::new(writer, cfg.baseline.flush_interval)))
+}
+
+/// Connects to the fleet's broker (in the background: a broker that is
+/// down at start is retried) and starts the publish task.
+async fn start_publisher(
+    url: &str,
+    cfg: &crate::fleet::PublishConfig,
+) -> Result<
+    (
+        tokio::sync::watch::Sender<bool>,
+        tokio::task::JoinHandle<crate::fleet::outbox::OutboxStats>,
+        crate::fleet::outbox::Tap,
+    ),
+    DaemonError,
+> {
+    use crate::fleet::{self, outbox::Outbox, transport::JetStream};
+    let gateway = cfg
+        .gateway_id
+        .clone()
+        .unwrap_or_else(fleet::default_gateway_id);
+    let js = JetStream::connect(url, cfg, &gateway, &format!("smbwatch gateway {gateway}"))
+        .await
+        .map_err(|e| DaemonError::Publish(e.to_string()))?;
+    let outbox = Arc::new(Outbox::new(cfg.buffer_bytes));
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(fleet::publisher::run(outbox.clone(), js, rx));
+    tracing::info!(url, gateway, stream = %cfg.stream, "publishing events");
+    Ok((tx, task, fleet::outbox::Tap::new(outbox, cfg.partitions)))
 }
 
 /// Alerts queued between the drain thread and the sinks. An alert is a few

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use super::inputs::{self, RunningListener};
 use crate::{
-    alert::{json::JsonTarget, sensor::Sensor, sink::AlertSinks},
+    alert::{sensor::Sensor, sink::AlertSinks},
     config::{
         reload::{plan, restart_reason, ReloadPlan},
         Config, ConfigError,
@@ -128,21 +128,6 @@ pub(crate) struct Reloader {
 /// How long an old listener may take to hand over and close.
 const LISTENER_GRACE: Duration = Duration::from_secs(5);
 
-/// The alert sinks `cfg` asks for, naming `sensor`.
-pub(crate) fn sinks_for(
-    cfg: &Config,
-    sensor: &Sensor,
-) -> Result<AlertSinks, crate::alert::sink::SinkError> {
-    let json: Vec<JsonTarget> = cfg
-        .alert
-        .json
-        .iter()
-        .map(|p| JsonTarget::parse(&p.to_string_lossy()))
-        .collect();
-    Ok(AlertSinks::from_config(&json, cfg.alert.syslog.then_some(&cfg.syslog))?
-        .with_sensor(sensor.clone()))
-}
-
 impl Reloader {
     /// Whether host events can arrive with `cfg`.
     pub fn host_inputs(&self, cfg: &Config) -> bool {
@@ -180,7 +165,7 @@ impl Reloader {
         let p = plan(&self.running, &new)?;
         // Everything fallible first; nothing is swapped until all succeeded.
         let sinks = if p.touches("alert") || p.touches("syslog") {
-            Some(sinks_for(&p.config, &self.sensor)?)
+            Some(AlertSinks::for_config(&p.config, &self.sensor)?)
         } else {
             None
         };

@@ -153,9 +153,10 @@ fn pair_buckets(max_pairs: u32) -> u32 {
         .next_power_of_two()
 }
 
-/// A secret key for the program's hashes, so an attacker cannot aim
-/// sources or pairs at one slot.
-fn random_u64() -> u64 {
+/// A random number from the kernel: the secret key for the program's
+/// hashes (so an attacker cannot aim sources or pairs at one slot), and
+/// the fleet's per-process boot id.
+pub(crate) fn random_u64() -> u64 {
     let mut b = [0u8; 8];
     // SAFETY: b is a valid 8-byte buffer.
     let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };

@@ -48,10 +48,10 @@ use std::path::Path;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What a host event reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HostEventKind {
     /// Sysmon 3, Security 5156.
@@ -67,7 +67,7 @@ pub enum HostEventKind {
 }
 
 /// Direction of a network connection as seen by the logging host.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// The logging host initiated the connection.
@@ -77,7 +77,7 @@ pub enum Direction {
 }
 
 /// Where [`HostEvent::ts`] came from, best first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TimeSource {
     /// A field that is UTC by definition or carries its zone: Sysmon
@@ -96,7 +96,7 @@ pub enum TimeSource {
 }
 
 /// One normalised Windows host event.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostEvent {
     /// Event time in UTC (see [`TimeSource`] for which field it came from).
     pub ts: DateTime<Utc>,

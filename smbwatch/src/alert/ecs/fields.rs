@@ -201,6 +201,10 @@ pub const FIELDS: &[Field] = &[
     f("observer.product", Keyword),
     f("observer.version", Keyword),
     f("observer.hostname", Keyword),
+    // ECS does not normalise `observer.name` to an array; Elasticsearch
+    // keyword fields hold lists all the same, and the fleet aggregator
+    // lists every gateway that saw the source (docs/fleet.md).
+    list("observer.name", Keyword),
     f("observer.ingress.interface.id", Keyword),
     f("observer.ingress.interface.name", Keyword),
     f("observer.ingress.vlan.id", Keyword),

@@ -41,6 +41,7 @@ pub(crate) fn full_alert(kind: AlertKind) -> Alert {
     a.user_id = Some("S-1-5-21-1-2-3-1104".into());
     a.host = Some("WORKSTATION5.theshire.local".into());
     a.share = Some("ADMIN$".into());
+    a.observers = vec!["edge-1".into(), "edge-2".into()];
     a
 }
 

@@ -1,0 +1,171 @@
+//! `[publish]`: the broker, the stream and the credentials, shared by
+//! gateways (`run --publish`) and aggregators (`aggregate`).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// `[publish]`: where a gateway publishes its events, and where an
+/// aggregator reads them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PublishConfig {
+    /// Broker, `nats://HOST:PORT` or `tls://HOST:PORT` (several separated by
+    /// commas for a cluster); no publishing when absent.
+    pub url: Option<String>,
+    /// This gateway's id in subjects and in alerts' `observer.name`
+    /// (letters, digits, `-`, `_`); default: the host name.
+    pub gateway_id: Option<String>,
+    /// JetStream stream name (created with file storage when missing).
+    pub stream: String,
+    /// Partitions (subjects per gateway); every gateway and aggregator of a
+    /// fleet must use the same number.
+    pub partitions: u16,
+    /// Most bytes of events the gateway holds while the broker is slow or
+    /// down; past it new events are dropped, counted and logged.
+    pub buffer_bytes: usize,
+    /// The stream's size limit when this process creates it (oldest
+    /// messages are discarded past it).
+    pub stream_max_bytes: u64,
+    /// User name (with `password_file`).
+    pub user: Option<String>,
+    /// File holding the password (first line), kept out of the config.
+    pub password_file: Option<PathBuf>,
+    /// File holding an NKey seed (`SU...`).
+    pub nkey_seed_file: Option<PathBuf>,
+    /// CA certificates (PEM) to verify the broker with; setting it requires TLS.
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for brokers that verify clients.
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Default for PublishConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            gateway_id: None,
+            stream: "SMBWATCH".into(),
+            partitions: 16,
+            buffer_bytes: 64 << 20,
+            stream_max_bytes: 8 << 30,
+            user: None,
+            password_file: None,
+            nkey_seed_file: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+impl PublishConfig {
+    /// The first problem with these settings, as (key, message).
+    pub fn problem(&self) -> Option<(&'static str, String)> {
+        if let Some(url) = &self.url {
+            for u in url.split(',').map(str::trim) {
+                let rest = u
+                    .strip_prefix("nats://")
+                    .or_else(|| u.strip_prefix("tls://"));
+                match rest {
+                    Some(r) if !r.is_empty() && !r.contains('/') => {}
+                    _ => {
+                        return Some((
+                            "publish.url",
+                            format!("{u:?}: expected nats://HOST:PORT or tls://HOST:PORT"),
+                        ))
+                    }
+                }
+            }
+        }
+        if let Some(id) = &self.gateway_id {
+            if let Err(e) = super::check_gateway_id(id) {
+                return Some(("publish.gateway_id", e));
+            }
+        }
+        if super::check_gateway_id(&self.stream).is_err() {
+            return Some((
+                "publish.stream",
+                format!(
+                    "{:?}: a stream name is letters, digits, '-' and '_'",
+                    self.stream
+                ),
+            ));
+        }
+        if !(1..=1024).contains(&self.partitions) {
+            return Some(("publish.partitions", "1 to 1024".into()));
+        }
+        if !(64 << 10..=4 << 30).contains(&self.buffer_bytes) {
+            return Some(("publish.buffer_bytes", "64 KiB to 4 GiB".into()));
+        }
+        if self.stream_max_bytes < 1 << 20 {
+            return Some(("publish.stream_max_bytes", "at least 1 MiB".into()));
+        }
+        if self.user.is_some() != self.password_file.is_some() {
+            return Some(("publish.user", "user and password_file go together".into()));
+        }
+        if self.user.is_some() && self.nkey_seed_file.is_some() {
+            return Some((
+                "publish.nkey_seed_file",
+                "either user/password_file or nkey_seed_file, not both".into(),
+            ));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Some((
+                "publish.tls_cert",
+                "tls_cert and tls_key go together".into(),
+            ));
+        }
+        None
+    }
+
+    /// Whether TLS is required: a `tls://` URL or any TLS file.
+    pub fn tls_required(&self) -> bool {
+        self.url.as_deref().is_some_and(|u| u.contains("tls://"))
+            || self.tls_ca.is_some()
+            || self.tls_cert.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_name_their_key() {
+        assert_eq!(PublishConfig::default().problem(), None);
+        let with = |f: fn(&mut PublishConfig)| {
+            let mut c = PublishConfig::default();
+            f(&mut c);
+            c.problem().map(|(k, _)| k)
+        };
+        assert_eq!(with(|c| c.url = Some("nats://192.0.2.1:4222".into())), None);
+        assert_eq!(
+            with(|c| c.url = Some("http://192.0.2.1".into())),
+            Some("publish.url")
+        );
+        assert_eq!(
+            with(|c| c.gateway_id = Some("a.b".into())),
+            Some("publish.gateway_id")
+        );
+        assert_eq!(with(|c| c.partitions = 0), Some("publish.partitions"));
+        assert_eq!(with(|c| c.buffer_bytes = 10), Some("publish.buffer_bytes"));
+        assert_eq!(with(|c| c.user = Some("u".into())), Some("publish.user"));
+        assert_eq!(
+            with(|c| c.tls_key = Some("k".into())),
+            Some("publish.tls_cert")
+        );
+    }
+
+    #[test]
+    fn tls_is_required_by_scheme_or_files() {
+        let mut c = PublishConfig {
+            url: Some("nats://192.0.2.1:4222".into()),
+            ..Default::default()
+        };
+        assert!(!c.tls_required());
+        c.tls_ca = Some("/etc/ssl/ca.pem".into());
+        assert!(c.tls_required());
+    }
+}

@@ -1,0 +1,247 @@
+//! A two-router lab for the fleet: one attacker reaching two server
+//! segments through two gateways, and a broker namespace running a real
+//! nats-server with JetStream that both gateways reach.
+//!
+//! ```text
+//!                 a0 ── g0 [gw1] g1 ── s0 [srv1: FleetLab::behind_gw1]
+//! [attacker] ────┤               m0 ── b1 ┐
+//!                 a1 ── g0 [gw2] g1 ── s0 [srv2: FleetLab::behind_gw2]
+//!                                m0 ── b2 ┴ [broker: nats-server, aggregators]
+//! ```
+//!
+//! The attacker has one address (203.0.113.10) on both links and a host
+//! route per server, so a sweep crosses both routers from one source.
+
+use std::{
+    net::IpAddr,
+    path::PathBuf,
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::netns::{unique_tag, veth, NetNs};
+
+/// The broker's address as gateway 1 reaches it.
+pub const BROKER_FOR_GW1: &str = "nats://192.0.2.1:4222";
+/// The broker's address as gateway 2 reaches it.
+pub const BROKER_FOR_GW2: &str = "nats://192.0.2.5:4222";
+/// The broker's address inside its own namespace (for aggregators).
+pub const BROKER_LOCAL: &str = "nats://127.0.0.1:4222";
+
+/// The lab.
+pub struct FleetLab {
+    /// The scanner's namespace (203.0.113.10 on `a0` and `a1`).
+    pub attacker: NetNs,
+    /// Router 1 (`g0` attacker side, `g1` servers, `m0` broker).
+    pub gw1: NetNs,
+    /// Router 2 (same interface names).
+    pub gw2: NetNs,
+    /// Servers behind router 1.
+    pub srv1: NetNs,
+    /// Servers behind router 2.
+    pub srv2: NetNs,
+    /// nats-server and aggregators.
+    pub broker: NetNs,
+    /// Addresses behind router 1.
+    pub behind_gw1: Vec<IpAddr>,
+    /// Addresses behind router 2.
+    pub behind_gw2: Vec<IpAddr>,
+}
+
+impl FleetLab {
+    /// Builds the lab; `gw1_hosts` and `gw2_hosts` are the last octets of
+    /// 198.51.100.x placed behind each router.
+    pub fn new(gw1_hosts: &[u8], gw2_hosts: &[u8]) -> Result<Self> {
+        let tag = unique_tag();
+        let ns = |role: &str| NetNs::new(&format!("smbw-{tag}-{role}"));
+        let lab = Self {
+            attacker: ns("att")?,
+            gw1: ns("gw1")?,
+            gw2: ns("gw2")?,
+            srv1: ns("s1")?,
+            srv2: ns("s2")?,
+            broker: ns("nats")?,
+            behind_gw1: gw1_hosts
+                .iter()
+                .map(|h| IpAddr::from([198, 51, 100, *h]))
+                .collect(),
+            behind_gw2: gw2_hosts
+                .iter()
+                .map(|h| IpAddr::from([198, 51, 100, *h]))
+                .collect(),
+        };
+        let a = &lab.attacker;
+        for (n, (gw, srv, hosts, gw_att, broker_if, broker_net)) in [
+            (
+                &lab.gw1,
+                &lab.srv1,
+                &lab.behind_gw1,
+                "203.0.113.1",
+                "b1",
+                0u8,
+            ),
+            (
+                &lab.gw2,
+                &lab.srv2,
+                &lab.behind_gw2,
+                "203.0.113.2",
+                "b2",
+                4u8,
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let a_if = format!("a{n}");
+            veth(a, &a_if, gw, "g0")?;
+            veth(gw, "g1", srv, "s0")?;
+            veth(gw, "m0", &lab.broker, broker_if)?;
+            gw.sysctl("net.ipv4.ip_forward", "1")?;
+            gw.ip(&["addr", "add", &format!("{gw_att}/24"), "dev", "g0"])?;
+            gw.ip(&["addr", "add", "198.51.100.1/24", "dev", "g1"])?;
+            let b = format!("192.0.2.{}", broker_net + 1);
+            let g = format!("192.0.2.{}", broker_net + 2);
+            lab.broker
+                .ip(&["addr", "add", &format!("{b}/30"), "dev", broker_if])?;
+            gw.ip(&["addr", "add", &format!("{g}/30"), "dev", "m0"])?;
+            // The same address on both attacker links; a /32 on the second
+            // so the connected /24 route stays on the first.
+            let prefix = if n == 0 { "24" } else { "32" };
+            a.ip(&[
+                "addr",
+                "add",
+                &format!("203.0.113.10/{prefix}"),
+                "dev",
+                &a_if,
+            ])?;
+            for h in hosts {
+                srv.ip(&["addr", "add", &format!("{h}/24"), "dev", "s0"])?;
+                a.ip(&[
+                    "route",
+                    "add",
+                    &format!("{h}/32"),
+                    "via",
+                    gw_att,
+                    "dev",
+                    &a_if,
+                    "onlink",
+                    "src",
+                    "203.0.113.10",
+                ])?;
+            }
+            srv.ip(&["route", "add", "default", "via", "198.51.100.1"])?;
+        }
+        Ok(lab)
+    }
+
+    /// `nmap -n -Pn -sS -p445` from the attacker to `targets`; returns how
+    /// many nmap reports as open.
+    pub fn sweep(&self, targets: &[IpAddr]) -> Result<usize> {
+        self.sweep_from(None, targets)
+    }
+
+    /// Gives the attacker another address (on `a0`, towards gateway 1).
+    pub fn add_attacker_address(&self, addr: IpAddr) -> Result<()> {
+        self.attacker
+            .ip(&["addr", "add", &format!("{addr}/32"), "dev", "a0"])?;
+        Ok(())
+    }
+
+    /// Like [`FleetLab::sweep`], from `src` (an address added with
+    /// [`FleetLab::add_attacker_address`]; targets behind gateway 1).
+    pub fn sweep_from(&self, src: Option<IpAddr>, targets: &[IpAddr]) -> Result<usize> {
+        let list: Vec<String> = targets.iter().map(ToString::to_string).collect();
+        let src = src.map(|s| s.to_string());
+        let mut args = vec!["-n", "-Pn", "-sS", "-p445"];
+        if let Some(s) = &src {
+            args.extend_from_slice(&["-S", s, "-e", "a0"]);
+        }
+        args.extend(list.iter().map(String::as_str));
+        let out = self.attacker.exec("nmap", &args)?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .matches("445/tcp open")
+            .count())
+    }
+}
+
+/// A real nats-server with JetStream, its store in a directory that
+/// survives [`NatsServer::kill`] so [`NatsServer::restart`] finds it.
+pub struct NatsServer {
+    child: Option<Child>,
+    ns_path: String,
+    dir: PathBuf,
+}
+
+impl NatsServer {
+    /// Starts nats-server in `ns` on port 4222 (all addresses) with
+    /// JetStream storing under a fresh directory.
+    pub fn start(ns: &NetNs) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("smbwatch-nats-{}", unique_tag()));
+        std::fs::create_dir_all(&dir)?;
+        let mut me = Self {
+            child: None,
+            ns_path: ns.path(),
+            dir,
+        };
+        me.restart()?;
+        Ok(me)
+    }
+
+    /// Kills the server (SIGKILL: a crash, not a clean stop).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server again on the same store and waits until it is ready.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        let log = self.dir.join("nats.log");
+        // Each start appends to the log: wait for one more ready line.
+        let ready_lines = |p: &PathBuf| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .matches("Server is ready")
+                .count()
+        };
+        let before = ready_lines(&log);
+        let child = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", self.ns_path))
+            .args(["--", "nats-server", "-js", "-a", "0.0.0.0", "-p", "4222"])
+            .arg("-sd")
+            .arg(self.dir.join("store"))
+            .arg("-l")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting nats-server (install it: cargo xtask setup)")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if ready_lines(&log) > before {
+                return Ok(());
+            }
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                bail!("nats-server exited ({status}): {text}");
+            }
+            if Instant::now() > deadline {
+                bail!("nats-server not ready within 20 s: {text}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
