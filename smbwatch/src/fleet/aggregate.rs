@@ -76,7 +76,8 @@ pub struct AggregateReport {
     pub gateway_events: u64,
     /// Host events among `messages`.
     pub host_events: u64,
-    /// Messages rejected (malformed, another version, times too far ahead).
+    /// Messages or records rejected (malformed, another version, times too
+    /// far ahead).
     pub rejected: u64,
     /// Alerts written.
     pub alerts: u64,
@@ -113,7 +114,8 @@ struct Aggregator {
 }
 
 impl Aggregator {
-    /// One message; returns its alerts (with `observer.name` filled).
+    /// One message (a batch of events); returns its alerts (with
+    /// `observer.name` filled). A bad record is rejected alone.
     fn message(&mut self, subject: &str, payload: &[u8], now: DateTime<Utc>) -> Vec<Alert> {
         let Some(gateway) = super::gateway_of(subject) else {
             return self.reject(
@@ -121,24 +123,30 @@ impl Aggregator {
                 "subject is not smbwatch.events.<gateway>.<partition>",
             );
         };
-        let ev = match wire::decode(payload) {
-            Ok(ev) => ev,
+        let records = match wire::decode(payload) {
+            Ok(r) => r,
             Err(e) => return self.reject(subject, &e.to_string()),
         };
-        let mut alerts = match ev {
-            FleetEvent::Gateway(ev) => {
-                if ev.ts - now > self.max_ahead {
-                    return self.reject(subject, "event time too far ahead of this clock");
+        let mut alerts = Vec::new();
+        for record in records {
+            let found = match record {
+                Err(e) => self.reject(subject, &e.to_string()),
+                Ok(FleetEvent::Gateway(ev)) => {
+                    if ev.ts - now > self.max_ahead {
+                        self.reject(subject, "event time too far ahead of this clock")
+                    } else {
+                        self.report.gateway_events += 1;
+                        self.observers.saw(ev.src, gateway, ev.ts);
+                        self.pipeline.gateway_event(&ev)
+                    }
                 }
-                self.report.gateway_events += 1;
-                self.observers.saw(ev.src, gateway, ev.ts);
-                self.pipeline.gateway_event(&ev)
-            }
-            FleetEvent::Host(ev) => {
-                self.report.host_events += 1;
-                self.pipeline.host_event(&ev)
-            }
-        };
+                Ok(FleetEvent::Host(ev)) => {
+                    self.report.host_events += 1;
+                    self.pipeline.host_event(&ev)
+                }
+            };
+            alerts.extend(found);
+        }
         for a in &mut alerts {
             if let Some(src) = a.source_ip {
                 a.observers = self.observers.of(src);

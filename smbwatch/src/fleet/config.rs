@@ -49,7 +49,7 @@ impl Default for PublishConfig {
             stream: "SMBWATCH".into(),
             partitions: 16,
             buffer_bytes: 64 << 20,
-            stream_max_bytes: 8 << 30,
+            stream_max_bytes: 1 << 30,
             user: None,
             password_file: None,
             nkey_seed_file: None,

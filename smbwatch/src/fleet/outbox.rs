@@ -15,10 +15,12 @@ use std::{
 
 use bytes::Bytes;
 
+use super::wire::{Batch, BATCH_BYTES};
+
 /// Per-message overhead counted against the bound (the queue entry).
 const OVERHEAD: usize = std::mem::size_of::<Item>();
 
-/// One encoded event.
+/// One message: a batch of encoded events of one partition.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Item {
     /// Sequence number, unique for this process: with the gateway id and
@@ -26,8 +28,10 @@ pub struct Item {
     pub seq: u64,
     /// Partition (of the client address).
     pub partition: u16,
-    /// The encoded event.
+    /// The encoded batch ([`super::wire::Batch`]).
     pub payload: Bytes,
+    /// Events in it.
+    pub events: u32,
 }
 
 impl Item {
@@ -45,9 +49,11 @@ pub struct OutboxStats {
     pub dropped: u64,
     /// Events the broker acknowledged.
     pub delivered: u64,
+    /// Messages the broker acknowledged.
+    pub messages: u64,
     /// Bytes held now (queued and in flight).
     pub bytes: usize,
-    /// Events queued now (not in flight).
+    /// Messages queued now (not in flight).
     pub queued: usize,
 }
 
@@ -85,25 +91,27 @@ impl Outbox {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends `(partition, payload)` pairs in order, dropping those past
+    /// Appends `(partition, message, events)` in order, dropping those past
     /// the bound. Never waits for the publisher beyond the lock. Returns
-    /// how many were dropped.
-    pub fn push(&self, batch: impl IntoIterator<Item = (u16, Bytes)>) -> u64 {
+    /// how many events were dropped.
+    pub fn push(&self, batch: impl IntoIterator<Item = (u16, Bytes, u32)>) -> u64 {
         let mut dropped = 0;
         let mut any = false;
         let mut g = self.lock();
-        for (partition, payload) in batch {
+        for (partition, payload, events) in batch {
             let item = Item {
                 seq: g.next_seq,
                 partition,
                 payload,
+                events,
             };
             let cost = item.cost();
             if g.bytes + cost > self.cap {
-                dropped += 1;
+                dropped += u64::from(events);
                 continue;
             }
             g.next_seq += 1;
+            g.stats.accepted += u64::from(events);
             g.bytes += cost;
             g.queue.push_back(item);
             any = true;
@@ -127,9 +135,11 @@ impl Outbox {
     /// The broker acknowledged these: release their bytes.
     pub fn delivered(&self, items: &[Item]) {
         let cost: usize = items.iter().map(Item::cost).sum();
+        let events: u64 = items.iter().map(|i| u64::from(i.events)).sum();
         let mut g = self.lock();
         g.bytes -= cost.min(g.bytes);
-        g.stats.delivered += items.len() as u64;
+        g.stats.delivered += events;
+        g.stats.messages += items.len() as u64;
     }
 
     /// Puts items the broker did not acknowledge back at the front, in
@@ -153,7 +163,6 @@ impl Outbox {
     pub fn stats(&self) -> OutboxStats {
         let g = self.lock();
         OutboxStats {
-            accepted: g.next_seq,
             bytes: g.bytes,
             queued: g.queue.len(),
             ..g.stats
@@ -161,12 +170,14 @@ impl Outbox {
     }
 }
 
-/// The drain thread's side of the outbox: encodes events and hands them
-/// over once per drain turn (one lock per batch, not per event).
+/// The drain thread's side of the outbox: encodes events into one batch
+/// per partition and hands the batches over once per drain turn (one lock
+/// per turn, not per event).
 pub struct Tap {
     outbox: std::sync::Arc<Outbox>,
     partitions: u16,
-    pending: Vec<(u16, Bytes)>,
+    open: std::collections::HashMap<u16, Batch>,
+    full: Vec<(u16, Bytes, u32)>,
     /// Events dropped because the outbox was full, not yet reported.
     pub dropped: u64,
 }
@@ -177,37 +188,60 @@ impl Tap {
         Self {
             outbox,
             partitions,
-            pending: Vec::new(),
+            open: std::collections::HashMap::new(),
+            full: Vec::new(),
             dropped: 0,
+        }
+    }
+
+    fn batch(&mut self, partition: u16) -> &mut Batch {
+        self.open.entry(partition).or_default()
+    }
+
+    /// Closes `partition`'s batch once it is big enough.
+    fn close_if_full(&mut self, partition: u16) {
+        if self
+            .open
+            .get(&partition)
+            .is_some_and(|b| b.len() >= BATCH_BYTES)
+        {
+            if let Some(b) = self.open.remove(&partition) {
+                let n = b.records();
+                self.full.push((partition, b.into_bytes().into(), n));
+            }
         }
     }
 
     /// Queues a gateway event (sent at the next [`Tap::flush`]).
     pub fn gateway(&mut self, ev: &crate::event::GatewayEvent) {
-        let mut buf = Vec::with_capacity(super::wire::GATEWAY_LEN);
-        super::wire::encode_gateway(ev, &mut buf);
-        self.pending
-            .push((super::partition(ev.src, self.partitions), buf.into()));
+        let p = super::partition(ev.src, self.partitions);
+        self.batch(p).push_gateway(ev);
+        self.close_if_full(p);
     }
 
     /// Queues a host event, in the partition of its source address (the
     /// client for what a server logged, the host itself for its own
     /// outbound connections: the address a gateway pair has as its
-    /// source). Events without an address (process creations, file
-    /// creations) go to every aggregator ([`super::ALL`]).
+    /// source). Events without an address (process and file creations)
+    /// go to every aggregator ([`super::ALL`]).
     pub fn host(&mut self, ev: &crate::hostlog::HostEvent) {
-        let partition = ev
+        let p = ev
             .src_ip
             .map_or(super::ALL, |ip| super::partition(ip, self.partitions));
-        let mut buf = Vec::new();
-        super::wire::encode_host(ev, &mut buf);
-        self.pending.push((partition, buf.into()));
+        self.batch(p).push_host(ev);
+        self.close_if_full(p);
     }
 
-    /// Hands the queued events to the outbox.
+    /// Hands every batch to the outbox.
     pub fn flush(&mut self) {
-        if !self.pending.is_empty() {
-            self.dropped += self.outbox.push(self.pending.drain(..));
+        for (p, b) in self.open.drain() {
+            if !b.is_empty() {
+                let n = b.records();
+                self.full.push((p, b.into_bytes().into(), n));
+            }
+        }
+        if !self.full.is_empty() {
+            self.dropped += self.outbox.push(self.full.drain(..));
         }
     }
 }
@@ -224,7 +258,7 @@ mod tests {
     fn bounded_in_bytes_including_in_flight() {
         let per = OVERHEAD + 56;
         let ob = Outbox::new(3 * per);
-        assert_eq!(ob.push((0..5).map(|i| (i, payload(56)))), 2);
+        assert_eq!(ob.push((0..5).map(|i| (i, payload(56), 1))), 2);
         let s = ob.stats();
         assert_eq!(
             (s.accepted, s.dropped, s.queued, s.bytes),
@@ -232,9 +266,9 @@ mod tests {
         );
         // In flight still counts: nothing fits until the broker acks.
         let sent = ob.take(2);
-        assert_eq!(ob.push([(9, payload(56))]), 1);
+        assert_eq!(ob.push([(9, payload(56), 1)]), 1);
         ob.delivered(&sent);
-        assert_eq!(ob.push([(9, payload(56))]), 0);
+        assert_eq!(ob.push([(9, payload(56), 1)]), 0);
         let s = ob.stats();
         assert_eq!((s.delivered, s.dropped, s.queued), (2, 3, 2));
     }
@@ -242,7 +276,7 @@ mod tests {
     #[test]
     fn failed_items_go_back_in_order_with_their_ids() {
         let ob = Outbox::new(1 << 20);
-        ob.push((0..4).map(|i| (i, payload(8))));
+        ob.push((0..4).map(|i| (i, payload(8), 1)));
         let first = ob.take(3);
         assert_eq!(first.iter().map(|i| i.seq).collect::<Vec<_>>(), [0, 1, 2]);
         ob.requeue(first.clone());

@@ -10,8 +10,8 @@ use super::{
     transport::Transport,
 };
 
-/// Events sent per round trip.
-const BATCH: usize = 512;
+/// Messages (batches of events) sent per round trip.
+const BATCH: usize = 128;
 /// First and longest wait between attempts while the broker is down.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -176,7 +176,7 @@ mod tests {
         });
         let (tx, rx) = watch::channel(false);
         let task = tokio::spawn(run(outbox.clone(), broker.clone(), rx));
-        outbox.push((0..1000).map(|i| ((i % 16) as u16, Bytes::from_static(b"ev"))));
+        outbox.push((0..1000).map(|i| ((i % 16) as u16, Bytes::from_static(b"ev"), 1)));
         tokio::time::sleep(Duration::from_secs(10)).await;
         tx.send(true).unwrap();
         let stats = task.await.unwrap();

@@ -151,9 +151,18 @@ impl JetStream {
                 ..Default::default()
             })
             .await
-            .map_err(|e| TransportError::JetStream {
-                op: format!("creating or finding stream {}", self.cfg.stream),
-                message: e.to_string(),
+            .map_err(|e| {
+                let mut message = e.to_string();
+                if message.contains("insufficient storage") {
+                    message.push_str(
+                        " (the broker reserves [publish] stream_max_bytes: lower it, \
+                         or give the broker more JetStream storage)",
+                    );
+                }
+                TransportError::JetStream {
+                    op: format!("creating or finding stream {}", self.cfg.stream),
+                    message,
+                }
             })
     }
 }

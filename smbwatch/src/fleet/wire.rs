@@ -1,32 +1,35 @@
-//! The fleet's message format: one gateway or host event per JetStream
-//! message, versioned by its first byte.
+//! The fleet's message format: a batch of gateway and host events per
+//! JetStream message, versioned by its first byte.
 //!
-//! Gateway events are the bulk (one per new pair and per answer), so they
-//! are a fixed 56-byte little-endian record; host events are rare and rich,
-//! so they are the [`HostEvent`]'s JSON. `docs/fleet.md` documents both.
+//! One message per event would cost the broker, the publisher and the
+//! aggregator several microseconds each per event; a gateway batches what
+//! one drain turn produced for one partition (at most [`BATCH_BYTES`]), so
+//! batching adds no delay. Gateway events are the bulk (one per new pair and
+//! per answer): a fixed 54-byte little-endian body; host events are rare and
+//! rich: the [`HostEvent`]'s JSON. `docs/fleet.md` documents both.
 //!
 //! ```text
-//! offset size  gateway event (type 1)
-//!  0     1     version = 1
-//!  1     1     type = 1
-//!  2     1     kind: 0 new pair, 1 accepted, 2 refused
-//!  3     1     flags: 1 vlan, 2 fragmented, 4 after_accept, 8 kernel_fanout
-//!  4     8     time, ns since the Unix epoch (i64)
-//! 12    16     client address (IPv6; IPv4 as ::ffff:a.b.c.d)
-//! 28    16     server address
-//! 44     2     client port
-//! 46     2     server port
-//! 48     4     ingress ifindex on the gateway
-//! 52     2     VLAN id (0 without the vlan flag)
-//! 54     2     kernel fan-out estimate (0 without its flag)
+//! message: version (1 byte, = 1), then records until the end
+//! record:  type (1 byte), body length (u32), body
 //!
-//!  0     1     version = 1
-//!  1     1     type = 2: host event, the rest is its JSON
+//! offset size  gateway event body (type 1, 54 bytes)
+//!  0     1     kind: 0 new pair, 1 accepted, 2 refused
+//!  1     1     flags: 1 vlan, 2 fragmented, 4 after_accept, 8 kernel_fanout
+//!  2     8     time, ns since the Unix epoch (i64)
+//! 10    16     client address (IPv6; IPv4 as ::ffff:a.b.c.d)
+//! 26    16     server address
+//! 42     2     client port
+//! 44     2     server port
+//! 46     4     ingress ifindex on the gateway
+//! 50     2     VLAN id (0 without the vlan flag)
+//! 52     2     kernel fan-out estimate (0 without its flag)
+//!
+//! host event body (type 2): the event's JSON
 //! ```
 //!
 //! Decoding trusts nothing: a broker may carry messages from any gateway
-//! that holds credentials. Lengths, kinds, times and string caps are checked
-//! and a bad message is an error naming the problem, never a panic.
+//! that holds credentials. Lengths, kinds and string caps are checked and a
+//! bad record is an error naming the problem, never a panic.
 
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -39,10 +42,15 @@ use crate::{
 
 /// The format version this build writes and reads.
 pub const VERSION: u8 = 1;
-/// Size of an encoded gateway event.
-pub const GATEWAY_LEN: usize = 56;
-/// Largest message accepted (a host event's JSON at its caps is under 20 KiB).
-pub const MAX_MESSAGE: usize = 64 * 1024;
+/// Size of a gateway event's body.
+pub const GATEWAY_LEN: usize = 54;
+/// Record header: type and body length.
+const HEADER: usize = 5;
+/// A gateway closes a batch once it holds this many bytes.
+pub const BATCH_BYTES: usize = 32 * 1024;
+/// Largest message accepted: a full batch plus one host event (whose JSON
+/// at its caps, escaped, stays well under 128 KiB).
+pub const MAX_MESSAGE: usize = 256 * 1024;
 
 const TYPE_GATEWAY: u8 = 1;
 const TYPE_HOST: u8 = 2;
@@ -52,7 +60,7 @@ const FLAG_FRAGMENTED: u8 = 2;
 const FLAG_AFTER_ACCEPT: u8 = 4;
 const FLAG_FANOUT: u8 = 8;
 
-/// One decoded fleet message.
+/// One decoded record of a fleet message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FleetEvent {
     /// A gateway's pair or answer event.
@@ -65,17 +73,20 @@ pub enum FleetEvent {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
     /// Empty or longer than [`MAX_MESSAGE`].
-    #[error("message of {0} bytes (expected 2 to {MAX_MESSAGE})")]
+    #[error("message of {0} bytes (expected 1 to {MAX_MESSAGE})")]
     Size(usize),
+    /// A record runs past the end of the message.
+    #[error("record at byte {0} runs past the end of the message")]
+    Truncated(usize),
     /// Written by another format version.
     #[error(
         "format version {0} (this build reads version {VERSION}; upgrade the aggregator first)"
     )]
     Version(u8),
-    /// An unknown message type.
-    #[error("unknown message type {0}")]
+    /// An unknown record type.
+    #[error("unknown record type {0}")]
     Type(u8),
-    /// A gateway event of the wrong length.
+    /// A gateway event body of the wrong length.
     #[error("gateway event of {0} bytes (expected {GATEWAY_LEN})")]
     GatewayLength(usize),
     /// An unknown event kind.
@@ -89,62 +100,142 @@ pub enum WireError {
     FieldTooLong,
 }
 
-/// Encodes a gateway event (56 bytes).
-pub fn encode_gateway(ev: &GatewayEvent, out: &mut Vec<u8>) {
-    out.reserve(GATEWAY_LEN);
-    let kind = match ev.kind {
-        GatewayEventKind::NewPair => 0u8,
-        GatewayEventKind::Accepted => 1,
-        GatewayEventKind::Refused => 2,
-    };
-    let mut flags = 0;
-    if ev.vlan.is_some() {
-        flags |= FLAG_VLAN;
-    }
-    if ev.fragmented {
-        flags |= FLAG_FRAGMENTED;
-    }
-    if ev.after_accept {
-        flags |= FLAG_AFTER_ACCEPT;
-    }
-    if ev.kernel_fanout.is_some() {
-        flags |= FLAG_FANOUT;
-    }
-    out.extend_from_slice(&[VERSION, TYPE_GATEWAY, kind, flags]);
-    out.extend_from_slice(&ev.ts.timestamp_nanos_opt().unwrap_or(0).to_le_bytes());
-    out.extend_from_slice(&v6(ev.src).octets());
-    out.extend_from_slice(&v6(ev.dst).octets());
-    out.extend_from_slice(&ev.sport.to_le_bytes());
-    out.extend_from_slice(&ev.dport.to_le_bytes());
-    out.extend_from_slice(&ev.ifindex.to_le_bytes());
-    out.extend_from_slice(&ev.vlan.unwrap_or(0).to_le_bytes());
-    out.extend_from_slice(&ev.kernel_fanout.unwrap_or(0).to_le_bytes());
+/// A message being built: events of one partition, in order.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    buf: Vec<u8>,
+    records: u32,
 }
 
-/// Encodes a host event (its JSON after the two header bytes).
-pub fn encode_host(ev: &HostEvent, out: &mut Vec<u8>) {
-    out.extend_from_slice(&[VERSION, TYPE_HOST]);
-    // Serializing plain data into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, ev);
+impl Default for Batch {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
-/// Decodes one message.
-pub fn decode(msg: &[u8]) -> Result<FleetEvent, WireError> {
-    if msg.len() < 2 || msg.len() > MAX_MESSAGE {
+impl Batch {
+    /// An empty batch (just the version byte).
+    pub fn new() -> Self {
+        let mut buf = Vec::with_capacity(1024);
+        buf.push(VERSION);
+        Self { buf, records: 0 }
+    }
+
+    /// Appends a gateway event.
+    pub fn push_gateway(&mut self, ev: &GatewayEvent) {
+        let kind = match ev.kind {
+            GatewayEventKind::NewPair => 0u8,
+            GatewayEventKind::Accepted => 1,
+            GatewayEventKind::Refused => 2,
+        };
+        let mut flags = 0;
+        if ev.vlan.is_some() {
+            flags |= FLAG_VLAN;
+        }
+        if ev.fragmented {
+            flags |= FLAG_FRAGMENTED;
+        }
+        if ev.after_accept {
+            flags |= FLAG_AFTER_ACCEPT;
+        }
+        if ev.kernel_fanout.is_some() {
+            flags |= FLAG_FANOUT;
+        }
+        let out = &mut self.buf;
+        out.push(TYPE_GATEWAY);
+        out.extend_from_slice(&(GATEWAY_LEN as u32).to_le_bytes());
+        out.extend_from_slice(&[kind, flags]);
+        out.extend_from_slice(&ev.ts.timestamp_nanos_opt().unwrap_or(0).to_le_bytes());
+        out.extend_from_slice(&v6(ev.src).octets());
+        out.extend_from_slice(&v6(ev.dst).octets());
+        out.extend_from_slice(&ev.sport.to_le_bytes());
+        out.extend_from_slice(&ev.dport.to_le_bytes());
+        out.extend_from_slice(&ev.ifindex.to_le_bytes());
+        out.extend_from_slice(&ev.vlan.unwrap_or(0).to_le_bytes());
+        out.extend_from_slice(&ev.kernel_fanout.unwrap_or(0).to_le_bytes());
+        self.records += 1;
+    }
+
+    /// Appends a host event (its JSON).
+    pub fn push_host(&mut self, ev: &HostEvent) {
+        let start = self.buf.len();
+        self.buf.push(TYPE_HOST);
+        self.buf.extend_from_slice(&[0; 4]);
+        // Serializing plain data into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.buf, ev);
+        let len = (self.buf.len() - start - HEADER) as u32;
+        self.buf[start + 1..start + HEADER].copy_from_slice(&len.to_le_bytes());
+        self.records += 1;
+    }
+
+    /// Bytes so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether no event was added.
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// Events so far.
+    pub fn records(&self) -> u32 {
+        self.records
+    }
+
+    /// The message.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+/// Checks a message's size and version; its records follow.
+pub fn decode(msg: &[u8]) -> Result<Records<'_>, WireError> {
+    if msg.is_empty() || msg.len() > MAX_MESSAGE {
         return Err(WireError::Size(msg.len()));
     }
     if msg[0] != VERSION {
         return Err(WireError::Version(msg[0]));
     }
-    match msg[1] {
-        TYPE_GATEWAY => decode_gateway(msg).map(FleetEvent::Gateway),
-        TYPE_HOST => {
-            let ev: HostEvent =
-                serde_json::from_slice(&msg[2..]).map_err(|e| WireError::Host(e.to_string()))?;
-            check_caps(&ev)?;
-            Ok(FleetEvent::Host(Box::new(ev)))
+    Ok(Records { msg, at: 1 })
+}
+
+/// The records of a message, in order. A bad record is an error and the
+/// next ones are still read; a record whose length runs past the end ends
+/// the message with an error.
+pub struct Records<'a> {
+    msg: &'a [u8],
+    at: usize,
+}
+
+impl Iterator for Records<'_> {
+    type Item = Result<FleetEvent, WireError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = &self.msg[self.at..];
+        if rest.is_empty() {
+            return None;
         }
-        t => Err(WireError::Type(t)),
+        let start = self.at;
+        let body = rest
+            .get(1..HEADER)
+            .map(|l| u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize)
+            .and_then(|len| rest.get(HEADER..HEADER.checked_add(len)?));
+        let Some(body) = body else {
+            self.at = self.msg.len();
+            return Some(Err(WireError::Truncated(start)));
+        };
+        self.at += HEADER + body.len();
+        Some(match rest[0] {
+            TYPE_GATEWAY => decode_gateway(body).map(FleetEvent::Gateway),
+            TYPE_HOST => serde_json::from_slice::<HostEvent>(body)
+                .map_err(|e| WireError::Host(e.to_string()))
+                .and_then(|ev| {
+                    check_caps(&ev)?;
+                    Ok(FleetEvent::Host(Box::new(ev)))
+                }),
+            t => Err(WireError::Type(t)),
+        })
     }
 }
 
@@ -152,13 +243,13 @@ fn decode_gateway(m: &[u8]) -> Result<GatewayEvent, WireError> {
     let m: &[u8; GATEWAY_LEN] = m
         .try_into()
         .map_err(|_| WireError::GatewayLength(m.len()))?;
-    let kind = match m[2] {
+    let kind = match m[0] {
         0 => GatewayEventKind::NewPair,
         1 => GatewayEventKind::Accepted,
         2 => GatewayEventKind::Refused,
         k => return Err(WireError::Kind(k)),
     };
-    let flags = m[3];
+    let flags = m[1];
     let u16_at = |i: usize| u16::from_le_bytes([m[i], m[i + 1]]);
     let addr = |i: usize| {
         let mut o = [0u8; 16];
@@ -166,21 +257,21 @@ fn decode_gateway(m: &[u8]) -> Result<GatewayEvent, WireError> {
         unmap(Ipv6Addr::from(o))
     };
     let mut ns = [0u8; 8];
-    ns.copy_from_slice(&m[4..12]);
+    ns.copy_from_slice(&m[2..10]);
     let mut ifindex = [0u8; 4];
-    ifindex.copy_from_slice(&m[48..52]);
+    ifindex.copy_from_slice(&m[46..50]);
     Ok(GatewayEvent {
         ts: DateTime::<Utc>::from_timestamp_nanos(i64::from_le_bytes(ns)),
         kind,
-        src: addr(12),
-        dst: addr(28),
-        sport: u16_at(44),
-        dport: u16_at(46),
+        src: addr(10),
+        dst: addr(26),
+        sport: u16_at(42),
+        dport: u16_at(44),
         ifindex: u32::from_le_bytes(ifindex),
-        vlan: (flags & FLAG_VLAN != 0).then(|| u16_at(52)),
+        vlan: (flags & FLAG_VLAN != 0).then(|| u16_at(50)),
         fragmented: flags & FLAG_FRAGMENTED != 0,
         after_accept: flags & FLAG_AFTER_ACCEPT != 0,
-        kernel_fanout: (flags & FLAG_FANOUT != 0).then(|| u16_at(54)),
+        kernel_fanout: (flags & FLAG_FANOUT != 0).then(|| u16_at(52)),
     })
 }
 
@@ -264,57 +355,81 @@ mod tests {
         }
     }
 
-    #[test]
-    fn gateway_events_round_trip_in_56_bytes() {
-        for ev in [
-            gateway(),
-            GatewayEvent {
-                vlan: None,
-                kernel_fanout: None,
-                fragmented: false,
-                after_accept: false,
-                kind: GatewayEventKind::NewPair,
-                dst: "198.51.100.7".parse().unwrap(),
-                ..gateway()
-            },
-        ] {
-            let mut buf = Vec::new();
-            encode_gateway(&ev, &mut buf);
-            assert_eq!(buf.len(), GATEWAY_LEN);
-            assert_eq!(decode(&buf), Ok(FleetEvent::Gateway(ev)));
-        }
+    fn all(msg: &[u8]) -> Vec<Result<FleetEvent, WireError>> {
+        decode(msg).unwrap().collect()
     }
 
     #[test]
-    fn host_events_round_trip() {
-        let mut buf = Vec::new();
-        encode_host(&host(), &mut buf);
-        assert_eq!(decode(&buf), Ok(FleetEvent::Host(Box::new(host()))));
+    fn a_batch_round_trips_gateway_and_host_events_in_order() {
+        let plain = GatewayEvent {
+            vlan: None,
+            kernel_fanout: None,
+            fragmented: false,
+            after_accept: false,
+            kind: GatewayEventKind::NewPair,
+            dst: "198.51.100.7".parse().unwrap(),
+            ..gateway()
+        };
+        let mut b = Batch::new();
+        b.push_gateway(&gateway());
+        b.push_host(&host());
+        b.push_gateway(&plain);
+        assert_eq!(b.records(), 3);
+        let msg = b.into_bytes();
+        assert_eq!(
+            all(&msg),
+            [
+                Ok(FleetEvent::Gateway(gateway())),
+                Ok(FleetEvent::Host(Box::new(host()))),
+                Ok(FleetEvent::Gateway(plain)),
+            ]
+        );
+        // 1 version byte, then 59 bytes per gateway event.
+        let mut one = Batch::new();
+        one.push_gateway(&gateway());
+        assert_eq!(one.len(), 1 + HEADER + GATEWAY_LEN);
     }
 
     #[test]
     fn hostile_messages_are_named_errors() {
-        let mut good = Vec::new();
-        encode_gateway(&gateway(), &mut good);
-        assert_eq!(decode(&[]), Err(WireError::Size(0)));
-        assert_eq!(
-            decode(&vec![1; MAX_MESSAGE + 1]),
-            Err(WireError::Size(MAX_MESSAGE + 1))
-        );
-        assert_eq!(decode(&[2, 1, 0]), Err(WireError::Version(2)));
-        assert_eq!(decode(&[1, 9, 0]), Err(WireError::Type(9)));
-        assert_eq!(decode(&good[..40]), Err(WireError::GatewayLength(40)));
-        let mut bad_kind = good.clone();
-        bad_kind[2] = 7;
-        assert_eq!(decode(&bad_kind), Err(WireError::Kind(7)));
+        assert!(matches!(decode(&[]), Err(WireError::Size(0))));
         assert!(matches!(
-            decode(&[1, 2, b'{', 0xff]),
-            Err(WireError::Host(_))
+            decode(&vec![1; MAX_MESSAGE + 1]),
+            Err(WireError::Size(_))
+        ));
+        assert!(matches!(decode(&[2, 1, 0]), Err(WireError::Version(2))));
+        let mut b = Batch::new();
+        b.push_gateway(&gateway());
+        let good = b.into_bytes();
+        // A record past the end, an unknown type, a wrong length, a bad
+        // kind: each an error; later good records are still read.
+        assert_eq!(all(&good[..40]), [Err(WireError::Truncated(1))]);
+        let mut unknown = vec![1, 9, 0, 0, 0, 0];
+        unknown.extend_from_slice(&good[1..]);
+        assert_eq!(
+            all(&unknown),
+            [Err(WireError::Type(9)), Ok(FleetEvent::Gateway(gateway()))]
+        );
+        assert_eq!(
+            all(&[1, 1, 3, 0, 0, 0, 0, 0, 0]),
+            [Err(WireError::GatewayLength(3))]
+        );
+        let mut bad_kind = good.clone();
+        bad_kind[HEADER + 1] = 7;
+        assert_eq!(all(&bad_kind), [Err(WireError::Kind(7))]);
+        // A length field of 4 GiB does not overflow or allocate.
+        assert_eq!(
+            all(&[1, 2, 0xff, 0xff, 0xff, 0xff, b'{']),
+            [Err(WireError::Truncated(1))]
+        );
+        assert!(matches!(
+            all(&[1, 2, 2, 0, 0, 0, b'{', 0xff])[..],
+            [Err(WireError::Host(_))]
         ));
         let mut huge = host();
         huge.command_line = Some("x".repeat(crate::hostlog::MAX_COMMAND_LINE_BYTES + 1));
-        let mut buf = Vec::new();
-        encode_host(&huge, &mut buf);
-        assert_eq!(decode(&buf), Err(WireError::FieldTooLong));
+        let mut b = Batch::new();
+        b.push_host(&huge);
+        assert_eq!(all(&b.into_bytes()), [Err(WireError::FieldTooLong)]);
     }
 }

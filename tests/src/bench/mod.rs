@@ -6,6 +6,7 @@
 //! - [`user`]: ring-buffer drain, detector and host-log parse rates, memory,
 //!   and a spoofed-source flood;
 //! - [`baseline`]: learning rate, the baseline database's batch cost and size.
+//! - [`fleet`]: publishing to NATS JetStream, and the aggregator's rate.
 //!
 //! Goals are reported, never asserted: this machine is shared and noisy, so
 //! every figure is a median over interleaved rounds and compared as a ratio
@@ -13,6 +14,7 @@
 
 pub mod baseline;
 pub mod e2e;
+pub mod fleet;
 pub mod flood;
 pub mod procs;
 pub mod tcpdump;

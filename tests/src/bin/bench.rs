@@ -18,7 +18,7 @@ struct Args {
     /// Shorter runs and fewer rounds (same method).
     #[arg(long)]
     quick: bool,
-    /// Run only these parts (comma-separated or repeated): xdp, e2e, user, flood, baseline.
+    /// Run only these parts (comma-separated or repeated): xdp, e2e, user, flood, baseline, fleet.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Rounds (default: 5, or 3 with --quick).
@@ -66,6 +66,9 @@ fn main() -> Result<()> {
     }
     if wants("baseline") {
         sections.push(bench::baseline::run(&effort).context("baseline benchmark")?);
+    }
+    if wants("fleet") {
+        sections.push(bench::fleet::run(&effort).context("fleet benchmark")?);
     }
     let report = Report {
         machine,
