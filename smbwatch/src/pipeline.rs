@@ -53,9 +53,10 @@ impl Pipeline {
         self.baseline.as_mut()
     }
 
-    /// Declares that no host event will ever arrive (no host-log file,
-    /// stdin or listener): gateway events then skip correlation. Scan
-    /// alerts are the same either way, having no host records to join.
+    /// Declares that no host event is expected (no host-log file, stdin or
+    /// listener; for the fleet aggregator: until a gateway forwards one):
+    /// gateway events then skip correlation until a host event arrives.
+    /// Scan alerts are the same either way, having no host records to join.
     pub fn without_host_inputs(mut self) -> Self {
         self.host_inputs = false;
         self
@@ -100,6 +101,8 @@ impl Pipeline {
 
     /// A host event: host rules, then correlation (attribution, chains).
     pub fn host_event(&mut self, ev: &HostEvent) -> Vec<Alert> {
+        // Host events do arrive: keep gateway pairs for correlation from now on.
+        self.host_inputs = true;
         let mut out = Vec::new();
         let chained = self.correlator.on_host_event(ev);
         if let Some(mut alert) = self.rules.check(ev) {

@@ -181,7 +181,9 @@ pub async fn run(opts: &AggregateOptions) -> Result<AggregateReport, AggregateEr
     let js = JetStream::connect(&opts.url, &cfg.publish, "aggregate", &opts.name).await?;
     let stream = js.stream().await?;
     let mut agg = Aggregator {
-        pipeline: Pipeline::new(cfg),
+        // Correlation bookkeeping starts with the first host event a
+        // gateway forwards (most fleets forward none).
+        pipeline: Pipeline::new(cfg).without_host_inputs(),
         observers: Observers::new(OBSERVER_BYTES, cfg.detect.window),
         max_ahead: chrono::TimeDelta::from_std(cfg.hostlog.max_ahead)
             .unwrap_or(chrono::TimeDelta::MAX),

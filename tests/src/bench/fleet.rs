@@ -160,11 +160,17 @@ fn publish(ns: &NetNs, evs: &[GatewayEvent]) -> Result<(f64, f64, f64)> {
     })
 }
 
-/// Unprocessed messages (not delivered, or delivered and not acknowledged)
-/// of consumer `name` over every partition.
-fn backlog(ns: &NetNs, name: &str) -> Result<u64> {
-    let name = name.to_owned();
-    in_netns(ns, move || {
+/// Starts an aggregator with a fresh durable consumer over the whole
+/// stream (`total` events) and measures it from the moment it reads (its
+/// consumers exist) until every partition's consumer has nothing pending
+/// or unacknowledged: events per second, and its process CPU per event.
+fn aggregate(ns: &NetNs, round: usize, total: u64) -> Result<(f64, f64)> {
+    let name = format!("bench-{round}");
+    let agg = Daemon::aggregate(ns, &["--nats", BROKER_LOCAL, "--name", &name])?;
+    let pid = agg.pid();
+    let (c0, t0) = (process_cpu(pid), Instant::now());
+    // One connection for the polling, so polling costs the broker little.
+    let wall = in_netns(ns, || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -172,44 +178,25 @@ fn backlog(ns: &NetNs, name: &str) -> Result<u64> {
             let cfg = PublishConfig::default();
             let js = JetStream::connect(BROKER_LOCAL, &cfg, "bench", "smbwatch bench").await?;
             let stream = js.js.get_stream(&cfg.stream).await?;
-            let mut left = 0;
-            for p in 0..16 {
-                let info = stream.consumer_info(format!("{name}-p{p}")).await?;
-                left += info.num_pending + info.num_ack_pending as u64;
+            loop {
+                let mut left = 0;
+                for p in 0..16 {
+                    let info = stream.consumer_info(format!("{name}-p{p}")).await?;
+                    left += info.num_pending + info.num_ack_pending as u64;
+                }
+                if left == 0 {
+                    return Ok(t0.elapsed());
+                }
+                if t0.elapsed() > Duration::from_secs(600) {
+                    bail!("the aggregator did not finish {total} events in 10 minutes");
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            Ok(left)
         })
-    })
-}
-
-/// Starts an aggregator with a fresh consumer over the whole stream
-/// (`total` messages) and measures its rate between 10% and 100% done.
-fn aggregate(ns: &NetNs, round: usize, total: u64) -> Result<(f64, f64)> {
-    let name = format!("bench-{round}");
-    let agg = Daemon::aggregate(ns, &["--nats", BROKER_LOCAL, "--name", &name])?;
-    let pid = super::procs::pid_with_arg(&name).context("the aggregator's pid")?;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let mut start: Option<(Instant, u64, f64)> = None;
-    loop {
-        let left = backlog(ns, &name)?;
-        let done = total.saturating_sub(left);
-        if start.is_none() && done >= total / 10 {
-            start = Some((Instant::now(), done, process_cpu(pid)));
-        }
-        if left == 0 {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("the aggregator did not finish {total} messages in 10 minutes");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let (t, d, c) = start.context("never reached 10%")?;
-    let n = (total - d).max(1) as f64;
-    let rate = n / t.elapsed().as_secs_f64();
-    let cpu_ns = (process_cpu(pid) - c) * 1e9 / n;
+    })?;
+    let cpu_ns = (process_cpu(pid) - c0) * 1e9 / total as f64;
     agg.stop()?;
-    Ok((rate, cpu_ns))
+    Ok((total as f64 / wall.as_secs_f64(), cpu_ns))
 }
 
 /// The fleet section.
@@ -289,8 +276,9 @@ pub fn run(effort: &Effort) -> Result<Section> {
              pipeline alone (thread CPU per event: the baseline), through the drain thread's \
              tap (thread CPU), and through the real outbox and publish task until every event \
              is acknowledged (CPU of the runtime's thread); then `smbwatch aggregate` with a \
-             fresh durable consumer reads the whole stream (all rounds' events so far), rate \
-             and process CPU taken from 10% done to the end by polling its consumers. \
+             fresh durable consumer reads the whole stream (all rounds' events so far): rate \
+             and process CPU from the moment it reads until its consumers have nothing \
+             pending or unacknowledged (polled every 10 ms). \
              Medians over {} rounds.",
             effort.rounds
         ),
