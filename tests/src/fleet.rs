@@ -172,18 +172,38 @@ pub struct NatsServer {
     child: Option<Child>,
     ns_path: String,
     dir: PathBuf,
+    extra: Vec<String>,
 }
 
 impl NatsServer {
     /// Starts nats-server in `ns` on port 4222 (all addresses) with
     /// JetStream storing under a fresh directory.
     pub fn start(ns: &NetNs) -> Result<Self> {
+        Self::start_with(ns, &[])
+    }
+
+    /// [`NatsServer::start`] with more nats-server options (e.g. `--user`,
+    /// `--tls`); the server's directory ([`NatsServer::dir`]) exists before
+    /// it starts, for files those options name.
+    pub fn start_with(ns: &NetNs, extra: &[&str]) -> Result<Self> {
+        let dir = Self::new_dir()?;
+        Self::start_in(ns, dir, extra)
+    }
+
+    /// A fresh directory for a server (to put its certificates in first).
+    pub fn new_dir() -> Result<PathBuf> {
         let dir = std::env::temp_dir().join(format!("smbwatch-nats-{}", unique_tag()));
         std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    /// Starts a server in `dir` (removed on drop).
+    pub fn start_in(ns: &NetNs, dir: PathBuf, extra: &[&str]) -> Result<Self> {
         let mut me = Self {
             child: None,
             ns_path: ns.path(),
             dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         me.restart()?;
         Ok(me)
@@ -216,6 +236,7 @@ impl NatsServer {
             .arg(self.dir.join("store"))
             .arg("-l")
             .arg(&log)
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

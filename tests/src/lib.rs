@@ -2,6 +2,7 @@
 
 pub mod alerts;
 pub mod bench;
+pub mod certs;
 pub mod daemon;
 pub mod events;
 pub mod fleet;

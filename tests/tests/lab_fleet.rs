@@ -267,3 +267,69 @@ fn two_aggregators_share_the_partitions_with_source_affinity() {
     assert_eq!(b.stop().unwrap(), 0);
     assert_eq!(gw1.stop().unwrap(), 0);
 }
+
+#[test]
+fn the_broker_takes_tls_and_a_password_and_refuses_a_wrong_one() {
+    require_root();
+    if !have("nats-server") {
+        return skip("nats-server not installed (cargo xtask setup installs it)");
+    }
+    let lab = FleetLab::new(&octets(2..=21), &[22]).expect("fleet lab");
+    let dir = NatsServer::new_dir().unwrap();
+    let (ca, cert, key) = integration_tests::certs::make_certs(&dir);
+    let _nats = NatsServer::start_in(
+        &lab.broker,
+        dir,
+        &[
+            "--user",
+            "fleet",
+            "--pass",
+            "s3cret-for-the-lab",
+            "--tls",
+            "--tlscert",
+            cert.to_str().unwrap(),
+            "--tlskey",
+            key.to_str().unwrap(),
+        ],
+    )
+    .expect("nats-server with TLS and a password");
+    let conf = temp_dir("fleet-auth");
+    let config = |password: &str| {
+        let pw = conf.join(format!("pw-{password}"));
+        std::fs::write(&pw, format!("{password}\n")).unwrap();
+        let file = conf.join(format!("smbwatch-{password}.toml"));
+        std::fs::write(
+            &file,
+            format!(
+                "[publish]\nuser = \"fleet\"\npassword_file = \"{}\"\ntls_ca = \"{}\"\n",
+                pw.display(),
+                ca.display()
+            ),
+        )
+        .unwrap();
+        file
+    };
+    let url = "tls://127.0.0.1:4222";
+    let good = config("s3cret-for-the-lab");
+    let agg = Daemon::aggregate(
+        &lab.broker,
+        &["--nats", url, "--config", good.to_str().unwrap()],
+    )
+    .expect("the right password over TLS");
+    assert_eq!(agg.stop().unwrap(), 0);
+    let bad = config("wrong");
+    let refused = Daemon::aggregate(
+        &lab.broker,
+        &["--nats", url, "--config", bad.to_str().unwrap()],
+    );
+    let err = format!("{:#}", refused.err().expect("a wrong password is refused"));
+    assert!(
+        err.to_lowercase().contains("authorization"),
+        "the error names the refusal: {err}"
+    );
+    // Without the CA, the broker's certificate is refused, and the error
+    // says which setting is missing.
+    let plain = Daemon::aggregate(&lab.broker, &["--nats", "nats://127.0.0.1:4222"]);
+    let err = format!("{:#}", plain.err().expect("an unknown CA is refused"));
+    assert!(err.contains("tls_ca"), "{err}");
+}

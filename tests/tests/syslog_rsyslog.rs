@@ -11,10 +11,10 @@
 //! Tests skip with a message when rsyslogd (or its gtls driver) is absent:
 //! `apt-get install -y rsyslog rsyslog-gnutls`.
 
+use integration_tests::certs::make_certs;
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
+use std::net::IpAddr;
 
 use std::time::Duration;
 
@@ -245,37 +245,6 @@ async fn tcp_huge_alert_is_cut_to_64k_and_parsed() {
     let port = free_tcp_port();
     let rs = Rsyslog::start(&bin, &temp_dir("tcp-huge"), &Input::Tcp(port));
     huge_alert_roundtrip(&rs, format!("tcp://127.0.0.1:{port}"), 65_536).await;
-}
-
-/// A CA and a server certificate for 127.0.0.1 / localhost, as PEM files.
-fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-        KeyUsagePurpose, SanType,
-    };
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "smbwatch test CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut srv = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    srv.subject_alt_names
-        .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-    srv.distinguished_name.push(DnType::CommonName, "localhost");
-    srv.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let srv_cert = srv.signed_by(&key, &ca_cert, &ca_key).unwrap();
-    let paths = (
-        dir.join("ca.pem"),
-        dir.join("server.pem"),
-        dir.join("server.key"),
-    );
-    fs::write(&paths.0, ca_cert.pem()).unwrap();
-    fs::write(&paths.1, srv_cert.pem()).unwrap();
-    fs::write(&paths.2, key.serialize_pem()).unwrap();
-    (paths.0, paths.1, paths.2)
 }
 
 #[tokio::test]

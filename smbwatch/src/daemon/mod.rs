@@ -443,9 +443,15 @@ async fn start_publisher(
         .gateway_id
         .clone()
         .unwrap_or_else(fleet::default_gateway_id);
-    let js = JetStream::connect(url, cfg, &gateway, &format!("smbwatch gateway {gateway}"))
-        .await
-        .map_err(|e| DaemonError::Publish(e.to_string()))?;
+    let js = JetStream::connect(
+        url,
+        cfg,
+        &gateway,
+        &format!("smbwatch gateway {gateway}"),
+        true,
+    )
+    .await
+    .map_err(|e| DaemonError::Publish(e.to_string()))?;
     let outbox = Arc::new(Outbox::new(cfg.buffer_bytes));
     let (tx, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(fleet::publisher::run(outbox.clone(), js, rx));

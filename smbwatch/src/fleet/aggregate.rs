@@ -178,7 +178,7 @@ pub async fn run(opts: &AggregateOptions) -> Result<AggregateReport, AggregateEr
     let mut sigint =
         tokio::signal::unix::signal(SignalKind::interrupt()).map_err(AggregateError::Signal)?;
     let sinks = AlertSinks::for_config(cfg, &crate::alert::sensor::Sensor::local(&[]))?;
-    let js = JetStream::connect(&opts.url, &cfg.publish, "aggregate", &opts.name).await?;
+    let js = JetStream::connect(&opts.url, &cfg.publish, "aggregate", &opts.name, false).await?;
     let stream = js.stream().await?;
     let mut agg = Aggregator {
         // Correlation bookkeeping starts with the first host event a

@@ -79,19 +79,24 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
 
 impl JetStream {
     /// Connects to `url` with the credentials and TLS settings of `cfg`.
-    /// The connection is retried in the background: a gateway starts (and
-    /// detects locally) with the broker down.
+    /// With `background`, a first connection that fails is retried in the
+    /// background (a gateway starts, and detects locally, with the broker
+    /// down); without, it is an error now (an aggregator has nothing to do
+    /// without the broker, and wrong credentials should say so at once).
     pub async fn connect(
         url: &str,
         cfg: &PublishConfig,
         gateway: &str,
         client_name: &str,
+        background: bool,
     ) -> Result<Self, TransportError> {
         let mut opts = ConnectOptions::new()
             .name(client_name)
-            .retry_on_initial_connect()
             .max_reconnects(None)
             .connection_timeout(Duration::from_secs(5));
+        if background {
+            opts = opts.retry_on_initial_connect();
+        }
         if let (Some(user), Some(file)) = (&cfg.user, &cfg.password_file) {
             let pass = read_secret(file)?;
             opts = opts.user_and_password(user.clone(), pass);
@@ -119,13 +124,18 @@ impl JetStream {
                 url: url.into(),
                 message: e.to_string(),
             })?;
-        let client = opts
-            .connect(addrs)
-            .await
-            .map_err(|e| TransportError::Connect {
+        let client = opts.connect(addrs).await.map_err(|e| {
+            let mut message = e.to_string();
+            if message.contains("certificate") && cfg.tls_ca.is_none() {
+                message.push_str(
+                    " (the broker uses TLS: set [publish] tls_ca to the CA that signed its certificate)",
+                );
+            }
+            TransportError::Connect {
                 url: url.into(),
-                message: e.to_string(),
-            })?;
+                message,
+            }
+        })?;
         let boot = crate::dataplane::random_u64();
         Ok(Self {
             js: jetstream::new(client.clone()),

@@ -136,7 +136,8 @@ fn publish(ns: &NetNs, evs: &[GatewayEvent]) -> Result<(f64, f64, f64)> {
             .build()?;
         rt.block_on(async {
             let cfg = PublishConfig::default();
-            let js = JetStream::connect(BROKER_LOCAL, &cfg, "bench", "smbwatch bench").await?;
+            let js =
+                JetStream::connect(BROKER_LOCAL, &cfg, "bench", "smbwatch bench", false).await?;
             js.stream().await?;
             let outbox = Arc::new(Outbox::new(4 << 30));
             let tap = tap_ns(evs, &outbox);
@@ -176,7 +177,8 @@ fn aggregate(ns: &NetNs, round: usize, total: u64) -> Result<(f64, f64)> {
             .build()?;
         rt.block_on(async {
             let cfg = PublishConfig::default();
-            let js = JetStream::connect(BROKER_LOCAL, &cfg, "bench", "smbwatch bench").await?;
+            let js =
+                JetStream::connect(BROKER_LOCAL, &cfg, "bench", "smbwatch bench", false).await?;
             let stream = js.js.get_stream(&cfg.stream).await?;
             loop {
                 let mut left = 0;
