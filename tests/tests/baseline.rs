@@ -10,7 +10,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use integration_tests::{
+    alerts,
     daemon::{smbwatch_bin, Daemon},
+    events,
     netns::{unique_tag, Client, Lab, GW_ATTACKER_IF, GW_SERVERS_IF},
     require_root,
     samba::Smbd,
@@ -102,10 +104,7 @@ fn a_learned_week_then_day_eight_raises_exactly_the_three_anomalies() {
     ]);
     let alerts = lines(&out.stdout);
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-    let mut codes: Vec<&str> = alerts
-        .iter()
-        .map(|a| a["event"]["code"].as_str().unwrap())
-        .collect();
+    let mut codes: Vec<&str> = alerts.iter().map(|a| alerts::rule_id(a)).collect();
     codes.sort();
     assert_eq!(
         codes,
@@ -115,7 +114,7 @@ fn a_learned_week_then_day_eight_raises_exactly_the_three_anomalies() {
     let by = |code: &str| {
         alerts
             .iter()
-            .find(|a| a["event"]["code"] == code)
+            .find(|a| alerts::rule_id(a) == code)
             .unwrap()
             .clone()
     };
@@ -303,11 +302,7 @@ fn the_daemon_learns_real_sessions_and_resumes_its_database() {
         args.extend(["--iface".into(), c.gw_if.clone()]);
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let accepted = |l: &[Value]| {
-        l.iter()
-            .filter(|v| v["type"] == "response" && v["kind"] == "accepted")
-            .count()
-    };
+    let accepted = |l: &[Value]| l.iter().filter(|v| events::action(v) == "accepted").count();
     let edges_of = |rows: &[Value]| {
         let mut e: Vec<(String, String, u64)> = rows
             .iter()

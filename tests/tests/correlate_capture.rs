@@ -152,7 +152,7 @@ fn psexec_evtx_through_the_binary_raises_remote_file_drop() {
         .collect();
     let drops: Vec<&Value> = lines
         .iter()
-        .filter(|v| v["event"]["code"] == "remote_file_drop")
+        .filter(|v| v["rule"]["id"] == "remote_file_drop")
         .collect();
     // PSEXESVC.exe and cmd.exe, each written through ADMIN$ (two 5145s each).
     assert_eq!(drops.len(), 2, "{lines:#?}");
@@ -160,7 +160,9 @@ fn psexec_evtx_through_the_binary_raises_remote_file_drop() {
     let msg = v["message"].as_str().unwrap();
     assert!(msg.contains(r"\\*\ADMIN$\PSEXESVC.exe"), "{msg}");
     assert_eq!(v["source"]["ip"], "10.23.42.22");
-    assert_eq!(v["user"]["name"], r"OFFSEC\admmig");
+    assert_eq!(v["user"]["name"], "admmig");
+    assert_eq!(v["user"]["domain"], "OFFSEC");
+    assert_eq!(v["event"]["code"], "5145");
     assert_eq!(v["event"]["severity"], 99, "an executable: critical");
     assert_eq!(v["threat"]["technique"]["id"][1], "T1570");
 }

@@ -213,6 +213,7 @@ pub const FIELDS: &[Field] = &[
     f("process.executable", Keyword),
     f("process.command_line", Wildcard),
     f("process.parent.executable", Keyword),
+    f("process.parent.command_line", Wildcard),
     f("process.parent.name", Keyword),
     f("process.parent.pid", Long),
     f("user.name", Keyword),
@@ -236,6 +237,10 @@ pub const FIELDS: &[Field] = &[
     f("smbwatch.processes.pid", Long),
     f("smbwatch.processes.executable", Keyword),
     f("smbwatch.processes.command_line", Wildcard),
+    one_of(
+        "smbwatch.process_class",
+        &["script_interpreter", "lolbin", "office", "browser"],
+    ),
     f("smbwatch.original_timestamp", Keyword),
     f("smbwatch.fragmented", Boolean),
     f("smbwatch.after_accept", Boolean),

@@ -42,6 +42,12 @@ pub(crate) fn full_alert(kind: AlertKind) -> Alert {
     a.host = Some("WORKSTATION5.theshire.local".into());
     a.share = Some("ADMIN$".into());
     a.observers = vec!["edge-1".into(), "edge-2".into()];
+    a.process_context = Some(crate::alert::ProcessContext {
+        command_line: Some("python.exe -c \"import smb\"".into()),
+        parent_executable: Some(r"C:\Windows\System32\cmd.exe".into()),
+        parent_command_line: Some("cmd.exe /c run.bat".into()),
+        class: Some(crate::correlate::process::ProcessClass::ScriptInterpreter),
+    });
     a
 }
 
