@@ -104,7 +104,7 @@ fn a_learned_week_then_day_eight_raises_exactly_the_three_anomalies() {
     ]);
     let alerts = lines(&out.stdout);
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-    let mut codes: Vec<&str> = alerts.iter().map(|a| alerts::rule_id(a)).collect();
+    let mut codes: Vec<&str> = alerts.iter().map(alerts::rule_id).collect();
     codes.sort();
     assert_eq!(
         codes,

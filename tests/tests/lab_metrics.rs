@@ -225,7 +225,10 @@ fn top_shows_the_scanner_and_its_alert_and_quits_on_q() {
         .nth(1)
         .and_then(|w| w.parse().ok())
         .unwrap_or_else(|| panic!("destinations in {row:?}"));
-    assert!((27..=33).contains(&dests), "{row}");
+    // Linear counting over 128 bits with a fresh hash key per load: at 30
+    // destinations its standard error is about 2, so a run may read 25
+    // (seen once on CI); ±4 standard errors.
+    assert!((22..=38).contains(&dests), "{row}");
 
     t.send_keys("q").unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);

@@ -117,6 +117,14 @@ fn tap_ns(evs: &[GatewayEvent], outbox: &Arc<Outbox>) -> f64 {
     (thread_cpu() - c0) * 1e9 / evs.len() as f64
 }
 
+/// A JetStream connection to the lab's broker, from a thread inside its
+/// namespace ([`in_netns`]).
+async fn connect() -> Result<(JetStream, PublishConfig)> {
+    let cfg = PublishConfig::default();
+    let js = JetStream::connect(BROKER_LOCAL, &cfg, "bench", "smbwatch bench", false).await?;
+    Ok((js, cfg))
+}
+
 /// What one round measured.
 struct Round {
     detect_ns: f64,
@@ -135,9 +143,7 @@ fn publish(ns: &NetNs, evs: &[GatewayEvent]) -> Result<(f64, f64, f64)> {
             .enable_all()
             .build()?;
         rt.block_on(async {
-            let cfg = PublishConfig::default();
-            let js =
-                JetStream::connect(BROKER_LOCAL, &cfg, "bench", "smbwatch bench", false).await?;
+            let (js, _) = connect().await?;
             js.stream().await?;
             let outbox = Arc::new(Outbox::new(4 << 30));
             let tap = tap_ns(evs, &outbox);
@@ -176,9 +182,7 @@ fn aggregate(ns: &NetNs, round: usize, total: u64) -> Result<(f64, f64)> {
             .enable_all()
             .build()?;
         rt.block_on(async {
-            let cfg = PublishConfig::default();
-            let js =
-                JetStream::connect(BROKER_LOCAL, &cfg, "bench", "smbwatch bench", false).await?;
+            let (js, cfg) = connect().await?;
             let stream = js.js.get_stream(&cfg.stream).await?;
             loop {
                 let mut left = 0;
