@@ -40,6 +40,8 @@ pub fn smbwatch_bin() -> PathBuf {
 pub struct Daemon {
     child: Child,
     lines: Arc<Mutex<Vec<Value>>>,
+    /// Stdout lines that were not JSON (checked in the test's thread).
+    bad: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<String>>,
     /// This daemon's own pin directory.
     pub pin_dir: PathBuf,
@@ -119,14 +121,16 @@ impl Daemon {
             .spawn()
             .context("spawning smbwatch")?;
         let lines = Arc::new(Mutex::new(Vec::new()));
+        let bad = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let out = child.stdout.take().expect("piped");
         let l = lines.clone();
+        let b = bad.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 match serde_json::from_str(&line) {
                     Ok(v) => l.lock().unwrap().push(v),
-                    Err(e) => panic!("smbwatch printed a non-JSON line {line:?}: {e}"),
+                    Err(e) => b.lock().unwrap().push(format!("{e}: {line}")),
                 }
             }
         });
@@ -143,6 +147,7 @@ impl Daemon {
         Ok(Self {
             child,
             lines,
+            bad,
             stderr,
             pin_dir,
         })
@@ -228,6 +233,8 @@ impl Daemon {
         loop {
             let lines = self.lines.lock().unwrap().clone();
             if pred(&lines) || Instant::now() > deadline {
+                let bad = self.bad.lock().unwrap();
+                assert!(bad.is_empty(), "smbwatch printed non-JSON lines: {bad:#?}");
                 // Event lines and alerts alike are ECS.
                 lines.iter().for_each(crate::alerts::check_ecs);
                 return lines;

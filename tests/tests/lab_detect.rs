@@ -155,3 +155,41 @@ async fn five_smbclient_clients_of_one_server_raise_nothing() {
     );
     assert_eq!(daemon.stop().unwrap(), 0);
 }
+
+/// `--json - --events`: alerts and event lines share stdout from two
+/// threads, and every line must stay whole (a sweep's event lines outgrow
+/// any write buffer; an alert once landed inside an event line).
+#[test]
+fn alerts_and_events_on_one_stdout_stay_whole_lines() {
+    require_root();
+    let lab = Lab::new(30).expect("lab");
+    lab.wait_reachable(lab.server_v4[0]).unwrap();
+    let daemon = Daemon::start(
+        &lab.gateway,
+        &[
+            "--iface",
+            GW_ATTACKER_IF,
+            "--iface",
+            GW_SERVERS_IF,
+            "--json",
+            "-",
+            "--events",
+        ],
+    )
+    .expect("daemon");
+    assert_eq!(lab.sweep_30(&[]).expect("nmap"), 30, "nmap probed 30 hosts");
+    // lines_when fails on any line that is not a whole JSON document.
+    let lines = daemon.lines_when(Duration::from_secs(10), |l| {
+        l.iter().filter(|v| events::is_new_pair(v)).count() >= 30
+            && l.iter().any(|v| alerts::rule_id(v) == "smb_scan_fanout")
+    });
+    assert!(
+        lines.iter().filter(|v| events::is_new_pair(v)).count() >= 30,
+        "{} lines",
+        lines.len()
+    );
+    assert!(lines
+        .iter()
+        .any(|v| alerts::rule_id(v) == "smb_scan_fanout"));
+    assert_eq!(daemon.stop().unwrap(), 0);
+}

@@ -102,34 +102,54 @@ pub enum DaemonError {
 }
 
 /// Prints each event as one JSON line on stdout.
+///
+/// Lines are gathered whole and written with one `write_all` under the
+/// stdout lock: alerts (`--json -`) go to the same stdout from another
+/// thread, and a buffer flushed mid-line would let an alert land inside an
+/// event line.
 pub struct StdoutEvents {
-    out: std::io::BufWriter<std::io::Stdout>,
+    buf: Vec<u8>,
     broken: bool,
 }
+
+/// Bytes of whole lines gathered before they are written even within a
+/// drain turn (bounds the buffer under a burst).
+const STDOUT_BATCH: usize = 64 * 1024;
 
 impl StdoutEvents {
     /// A sink on the process's stdout.
     pub fn new() -> Self {
         Self {
-            out: std::io::BufWriter::new(std::io::stdout()),
+            buf: Vec::with_capacity(STDOUT_BATCH),
             broken: false,
         }
     }
 
-    /// Flushes; after a failed write or flush, printing stops for good.
+    /// Writes the gathered lines; after a failed write, printing stops for
+    /// good.
     pub fn flush(&mut self) {
-        if !self.broken && self.out.flush().is_err() {
-            self.broken = true;
-            tracing::warn!("stdout closed; no longer printing events (detection goes on)");
+        if self.buf.is_empty() {
+            return;
         }
+        if !self.broken {
+            let mut out = std::io::stdout().lock();
+            if out.write_all(&self.buf).and_then(|()| out.flush()).is_err() {
+                self.broken = true;
+                tracing::warn!("stdout closed; no longer printing events (detection goes on)");
+            }
+        }
+        self.buf.clear();
     }
-}
 
-impl StdoutEvents {
-    /// Writes one event line (buffered).
+    /// Gathers one event line.
     pub fn event(&mut self, ev: &GatewayEvent) {
-        if !self.broken && writeln!(self.out, "{}", ev.to_json()).is_err() {
-            self.broken = true;
+        if self.broken {
+            return;
+        }
+        // Writing into a Vec cannot fail.
+        let _ = writeln!(self.buf, "{}", ev.to_json());
+        if self.buf.len() >= STDOUT_BATCH {
+            self.flush();
         }
     }
 }
