@@ -255,9 +255,9 @@ pub async fn run(opts: &AggregateOptions) -> Result<AggregateReport, AggregateEr
                 agg.report.messages += 1;
                 let alerts = agg.message(msg.subject.as_str(), &msg.payload, Utc::now());
                 if alerts.is_empty() {
-                    let n = unacked.entry(p).or_insert((0, msg.clone()));
-                    *n = (n.0 + 1, msg);
-                    if n.0 >= ACK_EVERY {
+                    let count = unacked.get(&p).map_or(0, |(n, _)| *n) + 1;
+                    unacked.insert(p, (count, msg));
+                    if count >= ACK_EVERY {
                         ack(&mut unacked, p, false).await;
                     }
                 } else {

@@ -59,8 +59,6 @@ pub trait Transport: Send + Sync + 'static {
 pub struct JetStream {
     /// The JetStream context.
     pub js: jetstream::Context,
-    /// The client (for flushes and its state).
-    pub client: async_nats::Client,
     cfg: PublishConfig,
     /// Message-id prefix: `<gateway>.<boot>` (the boot id makes ids of a
     /// restarted gateway new).
@@ -138,8 +136,7 @@ impl JetStream {
         })?;
         let boot = crate::dataplane::random_u64();
         Ok(Self {
-            js: jetstream::new(client.clone()),
-            client,
+            js: jetstream::new(client),
             cfg: cfg.clone(),
             id_prefix: format!("{gateway}.{boot:016x}"),
             gateway: gateway.into(),
