@@ -5,6 +5,8 @@
 //! padding. With the `user` feature the types implement [`aya::Pod`].
 #![no_std]
 
+pub mod addr;
+
 /// A 16-byte IP address: IPv6 as is, IPv4 as an IPv4-mapped IPv6 address
 /// (`::ffff:a.b.c.d`), so one map serves both families.
 #[repr(C)]

@@ -11,7 +11,7 @@ use std::io::Write as _;
 mod baseline_cmd;
 
 use smbwatch::{
-    alert::{ecs::Document, sensor::Sensor, Alert},
+    alert::{ecs::gateway::ToEventLine as _, ecs::Document, sensor::Sensor, Alert},
     config::Config,
     daemon::{self, RunOptions},
     dataplane::{AttachMode, MonotonicClock, PinnedMaps},
@@ -445,7 +445,9 @@ fn aggregate(args: AggregateArgs) -> Result<()> {
         url: args.nats,
         partitions,
         name: args.name,
-        config: cfg,
+        pipeline: cfg.pipeline(),
+        sinks: cfg.sinks(),
+        publish: cfg.publish,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -507,7 +509,7 @@ fn replay(args: ReplayArgs) -> Result<()> {
     let mut print_event = |ev: &smbwatch::event::GatewayEvent| {
         let _ = writeln!(std::io::stdout(), "{}", ev.to_json());
     };
-    let mut pipeline = Pipeline::new(&cfg);
+    let mut pipeline = Pipeline::new(cfg.pipeline());
     let store = if cfg.baseline.enabled {
         let (store, b) = smbwatch::baseline::cli::open(&cfg, &cfg.baseline.path)?;
         pipeline = pipeline.with_baseline(b);
@@ -565,7 +567,7 @@ fn hostlog_scan(args: HostlogFiles) -> Result<()> {
     let cfg = load_config(args.config.as_deref())?;
     let mut events = read_host_logs(&args.files, args.format)?;
     events.sort_by_key(|e| e.ts);
-    let mut pipeline = Pipeline::new(&cfg);
+    let mut pipeline = Pipeline::new(cfg.pipeline());
     let mut print = stdout_alerts(Sensor::local(&[]));
     let mut n = 0;
     for ev in &events {

@@ -37,7 +37,7 @@ use self::drain::DrainLoop;
 use self::notify::Notifier;
 use self::reload::{Overrides, ReloadStats, Reloader};
 use crate::{
-    alert::{sensor::Sensor, sink::AlertSinks, Alert},
+    alert::{ecs::gateway::ToEventLine as _, sensor::Sensor, sink::AlertSinks, Alert},
     config::Config,
     dataplane::{privilege, Dataplane, DataplaneError, Stats},
     event::GatewayEvent,
@@ -195,9 +195,9 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
 
     // Interface names for `observer.ingress.interface.name`, resolved once.
     let sensor = Sensor::local(&opts.ifaces);
-    let sinks = AlertSinks::for_config(cfg, &sensor)?;
+    let sinks = cfg.alert_sinks(&sensor)?;
     let events = (cfg.alert.events || sinks.is_empty()).then(StdoutEvents::new);
-    let mut pipeline = Pipeline::new(cfg);
+    let mut pipeline = Pipeline::new(cfg.pipeline());
     if opts.host_logs.is_empty() && cfg.hostlog.listen.is_none() {
         pipeline = pipeline.without_host_inputs();
     }
