@@ -14,7 +14,7 @@
 //!   [`replay`] and [`packet`].
 //!
 //! Their modules are re-exported here under the paths they always had.
-pub use smbwatch_core::{community_id, correlate, detect, event, pipeline, timed};
+pub use smbwatch_core::{community_id, correlate, detect, event, hostlog, pipeline, timed};
 pub use smbwatch_dataplane::{dataplane, packet};
 pub use smbwatch_output::alert;
 
@@ -37,15 +37,6 @@ pub mod baseline {
 
     #[cfg(test)]
     mod store_tests;
-}
-
-/// Windows host logs: the parsers and rules (`smbwatch-core`) with the
-/// readers that wait for more (line inputs and the file follower).
-pub mod hostlog {
-    pub use smbwatch_core::hostlog::*;
-
-    pub mod follow;
-    pub mod lines;
 }
 
 /// Replay (`smbwatch-dataplane`) with the sensor a replay's alerts name.

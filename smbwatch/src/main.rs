@@ -1,10 +1,7 @@
 //! The smbwatch command line: parsing and dispatch only; each command's
-//! body is its own module (`commands/`, `baseline_cmd.rs`,
-//! `package_files.rs`).
+//! body is its own module of `commands/`.
 
-mod baseline_cmd;
 mod commands;
-mod package_files;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -56,7 +53,7 @@ enum Command {
     },
     /// The learned SMB baseline: learn it from captures, show, export, import.
     #[command(subcommand)]
-    Baseline(baseline_cmd::BaselineCommand),
+    Baseline(commands::baseline::BaselineCommand),
     /// Run detection over the events every gateway publishes to NATS
     /// JetStream (`run --publish`): one detector for many routers.
     Aggregate(AggregateArgs),
@@ -82,9 +79,9 @@ fn main() -> ExitCode {
         Command::Hostlog(HostlogCommand::Parse(args)) => commands::hostlog::parse(args),
         Command::Hostlog(HostlogCommand::Scan(args)) => commands::hostlog::scan(args),
         Command::PackageFiles { dir } => {
-            package_files::write(<Cli as clap::CommandFactory>::command(), &dir)
+            commands::package_files::write(<Cli as clap::CommandFactory>::command(), &dir)
         }
-        Command::Baseline(cmd) => baseline_cmd::run(cmd),
+        Command::Baseline(cmd) => commands::baseline::run(cmd),
         Command::Aggregate(args) => commands::aggregate::aggregate(args),
     };
     match result {

@@ -15,8 +15,8 @@
 //! each format is documented in `docs/hostlogs.md` and in [`TimeSource`].
 //!
 //! All parsing is pure (bytes in, events out); file reading is confined to
-//! [`parse_file`] here, and to the application's `hostlog::follow` and
-//! `hostlog::lines` (stdin) and `daemon::inputs` (the TCP listener).
+//! [`parse_file`] here, and to the application's daemon inputs
+//! (`daemon::inputs`: the file follower, stdin, the TCP listener).
 //!
 //! Hostile input is bounded: parsing is linear in the input, every string
 //! of a [`HostEvent`] is capped ([`HostEvent::MAX_BYTES`]), line inputs

@@ -4,7 +4,9 @@
 //! alerts.
 
 pub(crate) mod aggregate;
+pub(crate) mod baseline;
 pub(crate) mod hostlog;
+pub(crate) mod package_files;
 pub(crate) mod replay;
 pub(crate) mod run;
 pub(crate) mod status;

@@ -11,7 +11,7 @@
 
 mod degraded;
 mod drain;
-mod inputs;
+pub mod inputs;
 pub mod notify;
 pub mod reload;
 

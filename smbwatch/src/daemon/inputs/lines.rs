@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt as _, AsyncRead, BufReader};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::{parse_line_at, HostEvent, RecordError, RecordLocation, RecordProblem};
+use crate::hostlog::{parse_line_at, HostEvent, RecordError, RecordLocation, RecordProblem};
 
 /// One line from a [`LineReader`].
 #[derive(Debug, PartialEq, Eq)]

@@ -11,7 +11,7 @@
 //!
 //! Lines are JSON objects or XML `<Event>`s, one per line, as forwarders
 //! and `tee`-style collectors write them; multi-line `Key: Value` records
-//! and binary EVTX are read whole with [`super::parse_file`] instead.
+//! and binary EVTX are read whole with [`crate::hostlog::parse_file`] instead.
 //!
 //! The file is streamed through a bounded [`LineReader`] (at most
 //! `max_line` bytes of a line are held) and each poll returns at most a
@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::lines::{AtEnd, Line, LineReader};
-use super::{parse_line_at, HostEvent, RecordError};
+use crate::hostlog::{parse_line_at, HostEvent, RecordError};
 
 /// Follow errors.
 #[derive(Debug, thiserror::Error)]
@@ -275,7 +275,7 @@ fn followed(name: &str, line: &Line<'_>) -> Followed {
 }
 
 /// Follow `path`, polling every `interval` (at once while a backlog is
-/// being read), parsing each line with [`super::parse_line_at`] and
+/// being read), parsing each line with [`crate::hostlog::parse_line_at`] and
 /// sending events on `tx`, until `shutdown` completes or the receiver is
 /// dropped. Bad lines are logged and counted.
 pub async fn follow(

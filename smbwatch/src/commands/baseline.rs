@@ -65,7 +65,7 @@ pub(crate) fn run(cmd: BaselineCommand) -> Result<()> {
             pcaps,
             batch_events,
         } => {
-            let cfg = crate::commands::load_config(db.config.as_deref())?;
+            let cfg = super::load_config(db.config.as_deref())?;
             let started = std::time::Instant::now();
             // Progress: one line per committed batch and per capture.
             let mut on_commit = |c: &Commit| {
@@ -108,13 +108,13 @@ pub(crate) fn run(cmd: BaselineCommand) -> Result<()> {
             Ok(())
         }
         BaselineCommand::Show { db, top } => {
-            let cfg = crate::commands::load_config(db.config.as_deref())?;
+            let cfg = super::load_config(db.config.as_deref())?;
             let mut out = std::io::stdout().lock();
             cli::show(&cfg, &db.db, top, &mut out)?;
             Ok(())
         }
         BaselineCommand::Export { db } => {
-            let cfg = crate::commands::load_config(db.config.as_deref())?;
+            let cfg = super::load_config(db.config.as_deref())?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             cli::export(&cfg, &db.db, &mut out)?;
             out.flush().ok();
