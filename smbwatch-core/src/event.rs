@@ -74,3 +74,46 @@ impl GatewayEvent {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `new` leaves VLAN, flags and the kernel's estimate unset (ifindex 0);
+    /// a struct update changes only what it names. The event's ECS line is
+    /// smbwatch-output's (`alert::ecs::gateway`).
+    #[test]
+    fn new_sets_only_the_pair_and_its_time() {
+        let ev = GatewayEvent {
+            ts: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            kind: GatewayEventKind::NewPair,
+            src: "203.0.113.10".parse().unwrap(),
+            dst: "198.51.100.7".parse().unwrap(),
+            sport: 40000,
+            dport: 445,
+            ifindex: 3,
+            vlan: None,
+            fragmented: false,
+            after_accept: false,
+            kernel_fanout: Some(2),
+        };
+        let plain = GatewayEvent::new(ev.ts, ev.kind, ev.src, ev.dst, ev.sport, ev.dport);
+        assert_eq!(
+            plain,
+            GatewayEvent {
+                ifindex: 0,
+                kernel_fanout: None,
+                ..ev.clone()
+            }
+        );
+        let r = GatewayEvent {
+            kind: GatewayEventKind::Refused,
+            vlan: Some(10),
+            ..ev
+        };
+        assert_eq!(
+            (r.kind, r.vlan, r.src, r.dst),
+            (GatewayEventKind::Refused, Some(10), ev.src, ev.dst)
+        );
+    }
+}
