@@ -83,6 +83,7 @@ fn readme_fanout_alert_matches_the_code() {
             fragmented: false,
             after_accept: false,
             kernel_fanout: None,
+            activity: None,
         };
         alerts.extend(det.observe(&ev(GatewayEventKind::NewPair, i64::from(i) * 100)));
         let answer = if i < 3 {

@@ -110,10 +110,13 @@ impl EventLine {
     pub fn new(ev: &GatewayEvent) -> Self {
         let (types, action, outcome): (&'static [&'static str], _, _) = match ev.kind {
             GatewayEventKind::NewPair => (&["connection", "start"], "new_pair", None),
+            GatewayEventKind::Active => (&["connection", "start"], "active", None),
             GatewayEventKind::Accepted => (&["connection"], "accepted", Some("success")),
+            GatewayEventKind::Confirmed => (&["connection"], "confirmed", Some("success")),
             GatewayEventKind::Refused => (&["connection", "end"], "refused", Some("failure")),
+            GatewayEventKind::Unparsed => (&["info"], "unparsed", None),
         };
-        let new_pair = ev.kind == GatewayEventKind::NewPair;
+        let new_pair = ev.kind.is_contact();
         Self {
             timestamp: Timestamp::new(ev.ts),
             ecs: Ecs {
