@@ -128,5 +128,8 @@ fn readme_minimal_config_is_valid() {
         cfg.alert.json.as_deref(),
         Some(std::path::Path::new("/var/log/smbwatch/alerts.json"))
     );
-    assert!(cfg.metrics.enabled, "`smbwatch top` needs the metrics endpoint");
+    assert!(
+        cfg.metrics.enabled,
+        "`smbwatch top` needs the metrics endpoint"
+    );
 }
