@@ -11,10 +11,53 @@ use serde::Serialize;
 pub enum GatewayEventKind {
     /// First bare SYN of a (source, destination) pair.
     NewPair,
+    /// First SYN of a known pair in a later activity epoch: the pair is in
+    /// use again (a second sweep, a client's daily use). `activity` says
+    /// what the kernel saw of it since its previous report.
+    Active,
     /// The server answered the pair with SYN-ACK.
     Accepted,
+    /// The client completed the handshake: its ACK after the SYN-ACK. Only
+    /// this proves the client is real (a SYN-ACK answers spoofed SYNs too).
+    Confirmed,
     /// The server answered the pair with RST.
     Refused,
+    /// A packet to which the kernel could not walk to the TCP header (an
+    /// IPv6 extension chain or VLAN stack past its bound). Addresses are
+    /// the packet's; ports are unknown (0).
+    Unparsed,
+}
+
+impl GatewayEventKind {
+    /// Every kind, in wire order.
+    pub const ALL: [Self; 6] = [
+        Self::NewPair,
+        Self::Active,
+        Self::Accepted,
+        Self::Confirmed,
+        Self::Refused,
+        Self::Unparsed,
+    ];
+
+    /// A pair's first SYN in this report period (the first ever, or the
+    /// first of a later activity epoch): what fan-out counts.
+    pub fn is_contact(self) -> bool {
+        matches!(self, Self::NewPair | Self::Active)
+    }
+}
+
+/// What the kernel saw of a pair between its previous report and this one
+/// (carried by [`GatewayEventKind::Active`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct PairActivity {
+    /// SYNs of the pair since its previous report (saturating).
+    pub syns: u32,
+    /// A SYN-ACK was seen since the previous report.
+    pub accepted: bool,
+    /// The client's ACK after a SYN-ACK was seen since the previous report.
+    pub confirmed: bool,
+    /// A RST from the server was seen since the previous report.
+    pub refused: bool,
 }
 
 /// One decoded ring-buffer record. For every kind `src` is the client (the
@@ -46,6 +89,9 @@ pub struct GatewayEvent {
     /// source is tracked there (it opened another pair within the repeat
     /// horizon, which the daemon may not have been told of).
     pub kernel_fanout: Option<u16>,
+    /// On [`GatewayEventKind::Active`]: the pair's activity since its
+    /// previous report.
+    pub activity: Option<PairActivity>,
 }
 
 impl GatewayEvent {
@@ -71,6 +117,7 @@ impl GatewayEvent {
             fragmented: false,
             after_accept: false,
             kernel_fanout: None,
+            activity: None,
         }
     }
 }
@@ -96,6 +143,7 @@ mod tests {
             fragmented: false,
             after_accept: false,
             kernel_fanout: Some(2),
+            activity: None,
         };
         let plain = GatewayEvent::new(ev.ts, ev.kind, ev.src, ev.dst, ev.sport, ev.dport);
         assert_eq!(

@@ -169,10 +169,16 @@ pub enum ReplayError {
 pub struct EventCounts {
     /// `new_pair` events.
     pub new_pairs: u64,
+    /// `active` events: known pairs in use again in a later activity epoch.
+    pub active: u64,
     /// Answers with SYN-ACK.
     pub accepted: u64,
+    /// Handshakes the client completed.
+    pub confirmed: u64,
     /// Answers with RST.
     pub refused: u64,
+    /// Packets the kernel could not walk to their TCP header.
+    pub unparsed: u64,
 }
 
 /// One source, from the replay's own new-pair events (exact: replay sheds nothing).
@@ -665,8 +671,11 @@ impl Replay {
                         s.events.new_pairs += 1;
                         destinations.count(ev.src);
                     }
+                    GatewayEventKind::Active => s.events.active += 1,
                     GatewayEventKind::Accepted => s.events.accepted += 1,
+                    GatewayEventKind::Confirmed => s.events.confirmed += 1,
                     GatewayEventKind::Refused => s.events.refused += 1,
+                    GatewayEventKind::Unparsed => s.events.unparsed += 1,
                 }
                 sink.event(&ev);
             });

@@ -218,9 +218,15 @@ impl Detector {
             self.stats.allowlisted += 1;
         } else {
             match ev.kind {
-                GatewayEventKind::NewPair => self.new_pair(src, ev, now, &mut alerts),
+                GatewayEventKind::NewPair | GatewayEventKind::Active => {
+                    self.new_pair(src, ev, now, &mut alerts)
+                }
                 GatewayEventKind::Accepted => self.response(src, ev.dst, true, now, &mut alerts),
                 GatewayEventKind::Refused => self.response(src, ev.dst, false, now, &mut alerts),
+                // The handshake's completion adds nothing to scan evidence
+                // (the SYN-ACK already counted as success); unparsed
+                // packets are the evasion rule's (issue 16, not yet here).
+                GatewayEventKind::Confirmed | GatewayEventKind::Unparsed => {}
             }
         }
         alerts
@@ -255,7 +261,7 @@ impl Detector {
     /// a batch (the daemon drains the ring buffer in batches) can call this
     /// a few events ahead of `observe` to overlap the waits. Changes no state.
     pub fn prefetch(&self, ev: &GatewayEvent) {
-        if ev.kind == GatewayEventKind::NewPair {
+        if ev.kind.is_contact() {
             let key = addr_key(ev.src.to_canonical());
             self.table.prefetch_source(self.table.addr_hash(&key));
             self.recent.prefetch(&key);

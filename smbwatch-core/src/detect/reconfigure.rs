@@ -80,6 +80,7 @@ mod tests {
             fragmented: false,
             after_accept: false,
             kernel_fanout: None,
+            activity: None,
         }
     }
 

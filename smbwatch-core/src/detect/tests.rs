@@ -46,6 +46,7 @@ fn ev(kind: GatewayEventKind, src: IpAddr, dst: IpAddr, ms: i64) -> GatewayEvent
         fragmented: false,
         after_accept: false,
         kernel_fanout: None,
+        activity: None,
     }
 }
 
@@ -965,6 +966,7 @@ fn throughput() {
             fragmented: false,
             after_accept: false,
             kernel_fanout: None,
+            activity: None,
         }
     }
     fn measure(name: &str, events: &[GatewayEvent]) {
@@ -1066,6 +1068,7 @@ fn a_shed_first_probe_counts_through_the_kernels_hint() {
     let events: Vec<GatewayEvent> = (1..20u32)
         .map(|i| GatewayEvent {
             kernel_fanout: Some(i as u16 + 1),
+            activity: None,
             fragmented: i % 2 == 0,
             ..syn(s, host(i), i64::from(i) * 3 * SEC)
         })

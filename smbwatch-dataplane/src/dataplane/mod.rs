@@ -536,6 +536,7 @@ pub fn to_gateway_event(
         fragmented: ev.flags & EVENT_FLAG_FRAGMENTED != 0,
         after_accept: ev.flags & EVENT_FLAG_AFTER_ACCEPT != 0,
         kernel_fanout: (ev.flags & EVENT_FLAG_REPEAT != 0).then_some(ev.fanout),
+        activity: None,
     }
 }
 

@@ -128,6 +128,9 @@ impl Batch {
             GatewayEventKind::NewPair => 0u8,
             GatewayEventKind::Accepted => 1,
             GatewayEventKind::Refused => 2,
+            GatewayEventKind::Active => 3,
+            GatewayEventKind::Confirmed => 4,
+            GatewayEventKind::Unparsed => 5,
         };
         let mut flags = 0;
         if ev.vlan.is_some() {
@@ -248,6 +251,9 @@ fn decode_gateway(m: &[u8]) -> Result<GatewayEvent, WireError> {
         0 => GatewayEventKind::NewPair,
         1 => GatewayEventKind::Accepted,
         2 => GatewayEventKind::Refused,
+        3 => GatewayEventKind::Active,
+        4 => GatewayEventKind::Confirmed,
+        5 => GatewayEventKind::Unparsed,
         k => return Err(WireError::Kind(k)),
     };
     let flags = m[1];
@@ -273,6 +279,7 @@ fn decode_gateway(m: &[u8]) -> Result<GatewayEvent, WireError> {
         fragmented: flags & FLAG_FRAGMENTED != 0,
         after_accept: flags & FLAG_AFTER_ACCEPT != 0,
         kernel_fanout: (flags & FLAG_FANOUT != 0).then(|| u16_at(52)),
+        activity: None,
     })
 }
 
@@ -314,6 +321,7 @@ mod tests {
             fragmented: true,
             after_accept: true,
             kernel_fanout: Some(17),
+            activity: None,
         }
     }
 
@@ -359,6 +367,7 @@ mod tests {
         let plain = GatewayEvent {
             vlan: None,
             kernel_fanout: None,
+            activity: None,
             fragmented: false,
             after_accept: false,
             kind: GatewayEventKind::NewPair,

@@ -104,6 +104,7 @@ pub fn synthetic_events(sources: u32, per_source: u32) -> Vec<GatewayEvent> {
                 fragmented: false,
                 after_accept: false,
                 kernel_fanout: None,
+                activity: None,
             };
             out.push(base.clone());
             if (i + j) % 2 == 0 {

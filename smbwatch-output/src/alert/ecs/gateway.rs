@@ -110,10 +110,13 @@ impl EventLine {
     pub fn new(ev: &GatewayEvent) -> Self {
         let (types, action, outcome): (&'static [&'static str], _, _) = match ev.kind {
             GatewayEventKind::NewPair => (&["connection", "start"], "new_pair", None),
+            GatewayEventKind::Active => (&["connection", "start"], "active", None),
             GatewayEventKind::Accepted => (&["connection"], "accepted", Some("success")),
+            GatewayEventKind::Confirmed => (&["connection"], "confirmed", Some("success")),
             GatewayEventKind::Refused => (&["connection", "end"], "refused", Some("failure")),
+            GatewayEventKind::Unparsed => (&["info"], "unparsed", None),
         };
-        let new_pair = ev.kind == GatewayEventKind::NewPair;
+        let new_pair = ev.kind.is_contact();
         Self {
             timestamp: Timestamp::new(ev.ts),
             ecs: Ecs {
@@ -198,6 +201,7 @@ mod tests {
             fragmented: false,
             after_accept: false,
             kernel_fanout: Some(2),
+            activity: None,
         };
         assert_eq!(
             ev.to_json().to_string(),
@@ -215,11 +219,7 @@ mod tests {
         assert_eq!(j["destination"]["ip"], "198.51.100.7");
         assert_eq!(j["observer"]["ingress"]["vlan"]["id"], "10");
         assert_eq!(j["smbwatch"], serde_json::json!({"after_accept": false}));
-        for kind in [
-            GatewayEventKind::NewPair,
-            GatewayEventKind::Accepted,
-            GatewayEventKind::Refused,
-        ] {
+        for kind in GatewayEventKind::ALL {
             let v = GatewayEvent { kind, ..ev.clone() }.to_json();
             let errors = super::super::fields::validate(&v);
             assert!(errors.is_empty(), "{kind:?}: {errors:#?}");
