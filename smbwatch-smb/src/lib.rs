@@ -27,3 +27,6 @@ pub use session::{Session, SessionCounters};
 pub use smb2::{NtStatus, ShareType};
 pub use stream::{Hole, Segment};
 pub use wire::ParseError;
+
+#[cfg(test)]
+mod session_tests;

@@ -1,0 +1,655 @@
+//! Session tests with hand-built messages (layouts from MS-SMB2 2.2, C706
+//! 12.6 and MS-NLMP 2.2), including hostile peers.
+
+use std::time::{Duration, SystemTime};
+
+use crate::{
+    dcerpc::Uuid,
+    ntlmssp::build_authenticate,
+    session::{MAX_FILES, MAX_PENDING_REQUESTS},
+    smb2::{self, NtStatus, ShareType, PROTOCOL_ID},
+    stream::Segment,
+    Direction::{self, ToClient, ToServer},
+    Limit, Observation, Session, Unseen,
+};
+
+const SVCCTL: &str = "367abb81-9844-35f1-ad32-98f038001003";
+const FID: [u8; 16] = [7; 16];
+const FID2: [u8; 16] = [9; 16];
+
+fn t0() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+}
+
+/// An SMB2 header; `response` sets SERVER_TO_REDIR.
+fn hdr(cmd: u16, id: u64, response: bool, status: u32, tree: u32) -> Vec<u8> {
+    let mut h = vec![0u8; 64];
+    h[..4].copy_from_slice(&PROTOCOL_ID);
+    h[4] = 64;
+    h[8..12].copy_from_slice(&status.to_le_bytes());
+    h[12..14].copy_from_slice(&cmd.to_le_bytes());
+    h[16..20].copy_from_slice(&u32::from(response).to_le_bytes());
+    h[24..32].copy_from_slice(&id.to_le_bytes());
+    h[36..40].copy_from_slice(&tree.to_le_bytes());
+    h[40..48].copy_from_slice(&0x1122u64.to_le_bytes());
+    h
+}
+
+fn put16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+}
+fn put32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+fn utf16(s: &str) -> Vec<u8> {
+    s.encode_utf16().flat_map(u16::to_le_bytes).collect()
+}
+
+/// Header + fixed body of `fixed` bytes + variable part.
+fn msg(h: Vec<u8>, fixed: usize, set: impl FnOnce(&mut [u8]), var: &[u8]) -> Vec<u8> {
+    let mut m = h;
+    m.resize(64 + fixed, 0);
+    set(&mut m[64..]);
+    m.extend_from_slice(var);
+    m
+}
+
+fn negotiate_resp(id: u64, dialect: u16) -> Vec<u8> {
+    msg(hdr(0, id, true, 0, 0), 64, |b| put16(b, 4, dialect), &[])
+}
+
+fn session_setup(id: u64, sec: &[u8]) -> Vec<u8> {
+    msg(
+        hdr(1, id, false, 0, 0),
+        24,
+        |b| {
+            put16(b, 12, 88);
+            put16(b, 14, sec.len() as u16);
+        },
+        sec,
+    )
+}
+
+fn session_setup_resp(id: u64, status: u32, flags: u16) -> Vec<u8> {
+    msg(hdr(1, id, true, status, 0), 8, |b| put16(b, 2, flags), &[])
+}
+
+fn tree_connect(id: u64, path: &str) -> Vec<u8> {
+    let p = utf16(path);
+    msg(
+        hdr(3, id, false, 0, 0),
+        8,
+        |b| {
+            put16(b, 4, 72);
+            put16(b, 6, p.len() as u16);
+        },
+        &p,
+    )
+}
+
+fn tree_connect_resp(id: u64, tree: u32, status: u32, share_type: u8) -> Vec<u8> {
+    msg(
+        hdr(3, id, true, status, tree),
+        16,
+        |b| b[2] = share_type,
+        &[],
+    )
+}
+
+fn create(id: u64, tree: u32, name: &str, access: u32, disposition: u32) -> Vec<u8> {
+    let n = utf16(name);
+    msg(
+        hdr(5, id, false, 0, tree),
+        56,
+        |b| {
+            put32(b, 24, access);
+            put32(b, 36, disposition);
+            put16(b, 44, 120);
+            put16(b, 46, n.len() as u16);
+        },
+        &n,
+    )
+}
+
+fn create_resp(id: u64, tree: u32, status: u32, fid: [u8; 16]) -> Vec<u8> {
+    msg(
+        hdr(5, id, true, status, tree),
+        88,
+        |b| b[64..80].copy_from_slice(&fid),
+        &[],
+    )
+}
+
+fn write(id: u64, tree: u32, fid: [u8; 16], offset: u64, data: &[u8]) -> Vec<u8> {
+    msg(
+        hdr(9, id, false, 0, tree),
+        48,
+        |b| {
+            put16(b, 2, 112);
+            put32(b, 4, data.len() as u32);
+            b[8..16].copy_from_slice(&offset.to_le_bytes());
+            b[16..32].copy_from_slice(&fid);
+        },
+        data,
+    )
+}
+
+fn read(id: u64, tree: u32, fid: [u8; 16]) -> Vec<u8> {
+    msg(
+        hdr(8, id, false, 0, tree),
+        49,
+        |b| b[16..32].copy_from_slice(&fid),
+        &[],
+    )
+}
+
+fn read_resp(id: u64, tree: u32, data: &[u8]) -> Vec<u8> {
+    msg(
+        hdr(8, id, true, 0, tree),
+        16,
+        |b| {
+            b[2] = 80;
+            put32(b, 4, data.len() as u32);
+        },
+        data,
+    )
+}
+
+fn ioctl(id: u64, tree: u32, fid: [u8; 16], input: &[u8]) -> Vec<u8> {
+    msg(
+        hdr(11, id, false, 0, tree),
+        56,
+        |b| {
+            put32(b, 4, smb2::FSCTL_PIPE_TRANSCEIVE);
+            b[8..24].copy_from_slice(&fid);
+            put32(b, 24, 120);
+            put32(b, 28, input.len() as u32);
+        },
+        input,
+    )
+}
+
+fn close(id: u64, tree: u32, fid: [u8; 16]) -> Vec<u8> {
+    msg(
+        hdr(6, id, false, 0, tree),
+        24,
+        |b| b[8..24].copy_from_slice(&fid),
+        &[],
+    )
+}
+
+fn rpc_bind(ctx: u16, uuid: &str) -> Vec<u8> {
+    let mut p = vec![5, 0, 11, 3, 0x10, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0];
+    p.extend([0xb8, 0x10, 0xb8, 0x10, 0, 0, 0, 0]); // max xmit/recv, assoc
+    p.extend([1, 0, 0, 0]); // one context
+    p.extend(ctx.to_le_bytes());
+    p.extend([1, 0]);
+    p.extend(Uuid::from_str_const(uuid).0);
+    p.extend([2, 0, 0, 0]); // version
+    p.extend([
+        0x04, 0x5d, 0x88, 0x8a, 0xeb, 0x1c, 0xc9, 0x11, 0x9f, 0xe8, 0x08, 0x00, 0x2b, 0x10, 0x48,
+        0x60,
+    ]);
+    p.extend([2, 0, 0, 0]);
+    let n = p.len() as u16;
+    put16(&mut p, 8, n);
+    p
+}
+
+fn rpc_bind_ack(accepted: bool) -> Vec<u8> {
+    let mut p = vec![5, 0, 12, 3, 0x10, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0];
+    p.extend([0xb8, 0x10, 0xb8, 0x10, 0, 0, 0, 0]);
+    p.extend([4, 0]);
+    p.extend(b"135\0");
+    p.extend([0, 0]); // pad to 4
+    p.extend([1, 0, 0, 0]);
+    p.extend(if accepted {
+        [0u8, 0, 0, 0]
+    } else {
+        [2, 0, 1, 0]
+    });
+    p.extend([0u8; 20]);
+    let n = p.len() as u16;
+    put16(&mut p, 8, n);
+    p
+}
+
+fn rpc_request(ctx: u16, opnum: u16, flags: u8, stub: usize) -> Vec<u8> {
+    let mut p = vec![5, 0, 0, flags, 0x10, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0];
+    p.extend((stub as u32).to_le_bytes());
+    p.extend(ctx.to_le_bytes());
+    p.extend(opnum.to_le_bytes());
+    p.resize(24 + stub, 0xAB);
+    let n = p.len() as u16;
+    put16(&mut p, 8, n);
+    p
+}
+
+fn nb(m: &[u8]) -> Vec<u8> {
+    let mut v = (m.len() as u32).to_be_bytes().to_vec();
+    v[0] = 0;
+    v.extend_from_slice(m);
+    v
+}
+
+/// Feeds whole messages, one segment each, keeping sequence numbers.
+struct Peer {
+    s: Session,
+    seq: [u32; 2],
+    seen: Vec<Observation>,
+    /// Every framed message sent, for replays.
+    log: Vec<(Direction, Vec<u8>)>,
+}
+
+impl Peer {
+    fn new() -> Self {
+        Self {
+            s: Session::new(),
+            seq: [100, 70_000],
+            seen: Vec::new(),
+            log: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, dir: Direction, m: &[u8]) {
+        let bytes = nb(m);
+        let i = usize::from(dir == ToClient);
+        let out = self
+            .s
+            .segment(dir, Segment::whole(self.seq[i], &bytes), t0());
+        self.seq[i] = self.seq[i].wrapping_add(bytes.len() as u32);
+        self.seen.extend(out.into_iter().map(|s| s.observation));
+        self.log.push((dir, bytes));
+    }
+
+    fn c(&mut self, m: Vec<u8>) {
+        self.send(ToServer, &m);
+    }
+
+    fn s(&mut self, m: Vec<u8>) {
+        self.send(ToClient, &m);
+    }
+
+    fn finish(&mut self) {
+        self.seen
+            .extend(self.s.finish(t0()).into_iter().map(|s| s.observation));
+    }
+
+    fn unseen(&self) -> Vec<&Unseen> {
+        self.seen
+            .iter()
+            .filter_map(|o| match o {
+                Observation::Unseen { what } => Some(what),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// psexec's wire: log on, drop a binary on ADMIN$, open \svcctl, create and
+/// start a service.
+fn psexec(p: &mut Peer) {
+    p.c(hdr(0, 0, false, 0, 0));
+    p.s(negotiate_resp(0, 0x0311));
+    p.c(session_setup(
+        1,
+        &build_authenticate("admin", "CORP", "ATTACKER", 24),
+    ));
+    p.s(session_setup_resp(1, 0, 0));
+    p.c(tree_connect(2, "\\\\192.0.2.10\\ADMIN$"));
+    p.s(tree_connect_resp(2, 5, 0, 1));
+    p.c(create(3, 5, "PSEXESVC.exe", 0x0012_0196, 5));
+    p.s(create_resp(3, 5, 0, FID2));
+    p.c(write(4, 5, FID2, 0, b"MZ\x90\x00"));
+    p.c(close(5, 5, FID2));
+    p.c(tree_connect(6, "\\\\192.0.2.10\\IPC$"));
+    p.s(tree_connect_resp(6, 1, 0, 2));
+    p.c(create(7, 1, "svcctl", 0x0012_019F, 1));
+    p.s(create_resp(7, 1, 0, FID));
+    p.c(write(8, 1, FID, 0, &rpc_bind(0, SVCCTL)));
+    p.c(read(9, 1, FID));
+    p.s(read_resp(9, 1, &rpc_bind_ack(true)));
+    p.c(write(10, 1, FID, 0, &rpc_request(0, 15, 3, 40)));
+    p.c(ioctl(11, 1, FID, &rpc_request(0, 12, 3, 100)));
+    p.c(write(12, 1, FID, 0, &rpc_request(0, 19, 3, 8)));
+}
+
+#[test]
+fn a_psexec_session_is_seen_whole() {
+    let mut p = Peer::new();
+    psexec(&mut p);
+    p.finish();
+    let svcctl = crate::Interface::from_uuid(Uuid::from_str_const(SVCCTL));
+    let call = |opnum, op| Observation::RpcCall {
+        interface: Some(svcctl),
+        opnum,
+        operation: Some(op),
+    };
+    let expected = vec![
+        Observation::Negotiate {
+            dialect: crate::Dialect(0x0311),
+        },
+        Observation::Auth {
+            user: "admin".into(),
+            domain: "CORP".into(),
+            workstation: "ATTACKER".into(),
+            anonymous: false,
+            guest: false,
+            status: Some(NtStatus::SUCCESS),
+        },
+        Observation::TreeConnect {
+            path: "\\\\192.0.2.10\\ADMIN$".into(),
+            share_type: Some(ShareType::Disk),
+            status: Some(NtStatus::SUCCESS),
+        },
+        Observation::Create {
+            name: "PSEXESVC.exe".into(),
+            pipe: false,
+            access: 0x0012_0196,
+            disposition: 5,
+            status: Some(NtStatus::SUCCESS),
+        },
+        Observation::Write {
+            name: Some("PSEXESVC.exe".into()),
+            offset: 0,
+            len: 4,
+        },
+        Observation::Close {
+            name: Some("PSEXESVC.exe".into()),
+        },
+        Observation::TreeConnect {
+            path: "\\\\192.0.2.10\\IPC$".into(),
+            share_type: Some(ShareType::Pipe),
+            status: Some(NtStatus::SUCCESS),
+        },
+        Observation::Create {
+            name: "svcctl".into(),
+            pipe: true,
+            access: 0x0012_019F,
+            disposition: 1,
+            status: Some(NtStatus::SUCCESS),
+        },
+        Observation::RpcBind { interface: svcctl },
+        call(15, "ROpenSCManagerW"),
+        call(12, "RCreateServiceW"),
+        call(19, "RStartServiceW"),
+    ];
+    assert_eq!(p.seen, expected);
+}
+
+#[test]
+fn the_same_bytes_split_anywhere_give_the_same_observations() {
+    let mut whole = Peer::new();
+    psexec(&mut whole);
+    whole.finish();
+    for size in [1usize, 3, 7, 61, 1000] {
+        // The same conversation, each message cut into `size`-byte
+        // segments; directions interleave message by message.
+        let mut cut = Peer::new();
+        for (d, bytes) in &whole.log {
+            let i = usize::from(*d == ToClient);
+            for c in bytes.chunks(size) {
+                let out = cut.s.segment(*d, Segment::whole(cut.seq[i], c), t0());
+                cut.seq[i] = cut.seq[i].wrapping_add(c.len() as u32);
+                cut.seen.extend(out.into_iter().map(|s| s.observation));
+            }
+        }
+        cut.finish();
+        assert_eq!(cut.seen, whole.seen, "segments of {size}");
+    }
+}
+
+#[test]
+fn compound_create_write_close_uses_the_chain() {
+    // CREATE + related WRITE + related CLOSE in one message, as Windows
+    // sends small file copies.
+    let mut c = create(20, 5, "evil.dll", 0x0013_019F, 2);
+    let mut w = write(21, 5, [0xFF; 16], 0, b"MZ");
+    let cl = close(22, 5, [0xFF; 16]);
+    for m in [&mut c, &mut w] {
+        let pad = (8 - m.len() % 8) % 8;
+        m.resize(m.len() + pad, 0);
+    }
+    put32(&mut c, 20, 0); // patched below
+    let c_len = c.len() as u32;
+    put32(&mut c, 20, c_len);
+    let w_len = w.len() as u32;
+    put32(&mut w, 20, w_len);
+    put32(&mut w, 16, 4); // RELATED
+    let mut cl = cl;
+    put32(&mut cl, 16, 4);
+    let mut m = c;
+    m.extend(w);
+    m.extend(cl);
+    let mut p = Peer::new();
+    p.c(tree_connect(2, "\\\\192.0.2.10\\C$"));
+    p.s(tree_connect_resp(2, 5, 0, 1));
+    p.c(m);
+    p.s(create_resp(20, 5, 0, FID2));
+    let writes: Vec<_> = p
+        .seen
+        .iter()
+        .filter(|o| {
+            matches!(
+                o,
+                Observation::Write { .. } | Observation::Close { .. } | Observation::Create { .. }
+            )
+        })
+        .collect();
+    assert_eq!(
+        writes,
+        vec![
+            &Observation::Write {
+                name: Some("evil.dll".into()),
+                offset: 0,
+                len: 2
+            },
+            &Observation::Close {
+                name: Some("evil.dll".into())
+            },
+            &Observation::Create {
+                name: "evil.dll".into(),
+                pipe: false,
+                access: 0x0013_019F,
+                disposition: 2,
+                status: Some(NtStatus::SUCCESS)
+            },
+        ]
+    );
+}
+
+#[test]
+fn anonymous_guest_and_failed_logons() {
+    let mut p = Peer::new();
+    p.c(session_setup(1, &build_authenticate("", "", "", 0)));
+    p.s(session_setup_resp(1, 0, smb2::SESSION_FLAG_IS_NULL));
+    p.c(session_setup(2, &build_authenticate("bob", "WG", "PC", 24)));
+    p.s(session_setup_resp(2, 0, smb2::SESSION_FLAG_IS_GUEST));
+    p.c(session_setup(3, &build_authenticate("eve", "WG", "PC", 24)));
+    p.s(session_setup_resp(3, 0xC000_006D, 0));
+    let auths: Vec<_> = p
+        .seen
+        .iter()
+        .filter_map(|o| match o {
+            Observation::Auth {
+                user,
+                anonymous,
+                guest,
+                status,
+                ..
+            } => Some((user.as_str(), *anonymous, *guest, status.map(|s| s.0))),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        auths,
+        vec![
+            ("", true, false, Some(0)),
+            ("bob", false, true, Some(0)),
+            ("eve", false, false, Some(0xC000_006D)),
+        ]
+    );
+}
+
+#[test]
+fn unanswered_requests_are_reported_with_unknown_status() {
+    let mut p = Peer::new();
+    p.c(tree_connect(2, "\\\\192.0.2.10\\C$"));
+    p.finish();
+    assert_eq!(
+        p.seen,
+        vec![Observation::TreeConnect {
+            path: "\\\\192.0.2.10\\C$".into(),
+            share_type: None,
+            status: None
+        }]
+    );
+}
+
+#[test]
+fn encrypted_messages_are_reported_not_parsed() {
+    let mut t = vec![0xFD, b'S', b'M', b'B'];
+    t.resize(52, 0);
+    t[44..52].copy_from_slice(&0x4455u64.to_le_bytes());
+    // The ciphertext happens to contain an SMB2 header: it must not be read.
+    t.extend(tree_connect(2, "\\\\x\\ADMIN$"));
+    let mut p = Peer::new();
+    p.c(t.clone());
+    p.c(t);
+    assert_eq!(p.seen, vec![Observation::Encrypted { session_id: 0x4455 }]);
+    assert_eq!(p.s.counters().encrypted, 2);
+}
+
+#[test]
+fn smb1_negotiate_is_seen() {
+    let mut m = vec![0xFF, b'S', b'M', b'B', 0x72];
+    m.resize(32, 0);
+    m.push(0);
+    let d = b"\x02NT LM 0.12\0\x02SMB 2.002\0";
+    m.extend((d.len() as u16).to_le_bytes());
+    m.extend(d);
+    let mut p = Peer::new();
+    p.c(m);
+    assert_eq!(
+        p.seen,
+        vec![Observation::Smb1 {
+            dialects: vec!["NT LM 0.12".into(), "SMB 2.002".into()]
+        }]
+    );
+}
+
+#[test]
+fn a_thousand_compound_members_cost_a_bounded_walk() {
+    let mut m = Vec::new();
+    for i in 0..1000u64 {
+        let mut h = tree_connect(i, "\\\\x\\y");
+        h.resize(h.len().div_ceil(8) * 8, 0);
+        if i < 999 {
+            let l = h.len() as u32;
+            put32(&mut h, 20, l);
+        }
+        m.extend(h);
+    }
+    let mut p = Peer::new();
+    p.c(m);
+    assert_eq!(p.s.counters().limits[Limit::Compound as usize], 1);
+    assert_eq!(p.s.counters().messages, smb2::MAX_COMPOUND as u64);
+    assert!(p.unseen().contains(&&Unseen::Limit(Limit::Compound)));
+}
+
+#[test]
+fn tables_are_capped_and_caps_counted() {
+    let mut p = Peer::new();
+    for i in 0..(MAX_PENDING_REQUESTS as u64 + 50) {
+        p.c(tree_connect(i, "\\\\x\\y"));
+    }
+    assert_eq!(p.s.counters().limits[Limit::PendingRequests as usize], 50);
+    // Said once, counted each time.
+    assert_eq!(p.unseen().len(), 1);
+    let mut p = Peer::new();
+    for i in 0..(MAX_FILES as u64 + 10) {
+        p.c(create(i, 0, "f", 1, 1));
+        let mut fid = [0u8; 16];
+        fid[..8].copy_from_slice(&i.to_le_bytes());
+        p.s(create_resp(i, 0, 0, fid));
+    }
+    assert_eq!(p.s.counters().limits[Limit::Files as usize], 10);
+}
+
+#[test]
+fn hostile_lengths_are_said_not_followed() {
+    let mut p = Peer::new();
+    // Truncated NTLMSSP: the AUTHENTICATE cut in its field descriptors.
+    let auth = build_authenticate("admin", "CORP", "WS", 24);
+    p.c(session_setup(1, &auth[..40]));
+    // A CREATE whose name lies past the message.
+    let mut c = create(2, 0, "x", 1, 1);
+    put16(&mut c, 64 + 46, 0xFFFF);
+    p.c(c);
+    // An RPC PDU claiming 65,535 bytes inside a 60-byte pipe write: the
+    // rest is skipped in later writes, not parsed as new PDUs.
+    p.c(tree_connect(3, "\\\\x\\IPC$"));
+    p.s(tree_connect_resp(3, 1, 0, 2));
+    p.c(create(4, 1, "lsarpc", 1, 1));
+    p.s(create_resp(4, 1, 0, FID));
+    let mut big = rpc_request(0, 3, 3, 36);
+    put16(&mut big, 8, 0xFFFF);
+    p.c(write(5, 1, FID, 0, &big));
+    p.c(write(6, 1, FID, 60, &rpc_request(0, 3, 3, 36)));
+    let malformed = p
+        .unseen()
+        .iter()
+        .filter(|u| matches!(u, Unseen::Malformed(_)))
+        .count();
+    assert_eq!(malformed, 2);
+    let calls = p
+        .seen
+        .iter()
+        .filter(|o| matches!(o, Observation::RpcCall { .. }))
+        .count();
+    assert_eq!(calls, 1, "the second write continues the first PDU");
+    // A 1 MiB write of which the sample copied 100 bytes.
+    let w = write(7, 1, FID2, 0, &vec![0u8; 1 << 20]);
+    let framed = nb(&w);
+    let out = p.s.segment(
+        ToServer,
+        Segment {
+            seq: p.seq[0],
+            data: &framed[..100],
+            wire_len: framed.len() as u32,
+        },
+        t0(),
+    );
+    let obs: Vec<_> = out.into_iter().map(|s| s.observation).collect();
+    assert!(obs.iter().any(|o| matches!(
+        o,
+        Observation::Unseen {
+            what: Unseen::Stream {
+                hole: crate::Hole::SampleCut,
+                ..
+            }
+        }
+    )));
+    assert!(obs
+        .iter()
+        .any(|o| matches!(o, Observation::Write { len: 1_048_576, .. })));
+}
+
+#[test]
+fn every_prefix_of_a_session_is_safe() {
+    let mut bytes = Vec::new();
+    for m in [
+        session_setup(1, &build_authenticate("admin", "CORP", "WS", 24)),
+        tree_connect(2, "\\\\x\\IPC$"),
+        create(3, 1, "svcctl", 1, 1),
+        write(4, 1, FID, 0, &rpc_bind(0, SVCCTL)),
+    ] {
+        bytes.extend(nb(&m));
+    }
+    for cut in 0..bytes.len() {
+        let mut s = Session::new();
+        let _ = s.segment(ToServer, Segment::whole(0, &bytes[..cut]), t0());
+        let _ = s.finish(t0());
+    }
+}
