@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod build;
 pub mod dcerpc;
 pub mod ntlmssp;
 pub mod observation;

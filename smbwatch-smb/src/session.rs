@@ -476,12 +476,12 @@ impl Session {
                     status: Some(h.status),
                 });
             }
-            Pending::Read(f) if ok || h.status == NtStatus::BUFFER_OVERFLOW => {
-                if self.files.get(&f).is_some_and(|f| f.pipe) {
-                    let data = smb2::read_response(m)?;
-                    let len = len32(data);
-                    self.rpc(f, data, len, Direction::ToClient, out);
-                }
+            Pending::Read(f)
+                if (ok || h.status == NtStatus::BUFFER_OVERFLOW)
+                    && self.files.get(&f).is_some_and(|f| f.pipe) =>
+            {
+                let data = smb2::read_response(m)?;
+                self.rpc(f, data, len32(data), Direction::ToClient, out);
             }
             Pending::Ioctl(f) if ok || h.status == NtStatus::BUFFER_OVERFLOW => {
                 let (_, _, data) = smb2::ioctl_response(m)?;

@@ -173,10 +173,13 @@ impl Header {
     }
 }
 
+/// One compound member: its header and its bytes (from its header on).
+pub type Member<'a> = (Header, &'a [u8]);
+
 /// Splits a message into its compound members (MS-SMB2 3.2.4.1.4): each
 /// slice starts at an SMB2 header and ends where the next begins. At most
 /// [`MAX_COMPOUND`]; the second value says whether more were cut off.
-pub fn compound(msg: &[u8]) -> (Vec<Result<(Header, &[u8]), ParseError>>, bool) {
+pub fn compound(msg: &[u8]) -> (Vec<Result<Member<'_>, ParseError>>, bool) {
     let mut out = Vec::new();
     let mut at = 0usize;
     loop {
@@ -198,7 +201,7 @@ pub fn compound(msg: &[u8]) -> (Vec<Result<(Header, &[u8]), ParseError>>, bool) 
             out.push(Ok((h, rest)));
             return (out, false);
         }
-        if next < HEADER_LEN || next % 8 != 0 {
+        if next < HEADER_LEN || !next.is_multiple_of(8) {
             out.push(Ok((h, rest)));
             out.push(Err(ParseError::BadValue {
                 what: "SMB2 NextCommand",

@@ -446,7 +446,7 @@ impl Stream {
 fn find_header(b: &[u8]) -> Option<usize> {
     b.windows(8).position(|w| {
         w[0] == 0
-            && matches!(w[4], 0xFE | 0xFF | 0xFD)
+            && matches!(w[4], 0xFD..=0xFF)
             && &w[5..8] == b"SMB"
             && u32::from_be_bytes([0, w[1], w[2], w[3]]) >= 32
     })
