@@ -41,7 +41,6 @@ pub struct SessionCounters {
 
 #[derive(Debug)]
 enum Pending {
-    Negotiate,
     SessionSetup(Option<Authenticate>),
     TreeConnect(String),
     Create(smb2::CreateRequest, bool),
@@ -320,7 +319,6 @@ impl Session {
         out: &mut Out<'_>,
     ) -> Result<(), crate::wire::ParseError> {
         match h.command {
-            Command::Negotiate => self.remember(h.message_id, Pending::Negotiate, out),
             Command::SessionSetup => {
                 let sec = smb2::session_setup_request(m)?;
                 let a = match ntlmssp::parse(sec)? {
@@ -399,10 +397,27 @@ impl Session {
             // An interim answer: the final one follows.
             return Ok(());
         }
+        let ok = h.status == NtStatus::SUCCESS;
+        if h.command == Command::Negotiate {
+            // The answer names the dialect by itself; it also answers an
+            // SMB1 NEGOTIATE (the upgrade to SMB2), which has no SMB2 request.
+            if ok {
+                out.push(Observation::Negotiate {
+                    dialect: Dialect(smb2::negotiate_response(m)?),
+                });
+            }
+            return Ok(());
+        }
         let Some(p) = self.pending.remove(&h.message_id) else {
+            if h.command == Command::TreeConnect && ok {
+                // The path was not seen, but the tree's kind still tells
+                // later CREATEs whether they open pipes.
+                let st = smb2::tree_connect_response(m)?;
+                self.add_tree(h.tree_id, st, out);
+            }
             if matches!(
                 h.command,
-                Command::Negotiate | Command::SessionSetup | Command::TreeConnect | Command::Create
+                Command::SessionSetup | Command::TreeConnect | Command::Create
             ) {
                 out.push(Observation::Unseen {
                     what: Unseen::NoRequest { command: h.command },
@@ -410,11 +425,7 @@ impl Session {
             }
             return Ok(());
         };
-        let ok = h.status == NtStatus::SUCCESS;
         match p {
-            Pending::Negotiate if ok => out.push(Observation::Negotiate {
-                dialect: Dialect(smb2::negotiate_response(m)?),
-            }),
             Pending::SessionSetup(a) => {
                 if h.status == NtStatus::MORE_PROCESSING_REQUIRED {
                     return Ok(());
@@ -434,17 +445,8 @@ impl Session {
                 } else {
                     None
                 };
-                if let (Some(st), Some(t)) = (share_type, h.tree_id) {
-                    if self.trees.len() >= MAX_TREES && !self.trees.contains_key(&t) {
-                        self.limit(Limit::Trees, out);
-                    } else {
-                        self.trees.insert(
-                            t,
-                            Tree {
-                                pipe: st == ShareType::Pipe,
-                            },
-                        );
-                    }
+                if let Some(st) = share_type {
+                    self.add_tree(h.tree_id, st, out);
                 }
                 out.push(Observation::TreeConnect {
                     path,
@@ -491,6 +493,16 @@ impl Session {
             _ => {}
         }
         Ok(())
+    }
+
+    fn add_tree(&mut self, tree: Option<u32>, st: ShareType, out: &mut Out<'_>) {
+        let Some(t) = tree else { return };
+        if self.trees.len() >= MAX_TREES && !self.trees.contains_key(&t) {
+            self.limit(Limit::Trees, out);
+        } else {
+            let pipe = st == ShareType::Pipe;
+            self.trees.insert(t, Tree { pipe });
+        }
     }
 
     /// DCE/RPC PDUs in a pipe transfer: `data` is what was seen of `len`

@@ -306,6 +306,29 @@ fn smb1_negotiate_is_seen() {
 }
 
 #[test]
+fn the_smb1_upgrade_answer_names_the_dialect() {
+    // A client offers SMB1 dialects and "SMB 2.???"; the server answers
+    // with an SMB2 NEGOTIATE response (wildcard 0x02FF) that has no SMB2
+    // request.
+    let mut m = vec![0xFF, b'S', b'M', b'B', 0x72];
+    m.resize(32, 0);
+    m.push(0);
+    let d = b"\x02NT LM 0.12\0\x02SMB 2.???\0";
+    m.extend((d.len() as u16).to_le_bytes());
+    m.extend(d);
+    let mut p = Peer::new();
+    p.c(m);
+    p.s(negotiate_resp(0, 0x02FF));
+    assert_eq!(
+        p.seen[1],
+        Observation::Negotiate {
+            dialect: crate::Dialect(0x02FF)
+        }
+    );
+    assert_eq!(p.seen.len(), 2);
+}
+
+#[test]
 fn a_thousand_compound_members_cost_a_bounded_walk() {
     let mut m = Vec::new();
     for i in 0..1000u64 {

@@ -1,6 +1,6 @@
 //! Every SMB capture in `../shared/data/pcap`, run through the parser and
 //! checked against what Wireshark's dissector (`tshark`) reports for the
-//! same file: the same shares, files and pipes opened, files written, users,
+//! same file: the same dialects, shares, files and pipes opened, files written, users,
 //! RPC interfaces bound and (interface, opnum) calls, as sets.
 //!
 //! The captures are not part of the repository: absent, the test says so
@@ -37,6 +37,7 @@ fn skip(what: &str) {
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Seen {
     smb1: bool,
+    dialects: BTreeSet<u16>,
     shares: BTreeSet<String>,
     created: BTreeSet<String>,
     written: BTreeSet<String>,
@@ -138,6 +139,9 @@ fn parse(path: &Path) -> Seen {
     for o in all {
         match o.observation {
             Observation::Smb1 { .. } => seen.smb1 = true,
+            Observation::Negotiate { dialect } => {
+                seen.dialects.insert(dialect.0);
+            }
             Observation::TreeConnect { path, .. } => {
                 seen.shares.insert(path);
             }
@@ -217,6 +221,15 @@ fn oracle(path: &Path) -> Seen {
         .is_empty(),
         ..Seen::default()
     };
+    for r in tshark(
+        path,
+        "smb2.cmd == 0 && smb2.flags.response == 1 && smb2.nt_status == 0",
+        &["smb2.dialect"],
+    ) {
+        let d = r[0].trim_start_matches("0x");
+        seen.dialects
+            .insert(u16::from_str_radix(d, 16).expect("dialect"));
+    }
     for r in tshark(
         path,
         "(smb2.cmd == 3 && smb2.flags.response == 0) || (smb.cmd == 0x75 && smb.flags.response == 0)",
