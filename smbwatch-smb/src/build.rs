@@ -238,6 +238,16 @@ pub fn rpc_request(ctx: u16, opnum: u16, flags: u8, stub: usize) -> Vec<u8> {
     p
 }
 
+/// SMB1 NEGOTIATE request offering `dialects` (each `\x02name\0`).
+pub fn smb1_negotiate(dialects: &[u8]) -> Vec<u8> {
+    let mut m = vec![0xFF, b'S', b'M', b'B', 0x72];
+    m.resize(32, 0);
+    m.push(0);
+    m.extend((dialects.len() as u16).to_le_bytes());
+    m.extend(dialects);
+    m
+}
+
 /// A NetBIOS session message around `m`.
 pub fn nb(m: &[u8]) -> Vec<u8> {
     let mut v = (m.len() as u32).to_be_bytes().to_vec();

@@ -289,12 +289,7 @@ fn encrypted_messages_are_reported_not_parsed() {
 
 #[test]
 fn smb1_negotiate_is_seen() {
-    let mut m = vec![0xFF, b'S', b'M', b'B', 0x72];
-    m.resize(32, 0);
-    m.push(0);
-    let d = b"\x02NT LM 0.12\0\x02SMB 2.002\0";
-    m.extend((d.len() as u16).to_le_bytes());
-    m.extend(d);
+    let m = smb1_negotiate(b"\x02NT LM 0.12\0\x02SMB 2.002\0");
     let mut p = Peer::new();
     p.c(m);
     assert_eq!(
@@ -310,12 +305,7 @@ fn the_smb1_upgrade_answer_names_the_dialect() {
     // A client offers SMB1 dialects and "SMB 2.???"; the server answers
     // with an SMB2 NEGOTIATE response (wildcard 0x02FF) that has no SMB2
     // request.
-    let mut m = vec![0xFF, b'S', b'M', b'B', 0x72];
-    m.resize(32, 0);
-    m.push(0);
-    let d = b"\x02NT LM 0.12\0\x02SMB 2.???\0";
-    m.extend((d.len() as u16).to_le_bytes());
-    m.extend(d);
+    let m = smb1_negotiate(b"\x02NT LM 0.12\0\x02SMB 2.???\0");
     let mut p = Peer::new();
     p.c(m);
     p.s(negotiate_resp(0, 0x02FF));

@@ -400,21 +400,26 @@ pub const FSCTL_PIPE_TRANSCEIVE: u32 = 0x0011_C017;
 
 /// IOCTL request (MS-SMB2 2.2.31): control code, FileId, input seen.
 pub fn ioctl_request(m: &[u8]) -> Result<(u32, FileId, &[u8]), ParseError> {
-    let r = Bytes(m);
-    let code = r.u32("IOCTL CtlCode", HEADER_LEN + 4)?;
-    let file = r.b16("IOCTL FileId", HEADER_LEN + 8)?;
-    let off = r.u32("IOCTL InputOffset", HEADER_LEN + 24)?;
-    let len = r.u32("IOCTL InputCount", HEADER_LEN + 28)?;
-    Ok((code, file, seen(m, off as usize, len)))
+    ioctl(m, ["IOCTL InputOffset", "IOCTL InputCount"], 24)
 }
 
 /// IOCTL response (MS-SMB2 2.2.32): control code, FileId, output seen.
 pub fn ioctl_response(m: &[u8]) -> Result<(u32, FileId, &[u8]), ParseError> {
+    ioctl(m, ["IOCTL OutputOffset", "IOCTL OutputCount"], 32)
+}
+
+/// Both IOCTL messages: CtlCode at 4, FileId at 8, then the buffer's
+/// offset and count at `at` (input in requests, output in responses).
+fn ioctl<'a>(
+    m: &'a [u8],
+    what: [&'static str; 2],
+    at: usize,
+) -> Result<(u32, FileId, &'a [u8]), ParseError> {
     let r = Bytes(m);
     let code = r.u32("IOCTL CtlCode", HEADER_LEN + 4)?;
     let file = r.b16("IOCTL FileId", HEADER_LEN + 8)?;
-    let off = r.u32("IOCTL OutputOffset", HEADER_LEN + 32)?;
-    let len = r.u32("IOCTL OutputCount", HEADER_LEN + 36)?;
+    let off = r.u32(what[0], HEADER_LEN + at)?;
+    let len = r.u32(what[1], HEADER_LEN + at + 4)?;
     Ok((code, file, seen(m, off as usize, len)))
 }
 
