@@ -432,3 +432,27 @@ fn every_prefix_of_a_session_is_safe() {
         let _ = s.finish(t0());
     }
 }
+
+#[test]
+fn reordered_first_segments_are_put_back_when_the_start_is_known() {
+    let conv = crate::build::psexec();
+    let (_, first) = &conv[0];
+    let (_, second) = &conv[2];
+    let mut bytes = first.clone();
+    bytes.extend(second);
+    let cut = first.len() + 10;
+    let mut s = Session::starting_at(1000, 5000);
+    // The later segment arrives first.
+    let mut seen = s.segment(
+        ToServer,
+        Segment::whole(1000 + cut as u32, &bytes[cut..]),
+        t0(),
+    );
+    assert!(seen.is_empty());
+    seen.extend(s.segment(ToServer, Segment::whole(1000, &bytes[..cut]), t0()));
+    seen.extend(s.finish(t0()));
+    assert!(seen
+        .iter()
+        .any(|o| matches!(&o.observation, Observation::Auth { user, status: None, .. } if user == "admin")));
+    assert_eq!(s.stream_counters()[0].reordered, 1);
+}
