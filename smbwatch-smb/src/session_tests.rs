@@ -456,3 +456,59 @@ fn reordered_first_segments_are_put_back_when_the_start_is_known() {
         .any(|o| matches!(&o.observation, Observation::Auth { user, status: None, .. } if user == "admin")));
     assert_eq!(s.stream_counters()[0].reordered, 1);
 }
+
+#[test]
+fn mutated_conversations_never_panic() {
+    // A deterministic mutation run over psexec's wire (CI does not fuzz):
+    // flipped bytes, often in length and offset fields, odd segment cuts,
+    // gaps and sample cuts.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rnd = move |n: usize| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % n as u64) as usize
+    };
+    let conv = crate::build::psexec();
+    for _ in 0..2000 {
+        let mut s = Session::new();
+        let mut seq = [0u32, 0u32];
+        for (d, bytes) in &conv {
+            let mut b = bytes.clone();
+            for _ in 0..rnd(4) {
+                let i = rnd(b.len());
+                b[i] = match rnd(3) {
+                    0 => 0xFF,
+                    1 => 0,
+                    _ => rnd(256) as u8,
+                };
+            }
+            let i = usize::from(*d == ToClient);
+            let mut at = 0;
+            while at < b.len() {
+                let n = 1 + rnd(b.len() - at);
+                let data = &b[at..at + n];
+                let (data, wire) = match rnd(20) {
+                    0 => (&data[..data.len() / 2], n as u32),
+                    1 => {
+                        seq[i] = seq[i].wrapping_add(rnd(64) as u32);
+                        (data, n as u32)
+                    }
+                    _ => (data, n as u32),
+                };
+                let _ = s.segment(
+                    *d,
+                    Segment {
+                        seq: seq[i],
+                        data,
+                        wire_len: wire,
+                    },
+                    t0(),
+                );
+                seq[i] = seq[i].wrapping_add(wire);
+                at += n;
+            }
+        }
+        let _ = s.finish(t0());
+    }
+}
