@@ -528,7 +528,7 @@ fn unparsed(src: IpAddr, dst: IpAddr, ms: i64) -> GatewayEvent {
 fn evasion_attempt() {
     for (hosts, gap, alert) in [
         (3u32, 10 * SEC, true),
-        (30, 1 * SEC, true),
+        (30, SEC, true),
         (2, 10 * SEC, false),
         (3, 6 * MIN, false),
     ] {
