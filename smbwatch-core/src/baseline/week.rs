@@ -23,11 +23,11 @@ pub fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-/// An answered pair (`Accepted`) from `src` to `dst` on 445.
+/// A confirmed session (the client's ACK after the SYN-ACK) from `src` to `dst` on 445: what teaches.
 pub fn acc(ts: DateTime<Utc>, src: &str, dst: &str) -> GatewayEvent {
     GatewayEvent::new(
         ts,
-        GatewayEventKind::Accepted,
+        GatewayEventKind::Confirmed,
         ip(src),
         ip(dst),
         50_000,
