@@ -7,19 +7,12 @@
 
 use std::net::IpAddr;
 
-/// TCP flag bits.
-pub mod tcp_flags {
-    /// FIN.
-    pub const FIN: u8 = 0x01;
-    /// SYN.
-    pub const SYN: u8 = 0x02;
-    /// RST.
-    pub const RST: u8 = 0x04;
-    /// PSH.
-    pub const PSH: u8 = 0x08;
-    /// ACK.
-    pub const ACK: u8 = 0x10;
-}
+/// TCP flag bits (the kernel parser's, from smbwatch-common).
+pub use smbwatch_common::proto::tcp_flags;
+use smbwatch_common::proto::{
+    ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT,
+    IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_TCP,
+};
 
 /// An IPv6 extension header to put between the fixed header and TCP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,7 +45,8 @@ pub struct Segment {
     pub dport: u16,
     /// TCP flags (see [`tcp_flags`]).
     pub flags: u8,
-    /// VLAN ids, outermost first (0, 1 or 2; the outer uses 802.1ad when two).
+    /// VLAN ids, outermost first (any number; with two or more the
+    /// outermost uses 802.1ad, the rest 802.1Q).
     pub vlans: Vec<u16>,
     /// IPv4 options length in bytes (multiple of 4, at most 40).
     pub ipv4_options: usize,
@@ -99,12 +93,16 @@ impl Segment {
         let mut f = Vec::with_capacity(128);
         f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02]); // dst MAC (locally administered)
         f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]); // src MAC
-        let ethertype: u16 = if self.src.is_ipv4() { 0x0800 } else { 0x86dd };
+        let ethertype = if self.src.is_ipv4() {
+            ETH_P_IP
+        } else {
+            ETH_P_IPV6
+        };
         for (i, vlan) in self.vlans.iter().enumerate() {
             let tpid: u16 = match &self.tpids {
                 Some(t) => t[i],
-                None if i == 0 && self.vlans.len() == 2 => 0x88a8,
-                None => 0x8100,
+                None if i == 0 && self.vlans.len() >= 2 => ETH_P_8021AD,
+                None => ETH_P_8021Q,
             };
             f.extend_from_slice(&tpid.to_be_bytes());
             f.extend_from_slice(&(vlan & 0x0fff).to_be_bytes());
@@ -156,7 +154,7 @@ impl Segment {
                 f.extend_from_slice(&[0, 1]); // id 1
                 f.extend_from_slice(&frag.to_be_bytes());
                 f.push(64);
-                f.push(6);
+                f.push(IPPROTO_TCP);
                 f.extend_from_slice(&[0, 0]);
                 f.extend_from_slice(&s.octets());
                 f.extend_from_slice(&d.octets());
@@ -171,13 +169,13 @@ impl Segment {
                 let payload = (ext_len + tcp.len()) as u16;
                 f.extend_from_slice(&[0x60, 0, 0, 0]);
                 f.extend_from_slice(&payload.to_be_bytes());
-                let first = self.ipv6_ext.first().map_or(6, ext_proto);
+                let first = self.ipv6_ext.first().map_or(IPPROTO_TCP, ext_proto);
                 f.push(first);
                 f.push(64);
                 f.extend_from_slice(&s.octets());
                 f.extend_from_slice(&d.octets());
                 for (i, ext) in self.ipv6_ext.iter().enumerate() {
-                    let next = self.ipv6_ext.get(i + 1).map_or(6, ext_proto);
+                    let next = self.ipv6_ext.get(i + 1).map_or(IPPROTO_TCP, ext_proto);
                     match ext {
                         Ipv6Ext::Fragment { offset, more } => {
                             let off = (offset << 3) | u16::from(*more);
@@ -204,10 +202,10 @@ impl Segment {
 
 fn ext_proto(e: &Ipv6Ext) -> u8 {
     match e {
-        Ipv6Ext::HopByHop => 0,
-        Ipv6Ext::Routing => 43,
-        Ipv6Ext::DestOpts => 60,
-        Ipv6Ext::Fragment { .. } => 44,
+        Ipv6Ext::HopByHop => IPPROTO_HOPOPTS,
+        Ipv6Ext::Routing => IPPROTO_ROUTING,
+        Ipv6Ext::DestOpts => IPPROTO_DSTOPTS,
+        Ipv6Ext::Fragment { .. } => IPPROTO_FRAGMENT,
     }
 }
 
@@ -228,8 +226,8 @@ pub fn checksum(data: &[u8]) -> u16 {
 /// ethertype comes from the IP version nibble. `None` if it is neither 4 nor 6.
 pub fn ethernet_for_ip(ip: &[u8]) -> Option<Vec<u8>> {
     let ethertype: u16 = match ip.first()? >> 4 {
-        4 => 0x0800,
-        6 => 0x86dd,
+        4 => ETH_P_IP,
+        6 => ETH_P_IPV6,
         _ => return None,
     };
     Some(ethernet_with_type(ethertype, ip))
@@ -272,6 +270,23 @@ mod tests {
         assert_eq!(&f[18..22], &[0, 200, 0x08, 0x00]);
         assert_eq!(f[22] & 0x0f, 7);
         assert_eq!(f.len(), 22 + 28 + 20);
+    }
+
+    #[test]
+    fn deep_vlan_stack_and_ipv6_chain() {
+        let mut s = Segment::syn(ip("2001:db8::1"), ip("2001:db8::2"), 1, 445);
+        s.vlans = vec![1, 2, 3, 4];
+        s.ipv6_ext = vec![Ipv6Ext::DestOpts; 16];
+        let f = s.frame();
+        assert_eq!(&f[12..14], &[0x88, 0xa8]);
+        for i in 1..4 {
+            assert_eq!(&f[12 + 4 * i..14 + 4 * i], &[0x81, 0x00], "tag {i}");
+        }
+        let ip6 = 14 + 16;
+        assert_eq!(&f[ip6 - 2..ip6], &[0x86, 0xdd]);
+        assert_eq!(f[ip6 + 6], 60, "first next-header: destination options");
+        assert_eq!(f[ip6 + 40 + 15 * 8], 6, "the 16th points to TCP");
+        assert_eq!(f.len(), ip6 + 40 + 16 * 8 + 20);
     }
 
     #[test]

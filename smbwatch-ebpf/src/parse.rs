@@ -1,6 +1,8 @@
-//! Header parsing with bounds-checked reads: Ethernet, up to two VLAN tags,
-//! IPv4 (any IHL, fragments), IPv6 (bounded extension-header walk,
-//! fragments), and the TCP fields the program needs.
+//! Header parsing with bounds-checked reads: Ethernet, up to
+//! [`MAX_VLAN_TAGS`] VLAN tags, IPv4 (any IHL, fragments), IPv6 (up to
+//! [`MAX_IPV6_EXT`] extension headers, fragments), and the TCP fields the
+//! program needs. A packet past either bound is not dropped from view: the
+//! parser says so ([`Stop`]) and the program reports it as unparsed.
 //!
 //! Every length that matters is taken from the IP header, not from the
 //! frame: short frames are padded to 60 bytes on the wire, and padding must
@@ -8,23 +10,15 @@
 //! used to look like malformed TCP).
 
 use aya_ebpf::programs::XdpContext;
-use smbwatch_common::{stat, EVENT_FLAG_VLAN, MAX_IPV6_EXT};
+use smbwatch_common::{
+    proto::{
+        ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, ETH_P_QINQ_9100, IPPROTO_AH,
+        IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_TCP,
+    },
+    stat, EVENT_FLAG_VLAN, MAX_IPV6_EXT, MAX_VLAN_TAGS,
+};
 
 use crate::count;
-
-const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
-/// The pre-standard QinQ TPID some switches still send.
-const ETH_P_QINQ_9100: u16 = 0x9100;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_HOPOPTS: u8 = 0;
-const IPPROTO_ROUTING: u8 = 43;
-const IPPROTO_FRAGMENT: u8 = 44;
-const IPPROTO_AH: u8 = 51;
-const IPPROTO_DSTOPTS: u8 = 60;
 
 /// Pointer to `len` bytes at `off`, or `None` when the frame is shorter.
 #[inline(always)]
@@ -36,8 +30,14 @@ pub fn bytes_at(ctx: &XdpContext, off: usize, len: usize) -> Option<*const u8> {
     Some((start + off) as *const u8)
 }
 
+/// A big-endian u16 at `p`.
+///
+/// # Safety
+/// `p` and `p + 1` lie inside a range [`bytes_at`] returned (every call
+/// below reads at most the length it asked `bytes_at` for).
 #[inline(always)]
-pub fn be16(p: *const u8) -> u16 {
+pub unsafe fn be16(p: *const u8) -> u16 {
+    // SAFETY: the caller checked both bytes against the packet's end.
     unsafe { u16::from_be_bytes([*p, *p.add(1)]) }
 }
 
@@ -46,7 +46,18 @@ fn is_tpid(ethertype: u16) -> bool {
     ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD || ethertype == ETH_P_QINQ_9100
 }
 
-/// Where the L3 header starts and what it is, after up to two VLAN tags.
+/// Why the parser stopped before a TCP header.
+pub enum Stop {
+    /// Not a packet the program looks at, or malformed (counted where seen).
+    Done,
+    /// More VLAN tags than [`MAX_VLAN_TAGS`]; `vlan` is the outer tag's id.
+    VlanLimit { vlan: u16 },
+    /// More IPv6 extension headers than [`MAX_IPV6_EXT`]; `addr` is the
+    /// offset of the source address.
+    Ipv6ExtLimit { addr: usize, vlan: u16, flags: u8 },
+}
+
+/// Where the L3 header starts and what it is, after the VLAN tags.
 pub struct L2 {
     pub ethertype: u16,
     pub offset: usize,
@@ -55,43 +66,78 @@ pub struct L2 {
 }
 
 #[inline(always)]
-pub fn parse_l2(ctx: &XdpContext) -> Option<L2> {
+pub fn parse_l2(ctx: &XdpContext) -> Result<L2, Stop> {
     let Some(eth) = bytes_at(ctx, 0, ETH_HLEN) else {
         count(stat::MALFORMED_ETH);
-        return None;
+        return Err(Stop::Done);
     };
     let mut l2 = L2 {
-        ethertype: be16(unsafe { eth.add(12) }),
+        ethertype: unsafe { be16(eth.add(12)) },
         offset: ETH_HLEN,
         vlan: 0,
         flags: 0,
     };
-    // Two tags cover 802.1Q and QinQ (802.1ad or 0x9100 outer, 802.1Q inner).
+    if !is_tpid(l2.ethertype) {
+        return Ok(l2); // the common case: no tag
+    }
+    // The outer tag names the segment on a router trunk.
+    count(stat::VLAN);
+    l2.flags = EVENT_FLAG_VLAN;
     let mut tags = 0;
-    while tags < 2 {
-        if !is_tpid(l2.ethertype) {
-            break;
-        }
+    while tags < MAX_VLAN_TAGS {
         let Some(tag) = bytes_at(ctx, l2.offset, 4) else {
             count(stat::MALFORMED_VLAN);
-            return None;
+            return Err(Stop::Done);
         };
         if tags == 0 {
-            // The outer tag names the segment on a router trunk.
-            l2.vlan = be16(tag) & 0x0fff;
-            l2.flags = EVENT_FLAG_VLAN;
-            count(stat::VLAN);
+            l2.vlan = unsafe { be16(tag) } & 0x0fff;
         }
-        l2.ethertype = be16(unsafe { tag.add(2) });
+        l2.ethertype = unsafe { be16(tag.add(2)) };
         l2.offset += 4;
+        if !is_tpid(l2.ethertype) {
+            return Ok(l2);
+        }
         tags += 1;
     }
-    if is_tpid(l2.ethertype) {
-        // A third tag: not walked, but never silently.
-        count(stat::VLAN_LIMIT);
-        return None;
+    // One tag more than the walk: reported, never silently passed over.
+    count(stat::VLAN_LIMIT);
+    Err(Stop::VlanLimit { vlan: l2.vlan })
+}
+
+/// The frame's source and destination MAC addresses as modified EUI-64
+/// link-local IPv6 addresses (RFC 4291 appendix A): what names the ends of
+/// a frame whose IP header the walk did not reach.
+#[inline(always)]
+pub fn macs(ctx: &XdpContext) -> Option<(Addr, Addr)> {
+    let eth = bytes_at(ctx, 0, ETH_HLEN)?;
+    let eui = |m: *const u8| unsafe {
+        Addr([
+            u64::from_ne_bytes([0xfe, 0x80, 0, 0, 0, 0, 0, 0]),
+            u64::from_ne_bytes([
+                *m ^ 0x02,
+                *m.add(1),
+                *m.add(2),
+                0xff,
+                0xfe,
+                *m.add(3),
+                *m.add(4),
+                *m.add(5),
+            ]),
+        ])
+    };
+    Some((eui(unsafe { eth.add(6) }), eui(eth)))
+}
+
+/// The IPv6 source and destination addresses at `addr`.
+#[inline(always)]
+pub fn ipv6_addrs(ctx: &XdpContext, addr: usize) -> Option<(Addr, Addr)> {
+    let p = bytes_at(ctx, addr, 32)?;
+    unsafe {
+        Some((
+            Addr([read_word::<u64>(p), read_word::<u64>(p.add(8))]),
+            Addr([read_word::<u64>(p.add(16)), read_word::<u64>(p.add(24))]),
+        ))
     }
-    Some(l2)
 }
 
 /// A TCP packet's addresses and where its header is. Keys are built only
@@ -138,13 +184,7 @@ impl L3 {
             let (s, d) = unsafe { (read_word::<u32>(p), read_word::<u32>(p.add(4))) };
             Some((Addr::v4(s), Addr::v4(d)))
         } else {
-            let p = bytes_at(ctx, self.addr, 32)?;
-            unsafe {
-                Some((
-                    Addr([read_word::<u64>(p), read_word::<u64>(p.add(8))]),
-                    Addr([read_word::<u64>(p.add(16)), read_word::<u64>(p.add(24))]),
-                ))
-            }
+            ipv6_addrs(ctx, self.addr)
         }
     }
 }
@@ -159,11 +199,11 @@ unsafe fn read_word<T: Copy>(p: *const u8) -> T {
 }
 
 #[inline(always)]
-pub fn parse_l3(ctx: &XdpContext, l2: &L2) -> Option<L3> {
+pub fn parse_l3(ctx: &XdpContext, l2: &L2) -> Result<L3, Stop> {
     match l2.ethertype {
-        ETH_P_IP => parse_ipv4(ctx, l2.offset),
-        ETH_P_IPV6 => parse_ipv6(ctx, l2.offset),
-        _ => None,
+        ETH_P_IP => parse_ipv4(ctx, l2.offset).ok_or(Stop::Done),
+        ETH_P_IPV6 => parse_ipv6(ctx, l2),
+        _ => Err(Stop::Done),
     }
 }
 
@@ -175,7 +215,7 @@ fn parse_ipv4(ctx: &XdpContext, off: usize) -> Option<L3> {
         return None;
     };
     let ihl = (unsafe { *ip } & 0x0f) as usize * 4;
-    let total = be16(unsafe { ip.add(2) }) as usize;
+    let total = unsafe { be16(ip.add(2)) } as usize;
     if ihl < 20 || total < ihl || bytes_at(ctx, off, ihl).is_none() {
         count(stat::MALFORMED_IPV4);
         return None;
@@ -183,7 +223,7 @@ fn parse_ipv4(ctx: &XdpContext, off: usize) -> Option<L3> {
     if unsafe { *ip.add(9) } != IPPROTO_TCP {
         return None;
     }
-    let frag = be16(unsafe { ip.add(6) });
+    let frag = unsafe { be16(ip.add(6)) };
     if frag & 0x1fff != 0 {
         // Later fragments carry payload only.
         count(stat::LATER_FRAGMENTS);
@@ -199,14 +239,15 @@ fn parse_ipv4(ctx: &XdpContext, off: usize) -> Option<L3> {
 }
 
 #[inline(always)]
-fn parse_ipv6(ctx: &XdpContext, off: usize) -> Option<L3> {
+fn parse_ipv6(ctx: &XdpContext, l2: &L2) -> Result<L3, Stop> {
+    let off = l2.offset;
     count(stat::IPV6);
     let Some(ip) = bytes_at(ctx, off, 40) else {
         count(stat::MALFORMED_IPV6);
-        return None;
+        return Err(Stop::Done);
     };
     // Payload length 0 is a jumbogram (hop-by-hop option): take the frame's.
-    let payload = be16(unsafe { ip.add(4) }) as usize;
+    let payload = unsafe { be16(ip.add(4)) } as usize;
     let end = if payload == 0 {
         ctx.data_end() - ctx.data()
     } else {
@@ -215,16 +256,17 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Option<L3> {
     let mut next = unsafe { *ip.add(6) };
     let mut pos = off + 40;
     let mut fragmented = false;
-    // A bounded walk keeps the verifier happy and a hostile chain cheap.
+    // A bounded walk keeps the verifier happy and a hostile chain cheap;
+    // one header more than the bound is reported, not passed over.
     let mut i = 0;
     while i <= MAX_IPV6_EXT {
         match next {
             IPPROTO_TCP => {
                 if end < pos {
                     count(stat::MALFORMED_IPV6);
-                    return None;
+                    return Err(Stop::Done);
                 }
-                return Some(L3 {
+                return Ok(L3 {
                     addr: off + 8,
                     v4: false,
                     tcp: pos,
@@ -237,15 +279,15 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Option<L3> {
             {
                 let Some(ext) = bytes_at(ctx, pos, 8) else {
                     count(stat::MALFORMED_IPV6);
-                    return None;
+                    return Err(Stop::Done);
                 };
                 let (nh, len) = unsafe { (*ext, *ext.add(1) as usize) };
                 let hlen = match next {
                     IPPROTO_FRAGMENT => {
-                        let field = be16(unsafe { ext.add(2) });
+                        let field = unsafe { be16(ext.add(2)) };
                         if field & 0xfff8 != 0 {
                             count(stat::LATER_FRAGMENTS);
-                            return None;
+                            return Err(Stop::Done);
                         }
                         fragmented = field & 1 != 0;
                         8
@@ -257,15 +299,18 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Option<L3> {
                 pos += hlen;
             }
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_FRAGMENT => {
-                count(stat::IPV6_EXT_LIMIT);
-                return None;
+                break;
             }
-            _ => return None,
+            _ => return Err(Stop::Done),
         }
         i += 1;
     }
     count(stat::IPV6_EXT_LIMIT);
-    None
+    Err(Stop::Ipv6ExtLimit {
+        addr: off + 8,
+        vlan: l2.vlan,
+        flags: l2.flags,
+    })
 }
 
 /// The TCP fields the program acts on.
@@ -277,10 +322,10 @@ pub struct Tcp {
     pub flags: u8,
 }
 
-pub const TCP_FIN_SYN_RST_ACK: u8 = 0x17;
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_RST: u8 = 0x04;
-pub const TCP_ACK: u8 = 0x10;
+use smbwatch_common::proto::tcp_flags::FIN as TCP_FIN;
+pub use smbwatch_common::proto::tcp_flags::{ACK as TCP_ACK, RST as TCP_RST, SYN as TCP_SYN};
+/// The flag bits the program acts on.
+const TCP_FIN_SYN_RST_ACK: u8 = TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK;
 
 /// Reads ports and flags. Unfragmented packets need a whole TCP header; a
 /// first fragment needs only the ports: one that stops before the flags
@@ -296,8 +341,8 @@ pub fn parse_tcp(ctx: &XdpContext, l3: &L3) -> Option<Tcp> {
         count(stat::MALFORMED_TCP);
         return None;
     }
-    let sport = be16(p);
-    let dport = be16(unsafe { p.add(2) });
+    let sport = unsafe { be16(p) };
+    let dport = unsafe { be16(p.add(2)) };
     if l3.fragmented && l3.l4_len < 14 {
         return Some(Tcp {
             sport,
