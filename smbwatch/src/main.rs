@@ -90,6 +90,10 @@ struct AggregateArgs {
     /// Send alerts to syslog (unix:///dev/log, udp://, tcp://, tls://HOST:PORT).
     #[arg(long, value_name = "URL")]
     syslog: Option<String>,
+    /// Serve Prometheus metrics on /metrics at ADDR; without ADDR at
+    /// [metrics] listen (default 127.0.0.1:9445).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1)]
+    metrics: Option<Option<std::net::SocketAddr>>,
 }
 
 #[derive(Args, Debug)]
@@ -432,6 +436,10 @@ fn aggregate(args: AggregateArgs) -> Result<()> {
         cfg.alert.syslog = true;
     }
     cfg.publish.url = Some(args.nats.clone());
+    if let Some(addr) = args.metrics {
+        cfg.metrics.enabled = true;
+        cfg.metrics.listen = addr.unwrap_or(cfg.metrics.listen);
+    }
     cfg.validate()
         .context("invalid setting (after applying command-line flags)")?;
     let n = cfg.publish.partitions;

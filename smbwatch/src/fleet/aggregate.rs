@@ -4,9 +4,18 @@
 //! One durable pull consumer per partition (`<name>-p<N>`, filtered on
 //! `smbwatch.events.*.<N>`), so several aggregators share the load by
 //! owning disjoint partitions, each source's events in one of them.
-//! Consumers acknowledge cumulatively (`AckAll`): every [`ACK_EVERY`]
-//! messages, every [`ACK_INTERVAL`], and at once, confirmed by the
-//! server, after a message whose alerts were written.
+//! Consumers acknowledge cumulatively (`AckAll`) up to the last message
+//! processed whole, never further: every [`ACK_EVERY`] messages, every
+//! [`ACK_INTERVAL`], and at once, confirmed by the server, after a message
+//! whose alerts were written.
+//!
+//! Nothing is skipped. Each partition's consumer is created afresh right
+//! after the last processed message (at start, and whenever a delivery
+//! went missing on its way: the consumer's delivery sequence jumped), so
+//! a position never moves without processing. Pulls are bounded in
+//! messages and bytes, so a stopped aggregator does not make the broker
+//! buffer more for it than it allows a client. What is delivered again is
+//! recognised by its stream sequence and skipped.
 //!
 //! A restart resumes at the acknowledged position. The detector's state
 //! (fan-out counts, hold-downs) is rebuilt first by reading the partition's
@@ -14,19 +23,29 @@
 //! before the restart is not alerted again, and a scan that straddles the
 //! restart is still counted whole.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc,
+    },
+    time::Duration,
+};
 
 use async_nats::jetstream::{
     self,
     consumer::{pull, AckPolicy, DeliverPolicy},
-    stream::Stream as JsStream,
+    context::ConsumerInfoErrorKind,
+    ErrorCode,
+    stream::{ConsumerErrorKind, Stream as JsStream},
 };
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
-use tokio::signal::unix::SignalKind;
+use tokio::{signal::unix::SignalKind, sync::mpsc};
 
 use super::{
     observers::Observers,
+    stats::{AggregateCounters, FleetMetrics, Refusal},
     transport::{JetStream, TransportError},
     wire::{self, FleetEvent},
     SUBJECT_PREFIX,
@@ -34,6 +53,7 @@ use super::{
 use crate::{
     alert::{sink::AlertSinks, Alert},
     config::Config,
+    metrics::{server::MetricsServer, Metrics},
     pipeline::Pipeline,
 };
 
@@ -41,12 +61,26 @@ use crate::{
 const ACK_EVERY: u64 = 1000;
 /// Longest time a processed message stays unacknowledged.
 const ACK_INTERVAL: Duration = Duration::from_millis(200);
-/// How long the server waits for an acknowledgement before redelivering.
+/// How long the server waits for an acknowledgement before redelivering
+/// (what it redelivers and was processed is skipped by stream sequence).
 const ACK_WAIT: Duration = Duration::from_secs(60);
 /// Messages delivered and not yet acknowledged, per consumer.
 const MAX_ACK_PENDING: i64 = 50_000;
 /// Messages fetched per pull request.
 const PULL_BATCH: usize = 1000;
+/// Bytes fetched per pull request. The client asks for more at half of
+/// it, so a partition has at most about 1.5 of these on their way, and
+/// 17 partitions about 25 MiB: within what nats-server buffers for one
+/// client (64 MiB `max_pending`) however long the aggregator is stopped.
+const PULL_BYTES: usize = 1 << 20;
+/// Heartbeats of a pull request: a request lost with a connection is
+/// noticed and made again.
+const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
+/// How long a pull request waits on the server.
+const PULL_EXPIRES: Duration = Duration::from_secs(30);
+/// Messages between the pullers and the processing loop (each at most
+/// the broker's `max_payload`; gateways send at most 32 KiB).
+const QUEUE: usize = 128;
 /// Memory for the gateways-per-source table.
 const OBSERVER_BYTES: usize = 16 << 20;
 /// The warm-up read ends when nothing arrives for this long.
@@ -77,10 +111,29 @@ pub struct AggregateReport {
     /// Host events among `messages`.
     pub host_events: u64,
     /// Messages or records rejected (malformed, another version, times too
-    /// far ahead).
+    /// far ahead, a subject and message id naming different gateways).
     pub rejected: u64,
+    /// Messages delivered again after processing, skipped.
+    pub duplicates: u64,
+    /// Deliveries lost on their way and read again.
+    pub gaps: u64,
     /// Alerts written.
     pub alerts: u64,
+}
+
+impl From<&AggregateCounters> for AggregateReport {
+    fn from(c: &AggregateCounters) -> Self {
+        Self {
+            messages: c.messages.load(Relaxed),
+            warmup_messages: c.warmup_messages.load(Relaxed),
+            gateway_events: c.gateway_events.load(Relaxed),
+            host_events: c.host_events.load(Relaxed),
+            rejected: c.refused_total(),
+            duplicates: c.duplicates.load(Relaxed),
+            gaps: c.gaps.load(Relaxed),
+            alerts: c.alerts.load(Relaxed),
+        }
+    }
 }
 
 /// Errors of the aggregator.
@@ -95,6 +148,9 @@ pub enum AggregateError {
     /// Signals could not be installed.
     #[error("installing signal handlers: {0}")]
     Signal(#[source] std::io::Error),
+    /// The metrics server could not start.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::server::MetricsError),
 }
 
 fn js_err(op: String, e: impl std::fmt::Display) -> TransportError {
@@ -110,38 +166,68 @@ struct Aggregator {
     pipeline: Pipeline,
     observers: Observers,
     max_ahead: chrono::TimeDelta,
-    report: AggregateReport,
+    counters: Arc<AggregateCounters>,
+    clock: EventClock,
 }
 
 impl Aggregator {
-    /// One message (a batch of events); returns its alerts (with
-    /// `observer.name` filled). A bad record is rejected alone.
-    fn message(&mut self, subject: &str, payload: &[u8], now: DateTime<Utc>) -> Vec<Alert> {
+    /// One message (a batch of events) with its subject and message id;
+    /// returns its alerts (with `observer.name` filled). A bad record is
+    /// rejected alone; a message whose id names another gateway than its
+    /// subject is rejected whole (broker permissions tie a gateway's
+    /// credentials to its subjects; the id must agree, so one member
+    /// cannot pass for another, nor take its ids).
+    fn message(
+        &mut self,
+        subject: &str,
+        id: Option<&str>,
+        payload: &[u8],
+        now: DateTime<Utc>,
+    ) -> Vec<Alert> {
         let Some(gateway) = super::gateway_of(subject) else {
             return self.reject(
+                Refusal::Subject,
                 subject,
                 "subject is not smbwatch.events.<gateway>.<partition>",
             );
         };
+        match id.and_then(|i| i.split_once('.')) {
+            Some((g, _)) if g == gateway => {}
+            _ => {
+                return self.reject(
+                    Refusal::GatewayMismatch,
+                    subject,
+                    &format!(
+                        "message id {id:?} does not name the subject's gateway {gateway:?} \
+                         (another member publishing as it?)"
+                    ),
+                )
+            }
+        }
         let records = match wire::decode(payload) {
             Ok(r) => r,
-            Err(e) => return self.reject(subject, &e.to_string()),
+            Err(e) => return self.reject(Refusal::Malformed, subject, &e.to_string()),
         };
         let mut alerts = Vec::new();
         for record in records {
             let found = match record {
-                Err(e) => self.reject(subject, &e.to_string()),
+                Err(e) => self.reject(Refusal::Malformed, subject, &e.to_string()),
                 Ok(FleetEvent::Gateway(ev)) => {
                     if ev.ts - now > self.max_ahead {
-                        self.reject(subject, "event time too far ahead of this clock")
+                        self.reject(
+                            Refusal::TooFarAhead,
+                            subject,
+                            "event time too far ahead of this clock",
+                        )
                     } else {
-                        self.report.gateway_events += 1;
+                        self.counters.gateway_events.fetch_add(1, Relaxed);
+                        self.clock.saw(ev.ts);
                         self.observers.saw(ev.src, gateway, ev.ts);
                         self.pipeline.gateway_event(&ev)
                     }
                 }
                 Ok(FleetEvent::Host(ev)) => {
-                    self.report.host_events += 1;
+                    self.counters.host_events.fetch_add(1, Relaxed);
                     self.pipeline.host_event(&ev)
                 }
             };
@@ -155,19 +241,57 @@ impl Aggregator {
         alerts
     }
 
-    fn reject(&mut self, subject: &str, why: &str) -> Vec<Alert> {
-        self.report.rejected += 1;
+    fn reject(&mut self, reason: Refusal, subject: &str, why: &str) -> Vec<Alert> {
+        self.counters.refuse(reason);
+        let total = self.counters.refused_total();
         // The first few in full, then every thousandth: a rogue publisher
         // must not flood the log.
-        if self.report.rejected <= 10 || self.report.rejected.is_multiple_of(1000) {
+        if total <= 10 || total.is_multiple_of(1000) {
             tracing::warn!(
                 subject,
-                total = self.report.rejected,
+                reason = reason.label(),
+                total,
                 "rejected a fleet message: {why}"
             );
         }
         Vec::new()
     }
+}
+
+/// The consumer of partition `p` for aggregator `name`.
+fn consumer_name(name: &str, p: u16) -> String {
+    format!("{name}-p{}", super::partition_token(p))
+}
+
+fn filter(p: u16) -> String {
+    format!("{SUBJECT_PREFIX}.*.{}", super::partition_token(p))
+}
+
+/// One message handed from a partition's puller to the processing loop.
+struct Delivery {
+    p: u16,
+    msg: jetstream::Message,
+    stream_seq: u64,
+}
+
+/// A partition's progress, shared by its puller and the processing loop.
+#[derive(Default)]
+struct Progress {
+    /// Stream sequence of the last message processed.
+    processed: AtomicU64,
+    /// Deliveries the processing loop has taken (processed or skipped).
+    handled: AtomicU64,
+    /// The consumer's pending count at the last delivery (backlog).
+    pending: AtomicU64,
+}
+
+/// What every puller shares.
+struct Shared {
+    stream: JsStream,
+    name: String,
+    counters: Arc<AggregateCounters>,
+    /// The stream's first sequence, refreshed every second.
+    first_seq: AtomicU64,
 }
 
 /// Runs until SIGINT/SIGTERM.
@@ -179,7 +303,35 @@ pub async fn run(opts: &AggregateOptions) -> Result<AggregateReport, AggregateEr
         tokio::signal::unix::signal(SignalKind::interrupt()).map_err(AggregateError::Signal)?;
     let sinks = AlertSinks::for_config(cfg, &crate::alert::sensor::Sensor::local(&[]))?;
     let js = JetStream::connect(&opts.url, &cfg.publish, "aggregate", &opts.name, false).await?;
-    let stream = js.stream().await?;
+    let counters = Arc::new(AggregateCounters::default());
+    // No kernel here: an empty pin directory leaves the kernel's families
+    // out of /metrics.
+    let metrics = Arc::new(Metrics::new(std::path::PathBuf::new()));
+    metrics.set_fleet(FleetMetrics::Aggregator {
+        broker: js.broker.clone(),
+        aggregate: counters.clone(),
+    });
+    let metrics_task = if cfg.metrics.enabled {
+        let server = MetricsServer::bind(cfg.metrics.listen, metrics.clone()).await?;
+        if let Some(addr) = server.local_addr() {
+            tracing::info!(%addr, "serving metrics on /metrics");
+        }
+        Some(tokio::spawn(server.run()))
+    } else {
+        None
+    };
+    let (stream, weak) = js.stream_checked().await?;
+    match weak {
+        Some(problem) => tracing::warn!(
+            stream = %cfg.publish.stream,
+            "the stream is weaker than configured: {problem}"
+        ),
+        None => tracing::info!(
+            stream = %cfg.publish.stream,
+            replicas = js.replicas(),
+            "reading the stream"
+        ),
+    }
     let mut agg = Aggregator {
         // Correlation bookkeeping starts with the first host event a
         // gateway forwards (most fleets forward none).
@@ -187,73 +339,72 @@ pub async fn run(opts: &AggregateOptions) -> Result<AggregateReport, AggregateEr
         observers: Observers::new(OBSERVER_BYTES, cfg.detect.window),
         max_ahead: chrono::TimeDelta::from_std(cfg.hostlog.max_ahead)
             .unwrap_or(chrono::TimeDelta::MAX),
-        report: AggregateReport::default(),
+        counters: counters.clone(),
+        clock: EventClock::default(),
     };
 
-    let mut consumers = Vec::new();
     // Every aggregator also reads the address-less host events.
-    for &p in opts.partitions.iter().chain([&super::ALL]) {
-        let name = format!("{}-p{}", opts.name, super::partition_token(p));
-        let consumer: jetstream::consumer::Consumer<pull::Config> = stream
-            .get_or_create_consumer(
-                &name,
-                pull::Config {
-                    durable_name: Some(name.clone()),
-                    filter_subject: format!("{SUBJECT_PREFIX}.*.{}", super::partition_token(p)),
-                    ack_policy: AckPolicy::All,
-                    ack_wait: ACK_WAIT,
-                    max_ack_pending: MAX_ACK_PENDING,
-                    deliver_policy: DeliverPolicy::All,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| js_err(format!("creating consumer {name}"), e))?;
-        let mut consumer = consumer;
-        let floor = consumer
-            .info()
-            .await
-            .map_err(|e| js_err(format!("reading consumer {name}"), e))?
-            .ack_floor
-            .stream_sequence;
+    let parts: Vec<u16> = opts.partitions.iter().copied().chain([super::ALL]).collect();
+    let mut starts = Vec::new();
+    for &p in &parts {
+        let name = consumer_name(&opts.name, p);
+        // Where this aggregator stopped: everything up to its consumer's
+        // acknowledgement floor was processed (it never acknowledges
+        // further), nothing after it.
+        let floor = match stream.consumer_info(&name).await {
+            Ok(info) => info.ack_floor.stream_sequence,
+            Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => 0,
+            Err(e) => return Err(js_err(format!("reading consumer {name}"), e).into()),
+        };
         if floor > 0 {
             warm_up(&stream, p, floor, warmup_span(cfg), &mut agg).await?;
         }
-        consumers.push((p, consumer));
+        starts.push((p, floor));
     }
     tracing::info!(
         partitions = ?opts.partitions,
-        warmup_messages = agg.report.warmup_messages,
+        warmup_messages = counters.warmup_messages.load(Relaxed),
         "aggregating"
     );
 
-    let mut streams = Vec::new();
-    for (p, consumer) in &consumers {
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(PULL_BATCH)
-            .messages()
-            .await
-            .map_err(|e| js_err(format!("pulling partition {p}"), e))?;
-        streams.push(messages.map(move |m| (*p, m)));
+    let shared = Arc::new(Shared {
+        stream: stream.clone(),
+        name: opts.name.clone(),
+        counters: counters.clone(),
+        first_seq: AtomicU64::new(0),
+    });
+    let (tx, mut rx) = mpsc::channel::<Delivery>(QUEUE);
+    let mut progress: HashMap<u16, Arc<Progress>> = HashMap::new();
+    let mut pullers = Vec::new();
+    for (p, floor) in starts {
+        let prog = Arc::new(Progress::default());
+        prog.processed.store(floor, Relaxed);
+        progress.insert(p, prog.clone());
+        pullers.push(tokio::spawn(pull(shared.clone(), p, prog, tx.clone())));
     }
-    let mut merged = futures_util::stream::select_all(streams);
+    drop(tx);
+
     let mut unacked: HashMap<u16, (u64, jetstream::Message)> = HashMap::new();
     let mut tick = tokio::time::interval(ACK_INTERVAL);
     let mut last_advance = std::time::Instant::now();
     loop {
         tokio::select! {
-            next = merged.next() => {
-                let Some((p, msg)) = next else { break };
-                let msg = match msg {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(partition = p, error = %e, "pulling messages");
-                        continue;
-                    }
-                };
-                agg.report.messages += 1;
-                let alerts = agg.message(msg.subject.as_str(), &msg.payload, Utc::now());
+            next = rx.recv() => {
+                let Some(Delivery { p, msg, stream_seq }) = next else { break };
+                let prog = &progress[&p];
+                if stream_seq <= prog.processed.load(Relaxed) {
+                    // Delivered again (after the broker's ack wait, or a
+                    // rewind): already processed, never twice.
+                    counters.duplicates.fetch_add(1, Relaxed);
+                    prog.handled.fetch_add(1, Relaxed);
+                    continue;
+                }
+                counters.messages.fetch_add(1, Relaxed);
+                let alerts = agg.message(msg.subject.as_str(), msg_id(&msg), &msg.payload, Utc::now());
+                prog.processed.store(stream_seq, Relaxed);
+                prog.handled.fetch_add(1, Relaxed);
+                // Acknowledged cumulatively (AckAll) only up to this
+                // message, processed whole: never past one in flight.
                 if alerts.is_empty() {
                     let count = unacked.get(&p).map_or(0, |(n, _)| *n) + 1;
                     unacked.insert(p, (count, msg));
@@ -261,7 +412,7 @@ pub async fn run(opts: &AggregateOptions) -> Result<AggregateReport, AggregateEr
                         ack(&mut unacked, p, false).await;
                     }
                 } else {
-                    write(&sinks, &alerts, &mut agg.report);
+                    write(&sinks, &alerts, &counters, &metrics);
                     unacked.insert(p, (1, msg));
                     ack(&mut unacked, p, true).await;
                 }
@@ -273,22 +424,216 @@ pub async fn run(opts: &AggregateOptions) -> Result<AggregateReport, AggregateEr
                 }
                 if last_advance.elapsed() >= Duration::from_secs(1) {
                     last_advance = std::time::Instant::now();
-                    let alerts = agg.pipeline.advance(Utc::now());
-                    write(&sinks, &alerts, &mut agg.report);
+                    let alerts = agg.pipeline.advance(agg.clock.now(Utc::now()));
+                    write(&sinks, &alerts, &counters, &metrics);
+                    let backlog = progress.values().map(|p| p.pending.load(Relaxed)).sum();
+                    counters.backlog.store(backlog, Relaxed);
+                    if let Ok(info) = stream.get_info().await {
+                        shared.first_seq.store(info.state.first_sequence, Relaxed);
+                    }
                 }
             }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break; }
         }
     }
+    for t in &pullers {
+        t.abort();
+    }
     let parts: Vec<u16> = unacked.keys().copied().collect();
     for p in parts {
         ack(&mut unacked, p, true).await;
     }
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     if let Some(s) = sinks.shutdown().await {
         tracing::info!(?s, "syslog sink flushed");
     }
-    Ok(agg.report)
+    Ok(AggregateReport::from(&*counters))
+}
+
+/// Pulls partition `p` into the processing loop, in order, and makes sure
+/// nothing is skipped: the consumer starts right after the last processed
+/// message, and when a delivery went missing on its way (the consumer's
+/// delivery sequence jumps: a connection cut as a slow consumer, a
+/// reconnect), it waits until everything handed over is processed and
+/// starts again right after the last processed message.
+async fn pull(shared: Arc<Shared>, p: u16, prog: Arc<Progress>, tx: mpsc::Sender<Delivery>) {
+    let name = consumer_name(&shared.name, p);
+    let mut sent = 0u64;
+    let mut logged = 0u64;
+    loop {
+        let start = prog.processed.load(Relaxed) + 1;
+        let mut messages = match consume_from(&shared, &name, p, start).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "starting the consumer again in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let (mut last_cseq, mut last_sseq) = (0u64, start - 1);
+        loop {
+            let msg = match messages.next().await {
+                None => break,
+                Some(Err(e)) => {
+                    tracing::debug!(partition = p, error = %e, "pulling messages");
+                    continue;
+                }
+                Some(Ok(m)) => m,
+            };
+            let Ok(info) = msg.info() else { continue };
+            let (cseq, sseq, pending) = (
+                info.consumer_sequence,
+                info.stream_sequence,
+                info.pending,
+            );
+            if cseq != last_cseq + 1 {
+                let lost = cseq.saturating_sub(last_cseq + 1).max(1);
+                let total = shared.counters.gaps.fetch_add(lost, Relaxed) + lost;
+                shared.counters.rewinds.fetch_add(1, Relaxed);
+                tracing::warn!(
+                    partition = p,
+                    lost,
+                    total,
+                    "deliveries lost between the broker and this aggregator: \
+                     reading again from the last processed message"
+                );
+                while prog.handled.load(Relaxed) < sent {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                break;
+            }
+            // Messages of this partition the stream discarded before they
+            // were read: the stream moved past them (its limits), and the
+            // consumer with it.
+            let first = shared.first_seq.load(Relaxed);
+            if sseq > last_sseq + 1 && first > last_sseq + 1 && prog.pending.load(Relaxed) > 0 {
+                let gone = first.min(sseq) - last_sseq - 1;
+                let total = shared.counters.discarded_unread.fetch_add(gone, Relaxed) + gone;
+                if logged < 10 || total.is_multiple_of(1000) {
+                    logged += 1;
+                    tracing::warn!(
+                        partition = p,
+                        from = last_sseq + 1,
+                        to = first.min(sseq) - 1,
+                        "the stream discarded messages before this aggregator read them \
+                         (its limits; some may be other partitions')"
+                    );
+                }
+            }
+            last_cseq = cseq;
+            last_sseq = sseq;
+            prog.pending.store(pending, Relaxed);
+            sent += 1;
+            if tx
+                .send(Delivery {
+                    p,
+                    msg,
+                    stream_seq: sseq,
+                })
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// The messages of partition `p` from stream sequence `start` on, through
+/// this aggregator's durable consumer, created afresh at `start` (an old
+/// one may have delivered messages that were never processed: they would
+/// come again only after its ack wait, and a later cumulative
+/// acknowledgement would cover them).
+async fn consume_from(
+    shared: &Shared,
+    name: &str,
+    p: u16,
+    start: u64,
+) -> Result<pull::Stream, TransportError> {
+    match shared.stream.delete_consumer(name).await {
+        Ok(_) => {}
+        Err(e)
+            if matches!(e.kind(), ConsumerErrorKind::JetStream(ref j)
+                if j.error_code() == ErrorCode::CONSUMER_NOT_FOUND) => {}
+        Err(e) => return Err(js_err(format!("replacing consumer {name}"), e)),
+    }
+    let consumer: jetstream::consumer::Consumer<pull::Config> = shared
+        .stream
+        .create_consumer(pull::Config {
+            durable_name: Some(name.into()),
+            filter_subject: filter(p),
+            ack_policy: AckPolicy::All,
+            ack_wait: ACK_WAIT,
+            max_ack_pending: MAX_ACK_PENDING,
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| js_err(format!("creating consumer {name}"), e))?;
+    if let Ok(info) = shared.stream.get_info().await {
+        let first = info.state.first_sequence;
+        shared.first_seq.store(first, Relaxed);
+        if first > start && start > 1 {
+            let gone = first - start;
+            shared.counters.discarded_unread.fetch_add(gone, Relaxed);
+            tracing::warn!(
+                partition = p,
+                from = start,
+                to = first - 1,
+                "the stream discarded messages before this aggregator read them \
+                 (its limits; some may be other partitions')"
+            );
+        }
+    }
+    consumer
+        .stream()
+        .max_messages_per_batch(PULL_BATCH)
+        .max_bytes_per_batch(PULL_BYTES)
+        .heartbeat(PULL_HEARTBEAT)
+        .expires(PULL_EXPIRES)
+        .messages()
+        .await
+        .map_err(|e| js_err(format!("pulling partition {p}"), e))
+}
+
+/// The message id a gateway gave (`Nats-Msg-Id`).
+fn msg_id(msg: &jetstream::Message) -> Option<&str> {
+    msg.headers
+        .as_ref()
+        .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+        .map(|v| v.as_str())
+}
+
+/// The aggregator's clock for letting time pass without events: the
+/// newest event time plus the wall time since it arrived (never ahead of
+/// the wall clock). A backlog read late still dates its alerts in event
+/// time, not at the moment it was read.
+#[derive(Debug, Default)]
+struct EventClock {
+    last: Option<(DateTime<Utc>, std::time::Instant)>,
+}
+
+impl EventClock {
+    fn saw(&mut self, ts: DateTime<Utc>) {
+        if self.last.is_none_or(|(t, _)| ts > t) {
+            self.last = Some((ts, std::time::Instant::now()));
+        }
+    }
+
+    fn now(&self, wall: DateTime<Utc>) -> DateTime<Utc> {
+        match self.last {
+            None => wall,
+            Some((t, at)) => {
+                let since = chrono::TimeDelta::from_std(at.elapsed()).unwrap_or_default();
+                (t + since).min(wall)
+            }
+        }
+    }
 }
 
 /// How far back the warm-up reads: the longest fan-out window or
@@ -318,7 +663,7 @@ async fn warm_up(
     let start = time::OffsetDateTime::now_utc() - span;
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
-            filter_subject: format!("{SUBJECT_PREFIX}.*.{}", super::partition_token(p)),
+            filter_subject: filter(p),
             deliver_policy: DeliverPolicy::ByStartTime { start_time: start },
             ..Default::default()
         })
@@ -334,9 +679,9 @@ async fn warm_up(
         if info.stream_sequence > floor {
             break;
         }
-        agg.report.warmup_messages += 1;
+        agg.counters.warmup_messages.fetch_add(1, Relaxed);
         muted += agg
-            .message(msg.subject.as_str(), &msg.payload, Utc::now())
+            .message(msg.subject.as_str(), msg_id(&msg), &msg.payload, Utc::now())
             .len() as u64;
     }
     tracing::info!(
@@ -364,9 +709,10 @@ async fn ack(unacked: &mut HashMap<u16, (u64, jetstream::Message)>, p: u16, conf
     }
 }
 
-fn write(sinks: &AlertSinks, alerts: &[Alert], report: &mut AggregateReport) {
+fn write(sinks: &AlertSinks, alerts: &[Alert], counters: &AggregateCounters, metrics: &Metrics) {
     for a in alerts {
-        report.alerts += 1;
+        counters.alerts.fetch_add(1, Relaxed);
+        metrics.on_alert(a);
         if let Err(e) = sinks.send(a) {
             tracing::warn!(error = %e, "alert sink failed");
         }

@@ -20,6 +20,7 @@ pub mod config;
 pub mod observers;
 pub mod outbox;
 pub mod publisher;
+pub mod stats;
 pub mod transport;
 pub mod wire;
 

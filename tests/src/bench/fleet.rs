@@ -26,7 +26,7 @@ use smbwatch::{
 use super::{median, procs::process_cpu, Effort, Goal, Section, Table};
 use crate::{
     daemon::Daemon,
-    fleet::{NatsServer, BROKER_LOCAL},
+    fleet::{in_netns, synthetic_event, NatsServer, BROKER_LOCAL},
     netns::{unique_tag, NetNs},
 };
 
@@ -44,52 +44,11 @@ fn thread_cpu() -> f64 {
     ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
-/// Runs `f` on a thread that has entered `ns`'s network namespace, so
-/// its sockets (the NATS client's) live there.
-fn in_netns<T: Send>(ns: &NetNs, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-    let file = File::open(ns.path()).with_context(|| format!("opening {}", ns.path()))?;
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            // SAFETY: setns(2) on a namespace file this thread opened; it
-            // affects this thread only.
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                bail!("setns: {}", std::io::Error::last_os_error());
-            }
-            f()
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("benchmark thread panicked"))?
-    })
-}
-
-/// `n` gateway events as a churning fleet sends them: mostly new pairs from
-/// sources seen once or twice, some answers, every tenth source a scanner.
+/// `n` gateway events as a churning fleet sends them
+/// ([`crate::fleet::synthetic_event`]).
 fn events(n: usize) -> Vec<GatewayEvent> {
     let t0 = chrono::Utc::now();
-    (0..n)
-        .map(|i| {
-            let src_n = (i / 2) as u64;
-            let src = IpAddr::V6(Ipv6Addr::from(
-                (0x2001_0db8_000a_u128 << 80) | u128::from(src_n),
-            ));
-            let dst = IpAddr::V6(Ipv6Addr::from(
-                (0x2001_0db8_000b_u128 << 80) | (i as u128 % 4096),
-            ));
-            let kind = if i % 10 == 9 {
-                GatewayEventKind::Refused
-            } else {
-                GatewayEventKind::NewPair
-            };
-            GatewayEvent::new(
-                t0 + chrono::TimeDelta::microseconds(i as i64),
-                kind,
-                src,
-                dst,
-                40000 + (i % 20000) as u16,
-                445,
-            )
-        })
-        .collect()
+    (0..n).map(|i| synthetic_event(i, t0)).collect()
 }
 
 /// Per-event CPU of the detection pipeline (what a gateway's drain thread
@@ -150,7 +109,12 @@ fn publish(ns: &NetNs, evs: &[GatewayEvent]) -> Result<(f64, f64, f64)> {
             let (tx, rx) = tokio::sync::watch::channel(false);
             let c0 = thread_cpu();
             let t0 = Instant::now();
-            let task = tokio::spawn(smbwatch::fleet::publisher::run(outbox.clone(), js, rx));
+            let task = tokio::spawn(smbwatch::fleet::publisher::run(
+                outbox.clone(),
+                js,
+                Default::default(),
+                rx,
+            ));
             while outbox.stats().delivered < evs.len() as u64 {
                 if t0.elapsed() > Duration::from_secs(300) {
                     bail!("publishing {} events took over 5 minutes", evs.len());
