@@ -282,7 +282,7 @@ impl Drop for NatsServer {
 pub fn in_netns<T: Send>(ns: &NetNs, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     let path = ns.path();
     std::thread::scope(|s| {
-        s.spawn(move || {
+        s.spawn(|| {
             crate::gen::enter_netns(&path)?;
             f()
         })

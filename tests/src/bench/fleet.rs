@@ -3,18 +3,15 @@
 //! pre-filled stream, against a real nats-server in a lab namespace.
 
 use std::{
-    fs::File,
-    net::{IpAddr, Ipv6Addr},
-    os::fd::AsRawFd,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 use serde_json::json;
 use smbwatch::{
     config::Config,
-    event::{GatewayEvent, GatewayEventKind},
+    event::GatewayEvent,
     fleet::{
         outbox::{Outbox, Tap},
         transport::JetStream,
