@@ -73,11 +73,12 @@ const PULL_BATCH: usize = 1000;
 /// 17 partitions about 25 MiB: within what nats-server buffers for one
 /// client (64 MiB `max_pending`) however long the aggregator is stopped.
 const PULL_BYTES: usize = 1 << 20;
-/// Heartbeats of a pull request: a request lost with a connection is
-/// noticed and made again.
-const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
+/// Heartbeats of a pull request: a request lost with a connection or with
+/// a failed consumer leader is noticed after two missing heartbeats and
+/// made again, so a failover costs about the election.
+const PULL_HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long a pull request waits on the server.
-const PULL_EXPIRES: Duration = Duration::from_secs(30);
+const PULL_EXPIRES: Duration = Duration::from_secs(10);
 /// Messages between the pullers and the processing loop (each at most
 /// the broker's `max_payload`; gateways send at most 32 KiB).
 const QUEUE: usize = 128;
