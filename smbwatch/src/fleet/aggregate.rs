@@ -719,3 +719,74 @@ fn write(sinks: &AlertSinks, alerts: &[Alert], counters: &AggregateCounters, met
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::event::{GatewayEvent, GatewayEventKind};
+
+    fn aggregator(threshold: u32) -> Aggregator {
+        let mut cfg = Config::default();
+        cfg.detect.fanout_threshold = threshold;
+        Aggregator {
+            pipeline: Pipeline::new(&cfg).without_host_inputs(),
+            observers: Observers::new(1 << 20, cfg.detect.window),
+            max_ahead: chrono::TimeDelta::seconds(60),
+            counters: Arc::default(),
+            clock: EventClock::default(),
+        }
+    }
+
+    fn scan(t0: DateTime<Utc>, n: u8) -> Vec<u8> {
+        let mut b = wire::Batch::default();
+        for i in 0..n {
+            b.push_gateway(&GatewayEvent::new(
+                t0 + chrono::TimeDelta::milliseconds(i.into()),
+                GatewayEventKind::NewPair,
+                IpAddr::from([203, 0, 113, 10]),
+                IpAddr::from([198, 51, 100, i]),
+                50000,
+                445,
+            ));
+        }
+        b.into_bytes()
+    }
+
+    #[test]
+    fn a_message_id_naming_another_gateway_is_refused_and_counted() {
+        let t0 = Utc::now();
+        let mut agg = aggregator(10);
+        let subject = super::super::subject("gw2", 11);
+        for id in [Some("gw1.00.1.ab"), None, Some("gw2")] {
+            assert!(agg.message(&subject, id, &scan(t0, 20), t0).is_empty());
+        }
+        assert_eq!(agg.counters.refuse(Refusal::GatewayMismatch), 4);
+        assert_eq!(agg.counters.gateway_events.load(Relaxed), 0);
+        // The same events under the right id alert, naming gw2.
+        let alerts = agg.message(&subject, Some("gw2.00.1.ab"), &scan(t0, 20), t0);
+        let fanout: Vec<_> = alerts
+            .iter()
+            .filter(|a| a.kind == crate::alert::AlertKind::SmbScanFanout)
+            .collect();
+        assert!(!fanout.is_empty(), "{alerts:#?}");
+        assert!(fanout.iter().all(|a| a.observers == ["gw2"]), "{fanout:#?}");
+    }
+
+    #[test]
+    fn time_without_events_runs_from_the_newest_event() {
+        let mut c = EventClock::default();
+        let wall = Utc::now();
+        assert_eq!(c.now(wall), wall);
+        let old = wall - chrono::TimeDelta::minutes(10);
+        c.saw(old);
+        c.saw(old - chrono::TimeDelta::minutes(1));
+        let now = c.now(wall);
+        // A backlog read late: its time, not the moment it was read.
+        assert!(now >= old && now < old + chrono::TimeDelta::seconds(5), "{now}");
+        // Never ahead of the wall clock.
+        c.saw(wall + chrono::TimeDelta::minutes(5));
+        assert_eq!(c.now(wall), wall);
+    }
+}

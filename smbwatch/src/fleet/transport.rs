@@ -82,11 +82,7 @@ pub struct JetStream {
     pub js: jetstream::Context,
     client: async_nats::Client,
     cfg: PublishConfig,
-    /// Message-id prefix: `<gateway>.<boot>` (the boot id makes ids of a
-    /// restarted gateway new).
-    id_prefix: String,
-    /// The secret key of the ids' tags (random per boot, never sent).
-    tag_key: std::hash::RandomState,
+    ids: MessageIds,
     gateway: String,
     /// The broker connection's counters.
     pub broker: Arc<BrokerCounters>,
@@ -200,27 +196,20 @@ impl JetStream {
                 message,
             }
         })?;
-        let boot = crate::dataplane::random_u64();
         Ok(Self {
             js: jetstream::new(client.clone()),
             client,
             cfg: cfg.clone(),
-            id_prefix: format!("{gateway}.{boot:016x}"),
-            tag_key: std::hash::RandomState::new(),
+            ids: MessageIds::new(gateway),
             gateway: gateway.into(),
             broker,
             stream_ready: Default::default(),
         })
     }
 
-    /// The message id of `item`: `<gateway>.<boot>.<sequence>.<tag>`, the
-    /// tag a keyed hash of the sequence under a secret per-boot key. A
-    /// stream member that reads ids cannot compute the next ones, so it
-    /// cannot publish them first and have the real messages dropped as
-    /// duplicates.
+    /// The message id of outbox sequence `seq` ([`MessageIds`]).
     pub fn message_id(&self, seq: u64) -> String {
-        let tag = self.tag_key.hash_one(seq);
-        format!("{}.{seq}.{tag:016x}", self.id_prefix)
+        self.ids.id(seq)
     }
 
     /// The replicas the stream must have: `[publish] replicas`, or 3 when
@@ -288,6 +277,34 @@ impl JetStream {
             message: e.to_string(),
         })?;
         Ok((stream, weakness(&info.config, replicas)))
+    }
+}
+
+/// A gateway's message ids: `<gateway>.<boot>.<sequence>.<tag>`, the boot
+/// id random per process (ids of a restarted gateway are new), the tag a
+/// keyed hash (SipHash) of the sequence under a secret random key of this
+/// process that is never sent. A stream member that reads ids cannot
+/// compute the next ones, so it cannot publish them first and have the
+/// real messages dropped as duplicates. A resend has the same id.
+#[derive(Clone)]
+pub struct MessageIds {
+    prefix: String,
+    key: std::hash::RandomState,
+}
+
+impl MessageIds {
+    /// Fresh ids (a new boot id and key) for `gateway`.
+    pub fn new(gateway: &str) -> Self {
+        let boot = crate::dataplane::random_u64();
+        Self {
+            prefix: format!("{gateway}.{boot:016x}"),
+            key: std::hash::RandomState::new(),
+        }
+    }
+
+    /// The id of sequence `seq`.
+    pub fn id(&self, seq: u64) -> String {
+        format!("{}.{seq}.{:016x}", self.prefix, self.key.hash_one(seq))
     }
 }
 
@@ -390,4 +407,56 @@ fn check_readable(path: &std::path::Path) -> Result<(), TransportError> {
             path: path.into(),
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_are_stable_per_boot_and_unpredictable_across() {
+        let a = MessageIds::new("gw1");
+        assert_eq!(a.id(7), a.id(7), "a resend keeps its id");
+        let id = a.id(7);
+        let parts: Vec<&str> = id.split('.').collect();
+        assert_eq!((parts.len(), parts[0], parts[2]), (4, "gw1", "7"));
+        // The tag is not the sequence's function alone: another boot (key)
+        // gives another one, and neighbours share no visible pattern.
+        let b = MessageIds::new("gw1");
+        assert_ne!(a.id(7).split('.').nth(3), b.id(7).split('.').nth(3));
+        assert_ne!(a.id(7).split('.').nth(1), b.id(7).split('.').nth(1));
+        let tags: std::collections::HashSet<String> = (0..1000)
+            .map(|s| a.id(s).rsplit('.').next().unwrap().to_string())
+            .collect();
+        assert_eq!(tags.len(), 1000);
+    }
+
+    #[test]
+    fn weaker_streams_are_named() {
+        let good = stream::Config {
+            name: "SMBWATCH".into(),
+            subjects: vec![format!("{SUBJECT_PREFIX}.>")],
+            storage: stream::StorageType::File,
+            duplicate_window: DUPLICATE_WINDOW,
+            num_replicas: 3,
+            ..Default::default()
+        };
+        assert_eq!(weakness(&good, 3), None);
+        assert_eq!(weakness(&good, 1), None);
+        let one = stream::Config {
+            num_replicas: 1,
+            ..good.clone()
+        };
+        assert!(weakness(&one, 3).unwrap().contains("1 replica"));
+        let mem = stream::Config {
+            storage: stream::StorageType::Memory,
+            ..good.clone()
+        };
+        assert!(weakness(&mem, 3).unwrap().contains("memory"));
+        let short = stream::Config {
+            duplicate_window: Duration::from_secs(5),
+            ..good
+        };
+        assert!(weakness(&short, 3).unwrap().contains("deduplication"));
+    }
 }
