@@ -310,8 +310,8 @@ where
             .enable_all()
             .build()?;
         rt.block_on(async {
-            let js = JetStream::connect(url, cfg, gateway, &format!("test {gateway}"), false)
-                .await?;
+            let js =
+                JetStream::connect(url, cfg, gateway, &format!("test {gateway}"), false).await?;
             f(js).await
         })
     })

@@ -477,27 +477,46 @@ fn a_stream_leader_killed_mid_sweep_loses_and_duplicates_nothing() {
                 .expect("gateway metrics")
                 .1;
             assert_eq!(
-                metric(&text, r#"smbwatch_fleet_publish_duplicates_total{kind="suspicious"}"#),
+                metric(
+                    &text,
+                    r#"smbwatch_fleet_publish_duplicates_total{kind="suspicious"}"#
+                ),
                 Some(0.0),
                 "{id}"
             );
-            metric(&text, r#"smbwatch_fleet_publish_events_total{outcome="acknowledged"}"#)
-                .expect("acknowledged events")
+            metric(
+                &text,
+                r#"smbwatch_fleet_publish_events_total{outcome="acknowledged"}"#,
+            )
+            .expect("acknowledged events")
         })
         .sum();
     let text = http::get(&lab.broker, metrics, "/metrics").unwrap().1;
     assert_eq!(
-        metric(&text, r#"smbwatch_fleet_aggregate_events_total{kind="gateway"}"#),
+        metric(
+            &text,
+            r#"smbwatch_fleet_aggregate_events_total{kind="gateway"}"#
+        ),
         Some(acked),
         "{text}"
     );
     let name = cfg.stream.clone();
     let stored = with_js(&lab.broker, &survivors, &cfg, "probe", |js| async move {
-        Ok(js.js.get_stream(&name).await?.get_info().await?.state.messages)
+        Ok(js
+            .js
+            .get_stream(&name)
+            .await?
+            .get_info()
+            .await?
+            .state
+            .messages)
     })
     .unwrap();
     assert_eq!(
-        metric(&text, r#"smbwatch_fleet_aggregate_messages_total{phase="live"}"#),
+        metric(
+            &text,
+            r#"smbwatch_fleet_aggregate_messages_total{phase="live"}"#
+        ),
         Some(stored as f64)
     );
     assert_eq!(agg.stop().unwrap(), 0);

@@ -258,7 +258,10 @@ fn gateways_publish_only_as_themselves_and_forged_ids_are_refused() {
             let subject = smbwatch::fleet::subject("gw1", ATTACKER_PARTITION);
             let ack = js
                 .js
-                .send_publish(subject, raw_message(&scan_events(other, &targets(2..=21)), "gw1.x.1.y"))
+                .send_publish(
+                    subject,
+                    raw_message(&scan_events(other, &targets(2..=21)), "gw1.x.1.y"),
+                )
                 .await?;
             Ok(tokio::time::timeout(Duration::from_secs(3), ack).await)
         })
@@ -277,7 +280,10 @@ fn gateways_publish_only_as_themselves_and_forged_ids_are_refused() {
         js.js
             .send_publish(
                 subject,
-                raw_message(&scan_events(other, &targets(2..=21)), "gw1.0000000000000001.7.0"),
+                raw_message(
+                    &scan_events(other, &targets(2..=21)),
+                    "gw1.0000000000000001.7.0",
+                ),
             )
             .await?
             .await?;
@@ -443,7 +449,10 @@ fn a_stopped_aggregator_processes_every_stored_event_exactly_once() {
         Ok(js.stream().await?.get_info().await?.state.messages)
     })
     .unwrap();
-    let processed = metric(&text, r#"smbwatch_fleet_aggregate_messages_total{phase="live"}"#);
+    let processed = metric(
+        &text,
+        r#"smbwatch_fleet_aggregate_messages_total{phase="live"}"#,
+    );
     eprintln!(
         "published {published} events in {stored} messages; aggregator:\n{}",
         text.lines()

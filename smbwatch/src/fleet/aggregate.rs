@@ -36,8 +36,8 @@ use async_nats::jetstream::{
     self,
     consumer::{pull, AckPolicy, DeliverPolicy},
     context::ConsumerInfoErrorKind,
-    ErrorCode,
     stream::{ConsumerErrorKind, Stream as JsStream},
+    ErrorCode,
 };
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
@@ -77,6 +77,9 @@ const PULL_BYTES: usize = 1 << 20;
 /// a failed consumer leader is noticed after two missing heartbeats and
 /// made again, so a failover costs about the election.
 const PULL_HEARTBEAT: Duration = Duration::from_secs(1);
+/// Errors in a row (missing heartbeats and the like) after which a
+/// partition's consumer is started again.
+const PULL_ERRORS: u32 = 5;
 /// How long a pull request waits on the server.
 const PULL_EXPIRES: Duration = Duration::from_secs(10);
 /// Messages between the pullers and the processing loop (each at most
@@ -345,7 +348,12 @@ pub async fn run(opts: &AggregateOptions) -> Result<AggregateReport, AggregateEr
     };
 
     // Every aggregator also reads the address-less host events.
-    let parts: Vec<u16> = opts.partitions.iter().copied().chain([super::ALL]).collect();
+    let parts: Vec<u16> = opts
+        .partitions
+        .iter()
+        .copied()
+        .chain([super::ALL])
+        .collect();
     let mut starts = Vec::new();
     for &p in &parts {
         let name = consumer_name(&opts.name, p);
@@ -465,6 +473,11 @@ async fn pull(shared: Arc<Shared>, p: u16, prog: Arc<Progress>, tx: mpsc::Sender
     let mut sent = 0u64;
     let mut logged = 0u64;
     loop {
+        // Start after the last processed message, once everything handed
+        // over is processed (or skipped).
+        while prog.handled.load(Relaxed) < sent {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let start = prog.processed.load(Relaxed) + 1;
         let mut messages = match consume_from(&shared, &name, p, start).await {
             Ok(m) => m,
@@ -475,21 +488,28 @@ async fn pull(shared: Arc<Shared>, p: u16, prog: Arc<Progress>, tx: mpsc::Sender
             }
         };
         let (mut last_cseq, mut last_sseq) = (0u64, start - 1);
+        let mut errors = 0;
         loop {
             let msg = match messages.next().await {
                 None => break,
                 Some(Err(e)) => {
+                    // Missing heartbeats (a failover, a reconnect) are
+                    // handled by the client; errors that go on (the
+                    // consumer deleted under us) start it again.
+                    errors += 1;
                     tracing::debug!(partition = p, error = %e, "pulling messages");
+                    if errors >= PULL_ERRORS {
+                        tracing::warn!(partition = p, error = %e, "pulling failed repeatedly: starting the consumer again");
+                        break;
+                    }
                     continue;
                 }
                 Some(Ok(m)) => m,
             };
+            errors = 0;
             let Ok(info) = msg.info() else { continue };
-            let (cseq, sseq, pending) = (
-                info.consumer_sequence,
-                info.stream_sequence,
-                info.pending,
-            );
+            let (cseq, sseq, pending) =
+                (info.consumer_sequence, info.stream_sequence, info.pending);
             if cseq != last_cseq + 1 {
                 let lost = cseq.saturating_sub(last_cseq + 1).max(1);
                 let total = shared.counters.gaps.fetch_add(lost, Relaxed) + lost;
@@ -501,9 +521,6 @@ async fn pull(shared: Arc<Shared>, p: u16, prog: Arc<Progress>, tx: mpsc::Sender
                     "deliveries lost between the broker and this aggregator: \
                      reading again from the last processed message"
                 );
-                while prog.handled.load(Relaxed) < sent {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
                 break;
             }
             // Messages of this partition the stream discarded before they
@@ -784,7 +801,10 @@ mod tests {
         c.saw(old - chrono::TimeDelta::minutes(1));
         let now = c.now(wall);
         // A backlog read late: its time, not the moment it was read.
-        assert!(now >= old && now < old + chrono::TimeDelta::seconds(5), "{now}");
+        assert!(
+            now >= old && now < old + chrono::TimeDelta::seconds(5),
+            "{now}"
+        );
         // Never ahead of the wall clock.
         c.saw(wall + chrono::TimeDelta::minutes(5));
         assert_eq!(c.now(wall), wall);

@@ -108,10 +108,7 @@ impl PublishConfig {
             return Some(("publish.stream_max_bytes", "at least 1 MiB".into()));
         }
         if self.replicas.is_some_and(|r| !(1..=5).contains(&r)) {
-            return Some((
-                "publish.replicas",
-                "1 to 5 (JetStream's limit)".into(),
-            ));
+            return Some(("publish.replicas", "1 to 5 (JetStream's limit)".into()));
         }
         if self.user.is_some() != self.password_file.is_some() {
             return Some(("publish.user", "user and password_file go together".into()));

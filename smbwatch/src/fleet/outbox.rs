@@ -292,10 +292,10 @@ mod tests {
             again.iter().map(|i| i.seq).collect::<Vec<_>>(),
             [0, 1, 2, 3]
         );
-        assert!(again[..3].iter().zip(&first).all(|(a, f)| a.seq == f.seq
-            && a.payload == f.payload
-            && a.resent
-            && !f.resent));
+        assert!(again[..3]
+            .iter()
+            .zip(&first)
+            .all(|(a, f)| a.seq == f.seq && a.payload == f.payload && a.resent && !f.resent));
         assert!(!again[3].resent);
     }
 }

@@ -242,9 +242,7 @@ impl JetStream {
 
     /// [`JetStream::stream`], returning how an existing stream is weaker
     /// than configured ([`weakness`]) instead of failing.
-    pub async fn stream_checked(
-        &self,
-    ) -> Result<(stream::Stream, Option<String>), TransportError> {
+    pub async fn stream_checked(&self) -> Result<(stream::Stream, Option<String>), TransportError> {
         let replicas = self.replicas();
         let stream = self
             .js
@@ -272,10 +270,13 @@ impl JetStream {
                     message,
                 }
             })?;
-        let info = stream.get_info().await.map_err(|e| TransportError::JetStream {
-            op: format!("reading stream {}", self.cfg.stream),
-            message: e.to_string(),
-        })?;
+        let info = stream
+            .get_info()
+            .await
+            .map_err(|e| TransportError::JetStream {
+                op: format!("reading stream {}", self.cfg.stream),
+                message: e.to_string(),
+            })?;
         Ok((stream, weakness(&info.config, replicas)))
     }
 }
@@ -336,7 +337,7 @@ pub fn weakness(c: &stream::Config, replicas: usize) -> Option<String> {
         ));
     }
     let all = format!("{SUBJECT_PREFIX}.>");
-    if !c.subjects.iter().any(|s| *s == all) {
+    if !c.subjects.contains(&all) {
         return Some(format!("subjects {:?} do not include {all}", c.subjects));
     }
     None
