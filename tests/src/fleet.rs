@@ -219,6 +219,11 @@ impl NatsServer {
         Ok(me)
     }
 
+    /// Everything the server logged so far (all its starts).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("nats.log")).unwrap_or_default()
+    }
+
     /// Kills the server (SIGKILL: a crash, not a clean stop).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -458,6 +463,33 @@ impl NatsCluster {
             .map(|i| format!("nats://{host}:{}", 4222 + i))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// When a surviving node logged that stream `stream` got a new leader
+    /// after `after` (nats-server logs local time; the lab's is UTC).
+    pub fn leader_elected(
+        &self,
+        stream: &str,
+        after: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        let needle = format!("new stream leader for '$G > {stream}'");
+        self.nodes
+            .iter()
+            .flat_map(|n| {
+                n.log()
+                    .lines()
+                    .filter(|l| l.contains(&needle))
+                    .filter_map(|l| {
+                        // "[pid] 2026/12/06 08:52:43.519545 [INF] ..."
+                        let ts = l.split_once("] ")?.1.get(..26)?;
+                        let t = chrono::NaiveDateTime::parse_from_str(ts, "%Y/%m/%d %H:%M:%S%.f")
+                            .ok()?;
+                        Some(t.and_utc())
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .filter(|&t| t > after)
+            .min()
     }
 
     /// The node named `name` (`n1`...).

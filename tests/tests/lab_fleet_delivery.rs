@@ -344,7 +344,7 @@ fn a_stopped_aggregator_processes_every_stored_event_exactly_once() {
     };
     let _nats = NatsServer::start(&ns).expect("nats-server");
     let cfg = PublishConfig {
-        stream_max_bytes: 8 << 30,
+        stream_max_bytes: 2 << 30,
         ..Default::default()
     };
     // The stream exists before the aggregator starts.

@@ -96,6 +96,11 @@ pub struct JetStream {
 /// soon after the election (a few seconds).
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a JetStream API request (stream lookup, consumer create) waits
+/// for its answer: during an election nobody answers, and the retry after
+/// it should not wait out a long timeout.
+const API_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Longest wait between reconnect attempts: a failover to another node of
 /// a cluster costs about the election, not a long backoff.
 const RECONNECT_MAX: Duration = Duration::from_millis(500);
@@ -196,8 +201,12 @@ impl JetStream {
                 message,
             }
         })?;
+        let mut js = jetstream::new(client.clone());
+        // JetStream requests (stream lookups, consumers) that a failed
+        // leader never answers are retried soon, not after the client's 5 s.
+        js.set_timeout(API_TIMEOUT);
         Ok(Self {
-            js: jetstream::new(client.clone()),
+            js,
             client,
             cfg: cfg.clone(),
             ids: MessageIds::new(gateway),
