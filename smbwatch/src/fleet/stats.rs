@@ -317,3 +317,105 @@ impl FleetMetrics {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::metrics::{expose::Scrape, Metrics};
+
+    fn samples(f: FleetMetrics) -> Vec<prometheus_parse::Sample> {
+        let m = Metrics::new(std::path::PathBuf::new());
+        m.set_fleet(f);
+        let text = Scrape::take(&m).encode();
+        let lines = text.lines().map(|l| Ok(l.to_owned()));
+        prometheus_parse::Scrape::parse(lines)
+            .expect("Prometheus text format")
+            .samples
+    }
+
+    fn value(s: &[prometheus_parse::Sample], metric: &str, label: Option<(&str, &str)>) -> f64 {
+        let s = s
+            .iter()
+            .find(|s| s.metric == metric && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+            .unwrap_or_else(|| panic!("{metric} {label:?} missing"));
+        match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+            ref other => panic!("{metric}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_gateway_exposes_publishing_and_its_outbox() {
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        outbox.push([(3, Bytes::from_static(b"0123456789"), 7)]);
+        let publish = Arc::new(PublishCounters::default());
+        publish.suspicious_duplicates.store(2, Relaxed);
+        publish.sent.store(5, Relaxed);
+        let broker = Arc::new(BrokerCounters::default());
+        broker.disconnects.store(1, Relaxed);
+        let s = samples(FleetMetrics::Gateway {
+            broker,
+            publish,
+            outbox: outbox.clone(),
+        });
+        let accepted = Some(("outcome", "accepted"));
+        assert_eq!(
+            value(&s, "smbwatch_fleet_publish_events_total", accepted),
+            7.0
+        );
+        assert_eq!(
+            value(
+                &s,
+                "smbwatch_fleet_publish_duplicates_total",
+                Some(("kind", "suspicious"))
+            ),
+            2.0
+        );
+        assert_eq!(
+            value(
+                &s,
+                "smbwatch_fleet_publish_messages_total",
+                Some(("outcome", "sent"))
+            ),
+            5.0
+        );
+        assert_eq!(
+            value(&s, "smbwatch_fleet_outbox_bytes", None),
+            outbox.stats().bytes as f64
+        );
+        assert_eq!(
+            value(&s, "smbwatch_fleet_broker_disconnects_total", None),
+            1.0
+        );
+        assert!(!s
+            .iter()
+            .any(|x| x.metric.starts_with("smbwatch_fleet_aggregate")));
+    }
+
+    #[test]
+    fn an_aggregator_exposes_refusals_gaps_and_backlog() {
+        let a = Arc::new(AggregateCounters::default());
+        a.refuse(Refusal::GatewayMismatch);
+        a.refuse(Refusal::GatewayMismatch);
+        a.refuse(Refusal::Malformed);
+        a.gaps.store(4, Relaxed);
+        a.backlog.store(9, Relaxed);
+        let s = samples(FleetMetrics::Aggregator {
+            broker: Arc::default(),
+            aggregate: a.clone(),
+        });
+        let mismatch = Some(("reason", "gateway_mismatch"));
+        assert_eq!(
+            value(&s, "smbwatch_fleet_aggregate_refused_total", mismatch),
+            2.0
+        );
+        assert_eq!(a.refused_total(), 3);
+        assert_eq!(value(&s, "smbwatch_fleet_aggregate_gaps_total", None), 4.0);
+        assert_eq!(value(&s, "smbwatch_fleet_aggregate_backlog", None), 9.0);
+        assert!(!s
+            .iter()
+            .any(|x| x.metric.starts_with("smbwatch_fleet_publish")));
+    }
+}
