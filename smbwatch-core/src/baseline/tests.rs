@@ -304,7 +304,11 @@ fn only_confirmed_handshakes_teach() {
         b.observe(&acc(at(0, 8, 5), WS[0], FS1));
         b.observe(&active);
         let c = *b.client(ip(WS[0])).unwrap();
-        assert_eq!(c.usual_hours, 1 << 8, "a known edge's Active teaches nothing");
+        assert_eq!(
+            c.usual_hours,
+            1 << 8,
+            "a known edge's Active teaches nothing"
+        );
         b.observe(&acc(at(0, 9, 1), WS[0], FS1));
         let c = *b.client(ip(WS[0])).unwrap();
         assert_eq!(
