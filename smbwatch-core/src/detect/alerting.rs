@@ -91,13 +91,9 @@ impl Detector {
                 s.fragmented
             );
         }
-        let scale_text = |i: usize| {
-            format!(
-                "fan-out scale {}: {} hosts",
-                scales::scale_name(rule.scales[i]),
-                rule.scales[i].threshold
-            )
-        };
+        // The window is in the message already ("within 10m"): name the
+        // scale's threshold, so a reader sees how far past it the source is.
+        let scale_text = |i: usize| format!("threshold {}", rule.scales[i].threshold);
         let (kind, severity, message) = match (self.mode, scale, doubled_from) {
             (Mode::Evasion, _, _) => (
                 AlertKind::SmbEvasionAttempt,

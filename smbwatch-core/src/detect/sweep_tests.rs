@@ -198,8 +198,7 @@ fn slow_answered_sweep_raises_the_10_minute_scale() {
         let scan = a.scan.as_ref().unwrap();
         assert_eq!((scan.distinct_destinations, scan.window_secs), (100, 600));
         assert!(
-            a.message
-                .contains("within 10m (fan-out scale 10m: 100 hosts)"),
+            a.message.contains("within 10m (threshold 100)"),
             "{}",
             a.message
         );
@@ -243,7 +242,7 @@ fn nineteen_a_minute_for_an_hour_raises_the_hour_scale() {
             .unwrap();
         assert_eq!(hour.scan.as_ref().unwrap().distinct_destinations, 300);
         assert!(
-            hour.message.contains("fan-out scale 1h: 300 hosts"),
+            hour.message.contains("within 1h (threshold 300)"),
             "{}",
             hour.message
         );

@@ -127,7 +127,7 @@ fn fast_sweep_alerts_at_exactly_the_20th_destination() {
     assert_eq!((scan.first_seen, scan.last_seen), (at(0), at(190)));
     assert_eq!(
         a.message,
-        "192.0.2.66 connected to 20 distinct hosts on port 445 within 1m (fan-out scale 1m: 20 hosts)"
+        "192.0.2.66 connected to 20 distinct hosts on port 445 within 1m (threshold 20)"
     );
     assert_eq!(scan.scale.as_deref(), Some("1m"));
     let stats = det.stats();
