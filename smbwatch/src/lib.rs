@@ -19,6 +19,7 @@ pub mod detect;
 pub mod event;
 pub mod fleet;
 pub mod hostlog;
+pub mod logging;
 pub mod metrics;
 pub mod packet;
 pub mod pipeline;

@@ -154,7 +154,7 @@ struct RunArgs {
     /// Monitored TCP port (repeat; at most 4). Default: 445.
     #[arg(long = "port", value_name = "PORT")]
     ports: Vec<u16>,
-    /// Log kernel counters this often (e.g. 10s, 1m). Default: 10s.
+    /// Log kernel counters this often, at DEBUG (e.g. 10s, 1m). Default: 10s.
     #[arg(long, value_parser = humantime::parse_duration)]
     stats_interval: Option<Duration>,
     /// Slots of the kernel's per-source sketch table (80 bytes each). Default: 131072.
@@ -220,7 +220,8 @@ struct AlertArgs {
     /// Send alerts to syslog: unix:///dev/log, udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT.
     #[arg(long, value_name = "URL")]
     syslog: Option<String>,
-    /// Syslog message format.
+    /// Syslog message format. Default: rfc3164 for unix:// (journald,
+    /// imuxsock), rfc5424 for network targets.
     #[arg(long, value_enum)]
     syslog_format: Option<SyslogFormatArg>,
     /// Also print new_pair/response event lines on stdout (the default when no alert sink is set).
@@ -268,15 +269,7 @@ struct StatusArgs {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SMBWATCH_LOG")
-                // The NATS client logs every reconnect attempt at info.
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn")),
-        )
-        .init();
+    smbwatch::logging::init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(*args),
@@ -295,10 +288,28 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("smbwatch: error: {e:#}");
+            eprintln!("smbwatch: error: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes joined by `: `, each said once: a cause whose
+/// text an outer message already contains (`... : Permission denied (os
+/// error 13)` wrapping that same io::Error) is not repeated.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// `run`'s flags applied to a configuration read from the file (at start
@@ -347,10 +358,10 @@ fn apply_run_flags(cfg: &mut Config, args: &RunArgs) {
         cfg.alert.syslog = true;
     }
     if let Some(f) = a.syslog_format {
-        cfg.syslog.format = match f {
+        cfg.syslog.format = Some(match f {
             SyslogFormatArg::Rfc5424 => smbwatch::alert::syslog::SyslogFormat::Rfc5424,
             SyslogFormatArg::Rfc3164 => smbwatch::alert::syslog::SyslogFormat::Rfc3164,
-        };
+        });
     }
     if let Some(url) = &args.publish {
         cfg.publish.url = Some(url.clone());
@@ -456,8 +467,17 @@ fn aggregate(args: AggregateArgs) -> Result<()> {
     Ok(())
 }
 
+/// Loads and validates the file like `run` does, and refuses what `run`
+/// refuses to start with: a file without interfaces (the service's unit
+/// passes none on its command line).
 fn check_config(file: &std::path::Path) -> Result<()> {
-    Config::load(file)?;
+    let cfg = Config::load(file)?;
+    if cfg.dataplane.interfaces.is_empty() {
+        anyhow::bail!(
+            "{}: no interfaces: `smbwatch run` refuses to start without one; set [dataplane] interfaces = [\"eth0\", ...] (or pass --iface to `run`)",
+            file.display()
+        );
+    }
     println!("{}: ok", file.display());
     Ok(())
 }
@@ -630,4 +650,27 @@ fn status(args: StatusArgs) -> Result<()> {
         println!("{name:<16} {v}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cause the outer message already quotes is said once; distinct
+    /// causes are all kept, outermost first.
+    #[test]
+    fn error_causes_are_said_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot open /x: {source}")]
+        struct Quotes {
+            source: std::io::Error,
+        }
+        let io = std::io::Error::from_raw_os_error(libc::EACCES);
+        let e = anyhow::Error::new(Quotes { source: io }).context("smbwatch status");
+        let text = error_text(&e);
+        assert_eq!(text.matches("os error 13").count(), 1, "{text}");
+        assert!(text.starts_with("smbwatch status: cannot open /x: "), "{text}");
+        let e = anyhow::anyhow!("inner").context("middle").context("outer");
+        assert_eq!(error_text(&e), "outer: middle: inner");
+    }
 }
