@@ -50,7 +50,9 @@ pub fn is_journal_stream(journal_stream: Option<&str>, fd: std::os::fd::RawFd) -
 /// stream and its socket answers, else text on stderr (no timestamp when
 /// stderr is the journal anyway, colours only on a terminal).
 pub fn init() {
-    let filter = || EnvFilter::try_from_env("SMBWATCH_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let filter = || {
+        EnvFilter::try_from_env("SMBWATCH_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER))
+    };
     let stream = std::env::var("JOURNAL_STREAM").ok();
     let journal_stream = is_journal_stream(stream.as_deref(), libc::STDERR_FILENO);
     if journal_stream {

@@ -669,7 +669,10 @@ mod tests {
         let e = anyhow::Error::new(Quotes { source: io }).context("smbwatch status");
         let text = error_text(&e);
         assert_eq!(text.matches("os error 13").count(), 1, "{text}");
-        assert!(text.starts_with("smbwatch status: cannot open /x: "), "{text}");
+        assert!(
+            text.starts_with("smbwatch status: cannot open /x: "),
+            "{text}"
+        );
         let e = anyhow::anyhow!("inner").context("middle").context("outer");
         assert_eq!(error_text(&e), "outer: middle: inner");
     }

@@ -42,11 +42,7 @@ fn status_as_non_root_names_the_permissions() {
     let s = Scratch::new("status");
     let locked = s.0.join("bpf");
     std::fs::create_dir_all(locked.join("smbwatch")).unwrap();
-    std::fs::set_permissions(
-        &locked,
-        std::os::unix::fs::PermissionsExt::from_mode(0o700),
-    )
-    .unwrap();
+    std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     // The scratch directory itself must be reachable by nobody.
     std::fs::set_permissions(&s.0, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let pin_dir = locked.join("smbwatch");
@@ -62,7 +58,11 @@ fn status_as_non_root_names_the_permissions() {
     assert!(err.contains("Permission denied"), "{err}");
     assert!(err.contains("run this as root"), "{err}");
     assert!(!err.contains("nothing pinned"), "{err}");
-    assert_eq!(err.matches("os error 13").count(), 1, "cause said once: {err}");
+    assert_eq!(
+        err.matches("os error 13").count(),
+        1,
+        "cause said once: {err}"
+    );
 }
 
 /// `top` without a terminal says so and where to look instead.

@@ -140,17 +140,26 @@ impl Container {
         self.nspawn = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         self.leader = loop {
-            let children =
-                std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+            let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .unwrap_or_default();
             if let Some(p) = children.split_whitespace().next() {
-                if std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "systemd") {
+                if std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.trim() == "systemd")
+                {
                     break p.parse()?;
                 }
             }
             if let Some(status) = self.nspawn.as_mut().unwrap().try_wait()? {
-                bail!("systemd-nspawn exited ({status}) before booting: {}", self.log_text());
+                bail!(
+                    "systemd-nspawn exited ({status}) before booting: {}",
+                    self.log_text()
+                );
             }
-            ensure!(Instant::now() < deadline, "no container init: {}", self.log_text());
+            ensure!(
+                Instant::now() < deadline,
+                "no container init: {}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(100));
         };
         let out = self.sh_status("timeout 90 systemctl is-system-running --wait")?;
@@ -158,7 +167,9 @@ impl Container {
         ensure!(
             state == "running" || state == "degraded",
             "the container did not boot: {state}; {}",
-            self.sh_status("systemctl --failed --no-pager").map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+            self.sh_status("systemctl --failed --no-pager")
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
         );
         Ok(())
     }
@@ -171,8 +182,22 @@ impl Container {
     /// environment); returns the output whatever the exit status.
     fn sh_status(&self, script: &str) -> Result<Output> {
         Command::new("nsenter")
-            .args(["-t", &self.leader.to_string(), "-m", "-u", "-i", "-n", "-p", "--"])
-            .args(["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C.UTF-8"])
+            .args([
+                "-t",
+                &self.leader.to_string(),
+                "-m",
+                "-u",
+                "-i",
+                "-n",
+                "-p",
+                "--",
+            ])
+            .args([
+                "env",
+                "-i",
+                "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                "LC_ALL=C.UTF-8",
+            ])
             .args(["sh", "-c", script])
             .stdin(Stdio::null())
             .output()
@@ -241,7 +266,11 @@ impl Drop for Container {
 }
 
 /// Polls `f` until it returns `Some`, for at most `within`.
-fn wait_for<T>(within: Duration, what: &str, mut f: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+fn wait_for<T>(
+    within: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
     let deadline = Instant::now() + within;
     loop {
         if let Some(v) = f()? {
@@ -254,7 +283,9 @@ fn wait_for<T>(within: Duration, what: &str, mut f: impl FnMut() -> Result<Optio
 
 /// The unit's journal entries matching `filter` (journalctl arguments), as JSON.
 fn journal(c: &Container, filter: &str) -> Result<Vec<Value>> {
-    let out = c.sh(&format!("journalctl -b -u smbwatch.service -o json --no-pager {filter}"))?;
+    let out = c.sh(&format!(
+        "journalctl -b -u smbwatch.service -o json --no-pager {filter}"
+    ))?;
     Ok(out
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
@@ -291,6 +322,24 @@ fn edit_conf(c: &Container, edits: &[(&str, &str)]) -> Result<()> {
     }
     std::fs::write(c.path(CONF), text)?;
     Ok(())
+}
+
+/// How many times the daemon has logged `what` this boot.
+fn logged(c: &Container, what: &str) -> Result<usize> {
+    Ok(journal(c, "")?
+        .iter()
+        .filter(|e| e["MESSAGE"].as_str().unwrap_or_default().contains(what))
+        .count())
+}
+
+/// Runs `systemctl reload` and waits until the daemon has applied it
+/// (systemctl returns once the signal is sent).
+fn reload(c: &Container) -> Result<()> {
+    let before = logged(c, "configuration reloaded")?;
+    c.sh("systemctl reload smbwatch")?;
+    wait_for(Duration::from_secs(10), "the reload applied", || {
+        Ok((logged(c, "configuration reloaded")? > before).then_some(()))
+    })
 }
 
 fn main_pid(c: &Container) -> Result<u32> {
@@ -353,11 +402,16 @@ fn body(deb: &Path) -> Result<()> {
     eprintln!("rebooted at {:?}", started.elapsed());
 
     // Active after the boot, READY (Type=notify), the right user and caps.
-    wait_for(Duration::from_secs(30), "smbwatch active after the boot", || {
-        Ok((c.sh("systemctl is-active smbwatch || true")?.trim() == "active").then_some(()))
-    })?;
+    wait_for(
+        Duration::from_secs(30),
+        "smbwatch active after the boot",
+        || Ok((c.sh("systemctl is-active smbwatch || true")?.trim() == "active").then_some(())),
+    )?;
     let status = c.sh("systemctl show -P StatusText smbwatch")?;
-    ensure!(status.contains("attached to g0, g1"), "StatusText: {status}");
+    ensure!(
+        status.contains("attached to g0, g1"),
+        "StatusText: {status}"
+    );
     let pid = main_pid(&c)?;
     let proc_status = c.sh(&format!("cat /proc/{pid}/status"))?;
     let uid = c.sh("id -u smbwatch")?.trim().to_owned();
@@ -388,7 +442,9 @@ fn body(deb: &Path) -> Result<()> {
     // its fields; lines carry no timestamp of their own.
     sweep_from(&lab, "203.0.113.21")?;
     let entry = wait_for(Duration::from_secs(15), "the alert in the journal", || {
-        Ok(journal(&c, "SMBWATCH_RULE=smb_scan_fanout")?.into_iter().next())
+        Ok(journal(&c, "SMBWATCH_RULE=smb_scan_fanout")?
+            .into_iter()
+            .next())
     })?;
     ensure!(entry["PRIORITY"] == "4", "{entry:#}");
     ensure!(entry["SYSLOG_IDENTIFIER"] == "smbwatch", "{entry:#}");
@@ -405,37 +461,64 @@ fn body(deb: &Path) -> Result<()> {
     // A JSON file, by a reload.
     let json = format!("# json = \"{ALERTS}\"");
     edit_conf(&c, &[(&json, &json[2..])])?;
-    c.sh("systemctl reload smbwatch")?;
+    reload(&c)?;
     sweep_from(&lab, "203.0.113.22")?;
-    wait_for(Duration::from_secs(15), "the alert in the JSON file", || {
-        Ok(json_alerts(&c, ALERTS)
-            .into_iter()
-            .find(|a| a["source"]["ip"] == "203.0.113.22"))
-    })?;
+    wait_for(
+        Duration::from_secs(15),
+        "the alert in the JSON file",
+        || {
+            Ok(json_alerts(&c, ALERTS)
+                .into_iter()
+                .find(|a| a["source"]["ip"] == "203.0.113.22"))
+        },
+    )?;
 
     // A bad file: `systemctl reload` fails, the daemon is not disturbed,
     // and a HUP sent anyway is refused by the daemon at priority ERROR.
     let good = std::fs::read_to_string(c.path(CONF))?;
-    edit_conf(&c, &[("# fanout_threshold = 20", "fanout_threshold = \"many\"")])?;
+    edit_conf(
+        &c,
+        &[("# fanout_threshold = 20", "fanout_threshold = \"many\"")],
+    )?;
     let reload = c.sh_status("systemctl reload smbwatch")?;
-    ensure!(!reload.status.success(), "systemctl reload accepted a bad file");
+    ensure!(
+        !reload.status.success(),
+        "systemctl reload accepted a bad file"
+    );
     c.sh("systemctl kill --kill-whom=main --signal=HUP smbwatch")?;
-    wait_for(Duration::from_secs(10), "`reload failed` at priority 3", || {
-        Ok(journal(&c, "-p err")?
-            .into_iter()
-            .find(|e| e["MESSAGE"].as_str().unwrap_or_default().contains("reload failed")))
-    })?;
+    wait_for(
+        Duration::from_secs(10),
+        "`reload failed` at priority 3",
+        || {
+            Ok(journal(&c, "-p err")?.into_iter().find(|e| {
+                e["MESSAGE"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("reload failed")
+            }))
+        },
+    )?;
     ensure!(main_pid(&c)? == pid, "the daemon restarted");
     sweep_from(&lab, "203.0.113.23")?;
-    wait_for(Duration::from_secs(15), "an alert with the old configuration", || {
-        Ok(json_alerts(&c, ALERTS)
-            .into_iter()
-            .find(|a| a["source"]["ip"] == "203.0.113.23"))
-    })?;
+    wait_for(
+        Duration::from_secs(15),
+        "an alert with the old configuration",
+        || {
+            Ok(json_alerts(&c, ALERTS)
+                .into_iter()
+                .find(|a| a["source"]["ip"] == "203.0.113.23"))
+        },
+    )?;
     std::fs::write(c.path(CONF), &good)?;
 
     // logrotate: the file moves, the next alert is in a new file.
+    let before = logged(&c, "configuration reloaded")?;
     c.sh("logrotate --force /etc/logrotate.d/smbwatch")?;
+    wait_for(
+        Duration::from_secs(10),
+        "the HUP of logrotate handled",
+        || Ok((logged(&c, "configuration reloaded")? > before).then_some(())),
+    )?;
     let rotated = format!("{ALERTS}.1");
     ensure!(c.path(&rotated).exists(), "logrotate did not rotate");
     let before = json_alerts(&c, &rotated).len();
@@ -445,24 +528,40 @@ fn body(deb: &Path) -> Result<()> {
             .into_iter()
             .find(|a| a["source"]["ip"] == "203.0.113.24"))
     })?;
-    ensure!(json_alerts(&c, &rotated).len() == before, "an alert went to the rotated file");
+    ensure!(
+        json_alerts(&c, &rotated).len() == before,
+        "an alert went to the rotated file"
+    );
 
     // Stop detaches.
     c.sh("systemctl stop smbwatch")?;
-    ensure!(!xdp_attached(&lab)?, "an XDP program is left on g0 after stop");
+    ensure!(
+        !xdp_attached(&lab)?,
+        "an XDP program is left on g0 after stop"
+    );
 
     // Remove and reinstall keep the enablement (and the conffile).
     c.sh("dpkg -r smbwatch")?;
     c.sh("dpkg -i /root/smbwatch.deb")?;
     let enabled = c.sh("systemctl is-enabled smbwatch || true")?;
-    ensure!(enabled.trim() == "enabled", "after remove/reinstall: {enabled}");
-    ensure!(std::fs::read_to_string(c.path(CONF))? == good, "the conffile changed");
+    ensure!(
+        enabled.trim() == "enabled",
+        "after remove/reinstall: {enabled}"
+    );
+    ensure!(
+        std::fs::read_to_string(c.path(CONF))? == good,
+        "the conffile changed"
+    );
     let owner = c.sh(&format!("stat -c '%U:%G %a' {CONF}"))?;
     ensure!(owner.trim() == "root:smbwatch 640", "conffile: {owner}");
 
     // Purge removes the state, the logs and the enablement.
     c.sh("dpkg -P smbwatch")?;
-    for gone in ["/var/lib/smbwatch", "/var/log/smbwatch", "/etc/systemd/system/multi-user.target.wants/smbwatch.service"] {
+    for gone in [
+        "/var/lib/smbwatch",
+        "/var/log/smbwatch",
+        "/etc/systemd/system/multi-user.target.wants/smbwatch.service",
+    ] {
         // symlink_metadata: the enablement link points into the container.
         ensure!(
             std::fs::symlink_metadata(c.path(gone)).is_err(),

@@ -317,11 +317,14 @@ pub fn check(deb: &Path, arch: Arch, scratch: &Path) -> Result<()> {
     // the maintainer scripts chrooted there, where adduser is absent).
     stdout("dpkg-deb", &["-x", d, &s(&root)?])?;
     // Every file but the conffiles is in md5sums, and each sum holds.
-    let md5sums = std::fs::read_to_string(control.join("md5sums"))
-        .context("the package has no md5sums")?;
+    let md5sums =
+        std::fs::read_to_string(control.join("md5sums")).context("the package has no md5sums")?;
     let listed = |f: &str| md5sums.lines().any(|l| l.ends_with(&format!("  {f}")));
     ensure!(listed("usr/bin/smbwatch"), "md5sums lacks the binary");
-    ensure!(!listed("etc/smbwatch/smbwatch.toml"), "md5sums lists a conffile");
+    ensure!(
+        !listed("etc/smbwatch/smbwatch.toml"),
+        "md5sums lists a conffile"
+    );
     let out = Command::new("md5sum")
         .args(["--check", "--quiet"])
         .arg(control.join("md5sums"))
@@ -340,7 +343,10 @@ pub fn check(deb: &Path, arch: Arch, scratch: &Path) -> Result<()> {
     let conf = s(&root.join("etc/smbwatch/smbwatch.toml"))?;
     // The shipped file sets no interface, and the daemon refuses to start
     // without one: check-config says so; with one set it is good.
-    let refused = arch.runner(&bin_path).args(["check-config", &conf]).output()?;
+    let refused = arch
+        .runner(&bin_path)
+        .args(["check-config", &conf])
+        .output()?;
     ensure!(
         !refused.status.success()
             && String::from_utf8_lossy(&refused.stderr).contains("no interfaces"),
@@ -350,8 +356,7 @@ pub fn check(deb: &Path, arch: Arch, scratch: &Path) -> Result<()> {
     let with_iface = scratch.join("with-iface.toml");
     std::fs::write(
         &with_iface,
-        std::fs::read_to_string(&conf)?
-            .replacen("# interfaces = []", "interfaces = [\"eth0\"]", 1),
+        std::fs::read_to_string(&conf)?.replacen("# interfaces = []", "interfaces = [\"eth0\"]", 1),
     )?;
     run_bin(arch, &bin_path, &["check-config", &s(&with_iface)?])?;
     let text = std::fs::read_to_string(&conf)?;

@@ -527,7 +527,10 @@ mod tests {
         let (old, new) = (lines(&rotated), lines(&path));
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         // Reopening stdout is a no-op, not an error.
-        JsonSink::open(&JsonTarget::Stdout).unwrap().reopen().unwrap();
+        JsonSink::open(&JsonTarget::Stdout)
+            .unwrap()
+            .reopen()
+            .unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!((old, new), (2, 1));
         assert_eq!(mode & !FILE_MODE, 0, "{mode:o}");

@@ -168,7 +168,6 @@ impl Waiting {
     }
 }
 
-
 /// The request target of a `GET` head, or why there is none.
 pub(crate) fn parse_request(head: &[u8]) -> Result<&str, (u16, &'static str)> {
     let line = head.split(|&b| b == b'\n').next().unwrap_or_default();

@@ -57,13 +57,11 @@ pub fn draw(f: &mut Frame, s: &TopState, addr: SocketAddr) {
         let [sources, side] =
             Layout::horizontal([Constraint::Min(60), Constraint::Length(40)]).areas(body);
         let [counters, total] =
-            Layout::vertical([Constraint::Length(counters_height), Constraint::Min(3)])
-                .areas(side);
+            Layout::vertical([Constraint::Length(counters_height), Constraint::Min(3)]).areas(side);
         (sources, counters, total)
     } else {
         let [sources, side] =
-            Layout::vertical([Constraint::Min(5), Constraint::Length(counters_height)])
-                .areas(body);
+            Layout::vertical([Constraint::Min(5), Constraint::Length(counters_height)]).areas(body);
         let [counters, total] =
             Layout::horizontal([Constraint::Length(40), Constraint::Min(10)]).areas(side);
         (sources, counters, total)
