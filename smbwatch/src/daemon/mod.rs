@@ -425,7 +425,7 @@ async fn sink_task(
             }
             Some(update) = sinks_rx.recv() => match update {
                 SinkUpdate::Replace(new) => {
-                    let old = std::mem::replace(&mut sinks, new);
+                    let old = std::mem::replace(&mut sinks, *new);
                     tokio::spawn(old.shutdown());
                 }
                 SinkUpdate::Reopen => match sinks.reopen() {

@@ -114,7 +114,7 @@ pub(crate) enum SinkUpdate {
     /// Reopen the JSON alert files by path (logrotate moved them).
     Reopen,
     /// Use these sinks from now on (the reload changed `[alert]` or `[syslog]`).
-    Replace(AlertSinks),
+    Replace(Box<AlertSinks>),
 }
 
 /// Holds what a reload replaces.
@@ -206,7 +206,7 @@ impl Reloader {
         if let Some(s) = sinks {
             // The sink task shuts the old ones down (flushing syslog).
             self.sinks
-                .send(SinkUpdate::Replace(s))
+                .send(SinkUpdate::Replace(Box::new(s)))
                 .await
                 .map_err(|_| ReloadError::Drain)?;
         }

@@ -139,27 +139,34 @@ const EVICT_WAIT: Duration = Duration::from_secs(1);
 /// Connections still waiting for their request head, oldest first, each
 /// with the sender that closes it.
 #[derive(Debug, Default)]
-struct Waiting(Mutex<(u64, VecDeque<(u64, oneshot::Sender<()>)>)>);
+struct Waiting(Mutex<WaitList>);
+
+/// [`Waiting`]'s contents: the last id given, and the waiting connections.
+#[derive(Debug, Default)]
+struct WaitList {
+    last_id: u64,
+    queue: VecDeque<(u64, oneshot::Sender<()>)>,
+}
 
 impl Waiting {
     fn push(&self) -> (u64, oneshot::Receiver<()>) {
         let (tx, rx) = oneshot::channel();
         let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        g.0 += 1;
-        let id = g.0;
-        g.1.push_back((id, tx));
+        g.last_id += 1;
+        let id = g.last_id;
+        g.queue.push_back((id, tx));
         (id, rx)
     }
 
     fn remove(&self, id: u64) {
         let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        g.1.retain(|(i, _)| *i != id);
+        g.queue.retain(|(i, _)| *i != id);
     }
 
     /// Closes the oldest waiting connection; false if none is waiting.
     fn evict_oldest(&self) -> bool {
         let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some((_, tx)) = g.1.pop_front() {
+        while let Some((_, tx)) = g.queue.pop_front() {
             if tx.send(()).is_ok() {
                 return true;
             }
