@@ -263,7 +263,7 @@ pub fn check(deb: &Path, arch: Arch, scratch: &Path) -> Result<()> {
         "Maintainer without an address"
     );
     let depends = field("Depends")?;
-    for dep in ["libc6", "iproute2", "adduser"] {
+    for dep in ["libc6", "iproute2", "adduser", "procps"] {
         ensure!(depends.contains(dep), "Depends lacks {dep}: {depends}");
     }
 
