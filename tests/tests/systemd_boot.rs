@@ -543,6 +543,28 @@ fn body(deb: &Path) -> Result<()> {
         "an alert went to the rotated file"
     );
 
+    // A unit that cannot start (an interface that is gone) stops trying:
+    // the start limit trips instead of restarting every 5 s forever.
+    edit_conf(&c, &[(&ifaces, "interfaces = [\"gone0\"]")])?;
+    let _ = c.sh_status("systemctl restart smbwatch");
+    if let Err(e) = wait_for(Duration::from_secs(90), "the start limit to trip", || {
+        // systemd 252 keeps Result=exit-code here and says it in the journal.
+        let state = c.sh("systemctl show -P ActiveState smbwatch")?;
+        Ok(
+            (state.trim() == "failed" && logged(&c, "Start request repeated too quickly")? > 0)
+                .then_some(()),
+        )
+    }) {
+        let state = c.sh_status(
+            "systemctl status --no-pager smbwatch; journalctl -b -u smbwatch --no-pager | tail -40",
+        )?;
+        bail!("{e}:\n{}", String::from_utf8_lossy(&state.stdout));
+    }
+    ensure!(!xdp_attached(&lab)?, "a failed start left an XDP program");
+    std::fs::write(c.path(CONF), &good)?;
+    c.sh("systemctl reset-failed smbwatch && systemctl start smbwatch")?;
+    ensure!(xdp_attached(&lab)?, "no XDP program after the restart");
+
     // Stop detaches.
     c.sh("systemctl stop smbwatch")?;
     ensure!(
