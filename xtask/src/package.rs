@@ -474,7 +474,9 @@ fn replay_empty(arch: Arch, bin: &Path, scratch: &Path, deb: &Path) -> Result<()
                 && err.contains("os error 38"),
             "the arm64 replay under qemu-user did not reach the kernel load: {err}"
         );
-        println!("replay under qemu-user: object parsed, map creation reached (qemu has no bpf(2))");
+        println!(
+            "replay under qemu-user: object parsed, map creation reached (qemu has no bpf(2))"
+        );
     } else {
         ensure!(
             out.status.success(),
