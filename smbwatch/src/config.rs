@@ -78,6 +78,7 @@ impl Config {
                 .map(|p| JsonTarget::parse(&p.to_string_lossy()))
                 .collect(),
             syslog: self.alert.syslog.then(|| self.syslog.clone()),
+            log_to_journal: crate::logging::to_journal(),
         }
     }
 

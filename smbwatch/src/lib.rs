@@ -21,6 +21,7 @@ pub use smbwatch_output::alert;
 pub mod config;
 pub mod daemon;
 pub mod fleet;
+pub mod logging;
 pub mod metrics;
 pub mod top;
 

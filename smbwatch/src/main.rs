@@ -60,15 +60,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SMBWATCH_LOG")
-                // The NATS client logs every reconnect attempt at info.
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn")),
-        )
-        .init();
+    smbwatch::logging::init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => commands::run::run(*args),
@@ -87,8 +79,52 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("smbwatch: error: {e:#}");
+            eprintln!("smbwatch: error: {}", error_text(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The error and its causes joined by `: `, each said once: a cause whose
+/// text an outer message already contains (`... : Permission denied (os
+/// error 13)` wrapping that same io::Error) is not repeated.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cause the outer message already quotes is said once; distinct
+    /// causes are all kept, outermost first.
+    #[test]
+    fn error_causes_are_said_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot open /x: {source}")]
+        struct Quotes {
+            source: std::io::Error,
+        }
+        let io = std::io::Error::from_raw_os_error(libc::EACCES);
+        let e = anyhow::Error::new(Quotes { source: io }).context("smbwatch status");
+        let text = error_text(&e);
+        assert_eq!(text.matches("os error 13").count(), 1, "{text}");
+        assert!(
+            text.starts_with("smbwatch status: cannot open /x: "),
+            "{text}"
+        );
+        let e = anyhow::anyhow!("inner").context("middle").context("outer");
+        assert_eq!(error_text(&e), "outer: middle: inner");
     }
 }

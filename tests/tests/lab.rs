@@ -336,3 +336,43 @@ fn sigterm_during_startup_cleans_up() {
         }
     }
 }
+
+/// One daemon per pin directory, whatever path names it: a second daemon
+/// given the first one's directory through a symbolic link (the service
+/// reaches /sys/fs/bpf/smbwatch through a bind mount the same way) is
+/// refused and names the owner, and the first daemon's pins stay.
+#[test]
+fn second_daemon_on_the_same_pin_directory_by_another_path_is_refused() {
+    require_root();
+    let lab = Lab::new(1).expect("lab");
+    let other = Lab::new(1).expect("second lab");
+    let first = Daemon::start(&lab.gateway, &["--iface", GW_ATTACKER_IF]).expect("first daemon");
+    let alias = format!("{}-alias", first.pin_dir.display());
+    std::os::unix::fs::symlink(&first.pin_dir, &alias).expect("symlink on bpffs");
+    struct Remove(String);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _alias = Remove(alias.clone());
+    let out = smbwatch_in(
+        &other.gateway,
+        &["run", "--iface", GW_ATTACKER_IF, "--pin-dir", &alias],
+    );
+    assert!(!out.status.success(), "the second daemon ran");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another smbwatch"), "{err}");
+    assert!(err.contains(&format!("pid {}", first.pid())), "{err}");
+    assert!(
+        first.pin_dir.join("prog").exists(),
+        "the first daemon's pins were removed"
+    );
+    // The second one detached again: nothing left on its interface.
+    let links = other
+        .gateway
+        .ip(&["-d", "link", "show", GW_ATTACKER_IF])
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&links.stdout).contains("xdp"));
+    assert_eq!(first.stop().unwrap(), 0);
+}

@@ -43,7 +43,13 @@ async fn nmap_sweep_of_30_hosts_raises_one_fanout_alert() {
     let _smbd = Smbd::start(&lab.servers, &lab.server_v4[..3]).expect("smbd");
     let json = dir.join("alerts.json");
     let syslog = format!("unix://{}", sock.display());
-    let daemon = Daemon::on_gateway(&lab, &json, &["--syslog", &syslog]).expect("daemon");
+    // The collector parses RFC 5424, which a unix:// target must ask for.
+    let daemon = Daemon::on_gateway(
+        &lab,
+        &json,
+        &["--syslog", &syslog, "--syslog-format", "rfc5424"],
+    )
+    .expect("daemon");
     let first_probe = chrono::Utc::now();
     assert_eq!(lab.sweep_30(&[]).expect("nmap"), 30, "nmap probed 30 hosts");
     rs.wait_alerts(1, Duration::from_secs(10)).await;

@@ -157,7 +157,7 @@ async fn udp_rfc3164() {
     let port = free_udp_port();
     let rs = Rsyslog::start(&bin, &temp_dir("udp3164"), &Input::Udp(port));
     let mut cfg = config(format!("udp://127.0.0.1:{port}"));
-    cfg.format = SyslogFormat::Rfc3164;
+    cfg.format = Some(SyslogFormat::Rfc3164);
     let line = one_alert_roundtrip(&rs, cfg, "scan in bsd format").await;
     assert_eq!(line["host"], "gw-test", "{line:#}");
     assert_eq!(
@@ -322,8 +322,10 @@ async fn local_socket_both_formats() {
             special_parser: true,
         },
     );
-    let mut cfg = config(format!("unix://{}", path.display()));
-    cfg.format = SyslogFormat::Rfc3164;
+    let cfg = config(format!("unix://{}", path.display()));
+    // Left unset: a unix:// target gets RFC 3164, what imuxsock parses.
+    assert_eq!(cfg.format, None);
+    assert_eq!(cfg.message_format(), SyslogFormat::Rfc3164);
     let line = one_alert_roundtrip(&rs, cfg, "scan to the local socket").await;
     assert_eq!(
         line["tag"],
@@ -349,12 +351,11 @@ async fn local_socket_both_formats() {
             special_parser: false,
         },
     );
-    let line = one_alert_roundtrip(
-        &rs,
-        config(format!("unix://{}", path.display())),
-        "scan to the local socket",
-    )
-    .await;
+    let cfg = SyslogConfig {
+        format: Some(SyslogFormat::Rfc5424),
+        ..config(format!("unix://{}", path.display()))
+    };
+    let line = one_alert_roundtrip(&rs, cfg, "scan to the local socket").await;
     check_rfc5424(&line, "scan to the local socket");
 }
 

@@ -36,10 +36,15 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Build the Debian package (amd64; cargo-deb) into target/debian and
-    /// check it: control, contents, conffiles, scripts, an extracted
-    /// install (binary, conffile, man pages, unit, XDP program). Needs root.
-    Package,
+    /// Build the Debian package (cargo-deb) into target/debian and check
+    /// it: control, contents, conffiles, md5sums, scripts, lintian, an
+    /// extracted install (binary, conffile, man pages, unit, XDP program;
+    /// arm64 runs under qemu-user). Needs root.
+    Package {
+        /// Target architecture (arm64 is cross-built).
+        #[arg(long, value_enum, default_value = "amd64")]
+        arch: package::Arch,
+    },
     /// Generate synthetic SMB traffic into a lab veth (see `cargo xtask gen -- --help`). Needs root.
     Gen {
         /// Arguments for the generator.
@@ -54,9 +59,9 @@ fn main() -> Result<()> {
         Task::Setup => setup::run(),
         Task::Test => test(),
         Task::Demo => lab_bin("demo", &[], false),
-        Task::Package => {
+        Task::Package { arch } => {
             require_root("cargo xtask package")?;
-            package::run()
+            package::run(arch)
         }
         Task::Bench { args } => lab_bin("bench", &args, true),
         Task::Gen { args } => lab_bin("gen", &args, true),
@@ -97,10 +102,32 @@ fn test() -> Result<()> {
         &["clippy", "--all-targets", "--", "-D", "warnings"],
     )?;
     // A release build (a few minutes): the package and its check.
+    let deb = package::build(package::Arch::Amd64)?;
     package::check(
-        &package::build()?,
-        &package::target_dir().join("package-check"),
+        &deb,
+        package::Arch::Amd64,
+        &package::target_dir().join("package-check-amd64"),
     )?;
+    // The package under a real systemd: boot, reboot, reload, logrotate,
+    // remove/reinstall, purge (tests/tests/systemd_boot.rs).
+    let status = Command::new("cargo")
+        .args([
+            "test",
+            "-p",
+            "integration-tests",
+            "--test",
+            "systemd_boot",
+            "--",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("SMBWATCH_DEB", &deb)
+        .status()?;
+    if !status.success() {
+        bail!("the systemd boot test failed ({status})");
+    }
+    // The arm64 package: cross-built, its binary run under qemu-user.
+    package::run(package::Arch::Arm64)?;
     println!("all tests passed");
     Ok(())
 }

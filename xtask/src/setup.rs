@@ -74,7 +74,31 @@ const PACKAGES: &[(&str, &str)] = &[
         "tshark",
         "Wireshark's dissector: the oracle the SMB parser's capture test compares with",
     ),
+    (
+        "debootstrap",
+        "a Debian 12 root for the systemd boot test (cached under /var/cache/smbwatch-test)",
+    ),
+    (
+        "systemd-container",
+        "systemd-nspawn boots that root with systemd as PID 1 for the package test",
+    ),
+    (
+        "lintian",
+        "`cargo xtask package` fails on any lintian tag not justified in packaging/debian/lintian-overrides",
+    ),
+    (
+        "gcc-aarch64-linux-gnu",
+        "the linker of the arm64 cross build (`cargo xtask package --arch arm64`)",
+    ),
+    ("libc6-dev-arm64-cross", "the arm64 C library the cross build links against"),
+    (
+        "qemu-user-static",
+        "runs the arm64 binary (--version, a replay) in the arm64 package check",
+    ),
 ];
+
+/// The rust target of the arm64 package.
+const ARM64_TARGET: &str = "aarch64-unknown-linux-gnu";
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -136,6 +160,12 @@ pub fn run() -> Result<()> {
             "rustup",
             &["component", "add", "rust-src", "--toolchain", "nightly"],
         )?;
+    }
+
+    let targets = output("rustup", &["target", "list", "--installed"]).unwrap_or_default();
+    if !targets.lines().any(|l| l.trim() == ARM64_TARGET) {
+        println!("setup: adding the rust target {ARM64_TARGET}: the arm64 package is cross-built");
+        cmd("rustup", &["target", "add", ARM64_TARGET])?;
     }
 
     let linker = output("bpf-linker", &["--version"]).unwrap_or_default();

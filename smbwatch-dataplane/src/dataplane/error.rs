@@ -123,6 +123,16 @@ pub enum DataplaneError {
         /// The owner's pid, as its lock file says.
         pid: String,
     },
+    /// `status` may not look into the pin directory (a non-root user: the
+    /// bpffs is mode 0700 root, as systemd mounts it).
+    #[error("cannot look for pins in {dir}: {source}; the BPF file system is root's alone (systemd mounts /sys/fs/bpf mode 0700), so run this as root (e.g. sudo smbwatch status)")]
+    PinsUnreadable {
+        /// The directory.
+        dir: PathBuf,
+        /// Why (EACCES, as a rule).
+        #[source]
+        source: std::io::Error,
+    },
     /// `status` found no pins.
     #[error("no running smbwatch found: nothing pinned under {dir} (is the daemon running, with this --pin-dir?)")]
     NotRunning {

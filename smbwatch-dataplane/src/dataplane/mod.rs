@@ -642,10 +642,20 @@ impl PinnedMaps {
     pub fn open(dir: &Path) -> Result<Self, DataplaneError> {
         let open = |name: &'static str| -> Result<Map, DataplaneError> {
             let path = dir.join(name);
-            if !path.exists() {
-                return Err(DataplaneError::NotRunning {
-                    dir: dir.to_owned(),
-                });
+            // A directory we may not enter is not "nothing pinned".
+            match path.try_exists() {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(DataplaneError::NotRunning {
+                        dir: dir.to_owned(),
+                    })
+                }
+                Err(source) => {
+                    return Err(DataplaneError::PinsUnreadable {
+                        dir: dir.to_owned(),
+                        source,
+                    })
+                }
             }
             let data = MapData::from_pin(&path).map_err(|source| DataplaneError::Map {
                 op: "open pinned",

@@ -210,14 +210,17 @@ pub const PINNED_NAMES: &[&str] = &[SOURCES_MAP, PAIRS_MAP, STATS_MAP, PROGRAM_P
 
 impl PinDir {
     pub(crate) fn create(dir: &Path, ebpf: &mut Ebpf) -> Result<Self, DataplaneError> {
-        let (lock, lock_path) = lock(dir)?;
         ensure_bpffs(dir)?;
+        // Created before locking: the lock is keyed by what the directory
+        // is (device and inode), so the same directory reached through a
+        // bind mount or a symbolic link is one directory.
+        fs::create_dir_all(dir).map_err(io_err("creating pin directory", dir))?;
+        let (lock, lock_path) = lock(dir)?;
         // We hold the lock, so our names here belong to a dead daemon.
         let stale = remove_own_pins(dir);
         if !stale.is_empty() {
             tracing::warn!(dir = %dir.display(), ?stale, "removed stale pins left by an earlier smbwatch");
         }
-        fs::create_dir_all(dir).map_err(io_err("creating pin directory", dir))?;
         let mut me = Self {
             dir: dir.to_owned(),
             pinned: Vec::new(),
@@ -280,15 +283,19 @@ fn lock_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/run/smbwatch"))
 }
 
+/// The lock file's name for the existing directory `dir`: its device and
+/// inode, never its path (`/sys/fs/bpf/smbwatch` and the service's bind
+/// mount of it at `/run/smbwatch/bpf` are one directory and one lock).
+fn lock_name(dir: &Path) -> Result<String, DataplaneError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = fs::metadata(dir).map_err(io_err("reading pin directory", dir))?;
+    Ok(format!("pin-{:x}-{}.lock", m.dev(), m.ino()))
+}
+
 fn lock(dir: &Path) -> Result<(File, PathBuf), DataplaneError> {
     let run = &lock_dir();
     fs::create_dir_all(run).map_err(io_err("creating", run))?;
-    let name: String = dir
-        .to_string_lossy()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    let path = run.join(format!("{name}.lock"));
+    let path = run.join(lock_name(dir)?);
     let mut file = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -316,6 +323,28 @@ fn lock(dir: &Path) -> Result<(File, PathBuf), DataplaneError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two daemons reaching one directory by two paths (a symbolic link
+    /// here; a bind mount in the service) take the same lock; another
+    /// directory takes another.
+    #[test]
+    fn lock_follows_the_directory_not_its_path() {
+        let base = std::env::temp_dir().join(format!("smbwatch-lock-id-{}", std::process::id()));
+        let (real, other) = (base.join("real"), base.join("other"));
+        fs::create_dir_all(&real).unwrap();
+        fs::create_dir_all(&other).unwrap();
+        let alias = base.join("alias");
+        std::os::unix::fs::symlink(&real, &alias).unwrap();
+        assert_eq!(lock_name(&real).unwrap(), lock_name(&alias).unwrap());
+        assert_eq!(
+            lock_name(&real).unwrap(),
+            lock_name(&base.join("other/../real")).unwrap()
+        );
+        assert_ne!(lock_name(&real).unwrap(), lock_name(&other).unwrap());
+        let err = lock_name(&base.join("absent")).unwrap_err().to_string();
+        assert!(err.contains("absent"), "{err}");
+        fs::remove_dir_all(&base).unwrap();
+    }
 
     /// Taking over a dead daemon's directory used to delete every file in
     /// it, other tools' pins included.

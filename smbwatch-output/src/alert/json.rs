@@ -90,6 +90,8 @@ pub enum JsonError {
 /// the file (or a pipe) sees every alert as soon as it is raised.
 pub struct JsonSink {
     name: String,
+    /// The file, for [`JsonSink::reopen`]; `None` for stdout and writers.
+    path: Option<PathBuf>,
     out: Mutex<Box<dyn Write + Send>>,
 }
 
@@ -110,12 +112,28 @@ impl JsonSink {
             JsonTarget::Stdout => Ok(Self::from_writer("stdout", Box::new(io::stdout()))),
             JsonTarget::File(path) => {
                 let f = open_append(path)?;
-                Ok(Self::from_writer(
+                let mut sink = Self::from_writer(
                     path.display().to_string(),
                     Box::new(f) as Box<dyn Write + Send>,
-                ))
+                );
+                sink.path = Some(path.clone());
+                Ok(sink)
             }
         }
+    }
+
+    /// Opens the file again by its path (creating it if logrotate moved
+    /// it away) and writes there from now on; stdout is left alone. If the
+    /// open fails, the old file stays in use.
+    pub fn reopen(&self) -> Result<(), JsonError> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let f = open_append(path)?;
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        // Lines are flushed after each write: nothing is pending in the old one.
+        *out = Box::new(f);
+        Ok(())
     }
 
     /// A sink over any writer (a pipe, a buffer in tests); `name` appears in
@@ -123,6 +141,7 @@ impl JsonSink {
     pub fn from_writer(name: impl Into<String>, out: Box<dyn Write + Send>) -> Self {
         Self {
             name: name.into(),
+            path: None,
             out: Mutex::new(out),
         }
     }
@@ -487,6 +506,35 @@ mod tests {
         assert_eq!(text, "precious\n");
         assert!(matches!(err2, JsonError::Symlink { .. }), "{err2}");
         assert!(!created);
+    }
+
+    /// logrotate moves the file; after a reopen the next alert lands in a
+    /// new file at the path, and the moved file keeps what it had.
+    #[test]
+    fn reopen_follows_the_path_after_rotation() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir("reopen");
+        let path = dir.join("alerts.json");
+        let sink = JsonSink::open(&JsonTarget::File(path.clone())).unwrap();
+        let doc_alert = scan_alert();
+        let doc = crate::alert::ecs::test_doc(&doc_alert);
+        sink.write(&doc).unwrap();
+        let rotated = dir.join("alerts.json.1");
+        std::fs::rename(&path, &rotated).unwrap();
+        sink.write(&doc).unwrap();
+        sink.reopen().unwrap();
+        sink.write(&doc).unwrap();
+        let lines = |p: &Path| std::fs::read_to_string(p).unwrap().lines().count();
+        let (old, new) = (lines(&rotated), lines(&path));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        // Reopening stdout is a no-op, not an error.
+        JsonSink::open(&JsonTarget::Stdout)
+            .unwrap()
+            .reopen()
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!((old, new), (2, 1));
+        assert_eq!(mode & !FILE_MODE, 0, "{mode:o}");
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub struct AlertSinks {
     json: Vec<JsonSink>,
     syslog: Option<SyslogSink>,
     sensor: Sensor,
+    /// No sink configured: alerts go to the log (the journal under
+    /// systemd), never nowhere; `Some(true)` when the log is the journal.
+    log: Option<bool>,
 }
 
 /// Which sinks to open: the resolved `[alert]` and `[syslog]` settings.
@@ -39,12 +42,26 @@ pub struct SinkSettings {
     pub json: Vec<JsonTarget>,
     /// The syslog transport, when `alert.syslog` is on.
     pub syslog: Option<SyslogConfig>,
+    /// The log is the journal: without a sink, an alert's log record
+    /// carries its whole ECS document as a field (`SMBWATCH_ECS`); on
+    /// stderr it would drown the line.
+    pub log_to_journal: bool,
 }
 
 impl SinkSettings {
-    /// Opens the sinks, naming `sensor` in every alert.
+    /// Opens the sinks, naming `sensor` in every alert. Without any sink,
+    /// alerts go to the log at WARN (the journal under systemd): never
+    /// silently nowhere.
     pub fn open(&self, sensor: &Sensor) -> Result<AlertSinks, SinkError> {
-        Ok(AlertSinks::from_config(&self.json, self.syslog.as_ref())?.with_sensor(sensor.clone()))
+        let mut sinks =
+            AlertSinks::from_config(&self.json, self.syslog.as_ref())?.with_sensor(sensor.clone());
+        if sinks.is_empty() {
+            tracing::warn!(
+                "no alert sink configured ([alert] json, [alert] syslog): alerts go to the log at WARN (the journal under systemd)"
+            );
+            sinks.log = Some(self.log_to_journal);
+        }
+        Ok(sinks)
     }
 }
 
@@ -73,9 +90,22 @@ impl AlertSinks {
         self
     }
 
-    /// True when no sink is configured.
+    /// True when no sink is configured (alerts then go to the log).
     pub fn is_empty(&self) -> bool {
         self.json.is_empty() && self.syslog.is_none()
+    }
+
+    /// Reopens every JSON alert file by its path (SIGHUP, after logrotate
+    /// moved it): later alerts go to the new file. A file that cannot be
+    /// reopened keeps the old one and is reported; the others still reopen.
+    pub fn reopen(&self) -> Result<(), SinkError> {
+        let mut first_err = None;
+        for s in &self.json {
+            if let Err(e) = s.reopen() {
+                first_err.get_or_insert(SinkError::from(e));
+            }
+        }
+        first_err.map_or(Ok(()), Err)
     }
 
     /// The syslog sink's counters (sent, queued, dropped, reconnects), if
@@ -104,6 +134,9 @@ impl AlertSinks {
         if let Some(s) = &self.syslog {
             s.send(&doc);
         }
+        if let Some(journal) = self.log {
+            log_alert(alert, &doc, journal);
+        }
         first_err.map_or(Ok(()), Err)
     }
 
@@ -114,6 +147,21 @@ impl AlertSinks {
             Some(s) => Some(s.shutdown().await),
             None => None,
         }
+    }
+}
+
+/// One alert as a WARN log line: in the journal with `SMBWATCH_RULE`,
+/// `SMBWATCH_SEVERITY`, `SMBWATCH_SOURCE` and the whole ECS document as
+/// `SMBWATCH_ECS`; on stderr without the document.
+fn log_alert(alert: &Alert, doc: &Document<'_>, journal: bool) {
+    let rule = alert.kind.code();
+    let severity = format!("{:?}", alert.severity).to_lowercase();
+    let source = alert.source_ip.map(|ip| ip.to_string()).unwrap_or_default();
+    if journal {
+        let ecs = super::json::to_line(doc);
+        tracing::warn!(target: "smbwatch::alert", rule, severity, source, ecs, "alert {rule}: {}", alert.message);
+    } else {
+        tracing::warn!(target: "smbwatch::alert", rule, severity, source, "alert {rule}: {}", alert.message);
     }
 }
 

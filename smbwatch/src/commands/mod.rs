@@ -61,8 +61,17 @@ pub(crate) fn apply_detect(cfg: &mut Config, d: &DetectArgs) {
     cfg.detect.allow.extend(d.allow.iter().copied());
 }
 
+/// Loads and validates the file like `run` does, and refuses what `run`
+/// refuses to start with: a file without interfaces (the service's unit
+/// passes none on its command line).
 pub(crate) fn check_config(file: &std::path::Path) -> Result<()> {
-    Config::load(file)?;
+    let cfg = Config::load(file)?;
+    if cfg.dataplane.interfaces.is_empty() {
+        anyhow::bail!(
+            "{}: no interfaces: `smbwatch run` refuses to start without one; set [dataplane] interfaces = [\"eth0\", ...] (or pass --iface to `run`)",
+            file.display()
+        );
+    }
     println!("{}: ok", file.display());
     Ok(())
 }

@@ -31,7 +31,7 @@ pub(crate) struct RunArgs {
     /// Monitored TCP port (repeat; at most 4). Default: 445.
     #[arg(long = "port", value_name = "PORT")]
     ports: Vec<u16>,
-    /// Log kernel counters this often (e.g. 10s, 1m). Default: 10s.
+    /// Log kernel counters this often, at DEBUG (e.g. 10s, 1m). Default: 10s.
     #[arg(long, value_parser = humantime::parse_duration)]
     stats_interval: Option<Duration>,
     /// Slots of the kernel's per-source sketch table (80 bytes each). Default: 131072.
@@ -83,7 +83,8 @@ pub(crate) struct AlertArgs {
     /// Send alerts to syslog: unix:///dev/log, udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT.
     #[arg(long, value_name = "URL")]
     syslog: Option<String>,
-    /// Syslog message format.
+    /// Syslog message format. Default: rfc3164 for unix:// (journald,
+    /// imuxsock), rfc5424 for network targets.
     #[arg(long, value_enum)]
     syslog_format: Option<SyslogFormatArg>,
     /// Also print new_pair/response event lines on stdout (the default when no alert sink is set).
@@ -157,10 +158,10 @@ pub(crate) fn apply_run_flags(cfg: &mut Config, args: &RunArgs) {
         cfg.alert.syslog = true;
     }
     if let Some(f) = a.syslog_format {
-        cfg.syslog.format = match f {
+        cfg.syslog.format = Some(match f {
             SyslogFormatArg::Rfc5424 => smbwatch::alert::syslog::SyslogFormat::Rfc5424,
             SyslogFormatArg::Rfc3164 => smbwatch::alert::syslog::SyslogFormat::Rfc3164,
-        };
+        });
     }
     if let Some(url) = &args.publish {
         cfg.publish.url = Some(url.clone());

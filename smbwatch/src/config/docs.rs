@@ -24,7 +24,7 @@ pub fn conffile() -> String {
          #\n\
          # Every key below is commented out at its default. To start, set the\n\
          # interfaces to watch in [dataplane] and a sink in [alert] (without one,\n\
-         # event lines go to the journal), then:\n\
+         # alerts go to the journal at priority warning), then:\n\
          #   smbwatch check-config /etc/smbwatch/smbwatch.toml\n\
          #   systemctl enable --now smbwatch      # or: systemctl reload smbwatch\n\
          # See smbwatch.toml(5).\n\

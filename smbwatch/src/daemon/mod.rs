@@ -39,7 +39,7 @@ use degraded::Degradation;
 
 use self::drain::DrainLoop;
 use self::notify::Notifier;
-use self::reload::{Overrides, ReloadStats, Reloader};
+use self::reload::{Overrides, ReloadStats, Reloader, SinkUpdate};
 use crate::{
     alert::{ecs::gateway::ToEventLine as _, sensor::Sensor, sink::AlertSinks, Alert},
     config::Config,
@@ -233,7 +233,10 @@ async fn start(opts: &RunOptions) -> Result<Running, DaemonError> {
     // Interface names for `observer.ingress.interface.name`, resolved once.
     let sensor = Sensor::local(&opts.ifaces);
     let sinks = cfg.alert_sinks(&sensor)?;
-    let events = (cfg.alert.events || sinks.is_empty()).then(StdoutEvents::new);
+    // Without a sink, event lines go to stdout (a terminal, a pipe), but
+    // not into the journal: one entry per new connection would drown it.
+    let events = (cfg.alert.events || (sinks.is_empty() && !crate::logging::to_journal()))
+        .then(StdoutEvents::new);
     let mut pipeline = Pipeline::new(cfg.pipeline());
     if opts.host_logs.is_empty() && cfg.hostlog.listen.is_none() {
         pipeline = pipeline.without_host_inputs();
@@ -276,7 +279,7 @@ async fn start(opts: &RunOptions) -> Result<Running, DaemonError> {
     // Alerts leave the drain thread through a bounded queue to this task;
     // a reload hands it new sinks, and it flushes the old ones aside.
     let (alert_tx, alert_rx) = mpsc::channel::<Alert>(ALERT_QUEUE);
-    let (sinks_tx, sinks_rx) = mpsc::channel::<AlertSinks>(1);
+    let (sinks_tx, sinks_rx) = mpsc::channel::<SinkUpdate>(2);
     let sink_task = tokio::spawn(sink_task(sinks, alert_rx, sinks_rx, metrics.clone()));
     let metrics_task = metrics_server.map(|s| {
         if let Some(addr) = s.local_addr() {
@@ -413,8 +416,10 @@ async fn serve(running: &mut Running, opts: &RunOptions) -> Result<(), DaemonErr
                 }
             }
             _ = stats_tick.tick() => {
+                // DEBUG: at INFO this was 8,640 journal lines a day; the
+                // same counters are on /metrics and in `smbwatch status`.
                 let stats = dp.stats()?;
-                tracing::info!(%stats, "kernel counters");
+                tracing::debug!(%stats, "kernel counters");
             }
             _ = watchdog_tick.tick(), if watchdog.is_some() => {
                 let beat = heartbeat.load(Ordering::Relaxed);
@@ -424,8 +429,9 @@ async fn serve(running: &mut Running, opts: &RunOptions) -> Result<(), DaemonErr
                 }
             }
             _ = sighup.recv() => {
-                tracing::info!("SIGHUP: reloading the configuration");
+                tracing::info!("SIGHUP: reopening alert files, reloading the configuration");
                 notifier.reloading();
+                reloader.reopen_files().await;
                 let status = match reloader.reload().await {
                     Ok(()) => "configuration reloaded".to_owned(),
                     Err(e) => format!("reload failed, running configuration kept: {e}"),
@@ -505,7 +511,7 @@ async fn shutdown(running: Running) -> Result<Stats, DaemonError> {
 async fn sink_task(
     mut sinks: AlertSinks,
     mut alert_rx: mpsc::Receiver<Alert>,
-    mut sinks_rx: mpsc::Receiver<AlertSinks>,
+    mut sinks_rx: mpsc::Receiver<SinkUpdate>,
     metrics: Arc<Metrics>,
 ) -> AlertSinks {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -519,10 +525,16 @@ async fn sink_task(
                 }
                 metrics.on_alert(&a);
             }
-            Some(new) = sinks_rx.recv() => {
-                let old = std::mem::replace(&mut sinks, new);
-                tokio::spawn(old.shutdown());
-            }
+            Some(update) = sinks_rx.recv() => match update {
+                SinkUpdate::Replace(new) => {
+                    let old = std::mem::replace(&mut sinks, *new);
+                    tokio::spawn(old.shutdown());
+                }
+                SinkUpdate::Reopen => match sinks.reopen() {
+                    Ok(()) => tracing::debug!("alert files reopened"),
+                    Err(e) => tracing::error!("reopening alert files failed, still writing to the old ones: {e}"),
+                },
+            },
             _ = tick.tick() => metrics.set_syslog(sinks.syslog_stats()),
         }
     }

@@ -73,6 +73,15 @@ pub enum ReloadError {
     Drain,
 }
 
+/// What SIGHUP asks of the sink task.
+#[derive(Debug)]
+pub(crate) enum SinkUpdate {
+    /// Reopen the JSON alert files by path (logrotate moved them).
+    Reopen,
+    /// Use these sinks from now on (the reload changed `[alert]` or `[syslog]`).
+    Replace(Box<AlertSinks>),
+}
+
 /// Holds what a reload replaces.
 pub(crate) struct Reloader {
     pub file: Option<PathBuf>,
@@ -80,7 +89,7 @@ pub(crate) struct Reloader {
     pub running: Config,
     pub stats: Arc<ReloadStats>,
     pub has_files: bool,
-    pub sinks: mpsc::Sender<AlertSinks>,
+    pub sinks: mpsc::Sender<SinkUpdate>,
     pub settings: mpsc::Sender<Settings>,
     pub host_tx: mpsc::Sender<HostEvent>,
     pub listener: Option<RunningListener>,
@@ -97,6 +106,13 @@ impl Reloader {
     /// Whether host events can arrive with `cfg`.
     pub fn host_inputs(&self, cfg: &Config) -> bool {
         self.has_files || cfg.hostlog.listen.is_some()
+    }
+
+    /// Asks the sink task to reopen the alert files. Done on every SIGHUP
+    /// before the file is read, whether or not it is good: rotation must
+    /// not depend on the configuration being edited at that moment.
+    pub async fn reopen_files(&self) {
+        let _ = self.sinks.send(SinkUpdate::Reopen).await;
     }
 
     /// One reload: logs the outcome and counts it.
@@ -154,7 +170,10 @@ impl Reloader {
             .map_err(|_| ReloadError::Drain)?;
         if let Some(s) = sinks {
             // The sink task shuts the old ones down (flushing syslog).
-            self.sinks.send(s).await.map_err(|_| ReloadError::Drain)?;
+            self.sinks
+                .send(SinkUpdate::Replace(Box::new(s)))
+                .await
+                .map_err(|_| ReloadError::Drain)?;
         }
         self.running = p.config.clone();
         Ok(p)

@@ -1,18 +1,26 @@
 //! A small HTTP/1.1 server for `GET /metrics` and `GET /top`, on the tokio
 //! thread (never the drain thread).
 //!
-//! Bounded: at most [`MAX_CONNECTIONS`] connections at once (more are
-//! closed at accept), a request head of at most [`MAX_REQUEST`] bytes that
-//! must arrive within [`REQUEST_TIMEOUT`], the response written within
-//! [`WRITE_TIMEOUT`], one request per connection. A scraper or a `top`
-//! needs nothing more, and nothing here can be held open by a slow client.
+//! Bounded: at most [`MAX_CONNECTIONS`] connections at once, a request head
+//! of at most [`MAX_REQUEST`] bytes that must arrive within
+//! [`REQUEST_TIMEOUT`], the response written within [`WRITE_TIMEOUT`], one
+//! request per connection. When every slot is taken, a new connection
+//! closes the oldest one still waiting for its request head: slow clients
+//! (8 of them held every slot for 15 s) cannot keep a scraper out, since a
+//! real scraper sends its request at once. A scraper or a `top` needs
+//! nothing more.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::VecDeque,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream},
-    sync::Semaphore,
+    sync::{oneshot, Semaphore},
 };
 
 use super::{expose::Scrape, top::TopCache, Metrics};
@@ -74,6 +82,7 @@ impl MetricsServer {
     pub async fn run(self) {
         let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let top = Arc::new(TopCache::default());
+        let waiting = Arc::new(Waiting::default());
         loop {
             let (conn, peer) = match self.socket.accept().await {
                 Ok(c) => c,
@@ -84,20 +93,85 @@ impl MetricsServer {
                     continue;
                 }
             };
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                tracing::debug!(%peer, "metrics: connection limit reached, closed");
-                continue;
+            let permit = match permits.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) if waiting.evict_oldest() => {
+                    // The evicted task ends at once and frees its slot.
+                    match tokio::time::timeout(EVICT_WAIT, permits.clone().acquire_owned()).await {
+                        Ok(Ok(p)) => {
+                            tracing::debug!(%peer, "metrics: all slots taken; closed the oldest connection still without a request");
+                            p
+                        }
+                        _ => continue,
+                    }
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "metrics: connection limit reached, closed");
+                    continue;
+                }
             };
+            let (id, evicted) = waiting.push();
             let metrics = self.metrics.clone();
             let top = top.clone();
+            let waiting = waiting.clone();
             let timeout = self.request_timeout;
+            let mut conn = conn;
             tokio::spawn(async move {
-                if let Err(e) = serve(conn, &metrics, &top, timeout).await {
-                    tracing::debug!(%peer, error = %e, "metrics: connection ended");
+                let head = tokio::select! {
+                    h = read_head(&mut conn, timeout) => Some(h),
+                    _ = evicted => None,
+                };
+                waiting.remove(id);
+                if let Some(head) = head {
+                    if let Err(e) = serve(conn, head, &metrics, &top).await {
+                        tracing::debug!(%peer, error = %e, "metrics: connection ended");
+                    }
                 }
                 drop(permit);
             });
         }
+    }
+}
+
+/// How long the accept loop waits for an evicted connection's slot.
+const EVICT_WAIT: Duration = Duration::from_secs(1);
+
+/// Connections still waiting for their request head, oldest first, each
+/// with the sender that closes it.
+#[derive(Debug, Default)]
+struct Waiting(Mutex<WaitList>);
+
+/// [`Waiting`]'s contents: the last id given, and the waiting connections.
+#[derive(Debug, Default)]
+struct WaitList {
+    last_id: u64,
+    queue: VecDeque<(u64, oneshot::Sender<()>)>,
+}
+
+impl Waiting {
+    fn push(&self) -> (u64, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        g.last_id += 1;
+        let id = g.last_id;
+        g.queue.push_back((id, tx));
+        (id, rx)
+    }
+
+    fn remove(&self, id: u64) {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        g.queue.retain(|(i, _)| *i != id);
+    }
+
+    /// Closes the oldest waiting connection; false if none is waiting.
+    fn evict_oldest(&self) -> bool {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some((_, tx)) = g.queue.pop_front() {
+            if tx.send(()).is_ok() {
+                return true;
+            }
+        }
+        false
     }
 }
 
@@ -115,12 +189,12 @@ pub(crate) fn parse_request(head: &[u8]) -> Result<&str, (u16, &'static str)> {
     }
 }
 
-async fn serve(
-    mut conn: TcpStream,
-    metrics: &Arc<Metrics>,
-    top: &TopCache,
+/// The request head; `None` when it did not come whole within
+/// `request_timeout` (or was too long, or the client closed).
+async fn read_head(
+    conn: &mut TcpStream,
     request_timeout: Duration,
-) -> std::io::Result<()> {
+) -> std::io::Result<Option<Vec<u8>>> {
     let mut head = Vec::with_capacity(512);
     let read = tokio::time::timeout(request_timeout, async {
         let mut buf = [0u8; 512];
@@ -137,10 +211,23 @@ async fn serve(
         Ok::<_, std::io::Error>(true)
     })
     .await;
-    let (status, ctype, body) = match read {
-        Err(_) | Ok(Ok(false)) => (400, "text/plain", b"bad request\n".to_vec()),
-        Ok(Err(e)) => return Err(e),
-        Ok(Ok(true)) => match parse_request(&head) {
+    match read {
+        Err(_) | Ok(Ok(false)) => Ok(None),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(true)) => Ok(Some(head)),
+    }
+}
+
+/// Answers the request `head` ([`read_head`]'s result) on `conn`.
+async fn serve(
+    mut conn: TcpStream,
+    head: std::io::Result<Option<Vec<u8>>>,
+    metrics: &Arc<Metrics>,
+    top: &TopCache,
+) -> std::io::Result<()> {
+    let (status, ctype, body) = match head? {
+        None => (400, "text/plain", b"bad request\n".to_vec()),
+        Some(head) => match parse_request(&head) {
             Err((code, why)) => (code, "text/plain", format!("{why}\n").into_bytes()),
             // Query strings are ignored: there are no parameters.
             Ok(t) => match t.split('?').next().unwrap_or_default() {
@@ -194,9 +281,10 @@ mod tests {
         String::from_utf8_lossy(&b).into_owned()
     }
 
-    /// Past the connection limit a connection is closed unanswered; a
-    /// client that sends no request is answered 400 after the timeout and
-    /// its slot freed; then requests are served again.
+    /// Past the connection limit the oldest connection still without a
+    /// request is closed unanswered to make room; a client that sends no
+    /// request is answered 400 after the timeout and its slot freed; then
+    /// requests are served again.
     #[tokio::test]
     async fn connections_and_time_are_bounded() {
         let m = Arc::new(Metrics::new("/nonexistent".into()));
@@ -211,13 +299,15 @@ mod tests {
             idle.push(TcpStream::connect(addr).await.unwrap());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let mut extra = TcpStream::connect(addr).await.unwrap();
+        let extra = TcpStream::connect(addr).await.unwrap();
+        let mut oldest = idle.remove(0);
         let mut b = Vec::new();
-        let n = timeout(Duration::from_millis(400), extra.read_to_end(&mut b))
+        let n = timeout(Duration::from_millis(400), oldest.read_to_end(&mut b))
             .await
-            .expect("closed at once, before the idle ones time out")
+            .expect("the oldest closed at once, before the idle ones time out")
             .unwrap();
-        assert_eq!(n, 0, "no answer past the limit");
+        assert_eq!(n, 0, "no answer to the evicted one");
+        idle.push(extra);
         for c in &mut idle {
             let mut b = Vec::new();
             timeout(Duration::from_secs(3), c.read_to_end(&mut b))
@@ -247,6 +337,36 @@ mod tests {
         );
         let big = get(addr, long.as_bytes()).await;
         assert!(big.starts_with("HTTP/1.1 400"), "{big}");
+        task.abort();
+    }
+
+    /// Slow clients holding every slot do not keep a scraper out: it is
+    /// answered at once, long before their request timeout.
+    #[tokio::test]
+    async fn slow_clients_do_not_block_a_scrape() {
+        let m = Arc::new(Metrics::new("/nonexistent".into()));
+        let s = MetricsServer::bind("127.0.0.1:0".parse().unwrap(), m)
+            .await
+            .unwrap();
+        let addr = s.local_addr().unwrap();
+        let task = tokio::spawn(s.run());
+        let mut slow = Vec::new();
+        for _ in 0..2 * MAX_CONNECTIONS {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            // Half a request head, never finished.
+            c.write_all(b"GET /metr").await.unwrap();
+            slow.push(c);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for _ in 0..3 {
+            let ok = timeout(
+                Duration::from_secs(2),
+                get(addr, b"GET /metrics HTTP/1.1\r\n\r\n"),
+            )
+            .await
+            .expect("answered while slow clients hold the slots");
+            assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+        }
         task.abort();
     }
 

@@ -35,6 +35,13 @@ pub struct TopArgs {
 /// Runs the view until `q`, Esc or Ctrl-C; the terminal is restored on
 /// every way out (ratatui's panic hook covers panics).
 pub fn run(args: &TopArgs) -> std::io::Result<()> {
+    use std::io::IsTerminal as _;
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        return Err(std::io::Error::other(format!(
+            "top draws in a terminal, and stdin or stdout is not one; without a terminal read http://{}/top (JSON) or run `smbwatch status`",
+            args.connect
+        )));
+    }
     let mut terminal = ratatui::try_init()?;
     let result = (|| {
         let mut state = TopState::default();

@@ -27,6 +27,21 @@ const COUNTERS: [(&str, &str); 8] = [
 /// Width of the per-source sparkline column.
 const SPARK: usize = 30;
 
+/// Terminal width from which the counters sit beside the sources.
+const WIDE: u16 = 120;
+
+/// Width of the source column: the longest address listed, at least the
+/// header's.
+fn source_width(s: &TopState) -> u16 {
+    s.doc
+        .sources
+        .iter()
+        .map(|src| src.source.to_string().len())
+        .max()
+        .unwrap_or(0)
+        .max("SOURCE".len()) as u16
+}
+
 /// Draws the whole view.
 pub fn draw(f: &mut Frame, s: &TopState, addr: SocketAddr) {
     let [title, body, alerts] = Layout::vertical([
@@ -35,13 +50,22 @@ pub fn draw(f: &mut Frame, s: &TopState, addr: SocketAddr) {
         Constraint::Length(10),
     ])
     .areas(f.area());
-    let [sources, side] =
-        Layout::horizontal([Constraint::Min(60), Constraint::Length(40)]).areas(body);
-    let [counters, total] = Layout::vertical([
-        Constraint::Length(COUNTERS.len() as u16 + 3),
-        Constraint::Min(3),
-    ])
-    .areas(side);
+    let counters_height = COUNTERS.len() as u16 + 3;
+    // Side by side on a wide terminal; on a narrow one (80 columns) the
+    // counters go below, so the sources table keeps whole addresses.
+    let (sources, counters, total) = if body.width >= WIDE {
+        let [sources, side] =
+            Layout::horizontal([Constraint::Min(60), Constraint::Length(40)]).areas(body);
+        let [counters, total] =
+            Layout::vertical([Constraint::Length(counters_height), Constraint::Min(3)]).areas(side);
+        (sources, counters, total)
+    } else {
+        let [sources, side] =
+            Layout::vertical([Constraint::Min(5), Constraint::Length(counters_height)]).areas(body);
+        let [counters, total] =
+            Layout::horizontal([Constraint::Length(40), Constraint::Min(10)]).areas(side);
+        (sources, counters, total)
+    };
 
     let updated = s
         .doc
@@ -78,11 +102,12 @@ pub fn draw(f: &mut Frame, s: &TopState, addr: SocketAddr) {
         Table::new(
             rows,
             [
-                Constraint::Length(39),
+                // As wide as the longest address listed: never cut.
+                Constraint::Length(source_width(s)),
                 Constraint::Length(6),
                 Constraint::Length(9),
                 Constraint::Length(8),
-                Constraint::Length(SPARK as u16),
+                Constraint::Fill(1),
             ],
         )
         .header(
@@ -150,4 +175,51 @@ pub fn draw(f: &mut Frame, s: &TopState, addr: SocketAddr) {
         Paragraph::new(lines).block(Block::new().borders(Borders::ALL).title(" latest alerts ")),
         alerts,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use ratatui::{backend::TestBackend, Terminal};
+
+    use super::*;
+    use crate::metrics::top::{TopDoc, TopSource};
+
+    /// At 80 columns every address in the sources table is whole (it was
+    /// cut to `10.99.`), IPv6 included.
+    #[test]
+    fn eighty_columns_keep_whole_addresses() {
+        let now = chrono::Utc::now();
+        let source = |ip: &str| TopSource {
+            source: ip.parse().unwrap(),
+            distinct_destinations: 25,
+            new_pairs: 30,
+            first_seen: now,
+            last_seen: now,
+        };
+        let ips = ["10.99.123.234", "2001:db8:ffff:ffff:ffff:ffff:ffff:fffe"];
+        let mut state = TopState::default();
+        state.doc = TopDoc {
+            ts: Some(now),
+            sources: ips.iter().map(|ip| source(ip)).collect(),
+            ..TopDoc::default()
+        };
+        for width in [80, 100, 160] {
+            let mut term = Terminal::new(TestBackend::new(width, 40)).unwrap();
+            term.draw(|f| draw(f, &state, "127.0.0.1:9445".parse().unwrap()))
+                .unwrap();
+            let buf = term.backend().buffer();
+            let text: String = (0..buf.area.height)
+                .map(|y| {
+                    (0..buf.area.width)
+                        .map(|x| buf[(x, y)].symbol())
+                        .collect::<String>()
+                        + "\n"
+                })
+                .collect();
+            for ip in ips {
+                assert!(text.contains(ip), "{width} columns lack {ip}:\n{text}");
+            }
+            assert!(text.contains("COUNTER"), "{width} columns:\n{text}");
+        }
+    }
 }

@@ -152,8 +152,8 @@ pub struct SyslogConfig {
     /// `unix:///dev/log`, `udp://HOST:PORT`, `tcp://HOST:PORT` or
     /// `tls://HOST:PORT` (ports default to 514, 514, 6514).
     pub target: String,
-    /// `rfc5424` (default) or `rfc3164`.
-    pub format: SyslogFormat,
+    /// `rfc5424` or `rfc3164`; absent: see [`SyslogConfig::message_format`].
+    pub format: Option<SyslogFormat>,
     /// APP-NAME (RFC 5424) or TAG (RFC 3164).
     pub app_name: String,
     /// HOSTNAME field; the system host name when absent.
@@ -193,7 +193,7 @@ impl Default for SyslogConfig {
     fn default() -> Self {
         Self {
             target: "unix:///dev/log".into(),
-            format: SyslogFormat::Rfc5424,
+            format: None,
             app_name: "smbwatch".into(),
             hostname: None,
             facility: Facility::Local4,
@@ -217,6 +217,18 @@ impl SyslogConfig {
             target: target.into(),
             ..Self::default()
         }
+    }
+
+    /// The format messages are sent in: `format`, else RFC 3164 for a
+    /// `unix://` socket (journald and rsyslog's imuxsock, which own
+    /// `/dev/log`, parse 3164 only: the tag becomes `SYSLOG_IDENTIFIER`)
+    /// and RFC 5424 for a collector over the network.
+    pub fn message_format(&self) -> SyslogFormat {
+        self.format.unwrap_or(if self.target.starts_with("unix:") {
+            SyslogFormat::Rfc3164
+        } else {
+            SyslogFormat::Rfc5424
+        })
     }
 
     /// The longest message for `target`: `max_message`, or the transport's
@@ -352,6 +364,21 @@ fn check_header_field(s: &str, max: usize) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    /// Unset, the format follows the target: RFC 3164 on the local socket
+    /// (journald gets SYSLOG_IDENTIFIER from it), RFC 5424 on the network;
+    /// a format given is kept everywhere.
+    #[test]
+    fn format_defaults_to_3164_on_the_local_socket() {
+        let f = |t: &str| SyslogConfig::for_target(t).message_format();
+        assert_eq!(f("unix:///dev/log"), SyslogFormat::Rfc3164);
+        for t in ["udp://192.0.2.1", "tcp://192.0.2.1:1514", "tls://192.0.2.1"] {
+            assert_eq!(f(t), SyslogFormat::Rfc5424, "{t}");
+        }
+        let c: SyslogConfig =
+            toml::from_str("target = \"unix:///dev/log\"\nformat = \"rfc5424\"").unwrap();
+        assert_eq!(c.message_format(), SyslogFormat::Rfc5424);
+    }
+
     #[test]
     fn config_from_toml_with_defaults() {
         let c: SyslogConfig = toml::from_str(
@@ -362,7 +389,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.facility, Facility::Daemon);
-        assert_eq!(c.format, SyslogFormat::Rfc3164);
+        assert_eq!(c.format, Some(SyslogFormat::Rfc3164));
         assert_eq!(c.queue, DEFAULT_QUEUE);
         assert_eq!(c.queue_bytes, 16 * 1024 * 1024);
         assert_eq!(c.max_message, None);

@@ -93,7 +93,7 @@ impl Formatter {
             .or_else(system_hostname)
             .unwrap_or_default();
         Self {
-            format: cfg.format,
+            format: cfg.message_format(),
             facility: cfg.facility,
             hostname,
             app_name: cfg.app_name.clone(),

@@ -43,6 +43,8 @@ fn fast(target: String) -> SyslogConfig {
         hostname: Some("gw1".into()),
         backoff_min: Duration::from_millis(10),
         backoff_max: Duration::from_millis(50),
+        // These tests are about transports: one format for every target.
+        format: Some(super::SyslogFormat::Rfc5424),
         ..SyslogConfig::for_target(target)
     }
 }

@@ -136,9 +136,33 @@ struct PeerSlot {
     ip: IpAddr,
 }
 
+/// What the per-peer cap counts: an IPv4 address, or an IPv6 address's /64
+/// (one host holds a whole /64 and can pick a new address per connection;
+/// 8 addresses of one /64 held all 64 slots and refused a real forwarder).
+/// An IPv4-mapped IPv6 address counts as its IPv4 address.
+pub(crate) fn peer_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !(u128::from(u64::MAX))).into()),
+        },
+    }
+}
+
+/// The peer as the cap counts it, for messages (`2001:db8::/64`).
+fn peer_label(ip: IpAddr) -> String {
+    match peer_key(ip) {
+        k @ IpAddr::V6(_) => format!("{k}/64"),
+        k => k.to_string(),
+    }
+}
+
 impl PeerCounts {
-    /// A slot for `ip`, or the number already open when `limit` is reached.
+    /// A slot for `ip` (counted by [`peer_key`]), or the number already
+    /// open when `limit` is reached.
     fn acquire(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Result<PeerSlot, usize> {
+        let ip = peer_key(ip);
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let n = m.entry(ip).or_default();
         if *n >= limit {
@@ -314,7 +338,7 @@ impl Listener {
                         Err(open) => {
                             refuse(format!(
                                 "{open} connections from {} already open (hostlog.max_connections_per_peer)",
-                                peer.ip()
+                                peer_label(peer.ip())
                             ));
                             continue;
                         }

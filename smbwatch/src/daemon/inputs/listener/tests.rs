@@ -350,3 +350,31 @@ fn rate_limit_counts_what_it_does_not_log() {
     assert_eq!(r.flush(t0 + REPORT_INTERVAL * 3), None, "nothing left");
     assert_eq!(r.note(t0 + REPORT_INTERVAL * 3), Some(0));
 }
+
+/// The per-peer cap counts an IPv6 /64 as one peer (a host picks any
+/// address in its /64), an IPv4 address as itself, and an IPv4-mapped
+/// address as its IPv4 address.
+#[test]
+fn per_peer_cap_counts_ipv6_by_64() {
+    let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+    let counts = Arc::new(PeerCounts::default());
+    let mut held = Vec::new();
+    for i in 1..=4 {
+        let a = ip(&format!("2001:db8:1:2::{i:x}"));
+        held.push(counts.acquire(a, 4).expect("room in the /64"));
+    }
+    assert_eq!(
+        counts.acquire(ip("2001:db8:1:2:ffff::9"), 4).err(),
+        Some(4),
+        "a fifth address of the same /64 is over the cap"
+    );
+    // The next /64 and IPv4 peers have their own counts.
+    assert!(counts.acquire(ip("2001:db8:1:3::1"), 4).is_ok());
+    assert!(counts.acquire(ip("192.0.2.7"), 4).is_ok());
+    assert_eq!(peer_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+    assert_eq!(peer_key(ip("192.0.2.8")), ip("192.0.2.8"));
+    assert_eq!(peer_label(ip("2001:db8:1:2::5")), "2001:db8:1:2::/64");
+    // Closing one connection gives the /64 its slot back.
+    held.pop();
+    assert!(counts.acquire(ip("2001:db8:1:2::77"), 4).is_ok());
+}
