@@ -87,6 +87,12 @@ pub enum Unseen {
         /// Bytes not seen.
         bytes: u64,
     },
+    /// Pipe bytes on a handle whose CREATE answer was not seen (opened
+    /// before what was seen): its RPC bindings are unknown.
+    NoPipe {
+        /// Bytes of the transfer.
+        bytes: u64,
+    },
     /// A cap was hit (said once per table and session; counted always).
     Limit(Limit),
 }

@@ -509,6 +509,13 @@ impl Session {
     /// declared bytes.
     fn rpc(&mut self, fid: FileId, data: &[u8], len: u32, dir: Direction, out: &mut Out<'_>) {
         let Some(file) = self.files.get_mut(&fid) else {
+            // A handle whose CREATE answer was not seen (opened before the
+            // sample, or inside this compound): its RPC is not followed.
+            out.push(Observation::Unseen {
+                what: Unseen::NoPipe {
+                    bytes: u64::from(len),
+                },
+            });
             return;
         };
         let skip = match dir {

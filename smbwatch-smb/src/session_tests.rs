@@ -512,3 +512,11 @@ fn mutated_conversations_never_panic() {
         let _ = s.finish(t0());
     }
 }
+
+#[test]
+fn pipe_transfers_on_unknown_handles_are_said() {
+    // An IOCTL on a pipe opened before the sample began.
+    let mut p = Peer::new();
+    p.c(ioctl(1, 1, FID, &rpc_request(0, 12, 3, 10)));
+    assert_eq!(p.unseen(), vec![&Unseen::NoPipe { bytes: 34 }]);
+}
