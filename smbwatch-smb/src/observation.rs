@@ -51,11 +51,13 @@ pub enum Limit {
     PipeContexts,
     /// Members of one compound message.
     Compound,
+    /// DCE/RPC PDUs in one pipe transfer, or context items in one BIND.
+    RpcItems,
 }
 
 impl Limit {
     /// How many limits there are.
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 6;
 }
 
 /// What could not be seen or understood.
