@@ -549,3 +549,24 @@ fn a_transfer_of_many_pdus_is_capped_and_counted() {
     assert_eq!(calls, crate::session::MAX_PDUS_PER_TRANSFER - 1);
     assert_eq!(p.s.counters().limits[Limit::RpcItems as usize], 1);
 }
+
+#[test]
+fn a_rejected_binding_names_no_calls() {
+    let mut p = Peer::new();
+    p.c(tree_connect(1, "\\\\x\\IPC$"));
+    p.s(tree_connect_resp(1, 1, 0, 2));
+    p.c(create(2, 1, "svcctl", 1, 1));
+    p.s(create_resp(2, 1, 0, FID));
+    p.c(write(3, 1, FID, 0, &rpc_bind(0, SVCCTL)));
+    p.c(read(4, 1, FID));
+    p.s(read_resp(4, 1, &rpc_bind_ack(false)));
+    p.c(write(5, 1, FID, 0, &rpc_request(0, 12, 3, 8)));
+    assert_eq!(
+        p.seen.last(),
+        Some(&Observation::RpcCall {
+            interface: None,
+            opnum: 12,
+            operation: None
+        })
+    );
+}
