@@ -367,8 +367,14 @@ pub const MAX_CONTEXTS: usize = 16;
 /// A parsed PDU (the parts the session uses).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Pdu {
-    /// BIND or ALTER_CONTEXT: (context id, interface) per context item.
-    Bind(Vec<(u16, Interface)>),
+    /// BIND or ALTER_CONTEXT: (context id, interface) per context item, at
+    /// most [`MAX_CONTEXTS`]; `more` when the PDU listed more.
+    Bind {
+        /// The context items read.
+        items: Vec<(u16, Interface)>,
+        /// Items past [`MAX_CONTEXTS`] were not read.
+        more: bool,
+    },
     /// BIND_ACK or ALTER_CONTEXT_RESP: whether each context (in order) was
     /// accepted.
     BindAck(Vec<bool>),
@@ -446,7 +452,10 @@ pub fn parse(b: &[u8]) -> Result<Pdu, ParseError> {
                 // id(2) n(1) reserved(1) abstract(20) transfers(20 each).
                 at += 24 + 20 * transfers;
             }
-            Pdu::Bind(items)
+            Pdu::Bind {
+                items,
+                more: n > MAX_CONTEXTS,
+            }
         }
         PduType::BindAck | PduType::AlterContextResp => {
             // C706 12.6.4.4: secondary address (length-prefixed, padded to

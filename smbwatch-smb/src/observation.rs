@@ -51,11 +51,13 @@ pub enum Limit {
     PipeContexts,
     /// Members of one compound message.
     Compound,
+    /// DCE/RPC PDUs in one pipe transfer, or context items in one BIND.
+    RpcItems,
 }
 
 impl Limit {
     /// How many limits there are.
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 6;
 }
 
 /// What could not be seen or understood.
@@ -85,6 +87,12 @@ pub enum Unseen {
     /// A pipe transfer whose remaining RPC bytes were not seen.
     RpcCut {
         /// Bytes not seen.
+        bytes: u64,
+    },
+    /// Pipe bytes on a handle whose CREATE answer was not seen (opened
+    /// before what was seen): its RPC bindings are unknown.
+    NoPipe {
+        /// Bytes of the transfer.
         bytes: u64,
     },
     /// A cap was hit (said once per table and session; counted always).

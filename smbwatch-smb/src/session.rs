@@ -509,6 +509,13 @@ impl Session {
     /// declared bytes.
     fn rpc(&mut self, fid: FileId, data: &[u8], len: u32, dir: Direction, out: &mut Out<'_>) {
         let Some(file) = self.files.get_mut(&fid) else {
+            // A handle whose CREATE answer was not seen (opened before the
+            // sample, or inside this compound): its RPC is not followed.
+            out.push(Observation::Unseen {
+                what: Unseen::NoPipe {
+                    bytes: u64::from(len),
+                },
+            });
             return;
         };
         let skip = match dir {
@@ -520,8 +527,12 @@ impl Session {
         *skip -= at as u32;
         let mut errors = Vec::new();
         let mut limits = Vec::new();
-        for _ in 0..MAX_PDUS_PER_TRANSFER {
+        for n in 0..=MAX_PDUS_PER_TRANSFER {
             if at >= len as usize {
+                break;
+            }
+            if n == MAX_PDUS_PER_TRANSFER {
+                limits.push(Limit::RpcItems);
                 break;
             }
             let Some(rest) = data.get(at..).filter(|r| !r.is_empty()) else {
@@ -540,7 +551,10 @@ impl Session {
                 }
             };
             match dcerpc::parse(rest) {
-                Ok(Pdu::Bind(items)) => {
+                Ok(Pdu::Bind { items, more }) => {
+                    if more {
+                        limits.push(Limit::RpcItems);
+                    }
                     file.last_bind.clear();
                     for (id, iface) in items {
                         file.last_bind.push(id);

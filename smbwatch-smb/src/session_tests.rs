@@ -512,3 +512,61 @@ fn mutated_conversations_never_panic() {
         let _ = s.finish(t0());
     }
 }
+
+#[test]
+fn pipe_transfers_on_unknown_handles_are_said() {
+    // An IOCTL on a pipe opened before the sample began.
+    let mut p = Peer::new();
+    p.c(ioctl(1, 1, FID, &rpc_request(0, 12, 3, 10)));
+    assert_eq!(p.unseen(), vec![&Unseen::NoPipe { bytes: 34 }]);
+}
+
+#[test]
+fn a_transfer_of_many_pdus_is_capped_and_counted() {
+    let mut p = Peer::new();
+    p.c(tree_connect(1, "\\\\x\\IPC$"));
+    p.s(tree_connect_resp(1, 1, 0, 2));
+    p.c(create(2, 1, "srvsvc", 1, 1));
+    p.s(create_resp(2, 1, 0, FID));
+    let mut data = rpc_bind(0, "4b324fc8-1670-01d3-1278-5a47bf6ee188");
+    for _ in 0..100 {
+        data.extend(rpc_request(0, 15, 3, 0));
+    }
+    p.c(write(3, 1, FID, 0, &data));
+    let calls = p
+        .seen
+        .iter()
+        .filter(|o| {
+            matches!(
+                o,
+                Observation::RpcCall {
+                    operation: Some("NetrShareEnum"),
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(calls, crate::session::MAX_PDUS_PER_TRANSFER - 1);
+    assert_eq!(p.s.counters().limits[Limit::RpcItems as usize], 1);
+}
+
+#[test]
+fn a_rejected_binding_names_no_calls() {
+    let mut p = Peer::new();
+    p.c(tree_connect(1, "\\\\x\\IPC$"));
+    p.s(tree_connect_resp(1, 1, 0, 2));
+    p.c(create(2, 1, "svcctl", 1, 1));
+    p.s(create_resp(2, 1, 0, FID));
+    p.c(write(3, 1, FID, 0, &rpc_bind(0, SVCCTL)));
+    p.c(read(4, 1, FID));
+    p.s(read_resp(4, 1, &rpc_bind_ack(false)));
+    p.c(write(5, 1, FID, 0, &rpc_request(0, 12, 3, 8)));
+    assert_eq!(
+        p.seen.last(),
+        Some(&Observation::RpcCall {
+            interface: None,
+            opnum: 12,
+            operation: None
+        })
+    );
+}

@@ -243,15 +243,6 @@ pub fn negotiate_response(m: &[u8]) -> Result<u16, ParseError> {
     Bytes(m).u16("NEGOTIATE DialectRevision", HEADER_LEN + 4)
 }
 
-/// NEGOTIATE request (MS-SMB2 2.2.3): the dialects offered (at most 64).
-pub fn negotiate_request(m: &[u8]) -> Result<Vec<u16>, ParseError> {
-    let r = Bytes(m);
-    let count = r.u16("NEGOTIATE DialectCount", HEADER_LEN + 2)?.min(64);
-    (0..usize::from(count))
-        .map(|i| r.u16("NEGOTIATE Dialects", HEADER_LEN + 36 + 2 * i))
-        .collect()
-}
-
 /// SESSION_SETUP request (MS-SMB2 2.2.5): the security buffer.
 pub fn session_setup_request(m: &[u8]) -> Result<&[u8], ParseError> {
     let r = Bytes(m);
