@@ -53,8 +53,8 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 
-/// Rate limiter of unparsed reports: per slot, a source's hash tag (high
-/// 32 bits) and the window of its latest report (low 32 bits).
+/// Rate limiter of unparsed reports: per slot, a (source, destination)
+/// hash tag (high 32 bits) and the window of its latest report (low 32 bits).
 #[map]
 static UNPARSED: Array<u64> = Array::with_max_entries(UNPARSED_SLOTS, 0);
 

@@ -324,11 +324,14 @@ pub fn on_client_ack(seen: &Seen, rst: bool) {
     emit(seen, EventKind::Confirmed, 0, 0, 0);
 }
 
-/// A packet past the walk's bounds: reported once per source per window
-/// (about a minute), within the event budget.
+/// A packet past the walk's bounds: reported once per (source,
+/// destination) per window (about a minute), within the event budget. Per
+/// pair, not per source: a sweep hidden behind a long header chain must
+/// show the detector every host it reaches (`smb_evasion_attempt` counts
+/// destinations), while a flood at one host costs one report a window.
 #[inline(always)]
 pub fn on_unparsed(seen: &Seen) {
-    let hs = hash_src(&seen.key.src);
+    let hs = hash_pair(hash_src(&seen.key.src), &seen.key.dst);
     let Some(slot) = UNPARSED.get_ptr_mut((hs as u32) & (UNPARSED_SLOTS - 1)) else {
         return;
     };
@@ -341,7 +344,7 @@ pub fn on_unparsed(seen: &Seen) {
     if unsafe { *slot } == stamp {
         return; // reported in this window already
     }
-    // A plain write: two CPUs racing on one source report it twice, once.
+    // A plain write: two CPUs racing on one pair report it twice, once.
     unsafe { *slot = stamp };
     if !budget(now_coarse(), false) {
         count(stat::EVENTS_SHED);

@@ -613,7 +613,10 @@ fn past_the_walks_bounds_the_source_is_reported_unparsed() {
     let mut deep = Segment::syn(ip("2001:db8::66"), ip("2001:db8:1::7"), 40000, 445);
     deep.ipv6_ext = vec![Ipv6Ext::DestOpts; MAX_IPV6_EXT + 1];
     k.run(&deep.frame());
-    // The same source again, to another host: within its rate limit.
+    // The same pair again: within its rate limit.
+    k.run(&deep.frame());
+    // The same source to another host: reported (a hidden sweep shows
+    // every host it reaches).
     deep.dst = ip("2001:db8:1::8");
     k.run(&deep.frame());
     // Another source is reported on its own.
@@ -647,6 +650,13 @@ fn past_the_walks_bounds_the_source_is_reported_unparsed() {
             ),
             (
                 EVENT_UNPARSED,
+                "2001:db8::66".into(),
+                "2001:db8:1::8".into(),
+                0,
+                0
+            ),
+            (
+                EVENT_UNPARSED,
                 "2001:db8::67".into(),
                 "2001:db8:1::8".into(),
                 0,
@@ -663,16 +673,16 @@ fn past_the_walks_bounds_the_source_is_reported_unparsed() {
             ),
         ]
     );
-    assert_eq!(ev[2].vlan, 1, "outer tag");
+    assert_eq!(ev[3].vlan, 1, "outer tag");
     let s = k.stats();
-    assert_eq!(s.get(stat::IPV6_EXT_LIMIT), 3, "every one counted");
+    assert_eq!(s.get(stat::IPV6_EXT_LIMIT), 4, "every one counted");
     assert_eq!(s.get(stat::VLAN_LIMIT), 1);
-    assert_eq!(s.get(stat::UNPARSED_REPORTS), 3);
+    assert_eq!(s.get(stat::UNPARSED_REPORTS), 4);
     assert_eq!(s.get(stat::NEW_PAIRS), 0);
 }
 
 #[test]
-fn unparsed_reports_are_rate_limited_per_source_by_window() {
+fn unparsed_reports_are_rate_limited_per_pair_by_window() {
     let mut k = Kernel::with_epoch(Duration::from_secs(3600));
     let mut deep = Segment::syn(ip("2001:db8::66"), ip("2001:db8:1::7"), 40000, 445);
     deep.ipv6_ext = vec![Ipv6Ext::DestOpts; MAX_IPV6_EXT + 1];
