@@ -8,6 +8,7 @@ pub mod events;
 pub mod fleet;
 pub mod gen;
 pub mod http;
+pub mod listen;
 pub mod netns;
 pub mod pcap;
 pub mod prometheus;
@@ -32,4 +33,24 @@ pub fn skip(what: &str) {
         panic!("{what} (CI=true: a missing test input fails the run instead of skipping)");
     }
     eprintln!("SKIP: {what}");
+}
+
+/// A scratch directory under the system temp dir, unique per run, removed
+/// when dropped (also when the test fails).
+pub struct Scratch(pub std::path::PathBuf);
+
+impl Scratch {
+    /// Creates `smbwatch-NAME-<tag>`.
+    pub fn new(name: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("smbwatch-{name}-{}", netns::unique_tag()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("creating a scratch directory");
+        Self(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
