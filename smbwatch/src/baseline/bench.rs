@@ -1,4 +1,4 @@
-//! Learning cost, for `cargo xtask bench --only baseline`: answered-pair
+//! Learning cost, for `cargo xtask bench --only baseline`: confirmed-session
 //! events of an office-like graph through [`Baseline::observe`].
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -9,7 +9,8 @@ use chrono::DateTime;
 use super::{Baseline, BaselineConfig};
 use crate::event::{GatewayEvent, GatewayEventKind};
 
-/// `n` answered pairs: `clients` clients (10.x.y.z) each using 8 of 64
+/// `n` confirmed sessions: `clients` clients (10.x.y.z, 64 per /24 so
+/// the default new-client rate bound learns them all) each using 8 of 64
 /// servers (172.16.0.x), one event every `step_ms` from `start` (Unix
 /// seconds), clients in turn, so every event finds its client and edge
 /// after the first round: the steady state of a learning router.
@@ -22,8 +23,8 @@ pub fn office_events(n: usize, clients: u32, start: i64, step_ms: i64) -> Vec<Ga
             let s = (c + (k / clients) % 8) % 64;
             GatewayEvent::new(
                 t0 + chrono::Duration::milliseconds(i as i64 * step_ms),
-                GatewayEventKind::Accepted,
-                IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + c)),
+                GatewayEventKind::Confirmed,
+                IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + (c / 64) * 256 + c % 64 + 1)),
                 IpAddr::V4(Ipv4Addr::new(172, 16, 0, s as u8 + 1)),
                 40000 + (i % 20000) as u16,
                 445,

@@ -37,6 +37,13 @@ pub struct BaselineConfig {
     /// crash (even SIGKILL) loses at most this much learning.
     #[serde(with = "humantime_serde")]
     pub flush_interval: Duration,
+    /// Most new clients learned per source prefix (`new_client_prefix_v4`
+    /// / `_v6`) per clock hour; more are not learned (counted). 0: no bound.
+    pub new_client_rate: u32,
+    /// IPv4 prefix length of that bound (0: no bound for IPv4).
+    pub new_client_prefix_v4: u8,
+    /// IPv6 prefix length of that bound (0: no bound for IPv6).
+    pub new_client_prefix_v6: u8,
     /// Hosts that are servers whatever was learned.
     pub servers: Vec<IpNet>,
     /// Scanners you run: learned, never alerted on as clients.
@@ -57,6 +64,9 @@ impl Default for BaselineConfig {
             off_hours_slack: Duration::from_secs(3600),
             recurrence_days: 3,
             flush_interval: Duration::from_secs(5),
+            new_client_rate: 64,
+            new_client_prefix_v4: 24,
+            new_client_prefix_v6: 64,
             servers: Vec::new(),
             scanners: Vec::new(),
             backup: Vec::new(),
@@ -93,6 +103,18 @@ impl BaselineConfig {
             return p(
                 "recurrence_days",
                 format!("{}: must be between 1 and 60", self.recurrence_days),
+            );
+        }
+        if self.new_client_prefix_v4 > 32 {
+            return p(
+                "new_client_prefix_v4",
+                format!("{}: must be between 0 and 32", self.new_client_prefix_v4),
+            );
+        }
+        if self.new_client_prefix_v6 > 128 {
+            return p(
+                "new_client_prefix_v6",
+                format!("{}: must be between 0 and 128", self.new_client_prefix_v6),
             );
         }
         if !self.off_hours_slack.as_secs().is_multiple_of(3600)

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use ahash::RandomState;
 use ipnet::IpNet;
 
+use super::rate::NewClientRate;
 use super::record::{Batch, Client, Edge, Meta, Snapshot};
 use super::{addr_key, BaselineConfig, BaselineStats, Role};
 use crate::alert::{Alert, AlertKind};
@@ -26,6 +27,17 @@ impl<T> Slot<T> {
     fn clean(rec: T) -> Self {
         Self { rec, dirty: false }
     }
+}
+
+/// What scoring needs of an event besides the event.
+struct Score {
+    client: u128,
+    server: u128,
+    t: i64,
+    hour: u32,
+    dst_clients_before: u32,
+    client_days: u32,
+    edge_days: u32,
 }
 
 /// What an event found, for the alert messages.
@@ -61,6 +73,8 @@ pub struct Baseline {
     deleted_edges: Vec<(u128, u128)>,
     /// Last alert per (client, kind), for the hold-down.
     held: HashMap<(u128, AlertKind), i64, RandomState>,
+    /// New clients learned per prefix this hour.
+    new_clients: NewClientRate,
 }
 
 impl Baseline {
@@ -68,7 +82,6 @@ impl Baseline {
     /// alert kind shares them.
     pub fn new(cfg: BaselineConfig, allow: Vec<IpNet>, hold_down: std::time::Duration) -> Self {
         Self {
-            cfg,
             allow,
             hold_down: i64::try_from(hold_down.as_secs()).unwrap_or(i64::MAX),
             clients: HashMap::default(),
@@ -81,6 +94,8 @@ impl Baseline {
             deleted_clients: Vec::new(),
             deleted_edges: Vec::new(),
             held: HashMap::default(),
+            new_clients: NewClientRate::new(&cfg),
+            cfg,
         }
     }
 
@@ -141,20 +156,41 @@ impl Baseline {
         })
     }
 
-    /// One gateway event: learned when it is an answered pair (SYN-ACK),
-    /// and scored once learning is over. Returns the alerts it raised.
+    /// One gateway event: learned when it proves a real session (the
+    /// client's ACK after the SYN-ACK, or a known edge in use again in a
+    /// later activity epoch), and scored once learning is over. A SYN-ACK
+    /// alone is only counted: it answers spoofed SYNs too. Returns the
+    /// alerts it raised.
     pub fn observe(&mut self, ev: &GatewayEvent) -> Vec<Alert> {
         self.stats.events += 1;
-        if ev.kind != GatewayEventKind::Accepted {
-            return Vec::new();
+        match ev.kind {
+            GatewayEventKind::Confirmed => {}
+            GatewayEventKind::Accepted => {
+                self.stats.syn_acks += 1;
+                return Vec::new();
+            }
+            // A pair confirmed before (its edge is held) used again: the
+            // day and hour of that use. An unknown pair's Active teaches
+            // nothing (its SYN may be spoofed); its Confirmed will.
+            GatewayEventKind::Active
+                if self
+                    .edges
+                    .contains_key(&(addr_key(ev.src), addr_key(ev.dst))) => {}
+            _ => return Vec::new(),
+        }
+        let t = ev.ts.timestamp();
+        let (client, server) = (addr_key(ev.src), addr_key(ev.dst));
+        if !self.clients.contains_key(&client) && !self.new_clients.admit(ev.src, t) {
+            // Past the per-prefix rate of new clients: not learned (it
+            // would evict real clients), still scored below as unknown.
+            self.stats.new_clients_limited += 1;
+            return self.score_unlearned(ev, client, server, t);
         }
         self.stats.learned += 1;
         self.meta.learned += 1;
-        let t = ev.ts.timestamp();
         let started = *self.meta.started.get_or_insert(t);
         self.meta.last = Some(self.meta.last.map_or(t, |l| l.max(t)));
         let learning = t < started.saturating_add(self.cfg.learn_for.as_secs() as i64);
-        let (client, server) = (addr_key(ev.src), addr_key(ev.dst));
         let day = t.div_euclid(DAY);
         let secs_of_day = t.rem_euclid(DAY);
         let hour = (secs_of_day / 3600) as u32;
@@ -266,37 +302,75 @@ impl Baseline {
                 found.push(AlertKind::SmbOffHours);
             }
         }
+        let client_days = self.clients.get(&client).map_or(1, |c| c.rec.days);
+        let score = Score {
+            client,
+            server,
+            t,
+            hour,
+            dst_clients_before,
+            client_days,
+            edge_days,
+        };
+        self.raise(&found, &score, ev)
+    }
+
+    /// A new client past its prefix's learning rate: not learned, but
+    /// after learning it is still a new client (and a new edge).
+    fn score_unlearned(
+        &mut self,
+        ev: &GatewayEvent,
+        client: u128,
+        server: u128,
+        t: i64,
+    ) -> Vec<Alert> {
+        if self.learning_at(t) {
+            return Vec::new();
+        }
+        let score = Score {
+            client,
+            server,
+            t,
+            hour: (t.rem_euclid(DAY) / 3600) as u32,
+            dst_clients_before: self.server_clients.get(&server).copied().unwrap_or(0),
+            client_days: 1,
+            edge_days: 1,
+        };
+        self.raise(&[AlertKind::SmbNewClient], &score, ev)
+    }
+
+    /// Alerts for what scoring found, minus exempt sources and hold-down.
+    fn raise(&mut self, found: &[AlertKind], s: &Score, ev: &GatewayEvent) -> Vec<Alert> {
         if found.is_empty() {
             return Vec::new();
         }
-        let src_role = self.role(ev.src, client, u32::MAX);
+        let src_role = self.role(ev.src, s.client, u32::MAX);
         if matches!(src_role, Role::Scanner | Role::Backup)
             || self.allow.iter().any(|n| n.contains(&ev.src))
         {
             self.stats.exempt += found.len() as u64;
             return Vec::new();
         }
-        let dst_role = self.role(ev.dst, server, dst_clients_before);
-        let client_days = self.clients.get(&client).map_or(1, |c| c.rec.days);
+        let dst_role = self.role(ev.dst, s.server, s.dst_clients_before);
         let mut out = Vec::with_capacity(found.len());
-        for kind in found {
-            if self.held(client, kind, t) {
+        for &kind in found {
+            if self.held(s.client, kind, s.t) {
                 self.stats.suppressed += 1;
                 continue;
             }
             self.stats.alerts += 1;
             let f = Finding {
                 kind,
-                t,
-                client,
-                server,
+                t: s.t,
+                client: s.client,
+                server: s.server,
                 src_role,
                 dst_role,
-                hour,
+                hour: s.hour,
                 days: if kind == AlertKind::SmbNewClient {
-                    client_days
+                    s.client_days
                 } else {
-                    edge_days
+                    s.edge_days
                 },
             };
             out.push(self.alert(&f, ev));

@@ -1,7 +1,8 @@
 //! The learned SMB baseline: who uses SMB with whom, and when.
 //!
-//! [`Baseline`] learns the SMB graph from answered gateway pairs (the
-//! server's SYN-ACK: an SMB session that really happened): per client its
+//! [`Baseline`] learns the SMB graph from confirmed handshakes (the
+//! client's ACK after the server's SYN-ACK: an SMB session that really
+//! happened; a SYN-ACK alone also answers spoofed SYNs): per client its
 //! first sighting, its hours of the week and its servers; per server its
 //! clients; per edge (client, server) first and last sighting, count and
 //! days seen. After the learning period it scores every answered pair and
@@ -18,6 +19,7 @@ mod config;
 pub mod jsonl;
 mod learn;
 mod message;
+mod rate;
 mod record;
 pub mod store;
 pub mod writer;
@@ -82,8 +84,15 @@ impl Role {
 pub struct BaselineStats {
     /// Gateway events seen.
     pub events: u64,
-    /// Answered pairs learned (SYN-ACKs).
+    /// Sessions learned (the client's ACK after the SYN-ACK, or a known
+    /// edge active again).
     pub learned: u64,
+    /// SYN-ACKs seen: counted, never learned (they answer spoofed SYNs
+    /// too). Far more of them than `learned` means answers nobody
+    /// completed: spoofed SYNs or an aborted scan.
+    pub syn_acks: u64,
+    /// New clients not learned: their prefix was past `new_client_rate`.
+    pub new_clients_limited: u64,
     /// Clients held now.
     pub clients: usize,
     /// Edges held now.

@@ -22,10 +22,11 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
+/// A confirmed session (the client's ACK after the SYN-ACK): what teaches.
 fn acc(ts: DateTime<Utc>, src: &str, dst: &str) -> GatewayEvent {
     GatewayEvent::new(
         ts,
-        GatewayEventKind::Accepted,
+        GatewayEventKind::Confirmed,
         ip(src),
         ip(dst),
         50_000,
@@ -213,7 +214,7 @@ fn hold_down_and_exemptions() {
 }
 
 #[test]
-fn nothing_but_answered_pairs_is_learned() {
+fn nothing_but_confirmed_sessions_is_learned() {
     let mut b = baseline();
     let mut ev = acc(at(0, 8, 0), WS[0], FS1);
     ev.kind = GatewayEventKind::NewPair;
@@ -479,4 +480,90 @@ fn entry_sizes_match_the_docs() {
     let (client, edge) = (client * 8 / 7, edge * 8 / 7);
     assert!((150..=250).contains(&client), "{client}");
     assert!((60..=120).contains(&edge), "{edge}");
+}
+
+/// A SYN-ACK whose client never completes the handshake (a spoofed SYN)
+/// teaches nothing, however many: counted only. The same pairs confirmed
+/// are learned; a known edge active again in a later epoch is learned as
+/// use at that time, an unknown pair's Active is not.
+#[test]
+fn only_confirmed_handshakes_teach() {
+    for (n, v6) in [(50u32, false), (500, true), (7, false)] {
+        let mut b = baseline();
+        let src = |i: u32| -> String {
+            if v6 {
+                format!("2001:db8:9::{:x}", i + 1)
+            } else {
+                format!("203.0.113.{}", i % 250 + 1)
+            }
+        };
+        for i in 0..n {
+            let mut ev = acc(at(0, 8, 0), &src(i), FS1);
+            ev.kind = GatewayEventKind::Accepted;
+            assert!(b.observe(&ev).is_empty());
+        }
+        let s = b.stats();
+        assert_eq!(
+            (s.clients, s.edges, s.learned, s.syn_acks),
+            (0, 0, 0, u64::from(n))
+        );
+        assert!(b.meta().started.is_none(), "learning not even started");
+        let mut active = acc(at(0, 9, 0), WS[0], FS1);
+        active.kind = GatewayEventKind::Active;
+        b.observe(&active);
+        assert_eq!(
+            b.stats().clients,
+            0,
+            "an unknown pair's Active teaches nothing"
+        );
+        b.observe(&acc(at(0, 8, 5), WS[0], FS1));
+        b.observe(&active);
+        let c = *b.client(ip(WS[0])).unwrap();
+        assert_eq!(
+            c.usual_hours,
+            (1 << 8) | (1 << 9),
+            "known edge active at 09h"
+        );
+        assert_eq!(b.stats().learned, 2);
+    }
+}
+
+/// At most `new_client_rate` new clients per /24 (or /64) per hour are
+/// learned; the rest are counted, and learned clients stay.
+#[test]
+fn new_clients_bounded_per_prefix() {
+    for (rate, n, v6) in [(8u32, 40u32, false), (64, 300, true), (3, 3, false)] {
+        let mut b = Baseline::new(
+            BaselineConfig {
+                new_client_rate: rate,
+                ..six_days()
+            },
+            Vec::new(),
+            Duration::from_secs(600),
+        );
+        let src = |i: u32| -> String {
+            if v6 {
+                format!("2001:db8:0:5:{:x}::1", i + 1)
+            } else {
+                format!("198.51.100.{}", i % 250 + 1)
+            }
+        };
+        for i in 0..n {
+            b.observe(&acc(at(0, 8, i64::from(i) % 60), &src(i), FS1));
+        }
+        let s = b.stats();
+        let learned = rate.min(n);
+        assert_eq!(s.clients, learned as usize, "rate {rate}, {n} clients");
+        assert_eq!(s.new_clients_limited, u64::from(n - learned));
+        // Known clients keep learning; another prefix is not affected.
+        b.observe(&acc(at(0, 8, 59), &src(0), FS2));
+        b.observe(&acc(at(0, 8, 59), "192.0.2.99", FS2));
+        assert_eq!(b.stats().edges, learned as usize + 2);
+        // The next hour admits the next ones.
+        b.observe(&acc(at(0, 9, 0), &src(n - 1), FS1));
+        assert_eq!(
+            b.stats().clients,
+            learned as usize + 1 + usize::from(n > learned)
+        );
+    }
 }
