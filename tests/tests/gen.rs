@@ -129,8 +129,23 @@ fn trafgen_configs_count_as_documented() {
     }
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/trafgen");
     let lab = GenLab::new().expect("lab");
-    let daemon = Daemon::start(&lab.rx, &["--iface", RX_IF, "--stats-interval", "1s"])
-        .expect("smbwatch in the receiving namespace");
+    // Counters only: an alert sink keeps the 60,000 event lines off stdout,
+    // where this test's reader (parsing every line) would fall behind under
+    // load and hold the daemon's stop past its 10 s.
+    let scratch = integration_tests::Scratch::new("trafgen");
+    let json = scratch.0.join("alerts.json");
+    let daemon = Daemon::start(
+        &lab.rx,
+        &[
+            "--iface",
+            RX_IF,
+            "--stats-interval",
+            "1s",
+            "--json",
+            json.to_str().expect("utf-8"),
+        ],
+    )
+    .expect("smbwatch in the receiving namespace");
     let maps = PinnedMaps::open(&daemon.pin_dir).expect("pinned maps");
     let mut total = 0u64;
     let mut send = |cfg: &str, n: u64| -> Expected {
