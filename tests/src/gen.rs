@@ -579,13 +579,22 @@ impl Method {
         match std::env::var(METHOD_ENV) {
             Err(std::env::VarError::NotPresent) => Ok(None),
             Ok(v) if v.is_empty() => Ok(None),
-            Ok(v) => [Method::LiveFrames, Method::PacketSocket]
-                .into_iter()
-                .find(|m| m.name() == v)
+            Ok(v) => v
+                .parse()
                 .map(Some)
-                .with_context(|| format!("{METHOD_ENV}={v:?}: expected \"live\" or \"af_packet\"")),
+                .map_err(|e| anyhow::anyhow!("{METHOD_ENV}: {e}")),
             Err(e) => bail!("{METHOD_ENV}: {e}"),
         }
+    }
+}
+
+impl FromStr for Method {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [Method::LiveFrames, Method::PacketSocket]
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| format!("{s:?} is not a generator method; methods: live, af_packet"))
     }
 }
 
@@ -870,6 +879,17 @@ mod tests {
             count,
             burst,
         }
+    }
+
+    #[test]
+    fn method_names_round_trip() {
+        for m in [Method::LiveFrames, Method::PacketSocket] {
+            assert_eq!(m.name().parse::<Method>(), Ok(m));
+        }
+        assert!("sendmmsg"
+            .parse::<Method>()
+            .unwrap_err()
+            .contains("live, af_packet"));
     }
 
     #[test]
