@@ -111,17 +111,46 @@ pub struct PairKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PairSlot {
-    /// Keyed 64-bit hash of the (source, destination) pair, never 0; 0 = empty.
-    /// Claimed with compare-and-swap, so exactly one CPU reports a new pair.
-    pub tag: u64,
-    /// Ingress (interface index, or the replay interface id) of the first SYN.
-    pub ingress: u32,
-    /// Outer VLAN of the first SYN (0 without a tag).
-    pub vlan: u16,
-    /// One of the `PAIR_*` states.
+    /// The pair's tag in the high 48 bits (a keyed hash of (source,
+    /// destination) with bit 16 set, so a used way is never 0) and, in the
+    /// low 16 bits, the activity epoch in which the pair was last reported
+    /// (see [`slot_word`]). 0 = empty. Claimed with compare-and-swap, both
+    /// for a new pair and for a known pair's first SYN in a new epoch, so
+    /// exactly one CPU reports either.
+    pub word: u64,
+    /// Where the epoch's first SYN came in: the ingress (interface index, or
+    /// the replay interface id) xor its outer VLAN shifted by 20 bits
+    /// ([`origin`]): exact while interface indices stay below 2^20.
+    pub origin: u32,
+    /// SYNs of the pair since its latest contact report (saturating).
+    pub syns: u16,
+    /// One of the `PAIR_*` states: the outcome last reported.
     pub state: u8,
     /// `PAIR_FLAG_*` bits.
     pub flags: u8,
+}
+
+/// Bits of [`PairSlot::word`] that hold the epoch.
+pub const EPOCH_MASK: u64 = 0xffff;
+
+/// A pair's tag from its 64-bit keyed hash: the high 48 bits, bit 16 set.
+#[inline(always)]
+pub const fn pair_tag(hash: u64) -> u64 {
+    (hash & !EPOCH_MASK) | (1 << 16)
+}
+
+/// The slot word for `tag` reported in `epoch` (its low 16 bits are kept:
+/// a pair idle for exactly a multiple of 65,536 epochs, 45 days at one
+/// minute, is taken as still in its epoch once).
+#[inline(always)]
+pub const fn slot_word(tag: u64, epoch: u64) -> u64 {
+    tag | (epoch & EPOCH_MASK)
+}
+
+/// [`PairSlot::origin`] of an ingress and outer VLAN.
+#[inline(always)]
+pub const fn origin(ingress: u32, vlan: u16) -> u32 {
+    ingress ^ ((vlan as u32) << 20)
 }
 
 /// A bucket of the direct-mapped, 4-way set-associative pair cache
@@ -136,18 +165,32 @@ pub struct PairBucket {
 /// Ways per pair bucket.
 pub const PAIR_WAYS: usize = 4;
 
-/// Pair state: SYN seen, no answer yet.
+/// Pair state: SYN seen in this epoch, no answer reported yet.
 pub const PAIR_SYN: u8 = 1;
 /// Pair state: the server answered SYN-ACK; the client has not confirmed it.
 pub const PAIR_ACCEPTED: u8 = 2;
-/// Pair state: SYN-ACK and then a client ACK or RST: the handshake is settled.
+/// Pair state: SYN-ACK and then the client's ACK: the handshake is complete
+/// (reported as [`EventKind::Confirmed`]).
 pub const PAIR_CONFIRMED: u8 = 3;
 /// Pair state: the server refused (RST), possibly after a SYN-ACK.
 pub const PAIR_REFUSED: u8 = 4;
 
-/// [`PairSlot::flags`]: the pair's NewPair event was shed (over budget), so
-/// its answers are not reported either.
+/// [`PairSlot::flags`]: the pair's latest contact report was shed (over
+/// budget), so its answers are not reported either; its next epoch reports
+/// it as a new pair.
 pub const PAIR_FLAG_SHED: u8 = 1;
+/// [`PairSlot::flags`]: a SYN-ACK was seen since the latest contact report.
+pub const PAIR_FLAG_SEEN_ACCEPTED: u8 = 2;
+/// [`PairSlot::flags`]: the client's ACK after a SYN-ACK was seen since the
+/// latest contact report.
+pub const PAIR_FLAG_SEEN_CONFIRMED: u8 = 4;
+/// [`PairSlot::flags`]: a refusing RST was seen since the latest contact report.
+pub const PAIR_FLAG_SEEN_REFUSED: u8 = 8;
+/// The `PAIR_FLAG_SEEN_*` bits.
+pub const PAIR_FLAGS_SEEN: u8 =
+    PAIR_FLAG_SEEN_ACCEPTED | PAIR_FLAG_SEEN_CONFIRMED | PAIR_FLAG_SEEN_REFUSED;
+/// `PAIR_FLAG_SEEN_*` bits shifted left by this are the `EVENT_FLAG_SEEN_*` bits.
+pub const SEEN_FLAGS_SHIFT: u32 = 3;
 
 /// What a ring-buffer record reports (the `kind` byte of [`Event`]).
 #[repr(u8)]
@@ -161,6 +204,20 @@ pub enum EventKind {
     /// [`EVENT_FLAG_AFTER_ACCEPT`]) a server reset after its SYN-ACK that
     /// the client never confirmed, which turns the pair into a failure.
     Refused = 3,
+    /// First SYN of a known pair in a later activity epoch than its latest
+    /// report: the pair is in use again. [`Event::syns`] and the
+    /// `EVENT_FLAG_SEEN_*` bits say what happened since that report.
+    Active = 4,
+    /// The client's ACK after the server's SYN-ACK: a completed handshake
+    /// (a SYN-ACK answering a spoofed SYN never gets one).
+    Confirmed = 5,
+    /// A packet the program could not walk to its TCP header (more VLAN
+    /// tags or IPv6 extension headers than [`MAX_VLAN_TAGS`] and
+    /// [`MAX_IPV6_EXT`]); `src`/`dst` are its IP addresses (for a VLAN stack
+    /// past the bound, its MAC addresses as modified EUI-64 link-local
+    /// addresses, since no IP header was reached), ports 0. At most one per
+    /// source per [`UNPARSED_WINDOW_SHIFT`] window.
+    Unparsed = 6,
 }
 
 impl TryFrom<u8> for EventKind {
@@ -171,6 +228,9 @@ impl TryFrom<u8> for EventKind {
             1 => Ok(Self::NewPair),
             2 => Ok(Self::Accepted),
             3 => Ok(Self::Refused),
+            4 => Ok(Self::Active),
+            5 => Ok(Self::Confirmed),
+            6 => Ok(Self::Unparsed),
             other => Err(other),
         }
     }
@@ -186,6 +246,13 @@ pub const EVENT_FLAG_FRAGMENTED: u8 = 2;
 pub const EVENT_FLAG_REPEAT: u8 = 4;
 /// [`Event::flags`] bit: a Refused that follows an Accepted for the same pair.
 pub const EVENT_FLAG_AFTER_ACCEPT: u8 = 8;
+/// [`Event::flags`] bit (Active): a SYN-ACK was seen since the pair's previous report.
+pub const EVENT_FLAG_SEEN_ACCEPTED: u8 = PAIR_FLAG_SEEN_ACCEPTED << SEEN_FLAGS_SHIFT;
+/// [`Event::flags`] bit (Active): the client's ACK after a SYN-ACK was seen
+/// since the pair's previous report.
+pub const EVENT_FLAG_SEEN_CONFIRMED: u8 = PAIR_FLAG_SEEN_CONFIRMED << SEEN_FLAGS_SHIFT;
+/// [`Event::flags`] bit (Active): a refusing RST was seen since the pair's previous report.
+pub const EVENT_FLAG_SEEN_REFUSED: u8 = PAIR_FLAG_SEEN_REFUSED << SEEN_FLAGS_SHIFT;
 
 /// A ring-buffer record. For every kind `src` is the client (the SYN sender)
 /// and `dst` the server, so a response names the pair it answers.
@@ -210,11 +277,12 @@ pub struct Event {
     pub kind: u8,
     /// `EVENT_FLAG_*` bits.
     pub flags: u8,
-    /// The kernel's distinct-destination estimate for the source (new pairs
-    /// only; 0 when the source is not tracked).
+    /// The kernel's distinct-destination estimate for the source (new and
+    /// active pairs only; 0 when the source is not tracked).
     pub fanout: u16,
-    /// Explicit padding.
-    pub _pad: [u8; 2],
+    /// Active: the pair's SYNs since its previous report, this one included
+    /// (saturating at 65,535); 0 for other kinds.
+    pub syns: u16,
 }
 
 /// Per-CPU token bucket for events ([`BUDGET_MAP`]). Credit is kept in
@@ -238,7 +306,7 @@ pub mod stat {
     pub const IPV4: u32 = 1;
     /// IPv6 packets.
     pub const IPV6: u32 = 2;
-    /// Frames with one or two VLAN tags.
+    /// Frames with VLAN tags.
     pub const VLAN: u32 = 3;
     /// Bare SYNs to a monitored port (first fragments included).
     pub const MONITORED_SYNS: u32 = 4;
@@ -256,7 +324,7 @@ pub mod stat {
     pub const MALFORMED_IPV6: u32 = 10;
     /// Truncated TCP header or data offset below 5 (unfragmented packets).
     pub const MALFORMED_TCP: u32 = 11;
-    /// IPv6 extension-header chain longer than the program walks.
+    /// IPv6 extension-header chains longer than the program walks ([`super::MAX_IPV6_EXT`]).
     pub const IPV6_EXT_LIMIT: u32 = 12;
     /// Events dropped because the ring buffer was full.
     pub const RINGBUF_FULL: u32 = 13;
@@ -267,7 +335,7 @@ pub mod stat {
     pub const FRAGMENTED_SYNS: u32 = 15;
     /// Non-first IP fragments (carry no TCP header; not inspected).
     pub const LATER_FRAGMENTS: u32 = 16;
-    /// Frames with more VLAN tags than the program walks (two).
+    /// Frames with more VLAN tags than the program walks ([`super::MAX_VLAN_TAGS`]).
     pub const VLAN_LIMIT: u32 = 17;
     /// New-pair events not sent because the per-CPU event budget was spent;
     /// the sketches still counted them.
@@ -279,8 +347,15 @@ pub mod stat {
     pub const RESETS_AFTER_ACCEPT: u32 = 20;
     /// New pairs from sources seen within the repeat horizon.
     pub const REPEAT_SOURCES: u32 = 21;
+    /// Known pairs reported again: their first SYN in a later activity epoch.
+    pub const ACTIVE_PAIRS: u32 = 22;
+    /// Handshakes the client completed (its ACK after the SYN-ACK), reported.
+    pub const CONFIRMED: u32 = 23;
+    /// Packets past the walk's bounds reported as `unparsed` (the rest of
+    /// `ipv6_ext_limit` and `vlan_limit` fell within a source's rate limit).
+    pub const UNPARSED_REPORTS: u32 = 24;
     /// Number of stat slots.
-    pub const COUNT: u32 = 22;
+    pub const COUNT: u32 = 25;
 
     /// Names in index order, as the daemon prints them.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -306,6 +381,9 @@ pub mod stat {
         "answers_same_ingress",
         "resets_after_accept",
         "repeat_sources",
+        "active_pairs",
+        "confirmed",
+        "unparsed_reports",
     ];
 }
 
@@ -321,6 +399,9 @@ pub const BUDGET_MAP: &str = "BUDGET";
 pub const EVENTS_MAP: &str = "EVENTS";
 /// Name of the per-CPU stats array.
 pub const STATS_MAP: &str = "STATS";
+/// Name of the unparsed-report rate limiter (array of
+/// [`UNPARSED_SLOTS`] words: a source's hash tag and its latest window).
+pub const UNPARSED_MAP: &str = "UNPARSED";
 /// Name of the XDP program.
 pub const PROGRAM_NAME: &str = "smbwatch";
 /// Name of the empty XDP program (benchmark floor).
@@ -356,8 +437,26 @@ pub struct Settings {
     /// Length of one repeat-filter generation (ns, a power of two): a
     /// source counts as repeating when seen within one to two generations.
     pub seen_gen_shift: u32,
-    /// 1 when run by replay: the ingress comes from 4 bytes of XDP metadata.
+    /// 1 when run by replay: the ingress and the packet's time come from
+    /// [`ReplayMeta`] in front of the frame.
     pub replay: u32,
+    /// Length of an activity epoch in the program's clock ticks: jiffies
+    /// (`bpf_jiffies64`, inlined by the JIT: no helper call on the known-pair
+    /// path), or in replay nanoseconds of capture time.
+    pub epoch_ticks: u64,
+}
+
+/// XDP metadata replay puts in front of each frame: where the packet came
+/// in and when (the capture's clock drives the activity epochs).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplayMeta {
+    /// The capture's interface id (plus one) standing in for the ingress.
+    pub ingress: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+    /// The packet's capture timestamp, ns since the Unix epoch.
+    pub ts_ns: u64,
 }
 
 /// Answers count only when they arrive on another ingress (interface or
@@ -385,6 +484,9 @@ pub const DEFAULT_SETTINGS: Settings = Settings {
     half_window_ns: 30_000_000_000,
     seen_gen_shift: 33,
     replay: 0,
+    // One hour at HZ=250; the loader sets it from the configured epoch and
+    // the kernel's tick.
+    epoch_ticks: 3600 * 250,
 };
 
 /// Name of the read-only global holding [`Settings`].
@@ -411,8 +513,18 @@ pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
 pub const RING_WAKEUP_BYTES: u64 = 256 * 1024;
 /// How often the daemon drains the ring buffer without a wake-up.
 pub const RING_DRAIN_INTERVAL_MS: u64 = 20;
-/// How many IPv6 extension headers the program walks before giving up.
-pub const MAX_IPV6_EXT: usize = 6;
+/// How many IPv6 extension headers the program walks before giving up and
+/// reporting the packet as unparsed. Linux walks any number; a chain this
+/// long has no legitimate use (RFC 8504 lets hosts cap it far lower).
+pub const MAX_IPV6_EXT: usize = 16;
+/// How many VLAN tags the program walks before giving up and reporting the
+/// frame as unparsed (802.1Q, 802.1ad and 0x9100 TPIDs alike).
+pub const MAX_VLAN_TAGS: usize = 16;
+/// Slots of the unparsed-report rate limiter (8 bytes each).
+pub const UNPARSED_SLOTS: u32 = 4096;
+/// A source past the walk's bounds is reported at most once per window of
+/// 2^36 ns (about 69 s), per rate-limiter slot.
+pub const UNPARSED_WINDOW_SHIFT: u32 = 36;
 /// Tracked sources whose estimate is below this use the priority budget;
 /// past it the source has long been alerted on and competes like any other.
 pub const PRIORITY_FANOUT_CAP: u16 = 64;
@@ -428,6 +540,7 @@ mod pod {
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::Budget {}
     unsafe impl aya::Pod for super::Settings {}
+    unsafe impl aya::Pod for super::ReplayMeta {}
 }
 
 #[cfg(test)]
@@ -444,7 +557,8 @@ mod tests {
         assert_eq!(size_of::<PairBucket>(), 64);
         assert_eq!(size_of::<Event>(), 56);
         assert_eq!(size_of::<Budget>(), 24);
-        assert_eq!(size_of::<Settings>(), 64);
+        assert_eq!(size_of::<Settings>(), 72);
+        assert_eq!(size_of::<ReplayMeta>(), 16);
     }
 
     #[test]
@@ -459,10 +573,18 @@ mod tests {
 
     #[test]
     fn event_kind_round_trip() {
-        for k in [EventKind::NewPair, EventKind::Accepted, EventKind::Refused] {
+        for k in [
+            EventKind::NewPair,
+            EventKind::Accepted,
+            EventKind::Refused,
+            EventKind::Active,
+            EventKind::Confirmed,
+            EventKind::Unparsed,
+        ] {
             assert_eq!(EventKind::try_from(k as u8), Ok(k));
         }
         assert_eq!(EventKind::try_from(0), Err(0));
+        assert_eq!(EventKind::try_from(7), Err(7));
     }
 
     #[test]

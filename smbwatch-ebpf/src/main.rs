@@ -27,12 +27,12 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use smbwatch_common::{
-    stat, Budget, Event, EventKind, PairBucket, Settings, SourceSlot, DEFAULT_PAIR_BUCKETS,
-    DEFAULT_RING_BYTES, DEFAULT_SEEN_WORDS, DEFAULT_SETTINGS, DEFAULT_SOURCE_SLOTS, MAX_PORTS,
-    RING_WAKEUP_BYTES as WAKEUP_BYTES,
+    stat, Budget, Event, EventKind, PairBucket, ReplayMeta, Settings, SourceSlot,
+    DEFAULT_PAIR_BUCKETS, DEFAULT_RING_BYTES, DEFAULT_SEEN_WORDS, DEFAULT_SETTINGS,
+    DEFAULT_SOURCE_SLOTS, MAX_PORTS, RING_WAKEUP_BYTES as WAKEUP_BYTES, UNPARSED_SLOTS,
 };
 
-use parse::{parse_l2, parse_l3, parse_tcp, Addr, TCP_ACK, TCP_RST, TCP_SYN};
+use parse::{parse_l2, parse_l3, parse_tcp, Addr, Stop, TCP_ACK, TCP_RST, TCP_SYN};
 
 #[map]
 static SOURCES: Array<SourceSlot> = Array::with_max_entries(DEFAULT_SOURCE_SLOTS, 0);
@@ -52,6 +52,11 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+/// Rate limiter of unparsed reports: per slot, a source's hash tag (high
+/// 32 bits) and the window of its latest report (low 32 bits).
+#[map]
+static UNPARSED: Array<u64> = Array::with_max_entries(UNPARSED_SLOTS, 0);
 
 /// Load-time settings (`EbpfLoader::override_global`); as read-only data
 /// the verifier folds them into constants.
@@ -74,8 +79,8 @@ const RECORD_BYTES: u64 = size_of::<Event>() as u64 + 8;
 
 #[xdp]
 pub fn smbwatch(ctx: XdpContext) -> u32 {
-    let ingress = ingress(&ctx);
-    inspect(&ctx, ingress);
+    let meta = meta(&ctx);
+    inspect(&ctx, meta);
     xdp_action::XDP_PASS
 }
 
@@ -114,21 +119,38 @@ fn monitored(port: u16) -> bool {
     false
 }
 
-/// Where the packet came in: the interface, or in replay the capture's
-/// interface id, which replay passes as 4 bytes of XDP metadata.
+/// Where and when a packet came in.
+#[derive(Clone, Copy)]
+pub(crate) struct Meta {
+    /// The interface, or in replay the capture's interface id.
+    pub ingress: u32,
+    /// Replay only: the packet's capture time (ns); 0 outside replay.
+    pub replay_ns: u64,
+}
+
+/// Where the packet came in and, in replay, when: replay passes a
+/// [`ReplayMeta`] as XDP metadata in front of the frame.
 ///
 /// Read first thing, straight from the context: later, LLVM turns a context
 /// field read into a load through an offset pointer, which the verifier refuses.
 #[inline(always)]
-fn ingress(ctx: &XdpContext) -> u32 {
+fn meta(ctx: &XdpContext) -> Meta {
     let ifindex = unsafe { read_volatile(&raw const (*ctx.ctx).ingress_ifindex) };
     if setting!(replay) != 0 {
         let meta = ctx.metadata();
-        if meta + 4 <= ctx.metadata_end() {
-            return unsafe { (meta as *const u32).read_unaligned() };
+        if meta + size_of::<ReplayMeta>() <= ctx.metadata_end() {
+            // SAFETY: the bounds check above covers the whole ReplayMeta.
+            let m = unsafe { (meta as *const ReplayMeta).read_unaligned() };
+            return Meta {
+                ingress: m.ingress,
+                replay_ns: m.ts_ns,
+            };
         }
     }
-    ifindex
+    Meta {
+        ingress: ifindex,
+        replay_ns: 0,
+    }
 }
 
 /// Client and server of a pair.
@@ -142,6 +164,8 @@ pub(crate) struct Pair {
 pub(crate) struct Seen {
     pub key: Pair,
     pub ingress: u32,
+    /// Replay: the packet's capture time (ns); 0 outside replay.
+    pub replay_ns: u64,
     pub vlan: u16,
     /// `EVENT_FLAG_*` bits known from parsing (VLAN, fragmented).
     pub flags: u8,
@@ -150,10 +174,16 @@ pub(crate) struct Seen {
 }
 
 #[inline(always)]
-fn inspect(ctx: &XdpContext, ingress: u32) {
+fn inspect(ctx: &XdpContext, meta: Meta) {
     count(stat::PACKETS);
-    let Some(l2) = parse_l2(ctx) else { return };
-    let Some(l3) = parse_l3(ctx, &l2) else { return };
+    let l2 = match parse_l2(ctx) {
+        Ok(l2) => l2,
+        Err(stop) => return stopped(ctx, meta, stop),
+    };
+    let l3 = match parse_l3(ctx, &l2) {
+        Ok(l3) => l3,
+        Err(stop) => return stopped(ctx, meta, stop),
+    };
     let Some(tcp) = parse_tcp(ctx, &l3) else {
         return;
     };
@@ -184,7 +214,8 @@ fn inspect(ctx: &XdpContext, ingress: u32) {
     };
     let seen = Seen {
         key,
-        ingress,
+        ingress: meta.ingress,
+        replay_ns: meta.replay_ns,
         vlan: l2.vlan,
         flags: ev_flags,
         sport,
@@ -198,8 +229,40 @@ fn inspect(ctx: &XdpContext, ingress: u32) {
             state::on_syn(&seen);
         }
         Role::Answer => state::on_answer(&seen, flags & TCP_RST != 0),
-        Role::ClientAck => state::on_client_ack(&seen.key),
+        Role::ClientAck => state::on_client_ack(&seen, flags & TCP_RST != 0),
     }
+}
+
+/// A packet the parser stopped on: past a walk's bound it is reported (rate
+/// limited per source); anything else was counted where it stopped.
+#[inline(always)]
+fn stopped(ctx: &XdpContext, meta: Meta, stop: Stop) {
+    let (key, vlan, flags) = match stop {
+        Stop::Done => return,
+        Stop::VlanLimit { vlan } => {
+            // No IP header reached: the frame's MACs stand for its ends.
+            let Some((src, dst)) = parse::macs(ctx) else {
+                return;
+            };
+            (Pair { src, dst }, vlan, smbwatch_common::EVENT_FLAG_VLAN)
+        }
+        Stop::Ipv6ExtLimit { addr, vlan, flags } => {
+            let Some((src, dst)) = parse::ipv6_addrs(ctx, addr) else {
+                return;
+            };
+            (Pair { src, dst }, vlan, flags)
+        }
+    };
+    let seen = Seen {
+        key,
+        ingress: meta.ingress,
+        replay_ns: meta.replay_ns,
+        vlan,
+        flags,
+        sport: 0,
+        dport: 0,
+    };
+    state::on_unparsed(&seen);
 }
 
 enum Role {
@@ -207,13 +270,14 @@ enum Role {
     Syn,
     /// SYN-ACK or RST from a monitored port.
     Answer,
-    /// ACK or RST from a client to a monitored port: settles a SYN-ACK.
+    /// ACK or RST from a client to a monitored port: an ACK after the
+    /// SYN-ACK completes the handshake.
     ClientAck,
 }
 
 /// Sends one event.
 #[inline(always)]
-pub(crate) fn emit(seen: &Seen, kind: EventKind, flags: u8, fanout: u16) {
+pub(crate) fn emit(seen: &Seen, kind: EventKind, flags: u8, fanout: u16, syns: u16) {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         count(stat::RINGBUF_FULL);
         return;
@@ -232,7 +296,7 @@ pub(crate) fn emit(seen: &Seen, kind: EventKind, flags: u8, fanout: u16) {
         (*p).kind = kind as u8;
         (*p).flags = seen.flags | flags;
         (*p).fanout = fanout;
-        (*p)._pad = [0; 2];
+        (*p).syns = syns;
     }
     // Waking the reader for every record costs it a context switch per
     // event under a scan; it drains on a short timer instead and is woken

@@ -1,6 +1,8 @@
-//! Header parsing with bounds-checked reads: Ethernet, up to two VLAN tags,
-//! IPv4 (any IHL, fragments), IPv6 (bounded extension-header walk,
-//! fragments), and the TCP fields the program needs.
+//! Header parsing with bounds-checked reads: Ethernet, up to
+//! [`MAX_VLAN_TAGS`] VLAN tags, IPv4 (any IHL, fragments), IPv6 (up to
+//! [`MAX_IPV6_EXT`] extension headers, fragments), and the TCP fields the
+//! program needs. A packet past either bound is not dropped from view: the
+//! parser says so ([`Stop`]) and the program reports it as unparsed.
 //!
 //! Every length that matters is taken from the IP header, not from the
 //! frame: short frames are padded to 60 bytes on the wire, and padding must
@@ -8,7 +10,7 @@
 //! used to look like malformed TCP).
 
 use aya_ebpf::programs::XdpContext;
-use smbwatch_common::{stat, EVENT_FLAG_VLAN, MAX_IPV6_EXT};
+use smbwatch_common::{stat, EVENT_FLAG_VLAN, MAX_IPV6_EXT, MAX_VLAN_TAGS};
 
 use crate::count;
 
@@ -46,7 +48,18 @@ fn is_tpid(ethertype: u16) -> bool {
     ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD || ethertype == ETH_P_QINQ_9100
 }
 
-/// Where the L3 header starts and what it is, after up to two VLAN tags.
+/// Why the parser stopped before a TCP header.
+pub enum Stop {
+    /// Not a packet the program looks at, or malformed (counted where seen).
+    Done,
+    /// More VLAN tags than [`MAX_VLAN_TAGS`]; `vlan` is the outer tag's id.
+    VlanLimit { vlan: u16 },
+    /// More IPv6 extension headers than [`MAX_IPV6_EXT`]; `addr` is the
+    /// offset of the source address.
+    Ipv6ExtLimit { addr: usize, vlan: u16, flags: u8 },
+}
+
+/// Where the L3 header starts and what it is, after the VLAN tags.
 pub struct L2 {
     pub ethertype: u16,
     pub offset: usize,
@@ -55,10 +68,10 @@ pub struct L2 {
 }
 
 #[inline(always)]
-pub fn parse_l2(ctx: &XdpContext) -> Option<L2> {
+pub fn parse_l2(ctx: &XdpContext) -> Result<L2, Stop> {
     let Some(eth) = bytes_at(ctx, 0, ETH_HLEN) else {
         count(stat::MALFORMED_ETH);
-        return None;
+        return Err(Stop::Done);
     };
     let mut l2 = L2 {
         ethertype: be16(unsafe { eth.add(12) }),
@@ -66,32 +79,67 @@ pub fn parse_l2(ctx: &XdpContext) -> Option<L2> {
         vlan: 0,
         flags: 0,
     };
-    // Two tags cover 802.1Q and QinQ (802.1ad or 0x9100 outer, 802.1Q inner).
+    if !is_tpid(l2.ethertype) {
+        return Ok(l2); // the common case: no tag
+    }
+    // The outer tag names the segment on a router trunk.
+    count(stat::VLAN);
+    l2.flags = EVENT_FLAG_VLAN;
     let mut tags = 0;
-    while tags < 2 {
-        if !is_tpid(l2.ethertype) {
-            break;
-        }
+    while tags < MAX_VLAN_TAGS {
         let Some(tag) = bytes_at(ctx, l2.offset, 4) else {
             count(stat::MALFORMED_VLAN);
-            return None;
+            return Err(Stop::Done);
         };
         if tags == 0 {
-            // The outer tag names the segment on a router trunk.
             l2.vlan = be16(tag) & 0x0fff;
-            l2.flags = EVENT_FLAG_VLAN;
-            count(stat::VLAN);
         }
         l2.ethertype = be16(unsafe { tag.add(2) });
         l2.offset += 4;
+        if !is_tpid(l2.ethertype) {
+            return Ok(l2);
+        }
         tags += 1;
     }
-    if is_tpid(l2.ethertype) {
-        // A third tag: not walked, but never silently.
-        count(stat::VLAN_LIMIT);
-        return None;
+    // One tag more than the walk: reported, never silently passed over.
+    count(stat::VLAN_LIMIT);
+    Err(Stop::VlanLimit { vlan: l2.vlan })
+}
+
+/// The frame's source and destination MAC addresses as modified EUI-64
+/// link-local IPv6 addresses (RFC 4291 appendix A): what names the ends of
+/// a frame whose IP header the walk did not reach.
+#[inline(always)]
+pub fn macs(ctx: &XdpContext) -> Option<(Addr, Addr)> {
+    let eth = bytes_at(ctx, 0, ETH_HLEN)?;
+    let eui = |m: *const u8| unsafe {
+        Addr([
+            u64::from_ne_bytes([0xfe, 0x80, 0, 0, 0, 0, 0, 0]),
+            u64::from_ne_bytes([
+                *m ^ 0x02,
+                *m.add(1),
+                *m.add(2),
+                0xff,
+                0xfe,
+                *m.add(3),
+                *m.add(4),
+                *m.add(5),
+            ]),
+        ])
+    };
+    Some((eui(unsafe { eth.add(6) }), eui(eth)))
+}
+
+/// The IPv6 source and destination addresses at `addr`.
+#[inline(always)]
+pub fn ipv6_addrs(ctx: &XdpContext, addr: usize) -> Option<(Addr, Addr)> {
+    let p = bytes_at(ctx, addr, 32)?;
+    unsafe {
+        Some((
+            Addr([read_word::<u64>(p), read_word::<u64>(p.add(8))]),
+            Addr([read_word::<u64>(p.add(16)), read_word::<u64>(p.add(24))]),
+        ))
     }
-    Some(l2)
 }
 
 /// A TCP packet's addresses and where its header is. Keys are built only
@@ -138,13 +186,7 @@ impl L3 {
             let (s, d) = unsafe { (read_word::<u32>(p), read_word::<u32>(p.add(4))) };
             Some((Addr::v4(s), Addr::v4(d)))
         } else {
-            let p = bytes_at(ctx, self.addr, 32)?;
-            unsafe {
-                Some((
-                    Addr([read_word::<u64>(p), read_word::<u64>(p.add(8))]),
-                    Addr([read_word::<u64>(p.add(16)), read_word::<u64>(p.add(24))]),
-                ))
-            }
+            ipv6_addrs(ctx, self.addr)
         }
     }
 }
@@ -159,11 +201,11 @@ unsafe fn read_word<T: Copy>(p: *const u8) -> T {
 }
 
 #[inline(always)]
-pub fn parse_l3(ctx: &XdpContext, l2: &L2) -> Option<L3> {
+pub fn parse_l3(ctx: &XdpContext, l2: &L2) -> Result<L3, Stop> {
     match l2.ethertype {
-        ETH_P_IP => parse_ipv4(ctx, l2.offset),
-        ETH_P_IPV6 => parse_ipv6(ctx, l2.offset),
-        _ => None,
+        ETH_P_IP => parse_ipv4(ctx, l2.offset).ok_or(Stop::Done),
+        ETH_P_IPV6 => parse_ipv6(ctx, l2),
+        _ => Err(Stop::Done),
     }
 }
 
@@ -199,11 +241,12 @@ fn parse_ipv4(ctx: &XdpContext, off: usize) -> Option<L3> {
 }
 
 #[inline(always)]
-fn parse_ipv6(ctx: &XdpContext, off: usize) -> Option<L3> {
+fn parse_ipv6(ctx: &XdpContext, l2: &L2) -> Result<L3, Stop> {
+    let off = l2.offset;
     count(stat::IPV6);
     let Some(ip) = bytes_at(ctx, off, 40) else {
         count(stat::MALFORMED_IPV6);
-        return None;
+        return Err(Stop::Done);
     };
     // Payload length 0 is a jumbogram (hop-by-hop option): take the frame's.
     let payload = be16(unsafe { ip.add(4) }) as usize;
@@ -215,16 +258,17 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Option<L3> {
     let mut next = unsafe { *ip.add(6) };
     let mut pos = off + 40;
     let mut fragmented = false;
-    // A bounded walk keeps the verifier happy and a hostile chain cheap.
+    // A bounded walk keeps the verifier happy and a hostile chain cheap;
+    // one header more than the bound is reported, not passed over.
     let mut i = 0;
     while i <= MAX_IPV6_EXT {
         match next {
             IPPROTO_TCP => {
                 if end < pos {
                     count(stat::MALFORMED_IPV6);
-                    return None;
+                    return Err(Stop::Done);
                 }
-                return Some(L3 {
+                return Ok(L3 {
                     addr: off + 8,
                     v4: false,
                     tcp: pos,
@@ -237,7 +281,7 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Option<L3> {
             {
                 let Some(ext) = bytes_at(ctx, pos, 8) else {
                     count(stat::MALFORMED_IPV6);
-                    return None;
+                    return Err(Stop::Done);
                 };
                 let (nh, len) = unsafe { (*ext, *ext.add(1) as usize) };
                 let hlen = match next {
@@ -245,7 +289,7 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Option<L3> {
                         let field = be16(unsafe { ext.add(2) });
                         if field & 0xfff8 != 0 {
                             count(stat::LATER_FRAGMENTS);
-                            return None;
+                            return Err(Stop::Done);
                         }
                         fragmented = field & 1 != 0;
                         8
@@ -257,15 +301,18 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Option<L3> {
                 pos += hlen;
             }
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_FRAGMENT => {
-                count(stat::IPV6_EXT_LIMIT);
-                return None;
+                break;
             }
-            _ => return None,
+            _ => return Err(Stop::Done),
         }
         i += 1;
     }
     count(stat::IPV6_EXT_LIMIT);
-    None
+    Err(Stop::Ipv6ExtLimit {
+        addr: off + 8,
+        vlan: l2.vlan,
+        flags: l2.flags,
+    })
 }
 
 /// The TCP fields the program acts on.

@@ -1,18 +1,22 @@
-//! The program's state: a set-associative pair cache, a repeat filter,
-//! per-source distinct-destination sketches, and a per-CPU event budget.
-//! All are arrays indexed by a keyed hash: one or two map lookups per
-//! packet, whatever the traffic.
+//! The program's state: a set-associative pair cache with activity epochs,
+//! a repeat filter, per-source distinct-destination sketches, a per-CPU
+//! event budget and the unparsed-report rate limiter. All are arrays indexed
+//! by a keyed hash: one or two map lookups per packet, whatever the traffic.
 
 use core::intrinsics::{atomic_cxchg, AtomicOrdering};
 
-use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
+use aya_ebpf::helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns};
 use smbwatch_common::{
-    stat, EventKind, PairSlot, SourceSlot, ANSWERS_OTHER_INGRESS, EVENT_FLAG_AFTER_ACCEPT,
-    EVENT_FLAG_REPEAT, PAIR_ACCEPTED, PAIR_CONFIRMED, PAIR_FLAG_SHED, PAIR_REFUSED, PAIR_SYN,
-    PAIR_WAYS, PRIORITY_FANOUT_CAP, SEEN_BITS_PER_WORD,
+    origin, pair_tag, slot_word, stat, EventKind, PairSlot, SourceSlot, ANSWERS_OTHER_INGRESS,
+    EPOCH_MASK, EVENT_FLAG_AFTER_ACCEPT, EVENT_FLAG_REPEAT, PAIR_ACCEPTED, PAIR_CONFIRMED,
+    PAIR_FLAGS_SEEN, PAIR_FLAG_SEEN_ACCEPTED, PAIR_FLAG_SEEN_CONFIRMED, PAIR_FLAG_SEEN_REFUSED,
+    PAIR_FLAG_SHED, PAIR_REFUSED, PAIR_SYN, PAIR_WAYS, PRIORITY_FANOUT_CAP, SEEN_BITS_PER_WORD,
+    SEEN_FLAGS_SHIFT, UNPARSED_SLOTS, UNPARSED_WINDOW_SHIFT,
 };
 
-use crate::{count, emit, parse::Addr, setting, Pair, Seen, BUDGET, PAIRS, SEEN, SOURCES};
+use crate::{
+    count, emit, parse::Addr, setting, Pair, Seen, BUDGET, PAIRS, SEEN, SOURCES, UNPARSED,
+};
 
 const K: u64 = 0x9e37_79b9_7f4a_7c15;
 
@@ -47,28 +51,56 @@ fn now_coarse() -> u64 {
     unsafe { bpf_ktime_get_coarse_ns() }
 }
 
-/// The way holding `tag` in its bucket.
+/// The way holding `tag` in its bucket, and its word.
 #[inline(always)]
-fn find(bucket: *mut PairSlot, tag: u64) -> Option<*mut PairSlot> {
+fn find(bucket: *mut PairSlot, tag: u64) -> Option<(*mut PairSlot, u64)> {
     let mut w = 0;
     while w < PAIR_WAYS {
         let slot = unsafe { bucket.add(w) };
-        if unsafe { (*slot).tag } == tag {
-            return Some(slot);
+        let word = unsafe { (*slot).word };
+        if word & !EPOCH_MASK == tag {
+            return Some((slot, word));
         }
         w += 1;
     }
     None
 }
 
-/// Bucket and tag of a pair.
+/// Bucket and tag of a pair, and the source's hash.
 #[inline(always)]
 fn locate(key: &Pair) -> Option<(*mut PairSlot, u64, u64)> {
     let hs = hash_src(&key.src);
     let hp = hash_pair(hs, &key.dst);
     let bucket = PAIRS.get_ptr_mut((hp as u32) & setting!(pair_mask))?;
-    // Bit 0 set: 0 means an empty way.
-    Some((bucket.cast::<PairSlot>(), hp | 1, hs))
+    Some((bucket.cast::<PairSlot>(), pair_tag(hp), hs))
+}
+
+/// The activity epoch a SYN falls in: jiffies (inlined by the JIT, so no
+/// helper call on the known-pair path) or, in replay, the capture's time,
+/// over the epoch length in the same unit.
+#[inline(always)]
+fn epoch(seen: &Seen) -> u64 {
+    let ticks = if setting!(replay) != 0 {
+        seen.replay_ns
+    } else {
+        unsafe { bpf_jiffies64() }
+    };
+    // A zero length (never loaded so) would make one endless epoch.
+    ticks.checked_div(setting!(epoch_ticks)).unwrap_or(0)
+}
+
+/// Claims `slot` from `old` to `new` (compare-and-swap): true for the one
+/// CPU that did.
+#[inline(always)]
+fn claim_word(slot: *mut PairSlot, old: u64, new: u64) -> bool {
+    let (_, won) = unsafe {
+        atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
+            &raw mut (*slot).word,
+            old,
+            new,
+        )
+    };
+    won
 }
 
 /// A bare SYN to a monitored port.
@@ -78,8 +110,19 @@ pub fn on_syn(seen: &Seen) {
     let Some((bucket, tag, hs)) = locate(&seen.key) else {
         return;
     };
-    if find(bucket, tag).is_some() {
-        return; // a known pair: the common case ends here
+    let now_epoch = epoch(seen) & EPOCH_MASK;
+    if let Some((slot, word)) = find(bucket, tag) {
+        if word & EPOCH_MASK == now_epoch {
+            // A known pair within its epoch, the common case: count the SYN.
+            // Plain writes: a lost count under a race costs one SYN.
+            unsafe { (*slot).syns = (*slot).syns.saturating_add(1) };
+            return;
+        }
+        // Its first SYN in a new epoch: report it again, once (the CAS).
+        if claim_word(slot, word, slot_word(tag, now_epoch)) {
+            report_again(seen, slot, hs, tag);
+        }
+        return;
     }
     // Victim: the first empty way, else one picked by the hash (random to an
     // attacker who does not know the key).
@@ -87,92 +130,202 @@ pub fn on_syn(seen: &Seen) {
     let mut w = 0;
     while w < PAIR_WAYS {
         let slot = unsafe { bucket.add(w) };
-        if unsafe { (*slot).tag } == 0 {
+        if unsafe { (*slot).word } == 0 {
             victim = slot;
             break;
         }
         w += 1;
     }
-    let old = unsafe { (*victim).tag };
-    let (_, won) = unsafe {
-        atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
-            &raw mut (*victim).tag,
-            old,
-            tag,
-        )
-    };
-    if !won {
+    let old = unsafe { (*victim).word };
+    if !claim_word(victim, old, slot_word(tag, now_epoch)) {
         return; // another CPU claimed the way meanwhile; it reports
     }
     unsafe {
-        (*victim).ingress = seen.ingress;
-        (*victim).vlan = seen.vlan;
+        (*victim).origin = origin(seen.ingress, seen.vlan);
+        (*victim).syns = 0;
         (*victim).state = PAIR_SYN;
         (*victim).flags = 0;
     }
     count(stat::NEW_PAIRS);
+    report_contact(seen, victim, hs, tag, EventKind::NewPair, 0, 0);
+}
+
+/// A known pair's first SYN in a later epoch (this CPU won the claim):
+/// report it with what was seen since its previous report, and start the
+/// epoch afresh so that its answers are reported again.
+#[inline(always)]
+fn report_again(seen: &Seen, slot: *mut PairSlot, hs: u64, tag: u64) {
+    let (syns, flags) = unsafe { ((*slot).syns, (*slot).flags) };
+    unsafe {
+        (*slot).origin = origin(seen.ingress, seen.vlan);
+        (*slot).syns = 0;
+        (*slot).state = PAIR_SYN;
+        (*slot).flags = 0;
+    }
+    count(stat::ACTIVE_PAIRS);
+    // A pair whose previous report was shed is news to the daemon.
+    let kind = if flags & PAIR_FLAG_SHED != 0 {
+        EventKind::NewPair
+    } else {
+        EventKind::Active
+    };
+    let seen_flags = (flags & PAIR_FLAGS_SEEN) << SEEN_FLAGS_SHIFT;
+    report_contact(
+        seen,
+        slot,
+        hs,
+        tag,
+        kind,
+        seen_flags,
+        syns.saturating_add(1),
+    );
+}
+
+/// Counts a contact (new pair, or a known one in a new epoch) against its
+/// source and reports it within the budget.
+#[inline(always)]
+fn report_contact(
+    seen: &Seen,
+    slot: *mut PairSlot,
+    hs: u64,
+    tag: u64,
+    kind: EventKind,
+    flags: u8,
+    syns: u16,
+) {
     let now = now_coarse();
     let dbit = ((tag >> 48) & 127) as u32;
     let fanout = track_source(&seen.key.src, hs, dbit, now);
     let priority = fanout > 0 && fanout < PRIORITY_FANOUT_CAP;
     if !budget(now, priority) {
-        unsafe { (*victim).flags = PAIR_FLAG_SHED };
+        unsafe { (*slot).flags = PAIR_FLAG_SHED };
         count(stat::EVENTS_SHED);
         return;
     }
-    let flags = if fanout > 0 { EVENT_FLAG_REPEAT } else { 0 };
-    emit(seen, EventKind::NewPair, flags, fanout);
+    let repeat = if fanout > 0 { EVENT_FLAG_REPEAT } else { 0 };
+    emit(seen, kind, flags | repeat, fanout, syns);
 }
 
 /// A SYN-ACK (`rst == false`) or RST from a monitored port; `seen.key` is
-/// already client -> server.
+/// already client -> server. Reported when it changes the pair's outcome in
+/// this epoch: the first answer, a SYN-ACK after a refusal (the server came
+/// up), a RST after an unconfirmed SYN-ACK.
 #[inline(always)]
 pub fn on_answer(seen: &Seen, rst: bool) {
     let Some((bucket, tag, _)) = locate(&seen.key) else {
         return;
     };
-    let Some(slot) = find(bucket, tag) else {
+    let Some((slot, _)) = find(bucket, tag) else {
         return;
     };
-    let (state, flags, ingress, vlan) =
-        unsafe { ((*slot).state, (*slot).flags, (*slot).ingress, (*slot).vlan) };
-    if flags & PAIR_FLAG_SHED != 0 {
-        return; // the daemon never heard of the pair
-    }
-    if setting!(answers) == ANSWERS_OTHER_INGRESS && ingress == seen.ingress && vlan == seen.vlan {
+    let (state, flags, from) = unsafe { ((*slot).state, (*slot).flags, (*slot).origin) };
+    if setting!(answers) == ANSWERS_OTHER_INGRESS && from == origin(seen.ingress, seen.vlan) {
         // A router sees a server's answer come in on the server's side; one
         // arriving where the SYN came from was injected by the client's side.
         count(stat::ANSWERS_SAME_INGRESS);
         return;
     }
-    let (next, kind, extra) = match (state, rst) {
-        (PAIR_SYN, false) => (PAIR_ACCEPTED, EventKind::Accepted, 0),
-        (PAIR_SYN, true) => (PAIR_REFUSED, EventKind::Refused, 0),
+    let (next, kind, extra, bit) = match (state, rst) {
+        (PAIR_SYN, false) | (PAIR_REFUSED, false) => (
+            PAIR_ACCEPTED,
+            EventKind::Accepted,
+            0,
+            PAIR_FLAG_SEEN_ACCEPTED,
+        ),
+        (PAIR_SYN, true) => (PAIR_REFUSED, EventKind::Refused, 0, PAIR_FLAG_SEEN_REFUSED),
         (PAIR_ACCEPTED, true) => {
             count(stat::RESETS_AFTER_ACCEPT);
-            (PAIR_REFUSED, EventKind::Refused, EVENT_FLAG_AFTER_ACCEPT)
+            (
+                PAIR_REFUSED,
+                EventKind::Refused,
+                EVENT_FLAG_AFTER_ACCEPT,
+                PAIR_FLAG_SEEN_REFUSED,
+            )
         }
-        _ => return, // retransmitted or settled
+        // Retransmitted or settled: remembered for the next Active report.
+        (PAIR_ACCEPTED | PAIR_CONFIRMED, false) => {
+            mark(slot, flags, PAIR_FLAG_SEEN_ACCEPTED);
+            return;
+        }
+        (PAIR_REFUSED, true) => {
+            mark(slot, flags, PAIR_FLAG_SEEN_REFUSED);
+            return;
+        }
+        _ => return, // a reset of a complete connection
     };
-    // A plain write: answers of one flow hash to one RX queue, so two CPUs
+    // Plain writes: answers of one flow hash to one RX queue, so two CPUs
     // racing on one pair's answer is not a case worth an atomic per answer.
-    unsafe { (*slot).state = next };
+    unsafe {
+        (*slot).state = next;
+        (*slot).flags = flags | bit;
+    }
+    if flags & PAIR_FLAG_SHED != 0 {
+        return; // the daemon never heard of the pair this epoch
+    }
     count(stat::RESPONSES);
-    emit(seen, kind, extra, 0);
+    emit(seen, kind, extra, 0, 0);
 }
 
-/// An ACK or RST from the client: the client took the SYN-ACK, so a later
-/// server RST is an ordinary reset, not a refusal.
+/// Sets `bit` in a slot's flags unless set (no store when nothing changes).
 #[inline(always)]
-pub fn on_client_ack(key: &Pair) {
-    let Some((bucket, tag, _)) = locate(key) else {
+fn mark(slot: *mut PairSlot, flags: u8, bit: u8) {
+    if flags & bit == 0 {
+        unsafe { (*slot).flags = flags | bit };
+    }
+}
+
+/// An ACK or RST from the client. An ACK after the SYN-ACK completes the
+/// handshake: reported as Confirmed, once per epoch. A spoofed SYN's
+/// SYN-ACK goes to the forged address, which never sends one (at most a
+/// RST, which confirms nothing).
+#[inline(always)]
+pub fn on_client_ack(seen: &Seen, rst: bool) {
+    let Some((bucket, tag, _)) = locate(&seen.key) else {
         return;
     };
-    if let Some(slot) = find(bucket, tag) {
-        if unsafe { (*slot).state } == PAIR_ACCEPTED {
-            unsafe { (*slot).state = PAIR_CONFIRMED };
-        }
+    let Some((slot, _)) = find(bucket, tag) else {
+        return;
+    };
+    if rst || unsafe { (*slot).state } != PAIR_ACCEPTED {
+        return;
     }
+    let flags = unsafe { (*slot).flags };
+    unsafe {
+        (*slot).state = PAIR_CONFIRMED;
+        (*slot).flags = flags | PAIR_FLAG_SEEN_CONFIRMED;
+    }
+    if flags & PAIR_FLAG_SHED != 0 {
+        return;
+    }
+    count(stat::CONFIRMED);
+    emit(seen, EventKind::Confirmed, 0, 0, 0);
+}
+
+/// A packet past the walk's bounds: reported once per source per window
+/// (about a minute), within the event budget.
+#[inline(always)]
+pub fn on_unparsed(seen: &Seen) {
+    let hs = hash_src(&seen.key.src);
+    let Some(slot) = UNPARSED.get_ptr_mut((hs as u32) & (UNPARSED_SLOTS - 1)) else {
+        return;
+    };
+    let now = if setting!(replay) != 0 {
+        seen.replay_ns
+    } else {
+        now_coarse()
+    };
+    let stamp = (hs & 0xffff_ffff_0000_0000) | ((now >> UNPARSED_WINDOW_SHIFT) & 0xffff_ffff);
+    if unsafe { *slot } == stamp {
+        return; // reported in this window already
+    }
+    // A plain write: two CPUs racing on one source report it twice, once.
+    unsafe { *slot = stamp };
+    if !budget(now_coarse(), false) {
+        count(stat::EVENTS_SHED);
+        return;
+    }
+    count(stat::UNPARSED_REPORTS);
+    emit(seen, EventKind::Unparsed, 0, 0, 0);
 }
 
 /// Counts a new pair against its source. Returns the source's

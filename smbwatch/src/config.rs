@@ -81,6 +81,11 @@ pub struct DataplaneConfig {
     /// How often the kernel's counters are read and reported.
     #[serde(with = "humantime_serde")]
     pub stats_interval: Duration,
+    /// Activity epoch (1 min to 24 h): a known pair's first SYN in a later
+    /// epoch than its latest report is reported again (`active`), with its
+    /// answers. Events grow with active pairs × epochs.
+    #[serde(with = "humantime_serde")]
+    pub activity_epoch: Duration,
     /// bpffs directory where maps are pinned; one per daemon.
     pub pin_dir: PathBuf,
 }
@@ -97,6 +102,7 @@ impl Default for DataplaneConfig {
             answers: crate::dataplane::AnswerCheck::Auto,
             xdp_mode: AttachMode::Auto,
             stats_interval: Duration::from_secs(10),
+            activity_epoch: load.activity_epoch,
             pin_dir: PathBuf::from("/sys/fs/bpf/smbwatch"),
         }
     }
@@ -115,6 +121,8 @@ impl DataplaneConfig {
             fanout_window,
             replay: false,
             hash_key: None,
+            activity_epoch: self.activity_epoch,
+            allow_short_epoch: false,
         }
     }
 }
@@ -332,6 +340,7 @@ pub const DURATION_RANGES: &[(&str, Duration, Duration)] = &[
     ),
     ("detect.hold_down", Duration::ZERO, secs(7 * DAY)),
     ("dataplane.stats_interval", secs(1), secs(DAY)),
+    ("dataplane.activity_epoch", secs(MIN), secs(DAY)),
     ("correlate.clock_skew", Duration::ZERO, secs(HOUR)),
     ("correlate.chain_window", secs(1), secs(7 * DAY)),
     ("correlate.retention", secs(1), secs(DAY)),
@@ -425,6 +434,7 @@ impl Config {
             ("detect.response_timeout", d.response_timeout),
             ("detect.hold_down", d.hold_down),
             ("dataplane.stats_interval", self.dataplane.stats_interval),
+            ("dataplane.activity_epoch", self.dataplane.activity_epoch),
             ("correlate.clock_skew", c.clock_skew),
             ("correlate.chain_window", c.chain_window),
             ("correlate.retention", c.retention),

@@ -52,7 +52,8 @@ pub struct Segment {
     pub dport: u16,
     /// TCP flags (see [`tcp_flags`]).
     pub flags: u8,
-    /// VLAN ids, outermost first (0, 1 or 2; the outer uses 802.1ad when two).
+    /// VLAN ids, outermost first (any number; with two or more the
+    /// outermost uses 802.1ad, the rest 802.1Q).
     pub vlans: Vec<u16>,
     /// IPv4 options length in bytes (multiple of 4, at most 40).
     pub ipv4_options: usize,
@@ -103,7 +104,7 @@ impl Segment {
         for (i, vlan) in self.vlans.iter().enumerate() {
             let tpid: u16 = match &self.tpids {
                 Some(t) => t[i],
-                None if i == 0 && self.vlans.len() == 2 => 0x88a8,
+                None if i == 0 && self.vlans.len() >= 2 => 0x88a8,
                 None => 0x8100,
             };
             f.extend_from_slice(&tpid.to_be_bytes());
@@ -272,6 +273,23 @@ mod tests {
         assert_eq!(&f[18..22], &[0, 200, 0x08, 0x00]);
         assert_eq!(f[22] & 0x0f, 7);
         assert_eq!(f.len(), 22 + 28 + 20);
+    }
+
+    #[test]
+    fn deep_vlan_stack_and_ipv6_chain() {
+        let mut s = Segment::syn(ip("2001:db8::1"), ip("2001:db8::2"), 1, 445);
+        s.vlans = vec![1, 2, 3, 4];
+        s.ipv6_ext = vec![Ipv6Ext::DestOpts; 16];
+        let f = s.frame();
+        assert_eq!(&f[12..14], &[0x88, 0xa8]);
+        for i in 1..4 {
+            assert_eq!(&f[12 + 4 * i..14 + 4 * i], &[0x81, 0x00], "tag {i}");
+        }
+        let ip6 = 14 + 16;
+        assert_eq!(&f[ip6 - 2..ip6], &[0x86, 0xdd]);
+        assert_eq!(f[ip6 + 6], 60, "first next-header: destination options");
+        assert_eq!(f[ip6 + 40 + 15 * 8], 6, "the 16th points to TCP");
+        assert_eq!(f.len(), ip6 + 40 + 16 * 8 + 20);
     }
 
     #[test]

@@ -27,7 +27,7 @@ use std::{
 use aya::maps::{MapData, RingBuf};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use smbwatch_common::{stat, FLOOR_PROGRAM_NAME};
+use smbwatch_common::{stat, ReplayMeta, FLOOR_PROGRAM_NAME};
 
 use crate::{
     dataplane::{drain, testrun, to_gateway_event, Dataplane, DataplaneError, LoadOptions, Stats},
@@ -639,14 +639,18 @@ impl Replay {
                 &frame[..]
             };
             // The capture's interface id stands in for the ingress, so the
-            // answer rules of a multi-interface gateway apply in replay too.
-            testrun::run_with_ingress(fd, frame, rec.interface + 1).map_err(|source| {
-                ReplayError::TestRun {
-                    path: path.clone(),
-                    record: rec.number,
-                    len: frame.len(),
-                    source,
-                }
+            // answer rules of a multi-interface gateway apply in replay too;
+            // its clock drives the activity epochs.
+            let meta = ReplayMeta {
+                ingress: rec.interface + 1,
+                _pad: 0,
+                ts_ns: ts.timestamp_nanos_opt().map_or(0, |n| n.max(0) as u64),
+            };
+            testrun::run_with_meta(fd, frame, &meta).map_err(|source| ReplayError::TestRun {
+                path: path.clone(),
+                record: rec.number,
+                len: frame.len(),
+                source,
             })?;
             s.replayed += 1;
             let drained = drain(&mut self.ring, |raw, kind| {

@@ -4,15 +4,20 @@ use std::net::IpAddr;
 
 use aya::maps::{MapData, RingBuf};
 use integration_tests::require_root;
+use std::time::Duration;
+
 use smbwatch::{
-    dataplane::{drain, testrun, AnswerCheck, Dataplane, LoadOptions, Stats},
+    dataplane::{addr_to_ip, drain, testrun, AnswerCheck, Dataplane, LoadOptions, Stats},
     packet::{tcp_flags, Ipv6Ext, Segment},
 };
-use smbwatch_common::{stat, Event, EventKind};
+use smbwatch_common::{stat, Event, EventKind, ReplayMeta, MAX_IPV6_EXT, MAX_VLAN_TAGS};
 
 const EVENT_NEW_PAIR: u8 = EventKind::NewPair as u8;
 const EVENT_ACCEPTED: u8 = EventKind::Accepted as u8;
 const EVENT_REFUSED: u8 = EventKind::Refused as u8;
+const EVENT_ACTIVE: u8 = EventKind::Active as u8;
+const EVENT_CONFIRMED: u8 = EventKind::Confirmed as u8;
+const EVENT_UNPARSED: u8 = EventKind::Unparsed as u8;
 
 const XDP_PASS: u32 = 2;
 
@@ -46,6 +51,31 @@ impl Kernel {
             replay: true,
             ..LoadOptions::default()
         })
+    }
+
+    /// The program as replay loads it, with activity epochs of `epoch`
+    /// driven by the times given to [`Kernel::run_at`].
+    fn with_epoch(epoch: Duration) -> Self {
+        require_root();
+        Self::with(LoadOptions {
+            events_per_cpu: 0,
+            answers: AnswerCheck::Any,
+            replay: true,
+            activity_epoch: epoch,
+            ..LoadOptions::default()
+        })
+    }
+
+    /// Runs `frame` as if captured `at` after the Unix epoch.
+    fn run_at(&self, frame: &[u8], at: Duration) {
+        let meta = ReplayMeta {
+            ingress: 1,
+            _pad: 0,
+            ts_ns: at.as_nanos() as u64,
+        };
+        let r =
+            testrun::run_with_meta(self.dp.program_fd().unwrap(), frame, &meta).expect("test run");
+        assert_eq!(r.retval, XDP_PASS, "every path must return XDP_PASS");
     }
 
     fn run_on(&self, frame: &[u8], ingress: u32) {
@@ -260,12 +290,12 @@ fn vlan_and_qinq() {
         "outer tag reported"
     );
     assert_eq!(k.stats().get(stat::VLAN), 2);
-    // Three tags: the program walks two, and counts the third, never silently.
+    // Three tags are walked like two.
     let mut three = v4_syn("203.0.113.10", "198.51.100.9", 40000, 445);
     three.vlans = vec![1, 2, 3];
     k.run(&three.frame());
-    assert!(k.events().is_empty());
-    assert_eq!(k.stats().get(stat::VLAN_LIMIT), 1);
+    let ev = k.events();
+    assert_eq!((ev.len(), ev[0].vlan), (1, 1), "{ev:?}");
     // The pre-standard 0x9100 QinQ TPID is a tag like 802.1ad.
     let mut old = v4_syn("203.0.113.10", "198.51.100.10", 40000, 445);
     old.vlans = vec![300, 5];
@@ -406,7 +436,8 @@ fn a_server_reset_after_an_unconfirmed_synack_is_a_failure() {
         .frame(),
     );
     k.run(&rst("203.0.113.10", "198.51.100.8", 40001));
-    // Pair 3: conflicting answers the other way round: the first (RST) stands.
+    // Pair 3: a refusal, then a SYN-ACK: the outcome changed (the server
+    // came up), so the acceptance is reported too.
     k.run(&v4_syn("203.0.113.10", "198.51.100.9", 40002, 445).frame());
     k.run(&rst("203.0.113.10", "198.51.100.9", 40002));
     k.run(&synack("203.0.113.10", "198.51.100.9", 40002));
@@ -430,8 +461,10 @@ fn a_server_reset_after_an_unconfirmed_synack_is_a_failure() {
             (EVENT_REFUSED, 7, after),
             (EVENT_NEW_PAIR, 8, 0),
             (EVENT_ACCEPTED, 8, 0),
+            (EVENT_CONFIRMED, 8, 0),
             (EVENT_NEW_PAIR, 9, 0),
             (EVENT_REFUSED, 9, 0),
+            (EVENT_ACCEPTED, 9, 0),
         ]
     );
     assert_eq!(k.stats().get(stat::RESETS_AFTER_ACCEPT), 1);
@@ -526,13 +559,133 @@ fn ipv6_non_first_fragment_has_no_tcp() {
 }
 
 #[test]
-fn ipv6_chain_longer_than_walk_is_counted() {
+fn deep_ipv6_chains_and_vlan_stacks_are_walked() {
     let mut k = Kernel::new();
-    let mut s = Segment::syn(ip("2001:db8::10"), ip("2001:db8:1::7"), 40000, 445);
-    s.ipv6_ext = vec![Ipv6Ext::DestOpts; smbwatch_common::MAX_IPV6_EXT + 1];
-    k.run(&s.frame());
-    assert!(k.events().is_empty());
-    assert_eq!(k.stats().get(stat::IPV6_EXT_LIMIT), 1);
+    // 7 headers were past the old walk of 6; Linux accepts all of these.
+    for (i, n) in [7usize, 12, MAX_IPV6_EXT].into_iter().enumerate() {
+        let mut s = Segment::syn(ip("2001:db8::10"), ip("2001:db8:1::7"), 40000, 445);
+        s.dst = format!("2001:db8:1::{}", 30 + i).parse().unwrap();
+        s.ipv6_ext = vec![Ipv6Ext::DestOpts; n];
+        k.run(&s.frame());
+    }
+    for (i, n) in [4usize, MAX_VLAN_TAGS].into_iter().enumerate() {
+        let mut s = v4_syn(
+            "203.0.113.10",
+            &format!("198.51.100.{}", 40 + i),
+            40000,
+            445,
+        );
+        s.vlans = (1..=n as u16).map(|t| 100 + t).collect();
+        k.run(&s.frame());
+    }
+    // An IPv6 SYN behind 4 tags and 16 extension headers at once.
+    let mut both = Segment::syn(ip("2001:db8::10"), ip("2001:db8:1::50"), 40000, 445);
+    both.vlans = vec![7, 8, 9, 10];
+    both.ipv6_ext = vec![Ipv6Ext::HopByHop; 1]
+        .into_iter()
+        .chain(std::iter::repeat_n(Ipv6Ext::DestOpts, MAX_IPV6_EXT - 1))
+        .collect();
+    k.run(&both.frame());
+    let ev = k.events();
+    let got: Vec<(u8, String, u16)> = ev
+        .iter()
+        .map(|e| (e.kind, addr_to_ip(&e.dst).to_string(), e.vlan))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (EVENT_NEW_PAIR, "2001:db8:1::30".into(), 0),
+            (EVENT_NEW_PAIR, "2001:db8:1::31".into(), 0),
+            (EVENT_NEW_PAIR, "2001:db8:1::32".into(), 0),
+            (EVENT_NEW_PAIR, "198.51.100.40".into(), 101),
+            (EVENT_NEW_PAIR, "198.51.100.41".into(), 101),
+            (EVENT_NEW_PAIR, "2001:db8:1::50".into(), 7),
+        ]
+    );
+    let s = k.stats();
+    assert_eq!(s.get(stat::IPV6_EXT_LIMIT) + s.get(stat::VLAN_LIMIT), 0);
+    assert_eq!(s.malformed(), 0);
+}
+
+#[test]
+fn past_the_walks_bounds_the_source_is_reported_unparsed() {
+    let mut k = Kernel::new();
+    let mut deep = Segment::syn(ip("2001:db8::66"), ip("2001:db8:1::7"), 40000, 445);
+    deep.ipv6_ext = vec![Ipv6Ext::DestOpts; MAX_IPV6_EXT + 1];
+    k.run(&deep.frame());
+    // The same source again, to another host: within its rate limit.
+    deep.dst = ip("2001:db8:1::8");
+    k.run(&deep.frame());
+    // Another source is reported on its own.
+    deep.src = ip("2001:db8::67");
+    k.run(&deep.frame());
+    let mut tags = v4_syn("203.0.113.10", "198.51.100.7", 40000, 445);
+    tags.vlans = (1..=MAX_VLAN_TAGS as u16 + 1).collect();
+    k.run(&tags.frame());
+    let ev = k.events();
+    let got: Vec<(u8, String, String, u16, u16)> = ev
+        .iter()
+        .map(|e| {
+            (
+                e.kind,
+                addr_to_ip(&e.src).to_string(),
+                addr_to_ip(&e.dst).to_string(),
+                e.sport,
+                e.dport,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                EVENT_UNPARSED,
+                "2001:db8::66".into(),
+                "2001:db8:1::7".into(),
+                0,
+                0
+            ),
+            (
+                EVENT_UNPARSED,
+                "2001:db8::67".into(),
+                "2001:db8:1::8".into(),
+                0,
+                0
+            ),
+            // No IP header reached: the MACs (02:00:00:00:00:01 ->
+            // 02:00:00:00:00:02) as modified EUI-64 link-local addresses.
+            (
+                EVENT_UNPARSED,
+                "fe80::ff:fe00:1".into(),
+                "fe80::ff:fe00:2".into(),
+                0,
+                0
+            ),
+        ]
+    );
+    assert_eq!(ev[2].vlan, 1, "outer tag");
+    let s = k.stats();
+    assert_eq!(s.get(stat::IPV6_EXT_LIMIT), 3, "every one counted");
+    assert_eq!(s.get(stat::VLAN_LIMIT), 1);
+    assert_eq!(s.get(stat::UNPARSED_REPORTS), 3);
+    assert_eq!(s.get(stat::NEW_PAIRS), 0);
+}
+
+#[test]
+fn unparsed_reports_are_rate_limited_per_source_by_window() {
+    let mut k = Kernel::with_epoch(Duration::from_secs(3600));
+    let mut deep = Segment::syn(ip("2001:db8::66"), ip("2001:db8:1::7"), 40000, 445);
+    deep.ipv6_ext = vec![Ipv6Ext::DestOpts; MAX_IPV6_EXT + 1];
+    // At the start of a rate-limit window.
+    let t0 = Duration::from_nanos((1_800_000_000_000_000_000u64 >> 36) << 36);
+    for s in [0, 1, 30] {
+        k.run_at(&deep.frame(), t0 + Duration::from_secs(s));
+    }
+    assert_eq!(k.events().len(), 1, "one report per window");
+    // The window is 2^36 ns (about 69 s): two windows later, again.
+    k.run_at(&deep.frame(), t0 + Duration::from_secs(140));
+    assert_eq!(k.events().len(), 1);
+    assert_eq!(k.stats().get(stat::IPV6_EXT_LIMIT), 4);
 }
 
 #[test]
@@ -646,4 +799,177 @@ fn ring_buffer_full_is_counted_and_passes() {
         u64::from(n),
         "every event is delivered or counted as lost"
     );
+}
+
+fn synack(client: &str, server: &str, port: u16) -> Vec<u8> {
+    answer(server, client, port, tcp_flags::SYN | tcp_flags::ACK)
+}
+
+fn client_ack(client: &str, server: &str, port: u16, flags: u8) -> Vec<u8> {
+    Segment::new(ip(client), ip(server), port, 445, flags).frame()
+}
+
+#[test]
+fn a_pair_is_reported_again_in_each_later_epoch_with_its_activity() {
+    let mut k = Kernel::with_epoch(Duration::from_secs(60));
+    let (c, srv) = ("203.0.113.10", "198.51.100.7");
+    let syn = v4_syn(c, srv, 40000, 445).frame();
+    let at = |s: u64| Duration::from_secs(1_800_000_000 + s);
+    // Epoch 1: a whole handshake, then two more connections.
+    k.run_at(&syn, at(0));
+    k.run_at(&synack(c, srv, 40000), at(0));
+    k.run_at(&client_ack(c, srv, 40000, tcp_flags::ACK), at(0));
+    for s in [10, 20] {
+        k.run_at(&syn, at(s));
+        k.run_at(&synack(c, srv, 40000), at(s));
+        k.run_at(&client_ack(c, srv, 40000, tcp_flags::ACK), at(s));
+    }
+    let kinds = |k: &mut Kernel| k.events().iter().map(|e| e.kind).collect::<Vec<_>>();
+    assert_eq!(
+        kinds(&mut k),
+        vec![EVENT_NEW_PAIR, EVENT_ACCEPTED, EVENT_CONFIRMED],
+        "within an epoch a pair and its outcome are reported once"
+    );
+    // Epoch 2 (60 s on): reported again with what happened since, and its
+    // answers again.
+    k.run_at(&syn, at(61));
+    k.run_at(&synack(c, srv, 40000), at(61));
+    k.run_at(&client_ack(c, srv, 40000, tcp_flags::ACK), at(61));
+    let ev = k.events();
+    assert_eq!(
+        ev.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        vec![EVENT_ACTIVE, EVENT_ACCEPTED, EVENT_CONFIRMED]
+    );
+    let active =
+        smbwatch::dataplane::to_gateway_event(&ev[0], EventKind::Active, Default::default());
+    let act = active.activity.expect("Active carries its activity");
+    assert_eq!(act.syns, 3, "two SYNs after the first report, and this one");
+    assert!(act.accepted && act.confirmed && !act.refused, "{act:?}");
+    // Epoch 4: the server refuses, then comes up: both outcomes reported.
+    k.run_at(&syn, at(200));
+    k.run_at(
+        &answer(srv, c, 40000, tcp_flags::RST | tcp_flags::ACK),
+        at(200),
+    );
+    k.run_at(&syn, at(201));
+    k.run_at(&synack(c, srv, 40000), at(201));
+    let ev = k.events();
+    assert_eq!(
+        ev.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        vec![EVENT_ACTIVE, EVENT_REFUSED, EVENT_ACCEPTED]
+    );
+    assert_eq!(ev[0].syns, 1);
+    // Epoch 5: the refusal and the acceptance are in the activity.
+    k.run_at(&syn, at(240));
+    let ev = k.events();
+    let act = smbwatch::dataplane::to_gateway_event(&ev[0], EventKind::Active, Default::default())
+        .activity
+        .unwrap();
+    assert!(act.accepted && act.refused && !act.confirmed, "{act:?}");
+    assert_eq!(act.syns, 2);
+    let s = k.stats();
+    assert_eq!(s.get(stat::NEW_PAIRS), 1);
+    assert_eq!(s.get(stat::ACTIVE_PAIRS), 3);
+    assert_eq!(s.get(stat::CONFIRMED), 2);
+}
+
+#[test]
+fn hourly_use_for_seven_days_is_reported_every_hour() {
+    let mut k = Kernel::with_epoch(Duration::from_secs(3600));
+    let syn = v4_syn("203.0.113.10", "198.51.100.7", 40000, 445).frame();
+    let start = 1_800_000_000u64 / 3600 * 3600 + 60;
+    let hours = 7 * 24;
+    for h in 0..hours {
+        // Twice an hour, at :01 and :31.
+        for m in [0, 30] {
+            k.run_at(&syn, Duration::from_secs(start + h * 3600 + m * 60));
+        }
+    }
+    let ev = k.events();
+    assert_eq!(ev.len() as u64, hours);
+    assert_eq!(ev[0].kind, EVENT_NEW_PAIR);
+    assert!(ev[1..]
+        .iter()
+        .all(|e| e.kind == EVENT_ACTIVE && e.syns == 2));
+}
+
+#[test]
+fn only_the_clients_ack_confirms_a_handshake() {
+    let mut k = Kernel::new();
+    // A spoofed SYN: the forged client answers the SYN-ACK with RST.
+    k.run(&v4_syn("203.0.113.10", "198.51.100.7", 40000, 445).frame());
+    k.run(&synack("203.0.113.10", "198.51.100.7", 40000));
+    k.run(&client_ack(
+        "203.0.113.10",
+        "198.51.100.7",
+        40000,
+        tcp_flags::RST,
+    ));
+    // An ACK with no SYN-ACK before it confirms nothing either.
+    k.run(&v4_syn("203.0.113.11", "198.51.100.7", 40000, 445).frame());
+    k.run(&client_ack(
+        "203.0.113.11",
+        "198.51.100.7",
+        40000,
+        tcp_flags::ACK,
+    ));
+    // A real client: SYN, SYN-ACK, ACK, then data (ACK|PSH) and FIN.
+    k.run(&v4_syn("203.0.113.12", "198.51.100.7", 40000, 445).frame());
+    k.run(&synack("203.0.113.12", "198.51.100.7", 40000));
+    k.run(&client_ack(
+        "203.0.113.12",
+        "198.51.100.7",
+        40000,
+        tcp_flags::ACK,
+    ));
+    k.run(&client_ack(
+        "203.0.113.12",
+        "198.51.100.7",
+        40000,
+        tcp_flags::ACK | tcp_flags::PSH,
+    ));
+    let ev = k.events();
+    let confirmed: Vec<String> = ev
+        .iter()
+        .filter(|e| e.kind == EVENT_CONFIRMED)
+        .map(|e| addr_to_ip(&e.src).to_string())
+        .collect();
+    assert_eq!(confirmed, vec!["203.0.113.12".to_string()]);
+    let c = ev.iter().find(|e| e.kind == EVENT_CONFIRMED).unwrap();
+    assert_eq!((c.sport, c.dport), (40000, 445));
+    assert_eq!(k.stats().get(stat::CONFIRMED), 1);
+}
+
+#[test]
+fn live_clock_epochs_report_a_pair_again() {
+    require_root();
+    // The test-only short epoch: a few kernel ticks, crossed by sleeping.
+    let mut k = Kernel::with(LoadOptions {
+        events_per_cpu: 0,
+        answers: AnswerCheck::Any,
+        activity_epoch: Duration::from_millis(40),
+        allow_short_epoch: true,
+        ..LoadOptions::default()
+    });
+    let syn = v4_syn("203.0.113.10", "198.51.100.7", 40000, 445).frame();
+    k.run(&syn);
+    k.run(&syn);
+    std::thread::sleep(Duration::from_millis(100));
+    k.run(&syn);
+    let kinds: Vec<u8> = k.events().iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, vec![EVENT_NEW_PAIR, EVENT_ACTIVE]);
+}
+
+#[test]
+fn activity_epochs_out_of_range_are_refused() {
+    require_root();
+    for secs in [59, 86_401] {
+        let err = Dataplane::load(&LoadOptions {
+            activity_epoch: Duration::from_secs(secs),
+            ..LoadOptions::default()
+        })
+        .err()
+        .expect("refused");
+        assert!(err.to_string().contains("activity epoch"), "{err}");
+    }
 }

@@ -12,6 +12,12 @@ pub enum DataplaneError {
         /// The ports given.
         ports: Vec<u16>,
     },
+    /// `[dataplane] activity_epoch` out of range.
+    #[error("activity epoch {}: give 1 min to 24 h", humantime::format_duration(*epoch))]
+    ActivityEpoch {
+        /// The epoch given.
+        epoch: std::time::Duration,
+    },
     /// The kernel refused the object (verifier, map creation, permissions).
     #[error("loading the XDP program into the kernel failed")]
     Load {

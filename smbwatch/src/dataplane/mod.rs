@@ -26,15 +26,23 @@ use smbwatch_common::{
     stat, AddrKey, Event, EventKind, Settings, SourceSlot, ANSWERS_ANY_INGRESS,
     ANSWERS_OTHER_INGRESS, DEFAULT_EVENTS_PER_CPU, DEFAULT_PAIR_BUCKETS, DEFAULT_SEEN_WORDS,
     DEFAULT_SETTINGS, DEFAULT_SOURCE_SLOTS, EVENTS_MAP, EVENT_FLAG_AFTER_ACCEPT,
-    EVENT_FLAG_FRAGMENTED, EVENT_FLAG_REPEAT, EVENT_FLAG_VLAN, MAX_PORTS, PAIRS_MAP, PAIR_WAYS,
-    PROGRAM_NAME, SEEN_MAP, SETTINGS_GLOBAL, SOURCES_MAP, STATS_MAP,
+    EVENT_FLAG_FRAGMENTED, EVENT_FLAG_REPEAT, EVENT_FLAG_SEEN_ACCEPTED, EVENT_FLAG_SEEN_CONFIRMED,
+    EVENT_FLAG_SEEN_REFUSED, EVENT_FLAG_VLAN, MAX_PORTS, PAIRS_MAP, PAIR_WAYS, PROGRAM_NAME,
+    SEEN_MAP, SETTINGS_GLOBAL, SOURCES_MAP, STATS_MAP,
 };
 
 pub use clock::MonotonicClock;
 pub use error::DataplaneError;
 pub use pin::{ensure_bpffs, PinDir};
 
-use crate::event::{GatewayEvent, GatewayEventKind};
+use crate::event::{GatewayEvent, GatewayEventKind, PairActivity};
+
+/// Shortest activity epoch `[dataplane] activity_epoch` accepts.
+pub const MIN_ACTIVITY_EPOCH: std::time::Duration = std::time::Duration::from_secs(60);
+/// Longest activity epoch.
+pub const MAX_ACTIVITY_EPOCH: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// Default activity epoch: a pair in use is reported again at most hourly.
+pub const DEFAULT_ACTIVITY_EPOCH: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// The compiled XDP program, embedded at build time.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/smbwatch"));
@@ -64,6 +72,15 @@ pub struct LoadOptions {
     /// load. Tests pin it so that slot collisions, and so the sketches'
     /// estimates, are the same on every run.
     pub hash_key: Option<u64>,
+    /// Activity epoch: a known pair's first SYN in a later epoch than its
+    /// latest report is reported again ([`MIN_ACTIVITY_EPOCH`] to
+    /// [`MAX_ACTIVITY_EPOCH`]). In replay the capture's clock drives it.
+    pub activity_epoch: std::time::Duration,
+    /// Test only: accept an `activity_epoch` below [`MIN_ACTIVITY_EPOCH`]
+    /// (down to one kernel tick), so that kernel tests can cross epochs of
+    /// the live clock between `BPF_PROG_TEST_RUN` calls. Never set in
+    /// production: the configuration cannot reach it.
+    pub allow_short_epoch: bool,
 }
 
 impl Default for LoadOptions {
@@ -77,8 +94,28 @@ impl Default for LoadOptions {
             fanout_window: std::time::Duration::from_secs(60),
             replay: false,
             hash_key: None,
+            activity_epoch: DEFAULT_ACTIVITY_EPOCH,
+            allow_short_epoch: false,
         }
     }
+}
+
+/// The kernel's tick (one jiffy) in ns: the resolution of the coarse
+/// clocks, which is `TICK_NSEC` (1e9 / CONFIG_HZ, rounded).
+fn tick_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to write into.
+    let rc = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    let ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+    if rc != 0 || ns == 0 {
+        // CLOCK_MONOTONIC_COARSE exists on every kernel with BPF; HZ=250
+        // is the common default should it ever fail.
+        return 4_000_000;
+    }
+    ns
 }
 
 /// Which SYN-ACKs and RSTs count as a server's answer.
@@ -142,7 +179,32 @@ impl LoadOptions {
             half_window_ns: half,
             seen_gen_shift: gen_shift,
             replay: u32::from(self.replay),
+            epoch_ticks: self.epoch_ticks(),
         }
+    }
+
+    /// The epoch in the program's ticks: capture ns in replay, else jiffies.
+    fn epoch_ticks(&self) -> u64 {
+        let ns = self.activity_epoch.as_nanos().min(u128::from(u64::MAX)) as u64;
+        if self.replay {
+            ns.max(1)
+        } else {
+            (ns / tick_ns()).max(1)
+        }
+    }
+
+    /// Checks what the configuration cannot already have checked.
+    fn check(&self) -> Result<(), DataplaneError> {
+        if self.ports.is_empty() || self.ports.len() > MAX_PORTS || self.ports.contains(&0) {
+            return Err(DataplaneError::Ports {
+                ports: self.ports.clone(),
+            });
+        }
+        let e = self.activity_epoch;
+        if e > MAX_ACTIVITY_EPOCH || (e < MIN_ACTIVITY_EPOCH && !self.allow_short_epoch) {
+            return Err(DataplaneError::ActivityEpoch { epoch: e });
+        }
+        Ok(())
     }
 }
 
@@ -218,11 +280,7 @@ impl Dataplane {
         if EBPF_OBJECT.is_empty() {
             return Err(DataplaneError::EmptyObject);
         }
-        if opts.ports.is_empty() || opts.ports.len() > MAX_PORTS || opts.ports.contains(&0) {
-            return Err(DataplaneError::Ports {
-                ports: opts.ports.clone(),
-            });
-        }
+        opts.check()?;
         let settings = opts.settings();
         let mut ebpf = EbpfLoader::new()
             .override_global(SETTINGS_GLOBAL, &settings, true)
@@ -528,12 +586,21 @@ pub fn to_gateway_event(
     kind: EventKind,
     ts: chrono::DateTime<chrono::Utc>,
 ) -> GatewayEvent {
+    let activity = (kind == EventKind::Active).then(|| PairActivity {
+        syns: u32::from(ev.syns),
+        accepted: ev.flags & EVENT_FLAG_SEEN_ACCEPTED != 0,
+        confirmed: ev.flags & EVENT_FLAG_SEEN_CONFIRMED != 0,
+        refused: ev.flags & EVENT_FLAG_SEEN_REFUSED != 0,
+    });
     GatewayEvent {
         ts,
         kind: match kind {
             EventKind::NewPair => GatewayEventKind::NewPair,
+            EventKind::Active => GatewayEventKind::Active,
             EventKind::Accepted => GatewayEventKind::Accepted,
+            EventKind::Confirmed => GatewayEventKind::Confirmed,
             EventKind::Refused => GatewayEventKind::Refused,
+            EventKind::Unparsed => GatewayEventKind::Unparsed,
         },
         src: addr_to_ip(&ev.src),
         dst: addr_to_ip(&ev.dst),
@@ -544,7 +611,7 @@ pub fn to_gateway_event(
         fragmented: ev.flags & EVENT_FLAG_FRAGMENTED != 0,
         after_accept: ev.flags & EVENT_FLAG_AFTER_ACCEPT != 0,
         kernel_fanout: (ev.flags & EVENT_FLAG_REPEAT != 0).then_some(ev.fanout),
-        activity: None,
+        activity,
     }
 }
 
@@ -662,6 +729,69 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(unlimited.settings().event_cost_ns, 0);
+    }
+
+    #[test]
+    fn activity_epoch_is_bounded_and_in_ticks() {
+        let at = |secs: u64| LoadOptions {
+            activity_epoch: std::time::Duration::from_secs(secs),
+            ..Default::default()
+        };
+        assert!(at(60).check().is_ok());
+        assert!(at(86_400).check().is_ok());
+        let err = at(59).check().unwrap_err().to_string();
+        assert!(
+            err.contains("activity epoch") && err.contains("59s"),
+            "{err}"
+        );
+        assert!(at(86_401).check().is_err());
+        let short = LoadOptions {
+            allow_short_epoch: true,
+            ..at(0)
+        };
+        assert!(short.check().is_ok(), "tests may go below a minute");
+        assert_eq!(short.epoch_ticks(), 1, "never zero ticks");
+        // Jiffies: an hour is 3600 × HZ ticks.
+        let hz = 1_000_000_000 / tick_ns();
+        assert!([100, 250, 300, 1000].contains(&hz), "HZ={hz}");
+        assert_eq!(at(3600).settings().epoch_ticks, 3600 * hz);
+        // Replay: capture nanoseconds.
+        let replay = LoadOptions {
+            replay: true,
+            ..at(3600)
+        };
+        assert_eq!(replay.settings().epoch_ticks, 3_600_000_000_000);
+    }
+
+    #[test]
+    fn kernel_kinds_decode_to_gateway_kinds() {
+        let ts = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let ev = Event {
+            syns: 7,
+            flags: EVENT_FLAG_SEEN_ACCEPTED | EVENT_FLAG_SEEN_CONFIRMED,
+            ..Default::default()
+        };
+        let active = to_gateway_event(&ev, EventKind::Active, ts);
+        assert_eq!(active.kind, GatewayEventKind::Active);
+        assert_eq!(
+            active.activity,
+            Some(PairActivity {
+                syns: 7,
+                accepted: true,
+                confirmed: true,
+                refused: false,
+            })
+        );
+        for (k, g) in [
+            (EventKind::NewPair, GatewayEventKind::NewPair),
+            (EventKind::Accepted, GatewayEventKind::Accepted),
+            (EventKind::Confirmed, GatewayEventKind::Confirmed),
+            (EventKind::Refused, GatewayEventKind::Refused),
+            (EventKind::Unparsed, GatewayEventKind::Unparsed),
+        ] {
+            let e = to_gateway_event(&ev, k, ts);
+            assert_eq!((e.kind, e.activity), (g, None));
+        }
     }
 
     #[test]

@@ -9,6 +9,8 @@ use std::{
     os::fd::{AsRawFd, BorrowedFd},
 };
 
+use smbwatch_common::ReplayMeta;
+
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 /// `BPF_F_TEST_XDP_LIVE_FRAMES`: frames really go where the program sends them.
 const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
@@ -110,16 +112,34 @@ pub fn run(prog: BorrowedFd<'_>, frame: &[u8], repeat: u32) -> io::Result<TestRu
     test_run(prog, frame, repeat, None, 0, 0)
 }
 
-/// Runs `prog` once on `frame` with `ingress` as 4 bytes of XDP metadata in
-/// front of it: how replay tells the program (loaded with
-/// [`super::LoadOptions::replay`]) which capture interface a packet came in on.
+/// Runs `prog` once on `frame` with `ingress` as XDP metadata in front of
+/// it (and time 0): how a test tells the program (loaded with
+/// [`super::LoadOptions::replay`]) which interface a packet came in on.
 pub fn run_with_ingress(prog: BorrowedFd<'_>, frame: &[u8], ingress: u32) -> io::Result<TestRun> {
-    let mut buf = Vec::with_capacity(frame.len() + 4);
-    buf.extend_from_slice(&ingress.to_ne_bytes());
+    run_with_meta(
+        prog,
+        frame,
+        &ReplayMeta {
+            ingress,
+            ..Default::default()
+        },
+    )
+}
+
+/// Runs `prog` once on `frame` with `meta` as XDP metadata in front of it:
+/// how replay tells the program (loaded with [`super::LoadOptions::replay`])
+/// which capture interface a packet came in on, and when.
+pub fn run_with_meta(prog: BorrowedFd<'_>, frame: &[u8], meta: &ReplayMeta) -> io::Result<TestRun> {
+    let mut buf = Vec::with_capacity(frame.len() + std::mem::size_of::<ReplayMeta>());
+    buf.extend_from_slice(&meta.ingress.to_ne_bytes());
+    buf.extend_from_slice(&meta._pad.to_ne_bytes());
+    buf.extend_from_slice(&meta.ts_ns.to_ne_bytes());
+    let data = buf.len() as u32;
     buf.extend_from_slice(frame);
-    // The kernel takes ctx.data bytes of the input as metadata.
+    // The kernel takes ctx.data bytes of the input as metadata (a multiple
+    // of 4, at most 32).
     let mut ctx = XdpMd {
-        data: 4,
+        data,
         data_end: buf.len() as u32,
         ..Default::default()
     };

@@ -120,7 +120,7 @@ const KERNEL: &[KernelFamily] = &[
         label: "family",
         series: &[(stat::IPV4, "ipv4"), (stat::IPV6, "ipv6")],
     },
-    one("kernel_vlan_frames", "Frames with one or two VLAN tags.", &[(stat::VLAN, "")]),
+    one("kernel_vlan_frames", "Frames with VLAN tags.", &[(stat::VLAN, "")]),
     one("kernel_monitored_syns", "Bare SYNs to a monitored port (first fragments included).", &[(stat::MONITORED_SYNS, "")]),
     one("kernel_fragmented_syns", "TCP first fragments to a monitored port.", &[(stat::FRAGMENTED_SYNS, "")]),
     one("kernel_later_fragments", "Non-first IP fragments (not inspected).", &[(stat::LATER_FRAGMENTS, "")]),
@@ -129,6 +129,9 @@ const KERNEL: &[KernelFamily] = &[
     one("kernel_answers_same_ingress", "Answers ignored: they arrived on the SYN's own ingress (forged from the client's side).", &[(stat::ANSWERS_SAME_INGRESS, "")]),
     one("kernel_resets_after_accept", "Server resets after a SYN-ACK the client never confirmed.", &[(stat::RESETS_AFTER_ACCEPT, "")]),
     one("kernel_repeat_sources", "New pairs from sources seen within the repeat horizon.", &[(stat::REPEAT_SOURCES, "")]),
+    one("kernel_active_pairs", "Known pairs reported again: their first SYN in a later activity epoch.", &[(stat::ACTIVE_PAIRS, "")]),
+    one("kernel_confirmed", "Handshakes the client completed (its ACK after the SYN-ACK), reported.", &[(stat::CONFIRMED, "")]),
+    one("kernel_unparsed_reports", "Packets past the header walk's bounds reported as unparsed (one per source per minute).", &[(stat::UNPARSED_REPORTS, "")]),
     KernelFamily {
         name: "kernel_malformed",
         help: "Frames skipped as malformed, by the header that was truncated or invalid.",
