@@ -339,6 +339,9 @@ pub const DURATION_RANGES: &[(&str, Duration, Duration)] = &[
         secs(5 * MIN),
     ),
     ("detect.hold_down", Duration::ZERO, secs(7 * DAY)),
+    ("detect.fanout_scales.window", secs(1), secs(7 * DAY)),
+    ("detect.subnet.fanout_scales.window", secs(1), secs(7 * DAY)),
+    ("detect.evasion_window", secs(1), secs(DAY)),
     ("dataplane.stats_interval", secs(1), secs(DAY)),
     ("dataplane.activity_epoch", secs(MIN), secs(DAY)),
     ("correlate.clock_skew", Duration::ZERO, secs(HOUR)),
@@ -433,6 +436,7 @@ impl Config {
             ("detect.window", d.window),
             ("detect.response_timeout", d.response_timeout),
             ("detect.hold_down", d.hold_down),
+            ("detect.evasion_window", d.evasion_window),
             ("dataplane.stats_interval", self.dataplane.stats_interval),
             ("dataplane.activity_epoch", self.dataplane.activity_epoch),
             ("correlate.clock_skew", c.clock_skew),
@@ -454,9 +458,18 @@ impl Config {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
+        for (i, sc) in d.fanout_scales.iter().enumerate() {
+            out.push((format!("detect.fanout_scales[{i}].window"), sc.window));
+        }
         for (i, o) in d.subnet.iter().enumerate() {
             if let Some(w) = o.window {
                 out.push((format!("detect.subnet[{i}].window"), w));
+            }
+            for (j, sc) in o.fanout_scales.iter().flatten().enumerate() {
+                out.push((
+                    format!("detect.subnet[{i}].fanout_scales[{j}].window"),
+                    sc.window,
+                ));
             }
         }
         out
@@ -566,6 +579,7 @@ fn check_detect(d: &DetectConfig) -> Result<(), Invalid> {
         )?;
     }
     threshold("detect.fanout_threshold", d.fanout_threshold)?;
+    scales("detect", d.window, &d.fanout_scales)?;
     unit("detect.trw_theta0", d.trw_theta0)?;
     unit("detect.trw_theta1", d.trw_theta1)?;
     if d.trw_theta1 >= d.trw_theta0 {
@@ -604,6 +618,96 @@ fn check_detect(d: &DetectConfig) -> Result<(), Invalid> {
         if let Some(w) = o.window {
             window(&key("window"), w)?;
         }
+        if let Some(more) = &o.fanout_scales {
+            scales(
+                &format!("detect.subnet[{i}]"),
+                o.window.unwrap_or(d.window),
+                more,
+            )?;
+        }
+    }
+    check_detect_prefix(d)?;
+    if d.evasion_destinations > 64 {
+        bad(
+            "detect.evasion_destinations",
+            format!("{}: must be between 0 (off) and 64", d.evasion_destinations),
+        )?;
+    }
+    Ok(())
+}
+
+/// The longer fan-out scales under `section` (`detect` or
+/// `detect.subnet[i]`), beside its base `window`.
+fn scales(
+    section: &str,
+    base: Duration,
+    more: &[crate::detect::FanoutScale],
+) -> Result<(), Invalid> {
+    let max = crate::detect::MAX_SCALES - 1;
+    if more.len() > max {
+        bad(
+            format!("{section}.fanout_scales"),
+            format!(
+                "{} scales: give at most {max} (beside `window`)",
+                more.len()
+            ),
+        )?;
+    }
+    let mut before = (format!("{section}.window"), base);
+    for (i, sc) in more.iter().enumerate() {
+        let key = format!("{section}.fanout_scales[{i}]");
+        if sc.window <= before.1 {
+            bad(
+                format!("{key}.window"),
+                format!(
+                    "{} must be longer than {} ({}): scales go from short to long",
+                    fmt_dur(sc.window),
+                    before.0,
+                    fmt_dur(before.1)
+                ),
+            )?;
+        }
+        if sc.threshold < 2 {
+            bad(
+                format!("{key}.threshold"),
+                format!("{}: must be at least 2", sc.threshold),
+            )?;
+        }
+        before = (format!("{key}.window"), sc.window);
+    }
+    Ok(())
+}
+
+fn check_detect_prefix(d: &DetectConfig) -> Result<(), Invalid> {
+    let p = &d.prefix;
+    if p.ipv4 > 32 {
+        bad(
+            "detect.prefix.ipv4",
+            format!("{}: must be between 0 (off) and 32", p.ipv4),
+        )?;
+    }
+    if p.ipv6 > 128 {
+        bad(
+            "detect.prefix.ipv6",
+            format!("{}: must be between 0 (off) and 128", p.ipv6),
+        )?;
+    }
+    for (i, net) in p.allow.iter().enumerate() {
+        check_prefix(&format!("detect.prefix.allow[{i}]"), net)?;
+    }
+    for (key, n, min) in [
+        ("detect.prefix.max_prefixes", p.max_prefixes, 1),
+        ("detect.prefix.max_pairs", p.max_pairs, 2),
+    ] {
+        if n < min || n > MAX_CAP {
+            bad(key, format!("{n}: must be between {min} and {MAX_CAP}"))?;
+        }
+    }
+    if !(1..=10_000).contains(&p.min_members) {
+        bad(
+            "detect.prefix.min_members",
+            format!("{}: must be between 1 and 10000", p.min_members),
+        )?;
     }
     Ok(())
 }

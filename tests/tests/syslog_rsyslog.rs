@@ -62,6 +62,7 @@ fn alert(message: &str) -> Alert {
         window_secs: 60,
         first_seen: ts,
         last_seen: ts,
+        ..Default::default()
     });
     a
 }

@@ -455,6 +455,18 @@ pub struct Scan {
     pub refused: u64,
     /// Window length in seconds.
     pub window_secs: u64,
+    /// Fan-out alerts: the time scale that fired (its window, `10m`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scale: Option<String>,
+    /// Prefix alerts: the source prefix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Prefix alerts: member addresses that took part (at least).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix_members: Option<u32>,
+    /// Prefix alerts: the most active members.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub prefix_top_members: Vec<IpAddr>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -471,6 +483,14 @@ impl From<&ScanEvidence> for Scan {
             accepted: ev.accepted,
             refused: ev.refused,
             window_secs: ev.window_secs,
+            scale: ev.scale.clone(),
+            prefix: ev.prefix.as_ref().map(|p| p.prefix.to_string()),
+            prefix_members: ev.prefix.as_ref().map(|p| p.members),
+            prefix_top_members: ev
+                .prefix
+                .as_ref()
+                .map(|p| p.top_members.clone())
+                .unwrap_or_default(),
         }
     }
 }
@@ -603,6 +623,10 @@ impl<'a> Document<'a> {
             push_unique(&mut related.ip, *ip);
         }
         for ip in alert.scan.iter().flat_map(|s| &s.destinations) {
+            push_unique(&mut related.ip, *ip);
+        }
+        let members = alert.scan.iter().flat_map(|s| &s.prefix);
+        for ip in members.flat_map(|p| &p.top_members) {
             push_unique(&mut related.ip, *ip);
         }
         if let Some(a) = &account {

@@ -219,6 +219,7 @@ mod tests {
             window_secs: 60,
             first_seen: ts(1, 0),
             last_seen: ts(7, 250),
+            ..Default::default()
         });
         a
     }

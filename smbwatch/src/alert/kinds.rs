@@ -77,6 +77,7 @@ impl AlertKind {
         Self::SmbNewClient,
         Self::SmbNewEdge,
         Self::SmbOffHours,
+        Self::SmbEvasionAttempt,
         Self::SmbwatchDegraded,
     ];
 
@@ -156,6 +157,17 @@ impl AlertKind {
                 category: &[IntrusionDetection, Network],
                 types: &[Connection],
                 techniques: &["T1021.002"],
+            },
+            // The packets hide a sweep of SMB hosts (discovery) from the
+            // sensor; ATT&CK has no technique for evading a network
+            // sensor with crafted headers.
+            Self::SmbEvasionAttempt => &KindSpec {
+                rule_id: "smb_evasion_attempt",
+                rule_name: "SMB packets crafted past the sensor's parser",
+                rule_version: "1",
+                category: &[IntrusionDetection, Network],
+                types: &[Info],
+                techniques: &["T1046"],
             },
             Self::SmbwatchDegraded => &KindSpec {
                 rule_id: "smbwatch_degraded",

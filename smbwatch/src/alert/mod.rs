@@ -43,6 +43,9 @@ pub enum AlertKind {
     SmbNewEdge,
     /// Baseline: SMB outside the client's learned hours.
     SmbOffHours,
+    /// A source sent packets the kernel could not parse (headers past its
+    /// bound) to several destinations.
+    SmbEvasionAttempt,
 }
 
 impl AlertKind {
@@ -125,6 +128,23 @@ pub struct ScanEvidence {
     pub first_seen: DateTime<Utc>,
     /// Latest event of the source.
     pub last_seen: DateTime<Utc>,
+    /// Fan-out alerts: the time scale that fired (its window, `10m`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scale: Option<String>,
+    /// Prefix alerts: the prefix and its members.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<PrefixEvidence>,
+}
+
+/// Evidence of a prefix alert (fan-out or TRW of a source prefix).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PrefixEvidence {
+    /// The source prefix (`203.0.113.0/24`).
+    pub prefix: ipnet::IpNet,
+    /// Member addresses that took part (at least this many).
+    pub members: u32,
+    /// The most active members, most active first.
+    pub top_members: Vec<IpAddr>,
 }
 
 /// A Windows process named by host logs.

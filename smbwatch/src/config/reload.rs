@@ -21,6 +21,8 @@ pub const RESTART_KEYS: &[(&str, &str)] = &[
     ("detect.max_sources", "detector table size"),
     ("detect.max_pairs", "detector table size"),
     ("detect.max_destinations_per_source", "detector table size"),
+    ("detect.prefix.max_prefixes", "prefix table size"),
+    ("detect.prefix.max_pairs", "prefix table size"),
     ("correlate", "correlation tables are sized at start"),
     (
         "hostlog.max_ahead",

@@ -423,6 +423,10 @@ fn every_duration_has_a_documented_range() {
         cidr: "10.0.0.0/8".parse().unwrap(),
         fanout_threshold: 5,
         window: Some(Duration::from_secs(60)),
+        fanout_scales: Some(vec![crate::detect::FanoutScale {
+            window: Duration::from_secs(600),
+            threshold: 50,
+        }]),
     });
     // Every string value that reads as a duration, by dotted key.
     fn walk(prefix: &str, v: &toml::Value, out: &mut Vec<String>) {
@@ -449,8 +453,10 @@ fn every_duration_has_a_documented_range() {
     let checked: Vec<String> = cfg
         .durations()
         .into_iter()
-        .map(|(k, _)| k.replace("[0]", ""))
+        .map(|(k, _)| k.replace("[0]", "").replace("[1]", ""))
         .collect();
+    found.sort();
+    found.dedup();
     for key in &found {
         assert!(checked.contains(key), "{key} is not checked");
     }
@@ -459,7 +465,11 @@ fn every_duration_has_a_documented_range() {
     let text = include_str!("../../../docs/smbwatch.toml");
     for (key, min, max) in DURATION_RANGES {
         let want = format!("Range: {} to {}", fmt_dur(*min), fmt_dur(*max));
-        let (section, leaf) = key.rsplit_once('.').unwrap();
+        // Scales are inline arrays: their range sits above `fanout_scales`.
+        let (section, leaf) = match key.strip_suffix(".fanout_scales.window") {
+            Some(section) => (section, "fanout_scales"),
+            None => key.rsplit_once('.').unwrap(),
+        };
         let header = if section == "detect.subnet" {
             "# [[detect.subnet]]".to_owned()
         } else {
@@ -502,4 +512,60 @@ fn byte_budgets_are_checked() {
         (d.correlate.max_bytes, d.hostlog.rules.max_dedup_bytes),
         (64 << 20, 64 << 20)
     );
+}
+
+/// The issue-16 detection keys: bad values are refused naming the key.
+#[test]
+fn scales_prefixes_and_evasion_are_checked_by_key() {
+    for (text, key, words) in [
+        (
+            "[detect]\nfanout_scales = [{ window = \"30s\", threshold = 50 }]\n",
+            "detect.fanout_scales[0].window",
+            "must be longer than detect.window (1m)",
+        ),
+        (
+            "[detect]\nfanout_scales = [{ window = \"1h\", threshold = 50 }, { window = \"10m\", threshold = 90 }]\n",
+            "detect.fanout_scales[1].window",
+            "must be longer than detect.fanout_scales[0].window (1h)",
+        ),
+        (
+            "[detect]\nfanout_scales = [{ window = \"10m\", threshold = 1 }]\n",
+            "detect.fanout_scales[0].threshold",
+            "1: must be at least 2",
+        ),
+        (
+            "[detect]\nfanout_scales = [{ window = \"2m\", threshold = 9 }, { window = \"3m\", threshold = 9 }, { window = \"4m\", threshold = 9 }, { window = \"5m\", threshold = 9 }]\n",
+            "detect.fanout_scales",
+            "4 scales: give at most 3",
+        ),
+        (
+            "[detect]\nfanout_scales = [{ window = \"8days\", threshold = 9 }]\n",
+            "detect.fanout_scales[0].window",
+            "must be between 1s and 7days",
+        ),
+        (
+            "[[detect.subnet]]\ncidr = \"192.0.2.0/24\"\nfanout_threshold = 5\nwindow = \"1h\"\nfanout_scales = [{ window = \"10m\", threshold = 50 }]\n",
+            "detect.subnet[0].fanout_scales[0].window",
+            "must be longer than detect.subnet[0].window (1h)",
+        ),
+        ("[detect.prefix]\nipv4 = 33\n", "detect.prefix.ipv4", "33: must be between 0 (off) and 32"),
+        ("[detect.prefix]\nipv6 = 129\n", "detect.prefix.ipv6", "between 0 (off) and 128"),
+        (
+            "[detect.prefix]\nallow = [\"192.0.2.1/24\"]\n",
+            "detect.prefix.allow[0]",
+            "has host bits set",
+        ),
+        ("[detect.prefix]\nmin_members = 0\n", "detect.prefix.min_members", "between 1 and 10000"),
+        ("[detect.prefix]\nmax_prefixes = 0\n", "detect.prefix.max_prefixes", "0: must be between 1"),
+        ("[detect]\nevasion_destinations = 65\n", "detect.evasion_destinations", "between 0 (off) and 64"),
+        ("[detect]\nevasion_window = \"2days\"\n", "detect.evasion_window", "between 1s and 1day"),
+        ("[baseline]\nnew_client_prefix_v4 = 40\n", "baseline.new_client_prefix_v4", "between 0 and 32"),
+    ] {
+        let (_, k, message) = error(text);
+        assert_eq!(k.as_deref(), Some(key), "{text}");
+        assert!(message.contains(words), "{text}: {message}");
+    }
+    // Off switches and empty scale lists are fine.
+    parse("[detect]\nfanout_scales = []\nevasion_destinations = 0\n[detect.prefix]\nipv4 = 0\nipv6 = 0\n")
+        .unwrap();
 }

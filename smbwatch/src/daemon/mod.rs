@@ -315,8 +315,17 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
         tokio::select! {
             _ = health_tick.tick() => {
                 let stats = dp.stats()?;
-                if let Some(notice) = degradation.observe(chrono::Utc::now(), stats.get(stat::EVENTS_SHED)) {
-                    if degradation.is_degraded() {
+                let now = chrono::Utc::now();
+                let shed = degradation.observe(now, stats.get(stat::EVENTS_SHED));
+                let limits = degradation.observe_limits(
+                    now,
+                    stats.get(stat::IPV6_EXT_LIMIT),
+                    stats.get(stat::VLAN_LIMIT),
+                );
+                let active = [degradation.is_degraded(), degradation.is_past_limits()];
+                for (notice, active) in [shed, limits].into_iter().zip(active) {
+                    let Some(notice) = notice else { continue };
+                    if active {
                         tracing::warn!(episodes = degradation.episodes, "{}", notice.message);
                     } else {
                         tracing::info!("{}", notice.message);

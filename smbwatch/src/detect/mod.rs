@@ -5,8 +5,9 @@
 //! sequence always gives the same alerts (replay and tests are exact).
 //!
 //! Two detectors share one per-source state table:
-//! - fan-out: distinct destinations per source on monitored ports within a
-//!   sliding window ([`AlertKind::SmbScanFanout`]);
+//! - fan-out: distinct destinations per source on monitored ports within
+//!   sliding windows of several time scales ([`AlertKind::SmbScanFanout`];
+//!   `scales.rs`);
 //! - Threshold Random Walk (Jung, Paxson, Berger, Balakrishnan 2004) on pair
 //!   outcomes ([`AlertKind::SmbScanTrw`]).
 //!
@@ -14,7 +15,10 @@
 //! class, so sources that touched one destination (a spoofed flood) evict
 //! each other and never a source that touched many; a compact filter of
 //! recent admissions recognises a source flushed before its second
-//! destination. See `docs/detection.md` for the defaults and why.
+//! destination. The same machinery, in second and third instances, judges
+//! source prefixes (`prefix.rs`) and unparsed packets (`evasion.rs`,
+//! [`AlertKind::SmbEvasionAttempt`]). See `docs/detection.md` for the
+//! defaults and why.
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
@@ -29,17 +33,21 @@ use crate::event::{GatewayEvent, GatewayEventKind};
 mod alerting;
 pub mod bench;
 mod config;
+mod evasion;
 mod index;
+mod prefix;
 mod recent;
 mod reconfigure;
+mod scales;
 mod table;
 mod trw;
 
 use crate::community_id::{community_id_v1, PROTO_TCP};
-pub use config::{DetectConfig, SubnetOverride};
+pub use config::{DetectConfig, FanoutScale, PrefixConfig, SubnetOverride};
+use prefix::{Members, Prefixes};
 use recent::Recent;
-pub use table::CLASSES;
 use table::{class_of, Key, Outcome, Table};
+pub use table::{CLASSES, MAX_SCALES};
 use trw::{Decision, Trw};
 
 /// Counters describing the detector's state and work.
@@ -81,8 +89,31 @@ pub struct DetectStats {
     pub unmatched_responses: u64,
     /// Alerts raised.
     pub alerts: u64,
-    /// Alerts held back by `hold_down`.
+    /// Alerts held back (TRW's `hold_down`; a fan-out scale crossing while
+    /// a longer scale's alert holds).
     pub suppressed: u64,
+    /// Prefix alerts raised (included in `alerts`).
+    pub prefix_alerts: u64,
+    /// Prefixes tracked now.
+    pub tracked_prefixes: usize,
+    /// Prefixes evicted by `detect.prefix.max_prefixes` / `max_pairs`.
+    pub prefix_evictions: u64,
+    /// Unparsed events (packets the kernel could not walk to TCP).
+    pub unparsed: u64,
+    /// `smb_evasion_attempt` alerts raised (included in `alerts`).
+    pub evasion_alerts: u64,
+}
+
+/// What a detector's sources are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Addresses; aggregates into the prefix and evasion detectors.
+    Address,
+    /// Source prefixes (their network address): members are tracked and
+    /// an alert needs `prefix.min_members` of them.
+    Prefix,
+    /// Sources of unparsed packets: no TRW, evasion alerts.
+    Evasion,
 }
 
 /// Which capacity limit was reached.
@@ -139,15 +170,15 @@ const MAX_NOTICES: usize = 16;
 /// the latest time seen, so state timestamps never go backwards.
 pub struct Detector {
     cfg: DetectConfig,
-    window: i64,
+    mode: Mode,
     timeout: i64,
     hold_down: i64,
     max_sources: usize,
     max_pairs: usize,
     max_per_source: u32,
     trw: Trw,
-    /// `(prefix, threshold, window ns)`, most specific prefix first.
-    overrides: Vec<(IpNet, u32, i64)>,
+    /// `(prefix, rule)` (see [`table::Rule`]), most specific prefix first.
+    overrides: Vec<(IpNet, u16)>,
     table: Table,
     /// Sources admitted recently, to recognise one that comes back after
     /// an eviction flushed its record.
@@ -161,6 +192,17 @@ pub struct Detector {
     notices: Vec<CapNotice>,
     /// Whether the next hit of the sources / pairs cap is reported.
     armed: [bool; 2],
+    /// Per source prefix (address detectors, unless disabled).
+    prefixes: Option<Box<Prefixes>>,
+    /// The evasion rule (address detectors, unless disabled).
+    evasion: Option<Box<Detector>>,
+    /// Prefix detectors: the members of each prefix, by slot.
+    members: Vec<Members>,
+    /// Prefix detectors: the address behind the current event, and whether
+    /// the address detector just started tracking it.
+    member: Option<(Key, bool)>,
+    /// The current event's source was admitted (not tracked before).
+    admitted: bool,
 }
 
 impl Detector {
@@ -168,11 +210,25 @@ impl Detector {
     /// (see [`crate::config::Config::validate`]); degenerate caps are raised
     /// to 1 rather than panicking.
     pub fn new(cfg: DetectConfig) -> Self {
-        let overrides = reconfigure::overrides(&cfg);
+        Self::with_mode(cfg, Mode::Address)
+    }
+
+    fn with_mode(cfg: DetectConfig, mode: Mode) -> Self {
+        let (overrides, rules) = scales::rules(&cfg);
         let max_sources = cfg.max_sources.max(1);
         let max_pairs = cfg.max_pairs.max(1);
+        let mut table = Table::new(max_sources, max_pairs, 4096, 16384);
+        table.rules = rules;
+        let address = mode == Mode::Address;
         Self {
-            window: nanos(cfg.window),
+            mode,
+            prefixes: address.then(|| Prefixes::new(&cfg).map(Box::new)).flatten(),
+            evasion: address
+                .then(|| evasion::detector(&cfg).map(Box::new))
+                .flatten(),
+            members: Vec::new(),
+            member: None,
+            admitted: false,
             timeout: nanos(cfg.response_timeout),
             hold_down: nanos(cfg.hold_down),
             max_sources,
@@ -180,10 +236,10 @@ impl Detector {
             max_per_source: u32::try_from(cfg.max_destinations_per_source)
                 .unwrap_or(u32::MAX)
                 .max(1),
-            trw: Trw::new(cfg.trw_theta0, cfg.trw_theta1, cfg.trw_pd, cfg.trw_pf),
+            trw: trw_for(&cfg, mode),
             overrides,
             // Start small; the slabs grow to the caps only if traffic needs it.
-            table: Table::new(max_sources, max_pairs, 4096, 16384),
+            table,
             recent: Recent::new(max_sources),
             probation_reserve: max_sources / PROBATION_RESERVE_DIV,
 
@@ -214,17 +270,37 @@ impl Detector {
         let src = ev.src.to_canonical();
         if self.is_allowed(src) {
             self.stats.allowlisted += 1;
-        } else {
-            match ev.kind {
-                GatewayEventKind::NewPair | GatewayEventKind::Active => {
-                    self.new_pair(src, ev, now, &mut alerts)
+            return alerts;
+        }
+        self.admitted = false;
+        match ev.kind {
+            GatewayEventKind::NewPair | GatewayEventKind::Active => {
+                self.new_pair(src, ev, now, &mut alerts)
+            }
+            GatewayEventKind::Accepted => self.response(src, ev.dst, true, now, &mut alerts),
+            GatewayEventKind::Refused => self.response(src, ev.dst, false, now, &mut alerts),
+            // The handshake's completion adds nothing to scan evidence
+            // (the SYN-ACK already counted as success).
+            GatewayEventKind::Confirmed => return alerts,
+            GatewayEventKind::Unparsed => {
+                self.stats.unparsed += 1;
+                if let Some(e) = self.evasion.as_mut() {
+                    let found = e.observe(&evasion::contact(ev));
+                    self.stats.evasion_alerts += found.len() as u64;
+                    self.stats.alerts += found.len() as u64;
+                    alerts.extend(found);
                 }
-                GatewayEventKind::Accepted => self.response(src, ev.dst, true, now, &mut alerts),
-                GatewayEventKind::Refused => self.response(src, ev.dst, false, now, &mut alerts),
-                // The handshake's completion adds nothing to scan evidence
-                // (the SYN-ACK already counted as success); unparsed
-                // packets are the evasion rule's (issue 16, not yet here).
-                GatewayEventKind::Confirmed | GatewayEventKind::Unparsed => {}
+                return alerts;
+            }
+        }
+        if let Some(p) = self.prefixes.as_mut() {
+            if let Some(pev) = p.event(ev) {
+                p.inner.member = Some((addr_key(src), self.admitted));
+                let found = p.inner.observe(&pev);
+                p.inner.member = None;
+                self.stats.prefix_alerts += found.len() as u64;
+                self.stats.alerts += found.len() as u64;
+                alerts.extend(found);
             }
         }
         alerts
@@ -235,20 +311,44 @@ impl Detector {
     /// forgotten. Call it periodically (e.g. every second); a `now` earlier
     /// than the latest event is ignored.
     pub fn advance(&mut self, now: DateTime<Utc>) -> Vec<Alert> {
+        let ts = now;
         let now = self.clock(now);
         let mut alerts = Vec::new();
         self.expire_pending(now, &mut alerts);
         self.expire_idle(now);
+        if let Some(p) = self.prefixes.as_mut() {
+            let found = p.inner.advance(ts);
+            self.stats.prefix_alerts += found.len() as u64;
+            self.stats.alerts += found.len() as u64;
+            alerts.extend(found);
+        }
+        if let Some(e) = self.evasion.as_mut() {
+            e.advance(ts);
+        }
         alerts
     }
 
     /// Current counters.
     pub fn stats(&self) -> DetectStats {
+        let mut memory = self.table.bytes() + self.recent.bytes();
+        memory += self.members.capacity() * std::mem::size_of::<Members>();
+        let (mut prefixes, mut prefix_evictions) = (0, 0);
+        if let Some(p) = &self.prefixes {
+            let inner = p.inner.stats();
+            memory += inner.memory_bytes;
+            prefixes = inner.tracked_sources;
+            prefix_evictions = inner.source_evictions;
+        }
+        if let Some(e) = &self.evasion {
+            memory += e.stats().memory_bytes;
+        }
         DetectStats {
             tracked_sources: self.table.source_count(),
             tracked_pairs: self.table.pair_count(),
             pending_pairs: self.table.pending_count(),
-            memory_bytes: self.table.bytes() + self.recent.bytes(),
+            memory_bytes: memory,
+            tracked_prefixes: prefixes,
+            prefix_evictions,
             ..self.stats
         }
     }
@@ -280,14 +380,24 @@ impl Detector {
         self.cfg.allow.iter().any(|net| net.contains(&src))
     }
 
-    /// Fan-out threshold and window for a new source.
-    fn limits(&self, src: IpAddr) -> (u32, i64) {
-        self.overrides
-            .iter()
-            .find(|(net, _, _)| net.contains(&src))
-            .map_or((self.cfg.fanout_threshold, self.window), |&(_, t, w)| {
-                (t, w)
-            })
+    /// Prefix detectors: note the current event's member in `slot`'s
+    /// prefix (the member count and the most active members).
+    fn note_member(&mut self, slot: u32) {
+        if let Some((key, new)) = self.member {
+            if let Some(m) = self.members.get_mut(slot as usize) {
+                m.add(&key, new);
+            }
+        }
+    }
+
+    /// Prefix detectors: whether `slot`'s prefix has enough members to
+    /// alert (always, in other detectors).
+    fn members_ok(&self, slot: u32) -> bool {
+        self.mode != Mode::Prefix
+            || self
+                .members
+                .get(slot as usize)
+                .is_some_and(|m| m.count() >= self.cfg.prefix.min_members)
     }
 
     fn new_pair(&mut self, src: IpAddr, ev: &GatewayEvent, now: i64, alerts: &mut Vec<Alert>) {
@@ -305,19 +415,24 @@ impl Detector {
         let slot = match self.table.source_hashed(&key, hash) {
             Some(slot) => {
                 self.seen(slot, ev, now);
+                self.advance_scales(slot, now);
                 self.prune(slot, now);
                 if let Some(p) = self.table.pair(slot, &dst) {
-                    // Seen again within the window (a retransmission the
-                    // kernel reported twice, or a reconnect): still one
-                    // destination.
+                    // Seen again while kept (a retransmission the kernel
+                    // reported twice, a reconnect, or the pair active in a
+                    // later epoch): still one destination, but back within
+                    // the shorter scales it had left.
                     self.table.refresh_pair(p, now, ev.sport);
+                    self.note_member(slot);
                     self.touch(slot);
+                    self.check_scales(slot, now, alerts);
                     return;
                 }
                 slot
             }
             None => {
                 let slot = self.admit(key, hash, &dst, src, now);
+                self.admitted = true;
                 self.seen(slot, ev, now);
                 // The kernel tracks the source (it opened another pair a few
                 // seconds ago) but the detector never heard of it: that
@@ -329,6 +444,7 @@ impl Detector {
                 slot
             }
         };
+        self.note_member(slot);
         if ev.fragmented {
             let s = &mut self.table.sources[slot as usize];
             s.fragmented = s.fragmented.saturating_add(1);
@@ -358,12 +474,7 @@ impl Detector {
         }
         self.table.insert_pair(slot, dst, now, ev.sport, ev.dport);
         self.touch(slot);
-        let s = &self.table.sources[slot as usize];
-        if s.fanout() >= s.threshold {
-            if let Some(alert) = self.maybe_alert(slot, AlertKind::SmbScanFanout, now) {
-                alerts.push(alert);
-            }
-        }
+        self.check_scales(slot, now, alerts);
     }
 
     /// Start tracking a new source, evicting one if the table is full. A
@@ -379,8 +490,15 @@ impl Detector {
                 .expect("sources at cap, so one exists");
             self.evict(victim);
         }
-        let (threshold, window) = self.limits(src);
-        let slot = self.table.insert_source(key, hash, threshold, window, now);
+        let rule = self.rule_for(src);
+        let slot = self.table.insert_source(key, hash, rule, now);
+        if self.mode == Mode::Prefix {
+            let i = slot as usize;
+            if self.members.len() <= i {
+                self.members.resize(i + 1, Members::default());
+            }
+            self.members[i] = Members::default();
+        }
         if recalled {
             self.table.sources[slot as usize].carried = 1;
             self.stats.recalled_sources += 1;
@@ -493,6 +611,10 @@ impl Detector {
     }
 
     fn trw_step(&mut self, slot: u32, success: bool, at: i64, alerts: &mut Vec<Alert>) {
+        if self.mode == Mode::Evasion {
+            // Unparsed packets get no answer the kernel can match.
+            return;
+        }
         let decision = self
             .trw
             .step(&mut self.table.sources[slot as usize].llr, success);
@@ -520,6 +642,7 @@ impl Detector {
     /// A still-pending pair stops the walk: its outcome is owed to TRW, and
     /// it is decided within `response_timeout` (no longer than the window).
     fn prune(&mut self, slot: u32, now: i64) {
+        self.table.advance_scales(slot, now);
         let window = self.table.sources[slot as usize].window;
         loop {
             let head = self.table.sources[slot as usize].head;
@@ -605,6 +728,22 @@ fn prefetch<T>(x: &T) {
     let _ = x;
 }
 
+/// How far a prefix's random walk goes before it decides, relative to an
+/// address's: a prefix holds many hosts, and one-shot noise (spoofed SYNs,
+/// a few dead mappings across an office) adds up in it. With the default
+/// TRW parameters: seven net failures instead of four.
+const PREFIX_TRW_WIDTH: f64 = 2.0;
+
+/// The random walk's steps and bounds for a detector of `mode`.
+fn trw_for(cfg: &DetectConfig, mode: Mode) -> Trw {
+    let trw = Trw::new(cfg.trw_theta0, cfg.trw_theta1, cfg.trw_pd, cfg.trw_pf);
+    if mode == Mode::Prefix {
+        trw.widened(PREFIX_TRW_WIDTH)
+    } else {
+        trw
+    }
+}
+
 /// A duration in nanoseconds, saturating.
 fn nanos(d: Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
@@ -631,5 +770,7 @@ fn key_addr(key: &Key) -> IpAddr {
     Ipv6Addr::from(*key).to_canonical()
 }
 
+#[cfg(test)]
+mod sweep_tests;
 #[cfg(test)]
 mod tests;

@@ -1,26 +1,6 @@
 //! New settings for a running detector (a daemon reload), keeping its state.
 
-use ipnet::IpNet;
-
-use super::{key_addr, nanos, trw::Trw, DetectConfig, Detector};
-
-/// The per-subnet overrides as `(prefix, threshold, window ns)`, most
-/// specific prefix first (a stable sort keeps file order among equals).
-pub(super) fn overrides(cfg: &DetectConfig) -> Vec<(IpNet, u32, i64)> {
-    let mut out: Vec<(IpNet, u32, i64)> = cfg
-        .subnet
-        .iter()
-        .map(|o| {
-            (
-                o.cidr.trunc(),
-                o.fanout_threshold,
-                nanos(o.window.unwrap_or(cfg.window)),
-            )
-        })
-        .collect();
-    out.sort_by_key(|o| std::cmp::Reverse(o.0.prefix_len()));
-    out
-}
+use super::{evasion, key_addr, nanos, scales, DetectConfig, Detector, Mode, Prefixes};
 
 impl Detector {
     /// Takes new thresholds, windows, TRW parameters, hold-down, allowlist
@@ -37,18 +17,28 @@ impl Detector {
             max_destinations_per_source: self.cfg.max_destinations_per_source,
             ..cfg
         };
-        self.window = nanos(cfg.window);
         self.timeout = nanos(cfg.response_timeout);
         self.hold_down = nanos(cfg.hold_down);
-        self.trw = Trw::new(cfg.trw_theta0, cfg.trw_theta1, cfg.trw_pd, cfg.trw_pf);
-        self.overrides = overrides(&cfg);
+        self.trw = super::trw_for(&cfg, self.mode);
+        let (overrides, rules) = scales::rules(&cfg);
+        self.overrides = overrides;
+        self.table.rules = rules;
+        if self.mode == Mode::Address {
+            // Turned on: a fresh detector; off: its state goes.
+            match (self.prefixes.as_mut(), cfg.prefix.enabled()) {
+                (Some(p), true) => p.reconfigure(&cfg),
+                _ => self.prefixes = Prefixes::new(&cfg).map(Box::new),
+            }
+            match (self.evasion.as_mut(), cfg.evasion_destinations > 0) {
+                (Some(e), true) => e.reconfigure(evasion::config(&cfg)),
+                _ => self.evasion = evasion::detector(&cfg).map(Box::new),
+            }
+        }
         self.cfg = cfg;
         for slot in self.table.live_slots() {
             let src = key_addr(&self.table.sources[slot as usize].key);
-            let (threshold, window) = self.limits(src);
-            let s = &mut self.table.sources[slot as usize];
-            s.threshold = threshold;
-            s.window = window;
+            self.table.sources[slot as usize].rule = self.rule_for(src);
+            self.table.rescale(slot);
         }
     }
 }
@@ -128,6 +118,7 @@ mod tests {
                 cidr: "192.0.2.0/24".parse().unwrap(),
                 fanout_threshold: 6,
                 window: None,
+                fanout_scales: None,
             }],
             max_sources: 7,
             ..DetectConfig::default()

@@ -26,6 +26,38 @@ pub(super) const NIL: u32 = u32::MAX;
 /// Fan-out classes: 1 destination (probation), 2–3, 4–7, 8–15, 16–31, 32+.
 pub const CLASSES: usize = 6;
 
+/// Most fan-out time scales per rule (`[detect] window` and up to three
+/// `fanout_scales`).
+pub const MAX_SCALES: usize = 4;
+
+/// One fan-out time scale: `threshold` distinct destinations within `window` ns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Scale {
+    pub threshold: u32,
+    pub window: i64,
+}
+
+/// The fan-out scales of a group of sources (`[detect]`, or one
+/// `[[detect.subnet]]`), shortest window first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Rule {
+    pub scales: [Scale; MAX_SCALES],
+    /// Scales in use (1 to [`MAX_SCALES`]).
+    pub n: u8,
+}
+
+impl Rule {
+    /// The scales in use.
+    pub fn scales(&self) -> &[Scale] {
+        &self.scales[..usize::from(self.n)]
+    }
+
+    /// How long a pair is kept: the longest window.
+    pub fn retention(&self) -> i64 {
+        self.scales().iter().map(|s| s.window).max().unwrap_or(0)
+    }
+}
+
 /// The class of a source that touched `rank` destinations: 0 for 0 or 1,
 /// then one class per power of two, the last open-ended.
 pub(super) fn class_of(rank: u32) -> u8 {
@@ -78,22 +110,19 @@ pub(super) struct Source {
     /// detector first heard of it (0 or 1: the event's `kernel_fanout`,
     /// while the kernel sheds events); counted for class and threshold.
     pub unseen: u8,
-    /// Suppression: kinds alerted since the hold-down began.
+    /// Suppression (TRW): kinds alerted since the hold-down began.
     pub alerted_kinds: u8,
     /// The per-source destination cap was reported for this source.
     pub dest_cap_noticed: bool,
     // Second cache line (8-byte fields first, so it packs into 64 bytes).
-    /// Fan-out window (ns) for this source (subnet overrides).
+    /// How long its pairs are kept (ns): its rule's longest window.
     pub window: i64,
     /// Sums over the pairs in the list.
     pub syns: u64,
     /// TRW log-likelihood ratio.
     pub llr: f64,
-    /// Suppression: time of the latest alert (`i64::MIN`: none) and fan-out then.
+    /// Suppression (TRW): time of the latest alert (`i64::MIN`: none).
     pub last_alert: i64,
-    pub alerted_distinct: u32,
-    /// Fan-out threshold for this source (subnet overrides).
-    pub threshold: u32,
     pub accepted: u32,
     pub refused: u32,
     /// Interface and outer VLAN of the source's latest SYN.
@@ -104,6 +133,22 @@ pub(super) struct Source {
     pub walk: u16,
     /// SYNs that came as first IP fragments (an evasion attempt).
     pub fragmented: u16,
+    // Third cache line: the fan-out scales.
+    /// Its rule (`Table::rules`): `[detect]` or a subnet override.
+    pub rule: u16,
+    /// Scales that may alert (bit per scale): cleared when a scale alerts,
+    /// set again once its count fell below half its threshold (the sweep
+    /// aged out), so a continuing sweep alerts once per scale and a new
+    /// sweep alerts again.
+    pub armed: u8,
+    /// Time (ns) the scale cursors were advanced to.
+    pub scaled_at: i64,
+    /// Per scale: its oldest pair within the window (`NIL`: none) and the
+    /// pairs from there to the newest (distinct destinations in the window).
+    pub cursor: [u32; MAX_SCALES],
+    pub count: [u32; MAX_SCALES],
+    /// Per scale: its count when it last alerted (escalation: doubling).
+    pub alerted: [u32; MAX_SCALES],
 }
 
 impl Source {
@@ -111,6 +156,11 @@ impl Source {
     /// plus the one the kernel saw before the detector did ([`Self::unseen`]).
     pub fn fanout(&self) -> u32 {
         self.distinct + u32::from(self.unseen)
+    }
+
+    /// Distinct destinations counted for scale `i`, with [`Self::unseen`].
+    pub fn scale_fanout(&self, i: usize) -> u32 {
+        self.count[i] + u32::from(self.unseen)
     }
 }
 
@@ -148,6 +198,8 @@ fn pair_hash(state: &State, src: u32, dst: &Key) -> u32 {
 
 /// The state table. See the module documentation.
 pub(super) struct Table {
+    /// Fan-out scales by rule (`Source::rule`); set by the detector.
+    pub rules: Vec<Rule>,
     pub sources: Vec<Source>,
     free_sources: Vec<u32>,
     /// Source slots, hashed by the slot's key.
@@ -187,6 +239,7 @@ impl Table {
     /// `max_pairs` pairs; `sources`/`pairs` size the initial allocation.
     pub fn new(max_sources: usize, max_pairs: usize, sources: usize, pairs: usize) -> Self {
         Self {
+            rules: Vec::new(),
             sources: Vec::with_capacity(sources.min(max_sources)),
             free_sources: Vec::new(),
             by_addr: Index::new(sources, max_sources),
@@ -330,14 +383,10 @@ impl Table {
 
     /// Start tracking `key` (hashed by [`Self::addr_hash`]) as the most
     /// recently active source of probation.
-    pub fn insert_source(
-        &mut self,
-        key: Key,
-        hash: u32,
-        threshold: u32,
-        window: i64,
-        now: i64,
-    ) -> u32 {
+    pub fn insert_source(&mut self, key: Key, hash: u32, rule: u16, now: i64) -> u32 {
+        let r = &self.rules[usize::from(rule)];
+        let window = r.retention();
+        let armed = (1u8 << r.n) - 1;
         let src = Source {
             key,
             prev: NIL,
@@ -350,7 +399,6 @@ impl Table {
             hash,
             window,
             indexed: false,
-            threshold,
             class: 0,
             carried: 0,
             unseen: 0,
@@ -365,7 +413,12 @@ impl Table {
             refused: 0,
             ifindex: 0,
             last_alert: i64::MIN,
-            alerted_distinct: 0,
+            rule,
+            armed,
+            scaled_at: now,
+            cursor: [NIL; MAX_SCALES],
+            count: [0; MAX_SCALES],
+            alerted: [0; MAX_SCALES],
         };
         let slot = match self.free_sources.pop() {
             Some(s) => {
@@ -463,20 +516,108 @@ impl Table {
         }
         self.pend_tail = p;
         self.pending += 1;
+        let n = self.rule_of(src).n;
         let s = &mut self.sources[src as usize];
         s.tail = p;
         s.distinct += 1;
         s.syns += 1;
         s.pending += 1;
+        // The newest pair is within every window (the caller advanced the
+        // scales to `now`).
+        for i in 0..usize::from(n) {
+            s.count[i] += 1;
+            if s.cursor[i] == NIL {
+                s.cursor[i] = p;
+            }
+        }
         p
+    }
+
+    /// The scales of a source.
+    pub fn rule_of(&self, src: u32) -> Rule {
+        self.rules[usize::from(self.sources[src as usize].rule)]
+    }
+
+    /// Move each scale's cursor past the pairs that left its window by
+    /// `t` (a no-op for a `t` already reached). The source's list is
+    /// ordered by latest sighting, so each cursor only moves forward.
+    pub fn advance_scales(&mut self, src: u32, t: i64) {
+        let rule = self.rule_of(src);
+        let s = &mut self.sources[src as usize];
+        if t <= s.scaled_at {
+            return;
+        }
+        s.scaled_at = t;
+        for (i, sc) in rule.scales().iter().enumerate() {
+            let mut cur = s.cursor[i];
+            while cur != NIL && self.pairs[cur as usize].ts.saturating_add(sc.window) <= t {
+                cur = self.pairs[cur as usize].next;
+                s.count[i] -= 1;
+            }
+            s.cursor[i] = cur;
+        }
+    }
+
+    /// Rebuild a source's cursors from its list (after its rule changed).
+    pub fn rescale(&mut self, src: u32) {
+        let rule = self.rule_of(src);
+        let s = &mut self.sources[src as usize];
+        s.window = rule.retention();
+        s.armed &= (1u8 << rule.n) - 1;
+        let at = s.scaled_at;
+        for (i, sc) in rule.scales().iter().enumerate() {
+            let (mut cur, mut skipped) = (s.head, 0);
+            while cur != NIL && self.pairs[cur as usize].ts.saturating_add(sc.window) <= at {
+                cur = self.pairs[cur as usize].next;
+                skipped += 1;
+            }
+            s.cursor[i] = cur;
+            s.count[i] = s.distinct - skipped;
+        }
+        for i in usize::from(rule.n)..MAX_SCALES {
+            (s.cursor[i], s.count[i]) = (NIL, 0);
+        }
+    }
+
+    /// Before pair `p` leaves its place in its source's list: which scales
+    /// count it now (bit per scale); cursors on it move to its successor.
+    fn scales_leave(&mut self, p: u32) -> u8 {
+        let pair = &self.pairs[p as usize];
+        let (src, ts, next) = (pair.src, pair.ts, pair.next);
+        let rule = self.rule_of(src);
+        let s = &mut self.sources[src as usize];
+        let mut within = 0u8;
+        for (i, sc) in rule.scales().iter().enumerate() {
+            // Cursors were advanced to `scaled_at`: a pair is at or after
+            // the cursor exactly when it is still within the window then.
+            if s.cursor[i] != NIL && ts.saturating_add(sc.window) > s.scaled_at {
+                within |= 1 << i;
+                if s.cursor[i] == p {
+                    s.cursor[i] = next;
+                }
+            }
+        }
+        within
     }
 
     /// Another SYN for a tracked pair: it is seen again now, so it moves to
     /// the newest end of its source's list (the window counts it once).
     pub fn refresh_pair(&mut self, p: u32, now: i64, sport: u16) {
         let src = self.pairs[p as usize].src;
+        let within = self.scales_leave(p);
         self.src_unlink(p);
         self.src_append(src, p);
+        let n = self.rule_of(src).n;
+        let s = &mut self.sources[src as usize];
+        for i in 0..usize::from(n) {
+            if within & (1 << i) == 0 {
+                // Back within this window (the caller advanced to `now`).
+                s.count[i] += 1;
+            }
+            if s.cursor[i] == NIL {
+                s.cursor[i] = p;
+            }
+        }
         let pair = &mut self.pairs[p as usize];
         pair.ts = now;
         pair.sport = sport;
@@ -518,6 +659,12 @@ impl Table {
             let pair = &self.pairs[p as usize];
             (pair.src, pair.dst, pair.syns, pair.outcome)
         };
+        let within = self.scales_leave(p);
+        for i in 0..MAX_SCALES {
+            if within & (1 << i) != 0 {
+                self.sources[src as usize].count[i] -= 1;
+            }
+        }
         self.src_unlink(p);
         if outcome == Outcome::Pending {
             self.pend_unlink(p);
@@ -551,8 +698,14 @@ impl Table {
     }
 
     /// Pairs of a source, oldest first.
+    #[cfg(test)]
     pub fn pairs_of(&self, src: u32) -> impl Iterator<Item = &Pair> + '_ {
-        let mut cur = self.sources[src as usize].head;
+        self.pairs_from(self.sources[src as usize].head)
+    }
+
+    /// Pair `p` and the newer pairs of its source (none for `NIL`).
+    pub fn pairs_from(&self, p: u32) -> impl Iterator<Item = &Pair> + '_ {
+        let mut cur = p;
         std::iter::from_fn(move || {
             if cur == NIL {
                 return None;
@@ -659,6 +812,24 @@ mod tests {
         k
     }
 
+    /// Three scales: 2 in 5 ns, 4 in 40 ns, 8 in 300 ns (times are steps).
+    fn rules() -> Vec<Rule> {
+        let mut r = Rule {
+            n: 3,
+            ..Rule::default()
+        };
+        for (i, (threshold, window)) in [(2, 5), (4, 40), (8, 300)].into_iter().enumerate() {
+            r.scales[i] = Scale { threshold, window };
+        }
+        vec![r]
+    }
+
+    fn table(sources: usize, pairs: usize, a: usize, b: usize) -> Table {
+        let mut t = Table::new(sources, pairs, a, b);
+        t.rules = rules();
+        t
+    }
+
     /// Walks every list and checks it against the indexes and sums.
     fn check(t: &Table) {
         let mut seen = 0;
@@ -678,8 +849,22 @@ mod tests {
                 assert_eq!(count(Outcome::Accepted), s.accepted);
                 assert_eq!(count(Outcome::Failed), s.refused);
                 assert_eq!(count(Outcome::Pending), s.pending);
-                for p in ps {
+                for p in &ps {
                     assert!(t.pair(cur, &p.dst).is_some());
+                }
+                // Each scale counts exactly the pairs within its window.
+                for (i, sc) in t.rule_of(cur).scales().iter().enumerate() {
+                    let within: Vec<&&Pair> = ps
+                        .iter()
+                        .filter(|p| p.ts + sc.window > s.scaled_at)
+                        .collect();
+                    assert_eq!(s.count[i] as usize, within.len(), "scale {i}");
+                    let first = within.first().map(|p| (p.dst, p.ts));
+                    let cursor = (s.cursor[i] != NIL).then(|| {
+                        let p = &t.pairs[s.cursor[i] as usize];
+                        (p.dst, p.ts)
+                    });
+                    assert_eq!(cursor, first, "scale {i} cursor");
                 }
                 len += 1;
                 prev = cur;
@@ -701,8 +886,8 @@ mod tests {
     }
 
     #[test]
-    fn layout_is_two_and_one_cache_lines() {
-        assert_eq!(std::mem::size_of::<Source>(), 128);
+    fn layout_is_three_and_one_cache_lines() {
+        assert_eq!(std::mem::size_of::<Source>(), 192);
         assert_eq!(std::mem::size_of::<Pair>(), 64);
     }
 
@@ -717,9 +902,9 @@ mod tests {
 
     #[test]
     fn lists_stay_consistent() {
-        let mut t = Table::new(4, 4, 4, 4);
-        let a = t.insert_source(key(1), t.addr_hash(&key(1)), 20, 60, 0);
-        let b = t.insert_source(key(2), t.addr_hash(&key(2)), 20, 60, 0);
+        let mut t = table(4, 4, 4, 4);
+        let a = t.insert_source(key(1), t.addr_hash(&key(1)), 0, 0);
+        let b = t.insert_source(key(2), t.addr_hash(&key(2)), 0, 0);
         assert_eq!(t.class_tail(0), Some(a));
         let p1 = t.insert_pair(a, key(10), 1, 5000, 445);
         let p2 = t.insert_pair(a, key(11), 2, 5001, 445);
@@ -732,6 +917,7 @@ mod tests {
         assert_eq!(t.victim(1, NIL), Some(a));
         assert_eq!(t.victim(1, a), Some(b), "never the source being served");
         t.resolve(p2, Outcome::Accepted);
+        t.advance_scales(a, 4);
         t.refresh_pair(p1, 4, 5003);
         assert_eq!(t.sources[a as usize].head, p2);
         assert_eq!(t.pending_head(), Some(p1));
@@ -746,7 +932,7 @@ mod tests {
         assert_eq!(t.pair_count(), 1);
         assert_eq!(t.pending_head(), Some(p3));
         // Freed slots are reused.
-        let c = t.insert_source(key(3), t.addr_hash(&key(3)), 20, 60, 5);
+        let c = t.insert_source(key(3), t.addr_hash(&key(3)), 0, 5);
         assert_eq!(c, a);
         t.insert_pair(c, key(12), 5, 5004, 445);
         assert!(t.pairs.len() <= 3);
@@ -768,7 +954,7 @@ mod tests {
             k[12..].copy_from_slice(&i.to_be_bytes());
             k
         };
-        let mut t = Table::new(64, 256, 4, 4);
+        let mut t = table(64, 256, 4, 4);
         let mut peak = (0, 0);
         for step in 0..20_000u32 {
             let live: Vec<u32> = (0..CLASSES)
@@ -787,20 +973,25 @@ mod tests {
                 0 | 1 if t.source_count() < 64 => {
                     let k = addr(rnd(200));
                     if t.source(&k).is_none() {
-                        t.insert_source(k, t.addr_hash(&k), 20, 60, i64::from(step));
+                        t.insert_source(k, t.addr_hash(&k), 0, i64::from(step));
                     }
                 }
                 2 | 3 => {
                     if let (Some(s), true) = (pick(rnd(1000)), t.pair_count() < 256) {
                         let d = addr(rnd(12));
-                        if t.pair(s, &d).is_none() {
-                            t.insert_pair(s, d, i64::from(step), 1, 445);
+                        t.advance_scales(s, i64::from(step));
+                        match t.pair(s, &d) {
+                            None => {
+                                t.insert_pair(s, d, i64::from(step), 1, 445);
+                            }
+                            Some(p) => t.refresh_pair(p, i64::from(step), 2),
                         }
                     }
                 }
                 4 => {
                     if let Some(s) = pick(rnd(1000)) {
                         t.touch(s, class_of(rnd(40)));
+                        t.advance_scales(s, i64::from(step));
                     }
                 }
                 5 => {
@@ -847,11 +1038,11 @@ mod tests {
 
     #[test]
     fn slabs_stop_growing_at_the_caps() {
-        let mut t = Table::new(1000, 1500, 16, 16);
+        let mut t = table(1000, 1500, 16, 16);
         for i in 0..1000u32 {
             let mut k = [0u8; 16];
             k[12..].copy_from_slice(&i.to_be_bytes());
-            let s = t.insert_source(k, t.addr_hash(&k), 20, 60, 0);
+            let s = t.insert_source(k, t.addr_hash(&k), 0, 0);
             t.insert_pair(s, key(1), 0, 1, 445);
         }
         assert_eq!(t.sources.capacity(), 1000);

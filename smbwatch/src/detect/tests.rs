@@ -75,13 +75,28 @@ fn of_kind(alerts: &[(usize, Alert)], kind: AlertKind) -> Vec<&(usize, Alert)> {
     alerts.iter().filter(|(_, a)| a.kind == kind).collect()
 }
 
+/// The single 60 s scale and no prefix aggregation: the per-address engine
+/// alone, as these tests were written for (the longer scales, prefixes and
+/// the evasion rule: `sweep_tests.rs`).
+fn one_scale() -> DetectConfig {
+    DetectConfig {
+        fanout_scales: Vec::new(),
+        prefix: PrefixConfig {
+            ipv4: 0,
+            ipv6: 0,
+            ..PrefixConfig::default()
+        },
+        ..DetectConfig::default()
+    }
+}
+
 fn scanner() -> IpAddr {
     ip("192.0.2.66")
 }
 
 #[test]
 fn fast_sweep_alerts_at_exactly_the_20th_destination() {
-    let mut det = Detector::new(DetectConfig::default());
+    let mut det = Detector::new(one_scale());
     let events: Vec<_> = (0..30)
         .map(|i| syn(scanner(), host(i), i64::from(i) * 10))
         .collect();
@@ -112,8 +127,9 @@ fn fast_sweep_alerts_at_exactly_the_20th_destination() {
     assert_eq!((scan.first_seen, scan.last_seen), (at(0), at(190)));
     assert_eq!(
         a.message,
-        "192.0.2.66 connected to 20 distinct hosts on port 445 within 1m"
+        "192.0.2.66 connected to 20 distinct hosts on port 445 within 1m (fan-out scale 1m: 20 hosts)"
     );
+    assert_eq!(scan.scale.as_deref(), Some("1m"));
     let stats = det.stats();
     assert_eq!(
         (stats.alerts, stats.tracked_sources, stats.tracked_pairs),
@@ -126,7 +142,7 @@ fn fast_sweep_alerts_at_exactly_the_20th_destination() {
 fn evidence_list_is_capped() {
     let cfg = DetectConfig {
         max_destinations_listed: 5,
-        ..DetectConfig::default()
+        ..one_scale()
     };
     let mut det = Detector::new(cfg);
     let events: Vec<_> = (0..20)
@@ -155,7 +171,7 @@ fn slow_sweep() -> Vec<GatewayEvent> {
 fn slow_sweep_inside_a_long_window_alerts() {
     let cfg = DetectConfig {
         window: Duration::from_secs(3600),
-        ..DetectConfig::default()
+        ..one_scale()
     };
     let mut det = Detector::new(cfg);
     let alerts = run(&mut det, &slow_sweep());
@@ -173,7 +189,7 @@ fn slow_sweep_inside_a_long_window_alerts() {
 
 #[test]
 fn slow_sweep_outside_a_short_window_is_left_to_trw() {
-    let mut det = Detector::new(DetectConfig::default());
+    let mut det = Detector::new(one_scale());
     let alerts = run(&mut det, &slow_sweep());
     assert!(
         of_kind(&alerts, AlertKind::SmbScanFanout).is_empty(),
@@ -197,7 +213,7 @@ fn slow_sweep_outside_a_short_window_is_left_to_trw() {
 
 #[test]
 fn retransmitted_syns_count_once() {
-    let mut det = Detector::new(DetectConfig::default());
+    let mut det = Detector::new(one_scale());
     let mut events = Vec::new();
     for i in 0..19 {
         for r in 0..3 {
@@ -215,7 +231,7 @@ fn retransmitted_syns_count_once() {
 #[test]
 fn repeated_destination_stays_in_the_window_from_its_latest_syn() {
     // host(0) at 0 s and again at 50 s: at 100 s it is still within 60 s.
-    let mut det = Detector::new(DetectConfig::default());
+    let mut det = Detector::new(one_scale());
     let mut events = vec![
         syn(scanner(), host(0), 0),
         syn(scanner(), host(0), 50 * SEC),
@@ -234,7 +250,7 @@ fn repeated_destination_stays_in_the_window_from_its_latest_syn() {
 
 #[test]
 fn file_server_with_200_clients_is_quiet() {
-    let mut det = Detector::new(DetectConfig::default());
+    let mut det = Detector::new(one_scale());
     let server = ip("203.0.113.5");
     let mut events = Vec::new();
     // Each client connects three times over 20 minutes; every SYN is answered.
@@ -259,7 +275,7 @@ fn allowlisted_backup_server_is_ignored() {
             "192.0.2.10/32".parse().unwrap(),
             "2001:db8:b::/48".parse().unwrap(),
         ],
-        ..DetectConfig::default()
+        ..one_scale()
     };
     let mut det = Detector::new(cfg);
     let backup = ip("192.0.2.10");
@@ -290,7 +306,7 @@ fn partly_successful_scanner_still_fires_trw() {
     // fan-out threshold is out of reach so only the random walk can fire.
     let cfg = DetectConfig {
         fanout_threshold: 1000,
-        ..DetectConfig::default()
+        ..one_scale()
     };
     let mut det = Detector::new(cfg);
     let mut events = Vec::new();
@@ -322,7 +338,7 @@ fn partly_successful_scanner_still_fires_trw() {
 
 #[test]
 fn unanswered_probes_fail_at_the_response_timeout() {
-    let mut det = Detector::new(DetectConfig::default());
+    let mut det = Detector::new(one_scale());
     for i in 0..4 {
         assert!(det
             .observe(&syn(scanner(), host(i), i64::from(i) * 10))
@@ -344,7 +360,7 @@ fn unanswered_probes_fail_at_the_response_timeout() {
 
 #[test]
 fn answers_at_the_timeout_count_late_ones_do_not() {
-    let mut det = Detector::new(DetectConfig::default());
+    let mut det = Detector::new(one_scale());
     det.observe(&syn(scanner(), host(1), 0));
     det.observe(&syn(scanner(), host(2), 0));
     det.observe(&accept(scanner(), host(1), 3 * SEC));
@@ -355,7 +371,7 @@ fn answers_at_the_timeout_count_late_ones_do_not() {
 
 #[test]
 fn spoofed_flood_stays_bounded_and_the_real_scanner_is_caught() {
-    let cfg = DetectConfig::default();
+    let cfg = one_scale();
     let cap = cfg.max_sources;
     let mut det = Detector::new(cfg);
     let mut fanout = Vec::new();
@@ -427,7 +443,7 @@ fn slow_scanner_inside_a_one_shot_spoofed_flood_is_caught() {
     let cap = 50_000;
     let cfg = DetectConfig {
         max_sources: cap,
-        ..DetectConfig::default()
+        ..one_scale()
     };
     let mut det = Detector::new(cfg);
     let flood_per_sec: i64 = 35_000;
@@ -492,7 +508,7 @@ fn two_destination_spoofed_sources_cannot_flush_a_20_destination_scanner() {
     let cap = 5_000;
     let cfg = DetectConfig {
         max_sources: cap,
-        ..DetectConfig::default()
+        ..one_scale()
     };
     let mut det = Detector::new(cfg);
     let mut alerts = Vec::new();
@@ -553,7 +569,7 @@ fn refused_after_accepted_becomes_a_failure() {
     // Three refused probes, then one answered by SYN-ACK and then RST
     // (no client ACK between): the pair failed after all, so the walk
     // holds four failures and the scanner is found at the RST.
-    let mut det = Detector::new(DetectConfig::default());
+    let mut det = Detector::new(one_scale());
     let mut alerts = Vec::new();
     for i in 0..3 {
         let t = i64::from(i) * 100;
@@ -588,7 +604,7 @@ fn refused_after_accepted_becomes_a_failure() {
 fn refused_after_accepted_corrects_the_walk_without_alerting() {
     // A client whose contacts succeed: S S S, then the third's RST. The
     // walk goes from three successes to two successes and a failure.
-    let cfg = DetectConfig::default();
+    let cfg = one_scale();
     let trw = trw::Trw::new(cfg.trw_theta0, cfg.trw_theta1, cfg.trw_pd, cfg.trw_pf);
     let mut det = Detector::new(cfg);
     let client = ip("192.0.2.7");
@@ -609,7 +625,7 @@ fn refused_after_accepted_corrects_the_walk_without_alerting() {
 
 #[test]
 fn class_follows_destinations_in_the_window() {
-    let mut det = Detector::new(DetectConfig::default());
+    let mut det = Detector::new(one_scale());
     let class = |det: &Detector| {
         det.table
             .class(det.table.source(&addr_key(scanner())).unwrap())
@@ -633,7 +649,7 @@ fn probation_keeps_room_for_newcomers() {
     // probation holds more than its reserve, then evict each other.
     let cfg = DetectConfig {
         max_sources: 16,
-        ..DetectConfig::default()
+        ..one_scale()
     };
     let mut det = Detector::new(cfg);
     for s in 0..16u32 {
@@ -665,16 +681,26 @@ fn memory_is_bounded_by_the_caps() {
     let cfg = DetectConfig {
         max_sources: 1000,
         max_pairs: 4000,
-        ..DetectConfig::default()
+        evasion_destinations: 0,
+        ..one_scale()
     };
-    // The figure in README.md and docs/detection.md.
-    assert_eq!(DetectConfig::default().memory_bound() / 1_000_000, 38);
+    // The figures in docs/detection.md: the address table alone, with the
+    // evasion rule's, and with the prefix table's too (the default).
+    let mb = |c: DetectConfig| c.memory_bound() / 1_000_000;
+    let no_evasion = DetectConfig {
+        evasion_destinations: 0,
+        ..one_scale()
+    };
+    assert_eq!(
+        (mb(no_evasion), mb(one_scale()), mb(DetectConfig::default())),
+        (44, 46, 57)
+    );
     let bound = cfg.memory_bound();
-    // 175 bytes per source (record 128, free list 4, index 10.7, recent
+    // 239 bytes per source (record 192, free list 4, index 10.7, recent
     // filter 32) and 79 per pair (record 64, free list 4, index 10.7).
     assert_eq!(
         bound,
-        1000 * 128 + 1000 * 4 + 167 * 64 + 1000 * 32 + 4000 * 68 + 667 * 64
+        1000 * 192 + 1000 * 4 + 167 * 64 + 1000 * 32 + 4000 * 68 + 667 * 64
     );
     let mut det = Detector::new(cfg);
     for s in 0..2000u32 {
@@ -700,7 +726,7 @@ fn global_pair_cap_evicts_least_recent_sources() {
     let cfg = DetectConfig {
         max_pairs: 100,
         max_destinations_per_source: 50,
-        ..DetectConfig::default()
+        ..one_scale()
     };
     let mut det = Detector::new(cfg);
     let mut t = 0;
@@ -723,7 +749,7 @@ fn global_pair_cap_evicts_least_recent_sources() {
 fn per_source_destination_cap_saturates_the_count() {
     let cfg = DetectConfig {
         max_destinations_per_source: 64,
-        ..DetectConfig::default()
+        ..one_scale()
     };
     let mut det = Detector::new(cfg);
     let events: Vec<_> = (0..1000)
@@ -760,7 +786,7 @@ fn answered_sweep(first: u32, n: u32, start: i64, step: i64) -> Vec<GatewayEvent
 
 #[test]
 fn suppression_holds_down_and_escalates_on_doubling() {
-    let mut det = Detector::new(DetectConfig::default());
+    let mut det = Detector::new(one_scale());
     // 200 hosts in 20 s: alerts at 20, 40 (doubled), 80, 160.
     let alerts = run(&mut det, &answered_sweep(0, 200, 0, 100));
     let counts: Vec<_> = alerts
@@ -784,27 +810,38 @@ fn suppression_holds_down_and_escalates_on_doubling() {
         .contains("doubled since the last alert, from 20"));
     let last_alert = alerts[3].1.ts;
 
-    // Five minutes later another sweep of 25: within the hold-down, not doubled.
-    let held = det.stats().suppressed;
+    // Five minutes later another sweep of 25 (the first left the window
+    // long ago): a new sweep, a new alert at its 20th host.
     let alerts = run(&mut det, &answered_sweep(1000, 25, 5 * MIN, 100));
-    assert!(alerts.is_empty(), "{alerts:#?}");
-    assert_eq!(
-        det.stats().suppressed - held,
-        6,
-        "crossings at the 20th to 25th host"
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!(alerts[0].1.severity, Severity::High);
+    assert_eq!(alerts[0].1.ts, at(5 * MIN + 19 * 100));
+    assert!(
+        alerts[0].1.ts < last_alert + chrono::Duration::minutes(10),
+        "within the old hold-down"
     );
 
-    // After the hold-down (10 min after the last alert) the next crossing alerts.
-    let start = (last_alert - at(0)).num_milliseconds() + 10 * MIN;
-    let alerts = run(&mut det, &answered_sweep(2000, 20, start, 100));
-    assert_eq!(alerts.len(), 1);
-    assert_eq!(alerts[0].1.severity, Severity::High);
-    assert_eq!(alerts[0].1.ts, at(start + 19 * 100));
+    // A sweep that goes on at 20 hosts a minute for 10 minutes stays above
+    // half the threshold: one alert, not one per minute or per hold-down.
+    let alerts = run(&mut det, &answered_sweep(3000, 200, 10 * MIN, 3 * SEC));
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    // Pauses that let the count fall below half the threshold make each
+    // burst a new sweep.
+    let mut bursts = Vec::new();
+    for b in 0..3 {
+        bursts.extend(answered_sweep(
+            5000 + b * 100,
+            20,
+            30 * MIN + i64::from(b) * 2 * MIN,
+            100,
+        ));
+    }
+    assert_eq!(run(&mut det, &bursts).len(), 3);
 }
 
 #[test]
 fn another_kind_is_not_suppressed() {
-    let mut det = Detector::new(DetectConfig::default());
+    let mut det = Detector::new(one_scale());
     // A sweep nobody answers: fan-out at the 20th SYN, TRW when the 4th
     // probe times out; a second TRW crossing within the hold-down is held.
     let events: Vec<_> = (0..20)
@@ -827,19 +864,22 @@ fn most_specific_subnet_override_wins() {
                 cidr: "192.0.2.0/24".parse().unwrap(),
                 fanout_threshold: 50,
                 window: None,
+                fanout_scales: None,
             },
             SubnetOverride {
                 cidr: "192.0.2.128/25".parse().unwrap(),
                 fanout_threshold: 5,
                 window: None,
+                fanout_scales: None,
             },
             SubnetOverride {
                 cidr: "203.0.113.0/24".parse().unwrap(),
                 fanout_threshold: 10,
                 window: Some(Duration::from_secs(24 * 3600)),
+                fanout_scales: None,
             },
         ],
-        ..DetectConfig::default()
+        ..one_scale()
     };
     let first_alert_at = |src: &str, step: i64| {
         let mut det = Detector::new(cfg.clone());
@@ -861,7 +901,7 @@ fn most_specific_subnet_override_wins() {
 
 #[test]
 fn ipv6_sources_and_mapped_addresses() {
-    let mut det = Detector::new(DetectConfig::default());
+    let mut det = Detector::new(one_scale());
     let src = ip("2001:db8::66");
     let events: Vec<_> = (0..20)
         .map(|i| {
@@ -884,7 +924,7 @@ fn ipv6_sources_and_mapped_addresses() {
     );
 
     // An IPv4-mapped source is the same source as its IPv4 form.
-    let mut det = Detector::new(DetectConfig::default());
+    let mut det = Detector::new(one_scale());
     let mapped = ip("::ffff:192.0.2.66");
     let events: Vec<_> = (0..20)
         .map(|i| {
@@ -903,7 +943,7 @@ fn ipv6_sources_and_mapped_addresses() {
 
 #[test]
 fn idle_sources_are_forgotten() {
-    let mut det = Detector::new(DetectConfig::default());
+    let mut det = Detector::new(one_scale());
     det.observe(&syn(scanner(), host(1), 0));
     det.observe(&accept(scanner(), host(1), 1));
     det.observe(&syn(ip("192.0.2.7"), host(1), 5 * MIN));
@@ -927,7 +967,7 @@ fn idle_sources_are_forgotten() {
 
 #[test]
 fn out_of_order_events_take_the_latest_time() {
-    let mut det = Detector::new(DetectConfig::default());
+    let mut det = Detector::new(one_scale());
     let mut events: Vec<_> = (0..20)
         .map(|i| syn(scanner(), host(i), 1000 + i64::from(i)))
         .collect();
@@ -940,7 +980,7 @@ fn out_of_order_events_take_the_latest_time() {
 
 #[test]
 fn responses_for_unknown_pairs_are_counted_and_ignored() {
-    let mut det = Detector::new(DetectConfig::default());
+    let mut det = Detector::new(one_scale());
     assert!(det.observe(&refuse(scanner(), host(1), 0)).is_empty());
     det.observe(&syn(scanner(), host(1), 0));
     det.observe(&refuse(scanner(), host(2), 1));
@@ -973,7 +1013,7 @@ fn throughput() {
         // Best of three runs: the machine is shared.
         let mut best = f64::MAX;
         for _ in 0..3 {
-            let mut det = Detector::new(DetectConfig::default());
+            let mut det = Detector::new(one_scale());
             let start = std::time::Instant::now();
             let alerts: usize = events.iter().map(|e| det.observe(e).len()).sum();
             best = best.min(start.elapsed().as_secs_f64());
@@ -1043,7 +1083,7 @@ fn churn_cost() {
         })
         .unwrap_or((2_000_000, 3));
     let events = bench::churn_events(n, 35_000);
-    let c = bench::measure(&DetectConfig::default(), &events, rounds);
+    let c = bench::measure(&one_scale(), &events, rounds);
     println!(
         "churn: detector {:.0} ns/event ({:.0} with prefetch {} ahead), bounded HashMap {:.0} ns/event, ratio {:.2} ({:.2}) ({} evictions, {} alerts)",
         c.detector_ns,
@@ -1062,7 +1102,7 @@ fn churn_cost() {
 /// detector never heard of still counts, so 20 hosts alert at the 20th.
 #[test]
 fn a_shed_first_probe_counts_through_the_kernels_hint() {
-    let mut det = Detector::new(DetectConfig::default());
+    let mut det = Detector::new(one_scale());
     let s = scanner();
     // Probe 1 (host 0) was shed: the detector sees hosts 1..20.
     let events: Vec<GatewayEvent> = (1..20u32)
@@ -1090,7 +1130,7 @@ fn a_shed_first_probe_counts_through_the_kernels_hint() {
     assert_eq!(det.stats().unseen_destinations, 1);
 
     // Without the hint (nothing shed) the same 19 hosts stay below 20.
-    let mut det = Detector::new(DetectConfig::default());
+    let mut det = Detector::new(one_scale());
     let plain: Vec<GatewayEvent> = (1..20u32)
         .map(|i| syn(s, host(i), i64::from(i) * 3 * SEC))
         .collect();

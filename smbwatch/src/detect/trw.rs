@@ -43,6 +43,16 @@ impl Trw {
         }
     }
 
+    /// The same steps with both bounds `k` times as far: `k` times the
+    /// evidence before a decision.
+    pub fn widened(self, k: f64) -> Self {
+        Self {
+            upper: self.upper * k,
+            lower: self.lower * k,
+            ..self
+        }
+    }
+
     /// Add one outcome to `llr`.
     pub fn step(&self, llr: &mut f64, success: bool) -> Decision {
         *llr += if success { self.success } else { self.failure };

@@ -29,6 +29,7 @@ pub(crate) fn full_alert(kind: AlertKind) -> Alert {
         window_secs: 60,
         first_seen: ts,
         last_seen: ts,
+        ..Default::default()
     });
     let p = ProcessInfo {
         name: Some("psexec.exe".into()),

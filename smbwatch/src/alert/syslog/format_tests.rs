@@ -38,6 +38,7 @@ pub(in crate::alert::syslog) fn scan_alert(msg: &str) -> Alert {
         window_secs: 60,
         first_seen: ts(1, 0),
         last_seen: ts(7, 250),
+        ..Default::default()
     });
     a
 }
