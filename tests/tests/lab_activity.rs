@@ -52,9 +52,9 @@ fn prefix(a: &Value) -> Option<&str> {
     a["smbwatch"]["prefix"].as_str()
 }
 
-/// The scale (window, seconds) a fan-out alert says fired.
-fn scale_secs(a: &Value) -> Option<u64> {
-    a["smbwatch"]["window_secs"].as_u64()
+/// The scale a fan-out alert says fired (`smbwatch.scale`: `1m`, `10m`, `1h`).
+fn scale(a: &Value) -> &str {
+    a["smbwatch"]["scale"].as_str().unwrap_or("")
 }
 
 /// Event lines with `action` whose source is `src`.
@@ -130,16 +130,13 @@ fn epochs_report_second_sweeps_late_answers_and_slow_sweeps() {
     let late_server = lab.server_v4[60];
     let _listeners = listen_445(&lab.servers, &lab.server_v4[..60]).expect("listeners");
     lab.wait_reachable(late_server).unwrap();
-    // Hold-down shorter than the gap between the sweeps, so the second
-    // alert is not held down; the 10 min scale at 50 hosts so 60 cross it
-    // while 15 a minute stay under the 1 min scale's 20.
+    // A 1 min epoch; the 10 min scale at 50 hosts, so 60 cross it while 15
+    // a minute stay under the 1 min scale's 20. Nothing else changed: a
+    // second sweep must alert again by the detector's own rules.
     let cfg = config(
         &dir.0,
         "[dataplane]\nactivity_epoch = \"1m\"\n\
-         [detect]\nhold_down = \"30s\"\n\
-         [[detect.scale]]\nwindow = \"1m\"\nfanout_threshold = 20\n\
-         [[detect.scale]]\nwindow = \"10m\"\nfanout_threshold = 50\n\
-         [[detect.scale]]\nwindow = \"1h\"\nfanout_threshold = 300\n",
+         [detect]\nfanout_scales = [{ window = \"10m\", threshold = 50 }, { window = \"1h\", threshold = 300 }]\n",
     );
     let json = dir.0.join("alerts.json");
     let mut args = vec!["--events".to_string(), "--config".into(), s(&cfg).into()];
@@ -237,6 +234,12 @@ fn epochs_report_second_sweeps_late_answers_and_slow_sweeps() {
         f.check(of(&a, "smb_scan_fanout", ATTACKER_V4).len() == 2, || {
             format!("two fan-out alerts after the second sweep, 2 min (two epochs) later: {a:#?}")
         });
+        f.check(
+            of(&a, "smb_scan_fanout", ATTACKER_V4)
+                .iter()
+                .all(|x| scale(x) == "1m"),
+            || format!("both sweeps alerted on the 1 min scale: {a:#?}"),
+        );
         let lines = daemon.lines_when(Duration::from_secs(5), |l| {
             events_of(&l[before_second..], "active", ATTACKER_V4).len() >= 30
         });
@@ -256,7 +259,7 @@ fn epochs_report_second_sweeps_late_answers_and_slow_sweeps() {
         });
         let fan = of(&a, "smb_scan_fanout", &slow_src);
         f.check(
-            fan.len() == 1 && scale_secs(fan[0]) == Some(600),
+            fan.len() == 1 && scale(fan[0]) == "10m",
             || format!("one fan-out alert on the 10 min scale for the slow sweep from {slow_src}: {fan:#?}"),
         );
         f.check(
@@ -357,11 +360,11 @@ fn thirty_sources_of_one_prefix_raise_one_prefix_alert() {
             format!("one alert naming {net}: {a:#?}")
         });
         for x in &named {
-            let n = x["smbwatch"]["prefix_sources"].as_u64().unwrap_or(0);
+            let n = x["smbwatch"]["prefix_members"].as_u64().unwrap_or(0);
             f.check(n >= 2, || {
                 format!("{net}: member sources counted ({n}): {x:#}")
             });
-            let top: Vec<&str> = x["smbwatch"]["prefix_members"]
+            let top: Vec<&str> = x["smbwatch"]["prefix_top_members"]
                 .as_array()
                 .map(|v| v.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
@@ -650,4 +653,39 @@ fn one_week_long_capture_learns_like_seven_daily_ones() {
         });
     }
     f.assert_none();
+}
+
+/// Replay: a SYN forged with a known client's address at 03:00, during
+/// learning, answered by the server and reset by the real client, teaches
+/// no 03h: only confirmed handshakes teach (else anyone could make any
+/// hour usual for a client before using it then).
+#[test]
+fn a_spoofed_syn_from_a_known_client_teaches_no_hour() {
+    require_root();
+    let dir = Scratch::new("spoofhour");
+    let (client, server) = (week::workstation(0), week::SERVERS[0]);
+    let mut c = Capture::default();
+    for day in 1..=3 {
+        c.connect(week::at(day, 9, 0, 0), client, server);
+        c.spoofed_syn(week::at(day, 3, 0, 0), client, server);
+    }
+    let pcap = dir.0.join("spoof.pcap");
+    c.write(&pcap).unwrap();
+    let db = dir.0.join("b.redb");
+    run_cli(&["baseline", "learn", "--db", s(&db), "--pcap", s(&pcap)]);
+    let rows = json_lines(&run_cli(&["baseline", "export", "--db", s(&db)]).stdout);
+    let clients: Vec<&Value> = rows.iter().filter(|r| r["type"] == "client").collect();
+    assert_eq!(clients.len(), 1, "{rows:#?}");
+    let hours = clients[0]["usual_hours"].as_u64().unwrap_or(0);
+    assert_eq!(
+        hours,
+        1 << 9,
+        "usual hours 09h only (bits {hours:#b}): {}",
+        clients[0]
+    );
+    assert_eq!(
+        clients[0]["events"], 3,
+        "three real sessions: {}",
+        clients[0]
+    );
 }
