@@ -5,6 +5,57 @@
 //! padding. With the `user` feature the types implement [`aya::Pod`].
 #![no_std]
 
+/// Protocol constants shared by the XDP parser, replay's framing and the
+/// frame builder (one place, so they cannot drift apart).
+pub mod proto {
+    /// Ethernet header length.
+    pub const ETH_HLEN: usize = 14;
+    /// Ethertype of IPv4.
+    pub const ETH_P_IP: u16 = 0x0800;
+    /// Ethertype of IPv6.
+    pub const ETH_P_IPV6: u16 = 0x86dd;
+    /// TPID of an 802.1Q tag.
+    pub const ETH_P_8021Q: u16 = 0x8100;
+    /// TPID of an 802.1ad (QinQ service) tag.
+    pub const ETH_P_8021AD: u16 = 0x88a8;
+    /// The pre-standard QinQ TPID some switches still send.
+    pub const ETH_P_QINQ_9100: u16 = 0x9100;
+    /// VLAN tag length (TPID + TCI).
+    pub const VLAN_HLEN: usize = 4;
+    /// IPv4 header length without options.
+    pub const IPV4_HLEN: usize = 20;
+    /// IPv6 fixed header length.
+    pub const IPV6_HLEN: usize = 40;
+    /// TCP header length without options.
+    pub const TCP_HLEN: usize = 20;
+    /// IP protocol number of TCP.
+    pub const IPPROTO_TCP: u8 = 6;
+    /// IPv6 hop-by-hop options header.
+    pub const IPPROTO_HOPOPTS: u8 = 0;
+    /// IPv6 routing header.
+    pub const IPPROTO_ROUTING: u8 = 43;
+    /// IPv6 fragment header.
+    pub const IPPROTO_FRAGMENT: u8 = 44;
+    /// IP authentication header.
+    pub const IPPROTO_AH: u8 = 51;
+    /// IPv6 destination options header.
+    pub const IPPROTO_DSTOPTS: u8 = 60;
+
+    /// TCP flag bits.
+    pub mod tcp_flags {
+        /// FIN.
+        pub const FIN: u8 = 0x01;
+        /// SYN.
+        pub const SYN: u8 = 0x02;
+        /// RST.
+        pub const RST: u8 = 0x04;
+        /// PSH.
+        pub const PSH: u8 = 0x08;
+        /// ACK.
+        pub const ACK: u8 = 0x10;
+    }
+}
+
 /// A 16-byte IP address: IPv6 as is, IPv4 as an IPv4-mapped IPv6 address
 /// (`::ffff:a.b.c.d`), so one map serves both families.
 #[repr(C)]
@@ -124,7 +175,7 @@ pub struct PairSlot {
     pub origin: u32,
     /// SYNs of the pair since its latest contact report (saturating).
     pub syns: u16,
-    /// One of the `PAIR_*` states: the outcome last reported.
+    /// A [`PairState`] as a byte: the outcome last reported.
     pub state: u8,
     /// `PAIR_FLAG_*` bits.
     pub flags: u8,
@@ -165,15 +216,35 @@ pub struct PairBucket {
 /// Ways per pair bucket.
 pub const PAIR_WAYS: usize = 4;
 
-/// Pair state: SYN seen in this epoch, no answer reported yet.
-pub const PAIR_SYN: u8 = 1;
-/// Pair state: the server answered SYN-ACK; the client has not confirmed it.
-pub const PAIR_ACCEPTED: u8 = 2;
-/// Pair state: SYN-ACK and then the client's ACK: the handshake is complete
-/// (reported as [`EventKind::Confirmed`]).
-pub const PAIR_CONFIRMED: u8 = 3;
-/// Pair state: the server refused (RST), possibly after a SYN-ACK.
-pub const PAIR_REFUSED: u8 = 4;
+/// What the pair cache has reported of a pair in its epoch
+/// ([`PairSlot::state`] holds it as a byte: map memory is never read as an enum).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PairState {
+    /// SYN seen in this epoch, no answer reported yet.
+    Syn = 1,
+    /// The server answered SYN-ACK; the client has not confirmed it.
+    Accepted = 2,
+    /// SYN-ACK and then the client's ACK: the handshake is complete
+    /// (reported as [`EventKind::Confirmed`]).
+    Confirmed = 3,
+    /// The server refused (RST), possibly after a SYN-ACK.
+    Refused = 4,
+}
+
+impl PairState {
+    /// The state a slot's byte holds; `None` for an empty or corrupt way.
+    #[inline(always)]
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(Self::Syn),
+            2 => Some(Self::Accepted),
+            3 => Some(Self::Confirmed),
+            4 => Some(Self::Refused),
+            _ => None,
+        }
+    }
+}
 
 /// [`PairSlot::flags`]: the pair's latest contact report was shed (over
 /// budget), so its answers are not reported either; its next epoch reports
@@ -585,6 +656,26 @@ mod tests {
         }
         assert_eq!(EventKind::try_from(0), Err(0));
         assert_eq!(EventKind::try_from(7), Err(7));
+    }
+
+    #[test]
+    fn pair_states_and_slot_words() {
+        for s in [
+            PairState::Syn,
+            PairState::Accepted,
+            PairState::Confirmed,
+            PairState::Refused,
+        ] {
+            assert_eq!(PairState::from_u8(s as u8), Some(s));
+        }
+        assert_eq!(PairState::from_u8(0), None);
+        let tag = pair_tag(0xffff_ffff_ffff_ffff);
+        assert_eq!(tag & EPOCH_MASK, 0, "the tag leaves the epoch bits free");
+        assert_ne!(pair_tag(0), 0, "a used way is never empty");
+        let w = slot_word(tag, 0x1_2345);
+        assert_eq!((w & !EPOCH_MASK, w & EPOCH_MASK), (tag, 0x2345));
+        assert_eq!(origin(3, 0), 3);
+        assert_ne!(origin(3, 10), origin(3, 11));
     }
 
     #[test]

@@ -10,23 +10,15 @@
 //! used to look like malformed TCP).
 
 use aya_ebpf::programs::XdpContext;
-use smbwatch_common::{stat, EVENT_FLAG_VLAN, MAX_IPV6_EXT, MAX_VLAN_TAGS};
+use smbwatch_common::{
+    proto::{
+        ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, ETH_P_QINQ_9100, IPPROTO_AH,
+        IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_TCP,
+    },
+    stat, EVENT_FLAG_VLAN, MAX_IPV6_EXT, MAX_VLAN_TAGS,
+};
 
 use crate::count;
-
-const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
-/// The pre-standard QinQ TPID some switches still send.
-const ETH_P_QINQ_9100: u16 = 0x9100;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_HOPOPTS: u8 = 0;
-const IPPROTO_ROUTING: u8 = 43;
-const IPPROTO_FRAGMENT: u8 = 44;
-const IPPROTO_AH: u8 = 51;
-const IPPROTO_DSTOPTS: u8 = 60;
 
 /// Pointer to `len` bytes at `off`, or `None` when the frame is shorter.
 #[inline(always)]
@@ -38,8 +30,14 @@ pub fn bytes_at(ctx: &XdpContext, off: usize, len: usize) -> Option<*const u8> {
     Some((start + off) as *const u8)
 }
 
+/// A big-endian u16 at `p`.
+///
+/// # Safety
+/// `p` and `p + 1` lie inside a range [`bytes_at`] returned (every call
+/// below reads at most the length it asked `bytes_at` for).
 #[inline(always)]
-pub fn be16(p: *const u8) -> u16 {
+pub unsafe fn be16(p: *const u8) -> u16 {
+    // SAFETY: the caller checked both bytes against the packet's end.
     unsafe { u16::from_be_bytes([*p, *p.add(1)]) }
 }
 
@@ -74,7 +72,7 @@ pub fn parse_l2(ctx: &XdpContext) -> Result<L2, Stop> {
         return Err(Stop::Done);
     };
     let mut l2 = L2 {
-        ethertype: be16(unsafe { eth.add(12) }),
+        ethertype: unsafe { be16(eth.add(12)) },
         offset: ETH_HLEN,
         vlan: 0,
         flags: 0,
@@ -92,9 +90,9 @@ pub fn parse_l2(ctx: &XdpContext) -> Result<L2, Stop> {
             return Err(Stop::Done);
         };
         if tags == 0 {
-            l2.vlan = be16(tag) & 0x0fff;
+            l2.vlan = unsafe { be16(tag) } & 0x0fff;
         }
-        l2.ethertype = be16(unsafe { tag.add(2) });
+        l2.ethertype = unsafe { be16(tag.add(2)) };
         l2.offset += 4;
         if !is_tpid(l2.ethertype) {
             return Ok(l2);
@@ -217,7 +215,7 @@ fn parse_ipv4(ctx: &XdpContext, off: usize) -> Option<L3> {
         return None;
     };
     let ihl = (unsafe { *ip } & 0x0f) as usize * 4;
-    let total = be16(unsafe { ip.add(2) }) as usize;
+    let total = unsafe { be16(ip.add(2)) } as usize;
     if ihl < 20 || total < ihl || bytes_at(ctx, off, ihl).is_none() {
         count(stat::MALFORMED_IPV4);
         return None;
@@ -225,7 +223,7 @@ fn parse_ipv4(ctx: &XdpContext, off: usize) -> Option<L3> {
     if unsafe { *ip.add(9) } != IPPROTO_TCP {
         return None;
     }
-    let frag = be16(unsafe { ip.add(6) });
+    let frag = unsafe { be16(ip.add(6)) };
     if frag & 0x1fff != 0 {
         // Later fragments carry payload only.
         count(stat::LATER_FRAGMENTS);
@@ -249,7 +247,7 @@ fn parse_ipv6(ctx: &XdpContext, l2: &L2) -> Result<L3, Stop> {
         return Err(Stop::Done);
     };
     // Payload length 0 is a jumbogram (hop-by-hop option): take the frame's.
-    let payload = be16(unsafe { ip.add(4) }) as usize;
+    let payload = unsafe { be16(ip.add(4)) } as usize;
     let end = if payload == 0 {
         ctx.data_end() - ctx.data()
     } else {
@@ -286,7 +284,7 @@ fn parse_ipv6(ctx: &XdpContext, l2: &L2) -> Result<L3, Stop> {
                 let (nh, len) = unsafe { (*ext, *ext.add(1) as usize) };
                 let hlen = match next {
                     IPPROTO_FRAGMENT => {
-                        let field = be16(unsafe { ext.add(2) });
+                        let field = unsafe { be16(ext.add(2)) };
                         if field & 0xfff8 != 0 {
                             count(stat::LATER_FRAGMENTS);
                             return Err(Stop::Done);
@@ -324,10 +322,10 @@ pub struct Tcp {
     pub flags: u8,
 }
 
-pub const TCP_FIN_SYN_RST_ACK: u8 = 0x17;
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_RST: u8 = 0x04;
-pub const TCP_ACK: u8 = 0x10;
+use smbwatch_common::proto::tcp_flags::FIN as TCP_FIN;
+pub use smbwatch_common::proto::tcp_flags::{ACK as TCP_ACK, RST as TCP_RST, SYN as TCP_SYN};
+/// The flag bits the program acts on.
+const TCP_FIN_SYN_RST_ACK: u8 = TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK;
 
 /// Reads ports and flags. Unfragmented packets need a whole TCP header; a
 /// first fragment needs only the ports: one that stops before the flags
@@ -343,8 +341,8 @@ pub fn parse_tcp(ctx: &XdpContext, l3: &L3) -> Option<Tcp> {
         count(stat::MALFORMED_TCP);
         return None;
     }
-    let sport = be16(p);
-    let dport = be16(unsafe { p.add(2) });
+    let sport = unsafe { be16(p) };
+    let dport = unsafe { be16(p.add(2)) };
     if l3.fragmented && l3.l4_len < 14 {
         return Some(Tcp {
             sport,

@@ -7,11 +7,11 @@ use core::intrinsics::{atomic_cxchg, AtomicOrdering};
 
 use aya_ebpf::helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns};
 use smbwatch_common::{
-    origin, pair_tag, slot_word, stat, EventKind, PairSlot, SourceSlot, ANSWERS_OTHER_INGRESS,
-    EPOCH_MASK, EVENT_FLAG_AFTER_ACCEPT, EVENT_FLAG_REPEAT, PAIR_ACCEPTED, PAIR_CONFIRMED,
-    PAIR_FLAGS_SEEN, PAIR_FLAG_SEEN_ACCEPTED, PAIR_FLAG_SEEN_CONFIRMED, PAIR_FLAG_SEEN_REFUSED,
-    PAIR_FLAG_SHED, PAIR_REFUSED, PAIR_SYN, PAIR_WAYS, PRIORITY_FANOUT_CAP, SEEN_BITS_PER_WORD,
-    SEEN_FLAGS_SHIFT, UNPARSED_SLOTS, UNPARSED_WINDOW_SHIFT,
+    origin, pair_tag, slot_word, stat, EventKind, PairSlot, PairState, SourceSlot,
+    ANSWERS_OTHER_INGRESS, EPOCH_MASK, EVENT_FLAG_AFTER_ACCEPT, EVENT_FLAG_REPEAT, PAIR_FLAGS_SEEN,
+    PAIR_FLAG_SEEN_ACCEPTED, PAIR_FLAG_SEEN_CONFIRMED, PAIR_FLAG_SEEN_REFUSED, PAIR_FLAG_SHED,
+    PAIR_WAYS, PRIORITY_FANOUT_CAP, SEEN_BITS_PER_WORD, SEEN_FLAGS_SHIFT, UNPARSED_SLOTS,
+    UNPARSED_WINDOW_SHIFT,
 };
 
 use crate::{
@@ -143,7 +143,7 @@ pub fn on_syn(seen: &Seen) {
     unsafe {
         (*victim).origin = origin(seen.ingress, seen.vlan);
         (*victim).syns = 0;
-        (*victim).state = PAIR_SYN;
+        (*victim).state = PairState::Syn as u8;
         (*victim).flags = 0;
     }
     count(stat::NEW_PAIRS);
@@ -159,7 +159,7 @@ fn report_again(seen: &Seen, slot: *mut PairSlot, hs: u64, tag: u64) {
     unsafe {
         (*slot).origin = origin(seen.ingress, seen.vlan);
         (*slot).syns = 0;
-        (*slot).state = PAIR_SYN;
+        (*slot).state = PairState::Syn as u8;
         (*slot).flags = 0;
     }
     count(stat::ACTIVE_PAIRS);
@@ -225,38 +225,46 @@ pub fn on_answer(seen: &Seen, rst: bool) {
         count(stat::ANSWERS_SAME_INGRESS);
         return;
     }
+    let Some(state) = PairState::from_u8(state) else {
+        return;
+    };
     let (next, kind, extra, bit) = match (state, rst) {
-        (PAIR_SYN, false) | (PAIR_REFUSED, false) => (
-            PAIR_ACCEPTED,
+        (PairState::Syn | PairState::Refused, false) => (
+            PairState::Accepted,
             EventKind::Accepted,
             0,
             PAIR_FLAG_SEEN_ACCEPTED,
         ),
-        (PAIR_SYN, true) => (PAIR_REFUSED, EventKind::Refused, 0, PAIR_FLAG_SEEN_REFUSED),
-        (PAIR_ACCEPTED, true) => {
+        (PairState::Syn, true) => (
+            PairState::Refused,
+            EventKind::Refused,
+            0,
+            PAIR_FLAG_SEEN_REFUSED,
+        ),
+        (PairState::Accepted, true) => {
             count(stat::RESETS_AFTER_ACCEPT);
             (
-                PAIR_REFUSED,
+                PairState::Refused,
                 EventKind::Refused,
                 EVENT_FLAG_AFTER_ACCEPT,
                 PAIR_FLAG_SEEN_REFUSED,
             )
         }
         // Retransmitted or settled: remembered for the next Active report.
-        (PAIR_ACCEPTED | PAIR_CONFIRMED, false) => {
+        (PairState::Accepted | PairState::Confirmed, false) => {
             mark(slot, flags, PAIR_FLAG_SEEN_ACCEPTED);
             return;
         }
-        (PAIR_REFUSED, true) => {
+        (PairState::Refused, true) => {
             mark(slot, flags, PAIR_FLAG_SEEN_REFUSED);
             return;
         }
-        _ => return, // a reset of a complete connection
+        (PairState::Confirmed, true) => return, // a reset of a complete connection
     };
     // Plain writes: answers of one flow hash to one RX queue, so two CPUs
     // racing on one pair's answer is not a case worth an atomic per answer.
     unsafe {
-        (*slot).state = next;
+        (*slot).state = next as u8;
         (*slot).flags = flags | bit;
     }
     if flags & PAIR_FLAG_SHED != 0 {
@@ -286,12 +294,12 @@ pub fn on_client_ack(seen: &Seen, rst: bool) {
     let Some((slot, _)) = find(bucket, tag) else {
         return;
     };
-    if rst || unsafe { (*slot).state } != PAIR_ACCEPTED {
+    if rst || unsafe { (*slot).state } != PairState::Accepted as u8 {
         return;
     }
     let flags = unsafe { (*slot).flags };
     unsafe {
-        (*slot).state = PAIR_CONFIRMED;
+        (*slot).state = PairState::Confirmed as u8;
         (*slot).flags = flags | PAIR_FLAG_SEEN_CONFIRMED;
     }
     if flags & PAIR_FLAG_SHED != 0 {

@@ -7,19 +7,12 @@
 
 use std::net::IpAddr;
 
-/// TCP flag bits.
-pub mod tcp_flags {
-    /// FIN.
-    pub const FIN: u8 = 0x01;
-    /// SYN.
-    pub const SYN: u8 = 0x02;
-    /// RST.
-    pub const RST: u8 = 0x04;
-    /// PSH.
-    pub const PSH: u8 = 0x08;
-    /// ACK.
-    pub const ACK: u8 = 0x10;
-}
+/// TCP flag bits (the kernel parser's, from smbwatch-common).
+pub use smbwatch_common::proto::tcp_flags;
+use smbwatch_common::proto::{
+    ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT,
+    IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_TCP,
+};
 
 /// An IPv6 extension header to put between the fixed header and TCP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,12 +93,16 @@ impl Segment {
         let mut f = Vec::with_capacity(128);
         f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02]); // dst MAC (locally administered)
         f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]); // src MAC
-        let ethertype: u16 = if self.src.is_ipv4() { 0x0800 } else { 0x86dd };
+        let ethertype = if self.src.is_ipv4() {
+            ETH_P_IP
+        } else {
+            ETH_P_IPV6
+        };
         for (i, vlan) in self.vlans.iter().enumerate() {
             let tpid: u16 = match &self.tpids {
                 Some(t) => t[i],
-                None if i == 0 && self.vlans.len() >= 2 => 0x88a8,
-                None => 0x8100,
+                None if i == 0 && self.vlans.len() >= 2 => ETH_P_8021AD,
+                None => ETH_P_8021Q,
             };
             f.extend_from_slice(&tpid.to_be_bytes());
             f.extend_from_slice(&(vlan & 0x0fff).to_be_bytes());
@@ -157,7 +154,7 @@ impl Segment {
                 f.extend_from_slice(&[0, 1]); // id 1
                 f.extend_from_slice(&frag.to_be_bytes());
                 f.push(64);
-                f.push(6);
+                f.push(IPPROTO_TCP);
                 f.extend_from_slice(&[0, 0]);
                 f.extend_from_slice(&s.octets());
                 f.extend_from_slice(&d.octets());
@@ -172,13 +169,13 @@ impl Segment {
                 let payload = (ext_len + tcp.len()) as u16;
                 f.extend_from_slice(&[0x60, 0, 0, 0]);
                 f.extend_from_slice(&payload.to_be_bytes());
-                let first = self.ipv6_ext.first().map_or(6, ext_proto);
+                let first = self.ipv6_ext.first().map_or(IPPROTO_TCP, ext_proto);
                 f.push(first);
                 f.push(64);
                 f.extend_from_slice(&s.octets());
                 f.extend_from_slice(&d.octets());
                 for (i, ext) in self.ipv6_ext.iter().enumerate() {
-                    let next = self.ipv6_ext.get(i + 1).map_or(6, ext_proto);
+                    let next = self.ipv6_ext.get(i + 1).map_or(IPPROTO_TCP, ext_proto);
                     match ext {
                         Ipv6Ext::Fragment { offset, more } => {
                             let off = (offset << 3) | u16::from(*more);
@@ -205,10 +202,10 @@ impl Segment {
 
 fn ext_proto(e: &Ipv6Ext) -> u8 {
     match e {
-        Ipv6Ext::HopByHop => 0,
-        Ipv6Ext::Routing => 43,
-        Ipv6Ext::DestOpts => 60,
-        Ipv6Ext::Fragment { .. } => 44,
+        Ipv6Ext::HopByHop => IPPROTO_HOPOPTS,
+        Ipv6Ext::Routing => IPPROTO_ROUTING,
+        Ipv6Ext::DestOpts => IPPROTO_DSTOPTS,
+        Ipv6Ext::Fragment { .. } => IPPROTO_FRAGMENT,
     }
 }
 
@@ -229,8 +226,8 @@ pub fn checksum(data: &[u8]) -> u16 {
 /// ethertype comes from the IP version nibble. `None` if it is neither 4 nor 6.
 pub fn ethernet_for_ip(ip: &[u8]) -> Option<Vec<u8>> {
     let ethertype: u16 = match ip.first()? >> 4 {
-        4 => 0x0800,
-        6 => 0x86dd,
+        4 => ETH_P_IP,
+        6 => ETH_P_IPV6,
         _ => return None,
     };
     Some(ethernet_with_type(ethertype, ip))

@@ -76,11 +76,10 @@ pub mod linktype {
 }
 
 /// Ethernet header length: shorter frames are not test-run (the kernel refuses them).
-pub const ETH_HLEN: usize = 14;
+pub use smbwatch_common::proto::ETH_HLEN;
+use smbwatch_common::proto::{ETH_P_IP, ETH_P_IPV6};
 const SLL_HLEN: usize = 16;
 const SLL2_HLEN: usize = 20;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
 
 /// Why a record was not turned into a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
