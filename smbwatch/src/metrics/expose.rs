@@ -385,7 +385,7 @@ impl Scrape {
         counters(
             e,
             "alerts_suppressed",
-            "Scan alerts held back by hold_down.",
+            "Scan alerts held back (TRW's hold_down; a fan-out scale crossing at the same event as a longer one).",
             "",
             &[("", d.suppressed)],
         )?;
@@ -405,6 +405,7 @@ impl Scrape {
                 ("sources", d.tracked_sources as u64),
                 ("pairs", d.tracked_pairs as u64),
                 ("pending_pairs", d.pending_pairs as u64),
+                ("prefixes", d.tracked_prefixes as u64),
             ],
         )?;
         gauges(
@@ -417,9 +418,20 @@ impl Scrape {
         counters(
             e,
             "detector_evictions",
-            "Scan-detector entries evicted by their caps (source: max_sources/max_pairs; destination: max_destinations_per_source).",
+            "Scan-detector entries evicted by their caps (source: max_sources/max_pairs; destination: max_destinations_per_source; prefix: detect.prefix caps).",
             "kind",
-            &[("source", d.source_evictions), ("destination", d.destination_evictions)],
+            &[
+                ("source", d.source_evictions),
+                ("destination", d.destination_evictions),
+                ("prefix", d.prefix_evictions),
+            ],
+        )?;
+        counters(
+            e,
+            "detector_unparsed_events",
+            "Packets the kernel could not walk to TCP (the evasion rule's input).",
+            "",
+            &[("", d.unparsed)],
         )?;
         counters(
             e,
