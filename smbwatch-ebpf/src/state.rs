@@ -75,18 +75,33 @@ fn locate(key: &Pair) -> Option<(*mut PairSlot, u64, u64)> {
     Some((bucket.cast::<PairSlot>(), pair_tag(hp), hs))
 }
 
-/// The activity epoch a SYN falls in: jiffies (inlined by the JIT, so no
-/// helper call on the known-pair path) or, in replay, the capture's time,
-/// over the epoch length in the same unit.
+/// The current epoch and when it ends: `(end in jiffies << 16) | epoch`
+/// (jiffies stay below 2^48 for millennia). One word, so a reader never
+/// sees an end from one epoch with the number of another; every CPU may
+/// refresh it, with the same value.
+#[unsafe(no_mangle)]
+static mut EPOCH_NOW: u64 = 0;
+
+/// The activity epoch (its low 16 bits) a SYN falls in: jiffies (inlined
+/// by the JIT, so no helper call on the known-pair path) against the
+/// cached epoch end, dividing only once per epoch; in replay the capture's
+/// time (which may start anywhere) over the epoch length in ns.
 #[inline(always)]
 fn epoch(seen: &Seen) -> u64 {
-    let ticks = if setting!(replay) != 0 {
-        seen.replay_ns
-    } else {
-        unsafe { bpf_jiffies64() }
-    };
-    // A zero length (never loaded so) would make one endless epoch.
-    ticks.checked_div(setting!(epoch_ticks)).unwrap_or(0)
+    let len = setting!(epoch_ticks);
+    if setting!(replay) != 0 {
+        // A zero length (never loaded so) would make one endless epoch.
+        return seen.replay_ns.checked_div(len).unwrap_or(0) & EPOCH_MASK;
+    }
+    let now = unsafe { bpf_jiffies64() };
+    let cached = unsafe { core::ptr::read_volatile(&raw const EPOCH_NOW) };
+    if now < cached >> 16 {
+        return cached & EPOCH_MASK;
+    }
+    let e = now.checked_div(len).unwrap_or(0);
+    let end = (e + 1).wrapping_mul(len);
+    unsafe { core::ptr::write_volatile(&raw mut EPOCH_NOW, (end << 16) | (e & EPOCH_MASK)) };
+    e & EPOCH_MASK
 }
 
 /// Claims `slot` from `old` to `new` (compare-and-swap): true for the one
@@ -110,7 +125,7 @@ pub fn on_syn(seen: &Seen) {
     let Some((bucket, tag, hs)) = locate(&seen.key) else {
         return;
     };
-    let now_epoch = epoch(seen) & EPOCH_MASK;
+    let now_epoch = epoch(seen);
     if let Some((slot, word)) = find(bucket, tag) {
         if word & EPOCH_MASK == now_epoch {
             // A known pair within its epoch, the common case: count the SYN.
