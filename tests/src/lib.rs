@@ -54,3 +54,29 @@ impl Drop for Scratch {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Failures collected over the cases of one lab, reported together: one
+/// failing case must not hide what the others found.
+#[derive(Default)]
+pub struct Findings(Vec<String>);
+
+impl Findings {
+    /// Records `what` unless `ok` (and says it on stderr at once).
+    pub fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
+        if !ok {
+            let w = what();
+            eprintln!("FAILED: {w}");
+            self.0.push(w);
+        }
+    }
+
+    /// Fails the test with every recorded failure, if any.
+    pub fn assert_none(self) {
+        assert!(
+            self.0.is_empty(),
+            "{} failed:\n{}",
+            self.0.len(),
+            self.0.join("\n\n")
+        );
+    }
+}
