@@ -1083,9 +1083,13 @@ fn churn_cost() {
         })
         .unwrap_or((2_000_000, 3));
     let events = bench::churn_events(n, 35_000);
-    let c = bench::measure(&one_scale(), &events, rounds);
-    println!(
-        "churn: detector {:.0} ns/event ({:.0} with prefetch {} ahead), bounded HashMap {:.0} ns/event, ratio {:.2} ({:.2}) ({} evictions, {} alerts)",
+    for (name, cfg) in [
+        ("default", DetectConfig::default()),
+        ("one scale, no prefixes", one_scale()),
+    ] {
+        let c = bench::measure(&cfg, &events, rounds);
+        println!(
+        "churn ({name}): detector {:.0} ns/event ({:.0} with prefetch {} ahead), bounded HashMap {:.0} ns/event, ratio {:.2} ({:.2}) ({} evictions, {} alerts)",
         c.detector_ns,
         c.detector_lookahead_ns,
         bench::LOOKAHEAD,
@@ -1095,6 +1099,7 @@ fn churn_cost() {
         c.source_evictions,
         c.alerts
     );
+    }
 }
 
 /// Under a flood the kernel sheds a scanner's first probe; its later ones
