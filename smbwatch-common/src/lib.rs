@@ -5,6 +5,7 @@
 //! padding. With the `user` feature the types implement [`aya::Pod`].
 #![no_std]
 
+pub mod addr;
 /// Protocol constants shared by the XDP parser, replay's framing and the
 /// frame builder (one place, so they cannot drift apart).
 pub mod proto {

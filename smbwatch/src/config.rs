@@ -21,12 +21,16 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::alert::json::JsonTarget;
+use crate::alert::sensor::Sensor;
+use crate::alert::sink::{AlertSinks, SinkError, SinkSettings};
 use crate::alert::syslog::{SyslogConfig, SyslogError};
 use crate::correlate::process::ProcessClassesConfig;
 pub use crate::correlate::CorrelateConfig;
 use crate::dataplane::{AttachMode, LoadOptions};
 use crate::detect::DetectConfig;
 use crate::hostlog::rules::HostRulesConfig;
+use crate::pipeline::PipelineConfig;
 
 /// The whole configuration file. Every section and key is optional.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -52,6 +56,35 @@ pub struct Config {
     pub baseline: crate::baseline::BaselineConfig,
     /// `[publish]`: the fleet's broker (gateways publish, aggregators read).
     pub publish: crate::fleet::PublishConfig,
+}
+
+impl Config {
+    /// The detection pipeline's settings: `[detect]`, `[hostlog.rules]`,
+    /// `hostlog.max_ahead`, `[correlate]` and `[process_classes]`.
+    pub fn pipeline(&self) -> PipelineConfig {
+        PipelineConfig {
+            detect: self.detect.clone(),
+            rules: self.hostlog.rules.clone(),
+            max_ahead: self.hostlog.max_ahead,
+            correlate: self.correlate.clone(),
+            process_classes: self.process_classes.clone(),
+        }
+    }
+
+    /// The sinks the `[alert]` and `[syslog]` sections ask for.
+    pub fn sinks(&self) -> SinkSettings {
+        SinkSettings {
+            json: (self.alert.json.iter())
+                .map(|p| JsonTarget::parse(&p.to_string_lossy()))
+                .collect(),
+            syslog: self.alert.syslog.then(|| self.syslog.clone()),
+        }
+    }
+
+    /// The sinks of the `[alert]` and `[syslog]` sections, naming `sensor`.
+    pub fn alert_sinks(&self, sensor: &Sensor) -> Result<AlertSinks, SinkError> {
+        self.sinks().open(sensor)
+    }
 }
 
 /// `[dataplane]`: what the kernel side watches and how big its tables are.

@@ -42,18 +42,18 @@ fn a_learned_week_then_day_eight_raises_exactly_the_three_anomalies() {
     let out = smbwatch(&args);
     let said = String::from_utf8_lossy(&out.stderr);
     eprintln!("{said}");
-    // 5 weekdays × 6 workstations × 2 servers: the kernel reports a pair's
-    // first connection of each capture (a fresh program per capture), so the
-    // 10:xx and 16:xx repeats are not learned and usual hours are 08h, 13h.
+    // 5 weekdays × 6 workstations × 2 servers, each pair used at 08, 10,
+    // 13 and 16h: the kernel reports a pair again in each activity epoch
+    // (1 h, on capture time) it is used in, so every use is learned.
     assert!(said.contains("baseline now 6 clients, 12 edges"), "{said}");
     assert!(said.contains("batch 1 committed"), "{said}");
 
     let show = smbwatch(&["baseline", "show", "--db", s(&db), "--config", s(&cfg)]);
     let show = String::from_utf8_lossy(&show.stdout);
     eprintln!("{show}");
-    assert!(show.contains("learned 60 answered SMB pairs"), "{show}");
+    assert!(show.contains("learned 120 answered SMB pairs"), "{show}");
     assert!(show.contains("servers (at least 3 clients): 2"), "{show}");
-    assert!(show.contains("08h, 13h"), "usual hours:\n{show}");
+    assert!(show.contains("08h, 10h, 13h, 16h"), "usual hours:\n{show}");
 
     let out = smbwatch(&[
         "replay",
@@ -104,7 +104,10 @@ fn a_learned_week_then_day_eight_raises_exactly_the_three_anomalies() {
     let off = by("smb_off_hours");
     assert_eq!(off["source"]["ip"], ws_a.as_str());
     let m = off["message"].as_str().unwrap();
-    assert!(m.contains("at 03:00 UTC") && m.contains("08h, 13h"), "{m}");
+    assert!(
+        m.contains("at 03:00 UTC") && m.contains("08h, 10h, 13h, 16h"),
+        "{m}"
+    );
     let new = by("smb_new_client");
     assert_eq!(new["source"]["ip"], NEWCOMER.to_string());
     let m = new["message"].as_str().unwrap();

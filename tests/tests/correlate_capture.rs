@@ -38,7 +38,8 @@ fn run(cfg: &Config, pcap: &Path, log: &Path) -> (Vec<Alert>, Vec<GatewayEvent>,
     let mut on_alert = |a: &Alert| alerts.push(a.clone());
     let mut events = Vec::new();
     let mut keep = |ev: &GatewayEvent| events.push(ev.clone());
-    let mut feed = ReplayFeed::new(Pipeline::new(cfg), host, &mut on_alert).with_events(&mut keep);
+    let mut feed =
+        ReplayFeed::new(Pipeline::new(cfg.pipeline()), host, &mut on_alert).with_events(&mut keep);
     replay(pcap, &ReplayOptions::default(), &mut feed).expect("replay");
     let pipeline = feed.finish();
     (alerts, events, pipeline)

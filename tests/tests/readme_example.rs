@@ -1,6 +1,7 @@
 //! The README's alert example is what the code emits: same keys, same
 //! types, same values where the example is not elided ("..." marks an
-//! elision; the time varies), and it conforms to the ECS field table.
+//! elision; the time varies), and it conforms to the ECS field table. Its
+//! minimal configuration is one the daemon accepts.
 
 use std::net::IpAddr;
 
@@ -8,17 +9,24 @@ use chrono::DateTime;
 use serde_json::Value;
 use smbwatch::{
     alert::{ecs::Document, json::to_ecs, sensor::Sensor, AlertKind},
+    config::Config,
     detect::{DetectConfig, Detector},
     event::{GatewayEvent, GatewayEventKind},
 };
 
-/// The first ```json block after `marker` in README.md.
-fn readme_json(marker: &str) -> Value {
+/// The first ```LANG block after `marker` in README.md.
+fn readme_block(marker: &str, lang: &str) -> &'static str {
     let readme = include_str!("../../README.md");
     let after = &readme[readme.find(marker).expect("marker in README")..];
-    let start = after.find("```json\n").expect("json block") + 8;
+    let fence = format!("```{lang}\n");
+    let start = after.find(&fence).expect("fenced block") + fence.len();
     let end = start + after[start..].find("```").expect("block end");
-    serde_json::from_str(after[start..end].trim()).expect("README example is JSON")
+    &after[start..end]
+}
+
+/// The first ```json block after `marker` in README.md.
+fn readme_json(marker: &str) -> Value {
+    serde_json::from_str(readme_block(marker, "json").trim()).expect("README example is JSON")
 }
 
 /// Checks `example` against `real`; returns the mismatches.
@@ -109,5 +117,20 @@ fn readme_fanout_alert_matches_the_code() {
         out.is_empty(),
         "README example and code disagree:\n{}\nemitted: {real}",
         out.join("\n")
+    );
+}
+
+#[test]
+fn readme_minimal_config_is_valid() {
+    let text = readme_block("## Minimal configuration", "toml");
+    let cfg = Config::from_str_named(text, "README.md").expect("README's minimal config");
+    assert_eq!(cfg.dataplane.interfaces, ["eth1", "eth2"]);
+    assert_eq!(
+        cfg.alert.json.as_deref(),
+        Some(std::path::Path::new("/var/log/smbwatch/alerts.json"))
+    );
+    assert!(
+        cfg.metrics.enabled,
+        "`smbwatch top` needs the metrics endpoint"
     );
 }

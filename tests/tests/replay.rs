@@ -14,7 +14,7 @@ use integration_tests::{
     require_root,
 };
 use smbwatch::{
-    alert::{Alert, AlertKind},
+    alert::{ecs::gateway::ToEventLine as _, Alert, AlertKind},
     detect::{DetectConfig, Detector},
     event::{GatewayEvent, GatewayEventKind},
     packet::{tcp_flags, Segment},

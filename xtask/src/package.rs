@@ -96,6 +96,8 @@ const CONTENTS: &[&str] = &[
     "./usr/share/man/man8/smbwatch-status.8.gz",
     "./usr/share/man/man5/smbwatch.toml.5.gz",
     "./usr/share/doc/smbwatch/examples/smbwatch.toml",
+    "./usr/share/doc/smbwatch/README.md",
+    "./usr/share/doc/smbwatch/operations.md",
 ];
 
 /// Checks the package at `deb`; `scratch` is a directory to use (emptied).

@@ -70,6 +70,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "a real Prometheus server scraping the daemon's /metrics in the lab (and promtool)",
     ),
     ("tmux", "driving `smbwatch top` in a terminal in the lab"),
+    (
+        "tshark",
+        "Wireshark's dissector: the oracle the SMB parser's capture test compares with",
+    ),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use smbwatch::hostlog::lines::{AtEnd, Line, LineReader};
+use smbwatch::daemon::inputs::lines::{AtEnd, Line, LineReader};
 
 const MAX_LINE: usize = 64;
 

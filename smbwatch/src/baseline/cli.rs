@@ -181,7 +181,7 @@ fn write_show(b: &Baseline, db: &Path, top: usize, out: &mut dyn Write) -> std::
     for (k, n) in servers.iter().take(top) {
         writeln!(out, "  {:<40} {n} clients", key_addr(*k).to_string())?;
     }
-    let mut clients: Vec<_> = b.clients.iter().map(|(k, s)| (k, &s.rec)).collect();
+    let mut clients: Vec<_> = b.clients().collect();
     clients.sort_by(|a, c| c.1.events.cmp(&a.1.events).then(a.0.cmp(c.0)));
     writeln!(out, "clients (busiest first): {}", clients.len())?;
     writeln!(

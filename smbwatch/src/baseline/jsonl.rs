@@ -12,9 +12,9 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::record::{Client, Edge, Meta, Snapshot};
 use super::store::SCHEMA_VERSION;
 use super::{addr_key, key_addr};
+use super::{Client, Edge, Meta, Snapshot};
 
 /// One line.
 #[derive(Debug, Serialize, Deserialize)]
@@ -136,37 +136,4 @@ pub fn import(input: impl BufRead, name: &str) -> Result<Snapshot, ImportError> 
         }
     }
     Ok(snap)
-}
-
-/// `Client::listed` as addresses (empty slots left out).
-pub(super) mod listed {
-    use super::super::record::LISTED_SERVERS;
-    use super::{addr_key, key_addr};
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    use std::net::IpAddr;
-
-    pub fn serialize<S: Serializer>(v: &[u128; LISTED_SERVERS], s: S) -> Result<S::Ok, S::Error> {
-        let addrs: Vec<IpAddr> = v
-            .iter()
-            .filter(|k| **k != 0)
-            .map(|k| key_addr(*k))
-            .collect();
-        addrs.serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<[u128; LISTED_SERVERS], D::Error> {
-        let addrs = Vec::<IpAddr>::deserialize(d)?;
-        if addrs.len() > LISTED_SERVERS {
-            return Err(serde::de::Error::custom(format!(
-                "listed: at most {LISTED_SERVERS} servers"
-            )));
-        }
-        let mut out = [0u128; LISTED_SERVERS];
-        for (slot, a) in out.iter_mut().zip(addrs) {
-            *slot = addr_key(a);
-        }
-        Ok(out)
-    }
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use super::record::{Batch, Client, Edge, Meta, Snapshot};
+use super::{Batch, Client, Edge, Meta, Snapshot};
 
 /// The layout this build reads and writes. A file with a higher number was
 /// written by a newer smbwatch and is refused.

@@ -10,8 +10,8 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::record::Batch;
 use super::store::{Store, StoreError};
+use super::Batch;
 
 /// Batches queued for the writer thread.
 pub const QUEUE: usize = 2;

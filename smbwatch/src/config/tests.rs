@@ -514,6 +514,37 @@ fn byte_budgets_are_checked() {
     );
 }
 
+#[test]
+fn process_class_problems_name_the_key() {
+    // The lists' own validation is smbwatch-core's (correlate's tests); the
+    // file's error names file, key and problem.
+    let e = Config::from_str_named("[process_classes]\nbrowsers = [\"a/b.exe\"]\n", "t.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("process_classes.browsers[0]"), "{e}");
+}
+
+#[test]
+fn baseline_problems_name_the_key() {
+    let bad = |text: &str| {
+        Config::from_str_named(text, "t.toml")
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(
+        bad("[baseline]\nmax_edges = 3\n").contains("baseline.max_edges: 3: must be between 16")
+    );
+    assert!(bad("[baseline]\noff_hours_slack = \"90m\"\n").contains("must be whole hours"));
+    assert!(bad("[baseline]\nlearn_for = \"1m\"\n").contains("baseline.learn_for"));
+    assert!(bad("[baseline]\nservers = [\"192.0.2.1/24\"]\n").contains("baseline.servers[0]"));
+    let ok = Config::from_str_named(
+        "[baseline]\nenabled = true\nlearn_for = \"9d\"\nscanners = [\"203.0.113.0/24\"]\n",
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(ok.baseline.learn_for, Duration::from_secs(9 * 86_400));
+}
+
 /// The issue-16 detection keys: bad values are refused naming the key.
 #[test]
 fn scales_prefixes_and_evasion_are_checked_by_key() {

@@ -23,6 +23,7 @@ use smbwatch_common::RING_DRAIN_INTERVAL_MS;
 use tokio::sync::mpsc;
 
 use super::StdoutEvents;
+pub use crate::metrics::counters::DrainReport;
 use crate::{
     alert::Alert,
     dataplane::{drain, to_gateway_event, MonotonicClock},
@@ -68,21 +69,6 @@ pub(crate) struct DrainLoop {
     pub publish: Option<Tap>,
 }
 
-/// What the drain thread did, reported when it ends.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DrainReport {
-    /// Ring-buffer records read.
-    pub records: u64,
-    /// Malformed records skipped.
-    pub malformed: u64,
-    /// Host events put through the pipeline.
-    pub host_events: u64,
-    /// Host events processed after the stop request (queued before it).
-    pub host_events_at_stop: u64,
-    /// Alerts dropped because the sink task was that far behind.
-    pub alerts_dropped: u64,
-}
-
 impl DrainLoop {
     /// Runs until `stop` is set, then drains the ring buffer and the host
     /// events already queued one last time, so nothing accepted is lost.
@@ -106,7 +92,8 @@ impl DrainLoop {
                 next_housekeeping = Instant::now() + HOUSEKEEPING;
                 self.heartbeat.fetch_add(1, Ordering::Relaxed);
                 if let Ok(s) = self.settings.try_recv() {
-                    self.pipeline.reconfigure(&s.config, s.host_inputs);
+                    self.pipeline
+                        .reconfigure(&s.config.pipeline(), s.host_inputs);
                     tracing::info!("detection settings swapped");
                 }
                 clock.resync();

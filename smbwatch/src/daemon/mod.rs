@@ -11,7 +11,7 @@
 
 mod degraded;
 mod drain;
-mod inputs;
+pub mod inputs;
 pub mod notify;
 pub mod reload;
 
@@ -29,7 +29,11 @@ use std::{
 };
 
 use smbwatch_common::stat;
-use tokio::{signal::unix::SignalKind, sync::mpsc};
+use tokio::{
+    signal::unix::{Signal, SignalKind},
+    sync::mpsc,
+    task::JoinHandle,
+};
 
 use degraded::Degradation;
 
@@ -37,9 +41,9 @@ use self::drain::DrainLoop;
 use self::notify::Notifier;
 use self::reload::{Overrides, ReloadStats, Reloader};
 use crate::{
-    alert::{sensor::Sensor, sink::AlertSinks, Alert},
+    alert::{ecs::gateway::ToEventLine as _, sensor::Sensor, sink::AlertSinks, Alert},
     config::Config,
-    dataplane::{privilege, Dataplane, DataplaneError, Stats},
+    dataplane::{privilege, Dataplane, DataplaneError, PinDir, Stats},
     event::GatewayEvent,
     metrics::{server::MetricsServer, Metrics},
     pipeline::Pipeline,
@@ -165,6 +169,39 @@ impl Default for StdoutEvents {
 /// sink), through the detection pipeline, and alerts to the sinks. Returns
 /// the final kernel counters.
 pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
+    let mut running = start(opts).await?;
+    serve(&mut running, opts).await?;
+    shutdown(running).await
+}
+
+/// What [`start`] set up: the attached program, the tasks and the drain
+/// thread around it, and what stopping them takes.
+// On an error in the loop the fields drop in this order, as the locals of
+// one function did: the drain thread's handles first, the pins before the
+// program detaches, the signal handlers last.
+struct Running {
+    done_rx: tokio::sync::oneshot::Receiver<DrainReport>,
+    heartbeat: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    publish_task: Option<JoinHandle<crate::fleet::outbox::OutboxStats>>,
+    publish_stop: Option<tokio::sync::watch::Sender<bool>>,
+    reloader: Reloader,
+    metrics_task: Option<JoinHandle<()>>,
+    sink_task: JoinHandle<AlertSinks>,
+    alert_tx: mpsc::Sender<Alert>,
+    pins: PinDir,
+    dp: Dataplane,
+    shutdown_tx: tokio::sync::watch::Sender<bool>,
+    notifier: Notifier,
+    sighup: Signal,
+    sigint: Signal,
+    sigterm: Signal,
+}
+
+/// Build: signal handlers, sinks, pipeline, inputs and metrics, then load,
+/// attach and pin, and start the sink task, the publisher and the drain
+/// thread.
+async fn start(opts: &RunOptions) -> Result<Running, DaemonError> {
     if opts.ifaces.is_empty() {
         return Err(DaemonError::NoInterface);
     }
@@ -172,18 +209,18 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
     privilege::require()?;
     // Register the handlers first: a SIGTERM during setup must still end in
     // a clean detach, not the default action.
-    let mut sigterm =
+    let sigterm =
         tokio::signal::unix::signal(SignalKind::terminate()).map_err(|source| DaemonError::Io {
             op: "installing SIGTERM handler",
             source,
         })?;
-    let mut sigint =
+    let sigint =
         tokio::signal::unix::signal(SignalKind::interrupt()).map_err(|source| DaemonError::Io {
             op: "installing SIGINT handler",
             source,
         })?;
 
-    let mut sighup =
+    let sighup =
         tokio::signal::unix::signal(SignalKind::hangup()).map_err(|source| DaemonError::Io {
             op: "installing SIGHUP handler",
             source,
@@ -195,9 +232,9 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
 
     // Interface names for `observer.ingress.interface.name`, resolved once.
     let sensor = Sensor::local(&opts.ifaces);
-    let sinks = AlertSinks::for_config(cfg, &sensor)?;
+    let sinks = cfg.alert_sinks(&sensor)?;
     let events = (cfg.alert.events || sinks.is_empty()).then(StdoutEvents::new);
-    let mut pipeline = Pipeline::new(cfg);
+    let mut pipeline = Pipeline::new(cfg.pipeline());
     if opts.host_logs.is_empty() && cfg.hostlog.listen.is_none() {
         pipeline = pipeline.without_host_inputs();
     }
@@ -248,7 +285,7 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
         tokio::spawn(s.run())
     });
     let (settings_tx, settings_rx) = mpsc::channel(4);
-    let mut reloader = Reloader {
+    let reloader = Reloader {
         file: opts.config_file.clone(),
         overrides: opts.overrides.clone(),
         running: cfg.clone(),
@@ -297,6 +334,41 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
             source,
         })?;
 
+    Ok(Running {
+        sigterm,
+        sigint,
+        sighup,
+        notifier,
+        dp,
+        pins,
+        shutdown_tx,
+        reloader,
+        alert_tx,
+        sink_task,
+        metrics_task,
+        publish_stop,
+        publish_task,
+        stop,
+        heartbeat,
+        done_rx,
+    })
+}
+
+/// The loop: health and counters, the watchdog, reloads, until SIGINT or
+/// SIGTERM.
+async fn serve(running: &mut Running, opts: &RunOptions) -> Result<(), DaemonError> {
+    let cfg = &opts.config;
+    let Running {
+        sigterm,
+        sigint,
+        sighup,
+        notifier,
+        dp,
+        reloader,
+        alert_tx,
+        heartbeat,
+        ..
+    } = running;
     let mut stats_tick = tokio::time::interval(cfg.dataplane.stats_interval);
     stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     stats_tick.tick().await;
@@ -364,6 +436,27 @@ pub async fn run(opts: &RunOptions) -> Result<Stats, DaemonError> {
             _ = sigint.recv() => { tracing::info!("SIGINT: detaching"); break; }
         }
     }
+    Ok(())
+}
+
+/// Shutdown: inputs stop, the drain thread drains a last time, the
+/// publisher delivers, the program detaches and the sinks flush.
+async fn shutdown(running: Running) -> Result<Stats, DaemonError> {
+    let Running {
+        notifier,
+        dp,
+        pins,
+        shutdown_tx,
+        reloader,
+        alert_tx,
+        sink_task,
+        metrics_task,
+        publish_stop,
+        publish_task,
+        stop,
+        done_rx,
+        ..
+    } = running;
     notifier.stopping();
     // Inputs stop taking data and hand over what they accepted; the drain
     // thread drains the ring buffer and the host channel a last time.

@@ -10,16 +10,14 @@
 
 use std::{
     path::PathBuf,
-    sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc,
-    },
+    sync::{atomic::Ordering, Arc},
     time::Duration,
 };
 
 use tokio::sync::mpsc;
 
 use super::inputs::{self, RunningListener};
+pub use crate::metrics::counters::ReloadStats;
 use crate::{
     alert::{sensor::Sensor, sink::AlertSinks},
     config::{
@@ -43,39 +41,6 @@ impl std::fmt::Debug for Overrides {
 impl Default for Overrides {
     fn default() -> Self {
         Self(Arc::new(|_| {}))
-    }
-}
-
-/// Reload counters, shared with whoever reports them (logs, metrics).
-#[derive(Debug, Default)]
-pub struct ReloadStats {
-    /// Reloads applied (including ones that changed nothing).
-    pub succeeded: AtomicU64,
-    /// Reloads refused: the file did not load or validate, or a new sink or
-    /// listener could not be set up; the running configuration stayed.
-    pub failed: AtomicU64,
-    /// Unix time (seconds) of the latest reload attempt; 0 before any.
-    pub last_unix_secs: AtomicU64,
-    /// Whether the latest attempt succeeded (true before any).
-    pub last_ok: AtomicBool,
-}
-
-impl ReloadStats {
-    /// New counters, "last reload ok" before any reload.
-    pub fn new() -> Arc<Self> {
-        let s = Self::default();
-        s.last_ok.store(true, Ordering::Relaxed);
-        Arc::new(s)
-    }
-
-    fn record(&self, ok: bool) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        self.last_unix_secs.store(now, Ordering::Relaxed);
-        self.last_ok.store(ok, Ordering::Relaxed);
-        let counter = if ok { &self.succeeded } else { &self.failed };
-        counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -165,7 +130,7 @@ impl Reloader {
         let p = plan(&self.running, &new)?;
         // Everything fallible first; nothing is swapped until all succeeded.
         let sinks = if p.touches("alert") || p.touches("syslog") {
-            Some(AlertSinks::for_config(&p.config, &self.sensor)?)
+            Some(p.config.alert_sinks(&self.sensor)?)
         } else {
             None
         };

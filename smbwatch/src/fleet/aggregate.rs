@@ -32,9 +32,12 @@ use super::{
     SUBJECT_PREFIX,
 };
 use crate::{
-    alert::{sink::AlertSinks, Alert},
-    config::Config,
-    pipeline::Pipeline,
+    alert::{
+        sink::{AlertSinks, SinkSettings},
+        Alert,
+    },
+    fleet::PublishConfig,
+    pipeline::{Pipeline, PipelineConfig},
 };
 
 /// Messages processed between cumulative acknowledgements.
@@ -61,8 +64,12 @@ pub struct AggregateOptions {
     pub partitions: Vec<u16>,
     /// Consumer name prefix; aggregators sharing partitions must differ.
     pub name: String,
-    /// The configuration (detection, correlation, sinks, `[publish]`).
-    pub config: Config,
+    /// Detection and correlation.
+    pub pipeline: PipelineConfig,
+    /// Where alerts go.
+    pub sinks: SinkSettings,
+    /// The broker (`[publish]`).
+    pub publish: PublishConfig,
 }
 
 /// What an aggregator did.
@@ -172,21 +179,20 @@ impl Aggregator {
 
 /// Runs until SIGINT/SIGTERM.
 pub async fn run(opts: &AggregateOptions) -> Result<AggregateReport, AggregateError> {
-    let cfg = &opts.config;
+    let cfg = &opts.pipeline;
     let mut sigterm =
         tokio::signal::unix::signal(SignalKind::terminate()).map_err(AggregateError::Signal)?;
     let mut sigint =
         tokio::signal::unix::signal(SignalKind::interrupt()).map_err(AggregateError::Signal)?;
-    let sinks = AlertSinks::for_config(cfg, &crate::alert::sensor::Sensor::local(&[]))?;
-    let js = JetStream::connect(&opts.url, &cfg.publish, "aggregate", &opts.name, false).await?;
+    let sinks = opts.sinks.open(&crate::alert::sensor::Sensor::local(&[]))?;
+    let js = JetStream::connect(&opts.url, &opts.publish, "aggregate", &opts.name, false).await?;
     let stream = js.stream().await?;
     let mut agg = Aggregator {
         // Correlation bookkeeping starts with the first host event a
         // gateway forwards (most fleets forward none).
-        pipeline: Pipeline::new(cfg).without_host_inputs(),
+        pipeline: Pipeline::new(cfg.clone()).without_host_inputs(),
         observers: Observers::new(OBSERVER_BYTES, cfg.detect.window),
-        max_ahead: chrono::TimeDelta::from_std(cfg.hostlog.max_ahead)
-            .unwrap_or(chrono::TimeDelta::MAX),
+        max_ahead: chrono::TimeDelta::from_std(cfg.max_ahead).unwrap_or(chrono::TimeDelta::MAX),
         report: AggregateReport::default(),
     };
 
@@ -293,7 +299,7 @@ pub async fn run(opts: &AggregateOptions) -> Result<AggregateReport, AggregateEr
 
 /// How far back the warm-up reads: the longest fan-out window or
 /// hold-down, plus the answer timeout (what the detector's state spans).
-fn warmup_span(cfg: &Config) -> Duration {
+fn warmup_span(cfg: &PipelineConfig) -> Duration {
     let window = cfg
         .detect
         .subnet

@@ -134,7 +134,14 @@ impl JetStream {
                 message,
             }
         })?;
-        let boot = crate::dataplane::random_u64();
+        // A per-process boot id from the kernel's random numbers; the clock
+        // and pid if getrandom(2) failed (it does not once the pool is up).
+        let boot = getrandom::u64().unwrap_or_else(|_| {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            t ^ u64::from(std::process::id()).rotate_left(32)
+        });
         Ok(Self {
             js: jetstream::new(client),
             cfg: cfg.clone(),

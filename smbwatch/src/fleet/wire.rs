@@ -34,6 +34,7 @@
 use std::net::{IpAddr, Ipv6Addr};
 
 use chrono::{DateTime, Utc};
+use smbwatch_common::addr::{from_mapped, to_mapped};
 
 use crate::{
     event::{GatewayEvent, GatewayEventKind},
@@ -295,17 +296,11 @@ fn check_caps(ev: &HostEvent) -> Result<(), WireError> {
 
 /// IPv4 as IPv4-mapped IPv6, so every address is 16 bytes on the wire.
 pub(crate) fn v6(a: IpAddr) -> Ipv6Addr {
-    match a {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-        IpAddr::V6(v6) => v6,
-    }
+    to_mapped(a)
 }
 
 fn unmap(a: Ipv6Addr) -> IpAddr {
-    match a.to_ipv4_mapped() {
-        Some(v4) => IpAddr::V4(v4),
-        None => IpAddr::V6(a),
-    }
+    from_mapped(a)
 }
 
 #[cfg(test)]

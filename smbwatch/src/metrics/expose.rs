@@ -16,10 +16,10 @@ use prometheus_client::{
 };
 use smbwatch_common::stat;
 
+use super::counters::ListenerStats;
 use super::{AlertLog, DrainSnapshot, Metrics, KINDS, LATENCY_BUCKETS};
 use crate::{
     alert::syslog::SyslogStats,
-    daemon::ListenerStats,
     dataplane::{PinnedMaps, Stats},
     hostlog::{LineFormat, LineOutcome},
 };

@@ -9,6 +9,7 @@
 //! ([`Metrics::on_alert`]), syslog counters, and the kernel's counters,
 //! which a scrape reads from the pinned maps itself.
 
+pub mod counters;
 pub mod expose;
 pub mod server;
 pub mod top;
@@ -23,10 +24,10 @@ use std::{
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use self::counters::{DrainReport, ListenerCounters, ReloadStats};
 use crate::{
     alert::{syslog::SyslogStats, Alert, AlertKind},
     correlate::CorrelateStats,
-    daemon::{reload::ReloadStats, DrainReport, ListenerCounters},
     detect::DetectStats,
     hostlog::rules::HostRuleStats,
 };

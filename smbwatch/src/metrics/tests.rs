@@ -3,11 +3,11 @@ use std::net::IpAddr;
 use chrono::{Duration, TimeZone as _, Utc};
 use smbwatch_common::stat;
 
+use super::counters::ListenerStats;
 use super::{expose::Scrape, *};
 use crate::{
     alert::syslog::SyslogStats,
     alert::{AlertKind, ScanEvidence, Severity},
-    daemon::ListenerStats,
     dataplane::Stats,
 };
 

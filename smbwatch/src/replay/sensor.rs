@@ -31,3 +31,15 @@ pub fn of_capture(path: &Path) -> Sensor {
     }
     sensor
 }
+
+#[cfg(test)]
+mod tests {
+    /// A capture that cannot be read names no interface (the replay itself
+    /// reports why); the names of a readable one are the data plane's
+    /// replay tests'.
+    #[test]
+    fn unreadable_captures_name_no_interface() {
+        let missing = super::of_capture(std::path::Path::new("/nonexistent.pcapng"));
+        assert!(missing.interfaces.is_empty());
+    }
+}

@@ -95,7 +95,7 @@ fn events(n: usize) -> Vec<GatewayEvent> {
 /// Per-event CPU of the detection pipeline (what a gateway's drain thread
 /// does per event without publishing), ns.
 fn detect_ns(evs: &[GatewayEvent]) -> f64 {
-    let mut p = Pipeline::new(&Config::default()).without_host_inputs();
+    let mut p = Pipeline::new(Config::default().pipeline()).without_host_inputs();
     let c0 = thread_cpu();
     for ev in evs {
         std::hint::black_box(p.gateway_event(ev));

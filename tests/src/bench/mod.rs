@@ -7,6 +7,7 @@
 //!   and a spoofed-source flood;
 //! - [`baseline`]: learning rate, the baseline database's batch cost and size.
 //! - [`fleet`]: publishing to NATS JetStream, and the aggregator's rate.
+//! - [`smb`]: the SMB parser's segments per second.
 //!
 //! Goals are reported, never asserted: this machine is shared and noisy, so
 //! every figure is a median over interleaved rounds and compared as a ratio
@@ -17,6 +18,7 @@ pub mod e2e;
 pub mod fleet;
 pub mod flood;
 pub mod procs;
+pub mod smb;
 pub mod tcpdump;
 pub mod user;
 pub mod xdp;

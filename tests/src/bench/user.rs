@@ -217,6 +217,7 @@ pub fn run(effort: &Effort) -> Result<Section> {
         let mut sink = Vec::with_capacity(n as usize * 200);
         json_lines.push(
             drain_rate(n, 3 * r + 2, |ev| {
+                use smbwatch::alert::ecs::gateway::ToEventLine as _;
                 use std::io::Write as _;
                 let _ = writeln!(sink, "{}", ev.to_json());
             })?
@@ -313,7 +314,7 @@ pub fn run(effort: &Effort) -> Result<Section> {
         ahead_ns.push(c.detector_lookahead_ns);
         floor_ns.push(c.baseline_ns);
         // The daemon's path for a gateway event: detector + correlator.
-        let mut pipeline = Pipeline::new(&Config::default());
+        let mut pipeline = Pipeline::new(Config::default().pipeline());
         let start = Instant::now();
         for ev in &churn {
             std::hint::black_box(pipeline.gateway_event(ev));

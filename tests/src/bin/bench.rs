@@ -18,7 +18,7 @@ struct Args {
     /// Shorter runs and fewer rounds (same method).
     #[arg(long)]
     quick: bool,
-    /// Run only these parts (comma-separated or repeated): xdp, e2e, user, flood, baseline, fleet.
+    /// Run only these parts (comma-separated or repeated): xdp, e2e, user, flood, baseline, fleet, smb.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Rounds (default: 5, or 3 with --quick).
@@ -69,6 +69,9 @@ fn main() -> Result<()> {
     }
     if wants("fleet") {
         sections.push(bench::fleet::run(&effort).context("fleet benchmark")?);
+    }
+    if wants("smb") {
+        sections.push(bench::smb::run(&effort).context("SMB parser benchmark")?);
     }
     let report = Report {
         machine,

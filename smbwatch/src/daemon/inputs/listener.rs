@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -32,6 +31,7 @@ use tracing::{debug, info, warn};
 
 use super::tls::{self, TlsError, TlsFiles};
 use crate::hostlog::{parse_line_at, HostEvent, LineFormat, LineOutcome};
+pub use crate::metrics::counters::{ListenerCounters, ListenerStats};
 
 /// Listener settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -182,75 +182,6 @@ pub enum ListenerError {
     /// The TLS files cannot be used.
     #[error(transparent)]
     Tls(#[from] TlsError),
-}
-
-/// Counters (readable while running).
-#[derive(Debug, Default)]
-pub struct ListenerCounters {
-    /// Connections accepted.
-    pub accepted: AtomicU64,
-    /// Connections refused (a limit reached).
-    pub refused: AtomicU64,
-    /// Connections closed for a line not completed in time, or idleness.
-    pub timed_out: AtomicU64,
-    /// TLS handshakes that failed (no or a bad client certificate).
-    pub tls_failed: AtomicU64,
-    /// Lines read (complete or oversized).
-    pub lines: AtomicU64,
-    /// Events forwarded on the channel.
-    pub events: AtomicU64,
-    /// Well-formed records of unused event ids.
-    pub skipped: AtomicU64,
-    /// Records that failed to parse.
-    pub bad: AtomicU64,
-    /// Lines longer than `max_line`, skipped.
-    pub oversized: AtomicU64,
-    /// Records by [`LineFormat`] and [`LineOutcome`] (for the metrics).
-    pub by_format: [[AtomicU64; LineOutcome::ALL.len()]; LineFormat::RECORDS.len()],
-}
-
-/// A snapshot of [`ListenerCounters`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct ListenerStats {
-    /// Connections accepted.
-    pub accepted: u64,
-    /// Connections refused (a limit reached).
-    pub refused: u64,
-    /// Connections closed by `line_timeout` or `idle_timeout`.
-    pub timed_out: u64,
-    /// TLS handshakes that failed.
-    pub tls_failed: u64,
-    /// Lines read.
-    pub lines: u64,
-    /// Events forwarded.
-    pub events: u64,
-    /// Records skipped (unused event ids).
-    pub skipped: u64,
-    /// Records that failed to parse.
-    pub bad: u64,
-    /// Oversized lines skipped.
-    pub oversized: u64,
-    /// Records by [`LineFormat`] (`RECORDS` order) and [`LineOutcome`].
-    pub by_format: [[u64; LineOutcome::ALL.len()]; LineFormat::RECORDS.len()],
-}
-
-impl ListenerCounters {
-    /// Current values.
-    pub fn snapshot(&self) -> ListenerStats {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        ListenerStats {
-            accepted: g(&self.accepted),
-            refused: g(&self.refused),
-            timed_out: g(&self.timed_out),
-            tls_failed: g(&self.tls_failed),
-            lines: g(&self.lines),
-            events: g(&self.events),
-            skipped: g(&self.skipped),
-            bad: g(&self.bad),
-            oversized: g(&self.oversized),
-            by_format: self.by_format.each_ref().map(|o| o.each_ref().map(g)),
-        }
-    }
 }
 
 fn inc(a: &AtomicU64) {

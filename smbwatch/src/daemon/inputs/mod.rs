@@ -1,7 +1,11 @@
 //! Host-log inputs of the daemon, merged into one channel: files given with
 //! `--host-log` (read once, or followed across rotation), stdin (`-`), and
-//! the TCP listener for forwarders.
+//! the TCP listener for forwarders. The readers that wait for more (the
+//! file follower, bounded line reading) are here, not in the pure
+//! `hostlog` parsers.
 
+pub mod follow;
+pub mod lines;
 pub mod listener;
 pub mod tls;
 
@@ -11,12 +15,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::{
     config::HostlogConfig,
-    hostlog::{
-        self,
-        follow::{follow, Follower},
-        Format, HostEvent,
-    },
+    hostlog::{self, Format, HostEvent},
 };
+use follow::{follow, Follower};
 use listener::{Listener, ListenerConfig};
 
 /// Events buffered between the inputs and the pipeline; a full channel
@@ -143,7 +144,7 @@ async fn read_once(path: PathBuf, tx: mpsc::Sender<HostEvent>) {
 }
 
 async fn read_stdin(tx: mpsc::Sender<HostEvent>, max_line: usize) {
-    match hostlog::lines::forward("stdin", tokio::io::stdin(), max_line, &tx).await {
+    match lines::forward("stdin", tokio::io::stdin(), max_line, &tx).await {
         Ok(stats) => tracing::info!(?stats, "host log on stdin ended"),
         Err(e) => tracing::error!(error = %e, "reading the host log on stdin failed"),
     }

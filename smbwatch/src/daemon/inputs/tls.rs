@@ -3,10 +3,10 @@
 //! configured CA, and its events cannot be read or changed on the way.
 
 use std::fs::File;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::pki_types::pem::{self, PemObject as _};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 
@@ -58,11 +58,19 @@ fn unusable(path: &Path, problem: impl ToString) -> TlsError {
     }
 }
 
+/// A PEM problem: reading the file, or its contents.
+fn pem_err(path: &Path) -> impl FnOnce(pem::Error) -> TlsError + '_ {
+    move |e| match e {
+        pem::Error::Io(source) => read_err(path)(source),
+        e => unusable(path, e),
+    }
+}
+
 fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let file = File::open(path).map_err(read_err(path))?;
-    let certs = rustls_pemfile::certs(&mut BufReader::new(file))
+    let certs = CertificateDer::pem_reader_iter(file)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(read_err(path))?;
+        .map_err(pem_err(path))?;
     if certs.is_empty() {
         return Err(unusable(path, "no PEM certificate found"));
     }
@@ -71,9 +79,10 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 
 fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let file = File::open(path).map_err(read_err(path))?;
-    rustls_pemfile::private_key(&mut BufReader::new(file))
-        .map_err(read_err(path))?
-        .ok_or_else(|| unusable(path, "no PEM private key found"))
+    PrivateKeyDer::from_pem_reader(file).map_err(|e| match e {
+        pem::Error::NoItemsFound => unusable(path, "no PEM private key found"),
+        e => pem_err(path)(e),
+    })
 }
 
 /// The server configuration: TLS 1.2 or 1.3, a client certificate

@@ -1,0 +1,736 @@
+//! Replay: every packet of a capture through the real XDP program.
+//!
+//! A capture (pcap or pcapng) is read record by record; each record becomes
+//! an Ethernet frame (see [`capture::ethernet_frame`]), runs once through the
+//! loaded program with `BPF_PROG_TEST_RUN`, and the ring buffer is drained
+//! right after, so every event belongs to the packet that caused it. Events
+//! are stamped with the capture's timestamp (the kernel's clock says when the
+//! replay ran, not when the packet was seen) and handed to a [`ReplaySink`]
+//! in capture order: the same capture always gives the same events.
+//!
+//! Timestamps that go backwards (merged captures, clock steps) are clamped to
+//! the latest time seen, so the detector's time never runs backwards; they
+//! are counted. See `docs/replay.md`.
+
+pub mod capture;
+
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    io::IsTerminal as _,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use aya::maps::{MapData, RingBuf};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use smbwatch_common::{stat, ReplayMeta, FLOOR_PROGRAM_NAME};
+
+use crate::dataplane::{
+    drain, testrun, to_gateway_event, Dataplane, DataplaneError, LoadOptions, Stats,
+};
+use capture::{CaptureFormat, CaptureReader, OpenProblem, ReadProblem, Skip};
+use smbwatch_core::event::{GatewayEvent, GatewayEventKind};
+use smbwatch_core::pipeline::ReplayFeed;
+
+/// Where replayed events go.
+///
+/// Closures `FnMut(&GatewayEvent)` are sinks too.
+pub trait ReplaySink {
+    /// One event, stamped with its packet's capture time, in capture order.
+    fn event(&mut self, ev: &GatewayEvent);
+
+    /// Capture time has reached `now`: called before the first packet of
+    /// every new second of capture time (once, however long the gap) and once
+    /// after the last packet. This is where a detector's clock advances
+    /// (`Detector::advance`), as the daemon's timer does live.
+    fn advance(&mut self, _now: DateTime<Utc>) {}
+
+    /// Alerts raised so far, for the summary (`None`: not counted here).
+    fn alerts(&self) -> Option<u64> {
+        None
+    }
+}
+
+impl<F: FnMut(&GatewayEvent)> ReplaySink for F {
+    fn event(&mut self, ev: &GatewayEvent) {
+        self(ev)
+    }
+}
+
+/// The detection pipeline with the capture's host events.
+impl ReplaySink for ReplayFeed<'_> {
+    fn event(&mut self, ev: &GatewayEvent) {
+        ReplayFeed::event(self, ev)
+    }
+
+    fn advance(&mut self, now: DateTime<Utc>) {
+        ReplayFeed::advance(self, now)
+    }
+
+    fn alerts(&self) -> Option<u64> {
+        Some(self.alert_count())
+    }
+}
+
+/// When to draw a progress bar on stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Progress {
+    /// When stderr is a terminal.
+    #[default]
+    Auto,
+    /// Never.
+    Never,
+}
+
+/// How to replay.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplayOptions {
+    /// Monitored ports and table sizes of the program replayed through (as
+    /// for `run`; tables larger than the capture needs cost nothing).
+    pub load: LoadOptions,
+    /// Progress bar.
+    pub progress: Progress,
+}
+
+/// Errors of replay. Everything read before an error was replayed and its
+/// events delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The capture cannot be opened or read.
+    #[error("{path}: {op} failed")]
+    Io {
+        /// What was done.
+        op: &'static str,
+        /// The capture.
+        path: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not a capture at all.
+    #[error("{path}: not a pcap or pcapng capture (it starts with bytes {magic:02x?})")]
+    NotACapture {
+        /// The file.
+        path: PathBuf,
+        /// Its first four bytes.
+        magic: [u8; 4],
+    },
+    /// The capture's file header is invalid.
+    #[error("{path}: invalid capture header: {detail}")]
+    Header {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A classic pcap of a link type replay cannot frame.
+    #[error("{path}: {link} captures are not supported; replay reads Ethernet, Linux cooked (SLL, SLL2), raw IP and loopback captures", link = capture::linktype::name(*link))]
+    LinkType {
+        /// The file.
+        path: PathBuf,
+        /// The LINKTYPE_ value.
+        link: u32,
+    },
+    /// A record's framing is damaged; nothing after it can be found.
+    #[error("{path}: record {record} at byte {offset}: {detail}; replay stopped there (the {record_before} records before it were replayed)", record_before = record - 1)]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// 1-based number of the damaged record.
+        record: u64,
+        /// Its byte offset.
+        offset: u64,
+        /// What is wrong.
+        detail: String,
+    },
+    /// Loading the program or reading its maps failed.
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    /// The kernel refused to run the program on a frame.
+    #[error("{path}: record {record}: BPF_PROG_TEST_RUN of a {len}-byte frame failed")]
+    TestRun {
+        /// The file.
+        path: PathBuf,
+        /// 1-based record number.
+        record: u64,
+        /// Frame length.
+        len: usize,
+        /// The kernel's error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Events delivered, by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct EventCounts {
+    /// `new_pair` events.
+    pub new_pairs: u64,
+    /// `active` events: known pairs in use again in a later activity epoch.
+    pub active: u64,
+    /// Answers with SYN-ACK.
+    pub accepted: u64,
+    /// Handshakes the client completed.
+    pub confirmed: u64,
+    /// Answers with RST.
+    pub refused: u64,
+    /// Packets the kernel could not walk to their TCP header.
+    pub unparsed: u64,
+}
+
+/// One source, from the replay's own new-pair events (exact: replay sheds nothing).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SourceSummary {
+    /// The address.
+    pub addr: IpAddr,
+    /// Distinct destinations it opened pairs to.
+    pub pairs: u64,
+}
+
+/// New pairs per source, for the summary. Bounded: past
+/// [`Destinations::MAX_SOURCES`] sources (a spoofed flood) new ones are
+/// only counted in `overflow`.
+#[derive(Default)]
+struct Destinations {
+    by_source: std::collections::HashMap<IpAddr, u64>,
+    overflow: u64,
+}
+
+impl Destinations {
+    /// 1M sources: about 48 MB at most.
+    const MAX_SOURCES: usize = 1 << 20;
+
+    fn count(&mut self, src: IpAddr) {
+        let n = self.by_source.len();
+        match self.by_source.get_mut(&src) {
+            Some(c) => *c += 1,
+            None if n < Self::MAX_SOURCES => {
+                self.by_source.insert(src, 1);
+            }
+            None => self.overflow += 1,
+        }
+    }
+
+    fn top(&self, n: usize) -> Vec<SourceSummary> {
+        let mut v: Vec<SourceSummary> = self
+            .by_source
+            .iter()
+            .map(|(&addr, &pairs)| SourceSummary { addr, pairs })
+            .collect();
+        v.sort_by(|a, b| b.pairs.cmp(&a.pairs).then(a.addr.cmp(&b.addr)));
+        v.truncate(n);
+        v
+    }
+}
+
+/// What a replay did. Serialises as JSON; `Display` is the stderr summary.
+/// It holds nothing that depends on when or where the replay ran.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReplaySummary {
+    /// The capture.
+    pub path: PathBuf,
+    /// Its container format.
+    pub format: CaptureFormat,
+    /// Packet records per link type (by name).
+    pub link_types: BTreeMap<String, u64>,
+    /// Packet records read.
+    pub records: u64,
+    /// Frames run through the XDP program.
+    pub replayed: u64,
+    /// Records skipped: shorter than their link header or than an Ethernet header.
+    pub skipped_short: u64,
+    /// Records skipped: link type not supported (pcapng interfaces only).
+    pub skipped_link: u64,
+    /// Records skipped: raw-IP or loopback payload neither IPv4 nor IPv6.
+    pub skipped_not_ip: u64,
+    /// pcapng blocks skipped as malformed or naming an undescribed interface.
+    pub bad_blocks: u64,
+    /// Frames cut to `max_frame` bytes (headers are at the start; see docs).
+    pub cut_frames: u64,
+    /// The longest frame the kernel test-runs here.
+    pub max_frame: usize,
+    /// Records whose timestamp was earlier than the latest seen (clamped).
+    pub backwards_timestamps: u64,
+    /// Records without a usable timestamp (pcapng simple packets; out of range).
+    pub missing_timestamps: u64,
+    /// Set when the file ended inside its last record.
+    pub truncated: Option<String>,
+    /// Capture time of the first record.
+    pub first_ts: Option<DateTime<Utc>>,
+    /// Capture time of the last record (after clamping).
+    pub last_ts: Option<DateTime<Utc>>,
+    /// Events delivered to the sink.
+    pub events: EventCounts,
+    /// Ring-buffer records that did not decode (never expected).
+    pub bad_events: u64,
+    /// The kernel's counters after the replay.
+    pub kernel: Stats,
+    /// Distinct sources that opened pairs.
+    pub sources: usize,
+    /// Up to 10 sources with the most destinations.
+    pub top_sources: Vec<SourceSummary>,
+    /// Alerts the sink raised, if it counts them.
+    pub alerts: Option<u64>,
+}
+
+impl ReplaySummary {
+    /// Packets the kernel found malformed (summed over header kinds).
+    pub fn malformed(&self) -> u64 {
+        self.kernel.malformed()
+    }
+}
+
+impl std::fmt::Display for ReplaySummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let k = |i| self.kernel.get(i);
+        let links: Vec<String> = self.link_types.keys().cloned().collect();
+        writeln!(
+            f,
+            "replayed {} ({}, {}): {} packets",
+            self.path.display(),
+            self.format,
+            if links.is_empty() {
+                "no packets".to_owned()
+            } else {
+                links.join(", ")
+            },
+            self.records
+        )?;
+        if let (Some(a), Some(b)) = (self.first_ts, self.last_ts) {
+            let span = (b - a).to_std().unwrap_or_default();
+            writeln!(
+                f,
+                "  capture time {} to {} ({})",
+                a.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                b.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                humantime::format_duration(Duration::from_millis(span.as_millis() as u64))
+            )?;
+        }
+        writeln!(
+            f,
+            "  monitored SYNs {}, pairs {}, responses {}, sources {}",
+            k(stat::MONITORED_SYNS),
+            k(stat::NEW_PAIRS),
+            k(stat::RESPONSES),
+            self.sources
+        )?;
+        for s in self.top_sources.iter().take(3) {
+            writeln!(f, "    {}: {} destinations", s.addr, s.pairs)?;
+        }
+        writeln!(
+            f,
+            "  events: {} new pairs, {} accepted, {} refused; alerts: {}",
+            self.events.new_pairs,
+            self.events.accepted,
+            self.events.refused,
+            self.alerts.map_or("not counted".into(), |n| n.to_string())
+        )?;
+        writeln!(
+            f,
+            "  parse errors: {} malformed (eth {}, vlan {}, ipv4 {}, ipv6 {}, tcp {}), {} IPv6 chains too long, {} lost events (ring buffer full)",
+            self.malformed(),
+            k(stat::MALFORMED_ETH),
+            k(stat::MALFORMED_VLAN),
+            k(stat::MALFORMED_IPV4),
+            k(stat::MALFORMED_IPV6),
+            k(stat::MALFORMED_TCP),
+            k(stat::IPV6_EXT_LIMIT),
+            k(stat::RINGBUF_FULL)
+        )?;
+        write!(
+            f,
+            "  skipped: {} too short, {} unsupported link, {} not IP, {} bad blocks; {} frames cut to the kernel's {}-byte test-run limit; {} timestamps went backwards (clamped), {} missing",
+            self.skipped_short,
+            self.skipped_link,
+            self.skipped_not_ip,
+            self.bad_blocks,
+            self.cut_frames,
+            self.max_frame,
+            self.backwards_timestamps,
+            self.missing_timestamps
+        )?;
+        if let Some(t) = &self.truncated {
+            write!(f, "\n  warning: {t}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Turns capture timestamps into event times that never go backwards.
+///
+/// A timestamp earlier than the latest seen is replaced by the latest seen
+/// (and counted): detection windows and response timeouts are measured
+/// forward in time, and a step back would make a window appear to shrink.
+/// A record without a timestamp takes the latest seen (the Unix epoch before
+/// the first).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CaptureClock {
+    latest: Option<Duration>,
+    /// Timestamps that were earlier than the latest seen.
+    pub backwards: u64,
+    /// Records without a (representable) timestamp.
+    pub missing: u64,
+}
+
+impl CaptureClock {
+    /// The event time for a record stamped `ts`.
+    pub fn stamp(&mut self, ts: Option<Duration>) -> DateTime<Utc> {
+        let ts = ts.and_then(|t| {
+            // Beyond chrono's range (year 262143): treat as missing.
+            DateTime::from_timestamp(i64::try_from(t.as_secs()).ok()?, t.subsec_nanos()).map(|_| t)
+        });
+        let t = match (ts, self.latest) {
+            (None, latest) => {
+                self.missing += 1;
+                latest.unwrap_or_default()
+            }
+            (Some(t), Some(latest)) if t < latest => {
+                self.backwards += 1;
+                latest
+            }
+            (Some(t), _) => t,
+        };
+        self.latest = Some(t);
+        to_utc(t)
+    }
+
+    /// The latest time handed out.
+    pub fn latest(&self) -> Option<DateTime<Utc>> {
+        self.latest.map(to_utc)
+    }
+}
+
+fn to_utc(t: Duration) -> DateTime<Utc> {
+    // CaptureClock only keeps representable times.
+    DateTime::from_timestamp(t.as_secs() as i64, t.subsec_nanos()).unwrap_or_default()
+}
+
+/// Largest frame tried when probing the kernel's test-run limit.
+const PROBE_MAX: usize = 65_535;
+
+/// The longest frame `BPF_PROG_TEST_RUN` accepts for an XDP program here
+/// (PAGE_SIZE minus XDP headroom and skb_shared_info on most kernels),
+/// found by bisection on the empty program so the real one's counters stay clean.
+fn probe_max_frame(dp: &mut Dataplane) -> Result<usize, DataplaneError> {
+    let fd = dp.load_aux(FLOOR_PROGRAM_NAME)?;
+    let buf = vec![0u8; PROBE_MAX];
+    let ok = |n: usize| testrun::run(fd, &buf[..n], 1).is_ok();
+    if ok(PROBE_MAX) {
+        return Ok(PROBE_MAX);
+    }
+    let (mut lo, mut hi) = (capture::ETH_HLEN, PROBE_MAX);
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if ok(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
+}
+
+/// Keeps the calling thread on one CPU while it lives, then restores its
+/// affinity. The kernel's LRU maps keep per-CPU free lists; staying on one
+/// CPU makes evictions in a capture larger than the tables repeat exactly.
+struct PinnedCpu {
+    old: Option<libc::cpu_set_t>,
+}
+
+impl PinnedCpu {
+    fn here() -> Self {
+        // SAFETY: plain libc calls on a zeroed cpu_set_t for this thread (pid 0).
+        unsafe {
+            let mut old: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut old) != 0 {
+                return Self { old: None };
+            }
+            let cpu = libc::sched_getcpu();
+            if cpu < 0 {
+                return Self { old: None };
+            }
+            let mut one: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu as usize, &mut one);
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one) != 0 {
+                return Self { old: None };
+            }
+            Self { old: Some(old) }
+        }
+    }
+}
+
+impl Drop for PinnedCpu {
+    fn drop(&mut self) {
+        if let Some(old) = &self.old {
+            // SAFETY: restoring the mask read in `here`.
+            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), old) };
+        }
+    }
+}
+
+/// A capture opened for replay, with its own freshly loaded XDP program.
+pub struct Replay {
+    path: PathBuf,
+    reader: CaptureReader<File>,
+    file_len: u64,
+    dp: Dataplane,
+    ring: RingBuf<MapData>,
+    max_frame: usize,
+    progress: Progress,
+}
+
+impl Replay {
+    /// Opens `path` and loads the XDP program with `opts.load` (fresh maps:
+    /// nothing from a running daemon or an earlier replay).
+    pub fn open(path: &Path, opts: &ReplayOptions) -> Result<Self, ReplayError> {
+        let io = |op: &'static str| {
+            let path = path.to_owned();
+            move |source| ReplayError::Io { op, path, source }
+        };
+        let file = File::open(path).map_err(io("opening"))?;
+        let file_len = file.metadata().map_err(io("reading metadata of"))?.len();
+        let reader = CaptureReader::new(file, Some(file_len)).map_err(|p| match p {
+            OpenProblem::NotACapture { magic } => ReplayError::NotACapture {
+                path: path.to_owned(),
+                magic,
+            },
+            OpenProblem::BadHeader(detail) => ReplayError::Header {
+                path: path.to_owned(),
+                detail,
+            },
+            OpenProblem::Io(source) => ReplayError::Io {
+                op: "reading",
+                path: path.to_owned(),
+                source,
+            },
+        })?;
+        if let Some(link) = reader.pcap_link() {
+            if !capture::linktype::supported(link) {
+                return Err(ReplayError::LinkType {
+                    path: path.to_owned(),
+                    link,
+                });
+            }
+        }
+        crate::dataplane::privilege::require()?;
+        // Replay reads the ring buffer after every packet and must see
+        // every event: no budget. The ingress comes from the capture.
+        let load = LoadOptions {
+            events_per_cpu: 0,
+            replay: true,
+            ..opts.load.clone()
+        };
+        let mut dp = Dataplane::load(&load)?;
+        let max_frame = probe_max_frame(&mut dp)?;
+        let ring = dp.take_events()?;
+        Ok(Self {
+            path: path.to_owned(),
+            reader,
+            file_len,
+            dp,
+            ring,
+            max_frame,
+            progress: opts.progress,
+        })
+    }
+
+    /// The loaded program (for reading its maps after [`Replay::run_into`]).
+    pub fn dataplane(&self) -> &Dataplane {
+        &self.dp
+    }
+
+    /// Replays the whole capture into `sink` and returns the summary.
+    pub fn run(mut self, sink: &mut dyn ReplaySink) -> Result<ReplaySummary, ReplayError> {
+        self.run_into(sink)
+    }
+
+    /// Like [`Replay::run`], keeping the program loaded so its maps can be
+    /// read afterwards ([`Replay::dataplane`]). Run it once.
+    pub fn run_into(&mut self, sink: &mut dyn ReplaySink) -> Result<ReplaySummary, ReplayError> {
+        let bar = self.progress_bar();
+        let _pinned = PinnedCpu::here();
+        let mut s = ReplaySummary {
+            path: self.path.clone(),
+            format: self.reader.format(),
+            link_types: BTreeMap::new(),
+            records: 0,
+            replayed: 0,
+            skipped_short: 0,
+            skipped_link: 0,
+            skipped_not_ip: 0,
+            bad_blocks: 0,
+            cut_frames: 0,
+            max_frame: self.max_frame,
+            backwards_timestamps: 0,
+            missing_timestamps: 0,
+            truncated: None,
+            first_ts: None,
+            last_ts: None,
+            events: EventCounts::default(),
+            bad_events: 0,
+            kernel: Stats::default(),
+            sources: 0,
+            top_sources: Vec::new(),
+            alerts: None,
+        };
+        let mut clock = CaptureClock::default();
+        let mut destinations = Destinations::default();
+        let mut next_tick: Option<DateTime<Utc>> = None;
+        let mut warned_links = std::collections::BTreeSet::new();
+        let fd = self.dp.program_fd()?;
+        let path = &self.path;
+        while let Some(item) = self.reader.next_record() {
+            let rec = match item {
+                Ok(rec) => rec,
+                Err(ReadProblem::Truncated { offset, remaining }) => {
+                    let msg = format!(
+                        "the capture ends inside its last record (byte {offset}, {remaining} bytes of it present): it was cut short; everything before it was replayed"
+                    );
+                    tracing::warn!(path = %path.display(), "{msg}");
+                    s.truncated = Some(msg);
+                    break;
+                }
+                Err(ReadProblem::Corrupt { offset, detail }) => {
+                    return Err(ReplayError::Corrupt {
+                        path: path.clone(),
+                        record: s.records + 1,
+                        offset,
+                        detail,
+                    })
+                }
+                Err(ReadProblem::BadBlock { offset, detail }) => {
+                    s.bad_blocks += 1;
+                    tracing::warn!(path = %path.display(), offset, "skipping a malformed pcapng block: {detail}");
+                    continue;
+                }
+                Err(ReadProblem::UnknownInterface { offset, interface }) => {
+                    s.bad_blocks += 1;
+                    tracing::warn!(path = %path.display(), offset, interface, "skipping a packet of an interface the capture never described");
+                    continue;
+                }
+                Err(ReadProblem::Io(source)) => {
+                    return Err(ReplayError::Io {
+                        op: "reading",
+                        path: path.clone(),
+                        source,
+                    })
+                }
+            };
+            s.records += 1;
+            *s.link_types
+                .entry(capture::linktype::name(rec.link))
+                .or_default() += 1;
+            let ts = clock.stamp(rec.ts);
+            s.first_ts.get_or_insert(ts);
+            if next_tick.is_none_or(|t| ts >= t) {
+                sink.advance(ts);
+                next_tick = Some(ts + chrono::Duration::seconds(1));
+            }
+            let frame = match capture::ethernet_frame(rec.link, rec.data) {
+                Ok(f) => f,
+                Err(Skip::TooShort) => {
+                    s.skipped_short += 1;
+                    continue;
+                }
+                Err(Skip::NotIp) => {
+                    s.skipped_not_ip += 1;
+                    continue;
+                }
+                Err(Skip::UnsupportedLink(l)) => {
+                    s.skipped_link += 1;
+                    if warned_links.insert(l) {
+                        tracing::warn!(path = %path.display(), "skipping packets of an interface with {}: not supported", capture::linktype::name(l));
+                    }
+                    continue;
+                }
+            };
+            let frame = if frame.len() > self.max_frame {
+                s.cut_frames += 1;
+                &frame[..self.max_frame]
+            } else {
+                &frame[..]
+            };
+            // The capture's interface id stands in for the ingress, so the
+            // answer rules of a multi-interface gateway apply in replay too;
+            // its clock drives the activity epochs.
+            let meta = ReplayMeta {
+                ingress: rec.interface + 1,
+                _pad: 0,
+                ts_ns: ts.timestamp_nanos_opt().map_or(0, |n| n.max(0) as u64),
+            };
+            testrun::run_with_meta(fd, frame, &meta).map_err(|source| ReplayError::TestRun {
+                path: path.clone(),
+                record: rec.number,
+                len: frame.len(),
+                source,
+            })?;
+            s.replayed += 1;
+            let drained = drain(&mut self.ring, |raw, kind| {
+                let ev = to_gateway_event(raw, kind, ts);
+                match ev.kind {
+                    GatewayEventKind::NewPair => {
+                        s.events.new_pairs += 1;
+                        destinations.count(ev.src);
+                    }
+                    GatewayEventKind::Active => s.events.active += 1,
+                    GatewayEventKind::Accepted => s.events.accepted += 1,
+                    GatewayEventKind::Confirmed => s.events.confirmed += 1,
+                    GatewayEventKind::Refused => s.events.refused += 1,
+                    GatewayEventKind::Unparsed => s.events.unparsed += 1,
+                }
+                sink.event(&ev);
+            });
+            s.bad_events += drained.malformed;
+            if s.records.is_multiple_of(4096) {
+                bar.set_position(self.reader.offset().min(self.file_len));
+            }
+        }
+        bar.finish_and_clear();
+        s.backwards_timestamps = clock.backwards;
+        s.missing_timestamps = clock.missing;
+        s.last_ts = clock.latest();
+        if let Some(end) = s.last_ts {
+            sink.advance(end);
+        }
+        if s.backwards_timestamps > 0 {
+            tracing::warn!(path = %path.display(), count = s.backwards_timestamps, "timestamps went backwards; those packets were taken at the latest time seen");
+        }
+        s.kernel = self.dp.stats()?;
+        s.sources = destinations.by_source.len();
+        s.top_sources = destinations.top(10);
+        s.alerts = sink.alerts();
+        Ok(s)
+    }
+
+    fn progress_bar(&self) -> indicatif::ProgressBar {
+        if self.progress == Progress::Never || !std::io::stderr().is_terminal() {
+            return indicatif::ProgressBar::hidden();
+        }
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(self.file_len),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "replay {bar:40} {bytes}/{total_bytes} ({eta} left)",
+        ) {
+            bar.set_style(style);
+        }
+        bar
+    }
+}
+
+/// Opens `path`, replays it into `sink`, returns the summary: the whole of
+/// `smbwatch replay` apart from detection and output.
+pub fn replay(
+    path: &Path,
+    opts: &ReplayOptions,
+    sink: &mut dyn ReplaySink,
+) -> Result<ReplaySummary, ReplayError> {
+    Replay::open(path, opts)?.run(sink)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,71 @@
+//! `smbwatch aggregate`: detection over every gateway's published events.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+
+use super::{apply_detect, load_config, DetectArgs};
+
+#[derive(Args, Debug)]
+pub(crate) struct AggregateArgs {
+    /// The broker, nats://HOST:PORT or tls://HOST:PORT (comma-separated for a cluster).
+    #[arg(long, value_name = "URL")]
+    nats: String,
+    /// Partitions this aggregator owns, e.g. 0-7 or 0,2,4 (default: all).
+    /// Aggregators sharing a fleet own disjoint sets.
+    #[arg(long, value_name = "LIST")]
+    partitions: Option<String>,
+    /// Durable consumer name prefix; unique per aggregator.
+    #[arg(long, value_name = "NAME", default_value = "smbwatch-aggregate")]
+    name: String,
+    /// Configuration file: [detect], [correlate], [alert], [syslog] and
+    /// [publish] (stream, partitions, credentials) apply.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    detect: DetectArgs,
+    /// Write alerts as ECS JSON lines to PATH (appended), or `-` for stdout.
+    #[arg(long = "json", value_name = "PATH|-")]
+    json: Option<PathBuf>,
+    /// Send alerts to syslog (unix:///dev/log, udp://, tcp://, tls://HOST:PORT).
+    #[arg(long, value_name = "URL")]
+    syslog: Option<String>,
+}
+
+pub(crate) fn aggregate(args: AggregateArgs) -> Result<()> {
+    let mut cfg = load_config(args.config.as_deref())?;
+    apply_detect(&mut cfg, &args.detect);
+    if let Some(j) = &args.json {
+        cfg.alert.json = Some(j.clone());
+    }
+    if let Some(url) = &args.syslog {
+        cfg.syslog.target = url.clone();
+        cfg.alert.syslog = true;
+    }
+    cfg.publish.url = Some(args.nats.clone());
+    cfg.validate()
+        .context("invalid setting (after applying command-line flags)")?;
+    let n = cfg.publish.partitions;
+    let partitions = match &args.partitions {
+        Some(list) => smbwatch::fleet::parse_partitions(list, n)
+            .map_err(|e| anyhow::anyhow!("--partitions {e}"))?,
+        None => (0..n).collect(),
+    };
+    smbwatch::fleet::check_gateway_id(&args.name).map_err(|e| anyhow::anyhow!("--name {e}"))?;
+    let opts = smbwatch::fleet::aggregate::AggregateOptions {
+        url: args.nats,
+        partitions,
+        name: args.name,
+        pipeline: cfg.pipeline(),
+        sinks: cfg.sinks(),
+        publish: cfg.publish,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report = rt.block_on(smbwatch::fleet::aggregate::run(&opts))?;
+    tracing::info!(?report, "aggregator stopped");
+    Ok(())
+}
