@@ -13,13 +13,23 @@
 //! route per server, so a sweep crosses both routers from one source.
 
 use std::{
-    net::IpAddr,
+    future::Future,
+    net::{IpAddr, Ipv6Addr},
     path::PathBuf,
     process::{Child, Stdio},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _, Result};
+use smbwatch::{
+    event::{GatewayEvent, GatewayEventKind},
+    fleet::{
+        outbox::{Outbox, OutboxStats, Tap},
+        transport::JetStream,
+        PublishConfig,
+    },
+};
 
 use crate::netns::{unique_tag, veth, NetNs};
 
@@ -209,6 +219,11 @@ impl NatsServer {
         Ok(me)
     }
 
+    /// Everything the server logged so far (all its starts).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("nats.log")).unwrap_or_default()
+    }
+
     /// Kills the server (SIGKILL: a crash, not a clean stop).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -264,5 +279,222 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `f` on a thread that has entered `ns`'s network namespace, so its
+/// sockets (a NATS client's) live there.
+pub fn in_netns<T: Send>(ns: &NetNs, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    let path = ns.path();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            crate::gen::enter_netns(&path)?;
+            f()
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("thread in {path} panicked"))?
+    })
+}
+
+/// Runs `f` with a JetStream connection to `url` as member `gateway` (with
+/// `cfg`'s credentials), from inside `ns`, on a runtime of its own.
+pub fn with_js<T, F, Fut>(
+    ns: &NetNs,
+    url: &str,
+    cfg: &PublishConfig,
+    gateway: &str,
+    f: F,
+) -> Result<T>
+where
+    T: Send,
+    F: FnOnce(JetStream) -> Fut + Send,
+    Fut: Future<Output = Result<T>>,
+{
+    in_netns(ns, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            let js =
+                JetStream::connect(url, cfg, gateway, &format!("test {gateway}"), false).await?;
+            f(js).await
+        })
+    })
+}
+
+/// Event `i` of a churning fleet, dated `t0` + `i` µs: mostly new pairs
+/// from sources seen once or twice, every tenth a refusal.
+pub fn synthetic_event(i: usize, t0: chrono::DateTime<chrono::Utc>) -> GatewayEvent {
+    let src = IpAddr::V6(Ipv6Addr::from(
+        (0x2001_0db8_000a_u128 << 80) | (i / 2) as u128,
+    ));
+    let dst = IpAddr::V6(Ipv6Addr::from(
+        (0x2001_0db8_000b_u128 << 80) | (i as u128 % 4096),
+    ));
+    let kind = if i % 10 == 9 {
+        GatewayEventKind::Refused
+    } else {
+        GatewayEventKind::NewPair
+    };
+    GatewayEvent::new(
+        t0 + chrono::TimeDelta::microseconds(i as i64),
+        kind,
+        src,
+        dst,
+        40000 + (i % 20000) as u16,
+        445,
+    )
+}
+
+/// New pairs from `src` to each of `targets` on port 445, dated now.
+pub fn scan_events(src: IpAddr, targets: &[IpAddr]) -> Vec<GatewayEvent> {
+    let now = chrono::Utc::now();
+    targets
+        .iter()
+        .enumerate()
+        .map(|(i, &dst)| {
+            GatewayEvent::new(
+                now + chrono::TimeDelta::milliseconds(i as i64),
+                GatewayEventKind::NewPair,
+                src,
+                dst,
+                50000 + i as u16,
+                445,
+            )
+        })
+        .collect()
+}
+
+/// Publishes `events` through a gateway's own outbox and publish task
+/// (what `run --publish` does) and returns once all are acknowledged.
+pub async fn publish_events(js: JetStream, events: &[GatewayEvent]) -> Result<OutboxStats> {
+    let outbox = Arc::new(Outbox::new(1 << 30));
+    let mut tap = Tap::new(outbox.clone(), PublishConfig::default().partitions);
+    for ev in events {
+        tap.gateway(ev);
+    }
+    tap.flush();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(smbwatch::fleet::publisher::run(
+        outbox.clone(),
+        js,
+        Default::default(),
+        rx,
+    ));
+    let t0 = Instant::now();
+    while outbox.stats().delivered < events.len() as u64 {
+        if t0.elapsed() > Duration::from_secs(60) {
+            bail!("{} events not acknowledged within 60 s", events.len());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = tx.send(true);
+    Ok(task.await?)
+}
+
+/// A consumer's state: messages pending (not yet delivered), delivered
+/// and not acknowledged, and its acknowledgement floor (stream sequence).
+pub async fn consumer_state(js: &JetStream, name: &str) -> Result<(u64, u64, u64)> {
+    let stream = js.js.get_stream(&PublishConfig::default().stream).await?;
+    let info = stream.consumer_info(name).await?;
+    Ok((
+        info.num_pending,
+        info.num_ack_pending as u64,
+        info.ack_floor.stream_sequence,
+    ))
+}
+
+/// The value of the unlabelled or labelled series `series` (e.g.
+/// `smbwatch_fleet_aggregate_events_total{kind="gateway"}`) in a
+/// Prometheus exposition.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A cluster of nats-servers (JetStream, clustered) in one namespace:
+/// node `i` (name `n<i+1>`) serves clients on port 4222 + i and its peers
+/// on 6222 + i.
+pub struct NatsCluster {
+    /// The nodes, `n1` first.
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts `n` nodes in `ns`.
+    pub fn start(ns: &NetNs, n: usize) -> Result<Self> {
+        let routes: Vec<String> = (0..n)
+            .map(|i| format!("nats://127.0.0.1:{}", 6222 + i))
+            .collect();
+        let routes = routes.join(",");
+        // All nodes must be up together: a node waits for its peers.
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let dir = NatsServer::new_dir()?;
+            let (port, name, cluster) = (
+                (4222 + i).to_string(),
+                format!("n{}", i + 1),
+                format!("nats://127.0.0.1:{}", 6222 + i),
+            );
+            nodes.push(NatsServer::start_in(
+                ns,
+                dir,
+                &[
+                    "-p",
+                    &port,
+                    "-n",
+                    &name,
+                    "--cluster_name",
+                    "smbwatch-lab",
+                    "--cluster",
+                    &cluster,
+                    "--routes",
+                    &routes,
+                ],
+            )?);
+        }
+        Ok(Self { nodes })
+    }
+
+    /// Client URLs of every node at `host`.
+    pub fn urls(&self, host: &str) -> String {
+        (0..self.nodes.len())
+            .map(|i| format!("nats://{host}:{}", 4222 + i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// When a surviving node logged that stream `stream` got a new leader
+    /// after `after` (nats-server logs local time; the lab's is UTC).
+    pub fn leader_elected(
+        &self,
+        stream: &str,
+        after: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        let needle = format!("new stream leader for '$G > {stream}'");
+        self.nodes
+            .iter()
+            .flat_map(|n| {
+                n.log()
+                    .lines()
+                    .filter(|l| l.contains(&needle))
+                    .filter_map(|l| {
+                        // "[pid] 2026/12/06 08:52:43.519545 [INF] ..."
+                        let ts = l.split_once("] ")?.1.get(..26)?;
+                        let t = chrono::NaiveDateTime::parse_from_str(ts, "%Y/%m/%d %H:%M:%S%.f")
+                            .ok()?;
+                        Some(t.and_utc())
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .filter(|&t| t > after)
+            .min()
+    }
+
+    /// The node named `name` (`n1`...).
+    pub fn node(&mut self, name: &str) -> Option<&mut NatsServer> {
+        let i: usize = name.strip_prefix('n')?.parse().ok()?;
+        self.nodes.get_mut(i.checked_sub(1)?)
     }
 }

@@ -93,8 +93,9 @@ fn a_learned_week_then_day_eight_raises_exactly_the_three_anomalies() {
         edge["event"]["severity"], 73,
         "workstation to workstation is high"
     );
-    // The SYN-ACK, 1 ms after the SYN, is what was learned and scored.
-    assert_eq!(edge["@timestamp"], "2026-11-09T03:00:00.001Z");
+    // The client's ACK, 2 ms after the SYN (1 ms after the SYN-ACK), is
+    // what is learned and scored: only a completed handshake proves a client.
+    assert_eq!(edge["@timestamp"], "2026-11-09T03:00:00.002Z");
     let m = edge["message"].as_str().unwrap();
     assert!(
         m.contains("workstation to workstation")

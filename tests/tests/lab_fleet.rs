@@ -3,7 +3,7 @@
 //! aggregate` detects what neither gateway can see alone.
 
 use std::{
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     path::Path,
     time::{Duration, Instant},
 };
@@ -11,7 +11,11 @@ use std::{
 use integration_tests::{
     alerts,
     daemon::Daemon,
-    fleet::{FleetLab, NatsServer, BROKER_FOR_GW1, BROKER_FOR_GW2, BROKER_LOCAL},
+    fleet::{
+        metric, with_js, FleetLab, NatsCluster, NatsServer, BROKER_FOR_GW1, BROKER_FOR_GW2,
+        BROKER_LOCAL,
+    },
+    http,
     netns::ATTACKER_V4,
     require_root,
     rsyslog::temp_dir,
@@ -332,4 +336,187 @@ fn the_broker_takes_tls_and_a_password_and_refuses_a_wrong_one() {
     let plain = Daemon::aggregate(&lab.broker, &["--nats", "nats://127.0.0.1:4222"]);
     let err = format!("{:#}", plain.err().expect("an unknown CA is refused"));
     assert!(err.contains("tls_ca"), "{err}");
+}
+
+/// The stream's leader (a node name) as `url` reports it.
+fn stream_leader(ns: &integration_tests::netns::NetNs, url: &str) -> Option<String> {
+    let cfg = smbwatch::fleet::PublishConfig::default();
+    let name = cfg.stream.clone();
+    with_js(ns, url, &cfg, "probe", |js| async move {
+        let info = js.js.get_stream(&name).await?.get_info().await?;
+        Ok(info.cluster.and_then(|c| c.leader))
+    })
+    .ok()
+    .flatten()
+}
+
+#[test]
+fn a_stream_leader_killed_mid_sweep_loses_and_duplicates_nothing() {
+    require_root();
+    if !have("nats-server") {
+        return skip("nats-server not installed (cargo xtask setup installs it)");
+    }
+    let lab = FleetLab::new(&octets(2..=16), &octets(17..=31)).expect("fleet lab");
+    let _smbd1 = Smbd::start(&lab.srv1, &lab.behind_gw1).expect("smbd behind gw1");
+    let _smbd2 = Smbd::start(&lab.srv2, &lab.behind_gw2).expect("smbd behind gw2");
+    let mut cluster = NatsCluster::start(&lab.broker, 3).expect("3-node cluster");
+    let local = cluster.urls("127.0.0.1");
+    // The stream, with 3 replicas (the default on a cluster), once the
+    // cluster's JetStream has its meta leader.
+    let cfg = smbwatch::fleet::PublishConfig::default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let replicas = loop {
+        let r = with_js(&lab.broker, &local, &cfg, "setup", |js| async move {
+            let s = js.stream().await?;
+            Ok(s.get_info().await?.config.num_replicas)
+        });
+        match r {
+            Ok(n) => break n,
+            Err(e) if Instant::now() > deadline => panic!("no stream on the cluster: {e:#}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    };
+    assert_eq!(replicas, 3);
+
+    let dir = temp_dir("fleet-cluster");
+    let (j1, j2, ja) = (
+        dir.join("gw1.json"),
+        dir.join("gw2.json"),
+        dir.join("aggregate.json"),
+    );
+    let gateway = |ns, json: &Path, url: String, id| {
+        Daemon::start(
+            ns,
+            &[
+                "--iface",
+                "g0",
+                "--iface",
+                "g1",
+                "--json",
+                json.to_str().unwrap(),
+                "--window",
+                "60s",
+                "--publish",
+                &url,
+                "--gateway-id",
+                id,
+                "--metrics",
+            ],
+        )
+        .expect("gateway daemon")
+    };
+    let gw1 = gateway(&lab.gw1, &j1, cluster.urls("192.0.2.1"), "gw1");
+    let gw2 = gateway(&lab.gw2, &j2, cluster.urls("192.0.2.5"), "gw2");
+    let metrics: SocketAddr = "127.0.0.1:9466".parse().unwrap();
+    let agg = Daemon::aggregate(
+        &lab.broker,
+        &[
+            "--nats",
+            &local,
+            "--json",
+            ja.to_str().unwrap(),
+            "--window",
+            "60s",
+            "--fanout-threshold",
+            "30",
+            "--metrics",
+            &metrics.to_string(),
+        ],
+    )
+    .expect("aggregator");
+
+    assert_eq!(lab.sweep(&addrs(2..=11)).unwrap(), 10);
+    let leader = stream_leader(&lab.broker, &local).expect("a stream leader");
+    let killed = chrono::Utc::now();
+    cluster.node(&leader).expect("the leader node").kill();
+    assert_eq!(lab.sweep(&addrs(12..=31)).unwrap(), 20);
+    let swept = chrono::Utc::now();
+    alerts::wait(&ja, Duration::from_secs(30), |_| !fanouts(&ja).is_empty());
+    let alerted = chrono::Utc::now();
+    let fan = fanouts(&ja);
+    assert_eq!(fan.len(), 1, "one alert: {fan:#?}\n{}", agg.stderr());
+    assert_eq!(
+        fan[0]["smbwatch"]["distinct_destinations"], 30,
+        "nothing lost across the failover: {:#}",
+        fan[0]
+    );
+    // The election as the surviving nodes logged it.
+    let elected = cluster
+        .leader_elected(&cfg.stream, killed)
+        .unwrap_or_else(|| {
+            panic!(
+                "no new stream leader logged after {killed}: {}",
+                cluster.nodes.iter().map(|n| n.log()).collect::<String>()
+            )
+        });
+    let since = alerted - elected.max(swept);
+    eprintln!(
+        "leader {leader} killed at {killed}; new leader at {elected}, sweep done at {swept}, \
+         alert seen at {alerted}: {since} after both"
+    );
+    assert!(
+        since <= chrono::TimeDelta::seconds(3),
+        "the alert came {since} after the election and the sweep"
+    );
+    let survivors: String = (1..=3)
+        .filter(|i| format!("n{i}") != leader)
+        .map(|i| format!("nats://127.0.0.1:{}", 4221 + i))
+        .collect::<Vec<_>>()
+        .join(",");
+
+    // Nothing twice: the aggregator processed exactly the events the
+    // gateways had acknowledged, and the stream's messages once each.
+    std::thread::sleep(Duration::from_secs(2));
+    let acked: f64 = [(&lab.gw1, "gw1"), (&lab.gw2, "gw2")]
+        .iter()
+        .map(|(ns, id)| {
+            let text = http::get(ns, "127.0.0.1:9445".parse().unwrap(), "/metrics")
+                .expect("gateway metrics")
+                .1;
+            assert_eq!(
+                metric(
+                    &text,
+                    r#"smbwatch_fleet_publish_duplicates_total{kind="suspicious"}"#
+                ),
+                Some(0.0),
+                "{id}"
+            );
+            metric(
+                &text,
+                r#"smbwatch_fleet_publish_events_total{outcome="acknowledged"}"#,
+            )
+            .expect("acknowledged events")
+        })
+        .sum();
+    let text = http::get(&lab.broker, metrics, "/metrics").unwrap().1;
+    assert_eq!(
+        metric(
+            &text,
+            r#"smbwatch_fleet_aggregate_events_total{kind="gateway"}"#
+        ),
+        Some(acked),
+        "{text}"
+    );
+    let name = cfg.stream.clone();
+    let stored = with_js(&lab.broker, &survivors, &cfg, "probe", |js| async move {
+        Ok(js
+            .js
+            .get_stream(&name)
+            .await?
+            .get_info()
+            .await?
+            .state
+            .messages)
+    })
+    .unwrap();
+    assert_eq!(
+        metric(
+            &text,
+            r#"smbwatch_fleet_aggregate_messages_total{phase="live"}"#
+        ),
+        Some(stored as f64)
+    );
+    assert_eq!(agg.stop().unwrap(), 0);
+    assert_eq!(gw1.stop().unwrap(), 0);
+    assert_eq!(gw2.stop().unwrap(), 0);
 }

@@ -162,9 +162,12 @@ impl Baseline {
     }
 
     /// One gateway event: learned when it proves a real session (the
-    /// client's ACK after the SYN-ACK, or a known edge in use again in a
-    /// later activity epoch), and scored once learning is over. A SYN-ACK
-    /// alone is only counted: it answers spoofed SYNs too. Returns the
+    /// client's ACK after the SYN-ACK, which the kernel reports once per
+    /// activity epoch the pair is used in), and scored once learning is
+    /// over. A SYN-ACK alone is only counted: it answers spoofed SYNs too.
+    /// An `Active` (a known pair's SYN in a later epoch) teaches nothing
+    /// either: a spoofed SYN from a known client's address would otherwise
+    /// teach its usual hours; the same use's `Confirmed` does. Returns the
     /// alerts it raised.
     pub fn observe(&mut self, ev: &GatewayEvent) -> Vec<Alert> {
         self.stats.events += 1;
@@ -174,13 +177,6 @@ impl Baseline {
                 self.stats.syn_acks += 1;
                 return Vec::new();
             }
-            // A pair confirmed before (its edge is held) used again: the
-            // day and hour of that use. An unknown pair's Active teaches
-            // nothing (its SYN may be spoofed); its Confirmed will.
-            GatewayEventKind::Active
-                if self
-                    .edges
-                    .contains_key(&(addr_key(ev.src), addr_key(ev.dst))) => {}
             _ => return Vec::new(),
         }
         let t = ev.ts.timestamp();

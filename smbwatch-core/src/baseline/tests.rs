@@ -268,8 +268,9 @@ fn entry_sizes_match_the_docs() {
 
 /// A SYN-ACK whose client never completes the handshake (a spoofed SYN)
 /// teaches nothing, however many: counted only. The same pairs confirmed
-/// are learned; a known edge active again in a later epoch is learned as
-/// use at that time, an unknown pair's Active is not.
+/// are learned, each confirmed use at its hour; an Active (a SYN, which a
+/// spoofer can send from a known client's address) teaches nothing, known
+/// edge or not.
 #[test]
 fn only_confirmed_handshakes_teach() {
     for (n, v6) in [(50u32, false), (500, true), (7, false)] {
@@ -303,10 +304,13 @@ fn only_confirmed_handshakes_teach() {
         b.observe(&acc(at(0, 8, 5), WS[0], FS1));
         b.observe(&active);
         let c = *b.client(ip(WS[0])).unwrap();
+        assert_eq!(c.usual_hours, 1 << 8, "a known edge's Active teaches nothing");
+        b.observe(&acc(at(0, 9, 1), WS[0], FS1));
+        let c = *b.client(ip(WS[0])).unwrap();
         assert_eq!(
             c.usual_hours,
             (1 << 8) | (1 << 9),
-            "known edge active at 09h"
+            "its confirmed use at 09h does"
         );
         assert_eq!(b.stats().learned, 2);
     }

@@ -31,6 +31,10 @@ pub(crate) struct AggregateArgs {
     /// Send alerts to syslog (unix:///dev/log, udp://, tcp://, tls://HOST:PORT).
     #[arg(long, value_name = "URL")]
     syslog: Option<String>,
+    /// Serve Prometheus metrics on /metrics at ADDR; without ADDR at
+    /// [metrics] listen (default 127.0.0.1:9445).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1)]
+    metrics: Option<Option<std::net::SocketAddr>>,
 }
 
 pub(crate) fn aggregate(args: AggregateArgs) -> Result<()> {
@@ -44,6 +48,10 @@ pub(crate) fn aggregate(args: AggregateArgs) -> Result<()> {
         cfg.alert.syslog = true;
     }
     cfg.publish.url = Some(args.nats.clone());
+    if let Some(addr) = args.metrics {
+        cfg.metrics.enabled = true;
+        cfg.metrics.listen = addr.unwrap_or(cfg.metrics.listen);
+    }
     cfg.validate()
         .context("invalid setting (after applying command-line flags)")?;
     let n = cfg.publish.partitions;
@@ -57,9 +65,7 @@ pub(crate) fn aggregate(args: AggregateArgs) -> Result<()> {
         url: args.nats,
         partitions,
         name: args.name,
-        pipeline: cfg.pipeline(),
-        sinks: cfg.sinks(),
-        publish: cfg.publish,
+        config: cfg,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

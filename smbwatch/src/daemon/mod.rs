@@ -301,7 +301,7 @@ async fn start(opts: &RunOptions) -> Result<Running, DaemonError> {
 
     let (publish_stop, publish_task, tap) = match &cfg.publish.url {
         Some(url) => {
-            let (tx, task, tap) = start_publisher(url, &cfg.publish).await?;
+            let (tx, task, tap) = start_publisher(url, &cfg.publish, &metrics).await?;
             (Some(tx), Some(task), Some(tap))
         }
         None => (None, None, None),
@@ -552,6 +552,7 @@ fn open_baseline(
 async fn start_publisher(
     url: &str,
     cfg: &crate::fleet::PublishConfig,
+    metrics: &Metrics,
 ) -> Result<
     (
         tokio::sync::watch::Sender<bool>,
@@ -575,8 +576,14 @@ async fn start_publisher(
     .await
     .map_err(|e| DaemonError::Publish(e.to_string()))?;
     let outbox = Arc::new(Outbox::new(cfg.buffer_bytes));
+    let publish = Arc::new(fleet::stats::PublishCounters::default());
+    metrics.set_fleet(fleet::stats::FleetMetrics::Gateway {
+        broker: js.broker.clone(),
+        publish: publish.clone(),
+        outbox: outbox.clone(),
+    });
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(fleet::publisher::run(outbox.clone(), js, rx));
+    let task = tokio::spawn(fleet::publisher::run(outbox.clone(), js, publish, rx));
     tracing::info!(url, gateway, stream = %cfg.stream, "publishing events");
     Ok((tx, task, fleet::outbox::Tap::new(outbox, cfg.partitions)))
 }

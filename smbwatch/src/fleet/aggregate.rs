@@ -4,9 +4,18 @@
 //! One durable pull consumer per partition (`<name>-p<N>`, filtered on
 //! `smbwatch.events.*.<N>`), so several aggregators share the load by
 //! owning disjoint partitions, each source's events in one of them.
-//! Consumers acknowledge cumulatively (`AckAll`): every [`ACK_EVERY`]
-//! messages, every [`ACK_INTERVAL`], and at once, confirmed by the
-//! server, after a message whose alerts were written.
+//! Consumers acknowledge cumulatively (`AckAll`) up to the last message
+//! processed whole, never further: every [`ACK_EVERY`] messages, every
+//! [`ACK_INTERVAL`], and at once, confirmed by the server, after a message
+//! whose alerts were written.
+//!
+//! Nothing is skipped. Each partition's consumer is created afresh right
+//! after the last processed message (at start, and whenever a delivery
+//! went missing on its way: the consumer's delivery sequence jumped), so
+//! a position never moves without processing. Pulls are bounded in
+//! messages and bytes, so a stopped aggregator does not make the broker
+//! buffer more for it than it allows a client. What is delivered again is
+//! recognised by its stream sequence and skipped.
 //!
 //! A restart resumes at the acknowledged position. The detector's state
 //! (fan-out counts, hold-downs) is rebuilt first by reading the partition's
@@ -14,42 +23,43 @@
 //! before the restart is not alerted again, and a scan that straddles the
 //! restart is still counted whole.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc,
+    },
+    time::Duration,
+};
 
 use async_nats::jetstream::{
     self,
-    consumer::{pull, AckPolicy, DeliverPolicy},
+    consumer::{pull, DeliverPolicy},
+    context::ConsumerInfoErrorKind,
     stream::Stream as JsStream,
 };
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
-use tokio::signal::unix::SignalKind;
+use tokio::{signal::unix::SignalKind, sync::mpsc};
 
 use super::{
+    consume::{self, consumer_name, filter, Delivery, Progress, Shared, QUEUE},
     observers::Observers,
+    stats::{AggregateCounters, FleetMetrics, Refusal},
     transport::{JetStream, TransportError},
     wire::{self, FleetEvent},
-    SUBJECT_PREFIX,
 };
 use crate::{
-    alert::{
-        sink::{AlertSinks, SinkSettings},
-        Alert,
-    },
-    fleet::PublishConfig,
-    pipeline::{Pipeline, PipelineConfig},
+    alert::{sink::AlertSinks, Alert},
+    config::Config,
+    metrics::{server::MetricsServer, Metrics},
+    pipeline::Pipeline,
 };
 
 /// Messages processed between cumulative acknowledgements.
 const ACK_EVERY: u64 = 1000;
 /// Longest time a processed message stays unacknowledged.
 const ACK_INTERVAL: Duration = Duration::from_millis(200);
-/// How long the server waits for an acknowledgement before redelivering.
-const ACK_WAIT: Duration = Duration::from_secs(60);
-/// Messages delivered and not yet acknowledged, per consumer.
-const MAX_ACK_PENDING: i64 = 50_000;
-/// Messages fetched per pull request.
-const PULL_BATCH: usize = 1000;
 /// Memory for the gateways-per-source table.
 const OBSERVER_BYTES: usize = 16 << 20;
 /// The warm-up read ends when nothing arrives for this long.
@@ -64,12 +74,8 @@ pub struct AggregateOptions {
     pub partitions: Vec<u16>,
     /// Consumer name prefix; aggregators sharing partitions must differ.
     pub name: String,
-    /// Detection and correlation.
-    pub pipeline: PipelineConfig,
-    /// Where alerts go.
-    pub sinks: SinkSettings,
-    /// The broker (`[publish]`).
-    pub publish: PublishConfig,
+    /// The configuration (detection, correlation, sinks, `[publish]`).
+    pub config: Config,
 }
 
 /// What an aggregator did.
@@ -84,10 +90,29 @@ pub struct AggregateReport {
     /// Host events among `messages`.
     pub host_events: u64,
     /// Messages or records rejected (malformed, another version, times too
-    /// far ahead).
+    /// far ahead, a subject and message id naming different gateways).
     pub rejected: u64,
+    /// Messages delivered again after processing, skipped.
+    pub duplicates: u64,
+    /// Deliveries lost on their way and read again.
+    pub gaps: u64,
     /// Alerts written.
     pub alerts: u64,
+}
+
+impl From<&AggregateCounters> for AggregateReport {
+    fn from(c: &AggregateCounters) -> Self {
+        Self {
+            messages: c.messages.load(Relaxed),
+            warmup_messages: c.warmup_messages.load(Relaxed),
+            gateway_events: c.gateway_events.load(Relaxed),
+            host_events: c.host_events.load(Relaxed),
+            rejected: c.refused_total(),
+            duplicates: c.duplicates.load(Relaxed),
+            gaps: c.gaps.load(Relaxed),
+            alerts: c.alerts.load(Relaxed),
+        }
+    }
 }
 
 /// Errors of the aggregator.
@@ -102,9 +127,12 @@ pub enum AggregateError {
     /// Signals could not be installed.
     #[error("installing signal handlers: {0}")]
     Signal(#[source] std::io::Error),
+    /// The metrics server could not start.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::server::MetricsError),
 }
 
-fn js_err(op: String, e: impl std::fmt::Display) -> TransportError {
+pub(super) fn js_err(op: String, e: impl std::fmt::Display) -> TransportError {
     TransportError::JetStream {
         op,
         message: e.to_string(),
@@ -117,38 +145,68 @@ struct Aggregator {
     pipeline: Pipeline,
     observers: Observers,
     max_ahead: chrono::TimeDelta,
-    report: AggregateReport,
+    counters: Arc<AggregateCounters>,
+    clock: EventClock,
 }
 
 impl Aggregator {
-    /// One message (a batch of events); returns its alerts (with
-    /// `observer.name` filled). A bad record is rejected alone.
-    fn message(&mut self, subject: &str, payload: &[u8], now: DateTime<Utc>) -> Vec<Alert> {
+    /// One message (a batch of events) with its subject and message id;
+    /// returns its alerts (with `observer.name` filled). A bad record is
+    /// rejected alone; a message whose id names another gateway than its
+    /// subject is rejected whole (broker permissions tie a gateway's
+    /// credentials to its subjects; the id must agree, so one member
+    /// cannot pass for another, nor take its ids).
+    fn message(
+        &mut self,
+        subject: &str,
+        id: Option<&str>,
+        payload: &[u8],
+        now: DateTime<Utc>,
+    ) -> Vec<Alert> {
         let Some(gateway) = super::gateway_of(subject) else {
             return self.reject(
+                Refusal::Subject,
                 subject,
                 "subject is not smbwatch.events.<gateway>.<partition>",
             );
         };
+        match id.and_then(|i| i.split_once('.')) {
+            Some((g, _)) if g == gateway => {}
+            _ => {
+                return self.reject(
+                    Refusal::GatewayMismatch,
+                    subject,
+                    &format!(
+                        "message id {id:?} does not name the subject's gateway {gateway:?} \
+                         (another member publishing as it?)"
+                    ),
+                )
+            }
+        }
         let records = match wire::decode(payload) {
             Ok(r) => r,
-            Err(e) => return self.reject(subject, &e.to_string()),
+            Err(e) => return self.reject(Refusal::Malformed, subject, &e.to_string()),
         };
         let mut alerts = Vec::new();
         for record in records {
             let found = match record {
-                Err(e) => self.reject(subject, &e.to_string()),
+                Err(e) => self.reject(Refusal::Malformed, subject, &e.to_string()),
                 Ok(FleetEvent::Gateway(ev)) => {
                     if ev.ts - now > self.max_ahead {
-                        self.reject(subject, "event time too far ahead of this clock")
+                        self.reject(
+                            Refusal::TooFarAhead,
+                            subject,
+                            "event time too far ahead of this clock",
+                        )
                     } else {
-                        self.report.gateway_events += 1;
+                        self.counters.gateway_events.fetch_add(1, Relaxed);
+                        self.clock.saw(ev.ts);
                         self.observers.saw(ev.src, gateway, ev.ts);
                         self.pipeline.gateway_event(&ev)
                     }
                 }
                 Ok(FleetEvent::Host(ev)) => {
-                    self.report.host_events += 1;
+                    self.counters.host_events.fetch_add(1, Relaxed);
                     self.pipeline.host_event(&ev)
                 }
             };
@@ -162,14 +220,16 @@ impl Aggregator {
         alerts
     }
 
-    fn reject(&mut self, subject: &str, why: &str) -> Vec<Alert> {
-        self.report.rejected += 1;
+    fn reject(&mut self, reason: Refusal, subject: &str, why: &str) -> Vec<Alert> {
+        self.counters.refuse(reason);
+        let total = self.counters.refused_total();
         // The first few in full, then every thousandth: a rogue publisher
         // must not flood the log.
-        if self.report.rejected <= 10 || self.report.rejected.is_multiple_of(1000) {
+        if total <= 10 || total.is_multiple_of(1000) {
             tracing::warn!(
                 subject,
-                total = self.report.rejected,
+                reason = reason.label(),
+                total,
                 "rejected a fleet message: {why}"
             );
         }
@@ -179,87 +239,125 @@ impl Aggregator {
 
 /// Runs until SIGINT/SIGTERM.
 pub async fn run(opts: &AggregateOptions) -> Result<AggregateReport, AggregateError> {
-    let cfg = &opts.pipeline;
+    let cfg = &opts.config;
     let mut sigterm =
         tokio::signal::unix::signal(SignalKind::terminate()).map_err(AggregateError::Signal)?;
     let mut sigint =
         tokio::signal::unix::signal(SignalKind::interrupt()).map_err(AggregateError::Signal)?;
-    let sinks = opts.sinks.open(&crate::alert::sensor::Sensor::local(&[]))?;
-    let js = JetStream::connect(&opts.url, &opts.publish, "aggregate", &opts.name, false).await?;
-    let stream = js.stream().await?;
+    let sinks = cfg.alert_sinks(&crate::alert::sensor::Sensor::local(&[]))?;
+    let js = JetStream::connect(&opts.url, &cfg.publish, "aggregate", &opts.name, false).await?;
+    let counters = Arc::new(AggregateCounters::default());
+    // No kernel here: an empty pin directory leaves the kernel's families
+    // out of /metrics.
+    let metrics = Arc::new(Metrics::new(std::path::PathBuf::new()));
+    metrics.set_fleet(FleetMetrics::Aggregator {
+        broker: js.broker.clone(),
+        aggregate: counters.clone(),
+    });
+    let metrics_task = if cfg.metrics.enabled {
+        let server = MetricsServer::bind(cfg.metrics.listen, metrics.clone()).await?;
+        if let Some(addr) = server.local_addr() {
+            tracing::info!(%addr, "serving metrics on /metrics");
+        }
+        Some(tokio::spawn(server.run()))
+    } else {
+        None
+    };
+    let (stream, weak) = js.stream_checked().await?;
+    match weak {
+        Some(problem) => tracing::warn!(
+            stream = %cfg.publish.stream,
+            "the stream is weaker than configured: {problem}"
+        ),
+        None => tracing::info!(
+            stream = %cfg.publish.stream,
+            replicas = js.replicas(),
+            "reading the stream"
+        ),
+    }
     let mut agg = Aggregator {
         // Correlation bookkeeping starts with the first host event a
         // gateway forwards (most fleets forward none).
-        pipeline: Pipeline::new(cfg.clone()).without_host_inputs(),
+        pipeline: Pipeline::new(cfg.pipeline()).without_host_inputs(),
         observers: Observers::new(OBSERVER_BYTES, cfg.detect.window),
-        max_ahead: chrono::TimeDelta::from_std(cfg.max_ahead).unwrap_or(chrono::TimeDelta::MAX),
-        report: AggregateReport::default(),
+        max_ahead: chrono::TimeDelta::from_std(cfg.hostlog.max_ahead)
+            .unwrap_or(chrono::TimeDelta::MAX),
+        counters: counters.clone(),
+        clock: EventClock::default(),
     };
 
-    let mut consumers = Vec::new();
     // Every aggregator also reads the address-less host events.
-    for &p in opts.partitions.iter().chain([&super::ALL]) {
-        let name = format!("{}-p{}", opts.name, super::partition_token(p));
-        let consumer: jetstream::consumer::Consumer<pull::Config> = stream
-            .get_or_create_consumer(
-                &name,
-                pull::Config {
-                    durable_name: Some(name.clone()),
-                    filter_subject: format!("{SUBJECT_PREFIX}.*.{}", super::partition_token(p)),
-                    ack_policy: AckPolicy::All,
-                    ack_wait: ACK_WAIT,
-                    max_ack_pending: MAX_ACK_PENDING,
-                    deliver_policy: DeliverPolicy::All,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| js_err(format!("creating consumer {name}"), e))?;
-        let mut consumer = consumer;
-        let floor = consumer
-            .info()
-            .await
-            .map_err(|e| js_err(format!("reading consumer {name}"), e))?
-            .ack_floor
-            .stream_sequence;
+    let parts: Vec<u16> = opts
+        .partitions
+        .iter()
+        .copied()
+        .chain([super::ALL])
+        .collect();
+    let mut starts = Vec::new();
+    for &p in &parts {
+        let name = consumer_name(&opts.name, p);
+        // Where this aggregator stopped: everything up to its consumer's
+        // acknowledgement floor was processed (it never acknowledges
+        // further), nothing after it.
+        let floor = match stream.consumer_info(&name).await {
+            Ok(info) => info.ack_floor.stream_sequence,
+            Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => 0,
+            Err(e) => return Err(js_err(format!("reading consumer {name}"), e).into()),
+        };
         if floor > 0 {
             warm_up(&stream, p, floor, warmup_span(cfg), &mut agg).await?;
         }
-        consumers.push((p, consumer));
+        starts.push((p, floor));
     }
     tracing::info!(
         partitions = ?opts.partitions,
-        warmup_messages = agg.report.warmup_messages,
+        warmup_messages = counters.warmup_messages.load(Relaxed),
         "aggregating"
     );
 
-    let mut streams = Vec::new();
-    for (p, consumer) in &consumers {
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(PULL_BATCH)
-            .messages()
-            .await
-            .map_err(|e| js_err(format!("pulling partition {p}"), e))?;
-        streams.push(messages.map(move |m| (*p, m)));
+    let shared = Arc::new(Shared {
+        stream: stream.clone(),
+        name: opts.name.clone(),
+        counters: counters.clone(),
+        first_seq: AtomicU64::new(0),
+    });
+    let (tx, mut rx) = mpsc::channel::<Delivery>(QUEUE);
+    let mut progress: HashMap<u16, Arc<Progress>> = HashMap::new();
+    let mut pullers = Vec::new();
+    for (p, floor) in starts {
+        let prog = Arc::new(Progress::default());
+        prog.processed.store(floor, Relaxed);
+        progress.insert(p, prog.clone());
+        pullers.push(tokio::spawn(consume::pull(
+            shared.clone(),
+            p,
+            prog,
+            tx.clone(),
+        )));
     }
-    let mut merged = futures_util::stream::select_all(streams);
+    drop(tx);
+
     let mut unacked: HashMap<u16, (u64, jetstream::Message)> = HashMap::new();
     let mut tick = tokio::time::interval(ACK_INTERVAL);
     let mut last_advance = std::time::Instant::now();
     loop {
         tokio::select! {
-            next = merged.next() => {
-                let Some((p, msg)) = next else { break };
-                let msg = match msg {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(partition = p, error = %e, "pulling messages");
-                        continue;
-                    }
-                };
-                agg.report.messages += 1;
-                let alerts = agg.message(msg.subject.as_str(), &msg.payload, Utc::now());
+            next = rx.recv() => {
+                let Some(Delivery { p, msg, stream_seq }) = next else { break };
+                let prog = &progress[&p];
+                if stream_seq <= prog.processed.load(Relaxed) {
+                    // Delivered again (after the broker's ack wait, or a
+                    // rewind): already processed, never twice.
+                    counters.duplicates.fetch_add(1, Relaxed);
+                    prog.handled.fetch_add(1, Relaxed);
+                    continue;
+                }
+                counters.messages.fetch_add(1, Relaxed);
+                let alerts = agg.message(msg.subject.as_str(), msg_id(&msg), &msg.payload, Utc::now());
+                prog.processed.store(stream_seq, Relaxed);
+                prog.handled.fetch_add(1, Relaxed);
+                // Acknowledged cumulatively (AckAll) only up to this
+                // message, processed whole: never past one in flight.
                 if alerts.is_empty() {
                     let count = unacked.get(&p).map_or(0, |(n, _)| *n) + 1;
                     unacked.insert(p, (count, msg));
@@ -267,7 +365,7 @@ pub async fn run(opts: &AggregateOptions) -> Result<AggregateReport, AggregateEr
                         ack(&mut unacked, p, false).await;
                     }
                 } else {
-                    write(&sinks, &alerts, &mut agg.report);
+                    write(&sinks, &alerts, &counters, &metrics);
                     unacked.insert(p, (1, msg));
                     ack(&mut unacked, p, true).await;
                 }
@@ -279,27 +377,73 @@ pub async fn run(opts: &AggregateOptions) -> Result<AggregateReport, AggregateEr
                 }
                 if last_advance.elapsed() >= Duration::from_secs(1) {
                     last_advance = std::time::Instant::now();
-                    let alerts = agg.pipeline.advance(Utc::now());
-                    write(&sinks, &alerts, &mut agg.report);
+                    let alerts = agg.pipeline.advance(agg.clock.now(Utc::now()));
+                    write(&sinks, &alerts, &counters, &metrics);
+                    let backlog = progress.values().map(|p| p.pending.load(Relaxed)).sum();
+                    counters.backlog.store(backlog, Relaxed);
+                    if let Ok(info) = stream.get_info().await {
+                        shared.first_seq.store(info.state.first_sequence, Relaxed);
+                    }
                 }
             }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break; }
         }
     }
+    for t in &pullers {
+        t.abort();
+    }
     let parts: Vec<u16> = unacked.keys().copied().collect();
     for p in parts {
         ack(&mut unacked, p, true).await;
     }
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     if let Some(s) = sinks.shutdown().await {
         tracing::info!(?s, "syslog sink flushed");
     }
-    Ok(agg.report)
+    Ok(AggregateReport::from(&*counters))
+}
+
+/// The message id a gateway gave (`Nats-Msg-Id`).
+fn msg_id(msg: &jetstream::Message) -> Option<&str> {
+    msg.headers
+        .as_ref()
+        .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+        .map(|v| v.as_str())
+}
+
+/// The aggregator's clock for letting time pass without events: the
+/// newest event time plus the wall time since it arrived (never ahead of
+/// the wall clock). A backlog read late still dates its alerts in event
+/// time, not at the moment it was read.
+#[derive(Debug, Default)]
+struct EventClock {
+    last: Option<(DateTime<Utc>, std::time::Instant)>,
+}
+
+impl EventClock {
+    fn saw(&mut self, ts: DateTime<Utc>) {
+        if self.last.is_none_or(|(t, _)| ts > t) {
+            self.last = Some((ts, std::time::Instant::now()));
+        }
+    }
+
+    fn now(&self, wall: DateTime<Utc>) -> DateTime<Utc> {
+        match self.last {
+            None => wall,
+            Some((t, at)) => {
+                let since = chrono::TimeDelta::from_std(at.elapsed()).unwrap_or_default();
+                (t + since).min(wall)
+            }
+        }
+    }
 }
 
 /// How far back the warm-up reads: the longest fan-out window or
 /// hold-down, plus the answer timeout (what the detector's state spans).
-fn warmup_span(cfg: &PipelineConfig) -> Duration {
+fn warmup_span(cfg: &Config) -> Duration {
     let window = cfg
         .detect
         .subnet
@@ -324,7 +468,7 @@ async fn warm_up(
     let start = time::OffsetDateTime::now_utc() - span;
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
-            filter_subject: format!("{SUBJECT_PREFIX}.*.{}", super::partition_token(p)),
+            filter_subject: filter(p),
             deliver_policy: DeliverPolicy::ByStartTime { start_time: start },
             ..Default::default()
         })
@@ -340,9 +484,9 @@ async fn warm_up(
         if info.stream_sequence > floor {
             break;
         }
-        agg.report.warmup_messages += 1;
+        agg.counters.warmup_messages.fetch_add(1, Relaxed);
         muted += agg
-            .message(msg.subject.as_str(), &msg.payload, Utc::now())
+            .message(msg.subject.as_str(), msg_id(&msg), &msg.payload, Utc::now())
             .len() as u64;
     }
     tracing::info!(
@@ -370,11 +514,86 @@ async fn ack(unacked: &mut HashMap<u16, (u64, jetstream::Message)>, p: u16, conf
     }
 }
 
-fn write(sinks: &AlertSinks, alerts: &[Alert], report: &mut AggregateReport) {
+fn write(sinks: &AlertSinks, alerts: &[Alert], counters: &AggregateCounters, metrics: &Metrics) {
     for a in alerts {
-        report.alerts += 1;
+        counters.alerts.fetch_add(1, Relaxed);
+        metrics.on_alert(a);
         if let Err(e) = sinks.send(a) {
             tracing::warn!(error = %e, "alert sink failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::event::{GatewayEvent, GatewayEventKind};
+
+    fn aggregator(threshold: u32) -> Aggregator {
+        let mut cfg = Config::default();
+        cfg.detect.fanout_threshold = threshold;
+        Aggregator {
+            pipeline: Pipeline::new(cfg.pipeline()).without_host_inputs(),
+            observers: Observers::new(1 << 20, cfg.detect.window),
+            max_ahead: chrono::TimeDelta::seconds(60),
+            counters: Arc::default(),
+            clock: EventClock::default(),
+        }
+    }
+
+    fn scan(t0: DateTime<Utc>, n: u8) -> Vec<u8> {
+        let mut b = wire::Batch::default();
+        for i in 0..n {
+            b.push_gateway(&GatewayEvent::new(
+                t0 + chrono::TimeDelta::milliseconds(i.into()),
+                GatewayEventKind::NewPair,
+                IpAddr::from([203, 0, 113, 10]),
+                IpAddr::from([198, 51, 100, i]),
+                50000,
+                445,
+            ));
+        }
+        b.into_bytes()
+    }
+
+    #[test]
+    fn a_message_id_naming_another_gateway_is_refused_and_counted() {
+        let t0 = Utc::now();
+        let mut agg = aggregator(10);
+        let subject = super::super::subject("gw2", 11);
+        for id in [Some("gw1.00.1.ab"), None, Some("gw2")] {
+            assert!(agg.message(&subject, id, &scan(t0, 20), t0).is_empty());
+        }
+        assert_eq!(agg.counters.refuse(Refusal::GatewayMismatch), 4);
+        assert_eq!(agg.counters.gateway_events.load(Relaxed), 0);
+        // The same events under the right id alert, naming gw2.
+        let alerts = agg.message(&subject, Some("gw2.00.1.ab"), &scan(t0, 20), t0);
+        let fanout: Vec<_> = alerts
+            .iter()
+            .filter(|a| a.kind == crate::alert::AlertKind::SmbScanFanout)
+            .collect();
+        assert!(!fanout.is_empty(), "{alerts:#?}");
+        assert!(fanout.iter().all(|a| a.observers == ["gw2"]), "{fanout:#?}");
+    }
+
+    #[test]
+    fn time_without_events_runs_from_the_newest_event() {
+        let mut c = EventClock::default();
+        let wall = Utc::now();
+        assert_eq!(c.now(wall), wall);
+        let old = wall - chrono::TimeDelta::minutes(10);
+        c.saw(old);
+        c.saw(old - chrono::TimeDelta::minutes(1));
+        let now = c.now(wall);
+        // A backlog read late: its time, not the moment it was read.
+        assert!(
+            now >= old && now < old + chrono::TimeDelta::seconds(5),
+            "{now}"
+        );
+        // Never ahead of the wall clock.
+        c.saw(wall + chrono::TimeDelta::minutes(5));
+        assert_eq!(c.now(wall), wall);
     }
 }

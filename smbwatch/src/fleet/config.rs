@@ -27,6 +27,10 @@ pub struct PublishConfig {
     /// The stream's size limit when this process creates it (oldest
     /// messages are discarded past it).
     pub stream_max_bytes: u64,
+    /// The stream's replicas (1 to 5): a gateway creates the stream with
+    /// them and refuses an existing stream with fewer. Default: 3 when the
+    /// server is part of a cluster, 1 otherwise.
+    pub replicas: Option<usize>,
     /// User name (with `password_file`).
     pub user: Option<String>,
     /// File holding the password (first line), kept out of the config.
@@ -50,6 +54,7 @@ impl Default for PublishConfig {
             partitions: 16,
             buffer_bytes: 64 << 20,
             stream_max_bytes: 1 << 30,
+            replicas: None,
             user: None,
             password_file: None,
             nkey_seed_file: None,
@@ -102,6 +107,9 @@ impl PublishConfig {
         if self.stream_max_bytes < 1 << 20 {
             return Some(("publish.stream_max_bytes", "at least 1 MiB".into()));
         }
+        if self.replicas.is_some_and(|r| !(1..=5).contains(&r)) {
+            return Some(("publish.replicas", "1 to 5 (JetStream's limit)".into()));
+        }
         if self.user.is_some() != self.password_file.is_some() {
             return Some(("publish.user", "user and password_file go together".into()));
         }
@@ -152,6 +160,8 @@ mod tests {
         assert_eq!(with(|c| c.partitions = 0), Some("publish.partitions"));
         assert_eq!(with(|c| c.buffer_bytes = 10), Some("publish.buffer_bytes"));
         assert_eq!(with(|c| c.user = Some("u".into())), Some("publish.user"));
+        assert_eq!(with(|c| c.replicas = Some(3)), None);
+        assert_eq!(with(|c| c.replicas = Some(7)), Some("publish.replicas"));
         assert_eq!(
             with(|c| c.tls_key = Some("k".into())),
             Some("publish.tls_cert")

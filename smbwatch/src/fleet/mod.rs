@@ -9,7 +9,7 @@
 //! - [`transport`]: the broker behind a trait ([`transport::Transport`]),
 //!   with the JetStream implementation.
 //! - [`publisher`]: the gateway's publish task.
-//! - [`aggregate`]: the aggregator.
+//! - [`aggregate`]: the aggregator (its pullers in `consume`).
 //!
 //! Subjects are `smbwatch.events.<gateway>.<partition>`, the partition a
 //! hash of the client address, so every event of one source lands in one
@@ -17,9 +17,11 @@
 
 pub mod aggregate;
 pub mod config;
+mod consume;
 pub mod observers;
 pub mod outbox;
 pub mod publisher;
+pub mod stats;
 pub mod transport;
 pub mod wire;
 

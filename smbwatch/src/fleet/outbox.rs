@@ -32,6 +32,9 @@ pub struct Item {
     pub payload: Bytes,
     /// Events in it.
     pub events: u32,
+    /// Sent before without an acknowledgement: the broker may hold it
+    /// already, so a "duplicate" answer is expected.
+    pub resent: bool,
 }
 
 impl Item {
@@ -57,6 +60,7 @@ pub struct OutboxStats {
     pub queued: usize,
 }
 
+#[derive(Debug)]
 struct Inner {
     queue: VecDeque<Item>,
     bytes: usize,
@@ -65,6 +69,7 @@ struct Inner {
 }
 
 /// The bounded outbox.
+#[derive(Debug)]
 pub struct Outbox {
     inner: Mutex<Inner>,
     cap: usize,
@@ -104,6 +109,7 @@ impl Outbox {
                 partition,
                 payload,
                 events,
+                resent: false,
             };
             let cost = item.cost();
             if g.bytes + cost > self.cap {
@@ -146,7 +152,8 @@ impl Outbox {
     /// their order, to be sent again with the same message ids.
     pub fn requeue(&self, items: Vec<Item>) {
         let mut g = self.lock();
-        for item in items.into_iter().rev() {
+        for mut item in items.into_iter().rev() {
+            item.resent = true;
             g.queue.push_front(item);
         }
     }
@@ -285,6 +292,10 @@ mod tests {
             again.iter().map(|i| i.seq).collect::<Vec<_>>(),
             [0, 1, 2, 3]
         );
-        assert_eq!(&again[..3], &first[..]);
+        assert!(again[..3]
+            .iter()
+            .zip(&first)
+            .all(|(a, f)| a.seq == f.seq && a.payload == f.payload && a.resent && !f.resent));
+        assert!(!again[3].resent);
     }
 }

@@ -1,20 +1,26 @@
 //! The gateway's publish task: outbox → broker, in order, retried with the
 //! same message ids until acknowledged.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{atomic::Ordering::Relaxed, Arc},
+    time::Duration,
+};
 
 use tokio::sync::watch;
 
 use super::{
     outbox::{Outbox, OutboxStats},
+    stats::PublishCounters,
     transport::Transport,
 };
 
 /// Messages (batches of events) sent per round trip.
 const BATCH: usize = 128;
-/// First and longest wait between attempts while the broker is down.
+/// First and longest wait between attempts while the broker is down. The
+/// cap is short: after a cluster's leader fails, the next attempt should
+/// follow the election (a few seconds), not a long backoff.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// How long a stopping gateway keeps trying to deliver what it holds.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -23,8 +29,10 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 pub async fn run<T: Transport>(
     outbox: Arc<Outbox>,
     transport: T,
+    counters: Arc<PublishCounters>,
     mut shutdown: watch::Receiver<bool>,
 ) -> OutboxStats {
+    let mut suspicious_logged = 0u64;
     let mut backoff = BACKOFF_MIN;
     let mut outage: Option<(std::time::Instant, String)> = None;
     let mut stop_at: Option<tokio::time::Instant> = None;
@@ -68,6 +76,37 @@ pub async fn run<T: Transport>(
             outbox.requeue(batch);
             break;
         };
+        let resent = batch.iter().filter(|i| i.resent).count() as u64;
+        counters.sent.fetch_add(batch.len() as u64, Relaxed);
+        counters.resent.fetch_add(resent, Relaxed);
+        for (item, r) in batch.iter().zip(&results) {
+            match r {
+                Ok(s) if s.duplicate && item.resent => {
+                    counters.duplicates.fetch_add(1, Relaxed);
+                }
+                Ok(s) if s.duplicate => {
+                    // An id this process never sent before is already in
+                    // the stream: someone published it first, and the
+                    // broker dropped our message as its duplicate.
+                    let n = counters.suspicious_duplicates.fetch_add(1, Relaxed) + 1;
+                    if suspicious_logged < 10 || n.is_multiple_of(1000) {
+                        suspicious_logged += 1;
+                        tracing::warn!(
+                            seq = item.seq,
+                            partition = item.partition,
+                            events = item.events,
+                            total = n,
+                            "suspicious: the broker already held a message id this gateway \
+                             never sent; its events were dropped as a duplicate"
+                        );
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    counters.failed.fetch_add(1, Relaxed);
+                }
+            }
+        }
         // Items up to the first failure are delivered; from it on, all go
         // back (in order: later ones may have been stored too, and their
         // resend is deduplicated by id).
@@ -81,6 +120,7 @@ pub async fn run<T: Transport>(
             }
         };
         outbox.delivered(&ok);
+        counters.acknowledged.fetch_add(ok.len() as u64, Relaxed);
         if failed.is_empty() {
             if let Some((since, _)) = outage.take() {
                 let s = outbox.stats();
@@ -130,7 +170,10 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::fleet::{outbox::Item, transport::TransportError};
+    use crate::fleet::{
+        outbox::Item,
+        transport::{Stored, TransportError},
+    };
 
     /// A broker that is down for its first `down` calls and then stores
     /// everything, as JetStream does with message ids: a resent id is not
@@ -138,10 +181,12 @@ mod tests {
     struct Flaky {
         down: Mutex<usize>,
         stored: Mutex<Vec<u64>>,
+        /// Ids below this one were stored by someone else first.
+        forged: Mutex<u64>,
     }
 
     impl Transport for Arc<Flaky> {
-        async fn publish(&self, batch: &[Item]) -> Vec<Result<(), TransportError>> {
+        async fn publish(&self, batch: &[Item]) -> Vec<Result<Stored, TransportError>> {
             let mut down = self.down.lock().unwrap();
             if *down > 0 {
                 *down -= 1;
@@ -158,12 +203,17 @@ mod tests {
                     .collect();
             }
             let mut stored = self.stored.lock().unwrap();
-            for i in batch {
-                if !stored.contains(&i.seq) {
-                    stored.push(i.seq);
-                }
-            }
-            batch.iter().map(|_| Ok(())).collect()
+            batch
+                .iter()
+                .map(|i| {
+                    // Ids below 10 were "published first by someone else".
+                    let duplicate = stored.contains(&i.seq) || i.seq < *self.forged.lock().unwrap();
+                    if !duplicate {
+                        stored.push(i.seq);
+                    }
+                    Ok(Stored { duplicate })
+                })
+                .collect()
         }
     }
 
@@ -173,9 +223,11 @@ mod tests {
         let broker = Arc::new(Flaky {
             down: Mutex::new(3),
             stored: Mutex::new(Vec::new()),
+            forged: Mutex::new(0),
         });
         let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(run(outbox.clone(), broker.clone(), rx));
+        let counters = Arc::new(PublishCounters::default());
+        let task = tokio::spawn(run(outbox.clone(), broker.clone(), counters.clone(), rx));
         outbox.push((0..1000).map(|i| ((i % 16) as u16, Bytes::from_static(b"ev"), 1)));
         tokio::time::sleep(Duration::from_secs(10)).await;
         tx.send(true).unwrap();
@@ -184,5 +236,29 @@ mod tests {
         assert_eq!((stats.queued, stats.bytes, stats.dropped), (0, 0, 0));
         let stored = broker.stored.lock().unwrap().clone();
         assert_eq!(stored, (0..1000).collect::<Vec<u64>>());
+        // The half batches stored during the outage came back as
+        // duplicates of resends: expected, not suspicious.
+        assert_eq!(counters.duplicates.load(Relaxed), 64);
+        assert_eq!(counters.suspicious_duplicates.load(Relaxed), 0);
+        assert_eq!(counters.acknowledged.load(Relaxed), 1000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_duplicate_for_an_id_never_sent_is_suspicious() {
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        let broker = Arc::new(Flaky {
+            down: Mutex::new(0),
+            stored: Mutex::new(Vec::new()),
+            forged: Mutex::new(10),
+        });
+        let (tx, rx) = watch::channel(false);
+        let counters = Arc::new(PublishCounters::default());
+        let task = tokio::spawn(run(outbox.clone(), broker.clone(), counters.clone(), rx));
+        outbox.push((0..100).map(|i| ((i % 16) as u16, Bytes::from_static(b"ev"), 1)));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tx.send(true).unwrap();
+        task.await.unwrap();
+        assert_eq!(counters.suspicious_duplicates.load(Relaxed), 10);
+        assert_eq!(counters.duplicates.load(Relaxed), 0);
     }
 }

@@ -44,6 +44,8 @@ pub struct Scrape {
     pub reload: Option<(u64, u64, u64, bool)>,
     /// Daemon start.
     pub started: DateTime<Utc>,
+    /// The fleet (publishing or aggregating), if this process takes part.
+    pub fleet: Option<crate::fleet::stats::FleetMetrics>,
 }
 
 impl Scrape {
@@ -73,6 +75,7 @@ impl Scrape {
                 )
             }),
             started: m.started(),
+            fleet: m.fleet().cloned(),
         }
     }
 
@@ -156,7 +159,7 @@ const KERNEL: &[KernelFamily] = &[
 ];
 
 /// Writes one family of counters (`label` empty: one unlabelled series).
-fn counters(
+pub(crate) fn counters(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -176,7 +179,7 @@ fn counters(
 }
 
 /// Writes one family of gauges (`label` empty: one unlabelled series).
-fn gauges<V: EncodeGaugeValue>(
+pub(crate) fn gauges<V: EncodeGaugeValue>(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -220,6 +223,9 @@ impl Collector for Scrape {
         }
         self.drain_metrics(e)?;
         self.alert_metrics(e)?;
+        if let Some(f) = &self.fleet {
+            f.encode(e)?;
+        }
         if let Some((ok, failed, last, last_ok)) = self.reload {
             counters(
                 e,

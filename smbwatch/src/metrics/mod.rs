@@ -173,6 +173,8 @@ pub struct Metrics {
     listener: Mutex<Option<Arc<ListenerCounters>>>,
     /// SIGHUP reload counters.
     reload: OnceLock<Arc<ReloadStats>>,
+    /// The fleet's counters (a gateway's publishing, or an aggregator).
+    fleet: OnceLock<crate::fleet::stats::FleetMetrics>,
     /// Where the kernel's maps are pinned (counters, top sources).
     pin_dir: PathBuf,
     started: DateTime<Utc>,
@@ -193,6 +195,7 @@ impl Metrics {
             syslog: Mutex::default(),
             listener: Mutex::default(),
             reload: OnceLock::new(),
+            fleet: OnceLock::new(),
             pin_dir,
             started: Utc::now(),
         }
@@ -250,6 +253,16 @@ impl Metrics {
     /// The reload counters, if the daemon reloads.
     pub fn reload(&self) -> Option<&ReloadStats> {
         self.reload.get().map(|r| &**r)
+    }
+
+    /// The fleet's counters (set once, when publishing or aggregating starts).
+    pub fn set_fleet(&self, f: crate::fleet::stats::FleetMetrics) {
+        let _ = self.fleet.set(f);
+    }
+
+    /// The fleet's counters, if this process publishes or aggregates.
+    pub fn fleet(&self) -> Option<&crate::fleet::stats::FleetMetrics> {
+        self.fleet.get()
     }
 
     /// The pin directory of the kernel's maps.

@@ -58,6 +58,7 @@ fn full_scrape() -> Scrape {
         }),
         reload: Some((3, 1, 1_796_000_000, false)),
         started: Utc.with_ymd_and_hms(2026, 11, 30, 9, 0, 0).unwrap(),
+        fleet: None,
     }
 }
 

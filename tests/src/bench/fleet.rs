@@ -3,18 +3,15 @@
 //! pre-filled stream, against a real nats-server in a lab namespace.
 
 use std::{
-    fs::File,
-    net::{IpAddr, Ipv6Addr},
-    os::fd::AsRawFd,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 use serde_json::json;
 use smbwatch::{
     config::Config,
-    event::{GatewayEvent, GatewayEventKind},
+    event::GatewayEvent,
     fleet::{
         outbox::{Outbox, Tap},
         transport::JetStream,
@@ -26,7 +23,7 @@ use smbwatch::{
 use super::{median, procs::process_cpu, Effort, Goal, Section, Table};
 use crate::{
     daemon::Daemon,
-    fleet::{NatsServer, BROKER_LOCAL},
+    fleet::{in_netns, synthetic_event, NatsServer, BROKER_LOCAL},
     netns::{unique_tag, NetNs},
 };
 
@@ -44,52 +41,11 @@ fn thread_cpu() -> f64 {
     ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
-/// Runs `f` on a thread that has entered `ns`'s network namespace, so
-/// its sockets (the NATS client's) live there.
-fn in_netns<T: Send>(ns: &NetNs, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-    let file = File::open(ns.path()).with_context(|| format!("opening {}", ns.path()))?;
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            // SAFETY: setns(2) on a namespace file this thread opened; it
-            // affects this thread only.
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                bail!("setns: {}", std::io::Error::last_os_error());
-            }
-            f()
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("benchmark thread panicked"))?
-    })
-}
-
-/// `n` gateway events as a churning fleet sends them: mostly new pairs from
-/// sources seen once or twice, some answers, every tenth source a scanner.
+/// `n` gateway events as a churning fleet sends them
+/// ([`crate::fleet::synthetic_event`]).
 fn events(n: usize) -> Vec<GatewayEvent> {
     let t0 = chrono::Utc::now();
-    (0..n)
-        .map(|i| {
-            let src_n = (i / 2) as u64;
-            let src = IpAddr::V6(Ipv6Addr::from(
-                (0x2001_0db8_000a_u128 << 80) | u128::from(src_n),
-            ));
-            let dst = IpAddr::V6(Ipv6Addr::from(
-                (0x2001_0db8_000b_u128 << 80) | (i as u128 % 4096),
-            ));
-            let kind = if i % 10 == 9 {
-                GatewayEventKind::Refused
-            } else {
-                GatewayEventKind::NewPair
-            };
-            GatewayEvent::new(
-                t0 + chrono::TimeDelta::microseconds(i as i64),
-                kind,
-                src,
-                dst,
-                40000 + (i % 20000) as u16,
-                445,
-            )
-        })
-        .collect()
+    (0..n).map(|i| synthetic_event(i, t0)).collect()
 }
 
 /// Per-event CPU of the detection pipeline (what a gateway's drain thread
@@ -133,6 +89,8 @@ struct Round {
     publish_rate: f64,
     aggregate_rate: f64,
     aggregate_ns: f64,
+    /// Two aggregators splitting the partitions, together.
+    split_rate: f64,
 }
 
 /// Publishes `evs` through the real outbox and publish task; returns the
@@ -150,7 +108,12 @@ fn publish(ns: &NetNs, evs: &[GatewayEvent]) -> Result<(f64, f64, f64)> {
             let (tx, rx) = tokio::sync::watch::channel(false);
             let c0 = thread_cpu();
             let t0 = Instant::now();
-            let task = tokio::spawn(smbwatch::fleet::publisher::run(outbox.clone(), js, rx));
+            let task = tokio::spawn(smbwatch::fleet::publisher::run(
+                outbox.clone(),
+                js,
+                Default::default(),
+                rx,
+            ));
             while outbox.stats().delivered < evs.len() as u64 {
                 if t0.elapsed() > Duration::from_secs(300) {
                     bail!("publishing {} events took over 5 minutes", evs.len());
@@ -167,15 +130,46 @@ fn publish(ns: &NetNs, evs: &[GatewayEvent]) -> Result<(f64, f64, f64)> {
     })
 }
 
-/// Starts an aggregator with a fresh durable consumer over the whole
-/// stream (`total` events) and measures it from the moment it reads (its
-/// consumers exist) until every partition's consumer has nothing pending
-/// or unacknowledged: events per second, and its process CPU per event.
-fn aggregate(ns: &NetNs, round: usize, total: u64) -> Result<(f64, f64)> {
-    let name = format!("bench-{round}");
-    let agg = Daemon::aggregate(ns, &["--nats", BROKER_LOCAL, "--name", &name])?;
-    let pid = agg.pid();
-    let (c0, t0) = (process_cpu(pid), Instant::now());
+/// Starts `split` aggregators (1: one owning all 16 partitions; 2: 0-7 and
+/// 8-15) with fresh durable consumers over the whole stream (`total`
+/// events) and measures them from the moment they read until every
+/// partition's consumer has nothing pending or unacknowledged: events per
+/// second, and their process CPU per event. Fails if the aggregators
+/// processed any other number of events than `total` (a skip, or an event
+/// counted twice), read from their metrics.
+fn aggregate(ns: &NetNs, round: usize, total: u64, split: u16) -> Result<(f64, f64)> {
+    let per = 16 / split;
+    let specs: Vec<(String, String, String, Vec<u16>)> = (0..split)
+        .map(|i| {
+            let parts: Vec<u16> = (i * per..(i + 1) * per).collect();
+            (
+                format!("bench-{round}-{split}-{i}"),
+                format!("{}-{}", i * per, (i + 1) * per - 1),
+                format!("127.0.0.1:{}", 9470 + i),
+                parts,
+            )
+        })
+        .collect();
+    let aggs = specs
+        .iter()
+        .map(|(name, parts, metrics, _)| {
+            Daemon::aggregate(
+                ns,
+                &[
+                    "--nats",
+                    BROKER_LOCAL,
+                    "--name",
+                    name,
+                    "--partitions",
+                    parts,
+                    "--metrics",
+                    metrics,
+                ],
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let cpu = || aggs.iter().map(|a| process_cpu(a.pid())).sum::<f64>();
+    let (c0, t0) = (cpu(), Instant::now());
     // One connection for the polling, so polling costs the broker little.
     let wall = in_netns(ns, || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -186,22 +180,43 @@ fn aggregate(ns: &NetNs, round: usize, total: u64) -> Result<(f64, f64)> {
             let stream = js.js.get_stream(&cfg.stream).await?;
             loop {
                 let mut left = 0;
-                for p in 0..16 {
-                    let info = stream.consumer_info(format!("{name}-p{p}")).await?;
-                    left += info.num_pending + info.num_ack_pending as u64;
+                for (name, _, _, parts) in &specs {
+                    for p in parts {
+                        // Not there yet: the aggregator is creating it.
+                        left += match stream.consumer_info(format!("{name}-p{p}")).await {
+                            Ok(info) => info.num_pending + info.num_ack_pending as u64,
+                            Err(_) => 1,
+                        };
+                    }
                 }
                 if left == 0 {
                     return Ok(t0.elapsed());
                 }
                 if t0.elapsed() > Duration::from_secs(600) {
-                    bail!("the aggregator did not finish {total} events in 10 minutes");
+                    bail!("the aggregators did not finish {total} events in 10 minutes");
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         })
     })?;
-    let cpu_ns = (process_cpu(pid) - c0) * 1e9 / total as f64;
-    agg.stop()?;
+    let cpu_ns = (cpu() - c0) * 1e9 / total as f64;
+    // What they processed, once the last acknowledged messages are counted.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut processed = 0.0;
+    for (_, _, metrics, _) in &specs {
+        let text = crate::http::get(ns, metrics.parse()?, "/metrics")?.1;
+        processed += crate::fleet::metric(
+            &text,
+            r#"smbwatch_fleet_aggregate_events_total{kind="gateway"}"#,
+        )
+        .unwrap_or(0.0);
+    }
+    for a in aggs {
+        a.stop()?;
+    }
+    if processed != total as f64 {
+        bail!("{split} aggregator(s) processed {processed} events of {total} stored");
+    }
     Ok((total as f64 / wall.as_secs_f64(), cpu_ns))
 }
 
@@ -215,7 +230,9 @@ pub fn run(effort: &Effort) -> Result<Section> {
     for r in 0..effort.rounds {
         let detect = detect_ns(&evs);
         let (tap, publish_ns, publish_rate) = publish(&ns, &evs)?;
-        let (aggregate_rate, aggregate_ns) = aggregate(&ns, r, (n * (r + 1)) as u64)?;
+        let total = (n * (r + 1)) as u64;
+        let (aggregate_rate, aggregate_ns) = aggregate(&ns, r, total, 1)?;
+        let (split_rate, _) = aggregate(&ns, r, total, 2)?;
         rounds.push(Round {
             detect_ns: detect,
             tap_ns: tap,
@@ -223,6 +240,7 @@ pub fn run(effort: &Effort) -> Result<Section> {
             publish_rate,
             aggregate_rate,
             aggregate_ns,
+            split_rate,
         });
     }
     let med = |f: fn(&Round) -> f64| median(&rounds.iter().map(f).collect::<Vec<_>>());
@@ -259,6 +277,11 @@ pub fn run(effort: &Effort) -> Result<Section> {
         String::new(),
     ]);
     table.row(vec![
+        "two aggregators (partitions 0-7 and 8-15) together, every event once".into(),
+        format!("{:.0} events/s", med(|r| r.split_rate)),
+        String::new(),
+    ]);
+    table.row(vec![
         "aggregator: CPU per event (process)".into(),
         format!("{:.0} ns", med(|r| r.aggregate_ns)),
         format!("{:.2}×", med(|r| r.aggregate_ns) / detect),
@@ -272,6 +295,7 @@ pub fn run(effort: &Effort) -> Result<Section> {
             "publish_rate": r.publish_rate,
             "aggregate_rate": r.aggregate_rate,
             "aggregate_ns": r.aggregate_ns,
+            "split_rate": r.split_rate,
         }))
         .collect::<Vec<_>>());
     Ok(Section {
@@ -284,7 +308,9 @@ pub fn run(effort: &Effort) -> Result<Section> {
              is acknowledged (CPU of the runtime's thread); then `smbwatch aggregate` with a \
              fresh durable consumer reads the whole stream (all rounds' events so far): rate \
              and process CPU from the moment it reads until its consumers have nothing \
-             pending or unacknowledged (polled every 10 ms). \
+             pending or unacknowledged (polled every 10 ms); then two aggregators owning \
+             partitions 0-7 and 8-15 read it the same way. Each run fails unless the \
+             aggregators' metrics show every stored event processed exactly once. \
              Medians over {} rounds.",
             effort.rounds
         ),
