@@ -36,6 +36,30 @@ pub fn smbwatch_bin() -> PathBuf {
     bin
 }
 
+/// Runs `smbwatch ARGS` (a one-shot subcommand: `baseline learn`, `replay`
+/// ...) to completion; fails the test, with its stderr, unless it succeeds.
+pub fn run_cli(args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(smbwatch_bin())
+        .args(args)
+        .env("SMBWATCH_LOG", "warn")
+        .output()
+        .expect("running smbwatch");
+    assert!(
+        out.status.success(),
+        "smbwatch {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Every line of `out` as JSON (fails the test on a line that is not).
+pub fn json_lines(out: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
 /// A running `smbwatch run`; stdout lines are collected as JSON.
 pub struct Daemon {
     child: Child,

@@ -8,6 +8,7 @@ pub mod events;
 pub mod fleet;
 pub mod gen;
 pub mod http;
+pub mod listen;
 pub mod netns;
 pub mod pcap;
 pub mod prometheus;
@@ -32,4 +33,50 @@ pub fn skip(what: &str) {
         panic!("{what} (CI=true: a missing test input fails the run instead of skipping)");
     }
     eprintln!("SKIP: {what}");
+}
+
+/// A scratch directory under the system temp dir, unique per run, removed
+/// when dropped (also when the test fails).
+pub struct Scratch(pub std::path::PathBuf);
+
+impl Scratch {
+    /// Creates `smbwatch-NAME-<tag>`.
+    pub fn new(name: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("smbwatch-{name}-{}", netns::unique_tag()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("creating a scratch directory");
+        Self(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Failures collected over the cases of one lab, reported together: one
+/// failing case must not hide what the others found.
+#[derive(Default)]
+pub struct Findings(Vec<String>);
+
+impl Findings {
+    /// Records `what` unless `ok` (and says it on stderr at once).
+    pub fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
+        if !ok {
+            let w = what();
+            eprintln!("FAILED: {w}");
+            self.0.push(w);
+        }
+    }
+
+    /// Fails the test with every recorded failure, if any.
+    pub fn assert_none(self) {
+        assert!(
+            self.0.is_empty(),
+            "{} failed:\n{}",
+            self.0.len(),
+            self.0.join("\n\n")
+        );
+    }
 }

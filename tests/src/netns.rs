@@ -321,43 +321,11 @@ impl Lab {
 /// Sends raw Ethernet frames out of `iface` in `ns` (AF_PACKET), as a host
 /// on that link could: how the lab forges packets nmap and hping3 cannot.
 pub fn send_frames(ns: &NetNs, iface: &str, frames: &[Vec<u8>]) -> Result<()> {
-    let path = ns.path();
-    let iface = iface.to_owned();
-    let frames = frames.to_vec();
-    // setns moves only the calling thread: do it on a thread of our own.
-    std::thread::spawn(move || -> Result<()> {
-        crate::gen::enter_netns(&path)?;
-        let ifindex = crate::gen::ifindex(&iface)?;
-        // SAFETY: plain socket(2); the fd is owned below.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error()).context("AF_PACKET socket");
-        }
-        // SAFETY: fd was just opened and is ours.
-        let _owned = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        // SAFETY: sockaddr_ll is plain data; zero is a valid start.
-        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_ifindex = ifindex as i32;
-        addr.sll_halen = 6;
-        for f in &frames {
-            // SAFETY: f and addr are valid for the lengths given.
-            let n = unsafe {
-                libc::sendto(
-                    fd,
-                    f.as_ptr().cast(),
-                    f.len(),
-                    0,
-                    (&addr as *const libc::sockaddr_ll).cast(),
-                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                )
-            };
-            if n < 0 {
-                return Err(std::io::Error::last_os_error()).context("sending a raw frame");
-            }
+    crate::gen::in_netns(&ns.path(), || {
+        let sock = crate::gen::PacketSocket::open(crate::gen::ifindex(iface)?)?;
+        for f in frames {
+            sock.send(f, 1, 1)?;
         }
         Ok(())
     })
-    .join()
-    .map_err(|_| anyhow::anyhow!("raw sender thread panicked"))?
 }

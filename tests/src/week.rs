@@ -63,6 +63,20 @@ impl Capture {
         self.frames.push((t, 2000, ack.frame()));
     }
 
+    /// A SYN forged with `client`'s address at `t`: the server's SYN-ACK 1 ms
+    /// later, and 2 ms later the real client's RST (its stack never sent the
+    /// SYN): a handshake never confirmed.
+    pub fn spoofed_syn(&mut self, t: u32, client: IpAddr, server: IpAddr) {
+        self.sport = self.sport.wrapping_add(1).max(1024);
+        let sport = self.sport;
+        let syn = Segment::syn(client, server, sport, 445);
+        let synack = Segment::new(server, client, 445, sport, tcp_flags::SYN | tcp_flags::ACK);
+        let rst = Segment::new(client, server, sport, 445, tcp_flags::RST);
+        self.frames.push((t, 0, syn.frame()));
+        self.frames.push((t, 1000, synack.frame()));
+        self.frames.push((t, 2000, rst.frame()));
+    }
+
     /// Writes the capture (Ethernet) in time order.
     pub fn write(mut self, path: &Path) -> Result<()> {
         self.frames.sort_by_key(|(s, us, _)| (*s, *us));
@@ -73,7 +87,7 @@ impl Capture {
         std::fs::write(path, v).with_context(|| format!("writing {}", path.display()))
     }
 
-    /// Connections so far.
+    /// Exchanges so far (connections and spoofed SYNs).
     pub fn connections(&self) -> usize {
         self.frames.len() / 3
     }

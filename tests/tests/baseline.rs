@@ -5,59 +5,21 @@
 //! learning real smbclient sessions in the namespace lab.
 
 use std::io::{BufRead as _, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use integration_tests::{
     alerts,
-    daemon::{smbwatch_bin, Daemon},
+    daemon::{json_lines as lines, run_cli as smbwatch, smbwatch_bin, Daemon},
     events,
-    netns::{unique_tag, Client, Lab, GW_ATTACKER_IF, GW_SERVERS_IF},
+    netns::{Client, Lab, GW_ATTACKER_IF, GW_SERVERS_IF},
     require_root,
     samba::Smbd,
     week::{self, NEWCOMER, SERVERS},
+    Scratch,
 };
 use serde_json::Value;
-
-/// A scratch directory removed when the test ends.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("smbwatch-baseline-{name}-{}", unique_tag()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn smbwatch(args: &[&str]) -> Output {
-    let out = Command::new(smbwatch_bin())
-        .args(args)
-        .env("SMBWATCH_LOG", "warn")
-        .output()
-        .expect("running smbwatch");
-    assert!(
-        out.status.success(),
-        "smbwatch {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn lines(out: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(out)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect()
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")

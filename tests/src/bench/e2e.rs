@@ -514,7 +514,7 @@ configurations interleave within each of {} rounds; medians. *lost* = sent − c
 *tool CPU* subtracts the baseline (empty XDP program, no counter) of the same round. \
 In the new-pairs profile the generator makes one call per frame (about 7 µs each), so differences below about 100 ns per packet are noise there; it shows the per-event cost. \
 nftables: `{}` in prerouting with a dynamic per-source set; tcpdump: `tcpdump -w /dev/null '{}'` with its default buffer.\n",
-        "BPF_PROG_TEST_RUN live frames, XDP_TX",
+        generator.method().unwrap_or_default().describe(),
         effort.rounds,
         "tcp dport 445 tcp flags & (syn | ack) == syn counter update @src { ip saddr counter }",
         PCAP_FILTER

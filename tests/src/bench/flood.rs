@@ -204,10 +204,11 @@ pub fn run(effort: &Effort) -> Result<Section> {
             "bounded by the detector's and correlator's caps (README: daemon memory)",
         ),
     ];
+    let generator_method = generator.method().unwrap_or_default().describe();
     Ok(Section {
         title: "Spoofed flood with a slow scanner, through the daemon".into(),
         method: format!(
-            "Generator (live XDP_TX test runs) → veth → smbwatch run with a JSON alert sink and an event budget of {EVENTS_PER_CPU} per CPU per second \
+            "Generator ({generator_method}) → veth → smbwatch run with a JSON alert sink and an event budget of {EVENTS_PER_CPU} per CPU per second \
 (a tenth of the default: one call per distinct frame keeps the generator below the default budget on this machine); \
 batches of 200,000 fresh spoofed sources back to back while a scanner sends one SYN to a new host every {gap:?}; \
 alerts read from the JSON file, counters from `smbwatch status --json`, peak RSS from /proc (VmHWM).\n"

@@ -470,6 +470,7 @@ pub fn run(effort: &Effort) -> Result<Section> {
     // Daemon RSS while sources accumulate, through the real data path. A
     // machine whose generator cannot send (see tests/src/gen.rs) leaves
     // this row unmeasured, with the reason, instead of losing the section.
+    let mut generator_method = "none: it could not send";
     let measured = (|| -> Result<Vec<Value>> {
         let lab = GenLab::new()?;
         let mut generator = Generator::new()?;
@@ -494,7 +495,10 @@ pub fn run(effort: &Effort) -> Result<Section> {
                 count: u64::from(target - sent_so_far),
                 burst: 1,
             })?;
-            generator.send(&lab.gen.path(), TX_IF, &plan, Pace::Max)?;
+            generator_method = generator
+                .send(&lab.gen.path(), TX_IF, &plan, Pace::Max)?
+                .method
+                .describe();
             sent_so_far = target;
             let deadline = Instant::now() + Duration::from_secs(20);
             while maps.stats()?.get(stat::NEW_PAIRS) < u64::from(target)
@@ -591,10 +595,11 @@ pub fn run(effort: &Effort) -> Result<Section> {
 events (new pairs 10 µs apart, every other answered), default configuration; under churn, every event a new source at 35,000/s \
 (the table full, one eviction per event), each round also timing a bare bounded `HashMap` of the same sources. Host logs: `hostlog::bench::measure` on a 4,096-record \
 synthetic mix per text format and on the real EVTX file. Kernel maps: `memlock` of each map (arrays, allocated whole at load, so \
-this is the cost at capacity). Daemon RSS: the real daemon (stdout discarded) while the generator sends one SYN from each new \
+this is the cost at capacity). Daemon RSS: the real daemon (stdout discarded) while the generator ({}) sends one SYN from each new \
 source (the kernel holds per-source state; the daemon's memory grows only with what user space tracks). Flood: one thread runs \
 the program on {} distinct spoofed sources with a scanner's SYNs to {} hosts mixed in, as fast as test runs go, while a second \
 drains the ring buffer into the detector (the daemon's path, in one process).\n",
+        generator_method,
         fmt_num(flood.flood_sources as f64),
         flood.scanner_targets
     );

@@ -33,7 +33,8 @@ enum Receiver {
     about = "Synthetic SMB traffic with BPF_PROG_TEST_RUN live frames (XDP_TX) into a veth in a lab namespace pair",
     after_help = "Kinds for --mix: syn (IPv4 SYN to 445), synack and rst (answers from 445 to the syn stream's pairs), \
 background (IPv4 TCP to 443), ipv6 (IPv6 SYN to 445), vlan (802.1Q VLAN 100 IPv4 SYN to 445). \
-Weights: syn=8,background=2. Sources are 10.0.0.0/8, destinations 198.18.0.0/15, IPv6 2001:db8::/32; \
+Weights: syn=8,background=2. Where the kernel refuses live frames (EPERM) an AF_PACKET socket sends instead \
+(SMBWATCH_GEN_METHOD=af_packet forces it, =live forbids the fallback). Sources are 10.0.0.0/8, destinations 198.18.0.0/15, IPv6 2001:db8::/32; \
 nothing leaves the lab's namespaces."
 )]
 struct Args {
@@ -178,9 +179,10 @@ fn settle(read: impl Fn() -> Result<Expected>, target: u64) -> Result<Expected> 
 
 fn report_sent(s: &gen::Sent) {
     println!(
-        "sent {} packets in {} calls, {:.3} s, {:.0} pps; sender CPU {:.3} s",
+        "sent {} packets in {} calls with {}, {:.3} s, {:.0} pps; sender CPU {:.3} s",
         s.packets,
         s.calls,
+        s.method.describe(),
         s.elapsed.as_secs_f64(),
         s.pps(),
         s.cpu.as_secs_f64()
