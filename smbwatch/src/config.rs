@@ -439,7 +439,7 @@ impl Config {
     /// Parse and validate configuration text; `name` (usually the file
     /// name) prefixes error messages.
     pub fn from_str_named(text: &str, name: &str) -> Result<Self, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| {
             let offset = e.span().map(|s| s.start);
             let (line, column) = offset.map_or((0, 0), |o| line_col(text, o));
             ConfigError::Invalid {
@@ -450,6 +450,7 @@ impl Config {
                 message: e.message().trim_end().to_string(),
             }
         })?;
+        cfg.detect.fit_default_scales();
         cfg.check().map_err(|inv| {
             let (line, column) = locate(text, &inv.key).map_or((0, 0), |o| line_col(text, o));
             ConfigError::Invalid {

@@ -154,6 +154,21 @@ impl DetectConfig {
     }
 }
 
+impl DetectConfig {
+    /// Keeps only the default longer scales that fit above `window`: a
+    /// configuration that sets `window` to 10 min or more (in the file or
+    /// with `--window`) and no scales of its own keeps the longer defaults,
+    /// since a file valid before the scales existed must stay valid. Scales
+    /// given explicitly (anything but the defaults) are left as they are,
+    /// for validation to judge.
+    pub fn fit_default_scales(&mut self) {
+        if self.fanout_scales == Self::default().fanout_scales {
+            let base = self.window;
+            self.fanout_scales.retain(|s| s.window > base);
+        }
+    }
+}
+
 impl Default for DetectConfig {
     fn default() -> Self {
         Self {

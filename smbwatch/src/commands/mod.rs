@@ -57,6 +57,7 @@ pub(crate) fn apply_detect(cfg: &mut Config, d: &DetectArgs) {
     }
     if let Some(w) = d.window {
         cfg.detect.window = w;
+        cfg.detect.fit_default_scales();
     }
     cfg.detect.allow.extend(d.allow.iter().copied());
 }

@@ -600,3 +600,29 @@ fn scales_prefixes_and_evasion_are_checked_by_key() {
     parse("[detect]\nfanout_scales = []\nevasion_destinations = 0\n[detect.prefix]\nipv4 = 0\nipv6 = 0\n")
         .unwrap();
 }
+
+/// A window of 10 min or more without scales of its own (a file written
+/// before the scales existed) keeps the default scales that fit above it;
+/// explicit scales are still judged as given.
+#[test]
+fn a_long_window_keeps_the_default_scales_that_fit() {
+    let windows = |text: &str| -> Vec<u64> {
+        Config::from_str_named(text, "t.toml")
+            .unwrap()
+            .detect
+            .fanout_scales
+            .iter()
+            .map(|s| s.window.as_secs())
+            .collect()
+    };
+    assert_eq!(windows("[detect]\nwindow = \"1m\"\n"), [600, 3600]);
+    assert_eq!(windows("[detect]\nwindow = \"10m\"\n"), [3600]);
+    assert_eq!(windows("[detect]\nwindow = \"2h\"\n"), Vec::<u64>::new());
+    let e = Config::from_str_named(
+        "[detect]\nwindow = \"10m\"\nfanout_scales = [{ window = \"5m\", threshold = 50 }]\n",
+        "t.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("detect.fanout_scales[0].window"), "{e}");
+}
