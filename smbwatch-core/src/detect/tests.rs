@@ -684,8 +684,9 @@ fn memory_is_bounded_by_the_caps() {
         evasion_destinations: 0,
         ..one_scale()
     };
-    // The figures in docs/detection.md: the address table alone, with the
-    // evasion rule's, and with the prefix table's too (the default).
+    // The figures in docs/detection.md and docs/sizing.md: the address
+    // table alone, with the evasion rule's, and with the prefix table's too
+    // (the default).
     let mb = |c: DetectConfig| c.memory_bound() / 1_000_000;
     let no_evasion = DetectConfig {
         evasion_destinations: 0,

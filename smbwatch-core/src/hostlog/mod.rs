@@ -171,7 +171,7 @@ pub const MAX_COMMAND_LINE_BYTES: usize = 4096;
 /// Longest Sysmon process GUID kept (bytes; a real one is 38).
 pub const MAX_GUID_BYTES: usize = 64;
 
-// Documented (README, docs/hostlogs.md) as 10,208 bytes: fail to compile if
+// Documented (docs/operations.md, docs/hostlogs.md) as 10,208 bytes: fail to compile if
 // the event grows past the 10 KiB the docs promise.
 const _: () = assert!(HostEvent::MAX_BYTES <= 10 * 1024);
 

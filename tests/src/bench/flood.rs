@@ -201,7 +201,7 @@ pub fn run(effort: &Effort) -> Result<Section> {
             rss_flood.max(rss_end) as f64 / 1048576.0,
             256.0,
             "MiB",
-            "bounded by the detector's and correlator's caps (README: daemon memory)",
+            "bounded by the detector's and correlator's caps (docs/sizing.md: under a flood)",
         ),
     ];
     let generator_method = generator.method().unwrap_or_default().describe();
