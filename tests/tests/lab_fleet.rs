@@ -197,7 +197,9 @@ fn a_sweep_split_across_two_gateways_is_one_alert_at_the_aggregator() {
     let before = fanouts(&j1).len();
     nats.kill();
     assert_eq!(lab.sweep(&addrs(62..=81)).unwrap(), 20);
-    alerts::wait(&j1, Duration::from_secs(10), |_| fanouts(&j1).len() > before);
+    alerts::wait(&j1, Duration::from_secs(10), |_| {
+        fanouts(&j1).len() > before
+    });
     assert!(
         fanouts(&j1).len() > before,
         "gateway 1 alerts locally with the broker down"
