@@ -322,15 +322,18 @@ impl std::fmt::Display for ReplaySummary {
         }
         writeln!(
             f,
-            "  events: {} new pairs, {} accepted, {} refused; alerts: {}",
+            "  events: {} new pairs, {} active again, {} accepted, {} confirmed, {} refused, {} unparsed; alerts: {}",
             self.events.new_pairs,
+            self.events.active,
             self.events.accepted,
+            self.events.confirmed,
             self.events.refused,
+            self.events.unparsed,
             self.alerts.map_or("not counted".into(), |n| n.to_string())
         )?;
         writeln!(
             f,
-            "  parse errors: {} malformed (eth {}, vlan {}, ipv4 {}, ipv6 {}, tcp {}), {} IPv6 chains too long, {} lost events (ring buffer full)",
+            "  parse errors: {} malformed (eth {}, vlan {}, ipv4 {}, ipv6 {}, tcp {}), {} IPv6 chains and {} VLAN stacks past the walk's bound, {} lost events (ring buffer full)",
             self.malformed(),
             k(stat::MALFORMED_ETH),
             k(stat::MALFORMED_VLAN),
@@ -338,6 +341,7 @@ impl std::fmt::Display for ReplaySummary {
             k(stat::MALFORMED_IPV6),
             k(stat::MALFORMED_TCP),
             k(stat::IPV6_EXT_LIMIT),
+            k(stat::VLAN_LIMIT),
             k(stat::RINGBUF_FULL)
         )?;
         write!(

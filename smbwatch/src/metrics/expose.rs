@@ -514,7 +514,7 @@ impl Scrape {
         counters(
             e,
             "alerts",
-            "Alerts handed to the sinks, by event.code.",
+            "Alerts handed to the sinks, by rule.id.",
             "code",
             &by_code,
         )?;
