@@ -163,9 +163,11 @@ impl Pipeline {
     fn scan_alerts(&mut self, scans: Vec<Alert>) -> Vec<Alert> {
         let mut out = Vec::with_capacity(scans.len());
         for mut alert in scans {
+            // The detector's kinds: a scan, or a sweep hidden from the
+            // parser (all name a source that probed many hosts).
             debug_assert!(matches!(
                 alert.kind,
-                AlertKind::SmbScanFanout | AlertKind::SmbScanTrw
+                AlertKind::SmbScanFanout | AlertKind::SmbScanTrw | AlertKind::SmbEvasionAttempt
             ));
             let chained = self.correlator.on_scan_alert(&alert);
             self.correlator.enrich_scan_alert(&mut alert);

@@ -56,6 +56,8 @@ use crate::{
     pipeline::Pipeline,
 };
 
+/// How long a stop waits for its last acknowledgements.
+const STOP_ACK_TIME: Duration = Duration::from_secs(3);
 /// Messages processed between cumulative acknowledgements.
 const ACK_EVERY: u64 = 1000;
 /// Longest time a processed message stays unacknowledged.
@@ -393,9 +395,20 @@ pub async fn run(opts: &AggregateOptions) -> Result<AggregateReport, AggregateEr
     for t in &pullers {
         t.abort();
     }
+    // The last acknowledgements, bounded: with the broker down each would
+    // wait for its timeout, and a stop must not take a minute. What is not
+    // acknowledged is delivered again after a restart; a message that raised
+    // an alert was acknowledged (confirmed) when it did.
     let parts: Vec<u16> = unacked.keys().copied().collect();
-    for p in parts {
-        ack(&mut unacked, p, true).await;
+    let last_acks = async {
+        for p in parts {
+            ack(&mut unacked, p, true).await;
+        }
+    };
+    if tokio::time::timeout(STOP_ACK_TIME, last_acks).await.is_err() {
+        tracing::warn!(
+            "stopping without the last acknowledgements (the broker did not answer within {STOP_ACK_TIME:?}): those messages are read again after a restart"
+        );
     }
     if let Some(t) = metrics_task {
         t.abort();
