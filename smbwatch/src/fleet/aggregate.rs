@@ -405,7 +405,10 @@ pub async fn run(opts: &AggregateOptions) -> Result<AggregateReport, AggregateEr
             ack(&mut unacked, p, true).await;
         }
     };
-    if tokio::time::timeout(STOP_ACK_TIME, last_acks).await.is_err() {
+    if tokio::time::timeout(STOP_ACK_TIME, last_acks)
+        .await
+        .is_err()
+    {
         tracing::warn!(
             "stopping without the last acknowledgements (the broker did not answer within {STOP_ACK_TIME:?}): those messages are read again after a restart"
         );
