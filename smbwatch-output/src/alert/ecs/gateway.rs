@@ -190,18 +190,16 @@ mod tests {
     #[test]
     fn event_lines_are_ecs() {
         let ev = GatewayEvent {
-            ts: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
-            kind: GatewayEventKind::NewPair,
-            src: "203.0.113.10".parse().unwrap(),
-            dst: "198.51.100.7".parse().unwrap(),
-            sport: 40000,
-            dport: 445,
             ifindex: 3,
-            vlan: None,
-            fragmented: false,
-            after_accept: false,
             kernel_fanout: Some(2),
-            activity: None,
+            ..GatewayEvent::new(
+                DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+                GatewayEventKind::NewPair,
+                "203.0.113.10".parse().unwrap(),
+                "198.51.100.7".parse().unwrap(),
+                40000,
+                445,
+            )
         };
         assert_eq!(
             ev.to_json().to_string(),
