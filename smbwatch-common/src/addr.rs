@@ -62,3 +62,35 @@ mod tests {
         assert_eq!(from_mapped(compat), IpAddr::V6(compat));
     }
 }
+
+/// An Ethernet (MAC) address, as the kernel read it from a frame's header.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl MacAddr {
+    /// All zeroes: what a record carries when no frame header was read.
+    pub const ZERO: MacAddr = MacAddr([0; 6]);
+
+    /// A locally administered address (bit 1 of the first octet): randomised
+    /// Wi-Fi addresses and virtual interfaces, which do not name a host for long.
+    pub fn is_local(self) -> bool {
+        self.0[0] & 0x02 != 0
+    }
+
+    /// A group (multicast or broadcast) address, never a frame's sender.
+    pub fn is_group(self) -> bool {
+        self.0[0] & 0x01 != 0
+    }
+}
+
+impl core::fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}

@@ -4,6 +4,7 @@ use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+pub use smbwatch_common::addr::MacAddr;
 
 /// What a gateway event reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -92,6 +93,11 @@ pub struct GatewayEvent {
     /// On [`GatewayEventKind::Active`]: the pair's activity since its
     /// previous report.
     pub activity: Option<PairActivity>,
+    /// The Ethernet source address of the frame behind this event (the
+    /// client's for SYNs and the client's ACK, the server's for answers):
+    /// the host itself where the router is its first hop, else the previous
+    /// router. `None` where no frame header was read (fleet wire, host logs).
+    pub src_mac: Option<MacAddr>,
 }
 
 impl GatewayEvent {
@@ -118,6 +124,7 @@ impl GatewayEvent {
             after_accept: false,
             kernel_fanout: None,
             activity: None,
+            src_mac: None,
         }
     }
 }
@@ -144,6 +151,7 @@ mod tests {
             after_accept: false,
             kernel_fanout: Some(2),
             activity: None,
+            src_mac: None,
         };
         let plain = GatewayEvent::new(ev.ts, ev.kind, ev.src, ev.dst, ev.sport, ev.dport);
         assert_eq!(

@@ -92,6 +92,7 @@ fn readme_fanout_alert_matches_the_code() {
             after_accept: false,
             kernel_fanout: None,
             activity: None,
+            src_mac: None,
         };
         alerts.extend(det.observe(&ev(GatewayEventKind::NewPair, i64::from(i) * 100)));
         let answer = if i < 3 {

@@ -71,6 +71,7 @@ mod tests {
             after_accept: false,
             kernel_fanout: None,
             activity: None,
+            src_mac: None,
         }
     }
 

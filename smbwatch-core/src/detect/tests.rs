@@ -47,6 +47,7 @@ fn ev(kind: GatewayEventKind, src: IpAddr, dst: IpAddr, ms: i64) -> GatewayEvent
         after_accept: false,
         kernel_fanout: None,
         activity: None,
+        src_mac: None,
     }
 }
 
@@ -1008,6 +1009,7 @@ fn throughput() {
             after_accept: false,
             kernel_fanout: None,
             activity: None,
+            src_mac: None,
         }
     }
     fn measure(name: &str, events: &[GatewayEvent]) {
@@ -1115,6 +1117,7 @@ fn a_shed_first_probe_counts_through_the_kernels_hint() {
         .map(|i| GatewayEvent {
             kernel_fanout: Some(i as u16 + 1),
             activity: None,
+            src_mac: None,
             fragmented: i % 2 == 0,
             ..syn(s, host(i), i64::from(i) * 3 * SEC)
         })

@@ -604,6 +604,8 @@ pub fn to_gateway_event(
         after_accept: ev.flags & EVENT_FLAG_AFTER_ACCEPT != 0,
         kernel_fanout: (ev.flags & EVENT_FLAG_REPEAT != 0).then_some(ev.fanout),
         activity,
+        // The kernel record does not carry the frame's MAC yet (issue 18).
+        src_mac: None,
     }
 }
 

@@ -280,6 +280,7 @@ fn decode_gateway(m: &[u8]) -> Result<GatewayEvent, WireError> {
         after_accept: flags & FLAG_AFTER_ACCEPT != 0,
         kernel_fanout: (flags & FLAG_FANOUT != 0).then(|| u16_at(52)),
         activity: None,
+        src_mac: None,
     })
 }
 
@@ -322,6 +323,7 @@ mod tests {
             after_accept: true,
             kernel_fanout: Some(17),
             activity: None,
+            src_mac: None,
         }
     }
 
@@ -368,6 +370,7 @@ mod tests {
             vlan: None,
             kernel_fanout: None,
             activity: None,
+            src_mac: None,
             fragmented: false,
             after_accept: false,
             kind: GatewayEventKind::NewPair,

@@ -105,6 +105,7 @@ pub fn synthetic_events(sources: u32, per_source: u32) -> Vec<GatewayEvent> {
                 after_accept: false,
                 kernel_fanout: None,
                 activity: None,
+                src_mac: None,
             };
             out.push(base.clone());
             if (i + j) % 2 == 0 {
