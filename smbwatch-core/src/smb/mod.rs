@@ -21,7 +21,9 @@ use serde::Serialize;
 
 pub use config::{pipe_name, share_name, SmbSettings, SmbSettingsError};
 pub use monitor::SmbMonitor;
-pub use smbwatch_smb::{Direction, Interface, Observation, Unseen};
+pub use smbwatch_smb::{
+    Dialect, Direction, Hole, Interface, Limit, NtStatus, Observation, ShareType, Unseen,
+};
 
 use crate::alert::Alert;
 use crate::event::MacAddr;
