@@ -396,6 +396,9 @@ pub const DURATION_RANGES: &[(&str, Duration, Duration)] = &[
     ("baseline.learn_for", secs(HOUR), secs(30 * DAY)),
     ("baseline.off_hours_slack", Duration::ZERO, secs(12 * HOUR)),
     ("baseline.flush_interval", secs(1), secs(HOUR)),
+    ("smb.idle_timeout", secs(1), secs(DAY)),
+    ("smb.enum_window", secs(1), secs(HOUR)),
+    ("smb.dedup_window", secs(1), secs(7 * DAY)),
 ];
 
 /// `key`'s value against [`DURATION_RANGES`] (`key` may carry `[i]` indices).
@@ -492,6 +495,9 @@ impl Config {
             ("baseline.learn_for", self.baseline.learn_for),
             ("baseline.off_hours_slack", self.baseline.off_hours_slack),
             ("baseline.flush_interval", self.baseline.flush_interval),
+            ("smb.idle_timeout", self.smb.idle_timeout),
+            ("smb.enum_window", self.smb.enum_window),
+            ("smb.dedup_window", self.smb.dedup_window),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -549,6 +555,9 @@ impl Config {
         }
         if let Some((key, message)) = self.publish.problem() {
             bad(key, message)?;
+        }
+        if let Err(e) = self.smb.validate() {
+            bad(e.key(), e.to_string())?;
         }
         self.process_classes
             .validate()

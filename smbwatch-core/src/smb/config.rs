@@ -83,6 +83,16 @@ pub enum SmbSettingsError {
     },
 }
 
+impl SmbSettingsError {
+    /// The key at fault (`smb.enum_burst`).
+    pub fn key(&self) -> String {
+        match self {
+            Self::Zero(k) => format!("smb.{k}"),
+            Self::TooSmall { .. } => "smb.max_bytes".into(),
+        }
+    }
+}
+
 impl SmbSettings {
     /// Least `max_bytes` accepted: one connection at its worst.
     pub const MIN_BYTES: usize = 256 << 10;

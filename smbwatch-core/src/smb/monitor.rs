@@ -93,14 +93,6 @@ impl SmbMonitor {
         &self.settings
     }
 
-    /// New settings (a reload): connections and rule state are kept; the
-    /// table shrinks to a smaller `max_bytes` at once.
-    pub fn reconfigure(&mut self, settings: SmbSettings, out: &mut Vec<SmbOutput>) {
-        self.settings = settings;
-        let now = self.clock.unwrap_or_default();
-        self.enforce_budget(now, out);
-    }
-
     /// Counters so far.
     pub fn counters(&self) -> SmbCounters {
         SmbCounters {
