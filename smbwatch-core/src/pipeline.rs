@@ -73,7 +73,8 @@ impl Pipeline {
             rules: HostRules::new(cfg.rules).with_max_ahead(cfg.max_ahead),
             correlator: Correlator::new(cfg.correlate)
                 .with_max_ahead(cfg.max_ahead)
-                .with_process_classes(cfg.process_classes),
+                .with_process_classes(cfg.process_classes)
+                .with_host_wait(cfg.smb.host_wait),
             host_inputs: true,
             baseline: None,
             smb: SmbMonitor::new(cfg.smb),
@@ -145,7 +146,20 @@ impl Pipeline {
     pub fn smb_sample(&mut self, sample: &SmbSample<'_>) -> SmbOutputs {
         let mut out = Vec::new();
         self.smb.observe(sample, &mut out);
-        SmbOutputs::from_outputs(out)
+        self.wire_outputs(out, sample.ts)
+    }
+
+    /// Routes the monitor's alerts through the correlator (joined with
+    /// host records, chains), releasing alerts whose wait ended by `now`.
+    fn wire_outputs(&mut self, out: Vec<crate::smb::SmbOutput>, now: DateTime<Utc>) -> SmbOutputs {
+        let mut s = SmbOutputs::from_outputs(out);
+        let raised = std::mem::take(&mut s.alerts);
+        for a in raised {
+            s.alerts
+                .extend(self.correlator.on_wire_alert(a, self.host_inputs));
+        }
+        s.alerts.extend(self.correlator.release_wire(now));
+        s
     }
 
     /// Lets time pass for the SMB connections: those idle for `[smb]
@@ -154,7 +168,7 @@ impl Pipeline {
     pub fn smb_expire(&mut self, now: DateTime<Utc>) -> SmbOutputs {
         let mut out = Vec::new();
         self.smb.expire(now, &mut out);
-        SmbOutputs::from_outputs(out)
+        self.wire_outputs(out, now)
     }
 
     /// The SMB monitor (counters, settings).
@@ -168,9 +182,13 @@ impl Pipeline {
         self.host_inputs = true;
         let mut out = Vec::new();
         let chained = self.correlator.on_host_event(ev);
+        // The act an SMB alert from the wire carries (now or already).
+        let joined = self.correlator.take_joined_wire();
         if let Some(mut alert) = self.rules.check(ev) {
-            self.correlator.enrich_alert(&mut alert);
-            out.push(alert);
+            if !(joined && alert.kind == AlertKind::AdminShareAccess) {
+                self.correlator.enrich_alert(&mut alert);
+                out.push(alert);
+            }
         }
         out.extend(chained);
         out
@@ -181,7 +199,10 @@ impl Pipeline {
     pub fn advance(&mut self, now: DateTime<Utc>) -> Vec<Alert> {
         self.set_clock(now);
         let scans = self.detector.advance(now);
-        self.scan_alerts(scans)
+        let mut out = self.scan_alerts(scans);
+        // SMB alerts whose wait for a host record is over.
+        out.extend(self.correlator.release_wire(now));
+        out
     }
 
     /// The reference clock of the host-side state: host events never move

@@ -399,6 +399,7 @@ pub const DURATION_RANGES: &[(&str, Duration, Duration)] = &[
     ("smb.idle_timeout", secs(1), secs(DAY)),
     ("smb.enum_window", secs(1), secs(HOUR)),
     ("smb.dedup_window", secs(1), secs(7 * DAY)),
+    ("smb.host_wait", Duration::ZERO, secs(10 * MIN)),
 ];
 
 /// `key`'s value against [`DURATION_RANGES`] (`key` may carry `[i]` indices).
@@ -498,6 +499,7 @@ impl Config {
             ("smb.idle_timeout", self.smb.idle_timeout),
             ("smb.enum_window", self.smb.enum_window),
             ("smb.dedup_window", self.smb.dedup_window),
+            ("smb.host_wait", self.smb.host_wait),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

@@ -39,6 +39,11 @@ pub struct SmbSettings {
     pub dedup_window: Duration,
     /// Most SMB alerts per source per `dedup_window` (the rest counted).
     pub max_alerts_per_source: u32,
+    /// When host logs are read: how long an alert of an act Windows also
+    /// logs (admin share access, file drop) waits for the host record, so
+    /// one alert carries both (zero: never waits).
+    #[serde(with = "humantime_serde")]
+    pub host_wait: Duration,
 }
 
 impl Default for SmbSettings {
@@ -63,6 +68,7 @@ impl Default for SmbSettings {
             enum_window: Duration::from_secs(60),
             dedup_window: Duration::from_secs(600),
             max_alerts_per_source: 64,
+            host_wait: Duration::from_secs(10),
         }
     }
 }

@@ -38,10 +38,7 @@ fn replay(name: &str, settings: SmbSettings) -> Option<(SmbOutputs, Pipeline)> {
         skip(&format!("{} not found", path.display()));
         return None;
     }
-    let mut p = Pipeline::new(PipelineConfig {
-        smb: settings,
-        ..PipelineConfig::default()
-    });
+    let mut p = pipeline(settings);
     let mut all = SmbOutputs::default();
     let mut last = SystemTime::UNIX_EPOCH;
     for t in smbwatch_smb::capture::read(&path).expect("read capture") {
@@ -233,11 +230,13 @@ impl Conn {
     }
 }
 
+/// A pipeline without host inputs: SMB alerts go out at once.
 fn pipeline(settings: SmbSettings) -> Pipeline {
     Pipeline::new(PipelineConfig {
         smb: settings,
         ..PipelineConfig::default()
     })
+    .without_host_inputs()
 }
 
 /// The hand-built PsExec flow: ADMIN$, PSEXESVC.exe written, svcctl
@@ -540,3 +539,114 @@ fn dcsync_from_a_non_dc_only() {
 
 /// MS-DRSR 1.9.
 const DRSUAPI: &str = "e3514235-4b06-11d1-ab04-00c04fc2dcd2";
+
+/// Covenant's copy on the wire and in its Windows logs (5140/5145 on C$,
+/// Sysmon 11 of GruntHTTP.exe), merged by time through one pipeline, the
+/// logs as written and as a forwarder delivers them (5 s late): the share
+/// access is one alert and the drop one alert either way; when the wire
+/// saw the act first, that alert carries the host's evidence too (event
+/// code, host name, SID).
+#[test]
+fn covenant_wire_and_host_logs_are_one_alert_per_act() {
+    use crate::hostlog::{parse_file, tests::data_file, Format};
+    let path = PathBuf::from(PCAP_DIR).join(COVENANT);
+    let Some(log) = data_file(crate::hostlog::tests::COVENANT) else {
+        return;
+    };
+    if !path.exists() {
+        skip(&format!("{} not found", path.display()));
+        return;
+    }
+    let segments = smbwatch_smb::capture::read(&path).unwrap();
+    for delay in [0, 5] {
+        let (mut host, _) = parse_file(&log, Format::Auto).unwrap();
+        host.sort_by_key(|e| e.ts);
+        let mut host = host
+            .into_iter()
+            .map(|e| (e.ts + chrono::TimeDelta::seconds(delay), e))
+            .peekable();
+        let mut p = Pipeline::new(PipelineConfig {
+            smb: SmbSettings {
+                host_wait: Duration::from_secs(30),
+                ..SmbSettings::default()
+            },
+            ..PipelineConfig::default()
+        });
+        let mut alerts = Vec::new();
+        let mut last = SystemTime::UNIX_EPOCH;
+        for t in &segments {
+            let ts = utc(t.at);
+            last = t.at;
+            while let Some((_, ev)) = host.next_if(|(at, _)| *at <= ts) {
+                alerts.extend(p.host_event(&ev));
+            }
+            let (client, server, direction) = if t.dport == 445 {
+                ((t.src, t.sport), (t.dst, t.dport), Direction::ToServer)
+            } else if t.sport == 445 {
+                ((t.dst, t.dport), (t.src, t.sport), Direction::ToClient)
+            } else {
+                continue;
+            };
+            if t.payload.is_empty() && !t.ends() {
+                continue;
+            }
+            let out = p.smb_sample(&SmbSample {
+                ts,
+                client: client.into(),
+                server: server.into(),
+                direction,
+                seq: t.seq,
+                wire_len: t.payload.len() as u32,
+                data: &t.payload,
+                src_mac: None,
+                vlan: None,
+                fin_or_rst: t.ends(),
+            });
+            alerts.extend(out.alerts);
+        }
+        for (at, ev) in host {
+            alerts.extend(p.advance(at));
+            alerts.extend(p.host_event(&ev));
+        }
+        let end = utc(last + Duration::from_secs(3600));
+        alerts.extend(p.advance(end));
+        alerts.extend(p.smb_expire(end).alerts);
+        let share: Vec<_> = alerts
+            .iter()
+            .filter(|a| {
+                matches!(
+                    a.kind,
+                    AlertKind::SmbAdminShare | AlertKind::AdminShareAccess
+                ) && a.share.as_deref() == Some("C$")
+            })
+            .collect();
+        assert_eq!(share.len(), 1, "delay {delay}: {alerts:#?}");
+        let drops: Vec<_> = alerts
+            .iter()
+            .filter(|a| matches!(a.kind, AlertKind::SmbFileDrop | AlertKind::RemoteFileDrop))
+            .collect();
+        assert_eq!(drops.len(), 1, "delay {delay}: {alerts:#?}");
+        let stats = p.correlator().stats();
+        if delay == 0 {
+            // The logs are dated before the packets: the host alerts went
+            // out first and the wire's reports of the same acts are not
+            // raised again.
+            assert!(stats.joined_late >= 2, "{stats:?}");
+            continue;
+        }
+        for a in share.iter().chain(&drops) {
+            assert!(
+                matches!(a.kind, AlertKind::SmbAdminShare | AlertKind::SmbFileDrop),
+                "{a:#?}"
+            );
+            let smb = a.smb.as_ref().expect("wire evidence");
+            assert!(!smb.host_events.is_empty(), "{a:#?}");
+            assert!(a.event_code.is_some() && a.host.is_some(), "{a:#?}");
+            assert!(a
+                .user_id
+                .as_deref()
+                .is_some_and(|s| s.starts_with("S-1-5-21-")));
+        }
+        assert!(stats.joined >= 2, "{stats:?}");
+    }
+}
