@@ -650,3 +650,94 @@ fn covenant_wire_and_host_logs_are_one_alert_per_act() {
         assert!(stats.joined >= 2, "{stats:?}");
     }
 }
+
+/// The wire's acts after a scan alert of their source are chains that
+/// name what the wire showed (the share, the file, the pipe and calls).
+#[test]
+fn wire_acts_after_a_scan_complete_chains() {
+    use crate::alert::ScanEvidence;
+    use crate::correlate::{CorrelateConfig, Correlator};
+    let mut scan = Alert::new(
+        t0(),
+        AlertKind::SmbScanFanout,
+        Severity::High,
+        "scan".into(),
+    );
+    scan.source_ip = Some("192.0.2.5".parse().unwrap());
+    scan.scan = Some(ScanEvidence {
+        first_seen: t0() - chrono::TimeDelta::seconds(30),
+        last_seen: t0(),
+        ..ScanEvidence::default()
+    });
+    let mut c = Correlator::new(CorrelateConfig::default());
+    assert!(c.on_scan_alert(&scan).is_empty());
+    let mut m = SmbMonitor::new(SmbSettings::default());
+    let mut out = Vec::new();
+    let mut conn = Conn::new(CLIENT, SERVER);
+    for (d, bytes) in build::psexec() {
+        let i = usize::from(d == Direction::ToClient);
+        m.observe(
+            &SmbSample {
+                ts: conn.ts,
+                client: conn.client,
+                server: conn.server,
+                direction: d,
+                seq: conn.seq[i],
+                wire_len: bytes.len() as u32,
+                data: &bytes,
+                src_mac: None,
+                vlan: None,
+                fin_or_rst: false,
+            },
+            &mut out,
+        );
+        conn.seq[i] = conn.seq[i].wrapping_add(bytes.len() as u32);
+        conn.ts += chrono::TimeDelta::seconds(1);
+    }
+    let mut raised = Vec::new();
+    for o in out {
+        if let SmbOutput::Alert(a) = o {
+            raised.extend(c.on_wire_alert(a, false));
+        }
+    }
+    let chains: Vec<_> = raised
+        .iter()
+        .filter(|a| a.kind == AlertKind::LateralMovementChain)
+        .collect();
+    // The ADMIN$ connect, then the write (a step of its own).
+    assert_eq!(chains.len(), 2, "{raised:#?}");
+    assert!(
+        chains[0].message.contains("ADMIN$"),
+        "{}",
+        chains[0].message
+    );
+    assert!(chains[0].message.contains("SMB on the wire"));
+    assert!(
+        chains[1].message.contains("PSEXESVC.exe"),
+        "{}",
+        chains[1].message
+    );
+    assert!(chains
+        .iter()
+        .all(|a| a.smb.is_some() && a.event_code.is_none()));
+    // Every wire alert went out too (no host inputs: no waiting).
+    assert_eq!(raised.len() - chains.len(), 4);
+}
+
+/// With host inputs, a wire alert of an act Windows also logs waits for
+/// `host_wait`, then goes out alone when no record came.
+#[test]
+fn a_wire_alert_waits_for_its_host_record_then_goes_alone() {
+    let mut p = Pipeline::new(PipelineConfig::default());
+    let mut out = SmbOutputs::default();
+    let mut c = Conn::new(CLIENT, SERVER);
+    for (d, m) in &build::psexec()[..6] {
+        c.send(&mut p, *d, m, &mut out);
+    }
+    assert!(out.alerts.is_empty(), "{:#?}", out.alerts);
+    assert_eq!(p.correlator().wire_waiting(), 1);
+    let later = p.advance(c.ts + chrono::TimeDelta::seconds(11));
+    assert_eq!(later.len(), 1, "{later:#?}");
+    assert_eq!(later[0].kind, AlertKind::SmbAdminShare);
+    assert_eq!(p.correlator().wire_waiting(), 0);
+}
