@@ -283,7 +283,7 @@ impl SmbMonitor {
                 pipe: s.pipe,
                 observation: s.observation,
             }));
-            out.extend(alerts.drain(..).map(SmbOutput::Alert));
+            out.extend(alerts.drain(..).map(|a| SmbOutput::Alert(Box::new(a))));
         }
     }
 }

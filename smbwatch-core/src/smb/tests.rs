@@ -697,7 +697,7 @@ fn wire_acts_after_a_scan_complete_chains() {
     let mut raised = Vec::new();
     for o in out {
         if let SmbOutput::Alert(a) = o {
-            raised.extend(c.on_wire_alert(a, false));
+            raised.extend(c.on_wire_alert(*a, false));
         }
     }
     let chains: Vec<_> = raised
