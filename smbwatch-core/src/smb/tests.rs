@@ -30,6 +30,33 @@ fn utc(t: SystemTime) -> DateTime<Utc> {
     DateTime::<Utc>::from(t)
 }
 
+/// The sample of one captured port-445 segment; `None` for other ports
+/// and bare ACKs.
+fn sample(t: &smbwatch_smb::capture::TcpSegment) -> Option<SmbSample<'_>> {
+    let (client, server, direction) = if t.dport == 445 {
+        ((t.src, t.sport), (t.dst, t.dport), Direction::ToServer)
+    } else if t.sport == 445 {
+        ((t.dst, t.dport), (t.src, t.sport), Direction::ToClient)
+    } else {
+        return None;
+    };
+    if t.payload.is_empty() && !t.ends() {
+        return None;
+    }
+    Some(SmbSample {
+        ts: utc(t.at),
+        client: SocketAddr::from(client),
+        server: SocketAddr::from(server),
+        direction,
+        seq: t.seq,
+        wire_len: t.payload.len() as u32,
+        data: &t.payload,
+        src_mac: Some(MacAddr(t.src_mac)),
+        vlan: t.vlan,
+        fin_or_rst: t.ends(),
+    })
+}
+
 /// Everything one capture's port-445 segments give through the pipeline,
 /// the idle connections expired after the capture's end.
 fn replay(name: &str, settings: SmbSettings) -> Option<(SmbOutputs, Pipeline)> {
@@ -43,28 +70,8 @@ fn replay(name: &str, settings: SmbSettings) -> Option<(SmbOutputs, Pipeline)> {
     let mut last = SystemTime::UNIX_EPOCH;
     for t in smbwatch_smb::capture::read(&path).expect("read capture") {
         last = t.at;
-        let (client, server, direction) = if t.dport == 445 {
-            ((t.src, t.sport), (t.dst, t.dport), Direction::ToServer)
-        } else if t.sport == 445 {
-            ((t.dst, t.dport), (t.src, t.sport), Direction::ToClient)
-        } else {
-            continue;
-        };
-        if t.payload.is_empty() && !t.ends() {
-            continue;
-        }
-        let out = p.smb_sample(&SmbSample {
-            ts: utc(t.at),
-            client: SocketAddr::from(client),
-            server: SocketAddr::from(server),
-            direction,
-            seq: t.seq,
-            wire_len: t.payload.len() as u32,
-            data: &t.payload,
-            src_mac: Some(MacAddr(t.src_mac)),
-            vlan: t.vlan,
-            fin_or_rst: t.ends(),
-        });
+        let Some(smp) = sample(&t) else { continue };
+        let out = p.smb_sample(&smp);
         all.events.extend(out.events);
         all.alerts.extend(out.alerts);
     }
@@ -231,6 +238,25 @@ impl Conn {
 }
 
 /// A pipeline without host inputs: SMB alerts go out at once.
+impl Conn {
+    /// Negotiate, logon, `IPC$` and a pipe (psexec's messages), then a
+    /// BIND of `uuid` on it.
+    fn bind(&mut self, p: &mut Pipeline, uuid: &str, out: &mut SmbOutputs) {
+        let msgs = build::psexec();
+        for (d, m) in msgs[..4].iter().chain(&msgs[10..14]) {
+            self.send(p, *d, m, out);
+        }
+        let bind = build::write(8, 1, build::FID, 0, &build::rpc_bind(0, uuid));
+        self.send(p, Direction::ToServer, &build::nb(&bind), out);
+    }
+
+    /// An RPC request `opnum` on the bound pipe, as message `id`.
+    fn call(&mut self, p: &mut Pipeline, id: u64, opnum: u16, out: &mut SmbOutputs) {
+        let req = build::write(id, 1, build::FID, 0, &build::rpc_request(0, opnum, 3, 8));
+        self.send(p, Direction::ToServer, &build::nb(&req), out);
+    }
+}
+
 fn pipeline(settings: SmbSettings) -> Pipeline {
     Pipeline::new(PipelineConfig {
         smb: settings,
@@ -412,8 +438,8 @@ fn hostile_peers_stay_bounded() {
     assert!(p.smb().counters().bytes <= SmbSettings::default().max_bytes as u64);
 }
 
-/// Enumeration: `enum_burst` samr/srvsvc calls from one source within the
-/// window raise one `smb_enum`; fewer raise none.
+/// Enumeration: `enum_burst` samr calls from one source within the window
+/// raise one `smb_enum`; fewer raise none.
 #[test]
 fn an_enumeration_burst_raises_once() {
     let mut p = pipeline(SmbSettings {
@@ -422,56 +448,14 @@ fn an_enumeration_burst_raises_once() {
     });
     let mut out = SmbOutputs::default();
     let mut c = Conn::new(CLIENT, SERVER);
-    let msgs = build::psexec();
-    // Negotiate, logon, then IPC$ and a pipe bound to samr.
-    for (d, m) in &msgs[..4] {
-        c.send(&mut p, *d, m, &mut out);
-    }
-    for (d, m) in &msgs[10..14] {
-        c.send(&mut p, *d, m, &mut out);
-    }
-    let nb = build::nb;
-    c.send(
-        &mut p,
-        Direction::ToServer,
-        &nb(&build::write(
-            8,
-            1,
-            build::FID,
-            0,
-            &build::rpc_bind(0, SAMR),
-        )),
-        &mut out,
-    );
-    for i in 0..4u64 {
-        // SamrEnumerateUsersInDomain (13).
-        c.send(
-            &mut p,
-            Direction::ToServer,
-            &nb(&build::write(
-                20 + i,
-                1,
-                build::FID,
-                0,
-                &build::rpc_request(0, 13, 3, 8),
-            )),
-            &mut out,
-        );
+    c.bind(&mut p, SAMR, &mut out);
+    // SamrEnumerateUsersInDomain (13).
+    for i in 0..4 {
+        c.call(&mut p, 20 + i, 13, &mut out);
     }
     assert!(!kinds(&out).contains(&AlertKind::SmbEnum));
-    for i in 0..10u64 {
-        c.send(
-            &mut p,
-            Direction::ToServer,
-            &nb(&build::write(
-                30 + i,
-                1,
-                build::FID,
-                0,
-                &build::rpc_request(0, 13, 3, 8),
-            )),
-            &mut out,
-        );
+    for i in 0..10 {
+        c.call(&mut p, 30 + i, 13, &mut out);
     }
     let e: Vec<_> = out
         .alerts
@@ -499,35 +483,8 @@ fn dcsync_from_a_non_dc_only() {
         });
         let mut out = SmbOutputs::default();
         let mut c = Conn::new(CLIENT, SERVER);
-        let msgs = build::psexec();
-        for (d, m) in msgs[..4].iter().chain(&msgs[10..14]) {
-            c.send(&mut p, *d, m, &mut out);
-        }
-        let nb = build::nb;
-        c.send(
-            &mut p,
-            Direction::ToServer,
-            &nb(&build::write(
-                8,
-                1,
-                build::FID,
-                0,
-                &build::rpc_bind(0, DRSUAPI),
-            )),
-            &mut out,
-        );
-        c.send(
-            &mut p,
-            Direction::ToServer,
-            &nb(&build::write(
-                9,
-                1,
-                build::FID,
-                0,
-                &build::rpc_request(0, 3, 3, 8),
-            )),
-            &mut out,
-        );
+        c.bind(&mut p, DRSUAPI, &mut out);
+        c.call(&mut p, 9, 3, &mut out);
         assert_eq!(
             kinds(&out).contains(&AlertKind::SmbDcsync),
             expect,
@@ -580,28 +537,8 @@ fn covenant_wire_and_host_logs_are_one_alert_per_act() {
             while let Some((_, ev)) = host.next_if(|(at, _)| *at <= ts) {
                 alerts.extend(p.host_event(&ev));
             }
-            let (client, server, direction) = if t.dport == 445 {
-                ((t.src, t.sport), (t.dst, t.dport), Direction::ToServer)
-            } else if t.sport == 445 {
-                ((t.dst, t.dport), (t.src, t.sport), Direction::ToClient)
-            } else {
-                continue;
-            };
-            if t.payload.is_empty() && !t.ends() {
-                continue;
-            }
-            let out = p.smb_sample(&SmbSample {
-                ts,
-                client: client.into(),
-                server: server.into(),
-                direction,
-                seq: t.seq,
-                wire_len: t.payload.len() as u32,
-                data: &t.payload,
-                src_mac: None,
-                vlan: None,
-                fin_or_rst: t.ends(),
-            });
+            let Some(smp) = sample(t) else { continue };
+            let out = p.smb_sample(&smp);
             alerts.extend(out.alerts);
         }
         for (at, ev) in host {
