@@ -37,7 +37,8 @@ pub struct SmbSettings {
     /// once per this long.
     #[serde(with = "humantime_serde")]
     pub dedup_window: Duration,
-    /// Most SMB alerts per source per `dedup_window` (the rest counted).
+    /// Most SMB alerts per source and kind per `dedup_window` (the rest
+    /// counted).
     pub max_alerts_per_source: u32,
     /// When host logs are read: how long an alert of an act Windows also
     /// logs (admin share access, file drop) waits for the host record, so

@@ -14,8 +14,9 @@
 //! the file, the pipe, the interface), alerting once per `dedup_window`
 //! (retransmissions, compound requests, the CREATE and WRITE of one file,
 //! CreateService then StartService are one act). An enumeration burst is
-//! one act per source. At most `max_alerts_per_source` per source per
-//! `dedup_window`; what is not raised is counted.
+//! one act per source. At most `max_alerts_per_source` per source and kind
+//! per `dedup_window` (per kind, so a flood of one cheap act cannot use up
+//! the cap before a service install); what is not raised is counted.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -109,7 +110,8 @@ impl FlowRules {
 #[derive(Debug)]
 pub(super) struct Rules {
     fired: TimedIndex<(IpAddr, IpAddr, String), ()>,
-    per_source: TimedIndex<IpAddr, ()>,
+    /// Alerts raised per (source, kind code).
+    per_source: TimedIndex<(IpAddr, String), ()>,
     enum_calls: TimedIndex<IpAddr, u16>,
 }
 
@@ -400,9 +402,10 @@ impl Rules {
             counters.duplicates += 1;
             return None;
         }
+        let src_kind = (src, d.kind.code().to_owned());
         let raised = self
             .per_source
-            .get(&src)
+            .get(&src_kind)
             .filter(|(t, ())| (*t - cx.ts).abs() <= window)
             .count();
         if raised >= settings.max_alerts_per_source as usize {
@@ -410,7 +413,7 @@ impl Rules {
             return None;
         }
         self.fired.insert(cx.ts, key, ());
-        self.per_source.insert(cx.ts, src, ());
+        self.per_source.insert(cx.ts, src_kind, ());
         counters.alerts += 1;
         Some(d.into_alert(cx))
     }

@@ -678,3 +678,31 @@ fn a_wire_alert_waits_for_its_host_record_then_goes_alone() {
     assert_eq!(later[0].kind, AlertKind::SmbAdminShare);
     assert_eq!(p.correlator().wire_waiting(), 0);
 }
+
+/// The per-source cap counts per kind: acts of one kind past it do not
+/// hide another kind's first act.
+#[test]
+fn the_source_cap_is_per_kind() {
+    let mut p = pipeline(SmbSettings {
+        max_alerts_per_source: 1,
+        ..SmbSettings::default()
+    });
+    let mut out = SmbOutputs::default();
+    let mut c = Conn::new(CLIENT, SERVER);
+    for (d, m) in build::psexec() {
+        c.send(&mut p, d, &m, &mut out);
+    }
+    let mut k = kinds(&out);
+    k.sort_by_key(|k| k.code());
+    // ADMIN$ raised; the svcctl pipe (same kind) capped; drop and service
+    // raised.
+    assert_eq!(
+        k,
+        [
+            AlertKind::SmbAdminShare,
+            AlertKind::SmbFileDrop,
+            AlertKind::SmbRemoteService
+        ]
+    );
+    assert_eq!(p.smb().counters().over_source_cap, 1);
+}
