@@ -3,7 +3,7 @@
 //! | Kind | Fires on | Severity |
 //! |---|---|---|
 //! | `smb_admin_share` | a tree connect to `ADMIN$` or a drive share (`C$`…) that the server accepted (or whose answer was not seen); a sensitive pipe (`[smb] sensitive_pipes`) opened on `IPC$` | high; medium for a pipe |
-//! | `smb_file_drop` | a CREATE asking to write (WriteData/AppendData) or a WRITE of an executable or script (the host rules' extension list) on an administrative share | critical |
+//! | `smb_file_drop` | a CREATE asking to write (WriteData/AppendData, or generic/maximal rights) or a WRITE of an executable or script (the host rules' extension list) on an administrative share | critical |
 //! | `smb_remote_service` | svcctl RCreateService*, RStartService*, RChangeServiceConfig* | critical |
 //! | `smb_remote_task` | atsvc NetrJobAdd; ITaskSchedulerService SchRpcRegisterTask, SchRpcRun | critical |
 //! | `smb_dcsync` | drsuapi IDL_DRSGetNCChanges from a source not in `[smb] domain_controllers` | critical |
@@ -76,8 +76,15 @@ pub const MAX_RULE_ENTRIES: usize = 16_384;
 /// Longest act key kept (bytes of the share/file/interface).
 const MAX_ACT: usize = 256;
 
-/// `WriteData` and `AppendData` of a CREATE's DesiredAccess.
-const WRITE_ACCESS: u32 = crate::correlate::WRITE_DATA | crate::correlate::APPEND_DATA;
+/// A CREATE's DesiredAccess bits that allow writing the file's data:
+/// `WriteData`, `AppendData`, and the generic and maximal rights that
+/// include them (`GENERIC_WRITE`, `GENERIC_ALL`, `MAXIMUM_ALLOWED`; MS-SMB2
+/// 2.2.13.1.1), so asking broadly does not hide a write.
+const WRITE_ACCESS: u32 = crate::correlate::WRITE_DATA
+    | crate::correlate::APPEND_DATA
+    | 0x4000_0000
+    | 0x1000_0000
+    | 0x0200_0000;
 
 /// What the rules know of the connection an observation came from.
 #[derive(Debug)]

@@ -706,3 +706,25 @@ fn the_source_cap_is_per_kind() {
     );
     assert_eq!(p.smb().counters().over_source_cap, 1);
 }
+
+/// An executable opened on ADMIN$ with GENERIC_WRITE (no WriteData bit)
+/// is a drop too, before any WRITE is seen (the sample may end first).
+#[test]
+fn a_generic_write_create_is_a_drop() {
+    let mut p = pipeline(SmbSettings::default());
+    let mut out = SmbOutputs::default();
+    let mut c = Conn::new(CLIENT, SERVER);
+    for (d, m) in &build::psexec()[..6] {
+        c.send(&mut p, *d, m, &mut out);
+    }
+    let nb = build::nb;
+    let create = build::create(3, 5, "svc.exe", 0x4000_0000, 2);
+    c.send(&mut p, Direction::ToServer, &nb(&create), &mut out);
+    let answer = build::create_resp(3, 5, 0, build::FID2);
+    c.send(&mut p, Direction::ToClient, &nb(&answer), &mut out);
+    assert!(
+        kinds(&out).contains(&AlertKind::SmbFileDrop),
+        "{:#?}",
+        out.alerts
+    );
+}
