@@ -728,3 +728,79 @@ fn a_generic_write_create_is_a_drop() {
         out.alerts
     );
 }
+
+/// Mutated psexec conversations (flipped bytes, odd cuts, sample cuts,
+/// connections ending anywhere) through one monitor at its smallest table:
+/// no panic, the table within its bytes, and every connection accounted
+/// for (held, closed, expired or evicted).
+#[test]
+fn mutated_conversations_keep_the_monitor_bounded() {
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut rnd = move |n: usize| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % n.max(1) as u64) as usize
+    };
+    let settings = SmbSettings {
+        max_bytes: SmbSettings::MIN_BYTES,
+        ..SmbSettings::default()
+    };
+    let mut m = SmbMonitor::new(settings.clone());
+    let conv = build::psexec();
+    let mut out = Vec::new();
+    let mut ts = t0();
+    for n in 0..500u16 {
+        let client = SocketAddr::new("192.0.2.9".parse().unwrap(), 1024 + n);
+        let server: SocketAddr = SERVER.parse().unwrap();
+        let mut seq = [0u32, 0u32];
+        for (k, (d, bytes)) in conv.iter().enumerate() {
+            let mut b = bytes.clone();
+            for _ in 0..rnd(4) {
+                let i = rnd(b.len());
+                b[i] = rnd(256) as u8;
+            }
+            let i = usize::from(*d == Direction::ToClient);
+            let mut at = 0;
+            while at < b.len() {
+                let len = 1 + rnd(b.len() - at);
+                let data = &b[at..at + len];
+                let kept = if rnd(10) == 0 { &data[..len / 2] } else { data };
+                let last = k + 1 == conv.len() && at + len == b.len();
+                m.observe(
+                    &SmbSample {
+                        ts,
+                        client,
+                        server,
+                        direction: *d,
+                        seq: seq[i],
+                        wire_len: len as u32,
+                        data: kept,
+                        src_mac: None,
+                        vlan: None,
+                        fin_or_rst: last && rnd(2) == 0,
+                    },
+                    &mut out,
+                );
+                seq[i] = seq[i].wrapping_add(len as u32);
+                at += len;
+                ts += chrono::TimeDelta::milliseconds(1);
+                assert!(m.counters().bytes <= settings.max_bytes as u64);
+            }
+        }
+    }
+    m.expire(ts + chrono::TimeDelta::hours(1), &mut out);
+    let c = m.counters();
+    assert_eq!(c.flows, 0, "{c:?}");
+    assert_eq!(c.bytes, 0, "{c:?}");
+    assert_eq!(
+        c.flows_opened,
+        c.flows_closed + c.flows_expired + c.evicted,
+        "{c:?}"
+    );
+    let events = out
+        .iter()
+        .filter(|o| matches!(o, SmbOutput::Event(_)))
+        .count() as u64;
+    assert_eq!(events, c.observations.iter().sum::<u64>());
+}
