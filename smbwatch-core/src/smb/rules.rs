@@ -241,12 +241,13 @@ impl Rules {
                 status,
                 ..
             } if succeeded(*status) && access & WRITE_ACCESS != 0 => {
-                self.drop(settings, tree, cx.share, name, &mut raise);
+                let verb = "opened for writing";
+                self.drop(settings, (tree, cx.share), name, verb, &mut raise);
             }
             Observation::Write {
                 name: Some(name), ..
             } => {
-                self.drop(settings, tree, cx.share, name, &mut raise);
+                self.drop(settings, (tree, cx.share), name, "wrote", &mut raise);
             }
             Observation::RpcCall {
                 interface: Some(iface),
@@ -307,13 +308,14 @@ impl Rules {
         }
     }
 
-    /// `smb_file_drop` for an executable on an administrative share.
+    /// `smb_file_drop` for an executable on an administrative share (the
+    /// bare share name and the tree's path); `verb` says what was seen.
     fn drop(
         &mut self,
         settings: &SmbSettings,
-        tree: Option<&str>,
-        path: Option<&str>,
+        (tree, path): (Option<&str>, Option<&str>),
         file: &str,
+        verb: &str,
         raise: &mut impl FnMut(&mut Self, Draft),
     ) {
         let Some(share) = tree.filter(|s| settings.is_admin_share(s)) else {
@@ -328,7 +330,7 @@ impl Rules {
                 kind: AlertKind::SmbFileDrop,
                 severity: Severity::Critical,
                 act: format!("{}\\{}", share.to_ascii_uppercase(), file.to_lowercase()),
-                what: format!("wrote {}\\{file} (an executable)", path.unwrap_or(share)),
+                what: format!("{verb} {}\\{file} (an executable)", path.unwrap_or(share)),
                 evidence: SmbEvidence {
                     tree: path.map(str::to_owned),
                     file: Some(file.to_owned()),
