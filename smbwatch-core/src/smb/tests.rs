@@ -86,6 +86,13 @@ fn kinds(out: &SmbOutputs) -> Vec<AlertKind> {
     out.alerts.iter().map(|a| a.kind).collect()
 }
 
+/// The kinds raised, sorted by rule id.
+fn sorted_kinds(out: &SmbOutputs) -> Vec<AlertKind> {
+    let mut k = kinds(out);
+    k.sort_by_key(|k| k.code());
+    k
+}
+
 /// Empire's smbexec: IPC$, the svcctl pipe, CreateServiceW and
 /// StartServiceW; one `smb_remote_service` for the act, with the NTLMSSP
 /// user, and an `smb_admin_share` for the pipe.
@@ -239,6 +246,13 @@ impl Conn {
 
 /// A pipeline without host inputs: SMB alerts go out at once.
 impl Conn {
+    /// The whole hand-built PsExec session.
+    fn psexec(&mut self, p: &mut Pipeline, out: &mut SmbOutputs) {
+        for (d, m) in build::psexec() {
+            self.send(p, d, &m, out);
+        }
+    }
+
     /// Negotiate, logon, `IPC$` and a pipe (psexec's messages), then a
     /// BIND of `uuid` on it.
     fn bind(&mut self, p: &mut Pipeline, uuid: &str, out: &mut SmbOutputs) {
@@ -274,15 +288,10 @@ fn psexec_raises_each_act_once() {
     let mut p = pipeline(SmbSettings::default());
     let mut out = SmbOutputs::default();
     for port in ["192.0.2.5:49152", "192.0.2.5:49153"] {
-        let mut c = Conn::new(port, SERVER);
-        for (d, m) in build::psexec() {
-            c.send(&mut p, d, &m, &mut out);
-        }
+        Conn::new(port, SERVER).psexec(&mut p, &mut out);
     }
-    let mut k = kinds(&out);
-    k.sort_by_key(|k| k.code());
     assert_eq!(
-        k,
+        sorted_kinds(&out),
         [
             AlertKind::SmbAdminShare,
             AlertKind::SmbAdminShare,
@@ -688,16 +697,11 @@ fn the_source_cap_is_per_kind() {
         ..SmbSettings::default()
     });
     let mut out = SmbOutputs::default();
-    let mut c = Conn::new(CLIENT, SERVER);
-    for (d, m) in build::psexec() {
-        c.send(&mut p, d, &m, &mut out);
-    }
-    let mut k = kinds(&out);
-    k.sort_by_key(|k| k.code());
+    Conn::new(CLIENT, SERVER).psexec(&mut p, &mut out);
     // ADMIN$ raised; the svcctl pipe (same kind) capped; drop and service
     // raised.
     assert_eq!(
-        k,
+        sorted_kinds(&out),
         [
             AlertKind::SmbAdminShare,
             AlertKind::SmbFileDrop,
