@@ -171,6 +171,22 @@ impl Pipeline {
         self.wire_outputs(out, now)
     }
 
+    /// The end of input (replay's last packet, the daemon stopping): every
+    /// SMB connection is finished (its last observations and alerts
+    /// returned) and every SMB alert still waiting for a host record goes
+    /// out, so nothing accepted is lost.
+    pub fn smb_flush(&mut self) -> SmbOutputs {
+        let mut out = Vec::new();
+        self.smb.finish_all(&mut out);
+        let mut s = SmbOutputs::from_outputs(out);
+        let raised = std::mem::take(&mut s.alerts);
+        for a in raised {
+            s.alerts.extend(self.correlator.on_wire_alert(a, false));
+        }
+        s.alerts.extend(self.correlator.release_all_wire());
+        s
+    }
+
     /// The SMB monitor (counters, settings).
     pub fn smb(&self) -> &SmbMonitor {
         &self.smb
@@ -267,6 +283,7 @@ pub struct ReplayFeed<'a> {
     host: std::iter::Peekable<std::vec::IntoIter<HostEvent>>,
     on_alert: &'a mut dyn FnMut(&Alert),
     on_event: Option<&'a mut dyn FnMut(&GatewayEvent)>,
+    on_smb_event: Option<&'a mut dyn FnMut(&SmbEvent)>,
     alerts: u64,
 }
 
@@ -290,6 +307,7 @@ impl<'a> ReplayFeed<'a> {
             host: host.into_iter().peekable(),
             on_alert,
             on_event: None,
+            on_smb_event: None,
             alerts: 0,
         }
     }
@@ -309,13 +327,33 @@ impl<'a> ReplayFeed<'a> {
         }
     }
 
-    /// Feeds the host events later than the capture; returns the pipeline.
+    /// Feeds the host events later than the capture, then flushes the SMB
+    /// connections and waiting SMB alerts ([`Pipeline::smb_flush`]; their
+    /// event lines go to [`Self::with_smb_events`]'s callback); returns the
+    /// pipeline.
     pub fn finish(mut self) -> Pipeline {
         while let Some(ev) = self.host.next() {
             let out = self.pipeline.host_event(&ev);
             self.emit(out);
         }
+        let out = self.pipeline.smb_flush();
+        self.smb_events(&out.events);
+        self.emit(out.alerts);
         self.pipeline
+    }
+
+    /// Also hands every SMB event line to `f` (`replay --events`): those
+    /// of [`Self::smb_sample`] and [`Self::smb_expire`] (which return them
+    /// too) and the last ones, flushed by [`Self::finish`].
+    pub fn with_smb_events(mut self, f: &'a mut dyn FnMut(&SmbEvent)) -> Self {
+        self.on_smb_event = Some(f);
+        self
+    }
+
+    fn smb_events(&mut self, events: &[SmbEvent]) {
+        if let Some(f) = self.on_smb_event.as_mut() {
+            events.iter().for_each(|e| f(e));
+        }
     }
 
     /// Alerts raised so far.
@@ -344,6 +382,7 @@ impl ReplayFeed<'_> {
     pub fn smb_sample(&mut self, sample: &SmbSample<'_>) -> Vec<SmbEvent> {
         self.host_until(sample.ts);
         let out = self.pipeline.smb_sample(sample);
+        self.smb_events(&out.events);
         self.emit(out.alerts);
         out.events
     }
@@ -353,6 +392,7 @@ impl ReplayFeed<'_> {
     /// lines.
     pub fn smb_expire(&mut self, now: DateTime<Utc>) -> Vec<SmbEvent> {
         let out = self.pipeline.smb_expire(now);
+        self.smb_events(&out.events);
         self.emit(out.alerts);
         out.events
     }

@@ -151,6 +151,16 @@ impl Correlator {
         out
     }
 
+    /// Every waiting wire alert, now (the end of input).
+    pub fn release_all_wire(&mut self) -> Vec<Alert> {
+        let mut out = Vec::new();
+        while let Some((_, alert, key)) = self.waiting.queue.pop_front() {
+            self.wire_acts.insert(alert.ts, key, ());
+            out.push(alert);
+        }
+        out
+    }
+
     /// Wire alerts waiting for host records now.
     pub fn wire_waiting(&self) -> usize {
         self.waiting.queue.len()

@@ -184,7 +184,8 @@ pub struct SmbCounters {
     pub flows_opened: u64,
     /// Connections ended by FIN/RST.
     pub flows_closed: u64,
-    /// Connections dropped after `idle_timeout`.
+    /// Connections dropped after `idle_timeout`, or finished at the end
+    /// of input (`Pipeline::smb_flush`).
     pub flows_expired: u64,
     /// Connections finished early to keep the table within `max_bytes`.
     pub evicted: u64,

@@ -176,6 +176,19 @@ impl SmbMonitor {
         self.compact_age();
     }
 
+    /// Finishes and drops every connection (the end of input), oldest
+    /// first.
+    pub fn finish_all(&mut self, out: &mut Vec<SmbOutput>) {
+        let mut all: Vec<(FlowKey, DateTime<Utc>)> =
+            self.flows.iter().map(|(k, f)| (*k, f.last)).collect();
+        all.sort_by_key(|(k, t)| (*t, *k));
+        for (key, last) in all {
+            self.counters.flows_expired += 1;
+            self.close(key, last, out);
+        }
+        self.age.clear();
+    }
+
     /// Moves the rules' clock and prunes their windows.
     fn tick(&mut self, now: DateTime<Utc>) {
         if self.clock.is_none_or(|c| now > c) {

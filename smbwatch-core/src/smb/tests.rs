@@ -808,3 +808,56 @@ fn mutated_conversations_keep_the_monitor_bounded() {
         .count() as u64;
     assert_eq!(events, c.observations.iter().sum::<u64>());
 }
+
+/// Replay: at the end of the capture the feed finishes the connections
+/// still open and lets out the alerts still waiting for host records
+/// (the pipeline expects host events, none came): nothing is lost, and
+/// the last event lines reach the callback.
+#[test]
+fn replay_finish_flushes_connections_and_waiting_alerts() {
+    use crate::pipeline::ReplayFeed;
+    let mut alerts = Vec::new();
+    let mut on_alert = |a: &Alert| alerts.push(a.kind);
+    let mut lines = 0usize;
+    let mut on_line = |_: &SmbEvent| lines += 1;
+    let mut feed = ReplayFeed::new(
+        Pipeline::new(PipelineConfig::default()),
+        Vec::new(),
+        &mut on_alert,
+    )
+    .with_smb_events(&mut on_line);
+    let mut c = Conn::new(CLIENT, SERVER);
+    let mut returned = 0;
+    // PsExec without its last message: the ADMIN$ connect waits for a
+    // host record; the session ends without FIN.
+    for (d, bytes) in &build::psexec()[..13] {
+        let i = usize::from(*d == Direction::ToClient);
+        returned += feed
+            .smb_sample(&SmbSample {
+                ts: c.ts,
+                client: c.client,
+                server: c.server,
+                direction: *d,
+                seq: c.seq[i],
+                wire_len: bytes.len() as u32,
+                data: bytes,
+                src_mac: None,
+                vlan: None,
+                fin_or_rst: false,
+            })
+            .len();
+        c.seq[i] = c.seq[i].wrapping_add(bytes.len() as u32);
+        c.ts += chrono::TimeDelta::milliseconds(10);
+    }
+    let p = feed.finish();
+    // The svcctl CREATE's answer never came: reported at the flush.
+    assert!(
+        lines > returned,
+        "{lines} lines, {returned} before the flush"
+    );
+    assert_eq!(p.smb().counters().flows, 0);
+    assert_eq!(p.correlator().wire_waiting(), 0);
+    drop(p);
+    assert!(alerts.contains(&AlertKind::SmbAdminShare), "{alerts:?}");
+    assert!(alerts.contains(&AlertKind::SmbFileDrop), "{alerts:?}");
+}
