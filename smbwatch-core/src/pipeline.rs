@@ -352,7 +352,7 @@ impl<'a> ReplayFeed<'a> {
 
     fn smb_events(&mut self, events: &[SmbEvent]) {
         if let Some(f) = self.on_smb_event.as_mut() {
-            events.iter().for_each(|e| f(e));
+            events.iter().for_each(f);
         }
     }
 
