@@ -230,4 +230,6 @@ impl SmbOutputs {
 }
 
 #[cfg(test)]
+mod session_tests;
+#[cfg(test)]
 mod tests;
