@@ -104,7 +104,7 @@ pub struct DataplaneConfig {
     pub events_per_cpu: u64,
     /// Which answers count: `auto` (other-ingress with two or more
     /// interfaces, else any), `other-ingress`, `any`.
-    pub answers: crate::dataplane::AnswerCheck,
+    pub answers: crate::dataplane::AnswerSetting,
     /// `auto` (native, falling back to skb), `native` or `skb`.
     pub xdp_mode: AttachMode,
     /// How often the kernel's counters are read and reported.
@@ -128,7 +128,7 @@ impl Default for DataplaneConfig {
             max_sources: load.max_sources,
             max_pairs: load.max_pairs,
             events_per_cpu: load.events_per_cpu,
-            answers: crate::dataplane::AnswerCheck::Auto,
+            answers: crate::dataplane::AnswerSetting::Auto,
             xdp_mode: AttachMode::Auto,
             stats_interval: Duration::from_secs(10),
             activity_epoch: load.activity_epoch,

@@ -47,7 +47,7 @@ pub(crate) struct RunArgs {
     /// Which answers count: auto (other-ingress on two or more interfaces),
     /// other-ingress (forged answers from the client's side are ignored), any.
     #[arg(long, value_enum)]
-    answers: Option<smbwatch::dataplane::AnswerCheck>,
+    answers: Option<smbwatch::dataplane::AnswerSetting>,
     /// bpffs directory for this daemon's pinned maps (one per daemon).
     /// Default: /sys/fs/bpf/smbwatch.
     #[arg(long, value_name = "DIR")]
