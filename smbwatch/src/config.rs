@@ -69,9 +69,7 @@ impl Config {
     /// The sinks the `[alert]` and `[syslog]` sections ask for.
     pub fn sinks(&self) -> SinkSettings {
         SinkSettings {
-            json: (self.alert.json.iter())
-                .map(|p| JsonTarget::parse(&p.to_string_lossy()))
-                .collect(),
+            json: self.alert.json.iter().cloned().collect(),
             syslog: self.alert.syslog.then(|| self.syslog.clone()),
             log_to_journal: crate::logging::to_journal(),
         }
@@ -161,7 +159,7 @@ impl DataplaneConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct AlertConfig {
     /// ECS JSON lines to this file (appended), or `-` for stdout.
-    pub json: Option<PathBuf>,
+    pub json: Option<JsonTarget>,
     /// Send alerts to the `[syslog]` target.
     pub syslog: bool,
     /// Also print `new_pair`/`response` event lines on stdout (always on
@@ -347,11 +345,6 @@ impl Config {
         validate::check_detect(&self.detect)?;
         validate::check_dataplane(&self.dataplane)?;
         validate::check_correlate(&self.correlate)?;
-        if let Some(json) = &self.alert.json {
-            if json.as_os_str().is_empty() {
-                bad("alert.json", "empty path (use \"-\" for stdout)")?;
-            }
-        }
         self.syslog.validate().map(drop).or_else(|e| match e {
             SyslogError::Config { key, problem } => bad(format!("syslog.{key}"), problem),
             SyslogError::Target { problem, .. } => bad(

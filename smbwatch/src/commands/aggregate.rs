@@ -41,7 +41,7 @@ pub(crate) fn aggregate(args: AggregateArgs) -> Result<()> {
     let mut cfg = load_config(args.config.as_deref())?;
     apply_detect(&mut cfg, &args.detect);
     if let Some(j) = &args.json {
-        cfg.alert.json = Some(j.clone());
+        cfg.alert.json = Some(j.clone().into());
     }
     if let Some(url) = &args.syslog {
         cfg.syslog.target = url.clone();

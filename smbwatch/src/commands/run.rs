@@ -150,7 +150,7 @@ pub(crate) fn apply_run_flags(cfg: &mut Config, args: &RunArgs) {
     apply_detect(cfg, &args.detect);
     let a = &args.alerts;
     if let Some(j) = &a.json {
-        cfg.alert.json = Some(j.clone());
+        cfg.alert.json = Some(j.clone().into());
     }
     cfg.alert.events |= a.events;
     if let Some(url) = &a.syslog {
