@@ -145,16 +145,12 @@ impl Reloader {
         new.validate()?;
         let p = plan(&self.running, &new)?;
         // Everything fallible first; nothing is swapped until all succeeded.
-        let sinks = if p.touches("alert") || p.touches("syslog") {
+        let sinks = if p.sinks_change() {
             Some(p.config.alert_sinks(&self.sensor)?)
         } else {
             None
         };
-        let listener_changed = p
-            .changed
-            .iter()
-            .any(|k| k.starts_with("hostlog.") && !k.starts_with("hostlog.rules"));
-        if listener_changed {
+        if p.listener_changes() {
             if let Err(e) = self.replace_listener(&p.config).await {
                 if let Some(s) = sinks {
                     tokio::spawn(s.shutdown());
