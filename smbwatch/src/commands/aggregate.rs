@@ -37,9 +37,10 @@ pub(crate) struct AggregateArgs {
     metrics: Option<Option<std::net::SocketAddr>>,
 }
 
-pub(crate) fn aggregate(args: AggregateArgs) -> Result<()> {
-    let mut cfg = load_config(args.config.as_deref())?;
-    apply_detect(&mut cfg, &args.detect);
+/// `aggregate`'s flags applied to a configuration read from the file (at
+/// start and again on every reload).
+fn apply_aggregate_flags(cfg: &mut smbwatch::config::Config, args: &AggregateArgs) {
+    apply_detect(cfg, &args.detect);
     if let Some(j) = &args.json {
         cfg.alert.json = Some(j.clone().into());
     }
@@ -52,6 +53,11 @@ pub(crate) fn aggregate(args: AggregateArgs) -> Result<()> {
         cfg.metrics.enabled = true;
         cfg.metrics.listen = addr.unwrap_or(cfg.metrics.listen);
     }
+}
+
+pub(crate) fn aggregate(args: AggregateArgs) -> Result<()> {
+    let mut cfg = load_config(args.config.as_deref())?;
+    apply_aggregate_flags(&mut cfg, &args);
     cfg.validate()
         .context("invalid setting (after applying command-line flags)")?;
     let n = cfg.publish.partitions;
@@ -61,11 +67,20 @@ pub(crate) fn aggregate(args: AggregateArgs) -> Result<()> {
         None => (0..n).collect(),
     };
     smbwatch::fleet::check_gateway_id(&args.name).map_err(|e| anyhow::anyhow!("--name {e}"))?;
+    let (url, name, file) = (args.nats.clone(), args.name.clone(), args.config.clone());
+    let args = std::sync::Arc::new(args);
     let opts = smbwatch::fleet::aggregate::AggregateOptions {
-        url: args.nats,
+        url,
         partitions,
-        name: args.name,
+        name,
         config: cfg,
+        source: smbwatch::runtime::ConfigSource {
+            file,
+            overrides: smbwatch::runtime::Overrides(std::sync::Arc::new(move |cfg| {
+                apply_aggregate_flags(cfg, &args)
+            })),
+            stats: smbwatch::runtime::ReloadStats::new(),
+        },
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

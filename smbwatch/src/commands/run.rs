@@ -191,11 +191,13 @@ pub(crate) fn run(args: RunArgs) -> Result<()> {
     let opts = RunOptions {
         ifaces: config.dataplane.interfaces.clone(),
         config,
-        config_file: file,
-        overrides: daemon::reload::Overrides(std::sync::Arc::new(move |cfg: &mut Config| {
-            apply_run_flags(cfg, &args)
-        })),
-        reload_stats: daemon::reload::ReloadStats::new(),
+        source: smbwatch::runtime::ConfigSource {
+            file,
+            overrides: smbwatch::runtime::Overrides(std::sync::Arc::new(
+                move |cfg: &mut Config| apply_run_flags(cfg, &args),
+            )),
+            stats: smbwatch::runtime::ReloadStats::new(),
+        },
         force,
         host_logs,
     };
