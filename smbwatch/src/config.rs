@@ -347,10 +347,9 @@ impl Config {
         validate::check_correlate(&self.correlate)?;
         self.syslog.validate().map(drop).or_else(|e| match e {
             SyslogError::Config { key, problem } => bad(format!("syslog.{key}"), problem),
-            SyslogError::Target { problem, .. } => bad(
-                "syslog.target",
-                format!("{:?}: {problem}", self.syslog.target),
-            ),
+            SyslogError::Target { url, problem } => {
+                bad("syslog.target", format!("{url:?}: {problem}"))
+            }
             other => bad("syslog", other.to_string()),
         })?;
         validate::check_hostlog(&self.hostlog)?;

@@ -30,7 +30,7 @@ pub(crate) struct AggregateArgs {
     json: Option<PathBuf>,
     /// Send alerts to syslog (unix:///dev/log, udp://, tcp://, tls://HOST:PORT).
     #[arg(long, value_name = "URL")]
-    syslog: Option<String>,
+    syslog: Option<smbwatch::alert::syslog::Target<()>>,
     /// Serve Prometheus metrics on /metrics at ADDR; without ADDR at
     /// [metrics] listen (default 127.0.0.1:9445).
     #[arg(long, value_name = "ADDR", num_args = 0..=1)]

@@ -82,7 +82,7 @@ pub(crate) struct AlertArgs {
     json: Option<PathBuf>,
     /// Send alerts to syslog: unix:///dev/log, udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT.
     #[arg(long, value_name = "URL")]
-    syslog: Option<String>,
+    syslog: Option<smbwatch::alert::syslog::Target<()>>,
     /// Syslog message format. Default: rfc3164 for unix:// (journald,
     /// imuxsock), rfc5424 for network targets.
     #[arg(long, value_enum)]
