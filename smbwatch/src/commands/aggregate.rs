@@ -11,14 +11,14 @@ use super::{apply_detect, load_config, DetectArgs};
 pub(crate) struct AggregateArgs {
     /// The broker, nats://HOST:PORT or tls://HOST:PORT (comma-separated for a cluster).
     #[arg(long, value_name = "URL")]
-    nats: String,
+    nats: smbwatch::fleet::config::BrokerUrls,
     /// Partitions this aggregator owns, e.g. 0-7 or 0,2,4 (default: all).
     /// Aggregators sharing a fleet own disjoint sets.
     #[arg(long, value_name = "LIST")]
     partitions: Option<String>,
     /// Durable consumer name prefix; unique per aggregator.
     #[arg(long, value_name = "NAME", default_value = "smbwatch-aggregate")]
-    name: String,
+    name: smbwatch::fleet::config::GatewayId,
     /// Configuration file: [detect], [correlate], [alert], [syslog] and
     /// [publish] (stream, partitions, credentials) apply.
     #[arg(long, value_name = "FILE")]
@@ -66,8 +66,11 @@ pub(crate) fn aggregate(args: AggregateArgs) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("--partitions {e}"))?,
         None => (0..n).collect(),
     };
-    smbwatch::fleet::check_gateway_id(&args.name).map_err(|e| anyhow::anyhow!("--name {e}"))?;
-    let (url, name, file) = (args.nats.clone(), args.name.clone(), args.config.clone());
+    let (url, name, file) = (
+        args.nats.to_string(),
+        args.name.to_string(),
+        args.config.clone(),
+    );
     let args = std::sync::Arc::new(args);
     let opts = smbwatch::fleet::aggregate::AggregateOptions {
         url,

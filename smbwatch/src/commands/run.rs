@@ -68,10 +68,10 @@ pub(crate) struct RunArgs {
     /// Also publish events to NATS JetStream for `smbwatch aggregate`
     /// (nats://HOST:PORT or tls://HOST:PORT); detection here goes on as usual.
     #[arg(long, value_name = "URL")]
-    publish: Option<String>,
+    publish: Option<smbwatch::fleet::config::BrokerUrls>,
     /// This gateway's id in the fleet (letters, digits, '-', '_'). Default: the host name.
     #[arg(long, value_name = "NAME")]
-    gateway_id: Option<String>,
+    gateway_id: Option<smbwatch::fleet::config::GatewayId>,
 }
 
 /// Where alerts go.

@@ -273,7 +273,7 @@ async fn start(opts: &RunOptions) -> Result<Running, DaemonError> {
 
     let (publish_stop, publish_task, tap) = match &cfg.publish.url {
         Some(url) => {
-            let (tx, task, tap) = start_publisher(url, &cfg.publish, &metrics).await?;
+            let (tx, task, tap) = start_publisher(url.as_str(), &cfg.publish, &metrics).await?;
             (Some(tx), Some(task), Some(tap))
         }
         None => (None, None, None),
@@ -536,10 +536,8 @@ async fn start_publisher(
     DaemonError,
 > {
     use crate::fleet::{self, outbox::Outbox, transport::JetStream};
-    let gateway = cfg
-        .gateway_id
-        .clone()
-        .unwrap_or_else(fleet::default_gateway_id);
+    let gateway =
+        (cfg.gateway_id.as_ref()).map_or_else(fleet::default_gateway_id, |g| g.to_string());
     let js = JetStream::connect(
         url,
         cfg,
