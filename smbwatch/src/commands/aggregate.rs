@@ -15,7 +15,7 @@ pub(crate) struct AggregateArgs {
     /// Partitions this aggregator owns, e.g. 0-7 or 0,2,4 (default: all).
     /// Aggregators sharing a fleet own disjoint sets.
     #[arg(long, value_name = "LIST")]
-    partitions: Option<String>,
+    partitions: Option<smbwatch::fleet::PartitionList>,
     /// Durable consumer name prefix; unique per aggregator.
     #[arg(long, value_name = "NAME", default_value = "smbwatch-aggregate")]
     name: smbwatch::fleet::config::GatewayId,
@@ -62,7 +62,8 @@ pub(crate) fn aggregate(args: AggregateArgs) -> Result<()> {
         .context("invalid setting (after applying command-line flags)")?;
     let n = cfg.publish.partitions;
     let partitions = match &args.partitions {
-        Some(list) => smbwatch::fleet::parse_partitions(list, n)
+        Some(list) => list
+            .resolve(n)
             .map_err(|e| anyhow::anyhow!("--partitions {e}"))?,
         None => (0..n).collect(),
     };
