@@ -20,7 +20,8 @@ pub(crate) struct AggregateArgs {
     #[arg(long, value_name = "NAME", default_value = "smbwatch-aggregate")]
     name: smbwatch::fleet::config::GatewayId,
     /// Configuration file: [detect], [correlate], [alert], [syslog] and
-    /// [publish] (stream, partitions, credentials) apply.
+    /// [publish] (stream, partitions, credentials) apply; SIGHUP re-reads
+    /// it (detection settings and sinks change, the rest needs a restart).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(flatten)]
