@@ -6,6 +6,7 @@
 #![no_std]
 
 pub mod addr;
+pub mod counters;
 /// Protocol constants shared by the XDP parser, replay's framing and the
 /// frame builder (one place, so they cannot drift apart).
 pub mod proto {
@@ -429,34 +430,9 @@ pub mod stat {
     /// Number of stat slots.
     pub const COUNT: u32 = 25;
 
-    /// Names in index order, as the daemon prints them.
-    pub const NAMES: [&str; COUNT as usize] = [
-        "packets",
-        "ipv4",
-        "ipv6",
-        "vlan",
-        "monitored_syns",
-        "new_pairs",
-        "responses",
-        "malformed_eth",
-        "malformed_vlan",
-        "malformed_ipv4",
-        "malformed_ipv6",
-        "malformed_tcp",
-        "ipv6_ext_limit",
-        "ringbuf_full",
-        "sources_full",
-        "fragmented_syns",
-        "later_fragments",
-        "vlan_limit",
-        "events_shed",
-        "answers_same_ingress",
-        "resets_after_accept",
-        "repeat_sources",
-        "active_pairs",
-        "confirmed",
-        "unparsed_reports",
-    ];
+    /// Names in index order, as the daemon prints them (from
+    /// [`crate::counters::FAMILIES`], the one table of counters).
+    pub const NAMES: [&str; COUNT as usize] = crate::counters::names();
 }
 
 /// Name of the per-source sketch table (array of [`SourceSlot`]).

@@ -101,6 +101,11 @@ impl Pipeline {
         self
     }
 
+    /// Whether host events are expected (or one has arrived).
+    pub fn has_host_inputs(&self) -> bool {
+        self.host_inputs
+    }
+
     /// The reloadable settings of `cfg` (see the application's
     /// `config::reload`): detection thresholds, windows, allowlists and
     /// per-subnet rules, and the host rules' allowlist and dedup times.

@@ -23,6 +23,7 @@ pub mod daemon;
 pub mod fleet;
 pub mod logging;
 pub mod metrics;
+pub mod runtime;
 pub mod top;
 
 /// The learned SMB baseline: the learner (`smbwatch-core`) with its redb

@@ -541,3 +541,78 @@ fn a_stream_leader_killed_mid_sweep_loses_and_duplicates_nothing() {
     assert_eq!(gw1.stop().unwrap(), 0);
     assert_eq!(gw2.stop().unwrap(), 0);
 }
+
+/// The aggregator reloads as the daemon does (one runtime): SIGHUP
+/// re-reads `--config`, applies a threshold, reports a startup-only key it
+/// did not apply, refuses a bad file naming file:line and key, and counts
+/// each outcome on its /metrics. Only a broker is needed.
+#[test]
+fn the_aggregator_reloads_on_sighup_and_counts_it() {
+    require_root();
+    if !have("nats-server") {
+        return skip("nats-server not installed (cargo xtask setup installs it)");
+    }
+    let ns = integration_tests::netns::NetNs::new(&format!(
+        "smbw-{}-reload",
+        integration_tests::netns::unique_tag()
+    ))
+    .expect("namespace");
+    let _nats = NatsServer::start(&ns).expect("nats-server");
+    let dir = temp_dir("fleet-reload");
+    let config = dir.join("smbwatch.toml");
+    std::fs::write(&config, "[detect]\nfanout_threshold = 30\n").unwrap();
+    let metrics: SocketAddr = "127.0.0.1:9467".parse().unwrap();
+    let mut agg = Daemon::aggregate(
+        &ns,
+        &[
+            "--nats",
+            BROKER_LOCAL,
+            "--config",
+            config.to_str().unwrap(),
+            "--metrics",
+            &metrics.to_string(),
+        ],
+    )
+    .expect("aggregator");
+    let reloads = |result: &str| {
+        let text = http::get(&ns, metrics, "/metrics").unwrap().1;
+        metric(
+            &text,
+            &format!(r#"smbwatch_reload_total{{result="{result}"}}"#),
+        )
+    };
+    assert_eq!((reloads("ok"), reloads("failed")), (Some(0.0), Some(0.0)));
+
+    std::fs::write(
+        &config,
+        "[detect]\nfanout_threshold = 12\n[publish]\nstream = \"other\"\n",
+    )
+    .unwrap();
+    agg.signal(libc::SIGHUP);
+    agg.wait_stderr("configuration reloaded", Duration::from_secs(10))
+        .expect("reloaded");
+    let err = agg.stderr();
+    assert!(
+        err.contains("detect.fanout_threshold")
+            && err.contains("publish.stream changed but needs a restart"),
+        "{err}"
+    );
+    assert_eq!(reloads("ok"), Some(1.0));
+
+    std::fs::write(
+        &config,
+        "[detect]\nfanout_threshold = 12\nwindow = \"0s\"\n",
+    )
+    .unwrap();
+    agg.signal(libc::SIGHUP);
+    agg.wait_stderr("reload failed", Duration::from_secs(10))
+        .expect("refused");
+    let line = format!("{}:3:1: detect.window", config.display());
+    assert!(
+        agg.stderr().contains(&line),
+        "names {line}: {}",
+        agg.stderr()
+    );
+    assert_eq!(reloads("failed"), Some(1.0));
+    assert_eq!(agg.stop().unwrap(), 0);
+}

@@ -127,8 +127,10 @@ fn readme_minimal_config_is_valid() {
     let cfg = Config::from_str_named(text, "README.md").expect("README's minimal config");
     assert_eq!(cfg.dataplane.interfaces, ["eth1", "eth2"]);
     assert_eq!(
-        cfg.alert.json.as_deref(),
-        Some(std::path::Path::new("/var/log/smbwatch/alerts.json"))
+        cfg.alert.json,
+        Some(smbwatch::alert::json::JsonTarget::File(
+            "/var/log/smbwatch/alerts.json".into()
+        ))
     );
     assert!(
         cfg.metrics.enabled,

@@ -73,7 +73,7 @@ fn config(target: String) -> SyslogConfig {
         backoff_min: Duration::from_millis(50),
         backoff_max: Duration::from_millis(500),
         shutdown_timeout: Duration::from_secs(10),
-        ..SyslogConfig::for_target(target)
+        ..SyslogConfig::for_target(target.parse().unwrap())
     }
 }
 

@@ -61,8 +61,8 @@ pub struct LoadOptions {
     /// sketches keep counting); the same again for tracked multi-destination
     /// sources. 0: no budget.
     pub events_per_cpu: u64,
-    /// Which answers count (`auto` here means `any`: resolve it with
-    /// [`AnswerCheck::resolve`] for the interfaces attached).
+    /// Which answers count ([`AnswerSetting::resolve`] turns the
+    /// configuration's `auto` into one for the interfaces attached).
     pub answers: AnswerCheck,
     /// The fan-out window; the kernel's destination bitmaps rotate at half of it.
     pub fanout_window: std::time::Duration,
@@ -90,7 +90,7 @@ impl Default for LoadOptions {
             max_sources: DEFAULT_SOURCE_SLOTS,
             max_pairs: DEFAULT_PAIR_BUCKETS * PAIR_WAYS as u32,
             events_per_cpu: DEFAULT_EVENTS_PER_CPU,
-            answers: AnswerCheck::Auto,
+            answers: AnswerCheck::Any,
             fanout_window: std::time::Duration::from_secs(60),
             replay: false,
             hash_key: None,
@@ -118,32 +118,45 @@ fn tick_ns() -> u64 {
     ns
 }
 
-/// Which SYN-ACKs and RSTs count as a server's answer.
+/// Which SYN-ACKs and RSTs count as a server's answer, as configured:
+/// `auto` depends on the interfaces attached, and is resolved into an
+/// [`AnswerCheck`] before it reaches the loader.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize, Serialize,
 )]
 #[serde(rename_all = "kebab-case")]
-pub enum AnswerCheck {
+pub enum AnswerSetting {
     /// `other-ingress` when attached to two or more interfaces, else `any`.
     #[default]
     Auto,
+    /// See [`AnswerCheck::OtherIngress`].
+    OtherIngress,
+    /// See [`AnswerCheck::Any`].
+    Any,
+}
+
+impl AnswerSetting {
+    /// `auto` resolved for a deployment watching `ingresses` interfaces.
+    pub fn resolve(self, ingresses: usize) -> AnswerCheck {
+        match self {
+            Self::Auto if ingresses >= 2 => AnswerCheck::OtherIngress,
+            Self::Auto | Self::Any => AnswerCheck::Any,
+            Self::OtherIngress => AnswerCheck::OtherIngress,
+        }
+    }
+}
+
+/// Which SYN-ACKs and RSTs the program counts as a server's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AnswerCheck {
     /// Only answers that arrive on another interface or VLAN than their SYN:
     /// a router sees a server's answer come in on the server's side, so one
     /// from the client's side is forged.
     OtherIngress,
-    /// Answers from any ingress: one interface, a SPAN port, a capture of one link.
+    /// Answers from any ingress: one interface, a SPAN port, a capture of
+    /// one link (and replay and test runs: never call a real answer forged).
+    #[default]
     Any,
-}
-
-impl AnswerCheck {
-    /// `auto` resolved for a deployment watching `ingresses` interfaces.
-    pub fn resolve(self, ingresses: usize) -> Self {
-        match self {
-            Self::Auto if ingresses >= 2 => Self::OtherIngress,
-            Self::Auto => Self::Any,
-            other => other,
-        }
-    }
 }
 
 impl LoadOptions {
@@ -167,11 +180,9 @@ impl LoadOptions {
             pair_mask: buckets - 1,
             source_mask: self.max_sources.max(2).next_power_of_two() - 1,
             seen_mask: DEFAULT_SEEN_WORDS - 1,
-            // Unresolved `auto` (one capture, one test run) is `any`: never
-            // call a real answer forged.
             answers: match self.answers {
                 AnswerCheck::OtherIngress => ANSWERS_OTHER_INGRESS,
-                _ => ANSWERS_ANY_INGRESS,
+                AnswerCheck::Any => ANSWERS_ANY_INGRESS,
             },
             event_cost_ns: cost,
             // A tenth of a second of events may come at once.
@@ -800,8 +811,12 @@ mod tests {
 
     #[test]
     fn answer_check_auto_depends_on_interfaces() {
-        assert_eq!(AnswerCheck::Auto.resolve(1), AnswerCheck::Any);
-        assert_eq!(AnswerCheck::Auto.resolve(2), AnswerCheck::OtherIngress);
-        assert_eq!(AnswerCheck::Any.resolve(3), AnswerCheck::Any);
+        assert_eq!(AnswerSetting::Auto.resolve(1), AnswerCheck::Any);
+        assert_eq!(AnswerSetting::Auto.resolve(2), AnswerCheck::OtherIngress);
+        assert_eq!(AnswerSetting::Any.resolve(3), AnswerCheck::Any);
+        assert_eq!(
+            AnswerSetting::OtherIngress.resolve(1),
+            AnswerCheck::OtherIngress
+        );
     }
 }

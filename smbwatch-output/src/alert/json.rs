@@ -40,11 +40,42 @@ pub enum JsonTarget {
 impl JsonTarget {
     /// Parses a `--json` argument: `-` is stdout, anything else a path.
     pub fn parse(arg: &str) -> Self {
-        if arg == "-" {
+        PathBuf::from(arg).into()
+    }
+}
+
+/// `-` is stdout, any other path a file: the path is kept as it is (no
+/// round trip through a string, which would mangle a non-UTF-8 name).
+impl From<PathBuf> for JsonTarget {
+    fn from(path: PathBuf) -> Self {
+        if path.as_os_str() == "-" {
             Self::Stdout
         } else {
-            Self::File(PathBuf::from(arg))
+            Self::File(path)
         }
+    }
+}
+
+/// Written as in the configuration: `-` or the path.
+impl serde::Serialize for JsonTarget {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Stdout => s.serialize_str("-"),
+            Self::File(p) => serde::Serialize::serialize(p, s),
+        }
+    }
+}
+
+/// Read as in the configuration (`alert.json`); an empty path is refused.
+impl<'de> serde::Deserialize<'de> for JsonTarget {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let path = <PathBuf as serde::Deserialize>::deserialize(d)?;
+        if path.as_os_str().is_empty() {
+            return Err(serde::de::Error::custom(
+                "empty path (use \"-\" for stdout)",
+            ));
+        }
+        Ok(path.into())
     }
 }
 

@@ -47,7 +47,7 @@ pub(crate) struct RunArgs {
     /// Which answers count: auto (other-ingress on two or more interfaces),
     /// other-ingress (forged answers from the client's side are ignored), any.
     #[arg(long, value_enum)]
-    answers: Option<smbwatch::dataplane::AnswerCheck>,
+    answers: Option<smbwatch::dataplane::AnswerSetting>,
     /// bpffs directory for this daemon's pinned maps (one per daemon).
     /// Default: /sys/fs/bpf/smbwatch.
     #[arg(long, value_name = "DIR")]
@@ -68,10 +68,10 @@ pub(crate) struct RunArgs {
     /// Also publish events to NATS JetStream for `smbwatch aggregate`
     /// (nats://HOST:PORT or tls://HOST:PORT); detection here goes on as usual.
     #[arg(long, value_name = "URL")]
-    publish: Option<String>,
+    publish: Option<smbwatch::fleet::config::BrokerUrls>,
     /// This gateway's id in the fleet (letters, digits, '-', '_'). Default: the host name.
     #[arg(long, value_name = "NAME")]
-    gateway_id: Option<String>,
+    gateway_id: Option<smbwatch::fleet::config::GatewayId>,
 }
 
 /// Where alerts go.
@@ -82,7 +82,7 @@ pub(crate) struct AlertArgs {
     json: Option<PathBuf>,
     /// Send alerts to syslog: unix:///dev/log, udp://HOST:PORT, tcp://HOST:PORT or tls://HOST:PORT.
     #[arg(long, value_name = "URL")]
-    syslog: Option<String>,
+    syslog: Option<smbwatch::alert::syslog::Target<()>>,
     /// Syslog message format. Default: rfc3164 for unix:// (journald,
     /// imuxsock), rfc5424 for network targets.
     #[arg(long, value_enum)]
@@ -150,7 +150,7 @@ pub(crate) fn apply_run_flags(cfg: &mut Config, args: &RunArgs) {
     apply_detect(cfg, &args.detect);
     let a = &args.alerts;
     if let Some(j) = &a.json {
-        cfg.alert.json = Some(j.clone());
+        cfg.alert.json = Some(j.clone().into());
     }
     cfg.alert.events |= a.events;
     if let Some(url) = &a.syslog {
@@ -191,11 +191,13 @@ pub(crate) fn run(args: RunArgs) -> Result<()> {
     let opts = RunOptions {
         ifaces: config.dataplane.interfaces.clone(),
         config,
-        config_file: file,
-        overrides: daemon::reload::Overrides(std::sync::Arc::new(move |cfg: &mut Config| {
-            apply_run_flags(cfg, &args)
-        })),
-        reload_stats: daemon::reload::ReloadStats::new(),
+        source: smbwatch::runtime::ConfigSource {
+            file,
+            overrides: smbwatch::runtime::Overrides(std::sync::Arc::new(
+                move |cfg: &mut Config| apply_run_flags(cfg, &args),
+            )),
+            stats: smbwatch::runtime::ReloadStats::new(),
+        },
         force,
         host_logs,
     };

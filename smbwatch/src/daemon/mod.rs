@@ -29,24 +29,21 @@ use std::{
 };
 
 use smbwatch_common::stat;
-use tokio::{
-    signal::unix::{Signal, SignalKind},
-    sync::mpsc,
-    task::JoinHandle,
-};
+use tokio::{sync::mpsc, task::JoinHandle};
 
 use degraded::Degradation;
 
 use self::drain::DrainLoop;
 use self::notify::Notifier;
-use self::reload::{Overrides, ReloadStats, Reloader, SinkUpdate};
+use self::reload::{Reloader, SinkUpdate};
 use crate::{
     alert::{ecs::gateway::ToEventLine as _, sensor::Sensor, sink::AlertSinks, Alert},
     config::Config,
     dataplane::{privilege, Dataplane, DataplaneError, PinDir, Stats},
     event::GatewayEvent,
-    metrics::{server::MetricsServer, Metrics},
+    metrics::Metrics,
     pipeline::Pipeline,
+    runtime::{self, ConfigSource, Signal, Signals},
 };
 
 /// Everything `run` needs.
@@ -54,12 +51,8 @@ use crate::{
 pub struct RunOptions {
     /// Interfaces to attach to (`--iface`, else `[dataplane] interfaces`).
     pub ifaces: Vec<String>,
-    /// The configuration file, re-read on SIGHUP.
-    pub config_file: Option<PathBuf>,
-    /// Command-line flags, applied again to the file on every reload.
-    pub overrides: Overrides,
-    /// Reload counters (for whoever reports them).
-    pub reload_stats: Arc<ReloadStats>,
+    /// The configuration file and the flags over it, re-read on SIGHUP.
+    pub source: ConfigSource,
     /// Replace a foreign XDP program.
     pub force: bool,
     /// The configuration, command-line overrides applied.
@@ -193,9 +186,7 @@ struct Running {
     dp: Dataplane,
     shutdown_tx: tokio::sync::watch::Sender<bool>,
     notifier: Notifier,
-    sighup: Signal,
-    sigint: Signal,
-    sigterm: Signal,
+    signals: Signals,
 }
 
 /// Build: signal handlers, sinks, pipeline, inputs and metrics, then load,
@@ -209,22 +200,10 @@ async fn start(opts: &RunOptions) -> Result<Running, DaemonError> {
     privilege::require()?;
     // Register the handlers first: a SIGTERM during setup must still end in
     // a clean detach, not the default action.
-    let sigterm =
-        tokio::signal::unix::signal(SignalKind::terminate()).map_err(|source| DaemonError::Io {
-            op: "installing SIGTERM handler",
-            source,
-        })?;
-    let sigint =
-        tokio::signal::unix::signal(SignalKind::interrupt()).map_err(|source| DaemonError::Io {
-            op: "installing SIGINT handler",
-            source,
-        })?;
-
-    let sighup =
-        tokio::signal::unix::signal(SignalKind::hangup()).map_err(|source| DaemonError::Io {
-            op: "installing SIGHUP handler",
-            source,
-        })?;
+    let signals = Signals::install().map_err(|source| DaemonError::Io {
+        op: "installing signal handlers",
+        source,
+    })?;
     let notifier = Notifier::from_env().map_err(|source| DaemonError::Io {
         op: "opening $NOTIFY_SOCKET",
         source,
@@ -256,13 +235,10 @@ async fn start(opts: &RunOptions) -> Result<Running, DaemonError> {
         .await
         .map_err(DaemonError::HostLog)?;
     let metrics = Arc::new(Metrics::new(cfg.dataplane.pin_dir.clone()));
-    metrics.set_reload(opts.reload_stats.clone());
+    metrics.set_reload(opts.source.stats.clone());
     metrics.set_listener(listener.as_ref().map(|l| l.counters.clone()));
     // Bound before loading: a port in use fails start-up before attaching.
-    let metrics_server = match cfg.metrics.enabled {
-        true => Some(MetricsServer::bind(cfg.metrics.listen, metrics.clone()).await?),
-        false => None,
-    };
+    let metrics_server = runtime::bind_metrics(&cfg.metrics, &metrics).await?;
 
     let load = cfg
         .dataplane
@@ -281,18 +257,11 @@ async fn start(opts: &RunOptions) -> Result<Running, DaemonError> {
     let (alert_tx, alert_rx) = mpsc::channel::<Alert>(ALERT_QUEUE);
     let (sinks_tx, sinks_rx) = mpsc::channel::<SinkUpdate>(2);
     let sink_task = tokio::spawn(sink_task(sinks, alert_rx, sinks_rx, metrics.clone()));
-    let metrics_task = metrics_server.map(|s| {
-        if let Some(addr) = s.local_addr() {
-            tracing::info!(%addr, "serving metrics on /metrics and /top");
-        }
-        tokio::spawn(s.run())
-    });
+    let metrics_task = runtime::serve_metrics(metrics_server, "/metrics and /top");
     let (settings_tx, settings_rx) = mpsc::channel(4);
     let reloader = Reloader {
-        file: opts.config_file.clone(),
-        overrides: opts.overrides.clone(),
+        source: opts.source.clone(),
         running: cfg.clone(),
-        stats: opts.reload_stats.clone(),
         has_files: !opts.host_logs.is_empty(),
         sinks: sinks_tx,
         settings: settings_tx,
@@ -304,7 +273,7 @@ async fn start(opts: &RunOptions) -> Result<Running, DaemonError> {
 
     let (publish_stop, publish_task, tap) = match &cfg.publish.url {
         Some(url) => {
-            let (tx, task, tap) = start_publisher(url, &cfg.publish, &metrics).await?;
+            let (tx, task, tap) = start_publisher(url.as_str(), &cfg.publish, &metrics).await?;
             (Some(tx), Some(task), Some(tap))
         }
         None => (None, None, None),
@@ -338,9 +307,7 @@ async fn start(opts: &RunOptions) -> Result<Running, DaemonError> {
         })?;
 
     Ok(Running {
-        sigterm,
-        sigint,
-        sighup,
+        signals,
         notifier,
         dp,
         pins,
@@ -362,9 +329,7 @@ async fn start(opts: &RunOptions) -> Result<Running, DaemonError> {
 async fn serve(running: &mut Running, opts: &RunOptions) -> Result<(), DaemonError> {
     let cfg = &opts.config;
     let Running {
-        sigterm,
-        sigint,
-        sighup,
+        signals,
         notifier,
         dp,
         reloader,
@@ -428,18 +393,19 @@ async fn serve(running: &mut Running, opts: &RunOptions) -> Result<(), DaemonErr
                     last_beat = beat;
                 }
             }
-            _ = sighup.recv() => {
-                tracing::info!("SIGHUP: reopening alert files, reloading the configuration");
-                notifier.reloading();
-                reloader.reopen_files().await;
-                let status = match reloader.reload().await {
-                    Ok(()) => "configuration reloaded".to_owned(),
-                    Err(e) => format!("reload failed, running configuration kept: {e}"),
-                };
-                notifier.ready(&status);
-            }
-            _ = sigterm.recv() => { tracing::info!("SIGTERM: detaching"); break; }
-            _ = sigint.recv() => { tracing::info!("SIGINT: detaching"); break; }
+            signal = signals.next() => match signal {
+                Signal::Reload => {
+                    tracing::info!("SIGHUP: reopening alert files, reloading the configuration");
+                    notifier.reloading();
+                    reloader.reopen_files().await;
+                    let status = match reloader.reload().await {
+                        Ok(()) => "configuration reloaded".to_owned(),
+                        Err(e) => format!("reload failed, running configuration kept: {e}"),
+                    };
+                    notifier.ready(&status);
+                }
+                Signal::Stop(name) => { tracing::info!("{name}: detaching"); break; }
+            },
         }
     }
     Ok(())
@@ -483,9 +449,7 @@ async fn shutdown(running: Running) -> Result<Stats, DaemonError> {
         }
     }
     let stats = dp.stats()?;
-    if let Some(t) = metrics_task {
-        t.abort();
-    }
+    runtime::stop_metrics(metrics_task);
     drop(pins);
     drop(dp);
     tracing::info!(%stats, "detached and unpinned");
@@ -498,9 +462,7 @@ async fn shutdown(running: Running) -> Result<Stats, DaemonError> {
     );
     drop(alert_tx);
     if let Ok(sinks) = sink_task.await {
-        if let Some(s) = sinks.shutdown().await {
-            tracing::info!(?s, "syslog sink flushed");
-        }
+        runtime::flush_sinks(sinks).await;
     }
     Ok(stats)
 }
@@ -574,10 +536,8 @@ async fn start_publisher(
     DaemonError,
 > {
     use crate::fleet::{self, outbox::Outbox, transport::JetStream};
-    let gateway = cfg
-        .gateway_id
-        .clone()
-        .unwrap_or_else(fleet::default_gateway_id);
+    let gateway =
+        (cfg.gateway_id.as_ref()).map_or_else(fleet::default_gateway_id, |g| g.to_string());
     let js = JetStream::connect(
         url,
         cfg,

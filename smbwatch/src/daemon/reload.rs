@@ -8,41 +8,18 @@
 //! nothing: the error (with file:line) is logged and counted in
 //! [`ReloadStats`].
 
-use std::{
-    path::PathBuf,
-    sync::{atomic::Ordering, Arc},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use tokio::sync::mpsc;
 
 use super::inputs::{self, RunningListener};
-pub use crate::metrics::counters::ReloadStats;
+pub use crate::runtime::{Overrides, ReloadError, ReloadStats};
 use crate::{
     alert::{sensor::Sensor, sink::AlertSinks},
-    config::{
-        reload::{plan, restart_reason, ReloadPlan},
-        Config, ConfigError,
-    },
+    config::{reload::ReloadPlan, Config},
     hostlog::HostEvent,
+    runtime::ConfigSource,
 };
-
-/// How the command line changes a configuration read from the file; applied
-/// again on every reload, so flags keep overriding the file.
-#[derive(Clone)]
-pub struct Overrides(pub Arc<dyn Fn(&mut Config) + Send + Sync>);
-
-impl std::fmt::Debug for Overrides {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Overrides(..)")
-    }
-}
-
-impl Default for Overrides {
-    fn default() -> Self {
-        Self(Arc::new(|_| {}))
-    }
-}
 
 /// What the drain thread takes from a reload.
 #[derive(Debug)]
@@ -51,26 +28,6 @@ pub(crate) struct Settings {
     pub config: Box<Config>,
     /// Whether host events can arrive (files, stdin or a listener).
     pub host_inputs: bool,
-}
-
-/// Why a reload was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
-    /// `run` was started without `--config`.
-    #[error("no configuration file was given (--config): nothing to reload")]
-    NoFile,
-    /// The file did not load or validate, or the merge did not.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// A new alert sink could not be set up.
-    #[error("new alert sinks: {0}")]
-    Sink(#[from] crate::alert::sink::SinkError),
-    /// The new listener could not be started.
-    #[error("new host-log listener: {0}")]
-    Listener(String),
-    /// The drain thread has stopped taking settings.
-    #[error("the drain thread is not taking new settings")]
-    Drain,
 }
 
 /// What SIGHUP asks of the sink task.
@@ -84,10 +41,9 @@ pub(crate) enum SinkUpdate {
 
 /// Holds what a reload replaces.
 pub(crate) struct Reloader {
-    pub file: Option<PathBuf>,
-    pub overrides: Overrides,
+    /// The file and flags, re-read on SIGHUP.
+    pub source: ConfigSource,
     pub running: Config,
-    pub stats: Arc<ReloadStats>,
     pub has_files: bool,
     pub sinks: mpsc::Sender<SinkUpdate>,
     pub settings: mpsc::Sender<Settings>,
@@ -118,43 +74,19 @@ impl Reloader {
     /// One reload: logs the outcome and counts it.
     pub async fn reload(&mut self) -> Result<(), ReloadError> {
         let result = self.try_reload().await;
-        match &result {
-            Ok(p) => {
-                for key in &p.restart {
-                    tracing::warn!(
-                        key,
-                        "{key} changed but needs a restart ({}): still running with the old value",
-                        restart_reason(key)
-                    );
-                }
-                tracing::info!(changed = ?p.changed, needs_restart = ?p.restart, "configuration reloaded");
-            }
-            Err(e) => tracing::error!(
-                failures = self.stats.failed.load(Ordering::Relaxed) + 1,
-                "reload failed, keeping the running configuration: {e}"
-            ),
-        }
-        self.stats.record(result.is_ok());
+        self.source.record(&result);
         result.map(drop)
     }
 
     async fn try_reload(&mut self) -> Result<ReloadPlan, ReloadError> {
-        let file = self.file.as_ref().ok_or(ReloadError::NoFile)?;
-        let mut new = Config::load(file)?;
-        (self.overrides.0)(&mut new);
-        new.validate()?;
-        let p = plan(&self.running, &new)?;
+        let p = self.source.reread(&self.running)?;
         // Everything fallible first; nothing is swapped until all succeeded.
-        let sinks = if p.touches("alert") || p.touches("syslog") {
+        let sinks = if p.sinks_change() {
             Some(p.config.alert_sinks(&self.sensor)?)
         } else {
             None
         };
-        let listener_changed = p
-            .changed
-            .iter()
-            .any(|k| k.starts_with("hostlog.") && !k.starts_with("hostlog.rules"));
-        if listener_changed {
+        if p.listener_changes() {
             if let Err(e) = self.replace_listener(&p.config).await {
                 if let Some(s) = sinks {
                     tokio::spawn(s.shutdown());

@@ -40,7 +40,7 @@ use async_nats::jetstream::{
 };
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
-use tokio::{signal::unix::SignalKind, sync::mpsc};
+use tokio::sync::mpsc;
 
 use super::{
     consume::{self, consumer_name, filter, Delivery, Progress, Shared, QUEUE},
@@ -52,8 +52,9 @@ use super::{
 use crate::{
     alert::{sink::AlertSinks, Alert},
     config::Config,
-    metrics::{server::MetricsServer, Metrics},
+    metrics::Metrics,
     pipeline::Pipeline,
+    runtime::{self, ConfigSource, Signal, Signals},
 };
 
 /// How long a stop waits for its last acknowledgements.
@@ -78,6 +79,8 @@ pub struct AggregateOptions {
     pub name: String,
     /// The configuration (detection, correlation, sinks, `[publish]`).
     pub config: Config,
+    /// The file and flags `config` came from, re-read on SIGHUP.
+    pub source: ConfigSource,
 }
 
 /// What an aggregator did.
@@ -239,14 +242,14 @@ impl Aggregator {
     }
 }
 
-/// Runs until SIGINT/SIGTERM.
+/// Runs until SIGINT/SIGTERM; SIGHUP reopens the alert files and reloads
+/// the sinks and the detection settings (as `run` does).
 pub async fn run(opts: &AggregateOptions) -> Result<AggregateReport, AggregateError> {
     let cfg = &opts.config;
-    let mut sigterm =
-        tokio::signal::unix::signal(SignalKind::terminate()).map_err(AggregateError::Signal)?;
-    let mut sigint =
-        tokio::signal::unix::signal(SignalKind::interrupt()).map_err(AggregateError::Signal)?;
-    let sinks = cfg.alert_sinks(&crate::alert::sensor::Sensor::local(&[]))?;
+    let mut signals = Signals::install().map_err(AggregateError::Signal)?;
+    let sensor = crate::alert::sensor::Sensor::local(&[]);
+    let mut sinks = cfg.alert_sinks(&sensor)?;
+    let mut running = cfg.clone();
     let js = JetStream::connect(&opts.url, &cfg.publish, "aggregate", &opts.name, false).await?;
     let counters = Arc::new(AggregateCounters::default());
     // No kernel here: an empty pin directory leaves the kernel's families
@@ -256,15 +259,9 @@ pub async fn run(opts: &AggregateOptions) -> Result<AggregateReport, AggregateEr
         broker: js.broker.clone(),
         aggregate: counters.clone(),
     });
-    let metrics_task = if cfg.metrics.enabled {
-        let server = MetricsServer::bind(cfg.metrics.listen, metrics.clone()).await?;
-        if let Some(addr) = server.local_addr() {
-            tracing::info!(%addr, "serving metrics on /metrics");
-        }
-        Some(tokio::spawn(server.run()))
-    } else {
-        None
-    };
+    metrics.set_reload(opts.source.stats.clone());
+    let server = runtime::bind_metrics(&cfg.metrics, &metrics).await?;
+    let metrics_task = runtime::serve_metrics(server, "/metrics");
     let (stream, weak) = js.stream_checked().await?;
     match weak {
         Some(problem) => tracing::warn!(
@@ -388,8 +385,20 @@ pub async fn run(opts: &AggregateOptions) -> Result<AggregateReport, AggregateEr
                     }
                 }
             }
-            _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break; }
-            _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break; }
+            signal = signals.next() => match signal {
+                Signal::Stop(name) => { tracing::info!("{name}: stopping"); break; }
+                Signal::Reload => {
+                    tracing::info!("SIGHUP: reopening alert files, reloading the configuration");
+                    if let Err(e) = sinks.reopen() {
+                        tracing::error!("reopening alert files failed, still writing to the old ones: {e}");
+                    }
+                    let result = reload(&opts.source, &running, &sensor, &mut sinks, &mut agg.pipeline);
+                    opts.source.record(&result);
+                    if let Ok(p) = result {
+                        running = p.config;
+                    }
+                }
+            },
         }
     }
     for t in &pullers {
@@ -413,13 +422,29 @@ pub async fn run(opts: &AggregateOptions) -> Result<AggregateReport, AggregateEr
             "stopping without the last acknowledgements (the broker did not answer within {STOP_ACK_TIME:?}): those messages are read again after a restart"
         );
     }
-    if let Some(t) = metrics_task {
-        t.abort();
-    }
-    if let Some(s) = sinks.shutdown().await {
-        tracing::info!(?s, "syslog sink flushed");
-    }
+    runtime::stop_metrics(metrics_task);
+    runtime::flush_sinks(sinks).await;
     Ok(AggregateReport::from(&*counters))
+}
+
+/// One reload of the aggregator: new sinks when they changed (the old
+/// ones flush aside), the detection settings always; nothing is swapped
+/// unless everything succeeded.
+fn reload(
+    source: &ConfigSource,
+    running: &Config,
+    sensor: &crate::alert::sensor::Sensor,
+    sinks: &mut AlertSinks,
+    pipeline: &mut Pipeline,
+) -> Result<crate::config::reload::ReloadPlan, runtime::ReloadError> {
+    let p = source.reread(running)?;
+    if p.sinks_change() {
+        let old = std::mem::replace(sinks, p.config.alert_sinks(sensor)?);
+        tokio::spawn(old.shutdown());
+    }
+    let host_inputs = pipeline.has_host_inputs();
+    pipeline.reconfigure(&p.config.pipeline(), host_inputs);
+    Ok(p)
 }
 
 /// The message id a gateway gave (`Nats-Msg-Id`).

@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 pub struct PublishConfig {
     /// Broker, `nats://HOST:PORT` or `tls://HOST:PORT` (several separated by
     /// commas for a cluster); no publishing when absent.
-    pub url: Option<String>,
+    pub url: Option<BrokerUrls>,
     /// This gateway's id in subjects and in alerts' `observer.name`
     /// (letters, digits, `-`, `_`); default: the host name.
-    pub gateway_id: Option<String>,
+    pub gateway_id: Option<GatewayId>,
     /// JetStream stream name (created with file storage when missing).
     pub stream: String,
     /// Partitions (subjects per gateway); every gateway and aggregator of a
@@ -68,27 +68,6 @@ impl Default for PublishConfig {
 impl PublishConfig {
     /// The first problem with these settings, as (key, message).
     pub fn problem(&self) -> Option<(&'static str, String)> {
-        if let Some(url) = &self.url {
-            for u in url.split(',').map(str::trim) {
-                let rest = u
-                    .strip_prefix("nats://")
-                    .or_else(|| u.strip_prefix("tls://"));
-                match rest {
-                    Some(r) if !r.is_empty() && !r.contains('/') => {}
-                    _ => {
-                        return Some((
-                            "publish.url",
-                            format!("{u:?}: expected nats://HOST:PORT or tls://HOST:PORT"),
-                        ))
-                    }
-                }
-            }
-        }
-        if let Some(id) = &self.gateway_id {
-            if let Err(e) = super::check_gateway_id(id) {
-                return Some(("publish.gateway_id", e));
-            }
-        }
         if super::check_gateway_id(&self.stream).is_err() {
             return Some((
                 "publish.stream",
@@ -130,11 +109,97 @@ impl PublishConfig {
 
     /// Whether TLS is required: a `tls://` URL or any TLS file.
     pub fn tls_required(&self) -> bool {
-        self.url.as_deref().is_some_and(|u| u.contains("tls://"))
+        self.url.as_ref().is_some_and(BrokerUrls::uses_tls)
             || self.tls_ca.is_some()
             || self.tls_cert.is_some()
     }
 }
+
+/// The broker's URL, or a cluster's URLs comma-separated, each
+/// `nats://HOST:PORT` or `tls://HOST:PORT`; checked where it is read (the
+/// file, `--publish`, `--nats`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerUrls(String);
+
+impl BrokerUrls {
+    /// The URLs as given (what the NATS client takes).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether a URL asks for TLS.
+    pub fn uses_tls(&self) -> bool {
+        self.0.contains("tls://")
+    }
+}
+
+impl std::str::FromStr for BrokerUrls {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        for u in s.split(',').map(str::trim) {
+            let rest = u
+                .strip_prefix("nats://")
+                .or_else(|| u.strip_prefix("tls://"));
+            match rest {
+                Some(r) if !r.is_empty() && !r.contains('/') => {}
+                _ => {
+                    return Err(format!(
+                        "{u:?}: expected nats://HOST:PORT or tls://HOST:PORT"
+                    ))
+                }
+            }
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// A gateway's id: one NATS subject token of letters, digits, `-` and `_`,
+/// at most 64 bytes ([`super::check_gateway_id`]); checked where read.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct GatewayId(String);
+
+impl GatewayId {
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for GatewayId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        super::check_gateway_id(s).map(|()| Self(s.to_owned()))
+    }
+}
+
+/// Display, serde as the text, parsing through `FromStr`.
+macro_rules! text_setting {
+    ($t:ty) => {
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                String::deserialize(d)?
+                    .parse()
+                    .map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+text_setting!(BrokerUrls);
+text_setting!(GatewayId);
 
 #[cfg(test)]
 mod tests {
@@ -148,15 +213,22 @@ mod tests {
             f(&mut c);
             c.problem().map(|(k, _)| k)
         };
-        assert_eq!(with(|c| c.url = Some("nats://192.0.2.1:4222".into())), None);
         assert_eq!(
-            with(|c| c.url = Some("http://192.0.2.1".into())),
-            Some("publish.url")
+            with(|c| c.url = Some("nats://192.0.2.1:4222".parse().unwrap())),
+            None
         );
-        assert_eq!(
-            with(|c| c.gateway_id = Some("a.b".into())),
-            Some("publish.gateway_id")
-        );
+        // Refused where they are read, naming the value.
+        let e = "http://192.0.2.1".parse::<BrokerUrls>().unwrap_err();
+        assert!(e.contains("expected nats://HOST:PORT"), "{e}");
+        assert!("nats://a:1, tls://b:2"
+            .parse::<BrokerUrls>()
+            .unwrap()
+            .uses_tls());
+        assert!("a.b".parse::<GatewayId>().unwrap_err().contains("'.'"));
+        let text = "[publish]\ngateway_id = \"a b\"\n";
+        let e = crate::config::Config::from_str_named(text, "t.toml").unwrap_err();
+        assert!(e.to_string().starts_with("t.toml:2:"), "{e}");
+        assert!(e.to_string().contains("publish.gateway_id"), "{e}");
         assert_eq!(with(|c| c.partitions = 0), Some("publish.partitions"));
         assert_eq!(with(|c| c.buffer_bytes = 10), Some("publish.buffer_bytes"));
         assert_eq!(with(|c| c.user = Some("u".into())), Some("publish.user"));
@@ -171,7 +243,7 @@ mod tests {
     #[test]
     fn tls_is_required_by_scheme_or_files() {
         let mut c = PublishConfig {
-            url: Some("nats://192.0.2.1:4222".into()),
+            url: Some("nats://192.0.2.1:4222".parse().unwrap()),
             ..Default::default()
         };
         assert!(!c.tls_required());

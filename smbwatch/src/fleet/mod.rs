@@ -111,38 +111,76 @@ pub fn default_gateway_id() -> String {
     }
 }
 
-/// A partition list as given on the command line: `0-7,12,15`.
-pub fn parse_partitions(text: &str, partitions: u16) -> Result<Vec<u16>, String> {
-    let mut out = Vec::new();
-    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (a, b) = match part.split_once('-') {
-            Some((a, b)) => (a.trim(), b.trim()),
-            None => (part, part),
-        };
-        let num = |s: &str| {
-            s.parse::<u16>()
-                .map_err(|_| format!("{part:?}: not a partition number or range"))
-        };
-        let (a, b) = (num(a)?, num(b)?);
-        if a > b || b >= partitions {
-            return Err(format!(
-                "{part:?}: partitions are 0 to {} ([publish] partitions = {partitions})",
-                partitions - 1
-            ));
+/// A partition list as given on the command line (`0-7,12,15`): its
+/// syntax is checked where it is read; [`PartitionList::resolve`] checks
+/// it against the stream's partition count, known once the configuration is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionList {
+    /// The ranges, each with its text for errors.
+    ranges: Vec<(u16, u16, String)>,
+    /// The text as given.
+    text: String,
+}
+
+impl std::str::FromStr for PartitionList {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let mut ranges = Vec::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (a, b) = match part.split_once('-') {
+                Some((a, b)) => (a.trim(), b.trim()),
+                None => (part, part),
+            };
+            let num = |s: &str| {
+                s.parse::<u16>()
+                    .map_err(|_| format!("{part:?}: not a partition number or range"))
+            };
+            let (a, b) = (num(a)?, num(b)?);
+            if a > b {
+                return Err(format!("{part:?}: a range goes from low to high"));
+            }
+            ranges.push((a, b, part.to_owned()));
         }
-        out.extend(a..=b);
+        if ranges.is_empty() {
+            return Err(format!("{text:?}: no partition"));
+        }
+        Ok(Self {
+            ranges,
+            text: text.to_owned(),
+        })
     }
-    out.sort_unstable();
-    out.dedup();
-    if out.is_empty() {
-        return Err(format!("{text:?}: no partition"));
+}
+
+impl PartitionList {
+    /// The partitions listed, sorted and once each, all below `partitions`.
+    pub fn resolve(&self, partitions: u16) -> Result<Vec<u16>, String> {
+        let mut out = Vec::new();
+        for (a, b, part) in &self.ranges {
+            if *b >= partitions {
+                return Err(format!(
+                    "{part:?}: partitions are 0 to {} ([publish] partitions = {partitions})",
+                    partitions.saturating_sub(1)
+                ));
+            }
+            out.extend(*a..=*b);
+        }
+        out.sort_unstable();
+        out.dedup();
+        if out.is_empty() {
+            return Err(format!("{:?}: no partition", self.text));
+        }
+        Ok(out)
     }
-    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse_partitions(text: &str, partitions: u16) -> Result<Vec<u16>, String> {
+        text.parse::<PartitionList>()?.resolve(partitions)
+    }
 
     #[test]
     fn partition_is_stable_and_spreads() {

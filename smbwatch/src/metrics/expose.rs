@@ -14,7 +14,7 @@ use prometheus_client::{
     metrics::MetricType,
     registry::Registry,
 };
-use smbwatch_common::stat;
+use smbwatch_common::counters::FAMILIES as KERNEL;
 
 use super::counters::ListenerStats;
 use super::{AlertLog, DrainSnapshot, Metrics, KINDS, LATENCY_BUCKETS};
@@ -90,73 +90,25 @@ impl Scrape {
     }
 }
 
-/// A kernel counter family: its metric name and help, the label its
-/// series differ by (empty for one unlabelled series), and its series.
-struct KernelFamily {
-    name: &'static str,
-    help: &'static str,
-    label: &'static str,
-    series: &'static [(u32, &'static str)],
-}
-
-/// A family of one unlabelled series.
-const fn one(
-    name: &'static str,
-    help: &'static str,
-    series: &'static [(u32, &'static str)],
-) -> KernelFamily {
-    KernelFamily {
-        name,
-        help,
-        label: "",
-        series,
+/// The rows of docs/operations.md's metrics table for the kernel's
+/// counters, from the one counter table (a test keeps the docs equal).
+pub fn kernel_docs_rows() -> String {
+    let mut out = String::new();
+    for f in KERNEL {
+        let labels = if f.label.is_empty() {
+            String::new()
+        } else {
+            let values: Vec<&str> = f.series.iter().map(|s| s.label).collect();
+            format!("`{}` ({})", f.label, values.join(", "))
+        };
+        let sep = if labels.is_empty() { "" } else { " " };
+        out.push_str(&format!(
+            "| `{}_total` | counter | {labels}{sep}| {} |\n",
+            f.metric, f.doc
+        ));
     }
+    out
 }
-
-/// Every kernel counter (the STATS map), each in exactly one family (a
-/// test checks that none is left out).
-const KERNEL: &[KernelFamily] = &[
-    one("kernel_packets", "Frames the XDP program saw.", &[(stat::PACKETS, "")]),
-    KernelFamily {
-        name: "kernel_ip_packets",
-        help: "IP packets by family.",
-        label: "family",
-        series: &[(stat::IPV4, "ipv4"), (stat::IPV6, "ipv6")],
-    },
-    one("kernel_vlan_frames", "Frames with VLAN tags.", &[(stat::VLAN, "")]),
-    one("kernel_monitored_syns", "Bare SYNs to a monitored port (first fragments included).", &[(stat::MONITORED_SYNS, "")]),
-    one("kernel_fragmented_syns", "TCP first fragments to a monitored port.", &[(stat::FRAGMENTED_SYNS, "")]),
-    one("kernel_later_fragments", "Non-first IP fragments (not inspected).", &[(stat::LATER_FRAGMENTS, "")]),
-    one("kernel_new_pairs", "New (source, destination) pairs.", &[(stat::NEW_PAIRS, "")]),
-    one("kernel_answers", "Answers (SYN-ACK or RST) to known pairs, reported.", &[(stat::RESPONSES, "")]),
-    one("kernel_answers_same_ingress", "Answers ignored: they arrived on the SYN's own ingress (forged from the client's side).", &[(stat::ANSWERS_SAME_INGRESS, "")]),
-    one("kernel_resets_after_accept", "Server resets after a SYN-ACK the client never confirmed.", &[(stat::RESETS_AFTER_ACCEPT, "")]),
-    one("kernel_repeat_sources", "New pairs from sources seen within the repeat horizon.", &[(stat::REPEAT_SOURCES, "")]),
-    one("kernel_active_pairs", "Known pairs reported again: their first SYN in a later activity epoch.", &[(stat::ACTIVE_PAIRS, "")]),
-    one("kernel_confirmed", "Handshakes the client completed (its ACK after the SYN-ACK), reported.", &[(stat::CONFIRMED, "")]),
-    one("kernel_unparsed_reports", "Packets past the header walk's bounds reported as unparsed (one per source per minute).", &[(stat::UNPARSED_REPORTS, "")]),
-    KernelFamily {
-        name: "kernel_malformed",
-        help: "Frames skipped as malformed, by the header that was truncated or invalid.",
-        label: "kind",
-        series: &[
-            (stat::MALFORMED_ETH, "eth"),
-            (stat::MALFORMED_VLAN, "vlan"),
-            (stat::MALFORMED_IPV4, "ipv4"),
-            (stat::MALFORMED_IPV6, "ipv6"),
-            (stat::MALFORMED_TCP, "tcp"),
-        ],
-    },
-    KernelFamily {
-        name: "kernel_walk_limit",
-        help: "Frames with more headers than the program walks (IPv6 extension headers, VLAN tags).",
-        label: "kind",
-        series: &[(stat::IPV6_EXT_LIMIT, "ipv6_ext"), (stat::VLAN_LIMIT, "vlan")],
-    },
-    one("kernel_ringbuf_full", "Events lost because the ring buffer was full.", &[(stat::RINGBUF_FULL, "")]),
-    one("kernel_sources_full", "New pairs whose source slot could not be claimed (sketch table update failed).", &[(stat::SOURCES_FULL, "")]),
-    one("kernel_events_shed", "New-pair events not sent: the per-CPU event budget was spent (the sketches still counted them).", &[(stat::EVENTS_SHED, "")]),
-];
 
 /// Writes one family of counters (`label` empty: one unlabelled series).
 pub(crate) fn counters(
@@ -217,8 +169,8 @@ impl Collector for Scrape {
         if let Some(k) = &self.kernel {
             for f in KERNEL {
                 let series: Vec<(&str, u64)> =
-                    f.series.iter().map(|&(i, l)| (l, k.get(i))).collect();
-                counters(e, f.name, f.help, f.label, &series)?;
+                    f.series.iter().map(|s| (s.label, k.get(s.index))).collect();
+                counters(e, f.metric, f.help, f.label, &series)?;
             }
         }
         self.drain_metrics(e)?;

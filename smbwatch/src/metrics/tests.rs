@@ -253,3 +253,26 @@ fn publishing_skips_while_a_reader_holds_the_lock() {
     m.publish_drain(s);
     assert_eq!(m.drain().report.records, 2);
 }
+
+/// docs/operations.md lists the kernel's counters exactly as the counter
+/// table generates them (same rows, same order, one contiguous block).
+#[test]
+fn operations_doc_lists_the_kernel_counters_of_the_table() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/operations.md");
+    let doc = std::fs::read_to_string(path).unwrap();
+    let in_doc: String = doc
+        .lines()
+        .filter(|l| l.starts_with("| `kernel_"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let generated = super::expose::kernel_docs_rows();
+    assert_eq!(
+        in_doc, generated,
+        "docs/operations.md's kernel counter rows differ from smbwatch_common::counters::FAMILIES; \
+         replace them with:\n{generated}"
+    );
+    assert!(
+        doc.contains(&generated),
+        "the kernel rows are not one block"
+    );
+}

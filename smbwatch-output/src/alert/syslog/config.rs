@@ -150,8 +150,9 @@ impl FromStr for Facility {
 #[serde(default, deny_unknown_fields)]
 pub struct SyslogConfig {
     /// `unix:///dev/log`, `udp://HOST:PORT`, `tcp://HOST:PORT` or
-    /// `tls://HOST:PORT` (ports default to 514, 514, 6514).
-    pub target: String,
+    /// `tls://HOST:PORT` (ports default to 514, 514, 6514); parsed where
+    /// it is read.
+    pub target: Target<()>,
     /// `rfc5424` or `rfc3164`; absent: see [`SyslogConfig::message_format`].
     pub format: Option<SyslogFormat>,
     /// APP-NAME (RFC 5424) or TAG (RFC 3164).
@@ -192,7 +193,7 @@ pub struct SyslogConfig {
 impl Default for SyslogConfig {
     fn default() -> Self {
         Self {
-            target: "unix:///dev/log".into(),
+            target: Target::Unix("/dev/log".into()),
             format: None,
             app_name: "smbwatch".into(),
             hostname: None,
@@ -212,9 +213,9 @@ impl Default for SyslogConfig {
 
 impl SyslogConfig {
     /// A default configuration for `target` (e.g. from `--syslog URL`).
-    pub fn for_target(target: impl Into<String>) -> Self {
+    pub fn for_target(target: Target<()>) -> Self {
         Self {
-            target: target.into(),
+            target,
             ..Self::default()
         }
     }
@@ -224,7 +225,7 @@ impl SyslogConfig {
     /// `/dev/log`, parse 3164 only: the tag becomes `SYSLOG_IDENTIFIER`)
     /// and RFC 5424 for a collector over the network.
     pub fn message_format(&self) -> SyslogFormat {
-        self.format.unwrap_or(if self.target.starts_with("unix:") {
+        self.format.unwrap_or(if self.target.is_local() {
             SyslogFormat::Rfc3164
         } else {
             SyslogFormat::Rfc5424
@@ -244,7 +245,7 @@ impl SyslogConfig {
     /// parsed target (for `tls://`, with its CA file and server name); the
     /// error names the key (or the URL) and the problem.
     pub fn validate(&self) -> Result<Target, SyslogError> {
-        let url = Target::parse(&self.target)?;
+        let url = self.target.clone();
         let bad = |key: &'static str, problem: String| Err(SyslogError::Config { key, problem });
         if let Err(p) = check_sd_name(&self.sd_id, true) {
             return bad("sd_id", format!("{:?}: {p}", self.sd_id));
@@ -369,7 +370,7 @@ mod tests {
     /// a format given is kept everywhere.
     #[test]
     fn format_defaults_to_3164_on_the_local_socket() {
-        let f = |t: &str| SyslogConfig::for_target(t).message_format();
+        let f = |t: &str| SyslogConfig::for_target(t.parse().unwrap()).message_format();
         assert_eq!(f("unix:///dev/log"), SyslogFormat::Rfc3164);
         for t in ["udp://192.0.2.1", "tcp://192.0.2.1:1514", "tls://192.0.2.1"] {
             assert_eq!(f(t), SyslogFormat::Rfc5424, "{t}");
@@ -395,7 +396,7 @@ mod tests {
         assert_eq!(c.max_message, None);
         let target = c.validate().unwrap();
         assert_eq!(c.max_message_for(&target), 65_536);
-        let udp = SyslogConfig::for_target("udp://192.0.2.1");
+        let udp = SyslogConfig::for_target("udp://192.0.2.1".parse().unwrap());
         assert_eq!(udp.max_message_for(&udp.validate().unwrap()), 8192);
         assert_eq!(c.sd_id, DEFAULT_SD_ID);
         assert_eq!(c.backoff_min, Duration::from_millis(100));
@@ -415,7 +416,7 @@ mod tests {
             assert!(e.contains(problem), "{e}");
         };
         check(
-            SyslogConfig::for_target("tls://192.0.2.1"),
+            SyslogConfig::for_target("tls://192.0.2.1".parse().unwrap()),
             "tls_ca",
             "needs a CA file",
         );
@@ -450,13 +451,13 @@ mod tests {
         ] {
             let c = SyslogConfig {
                 max_message: Some(n),
-                ..SyslogConfig::for_target(target)
+                ..SyslogConfig::for_target(target.parse().unwrap())
             };
             check(c, "max_message", problem);
         }
         let c = SyslogConfig {
             queue_bytes: 4096,
-            ..SyslogConfig::for_target("tcp://192.0.2.1")
+            ..SyslogConfig::for_target("tcp://192.0.2.1".parse().unwrap())
         };
         check(
             c,
@@ -466,7 +467,7 @@ mod tests {
         let c = SyslogConfig {
             queue_bytes: 4096,
             max_message: Some(2048),
-            ..SyslogConfig::for_target("tcp://192.0.2.1")
+            ..SyslogConfig::for_target("tcp://192.0.2.1".parse().unwrap())
         };
         assert!(c.validate().is_ok());
         let c = SyslogConfig {

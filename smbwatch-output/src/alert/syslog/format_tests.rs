@@ -106,10 +106,10 @@ fn rfc3164_on_a_local_socket_has_no_hostname() {
         m.starts_with("<163>May  1 12:00:07 smbwatch[4242]: smb_scan_fanout: x ["),
         "{m}"
     );
-    let cfg = SyslogConfig::for_target("unix:///dev/log");
+    let cfg = SyslogConfig::for_target("unix:///dev/log".parse().unwrap());
     let f = Formatter::from_config(&cfg, &cfg.validate().unwrap());
     assert!(f.local_socket);
-    let cfg = SyslogConfig::for_target("udp://127.0.0.1");
+    let cfg = SyslogConfig::for_target("udp://127.0.0.1".parse().unwrap());
     let f = Formatter::from_config(&cfg, &cfg.validate().unwrap());
     assert!(!f.local_socket);
 }

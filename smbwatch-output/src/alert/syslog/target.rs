@@ -170,6 +170,35 @@ impl<T> Target<T> {
     }
 }
 
+/// Written as in the configuration (`syslog.target`), ports filled in.
+impl serde::Serialize for Target<()> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Read from the configuration (`syslog.target`): parsed once, here; the
+/// error names the URL and the problem.
+impl<'de> serde::Deserialize<'de> for Target<()> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let url = <String as serde::Deserialize>::deserialize(d)?;
+        Self::parse(&url).map_err(|e| match e {
+            SyslogError::Target { url, problem } => {
+                serde::de::Error::custom(format!("{url:?}: {problem}"))
+            }
+            other => serde::de::Error::custom(other),
+        })
+    }
+}
+
+impl std::str::FromStr for Target<()> {
+    type Err = SyslogError;
+
+    fn from_str(url: &str) -> Result<Self, SyslogError> {
+        Self::parse(url)
+    }
+}
+
 impl<T> std::fmt::Display for Target<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

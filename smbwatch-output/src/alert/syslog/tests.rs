@@ -14,7 +14,7 @@ use super::*;
 
 #[test]
 fn tls_ca_errors_name_the_file() {
-    let mut c = SyslogConfig::for_target("tls://127.0.0.1:6514");
+    let mut c = SyslogConfig::for_target("tls://127.0.0.1:6514".parse().unwrap());
     c.tls_ca = Some("/nonexistent/ca.pem".into());
     let e = SyslogSink::start(&c).unwrap_err().to_string();
     assert!(e.contains("/nonexistent/ca.pem"), "{e}");
@@ -45,7 +45,7 @@ fn fast(target: String) -> SyslogConfig {
         backoff_max: Duration::from_millis(50),
         // These tests are about transports: one format for every target.
         format: Some(super::SyslogFormat::Rfc5424),
-        ..SyslogConfig::for_target(target)
+        ..SyslogConfig::for_target(target.parse().unwrap())
     }
 }
 
