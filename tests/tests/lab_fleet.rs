@@ -12,8 +12,8 @@ use integration_tests::{
     alerts,
     daemon::Daemon,
     fleet::{
-        metric, with_js, FleetLab, NatsCluster, NatsServer, BROKER_FOR_GW1, BROKER_FOR_GW2,
-        BROKER_LOCAL,
+        metric, with_js, FleetLab, Leader, NatsCluster, NatsServer, BROKER_FOR_GW1,
+        BROKER_FOR_GW2, BROKER_LOCAL,
     },
     http,
     netns::ATTACKER_V4,
@@ -367,6 +367,40 @@ fn stream_leader(ns: &integration_tests::netns::NetNs, url: &str) -> Option<Stri
     .flatten()
 }
 
+/// The leader (a node name) of each of `consumers`, once every one has a
+/// leader (within 30 s).
+fn consumer_leaders(
+    ns: &integration_tests::netns::NetNs,
+    url: &str,
+    consumers: &[String],
+) -> Vec<String> {
+    let cfg = smbwatch::fleet::PublishConfig::default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (name, consumers) = (cfg.stream.clone(), consumers.to_vec());
+        let r = with_js(ns, url, &cfg, "probe", |js| async move {
+            let stream = js.js.get_stream(&name).await?;
+            let mut leaders = Vec::new();
+            for c in &consumers {
+                let info = stream.consumer_info(c).await?;
+                leaders.push(
+                    info.cluster
+                        .and_then(|c| c.leader)
+                        .ok_or_else(|| anyhow::anyhow!("{c} has no leader"))?,
+                );
+            }
+            Ok(leaders)
+        });
+        match r {
+            Ok(l) => return l,
+            Err(e) if Instant::now() > deadline => {
+                panic!("the aggregator's consumers have no leaders: {e:#}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
 #[test]
 fn a_stream_leader_killed_mid_sweep_loses_and_duplicates_nothing() {
     require_root();
@@ -422,8 +456,8 @@ fn a_stream_leader_killed_mid_sweep_loses_and_duplicates_nothing() {
         )
         .expect("gateway daemon")
     };
-    let gw1 = gateway(&lab.gw1, &j1, cluster.urls("192.0.2.1"), "gw1");
-    let gw2 = gateway(&lab.gw2, &j2, cluster.urls("192.0.2.5"), "gw2");
+    let mut gw1 = gateway(&lab.gw1, &j1, cluster.urls("192.0.2.1"), "gw1");
+    let mut gw2 = gateway(&lab.gw2, &j2, cluster.urls("192.0.2.5"), "gw2");
     let metrics: SocketAddr = "127.0.0.1:9466".parse().unwrap();
     let agg = Daemon::aggregate(
         &lab.broker,
@@ -442,9 +476,27 @@ fn a_stream_leader_killed_mid_sweep_loses_and_duplicates_nothing() {
     )
     .expect("aggregator");
 
+    // A running fleet: the gateways found the stream and the aggregator's
+    // consumers have leaders. (Its own consumers' first leaders and a
+    // node's death at once are another failure: each new consumer waits
+    // for its election, which starts only once the dead node misses it.)
+    gw1.wait_stderr("publishing to the stream", Duration::from_secs(30))
+        .expect("gateway 1 found the stream");
+    gw2.wait_stderr("publishing to the stream", Duration::from_secs(30))
+        .expect("gateway 2 found the stream");
+    // 203.0.113.10's partition (smbwatch::fleet::partition) and the
+    // address-less one every aggregator reads.
+    let consumers: Vec<String> = ["11", "all"]
+        .iter()
+        .map(|p| format!("smbwatch-aggregate-p{p}"))
+        .collect();
+    let consumer_leader = consumer_leaders(&lab.broker, &local, &consumers)[0].clone();
+
+    let started = chrono::Utc::now();
     assert_eq!(lab.sweep(&addrs(2..=11)).unwrap(), 10);
     let leader = stream_leader(&lab.broker, &local).expect("a stream leader");
     let killed = chrono::Utc::now();
+    let meta = cluster.meta_leader(killed);
     cluster.node(&leader).expect("the leader node").kill();
     assert_eq!(lab.sweep(&addrs(12..=31)).unwrap(), 20);
     let swept = chrono::Utc::now();
@@ -457,27 +509,48 @@ fn a_stream_leader_killed_mid_sweep_loses_and_duplicates_nothing() {
         "nothing lost across the failover: {:#}",
         fan[0]
     );
-    // The election as the surviving nodes logged it.
-    let elected = cluster
-        .leader_elected(&cfg.stream, killed)
-        .unwrap_or_else(|| {
-            panic!(
-                "no new stream leader logged after {killed}: {}",
-                cluster.nodes.iter().map(|n| n.log()).collect::<String>()
-            )
-        });
+    // The election this alert waits for: the stream's new leader (to
+    // store what the gateways publish) and, if the dead node led it, the
+    // new leader of the attacker's partition's consumer (to deliver it).
+    // The meta leader is not on the way of a running fleet's events.
+    let logs = || cluster.nodes.iter().map(|n| n.log()).collect::<String>();
+    let stream_elected = cluster
+        .elected(&Leader::Stream(cfg.stream.clone()), killed)
+        .unwrap_or_else(|| panic!("no new stream leader logged after {killed}: {}", logs()));
+    let consumer_elected = (consumer_leader == leader).then(|| {
+        cluster
+            .elected(&Leader::Consumer(cfg.stream.clone(), consumers[0].clone()), killed)
+            .unwrap_or_else(|| panic!("no new leader of {} logged: {}", consumers[0], logs()))
+    });
+    let meta_elected = (meta.as_deref() == Some(leader.as_str()))
+        .then(|| cluster.elected(&Leader::Meta, killed))
+        .flatten();
+    let elected = consumer_elected.map_or(stream_elected, |c| c.max(stream_elected));
     let since = alerted - elected.max(swept);
     eprintln!(
-        "leader {leader} killed at {killed}; new leader at {elected}, sweep done at {swept}, \
-         alert seen at {alerted}: {since} after both"
+        "FAILOVER leader {leader} killed at {killed} (meta leader {meta:?}, {} led by {consumer_leader}); \
+         stream leader elected at {stream_elected}, consumer leader at {consumer_elected:?}, \
+         meta leader at {meta_elected:?}; sweep done at {swept}; alert seen at {alerted}: \
+         {} ms after the last of the election and the sweep",
+        consumers[0],
+        since.num_milliseconds()
     );
-    // The issue's goal is 3 s; measured 0.96 s, 1.9 s and once 3.3 s (the
-    // consumers' own leaders are elected after the stream's, which is the
-    // election this test can read). The bound guards against the old 11 s
-    // (the publisher's uncapped backoff) without failing on that spread.
+    // Alerts resume about when the cluster can serve them again: pulls and
+    // publishes are made again on the same stream and consumer, within
+    // 500 ms, not after a request timeout or a new consumer's election.
     assert!(
-        since <= chrono::TimeDelta::seconds(5),
-        "the alert came {since} after the election and the sweep"
+        since <= chrono::TimeDelta::seconds(3),
+        "the alert came {since} after the election and the sweep\n{}",
+        agg.stderr()
+    );
+    // Event time, whatever the delay: the alert is dated by an event of
+    // the sweep, not by when the aggregator got to read it.
+    let stamped = chrono::DateTime::parse_from_rfc3339(fan[0]["@timestamp"].as_str().unwrap())
+        .expect("@timestamp")
+        .to_utc();
+    assert!(
+        started <= stamped && stamped <= swept,
+        "@timestamp {stamped} is the sweep's, between {started} and {swept}"
     );
     let survivors: String = (1..=3)
         .filter(|i| format!("n{i}") != leader)
