@@ -38,10 +38,12 @@ const PULL_BATCH: usize = 1000;
 /// client (64 MiB `max_pending`) however long the aggregator is stopped.
 const PULL_BYTES: usize = 1 << 20;
 /// Heartbeats of a pull request: a request lost with a connection or with
-/// a failed consumer leader is noticed after two missing heartbeats and
-/// made again on the same consumer (the client alone would wait for the
-/// request's expiry), so a failover costs about the election.
-const PULL_HEARTBEAT: Duration = Duration::from_secs(1);
+/// a failed consumer leader is noticed after two missing heartbeats (1 s)
+/// and made again on the same consumer (the client alone would wait for
+/// the request's expiry). Nobody says that a request went nowhere: every
+/// server takes JetStream requests, and only the consumer's leader
+/// answers. So a failover costs the election and at most this second.
+const PULL_HEARTBEAT: Duration = Duration::from_millis(500);
 /// How long a pull request waits on the server.
 const PULL_EXPIRES: Duration = Duration::from_secs(10);
 /// Messages between the pullers and the processing loop (each at most
@@ -296,6 +298,8 @@ pub(super) async fn pull(
             }
         };
         let mut replace_it = false;
+        // A missed heartbeat has waited already: pull again at once.
+        let mut at_once = false;
         loop {
             let msg = match messages.next().await {
                 None => break,
@@ -308,6 +312,7 @@ pub(super) async fn pull(
                         // or no leader yet: pull again, the consumer keeps
                         // its place.
                         tracing::debug!(partition = p, error = %e, "pulling messages: pulling again");
+                        at_once = e.kind() == MessagesErrorKind::MissingHeartbeat;
                     }
                     break;
                 }
@@ -371,7 +376,9 @@ pub(super) async fn pull(
         }
         if !replace_it {
             current = Some((consumer, last_cseq));
-            backoff.wait().await;
+            if !at_once {
+                backoff.wait().await;
+            }
         }
     }
 }
