@@ -12,8 +12,8 @@ use integration_tests::{
     alerts,
     daemon::Daemon,
     fleet::{
-        metric, with_js, FleetLab, Leader, NatsCluster, NatsServer, BROKER_FOR_GW1,
-        BROKER_FOR_GW2, BROKER_LOCAL,
+        metric, with_js, FleetLab, Leader, NatsCluster, NatsServer, BROKER_FOR_GW1, BROKER_FOR_GW2,
+        BROKER_LOCAL,
     },
     http,
     netns::ATTACKER_V4,
@@ -403,6 +403,25 @@ fn consumer_leaders(
 
 #[test]
 fn a_stream_leader_killed_mid_sweep_loses_and_duplicates_nothing() {
+    stream_leader_killed(false);
+}
+
+/// The same failure while the aggregator is (re)starting and creating its
+/// consumers (the meta leader's work): what it creates waits for the meta
+/// leader's election, and a new consumer whose first leader would have
+/// been the dead node for its own. The alert must follow the last of
+/// those as closely.
+#[test]
+fn a_stream_leader_killed_while_the_aggregator_starts_loses_nothing() {
+    stream_leader_killed(true);
+}
+
+/// A 3-node cluster, two gateways and an aggregator; the stream's leader
+/// is SIGKILLed in the middle of a 30-host sweep split across the
+/// gateways (`at_startup`: just as the aggregator starts creating its
+/// consumers, the first 10 hosts swept before). One alert over all 30,
+/// within 3 s of the elections it waits for; each event processed once.
+fn stream_leader_killed(at_startup: bool) {
     require_root();
     if !have("nats-server") {
         return skip("nats-server not installed (cargo xtask setup installs it)");
@@ -458,42 +477,50 @@ fn a_stream_leader_killed_mid_sweep_loses_and_duplicates_nothing() {
     };
     let mut gw1 = gateway(&lab.gw1, &j1, cluster.urls("192.0.2.1"), "gw1");
     let mut gw2 = gateway(&lab.gw2, &j2, cluster.urls("192.0.2.5"), "gw2");
-    let metrics: SocketAddr = "127.0.0.1:9466".parse().unwrap();
-    let agg = Daemon::aggregate(
-        &lab.broker,
-        &[
-            "--nats",
-            &local,
-            "--json",
-            ja.to_str().unwrap(),
-            "--window",
-            "60s",
-            "--fanout-threshold",
-            "30",
-            "--metrics",
-            &metrics.to_string(),
-        ],
-    )
-    .expect("aggregator");
-
-    // A running fleet: the gateways found the stream and the aggregator's
-    // consumers have leaders. (Its own consumers' first leaders and a
-    // node's death at once are another failure: each new consumer waits
-    // for its election, which starts only once the dead node misses it.)
+    // Running gateways: they found the stream.
     gw1.wait_stderr("publishing to the stream", Duration::from_secs(30))
         .expect("gateway 1 found the stream");
     gw2.wait_stderr("publishing to the stream", Duration::from_secs(30))
         .expect("gateway 2 found the stream");
+    let metrics: SocketAddr = "127.0.0.1:9466".parse().unwrap();
+    let aggregate = || {
+        Daemon::aggregate(
+            &lab.broker,
+            &[
+                "--nats",
+                &local,
+                "--json",
+                ja.to_str().unwrap(),
+                "--window",
+                "60s",
+                "--fanout-threshold",
+                "30",
+                "--metrics",
+                &metrics.to_string(),
+            ],
+        )
+        .expect("aggregator")
+    };
     // 203.0.113.10's partition (smbwatch::fleet::partition) and the
     // address-less one every aggregator reads.
     let consumers: Vec<String> = ["11", "all"]
         .iter()
         .map(|p| format!("smbwatch-aggregate-p{p}"))
         .collect();
-    let consumer_leader = consumer_leaders(&lab.broker, &local, &consumers)[0].clone();
-
     let started = chrono::Utc::now();
-    assert_eq!(lab.sweep(&addrs(2..=11)).unwrap(), 10);
+    let (agg, consumer_leader) = if at_startup {
+        assert_eq!(lab.sweep(&addrs(2..=11)).unwrap(), 10);
+        let mut agg = aggregate();
+        agg.wait_stderr("aggregating", Duration::from_secs(30))
+            .expect("the aggregator found its position");
+        (agg, None)
+    } else {
+        // A running aggregator: its consumers have leaders.
+        let agg = aggregate();
+        let leader = consumer_leaders(&lab.broker, &local, &consumers)[0].clone();
+        assert_eq!(lab.sweep(&addrs(2..=11)).unwrap(), 10);
+        (agg, Some(leader))
+    };
     let leader = stream_leader(&lab.broker, &local).expect("a stream leader");
     let killed = chrono::Utc::now();
     let meta = cluster.meta_leader(killed);
@@ -510,28 +537,40 @@ fn a_stream_leader_killed_mid_sweep_loses_and_duplicates_nothing() {
         fan[0]
     );
     // The election this alert waits for: the stream's new leader (to
-    // store what the gateways publish) and, if the dead node led it, the
-    // new leader of the attacker's partition's consumer (to deliver it).
-    // The meta leader is not on the way of a running fleet's events.
+    // store what the gateways publish) and the new leader, if it needed
+    // one, of the attacker's partition's consumer (to deliver it); at
+    // start also the meta leader, if it died (to create the consumers).
+    // A running fleet's events do not pass the meta leader.
     let logs = || cluster.nodes.iter().map(|n| n.log()).collect::<String>();
     let stream_elected = cluster
         .elected(&Leader::Stream(cfg.stream.clone()), killed)
         .unwrap_or_else(|| panic!("no new stream leader logged after {killed}: {}", logs()));
-    let consumer_elected = (consumer_leader == leader).then(|| {
-        cluster
-            .elected(&Leader::Consumer(cfg.stream.clone(), consumers[0].clone()), killed)
-            .unwrap_or_else(|| panic!("no new leader of {} logged: {}", consumers[0], logs()))
-    });
+    let consumer_elected = cluster.elected(
+        &Leader::Consumer(cfg.stream.clone(), consumers[0].clone()),
+        killed,
+    );
+    if consumer_leader.as_ref() == Some(&leader) {
+        assert!(
+            consumer_elected.is_some(),
+            "no new leader of {} logged: {}",
+            consumers[0],
+            logs()
+        );
+    }
     let meta_elected = (meta.as_deref() == Some(leader.as_str()))
         .then(|| cluster.elected(&Leader::Meta, killed))
         .flatten();
-    let elected = consumer_elected.map_or(stream_elected, |c| c.max(stream_elected));
+    let elected = [consumer_elected, meta_elected.filter(|_| at_startup)]
+        .into_iter()
+        .flatten()
+        .fold(stream_elected, chrono::DateTime::max);
     let since = alerted - elected.max(swept);
     eprintln!(
-        "FAILOVER leader {leader} killed at {killed} (meta leader {meta:?}, {} led by {consumer_leader}); \
+        "FAILOVER{} leader {leader} killed at {killed} (meta leader {meta:?}, {} led by {consumer_leader:?}); \
          stream leader elected at {stream_elected}, consumer leader at {consumer_elected:?}, \
          meta leader at {meta_elected:?}; sweep done at {swept}; alert seen at {alerted}: \
          {} ms after the last of the election and the sweep",
+        if at_startup { " at startup" } else { "" },
         consumers[0],
         since.num_milliseconds()
     );

@@ -472,13 +472,7 @@ fn warmup_span(cfg: &Config) -> Duration {
 /// Reads partition `p` from `span` ago up to stream sequence `floor` (what
 /// this aggregator's consumer acknowledged before it stopped) through the
 /// pipeline with alerts muted.
-async fn warm_up(
-    stream: &JsStream,
-    p: u16,
-    floor: u64,
-    span: Duration,
-    agg: &mut Aggregator,
-) {
+async fn warm_up(stream: &JsStream, p: u16, floor: u64, span: Duration, agg: &mut Aggregator) {
     let start = time::OffsetDateTime::now_utc() - span;
     let mut messages = consume::retry(&format!("warm-up read of partition {p}"), || async {
         stream

@@ -184,9 +184,10 @@ pub(super) async fn find(shared: &Shared, p: u16) -> Found {
         })
         .await;
         if let Some(info) = info {
-            if live.as_ref().is_none_or(|(_, l)| {
-                info.ack_floor.stream_sequence > l.ack_floor.stream_sequence
-            }) {
+            if live
+                .as_ref()
+                .is_none_or(|(_, l)| info.ack_floor.stream_sequence > l.ack_floor.stream_sequence)
+            {
                 live = Some((slot, info));
             }
         }
@@ -305,7 +306,10 @@ pub(super) async fn pull(
                 None => break,
                 Some(Err(e)) => {
                     if e.kind() == MessagesErrorKind::ConsumerDeleted {
-                        tracing::warn!(partition = p, "the consumer was deleted: creating it again");
+                        tracing::warn!(
+                            partition = p,
+                            "the consumer was deleted: creating it again"
+                        );
                         replace_it = true;
                     } else {
                         // The consumer's leader or the connection failed,
@@ -475,9 +479,9 @@ pub(super) async fn watch_first_seq(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        if let Ok(Ok(info)) = tokio::time::timeout(REQUEST_TIMEOUT, shared.stream.get_info()).await {
+        if let Ok(Ok(info)) = tokio::time::timeout(REQUEST_TIMEOUT, shared.stream.get_info()).await
+        {
             shared.first_seq.store(info.state.first_sequence, Relaxed);
         }
     }
 }
-
