@@ -44,6 +44,12 @@ const PULL_BYTES: usize = 1 << 20;
 /// server takes JetStream requests, and only the consumer's leader
 /// answers. So a failover costs the election and at most this second.
 const PULL_HEARTBEAT: Duration = Duration::from_millis(500);
+/// Other pull errors in a row after which the pull is made again.
+const PULL_ERRORS: u32 = 5;
+/// Missed heartbeats in a row of a pull found alive after which it is
+/// made again anyway (its deliveries may have gone to an earlier pull's
+/// inbox: the consumer then looks busy for ever).
+const PULL_ALIVE_CHECKS: u32 = 3;
 /// How long a pull request waits on the server.
 const PULL_EXPIRES: Duration = Duration::from_secs(10);
 /// Messages between the pullers and the processing loop (each at most
@@ -299,29 +305,53 @@ pub(super) async fn pull(
             }
         };
         let mut replace_it = false;
-        // A missed heartbeat has waited already: pull again at once.
+        // A pull found dead has waited already: pull again at once.
         let mut at_once = false;
+        // Missed heartbeats of a pull found alive, and other errors, in a
+        // row.
+        let (mut alive, mut errors) = (0u32, 0u32);
         loop {
             let msg = match messages.next().await {
                 None => break,
-                Some(Err(e)) => {
-                    if e.kind() == MessagesErrorKind::ConsumerDeleted {
+                Some(Err(e)) => match e.kind() {
+                    MessagesErrorKind::ConsumerDeleted => {
                         tracing::warn!(
                             partition = p,
                             "the consumer was deleted: creating it again"
                         );
                         replace_it = true;
-                    } else {
-                        // The consumer's leader or the connection failed,
-                        // or no leader yet: pull again, the consumer keeps
-                        // its place.
-                        tracing::debug!(partition = p, error = %e, "pulling messages: pulling again");
-                        at_once = e.kind() == MessagesErrorKind::MissingHeartbeat;
+                        break;
                     }
-                    break;
-                }
+                    MessagesErrorKind::MissingHeartbeat => {
+                        // A busy broker misses heartbeats too, while its
+                        // request still delivers: pulling again then would
+                        // lose what it sends (a gap, and a new consumer).
+                        if alive < PULL_ALIVE_CHECKS && pull_alive(&consumer, last_cseq).await {
+                            alive += 1;
+                            continue;
+                        }
+                        // Its leader died (or the connection): pull again,
+                        // the consumer keeps its place.
+                        tracing::debug!(partition = p, error = %e, "pulling messages: pulling again");
+                        at_once = true;
+                        break;
+                    }
+                    MessagesErrorKind::NoResponders => {
+                        tracing::debug!(partition = p, error = %e, "pulling messages: pulling again");
+                        break;
+                    }
+                    _ => {
+                        errors += 1;
+                        tracing::debug!(partition = p, error = %e, "pulling messages");
+                        if errors >= PULL_ERRORS {
+                            break;
+                        }
+                        continue;
+                    }
+                },
                 Some(Ok(m)) => m,
             };
+            (alive, errors) = (0, 0);
             backoff = Backoff::new();
             let Ok(info) = msg.info() else { continue };
             let (cseq, sseq, pending) =
@@ -470,6 +500,17 @@ async fn delete(stream: &JsStream, name: &str) -> Result<(), ConsumerError> {
             Ok(())
         }
         Err(e) => Err(e),
+    }
+}
+
+/// Whether a pull that missed its heartbeats may still deliver: the
+/// consumer answers, and has delivered past `last_cseq` (on their way) or
+/// holds a waiting request (this pull's). During a failover the consumer
+/// does not answer; after it, its new leader holds no request.
+async fn pull_alive(consumer: &Consumer<pull::Config>, last_cseq: u64) -> bool {
+    match tokio::time::timeout(REQUEST_TIMEOUT, consumer.get_info()).await {
+        Ok(Ok(info)) => info.delivered.consumer_sequence > last_cseq || info.num_waiting > 0,
+        _ => false,
     }
 }
 
