@@ -232,11 +232,12 @@ pub(super) async fn find(shared: &Shared, p: u16) -> Found {
 /// waits until everything handed over is processed and replaces the
 /// consumer by one starting right after the last processed message.
 ///
-/// A pull that fails (missing heartbeats: the consumer's leader died, or
-/// the connection; no responders: no leader yet) is made again on the
-/// same consumer, with a [`Backoff`]: the consumer keeps its place, and
-/// its new leader answers as soon as it is elected. Only a consumer that
-/// is gone (deleted) is replaced.
+/// A pull that fails (missed heartbeats and nothing more to come from it,
+/// [`pull_alive`]: the consumer's leader died, or the connection; no
+/// responders) is made again on the same consumer, at once or after a
+/// [`Backoff`]: the consumer keeps its place, and its new leader answers
+/// as soon as it is elected. Only a consumer that is gone (deleted) is
+/// replaced.
 pub(super) async fn pull(
     shared: Arc<Shared>,
     p: u16,
