@@ -465,36 +465,80 @@ impl NatsCluster {
             .join(",")
     }
 
-    /// When a surviving node logged that stream `stream` got a new leader
-    /// after `after` (nats-server logs local time; the lab's is UTC).
-    pub fn leader_elected(
+    /// When a node first logged, after `after`, that `what` has a new
+    /// leader (nats-server logs local time; the lab's is UTC). Only the new
+    /// leader logs it, so after a node's death this is the election.
+    pub fn elected(
         &self,
-        stream: &str,
+        what: &Leader,
         after: chrono::DateTime<chrono::Utc>,
     ) -> Option<chrono::DateTime<chrono::Utc>> {
-        let needle = format!("new stream leader for '$G > {stream}'");
+        self.logged(&what.log_line())
+            .into_iter()
+            .map(|(t, _)| t)
+            .filter(|&t| t > after)
+            .min()
+    }
+
+    /// The node (`n1`...) that last logged, before `before`, that it is
+    /// the JetStream meta leader.
+    pub fn meta_leader(&self, before: chrono::DateTime<chrono::Utc>) -> Option<String> {
+        self.logged("Self is new JetStream cluster metadata leader")
+            .into_iter()
+            .filter(|&(t, _)| t < before)
+            .max()
+            .map(|(_, i)| format!("n{}", i + 1))
+    }
+
+    /// Every line of every node's log containing `needle`: its time and
+    /// the node's index.
+    fn logged(&self, needle: &str) -> Vec<(chrono::DateTime<chrono::Utc>, usize)> {
         self.nodes
             .iter()
-            .flat_map(|n| {
+            .enumerate()
+            .flat_map(|(i, n)| {
                 n.log()
                     .lines()
-                    .filter(|l| l.contains(&needle))
+                    .filter(|l| l.contains(needle))
                     .filter_map(|l| {
                         // "[pid] 2026/12/06 08:52:43.519545 [INF] ..."
                         let ts = l.split_once("] ")?.1.get(..26)?;
                         let t = chrono::NaiveDateTime::parse_from_str(ts, "%Y/%m/%d %H:%M:%S%.f")
                             .ok()?;
-                        Some(t.and_utc())
+                        Some((t.and_utc(), i))
                     })
                     .collect::<Vec<_>>()
             })
-            .filter(|&t| t > after)
-            .min()
+            .collect()
     }
 
     /// The node named `name` (`n1`...).
     pub fn node(&mut self, name: &str) -> Option<&mut NatsServer> {
         let i: usize = name.strip_prefix('n')?.parse().ok()?;
         self.nodes.get_mut(i.checked_sub(1)?)
+    }
+}
+
+/// A JetStream raft group whose leader a failover must replace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Leader {
+    /// The meta leader (stream and consumer creation and deletion).
+    Meta,
+    /// A stream's leader (stores what is published).
+    Stream(String),
+    /// A consumer's leader (stream, consumer): answers its pulls.
+    Consumer(String, String),
+}
+
+impl Leader {
+    /// What the new leader logs once elected.
+    fn log_line(&self) -> String {
+        match self {
+            Self::Meta => "Self is new JetStream cluster metadata leader".into(),
+            Self::Stream(s) => format!("JetStream cluster new stream leader for '$G > {s}'"),
+            Self::Consumer(s, c) => {
+                format!("JetStream cluster new consumer leader for '$G > {s} > {c}'")
+            }
+        }
     }
 }

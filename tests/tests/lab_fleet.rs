@@ -12,7 +12,7 @@ use integration_tests::{
     alerts,
     daemon::Daemon,
     fleet::{
-        metric, with_js, FleetLab, NatsCluster, NatsServer, BROKER_FOR_GW1, BROKER_FOR_GW2,
+        metric, with_js, FleetLab, Leader, NatsCluster, NatsServer, BROKER_FOR_GW1, BROKER_FOR_GW2,
         BROKER_LOCAL,
     },
     http,
@@ -367,8 +367,61 @@ fn stream_leader(ns: &integration_tests::netns::NetNs, url: &str) -> Option<Stri
     .flatten()
 }
 
+/// The leader (a node name) of each of `consumers`, once every one has a
+/// leader (within 30 s).
+fn consumer_leaders(
+    ns: &integration_tests::netns::NetNs,
+    url: &str,
+    consumers: &[String],
+) -> Vec<String> {
+    let cfg = smbwatch::fleet::PublishConfig::default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (name, consumers) = (cfg.stream.clone(), consumers.to_vec());
+        let r = with_js(ns, url, &cfg, "probe", |js| async move {
+            let stream = js.js.get_stream(&name).await?;
+            let mut leaders = Vec::new();
+            for c in &consumers {
+                let info = stream.consumer_info(c).await?;
+                leaders.push(
+                    info.cluster
+                        .and_then(|c| c.leader)
+                        .ok_or_else(|| anyhow::anyhow!("{c} has no leader"))?,
+                );
+            }
+            Ok(leaders)
+        });
+        match r {
+            Ok(l) => return l,
+            Err(e) if Instant::now() > deadline => {
+                panic!("the aggregator's consumers have no leaders: {e:#}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
 #[test]
 fn a_stream_leader_killed_mid_sweep_loses_and_duplicates_nothing() {
+    stream_leader_killed(false);
+}
+
+/// The same failure while the aggregator is (re)starting and creating its
+/// consumers (the meta leader's work): what it creates waits for the meta
+/// leader's election, and a new consumer whose first leader would have
+/// been the dead node for its own. The alert must follow the last of
+/// those as closely.
+#[test]
+fn a_stream_leader_killed_while_the_aggregator_starts_loses_nothing() {
+    stream_leader_killed(true);
+}
+
+/// A 3-node cluster, two gateways and an aggregator; the stream's leader
+/// is SIGKILLed in the middle of a 30-host sweep split across the
+/// gateways (`at_startup`: just as the aggregator starts creating its
+/// consumers, the first 10 hosts swept before). One alert over all 30,
+/// within 3 s of the elections it waits for; each event processed once.
+fn stream_leader_killed(at_startup: bool) {
     require_root();
     if !have("nats-server") {
         return skip("nats-server not installed (cargo xtask setup installs it)");
@@ -422,29 +475,55 @@ fn a_stream_leader_killed_mid_sweep_loses_and_duplicates_nothing() {
         )
         .expect("gateway daemon")
     };
-    let gw1 = gateway(&lab.gw1, &j1, cluster.urls("192.0.2.1"), "gw1");
-    let gw2 = gateway(&lab.gw2, &j2, cluster.urls("192.0.2.5"), "gw2");
+    let mut gw1 = gateway(&lab.gw1, &j1, cluster.urls("192.0.2.1"), "gw1");
+    let mut gw2 = gateway(&lab.gw2, &j2, cluster.urls("192.0.2.5"), "gw2");
+    // Running gateways: they found the stream.
+    gw1.wait_stderr("publishing to the stream", Duration::from_secs(30))
+        .expect("gateway 1 found the stream");
+    gw2.wait_stderr("publishing to the stream", Duration::from_secs(30))
+        .expect("gateway 2 found the stream");
     let metrics: SocketAddr = "127.0.0.1:9466".parse().unwrap();
-    let agg = Daemon::aggregate(
-        &lab.broker,
-        &[
-            "--nats",
-            &local,
-            "--json",
-            ja.to_str().unwrap(),
-            "--window",
-            "60s",
-            "--fanout-threshold",
-            "30",
-            "--metrics",
-            &metrics.to_string(),
-        ],
-    )
-    .expect("aggregator");
-
-    assert_eq!(lab.sweep(&addrs(2..=11)).unwrap(), 10);
+    let aggregate = || {
+        Daemon::aggregate(
+            &lab.broker,
+            &[
+                "--nats",
+                &local,
+                "--json",
+                ja.to_str().unwrap(),
+                "--window",
+                "60s",
+                "--fanout-threshold",
+                "30",
+                "--metrics",
+                &metrics.to_string(),
+            ],
+        )
+        .expect("aggregator")
+    };
+    // 203.0.113.10's partition (smbwatch::fleet::partition) and the
+    // address-less one every aggregator reads.
+    let consumers: Vec<String> = ["11", "all"]
+        .iter()
+        .map(|p| format!("smbwatch-aggregate-p{p}"))
+        .collect();
+    let started = chrono::Utc::now();
+    let (agg, consumer_leader) = if at_startup {
+        assert_eq!(lab.sweep(&addrs(2..=11)).unwrap(), 10);
+        let mut agg = aggregate();
+        agg.wait_stderr("aggregating", Duration::from_secs(30))
+            .expect("the aggregator found its position");
+        (agg, None)
+    } else {
+        // A running aggregator: its consumers have leaders.
+        let agg = aggregate();
+        let leader = consumer_leaders(&lab.broker, &local, &consumers)[0].clone();
+        assert_eq!(lab.sweep(&addrs(2..=11)).unwrap(), 10);
+        (agg, Some(leader))
+    };
     let leader = stream_leader(&lab.broker, &local).expect("a stream leader");
     let killed = chrono::Utc::now();
+    let meta = cluster.meta_leader(killed);
     cluster.node(&leader).expect("the leader node").kill();
     assert_eq!(lab.sweep(&addrs(12..=31)).unwrap(), 20);
     let swept = chrono::Utc::now();
@@ -457,27 +536,60 @@ fn a_stream_leader_killed_mid_sweep_loses_and_duplicates_nothing() {
         "nothing lost across the failover: {:#}",
         fan[0]
     );
-    // The election as the surviving nodes logged it.
-    let elected = cluster
-        .leader_elected(&cfg.stream, killed)
-        .unwrap_or_else(|| {
-            panic!(
-                "no new stream leader logged after {killed}: {}",
-                cluster.nodes.iter().map(|n| n.log()).collect::<String>()
-            )
-        });
+    // The election this alert waits for: the stream's new leader (to
+    // store what the gateways publish) and the new leader, if it needed
+    // one, of the attacker's partition's consumer (to deliver it); at
+    // start also the meta leader, if it died (to create the consumers).
+    // A running fleet's events do not pass the meta leader.
+    let logs = || cluster.nodes.iter().map(|n| n.log()).collect::<String>();
+    let stream_elected = cluster
+        .elected(&Leader::Stream(cfg.stream.clone()), killed)
+        .unwrap_or_else(|| panic!("no new stream leader logged after {killed}: {}", logs()));
+    let consumer_elected = cluster.elected(
+        &Leader::Consumer(cfg.stream.clone(), consumers[0].clone()),
+        killed,
+    );
+    if consumer_leader.as_ref() == Some(&leader) {
+        assert!(
+            consumer_elected.is_some(),
+            "no new leader of {} logged: {}",
+            consumers[0],
+            logs()
+        );
+    }
+    let meta_elected = (meta.as_deref() == Some(leader.as_str()))
+        .then(|| cluster.elected(&Leader::Meta, killed))
+        .flatten();
+    let elected = [consumer_elected, meta_elected.filter(|_| at_startup)]
+        .into_iter()
+        .flatten()
+        .fold(stream_elected, chrono::DateTime::max);
     let since = alerted - elected.max(swept);
     eprintln!(
-        "leader {leader} killed at {killed}; new leader at {elected}, sweep done at {swept}, \
-         alert seen at {alerted}: {since} after both"
+        "FAILOVER{} leader {leader} killed at {killed} (meta leader {meta:?}, {} led by {consumer_leader:?}); \
+         stream leader elected at {stream_elected}, consumer leader at {consumer_elected:?}, \
+         meta leader at {meta_elected:?}; sweep done at {swept}; alert seen at {alerted}: \
+         {} ms after the last of the election and the sweep",
+        if at_startup { " at startup" } else { "" },
+        consumers[0],
+        since.num_milliseconds()
     );
-    // The issue's goal is 3 s; measured 0.96 s, 1.9 s and once 3.3 s (the
-    // consumers' own leaders are elected after the stream's, which is the
-    // election this test can read). The bound guards against the old 11 s
-    // (the publisher's uncapped backoff) without failing on that spread.
+    // Alerts resume about when the cluster can serve them again: pulls and
+    // publishes are made again on the same stream and consumer, within
+    // 500 ms, not after a request timeout or a new consumer's election.
     assert!(
-        since <= chrono::TimeDelta::seconds(5),
-        "the alert came {since} after the election and the sweep"
+        since <= chrono::TimeDelta::seconds(3),
+        "the alert came {since} after the election and the sweep\n{}",
+        agg.stderr()
+    );
+    // Event time, whatever the delay: the alert is dated by an event of
+    // the sweep, not by when the aggregator got to read it.
+    let stamped = chrono::DateTime::parse_from_rfc3339(fan[0]["@timestamp"].as_str().unwrap())
+        .expect("@timestamp")
+        .to_utc();
+    assert!(
+        started <= stamped && stamped <= swept,
+        "@timestamp {stamped} is the sweep's, between {started} and {swept}"
     );
     let survivors: String = (1..=3)
         .filter(|i| format!("n{i}") != leader)

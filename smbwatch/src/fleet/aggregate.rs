@@ -35,7 +35,6 @@ use std::{
 use async_nats::jetstream::{
     self,
     consumer::{pull, DeliverPolicy},
-    context::ConsumerInfoErrorKind,
     stream::Stream as JsStream,
 };
 use chrono::{DateTime, Utc};
@@ -43,7 +42,7 @@ use futures_util::StreamExt as _;
 use tokio::sync::mpsc;
 
 use super::{
-    consume::{self, consumer_name, filter, Delivery, Progress, Shared, QUEUE},
+    consume::{self, filter, Delivery, Progress, Shared, QUEUE},
     observers::Observers,
     stats::{AggregateCounters, FleetMetrics, Refusal},
     transport::{JetStream, TransportError},
@@ -137,13 +136,6 @@ pub enum AggregateError {
     Metrics(#[from] crate::metrics::server::MetricsError),
 }
 
-pub(super) fn js_err(op: String, e: impl std::fmt::Display) -> TransportError {
-    TransportError::JetStream {
-        op,
-        message: e.to_string(),
-    }
-}
-
 /// The pipeline with the aggregator's extras: which gateways saw each
 /// source, and the checks on what a broker delivers.
 struct Aggregator {
@@ -207,7 +199,16 @@ impl Aggregator {
                         self.counters.gateway_events.fetch_add(1, Relaxed);
                         self.clock.saw(ev.ts);
                         self.observers.saw(ev.src, gateway, ev.ts);
-                        self.pipeline.gateway_event(&ev)
+                        let mut found = self.pipeline.gateway_event(&ev);
+                        // Dated by the event that raised them. The
+                        // detector's clock only goes forward, and time let
+                        // pass while a failover held events back (the
+                        // stream without a leader, a gateway buffering) has
+                        // moved it past the events that arrive late.
+                        for a in &mut found {
+                            a.ts = a.ts.min(ev.ts);
+                        }
+                        found
                     }
                 }
                 Ok(FleetEvent::Host(ev)) => {
@@ -262,7 +263,9 @@ pub async fn run(opts: &AggregateOptions) -> Result<AggregateReport, AggregateEr
     metrics.set_reload(opts.source.stats.clone());
     let server = runtime::bind_metrics(&cfg.metrics, &metrics).await?;
     let metrics_task = runtime::serve_metrics(server, "/metrics");
-    let (stream, weak) = js.stream_checked().await?;
+    // Retried: an aggregator (re)started during a broker's election waits
+    // for it instead of exiting.
+    let (stream, weak) = consume::retry("reading the stream", || js.stream_checked()).await;
     match weak {
         Some(problem) => tracing::warn!(
             stream = %cfg.publish.stream,
@@ -292,21 +295,23 @@ pub async fn run(opts: &AggregateOptions) -> Result<AggregateReport, AggregateEr
         .copied()
         .chain([super::ALL])
         .collect();
+    let shared = Arc::new(Shared {
+        stream: stream.clone(),
+        js: js.js.clone(),
+        name: opts.name.clone(),
+        counters: counters.clone(),
+        first_seq: AtomicU64::new(0),
+    });
     let mut starts = Vec::new();
     for &p in &parts {
-        let name = consumer_name(&opts.name, p);
         // Where this aggregator stopped: everything up to its consumer's
         // acknowledgement floor was processed (it never acknowledges
         // further), nothing after it.
-        let floor = match stream.consumer_info(&name).await {
-            Ok(info) => info.ack_floor.stream_sequence,
-            Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => 0,
-            Err(e) => return Err(js_err(format!("reading consumer {name}"), e).into()),
-        };
-        if floor > 0 {
-            warm_up(&stream, p, floor, warmup_span(cfg), &mut agg).await?;
+        let found = consume::find(&shared, p).await;
+        if found.floor > 0 {
+            warm_up(&stream, p, found.floor, warmup_span(cfg), &mut agg).await;
         }
-        starts.push((p, floor));
+        starts.push((p, found));
     }
     tracing::info!(
         partitions = ?opts.partitions,
@@ -314,27 +319,23 @@ pub async fn run(opts: &AggregateOptions) -> Result<AggregateReport, AggregateEr
         "aggregating"
     );
 
-    let shared = Arc::new(Shared {
-        stream: stream.clone(),
-        name: opts.name.clone(),
-        counters: counters.clone(),
-        first_seq: AtomicU64::new(0),
-    });
     let (tx, mut rx) = mpsc::channel::<Delivery>(QUEUE);
     let mut progress: HashMap<u16, Arc<Progress>> = HashMap::new();
     let mut pullers = Vec::new();
-    for (p, floor) in starts {
+    for (p, found) in starts {
         let prog = Arc::new(Progress::default());
-        prog.processed.store(floor, Relaxed);
+        prog.processed.store(found.floor, Relaxed);
         progress.insert(p, prog.clone());
         pullers.push(tokio::spawn(consume::pull(
             shared.clone(),
             p,
+            found,
             prog,
             tx.clone(),
         )));
     }
     drop(tx);
+    pullers.push(tokio::spawn(consume::watch_first_seq(shared.clone())));
 
     let mut unacked: HashMap<u16, (u64, jetstream::Message)> = HashMap::new();
     let mut tick = tokio::time::interval(ACK_INTERVAL);
@@ -380,9 +381,6 @@ pub async fn run(opts: &AggregateOptions) -> Result<AggregateReport, AggregateEr
                     write(&sinks, &alerts, &counters, &metrics);
                     let backlog = progress.values().map(|p| p.pending.load(Relaxed)).sum();
                     counters.backlog.store(backlog, Relaxed);
-                    if let Ok(info) = stream.get_info().await {
-                        shared.first_seq.store(info.state.first_sequence, Relaxed);
-                    }
                 }
             }
             signal = signals.next() => match signal {
@@ -499,26 +497,22 @@ fn warmup_span(cfg: &Config) -> Duration {
 /// Reads partition `p` from `span` ago up to stream sequence `floor` (what
 /// this aggregator's consumer acknowledged before it stopped) through the
 /// pipeline with alerts muted.
-async fn warm_up(
-    stream: &JsStream,
-    p: u16,
-    floor: u64,
-    span: Duration,
-    agg: &mut Aggregator,
-) -> Result<(), TransportError> {
+async fn warm_up(stream: &JsStream, p: u16, floor: u64, span: Duration, agg: &mut Aggregator) {
     let start = time::OffsetDateTime::now_utc() - span;
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            filter_subject: filter(p),
-            deliver_policy: DeliverPolicy::ByStartTime { start_time: start },
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| js_err(format!("warm-up consumer for partition {p}"), e))?;
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|e| js_err(format!("warm-up read of partition {p}"), e))?;
+    let mut messages = consume::retry(&format!("warm-up read of partition {p}"), || async {
+        stream
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: filter(p),
+                deliver_policy: DeliverPolicy::ByStartTime { start_time: start },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .messages()
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
     let mut muted = 0u64;
     while let Ok(Some(Ok(msg))) = tokio::time::timeout(WARMUP_IDLE, messages.next()).await {
         let Ok(info) = msg.info() else { continue };
@@ -536,7 +530,6 @@ async fn warm_up(
         muted_alerts = muted,
         "state rebuilt from the partition's recent past"
     );
-    Ok(())
 }
 
 /// Acknowledges (cumulatively) the last processed message of partition
@@ -617,6 +610,25 @@ mod tests {
             .collect();
         assert!(!fanout.is_empty(), "{alerts:#?}");
         assert!(fanout.iter().all(|a| a.observers == ["gw2"]), "{fanout:#?}");
+    }
+
+    #[test]
+    fn alerts_read_late_are_dated_by_their_events() {
+        let t0 = Utc::now() - chrono::TimeDelta::seconds(30);
+        let mut agg = aggregator(10);
+        // Time let pass (no events) while a failover held them back.
+        agg.pipeline.advance(t0 + chrono::TimeDelta::seconds(20));
+        let subject = super::super::subject("gw1", 11);
+        let alerts = agg.message(&subject, Some("gw1.00.1.ab"), &scan(t0, 20), Utc::now());
+        let fanout = alerts
+            .iter()
+            .find(|a| a.kind == crate::alert::AlertKind::SmbScanFanout)
+            .expect("a fan-out alert");
+        assert!(
+            fanout.ts >= t0 && fanout.ts < t0 + chrono::TimeDelta::seconds(1),
+            "dated {}, the scan ran at {t0}",
+            fanout.ts
+        );
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub async fn run<T: Transport>(
     let mut backoff = BACKOFF_MIN;
     let mut outage: Option<(std::time::Instant, String)> = None;
     let mut stop_at: Option<tokio::time::Instant> = None;
+    let mut prepared = false;
     loop {
         if stop_at.is_none() && *shutdown.borrow() {
             stop_at = Some(tokio::time::Instant::now() + STOP_GRACE);
@@ -48,9 +49,23 @@ pub async fn run<T: Transport>(
             if stop_at.is_some() {
                 break;
             }
+            // Idle: find the stream now (a failover in the middle of the
+            // first events then costs the election, not the election and
+            // a lookup); a failure waits for the backoff or for events.
+            let wait = if prepared {
+                None
+            } else if transport.prepare().await.is_ok() {
+                prepared = true;
+                None
+            } else {
+                let w = backoff;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                Some(w)
+            };
             tokio::select! {
                 _ = outbox.ready() => {}
                 _ = shutdown.changed() => {}
+                _ = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => {}
             }
             continue;
         }

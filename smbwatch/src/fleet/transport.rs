@@ -73,6 +73,13 @@ pub trait Transport: Send + Sync + 'static {
         &self,
         batch: &[Item],
     ) -> impl Future<Output = Vec<Result<Stored, TransportError>>> + Send;
+
+    /// Gets ready to publish (finds or creates the stream), so the first
+    /// events do not wait for it: the publish task calls it while it has
+    /// nothing to send until it succeeds.
+    fn prepare(&self) -> impl Future<Output = Result<(), TransportError>> + Send {
+        std::future::ready(Ok(()))
+    }
 }
 
 /// A connected JetStream context and the stream's settings.
@@ -360,25 +367,26 @@ pub fn weakness(c: &stream::Config, replicas: usize) -> Option<String> {
 }
 
 impl Transport for JetStream {
-    async fn publish(&self, batch: &[Item]) -> Vec<Result<Stored, TransportError>> {
+    async fn prepare(&self) -> Result<(), TransportError> {
         if !self.stream_ready.load(Relaxed) {
-            match self.stream().await {
-                Ok(_) => {
-                    self.stream_ready.store(true, Relaxed);
-                    tracing::info!(
-                        stream = %self.cfg.stream,
-                        replicas = self.replicas(),
-                        "publishing to the stream"
-                    );
-                }
-                Err(e) => {
-                    let msg = e.to_string();
-                    return batch
-                        .iter()
-                        .map(|_| Err(TransportError::Publish(msg.clone())))
-                        .collect();
-                }
-            }
+            self.stream().await?;
+            self.stream_ready.store(true, Relaxed);
+            tracing::info!(
+                stream = %self.cfg.stream,
+                replicas = self.replicas(),
+                "publishing to the stream"
+            );
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, batch: &[Item]) -> Vec<Result<Stored, TransportError>> {
+        if let Err(e) = self.prepare().await {
+            let msg = e.to_string();
+            return batch
+                .iter()
+                .map(|_| Err(TransportError::Publish(msg.clone())))
+                .collect();
         }
         // Send the whole batch, then collect acknowledgements: one round
         // trip per batch, not per event.
