@@ -119,6 +119,20 @@ impl Baseline {
         &self.cfg
     }
 
+    /// `[detect] allow` as given.
+    pub fn allow(&self) -> &[IpNet] {
+        &self.allow
+    }
+
+    /// `[detect] hold_down` as given.
+    pub fn hold_down(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::try_from(self.hold_down).unwrap_or(u64::MAX))
+    }
+
+    /// A logon naming the workstation at `ip` (4624 `WorkstationName` with
+    /// `IpAddress`) at `t` (Unix seconds).
+    pub fn observe_logon(&mut self, _t: i64, _ip: IpAddr, _name: &str) {}
+
     /// Counters and sizes.
     pub fn stats(&self) -> BaselineStats {
         BaselineStats {

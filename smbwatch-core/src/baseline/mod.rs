@@ -17,10 +17,14 @@
 #[cfg(any(test, feature = "bench"))]
 pub mod bench;
 mod config;
+#[cfg(any(test, feature = "bench"))]
+pub mod eval;
 mod learn;
 pub mod message;
 mod rate;
 mod record;
+#[cfg(any(test, feature = "bench"))]
+pub mod sim;
 #[cfg(test)]
 mod tests;
 #[cfg(any(test, feature = "bench"))]
