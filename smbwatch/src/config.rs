@@ -393,6 +393,8 @@ pub const DURATION_RANGES: &[(&str, Duration, Duration)] = &[
     ("baseline.learn_for", secs(HOUR), secs(30 * DAY)),
     ("baseline.off_hours_slack", Duration::ZERO, secs(12 * HOUR)),
     ("baseline.flush_interval", secs(1), secs(HOUR)),
+    ("baseline.name_ttl", secs(MIN), secs(7 * DAY)),
+    ("baseline.new_server_window", secs(MIN), secs(30 * DAY)),
 ];
 
 /// `key`'s value against [`DURATION_RANGES`] (`key` may carry `[i]` indices).
@@ -489,6 +491,11 @@ impl Config {
             ("baseline.learn_for", self.baseline.learn_for),
             ("baseline.off_hours_slack", self.baseline.off_hours_slack),
             ("baseline.flush_interval", self.baseline.flush_interval),
+            ("baseline.name_ttl", self.baseline.name_ttl),
+            (
+                "baseline.new_server_window",
+                self.baseline.new_server_window,
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

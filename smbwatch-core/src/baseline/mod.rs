@@ -19,6 +19,7 @@ pub mod bench;
 mod config;
 #[cfg(any(test, feature = "bench"))]
 pub mod eval;
+mod hosts;
 mod learn;
 pub mod message;
 mod rate;
@@ -36,6 +37,7 @@ use serde::Serialize;
 use smbwatch_common::addr::{from_mapped, to_mapped};
 
 pub use config::{BaselineConfig, MAX_ENTRIES};
+pub use hosts::{is_host_key, mac_key, name_key};
 pub use learn::Baseline;
 pub use record::{Batch, Client, Edge, Meta, Snapshot, WEEK_HOURS};
 
@@ -104,4 +106,9 @@ pub struct BaselineStats {
     pub suppressed: u64,
     /// Anomalies of allowlisted, scanner or backup sources (not alerted).
     pub exempt: u64,
+    /// Logons that named a host at an address.
+    pub logons: u64,
+    /// MACs found to be routers' (too many addresses in a day), ever in
+    /// this run: their frames name no host.
+    pub router_macs: u64,
 }

@@ -12,8 +12,10 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use super::{Batch, Client, Edge, Meta, Snapshot};
 
 /// The layout this build reads and writes. A file with a higher number was
-/// written by a newer smbwatch and is refused.
-pub const SCHEMA_VERSION: u64 = 1;
+/// written by a newer smbwatch and is refused; a lower one is upgraded when
+/// opened (2 added hosts, weekend hours and usual servers to the client
+/// record: schema-1 records still decode, and are rewritten as they change).
+pub const SCHEMA_VERSION: u64 = 2;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const CLIENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("clients");
@@ -133,8 +135,8 @@ impl Store {
                         found: v,
                     })
                 }
-                Some(_) => {}
-                None => {
+                Some(v) if v == SCHEMA_VERSION => {}
+                Some(_) | None => {
                     meta.insert("schema", SCHEMA_VERSION)
                         .map_err(|e| self.io("write")(e.into()))?;
                 }
