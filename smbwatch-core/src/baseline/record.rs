@@ -42,7 +42,7 @@ pub struct Client {
     pub listed: [u128; LISTED_SERVERS],
     /// Latest address of a host known by MAC or name (address key; 0 for
     /// a client known by its address, whose key is the address).
-    #[serde(default)]
+    #[serde(default, with = "key", rename = "last_addr")]
     pub addr: u128,
     /// When a logon last bound a name host to `addr` (Unix seconds; 0: never).
     #[serde(default)]
@@ -304,6 +304,23 @@ pub struct Snapshot {
     pub clients: Vec<(u128, Client)>,
     /// Every edge.
     pub edges: Vec<((u128, u128), Edge)>,
+}
+
+/// An address key as an address (`null` for 0).
+mod key {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use smbwatch_common::addr::{from_mapped, to_mapped};
+    use std::net::{IpAddr, Ipv6Addr};
+
+    pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
+        (*v != 0)
+            .then(|| from_mapped(Ipv6Addr::from(*v)))
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        Ok(Option::<IpAddr>::deserialize(d)?.map_or(0, |a| u128::from(to_mapped(a))))
+    }
 }
 
 /// `Client::listed` as addresses (empty slots left out).

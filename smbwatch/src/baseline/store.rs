@@ -268,6 +268,40 @@ impl Store {
         w.commit().map_err(|e| self.io("commit")(e.into()))
     }
 
+    /// The schema version the file says (tests).
+    #[doc(hidden)]
+    pub fn schema_for_test(&self) -> Result<u64, StoreError> {
+        let r = self
+            .db
+            .begin_read()
+            .map_err(|e| self.io("read")(e.into()))?;
+        let t = r.open_table(META).map_err(|e| self.io("open")(e.into()))?;
+        let v = t.get("schema").map_err(|e| self.io("read")(e.into()))?;
+        Ok(v.map_or(0, |v| v.value()))
+    }
+
+    /// Writes raw client records (tests of older layouts).
+    #[doc(hidden)]
+    pub fn write_raw_clients_for_test(
+        &self,
+        rows: impl Iterator<Item = (u128, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        let w = self
+            .db
+            .begin_write()
+            .map_err(|e| self.io("write")(e.into()))?;
+        {
+            let mut t = w
+                .open_table(CLIENTS)
+                .map_err(|e| self.io("open")(e.into()))?;
+            for (k, v) in rows {
+                t.insert(k, v.as_slice())
+                    .map_err(|e| self.io("write")(e.into()))?;
+            }
+        }
+        w.commit().map_err(|e| self.io("commit")(e.into()))
+    }
+
     /// Sets the schema version (tests of the newer-version refusal).
     #[doc(hidden)]
     pub fn set_schema_for_test(&self, v: u64) -> Result<(), StoreError> {
