@@ -28,6 +28,8 @@ mod record;
 pub mod sim;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_hosts;
 #[cfg(any(test, feature = "bench"))]
 pub mod week;
 
