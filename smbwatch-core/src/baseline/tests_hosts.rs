@@ -229,3 +229,22 @@ fn hours_from_activity_weekdays_and_weekends_apart() {
     let a = b.observe(&acc_mac(at(12, 10, 6), WS[2], FS1, mac(2)));
     assert_eq!(kinds(&a), [AlertKind::SmbOffHours]);
 }
+
+/// The pipeline names hosts from their own outbound connections (a
+/// Winlogbeat 5156 from WORKSTATION5 at 172.18.39.5): the baseline keys
+/// that address's sessions by the name.
+#[test]
+fn the_pipeline_names_hosts_from_their_outbound_connections() {
+    use crate::pipeline::{Pipeline, PipelineConfig};
+    let line = r#"{"@timestamp":"2026-11-02T07:57:46.123Z","event":{"code":"5156","kind":"event","provider":"Microsoft-Windows-Security-Auditing","action":"connection-allowed"},"winlog":{"channel":"Security","computer_name":"WORKSTATION5.theshire.local","event_id":"5156","provider_name":"Microsoft-Windows-Security-Auditing","record_id":493214,"event_data":{"ProcessID":"4","Application":"System","Direction":"%%14593","SourceAddress":"172.18.39.5","SourcePort":"50504","DestAddress":"172.18.39.6","DestPort":"445","Protocol":"6"}},"host":{"name":"workstation5"}}"#;
+    let ev = crate::hostlog::parse_line(line).unwrap().unwrap();
+    let mut p = Pipeline::new(PipelineConfig::default()).with_baseline(baseline());
+    p.host_event(&ev);
+    p.gateway_event(&acc(at(0, 7, 58), "172.18.39.5", "172.18.39.6"));
+    let b = p.baseline_mut().unwrap();
+    assert_eq!(b.stats().logons, 1);
+    let host = ev.host.as_deref().unwrap();
+    let c = b.client(ip("172.18.39.5")).unwrap();
+    assert_eq!(c.events, 1);
+    assert!(b.clients().any(|(k, _)| *k == name_key(host)));
+}
