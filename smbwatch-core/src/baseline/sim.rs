@@ -187,7 +187,7 @@ fn server_mac(a: u32) -> MacAddr {
 
 /// Builds the events of `days` days (14: two weeks) for `p`.
 pub fn simulate(p: &NetParams, days: u32) -> Sim {
-    let mut rng = Rng(p.seed ^ 0x5eed_0f_18);
+    let mut rng = Rng(p.seed ^ 0x5eed_0f18);
     let first_hop = (f64::from(p.workstations) * p.first_hop_share).round() as u32;
     let mut ws: Vec<Ws> = (0..p.workstations)
         .map(|i| {

@@ -52,7 +52,7 @@ fn a_host_on_a_new_address_is_not_new_and_a_reused_address_inherits_nothing() {
         a[0].message
     );
     // Daily reload keeps who is where.
-    let mut b =
+    let b =
         Baseline::new(six_days(), Vec::new(), Duration::from_secs(600)).from_snapshot(b.snapshot());
     assert_eq!(b.client(ip(moved)).unwrap().days, 6);
 }
