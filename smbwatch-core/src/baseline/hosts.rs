@@ -117,6 +117,9 @@ impl Baseline {
                 self.flag_router(key, t);
             }
         }
+        if self.idx.addr_host.is_empty() {
+            return addr;
+        }
         if let Some(&h) = self.idx.addr_host.get(&addr) {
             let ttl = self.cfg.name_ttl.as_secs() as i64;
             if is_name_key(h)

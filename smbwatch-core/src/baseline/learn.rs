@@ -296,11 +296,13 @@ impl Baseline {
         if now_established {
             c.established = true;
         }
-        let snapshot = *c;
-        if now_established {
+        let established = c.established;
+        // Copied only when it turns normal (the record is ~300 bytes).
+        let turned = now_established.then_some(*c);
+        if let Some(c) = turned {
             self.idx.established += 1;
-            self.idx.add_office(&snapshot, 1);
-        } else if newly_usual && snapshot.established {
+            self.idx.add_office(&c, 1);
+        } else if newly_usual && established {
             self.idx.office[usize::from(weekend)][hour as usize] += 1;
         }
         self.bind(client, addr);
