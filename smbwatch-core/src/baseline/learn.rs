@@ -594,11 +594,12 @@ impl Baseline {
         let pending =
             info.is_none_or(|i| i.intro.is_none() && i.first >= learn_end && t - i.first <= window);
         if pending && !self.known_host(server) {
-            let e = self
-                .idx
-                .unknown_today
-                .entry(client)
-                .or_insert((day, server));
+            let today = &mut self.idx.unknown_today;
+            if today.len() >= self.cfg.max_clients && !today.contains_key(&client) {
+                // Bounded like the clients: earlier days' entries go.
+                today.retain(|_, (d, _)| *d == day);
+            }
+            let e = today.entry(client).or_insert((day, server));
             if e.0 != day {
                 *e = (day, server);
             }
