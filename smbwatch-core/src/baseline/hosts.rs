@@ -46,7 +46,8 @@ pub fn is_host_key(k: u128) -> bool {
     k & SPACE_MASK == HOST_SPACE
 }
 
-fn is_name_key(k: u128) -> bool {
+/// Whether a key names a host known by name (from host logs).
+pub fn is_name_key(k: u128) -> bool {
     is_host_key(k) && k & NAME_TAG != 0
 }
 

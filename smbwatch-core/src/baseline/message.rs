@@ -189,7 +189,7 @@ impl Baseline {
 /// A host key as text: `mac 3c:52:…` or `name #…` (names are hashed).
 fn host_name(k: u128) -> String {
     let low = k as u64;
-    if k & (1u128 << 64) != 0 {
+    if super::is_name_key(k) {
         format!("host by name #{low:016x}")
     } else {
         let b = low.to_be_bytes();

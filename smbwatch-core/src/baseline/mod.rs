@@ -39,7 +39,7 @@ use serde::Serialize;
 use smbwatch_common::addr::{from_mapped, to_mapped};
 
 pub use config::{BaselineConfig, MAX_ENTRIES};
-pub use hosts::{is_host_key, mac_key, name_key};
+pub use hosts::{is_host_key, is_name_key, mac_key, name_key};
 pub use learn::Baseline;
 pub use record::{Batch, Client, Edge, Meta, Snapshot, WEEK_HOURS};
 
