@@ -201,6 +201,17 @@ impl Pipeline {
     pub fn host_event(&mut self, ev: &HostEvent) -> Vec<Alert> {
         // Host events do arrive: keep gateway pairs for correlation from now on.
         self.host_inputs = true;
+        if let Some(b) = self.baseline.as_mut() {
+            // A host's own outbound connection (Sysmon 3, 5156) names it
+            // at its address: the baseline learns that client by name.
+            if ev.kind == crate::hostlog::HostEventKind::NetworkConnection
+                && ev.direction == Some(crate::hostlog::Direction::Outbound)
+            {
+                if let (Some(host), Some(ip)) = (ev.host.as_deref(), ev.src_ip) {
+                    b.observe_logon(ev.ts.timestamp(), ip, host);
+                }
+            }
+        }
         let mut out = Vec::new();
         let chained = self.correlator.on_host_event(ev);
         // The act an SMB alert from the wire carries (now or already).

@@ -77,6 +77,7 @@ impl AlertKind {
         Self::SmbNewClient,
         Self::SmbNewEdge,
         Self::SmbOffHours,
+        Self::SmbNewServer,
         Self::SmbEvasionAttempt,
         Self::SmbwatchDegraded,
         Self::SmbAdminShare,
@@ -164,6 +165,16 @@ impl AlertKind {
                 category: &[IntrusionDetection, Network],
                 types: &[Connection],
                 techniques: &["T1021.002"],
+            },
+            // Usually a server put in service; also where an intruder
+            // stages files for many hosts (T1570).
+            Self::SmbNewServer => &KindSpec {
+                rule_id: "smb_new_server",
+                rule_name: "Baseline: new SMB server with many clients",
+                rule_version: "1",
+                category: &[IntrusionDetection, Network],
+                types: &[Info],
+                techniques: &["T1021.002", "T1570"],
             },
             // The packets hide a sweep of SMB hosts (discovery) from the
             // sensor; ATT&CK has no technique for evading a network

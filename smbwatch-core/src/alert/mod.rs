@@ -39,6 +39,8 @@ pub enum AlertKind {
     SmbNewEdge,
     /// Baseline: SMB outside the client's learned hours.
     SmbOffHours,
+    /// Baseline: a server without history gained many clients at once.
+    SmbNewServer,
     /// A source sent packets the kernel could not parse (headers past its
     /// bound) to several destinations.
     SmbEvasionAttempt,

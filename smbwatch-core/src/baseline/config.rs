@@ -50,6 +50,40 @@ pub struct BaselineConfig {
     pub scanners: Vec<IpNet>,
     /// Backup hosts: learned, never alerted on as clients.
     pub backup: Vec<IpNet>,
+    /// A frame's source MAC names its host (the router is the host's first
+    /// hop) unless that MAC carries more than this many source addresses in
+    /// one UTC day: then it is a router's, never trusted again. 0: MACs are
+    /// never used.
+    pub mac_max_addresses: u32,
+    /// How long a logon (4624 `WorkstationName` with `IpAddress`) binds its
+    /// address to the workstation's name, where no MAC names the host.
+    #[serde(with = "humantime_serde")]
+    pub name_ttl: Duration,
+    /// Server groups by CIDR (domain controllers, file servers, ...): a
+    /// client using one member may use the others.
+    pub peer_groups: Vec<Vec<IpNet>>,
+    /// A server used by at least this percent of the clients (and by
+    /// `server_min_clients`) is shared infrastructure (domain controllers,
+    /// file servers, software distribution): a client of one shared server
+    /// may use another. 0: no learned group.
+    pub shared_server_percent: u32,
+    /// A client with at least this many usual servers is a management
+    /// source (SCCM, backup, jump host): a new target of the kind it
+    /// already reaches (servers, or workstations) is normal; its own hours
+    /// (no office fallback) are its schedule.
+    pub manager_min_targets: u32,
+    /// A server first seen after learning that gains this many clients
+    /// within `new_server_window` raises one `smb_new_server`; its edges
+    /// then learn for `learn_for` without alerts.
+    pub new_server_clients: u32,
+    /// The period in which a new server must gain `new_server_clients`.
+    #[serde(with = "humantime_serde")]
+    pub new_server_window: Duration,
+    /// Office hours: an hour at which at least this many per mille of the
+    /// established clients (and 3) usually work (weekdays and weekends
+    /// apart) is not "off hours" for an ordinary client. 0: each client's
+    /// own hours only.
+    pub office_hours_permille: u32,
 }
 
 impl Default for BaselineConfig {
@@ -70,6 +104,14 @@ impl Default for BaselineConfig {
             servers: Vec::new(),
             scanners: Vec::new(),
             backup: Vec::new(),
+            mac_max_addresses: 4,
+            name_ttl: Duration::from_secs(16 * 3600),
+            peer_groups: Vec::new(),
+            shared_server_percent: 10,
+            manager_min_targets: 10,
+            new_server_clients: 5,
+            new_server_window: Duration::from_secs(86_400),
+            office_hours_permille: 5,
         }
     }
 }
@@ -128,18 +170,38 @@ impl BaselineConfig {
                 ),
             );
         }
-        for (k, nets) in [
+        for (k, v, max) in [
+            ("shared_server_percent", self.shared_server_percent, 100),
+            ("office_hours_permille", self.office_hours_permille, 1000),
+            ("mac_max_addresses", self.mac_max_addresses, 1000),
+            ("manager_min_targets", self.manager_min_targets, 100_000),
+            ("new_server_clients", self.new_server_clients, 100_000),
+        ] {
+            if v > max {
+                return p(k, format!("{v}: must be between 0 and {max}"));
+            }
+        }
+        let groups = self.peer_groups.iter().enumerate().flat_map(|(g, nets)| {
+            nets.iter()
+                .enumerate()
+                .map(move |(i, n)| (format!("peer_groups[{g}][{i}]"), n))
+        });
+        let lists = [
             ("servers", &self.servers),
             ("scanners", &self.scanners),
             ("backup", &self.backup),
-        ] {
-            for (i, net) in nets.iter().enumerate() {
-                if net.addr() != net.network() {
-                    return p(
-                        &format!("{k}[{i}]"),
-                        format!("{net} has host bits set; the network is {}", net.trunc()),
-                    );
-                }
+        ];
+        let listed = lists.iter().flat_map(|(k, nets)| {
+            nets.iter()
+                .enumerate()
+                .map(move |(i, n)| (format!("{k}[{i}]"), n))
+        });
+        for (k, net) in listed.chain(groups) {
+            if net.addr() != net.network() {
+                return p(
+                    &k,
+                    format!("{net} has host bits set; the network is {}", net.trunc()),
+                );
             }
         }
         None

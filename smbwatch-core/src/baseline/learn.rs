@@ -6,10 +6,11 @@ use std::net::IpAddr;
 use ahash::RandomState;
 use ipnet::IpNet;
 
+use super::hosts::{learn_end, Index, ServerInfo};
 use super::rate::NewClientRate;
 use super::record::{Batch, Client, Edge, Meta, Snapshot};
 use super::{addr_key, BaselineConfig, BaselineStats, Role};
-use crate::alert::{Alert, AlertKind};
+use crate::alert::{Alert, AlertKind, Severity};
 use crate::event::{GatewayEvent, GatewayEventKind};
 
 const DAY: i64 = 86_400;
@@ -51,6 +52,24 @@ pub(super) struct Finding {
     pub hour: u32,
     /// Days the client (new client) or the edge (new edge) has been seen.
     pub days: u32,
+    /// Its severity.
+    pub severity: Severity,
+    /// The same event is also outside the client's hours (a new edge at
+    /// 03:00: one alert says both).
+    pub also_off_hours: bool,
+    /// Findings of this source held down since its previous alert, and
+    /// the first servers they named.
+    pub held: (u32, Vec<u128>),
+}
+
+/// One source's alerts within a hold-down: one alert, then only a worse
+/// finding alerts again; the others are counted and listed in the next.
+#[derive(Clone, Debug)]
+struct Incident {
+    last_alert: i64,
+    worst: Severity,
+    held: u32,
+    servers: Vec<u128>,
 }
 
 /// The learned SMB graph, and the rules that score against it.
@@ -64,17 +83,19 @@ pub struct Baseline {
     /// Edges into each server held now: its client count.
     pub(super) server_clients: HashMap<u128, u32, RandomState>,
     pub(super) meta: Meta,
-    stats: BaselineStats,
+    pub(super) stats: BaselineStats,
     /// Keys of records changed since the last batch (each once: its
     /// slot's `dirty` flag says it is queued).
     dirty_clients: Vec<u128>,
     dirty_edges: Vec<(u128, u128)>,
     deleted_clients: Vec<u128>,
     deleted_edges: Vec<(u128, u128)>,
-    /// Last alert per (client, kind), for the hold-down.
-    held: HashMap<(u128, AlertKind), i64, RandomState>,
+    /// Per source, its alerts in the current hold-down.
+    held: HashMap<u128, Incident, RandomState>,
     /// New clients learned per prefix this hour.
-    new_clients: NewClientRate,
+    pub(super) new_clients: NewClientRate,
+    /// What scoring derives from the tables.
+    pub(super) idx: Index,
 }
 
 impl Baseline {
@@ -95,6 +116,7 @@ impl Baseline {
             deleted_edges: Vec::new(),
             held: HashMap::default(),
             new_clients: NewClientRate::new(&cfg),
+            idx: Index::default(),
             cfg,
         }
     }
@@ -103,6 +125,7 @@ impl Baseline {
     /// Past the caps, the least recently seen entries are evicted at once.
     pub fn from_snapshot(mut self, snap: Snapshot) -> Self {
         self.meta = snap.meta;
+        let end = learn_end(&snap, self.cfg.learn_for);
         for (k, e) in snap.edges {
             *self.server_clients.entry(k.1).or_default() += 1;
             self.edges.insert(k, Slot::clean(e));
@@ -111,12 +134,23 @@ impl Baseline {
             .extend(snap.clients.into_iter().map(|(k, c)| (k, Slot::clean(c))));
         self.evict_clients_if_full();
         self.evict_edges_if_full();
+        self.reindex(end);
         self
     }
 
     /// The settings in force.
     pub fn config(&self) -> &BaselineConfig {
         &self.cfg
+    }
+
+    /// `[detect] allow` as given.
+    pub fn allow(&self) -> &[IpNet] {
+        &self.allow
+    }
+
+    /// `[detect] hold_down` as given.
+    pub fn hold_down(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::try_from(self.hold_down).unwrap_or(u64::MAX))
     }
 
     /// Counters and sizes.
@@ -135,16 +169,34 @@ impl Baseline {
         self.clients.iter().map(|(k, s)| (k, &s.rec))
     }
 
-    /// What the baseline holds for a client.
+    /// What the baseline holds for the client at `ip` now (the host seen
+    /// there last, by MAC or name, else the address).
     pub fn client(&self, ip: IpAddr) -> Option<&Client> {
-        self.clients.get(&addr_key(ip)).map(|s| &s.rec)
+        self.clients.get(&self.resolve(ip)).map(|s| &s.rec)
     }
 
-    /// What the baseline holds for an edge.
+    /// What the baseline holds for the edge from the client at `client`.
     pub fn edge(&self, client: IpAddr, server: IpAddr) -> Option<&Edge> {
         self.edges
-            .get(&(addr_key(client), addr_key(server)))
+            .get(&(self.resolve(client), addr_key(server)))
             .map(|s| &s.rec)
+    }
+
+    /// The client record of `key`, created (first seen at `t`) when absent,
+    /// queued for the next batch.
+    pub(super) fn slot_client(&mut self, key: u128, t: i64) -> &mut Slot<Client> {
+        if self.clients.len() >= self.cfg.max_clients && !self.clients.contains_key(&key) {
+            self.evict_clients(self.cfg.max_clients - self.cfg.max_clients / 16);
+        }
+        let slot = self
+            .clients
+            .entry(key)
+            .or_insert_with(|| Slot::clean(Client::new(t)));
+        if !slot.dirty {
+            slot.dirty = true;
+            self.dirty_clients.push(key);
+        }
+        slot
     }
 
     /// The whole-baseline facts.
@@ -180,7 +232,10 @@ impl Baseline {
             _ => return Vec::new(),
         }
         let t = ev.ts.timestamp();
-        let (client, server) = (addr_key(ev.src), addr_key(ev.dst));
+        let day = t.div_euclid(DAY);
+        let addr = addr_key(ev.src);
+        let server = addr_key(ev.dst);
+        let client = self.host_of(ev, t, day);
         if !self.clients.contains_key(&client) && !self.new_clients.admit(ev.src, t) {
             // Past the per-prefix rate of new clients: not learned (it
             // would evict real clients), still scored below as unknown.
@@ -191,30 +246,24 @@ impl Baseline {
         self.meta.learned += 1;
         let started = *self.meta.started.get_or_insert(t);
         self.meta.last = Some(self.meta.last.map_or(t, |l| l.max(t)));
-        let learning = t < started.saturating_add(self.cfg.learn_for.as_secs() as i64);
-        let day = t.div_euclid(DAY);
+        let learn_end = started.saturating_add(self.cfg.learn_for.as_secs() as i64);
+        let learning = t < learn_end;
         let secs_of_day = t.rem_euclid(DAY);
         let hour = (secs_of_day / 3600) as u32;
         // 1970-01-01 was a Thursday: Monday is day 4 of that week.
-        let week_hour = ((day + 3).rem_euclid(7) * 24) as u32 + hour;
+        let weekday = (day + 3).rem_euclid(7);
+        let weekend = weekday >= 5;
+        let week_hour = (weekday * 24) as u32 + hour;
         let rec = self.cfg.recurrence_days;
         let slack = self.cfg.slack_hours();
+        let office_ok = self.office_hour(weekend, hour);
+        let manager_min = self.cfg.manager_min_targets;
 
         // The client.
-        if self.clients.len() >= self.cfg.max_clients && !self.clients.contains_key(&client) {
-            self.evict_clients(self.cfg.max_clients - self.cfg.max_clients / 16);
-        }
-        let slot = self
-            .clients
-            .entry(client)
-            .or_insert_with(|| Slot::clean(Client::new(t)));
-        if !slot.dirty {
-            slot.dirty = true;
-            self.dirty_clients.push(client);
-        }
-        let c = &mut slot.rec;
+        let c = &mut self.slot_client(client, t).rec;
         let client_new = c.events == 0;
         let client_was_established = c.established;
+        let manager = manager_min > 0 && c.usual_servers >= manager_min;
         let client_new_day = c.last_day != day;
         c.events += 1;
         c.last_seen = c.last_seen.max(t);
@@ -223,18 +272,40 @@ impl Baseline {
             c.last_day = day;
             c.day_hours = 0;
         }
+        let (usual, hour_days) = if weekend {
+            (&mut c.weekend_hours, &mut c.weekend_hour_days)
+        } else {
+            (&mut c.usual_hours, &mut c.hour_days)
+        };
         if c.day_hours & (1 << hour) == 0 {
             c.day_hours |= 1 << hour;
-            c.hour_days[hour as usize] = c.hour_days[hour as usize].saturating_add(1);
+            hour_days[hour as usize] = hour_days[hour as usize].saturating_add(1);
         }
         c.week_hours[(week_hour / 64) as usize] |= 1 << (week_hour % 64);
-        let off_hours = client_was_established && !learning && !near(c.usual_hours, hour, slack);
-        if learning || u32::from(c.hour_days[hour as usize]) >= rec {
-            c.usual_hours |= 1 << hour;
+        // Off hours: away from the client's own hours of this part of the
+        // week and, for an ordinary client, from the office's; a
+        // management source's hours are its schedule.
+        let own = near(*usual, hour, slack);
+        let off_hours = client_was_established && !learning && !own && (manager || !office_ok);
+        let newly_usual =
+            *usual & (1 << hour) == 0 && (learning || u32::from(hour_days[hour as usize]) >= rec);
+        if newly_usual {
+            *usual |= 1 << hour;
         }
-        if !c.established && (learning || c.days >= rec) {
+        let now_established = !c.established && (learning || c.days >= rec);
+        if now_established {
             c.established = true;
         }
+        let established = c.established;
+        // Copied only when it turns normal (the record is ~300 bytes).
+        let turned = now_established.then_some(*c);
+        if let Some(c) = turned {
+            self.idx.established += 1;
+            self.idx.add_office(&c, 1);
+        } else if newly_usual && established {
+            self.idx.office[usize::from(weekend)][hour as usize] += 1;
+        }
+        self.bind(client, addr);
 
         // The edge.
         let key = (client, server);
@@ -265,22 +336,45 @@ impl Baseline {
         }
         let edge_days = e.days;
         let mut dst_clients_before = 0;
+        let mut introduced = false;
         if !edge_exists || edge_now_established {
             let n = self.server_clients.entry(server).or_default();
             dst_clients_before = *n;
             if !edge_exists {
                 *n += 1;
+                let count = *n;
+                let info = self.idx.servers.entry(server).or_insert(ServerInfo {
+                    first: t,
+                    intro: None,
+                });
+                // A server first seen after learning that gains its
+                // clients quickly: one alert, then its edges learn.
+                let window = self.cfg.new_server_window.as_secs() as i64;
+                if info.intro.is_none()
+                    && info.first >= learn_end
+                    && count == self.cfg.new_server_clients.max(1)
+                    && t - info.first <= window
+                {
+                    info.intro = Some(t);
+                    introduced = true;
+                }
             }
             if let Some(c) = self.clients.get_mut(&client) {
                 let c = &mut c.rec;
                 if !edge_exists {
                     c.servers += 1;
                 }
-                if edge_now_established && !c.listed.contains(&server) {
-                    if let Some(slot) = c.listed.iter_mut().find(|s| **s == 0) {
-                        *slot = server;
+                if edge_now_established {
+                    c.usual_servers += 1;
+                    if !c.listed.contains(&server) {
+                        if let Some(slot) = c.listed.iter_mut().find(|s| **s == 0) {
+                            *slot = server;
+                        }
                     }
                 }
+            }
+            if edge_now_established {
+                self.idx.by_client.entry(client).or_default().push(server);
             }
         } else if !learning {
             dst_clients_before = self.server_clients.get(&server).copied().unwrap_or(0);
@@ -291,12 +385,17 @@ impl Baseline {
         }
         // Scoring: what the baseline knew before this event.
         let mut found = Vec::new();
+        // A new client or edge alerts at its first session; it then learns
+        // (normal after `recurrence_days` days) without alerting daily.
         if !client_was_established {
-            if client_new || client_new_day {
+            if client_new {
                 found.push(AlertKind::SmbNewClient);
             }
         } else {
-            if !edge_was_established && (!edge_exists || edge_new_day) {
+            if !edge_was_established
+                && !edge_exists
+                && !self.edge_expected(client, server, manager, t, day)
+            {
                 found.push(AlertKind::SmbNewEdge);
             }
             if off_hours {
@@ -313,7 +412,11 @@ impl Baseline {
             client_days,
             edge_days,
         };
-        self.raise(&found, &score, ev)
+        let mut out = self.raise(&found, &score, ev);
+        if introduced {
+            out.push(self.new_server_alert(server, t, ev));
+        }
+        out
     }
 
     /// A new client past its prefix's learning rate: not learned, but
@@ -340,12 +443,14 @@ impl Baseline {
         self.raise(&[AlertKind::SmbNewClient], &score, ev)
     }
 
-    /// Alerts for what scoring found, minus exempt sources and hold-down.
+    /// One alert for what scoring found (the first kind found names it,
+    /// an off-hours finding beside it is said in its message), minus
+    /// exempt sources and the source's hold-down.
     fn raise(&mut self, found: &[AlertKind], s: &Score, ev: &GatewayEvent) -> Vec<Alert> {
-        if found.is_empty() {
+        let Some(&kind) = found.first() else {
             return Vec::new();
-        }
-        let src_role = self.role(ev.src, s.client, u32::MAX);
+        };
+        let src_role = self.role(ev.src, addr_key(ev.src), u32::MAX);
         if matches!(src_role, Role::Scanner | Role::Backup)
             || self.allow.iter().any(|n| n.contains(&ev.src))
         {
@@ -353,30 +458,199 @@ impl Baseline {
             return Vec::new();
         }
         let dst_role = self.role(ev.dst, s.server, s.dst_clients_before);
-        let mut out = Vec::with_capacity(found.len());
-        for &kind in found {
-            if self.held(s.client, kind, s.t) {
-                self.stats.suppressed += 1;
-                continue;
+        let severity = match kind {
+            AlertKind::SmbNewEdge
+                if src_role == Role::Workstation && dst_role == Role::Workstation =>
+            {
+                Severity::High
             }
-            self.stats.alerts += 1;
-            let f = Finding {
-                kind,
-                t: s.t,
-                client: s.client,
-                server: s.server,
-                src_role,
-                dst_role,
-                hour: s.hour,
-                days: if kind == AlertKind::SmbNewClient {
-                    s.client_days
-                } else {
-                    s.edge_days
-                },
-            };
-            out.push(self.alert(&f, ev));
+            _ => Severity::Medium,
+        };
+        let Some(held) = self.hold(s.client, s.server, severity, s.t) else {
+            self.stats.suppressed += 1;
+            return Vec::new();
+        };
+        self.stats.alerts += 1;
+        let f = Finding {
+            kind,
+            severity,
+            t: s.t,
+            client: s.client,
+            server: s.server,
+            src_role,
+            dst_role,
+            hour: s.hour,
+            days: if kind == AlertKind::SmbNewClient {
+                s.client_days
+            } else {
+                s.edge_days
+            },
+            also_off_hours: kind != AlertKind::SmbOffHours
+                && found.contains(&AlertKind::SmbOffHours),
+            held,
+        };
+        vec![self.alert(&f, ev)]
+    }
+
+    /// The source's hold-down: `None` when this finding is held down
+    /// (counted, its server remembered for the next alert); else what was
+    /// held since the source's previous alert.
+    fn hold(
+        &mut self,
+        client: u128,
+        server: u128,
+        sev: Severity,
+        t: i64,
+    ) -> Option<(u32, Vec<u128>)> {
+        let hold = self.hold_down;
+        if let Some(inc) = self.held.get_mut(&client) {
+            if t < inc.last_alert.saturating_add(hold) && sev <= inc.worst {
+                inc.held += 1;
+                if inc.servers.len() < super::record::LISTED_SERVERS
+                    && !inc.servers.contains(&server)
+                {
+                    inc.servers.push(server);
+                }
+                return None;
+            }
+            let within = t < inc.last_alert.saturating_add(hold);
+            let out = (inc.held, std::mem::take(&mut inc.servers));
+            inc.held = 0;
+            inc.last_alert = t;
+            inc.worst = if within { inc.worst.max(sev) } else { sev };
+            return Some(out);
         }
-        out
+        if self.held.len() >= MAX_HELD {
+            self.held
+                .retain(|_, i| t < i.last_alert.saturating_add(hold));
+        }
+        self.held.insert(
+            client,
+            Incident {
+                last_alert: t,
+                worst: sev,
+                held: 0,
+                servers: Vec::new(),
+            },
+        );
+        Some((0, Vec::new()))
+    }
+
+    /// `smb_new_server`: `server` (first seen after learning) gained
+    /// `new_server_clients` clients within `new_server_window`.
+    fn new_server_alert(&mut self, server: u128, t: i64, ev: &GatewayEvent) -> Alert {
+        self.stats.alerts += 1;
+        let first = self.idx.servers.get(&server).map_or(t, |s| s.first);
+        let clients = self.server_clients.get(&server).copied().unwrap_or(0);
+        self.new_server(server, first, clients, t, ev)
+    }
+
+    /// Whether a new edge of an established client is expected: a server
+    /// just introduced (its own learning period), a member of a group the
+    /// client already uses, a management source's usual prefix, or the
+    /// client's one first contact today with a server without history.
+    fn edge_expected(
+        &mut self,
+        client: u128,
+        server: u128,
+        manager: bool,
+        t: i64,
+        day: i64,
+    ) -> bool {
+        let info = self.idx.servers.get(&server).copied();
+        let learn_for = self.cfg.learn_for.as_secs() as i64;
+        if let Some(i) = info.and_then(|i| i.intro) {
+            if t < i.saturating_add(learn_for) {
+                return true;
+            }
+        }
+        let mine = self
+            .idx
+            .by_client
+            .get(&client)
+            .map_or(&[][..], |v| v.as_slice());
+        if let Some(g) = self.peer_group(server) {
+            if mine
+                .iter()
+                .any(|s| *s != server && self.peer_group(*s) == Some(g))
+            {
+                return true;
+            }
+        }
+        if self.shared(server) && mine.iter().any(|s| *s != server && self.shared(*s)) {
+            return true;
+        }
+        if manager {
+            let kind = self.target_kind(server);
+            if kind.is_some() && mine.iter().any(|s| self.target_kind(*s) == kind) {
+                return true;
+            }
+        }
+        let learn_end = self
+            .meta
+            .started
+            .map_or(i64::MAX, |s| s.saturating_add(learn_for));
+        let window = self.cfg.new_server_window.as_secs() as i64;
+        let pending =
+            info.is_none_or(|i| i.intro.is_none() && i.first >= learn_end && t - i.first <= window);
+        if pending && !self.known_host(server) {
+            let today = &mut self.idx.unknown_today;
+            if today.len() >= self.cfg.max_clients && !today.contains_key(&client) {
+                // Bounded like the clients: earlier days' entries go.
+                today.retain(|_, (d, _)| *d == day);
+            }
+            let e = today.entry(client).or_insert((day, server));
+            if e.0 != day {
+                *e = (day, server);
+            }
+            return e.1 == server;
+        }
+        false
+    }
+
+    /// The configured peer group of a server, if any.
+    fn peer_group(&self, server: u128) -> Option<usize> {
+        let ip = super::key_addr(server);
+        self.cfg
+            .peer_groups
+            .iter()
+            .position(|g| g.iter().any(|n| n.contains(&ip)))
+    }
+
+    /// Whether a server is shared infrastructure: used by at least
+    /// `shared_server_percent` of the established clients.
+    fn shared(&self, server: u128) -> bool {
+        let pct = self.cfg.shared_server_percent;
+        if pct == 0 {
+            return false;
+        }
+        let need = (u64::from(self.idx.established) * u64::from(pct) / 100)
+            .max(u64::from(self.cfg.server_min_clients));
+        u64::from(self.server_clients.get(&server).copied().unwrap_or(0)) >= need
+    }
+
+    /// What a management source's target is: a server (`Some(true)`), a
+    /// known workstation (`Some(false)`), or unknown.
+    fn target_kind(&self, host: u128) -> Option<bool> {
+        if self.server_clients.get(&host).copied().unwrap_or(0) >= self.cfg.server_min_clients {
+            Some(true)
+        } else if self.known_host(host) {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    /// Whether `hour` is office hours (weekdays or weekends): at least
+    /// `office_hours_permille` of the established clients (and 3) usually
+    /// work then.
+    fn office_hour(&self, weekend: bool, hour: u32) -> bool {
+        let pm = self.cfg.office_hours_permille;
+        if pm == 0 {
+            return false;
+        }
+        let need = (u64::from(self.idx.established) * u64::from(pm) / 1000).max(3);
+        u64::from(self.idx.office[usize::from(weekend)][hour as usize]) >= need
     }
 
     /// A host's role: configured by CIDR, else inferred from its clients
@@ -402,22 +676,6 @@ impl Baseline {
         } else {
             Role::Workstation
         }
-    }
-
-    /// Whether an alert of `kind` for `client` at `t` is held down; records
-    /// it when not.
-    fn held(&mut self, client: u128, kind: AlertKind, t: i64) -> bool {
-        let hold = self.hold_down;
-        if let Some(&last) = self.held.get(&(client, kind)) {
-            if t < last.saturating_add(hold) {
-                return true;
-            }
-        }
-        if self.held.len() >= MAX_HELD {
-            self.held.retain(|_, last| t < last.saturating_add(hold));
-        }
-        self.held.insert((client, kind), t);
-        false
     }
 
     fn evict_clients_if_full(&mut self) {
@@ -446,7 +704,16 @@ impl Baseline {
             .collect();
         ages.select_nth_unstable(n - 1);
         for &(_, k) in &ages[..n] {
-            self.clients.remove(&k);
+            if let Some(c) = self.clients.remove(&k) {
+                if c.rec.established && c.rec.flags & Client::ROUTER == 0 {
+                    self.idx.established = self.idx.established.saturating_sub(1);
+                    self.idx.add_office(&c.rec, -1);
+                }
+                if self.idx.addr_host.get(&c.rec.addr) == Some(&k) {
+                    self.idx.addr_host.remove(&c.rec.addr);
+                }
+            }
+            self.idx.by_client.remove(&k);
             self.deleted_clients.push(k);
         }
         self.meta.evicted_clients += n as u64;
@@ -465,16 +732,25 @@ impl Baseline {
             .collect();
         ages.select_nth_unstable(n - 1);
         for &(_, k) in &ages[..n] {
-            self.edges.remove(&k);
+            let established = self.edges.remove(&k).is_some_and(|e| e.rec.established);
             self.deleted_edges.push(k);
             if let Some(c) = self.server_clients.get_mut(&k.1) {
                 *c -= 1;
                 if *c == 0 {
                     self.server_clients.remove(&k.1);
+                    self.idx.servers.remove(&k.1);
+                }
+            }
+            if established {
+                if let Some(v) = self.idx.by_client.get_mut(&k.0) {
+                    v.retain(|s| *s != k.1);
                 }
             }
             if let Some(c) = self.clients.get_mut(&k.0) {
                 c.rec.servers = c.rec.servers.saturating_sub(1);
+                if established {
+                    c.rec.usual_servers = c.rec.usual_servers.saturating_sub(1);
+                }
                 if let Some(slot) = c.rec.listed.iter_mut().find(|s| **s == k.1) {
                     *slot = 0;
                 }

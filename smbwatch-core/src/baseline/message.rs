@@ -15,50 +15,99 @@ impl Baseline {
     /// The alert for a finding on `ev`.
     pub(super) fn alert(&self, f: &Finding, ev: &GatewayEvent) -> Alert {
         let src = key_addr(f.client);
+        let src = if super::is_host_key(f.client) {
+            format!("{} ({})", ev.src, host_name(f.client))
+        } else {
+            src.to_string()
+        };
         let dst = key_addr(f.server);
         let learned = self.learned_for(f.t);
-        let (severity, message) = match f.kind {
-            AlertKind::SmbNewClient => (
-                Severity::Medium,
-                format!(
-                    "{} {src} (to {dst}, a {}){} in {learned} of learning; known servers: {}",
-                    if f.days <= 1 { "first SMB from" } else { "SMB from" },
-                    f.dst_role.name(),
-                    self.later_day(f.days),
-                    self.known_servers()
-                ),
+        let mut message = match f.kind {
+            AlertKind::SmbNewClient => format!(
+                "{} {src} (to {dst}, a {}){} in {learned} of learning; known servers: {}",
+                if f.days <= 1 { "first SMB from" } else { "SMB from" },
+                f.dst_role.name(),
+                self.later_day(f.days),
+                self.known_servers()
             ),
             AlertKind::SmbNewEdge => {
                 let ws = f.src_role == Role::Workstation && f.dst_role == Role::Workstation;
-                (
-                    if ws { Severity::High } else { Severity::Medium },
-                    format!(
-                        "{src} ({}) used SMB on {dst} ({}) {} in {learned} of learning{}; usual servers: {}",
-                        f.src_role.name(),
-                        f.dst_role.name(),
-                        if f.days <= 1 {
-                            "for the first time".to_owned()
-                        } else {
-                            self.later_day(f.days).trim_start().to_owned()
-                        },
-                        if ws { ": workstation to workstation" } else { "" },
-                        self.usual_servers(f.client)
-                    ),
+                format!(
+                    "{src} ({}) used SMB on {dst} ({}) {} in {learned} of learning{}; usual servers: {}",
+                    f.src_role.name(),
+                    f.dst_role.name(),
+                    if f.days <= 1 {
+                        "for the first time".to_owned()
+                    } else {
+                        self.later_day(f.days).trim_start().to_owned()
+                    },
+                    if ws { ": workstation to workstation" } else { "" },
+                    self.usual_servers(f.client)
                 )
             }
-            _ => (
-                Severity::Medium,
-                format!(
-                    "{src} used SMB on {dst} at {:02}:00 UTC, outside its usual hours ({} UTC, slack {}h) learned in {learned}; usual servers: {}",
-                    f.hour,
-                    self.usual_hours(f.client),
-                    self.cfg.slack_hours(),
-                    self.usual_servers(f.client)
-                ),
+            _ => format!(
+                "{src} used SMB on {dst} at {:02}:00 UTC, outside its usual hours ({}) learned in {learned}; usual servers: {}",
+                f.hour,
+                self.usual_hours(f.client),
+                self.usual_servers(f.client)
             ),
         };
-        let ts = DateTime::from_timestamp(f.t, 0).unwrap_or(ev.ts).max(ev.ts);
-        let mut a = Alert::new(ts, f.kind, severity, message);
+        if f.also_off_hours {
+            message.push_str(&format!(
+                "; at {:02}:00 UTC, outside its usual hours ({})",
+                f.hour,
+                self.usual_hours(f.client)
+            ));
+        }
+        if f.held.0 > 0 {
+            message.push_str(&format!(
+                "; {} more finding{} of this source held down since its previous alert (servers: {})",
+                f.held.0,
+                if f.held.0 == 1 { "" } else { "s" },
+                list(f.held.1.iter().map(|k| key_addr(*k)), f.held.1.len())
+            ));
+        }
+        self.finish(
+            Alert::new(self.time(f.t, ev), f.kind, f.severity, message),
+            ev,
+        )
+    }
+
+    /// `smb_new_server`: one low alert when a server without history gains
+    /// its clients; its edges then learn.
+    pub(super) fn new_server(
+        &self,
+        server: u128,
+        first: i64,
+        clients: u32,
+        t: i64,
+        ev: &GatewayEvent,
+    ) -> Alert {
+        let since = DateTime::from_timestamp(first, 0)
+            .map_or_else(String::new, |d| d.format("%Y-%m-%d %H:%M UTC").to_string());
+        let message = format!(
+            "new SMB server {}: {clients} clients since its first at {since} (latest {}); its clients' edges now learn for {} without alerts",
+            key_addr(server),
+            ev.src,
+            humantime::format_duration(self.cfg.learn_for)
+        );
+        self.finish(
+            Alert::new(
+                self.time(t, ev),
+                AlertKind::SmbNewServer,
+                Severity::Low,
+                message,
+            ),
+            ev,
+        )
+    }
+
+    fn time(&self, t: i64, ev: &GatewayEvent) -> DateTime<chrono::Utc> {
+        DateTime::from_timestamp(t, 0).unwrap_or(ev.ts).max(ev.ts)
+    }
+
+    /// The event's addresses, ports and flow id on `a`.
+    fn finish(&self, mut a: Alert, ev: &GatewayEvent) -> Alert {
         a.source_ip = Some(ev.src);
         a.source_port = Some(ev.sport);
         a.destination_ip = Some(ev.dst);
@@ -97,10 +146,11 @@ impl Baseline {
 
     fn usual_servers(&self, client: u128) -> String {
         let listed = self.listed(client);
+        // Established edges only: not those the anomaly itself just made.
         let total = self
             .clients
             .get(&client)
-            .map_or(0, |c| c.rec.servers as usize);
+            .map_or(0, |c| c.rec.usual_servers as usize);
         list(listed.into_iter().map(key_addr), total)
     }
 
@@ -116,10 +166,37 @@ impl Baseline {
         )
     }
 
-    /// The client's usual hours as ranges, e.g. "08-09h, 13h".
+    /// The client's usual hours as ranges, e.g. "08-09h, 13h UTC,
+    /// weekends 10h UTC, slack 1h".
     fn usual_hours(&self, client: u128) -> String {
-        let mask = self.clients.get(&client).map_or(0, |c| c.rec.usual_hours);
-        hour_ranges(mask)
+        let (wd, we) = self
+            .clients
+            .get(&client)
+            .map_or((0, 0), |c| (c.rec.usual_hours, c.rec.weekend_hours));
+        let weekend = if we == 0 {
+            String::new()
+        } else {
+            format!(", weekends {} UTC", hour_ranges(we))
+        };
+        format!(
+            "{} UTC{weekend}, slack {}h",
+            hour_ranges(wd),
+            self.cfg.slack_hours()
+        )
+    }
+}
+
+/// A host key as text: `mac 3c:52:…` or `name #…` (names are hashed).
+fn host_name(k: u128) -> String {
+    let low = k as u64;
+    if super::is_name_key(k) {
+        format!("host by name #{low:016x}")
+    } else {
+        let b = low.to_be_bytes();
+        format!(
+            "host by MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[2], b[3], b[4], b[5], b[6], b[7]
+        )
     }
 }
 

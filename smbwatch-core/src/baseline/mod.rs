@@ -17,12 +17,19 @@
 #[cfg(any(test, feature = "bench"))]
 pub mod bench;
 mod config;
+#[cfg(any(test, feature = "bench"))]
+pub mod eval;
+mod hosts;
 mod learn;
 pub mod message;
 mod rate;
 mod record;
+#[cfg(any(test, feature = "bench"))]
+pub mod sim;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_hosts;
 #[cfg(any(test, feature = "bench"))]
 pub mod week;
 
@@ -32,6 +39,7 @@ use serde::Serialize;
 use smbwatch_common::addr::{from_mapped, to_mapped};
 
 pub use config::{BaselineConfig, MAX_ENTRIES};
+pub use hosts::{is_host_key, is_name_key, mac_key, name_key};
 pub use learn::Baseline;
 pub use record::{Batch, Client, Edge, Meta, Snapshot, WEEK_HOURS};
 
@@ -100,4 +108,9 @@ pub struct BaselineStats {
     pub suppressed: u64,
     /// Anomalies of allowlisted, scanner or backup sources (not alerted).
     pub exempt: u64,
+    /// Logons that named a host at an address.
+    pub logons: u64,
+    /// MACs found to be routers' (too many addresses in a day), ever in
+    /// this run: their frames name no host.
+    pub router_macs: u64,
 }

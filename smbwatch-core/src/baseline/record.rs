@@ -40,11 +40,38 @@ pub struct Client {
     /// addresses in exports).
     #[serde(with = "listed")]
     pub listed: [u128; LISTED_SERVERS],
+    /// Latest address of a host known by MAC or name (address key; 0 for
+    /// a client known by its address, whose key is the address).
+    #[serde(default, with = "key", rename = "last_addr")]
+    pub addr: u128,
+    /// When a logon last bound a name host to `addr` (Unix seconds; 0: never).
+    #[serde(default)]
+    pub bound: i64,
+    /// Hours of day that are normal on weekends (Saturday, Sunday UTC);
+    /// `usual_hours` and `hour_days` are the weekdays'.
+    #[serde(default)]
+    pub weekend_hours: u32,
+    /// Per hour of day, distinct weekend days active at that hour.
+    #[serde(default)]
+    pub weekend_hour_days: [u8; 24],
+    /// Established edges from this client (what "usual servers" counts:
+    /// not the edges an anomaly just created).
+    #[serde(default)]
+    pub usual_servers: u32,
+    /// [`Client::ROUTER`]: a MAC seen with too many addresses in a day (a
+    /// router's, not a host's): never used as a host's identity again.
+    #[serde(default)]
+    pub flags: u8,
 }
 
 impl Client {
+    /// Bytes of a schema-1 record (before hosts, weekend hours and usual
+    /// servers): still decoded, the new fields empty.
+    pub const ENCODED_V1: usize = 8 * 3 + 4 + 8 + 4 + 24 + 24 + 4 + 1 + 4 + 16 * LISTED_SERVERS;
     /// Bytes of [`Client::encode`].
-    pub const ENCODED: usize = 8 * 3 + 4 + 8 + 4 + 24 + 24 + 4 + 1 + 4 + 16 * LISTED_SERVERS;
+    pub const ENCODED: usize = Self::ENCODED_V1 + 16 + 8 + 4 + 24 + 4 + 1;
+    /// `flags`: the key is a router's MAC, not a host.
+    pub const ROUTER: u8 = 1;
 
     /// A client first seen at `t`.
     pub fn new(t: i64) -> Self {
@@ -61,6 +88,12 @@ impl Client {
             established: false,
             servers: 0,
             listed: [0; LISTED_SERVERS],
+            addr: 0,
+            bound: 0,
+            weekend_hours: 0,
+            weekend_hour_days: [0; 24],
+            usual_servers: 0,
+            flags: 0,
         }
     }
 
@@ -83,16 +116,24 @@ impl Client {
         for s in self.listed {
             b.extend(s.to_le_bytes());
         }
+        b.extend(self.addr.to_le_bytes());
+        b.extend(self.bound.to_le_bytes());
+        b.extend(self.weekend_hours.to_le_bytes());
+        b.extend(self.weekend_hour_days);
+        b.extend(self.usual_servers.to_le_bytes());
+        b.push(self.flags);
         b
     }
 
-    /// Decodes [`Client::encode`]; `None` when the length is wrong.
+    /// Decodes [`Client::encode`], or a schema-1 record (the new fields
+    /// empty; usual servers counted from the listed ones); `None` when the
+    /// length is neither.
     pub fn decode(b: &[u8]) -> Option<Self> {
-        if b.len() != Self::ENCODED {
+        if b.len() != Self::ENCODED && b.len() != Self::ENCODED_V1 {
             return None;
         }
         let mut r = Reader(b);
-        Some(Self {
+        let mut c = Self {
             first_seen: r.i64(),
             last_seen: r.i64(),
             events: r.u64(),
@@ -105,7 +146,19 @@ impl Client {
             established: r.take::<1>()[0] != 0,
             servers: r.u32(),
             listed: std::array::from_fn(|_| r.u128()),
-        })
+            ..Self::new(0)
+        };
+        if b.len() == Self::ENCODED_V1 {
+            c.usual_servers = c.listed.iter().filter(|s| **s != 0).count() as u32;
+            return Some(c);
+        }
+        c.addr = r.u128();
+        c.bound = r.i64();
+        c.weekend_hours = r.u32();
+        c.weekend_hour_days = r.take::<24>();
+        c.usual_servers = r.u32();
+        c.flags = r.take::<1>()[0];
+        Some(c)
     }
 }
 
@@ -251,6 +304,23 @@ pub struct Snapshot {
     pub clients: Vec<(u128, Client)>,
     /// Every edge.
     pub edges: Vec<((u128, u128), Edge)>,
+}
+
+/// An address key as an address (`null` for 0).
+mod key {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use smbwatch_common::addr::{from_mapped, to_mapped};
+    use std::net::{IpAddr, Ipv6Addr};
+
+    pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
+        (*v != 0)
+            .then(|| from_mapped(Ipv6Addr::from(*v)))
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        Ok(Option::<IpAddr>::deserialize(d)?.map_or(0, |a| u128::from(to_mapped(a))))
+    }
 }
 
 /// `Client::listed` as addresses (empty slots left out).

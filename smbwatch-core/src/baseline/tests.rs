@@ -49,9 +49,10 @@ fn day_eight_raises_exactly_the_three_anomalies() {
             assert!(a.is_empty(), "{ws} {hour}h: {a:?}");
         }
     }
-    // A workstation to another at 03:00: new edge (high) and off hours.
+    // A workstation to another at 03:00: one alert, a new edge (high)
+    // that says it is off hours too.
     let a = b.observe(&acc(at(7, 3, 0), WS[0], WS[1]));
-    assert_eq!(kinds(&a), [AlertKind::SmbNewEdge, AlertKind::SmbOffHours]);
+    assert_eq!(kinds(&a), [AlertKind::SmbNewEdge]);
     assert_eq!(a[0].severity, Severity::High);
     assert!(
         a[0].message.contains("workstation to workstation")
@@ -62,9 +63,10 @@ fn day_eight_raises_exactly_the_three_anomalies() {
         a[0].message
     );
     assert!(
-        a[1].message.contains("03:00 UTC") && a[1].message.contains("08h, 13h"),
+        a[0].message
+            .contains("at 03:00 UTC, outside its usual hours (08h, 13h UTC"),
         "{}",
-        a[1].message
+        a[0].message
     );
     assert_eq!(a[0].source_ip, Some(ip(WS[0])));
     assert_eq!(a[0].destination_ip, Some(ip(WS[1])));
@@ -79,7 +81,7 @@ fn day_eight_raises_exactly_the_three_anomalies() {
         a[0].message
     );
     let s = b.stats();
-    assert_eq!((s.alerts, s.suppressed), (3, 0));
+    assert_eq!((s.alerts, s.suppressed), (2, 0));
 }
 
 #[test]
@@ -91,27 +93,35 @@ fn new_edge_to_a_server_is_medium_and_recurrence_makes_it_normal() {
     b.observe(&acc(at(5, 9, 0), WS[1], fs3)); // still learning
     b.observe(&acc(at(5, 9, 1), WS[2], fs3));
     b.observe(&acc(at(5, 9, 2), WS[3], fs3));
+    // In an office of four, a server three of them use is shared
+    // infrastructure, like the file servers WS[0] uses: a peer, no alert.
+    let mut peers =
+        Baseline::new(six_days(), Vec::new(), Duration::from_secs(600)).from_snapshot(b.snapshot());
+    assert!(peers.observe(&acc(at(7, 9, 0), WS[0], fs3)).is_empty());
+    // Without learned groups it is a new edge: one alert at its first
+    // session, then it learns quietly and is normal after 3 days.
+    let cfg = BaselineConfig {
+        shared_server_percent: 0,
+        ..six_days()
+    };
+    let mut b =
+        Baseline::new(cfg, Vec::new(), Duration::from_secs(600)).from_snapshot(b.snapshot());
     for day in 7..10 {
         let a = b.observe(&acc(at(day, 9, 0), WS[0], fs3));
+        if day > 7 {
+            assert!(a.is_empty(), "day {day}: {a:?}");
+            continue;
+        }
         assert_eq!(kinds(&a), [AlertKind::SmbNewEdge], "day {day}");
         assert_eq!(a[0].severity, Severity::Medium);
         let m = &a[0].message;
-        if day == 7 {
-            assert!(
-                m.contains("192.0.2.12 (server) for the first time in"),
-                "{m}"
-            );
-        } else {
-            let nth = if day == 8 { "2nd" } else { "3rd" };
-            assert!(
-                m.contains(&format!(
-                    "192.0.2.12 (server) on a {nth} day (normal after 3 days) in"
-                )),
-                "{m}"
-            );
-        }
+        assert!(
+            m.contains("192.0.2.12 (server) for the first time in")
+                && m.ends_with(&format!("usual servers: {FS1}, {FS2}")),
+            "{m}"
+        );
     }
-    // Seen on recurrence_days (3) days: normal from now on.
+    assert!(b.edge(ip(WS[0]), ip(fs3)).unwrap().established);
     assert!(b.observe(&acc(at(10, 9, 0), WS[0], fs3)).is_empty());
 }
 
@@ -254,7 +264,7 @@ fn learning_rate() {
 }
 
 /// What `docs/detection.md` and `docs/smbwatch.toml` say an entry costs:
-/// about 200 bytes per client and 100 per edge (key, record, the hash
+/// about 300 bytes per client and 100 per edge (key, record, the hash
 /// table's control byte at 7/8 load).
 #[test]
 fn entry_sizes_match_the_docs() {
@@ -262,7 +272,7 @@ fn entry_sizes_match_the_docs() {
     let client = size_of::<(u128, learn::Slot<Client>)>() + 1;
     let edge = size_of::<((u128, u128), learn::Slot<Edge>)>() + 1;
     let (client, edge) = (client * 8 / 7, edge * 8 / 7);
-    assert!((150..=250).contains(&client), "{client}");
+    assert!((250..=350).contains(&client), "{client}");
     assert!((60..=120).contains(&edge), "{edge}");
 }
 
@@ -357,5 +367,73 @@ fn new_clients_bounded_per_prefix() {
             b.stats().clients,
             learned as usize + 1 + usize::from(n > learned)
         );
+    }
+}
+
+/// Issue 18's goal on a smaller simulated network (300 workstations, the
+/// same mix of servers and habits), several seeds: two weeks learned and
+/// scored with the defaults plus the scanner allowlisted.
+#[test]
+fn enterprise_weeks_few_false_alerts_and_every_anomaly() {
+    use super::{eval, sim};
+    for seed in [11u64, 12, 13] {
+        let p = sim::NetParams {
+            workstations: 300,
+            app_servers: 20,
+            dhcp_moves_per_day: 6,
+            ..sim::NetParams::enterprise(seed)
+        };
+        let s = sim::simulate(&p, 14);
+        let out = eval::run(&s, eval::default_baseline(&s), false);
+        eprintln!("seed {seed}: {} events; {}", out.events, out.summary());
+        for d in 0..7 {
+            eprintln!("  {}: {:?}", eval::WEEKDAYS[d], out.false_alerts[d]);
+        }
+        assert!(out.all_raised(), "seed {seed}: {}", out.summary());
+        assert!(out.worst_day() <= 5, "seed {seed}: {}", out.summary());
+    }
+}
+
+/// The full-size network of issue 18 (500 workstations), three seeds:
+/// prints what the bench section reports (`cargo test -p smbwatch-core
+/// --lib enterprise_full_size -- --ignored --nocapture`).
+#[test]
+#[ignore = "a report, run by hand; the bench section measures it"]
+fn enterprise_full_size_report() {
+    use super::{eval, sim};
+    for seed in [1u64, 2, 3] {
+        let s = sim::simulate(&sim::NetParams::enterprise(seed), 14);
+        let out = eval::run(&s, eval::default_baseline(&s), false);
+        eprintln!("seed {seed}: {} events; {}", out.events, out.summary());
+        for d in 0..7 {
+            eprintln!("  {}: {:?}", eval::WEEKDAYS[d], out.false_alerts[d]);
+        }
+        for a in &out.anomalies {
+            eprintln!("  anomaly {}: at first {}, {} alerts", a.0, a.1, a.2);
+        }
+        if std::env::var_os("BASELINE_EVAL_VERBOSE").is_some() {
+            for a in &out.alerts {
+                eprintln!("  {} {} {}", a.ts, a.kind.code(), a.message);
+            }
+        }
+    }
+}
+
+/// Daily captures (the baseline saved and loaded at each UTC midnight)
+/// give the alerts of one long run, on the simulated network.
+#[test]
+fn daily_replays_give_the_long_run_alerts() {
+    use super::{eval, sim};
+    for seed in [4u64, 5] {
+        let p = sim::NetParams {
+            workstations: 80,
+            app_servers: 8,
+            ..sim::NetParams::enterprise(seed)
+        };
+        let s = sim::simulate(&p, 14);
+        let one = eval::run(&s, eval::default_baseline(&s), false);
+        let daily = eval::run(&s, eval::default_baseline(&s), true);
+        assert!(!one.alerts.is_empty(), "the anomalies alert");
+        assert_eq!(one.alerts, daily.alerts, "seed {seed}");
     }
 }

@@ -8,7 +8,7 @@ use chrono::DateTime;
 
 use super::store::{Store, StoreError};
 use super::writer::Commit;
-use super::{jsonl, key_addr, Baseline};
+use super::{is_host_key, is_name_key, jsonl, key_addr, Baseline, Client};
 use crate::config::Config;
 use crate::event::GatewayEvent;
 use crate::replay::{ReplayError, ReplayOptions};
@@ -170,6 +170,18 @@ fn write_show(b: &Baseline, db: &Path, top: usize, out: &mut dyn Write) -> std::
         out,
         "  {} clients, {} edges ({} clients and {} edges evicted at the caps), {} batches written",
         s.clients, s.edges, m.evicted_clients, m.evicted_edges, m.batches
+    )?;
+    let by = |f: &dyn Fn(u128, &Client) -> bool| b.clients().filter(|(k, c)| f(**k, c)).count();
+    let is_router = |c: &Client| c.flags & Client::ROUTER != 0;
+    let named = by(&|k, c| is_name_key(k) && !is_router(c));
+    let by_mac = by(&|k, c| is_host_key(k) && !is_name_key(k) && !is_router(c));
+    let routers = by(&|_, c| is_router(c));
+    let min = b.config().manager_min_targets;
+    let managers = by(&|_, c| min > 0 && c.usual_servers >= min);
+    writeln!(
+        out,
+        "  hosts by first-hop MAC {by_mac}, by name {named}, by address {}; router MACs {routers}; management sources (at least {min} usual servers) {managers}",
+        s.clients - by_mac - named - routers
     )?;
     let servers = b.servers();
     writeln!(

@@ -12,8 +12,10 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use super::{Batch, Client, Edge, Meta, Snapshot};
 
 /// The layout this build reads and writes. A file with a higher number was
-/// written by a newer smbwatch and is refused.
-pub const SCHEMA_VERSION: u64 = 1;
+/// written by a newer smbwatch and is refused; a lower one is upgraded when
+/// opened (2 added hosts, weekend hours and usual servers to the client
+/// record: schema-1 records still decode, and are rewritten as they change).
+pub const SCHEMA_VERSION: u64 = 2;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const CLIENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("clients");
@@ -133,8 +135,8 @@ impl Store {
                         found: v,
                     })
                 }
-                Some(_) => {}
-                None => {
+                Some(v) if v == SCHEMA_VERSION => {}
+                Some(_) | None => {
                     meta.insert("schema", SCHEMA_VERSION)
                         .map_err(|e| self.io("write")(e.into()))?;
                 }
@@ -263,6 +265,40 @@ impl Store {
         w.open_table(CLIENTS)
             .map_err(|e| self.io("open")(e.into()))?;
         w.open_table(EDGES).map_err(|e| self.io("open")(e.into()))?;
+        w.commit().map_err(|e| self.io("commit")(e.into()))
+    }
+
+    /// The schema version the file says (tests).
+    #[doc(hidden)]
+    pub fn schema_for_test(&self) -> Result<u64, StoreError> {
+        let r = self
+            .db
+            .begin_read()
+            .map_err(|e| self.io("read")(e.into()))?;
+        let t = r.open_table(META).map_err(|e| self.io("open")(e.into()))?;
+        let v = t.get("schema").map_err(|e| self.io("read")(e.into()))?;
+        Ok(v.map_or(0, |v| v.value()))
+    }
+
+    /// Writes raw client records (tests of older layouts).
+    #[doc(hidden)]
+    pub fn write_raw_clients_for_test(
+        &self,
+        rows: impl Iterator<Item = (u128, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        let w = self
+            .db
+            .begin_write()
+            .map_err(|e| self.io("write")(e.into()))?;
+        {
+            let mut t = w
+                .open_table(CLIENTS)
+                .map_err(|e| self.io("open")(e.into()))?;
+            for (k, v) in rows {
+                t.insert(k, v.as_slice())
+                    .map_err(|e| self.io("write")(e.into()))?;
+            }
+        }
         w.commit().map_err(|e| self.io("commit")(e.into()))
     }
 

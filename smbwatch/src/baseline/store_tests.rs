@@ -33,13 +33,18 @@ fn store_round_trip_and_json_lines() {
     // A loaded baseline scores like the one that learned.
     let mut again = baseline().from_snapshot(snap);
     let a = again.observe(&acc(at(7, 3, 0), WS[0], WS[1]));
-    assert_eq!(kinds(&a), [AlertKind::SmbNewEdge, AlertKind::SmbOffHours]);
+    assert_eq!(kinds(&a), [AlertKind::SmbNewEdge]);
+    assert!(
+        a[0].message.contains("outside its usual hours"),
+        "{}",
+        a[0].message
+    );
     // Export and import give back the same baseline.
     let mut out = Vec::new();
     jsonl::export(&want, &mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
     assert!(
-        text.starts_with("{\"type\":\"meta\",\"schema\":1,"),
+        text.starts_with("{\"type\":\"meta\",\"schema\":2,"),
         "{text}"
     );
     assert!(
@@ -55,6 +60,61 @@ fn store_round_trip_and_json_lines() {
     .unwrap_err()
     .to_string();
     assert!(err.starts_with("bad.jsonl:1: "), "{err}");
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+/// A schema-1 file (client records without hosts, weekend hours and
+/// usual servers) is read, scores alike, and is marked schema 2; an old
+/// export without the new fields imports.
+#[test]
+fn schema_one_files_and_exports_are_upgraded() {
+    let path = temp_db("v1");
+    let mut b = baseline();
+    office_week(&mut b);
+    let mut batch = b.take_batch();
+    let store = store::Store::open(&path).unwrap();
+    store.set_schema_for_test(1).unwrap();
+    // Write the clients as schema 1 did: the first ENCODED_V1 bytes.
+    let clients = std::mem::take(&mut batch.clients);
+    store.write(&batch).unwrap();
+    store
+        .write_raw_clients_for_test(
+            clients
+                .iter()
+                .map(|(k, c)| (*k, c.encode()[..Client::ENCODED_V1].to_vec())),
+        )
+        .unwrap();
+    drop(store);
+    let store = store::Store::open(&path).unwrap();
+    let snap = store.load().unwrap();
+    assert_eq!(snap.clients.len(), 4);
+    let c = snap
+        .clients
+        .iter()
+        .find(|(k, _)| *k == addr_key(ip(WS[0])))
+        .unwrap()
+        .1;
+    assert_eq!((c.usual_servers, c.weekend_hours, c.addr), (2, 0, 0));
+    assert_eq!(c.usual_hours, (1 << 8) | (1 << 13));
+    let mut again = baseline().from_snapshot(snap);
+    let a = again.observe(&acc(at(7, 3, 0), WS[0], WS[1]));
+    assert_eq!(kinds(&a), [AlertKind::SmbNewEdge]);
+    drop(store);
+    // Now schema 2: an older smbwatch refuses it by name, not silently.
+    assert_eq!(
+        store::Store::open(&path)
+            .unwrap()
+            .schema_for_test()
+            .unwrap(),
+        2
+    );
+    // An export of schema 1 (no new client fields) imports.
+    let old = format!(
+        "{{\"type\":\"meta\",\"schema\":1,\"started\":1,\"last\":2,\"learned\":1,\"evicted_clients\":0,\"evicted_edges\":0,\"batches\":1}}\n{}\n",
+        serde_json::to_string(&serde_json::json!({"type": "client", "addr": WS[0], "first_seen": 1, "last_seen": 2, "events": 1, "days": 1, "last_day": 0, "day_hours": 0, "week_hours": [0, 0, 0], "hour_days": vec![0; 24], "usual_hours": 0, "established": true, "servers": 0, "listed": []})).unwrap()
+    );
+    let back = jsonl::import(old.as_bytes(), "old.jsonl");
+    assert!(back.is_ok(), "{back:?}");
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 

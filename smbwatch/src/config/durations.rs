@@ -134,6 +134,15 @@ pub const DURATIONS: &[DurationKey] = &[
     one!("baseline.flush_interval", secs(1), secs(HOUR), |c| c
         .baseline
         .flush_interval),
+    one!("baseline.name_ttl", secs(MIN), secs(7 * DAY), |c| c
+        .baseline
+        .name_ttl),
+    one!(
+        "baseline.new_server_window",
+        secs(MIN),
+        secs(30 * DAY),
+        |c| c.baseline.new_server_window
+    ),
     one!("smb.idle_timeout", secs(1), secs(DAY), |c| c
         .smb
         .idle_timeout),
