@@ -157,6 +157,7 @@ impl DataplaneConfig {
             hash_key: None,
             activity_epoch: self.activity_epoch,
             allow_short_epoch: false,
+            sampling: Default::default(),
         }
     }
 }

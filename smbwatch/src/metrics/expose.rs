@@ -156,6 +156,21 @@ const KERNEL: &[KernelFamily] = &[
     one("kernel_ringbuf_full", "Events lost because the ring buffer was full.", &[(stat::RINGBUF_FULL, "")]),
     one("kernel_sources_full", "New pairs whose source slot could not be claimed (sketch table update failed).", &[(stat::SOURCES_FULL, "")]),
     one("kernel_events_shed", "New-pair events not sent: the per-CPU event budget was spent (the sketches still counted them).", &[(stat::EVENTS_SHED, "")]),
+    one("kernel_samples", "SMB payload sample records sent (segments of sampled connections).", &[(stat::SAMPLES, "")]),
+    one("kernel_sample_bytes", "Payload bytes in SMB sample records sent.", &[(stat::SAMPLE_BYTES, "")]),
+    one("kernel_sample_flows", "Connections that took a slot of the sampling flow table.", &[(stat::SAMPLE_FLOWS, "")]),
+    KernelFamily {
+        name: "kernel_sample_flows_refused",
+        help: "Connections not sampled, by reason: their slot held a connection still sampled (busy), their source was past its rate (shed).",
+        label: "reason",
+        series: &[(stat::SAMPLE_FLOWS_BUSY, "busy"), (stat::SAMPLE_FLOWS_SHED, "shed")],
+    },
+    KernelFamily {
+        name: "kernel_samples_lost",
+        help: "Sample records not sent, by reason: the per-CPU sample budget was spent (shed), the sample ring was full (ring_full).",
+        label: "reason",
+        series: &[(stat::SAMPLES_SHED, "shed"), (stat::SAMPLE_RING_FULL, "ring_full")],
+    },
 ];
 
 /// Writes one family of counters (`label` empty: one unlabelled series).
