@@ -41,6 +41,8 @@ mod enrich;
 mod file_drop;
 pub mod process;
 
+pub(crate) use file_drop::{is_executable, APPEND_DATA, WRITE_DATA};
+
 use std::net::IpAddr;
 use std::time::Duration;
 

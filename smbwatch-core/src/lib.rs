@@ -9,12 +9,15 @@
 //!   and its rules raise host alerts.
 //! - [`correlate`] joins gateway pairs to host events.
 //! - [`baseline`] learns the SMB graph and scores against it.
+//! - [`smb`] follows SMB connections on the wire (sampled payload, parsed
+//!   by `smbwatch-smb`) into event lines and alerts.
 //! - [`pipeline`] wires them into one detection path (daemon, replay, fleet).
 //! - [`community_id`] and [`timed`] are shared helpers with no dependency on
 //!   the above.
 //!
-//! This crate imports no other smbwatch crate but `smbwatch-common`; the
-//! outputs, the data plane and the application import it.
+//! This crate imports no other smbwatch crate but `smbwatch-common` and the
+//! pure parser `smbwatch-smb`; the outputs, the data plane and the
+//! application import it.
 pub mod alert;
 pub mod baseline;
 pub mod community_id;
@@ -23,6 +26,7 @@ pub mod detect;
 pub mod event;
 pub mod hostlog;
 pub mod pipeline;
+pub mod smb;
 #[doc(hidden)]
 pub mod test_support;
 pub mod timed;

@@ -15,6 +15,7 @@ use crate::{
         rules::{HostRules, HostRulesConfig},
         HostEvent,
     },
+    smb::{SmbEvent, SmbMonitor, SmbOutputs, SmbSample, SmbSettings},
 };
 
 /// The settings a [`Pipeline`] is built from: the application resolves
@@ -32,6 +33,8 @@ pub struct PipelineConfig {
     pub correlate: CorrelateConfig,
     /// `[process_classes]`: client images that make an SMB alert high.
     pub process_classes: ProcessClassesConfig,
+    /// `[smb]`: SMB on the wire (sampled payload).
+    pub smb: SmbSettings,
 }
 
 impl Default for PipelineConfig {
@@ -42,6 +45,7 @@ impl Default for PipelineConfig {
             max_ahead: crate::timed::DEFAULT_MAX_AHEAD,
             correlate: CorrelateConfig::default(),
             process_classes: ProcessClassesConfig::default(),
+            smb: SmbSettings::default(),
         }
     }
 }
@@ -57,6 +61,8 @@ pub struct Pipeline {
     host_inputs: bool,
     /// The learned SMB baseline, when one is in use (`--baseline`).
     baseline: Option<crate::baseline::Baseline>,
+    /// SMB connections on the wire (sampled payload).
+    smb: SmbMonitor,
 }
 
 impl Pipeline {
@@ -70,6 +76,7 @@ impl Pipeline {
                 .with_process_classes(cfg.process_classes),
             host_inputs: true,
             baseline: None,
+            smb: SmbMonitor::new(cfg.smb),
         }
     }
 
@@ -129,6 +136,30 @@ impl Pipeline {
         let mut out = self.scan_alerts(scans);
         out.extend(found);
         out
+    }
+
+    /// One sampled SMB payload segment (kernel sampling, or replay): the
+    /// connection's observations as event lines (`--events`), and the
+    /// alerts of the SMB rules. Alerts are handled like
+    /// [`Self::gateway_event`]'s.
+    pub fn smb_sample(&mut self, sample: &SmbSample<'_>) -> SmbOutputs {
+        let mut out = Vec::new();
+        self.smb.observe(sample, &mut out);
+        SmbOutputs::from_outputs(out)
+    }
+
+    /// Lets time pass for the SMB connections: those idle for `[smb]
+    /// idle_timeout` are finished (their last observations and alerts
+    /// returned) and dropped. Call it with [`Self::advance`].
+    pub fn smb_expire(&mut self, now: DateTime<Utc>) -> SmbOutputs {
+        let mut out = Vec::new();
+        self.smb.expire(now, &mut out);
+        SmbOutputs::from_outputs(out)
+    }
+
+    /// The SMB monitor (counters, settings).
+    pub fn smb(&self) -> &SmbMonitor {
+        &self.smb
     }
 
     /// A host event: host rules, then correlation (attribution, chains).
@@ -284,6 +315,25 @@ impl ReplayFeed<'_> {
         self.host_until(ev.ts);
         let out = self.pipeline.gateway_event(ev);
         self.emit(out);
+    }
+
+    /// One sampled SMB segment, in capture order: host events up to its
+    /// time first, then the SMB monitor; its alerts go to `on_alert`, its
+    /// event lines are returned (`replay --events`).
+    pub fn smb_sample(&mut self, sample: &SmbSample<'_>) -> Vec<SmbEvent> {
+        self.host_until(sample.ts);
+        let out = self.pipeline.smb_sample(sample);
+        self.emit(out.alerts);
+        out.events
+    }
+
+    /// Capture time has reached `now` for the SMB connections (idle ones
+    /// finished; see [`Pipeline::smb_expire`]); returns their last event
+    /// lines.
+    pub fn smb_expire(&mut self, now: DateTime<Utc>) -> Vec<SmbEvent> {
+        let out = self.pipeline.smb_expire(now);
+        self.emit(out.alerts);
+        out.events
     }
 
     /// Capture time has reached `now`.

@@ -13,6 +13,8 @@
 #![warn(missing_docs)]
 
 pub mod build;
+#[cfg(feature = "capture")]
+pub mod capture;
 pub mod dcerpc;
 pub mod ntlmssp;
 pub mod observation;

@@ -202,4 +202,10 @@ pub struct Seen {
     pub direction: Direction,
     /// What was seen.
     pub observation: Observation,
+    /// The share (`\\server\share`) of the tree the message was on, when
+    /// its TREE_CONNECT was seen: set on CREATE, WRITE, CLOSE and the RPC
+    /// observations (the share a file was written to, `IPC$` of a pipe).
+    pub share: Option<String>,
+    /// The named pipe of an RPC observation (`svcctl`), as opened.
+    pub pipe: Option<String>,
 }

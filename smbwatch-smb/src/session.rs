@@ -43,7 +43,8 @@ pub struct SessionCounters {
 enum Pending {
     SessionSetup(Option<Authenticate>),
     TreeConnect(String),
-    Create(smb2::CreateRequest, bool),
+    /// The request, whether on a pipe share, and the tree's share path.
+    Create(smb2::CreateRequest, bool, Option<String>),
     Read(FileId),
     Ioctl(FileId),
 }
@@ -51,6 +52,8 @@ enum Pending {
 #[derive(Debug)]
 struct Tree {
     pipe: bool,
+    /// `\\server\share`, when its TREE_CONNECT request was seen.
+    path: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -84,14 +87,30 @@ struct Out<'a> {
     at: SystemTime,
     direction: Direction,
     seen: &'a mut Vec<Seen>,
+    /// The share of the message being parsed, when known.
+    share: Option<String>,
+    /// The pipe of the RPC transfer being parsed.
+    pipe: Option<String>,
 }
 
-impl Out<'_> {
+impl<'a> Out<'a> {
+    fn new(at: SystemTime, direction: Direction, seen: &'a mut Vec<Seen>) -> Self {
+        Self {
+            at,
+            direction,
+            seen,
+            share: None,
+            pipe: None,
+        }
+    }
+
     fn push(&mut self, observation: Observation) {
         self.seen.push(Seen {
             at: self.at,
             direction: self.direction,
             observation,
+            share: self.share.clone(),
+            pipe: self.pipe.clone(),
         });
     }
 }
@@ -118,6 +137,51 @@ impl Session {
     /// Counters so far.
     pub fn counters(&self) -> SessionCounters {
         self.counters
+    }
+
+    /// Heap bytes held by the session (streams and tables), an estimate
+    /// from capacities: what a caller keeping many sessions bounds. At
+    /// most a few hundred KiB whatever the peers send (see the caps).
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        // A hash map slot: key, value and a control byte.
+        let pending: usize = self
+            .pending
+            .values()
+            .map(|p| match p {
+                Pending::SessionSetup(Some(a)) => {
+                    a.user.capacity() + a.domain.capacity() + a.workstation.capacity()
+                }
+                Pending::TreeConnect(path) => path.capacity(),
+                Pending::Create(c, _, share) => {
+                    c.name.capacity() + share.as_ref().map_or(0, String::capacity)
+                }
+                _ => 0,
+            })
+            .sum::<usize>()
+            + self.pending.capacity() * (size_of::<(u64, Pending)>() + 1);
+        let trees: usize = self
+            .trees
+            .values()
+            .map(|t| t.path.as_ref().map_or(0, String::capacity))
+            .sum::<usize>()
+            + self.trees.capacity() * (size_of::<(u32, Tree)>() + 1);
+        let files: usize = self
+            .files
+            .values()
+            .map(|f| {
+                f.name.capacity()
+                    + f.contexts.capacity() * size_of::<(u16, Interface)>()
+                    + f.last_bind.capacity() * 2
+            })
+            .sum::<usize>()
+            + self.files.capacity() * (size_of::<(FileId, File)>() + 1);
+        self.to_server.heap_bytes()
+            + self.to_client.heap_bytes()
+            + pending
+            + trees
+            + files
+            + self.encrypted_sessions.capacity() * 8
     }
 
     /// The streams' counters (to server, to client).
@@ -148,11 +212,7 @@ impl Session {
             }
             seen.extend(self.handle(direction, events, at));
         }
-        let mut out = Out {
-            at,
-            direction: Direction::ToServer,
-            seen: &mut seen,
-        };
+        let mut out = Out::new(at, Direction::ToServer, &mut seen);
         let mut pending: Vec<_> = self.pending.drain().collect();
         pending.sort_by_key(|(id, _)| *id);
         for (_, p) in pending {
@@ -163,13 +223,17 @@ impl Session {
                     share_type: None,
                     status: None,
                 }),
-                Pending::Create(c, pipe) => out.push(Observation::Create {
-                    name: c.name,
-                    pipe,
-                    access: c.access,
-                    disposition: c.disposition,
-                    status: None,
-                }),
+                Pending::Create(c, pipe, share) => {
+                    out.share = share;
+                    out.push(Observation::Create {
+                        name: c.name,
+                        pipe,
+                        access: c.access,
+                        disposition: c.disposition,
+                        status: None,
+                    });
+                    out.share = None;
+                }
                 _ => {}
             }
         }
@@ -183,11 +247,7 @@ impl Session {
         at: SystemTime,
     ) -> Vec<Seen> {
         let mut seen = Vec::new();
-        let mut out = Out {
-            at,
-            direction,
-            seen: &mut seen,
-        };
+        let mut out = Out::new(at, direction, &mut seen);
         for ev in events {
             match ev {
                 StreamEvent::Unseen { hole, bytes } => out.push(Observation::Unseen {
@@ -274,6 +334,9 @@ impl Session {
                 (_, t) => t,
             };
             chain_tree = tree;
+            out.share = tree
+                .and_then(|t| self.trees.get(&t))
+                .and_then(|t| t.path.clone());
             let r = if h.response {
                 self.response(&h, m, out)
             } else {
@@ -282,6 +345,7 @@ impl Session {
             if let Err(e) = r {
                 self.malformed(e, out);
             }
+            out.share = None;
         }
         if more {
             self.limit(Limit::Compound, out);
@@ -337,7 +401,8 @@ impl Session {
                     .and_then(|t| self.trees.get(&t))
                     .is_some_and(|t| t.pipe);
                 *chain = Some((ALL_FF, Some((c.name.clone(), pipe))));
-                self.remember(h.message_id, Pending::Create(c, pipe), out);
+                let share = out.share.clone();
+                self.remember(h.message_id, Pending::Create(c, pipe, share), out);
             }
             Command::Write => {
                 let w = smb2::write_request(m)?;
@@ -413,7 +478,7 @@ impl Session {
                 // The path was not seen, but the tree's kind still tells
                 // later CREATEs whether they open pipes.
                 let st = smb2::tree_connect_response(m)?;
-                self.add_tree(h.tree_id, st, out);
+                self.add_tree(h.tree_id, st, None, out);
             }
             if matches!(
                 h.command,
@@ -446,7 +511,7 @@ impl Session {
                     None
                 };
                 if let Some(st) = share_type {
-                    self.add_tree(h.tree_id, st, out);
+                    self.add_tree(h.tree_id, st, Some(path.clone()), out);
                 }
                 out.push(Observation::TreeConnect {
                     path,
@@ -454,7 +519,9 @@ impl Session {
                     status: Some(h.status),
                 });
             }
-            Pending::Create(c, pipe) => {
+            Pending::Create(c, pipe, share) => {
+                // An async answer names no tree: the request's share.
+                out.share = share;
                 if ok {
                     let fid = smb2::create_response(m)?;
                     if self.files.len() >= MAX_FILES && !self.files.contains_key(&fid) {
@@ -495,13 +562,19 @@ impl Session {
         Ok(())
     }
 
-    fn add_tree(&mut self, tree: Option<u32>, st: ShareType, out: &mut Out<'_>) {
+    fn add_tree(
+        &mut self,
+        tree: Option<u32>,
+        st: ShareType,
+        path: Option<String>,
+        out: &mut Out<'_>,
+    ) {
         let Some(t) = tree else { return };
         if self.trees.len() >= MAX_TREES && !self.trees.contains_key(&t) {
             self.limit(Limit::Trees, out);
         } else {
             let pipe = st == ShareType::Pipe;
-            self.trees.insert(t, Tree { pipe });
+            self.trees.insert(t, Tree { pipe, path });
         }
     }
 
@@ -518,6 +591,7 @@ impl Session {
             });
             return;
         };
+        out.pipe = Some(file.name.clone());
         let skip = match dir {
             Direction::ToServer => &mut file.skip_to_server,
             Direction::ToClient => &mut file.skip_to_client,
@@ -609,6 +683,7 @@ impl Session {
         for l in limits {
             self.limit(l, out);
         }
+        out.pipe = None;
     }
 }
 

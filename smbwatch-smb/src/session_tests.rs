@@ -570,3 +570,43 @@ fn a_rejected_binding_names_no_calls() {
         })
     );
 }
+
+/// Each observation names the share its message was on, and RPC ones the
+/// pipe: what tells a write to `ADMIN$` from one to a user's share.
+#[test]
+fn observations_name_their_share_and_pipe() {
+    let mut s = Session::new();
+    let mut seq = [100u32, 70_000];
+    let mut seen = Vec::new();
+    for (d, bytes) in crate::build::psexec() {
+        let i = usize::from(d == ToClient);
+        seen.extend(s.segment(d, Segment::whole(seq[i], &bytes), t0()));
+        seq[i] = seq[i].wrapping_add(bytes.len() as u32);
+    }
+    let ctx = |pred: &dyn Fn(&Observation) -> bool| {
+        let o = seen.iter().find(|o| pred(&o.observation)).expect("seen");
+        (o.share.as_deref(), o.pipe.as_deref())
+    };
+    let admin = Some("\\\\192.0.2.10\\ADMIN$");
+    let ipc = Some("\\\\192.0.2.10\\IPC$");
+    assert_eq!(
+        ctx(&|o| matches!(o, Observation::Create { pipe: false, .. })),
+        (admin, None)
+    );
+    assert_eq!(
+        ctx(&|o| matches!(o, Observation::Write { .. })),
+        (admin, None)
+    );
+    assert_eq!(
+        ctx(&|o| matches!(o, Observation::Create { pipe: true, .. })),
+        (ipc, None)
+    );
+    assert_eq!(
+        ctx(&|o| matches!(o, Observation::RpcCall { opnum: 12, .. })),
+        (ipc, Some("svcctl"))
+    );
+    assert_eq!(
+        ctx(&|o| matches!(o, Observation::TreeConnect { .. })),
+        (None, None)
+    );
+}

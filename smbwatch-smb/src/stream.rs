@@ -185,6 +185,18 @@ impl Stream {
         self.counters
     }
 
+    /// Heap bytes held (held-back segments, the message being read), for
+    /// a caller that bounds many streams in bytes.
+    pub fn heap_bytes(&self) -> usize {
+        let held: usize = self.pending.iter().map(|(_, b, _)| b.capacity()).sum();
+        let framing = match &self.framing {
+            Framing::Header { .. } => 0,
+            Framing::Body(b) => b.buf.as_ref().map_or(0, Vec::capacity),
+            Framing::Lost { tail } => tail.capacity(),
+        };
+        held + self.pending.capacity() * std::mem::size_of::<(u32, Vec<u8>, u32)>() + framing
+    }
+
     /// Feeds one segment; what it completes is pushed to `out`.
     pub fn push(&mut self, seg: Segment<'_>, out: &mut Vec<StreamEvent>) {
         self.counters.segments += 1;

@@ -8,13 +8,13 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
+    net::IpAddr,
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, SystemTime},
 };
 
-use pcap_file::pcap::PcapReader;
-use smbwatch_smb::{Direction, Observation, Segment, Session};
+use smbwatch_smb::{capture, Direction, Observation, Segment, Session};
 
 const PCAP_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/pcap");
 
@@ -47,78 +47,15 @@ struct Seen {
 }
 
 /// A TCP/445 flow: (client address+port, server address+port).
-type FlowKey = (Vec<u8>, u16, Vec<u8>, u16);
-
-struct Tcp<'a> {
-    src: Vec<u8>,
-    dst: Vec<u8>,
-    sport: u16,
-    dport: u16,
-    seq: u32,
-    payload: &'a [u8],
-}
-
-/// Ethernet (optionally one VLAN tag) / IPv4 or IPv6 / TCP; `None` for
-/// anything else.
-fn tcp(frame: &[u8]) -> Option<Tcp<'_>> {
-    let mut et = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
-    let mut at = 14;
-    if et == 0x8100 {
-        et = u16::from_be_bytes([*frame.get(16)?, *frame.get(17)?]);
-        at = 18;
-    }
-    let ip = frame.get(at..)?;
-    let (src, dst, l4) = match et {
-        0x0800 => {
-            let ihl = usize::from(ip.first()? & 0x0F) * 4;
-            let total = usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?]));
-            // Captured on a sender with segmentation offload, the total
-            // length may be 0: then the frame's end is the packet's end.
-            let total = if total < ihl { ip.len() } else { total };
-            if *ip.get(9)? != 6 {
-                return None;
-            }
-            (
-                ip.get(12..16)?.to_vec(),
-                ip.get(16..20)?.to_vec(),
-                ip.get(ihl..total)?,
-            )
-        }
-        0x86DD => {
-            let plen = usize::from(u16::from_be_bytes([*ip.get(4)?, *ip.get(5)?]));
-            if *ip.get(6)? != 6 {
-                return None;
-            }
-            (
-                ip.get(8..24)?.to_vec(),
-                ip.get(24..40)?.to_vec(),
-                ip.get(40..40 + plen)?,
-            )
-        }
-        _ => return None,
-    };
-    let off = usize::from(l4.get(12)? >> 4) * 4;
-    Some(Tcp {
-        src,
-        dst,
-        sport: u16::from_be_bytes([l4[0], l4[1]]),
-        dport: u16::from_be_bytes([l4[2], l4[3]]),
-        seq: u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]]),
-        payload: l4.get(off..)?,
-    })
-}
+type FlowKey = (IpAddr, u16, IpAddr, u16);
 
 fn parse(path: &Path) -> Seen {
-    let file = std::fs::File::open(path).expect("open capture");
-    let mut reader = PcapReader::new(file).expect("pcap header");
     let mut sessions: HashMap<FlowKey, Session> = HashMap::new();
     let mut all = Vec::new();
     let mut last = SystemTime::UNIX_EPOCH;
-    while let Some(pkt) = reader.next_packet() {
-        let pkt = pkt.expect("pcap record");
-        let at = SystemTime::UNIX_EPOCH + pkt.timestamp;
+    for t in capture::read(path).expect("read capture") {
+        let at = t.at;
         last = at;
-        let Some(t) = tcp(&pkt.data) else { continue };
         let (key, dir) = if t.dport == 445 {
             ((t.src, t.sport, t.dst, t.dport), Direction::ToServer)
         } else if t.sport == 445 {
@@ -130,7 +67,7 @@ fn parse(path: &Path) -> Seen {
             continue;
         }
         let s = sessions.entry(key).or_default();
-        all.extend(s.segment(dir, Segment::whole(t.seq, t.payload), at));
+        all.extend(s.segment(dir, Segment::whole(t.seq, &t.payload), at));
     }
     for s in sessions.values_mut() {
         all.extend(s.finish(last + Duration::from_secs(1)));

@@ -56,6 +56,8 @@ pub struct Config {
     pub baseline: crate::baseline::BaselineConfig,
     /// `[publish]`: the fleet's broker (gateways publish, aggregators read).
     pub publish: crate::fleet::PublishConfig,
+    /// `[smb]`: SMB on the wire (the sampled payload's parser and rules).
+    pub smb: smbwatch_core::smb::SmbSettings,
 }
 
 impl Config {
@@ -68,6 +70,7 @@ impl Config {
             max_ahead: self.hostlog.max_ahead,
             correlate: self.correlate.clone(),
             process_classes: self.process_classes.clone(),
+            smb: self.smb.clone(),
         }
     }
 

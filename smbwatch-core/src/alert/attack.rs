@@ -35,6 +35,19 @@ pub const EXECUTION: Tactic = Tactic {
     reference: "https://attack.mitre.org/tactics/TA0002/",
 };
 
+/// TA0006.
+pub const CREDENTIAL_ACCESS: Tactic = Tactic {
+    id: "TA0006",
+    name: "Credential Access",
+    reference: "https://attack.mitre.org/tactics/TA0006/",
+};
+/// TA0003.
+pub const PERSISTENCE: Tactic = Tactic {
+    id: "TA0003",
+    name: "Persistence",
+    reference: "https://attack.mitre.org/tactics/TA0003/",
+};
+
 /// An ATT&CK technique or sub-technique (`T1021.002`).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Technique {
@@ -111,6 +124,42 @@ pub const TECHNIQUES: &[Technique] = &[
         name: "Service Execution",
         reference: "https://attack.mitre.org/techniques/T1569/002/",
         tactics: &[EXECUTION],
+    },
+    Technique {
+        id: "T1053",
+        name: "Scheduled Task/Job",
+        reference: "https://attack.mitre.org/techniques/T1053/",
+        tactics: &[EXECUTION, PERSISTENCE],
+    },
+    Technique {
+        id: "T1053.005",
+        name: "Scheduled Task",
+        reference: "https://attack.mitre.org/techniques/T1053/005/",
+        tactics: &[EXECUTION, PERSISTENCE],
+    },
+    Technique {
+        id: "T1003",
+        name: "OS Credential Dumping",
+        reference: "https://attack.mitre.org/techniques/T1003/",
+        tactics: &[CREDENTIAL_ACCESS],
+    },
+    Technique {
+        id: "T1003.006",
+        name: "DCSync",
+        reference: "https://attack.mitre.org/techniques/T1003/006/",
+        tactics: &[CREDENTIAL_ACCESS],
+    },
+    Technique {
+        id: "T1087",
+        name: "Account Discovery",
+        reference: "https://attack.mitre.org/techniques/T1087/",
+        tactics: &[DISCOVERY],
+    },
+    Technique {
+        id: "T1087.002",
+        name: "Domain Account",
+        reference: "https://attack.mitre.org/techniques/T1087/002/",
+        tactics: &[DISCOVERY],
     },
 ];
 

@@ -79,6 +79,13 @@ impl AlertKind {
         Self::SmbOffHours,
         Self::SmbEvasionAttempt,
         Self::SmbwatchDegraded,
+        Self::SmbAdminShare,
+        Self::SmbFileDrop,
+        Self::SmbRemoteService,
+        Self::SmbRemoteTask,
+        Self::SmbDcsync,
+        Self::SmbV1,
+        Self::SmbEnum,
     ];
 
     /// The kind's ECS mapping.
@@ -168,6 +175,64 @@ impl AlertKind {
                 category: &[IntrusionDetection, Network],
                 types: &[Info],
                 techniques: &["T1046"],
+            },
+            Self::SmbAdminShare => &KindSpec {
+                rule_id: "smb_admin_share",
+                rule_name: "SMB on the wire: administrative share or remote-administration pipe",
+                rule_version: "1",
+                category: &[IntrusionDetection, Network, File],
+                types: &[Access],
+                techniques: &["T1021.002"],
+            },
+            Self::SmbFileDrop => &KindSpec {
+                rule_id: "smb_file_drop",
+                rule_name: "SMB on the wire: executable written to an administrative share",
+                rule_version: "1",
+                category: &[IntrusionDetection, Network, File],
+                types: &[Creation],
+                techniques: &["T1021.002", "T1570"],
+            },
+            Self::SmbRemoteService => &KindSpec {
+                rule_id: "smb_remote_service",
+                rule_name: "SMB on the wire: remote service creation or start (svcctl)",
+                rule_version: "1",
+                category: &[IntrusionDetection, Network, Process],
+                types: &[Start],
+                techniques: &["T1569.002", "T1021.002"],
+            },
+            Self::SmbRemoteTask => &KindSpec {
+                rule_id: "smb_remote_task",
+                rule_name: "SMB on the wire: remote scheduled task (atsvc, task scheduler)",
+                rule_version: "1",
+                category: &[IntrusionDetection, Network, Process],
+                types: &[Creation],
+                techniques: &["T1053.005", "T1021.002"],
+            },
+            Self::SmbDcsync => &KindSpec {
+                rule_id: "smb_dcsync",
+                rule_name: "SMB on the wire: directory replication from a non-DC (DCSync)",
+                rule_version: "1",
+                category: &[IntrusionDetection, Network],
+                types: &[Access],
+                techniques: &["T1003.006"],
+            },
+            // SMB1 in use is an exposure (EternalBlue's protocol), not an
+            // act of an adversary: no technique.
+            Self::SmbV1 => &KindSpec {
+                rule_id: "smb_v1",
+                rule_name: "SMB on the wire: SMB1 in use",
+                rule_version: "1",
+                category: &[Network],
+                types: &[Info],
+                techniques: &[],
+            },
+            Self::SmbEnum => &KindSpec {
+                rule_id: "smb_enum",
+                rule_name: "SMB on the wire: account, share or session enumeration burst",
+                rule_version: "1",
+                category: &[IntrusionDetection, Network],
+                types: &[Info],
+                techniques: &["T1087.002", "T1135"],
             },
             Self::SmbwatchDegraded => &KindSpec {
                 rule_id: "smbwatch_degraded",

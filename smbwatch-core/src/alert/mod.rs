@@ -42,6 +42,25 @@ pub enum AlertKind {
     /// A source sent packets the kernel could not parse (headers past its
     /// bound) to several destinations.
     SmbEvasionAttempt,
+    /// On the wire: a tree connect to an administrative share (`ADMIN$`,
+    /// `C$`…), or a sensitive pipe opened on `IPC$`.
+    SmbAdminShare,
+    /// On the wire: an executable or script written to an administrative
+    /// share.
+    SmbFileDrop,
+    /// On the wire: a service created, changed or started over svcctl.
+    SmbRemoteService,
+    /// On the wire: a scheduled task registered or run (atsvc,
+    /// ITaskSchedulerService).
+    SmbRemoteTask,
+    /// On the wire: directory replication (DRSGetNCChanges) asked by a host
+    /// that is not a configured domain controller.
+    SmbDcsync,
+    /// On the wire: a client speaking SMB1.
+    SmbV1,
+    /// On the wire: a burst of account, group, share or session
+    /// enumeration calls (samr, lsarpc, srvsvc, wkssvc).
+    SmbEnum,
 }
 
 impl AlertKind {
@@ -215,6 +234,9 @@ pub struct Alert {
     pub host: Option<String>,
     /// Share name (share-access alerts).
     pub share: Option<String>,
+    /// What the wire showed (SMB alerts, and host alerts joined with them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smb: Option<SmbEvidence>,
     /// The gateways that saw the source (`observer.name`; set by the fleet
     /// aggregator). Left out of the record when empty, so a single router's
     /// `event.id`s do not depend on the fleet.
@@ -247,9 +269,49 @@ impl Alert {
             user_id: None,
             host: None,
             share: None,
+            smb: None,
             observers: Vec::new(),
         }
     }
+}
+
+/// What an SMB connection showed on the wire behind an alert.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SmbEvidence {
+    /// `\\server\share` of the act.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tree: Option<String>,
+    /// The file created or written (share-relative).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The named pipe.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pipe: Option<String>,
+    /// The RPC interface (`svcctl`, or its UUID).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// RPC operations seen (the act's, or the burst's distinct ones).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub operations: Vec<String>,
+    /// Enumeration calls counted in the burst.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calls: Option<u32>,
+    /// SMB1 dialects the client offered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dialects: Vec<String>,
+    /// The NTLMSSP domain of the logon.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// The NTLMSSP workstation: the client's computer name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workstation: Option<String>,
+    /// The logon was anonymous (null session) or guest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logon: Option<&'static str>,
+    /// Host-log records that reported the same act (Windows event ids),
+    /// when joined.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub host_events: Vec<u32>,
 }
 
 /// A class of client process that has no business speaking SMB itself.

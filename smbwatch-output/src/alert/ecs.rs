@@ -17,6 +17,7 @@
 
 pub mod fields;
 pub mod gateway;
+pub mod smb;
 pub mod threat;
 pub mod time;
 pub mod user;
@@ -111,6 +112,15 @@ pub struct Document<'a> {
     /// `related.*`: every address, user and host named, for pivoting.
     #[serde(skip_serializing_if = "empty")]
     pub related: Related,
+    /// `file.*`: the file an SMB alert names.
+    #[serde(skip_serializing_if = "empty")]
+    pub file: smb::File,
+    /// `smb.*`: what the wire showed (SMB alerts).
+    #[serde(skip_serializing_if = "empty")]
+    pub smb: smb::Smb,
+    /// `rpc.*`: the RPC interface and operations (SMB alerts).
+    #[serde(skip_serializing_if = "empty")]
+    pub rpc: smb::Rpc,
     /// `smbwatch.*`: what ECS has no field for.
     #[serde(skip_serializing_if = "empty")]
     pub smbwatch: Smbwatch<'a>,
@@ -187,6 +197,10 @@ pub struct Endpoint {
     /// Port.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// `source.domain`: the client's computer name from its NTLMSSP logon
+    /// (SMB alerts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
 }
 
 /// `network.direction`, from the perimeter's point of view (ECS values).
@@ -247,6 +261,9 @@ pub struct Network<'a> {
     /// `ipv4` or `ipv6`.
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub kind: Option<&'static str>,
+    /// `smb` on SMB alerts (seen on the wire).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<&'static str>,
     /// See [`Direction`]; only when both ends are known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub direction: Option<Direction>,
@@ -497,7 +514,7 @@ impl From<&ScanEvidence> for Scan {
 
 impl Empty for Endpoint {
     fn is_empty(&self) -> bool {
-        self.ip.is_none() && self.port.is_none()
+        self.ip.is_none() && self.port.is_none() && self.domain.is_none()
     }
 }
 
@@ -505,6 +522,7 @@ impl Empty for Network<'_> {
     fn is_empty(&self) -> bool {
         self.transport.is_none()
             && self.kind.is_none()
+            && self.protocol.is_none()
             && self.direction.is_none()
             && self.community_id.is_none()
     }
@@ -666,10 +684,12 @@ impl<'a> Document<'a> {
             source: Endpoint {
                 ip: alert.source_ip,
                 port: alert.source_port,
+                domain: alert.smb.as_ref().and_then(|s| s.workstation.clone()),
             },
             destination: Endpoint {
                 ip: alert.destination_ip,
                 port: alert.destination_port,
+                domain: None,
             },
             network: Network {
                 transport: (addr.is_some() || alert.destination_port.is_some()).then_some("tcp"),
@@ -677,6 +697,7 @@ impl<'a> Document<'a> {
                     IpAddr::V4(_) => "ipv4",
                     IpAddr::V6(_) => "ipv6",
                 }),
+                protocol: alert.smb.as_ref().map(|_| "smb"),
                 direction: alert
                     .source_ip
                     .zip(alert.destination_ip)
@@ -717,6 +738,9 @@ impl<'a> Document<'a> {
             },
             host: Host { name: host },
             related,
+            file: smb::File::of_alert(alert.smb.as_ref()),
+            smb: smb::Smb::of_alert(alert.smb.as_ref()),
+            rpc: smb::Rpc::of_alert(alert.smb.as_ref()),
             smbwatch: Smbwatch {
                 share: alert.share.as_deref(),
                 scan: alert.scan.as_ref().map(Scan::from),

@@ -175,10 +175,15 @@ pub const FIELDS: &[Field] = &[
     f("rule.version", Keyword),
     f("source.ip", Ip),
     f("source.port", Long),
+    f("source.domain", Keyword),
+    f("source.mac", Keyword),
     f("destination.ip", Ip),
     f("destination.port", Long),
     f("network.transport", Keyword),
     f("network.type", Keyword),
+    f("network.protocol", Keyword),
+    f("file.path", Keyword),
+    f("file.name", Keyword),
     one_of(
         "network.direction",
         &[
@@ -249,6 +254,31 @@ pub const FIELDS: &[Field] = &[
     f("smbwatch.fragmented", Boolean),
     f("smbwatch.after_accept", Boolean),
     f("smbwatch.kernel_fanout", Long),
+    // SMB on the wire, named as Suricata and Zeek name them (docs/smb.md);
+    // docs/siem.md maps them too.
+    f("smb.path", Keyword),
+    f("smb.share_type", Keyword),
+    f("smb.named_pipe", Keyword),
+    f("smb.dialect", Keyword),
+    list("smb.dialects", Keyword),
+    f("smb.status", Keyword),
+    f("smb.access", Keyword),
+    f("smb.disposition", Long),
+    f("smb.offset", Long),
+    f("smb.length", Long),
+    f("smb.session_id", Keyword),
+    one_of("smb.logon", &["anonymous", "guest"]),
+    f("smb.unseen", Keyword),
+    f("smb.unseen_detail", Keyword),
+    f("smb.unseen_bytes", Long),
+    f("smb.calls", Long),
+    list("smb.host_events", Long),
+    // An object of its own (name and UUID together).
+    f("rpc.interface", Object),
+    f("rpc.interface.name", Keyword),
+    f("rpc.interface.uuid", Keyword),
+    f("rpc.opnum", Long),
+    list("rpc.operation", Keyword),
 ];
 
 /// The definition of `name`, if any.

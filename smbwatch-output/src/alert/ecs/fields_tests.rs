@@ -43,6 +43,19 @@ pub(crate) fn full_alert(kind: AlertKind) -> Alert {
     a.user_id = Some("S-1-5-21-1-2-3-1104".into());
     a.host = Some("WORKSTATION5.theshire.local".into());
     a.share = Some("ADMIN$".into());
+    a.smb = Some(crate::alert::SmbEvidence {
+        tree: Some(r"\\WORKSTATION6\ADMIN$".into()),
+        file: Some(r"PSEXESVC.exe".into()),
+        pipe: Some("svcctl".into()),
+        interface: Some("svcctl".into()),
+        operations: vec!["RCreateServiceW".into()],
+        calls: Some(12),
+        dialects: vec!["NT LM 0.12".into()],
+        domain: Some("THESHIRE".into()),
+        workstation: Some("WORKSTATION5".into()),
+        logon: Some("guest"),
+        host_events: vec![5145],
+    });
     a.observers = vec!["edge-1".into(), "edge-2".into()];
     a.process_context = Some(crate::alert::ProcessContext {
         command_line: Some("python.exe -c \"import smb\"".into()),
@@ -140,14 +153,18 @@ fn the_siem_template_maps_the_smbwatch_fields() {
             }
         }
     }
-    walk(
-        "smbwatch",
-        &t["template"]["mappings"]["properties"]["smbwatch"]["properties"],
-        &mut mapped,
-    );
+    // smbwatch's own fields, and the SMB ones ECS has no name for.
+    const OURS: [&str; 3] = ["smbwatch", "smb", "rpc"];
+    for top in OURS {
+        walk(
+            top,
+            &t["template"]["mappings"]["properties"][top]["properties"],
+            &mut mapped,
+        );
+    }
     let want: Vec<(String, String)> = FIELDS
         .iter()
-        .filter(|f| f.name.starts_with("smbwatch."))
+        .filter(|f| OURS.iter().any(|t| f.name.starts_with(&format!("{t}."))))
         .map(|f| {
             let ty = match f.ty {
                 Type::Keyword => "keyword",
@@ -200,6 +217,10 @@ fn empty_checks_match_serialisation() {
             same("user", &d.user);
             same("host", &d.host);
             same("related", &d.related);
+            same("file", &d.file);
+            same("smb", &d.smb);
+            same("rpc", &d.rpc);
+            same("rpc.interface", &d.rpc.interface);
             same("smbwatch", &d.smbwatch);
             for p in &d.smbwatch.processes {
                 same("smbwatch.processes[]", p);

@@ -134,10 +134,12 @@ impl EventLine {
             source: Endpoint {
                 ip: Some(ev.src),
                 port: Some(ev.sport),
+                domain: None,
             },
             destination: Endpoint {
                 ip: Some(ev.dst),
                 port: Some(ev.dport),
+                domain: None,
             },
             network: LineNetwork {
                 transport: "tcp",
