@@ -192,7 +192,7 @@ fn inspect(ctx: &XdpContext, meta: Meta) {
     let flags = tcp.flags;
     // SMB payload sampling (sample.rs); bare SYNs keep their cost.
     if flags != TCP_SYN {
-        sample::note(ctx, &l2, &l3, tcp.sport, tcp.dport);
+        sample::note(&l2, &l3, tcp.sport, tcp.dport);
     }
     // Port tests before address keys: copying 32 address bytes costs more.
     let role = if flags == TCP_SYN && monitored(tcp.dport) {

@@ -111,8 +111,6 @@ struct Pending {
     addr: u32,
     /// TCP bytes the IP header says the packet carries.
     l4_len: u32,
-    /// TCP header length.
-    hlen: u32,
     /// 1 for IPv4.
     v4: u32,
     sport: u16,
@@ -126,12 +124,11 @@ struct Pending {
 static SAMPLE_PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
 
 /// A TCP segment that is not a bare SYN (those keep their cost): notes it
-/// for [`run`] when it may belong to a sampled connection. Only cheap
-/// tests here; the table work runs after the packet's other processing, in
+/// for [`run`] when it has a monitored port. Only the port tests here; the table work runs after the packet's other processing, in
 /// [`run`], from offsets kept in a per-CPU slot: the verifier then checks
 /// that code once, not once per header layout the parser can end in.
 #[inline(always)]
-pub(crate) fn note(ctx: &XdpContext, l2: &L2, l3: &L3, sport: u16, dport: u16) {
+pub(crate) fn note(l2: &L2, l3: &L3, sport: u16, dport: u16) {
     if setting!(sample_segments) == 0 || l3.fragmented {
         return;
     }
@@ -142,21 +139,6 @@ pub(crate) fn note(ctx: &XdpContext, l2: &L2, l3: &L3, sport: u16, dport: u16) {
     } else {
         return;
     };
-    let Some(h) = bytes_at(ctx, l3.tcp, 20) else {
-        return;
-    };
-    let hlen = ((unsafe { *h.add(12) } >> 4) as usize) * 4;
-    let flags = unsafe { *h.add(13) };
-    if hlen < 20 || l3.l4_len < hlen {
-        return; // counted as malformed by the parser, or a lying IP length
-    }
-    let synack = flags & (SYN | ACK) == (SYN | ACK);
-    if flags & SYN != 0 && !(synack && direction == SAMPLE_TO_CLIENT) {
-        return; // only the server's SYN-ACK opens a sample
-    }
-    if l3.l4_len == hlen && !synack && flags & (FIN | RST) == 0 {
-        return; // a bare ACK: nothing to sample
-    }
     let Some(p) = SAMPLE_PENDING.get_ptr_mut(0) else {
         return;
     };
@@ -165,7 +147,6 @@ pub(crate) fn note(ctx: &XdpContext, l2: &L2, l3: &L3, sport: u16, dport: u16) {
         (*p).tcp = l3.tcp as u32;
         (*p).addr = l3.addr as u32;
         (*p).l4_len = l3.l4_len as u32;
-        (*p).hlen = hlen as u32;
         (*p).v4 = u32::from(l3.v4);
         (*p).sport = sport;
         (*p).dport = dport;
@@ -186,12 +167,11 @@ pub(crate) fn run(ctx: &XdpContext, meta: Meta) {
         return;
     }
     unsafe { (*p).set = 0 };
-    let (tcp, addr, l4_len, hlen, v4, sport, dport, vlan, l2flags, direction) = unsafe {
+    let (tcp, addr, l4_len, v4, sport, dport, vlan, l2flags, direction) = unsafe {
         (
             (*p).tcp as usize,
             (*p).addr as usize,
             (*p).l4_len as usize,
-            (*p).hlen as usize,
             (*p).v4 != 0,
             (*p).sport,
             (*p).dport,
@@ -202,16 +182,26 @@ pub(crate) fn run(ctx: &XdpContext, meta: Meta) {
     };
     // Bounds the verifier can see: note() got these from the parser, which
     // never goes past a few hundred bytes of headers.
-    if tcp > 1024 || addr > 1024 || hlen > 60 || l4_len > 0xffff || l4_len < hlen {
+    if tcp > 1024 || addr > 1024 || l4_len > 0xffff {
         return;
     }
     let Some(h) = bytes_at(ctx, tcp, 20) else {
         return;
     };
+    let hlen = ((unsafe { *h.add(12) } >> 4) as usize) * 4;
     let flags = unsafe { *h.add(13) };
+    if hlen < 20 || l4_len < hlen {
+        return; // counted as malformed by the parser, or a lying IP length
+    }
     let wire_len = l4_len - hlen;
     let synack = flags & (SYN | ACK) == (SYN | ACK);
+    if flags & SYN != 0 && !(synack && direction == SAMPLE_TO_CLIENT) {
+        return; // only the server's SYN-ACK opens a sample
+    }
     let closing = flags & (FIN | RST) != 0;
+    if wire_len == 0 && !synack && !closing {
+        return; // a bare ACK: nothing to sample, no lookup
+    }
     let l3 = L3 {
         addr,
         v4,

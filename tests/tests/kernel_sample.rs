@@ -433,3 +433,25 @@ fn a_full_sample_ring_is_counted_and_passes() {
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].data, payload(2, 100));
 }
+
+#[test]
+fn every_port_slot_in_use_still_loads_and_samples() {
+    // Four monitored ports is the most the program holds: the verifier
+    // walks the most branches then.
+    require_root();
+    let mut dp = Dataplane::load(&LoadOptions {
+        ports: vec![445, 139, 8445, 1445],
+        events_per_cpu: 0,
+        answers: AnswerCheck::Any,
+        ..LoadOptions::default()
+    })
+    .expect("load with four ports");
+    let samples = dp.take_samples().unwrap();
+    let mut k = Kernel { dp, samples };
+    let mut s = Segment::new(ip(CLIENT), ip(SERVER), 40000, 1445, tcp_flags::ACK);
+    s.payload = payload(1, 10);
+    k.run(&s.frame());
+    let r = k.records();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].server.port(), 1445);
+}

@@ -37,7 +37,8 @@ pub use clock::MonotonicClock;
 pub use error::DataplaneError;
 pub use pin::{ensure_bpffs, PinDir};
 pub use sample::{
-    decode_sample, drain_samples, KernelSample, SampleDirection, SampleOptions, SamplesDrained,
+    decode_sample, drain_samples, to_smb_sample, KernelSample, SampleDirection, SampleOptions,
+    SamplesDrained,
 };
 
 use smbwatch_core::event::{GatewayEvent, GatewayEventKind, PairActivity};

@@ -18,6 +18,12 @@ use smbwatch_common::{
     Settings,
 };
 
+use chrono::{DateTime, Utc};
+use smbwatch_core::{
+    event::MacAddr,
+    smb::{Direction, SmbSample},
+};
+
 use super::{addr_to_ip, DataplaneError};
 
 /// How much of each monitored-port connection the kernel samples, and the
@@ -226,6 +232,31 @@ pub fn decode_sample(bytes: &[u8]) -> Result<KernelSample<'_>, SampleDecodeError
     })
 }
 
+/// The core's [`SmbSample`] of a kernel sample, stamped `ts` (the daemon's
+/// clock conversion, or replay's capture time). `None` for the SYN-ACK
+/// record: it carries no payload, and the parser starts each direction at
+/// its first payload segment.
+pub fn to_smb_sample<'a>(k: &KernelSample<'a>, ts: DateTime<Utc>) -> Option<SmbSample<'a>> {
+    if k.syn {
+        return None;
+    }
+    Some(SmbSample {
+        ts,
+        client: k.client,
+        server: k.server,
+        direction: match k.direction {
+            SampleDirection::ToServer => Direction::ToServer,
+            SampleDirection::ToClient => Direction::ToClient,
+        },
+        seq: k.seq,
+        wire_len: k.wire_len,
+        data: k.data,
+        src_mac: (k.src_mac != [0; 6]).then_some(MacAddr(k.src_mac)),
+        vlan: k.vlan,
+        fin_or_rst: k.fin_or_rst,
+    })
+}
+
 /// The largest record the kernel writes (header and the largest class).
 pub const MAX_SAMPLE_RECORD: usize =
     std::mem::size_of::<SampleHeader>() + SAMPLE_CLASSES[SAMPLE_CLASSES.len() - 1];
@@ -310,6 +341,23 @@ mod tests {
         assert_eq!(s.data, &[1, 2, 3]);
         assert_eq!(s.vlan, Some(12));
         assert!(s.fin_or_rst && !s.syn);
+    }
+
+    #[test]
+    fn samples_become_the_cores_and_the_synack_does_not() {
+        let bytes = record(&header(), &[1, 2, 3]);
+        let k = decode_sample(&bytes).unwrap();
+        let ts = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let s = to_smb_sample(&k, ts).unwrap();
+        assert_eq!(s.direction, Direction::ToClient);
+        assert_eq!((s.seq, s.wire_len, s.data), (1000, 5, &[1u8, 2, 3][..]));
+        assert_eq!(s.src_mac, Some(MacAddr([2, 0, 0, 0, 0, 1])));
+        assert!(s.fin_or_rst);
+        let mut h = header();
+        h.flags = SAMPLE_FLAG_SYN;
+        h.cap_len = 0;
+        let bytes = record(&h, &[]);
+        assert!(to_smb_sample(&decode_sample(&bytes).unwrap(), ts).is_none());
     }
 
     #[test]
