@@ -455,3 +455,49 @@ fn every_port_slot_in_use_still_loads_and_samples() {
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].server.port(), 1445);
 }
+
+#[test]
+fn a_segment_larger_than_a_page_is_sampled_up_to_the_cap() {
+    // Captures of hosts with segmentation offload hold such segments.
+    let mut k = Kernel::with(
+        SampleOptions {
+            bytes: 4096,
+            ..SampleOptions::default()
+        },
+        false,
+    );
+    let mut c = Conn::new(47000);
+    k.run(&c.data(true, payload(4, 11_892), 0).frame());
+    let r = k.records();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].wire_len, 11_892);
+    assert_eq!(r[0].data.len(), 4096, "{} bytes", r[0].data.len());
+    assert_eq!(r[0].data, payload(4, 4096));
+}
+
+#[test]
+fn replay_samples_segments_larger_than_a_page() {
+    // Replay hands frames with XDP metadata in front.
+    let mut k = Kernel::with(
+        SampleOptions {
+            bytes: 4096,
+            ..SampleOptions::default()
+        },
+        true,
+    );
+    let mut c = Conn::new(47001);
+    for len in [1901, 3287, 11_892] {
+        k.run_at(
+            &c.data(true, payload(5, len), 0).frame(),
+            Duration::from_secs(1_700_000_000),
+        );
+    }
+    let r = k.records();
+    let lens: Vec<(u32, usize)> = r.iter().map(|r| (r.wire_len, r.data.len())).collect();
+    assert_eq!(
+        lens,
+        [(1901, 1901), (3287, 3287), (11_892, 4096)],
+        "{:?}",
+        k.stats()
+    );
+}
