@@ -125,6 +125,8 @@ pub struct DataplaneConfig {
     pub activity_epoch: Duration,
     /// bpffs directory where maps are pinned; one per daemon.
     pub pin_dir: PathBuf,
+    /// `[dataplane.sampling]`: SMB payload sampling in the kernel.
+    pub sampling: crate::dataplane::SampleOptions,
 }
 
 impl Default for DataplaneConfig {
@@ -141,6 +143,7 @@ impl Default for DataplaneConfig {
             stats_interval: Duration::from_secs(10),
             activity_epoch: load.activity_epoch,
             pin_dir: PathBuf::from("/sys/fs/bpf/smbwatch"),
+            sampling: load.sampling,
         }
     }
 }
@@ -160,7 +163,7 @@ impl DataplaneConfig {
             hash_key: None,
             activity_epoch: self.activity_epoch,
             allow_short_epoch: false,
-            sampling: Default::default(),
+            sampling: self.sampling.clone(),
         }
     }
 }
@@ -807,6 +810,17 @@ fn check_dataplane(d: &DataplaneConfig) -> Result<(), Invalid> {
         bad(
             "dataplane.max_pairs",
             format!("{}: must be 4 to 16777216 (16 bytes each)", d.max_pairs),
+        )?;
+    }
+    if let Err(crate::dataplane::DataplaneError::Sampling {
+        what,
+        value,
+        allowed,
+    }) = d.sampling.check()
+    {
+        bad(
+            format!("dataplane.sampling.{what}"),
+            format!("{value}: give {allowed}"),
         )?;
     }
     if d.events_per_cpu > 10_000_000 {

@@ -28,7 +28,8 @@ use super::{addr_to_ip, DataplaneError};
 
 /// How much of each monitored-port connection the kernel samples, and the
 /// bounds on what sampling may cost.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SampleOptions {
     /// Segments sampled per direction of a connection (0 turns sampling
     /// off; at most [`SAMPLE_MAX_SEGMENTS`]).
