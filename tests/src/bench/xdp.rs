@@ -521,7 +521,10 @@ a known pair's first SYN in a new epoch (its event included) {} ns",
         ),
     ));
 
-    let done = by_name("data segment to 445, connection no longer sampled", "repeat");
+    let done = by_name(
+        "data segment to 445, connection no longer sampled",
+        "repeat",
+    );
     goals.push(Goal::at_most(
         "data segment of a connection no longer sampled, over the empty program",
         done - floor,
