@@ -35,11 +35,15 @@
 //! - **File drops** (`file_drop`): `remote_file_drop` for a 5145 write to
 //!   `ADMIN$`/`C$` from a remote address or a Sysmon 11 executable created
 //!   by the kernel's SMB server.
+//! - **SMB on the wire** (`wire`): an `smb_*` alert and the host record of
+//!   the same act are one alert carrying both; wire acts after a scan
+//!   complete chains too.
 
 mod chain;
 mod enrich;
 mod file_drop;
 pub mod process;
+mod wire;
 
 pub(crate) use file_drop::{is_executable, APPEND_DATA, WRITE_DATA};
 
@@ -174,6 +178,12 @@ pub struct CorrelateStats {
     /// Host events rejected: dated more than `max_ahead` ahead of the
     /// reference clock.
     pub rejected_ahead: u64,
+    /// Wire alerts that waited for, and got, the host record of their act
+    /// (one alert carrying both).
+    pub joined: u64,
+    /// Acts reported by both sides where the second came too late to be
+    /// joined: the second report was not raised again.
+    pub joined_late: u64,
 }
 
 type FlowKey = (IpAddr, IpAddr, u16);
@@ -218,6 +228,16 @@ pub struct Correlator {
     /// The last rejected host event not yet reported.
     rejected: Option<TooFarAhead>,
     stats: CorrelateStats,
+    /// How long a wire alert waits for its host record.
+    host_wait: chrono::TimeDelta,
+    /// Wire alerts waiting for their host record.
+    waiting: wire::Waiting,
+    /// Acts the wire reported (alerts out), for host records arriving late.
+    wire_acts: TimedIndex<wire::ActKey, ()>,
+    /// Acts host records reported, for wire alerts arriving late.
+    host_acts: TimedIndex<wire::ActKey, ()>,
+    /// The last host event fed reported an act the wire already alerted on.
+    joined_wire: bool,
 }
 
 impl HeapSize for ProcessInfo {
@@ -278,6 +298,11 @@ impl Correlator {
             clock: RefClock::new(timed::DEFAULT_MAX_AHEAD),
             rejected: None,
             stats: CorrelateStats::default(),
+            host_wait: chrono::TimeDelta::zero(),
+            waiting: wire::Waiting::default(),
+            wire_acts: TimedIndex::new(cfg.max_chain_events),
+            host_acts: TimedIndex::new(cfg.max_chain_events),
+            joined_wire: false,
             cfg,
         }
     }
@@ -297,7 +322,7 @@ impl Correlator {
         self
     }
 
-    fn tables(&self) -> [&dyn Budgeted; 7] {
+    fn tables(&self) -> [&dyn Budgeted; 9] {
         [
             &self.pairs,
             &self.host_net,
@@ -306,6 +331,8 @@ impl Correlator {
             &self.fired,
             &self.processes,
             &self.drops,
+            &self.wire_acts,
+            &self.host_acts,
         ]
     }
 
@@ -321,6 +348,8 @@ impl Correlator {
                 &mut self.fired,
                 &mut self.processes,
                 &mut self.drops,
+                &mut self.wire_acts,
+                &mut self.host_acts,
             ],
         );
     }
@@ -346,14 +375,19 @@ impl Correlator {
                 + self.scans.evicted()
                 + self.fired.evicted()
                 + self.processes.evicted()
-                + self.drops.evicted(),
+                + self.drops.evicted()
+                + self.wire_acts.evicted()
+                + self.host_acts.evicted(),
             held: (self.pairs.len()
                 + self.host_net.len()
                 + self.chain_events.len()
                 + self.scans.len()
                 + self.fired.len()
                 + self.processes.len()
-                + self.drops.len()) as u64,
+                + self.drops.len()
+                + self.wire_acts.len()
+                + self.host_acts.len()
+                + self.waiting_len()) as u64,
             bytes: total_bytes(&self.tables()) as u64,
             ..self.stats
         }
@@ -369,6 +403,8 @@ impl Correlator {
         if let Some(c) = self.clock.cutoff(short) {
             self.pairs.prune(c);
             self.host_net.prune(c);
+            self.wire_acts.prune(c);
+            self.host_acts.prune(c);
         }
         if let Some(c) = self.clock.cutoff(long) {
             self.chain_events.prune(c);
@@ -428,6 +464,7 @@ impl Correlator {
             return Vec::new();
         }
         self.stats.host_events += 1;
+        self.joined_wire = false;
         let out = match ev.kind {
             HostEventKind::NetworkConnection => {
                 self.host_connection(ev);
@@ -475,6 +512,17 @@ impl Correlator {
         });
         self.stats.attributed += attributed;
         self.host_net.insert(ev.ts, key, net);
+    }
+
+    /// Whether the last host event fed reported an act an SMB alert from
+    /// the wire already carries (or is now released carrying): its
+    /// host-rule alert is then not raised. Cleared by reading.
+    pub fn take_joined_wire(&mut self) -> bool {
+        std::mem::take(&mut self.joined_wire)
+    }
+
+    fn waiting_len(&self) -> usize {
+        self.wire_waiting()
     }
 
     /// The attribution of one pair, if known.

@@ -73,7 +73,8 @@ impl Pipeline {
             rules: HostRules::new(cfg.rules).with_max_ahead(cfg.max_ahead),
             correlator: Correlator::new(cfg.correlate)
                 .with_max_ahead(cfg.max_ahead)
-                .with_process_classes(cfg.process_classes),
+                .with_process_classes(cfg.process_classes)
+                .with_host_wait(cfg.smb.host_wait),
             host_inputs: true,
             baseline: None,
             smb: SmbMonitor::new(cfg.smb),
@@ -145,7 +146,20 @@ impl Pipeline {
     pub fn smb_sample(&mut self, sample: &SmbSample<'_>) -> SmbOutputs {
         let mut out = Vec::new();
         self.smb.observe(sample, &mut out);
-        SmbOutputs::from_outputs(out)
+        self.wire_outputs(out, sample.ts)
+    }
+
+    /// Routes the monitor's alerts through the correlator (joined with
+    /// host records, chains), releasing alerts whose wait ended by `now`.
+    fn wire_outputs(&mut self, out: Vec<crate::smb::SmbOutput>, now: DateTime<Utc>) -> SmbOutputs {
+        let mut s = SmbOutputs::from_outputs(out);
+        let raised = std::mem::take(&mut s.alerts);
+        for a in raised {
+            s.alerts
+                .extend(self.correlator.on_wire_alert(a, self.host_inputs));
+        }
+        s.alerts.extend(self.correlator.release_wire(now));
+        s
     }
 
     /// Lets time pass for the SMB connections: those idle for `[smb]
@@ -154,7 +168,23 @@ impl Pipeline {
     pub fn smb_expire(&mut self, now: DateTime<Utc>) -> SmbOutputs {
         let mut out = Vec::new();
         self.smb.expire(now, &mut out);
-        SmbOutputs::from_outputs(out)
+        self.wire_outputs(out, now)
+    }
+
+    /// The end of input (replay's last packet, the daemon stopping): every
+    /// SMB connection is finished (its last observations and alerts
+    /// returned) and every SMB alert still waiting for a host record goes
+    /// out, so nothing accepted is lost.
+    pub fn smb_flush(&mut self) -> SmbOutputs {
+        let mut out = Vec::new();
+        self.smb.finish_all(&mut out);
+        let mut s = SmbOutputs::from_outputs(out);
+        let raised = std::mem::take(&mut s.alerts);
+        for a in raised {
+            s.alerts.extend(self.correlator.on_wire_alert(a, false));
+        }
+        s.alerts.extend(self.correlator.release_all_wire());
+        s
     }
 
     /// The SMB monitor (counters, settings).
@@ -168,9 +198,13 @@ impl Pipeline {
         self.host_inputs = true;
         let mut out = Vec::new();
         let chained = self.correlator.on_host_event(ev);
+        // The act an SMB alert from the wire carries (now or already).
+        let joined = self.correlator.take_joined_wire();
         if let Some(mut alert) = self.rules.check(ev) {
-            self.correlator.enrich_alert(&mut alert);
-            out.push(alert);
+            if !(joined && alert.kind == AlertKind::AdminShareAccess) {
+                self.correlator.enrich_alert(&mut alert);
+                out.push(alert);
+            }
         }
         out.extend(chained);
         out
@@ -181,7 +215,10 @@ impl Pipeline {
     pub fn advance(&mut self, now: DateTime<Utc>) -> Vec<Alert> {
         self.set_clock(now);
         let scans = self.detector.advance(now);
-        self.scan_alerts(scans)
+        let mut out = self.scan_alerts(scans);
+        // SMB alerts whose wait for a host record is over.
+        out.extend(self.correlator.release_wire(now));
+        out
     }
 
     /// The reference clock of the host-side state: host events never move
@@ -246,6 +283,7 @@ pub struct ReplayFeed<'a> {
     host: std::iter::Peekable<std::vec::IntoIter<HostEvent>>,
     on_alert: &'a mut dyn FnMut(&Alert),
     on_event: Option<&'a mut dyn FnMut(&GatewayEvent)>,
+    on_smb_event: Option<&'a mut dyn FnMut(&SmbEvent)>,
     alerts: u64,
 }
 
@@ -269,6 +307,7 @@ impl<'a> ReplayFeed<'a> {
             host: host.into_iter().peekable(),
             on_alert,
             on_event: None,
+            on_smb_event: None,
             alerts: 0,
         }
     }
@@ -288,13 +327,33 @@ impl<'a> ReplayFeed<'a> {
         }
     }
 
-    /// Feeds the host events later than the capture; returns the pipeline.
+    /// Feeds the host events later than the capture, then flushes the SMB
+    /// connections and waiting SMB alerts ([`Pipeline::smb_flush`]; their
+    /// event lines go to [`Self::with_smb_events`]'s callback); returns the
+    /// pipeline.
     pub fn finish(mut self) -> Pipeline {
         while let Some(ev) = self.host.next() {
             let out = self.pipeline.host_event(&ev);
             self.emit(out);
         }
+        let out = self.pipeline.smb_flush();
+        self.smb_events(&out.events);
+        self.emit(out.alerts);
         self.pipeline
+    }
+
+    /// Also hands every SMB event line to `f` (`replay --events`): those
+    /// of [`Self::smb_sample`] and [`Self::smb_expire`] (which return them
+    /// too) and the last ones, flushed by [`Self::finish`].
+    pub fn with_smb_events(mut self, f: &'a mut dyn FnMut(&SmbEvent)) -> Self {
+        self.on_smb_event = Some(f);
+        self
+    }
+
+    fn smb_events(&mut self, events: &[SmbEvent]) {
+        if let Some(f) = self.on_smb_event.as_mut() {
+            events.iter().for_each(f);
+        }
     }
 
     /// Alerts raised so far.
@@ -323,6 +382,7 @@ impl ReplayFeed<'_> {
     pub fn smb_sample(&mut self, sample: &SmbSample<'_>) -> Vec<SmbEvent> {
         self.host_until(sample.ts);
         let out = self.pipeline.smb_sample(sample);
+        self.smb_events(&out.events);
         self.emit(out.alerts);
         out.events
     }
@@ -332,6 +392,7 @@ impl ReplayFeed<'_> {
     /// lines.
     pub fn smb_expire(&mut self, now: DateTime<Utc>) -> Vec<SmbEvent> {
         let out = self.pipeline.smb_expire(now);
+        self.smb_events(&out.events);
         self.emit(out.alerts);
         out.events
     }

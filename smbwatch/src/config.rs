@@ -400,6 +400,10 @@ pub const DURATION_RANGES: &[(&str, Duration, Duration)] = &[
     ("baseline.learn_for", secs(HOUR), secs(30 * DAY)),
     ("baseline.off_hours_slack", Duration::ZERO, secs(12 * HOUR)),
     ("baseline.flush_interval", secs(1), secs(HOUR)),
+    ("smb.idle_timeout", secs(1), secs(DAY)),
+    ("smb.enum_window", secs(1), secs(HOUR)),
+    ("smb.dedup_window", secs(1), secs(7 * DAY)),
+    ("smb.host_wait", Duration::ZERO, secs(10 * MIN)),
 ];
 
 /// `key`'s value against [`DURATION_RANGES`] (`key` may carry `[i]` indices).
@@ -496,6 +500,10 @@ impl Config {
             ("baseline.learn_for", self.baseline.learn_for),
             ("baseline.off_hours_slack", self.baseline.off_hours_slack),
             ("baseline.flush_interval", self.baseline.flush_interval),
+            ("smb.idle_timeout", self.smb.idle_timeout),
+            ("smb.enum_window", self.smb.enum_window),
+            ("smb.dedup_window", self.smb.dedup_window),
+            ("smb.host_wait", self.smb.host_wait),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -553,6 +561,9 @@ impl Config {
         }
         if let Some((key, message)) = self.publish.problem() {
             bad(key, message)?;
+        }
+        if let Err(e) = self.smb.validate() {
+            bad(e.key(), e.to_string())?;
         }
         self.process_classes
             .validate()

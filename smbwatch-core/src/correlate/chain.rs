@@ -31,6 +31,8 @@ pub(super) struct ChainRec {
     pub user_sid: Option<String>,
     /// A share write (a [`FileDrop`]), not just an access.
     pub wrote: bool,
+    /// A wire act (an `smb_*` alert; `event_id` 0): what it showed.
+    pub wire: Option<Box<crate::alert::SmbEvidence>>,
 }
 
 /// A scan alert kept for chains.
@@ -50,7 +52,22 @@ impl HeapSize for ChainRec {
             + self.relative_target.heap_size()
             + self.user.heap_size()
             + self.user_sid.heap_size()
+            + self.wire.as_ref().map_or(0, |w| evidence_size(w))
     }
+}
+
+/// Heap bytes of wire evidence (its strings and lists).
+fn evidence_size(e: &crate::alert::SmbEvidence) -> usize {
+    std::mem::size_of::<crate::alert::SmbEvidence>()
+        + e.tree.heap_size()
+        + e.file.heap_size()
+        + e.pipe.heap_size()
+        + e.interface.heap_size()
+        + e.operations.heap_size()
+        + e.dialects.heap_size()
+        + e.domain.heap_size()
+        + e.workstation.heap_size()
+        + e.host_events.capacity() * 4
 }
 
 impl HeapSize for ScanRec {
@@ -73,6 +90,7 @@ impl Correlator {
             HostEventKind::FileCreate => FileDrop::from_kernel_create(ev),
             _ => None,
         };
+        let mut joined = self.join_host(ev, drop.as_ref(), &mut out);
         if let Some(d) = &mut drop {
             let key = (
                 host_key(ev.host.as_deref()),
@@ -90,13 +108,20 @@ impl Correlator {
                     if let Some((src, user)) = self.sole_recent_source(ev) {
                         d.src = Some(src);
                         d.user = user;
+                        // Now it has a source: the wire may have seen it.
+                        joined |= self.join_host(ev, Some(d), &mut out);
                     }
                 }
+                // Kept even when the wire's alert carries it, so the same
+                // drop's other records (5145 and Sysmon 11) stay one act.
                 self.drops.insert(ev.ts, key, ());
-                self.stats.file_drops += 1;
-                out.push(d.alert(ev));
+                if !joined {
+                    self.stats.file_drops += 1;
+                    out.push(d.alert(ev));
+                }
             }
         }
+        self.joined_wire |= joined;
         let Some(src) = ev.src_ip else {
             return out;
         };
@@ -116,6 +141,7 @@ impl Correlator {
             user: ev.user.clone(),
             user_sid: ev.user_sid.clone(),
             wrote: drop.is_some(),
+            wire: None,
         };
         let scans: Vec<ScanRec> = self.scans.get(&src).map(|(_, s)| s.clone()).collect();
         out.extend(
@@ -183,7 +209,7 @@ impl Correlator {
 
     /// A chain alert if `rec` (at `ts`) follows scan `s` in time and this
     /// (source, target, write or not) has not fired within `chain_window`.
-    fn try_chain(
+    pub(super) fn try_chain(
         &mut self,
         src: IpAddr,
         s: &ScanRec,
@@ -250,17 +276,28 @@ impl Correlator {
                 Severity::High,
             ),
         };
+        let (what, evidence) = match &rec.wire {
+            Some(w) => {
+                // What the wire showed: the share, file, pipe and calls.
+                let calls = match (&w.pipe, w.operations.is_empty()) {
+                    (Some(p), false) => format!(" via \\{p} ({})", w.operations.join(", ")),
+                    _ => String::new(),
+                };
+                (format!("{what}{calls}"), "SMB on the wire".to_owned())
+            }
+            None => (what, format!("Security {}", rec.event_id)),
+        };
         let msg = format!(
-            "{src} scanned SMB ({}) then {what} on {host}{who}, {when} the scan alert [Security {}]",
+            "{src} scanned SMB ({}) then {what} on {host}{who}, {when} the scan alert [{evidence}]",
             s.kind.code(),
-            rec.event_id
         );
         let mut a = Alert::new(ts, AlertKind::LateralMovementChain, severity, msg);
         if rec.wrote {
             // A write through the share is also a tool transfer.
             a.techniques.push("T1570");
         }
-        a.event_code = Some(rec.event_id);
+        a.event_code = (rec.event_id != 0).then_some(rec.event_id);
+        a.smb = rec.wire.as_deref().cloned();
         a.source_ip = Some(src);
         a.host = rec.host.clone();
         a.user = rec.user.clone();

@@ -37,8 +37,14 @@ pub struct SmbSettings {
     /// once per this long.
     #[serde(with = "humantime_serde")]
     pub dedup_window: Duration,
-    /// Most SMB alerts per source per `dedup_window` (the rest counted).
+    /// Most SMB alerts per source and kind per `dedup_window` (the rest
+    /// counted).
     pub max_alerts_per_source: u32,
+    /// When host logs are read: how long an alert of an act Windows also
+    /// logs (admin share access, file drop) waits for the host record, so
+    /// one alert carries both (zero: never waits).
+    #[serde(with = "humantime_serde")]
+    pub host_wait: Duration,
 }
 
 impl Default for SmbSettings {
@@ -63,6 +69,7 @@ impl Default for SmbSettings {
             enum_window: Duration::from_secs(60),
             dedup_window: Duration::from_secs(600),
             max_alerts_per_source: 64,
+            host_wait: Duration::from_secs(10),
         }
     }
 }
@@ -81,6 +88,16 @@ pub enum SmbSettingsError {
         /// What was given.
         got: usize,
     },
+}
+
+impl SmbSettingsError {
+    /// The key at fault (`smb.enum_burst`).
+    pub fn key(&self) -> String {
+        match self {
+            Self::Zero(k) => format!("smb.{k}"),
+            Self::TooSmall { .. } => "smb.max_bytes".into(),
+        }
+    }
 }
 
 impl SmbSettings {

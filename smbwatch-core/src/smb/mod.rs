@@ -157,12 +157,16 @@ pub fn action(o: &Observation) -> &'static str {
 }
 
 /// What the monitor yields, in order.
+// Events are the common variant: boxing them would allocate once more per
+// observation; the rare alert is boxed instead.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum SmbOutput {
     /// One observation (an `--events` line).
     Event(SmbEvent),
-    /// An alert of the SMB rules.
-    Alert(Alert),
+    /// An alert of the SMB rules (boxed: an alert is several times the
+    /// size of an event).
+    Alert(Box<Alert>),
 }
 
 /// The monitor's counters.
@@ -180,7 +184,8 @@ pub struct SmbCounters {
     pub flows_opened: u64,
     /// Connections ended by FIN/RST.
     pub flows_closed: u64,
-    /// Connections dropped after `idle_timeout`.
+    /// Connections dropped after `idle_timeout`, or finished at the end
+    /// of input (`Pipeline::smb_flush`).
     pub flows_expired: u64,
     /// Connections finished early to keep the table within `max_bytes`.
     pub evicted: u64,
@@ -217,7 +222,7 @@ impl SmbOutputs {
         for o in out {
             match o {
                 SmbOutput::Event(e) => s.events.push(e),
-                SmbOutput::Alert(a) => s.alerts.push(a),
+                SmbOutput::Alert(a) => s.alerts.push(*a),
             }
         }
         s

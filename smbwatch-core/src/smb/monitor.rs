@@ -93,14 +93,6 @@ impl SmbMonitor {
         &self.settings
     }
 
-    /// New settings (a reload): connections and rule state are kept; the
-    /// table shrinks to a smaller `max_bytes` at once.
-    pub fn reconfigure(&mut self, settings: SmbSettings, out: &mut Vec<SmbOutput>) {
-        self.settings = settings;
-        let now = self.clock.unwrap_or_default();
-        self.enforce_budget(now, out);
-    }
-
     /// Counters so far.
     pub fn counters(&self) -> SmbCounters {
         SmbCounters {
@@ -182,6 +174,19 @@ impl SmbMonitor {
             self.close(key, last, out);
         }
         self.compact_age();
+    }
+
+    /// Finishes and drops every connection (the end of input), oldest
+    /// first.
+    pub fn finish_all(&mut self, out: &mut Vec<SmbOutput>) {
+        let mut all: Vec<(FlowKey, DateTime<Utc>)> =
+            self.flows.iter().map(|(k, f)| (*k, f.last)).collect();
+        all.sort_by_key(|(k, t)| (*t, *k));
+        for (key, last) in all {
+            self.counters.flows_expired += 1;
+            self.close(key, last, out);
+        }
+        self.age.clear();
     }
 
     /// Moves the rules' clock and prunes their windows.
@@ -291,7 +296,7 @@ impl SmbMonitor {
                 pipe: s.pipe,
                 observation: s.observation,
             }));
-            out.extend(alerts.drain(..).map(SmbOutput::Alert));
+            out.extend(alerts.drain(..).map(|a| SmbOutput::Alert(Box::new(a))));
         }
     }
 }

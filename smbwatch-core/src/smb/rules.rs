@@ -3,7 +3,7 @@
 //! | Kind | Fires on | Severity |
 //! |---|---|---|
 //! | `smb_admin_share` | a tree connect to `ADMIN$` or a drive share (`C$`…) that the server accepted (or whose answer was not seen); a sensitive pipe (`[smb] sensitive_pipes`) opened on `IPC$` | high; medium for a pipe |
-//! | `smb_file_drop` | a CREATE asking to write (WriteData/AppendData) or a WRITE of an executable or script (the host rules' extension list) on an administrative share | critical |
+//! | `smb_file_drop` | a CREATE asking to write (WriteData/AppendData, or generic/maximal rights) or a WRITE of an executable or script (the host rules' extension list) on an administrative share | critical |
 //! | `smb_remote_service` | svcctl RCreateService*, RStartService*, RChangeServiceConfig* | critical |
 //! | `smb_remote_task` | atsvc NetrJobAdd; ITaskSchedulerService SchRpcRegisterTask, SchRpcRun | critical |
 //! | `smb_dcsync` | drsuapi IDL_DRSGetNCChanges from a source not in `[smb] domain_controllers` | critical |
@@ -14,8 +14,9 @@
 //! the file, the pipe, the interface), alerting once per `dedup_window`
 //! (retransmissions, compound requests, the CREATE and WRITE of one file,
 //! CreateService then StartService are one act). An enumeration burst is
-//! one act per source. At most `max_alerts_per_source` per source per
-//! `dedup_window`; what is not raised is counted.
+//! one act per source. At most `max_alerts_per_source` per source and kind
+//! per `dedup_window` (per kind, so a flood of one cheap act cannot use up
+//! the cap before a service install); what is not raised is counted.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -75,8 +76,15 @@ pub const MAX_RULE_ENTRIES: usize = 16_384;
 /// Longest act key kept (bytes of the share/file/interface).
 const MAX_ACT: usize = 256;
 
-/// `WriteData` and `AppendData` of a CREATE's DesiredAccess.
-const WRITE_ACCESS: u32 = crate::correlate::WRITE_DATA | crate::correlate::APPEND_DATA;
+/// A CREATE's DesiredAccess bits that allow writing the file's data:
+/// `WriteData`, `AppendData`, and the generic and maximal rights that
+/// include them (`GENERIC_WRITE`, `GENERIC_ALL`, `MAXIMUM_ALLOWED`; MS-SMB2
+/// 2.2.13.1.1), so asking broadly does not hide a write.
+const WRITE_ACCESS: u32 = crate::correlate::WRITE_DATA
+    | crate::correlate::APPEND_DATA
+    | 0x4000_0000
+    | 0x1000_0000
+    | 0x0200_0000;
 
 /// What the rules know of the connection an observation came from.
 #[derive(Debug)]
@@ -109,7 +117,8 @@ impl FlowRules {
 #[derive(Debug)]
 pub(super) struct Rules {
     fired: TimedIndex<(IpAddr, IpAddr, String), ()>,
-    per_source: TimedIndex<IpAddr, ()>,
+    /// Alerts raised per (source, kind code).
+    per_source: TimedIndex<(IpAddr, String), ()>,
     enum_calls: TimedIndex<IpAddr, u16>,
 }
 
@@ -232,12 +241,13 @@ impl Rules {
                 status,
                 ..
             } if succeeded(*status) && access & WRITE_ACCESS != 0 => {
-                self.drop(settings, tree, cx.share, name, &mut raise);
+                let verb = "opened for writing";
+                self.drop(settings, (tree, cx.share), name, verb, &mut raise);
             }
             Observation::Write {
                 name: Some(name), ..
             } => {
-                self.drop(settings, tree, cx.share, name, &mut raise);
+                self.drop(settings, (tree, cx.share), name, "wrote", &mut raise);
             }
             Observation::RpcCall {
                 interface: Some(iface),
@@ -298,13 +308,14 @@ impl Rules {
         }
     }
 
-    /// `smb_file_drop` for an executable on an administrative share.
+    /// `smb_file_drop` for an executable on an administrative share (the
+    /// bare share name and the tree's path); `verb` says what was seen.
     fn drop(
         &mut self,
         settings: &SmbSettings,
-        tree: Option<&str>,
-        path: Option<&str>,
+        (tree, path): (Option<&str>, Option<&str>),
         file: &str,
+        verb: &str,
         raise: &mut impl FnMut(&mut Self, Draft),
     ) {
         let Some(share) = tree.filter(|s| settings.is_admin_share(s)) else {
@@ -319,7 +330,7 @@ impl Rules {
                 kind: AlertKind::SmbFileDrop,
                 severity: Severity::Critical,
                 act: format!("{}\\{}", share.to_ascii_uppercase(), file.to_lowercase()),
-                what: format!("wrote {}\\{file} (an executable)", path.unwrap_or(share)),
+                what: format!("{verb} {}\\{file} (an executable)", path.unwrap_or(share)),
                 evidence: SmbEvidence {
                     tree: path.map(str::to_owned),
                     file: Some(file.to_owned()),
@@ -400,9 +411,10 @@ impl Rules {
             counters.duplicates += 1;
             return None;
         }
+        let src_kind = (src, d.kind.code().to_owned());
         let raised = self
             .per_source
-            .get(&src)
+            .get(&src_kind)
             .filter(|(t, ())| (*t - cx.ts).abs() <= window)
             .count();
         if raised >= settings.max_alerts_per_source as usize {
@@ -410,7 +422,7 @@ impl Rules {
             return None;
         }
         self.fired.insert(cx.ts, key, ());
-        self.per_source.insert(cx.ts, src, ());
+        self.per_source.insert(cx.ts, src_kind, ());
         counters.alerts += 1;
         Some(d.into_alert(cx))
     }

@@ -30,6 +30,33 @@ fn utc(t: SystemTime) -> DateTime<Utc> {
     DateTime::<Utc>::from(t)
 }
 
+/// The sample of one captured port-445 segment; `None` for other ports
+/// and bare ACKs.
+fn sample(t: &smbwatch_smb::capture::TcpSegment) -> Option<SmbSample<'_>> {
+    let (client, server, direction) = if t.dport == 445 {
+        ((t.src, t.sport), (t.dst, t.dport), Direction::ToServer)
+    } else if t.sport == 445 {
+        ((t.dst, t.dport), (t.src, t.sport), Direction::ToClient)
+    } else {
+        return None;
+    };
+    if t.payload.is_empty() && !t.ends() {
+        return None;
+    }
+    Some(SmbSample {
+        ts: utc(t.at),
+        client: SocketAddr::from(client),
+        server: SocketAddr::from(server),
+        direction,
+        seq: t.seq,
+        wire_len: t.payload.len() as u32,
+        data: &t.payload,
+        src_mac: Some(MacAddr(t.src_mac)),
+        vlan: t.vlan,
+        fin_or_rst: t.ends(),
+    })
+}
+
 /// Everything one capture's port-445 segments give through the pipeline,
 /// the idle connections expired after the capture's end.
 fn replay(name: &str, settings: SmbSettings) -> Option<(SmbOutputs, Pipeline)> {
@@ -38,36 +65,13 @@ fn replay(name: &str, settings: SmbSettings) -> Option<(SmbOutputs, Pipeline)> {
         skip(&format!("{} not found", path.display()));
         return None;
     }
-    let mut p = Pipeline::new(PipelineConfig {
-        smb: settings,
-        ..PipelineConfig::default()
-    });
+    let mut p = pipeline(settings);
     let mut all = SmbOutputs::default();
     let mut last = SystemTime::UNIX_EPOCH;
     for t in smbwatch_smb::capture::read(&path).expect("read capture") {
         last = t.at;
-        let (client, server, direction) = if t.dport == 445 {
-            ((t.src, t.sport), (t.dst, t.dport), Direction::ToServer)
-        } else if t.sport == 445 {
-            ((t.dst, t.dport), (t.src, t.sport), Direction::ToClient)
-        } else {
-            continue;
-        };
-        if t.payload.is_empty() && !t.ends() {
-            continue;
-        }
-        let out = p.smb_sample(&SmbSample {
-            ts: utc(t.at),
-            client: SocketAddr::from(client),
-            server: SocketAddr::from(server),
-            direction,
-            seq: t.seq,
-            wire_len: t.payload.len() as u32,
-            data: &t.payload,
-            src_mac: Some(MacAddr(t.src_mac)),
-            vlan: t.vlan,
-            fin_or_rst: t.ends(),
-        });
+        let Some(smp) = sample(&t) else { continue };
+        let out = p.smb_sample(&smp);
         all.events.extend(out.events);
         all.alerts.extend(out.alerts);
     }
@@ -80,6 +84,13 @@ fn replay(name: &str, settings: SmbSettings) -> Option<(SmbOutputs, Pipeline)> {
 
 fn kinds(out: &SmbOutputs) -> Vec<AlertKind> {
     out.alerts.iter().map(|a| a.kind).collect()
+}
+
+/// The kinds raised, sorted by rule id.
+fn sorted_kinds(out: &SmbOutputs) -> Vec<AlertKind> {
+    let mut k = kinds(out);
+    k.sort_by_key(|k| k.code());
+    k
 }
 
 /// Empire's smbexec: IPC$, the svcctl pipe, CreateServiceW and
@@ -233,11 +244,39 @@ impl Conn {
     }
 }
 
+/// A pipeline without host inputs: SMB alerts go out at once.
+impl Conn {
+    /// The whole hand-built PsExec session.
+    fn psexec(&mut self, p: &mut Pipeline, out: &mut SmbOutputs) {
+        for (d, m) in build::psexec() {
+            self.send(p, d, &m, out);
+        }
+    }
+
+    /// Negotiate, logon, `IPC$` and a pipe (psexec's messages), then a
+    /// BIND of `uuid` on it.
+    fn bind(&mut self, p: &mut Pipeline, uuid: &str, out: &mut SmbOutputs) {
+        let msgs = build::psexec();
+        for (d, m) in msgs[..4].iter().chain(&msgs[10..14]) {
+            self.send(p, *d, m, out);
+        }
+        let bind = build::write(8, 1, build::FID, 0, &build::rpc_bind(0, uuid));
+        self.send(p, Direction::ToServer, &build::nb(&bind), out);
+    }
+
+    /// An RPC request `opnum` on the bound pipe, as message `id`.
+    fn call(&mut self, p: &mut Pipeline, id: u64, opnum: u16, out: &mut SmbOutputs) {
+        let req = build::write(id, 1, build::FID, 0, &build::rpc_request(0, opnum, 3, 8));
+        self.send(p, Direction::ToServer, &build::nb(&req), out);
+    }
+}
+
 fn pipeline(settings: SmbSettings) -> Pipeline {
     Pipeline::new(PipelineConfig {
         smb: settings,
         ..PipelineConfig::default()
     })
+    .without_host_inputs()
 }
 
 /// The hand-built PsExec flow: ADMIN$, PSEXESVC.exe written, svcctl
@@ -249,15 +288,10 @@ fn psexec_raises_each_act_once() {
     let mut p = pipeline(SmbSettings::default());
     let mut out = SmbOutputs::default();
     for port in ["192.0.2.5:49152", "192.0.2.5:49153"] {
-        let mut c = Conn::new(port, SERVER);
-        for (d, m) in build::psexec() {
-            c.send(&mut p, d, &m, &mut out);
-        }
+        Conn::new(port, SERVER).psexec(&mut p, &mut out);
     }
-    let mut k = kinds(&out);
-    k.sort_by_key(|k| k.code());
     assert_eq!(
-        k,
+        sorted_kinds(&out),
         [
             AlertKind::SmbAdminShare,
             AlertKind::SmbAdminShare,
@@ -413,8 +447,8 @@ fn hostile_peers_stay_bounded() {
     assert!(p.smb().counters().bytes <= SmbSettings::default().max_bytes as u64);
 }
 
-/// Enumeration: `enum_burst` samr/srvsvc calls from one source within the
-/// window raise one `smb_enum`; fewer raise none.
+/// Enumeration: `enum_burst` samr calls from one source within the window
+/// raise one `smb_enum`; fewer raise none.
 #[test]
 fn an_enumeration_burst_raises_once() {
     let mut p = pipeline(SmbSettings {
@@ -423,56 +457,14 @@ fn an_enumeration_burst_raises_once() {
     });
     let mut out = SmbOutputs::default();
     let mut c = Conn::new(CLIENT, SERVER);
-    let msgs = build::psexec();
-    // Negotiate, logon, then IPC$ and a pipe bound to samr.
-    for (d, m) in &msgs[..4] {
-        c.send(&mut p, *d, m, &mut out);
-    }
-    for (d, m) in &msgs[10..14] {
-        c.send(&mut p, *d, m, &mut out);
-    }
-    let nb = build::nb;
-    c.send(
-        &mut p,
-        Direction::ToServer,
-        &nb(&build::write(
-            8,
-            1,
-            build::FID,
-            0,
-            &build::rpc_bind(0, SAMR),
-        )),
-        &mut out,
-    );
-    for i in 0..4u64 {
-        // SamrEnumerateUsersInDomain (13).
-        c.send(
-            &mut p,
-            Direction::ToServer,
-            &nb(&build::write(
-                20 + i,
-                1,
-                build::FID,
-                0,
-                &build::rpc_request(0, 13, 3, 8),
-            )),
-            &mut out,
-        );
+    c.bind(&mut p, SAMR, &mut out);
+    // SamrEnumerateUsersInDomain (13).
+    for i in 0..4 {
+        c.call(&mut p, 20 + i, 13, &mut out);
     }
     assert!(!kinds(&out).contains(&AlertKind::SmbEnum));
-    for i in 0..10u64 {
-        c.send(
-            &mut p,
-            Direction::ToServer,
-            &nb(&build::write(
-                30 + i,
-                1,
-                build::FID,
-                0,
-                &build::rpc_request(0, 13, 3, 8),
-            )),
-            &mut out,
-        );
+    for i in 0..10 {
+        c.call(&mut p, 30 + i, 13, &mut out);
     }
     let e: Vec<_> = out
         .alerts
@@ -500,35 +492,8 @@ fn dcsync_from_a_non_dc_only() {
         });
         let mut out = SmbOutputs::default();
         let mut c = Conn::new(CLIENT, SERVER);
-        let msgs = build::psexec();
-        for (d, m) in msgs[..4].iter().chain(&msgs[10..14]) {
-            c.send(&mut p, *d, m, &mut out);
-        }
-        let nb = build::nb;
-        c.send(
-            &mut p,
-            Direction::ToServer,
-            &nb(&build::write(
-                8,
-                1,
-                build::FID,
-                0,
-                &build::rpc_bind(0, DRSUAPI),
-            )),
-            &mut out,
-        );
-        c.send(
-            &mut p,
-            Direction::ToServer,
-            &nb(&build::write(
-                9,
-                1,
-                build::FID,
-                0,
-                &build::rpc_request(0, 3, 3, 8),
-            )),
-            &mut out,
-        );
+        c.bind(&mut p, DRSUAPI, &mut out);
+        c.call(&mut p, 9, 3, &mut out);
         assert_eq!(
             kinds(&out).contains(&AlertKind::SmbDcsync),
             expect,
@@ -540,3 +505,359 @@ fn dcsync_from_a_non_dc_only() {
 
 /// MS-DRSR 1.9.
 const DRSUAPI: &str = "e3514235-4b06-11d1-ab04-00c04fc2dcd2";
+
+/// Covenant's copy on the wire and in its Windows logs (5140/5145 on C$,
+/// Sysmon 11 of GruntHTTP.exe), merged by time through one pipeline, the
+/// logs as written and as a forwarder delivers them (5 s late): the share
+/// access is one alert and the drop one alert either way; when the wire
+/// saw the act first, that alert carries the host's evidence too (event
+/// code, host name, SID).
+#[test]
+fn covenant_wire_and_host_logs_are_one_alert_per_act() {
+    use crate::hostlog::{parse_file, tests::data_file, Format};
+    let path = PathBuf::from(PCAP_DIR).join(COVENANT);
+    let Some(log) = data_file(crate::hostlog::tests::COVENANT) else {
+        return;
+    };
+    if !path.exists() {
+        skip(&format!("{} not found", path.display()));
+        return;
+    }
+    let segments = smbwatch_smb::capture::read(&path).unwrap();
+    for delay in [0, 5] {
+        let (mut host, _) = parse_file(&log, Format::Auto).unwrap();
+        host.sort_by_key(|e| e.ts);
+        let mut host = host
+            .into_iter()
+            .map(|e| (e.ts + chrono::TimeDelta::seconds(delay), e))
+            .peekable();
+        let mut p = Pipeline::new(PipelineConfig {
+            smb: SmbSettings {
+                host_wait: Duration::from_secs(30),
+                ..SmbSettings::default()
+            },
+            ..PipelineConfig::default()
+        });
+        let mut alerts = Vec::new();
+        let mut last = SystemTime::UNIX_EPOCH;
+        for t in &segments {
+            let ts = utc(t.at);
+            last = t.at;
+            while let Some((_, ev)) = host.next_if(|(at, _)| *at <= ts) {
+                alerts.extend(p.host_event(&ev));
+            }
+            let Some(smp) = sample(t) else { continue };
+            let out = p.smb_sample(&smp);
+            alerts.extend(out.alerts);
+        }
+        for (at, ev) in host {
+            alerts.extend(p.advance(at));
+            alerts.extend(p.host_event(&ev));
+        }
+        let end = utc(last + Duration::from_secs(3600));
+        alerts.extend(p.advance(end));
+        alerts.extend(p.smb_expire(end).alerts);
+        let share: Vec<_> = alerts
+            .iter()
+            .filter(|a| {
+                matches!(
+                    a.kind,
+                    AlertKind::SmbAdminShare | AlertKind::AdminShareAccess
+                ) && a.share.as_deref() == Some("C$")
+            })
+            .collect();
+        assert_eq!(share.len(), 1, "delay {delay}: {alerts:#?}");
+        let drops: Vec<_> = alerts
+            .iter()
+            .filter(|a| matches!(a.kind, AlertKind::SmbFileDrop | AlertKind::RemoteFileDrop))
+            .collect();
+        assert_eq!(drops.len(), 1, "delay {delay}: {alerts:#?}");
+        let stats = p.correlator().stats();
+        if delay == 0 {
+            // The logs are dated before the packets: the host alerts went
+            // out first and the wire's reports of the same acts are not
+            // raised again.
+            assert!(stats.joined_late >= 2, "{stats:?}");
+            continue;
+        }
+        for a in share.iter().chain(&drops) {
+            assert!(
+                matches!(a.kind, AlertKind::SmbAdminShare | AlertKind::SmbFileDrop),
+                "{a:#?}"
+            );
+            let smb = a.smb.as_ref().expect("wire evidence");
+            assert!(!smb.host_events.is_empty(), "{a:#?}");
+            assert!(a.event_code.is_some() && a.host.is_some(), "{a:#?}");
+            assert!(a
+                .user_id
+                .as_deref()
+                .is_some_and(|s| s.starts_with("S-1-5-21-")));
+        }
+        assert!(stats.joined >= 2, "{stats:?}");
+    }
+}
+
+/// The wire's acts after a scan alert of their source are chains that
+/// name what the wire showed (the share, the file, the pipe and calls).
+#[test]
+fn wire_acts_after_a_scan_complete_chains() {
+    use crate::alert::ScanEvidence;
+    use crate::correlate::{CorrelateConfig, Correlator};
+    let mut scan = Alert::new(
+        t0(),
+        AlertKind::SmbScanFanout,
+        Severity::High,
+        "scan".into(),
+    );
+    scan.source_ip = Some("192.0.2.5".parse().unwrap());
+    scan.scan = Some(ScanEvidence {
+        first_seen: t0() - chrono::TimeDelta::seconds(30),
+        last_seen: t0(),
+        ..ScanEvidence::default()
+    });
+    let mut c = Correlator::new(CorrelateConfig::default());
+    assert!(c.on_scan_alert(&scan).is_empty());
+    let mut m = SmbMonitor::new(SmbSettings::default());
+    let mut out = Vec::new();
+    let mut conn = Conn::new(CLIENT, SERVER);
+    for (d, bytes) in build::psexec() {
+        let i = usize::from(d == Direction::ToClient);
+        m.observe(
+            &SmbSample {
+                ts: conn.ts,
+                client: conn.client,
+                server: conn.server,
+                direction: d,
+                seq: conn.seq[i],
+                wire_len: bytes.len() as u32,
+                data: &bytes,
+                src_mac: None,
+                vlan: None,
+                fin_or_rst: false,
+            },
+            &mut out,
+        );
+        conn.seq[i] = conn.seq[i].wrapping_add(bytes.len() as u32);
+        conn.ts += chrono::TimeDelta::seconds(1);
+    }
+    let mut raised = Vec::new();
+    for o in out {
+        if let SmbOutput::Alert(a) = o {
+            raised.extend(c.on_wire_alert(*a, false));
+        }
+    }
+    let chains: Vec<_> = raised
+        .iter()
+        .filter(|a| a.kind == AlertKind::LateralMovementChain)
+        .collect();
+    // The ADMIN$ connect, then the write (a step of its own).
+    assert_eq!(chains.len(), 2, "{raised:#?}");
+    assert!(
+        chains[0].message.contains("ADMIN$"),
+        "{}",
+        chains[0].message
+    );
+    assert!(chains[0].message.contains("SMB on the wire"));
+    assert!(
+        chains[1].message.contains("PSEXESVC.exe"),
+        "{}",
+        chains[1].message
+    );
+    assert!(chains
+        .iter()
+        .all(|a| a.smb.is_some() && a.event_code.is_none()));
+    // Every wire alert went out too (no host inputs: no waiting).
+    assert_eq!(raised.len() - chains.len(), 4);
+}
+
+/// With host inputs, a wire alert of an act Windows also logs waits for
+/// `host_wait`, then goes out alone when no record came.
+#[test]
+fn a_wire_alert_waits_for_its_host_record_then_goes_alone() {
+    let mut p = Pipeline::new(PipelineConfig::default());
+    let mut out = SmbOutputs::default();
+    let mut c = Conn::new(CLIENT, SERVER);
+    for (d, m) in &build::psexec()[..6] {
+        c.send(&mut p, *d, m, &mut out);
+    }
+    assert!(out.alerts.is_empty(), "{:#?}", out.alerts);
+    assert_eq!(p.correlator().wire_waiting(), 1);
+    let later = p.advance(c.ts + chrono::TimeDelta::seconds(11));
+    assert_eq!(later.len(), 1, "{later:#?}");
+    assert_eq!(later[0].kind, AlertKind::SmbAdminShare);
+    assert_eq!(p.correlator().wire_waiting(), 0);
+}
+
+/// The per-source cap counts per kind: acts of one kind past it do not
+/// hide another kind's first act.
+#[test]
+fn the_source_cap_is_per_kind() {
+    let mut p = pipeline(SmbSettings {
+        max_alerts_per_source: 1,
+        ..SmbSettings::default()
+    });
+    let mut out = SmbOutputs::default();
+    Conn::new(CLIENT, SERVER).psexec(&mut p, &mut out);
+    // ADMIN$ raised; the svcctl pipe (same kind) capped; drop and service
+    // raised.
+    assert_eq!(
+        sorted_kinds(&out),
+        [
+            AlertKind::SmbAdminShare,
+            AlertKind::SmbFileDrop,
+            AlertKind::SmbRemoteService
+        ]
+    );
+    assert_eq!(p.smb().counters().over_source_cap, 1);
+}
+
+/// An executable opened on ADMIN$ with GENERIC_WRITE (no WriteData bit)
+/// is a drop too, before any WRITE is seen (the sample may end first).
+#[test]
+fn a_generic_write_create_is_a_drop() {
+    let mut p = pipeline(SmbSettings::default());
+    let mut out = SmbOutputs::default();
+    let mut c = Conn::new(CLIENT, SERVER);
+    for (d, m) in &build::psexec()[..6] {
+        c.send(&mut p, *d, m, &mut out);
+    }
+    let nb = build::nb;
+    let create = build::create(3, 5, "svc.exe", 0x4000_0000, 2);
+    c.send(&mut p, Direction::ToServer, &nb(&create), &mut out);
+    let answer = build::create_resp(3, 5, 0, build::FID2);
+    c.send(&mut p, Direction::ToClient, &nb(&answer), &mut out);
+    assert!(
+        kinds(&out).contains(&AlertKind::SmbFileDrop),
+        "{:#?}",
+        out.alerts
+    );
+}
+
+/// Mutated psexec conversations (flipped bytes, odd cuts, sample cuts,
+/// connections ending anywhere) through one monitor at its smallest table:
+/// no panic, the table within its bytes, and every connection accounted
+/// for (held, closed, expired or evicted).
+#[test]
+fn mutated_conversations_keep_the_monitor_bounded() {
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut rnd = move |n: usize| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % n.max(1) as u64) as usize
+    };
+    let settings = SmbSettings {
+        max_bytes: SmbSettings::MIN_BYTES,
+        ..SmbSettings::default()
+    };
+    let mut m = SmbMonitor::new(settings.clone());
+    let conv = build::psexec();
+    let mut out = Vec::new();
+    let mut ts = t0();
+    for n in 0..500u16 {
+        let client = SocketAddr::new("192.0.2.9".parse().unwrap(), 1024 + n);
+        let server: SocketAddr = SERVER.parse().unwrap();
+        let mut seq = [0u32, 0u32];
+        for (k, (d, bytes)) in conv.iter().enumerate() {
+            let mut b = bytes.clone();
+            for _ in 0..rnd(4) {
+                let i = rnd(b.len());
+                b[i] = rnd(256) as u8;
+            }
+            let i = usize::from(*d == Direction::ToClient);
+            let mut at = 0;
+            while at < b.len() {
+                let len = 1 + rnd(b.len() - at);
+                let data = &b[at..at + len];
+                let kept = if rnd(10) == 0 { &data[..len / 2] } else { data };
+                let last = k + 1 == conv.len() && at + len == b.len();
+                m.observe(
+                    &SmbSample {
+                        ts,
+                        client,
+                        server,
+                        direction: *d,
+                        seq: seq[i],
+                        wire_len: len as u32,
+                        data: kept,
+                        src_mac: None,
+                        vlan: None,
+                        fin_or_rst: last && rnd(2) == 0,
+                    },
+                    &mut out,
+                );
+                seq[i] = seq[i].wrapping_add(len as u32);
+                at += len;
+                ts += chrono::TimeDelta::milliseconds(1);
+                assert!(m.counters().bytes <= settings.max_bytes as u64);
+            }
+        }
+    }
+    m.expire(ts + chrono::TimeDelta::hours(1), &mut out);
+    let c = m.counters();
+    assert_eq!(c.flows, 0, "{c:?}");
+    assert_eq!(c.bytes, 0, "{c:?}");
+    assert_eq!(
+        c.flows_opened,
+        c.flows_closed + c.flows_expired + c.evicted,
+        "{c:?}"
+    );
+    let events = out
+        .iter()
+        .filter(|o| matches!(o, SmbOutput::Event(_)))
+        .count() as u64;
+    assert_eq!(events, c.observations.iter().sum::<u64>());
+}
+
+/// Replay: at the end of the capture the feed finishes the connections
+/// still open and lets out the alerts still waiting for host records
+/// (the pipeline expects host events, none came): nothing is lost, and
+/// the last event lines reach the callback.
+#[test]
+fn replay_finish_flushes_connections_and_waiting_alerts() {
+    use crate::pipeline::ReplayFeed;
+    let mut alerts = Vec::new();
+    let mut on_alert = |a: &Alert| alerts.push(a.kind);
+    let mut lines = 0usize;
+    let mut on_line = |_: &SmbEvent| lines += 1;
+    let mut feed = ReplayFeed::new(
+        Pipeline::new(PipelineConfig::default()),
+        Vec::new(),
+        &mut on_alert,
+    )
+    .with_smb_events(&mut on_line);
+    let mut c = Conn::new(CLIENT, SERVER);
+    let mut returned = 0;
+    // PsExec without its last message: the ADMIN$ connect waits for a
+    // host record; the session ends without FIN.
+    for (d, bytes) in &build::psexec()[..13] {
+        let i = usize::from(*d == Direction::ToClient);
+        returned += feed
+            .smb_sample(&SmbSample {
+                ts: c.ts,
+                client: c.client,
+                server: c.server,
+                direction: *d,
+                seq: c.seq[i],
+                wire_len: bytes.len() as u32,
+                data: bytes,
+                src_mac: None,
+                vlan: None,
+                fin_or_rst: false,
+            })
+            .len();
+        c.seq[i] = c.seq[i].wrapping_add(bytes.len() as u32);
+        c.ts += chrono::TimeDelta::milliseconds(10);
+    }
+    let p = feed.finish();
+    // The svcctl CREATE's answer never came: reported at the flush.
+    assert!(
+        lines > returned,
+        "{lines} lines, {returned} before the flush"
+    );
+    assert_eq!(p.smb().counters().flows, 0);
+    assert_eq!(p.correlator().wire_waiting(), 0);
+    drop(p);
+    assert!(alerts.contains(&AlertKind::SmbAdminShare), "{alerts:?}");
+    assert!(alerts.contains(&AlertKind::SmbFileDrop), "{alerts:?}");
+}

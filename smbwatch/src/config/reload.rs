@@ -35,6 +35,10 @@ pub const RESTART_KEYS: &[(&str, &str)] = &[
     ),
     ("hostlog.rules.max_dedup_entries", "dedup table size"),
     ("hostlog.rules.max_dedup_bytes", "dedup table size"),
+    (
+        "smb",
+        "the SMB connection table and its rules are set up at start",
+    ),
 ];
 
 /// The outcome of comparing the running configuration with a new one.

@@ -42,19 +42,19 @@ pub struct EventLine {
 pub struct LineEvent {
     /// Always `event`.
     pub kind: &'static str,
-    /// `["network"]`.
-    pub category: [&'static str; 1],
+    /// `["network"]` (SMB lines add `authentication` or `file`).
+    pub category: &'static [&'static str],
     /// See the module documentation.
     #[serde(rename = "type")]
     pub types: &'static [&'static str],
-    /// `new_pair`, `accepted` or `refused`.
+    /// `new_pair`, `accepted` or `refused` (SMB lines: `smb_tree_connect`…).
     pub action: &'static str,
     /// `success` (accepted), `failure` (refused); none for `new_pair`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<&'static str>,
     /// [`MODULE`].
     pub module: &'static str,
-    /// [`GATEWAY_DATASET`].
+    /// [`GATEWAY_DATASET`] (SMB lines: `smbwatch.smb`).
     pub dataset: &'static str,
 }
 
@@ -66,6 +66,9 @@ pub struct LineNetwork {
     /// `ipv4` or `ipv6`.
     #[serde(rename = "type")]
     pub kind: &'static str,
+    /// `smb` on SMB lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<&'static str>,
 }
 
 /// `observer.*` of an event line.
@@ -124,7 +127,7 @@ impl EventLine {
             },
             event: LineEvent {
                 kind: "event",
-                category: ["network"],
+                category: &["network"],
                 types,
                 action,
                 outcome,
@@ -144,6 +147,7 @@ impl EventLine {
             network: LineNetwork {
                 transport: "tcp",
                 kind: if ev.src.is_ipv4() { "ipv4" } else { "ipv6" },
+                protocol: None,
             },
             observer: LineObserver {
                 ingress: LineIngress {

@@ -16,6 +16,7 @@ use serde::Serialize;
 use smbwatch_core::alert::SmbEvidence;
 use smbwatch_core::smb::{Account, Hole, NtStatus, Observation, ShareType, SmbEvent, Unseen};
 
+use super::gateway::{LineEvent, LineNetwork};
 use super::{empty, Ecs, Empty, Id, Keyword, Timestamp, ECS_VERSION, MODULE};
 
 /// `event.dataset` of SMB event lines.
@@ -252,39 +253,6 @@ impl Rpc {
     }
 }
 
-/// `event.*` of an SMB line.
-#[derive(Debug, Serialize)]
-pub struct SmbLineEvent {
-    /// Always `event`.
-    pub kind: &'static str,
-    /// See [`SmbLine::new`].
-    pub category: &'static [&'static str],
-    /// See [`SmbLine::new`].
-    #[serde(rename = "type")]
-    pub types: &'static [&'static str],
-    /// `smb_tree_connect`, `rpc_call`… ([`smbwatch_core::smb::ACTIONS`]).
-    pub action: &'static str,
-    /// `success`/`failure` from the answer's status, when seen.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<&'static str>,
-    /// [`MODULE`].
-    pub module: &'static str,
-    /// [`SMB_DATASET`].
-    pub dataset: &'static str,
-}
-
-/// `network.*` of an SMB line.
-#[derive(Debug, Serialize)]
-pub struct SmbLineNetwork {
-    /// `tcp`.
-    pub transport: &'static str,
-    /// `ipv4` or `ipv6`.
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    /// `smb`.
-    pub protocol: &'static str,
-}
-
 /// `user.*` of an SMB line: the NTLMSSP account.
 #[derive(Debug, Default, Serialize)]
 pub struct SmbUser<'a> {
@@ -353,13 +321,13 @@ pub struct SmbLine<'a> {
     /// `ecs.*`.
     pub ecs: Ecs,
     /// `event.*`.
-    pub event: SmbLineEvent,
+    pub event: LineEvent,
     /// The client.
     pub source: Peer<'a>,
     /// The server.
     pub destination: Peer<'a>,
     /// `network.*`.
-    pub network: SmbLineNetwork,
+    pub network: LineNetwork,
     /// `observer.*`.
     #[serde(skip_serializing_if = "empty")]
     pub observer: SmbLineObserver,
@@ -552,7 +520,7 @@ impl<'a> SmbLine<'a> {
             ecs: Ecs {
                 version: ECS_VERSION,
             },
-            event: SmbLineEvent {
+            event: LineEvent {
                 kind: "event",
                 category,
                 types,
@@ -575,10 +543,10 @@ impl<'a> SmbLine<'a> {
                 domain: None,
                 mac: None,
             },
-            network: SmbLineNetwork {
+            network: LineNetwork {
                 transport: "tcp",
                 kind: if ev.client.is_ipv4() { "ipv4" } else { "ipv6" },
-                protocol: "smb",
+                protocol: Some("smb"),
             },
             observer: SmbLineObserver {
                 ingress: SmbLineIngress {

@@ -337,6 +337,13 @@ const SD_PARAMS: &[(&str, SdValue)] = &[
     ("user_id", |d| d.user.id.map(str::to_owned)),
     ("host", |d| d.host.name.clone()),
     ("share", |d| d.smbwatch.share.map(str::to_owned)),
+    ("workstation", |d| d.source.domain.clone()),
+    ("file", |d| d.file.path.clone()),
+    ("pipe", |d| d.smb.named_pipe.clone()),
+    ("rpc", |d| d.rpc.interface.name.clone()),
+    ("operation", |d| {
+        (!d.rpc.operation.is_empty()).then(|| d.rpc.operation.join(","))
+    }),
     ("ifindex", |d| {
         d.observer.ingress.interface.id.map(|i| i.0.to_string())
     }),

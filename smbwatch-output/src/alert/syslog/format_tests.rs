@@ -387,3 +387,36 @@ fn sd_value_escaping() {
     assert_eq!(escape_sd_value("x\r\ny\0"), "x  y ");
     assert_eq!(escape_sd_value("Jürgen [x]"), "Jürgen [x\\]");
 }
+
+/// An SMB alert's wire evidence is in the structured data too.
+#[test]
+fn smb_alerts_carry_their_wire_fields() {
+    let ts = ts(9, 0);
+    let mut a = Alert::new(
+        ts,
+        AlertKind::SmbRemoteService,
+        Severity::Critical,
+        "m".into(),
+    );
+    a.share = Some("IPC$".into());
+    a.smb = Some(crate::alert::SmbEvidence {
+        tree: Some(r"\\srv\IPC$".into()),
+        pipe: Some("svcctl".into()),
+        interface: Some("svcctl".into()),
+        operations: vec!["RCreateServiceW".into(), "RStartServiceW".into()],
+        workstation: Some("ATTACKER".into()),
+        ..Default::default()
+    });
+    let sensor = crate::alert::sensor::Sensor::named(Some("gw1"));
+    let doc = Document::new(&a, &sensor, ts);
+    let sd = formatter(SyslogFormat::Rfc5424).structured_data(&doc);
+    for want in [
+        "workstation=\"ATTACKER\"",
+        "pipe=\"svcctl\"",
+        "rpc=\"svcctl\"",
+        "operation=\"RCreateServiceW,RStartServiceW\"",
+        "share=\"IPC$\"",
+    ] {
+        assert!(sd.contains(want), "{want} in {sd}");
+    }
+}
