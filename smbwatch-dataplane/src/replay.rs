@@ -36,10 +36,6 @@ use capture::{CaptureFormat, CaptureReader, OpenProblem, ReadProblem, Skip};
 use smbwatch_core::event::{GatewayEvent, GatewayEventKind};
 use smbwatch_core::{pipeline::ReplayFeed, smb::SmbSample};
 
-/// Past any `[smb] idle_timeout`: expiring at the capture's end plus this
-/// finishes every SMB connection still open.
-pub const SMB_FINISH_AFTER: chrono::TimeDelta = chrono::TimeDelta::days(3650);
-
 /// Where replayed events go.
 ///
 /// Closures `FnMut(&GatewayEvent)` are sinks too.
@@ -88,9 +84,8 @@ impl ReplaySink for ReplayFeed<'_> {
         ReplayFeed::smb_sample(self, sample);
     }
 
-    fn smb_finish(&mut self, end: DateTime<Utc>) {
-        ReplayFeed::smb_expire(self, end + SMB_FINISH_AFTER);
-    }
+    // No smb_finish: ReplayFeed::finish flushes every SMB connection (and
+    // the alerts held for host records) after the run.
 
     fn alerts(&self) -> Option<u64> {
         Some(self.alert_count())

@@ -7,10 +7,9 @@
 //! and passes, except under CI=true where it fails (as tests/replay.rs).
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::HashMap,
     net::IpAddr,
     path::{Path, PathBuf},
-    process::Command,
     time::{Duration, SystemTime},
 };
 

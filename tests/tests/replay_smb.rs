@@ -21,7 +21,7 @@ use smbwatch::{
     dataplane::{LoadOptions, SampleOptions},
     event::GatewayEvent,
     pipeline::{Pipeline, PipelineConfig},
-    replay::{Progress, Replay, ReplayOptions, ReplaySink, SMB_FINISH_AFTER},
+    replay::{Progress, Replay, ReplayOptions, ReplaySink},
 };
 use smbwatch_core::smb::{Observation, SmbEvent, SmbSample, Unseen};
 
@@ -63,8 +63,8 @@ impl ReplaySink for Collect {
         self.events.extend(self.pipeline.smb_sample(sample).events);
     }
 
-    fn smb_finish(&mut self, end: DateTime<Utc>) {
-        let out = self.pipeline.smb_expire(end + SMB_FINISH_AFTER);
+    fn smb_finish(&mut self, _end: DateTime<Utc>) {
+        let out = self.pipeline.smb_flush();
         self.events.extend(out.events);
     }
 }

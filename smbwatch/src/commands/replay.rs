@@ -5,18 +5,15 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-
 use anyhow::{Context as _, Result};
 use clap::Args;
 use smbwatch::{
     alert::{ecs::gateway::ToEventLine as _, Alert},
-    event::GatewayEvent,
     hostlog,
     pipeline::{Pipeline, ReplayFeed},
-    replay::{ReplayOptions, ReplaySink, SMB_FINISH_AFTER},
+    replay::ReplayOptions,
 };
-use smbwatch_core::smb::{SmbEvent, SmbSample};
+use smbwatch_core::smb::SmbEvent;
 use smbwatch_output::alert::ecs::smb::SmbLine;
 
 use super::{apply_detect, load_config, read_host_logs, set_baseline, stdout_alerts, DetectArgs};
@@ -69,14 +66,15 @@ pub(crate) fn replay(args: ReplayArgs) -> Result<()> {
     } else {
         None
     };
+    let mut print_smb = |ev: &SmbEvent| {
+        let _ = writeln!(std::io::stdout(), "{}", SmbLine::new(ev).to_json());
+    };
     let mut feed = ReplayFeed::new(pipeline, host, &mut on_alert);
     if args.events {
-        feed = feed.with_events(&mut print_event);
+        feed = feed
+            .with_events(&mut print_event)
+            .with_smb_events(&mut print_smb);
     }
-    let mut feed = Feed {
-        feed,
-        smb_events: args.events,
-    };
     // A capture is one link unless the user says its pcapng interfaces are
     // the two sides of a gateway (`answers = "other-ingress"`).
     let opts = ReplayOptions {
@@ -84,7 +82,7 @@ pub(crate) fn replay(args: ReplayArgs) -> Result<()> {
         ..ReplayOptions::default()
     };
     let summary = smbwatch::replay::replay(&args.pcap, &opts, &mut feed)?;
-    let mut pipeline = feed.feed.finish();
+    let mut pipeline = feed.finish();
     if let (Some(store), Some(b)) = (store, pipeline.baseline_mut()) {
         // Learning goes on in replay too: what it learned is kept.
         store.write(&b.take_batch())?;
@@ -106,49 +104,4 @@ pub(crate) fn replay(args: ReplayArgs) -> Result<()> {
         d.alerts, d.suppressed, c.attributed, c.chains
     );
     Ok(())
-}
-
-/// The pipeline's feed, printing the SMB event lines too with `--events`.
-struct Feed<'a> {
-    feed: ReplayFeed<'a>,
-    smb_events: bool,
-}
-
-impl Feed<'_> {
-    fn print(&self, lines: Vec<SmbEvent>) {
-        if !self.smb_events {
-            return;
-        }
-        let mut out = std::io::stdout().lock();
-        for ev in &lines {
-            let _ = writeln!(out, "{}", SmbLine::new(ev).to_json());
-        }
-    }
-}
-
-impl ReplaySink for Feed<'_> {
-    fn event(&mut self, ev: &GatewayEvent) {
-        self.feed.event(ev);
-    }
-
-    fn advance(&mut self, now: DateTime<Utc>) {
-        self.feed.advance(now);
-        // Connections idle past `[smb] idle_timeout` in capture time end here.
-        let lines = self.feed.smb_expire(now);
-        self.print(lines);
-    }
-
-    fn smb_sample(&mut self, sample: &SmbSample<'_>) {
-        let lines = self.feed.smb_sample(sample);
-        self.print(lines);
-    }
-
-    fn smb_finish(&mut self, end: DateTime<Utc>) {
-        let lines = self.feed.smb_expire(end + SMB_FINISH_AFTER);
-        self.print(lines);
-    }
-
-    fn alerts(&self) -> Option<u64> {
-        Some(self.feed.alert_count())
-    }
 }
