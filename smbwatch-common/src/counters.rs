@@ -136,6 +136,29 @@ pub const FAMILIES: &[Family] = &[
     one("kernel_events_shed", "New-pair events not sent: the per-CPU event budget was spent (the sketches still counted them).",
         "events shed by the per-CPU budget",
         &[s(stat::EVENTS_SHED, "events_shed", "")]),
+    one("kernel_samples", "SMB payload sample records sent (segments of sampled connections).",
+        "SMB payload sample records sent ([smb.md](smb.md), \"Kernel sampling\")",
+        &[s(stat::SAMPLES, "samples", "")]),
+    one("kernel_sample_bytes", "Payload bytes in SMB sample records sent.",
+        "payload bytes in sample records sent",
+        &[s(stat::SAMPLE_BYTES, "sample_bytes", "")]),
+    one("kernel_sample_flows", "Connections that took a slot of the sampling flow table.",
+        "connections that took a slot of the sampling flow table",
+        &[s(stat::SAMPLE_FLOWS, "sample_flows", "")]),
+    Family {
+        metric: "kernel_sample_flows_refused",
+        help: "Connections not sampled, by reason: their slot held a connection still sampled (busy), their source was past its rate (shed).",
+        doc: "connections not sampled: slot held by a connection still sampled, or source past its rate",
+        label: "reason",
+        series: &[s(stat::SAMPLE_FLOWS_BUSY, "sample_flows_busy", "busy"), s(stat::SAMPLE_FLOWS_SHED, "sample_flows_shed", "shed")],
+    },
+    Family {
+        metric: "kernel_samples_lost",
+        help: "Sample records not sent, by reason: the per-CPU sample budget was spent (shed), the sample ring was full (ring_full).",
+        doc: "sample records not sent: per-CPU sample budget spent, or sample ring full",
+        label: "reason",
+        series: &[s(stat::SAMPLES_SHED, "samples_shed", "shed"), s(stat::SAMPLE_RING_FULL, "sample_ring_full", "ring_full")],
+    },
 ];
 
 /// The counters' names in [`crate::stat`] index order. Evaluated at

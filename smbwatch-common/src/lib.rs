@@ -7,6 +7,7 @@
 
 pub mod addr;
 pub mod counters;
+pub mod sample;
 /// Protocol constants shared by the XDP parser, replay's framing and the
 /// frame builder (one place, so they cannot drift apart).
 pub mod proto {
@@ -427,8 +428,22 @@ pub mod stat {
     /// Packets past the walk's bounds reported as `unparsed` (the rest of
     /// `ipv6_ext_limit` and `vlan_limit` fell within a source's rate limit).
     pub const UNPARSED_REPORTS: u32 = 24;
+    /// Sample records sent (segments of sampled connections, SMB payload).
+    pub const SAMPLES: u32 = 25;
+    /// Payload bytes in sample records sent.
+    pub const SAMPLE_BYTES: u32 = 26;
+    /// Connections that took a slot of the sampling flow table.
+    pub const SAMPLE_FLOWS: u32 = 27;
+    /// Connections not sampled: their slot held a connection still being sampled.
+    pub const SAMPLE_FLOWS_BUSY: u32 = 28;
+    /// Connections not sampled: their source was past its per-source rate.
+    pub const SAMPLE_FLOWS_SHED: u32 = 29;
+    /// Sample records not sent: the per-CPU sample budget was spent.
+    pub const SAMPLES_SHED: u32 = 30;
+    /// Sample records not sent: the sample ring buffer was full.
+    pub const SAMPLE_RING_FULL: u32 = 31;
     /// Number of stat slots.
-    pub const COUNT: u32 = 25;
+    pub const COUNT: u32 = 32;
 
     /// Names in index order, as the daemon prints them (from
     /// [`crate::counters::FAMILIES`], the one table of counters).
@@ -492,6 +507,19 @@ pub struct Settings {
     /// (`bpf_jiffies64`, inlined by the JIT: no helper call on the known-pair
     /// path), or in replay nanoseconds of capture time.
     pub epoch_ticks: u64,
+    /// Sampling ([`sample`]): segments sampled per direction of a
+    /// connection; 0 = sampling off.
+    pub sample_segments: u32,
+    /// Bytes sampled of each segment (at most [`sample::SAMPLE_MAX_BYTES`]).
+    pub sample_bytes: u32,
+    /// Sampling flow-table slots minus one (a power of two minus one).
+    pub sample_flow_mask: u32,
+    /// New sampled connections per source per window; 0 = no limit.
+    pub sample_source_flows: u32,
+    /// Budget credit (ns) 1 KiB of sample ring costs; 0 = no budget.
+    pub sample_ns_per_kib: u64,
+    /// Most sample credit that accumulates (the burst), ns.
+    pub sample_burst_ns: u64,
 }
 
 /// XDP metadata replay puts in front of each frame: where the packet came
@@ -535,6 +563,12 @@ pub const DEFAULT_SETTINGS: Settings = Settings {
     // One hour at HZ=250; the loader sets it from the configured epoch and
     // the kernel's tick.
     epoch_ticks: 3600 * 250,
+    sample_segments: sample::DEFAULT_SAMPLE_SEGMENTS,
+    sample_bytes: sample::DEFAULT_SAMPLE_BYTES,
+    sample_flow_mask: sample::DEFAULT_SAMPLE_FLOWS - 1,
+    sample_source_flows: sample::DEFAULT_SAMPLE_SOURCE_FLOWS,
+    sample_ns_per_kib: 1_000_000_000 * 1024 / sample::DEFAULT_SAMPLE_BYTES_PER_CPU,
+    sample_burst_ns: 250_000_000,
 };
 
 /// Name of the read-only global holding [`Settings`].
@@ -589,6 +623,9 @@ mod pod {
     unsafe impl aya::Pod for super::Budget {}
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::ReplayMeta {}
+    unsafe impl aya::Pod for super::sample::SampleHeader {}
+    unsafe impl aya::Pod for super::sample::SampleFlow {}
+    unsafe impl aya::Pod for super::sample::SampleBudget {}
 }
 
 #[cfg(test)]
@@ -605,7 +642,7 @@ mod tests {
         assert_eq!(size_of::<PairBucket>(), 64);
         assert_eq!(size_of::<Event>(), 56);
         assert_eq!(size_of::<Budget>(), 24);
-        assert_eq!(size_of::<Settings>(), 72);
+        assert_eq!(size_of::<Settings>(), 104);
         assert_eq!(size_of::<ReplayMeta>(), 16);
     }
 

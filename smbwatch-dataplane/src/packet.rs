@@ -62,6 +62,12 @@ pub struct Segment {
     pub tpids: Option<Vec<u16>>,
     /// Pad the frame to Ethernet's 60-byte minimum, as the wire does.
     pub pad: bool,
+    /// Sequence number.
+    pub seq: u32,
+    /// Acknowledgement number (sent when the ACK flag is set).
+    pub ack: u32,
+    /// TCP payload, after the header.
+    pub payload: Vec<u8>,
 }
 
 impl Segment {
@@ -80,6 +86,9 @@ impl Segment {
             tcp_len: 20,
             tpids: None,
             pad: false,
+            seq: 0x1000_0000,
+            ack: 0x2000_0001,
+            payload: Vec::new(),
         }
     }
 
@@ -126,9 +135,9 @@ impl Segment {
         let mut t = [0u8; 20];
         t[0..2].copy_from_slice(&self.sport.to_be_bytes());
         t[2..4].copy_from_slice(&self.dport.to_be_bytes());
-        t[4..8].copy_from_slice(&0x1000_0000u32.to_be_bytes()); // seq
+        t[4..8].copy_from_slice(&self.seq.to_be_bytes());
         if self.flags & tcp_flags::ACK != 0 {
-            t[8..12].copy_from_slice(&0x2000_0001u32.to_be_bytes());
+            t[8..12].copy_from_slice(&self.ack.to_be_bytes());
         }
         t[12] = 5 << 4;
         t[13] = self.flags;
@@ -138,7 +147,11 @@ impl Segment {
 
     fn ip_packet_into(&self, f: &mut Vec<u8>) {
         let full = self.tcp_header();
-        let tcp = &full[..self.tcp_len.min(20)];
+        let mut tcp = full[..self.tcp_len.min(20)].to_vec();
+        if self.tcp_len >= 20 {
+            tcp.extend_from_slice(&self.payload);
+        }
+        let tcp = &tcp[..];
         match (self.src, self.dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
                 let ihl = 20 + self.ipv4_options;

@@ -29,11 +29,12 @@ use serde::Serialize;
 use smbwatch_common::{stat, ReplayMeta, FLOOR_PROGRAM_NAME};
 
 use crate::dataplane::{
-    drain, testrun, to_gateway_event, Dataplane, DataplaneError, LoadOptions, Stats,
+    drain, drain_samples, testrun, to_gateway_event, to_smb_sample, Dataplane, DataplaneError,
+    LoadOptions, Stats,
 };
 use capture::{CaptureFormat, CaptureReader, OpenProblem, ReadProblem, Skip};
 use smbwatch_core::event::{GatewayEvent, GatewayEventKind};
-use smbwatch_core::pipeline::ReplayFeed;
+use smbwatch_core::{pipeline::ReplayFeed, smb::SmbSample};
 
 /// Where replayed events go.
 ///
@@ -47,6 +48,14 @@ pub trait ReplaySink {
     /// after the last packet. This is where a detector's clock advances
     /// (`Detector::advance`), as the daemon's timer does live.
     fn advance(&mut self, _now: DateTime<Utc>) {}
+
+    /// One sampled SMB segment (kernel sampling), stamped with its
+    /// packet's capture time, in capture order.
+    fn smb_sample(&mut self, _sample: &SmbSample<'_>) {}
+
+    /// The capture ended at `end`: SMB connections still open are finished
+    /// (cut messages parsed as far as they go, unanswered requests said).
+    fn smb_finish(&mut self, _end: DateTime<Utc>) {}
 
     /// Alerts raised so far, for the summary (`None`: not counted here).
     fn alerts(&self) -> Option<u64> {
@@ -67,8 +76,16 @@ impl ReplaySink for ReplayFeed<'_> {
     }
 
     fn advance(&mut self, now: DateTime<Utc>) {
-        ReplayFeed::advance(self, now)
+        ReplayFeed::advance(self, now);
+        ReplayFeed::smb_expire(self, now);
     }
+
+    fn smb_sample(&mut self, sample: &SmbSample<'_>) {
+        ReplayFeed::smb_sample(self, sample);
+    }
+
+    // No smb_finish: ReplayFeed::finish flushes every SMB connection (and
+    // the alerts held for host records) after the run.
 
     fn alerts(&self) -> Option<u64> {
         Some(self.alert_count())
@@ -266,6 +283,10 @@ pub struct ReplaySummary {
     pub events: EventCounts,
     /// Ring-buffer records that did not decode (never expected).
     pub bad_events: u64,
+    /// SMB payload samples handed to the sink (SYN-ACK records not counted).
+    pub smb_samples: u64,
+    /// Sample records that did not decode (never expected).
+    pub bad_samples: u64,
     /// The kernel's counters after the replay.
     pub kernel: Stats,
     /// Distinct sources that opened pairs.
@@ -330,6 +351,18 @@ impl std::fmt::Display for ReplaySummary {
             self.events.refused,
             self.events.unparsed,
             self.alerts.map_or("not counted".into(), |n| n.to_string())
+        )?;
+        writeln!(
+            f,
+            "  SMB samples: {} segments of {} connections ({} payload bytes){}",
+            self.smb_samples,
+            k(stat::SAMPLE_FLOWS),
+            k(stat::SAMPLE_BYTES),
+            if self.bad_samples > 0 {
+                format!(", {} records that did not decode", self.bad_samples)
+            } else {
+                String::new()
+            }
         )?;
         writeln!(
             f,
@@ -482,6 +515,7 @@ pub struct Replay {
     file_len: u64,
     dp: Dataplane,
     ring: RingBuf<MapData>,
+    samples: RingBuf<MapData>,
     max_frame: usize,
     progress: Progress,
 }
@@ -530,12 +564,14 @@ impl Replay {
         let mut dp = Dataplane::load(&load)?;
         let max_frame = probe_max_frame(&mut dp)?;
         let ring = dp.take_events()?;
+        let samples = dp.take_samples()?;
         Ok(Self {
             path: path.to_owned(),
             reader,
             file_len,
             dp,
             ring,
+            samples,
             max_frame,
             progress: opts.progress,
         })
@@ -575,6 +611,8 @@ impl Replay {
             last_ts: None,
             events: EventCounts::default(),
             bad_events: 0,
+            smb_samples: 0,
+            bad_samples: 0,
             kernel: Stats::default(),
             sources: 0,
             top_sources: Vec::new(),
@@ -688,6 +726,13 @@ impl Replay {
                 sink.event(&ev);
             });
             s.bad_events += drained.malformed;
+            let drained = drain_samples(&mut self.samples, 0, |k| {
+                if let Some(smb) = to_smb_sample(k, ts) {
+                    s.smb_samples += 1;
+                    sink.smb_sample(&smb);
+                }
+            });
+            s.bad_samples += drained.malformed;
             if s.records.is_multiple_of(4096) {
                 bar.set_position(self.reader.offset().min(self.file_len));
             }
@@ -698,6 +743,7 @@ impl Replay {
         s.last_ts = clock.latest();
         if let Some(end) = s.last_ts {
             sink.advance(end);
+            sink.smb_finish(end);
         }
         if s.backwards_timestamps > 0 {
             tracing::warn!(path = %path.display(), count = s.backwards_timestamps, "timestamps went backwards; those packets were taken at the latest time seen");

@@ -15,6 +15,7 @@
 #![allow(internal_features)]
 
 mod parse;
+mod sample;
 mod state;
 
 use core::{mem::size_of, ptr::read_volatile};
@@ -81,6 +82,7 @@ const RECORD_BYTES: u64 = size_of::<Event>() as u64 + 8;
 pub fn smbwatch(ctx: XdpContext) -> u32 {
     let meta = meta(&ctx);
     inspect(&ctx, meta);
+    sample::run(&ctx, meta);
     xdp_action::XDP_PASS
 }
 
@@ -188,6 +190,10 @@ fn inspect(ctx: &XdpContext, meta: Meta) {
         return;
     };
     let flags = tcp.flags;
+    // SMB payload sampling (sample.rs); bare SYNs keep their cost.
+    if flags != TCP_SYN {
+        sample::note(&l2, &l3, tcp.sport, tcp.dport);
+    }
     // Port tests before address keys: copying 32 address bytes costs more.
     let role = if flags == TCP_SYN && monitored(tcp.dport) {
         Role::Syn

@@ -215,7 +215,13 @@ fn parse_ipv4(ctx: &XdpContext, off: usize) -> Option<L3> {
         return None;
     };
     let ihl = (unsafe { *ip } & 0x0f) as usize * 4;
-    let total = unsafe { be16(ip.add(2)) } as usize;
+    let mut total = unsafe { be16(ip.add(2)) } as usize;
+    if total == 0 && crate::setting!(replay) != 0 {
+        // A capture taken on a host with segmentation offload records 0 for
+        // the segments its NIC split (tshark presumes the same): the frame's.
+        let len = unsafe { aya_ebpf::helpers::bpf_xdp_get_buff_len(ctx.ctx) } as usize;
+        total = len.saturating_sub(off) & 0xffff;
+    }
     if ihl < 20 || total < ihl || bytes_at(ctx, off, ihl).is_none() {
         count(stat::MALFORMED_IPV4);
         return None;

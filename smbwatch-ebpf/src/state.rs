@@ -23,7 +23,7 @@ const K: u64 = 0x9e37_79b9_7f4a_7c15;
 /// A strong 64-bit finaliser (murmur3's): every input bit reaches every
 /// output bit, so slots and tags are independent.
 #[inline(always)]
-fn mix(mut x: u64) -> u64 {
+pub(crate) fn mix(mut x: u64) -> u64 {
     x ^= x >> 33;
     x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
     x ^= x >> 33;
@@ -34,18 +34,18 @@ fn mix(mut x: u64) -> u64 {
 
 /// Keyed hash of a source.
 #[inline(always)]
-fn hash_src(a: &Addr) -> u64 {
+pub(crate) fn hash_src(a: &Addr) -> u64 {
     mix(mix(setting!(hash_key) ^ a.0[0]).wrapping_add(a.0[1].wrapping_mul(K)))
 }
 
 /// Keyed hash of a pair, chained from the source's.
 #[inline(always)]
-fn hash_pair(hs: u64, dst: &Addr) -> u64 {
+pub(crate) fn hash_pair(hs: u64, dst: &Addr) -> u64 {
     mix((hs ^ dst.0[0]).wrapping_add(dst.0[1].wrapping_mul(K)))
 }
 
 #[inline(always)]
-fn now_coarse() -> u64 {
+pub(crate) fn now_coarse() -> u64 {
     // Jiffies resolution is plenty for windows and budgets, and several
     // times cheaper than the precise clock. Events read the precise one.
     unsafe { bpf_ktime_get_coarse_ns() }

@@ -118,6 +118,8 @@ pub struct DataplaneConfig {
     pub activity_epoch: Duration,
     /// bpffs directory where maps are pinned; one per daemon.
     pub pin_dir: PathBuf,
+    /// `[dataplane.sampling]`: SMB payload sampling in the kernel.
+    pub sampling: crate::dataplane::SampleOptions,
 }
 
 impl Default for DataplaneConfig {
@@ -134,6 +136,7 @@ impl Default for DataplaneConfig {
             stats_interval: Duration::from_secs(10),
             activity_epoch: load.activity_epoch,
             pin_dir: PathBuf::from("/sys/fs/bpf/smbwatch"),
+            sampling: load.sampling,
         }
     }
 }
@@ -153,6 +156,7 @@ impl DataplaneConfig {
             hash_key: None,
             activity_epoch: self.activity_epoch,
             allow_short_epoch: false,
+            sampling: self.sampling.clone(),
         }
     }
 }

@@ -7,6 +7,7 @@ mod clock;
 mod error;
 mod pin;
 pub mod privilege;
+pub mod sample;
 pub mod testrun;
 
 use std::{
@@ -23,6 +24,7 @@ use aya::{
 };
 use serde::Serialize;
 use smbwatch_common::{
+    sample::{SAMPLES_MAP, SAMPLE_FLOWS_MAP},
     stat, AddrKey, Event, EventKind, Settings, SourceSlot, ANSWERS_ANY_INGRESS,
     ANSWERS_OTHER_INGRESS, DEFAULT_EVENTS_PER_CPU, DEFAULT_PAIR_BUCKETS, DEFAULT_SEEN_WORDS,
     DEFAULT_SETTINGS, DEFAULT_SOURCE_SLOTS, EVENTS_MAP, EVENT_FLAG_AFTER_ACCEPT,
@@ -34,6 +36,10 @@ use smbwatch_common::{
 pub use clock::MonotonicClock;
 pub use error::DataplaneError;
 pub use pin::{ensure_bpffs, PinDir};
+pub use sample::{
+    decode_sample, drain_samples, to_smb_sample, KernelSample, SampleDirection, SampleOptions,
+    SamplesDrained,
+};
 
 use smbwatch_core::event::{GatewayEvent, GatewayEventKind, PairActivity};
 
@@ -81,6 +87,8 @@ pub struct LoadOptions {
     /// the live clock between `BPF_PROG_TEST_RUN` calls. Never set in
     /// production: the configuration cannot reach it.
     pub allow_short_epoch: bool,
+    /// SMB payload sampling ([`SampleOptions`]).
+    pub sampling: SampleOptions,
 }
 
 impl Default for LoadOptions {
@@ -96,6 +104,7 @@ impl Default for LoadOptions {
             hash_key: None,
             activity_epoch: DEFAULT_ACTIVITY_EPOCH,
             allow_short_epoch: false,
+            sampling: SampleOptions::default(),
         }
     }
 }
@@ -174,7 +183,7 @@ impl LoadOptions {
         let cost = 1_000_000_000u64
             .checked_div(self.events_per_cpu)
             .map_or(0, |c| c.max(1));
-        Settings {
+        let mut s = Settings {
             ports,
             hash_key: self.hash_key.unwrap_or_else(random_u64),
             pair_mask: buckets - 1,
@@ -191,7 +200,10 @@ impl LoadOptions {
             seen_gen_shift: gen_shift,
             replay: u32::from(self.replay),
             epoch_ticks: self.epoch_ticks(),
-        }
+            ..DEFAULT_SETTINGS
+        };
+        self.sampling.apply(&mut s, self.replay);
+        s
     }
 
     /// The epoch in the program's ticks: capture ns in replay, else jiffies.
@@ -215,7 +227,7 @@ impl LoadOptions {
         if e > MAX_ACTIVITY_EPOCH || (e < MIN_ACTIVITY_EPOCH && !self.allow_short_epoch) {
             return Err(DataplaneError::ActivityEpoch { epoch: e });
         }
-        Ok(())
+        self.sampling.check()
     }
 }
 
@@ -297,6 +309,8 @@ impl Dataplane {
             .map_max_entries(SOURCES_MAP, settings.source_mask + 1)
             .map_max_entries(PAIRS_MAP, settings.pair_mask + 1)
             .map_max_entries(SEEN_MAP, 2 * (settings.seen_mask + 1))
+            .map_max_entries(SAMPLE_FLOWS_MAP, settings.sample_flow_mask + 1)
+            .map_max_entries(SAMPLES_MAP, opts.sampling.ring_bytes)
             .load(EBPF_OBJECT)
             .map_err(|source| DataplaneError::Load {
                 source: Box::new(source),
@@ -402,6 +416,16 @@ impl Dataplane {
             .take_map(EVENTS_MAP)
             .ok_or(DataplaneError::MissingMap { name: EVENTS_MAP })?;
         RingBuf::try_from(map).map_err(|source| map_err("open", EVENTS_MAP, source))
+    }
+
+    /// Takes the sample ring buffer (once): SMB payload samples, read with
+    /// [`drain_samples`].
+    pub fn take_samples(&mut self) -> Result<RingBuf<MapData>, DataplaneError> {
+        let map = self
+            .ebpf
+            .take_map(SAMPLES_MAP)
+            .ok_or(DataplaneError::MissingMap { name: SAMPLES_MAP })?;
+        RingBuf::try_from(map).map_err(|source| map_err("open", SAMPLES_MAP, source))
     }
 
     /// Current counters, summed over CPUs.

@@ -13,6 +13,8 @@ use smbwatch::{
     pipeline::{Pipeline, ReplayFeed},
     replay::ReplayOptions,
 };
+use smbwatch_core::smb::SmbEvent;
+use smbwatch_output::alert::ecs::smb::SmbLine;
 
 use super::{apply_detect, load_config, read_host_logs, set_baseline, stdout_alerts, DetectArgs};
 
@@ -32,7 +34,8 @@ pub(crate) struct ReplayArgs {
     clock_skew: Option<Duration>,
     #[command(flatten)]
     detect: DetectArgs,
-    /// Also print the new_pair/response events as JSON lines.
+    /// Also print the events as JSON lines: new_pair/response, and what the
+    /// sampled SMB payload showed (smb_tree_connect, rpc_call...).
     #[arg(long)]
     events: bool,
     /// Learn into and score against this baseline database.
@@ -63,9 +66,14 @@ pub(crate) fn replay(args: ReplayArgs) -> Result<()> {
     } else {
         None
     };
+    let mut print_smb = |ev: &SmbEvent| {
+        let _ = writeln!(std::io::stdout(), "{}", SmbLine::new(ev).to_json());
+    };
     let mut feed = ReplayFeed::new(pipeline, host, &mut on_alert);
     if args.events {
-        feed = feed.with_events(&mut print_event);
+        feed = feed
+            .with_events(&mut print_event)
+            .with_smb_events(&mut print_smb);
     }
     // A capture is one link unless the user says its pcapng interfaces are
     // the two sides of a gateway (`answers = "other-ingress"`).

@@ -20,13 +20,14 @@ use std::{
 
 use aya::maps::{MapData, RingBuf};
 use smbwatch_common::RING_DRAIN_INTERVAL_MS;
+use smbwatch_core::smb::SmbOutputs;
 use tokio::sync::mpsc;
 
 use super::StdoutEvents;
 pub use crate::metrics::counters::DrainReport;
 use crate::{
     alert::Alert,
-    dataplane::{drain, to_gateway_event, MonotonicClock},
+    dataplane::{drain, drain_samples, to_gateway_event, to_smb_sample, MonotonicClock},
     event::GatewayEvent,
     fleet::outbox::Tap,
     hostlog::HostEvent,
@@ -45,6 +46,10 @@ const HOST_BATCH: usize = 256;
 /// accepted before the stop (they close their ends when done).
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
+/// Sample records handled per turn: a burst of SMB payload never holds
+/// up the event ring for longer than this many parser calls.
+const SAMPLE_BATCH: u64 = 4096;
+
 /// How often unanswered pairs are aged (TRW failures after the response
 /// timeout) and the clock re-measured.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
@@ -52,6 +57,8 @@ const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// What the drain thread owns.
 pub(crate) struct DrainLoop {
     pub ring: RingBuf<MapData>,
+    /// The SMB payload samples' ring.
+    pub samples: RingBuf<MapData>,
     pub pipeline: Pipeline,
     pub events: Option<StdoutEvents>,
     pub host_rx: mpsc::Receiver<HostEvent>,
@@ -76,7 +83,7 @@ impl DrainLoop {
         let mut report = DrainReport::default();
         let mut clock = MonotonicClock::new();
         let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
-        let fd = self.ring.as_raw_fd();
+        let fds = [self.ring.as_raw_fd(), self.samples.as_raw_fd()];
         let mut backlog = false;
         while !self.stop.load(Ordering::Relaxed) {
             // With host events waiting, only look at the ring and go on.
@@ -85,8 +92,9 @@ impl DrainLoop {
             } else {
                 RING_DRAIN_INTERVAL_MS as i32
             };
-            wait_readable(fd, wait);
+            wait_readable(&fds, wait);
             self.drain_ring(&clock, &mut report);
+            self.drain_samples(&clock, &mut report, SAMPLE_BATCH);
             backlog = self.host_batch(&mut report, false).0 == HOST_BATCH;
             if Instant::now() >= next_housekeeping {
                 next_housekeeping = Instant::now() + HOUSEKEEPING;
@@ -99,6 +107,8 @@ impl DrainLoop {
                 clock.resync();
                 let alerts = self.pipeline.advance(chrono::Utc::now());
                 self.send(alerts, &mut report);
+                let smb = self.pipeline.smb_expire(chrono::Utc::now());
+                self.smb_out(smb, &mut report);
                 self.metrics.publish_drain(DrainSnapshot {
                     report,
                     detect: self.pipeline.detector_stats(),
@@ -133,6 +143,7 @@ impl DrainLoop {
         let deadline = Instant::now() + STOP_GRACE;
         loop {
             self.drain_ring(&clock, &mut report);
+            self.drain_samples(&clock, &mut report, 0);
             let (n, closed) = self.host_batch(&mut report, true);
             if closed {
                 break;
@@ -229,6 +240,46 @@ impl DrainLoop {
         }
     }
 
+    /// Up to `max` SMB samples (0: all) through the pipeline: their event
+    /// lines (`--events`) and alerts.
+    fn drain_samples(&mut self, clock: &MonotonicClock, report: &mut DrainReport, max: u64) {
+        let Self {
+            samples, pipeline, ..
+        } = self;
+        let mut outs = Vec::new();
+        let n = drain_samples(samples, max, |k| {
+            if let Some(s) = to_smb_sample(k, clock.to_utc(k.ts_ns)) {
+                let out = pipeline.smb_sample(&s);
+                if !out.events.is_empty() || !out.alerts.is_empty() {
+                    outs.push(out);
+                }
+            }
+        });
+        report.samples += n.records;
+        report.samples_malformed += n.malformed;
+        if n.malformed > 0 {
+            tracing::warn!(count = n.malformed, "skipped malformed sample records");
+        }
+        for out in outs {
+            self.smb_out(out, report);
+        }
+        if n.records > 0 {
+            if let Some(out) = self.events.as_mut() {
+                out.flush();
+            }
+        }
+    }
+
+    /// An SMB sample's (or expiry's) event lines and alerts.
+    fn smb_out(&mut self, out: SmbOutputs, report: &mut DrainReport) {
+        if let Some(lines) = self.events.as_mut() {
+            for ev in &out.events {
+                lines.smb_event(ev);
+            }
+        }
+        self.send(out.alerts, report);
+    }
+
     fn send(&mut self, alerts: Vec<Alert>, report: &mut DrainReport) {
         let dropped = queue(&self.alerts, alerts);
         self.count_dropped(dropped, report);
@@ -275,14 +326,14 @@ fn queue(alerts: &mpsc::Sender<Alert>, batch: Vec<Alert>) -> u64 {
         .sum()
 }
 
-/// Waits until the ring buffer has data past the wake-up mark or `ms`
-/// passed (the program does not wake the reader per event).
-fn wait_readable(fd: i32, ms: i32) {
-    let mut pfd = libc::pollfd {
+/// Waits until a ring buffer has data past the wake-up mark or `ms`
+/// passed (the program does not wake the reader per record).
+fn wait_readable(fds: &[i32; 2], ms: i32) {
+    let mut pfd = fds.map(|fd| libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
-    };
-    // SAFETY: one valid pollfd; EINTR or an error just means "drain now".
-    unsafe { libc::poll(&mut pfd, 1, ms) };
+    });
+    // SAFETY: valid pollfds; EINTR or an error just means "drain now".
+    unsafe { libc::poll(pfd.as_mut_ptr(), pfd.len() as libc::nfds_t, ms) };
 }

@@ -149,6 +149,18 @@ impl StdoutEvents {
             self.flush();
         }
     }
+
+    /// Gathers one SMB event line (what a sampled connection showed).
+    pub fn smb_event(&mut self, ev: &smbwatch_core::smb::SmbEvent) {
+        if self.broken {
+            return;
+        }
+        let line = crate::alert::ecs::smb::SmbLine::new(ev).to_json();
+        let _ = writeln!(self.buf, "{line}");
+        if self.buf.len() >= STDOUT_BATCH {
+            self.flush();
+        }
+    }
 }
 
 impl Default for StdoutEvents {
@@ -283,6 +295,7 @@ async fn start(opts: &RunOptions) -> Result<Running, DaemonError> {
     let heartbeat = Arc::new(AtomicU64::new(0));
     let drain_loop = DrainLoop {
         ring: dp.take_events()?,
+        samples: dp.take_samples()?,
         pipeline,
         events,
         host_rx,
@@ -458,6 +471,7 @@ async fn shutdown(running: Running) -> Result<Stats, DaemonError> {
         host_events = report.host_events,
         host_events_at_stop = report.host_events_at_stop,
         alerts_dropped = report.alerts_dropped,
+        samples = report.samples,
         "drain finished"
     );
     drop(alert_tx);

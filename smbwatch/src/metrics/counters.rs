@@ -23,6 +23,10 @@ pub struct DrainReport {
     pub host_events_at_stop: u64,
     /// Alerts dropped because the sink task was that far behind.
     pub alerts_dropped: u64,
+    /// SMB sample records read from the sample ring.
+    pub samples: u64,
+    /// Sample records that did not decode (skipped).
+    pub samples_malformed: u64,
 }
 
 /// Counters (readable while running).

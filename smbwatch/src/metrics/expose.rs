@@ -335,6 +335,16 @@ impl Scrape {
         )?;
         counters(
             e,
+            "smb_sample_records",
+            "SMB payload sample records read from the sample ring, by outcome (ok: handed to the SMB monitor; malformed: skipped).",
+            "outcome",
+            &[
+                ("ok", r.samples - r.samples_malformed),
+                ("malformed", r.samples_malformed),
+            ],
+        )?;
+        counters(
+            e,
             "alerts_dropped",
             "Alerts dropped because the sinks were behind.",
             "",

@@ -28,7 +28,7 @@ use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
 use serde_json::json;
 use smbwatch::{
-    dataplane::{testrun, AnswerCheck, Dataplane, LoadOptions},
+    dataplane::{testrun, AnswerCheck, Dataplane, LoadOptions, SampleOptions},
     packet::{ethernet_with_type, tcp_flags, Segment},
 };
 use smbwatch_common::{stat, FLOOR_PROGRAM_NAME};
@@ -70,19 +70,44 @@ pub fn bench_dst_v4(j: u32) -> std::net::IpAddr {
 struct Loaded {
     dp: Dataplane,
     ring: RingBuf<MapData>,
+    samples: RingBuf<MapData>,
     main: RawFd,
     floor: RawFd,
 }
 
 /// The program as measured: no event budget (every new pair pays for its
-/// event), answers from any ingress (test runs all come in on loopback).
+/// event), answers from any ingress (test runs all come in on loopback),
+/// SMB sampling at its default size without its budgets (every sampled
+/// segment pays for its record).
 fn bench_options() -> LoadOptions {
     LoadOptions {
         events_per_cpu: 0,
         answers: AnswerCheck::Any,
+        sampling: SampleOptions {
+            bytes_per_cpu: 0,
+            source_flows: 0,
+            ..SampleOptions::default()
+        },
         ..LoadOptions::default()
     }
 }
+
+/// A client's data segment to 445 with `len` bytes of payload.
+fn data_segment(client: std::net::IpAddr, len: usize) -> Vec<u8> {
+    let mut s = Segment::new(
+        client,
+        ip("198.51.100.7"),
+        40000,
+        445,
+        tcp_flags::ACK | tcp_flags::PSH,
+    );
+    s.payload = vec![0xfe; len];
+    s.frame()
+}
+
+/// Distinct first data segments the sampled case runs: their records
+/// (1,024 + 80 bytes each) must fit the default 4 MiB sample ring.
+const SAMPLED_FRAMES: usize = 3_000;
 
 /// Pair-cache sizes measured against each other (pairs; 16 bytes each).
 const PAIR_CACHE_SIZES: [u32; 3] = [1 << 14, 1 << 18, 1 << 20];
@@ -96,9 +121,11 @@ impl Loaded {
             .as_raw_fd();
         let main = dp.program_fd()?.as_raw_fd();
         let ring = dp.take_events()?;
+        let samples = dp.take_samples()?;
         Ok(Self {
             dp,
             ring,
+            samples,
             main,
             floor,
         })
@@ -143,6 +170,7 @@ impl Loaded {
         while self.ring.next().is_some() {
             n += 1;
         }
+        while self.samples.next().is_some() {}
         n
     }
 }
@@ -187,6 +215,8 @@ pub fn run(effort: &Effort) -> Result<Section> {
     )
     .frame();
     let v6 = Segment::syn(ip("2001:db8:a::10"), ip("2001:db8:b::80"), 40000, 80).frame();
+    // Past its 12 sampled segments (run in each round's setup).
+    let done_data = data_segment(ip("203.0.113.12"), 1024);
     let mut vlan = Segment::syn(ip("203.0.113.10"), ip("198.51.100.80"), 40000, 80);
     vlan.vlans = vec![100];
     let vlan = vlan.frame();
@@ -211,6 +241,12 @@ pub fn run(effort: &Effort) -> Result<Section> {
             "SYN-ACK from 445, pair already answered",
             false,
             answered.clone(),
+            Class::Other,
+        ),
+        (
+            "data segment to 445, connection no longer sampled",
+            false,
+            done_data.clone(),
             Class::Other,
         ),
     ];
@@ -246,12 +282,13 @@ pub fn run(effort: &Effort) -> Result<Section> {
         });
     }
     // Alternatives and degraded mode, each on a program of its own.
-    let variant_names: [&'static str; 5] = [
+    let variant_names: [&'static str; 6] = [
         "new source, pair cache 256 KiB (16 Ki pairs)",
         "new source, pair cache 4 MiB (256 Ki pairs)",
         "new source, pair cache 16 MiB (1 Mi pairs, default)",
         "new source past the event budget (shed: sketches only)",
         "SYN to 445, known pair in a new epoch (distinct sources)",
+        "data segment to 445, sampled (1 KiB; first of a connection)",
     ];
     let variants_at = rows.len();
     for name in variant_names {
@@ -271,6 +308,9 @@ pub fn run(effort: &Effort) -> Result<Section> {
         l.once(&known)?;
         l.once(&answered_syn)?;
         l.once(&answered)?;
+        for _ in 0..20 {
+            l.once(&done_data)?;
+        }
         l.drain();
         let mut floor_repeat = f64::NAN;
         for (i, (_, floor, frame, class)) in repeat_cases.iter().enumerate() {
@@ -368,6 +408,28 @@ pub fn run(effort: &Effort) -> Result<Section> {
         rows[variants_at + 4]
             .per_round
             .push(ns - floor_v + floor_repeat);
+        // The first data segment of distinct connections: a flow-table
+        // claim and a 1 KiB record each.
+        let firsts: Vec<Vec<u8>> = (0..SAMPLED_FRAMES.min(k) as u32)
+            .map(|i| data_segment(flood_v4(base + i), 1024))
+            .collect();
+        // A flow table large enough that slot collisions (a colliding
+        // connection is not sampled) stay rare among 3,000.
+        let mut opts = bench_options();
+        opts.sampling.flows = 1 << 22;
+        let mut v = Loaded::new(&opts)?;
+        let floor_v = v.singles(true, &firsts)?;
+        let before = v.dp.stats()?.get(stat::SAMPLES);
+        let ns = v.singles(false, &firsts)?;
+        let sampled = v.dp.stats()?.get(stat::SAMPLES) - before;
+        anyhow::ensure!(
+            sampled * 100 >= firsts.len() as u64 * 99,
+            "sampled case: {sampled} of {} segments sampled",
+            firsts.len()
+        );
+        rows[variants_at + 5]
+            .per_round
+            .push(ns - floor_v + floor_repeat);
     }
 
     let floor = median(&rows[0].per_round);
@@ -456,6 +518,21 @@ a known pair's first SYN in a new epoch (its event included) {} ns",
             fmt_num(new_dst - new_src),
             fmt_num(by_name("new source past the event budget (shed: sketches only)", "single runs")),
             fmt_num(by_name("SYN to 445, known pair in a new epoch (distinct sources)", "single runs")),
+        ),
+    ));
+
+    let done = by_name(
+        "data segment to 445, connection no longer sampled",
+        "repeat",
+    );
+    goals.push(Goal::at_most(
+        "data segment of a connection no longer sampled, over the empty program",
+        done - floor,
+        25.0,
+        "ns",
+        &format!(
+            "the parse, the client-ACK pair lookup the program always did, a per-CPU note and one flow-table slot compared; a sampled 1 KiB segment (a claim and a record) costs {} ns",
+            fmt_num(by_name("data segment to 445, sampled (1 KiB; first of a connection)", "single runs")),
         ),
     ));
 

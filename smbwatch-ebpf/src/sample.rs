@@ -1,0 +1,455 @@
+//! SMB payload sampling: the TCP payload of the first segments of each
+//! monitored-port connection, both directions, copied to user space through
+//! a ring buffer of its own (`SAMPLES`), so the event ring's records stay
+//! 56 bytes and a burst of payload never crowds out contact events.
+//!
+//! - **Flow table** (`SAMPLE_FLOWS`): an array of 16-byte slots,
+//!   direct-mapped by a keyed hash of (client, server, client port, server
+//!   port). A slot is claimed with compare-and-swap on the server's SYN-ACK
+//!   (not the bare SYN: the SYN path keeps its cost, and spoofed SYNs to
+//!   hosts that never answer claim nothing) or on a data segment that finds
+//!   its slot empty or idle for about 17 s (a connection that began before
+//!   the program, or lost its slot). A SYN-ACK also takes a slot whose
+//!   connection closed. Per direction it counts the segments sampled; past
+//!   `sample_segments` the connection is no longer sampled and its segments
+//!   cost one lookup and two compares. Racing CPUs: the claim is one CAS
+//!   (one winner); the counts are plain byte stores, so a race samples a
+//!   segment more or less, never corrupts the slot. Two connections on one
+//!   slot: the second is not sampled until the first is done and idle.
+//! - **Budget**: a per-CPU token bucket in ring bytes (`sample_ns_per_kib`)
+//!   and a per-source rate of new sampled connections (`SAMPLE_SOURCES`,
+//!   4,096 words: source tag, ~1 s window, count). What either sheds is
+//!   counted (`samples_shed`, `sample_flows_shed`); a shed segment still
+//!   counts towards its connection's cap, so the parser sees a hole, said.
+//! - **Records**: [`SampleHeader`] then the payload, copied with
+//!   `bpf_xdp_load_bytes` (which also reads multi-buffer frames). The
+//!   verifier only takes constant reservation sizes, so a record is one of
+//!   a few sizes ([`SAMPLE_CLASSES`], or header only).
+
+use core::{
+    intrinsics::{atomic_cxchg, AtomicOrdering},
+    mem::size_of,
+};
+
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{bpf_ktime_get_ns, bpf_xdp_load_bytes},
+    macros::map,
+    maps::{Array, PerCpuArray, RingBuf},
+    programs::XdpContext,
+};
+use smbwatch_common::{
+    proto::{
+        tcp_flags::{ACK, FIN, RST, SYN},
+        ETH_HLEN,
+    },
+    sample::{
+        SampleBudget, SampleFlow, SampleRecord, DEFAULT_SAMPLE_FLOWS, DEFAULT_SAMPLE_RING_BYTES,
+        SAMPLE_CLASSES, SAMPLE_FLAG_FIN, SAMPLE_FLAG_RST, SAMPLE_FLAG_SYN, SAMPLE_FLAG_VLAN,
+        SAMPLE_FLOW_DONE, SAMPLE_SOURCE_SLOTS, SAMPLE_SOURCE_WINDOW_SHIFT, SAMPLE_STALE_UNITS,
+        SAMPLE_TO_CLIENT, SAMPLE_TO_SERVER,
+    },
+    stat, EVENT_FLAG_VLAN, RING_WAKEUP_BYTES,
+};
+
+use crate::{
+    count, monitored,
+    parse::{be16, bytes_at, L2, L3},
+    setting, state, Meta,
+};
+
+#[map]
+static SAMPLES: RingBuf = RingBuf::with_byte_size(DEFAULT_SAMPLE_RING_BYTES, 0);
+
+#[map]
+static SAMPLE_FLOWS: Array<SampleFlow> = Array::with_max_entries(DEFAULT_SAMPLE_FLOWS, 0);
+
+#[map]
+static SAMPLE_BUDGET: PerCpuArray<SampleBudget> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per slot: a source's hash tag (high 32 bits), its window (24 bits) and
+/// the connections it started sampling in that window (low 8 bits).
+#[map]
+static SAMPLE_SOURCES: Array<u64> = Array::with_max_entries(SAMPLE_SOURCE_SLOTS, 0);
+
+/// What a record says besides its bytes.
+struct Sample {
+    client: [u64; 2],
+    server: [u64; 2],
+    client_port: u16,
+    server_port: u16,
+    seq: u32,
+    ack: u32,
+    wire_len: u32,
+    direction: u8,
+    flags: u8,
+    vlan: u16,
+    /// Offset of the payload in the frame.
+    payload: usize,
+    /// Bytes to copy (at most the configured sample size).
+    cap: usize,
+}
+
+/// A big-endian u32 at `p`.
+///
+/// # Safety
+/// Four bytes at `p` lie inside a range `bytes_at` returned.
+#[inline(always)]
+unsafe fn be32(p: *const u8) -> u32 {
+    unsafe { (u32::from(be16(p)) << 16) | u32::from(be16(p.add(2))) }
+}
+
+/// What [`note`] leaves for [`run`]: a monitored-port segment worth a
+/// look, by offsets. Per-CPU: one packet's run sets and consumes it.
+#[repr(C)]
+struct Pending {
+    /// 1 when set.
+    set: u32,
+    /// Offset of the TCP header.
+    tcp: u32,
+    /// Offset of the source address.
+    addr: u32,
+    /// TCP bytes the IP header says the packet carries.
+    l4_len: u32,
+    /// 1 for IPv4.
+    v4: u32,
+    sport: u16,
+    dport: u16,
+    vlan: u16,
+    l2flags: u8,
+    direction: u8,
+}
+
+#[map]
+static SAMPLE_PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
+
+/// A TCP segment that is not a bare SYN (those keep their cost): notes it
+/// for [`run`] when it has a monitored port. Only the port tests here; the table work runs after the packet's other processing, in
+/// [`run`], from offsets kept in a per-CPU slot: the verifier then checks
+/// that code once, not once per header layout the parser can end in.
+#[inline(always)]
+pub(crate) fn note(l2: &L2, l3: &L3, sport: u16, dport: u16) {
+    if setting!(sample_segments) == 0 || l3.fragmented {
+        return;
+    }
+    let direction = if monitored(dport) {
+        SAMPLE_TO_SERVER
+    } else if monitored(sport) {
+        SAMPLE_TO_CLIENT
+    } else {
+        return;
+    };
+    let Some(p) = SAMPLE_PENDING.get_ptr_mut(0) else {
+        return;
+    };
+    unsafe {
+        (*p).set = 1;
+        (*p).tcp = l3.tcp as u32;
+        (*p).addr = l3.addr as u32;
+        (*p).l4_len = l3.l4_len as u32;
+        (*p).v4 = u32::from(l3.v4);
+        (*p).sport = sport;
+        (*p).dport = dport;
+        (*p).vlan = l2.vlan;
+        (*p).l2flags = l2.flags;
+        (*p).direction = direction;
+    }
+}
+
+/// Samples the segment [`note`] left, if any: the flow table, the budgets,
+/// the record. Runs once per packet, after everything else.
+#[inline(always)]
+pub(crate) fn run(ctx: &XdpContext, meta: Meta) {
+    let Some(p) = SAMPLE_PENDING.get_ptr_mut(0) else {
+        return;
+    };
+    if unsafe { (*p).set } == 0 {
+        return;
+    }
+    unsafe { (*p).set = 0 };
+    let (tcp, addr, l4_len, v4, sport, dport, vlan, l2flags, direction) = unsafe {
+        (
+            (*p).tcp as usize,
+            (*p).addr as usize,
+            (*p).l4_len as usize,
+            (*p).v4 != 0,
+            (*p).sport,
+            (*p).dport,
+            (*p).vlan,
+            (*p).l2flags,
+            (*p).direction,
+        )
+    };
+    // Bounds the verifier can see: note() got these from the parser, which
+    // never goes past a few hundred bytes of headers.
+    if tcp > 1024 || addr > 1024 || l4_len > 0xffff {
+        return;
+    }
+    let Some(h) = bytes_at(ctx, tcp, 20) else {
+        return;
+    };
+    let hlen = ((unsafe { *h.add(12) } >> 4) as usize) * 4;
+    let flags = unsafe { *h.add(13) };
+    if hlen < 20 || l4_len < hlen {
+        return; // counted as malformed by the parser, or a lying IP length
+    }
+    let wire_len = l4_len - hlen;
+    let synack = flags & (SYN | ACK) == (SYN | ACK);
+    if flags & SYN != 0 && !(synack && direction == SAMPLE_TO_CLIENT) {
+        return; // only the server's SYN-ACK opens a sample
+    }
+    let closing = flags & (FIN | RST) != 0;
+    if wire_len == 0 && !synack && !closing {
+        return; // a bare ACK: nothing to sample, no lookup
+    }
+    let l3 = L3 {
+        addr,
+        v4,
+        tcp,
+        l4_len,
+        fragmented: false,
+    };
+    let Some((src, dst)) = l3.addrs(ctx) else {
+        return;
+    };
+    let (client, server, client_port, server_port) = if direction == SAMPLE_TO_SERVER {
+        (src, dst, sport, dport)
+    } else {
+        (dst, src, dport, sport)
+    };
+    let hs = state::hash_src(&client);
+    let hf = state::mix(
+        state::hash_pair(hs, &server) ^ ((u64::from(client_port) << 16) | u64::from(server_port)),
+    );
+    let tag = hf | 1;
+    let Some(slot) = SAMPLE_FLOWS.get_ptr_mut(((hf >> 32) as u32) & setting!(sample_flow_mask))
+    else {
+        return;
+    };
+    let now = if setting!(replay) != 0 {
+        meta.replay_ns
+    } else {
+        state::now_coarse()
+    };
+    let units = (now >> 20) as u32;
+    let word = unsafe { (*slot).tag };
+    let dir = direction as usize & 1;
+    if word == tag {
+        let (seen, done) = unsafe { ((*slot).segs[dir], (*slot).state) };
+        // The common case once a connection is past its sample: one lookup,
+        // two compares, no store.
+        if synack || done == SAMPLE_FLOW_DONE || u32::from(seen) >= setting!(sample_segments) {
+            return;
+        }
+        unsafe {
+            (*slot).segs[dir] = seen + 1;
+            (*slot).last = units;
+            if closing {
+                (*slot).state = SAMPLE_FLOW_DONE;
+            }
+        }
+    } else {
+        if !synack && wire_len == 0 {
+            return; // a FIN or RST of a connection not sampled claims nothing
+        }
+        let (last, done) = unsafe { ((*slot).last, (*slot).state) };
+        let stale = word == 0 || units.wrapping_sub(last) >= SAMPLE_STALE_UNITS;
+        if !stale && !(synack && done == SAMPLE_FLOW_DONE) {
+            if synack {
+                count(stat::SAMPLE_FLOWS_BUSY);
+            }
+            return;
+        }
+        if !source_allows(hs, now) {
+            count(stat::SAMPLE_FLOWS_SHED);
+            return;
+        }
+        let (_, won) = unsafe {
+            atomic_cxchg::<u64, { AtomicOrdering::Relaxed }, { AtomicOrdering::Relaxed }>(
+                &raw mut (*slot).tag,
+                word,
+                tag,
+            )
+        };
+        if !won {
+            return; // another CPU took the slot meanwhile
+        }
+        unsafe {
+            (*slot).last = units;
+            (*slot).segs = [0, 0];
+            if !synack {
+                (*slot).segs[dir] = 1;
+            }
+            (*slot).state = if closing { SAMPLE_FLOW_DONE } else { 0 };
+        }
+        count(stat::SAMPLE_FLOWS);
+    }
+    let seq = unsafe { be32(h.add(4)) };
+    let ack = unsafe { be32(h.add(8)) };
+    let mut rec_flags = 0;
+    if l2flags & EVENT_FLAG_VLAN != 0 {
+        rec_flags |= SAMPLE_FLAG_VLAN;
+    }
+    if flags & FIN != 0 {
+        rec_flags |= SAMPLE_FLAG_FIN;
+    }
+    if flags & RST != 0 {
+        rec_flags |= SAMPLE_FLAG_RST;
+    }
+    if synack {
+        rec_flags |= SAMPLE_FLAG_SYN;
+    }
+    let want = setting!(sample_bytes) as usize;
+    let s = Sample {
+        client: client.0,
+        server: server.0,
+        client_port,
+        server_port,
+        seq,
+        ack,
+        wire_len: wire_len as u32,
+        direction,
+        flags: rec_flags,
+        vlan,
+        payload: tcp + hlen,
+        cap: if wire_len < want { wire_len } else { want },
+    };
+    send(ctx, meta, &s, now);
+}
+
+/// Sends `s` in the smallest record size that holds its bytes.
+#[inline(always)]
+fn send(ctx: &XdpContext, meta: Meta, s: &Sample, now: u64) {
+    if s.cap == 0 {
+        record::<0>(ctx, meta, s, now);
+    } else if s.cap <= SAMPLE_CLASSES[0] {
+        record::<{ SAMPLE_CLASSES[0] }>(ctx, meta, s, now);
+    } else if s.cap <= SAMPLE_CLASSES[1] {
+        record::<{ SAMPLE_CLASSES[1] }>(ctx, meta, s, now);
+    } else {
+        record::<{ SAMPLE_CLASSES[2] }>(ctx, meta, s, now);
+    }
+}
+
+#[inline(always)]
+fn record<const N: usize>(ctx: &XdpContext, meta: Meta, s: &Sample, now: u64) {
+    let bytes = (size_of::<SampleRecord<N>>() + 8) as u64;
+    if !budget(bytes, now) {
+        count(stat::SAMPLES_SHED);
+        return;
+    }
+    let Some(mut entry) = SAMPLES.reserve::<SampleRecord<N>>(0) else {
+        count(stat::SAMPLE_RING_FULL);
+        return;
+    };
+    let p = entry.as_mut_ptr();
+    let mac = bytes_at(ctx, 6, ETH_HLEN - 6);
+    unsafe {
+        let h = &raw mut (*p).head;
+        (*h).ts_ns = if setting!(replay) != 0 {
+            meta.replay_ns
+        } else {
+            bpf_ktime_get_ns()
+        };
+        *(&raw mut (*h).client).cast::<[u64; 2]>() = s.client;
+        *(&raw mut (*h).server).cast::<[u64; 2]>() = s.server;
+        (*h).seq = s.seq;
+        (*h).ack = s.ack;
+        (*h).wire_len = s.wire_len;
+        (*h).ifindex = meta.ingress;
+        (*h).client_port = s.client_port;
+        (*h).server_port = s.server_port;
+        (*h).vlan = s.vlan;
+        (*h).direction = s.direction;
+        (*h).flags = s.flags;
+        (*h).src_mac = match mac {
+            Some(m) => [*m, *m.add(1), *m.add(2), *m.add(3), *m.add(4), *m.add(5)],
+            None => [0; 6],
+        };
+        (*h).cap_len = 0;
+    }
+    let mut copied = 0u16;
+    if N > 0 {
+        let n = s.cap as u32;
+        // Bounds the verifier can see: at least one byte, at most the room.
+        if n >= 1 && n as usize <= N {
+            let dst = unsafe { (&raw mut (*p).data).cast::<core::ffi::c_void>() };
+            let rc = unsafe { bpf_xdp_load_bytes(ctx.ctx, s.payload as u32, dst, n) };
+            if rc == 0 {
+                copied = n as u16;
+            }
+            // A frame shorter than its IP length: the record says wire_len
+            // with no bytes, a hole the parser reports.
+        }
+    }
+    unsafe { (*p).head.cap_len = copied };
+    count(stat::SAMPLES);
+    if copied > 0 {
+        if let Some(slot) = crate::STATS.get_ptr_mut(stat::SAMPLE_BYTES) {
+            unsafe { *slot += u64::from(copied) };
+        }
+    }
+    // As for events: no wake-up per record; only the record that takes
+    // unread data past the threshold wakes the reader.
+    let unread = SAMPLES.query(BPF_RB_AVAIL_DATA as u64);
+    let wake = if unread >= RING_WAKEUP_BYTES && unread < RING_WAKEUP_BYTES + bytes {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(wake as u64);
+}
+
+/// Per-CPU token bucket of ring bytes; `true` when `bytes` may be sent.
+#[inline(always)]
+fn budget(bytes: u64, now: u64) -> bool {
+    let per_kib = setting!(sample_ns_per_kib);
+    if per_kib == 0 {
+        return true;
+    }
+    let Some(b) = SAMPLE_BUDGET.get_ptr_mut(0) else {
+        return true;
+    };
+    let cost = (bytes * per_kib) >> 10;
+    unsafe {
+        let elapsed = now.wrapping_sub((*b).last_ns);
+        (*b).last_ns = now;
+        let credit = (*b)
+            .credit_ns
+            .saturating_add(elapsed)
+            .min(setting!(sample_burst_ns));
+        if credit >= cost {
+            (*b).credit_ns = credit - cost;
+            true
+        } else {
+            (*b).credit_ns = credit;
+            false
+        }
+    }
+}
+
+/// Per-source rate of new sampled connections: at most
+/// `sample_source_flows` per window of 2^30 ns per rate-limiter slot. Plain
+/// writes: a race lets one connection more through.
+#[inline(always)]
+fn source_allows(hs: u64, now: u64) -> bool {
+    let limit = u64::from(setting!(sample_source_flows));
+    if limit == 0 {
+        return true;
+    }
+    let Some(slot) = SAMPLE_SOURCES.get_ptr_mut((hs as u32) & (SAMPLE_SOURCE_SLOTS - 1)) else {
+        return true;
+    };
+    let stamp =
+        (hs & 0xffff_ffff_0000_0000) | (((now >> SAMPLE_SOURCE_WINDOW_SHIFT) & 0xff_ffff) << 8);
+    let w = unsafe { *slot };
+    if w & !0xff == stamp {
+        if w & 0xff >= limit {
+            return false;
+        }
+        unsafe { *slot = w + 1 };
+    } else {
+        unsafe { *slot = stamp | 1 };
+    }
+    true
+}
