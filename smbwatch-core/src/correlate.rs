@@ -49,7 +49,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::alert::{Alert, ProcessInfo};
 use crate::event::{GatewayEvent, GatewayEventKind};
-use crate::hostlog::{Direction, HostEvent, HostEventKind};
+use crate::hostlog::{Direction, HostEvent, HostRecord, NetworkConnection};
 /// Why a host event was rejected (see [`Correlator::take_rejected`]).
 pub use crate::timed::TooFarAhead;
 use crate::timed::{
@@ -426,17 +426,17 @@ impl Correlator {
             return Vec::new();
         }
         self.stats.host_events += 1;
-        let out = match ev.kind {
-            HostEventKind::NetworkConnection => {
-                self.host_connection(ev);
+        let out = match &ev.record {
+            HostRecord::NetworkConnection(c) => {
+                self.host_connection(ev, c);
                 Vec::new()
             }
-            HostEventKind::ShareAccess | HostEventKind::Logon | HostEventKind::FileCreate => {
+            HostRecord::ShareAccess(_) | HostRecord::Logon(_) | HostRecord::FileCreation(_) => {
                 self.host_chain_event(ev)
             }
-            HostEventKind::ProcessCreation => {
+            HostRecord::ProcessCreation(p) => {
                 self.stats.process_creations += 1;
-                self.processes.insert(ev);
+                self.processes.insert(ev.ts, ev.host.as_deref(), p);
                 Vec::new()
             }
         };
@@ -444,23 +444,23 @@ impl Correlator {
         out
     }
 
-    fn host_connection(&mut self, ev: &HostEvent) {
+    fn host_connection(&mut self, ev: &HostEvent, c: &NetworkConnection) {
         // The server side's record names the server process (System for
         // SMB): never the client we are looking for.
-        if ev.direction == Some(Direction::Inbound) {
+        if c.direction == Some(Direction::Inbound) {
             return;
         }
-        let (Some(src), Some(dst), Some(dport)) = (ev.src_ip, ev.dst_ip, ev.dst_port) else {
+        let (Some(src), Some(dst), Some(dport)) = (c.src_ip, c.dst_ip, c.dst_port) else {
             return;
         };
         let key = (src, dst, dport);
         let net = NetRec {
-            src_port: ev.src_port,
-            process: ev.process_info(),
-            user: ev.user.clone(),
+            src_port: c.src_port,
+            process: c.process.info(),
+            user: c.account.qualified(),
             host: ev.host.clone(),
-            guid: ev.process_guid.clone(),
-            event_id: ev.event_id,
+            guid: c.process.guid.clone(),
+            event_id: ev.event_id(),
         };
         let (skew, mut attributed) = (self.skew, 0);
         self.pairs.modify(&key, |pts, pair| {

@@ -17,14 +17,15 @@ use super::process::host_key;
 use super::Correlator;
 use crate::alert::{Alert, AlertKind, Severity};
 use crate::hostlog::rules::is_admin_share;
-use crate::hostlog::{HostEvent, HostEventKind};
+use crate::hostlog::{HostEvent, HostRecord, WindowsEvent};
 use crate::timed::HeapSize;
 
 /// A share access or network logon kept for chains.
 #[derive(Debug, Clone)]
 pub(super) struct ChainRec {
     pub host: Option<String>,
-    pub event_id: u32,
+    /// A logon (4624) or a share access (5140, 5145).
+    pub event: WindowsEvent,
     pub share: Option<String>,
     pub relative_target: Option<String>,
     pub user: Option<String>,
@@ -68,9 +69,9 @@ impl Correlator {
     /// chains they complete.
     pub(super) fn host_chain_event(&mut self, ev: &HostEvent) -> Vec<Alert> {
         let mut out = Vec::new();
-        let mut drop = match ev.kind {
-            HostEventKind::ShareAccess => FileDrop::from_share_write(ev),
-            HostEventKind::FileCreate => FileDrop::from_kernel_create(ev),
+        let mut drop = match &ev.record {
+            HostRecord::ShareAccess(s) => FileDrop::from_share_write(s),
+            HostRecord::FileCreation(f) => FileDrop::from_kernel_create(f),
             _ => None,
         };
         if let Some(d) = &mut drop {
@@ -97,24 +98,24 @@ impl Correlator {
                 out.push(d.alert(ev));
             }
         }
-        let Some(src) = ev.src_ip else {
+        let (src, share, relative_target) = match &ev.record {
+            HostRecord::ShareAccess(s) if s.share_name.as_deref().is_some_and(is_admin_share) => {
+                (s.src_ip, s.share_name.clone(), s.relative_target.clone())
+            }
+            HostRecord::Logon(l) if l.logon_type == Some(3) => (l.src_ip, None, None),
+            _ => return out,
+        };
+        let Some(src) = src.filter(|a| !a.is_loopback()) else {
             return out;
         };
-        let relevant = match ev.kind {
-            HostEventKind::ShareAccess => ev.share_name.as_deref().is_some_and(is_admin_share),
-            HostEventKind::Logon => ev.logon_type == Some(3),
-            _ => false,
-        };
-        if !relevant || src.is_loopback() {
-            return out;
-        }
+        let account = ev.account();
         let rec = ChainRec {
             host: ev.host.clone(),
-            event_id: ev.event_id,
-            share: ev.share_name.clone(),
-            relative_target: ev.relative_target.clone(),
-            user: ev.user.clone(),
-            user_sid: ev.user_sid.clone(),
+            event: ev.windows_event(),
+            share,
+            relative_target,
+            user: account.qualified(),
+            user_sid: account.sid.clone(),
             wrote: drop.is_some(),
         };
         let scans: Vec<ScanRec> = self.scans.get(&src).map(|(_, s)| s.clone()).collect();
@@ -225,7 +226,9 @@ impl Correlator {
             Some(share) if rec.wrote => {
                 // The steps before the write, from what was kept.
                 let logged_on = self.chain_events.get(&src).any(|(t, r)| {
-                    r.event_id == 4624 && *t <= ts && host_key(r.host.as_deref()) == target
+                    r.event == WindowsEvent::Logon
+                        && *t <= ts
+                        && host_key(r.host.as_deref()) == target
                 });
                 let steps = if logged_on {
                     "logged on over the network and then wrote"
@@ -251,16 +254,16 @@ impl Correlator {
             ),
         };
         let msg = format!(
-            "{src} scanned SMB ({}) then {what} on {host}{who}, {when} the scan alert [Security {}]",
+            "{src} scanned SMB ({}) then {what} on {host}{who}, {when} the scan alert [{}]",
             s.kind.code(),
-            rec.event_id
+            rec.event.label()
         );
         let mut a = Alert::new(ts, AlertKind::LateralMovementChain, severity, msg);
         if rec.wrote {
             // A write through the share is also a tool transfer.
             a.techniques.push("T1570");
         }
-        a.event_code = Some(rec.event_id);
+        a.event_code = Some(rec.event.id());
         a.source_ip = Some(src);
         a.host = rec.host.clone();
         a.user = rec.user.clone();

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::file_drop::file_name;
 pub use crate::alert::ProcessClass;
 use crate::alert::{Alert, ProcessContext, Severity};
-use crate::hostlog::HostEvent;
+use crate::hostlog::ProcessCreation;
 use crate::timed::{Budgeted, HeapSize, TimedIndex};
 
 /// `[process_classes]`: image file names per class, matched on the image's
@@ -240,28 +240,28 @@ impl ProcessTable {
 
     /// Keep a 4688 / Sysmon 1 record. Records naming neither a GUID nor a
     /// pid cannot be found again and are not kept.
-    pub fn insert(&mut self, ev: &HostEvent) {
+    pub fn insert(&mut self, ts: DateTime<Utc>, host: Option<&str>, p: &ProcessCreation) {
         let rec = ProcRec {
-            image: ev.image.clone(),
-            command_line: ev.command_line.clone(),
-            parent_image: ev.parent_image.clone(),
-            parent_pid: ev.parent_pid,
-            parent_guid: ev.parent_process_guid.clone(),
-            user: ev.user.clone(),
+            image: p.process.image.clone(),
+            command_line: p.command_line.clone(),
+            parent_image: p.parent_image.clone(),
+            parent_pid: p.parent_pid,
+            parent_guid: p.parent_guid.clone(),
+            user: p.account.qualified(),
         };
-        let host = host_key(ev.host.as_deref());
-        match (&ev.process_guid, ev.pid) {
+        let host = host_key(host);
+        match (&p.process.guid, p.process.pid) {
             (Some(g), pid) => {
                 self.index
-                    .insert(ev.ts, ProcKey::Guid(g.clone()), ProcEntry::Full(rec));
+                    .insert(ts, ProcKey::Guid(g.clone()), ProcEntry::Full(rec));
                 if let Some(pid) = pid {
                     self.index
-                        .insert(ev.ts, ProcKey::Pid(host, pid), ProcEntry::Alias(g.clone()));
+                        .insert(ts, ProcKey::Pid(host, pid), ProcEntry::Alias(g.clone()));
                 }
             }
             (None, Some(pid)) => {
                 self.index
-                    .insert(ev.ts, ProcKey::Pid(host, pid), ProcEntry::Full(rec));
+                    .insert(ts, ProcKey::Pid(host, pid), ProcEntry::Full(rec));
             }
             (None, None) => {}
         }
