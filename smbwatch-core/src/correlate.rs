@@ -172,6 +172,11 @@ pub struct CorrelateStats {
     /// Host events rejected: dated more than `max_ahead` ahead of the
     /// reference clock.
     pub rejected_ahead: u64,
+    /// Process creations evicted, by the cap reached (each from the host
+    /// holding the most; part of `evicted`).
+    pub process_evictions: process::ProcessEvictions,
+    /// Hosts whose process creations are held now.
+    pub process_hosts: u64,
 }
 
 type FlowKey = (IpAddr, IpAddr, u16);
@@ -353,6 +358,8 @@ impl Correlator {
                 + self.processes.len()
                 + self.drops.len()) as u64,
             bytes: total_bytes(&self.tables()) as u64,
+            process_evictions: self.processes.evictions(),
+            process_hosts: self.processes.hosts() as u64,
             ..self.stats
         }
     }
@@ -553,3 +560,6 @@ mod tests;
 
 #[cfg(test)]
 mod context_tests;
+
+#[cfg(test)]
+mod fair_tests;
