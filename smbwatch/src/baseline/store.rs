@@ -238,9 +238,14 @@ impl Store {
                 })?;
                 let store = Self::open(path)?;
                 let snap = store.load()?;
+                let reason = e.to_string();
                 let set_aside = SetAside {
                     moved_to: to,
-                    reason: e.to_string(),
+                    // The remedy is what was just done.
+                    reason: reason
+                        .strip_suffix(&format!("; {REMEDY}"))
+                        .unwrap_or(&reason)
+                        .to_string(),
                 };
                 Ok((store, snap, Some(set_aside)))
             }
