@@ -290,6 +290,9 @@ impl Persist {
 
     /// Writes what is left and waits for the writer.
     pub fn finish(self, b: Option<&mut super::Baseline>) -> Result<WriterReport, StoreError> {
+        // First: a writer retrying a failing batch must give up, or the
+        // blocking send below would wait for it for ever.
+        self.writer.stop.store(true, Ordering::Relaxed);
         if let Some(b) = b {
             if b.pending() > 0 {
                 // The writer may have stopped: its error is returned below.
