@@ -55,7 +55,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::alert::{Alert, ProcessInfo};
 use crate::event::{GatewayEvent, GatewayEventKind};
-use crate::hostlog::{Direction, HostEvent, HostEventKind};
+use crate::hostlog::{Direction, HostEvent, HostRecord, NetworkConnection};
 /// Why a host event was rejected (see [`Correlator::take_rejected`]).
 pub use crate::timed::TooFarAhead;
 use crate::timed::{
@@ -184,6 +184,11 @@ pub struct CorrelateStats {
     /// Acts reported by both sides where the second came too late to be
     /// joined: the second report was not raised again.
     pub joined_late: u64,
+    /// Process creations evicted, by the cap reached (each from the host
+    /// holding the most; part of `evicted`).
+    pub process_evictions: process::ProcessEvictions,
+    /// Hosts whose process creations are held now.
+    pub process_hosts: u64,
 }
 
 type FlowKey = (IpAddr, IpAddr, u16);
@@ -389,6 +394,8 @@ impl Correlator {
                 + self.host_acts.len()
                 + self.waiting_len()) as u64,
             bytes: total_bytes(&self.tables()) as u64,
+            process_evictions: self.processes.evictions(),
+            process_hosts: self.processes.hosts() as u64,
             ..self.stats
         }
     }
@@ -465,17 +472,17 @@ impl Correlator {
         }
         self.stats.host_events += 1;
         self.joined_wire = false;
-        let out = match ev.kind {
-            HostEventKind::NetworkConnection => {
-                self.host_connection(ev);
+        let out = match &ev.record {
+            HostRecord::NetworkConnection(c) => {
+                self.host_connection(ev, c);
                 Vec::new()
             }
-            HostEventKind::ShareAccess | HostEventKind::Logon | HostEventKind::FileCreate => {
+            HostRecord::ShareAccess(_) | HostRecord::Logon(_) | HostRecord::FileCreation(_) => {
                 self.host_chain_event(ev)
             }
-            HostEventKind::ProcessCreation => {
+            HostRecord::ProcessCreation(p) => {
                 self.stats.process_creations += 1;
-                self.processes.insert(ev);
+                self.processes.insert(ev.ts, ev.host.as_deref(), p);
                 Vec::new()
             }
         };
@@ -483,23 +490,23 @@ impl Correlator {
         out
     }
 
-    fn host_connection(&mut self, ev: &HostEvent) {
+    fn host_connection(&mut self, ev: &HostEvent, c: &NetworkConnection) {
         // The server side's record names the server process (System for
         // SMB): never the client we are looking for.
-        if ev.direction == Some(Direction::Inbound) {
+        if c.direction == Some(Direction::Inbound) {
             return;
         }
-        let (Some(src), Some(dst), Some(dport)) = (ev.src_ip, ev.dst_ip, ev.dst_port) else {
+        let (Some(src), Some(dst), Some(dport)) = (c.src_ip, c.dst_ip, c.dst_port) else {
             return;
         };
         let key = (src, dst, dport);
         let net = NetRec {
-            src_port: ev.src_port,
-            process: ev.process_info(),
-            user: ev.user.clone(),
+            src_port: c.src_port,
+            process: c.process.info(),
+            user: c.account.qualified(),
             host: ev.host.clone(),
-            guid: ev.process_guid.clone(),
-            event_id: ev.event_id,
+            guid: c.process.guid.clone(),
+            event_id: ev.event_id(),
         };
         let (skew, mut attributed) = (self.skew, 0);
         self.pairs.modify(&key, |pts, pair| {
@@ -603,3 +610,6 @@ mod tests;
 
 #[cfg(test)]
 mod context_tests;
+
+#[cfg(test)]
+mod fair_tests;

@@ -203,13 +203,27 @@ impl Pipeline {
         self.host_inputs = true;
         if let Some(b) = self.baseline.as_mut() {
             // A host's own outbound connection (Sysmon 3, 5156) names it
-            // at its address: the baseline learns that client by name.
-            if ev.kind == crate::hostlog::HostEventKind::NetworkConnection
-                && ev.direction == Some(crate::hostlog::Direction::Outbound)
-            {
-                if let (Some(host), Some(ip)) = (ev.host.as_deref(), ev.src_ip) {
-                    b.observe_logon(ev.ts.timestamp(), ip, host);
+            // at its address; a network logon (4624) names its client
+            // workstation at the client's address: the baseline learns
+            // that client by name.
+            match &ev.record {
+                crate::hostlog::HostRecord::NetworkConnection(c)
+                    if c.direction == Some(crate::hostlog::Direction::Outbound) =>
+                {
+                    if let (Some(host), Some(ip)) = (ev.host.as_deref(), c.src_ip) {
+                        b.observe_logon(ev.ts.timestamp(), ip, host);
+                    }
                 }
+                crate::hostlog::HostRecord::Logon(l) => {
+                    let name = l
+                        .workstation
+                        .as_deref()
+                        .filter(|n| !n.is_empty() && *n != "-");
+                    if let (Some(name), Some(ip)) = (name, l.src_ip.filter(|a| !a.is_loopback())) {
+                        b.observe_logon(ev.ts.timestamp(), ip, name);
+                    }
+                }
+                _ => {}
             }
         }
         let mut out = Vec::new();

@@ -184,6 +184,11 @@ impl<K: Hash + Eq + Clone + HeapSize, V: HeapSize> TimedIndex<K, V> {
         self.order.len()
     }
 
+    /// Time of the oldest-inserted entry (the next to prune or evict).
+    pub fn oldest(&self) -> Option<DateTime<Utc>> {
+        self.order.front().map(|(ts, _)| *ts)
+    }
+
     /// Entries evicted because a cap (entries or bytes) was reached.
     pub fn evicted(&self) -> u64 {
         self.evicted

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use smbwatch_core::alert::{Alert, AlertKind};
-use smbwatch_core::hostlog::{parse_file, Format, HostEvent};
+use smbwatch_core::hostlog::{parse_file, Format, HostEvent, HostRecord};
 use smbwatch_core::pipeline::{Pipeline, PipelineConfig};
 use smbwatch_output::alert::ecs::Document;
 use smbwatch_output::alert::sensor::Sensor;
@@ -73,10 +73,13 @@ fn sysmon_process_context_document() {
     let guid = "{d273d0f0-fd6c-5f66-7605-000000000800}";
     let mut conn = evs
         .iter()
-        .find(|e| e.event_id == 3 && e.process_guid.as_deref() == Some(guid))
+        .find(|e| e.event_id() == 3 && e.process().unwrap().guid.as_deref() == Some(guid))
         .expect("the launcher's Sysmon 3")
         .clone();
-    conn.dst_port = Some(445);
+    let HostRecord::NetworkConnection(net) = &mut conn.record else {
+        panic!("not a connection")
+    };
+    net.dst_port = Some(445);
     let mut pipe = pipeline_at("2020-09-20T07:00:00Z");
     for e in &evs {
         pipe.host_event(e);

@@ -319,19 +319,41 @@ fn the_daemon_learns_real_sessions_and_resumes_its_database() {
     want.sort();
     assert_eq!(edges_of(&rows), want);
 
-    // A damaged database: refused by name before anything is attached.
+    // A damaged database (issue 18: it used to stop `run` before anything
+    // was attached): moved aside and named, the daemon attaches with an
+    // empty baseline and tells the alert sinks.
     let bad = dir.0.join("damaged.redb");
     std::fs::write(&bad, vec![0x5a; 8192]).unwrap();
-    let out = lab
-        .gateway
-        .command(smbwatch_bin().to_str().unwrap())
-        .args(["run", "--iface", GW_ATTACKER_IF, "--baseline", s(&bad)])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let alerts = dir.0.join("alerts.json");
+    let daemon = Daemon::start(
+        &lab.gateway,
+        &[
+            "--iface",
+            GW_ATTACKER_IF,
+            "--baseline",
+            s(&bad),
+            "--json",
+            s(&alerts),
+        ],
+    )
+    .expect("the daemon starts despite the damaged baseline");
+    let (code, said) = daemon.stop_with_stderr().unwrap();
+    assert_eq!(code, 0, "{said}");
+    let aside: Vec<_> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("damaged.redb.damaged-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
     assert!(
-        err.contains(s(&bad)) && err.contains("move the file away") && !err.contains("attached"),
-        "{err}"
+        said.contains(s(&aside[0])) && said.contains("empty baseline"),
+        "{said}"
     );
+    let notices = std::fs::read_to_string(&alerts).unwrap();
+    assert!(
+        notices.contains("smbwatch_degraded") && notices.contains(s(&aside[0])),
+        "{notices}"
+    );
+    let rows = lines(&smbwatch(&["baseline", "export", "--db", s(&bad)]).stdout);
+    assert_eq!(rows[0]["learned"], 0, "a new, empty baseline: {rows:#?}");
 }

@@ -17,21 +17,22 @@ use super::process::host_key;
 use super::Correlator;
 use crate::alert::{Alert, AlertKind, Severity};
 use crate::hostlog::rules::is_admin_share;
-use crate::hostlog::{HostEvent, HostEventKind};
+use crate::hostlog::{HostEvent, HostRecord, WindowsEvent};
 use crate::timed::HeapSize;
 
 /// A share access or network logon kept for chains.
 #[derive(Debug, Clone)]
 pub(super) struct ChainRec {
     pub host: Option<String>,
-    pub event_id: u32,
+    /// A logon (4624) or a share access (5140, 5145); `None` for a wire act.
+    pub event: Option<WindowsEvent>,
     pub share: Option<String>,
     pub relative_target: Option<String>,
     pub user: Option<String>,
     pub user_sid: Option<String>,
     /// A share write (a [`FileDrop`]), not just an access.
     pub wrote: bool,
-    /// A wire act (an `smb_*` alert; `event_id` 0): what it showed.
+    /// A wire act (an `smb_*` alert; no event): what it showed.
     pub wire: Option<Box<crate::alert::SmbEvidence>>,
 }
 
@@ -85,9 +86,9 @@ impl Correlator {
     /// chains they complete.
     pub(super) fn host_chain_event(&mut self, ev: &HostEvent) -> Vec<Alert> {
         let mut out = Vec::new();
-        let mut drop = match ev.kind {
-            HostEventKind::ShareAccess => FileDrop::from_share_write(ev),
-            HostEventKind::FileCreate => FileDrop::from_kernel_create(ev),
+        let mut drop = match &ev.record {
+            HostRecord::ShareAccess(s) => FileDrop::from_share_write(s),
+            HostRecord::FileCreation(f) => FileDrop::from_kernel_create(f),
             _ => None,
         };
         let mut joined = self.join_host(ev, drop.as_ref(), &mut out);
@@ -122,24 +123,24 @@ impl Correlator {
             }
         }
         self.joined_wire |= joined;
-        let Some(src) = ev.src_ip else {
+        let (src, share, relative_target) = match &ev.record {
+            HostRecord::ShareAccess(s) if s.share_name.as_deref().is_some_and(is_admin_share) => {
+                (s.src_ip, s.share_name.clone(), s.relative_target.clone())
+            }
+            HostRecord::Logon(l) if l.logon_type == Some(3) => (l.src_ip, None, None),
+            _ => return out,
+        };
+        let Some(src) = src.filter(|a| !a.is_loopback()) else {
             return out;
         };
-        let relevant = match ev.kind {
-            HostEventKind::ShareAccess => ev.share_name.as_deref().is_some_and(is_admin_share),
-            HostEventKind::Logon => ev.logon_type == Some(3),
-            _ => false,
-        };
-        if !relevant || src.is_loopback() {
-            return out;
-        }
+        let account = ev.account();
         let rec = ChainRec {
             host: ev.host.clone(),
-            event_id: ev.event_id,
-            share: ev.share_name.clone(),
-            relative_target: ev.relative_target.clone(),
-            user: ev.user.clone(),
-            user_sid: ev.user_sid.clone(),
+            event: Some(ev.windows_event()),
+            share,
+            relative_target,
+            user: account.qualified(),
+            user_sid: account.sid.clone(),
             wrote: drop.is_some(),
             wire: None,
         };
@@ -251,7 +252,9 @@ impl Correlator {
             Some(share) if rec.wrote => {
                 // The steps before the write, from what was kept.
                 let logged_on = self.chain_events.get(&src).any(|(t, r)| {
-                    r.event_id == 4624 && *t <= ts && host_key(r.host.as_deref()) == target
+                    r.event == Some(WindowsEvent::Logon)
+                        && *t <= ts
+                        && host_key(r.host.as_deref()) == target
                 });
                 let steps = if logged_on {
                     "logged on over the network and then wrote"
@@ -285,7 +288,10 @@ impl Correlator {
                 };
                 (format!("{what}{calls}"), "SMB on the wire".to_owned())
             }
-            None => (what, format!("Security {}", rec.event_id)),
+            None => (
+                what,
+                rec.event.map(|e| e.label().to_string()).unwrap_or_default(),
+            ),
         };
         let msg = format!(
             "{src} scanned SMB ({}) then {what} on {host}{who}, {when} the scan alert [{evidence}]",
@@ -296,7 +302,7 @@ impl Correlator {
             // A write through the share is also a tool transfer.
             a.techniques.push("T1570");
         }
-        a.event_code = (rec.event_id != 0).then_some(rec.event_id);
+        a.event_code = rec.event.map(WindowsEvent::id);
         a.smb = rec.wire.as_deref().cloned();
         a.source_ip = Some(src);
         a.host = rec.host.clone();

@@ -39,9 +39,12 @@ fn psexec_evtx_raises_remote_file_drop_for_psexesvc() {
     let (evs, sum) = parse_file(&p, Format::Auto).unwrap();
     assert_eq!(sum.bad, 0);
     // The 5145 writes carry their access mask as logged (0x2 = WriteData).
-    assert!(evs.iter().any(|e| e.event_id == 5145
-        && e.relative_target.as_deref() == Some("PSEXESVC.exe")
-        && e.access_mask == Some(0x2)));
+    assert!(evs
+        .iter()
+        .filter_map(HostEvent::as_share_access)
+        .any(|e| e.log == crate::hostlog::ShareLog::Object
+            && e.relative_target.as_deref() == Some("PSEXESVC.exe")
+            && e.access_mask == Some(0x2)));
     let mut pipe = pipeline_at("2021-04-21T09:45:00Z");
     let alerts = feed(&mut pipe, &evs);
     let drops = of_kind(&alerts, AlertKind::RemoteFileDrop);
@@ -105,11 +108,14 @@ fn real_sysmon1_command_line_and_parent_reach_the_alert() {
     let guid = "{d273d0f0-fd6c-5f66-7605-000000000800}";
     let mut conn = evs
         .iter()
-        .find(|e| e.event_id == 3 && e.process_guid.as_deref() == Some(guid))
+        .find(|e| e.event_id() == 3 && e.process().unwrap().guid.as_deref() == Some(guid))
         .expect("the launcher's Sysmon 3")
         .clone();
-    assert_eq!(conn.dst_port, Some(80));
-    conn.dst_port = Some(445);
+    let HostRecord::NetworkConnection(net) = &mut conn.record else {
+        panic!("not a connection")
+    };
+    assert_eq!(net.dst_port, Some(80));
+    net.dst_port = Some(445);
     let mut pipe = pipeline_at("2020-09-20T07:00:00Z");
     feed(&mut pipe, &evs);
     let alerts = pipe.host_event(&conn);
@@ -153,7 +159,7 @@ fn real_4688_command_line_by_host_and_pid_with_parent() {
     let (evs, _) = parse_file(&p, Format::Auto).unwrap();
     let host = evs
         .iter()
-        .find(|e| e.event_id == 4688)
+        .find(|e| e.windows_event() == crate::hostlog::WindowsEvent::ProcessCreated)
         .and_then(|e| e.host.clone())
         .unwrap();
     // PsExec's cmd.exe (4688 NewProcessId 0x15d4, parent PSEXESVC.exe
@@ -366,7 +372,8 @@ fn process_table_is_bounded_in_bytes_and_huge_command_lines_are_capped() {
     for pid in 0..200u32 {
         let at = format!("2024-05-01 12:00:{:02}.{:03}", pid / 100, pid % 100);
         let ev = sysmon1("WS1", 1000 + pid, &at, r"C:\x\a.exe", &huge);
-        assert!(ev.command_line.as_ref().unwrap().len() <= MAX_COMMAND_LINE_BYTES);
+        let p = ev.as_process_creation().unwrap();
+        assert!(p.command_line.as_ref().unwrap().len() <= MAX_COMMAND_LINE_BYTES);
         c.on_host_event(&ev);
         assert!(c.stats().bytes <= 64 << 10, "{:?}", c.stats());
     }
@@ -443,7 +450,7 @@ fn share_write_rule() {
         r"Temp\x.ps1",
         "AccessList: %%4416 %%4418",
     );
-    assert_eq!(ev.access_mask, Some(0x5));
+    assert_eq!(ev.as_share_access().unwrap().access_mask, Some(0x5));
     assert_eq!(drops(&mut c, &ev), 1);
     // The same file again within the window: one drop.
     assert_eq!(drops(&mut c, &ev), 0);
@@ -531,8 +538,9 @@ fn guids_are_capped_at_parse_time_and_a_self_parent_is_none() {
         "CommandLine": "a",
     });
     let ev = parse_line(&v.to_string()).unwrap().unwrap();
-    assert!(ev.process_guid.as_ref().unwrap().len() <= crate::hostlog::MAX_GUID_BYTES);
-    assert!(ev.parent_process_guid.as_ref().unwrap().len() <= crate::hostlog::MAX_GUID_BYTES);
+    let p = ev.as_process_creation().unwrap();
+    assert!(p.process.guid.as_ref().unwrap().len() <= crate::hostlog::MAX_GUID_BYTES);
+    assert!(p.parent_guid.as_ref().unwrap().len() <= crate::hostlog::MAX_GUID_BYTES);
     let mut c = Correlator::new(CorrelateConfig::default());
     c.on_host_event(&ev);
     let a = smb_client(&mut c, "WS1", 42, "2024-05-01T12:00:01Z", "a.exe");

@@ -28,7 +28,7 @@ use std::net::IpAddr;
 
 use crate::alert::{Alert, AlertKind, Severity};
 use crate::hostlog::rules::{is_admin_share, is_kernel_client};
-use crate::hostlog::{HostEvent, HostEventKind};
+use crate::hostlog::{FileCreation, HostEvent, ShareAccess, ShareLog};
 
 /// `WriteData` (or `AddFile`): bit 1 of a file access mask.
 pub const WRITE_DATA: u32 = 0x2;
@@ -85,8 +85,8 @@ pub(super) struct FileDrop {
 impl FileDrop {
     /// A 5145 that writes a file through `ADMIN$` or a drive share from a
     /// remote address.
-    pub fn from_share_write(ev: &HostEvent) -> Option<Self> {
-        if ev.event_id != 5145 || ev.kind != HostEventKind::ShareAccess {
+    pub fn from_share_write(ev: &ShareAccess) -> Option<Self> {
+        if ev.log != ShareLog::Object {
             return None;
         }
         let share = ev.share_name.as_deref()?;
@@ -108,13 +108,13 @@ impl FileDrop {
             src: Some(src),
             share: Some(share.to_string()),
             path: path.to_string(),
-            user: ev.user.clone(),
+            user: ev.account.qualified(),
         })
     }
 
     /// A Sysmon 11 creating an executable on a drive, by the kernel.
-    pub fn from_kernel_create(ev: &HostEvent) -> Option<Self> {
-        if ev.event_id != 11 || ev.kind != HostEventKind::FileCreate || !is_kernel_client(ev) {
+    pub fn from_kernel_create(ev: &FileCreation) -> Option<Self> {
+        if !is_kernel_client(&ev.process) {
             return None;
         }
         let path = ev.target_filename.as_deref()?;
@@ -140,31 +140,25 @@ impl FileDrop {
             .map(|a| format!(" from {a}"))
             .unwrap_or_else(|| " from an unknown address".into());
         let host = ev.host.as_deref().unwrap_or("an unknown host");
-        let (what, source) = match &self.share {
-            Some(share) => (
-                format!("{who}{from} wrote \\\\*\\{share}\\{}", self.path),
-                "Security 5145",
-            ),
-            None => (
-                format!(
-                    "System created {} on behalf of a network client{from}{}",
-                    self.path,
-                    self.user
-                        .as_deref()
-                        .map(|u| format!(" ({u})"))
-                        .unwrap_or_default()
-                ),
-                "Sysmon 11",
+        let what = match &self.share {
+            Some(share) => format!("{who}{from} wrote \\\\*\\{share}\\{}", self.path),
+            None => format!(
+                "System created {} on behalf of a network client{from}{}",
+                self.path,
+                self.user
+                    .as_deref()
+                    .map(|u| format!(" ({u})"))
+                    .unwrap_or_default()
             ),
         };
         let kind = if exe { " (an executable)" } else { "" };
-        let msg = format!("{what}{kind} on {host} [{source}]");
+        let msg = format!("{what}{kind} on {host} [{}]", ev.windows_event().label());
         let mut a = Alert::new(ev.ts, AlertKind::RemoteFileDrop, severity, msg);
-        a.event_code = Some(ev.event_id);
+        a.event_code = Some(ev.event_id());
         a.source_ip = self.src;
         a.host = ev.host.clone();
         a.user = self.user.clone();
-        a.user_id = ev.user_sid.clone();
+        a.user_id = ev.account().sid.clone();
         a.share = self.share.clone();
         a
     }

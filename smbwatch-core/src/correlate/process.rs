@@ -12,9 +12,13 @@
 //! The table lives in the correlator and shares its byte budget
 //! ([`super::CorrelateConfig::max_bytes`]); it is capped in entries
 //! (`max_processes`) and pruned `process_retention` after creation by the
-//! reference clock. A process older than that, or created before smbwatch
+//! reference clock. Whichever cap is reached, the host holding the most
+//! bytes gives up its oldest entry ([`ProcessTable`]): one host's flood of
+//! process creations evicts its own context, not every other host's. A process older than that, or created before smbwatch
 //! started reading the host's log, has no context: the alert then carries
 //! only what the network record named.
+
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration as TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
@@ -22,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use super::file_drop::file_name;
 pub use crate::alert::ProcessClass;
 use crate::alert::{Alert, ProcessContext, Severity};
-use crate::hostlog::HostEvent;
+use crate::hostlog::ProcessCreation;
 use crate::timed::{Budgeted, HeapSize, TimedIndex};
 
 /// `[process_classes]`: image file names per class, matched on the image's
@@ -165,17 +169,17 @@ pub(super) fn host_key(host: Option<&str>) -> String {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum ProcKey {
-    /// Sysmon `ProcessGuid` (as logged; GUIDs are unique across hosts).
+    /// Sysmon `ProcessGuid` (as logged).
     Guid(String),
-    /// Lower-case host name and pid.
-    Pid(String, u32),
+    /// Process id (on the shard's host).
+    Pid(u32),
 }
 
 impl HeapSize for ProcKey {
     fn heap_size(&self) -> usize {
         match self {
             Self::Guid(g) => g.heap_size(),
-            Self::Pid(h, _) => h.heap_size(),
+            Self::Pid(_) => 0,
         }
     }
 }
@@ -224,57 +228,195 @@ pub(crate) struct Found {
     pub user: Option<String>,
 }
 
-/// Process creations by GUID and by host and pid (see the module docs).
+/// Accounted cost of a host's shard itself, besides its entries: its name
+/// (kept twice: the shard and the name index), the map slots and the two
+/// ordering sets' nodes; a round figure at or above the real use.
+fn shard_cost(host: &str) -> usize {
+    2 * host.len() + 256
+}
+
+/// One host's process creations.
+#[derive(Debug)]
+struct Shard {
+    host: String,
+    index: TimedIndex<ProcKey, ProcEntry>,
+}
+
+impl Shard {
+    fn bytes(&self) -> usize {
+        Budgeted::bytes(&self.index) + shard_cost(&self.host)
+    }
+}
+
+/// Why process creations were evicted (each time from the host holding
+/// the most bytes: see [`ProcessTable`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ProcessEvictions {
+    /// `max_processes` reached.
+    pub entries: u64,
+    /// The correlator's `max_bytes` reached with this table the largest.
+    pub bytes: u64,
+}
+
+/// Process creations, one shard per host (see the module docs).
+///
+/// **Fair shares.** When the table must give up an entry (its entry cap,
+/// or the correlator's byte budget), the oldest entry of the host holding
+/// the most bytes goes: a host flooding 4688s (or a forwarder lying in its
+/// name) evicts its own context, and every other host keeps its own until
+/// the flooder is down to their size. Hosts are ordered by bytes in a
+/// B-tree, so an eviction costs O(log hosts) whatever the number of hosts;
+/// shards are pruned by time in the order of their oldest entry, so a
+/// prune that removes nothing costs one comparison. A name a hostile
+/// forwarder invents is a host like any other: inventing many only splits
+/// the flood into many small hosts, each of which evicts itself first once
+/// it is the largest.
 #[derive(Debug)]
 pub(crate) struct ProcessTable {
-    index: TimedIndex<ProcKey, ProcEntry>,
+    cap: usize,
+    ids: HashMap<String, u32, ahash::RandomState>,
+    shards: HashMap<u32, Shard, ahash::RandomState>,
+    next_id: u32,
+    /// (accounted bytes, shard): the heaviest host is the last.
+    weights: BTreeSet<(usize, u32)>,
+    /// (oldest entry's time, shard): what a prune must look at first.
+    fronts: BTreeSet<(DateTime<Utc>, u32)>,
+    entries: usize,
+    bytes: usize,
+    evictions: ProcessEvictions,
 }
 
 impl ProcessTable {
     /// At most `cap` entries (a GUID and a pid alias are two).
     pub fn new(cap: usize) -> Self {
         Self {
-            index: TimedIndex::new(cap),
+            cap: cap.max(1),
+            ids: HashMap::default(),
+            shards: HashMap::default(),
+            next_id: 0,
+            weights: BTreeSet::new(),
+            fronts: BTreeSet::new(),
+            entries: 0,
+            bytes: 0,
+            evictions: ProcessEvictions::default(),
         }
     }
 
-    /// Keep a 4688 / Sysmon 1 record. Records naming neither a GUID nor a
-    /// pid cannot be found again and are not kept.
-    pub fn insert(&mut self, ev: &HostEvent) {
-        let rec = ProcRec {
-            image: ev.image.clone(),
-            command_line: ev.command_line.clone(),
-            parent_image: ev.parent_image.clone(),
-            parent_pid: ev.parent_pid,
-            parent_guid: ev.parent_process_guid.clone(),
-            user: ev.user.clone(),
-        };
-        let host = host_key(ev.host.as_deref());
-        match (&ev.process_guid, ev.pid) {
-            (Some(g), pid) => {
-                self.index
-                    .insert(ev.ts, ProcKey::Guid(g.clone()), ProcEntry::Full(rec));
-                if let Some(pid) = pid {
-                    self.index
-                        .insert(ev.ts, ProcKey::Pid(host, pid), ProcEntry::Alias(g.clone()));
+    /// Run `f` on a shard and re-index it (weights, fronts, totals); an
+    /// emptied shard is removed. `None` for an unknown shard.
+    fn touch<R>(
+        &mut self,
+        id: u32,
+        f: impl FnOnce(&mut TimedIndex<ProcKey, ProcEntry>) -> R,
+    ) -> Option<R> {
+        let shard = self.shards.get_mut(&id)?;
+        let (b0, f0, n0) = (shard.bytes(), shard.index.oldest(), shard.index.len());
+        let r = f(&mut shard.index);
+        let (b1, f1, n1) = (shard.bytes(), shard.index.oldest(), shard.index.len());
+        self.weights.remove(&(b0, id));
+        if let Some(t) = f0 {
+            self.fronts.remove(&(t, id));
+        }
+        self.entries = self.entries - n0 + n1;
+        match f1 {
+            Some(t) => {
+                self.bytes = self.bytes - b0 + b1;
+                self.weights.insert((b1, id));
+                self.fronts.insert((t, id));
+            }
+            None => {
+                // Empty: the shard goes, with its own cost.
+                self.bytes -= b0;
+                if let Some(shard) = self.shards.remove(&id) {
+                    self.ids.remove(&shard.host);
                 }
             }
-            (None, Some(pid)) => {
-                self.index
-                    .insert(ev.ts, ProcKey::Pid(host, pid), ProcEntry::Full(rec));
-            }
-            (None, None) => {}
         }
+        Some(r)
     }
 
-    fn by_guid(&self, guid: &str) -> Option<(DateTime<Utc>, &ProcRec)> {
-        self.index
-            .get(&ProcKey::Guid(guid.to_string()))
-            .filter_map(|(ts, e)| match e {
-                ProcEntry::Full(r) => Some((*ts, r)),
-                ProcEntry::Alias(_) => None,
+    /// The shard of `host`, created empty if new.
+    fn shard_of(&mut self, host: String) -> u32 {
+        if let Some(id) = self.ids.get(&host) {
+            return *id;
+        }
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        let shard = Shard {
+            host: host.clone(),
+            // The table's cap is enforced across shards, below.
+            index: TimedIndex::new(usize::MAX),
+        };
+        let b = shard.bytes();
+        self.bytes += b;
+        self.weights.insert((b, id));
+        self.shards.insert(id, shard);
+        self.ids.insert(host, id);
+        id
+    }
+
+    /// Evict the oldest entry of the host holding the most bytes; false
+    /// when the table is empty.
+    fn evict_heaviest(&mut self) -> bool {
+        let Some(&(_, id)) = self.weights.last() else {
+            return false;
+        };
+        // The indexes change only with their shard (`touch`, `shard_of`),
+        // so the heaviest is always there.
+        self.touch(id, |index| index.evict_oldest())
+            .unwrap_or(false)
+    }
+
+    /// Keep a 4688 / Sysmon 1 record of `host` at `ts`. Records naming
+    /// neither a GUID nor a pid cannot be found again and are not kept.
+    pub fn insert(&mut self, ts: DateTime<Utc>, host: Option<&str>, p: &ProcessCreation) {
+        let (guid, pid) = (&p.process.guid, p.process.pid);
+        let needed = match (guid, pid) {
+            (None, None) => return,
+            (Some(_), Some(_)) => 2,
+            _ => 1,
+        };
+        while self.entries + needed > self.cap && self.evict_heaviest() {
+            self.evictions.entries += 1;
+        }
+        let rec = ProcRec {
+            image: p.process.image.clone(),
+            command_line: p.command_line.clone(),
+            parent_image: p.parent_image.clone(),
+            parent_pid: p.parent_pid,
+            parent_guid: p.parent_guid.clone(),
+            user: p.account.qualified(),
+        };
+        let id = self.shard_of(host_key(host));
+        self.touch(id, |index| match (guid, pid) {
+            (Some(g), pid) => {
+                index.insert(ts, ProcKey::Guid(g.clone()), ProcEntry::Full(rec));
+                if let Some(pid) = pid {
+                    index.insert(ts, ProcKey::Pid(pid), ProcEntry::Alias(g.clone()));
+                }
+            }
+            (None, Some(pid)) => index.insert(ts, ProcKey::Pid(pid), ProcEntry::Full(rec)),
+            (None, None) => {}
+        });
+    }
+
+    fn shard(&self, host: &str) -> Option<&Shard> {
+        self.ids.get(host).and_then(|id| self.shards.get(id))
+    }
+
+    /// The creation under `guid`: on `host` first, else on any host
+    /// (GUIDs are unique across hosts, and forwarders spell one host's
+    /// name differently). Only alerts look, so the walk is rare.
+    fn by_guid(&self, host: &str, guid: &str) -> Option<(DateTime<Utc>, &ProcRec)> {
+        let key = ProcKey::Guid(guid.to_string());
+        self.shard(host)
+            .and_then(|s| newest_full(s, &key))
+            .or_else(|| {
+                self.shards
+                    .values()
+                    .filter_map(|s| newest_full(s, &key))
+                    .max_by_key(|(ts, _)| *ts)
             })
-            .max_by_key(|(ts, _)| *ts)
     }
 
     /// The creation of a process: by GUID when given, else the newest
@@ -287,17 +429,18 @@ impl ProcessTable {
         at: DateTime<Utc>,
         skew: TimeDelta,
     ) -> Option<(DateTime<Utc>, &ProcRec)> {
-        if let Some(found) = guid.and_then(|g| self.by_guid(g)) {
+        if let Some(found) = guid.and_then(|g| self.by_guid(host, g)) {
             return Some(found);
         }
         let (ts, entry) = self
+            .shard(host)?
             .index
-            .get(&ProcKey::Pid(host.to_string(), pid?))
+            .get(&ProcKey::Pid(pid?))
             .filter(|(ts, _)| *ts <= at + skew)
             .max_by_key(|(ts, _)| *ts)?;
         match entry {
             ProcEntry::Full(r) => Some((*ts, r)),
-            ProcEntry::Alias(g) => self.by_guid(g),
+            ProcEntry::Alias(g) => self.by_guid(host, g),
         }
     }
 
@@ -337,28 +480,62 @@ impl ProcessTable {
         })
     }
 
-    /// Drop creations older than `cutoff`.
+    /// Drop creations older than `cutoff`, host by host in the order of
+    /// their oldest entry.
     pub fn prune(&mut self, cutoff: DateTime<Utc>) {
-        self.index.prune(cutoff);
+        while let Some(&(ts, id)) = self.fronts.first() {
+            if ts >= cutoff {
+                return;
+            }
+            if self.touch(id, |index| index.prune(cutoff)).is_none() {
+                // Not reachable (see `evict_heaviest`); never loop on it.
+                self.fronts.remove(&(ts, id));
+            }
+        }
     }
 
     /// Entries held.
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.entries
+    }
+
+    /// Hosts with process context held.
+    pub fn hosts(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Entries evicted by the caps, by reason.
+    pub fn evictions(&self) -> ProcessEvictions {
+        self.evictions
     }
 
     /// Entries evicted by the caps.
     pub fn evicted(&self) -> u64 {
-        self.index.evicted()
+        self.evictions.entries + self.evictions.bytes
     }
+}
+
+/// The newest full record under `key` in one shard.
+fn newest_full<'a>(s: &'a Shard, key: &ProcKey) -> Option<(DateTime<Utc>, &'a ProcRec)> {
+    s.index
+        .get(key)
+        .filter_map(|(ts, e)| match e {
+            ProcEntry::Full(r) => Some((*ts, r)),
+            ProcEntry::Alias(_) => None,
+        })
+        .max_by_key(|(ts, _)| *ts)
 }
 
 impl Budgeted for ProcessTable {
     fn bytes(&self) -> usize {
-        Budgeted::bytes(&self.index)
+        self.bytes
     }
     fn evict_oldest(&mut self) -> bool {
-        self.index.evict_oldest()
+        let evicted = self.evict_heaviest();
+        if evicted {
+            self.evictions.bytes += 1;
+        }
+        evicted
     }
 }
 

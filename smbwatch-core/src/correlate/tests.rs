@@ -132,7 +132,10 @@ fn host_rule_alert_gets_user_and_interface() {
     c.on_gateway_event(&empire_pair());
     let wfp = evs
         .iter()
-        .find(|e| e.event_id == 5156 && e.image_name.as_deref() == Some("powershell.exe"))
+        .find(|e| {
+            e.event_id() == 5156
+                && e.process().unwrap().image_name.as_deref() == Some("powershell.exe")
+        })
         .unwrap();
     for e in &evs {
         c.on_host_event(e);
@@ -312,30 +315,27 @@ fn host_conn(at: DateTime<Utc>, sport: u16, pad: usize) -> HostEvent {
         time_source: crate::hostlog::TimeSource::Utc,
         host: Some(format!("WS{p}")),
         channel: Some("Microsoft-Windows-Sysmon/Operational".into()),
-        event_id: 3,
-        kind: HostEventKind::NetworkConnection,
         record_id: None,
-        src_ip: Some(ip("172.18.39.5")),
-        src_port: Some(sport),
-        dst_ip: Some(ip("172.18.39.6")),
-        dst_port: Some(445),
-        protocol: Some(6),
-        direction: Some(Direction::Outbound),
-        pid: Some(8948),
-        image: Some(format!("C:\\{p}\\powershell.exe")),
-        image_name: Some(format!("powershell{p}.exe")),
-        user: Some(format!("THESHIRE\\{p}")),
-        user_sid: None,
-        logon_type: None,
-        share_name: None,
-        relative_target: None,
-        target_filename: None,
-        parent_image: None,
-        command_line: None,
-        process_guid: None,
-        parent_process_guid: None,
-        parent_pid: None,
-        access_mask: None,
+        record: HostRecord::NetworkConnection(NetworkConnection {
+            log: crate::hostlog::ConnectionLog::Sysmon,
+            src_ip: Some(ip("172.18.39.5")),
+            src_port: Some(sport),
+            dst_ip: Some(ip("172.18.39.6")),
+            dst_port: Some(445),
+            protocol: Some(6),
+            direction: Some(Direction::Outbound),
+            process: crate::hostlog::Process {
+                pid: Some(8948),
+                image: Some(format!("C:\\{p}\\powershell.exe")),
+                image_name: Some(format!("powershell{p}.exe")),
+                guid: None,
+            },
+            account: crate::hostlog::Account {
+                domain: Some("THESHIRE".into()),
+                name: Some(p),
+                sid: None,
+            },
+        }),
     }
 }
 
@@ -446,7 +446,9 @@ fn memory_with_large_records() {
     rules.advance(t0);
     for i in 0..8_000u16 {
         let mut ev = host_conn(t0 + chrono::Duration::milliseconds(i64::from(i)), i, 60_000);
-        ev.image_name = Some(format!("p{i}.exe"));
+        if let HostRecord::NetworkConnection(n) = &mut ev.record {
+            n.process.image_name = Some(format!("p{i}.exe"));
+        }
         c.on_host_event(&ev);
         rules.check(&ev);
     }

@@ -75,8 +75,9 @@ fn wire_key(a: &Alert) -> Option<ActKey> {
 /// The act keys a host record reports.
 fn host_keys(ev: &HostEvent, drop: Option<&FileDrop>) -> Vec<ActKey> {
     let mut keys = Vec::new();
-    if let (HostEventKind::ShareAccess, Some(src), Some(share)) =
-        (ev.kind, ev.src_ip, ev.share_name.as_deref())
+    if let Some((Some(src), Some(share))) = ev
+        .as_share_access()
+        .map(|s| (s.src_ip, s.share_name.as_deref()))
     {
         let share = share_name(share);
         if !share.eq_ignore_ascii_case("IPC$") {
@@ -230,7 +231,7 @@ impl Correlator {
         });
         let rec = ChainRec {
             host: Some(dst.to_string()),
-            event_id: 0,
+            event: None,
             share: alert.share.clone(),
             relative_target: relative,
             user: alert.user.clone(),
@@ -250,18 +251,17 @@ impl Correlator {
 
 /// Puts a host record's evidence on the wire alert of the same act.
 fn carry_host(a: &mut Alert, ev: &HostEvent) {
-    a.event_code = Some(ev.event_id);
+    let id = ev.event_id();
+    a.event_code = Some(id);
     a.host = a.host.take().or_else(|| ev.host.clone());
-    a.user_id = a.user_id.take().or_else(|| ev.user_sid.clone());
-    a.user = a.user.take().or_else(|| ev.user.clone());
+    let account = ev.account();
+    a.user_id = a.user_id.take().or_else(|| account.sid.clone());
+    a.user = a.user.take().or_else(|| account.qualified());
     if let Some(smb) = a.smb.as_mut() {
-        if !smb.host_events.contains(&ev.event_id) && smb.host_events.len() < 8 {
-            smb.host_events.push(ev.event_id);
+        if !smb.host_events.contains(&id) && smb.host_events.len() < 8 {
+            smb.host_events.push(id);
         }
     }
     let host = ev.host.as_deref().unwrap_or("the host");
-    a.message = format!(
-        "{}; {host} logged it too [event {}]",
-        a.message, ev.event_id
-    );
+    a.message = format!("{}; {host} logged it too [event {}]", a.message, id);
 }

@@ -11,7 +11,9 @@ use std::net::IpAddr;
 
 use super::time::{self, Stamp};
 use super::{
-    clip, image_file_name, Direction, HostEvent, HostEventKind, Outcome, RecordProblem, TimeSource,
+    clip, image_file_name, Account, ConnectionLog, Direction, FileCreation, HostEvent, HostRecord,
+    Logon, NetworkConnection, Outcome, Process, ProcessCreation, ProcessLog, RecordProblem,
+    ShareAccess, ShareLog, TimeSource, WindowsEvent,
 };
 
 /// A field value as found: text, or a JSON scalar.
@@ -136,6 +138,7 @@ pub(crate) struct Raw<'a> {
     target_user: Option<Val<'a>>,
     target_domain: Option<Val<'a>>,
     logon_type: Option<Val<'a>>,
+    workstation: Option<Val<'a>>,
     share_name: Option<Val<'a>>,
     relative_target: Option<Val<'a>>,
     target_filename: Option<Val<'a>>,
@@ -222,6 +225,7 @@ impl<'a> Raw<'a> {
             "TargetUserName" => &mut self.target_user,
             "TargetDomainName" => &mut self.target_domain,
             "LogonType" => &mut self.logon_type,
+            "WorkstationName" => &mut self.workstation,
             "ShareName" => &mut self.share_name,
             "RelativeTargetName" => &mut self.relative_target,
             "TargetFilename" => &mut self.target_filename,
@@ -271,7 +275,7 @@ impl<'a> Raw<'a> {
             }
             None => return Err(RecordProblem::Missing("EventID")),
         };
-        let Some(kind) = self.kind_of(event_id) else {
+        let Some(event) = self.event_of(event_id) else {
             return Ok(Outcome::Skipped(event_id));
         };
         let (ts, time_source) = self.time()?;
@@ -283,163 +287,167 @@ impl<'a> Raw<'a> {
                 value: ts.to_rfc3339(),
             });
         }
-        let mut ev = HostEvent {
-            ts,
-            time_source,
-            host: text(&self.computer).or_else(|| text(&self.ecs.host_name)),
-            channel: text(&self.channel),
-            event_id,
-            kind,
-            record_id: match &self.record_id {
-                Some(v) => v.number("EventRecordID")?,
-                None => None,
-            },
-            src_ip: None,
-            src_port: None,
-            dst_ip: None,
-            dst_port: None,
-            protocol: None,
-            direction: None,
-            pid: None,
-            image: None,
-            image_name: None,
-            user: None,
-            user_sid: None,
-            logon_type: None,
-            share_name: None,
-            relative_target: None,
-            target_filename: None,
-            parent_image: None,
-            command_line: None,
-            process_guid: None,
-            parent_process_guid: None,
-            parent_pid: None,
-            access_mask: None,
+        let record_id = match &self.record_id {
+            Some(v) => v.number("EventRecordID")?,
+            None => None,
         };
-        match event_id {
-            // Sysmon network connection / WFP connection allowed.
-            3 | 5156 => {
-                ev.src_ip = ip(
-                    "SourceIp",
-                    self.src_ip.as_ref().or(self.ecs.src_ip.as_ref()),
-                )?;
-                ev.src_port = port(
-                    "SourcePort",
-                    self.src_port.as_ref().or(self.ecs.src_port.as_ref()),
-                )?;
-                ev.dst_ip = ip(
-                    "DestinationIp",
-                    self.dst_ip.as_ref().or(self.ecs.dst_ip.as_ref()),
-                )?;
-                ev.dst_port = port(
-                    "DestinationPort",
-                    self.dst_port.as_ref().or(self.ecs.dst_port.as_ref()),
-                )?;
-                ev.protocol = protocol(
-                    self.protocol
-                        .as_ref()
-                        .or(self.ecs.transport.as_ref())
-                        .or(self.ecs.iana_number.as_ref()),
-                )?;
-                ev.direction = direction(
-                    self.direction
-                        .as_ref()
-                        .or(self.initiated.as_ref())
-                        .or(self.ecs.direction.as_ref()),
-                );
-                ev.pid = pid("ProcessId", self.pid.as_ref().or(self.ecs.pid.as_ref()))?;
-                let image = if event_id == 3 {
+        let process = |pid_field: &'static str,
+                       pid_val: Option<&Val<'a>>,
+                       image: &Option<Val<'a>>|
+         -> Result<Process, RecordProblem> {
+            let image = text(image).or_else(|| text(&self.ecs.executable));
+            Ok(Process {
+                pid: pid(pid_field, pid_val)?,
+                image_name: image.as_deref().map(|p| image_file_name(p).to_string()),
+                image,
+                guid: text(&self.process_guid),
+            })
+        };
+        let own_pid = self.pid.as_ref().or(self.ecs.pid.as_ref());
+        let record = match event {
+            WindowsEvent::SysmonNetworkConnect | WindowsEvent::ConnectionPermitted => {
+                let image = if event == WindowsEvent::SysmonNetworkConnect {
                     &self.image
                 } else {
                     &self.application
                 };
-                ev.image = text(image).or_else(|| text(&self.ecs.executable));
-                ev.user = self.sysmon_user();
-                ev.process_guid = text(&self.process_guid);
+                HostRecord::NetworkConnection(NetworkConnection {
+                    log: ConnectionLog::of(event),
+                    src_ip: ip(
+                        "SourceIp",
+                        self.src_ip.as_ref().or(self.ecs.src_ip.as_ref()),
+                    )?,
+                    src_port: port(
+                        "SourcePort",
+                        self.src_port.as_ref().or(self.ecs.src_port.as_ref()),
+                    )?,
+                    dst_ip: ip(
+                        "DestinationIp",
+                        self.dst_ip.as_ref().or(self.ecs.dst_ip.as_ref()),
+                    )?,
+                    dst_port: port(
+                        "DestinationPort",
+                        self.dst_port.as_ref().or(self.ecs.dst_port.as_ref()),
+                    )?,
+                    protocol: protocol(
+                        self.protocol
+                            .as_ref()
+                            .or(self.ecs.transport.as_ref())
+                            .or(self.ecs.iana_number.as_ref()),
+                    )?,
+                    direction: direction(
+                        self.direction
+                            .as_ref()
+                            .or(self.initiated.as_ref())
+                            .or(self.ecs.direction.as_ref()),
+                    ),
+                    process: process("ProcessId", own_pid, image)?,
+                    account: self.sysmon_account(),
+                })
             }
-            // Sysmon process creation.
-            1 => {
-                ev.pid = pid("ProcessId", self.pid.as_ref().or(self.ecs.pid.as_ref()))?;
-                ev.image = text(&self.image).or_else(|| text(&self.ecs.executable));
-                ev.parent_image =
-                    text(&self.parent_image).or_else(|| text(&self.ecs.parent_executable));
-                ev.command_line = text(&self.command_line).or_else(|| text(&self.ecs.command_line));
-                ev.user = self.sysmon_user();
-                ev.process_guid = text(&self.process_guid);
-                ev.parent_process_guid = text(&self.parent_process_guid);
-                ev.parent_pid = pid("ParentProcessId", self.parent_pid.as_ref())?;
-            }
-            // Sysmon file create.
-            11 => {
-                ev.pid = pid("ProcessId", self.pid.as_ref().or(self.ecs.pid.as_ref()))?;
-                ev.image = text(&self.image).or_else(|| text(&self.ecs.executable));
-                ev.target_filename = text(&self.target_filename);
-                ev.user = self.sysmon_user();
-                ev.process_guid = text(&self.process_guid);
-            }
-            4688 => {
-                ev.pid = pid(
-                    "NewProcessId",
-                    self.new_pid.as_ref().or(self.ecs.pid.as_ref()),
-                )?;
-                ev.image = text(&self.new_process_name).or_else(|| text(&self.ecs.executable));
-                ev.parent_image =
-                    text(&self.parent_image).or_else(|| text(&self.ecs.parent_executable));
-                ev.command_line = text(&self.command_line).or_else(|| text(&self.ecs.command_line));
-                // 4688's `ProcessId` is the creator's.
-                ev.parent_pid = pid("ProcessId", self.pid.as_ref())?;
+            WindowsEvent::SysmonProcessCreate => HostRecord::ProcessCreation(ProcessCreation {
+                log: ProcessLog::Sysmon,
+                process: process("ProcessId", own_pid, &self.image)?,
+                parent_pid: pid("ParentProcessId", self.parent_pid.as_ref())?,
+                parent_image: text(&self.parent_image)
+                    .or_else(|| text(&self.ecs.parent_executable)),
+                parent_guid: text(&self.parent_process_guid),
+                command_line: text(&self.command_line).or_else(|| text(&self.ecs.command_line)),
+                account: self.sysmon_account(),
+            }),
+            WindowsEvent::SysmonFileCreate => HostRecord::FileCreation(FileCreation {
+                process: process("ProcessId", own_pid, &self.image)?,
+                target_filename: text(&self.target_filename),
+                account: self.sysmon_account(),
+            }),
+            WindowsEvent::ProcessCreated => {
                 // The creator's account: TargetUserName is `-` unless the
                 // new process runs under a different account.
                 let target = account(&self.target_domain, &self.target_user);
-                ev.user_sid = if target.is_some() {
+                let sid = if target.is_some() {
                     sid(&self.target_sid)
                 } else {
                     sid(&self.subject_sid)
                 };
-                ev.user = target
+                let account = target
                     .or_else(|| account(&self.subject_domain, &self.subject_user))
-                    .or_else(|| self.ecs_user());
+                    .or_else(|| self.ecs_account())
+                    .unwrap_or_default();
+                HostRecord::ProcessCreation(ProcessCreation {
+                    log: ProcessLog::Security,
+                    process: Process {
+                        // 4688's `ProcessId` is the creator's (the parent).
+                        guid: None,
+                        ..process(
+                            "NewProcessId",
+                            self.new_pid.as_ref().or(self.ecs.pid.as_ref()),
+                            &self.new_process_name,
+                        )?
+                    },
+                    parent_pid: pid("ProcessId", self.pid.as_ref())?,
+                    parent_image: text(&self.parent_image)
+                        .or_else(|| text(&self.ecs.parent_executable)),
+                    parent_guid: None,
+                    command_line: text(&self.command_line).or_else(|| text(&self.ecs.command_line)),
+                    account: Account { sid, ..account },
+                })
             }
-            4624 => {
-                ev.src_ip = ip(
+            WindowsEvent::Logon => HostRecord::Logon(Logon {
+                src_ip: ip(
                     "IpAddress",
                     self.ip_address.as_ref().or(self.ecs.src_ip.as_ref()),
-                )?;
-                ev.src_port = port(
+                )?,
+                src_port: port(
                     "IpPort",
                     self.ip_port.as_ref().or(self.ecs.src_port.as_ref()),
-                )?;
-                ev.logon_type = match &self.logon_type {
+                )?,
+                workstation: text(&self.workstation),
+                logon_type: match &self.logon_type {
                     Some(v) => v
                         .number("LogonType")?
                         .map(|n| u32::try_from(n).map_err(|_| invalid("LogonType", &n.to_string())))
                         .transpose()?,
                     None => None,
-                };
-                ev.user =
-                    account(&self.target_domain, &self.target_user).or_else(|| self.ecs_user());
-                ev.user_sid = sid(&self.target_sid);
+                },
+                account: Account {
+                    sid: sid(&self.target_sid),
+                    ..account(&self.target_domain, &self.target_user)
+                        .or_else(|| self.ecs_account())
+                        .unwrap_or_default()
+                },
+            }),
+            WindowsEvent::ShareAccessed | WindowsEvent::ShareObjectChecked => {
+                HostRecord::ShareAccess(ShareAccess {
+                    log: ShareLog::of(event),
+                    src_ip: ip(
+                        "IpAddress",
+                        self.ip_address.as_ref().or(self.ecs.src_ip.as_ref()),
+                    )?,
+                    src_port: port(
+                        "IpPort",
+                        self.ip_port.as_ref().or(self.ecs.src_port.as_ref()),
+                    )?,
+                    share_name: text(&self.share_name)
+                        .map(|s| super::bare_share_name(&s).to_string()),
+                    relative_target: text(&self.relative_target),
+                    access_mask: access(self.access_mask.as_ref(), self.access_list.as_ref())?,
+                    account: Account {
+                        sid: sid(&self.subject_sid),
+                        ..account(&self.subject_domain, &self.subject_user)
+                            .or_else(|| self.ecs_account())
+                            .unwrap_or_default()
+                    },
+                })
             }
-            5140 | 5145 => {
-                ev.src_ip = ip(
-                    "IpAddress",
-                    self.ip_address.as_ref().or(self.ecs.src_ip.as_ref()),
-                )?;
-                ev.src_port = port(
-                    "IpPort",
-                    self.ip_port.as_ref().or(self.ecs.src_port.as_ref()),
-                )?;
-                ev.share_name =
-                    text(&self.share_name).map(|s| super::bare_share_name(&s).to_string());
-                ev.relative_target = text(&self.relative_target);
-                ev.user =
-                    account(&self.subject_domain, &self.subject_user).or_else(|| self.ecs_user());
-                ev.user_sid = sid(&self.subject_sid);
-                ev.access_mask = access(self.access_mask.as_ref(), self.access_list.as_ref())?;
-            }
-            _ => unreachable!("kind_of accepted only the ids above"),
-        }
-        ev.image_name = ev.image.as_deref().map(|p| image_file_name(p).to_string());
+        };
+        let mut ev = HostEvent {
+            ts,
+            time_source,
+            host: text(&self.computer).or_else(|| text(&self.ecs.host_name)),
+            channel: text(&self.channel),
+            record_id,
+            record,
+        };
         let truncated = ev.cap_fields();
         Ok(Outcome::Event {
             event: Box::new(ev),
@@ -447,31 +455,25 @@ impl<'a> Raw<'a> {
         })
     }
 
-    /// The kind of a supported event, or `None` (skip). Sysmon ids are
+    /// The supported event of an id, or `None` (skip). Sysmon ids are
     /// small numbers other providers reuse (System channel event 1 is
     /// common), so a known channel or provider must be Sysmon's; Security
     /// ids must come from the Security channel or auditing provider. A
     /// record naming neither (the flat `Key: Value` samples) is taken by id.
-    fn kind_of(&self, id: u32) -> Option<HostEventKind> {
+    fn event_of(&self, id: u32) -> Option<WindowsEvent> {
+        let event = WindowsEvent::from_id(id)?;
         let channel = self.channel.as_ref().map(|v| v.text());
         let provider = self.provider.as_ref().map(|v| v.text());
-        let is = |needle: &str| {
-            let c = channel.as_deref().map(|c| contains_ci(c, needle));
-            let p = provider.as_deref().map(|p| contains_ci(p, needle));
-            match (c, p) {
-                (None, None) => true,
-                (c, p) => c == Some(true) || p == Some(true),
-            }
+        let needle = if event.is_sysmon() {
+            "sysmon"
+        } else {
+            "security"
         };
-        match id {
-            1 | 3 | 11 if !is("sysmon") => None,
-            4624 | 4688 | 5140 | 5145 | 5156 if !(is("security")) => None,
-            1 | 4688 => Some(HostEventKind::ProcessCreation),
-            3 | 5156 => Some(HostEventKind::NetworkConnection),
-            11 => Some(HostEventKind::FileCreate),
-            4624 => Some(HostEventKind::Logon),
-            5140 | 5145 => Some(HostEventKind::ShareAccess),
-            _ => None,
+        let c = channel.as_deref().map(|c| contains_ci(c, needle));
+        let p = provider.as_deref().map(|p| contains_ci(p, needle));
+        match (c, p) {
+            (None, None) => Some(event),
+            (c, p) => (c == Some(true) || p == Some(true)).then_some(event),
         }
     }
 
@@ -530,11 +532,15 @@ impl<'a> Raw<'a> {
         }
     }
 
-    fn sysmon_user(&self) -> Option<String> {
-        text(&self.user).or_else(|| self.ecs_user())
+    /// Sysmon's `User` (`DOMAIN\\name`), else the ECS user.
+    fn sysmon_account(&self) -> Account {
+        match text(&self.user) {
+            Some(u) => Account::from_qualified(u, None),
+            None => self.ecs_account().unwrap_or_default(),
+        }
     }
 
-    fn ecs_user(&self) -> Option<String> {
+    fn ecs_account(&self) -> Option<Account> {
         account(&self.ecs.user_domain, &self.ecs.user_name)
     }
 }
@@ -577,11 +583,13 @@ fn sid(v: &Option<Val<'_>>) -> Option<String> {
     text(v).filter(|s| s != "S-1-0-0")
 }
 
-fn account(domain: &Option<Val<'_>>, name: &Option<Val<'_>>) -> Option<String> {
-    let name = name.as_ref().and_then(|v| v.present())?;
-    Some(match domain.as_ref().and_then(|v| v.present()) {
-        Some(d) => format!("{d}\\{name}"),
-        None => name.into_owned(),
+/// An account from its domain and name fields; `None` without a name.
+fn account(domain: &Option<Val<'_>>, name: &Option<Val<'_>>) -> Option<Account> {
+    let name = text(name)?;
+    Some(Account {
+        domain: text(domain),
+        name: Some(name),
+        sid: None,
     })
 }
 

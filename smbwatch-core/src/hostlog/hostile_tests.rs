@@ -52,7 +52,7 @@ fn xml_many_attributes_cost_linear_time() {
     let t = Instant::now();
     let ev = parse_line(&line).unwrap().unwrap();
     assert!(t.elapsed() < LINEAR_BOUND, "{:?}", t.elapsed());
-    assert_eq!(ev.dst_port, Some(445));
+    assert_eq!(ev.as_connection().unwrap().dst_port, Some(445));
 }
 
 fn sysmon3_json(image: &str, user: &str, host: &str, cmd: &str) -> String {
@@ -79,15 +79,16 @@ fn oversized_fields_are_capped_at_parse_time() {
     let (evs, sum) = parse_bytes("big.jsonl", line.as_bytes(), Format::Auto).unwrap();
     assert_eq!(sum.parsed, 1, "{:?}", sum.errors);
     let ev = &evs[0];
-    let image_out = ev.image.as_deref().unwrap();
+    let p = ev.as_process_creation().unwrap();
+    let image_out = p.process.image.as_deref().unwrap();
     assert!(image_out.len() <= 1024, "{}", image_out.len());
     assert!(image_out.starts_with("C:\\éé") && image_out.ends_with('…'));
     // The file name is taken before the path is cut.
-    assert_eq!(ev.image_name.as_deref(), Some("evil.exe"));
-    assert!(ev.parent_image.as_deref().unwrap().len() <= 1024);
-    assert!(ev.user.as_deref().unwrap().len() <= 256);
+    assert_eq!(p.process.image_name.as_deref(), Some("evil.exe"));
+    assert!(p.parent_image.as_deref().unwrap().len() <= 1024);
+    assert!(p.account.name.as_deref().unwrap().len() <= 256);
     assert!(ev.host.as_deref().unwrap().len() <= 256);
-    assert!(ev.command_line.as_deref().unwrap().len() <= 4096);
+    assert!(p.command_line.as_deref().unwrap().len() <= 4096);
     assert!(ev.heap_bytes() <= HostEvent::MAX_HEAP_BYTES);
     eprintln!(
         "event: {} heap bytes; bound {} ({} inline)",
@@ -138,7 +139,10 @@ fn formats_are_told_per_record() {
         "{:?}",
         sum.errors
     );
-    let srcs: Vec<String> = evs.iter().map(|e| e.src_ip.unwrap().to_string()).collect();
+    let srcs: Vec<String> = evs
+        .iter()
+        .map(|e| e.src_ip().unwrap().to_string())
+        .collect();
     assert_eq!(
         srcs,
         [
@@ -235,7 +239,7 @@ fn winlogbeat_user_is_the_records_own_not_the_loggers() {
     for user_first in [true, false] {
         let ev = parse_line(&beat_sysmon3(user_first)).unwrap().unwrap();
         assert_eq!(
-            ev.user.as_deref(),
+            ev.account().qualified().as_deref(),
             Some("THESHIRE\\pgustavo"),
             "{user_first}"
         );
@@ -246,18 +250,19 @@ fn winlogbeat_user_is_the_records_own_not_the_loggers() {
         r#""Initiated":"true","User":"THESHIRE\\sam""#,
     );
     let ev = parse_line(&line).unwrap().unwrap();
-    assert_eq!(ev.user.as_deref(), Some("THESHIRE\\sam"));
+    assert_eq!(ev.account().qualified().as_deref(), Some("THESHIRE\\sam"));
 }
 
 #[test]
 fn winlogbeat_network_transport_is_the_protocol() {
     let ev = parse_line(&beat_sysmon3(true)).unwrap().unwrap();
-    assert_eq!(ev.protocol, Some(6));
+    let protocol = |ev: HostEvent| ev.as_connection().unwrap().protocol;
+    assert_eq!(protocol(ev), Some(6));
     let udp = beat_sysmon3(true).replace(r#""transport":"tcp""#, r#""transport":"udp""#);
-    assert_eq!(parse_line(&udp).unwrap().unwrap().protocol, Some(17));
+    assert_eq!(protocol(parse_line(&udp).unwrap().unwrap()), Some(17));
     // ECS `network.iana_number` when there is no transport.
     let iana = beat_sysmon3(true).replace(r#""transport":"tcp""#, r#""iana_number":"6""#);
-    assert_eq!(parse_line(&iana).unwrap().unwrap().protocol, Some(6));
+    assert_eq!(protocol(parse_line(&iana).unwrap().unwrap()), Some(6));
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! Windows host logs: parsers into one normalised [`HostEvent`] and host
-//! rules (the file follower, line inputs and the TCP listener are the
+//! Windows host logs: parsers into one normalised [`HostEvent`] (a header
+//! and a typed [`HostRecord`] per kind of event) and host rules (the file follower, line inputs and the TCP listener are the
 //! application's).
 //!
 //! Supported events: Sysmon 1 (process creation), 3 (network connection),
@@ -25,8 +25,10 @@
 
 #[cfg(any(test, feature = "bench"))]
 pub mod bench;
+mod event;
 mod evtx;
 mod fields;
+mod flat;
 mod json;
 mod kv;
 mod line_format;
@@ -36,6 +38,12 @@ mod text;
 mod time;
 mod xml;
 
+pub use event::{
+    Account, ConnectionLog, Direction, FileCreation, HostEvent, HostEventKind, HostRecord, Logon,
+    NetworkConnection, Process, ProcessCreation, ProcessLog, ShareAccess, ShareLog, TimeSource,
+    WindowsEvent, MAX_COMMAND_LINE_BYTES, MAX_GUID_BYTES, MAX_NAME_BYTES, MAX_PATH_BYTES,
+    MAX_SID_BYTES,
+};
 pub use line_format::{LineFormat, LineOutcome};
 pub use record::{
     HostLogError, Outcome, ParseSummary, RecordError, RecordLocation, RecordProblem,
@@ -43,223 +51,10 @@ pub use record::{
 };
 
 use std::fmt;
-use std::net::IpAddr;
 use std::path::Path;
 use std::str::FromStr;
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-
-/// What a host event reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HostEventKind {
-    /// Sysmon 3, Security 5156.
-    NetworkConnection,
-    /// Sysmon 1, Security 4688.
-    ProcessCreation,
-    /// Sysmon 11.
-    FileCreate,
-    /// Security 4624.
-    Logon,
-    /// Security 5140, 5145.
-    ShareAccess,
-}
-
-/// Direction of a network connection as seen by the logging host.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    /// The logging host initiated the connection.
-    Outbound,
-    /// The logging host accepted the connection.
-    Inbound,
-}
-
-/// Where [`HostEvent::ts`] came from, best first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TimeSource {
-    /// A field that is UTC by definition or carries its zone: Sysmon
-    /// `UtcTime`, `System/TimeCreated/@SystemTime`, Winlogbeat `@timestamp`,
-    /// or any time with `Z`/`±hh:mm`.
-    Utc,
-    /// NXLog `EventTime` (host local time without zone) converted with the
-    /// host's UTC offset inferred from the record's `@timestamp` (rounded to
-    /// 15 minutes, so valid while forwarding takes less than 7.5 minutes).
-    LocalInferred,
-    /// The collector's receive time (`@timestamp` of an NXLog/Logstash
-    /// record): late by the forwarding delay.
-    Collector,
-    /// A time without zone and nothing to infer the zone from: taken as UTC.
-    AssumedUtc,
-}
-
-/// One normalised Windows host event.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HostEvent {
-    /// Event time in UTC (see [`TimeSource`] for which field it came from).
-    pub ts: DateTime<Utc>,
-    /// Which field `ts` came from.
-    pub time_source: TimeSource,
-    /// Computer name as logged (`Computer`, `Hostname`, `winlog.computer_name`).
-    pub host: Option<String>,
-    /// Event log channel as logged (`Security`, `Microsoft-Windows-Sysmon/Operational`).
-    pub channel: Option<String>,
-    /// Windows event id.
-    pub event_id: u32,
-    /// What the event reports.
-    pub kind: HostEventKind,
-    /// Event record id, when the format carries it.
-    pub record_id: Option<u64>,
-    /// Source address (for 4624/5140/5145: the remote client, `IpAddress`).
-    pub src_ip: Option<IpAddr>,
-    /// Source port.
-    pub src_port: Option<u16>,
-    /// Destination address.
-    pub dst_ip: Option<IpAddr>,
-    /// Destination port.
-    pub dst_port: Option<u16>,
-    /// IP protocol number (6 TCP, 17 UDP).
-    pub protocol: Option<u8>,
-    /// Connection direction (5156 `Direction`, Sysmon `Initiated`).
-    pub direction: Option<Direction>,
-    /// Process id (for 4688 and Sysmon 1: the new process).
-    pub pid: Option<u32>,
-    /// Image path as logged (may be an NT device path or `System`).
-    pub image: Option<String>,
-    /// File name of `image`, e.g. `powershell.exe`.
-    pub image_name: Option<String>,
-    /// User as `DOMAIN\name` (or `name` without a domain).
-    pub user: Option<String>,
-    /// The user's SID (`SubjectUserSid` / `TargetUserSid`, whichever
-    /// account `user` names).
-    pub user_sid: Option<String>,
-    /// Logon type (4624).
-    pub logon_type: Option<u32>,
-    /// Share name without the `\\*\` prefix, e.g. `C$`.
-    pub share_name: Option<String>,
-    /// Path relative to the share (5145 `RelativeTargetName`).
-    pub relative_target: Option<String>,
-    /// File created (Sysmon 11 `TargetFilename`).
-    pub target_filename: Option<String>,
-    /// Parent image (Sysmon 1 `ParentImage`, 4688 `ParentProcessName`).
-    pub parent_image: Option<String>,
-    /// Command line (Sysmon 1, 4688).
-    pub command_line: Option<String>,
-    /// Sysmon `ProcessGuid` (Sysmon 1, 3, 11): names one process across
-    /// pid reuse, and is all NXLog keeps of Sysmon's process identity.
-    pub process_guid: Option<String>,
-    /// Sysmon 1 `ParentProcessGuid`.
-    pub parent_process_guid: Option<String>,
-    /// Parent process id (Sysmon 1 `ParentProcessId`, 4688 `ProcessId`).
-    pub parent_pid: Option<u32>,
-    /// Requested access (5140/5145 `AccessMask`, or the rights named in
-    /// `AccessList`), e.g. `0x2` for WriteData.
-    pub access_mask: Option<u32>,
-}
-
-/// Longest host, channel, user, share and image file name kept (bytes).
-pub const MAX_NAME_BYTES: usize = 256;
-/// Longest SID kept (bytes): `S-1-` and 15 sub-authorities of 10 digits,
-/// the most a SID can have.
-pub const MAX_SID_BYTES: usize = 184;
-/// Longest image, parent image, file and share-relative path kept (bytes).
-pub const MAX_PATH_BYTES: usize = 1024;
-/// Longest command line kept (bytes).
-pub const MAX_COMMAND_LINE_BYTES: usize = 4096;
-/// Longest Sysmon process GUID kept (bytes; a real one is 38).
-pub const MAX_GUID_BYTES: usize = 64;
-
-// Documented (docs/operations.md, docs/hostlogs.md) as 10,208 bytes: fail to compile if
-// the event grows past the 10 KiB the docs promise.
-const _: () = assert!(HostEvent::MAX_BYTES <= 10 * 1024);
-
-impl HostEvent {
-    /// Most heap bytes the strings of one parsed event hold: 5 names, a
-    /// SID, 4 paths, a command line and 2 GUIDs at their caps (9,784). With
-    /// the struct itself ([`HostEvent::MAX_BYTES`]) this bounds what one
-    /// event costs a table downstream.
-    pub const MAX_HEAP_BYTES: usize = 5 * MAX_NAME_BYTES
-        + MAX_SID_BYTES
-        + 4 * MAX_PATH_BYTES
-        + MAX_COMMAND_LINE_BYTES
-        + 2 * MAX_GUID_BYTES;
-
-    /// Most bytes one parsed event occupies, inline and on the heap
-    /// (under 10 KiB).
-    pub const MAX_BYTES: usize = std::mem::size_of::<HostEvent>() + Self::MAX_HEAP_BYTES;
-
-    /// Heap bytes held by this event's strings (their capacities).
-    pub fn heap_bytes(&self) -> usize {
-        self.strings().map(|s| s.capacity()).sum()
-    }
-
-    /// Every string field with its cap.
-    fn strings_mut(&mut self) -> [(&mut Option<String>, usize); 13] {
-        [
-            (&mut self.host, MAX_NAME_BYTES),
-            (&mut self.channel, MAX_NAME_BYTES),
-            (&mut self.image, MAX_PATH_BYTES),
-            (&mut self.image_name, MAX_NAME_BYTES),
-            (&mut self.user, MAX_NAME_BYTES),
-            (&mut self.user_sid, MAX_SID_BYTES),
-            (&mut self.share_name, MAX_NAME_BYTES),
-            (&mut self.relative_target, MAX_PATH_BYTES),
-            (&mut self.target_filename, MAX_PATH_BYTES),
-            (&mut self.parent_image, MAX_PATH_BYTES),
-            (&mut self.command_line, MAX_COMMAND_LINE_BYTES),
-            (&mut self.process_guid, MAX_GUID_BYTES),
-            (&mut self.parent_process_guid, MAX_GUID_BYTES),
-        ]
-    }
-
-    fn strings(&self) -> impl Iterator<Item = &String> {
-        [
-            &self.host,
-            &self.channel,
-            &self.image,
-            &self.image_name,
-            &self.user,
-            &self.user_sid,
-            &self.share_name,
-            &self.relative_target,
-            &self.target_filename,
-            &self.parent_image,
-            &self.command_line,
-            &self.process_guid,
-            &self.parent_process_guid,
-        ]
-        .into_iter()
-        .flatten()
-    }
-
-    /// Cut every string field to its cap (on a char boundary, ending in
-    /// `…`) and drop spare capacity. True when a field was cut.
-    pub fn cap_fields(&mut self) -> bool {
-        let mut cut = false;
-        for (field, max) in self.strings_mut() {
-            if let Some(s) = field {
-                cut |= cap_string(s, max);
-            }
-        }
-        cut
-    }
-
-    /// True when `user` names a machine account (ends in `$`).
-    pub fn is_machine_account(&self) -> bool {
-        self.user.as_deref().is_some_and(|u| u.ends_with('$'))
-    }
-
-    /// The process as [`crate::alert::ProcessInfo`].
-    pub fn process_info(&self) -> crate::alert::ProcessInfo {
-        crate::alert::ProcessInfo {
-            name: self.image_name.clone(),
-            pid: self.pid,
-            executable: self.image.clone(),
-        }
-    }
-}
+use serde::Serialize;
 
 /// Input format of a log file or line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]

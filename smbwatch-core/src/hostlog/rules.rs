@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Direction, HostEvent, HostEventKind};
+use super::{
+    ConnectionLog, Direction, HostEvent, HostRecord, NetworkConnection, Process, ShareAccess,
+};
 use crate::alert::{Alert, AlertKind, Severity};
 use crate::timed::{self, enforce_budget, HeapSize, RefClock, TimedIndex, TooFarAhead};
 
@@ -75,10 +77,10 @@ fn is_loopback(ip: Option<IpAddr>) -> bool {
 
 /// The kernel SMB client: PID 4, or, when the record carries no pid (NXLog
 /// drops Sysmon's `ProcessId`), the image `System`.
-pub fn is_kernel_client(ev: &HostEvent) -> bool {
-    match ev.pid {
+pub fn is_kernel_client(p: &Process) -> bool {
+    match p.pid {
         Some(pid) => pid == SYSTEM_PID,
-        None => ev
+        None => p
             .image
             .as_deref()
             .is_some_and(|i| i.eq_ignore_ascii_case("System")),
@@ -94,8 +96,11 @@ pub fn is_kernel_client(ev: &HostEvent) -> bool {
 /// non-System process to loopback too. Kept to show the difference in
 /// tests; smbwatch uses [`smb_client_intent`].
 pub fn sigma_literal_reading(ev: &HostEvent) -> bool {
-    let selection = ev.event_id == 5156 && ev.dst_port == Some(SMB_PORT);
-    let filter = is_loopback(ev.dst_ip) && ev.pid == Some(SYSTEM_PID);
+    let Some(c) = ev.as_connection() else {
+        return false;
+    };
+    let selection = c.log == ConnectionLog::Wfp && c.dst_port == Some(SMB_PORT);
+    let filter = is_loopback(c.dst_ip) && c.process.pid == Some(SYSTEM_PID);
     selection && !filter
 }
 
@@ -106,22 +111,12 @@ pub fn sigma_literal_reading(ev: &HostEvent) -> bool {
 /// without a direction (Sysmon without `Initiated`, flat samples) is taken
 /// as outbound, as both rules do.
 pub fn smb_client_intent(ev: &HostEvent) -> bool {
-    matches!(ev.event_id, 3 | 5156)
-        && ev.kind == HostEventKind::NetworkConnection
-        && ev.dst_port == Some(SMB_PORT)
-        && ev.direction != Some(Direction::Inbound)
-        && !is_loopback(ev.dst_ip)
-        && !is_kernel_client(ev)
-}
-
-fn source_name(ev: &HostEvent) -> &'static str {
-    match ev.event_id {
-        3 => "Sysmon 3",
-        5156 => "Security 5156",
-        5140 => "Security 5140",
-        5145 => "Security 5145",
-        _ => "host log",
-    }
+    ev.as_connection().is_some_and(|c| {
+        c.dst_port == Some(SMB_PORT)
+            && c.direction != Some(Direction::Inbound)
+            && !is_loopback(c.dst_ip)
+            && !is_kernel_client(&c.process)
+    })
 }
 
 /// `suspicious_smb_client` for one event, unless its image is allowlisted.
@@ -129,7 +124,8 @@ pub fn suspicious_smb_client(ev: &HostEvent, cfg: &HostRulesConfig) -> Option<Al
     if !smb_client_intent(ev) {
         return None;
     }
-    if let Some(name) = &ev.image_name {
+    let c = ev.as_connection()?;
+    if let Some(name) = &c.process.image_name {
         if cfg
             .allow_images
             .iter()
@@ -138,35 +134,38 @@ pub fn suspicious_smb_client(ev: &HostEvent, cfg: &HostRulesConfig) -> Option<Al
             return None;
         }
     }
-    let who = ev.image_name.as_deref().unwrap_or("unknown process");
-    let pid = ev.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+    let who = c.process.image_name.as_deref().unwrap_or("unknown process");
+    let pid = c
+        .process
+        .pid
+        .map(|p| format!(" (pid {p})"))
+        .unwrap_or_default();
     let host = ev
         .host
         .as_deref()
         .map(|h| format!(" on {h}"))
         .unwrap_or_default();
-    let dst = match ev.dst_ip {
+    let dst = match c.dst_ip {
         Some(IpAddr::V6(a)) => format!("[{a}]:{SMB_PORT}"),
         Some(a) => format!("{a}:{SMB_PORT}"),
         None => format!("port {SMB_PORT}"),
     };
     let msg = format!(
         "{who}{pid}{host} opened an SMB connection to {dst}; the normal SMB client is System (pid 4) [{}]",
-        source_name(ev)
+        ev.windows_event().label()
     );
     let mut a = Alert::new(ev.ts, AlertKind::SuspiciousSmbClient, Severity::Medium, msg);
-    a.event_code = Some(ev.event_id);
-    a.source_ip = ev.src_ip;
-    a.source_port = ev.src_port;
-    a.destination_ip = ev.dst_ip;
-    a.destination_port = ev.dst_port;
-    a.process = Some(ev.process_info());
-    a.user = ev.user.clone();
-    a.user_id = ev.user_sid.clone();
+    a.event_code = Some(ev.event_id());
+    a.source_ip = c.src_ip;
+    a.source_port = c.src_port;
+    a.destination_ip = c.dst_ip;
+    a.destination_port = c.dst_port;
+    a.process = Some(c.process.info());
+    a.user = c.account.qualified();
+    a.user_id = c.account.sid.clone();
     a.host = ev.host.clone();
-    if let (Some(s), Some(d), Some(sp), Some(dp)) = (ev.src_ip, ev.dst_ip, ev.src_port, ev.dst_port)
-    {
-        if ev.protocol.unwrap_or(crate::community_id::PROTO_TCP) == crate::community_id::PROTO_TCP {
+    if let (Some(s), Some(d), Some(sp), Some(dp)) = (c.src_ip, c.dst_ip, c.src_port, c.dst_port) {
+        if c.protocol.unwrap_or(crate::community_id::PROTO_TCP) == crate::community_id::PROTO_TCP {
             a.community_id = Some(crate::community_id::community_id_v1(
                 s,
                 d,
@@ -196,7 +195,7 @@ fn admin_share(share: &str) -> Option<ShareClass> {
 }
 
 /// True for the shares `admin_share_access` reports: `ADMIN$`, drive
-/// shares (`C$`…) and `IPC$` (bare names, as in [`HostEvent::share_name`]).
+/// shares (`C$`…) and `IPC$` (bare names, as in [`ShareAccess::share_name`]).
 pub fn is_admin_share(share: &str) -> bool {
     admin_share(share).is_some()
 }
@@ -211,39 +210,40 @@ enum ShareClass {
 /// are High (Medium for a machine account), `IPC$` is Low (every SMB
 /// session opens it; worth keeping for the chain, not for a page).
 pub fn admin_share_access(ev: &HostEvent) -> Option<Alert> {
-    if ev.kind != HostEventKind::ShareAccess {
+    let HostRecord::ShareAccess(s) = &ev.record else {
         return None;
-    }
-    let share = ev.share_name.as_deref()?;
+    };
+    let share = s.share_name.as_deref()?;
     let class = admin_share(share)?;
-    let machine = ev.is_machine_account();
+    let machine = s.account.is_machine();
     let severity = match (class, machine) {
         (ShareClass::Admin, false) => Severity::High,
         (ShareClass::Admin, true) => Severity::Medium,
         (ShareClass::Ipc, _) => Severity::Low,
     };
-    let who = ev.user.as_deref().unwrap_or("unknown user");
-    let from = ev.src_ip.map(|a| format!(" from {a}")).unwrap_or_default();
+    let user = s.account.qualified();
+    let who = user.as_deref().unwrap_or("unknown user");
+    let from = s.src_ip.map(|a| format!(" from {a}")).unwrap_or_default();
     let host = ev
         .host
         .as_deref()
         .map(|h| format!(" on {h}"))
         .unwrap_or_default();
-    let target = ev
+    let target = s
         .relative_target
         .as_deref()
         .map(|t| format!(" ({t})"))
         .unwrap_or_default();
     let msg = format!(
         "{who}{from} accessed administrative share \\\\*\\{share}{target}{host} [{}]",
-        source_name(ev)
+        ev.windows_event().label()
     );
     let mut a = Alert::new(ev.ts, AlertKind::AdminShareAccess, severity, msg);
-    a.event_code = Some(ev.event_id);
-    a.source_ip = ev.src_ip;
-    a.source_port = ev.src_port;
-    a.user = ev.user.clone();
-    a.user_id = ev.user_sid.clone();
+    a.event_code = Some(ev.event_id());
+    a.source_ip = s.src_ip;
+    a.source_port = s.src_port;
+    a.user = user;
+    a.user_id = s.account.sid.clone();
     a.host = ev.host.clone();
     a.share = Some(share.to_string());
     Some(a)
@@ -361,12 +361,13 @@ impl HostRules {
             return None;
         }
         self.stats.events += 1;
-        let alert = if let Some(a) = suspicious_smb_client(ev, &self.cfg) {
-            self.dedup_connection(ev).then_some(a)
-        } else if let Some(a) = admin_share_access(ev) {
-            self.dedup_share(ev, &a).then_some(a)
-        } else {
-            None
+        let alert = match &ev.record {
+            HostRecord::NetworkConnection(c) => suspicious_smb_client(ev, &self.cfg)
+                .filter(|_| self.dedup_connection(ev.ts, ev.host.as_ref(), c)),
+            HostRecord::ShareAccess(s) => {
+                admin_share_access(ev).filter(|a| self.dedup_share(ev, s, a))
+            }
+            _ => None,
         };
         if alert.is_some() {
             self.stats.alerts += 1;
@@ -413,41 +414,47 @@ impl HostRules {
         }
     }
 
-    /// True if `ev` is a new connection (and remembers it).
-    fn dedup_connection(&mut self, ev: &HostEvent) -> bool {
-        let key = (ev.src_ip, ev.src_port, ev.dst_ip, ev.dst_port);
+    /// True if connection `c` of `host` at `at` is new (and remembers it).
+    fn dedup_connection(
+        &mut self,
+        at: chrono::DateTime<chrono::Utc>,
+        host: Option<&String>,
+        c: &NetworkConnection,
+    ) -> bool {
+        let key = (c.src_ip, c.src_port, c.dst_ip, c.dst_port);
         let window = timed::delta(self.cfg.connection_dedup);
+        let host = host.cloned();
         let dup = self.conns.get(&key).any(|(ts, seen)| {
-            (*ts - ev.ts).abs() <= window
-                && same_ci(&seen.host, &ev.host)
-                && same_opt(&seen.pid, &ev.pid)
-                && same_ci(&seen.image_name, &ev.image_name)
+            (*ts - at).abs() <= window
+                && same_ci(&seen.host, &host)
+                && same_opt(&seen.pid, &c.process.pid)
+                && same_ci(&seen.image_name, &c.process.image_name)
         });
         if dup {
             self.stats.duplicate_connections += 1;
             return false;
         }
         self.conns.insert(
-            ev.ts,
+            at,
             key,
             SeenConn {
-                host: ev.host.clone(),
-                pid: ev.pid,
-                image_name: ev.image_name.clone(),
+                host,
+                pid: c.process.pid,
+                image_name: c.process.image_name.clone(),
             },
         );
         true
     }
 
     /// True if this share access is new within `share_dedup`.
-    fn dedup_share(&mut self, ev: &HostEvent, a: &Alert) -> bool {
+    fn dedup_share(&mut self, ev: &HostEvent, s: &ShareAccess, a: &Alert) -> bool {
         if self.cfg.share_dedup.is_zero() {
             return true;
         }
         let key = (
             ev.host.as_ref().map(|h| h.to_ascii_lowercase()),
-            ev.src_ip,
-            ev.user.as_ref().map(|u| u.to_ascii_lowercase()),
+            s.src_ip,
+            a.user.as_ref().map(|u| u.to_ascii_lowercase()),
             a.share.clone().unwrap_or_default().to_ascii_uppercase(),
         );
         let window = timed::delta(self.cfg.share_dedup);

@@ -75,26 +75,35 @@ fn key_value_seed_samples() {
     let (evs, sum) = parse_bytes("seed.txt", KV_SAMPLE.as_bytes(), Format::Auto).unwrap();
     assert_eq!(sum.format, Some(Format::KeyValue));
     assert_eq!((sum.total, sum.parsed, sum.skipped, sum.bad), (2, 2, 0, 0));
-    let wfp = &evs[0];
-    assert_eq!(wfp.event_id, 5156);
-    assert_eq!(wfp.kind, HostEventKind::NetworkConnection);
-    assert_eq!(wfp.ts, utc("2025-06-08T05:30:23.456Z"));
-    assert_eq!(wfp.time_source, TimeSource::Utc);
-    assert_eq!(wfp.host.as_deref(), Some("TARGET-SRV"));
-    assert_eq!(wfp.pid, Some(1752));
-    assert_eq!(wfp.image_name.as_deref(), Some("dns.exe"));
+    let ev = &evs[0];
+    assert_eq!(ev.event_id(), 5156);
+    assert_eq!(ev.kind(), HostEventKind::NetworkConnection);
+    assert_eq!(ev.ts, utc("2025-06-08T05:30:23.456Z"));
+    assert_eq!(ev.time_source, TimeSource::Utc);
+    assert_eq!(ev.host.as_deref(), Some("TARGET-SRV"));
+    let wfp = ev.as_connection().unwrap();
+    assert_eq!(wfp.log, ConnectionLog::Wfp);
+    assert_eq!(wfp.process.pid, Some(1752));
+    assert_eq!(wfp.process.image_name.as_deref(), Some("dns.exe"));
     assert_eq!(wfp.direction, Some(Direction::Outbound));
     assert_eq!(wfp.src_ip, Some(ip("10.45.45.103")));
     assert_eq!(wfp.src_port, Some(50146));
     assert_eq!(wfp.dst_ip, Some(ip("10.45.45.104")));
     assert_eq!(wfp.dst_port, Some(445));
     assert_eq!(wfp.protocol, Some(6));
-    let sysmon = &evs[1];
-    assert_eq!(sysmon.event_id, 3);
-    assert_eq!(sysmon.ts, utc("2025-06-08T05:30:23.789Z"));
-    assert_eq!(sysmon.user.as_deref(), Some("NT AUTHORITY\\SYSTEM"));
+    assert_eq!(wfp.account, Account::default(), "5156 names no account");
+    assert_eq!(evs[1].event_id(), 3);
+    assert_eq!(evs[1].ts, utc("2025-06-08T05:30:23.789Z"));
+    let sysmon = evs[1].as_connection().unwrap();
+    assert_eq!(sysmon.log, ConnectionLog::Sysmon);
     assert_eq!(
-        sysmon.image.as_deref(),
+        sysmon.account.qualified().as_deref(),
+        Some("NT AUTHORITY\\SYSTEM")
+    );
+    assert_eq!(sysmon.account.domain.as_deref(), Some("NT AUTHORITY"));
+    assert_eq!(sysmon.account.name.as_deref(), Some("SYSTEM"));
+    assert_eq!(
+        sysmon.process.image.as_deref(),
         Some("C:\\Windows\\System32\\dns.exe")
     );
     assert_eq!(sysmon.protocol, Some(6));
@@ -111,7 +120,10 @@ fn key_value_bad_record_is_named_and_parsing_goes_on() {
     let (evs, sum) = parse_bytes("x.txt", text.as_bytes(), Format::KeyValue).unwrap();
     assert_eq!((sum.total, sum.parsed, sum.skipped, sum.bad), (4, 1, 1, 2));
     assert_eq!(sum.skipped_by_id.get(&4634), Some(&1));
-    assert_eq!(evs[0].share_name.as_deref(), Some("C$"));
+    assert_eq!(
+        evs[0].as_share_access().unwrap().share_name.as_deref(),
+        Some("C$")
+    );
     assert_eq!(
         sum.errors[0].to_string(),
         "x.txt: line 1: invalid DestinationPort: \"99999\""
@@ -145,25 +157,33 @@ fn xml_events_with_bad_ones() {
         "{:?}",
         sum.errors
     );
-    let wfp = &evs[0];
-    assert_eq!(wfp.ts, utc("2020-09-20T06:57:46.1234567Z"));
-    assert_eq!(wfp.pid, Some(8948));
-    assert_eq!(wfp.image_name.as_deref(), Some("powershell.exe"));
+    assert_eq!(evs[0].ts, utc("2020-09-20T06:57:46.1234567Z"));
+    assert_eq!(evs[0].record_id, Some(493214));
+    assert_eq!(evs[0].host.as_deref(), Some("WORKSTATION5.theshire.local"));
+    let wfp = evs[0].as_connection().unwrap();
+    assert_eq!(wfp.process.pid, Some(8948));
+    assert_eq!(wfp.process.image_name.as_deref(), Some("powershell.exe"));
     assert_eq!(wfp.direction, Some(Direction::Outbound));
-    assert_eq!(wfp.record_id, Some(493214));
-    assert_eq!(wfp.host.as_deref(), Some("WORKSTATION5.theshire.local"));
-    let share = &evs[1];
-    assert_eq!(share.kind, HostEventKind::ShareAccess);
+    assert_eq!(evs[1].kind(), HostEventKind::ShareAccess);
+    let share = evs[1].as_share_access().unwrap();
+    assert_eq!(share.log, ShareLog::Object);
     assert_eq!(share.share_name.as_deref(), Some("C$"));
     assert_eq!(
         share.relative_target.as_deref(),
         Some("ProgramData\\GruntHTTP.exe")
     );
-    assert_eq!(share.user.as_deref(), Some("THESHIRE\\pgustavo"));
+    assert_eq!(
+        share.account,
+        Account {
+            domain: Some("THESHIRE".into()),
+            name: Some("pgustavo".into()),
+            sid: Some("S-1-5-21-1".into()),
+        }
+    );
     assert_eq!(share.src_ip, Some(ip("172.18.39.5")));
-    let sysmon = &evs[2];
     // UtcTime wins over TimeCreated (Sysmon logs network events late).
-    assert_eq!(sysmon.ts, utc("2020-09-20T06:57:48.481Z"));
+    assert_eq!(evs[2].ts, utc("2020-09-20T06:57:48.481Z"));
+    let sysmon = evs[2].as_connection().unwrap();
     assert_eq!(sysmon.direction, Some(Direction::Outbound));
     assert_eq!(sum.skipped_by_id.get(&7045), Some(&1));
     assert_eq!(
@@ -208,13 +228,13 @@ fn winlogbeat_records() {
     );
     assert_eq!(evs[0].ts, utc("2020-09-20T06:57:46.123Z"));
     assert_eq!(evs[0].time_source, TimeSource::Utc);
-    assert_eq!(evs[0].pid, Some(8948));
+    assert_eq!(evs[0].process().unwrap().pid, Some(8948));
     assert_eq!(evs[0].record_id, Some(493214));
     assert_eq!(evs[0].host.as_deref(), Some("WORKSTATION5.theshire.local"));
     // Sysmon fields missing from event_data come from the ECS fields.
-    let s = &evs[1];
+    let s = evs[1].as_connection().unwrap();
     assert_eq!(
-        (s.pid, s.src_ip, s.src_port, s.dst_ip),
+        (s.process.pid, s.src_ip, s.src_port, s.dst_ip),
         (
             Some(8948),
             Some(ip("172.18.39.5")),
@@ -223,9 +243,12 @@ fn winlogbeat_records() {
         )
     );
     assert_eq!(s.direction, Some(Direction::Outbound));
-    let logon = &evs[2];
+    let logon = evs[2].as_logon().unwrap();
     assert_eq!(logon.logon_type, Some(3));
-    assert_eq!(logon.user.as_deref(), Some("THESHIRE\\pgustavo"));
+    assert_eq!(
+        logon.account.qualified().as_deref(),
+        Some("THESHIRE\\pgustavo")
+    );
     // IPv4-mapped addresses are normalised to IPv4, as gateway events are.
     assert_eq!(logon.src_ip, Some(ip("172.18.39.5")));
     assert_eq!(sum.errors[0].location, RecordLocation::Line(5));
@@ -270,9 +293,12 @@ fn evtx_dump_jsonl_and_blocks() {
     let (evs, sum) = parse_bytes("dump.jsonl", jsonl.as_bytes(), Format::Auto).unwrap();
     assert_eq!(sum.format, Some(Format::EvtxDump));
     assert_eq!((sum.total, sum.parsed, sum.bad), (3, 2, 1));
-    assert_eq!(evs[0].share_name.as_deref(), Some("ADMIN$"));
+    assert_eq!(
+        evs[0].as_share_access().unwrap().share_name.as_deref(),
+        Some("ADMIN$")
+    );
     assert_eq!(evs[0].ts, utc("2019-03-19T23:34:26.123456Z"));
-    assert_eq!(evs[1].event_id, 5145);
+    assert_eq!(evs[1].event_id(), 5145);
     assert_eq!(
         sum.errors[0].to_string(),
         "dump.jsonl: line 3: missing EventID"
@@ -294,7 +320,7 @@ fn evtx_dump_jsonl_and_blocks() {
 fn parse_line_accepts_json_and_xml() {
     let xml_line = XML_EVENTS.lines().nth(3).unwrap();
     let ev = parse_line(xml_line).unwrap().unwrap();
-    assert_eq!(ev.event_id, 5145);
+    assert_eq!(ev.event_id(), 5145);
     assert_eq!(parse_line("").unwrap(), None);
     let e = parse_line_at("10.0.0.1:5555", 7, "EventID: 3").unwrap_err();
     assert_eq!(e.location, RecordLocation::Line(7));
@@ -309,7 +335,15 @@ fn channel_must_match_event_id_family() {
     let line = r#"{"EventID":1,"Channel":"System","SourceName":"Microsoft-Windows-Kernel-General","EventTime":"2020-01-01 00:00:00"}"#;
     assert_eq!(parse_line(line).unwrap(), None);
     let sec = r#"{"EventID":4624,"Channel":"security","EventTime":"2020-01-01 00:00:00","LogonType":"3"}"#;
-    assert_eq!(parse_line(sec).unwrap().unwrap().logon_type, Some(3));
+    assert_eq!(
+        parse_line(sec)
+            .unwrap()
+            .unwrap()
+            .as_logon()
+            .unwrap()
+            .logon_type,
+        Some(3)
+    );
 }
 
 #[test]
@@ -351,25 +385,40 @@ fn real_empire_log() {
     assert_eq!(sum.skipped, 2);
     let ps: Vec<_> = evs
         .iter()
-        .filter(|e| e.kind == HostEventKind::NetworkConnection && e.dst_port == Some(445))
-        .filter(|e| e.image_name.as_deref() == Some("powershell.exe"))
+        .filter_map(|e| Some((e, e.as_connection()?)))
+        .filter(|(_, c)| c.dst_port == Some(445))
+        .filter(|(_, c)| c.process.image_name.as_deref() == Some("powershell.exe"))
         .collect();
     assert_eq!(ps.len(), 2, "5156 and Sysmon 3");
-    for e in &ps {
-        assert_eq!(e.direction, Some(Direction::Outbound));
-        assert_eq!(e.dst_ip, Some(ip("172.18.39.6")));
-        assert_eq!(e.src_port, Some(50504));
+    for (e, c) in &ps {
+        assert_eq!(c.direction, Some(Direction::Outbound));
+        assert_eq!(c.dst_ip, Some(ip("172.18.39.6")));
+        assert_eq!(c.src_port, Some(50504));
         assert!(matches!(
             e.time_source,
             TimeSource::Utc | TimeSource::LocalInferred
         ));
     }
-    let wfp = ps.iter().find(|e| e.event_id == 5156).unwrap();
+    let (wfp, c) = ps
+        .iter()
+        .find(|(_, c)| c.log == ConnectionLog::Wfp)
+        .unwrap();
     assert_eq!(wfp.ts, utc("2020-09-20T06:57:46Z"));
-    assert_eq!(wfp.pid, Some(8948));
-    let sysmon = ps.iter().find(|e| e.event_id == 3).unwrap();
+    assert_eq!(c.process.pid, Some(8948));
+    let (sysmon, c) = ps
+        .iter()
+        .find(|(_, c)| c.log == ConnectionLog::Sysmon)
+        .unwrap();
     assert_eq!(sysmon.ts, utc("2020-09-20T06:57:48.481Z"));
-    assert_eq!(sysmon.user.as_deref(), Some("THESHIRE\\pgustavo"));
+    assert_eq!(c.account.qualified().as_deref(), Some("THESHIRE\\pgustavo"));
+    // A network logon names the client's computer (what the baseline
+    // learns a host's name from); `-` is no name.
+    let logons: Vec<_> = evs.iter().filter_map(HostEvent::as_logon).collect();
+    let named: Vec<_> = logons.iter().filter(|l| l.workstation.is_some()).collect();
+    assert_eq!(named.len(), 1, "{logons:?}");
+    assert_eq!(named[0].workstation.as_deref(), Some("WORKSTATION5"));
+    assert_eq!(named[0].src_ip, Some(ip("172.18.39.5")));
+    assert_eq!(named[0].logon_type, Some(3));
 }
 
 #[test]
@@ -378,10 +427,7 @@ fn real_covenant_log() {
     let (evs, sum) = parse_file(&p, Format::Auto).unwrap();
     assert_eq!(sum.bad, 0, "{:?}", sum.errors);
     assert_eq!(sum.total, 506);
-    let shares: Vec<_> = evs
-        .iter()
-        .filter(|e| e.kind == HostEventKind::ShareAccess)
-        .collect();
+    let shares: Vec<_> = evs.iter().filter_map(HostEvent::as_share_access).collect();
     assert_eq!(shares.len(), 5);
     assert!(shares.iter().any(|e| e.share_name.as_deref() == Some("C$")
         && e.relative_target.as_deref() == Some("ProgramData\\GruntHTTP.exe")));
@@ -401,9 +447,11 @@ fn real_psexec_evtx_accounts_for_every_record() {
     assert_eq!(sum.bad, 0, "{:?}", sum.errors);
     assert!(evs
         .iter()
-        .any(|e| e.event_id == 5140 && e.share_name.as_deref() == Some("ADMIN$")));
-    assert!(evs.iter().any(|e| e.event_id == 4624
-        && e.logon_type == Some(3)
-        && e.src_ip == Some(ip("10.23.42.22"))));
+        .filter_map(HostEvent::as_share_access)
+        .any(|s| s.log == ShareLog::Share && s.share_name.as_deref() == Some("ADMIN$")));
+    assert!(evs
+        .iter()
+        .filter_map(HostEvent::as_logon)
+        .any(|l| l.logon_type == Some(3) && l.src_ip == Some(ip("10.23.42.22"))));
     assert!(evs.iter().all(|e| e.time_source == TimeSource::Utc));
 }

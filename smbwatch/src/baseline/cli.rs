@@ -51,13 +51,17 @@ pub enum CliError {
 pub fn open(cfg: &Config, path: &Path) -> Result<(Store, Baseline), StoreError> {
     let store = Store::open(path)?;
     let snap = store.load()?;
-    let b = Baseline::new(
+    Ok((store, learner(cfg, snap)))
+}
+
+/// A baseline with the configuration's settings, from what a database held.
+pub fn learner(cfg: &Config, snap: crate::baseline::Snapshot) -> Baseline {
+    Baseline::new(
         cfg.baseline.clone(),
         cfg.detect.allow.clone(),
         cfg.detect.hold_down,
     )
-    .from_snapshot(snap);
-    Ok((store, b))
+    .from_snapshot(snap)
 }
 
 /// What `baseline learn` did.

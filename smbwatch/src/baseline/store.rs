@@ -72,7 +72,81 @@ pub enum StoreError {
         op: &'static str,
         /// redb's reason.
         detail: String,
+        /// The reason is the file's content (a page that does not decode,
+        /// a file shorter than its header says), not the disk or a lock.
+        damaged: bool,
     },
+    /// The database library panicked reading the file (it does on some
+    /// damaged files).
+    #[error("{}: the baseline database library failed reading it: {detail}", path.display())]
+    Panicked {
+        /// The file.
+        path: PathBuf,
+        /// The panic's message.
+        detail: String,
+    },
+    /// A damaged file could not be moved aside.
+    #[error("{}: cannot move the damaged baseline aside to {}: {source}", path.display(), to.display())]
+    SetAside {
+        /// The file.
+        path: PathBuf,
+        /// Where it was to go.
+        to: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    /// True when the file's content is damaged (not a database, a page or
+    /// record that does not decode, a library panic on it): moving it
+    /// aside and starting anew loses nothing usable. A lock held by
+    /// another process, permissions, a full disk and a newer schema are
+    /// not damage.
+    pub fn is_damage(&self) -> bool {
+        use redb::{DatabaseError, StorageError};
+        match self {
+            Self::Corrupt { .. } | Self::Panicked { .. } => true,
+            Self::Io { damaged, .. } => *damaged,
+            Self::Open { source, .. } => match source {
+                DatabaseError::Storage(StorageError::Corrupted(_)) => true,
+                DatabaseError::Storage(StorageError::Io(e)) => damaged_io(e),
+                _ => false,
+            },
+            Self::Dir { .. } | Self::Newer { .. } | Self::SetAside { .. } => false,
+        }
+    }
+}
+
+fn damaged_io(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+    )
+}
+
+/// Whether a redb error is about the file's content (see
+/// [`StoreError::is_damage`]).
+fn damaged(e: &redb::Error) -> bool {
+    match e {
+        redb::Error::Corrupted(_)
+        | redb::Error::TableTypeMismatch { .. }
+        | redb::Error::TableIsMultimap(_)
+        | redb::Error::TableIsNotMultimap(_)
+        | redb::Error::TypeDefinitionChanged { .. } => true,
+        redb::Error::Io(e) => damaged_io(e),
+        _ => false,
+    }
+}
+
+/// A damaged file moved aside by [`Store::open_or_set_aside`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetAside {
+    /// Where the damaged file is now.
+    pub moved_to: PathBuf,
+    /// What was wrong with it.
+    pub reason: String,
 }
 
 /// An open baseline database.
@@ -112,7 +186,72 @@ impl Store {
         move |e| StoreError::Io {
             path: self.path.clone(),
             op,
+            damaged: damaged(&e),
             detail: e.to_string(),
+        }
+    }
+
+    /// Opens and loads `path` like [`Store::open`] and [`Store::load`]; a
+    /// damaged file ([`StoreError::is_damage`]) is renamed to
+    /// `<name>.damaged-<UTC time>` beside it and a new, empty database
+    /// created in its place, so a damaged baseline costs what it had
+    /// learned, never the monitor. Other errors are returned.
+    pub fn open_or_set_aside(
+        path: &Path,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(Self, Snapshot, Option<SetAside>), StoreError> {
+        let attempt = || -> Result<(Self, Snapshot), StoreError> {
+            // redb panics on some damaged files (5 flipped bytes in the
+            // header did, in 4 cases of 10): a panic reading is damage.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let store = Self::open(path)?;
+                let snap = store.load()?;
+                Ok((store, snap))
+            }))
+            .unwrap_or_else(|panic| {
+                let detail = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "panic".into());
+                Err(StoreError::Panicked {
+                    path: path.to_owned(),
+                    detail,
+                })
+            })
+        };
+        match attempt() {
+            Ok((store, snap)) => Ok((store, snap, None)),
+            Err(e) if e.is_damage() => {
+                let name = path
+                    .file_name()
+                    .map_or_else(|| "baseline".into(), |n| n.to_string_lossy().into_owned());
+                let stamp = now.format("%Y%m%dT%H%M%SZ");
+                let mut to = path.with_file_name(format!("{name}.damaged-{stamp}"));
+                let mut n = 1;
+                while to.exists() {
+                    n += 1;
+                    to = path.with_file_name(format!("{name}.damaged-{stamp}-{n}"));
+                }
+                std::fs::rename(path, &to).map_err(|source| StoreError::SetAside {
+                    path: path.to_owned(),
+                    to: to.clone(),
+                    source,
+                })?;
+                let store = Self::open(path)?;
+                let snap = store.load()?;
+                let reason = e.to_string();
+                let set_aside = SetAside {
+                    moved_to: to,
+                    // The remedy is what was just done.
+                    reason: reason
+                        .strip_suffix(&format!("; {REMEDY}"))
+                        .unwrap_or(&reason)
+                        .to_string(),
+                };
+                Ok((store, snap, Some(set_aside)))
+            }
+            Err(e) => Err(e),
         }
     }
 

@@ -201,3 +201,181 @@ fn database_size() {
     );
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
+
+/// A database with the office week, and its bytes.
+fn office_db(name: &str) -> (std::path::PathBuf, Vec<u8>) {
+    let path = temp_db(name);
+    let mut b = baseline();
+    office_week(&mut b);
+    let store = store::Store::open(&path).unwrap();
+    store.write(&b.take_batch()).unwrap();
+    drop(store);
+    let bytes = std::fs::read(&path).unwrap();
+    (path, bytes)
+}
+
+/// Issue 18: a baseline file with 5 flipped bytes stopped `run` from
+/// starting. Now the file is moved aside, named, and a new one started;
+/// what is not damage (another process's lock) is still refused.
+#[test]
+fn a_damaged_file_is_moved_aside_and_a_new_baseline_started() {
+    let (path, clean) = office_db("damaged");
+    let now = chrono::DateTime::from_timestamp(1_796_000_000, 0).unwrap();
+    let mut seed = 12345u64;
+    let mut set_aside = 0;
+    for round in 0..10 {
+        let mut bytes = clean.clone();
+        // Five bytes of the header and first pages, where they matter.
+        for _ in 0..5 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            bytes[(seed >> 33) as usize % 512] ^= 0xff;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let (store, snap, aside) = store::Store::open_or_set_aside(&path, now)
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        drop(store);
+        let Some(aside) = aside else {
+            // The flips missed everything that is read: still a baseline.
+            assert!(!snap.clients.is_empty(), "round {round}");
+            continue;
+        };
+        set_aside += 1;
+        assert!(
+            snap.clients.is_empty() && snap.edges.is_empty(),
+            "round {round}"
+        );
+        // Kept for inspection (redb may have tried to repair it first).
+        assert!(std::fs::metadata(&aside.moved_to).unwrap().len() > 0);
+        let name = aside.moved_to.file_name().unwrap().to_string_lossy();
+        assert!(
+            name.starts_with("baseline.redb.damaged-20261130T005320Z"),
+            "{name}"
+        );
+        // The new file is a good, empty database.
+        assert!(store::Store::open(&path)
+            .unwrap()
+            .load()
+            .unwrap()
+            .clients
+            .is_empty());
+        std::fs::remove_file(&aside.moved_to).unwrap();
+    }
+    assert!(
+        set_aside >= 5,
+        "only {set_aside} of 10 damaged files were noticed"
+    );
+
+    // Garbage: moved aside too; twice in one second gets a second name.
+    for n in ["", "-2"] {
+        std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+        let (_, _, aside) = store::Store::open_or_set_aside(&path, now).unwrap();
+        let aside = aside.expect("garbage is damage");
+        assert!(aside.reason.contains("cannot open"), "{}", aside.reason);
+        assert!(aside
+            .moved_to
+            .to_string_lossy()
+            .ends_with(&format!("T005320Z{n}")));
+    }
+
+    // Held by another process (here: this one): refused, not moved.
+    let held = store::Store::open(&path).unwrap();
+    let err = store::Store::open_or_set_aside(&path, now).err().unwrap();
+    assert!(!err.is_damage(), "{err}");
+    drop(held);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+/// A small tmpfs mounted on a directory of its own, unmounted and removed
+/// on drop (also when the test fails).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(name: &str, size: &str) -> Option<Self> {
+        let dir =
+            std::env::temp_dir().join(format!("smbwatch-tmpfs-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = std::fs::remove_dir(&dir);
+            crate::test_support::skip("cannot mount a tmpfs (needs root)");
+            return None;
+        }
+        Some(Self(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Issue 18: a full disk stopped the writer until restart. Now the batch
+/// is retried (counted) and written once space returns; the learner's
+/// changes wait in memory meanwhile.
+#[test]
+fn writes_resume_when_the_disk_has_space_again() {
+    use std::sync::atomic::Ordering;
+    use std::time::Instant;
+    let Some(fs) = Tmpfs::mount("full", "16m") else {
+        return;
+    };
+    let path = fs.0.join("baseline.redb");
+    let store = store::Store::open(&path).unwrap();
+    let backoff = writer::Backoff {
+        first: Duration::from_millis(20),
+        max: Duration::from_millis(200),
+    };
+    let w = writer::Writer::spawn_with(store, backoff, |_| {}).unwrap();
+    let counters = w.counters();
+    // Fill the disk.
+    let filler = fs.0.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 << 10];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    // A batch of 20,000 edges needs room the disk no longer has.
+    let mut b = bench::fresh(BaselineConfig::default());
+    bench::feed(
+        &mut b,
+        &bench::office_events(20_000, 2_500, 1_793_577_600, 10),
+    );
+    let want = b.snapshot();
+    w.try_send(b.take_batch()).map_err(|_| "queue").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while counters.failures.load(Ordering::Relaxed) < 3 {
+        assert!(Instant::now() < deadline, "no failure seen on a full disk");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(counters.failing.load(Ordering::Relaxed));
+    assert_eq!(counters.batches.load(Ordering::Relaxed), 0);
+    assert!(!w.stopped(), "the writer waits for space instead of ending");
+    // Space returns: the same batch is written.
+    std::fs::remove_file(&filler).unwrap();
+    while counters.batches.load(Ordering::Relaxed) < 1 {
+        assert!(Instant::now() < deadline, "writes did not resume");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!counters.failing.load(Ordering::Relaxed));
+    let report = w.finish().unwrap();
+    assert!(report.failures >= 3, "{report:?}");
+    let mut got = store::Store::open(&path).unwrap().load().unwrap();
+    got.clients.sort_by_key(|(k, _)| *k);
+    got.edges.sort_by_key(|(k, _)| *k);
+    let mut want = want;
+    want.meta.batches = got.meta.batches;
+    want.clients.sort_by_key(|(k, _)| *k);
+    want.edges.sort_by_key(|(k, _)| *k);
+    assert_eq!(got.edges.len(), want.edges.len());
+    assert_eq!(got, want);
+}

@@ -5,8 +5,19 @@
 //! blocks: when the queue is full the batch comes back and the caller folds
 //! it into the next one ([`super::Baseline::restore`]), so a slow disk
 //! delays persistence instead of losing it or stalling detection.
+//!
+//! A failed write (a full disk, an I/O error) does not stop the thread: it
+//! reopens the database (redb asks for that after an I/O error) and
+//! retries the same batch with a backoff ([`Backoff`]) until it commits,
+//! counting the failures; meanwhile new batches fold into the learner's
+//! pending changes, so nothing learned is dropped and writing resumes when
+//! space returns. Only at shutdown does a failing batch end the thread
+//! (its error is [`Writer::finish`]'s).
 
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -38,6 +49,38 @@ pub struct WriterReport {
     pub records: u64,
     /// Time spent in transactions.
     pub busy: Duration,
+    /// Write attempts that failed (each retried).
+    pub failures: u64,
+}
+
+/// How long the writer waits between attempts at a batch that failed:
+/// `first`, doubling up to `max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// The first wait.
+    pub first: Duration,
+    /// The longest wait.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            first: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The writer's counters, readable while it runs.
+#[derive(Debug, Default)]
+pub struct WriterCounters {
+    /// Write attempts that failed.
+    pub failures: AtomicU64,
+    /// Batches committed.
+    pub batches: AtomicU64,
+    /// True while a batch is failing.
+    pub failing: AtomicBool,
 }
 
 /// Why a batch was not queued.
@@ -53,26 +96,44 @@ pub enum SendError {
 pub struct Writer {
     tx: SyncSender<Box<Batch>>,
     thread: JoinHandle<Result<WriterReport, StoreError>>,
+    stop: Arc<AtomicBool>,
+    counters: Arc<WriterCounters>,
 }
 
 impl Writer {
     /// Starts the thread; `on_commit` is called there after every commit.
+    /// Failed writes are retried with the default [`Backoff`].
     pub fn spawn(
         store: Store,
+        on_commit: impl FnMut(&Commit) + Send + 'static,
+    ) -> std::io::Result<Self> {
+        Self::spawn_with(store, Backoff::default(), on_commit)
+    }
+
+    /// [`Writer::spawn`] with a chosen backoff (tests use short ones).
+    pub fn spawn_with(
+        store: Store,
+        backoff: Backoff,
         mut on_commit: impl FnMut(&Commit) + Send + 'static,
     ) -> std::io::Result<Self> {
         let (tx, rx) = sync_channel::<Box<Batch>>(QUEUE);
+        let stop = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(WriterCounters::default());
+        let (stop_t, counters_t) = (stop.clone(), counters.clone());
         let thread = std::thread::Builder::new()
             .name("smbwatch-baseline".into())
             .spawn(move || {
+                let path = store.path().to_owned();
+                let mut store = Some(store);
                 let mut report = WriterReport::default();
                 for b in rx {
                     let start = Instant::now();
-                    store.write(&b)?;
+                    write_until_done(&path, &mut store, &b, backoff, &stop_t, &counters_t)?;
                     let took = start.elapsed();
                     report.batches += 1;
                     report.records += b.len() as u64;
                     report.busy += took;
+                    counters_t.batches.fetch_add(1, Ordering::Relaxed);
                     on_commit(&Commit {
                         batch: b.meta.batches,
                         records: b.len(),
@@ -80,9 +141,20 @@ impl Writer {
                         took,
                     });
                 }
+                report.failures = counters_t.failures.load(Ordering::Relaxed);
                 Ok(report)
             })?;
-        Ok(Self { tx, thread })
+        Ok(Self {
+            tx,
+            thread,
+            stop,
+            counters,
+        })
+    }
+
+    /// The counters, shared with the thread.
+    pub fn counters(&self) -> Arc<WriterCounters> {
+        self.counters.clone()
     }
 
     /// Queues a batch without waiting.
@@ -105,12 +177,65 @@ impl Writer {
     }
 
     /// Waits for the queued batches to be written; the thread's report or
-    /// the store error that stopped it.
+    /// the store error that stopped it (a batch still failing now is
+    /// tried once more, not retried for ever).
     pub fn finish(self) -> Result<WriterReport, StoreError> {
+        self.stop.store(true, Ordering::Relaxed);
         drop(self.tx);
         self.thread.join().unwrap_or_else(|_| {
             Ok(WriterReport::default()) // a panic was already printed
         })
+    }
+}
+
+/// Writes `b`, reopening the database and retrying with `backoff` after a
+/// failure, until it commits or `stop` is set (then the error is returned).
+fn write_until_done(
+    path: &Path,
+    store: &mut Option<Store>,
+    b: &Batch,
+    backoff: Backoff,
+    stop: &AtomicBool,
+    counters: &WriterCounters,
+) -> Result<(), StoreError> {
+    let mut wait = backoff.first;
+    loop {
+        let attempt = match store {
+            Some(s) => s.write(b),
+            None => Store::open(path).and_then(|s| store.insert(s).write(b)),
+        };
+        let e = match attempt {
+            Ok(()) => {
+                if counters.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(
+                        path = %path.display(),
+                        failures = counters.failures.load(Ordering::Relaxed),
+                        "baseline writes resumed"
+                    );
+                }
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        let n = counters.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if !counters.failing.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                failures = n,
+                "{e}; retrying (every {} at most) while learning goes on in memory",
+                humantime::format_duration(backoff.max)
+            );
+        }
+        // redb wants a reopen after an I/O error: the next attempt opens
+        // the file afresh.
+        *store = None;
+        if stop.load(Ordering::Relaxed) {
+            return Err(e);
+        }
+        let until = Instant::now() + wait;
+        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(50).min(wait));
+        }
+        wait = (wait * 2).min(backoff.max);
     }
 }
 
@@ -165,6 +290,9 @@ impl Persist {
 
     /// Writes what is left and waits for the writer.
     pub fn finish(self, b: Option<&mut super::Baseline>) -> Result<WriterReport, StoreError> {
+        // First: a writer retrying a failing batch must give up, or the
+        // blocking send below would wait for it for ever.
+        self.writer.stop.store(true, Ordering::Relaxed);
         if let Some(b) = b {
             if b.pending() > 0 {
                 // The writer may have stopped: its error is returned below.

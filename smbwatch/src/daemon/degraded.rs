@@ -185,6 +185,28 @@ impl Degradation {
     }
 }
 
+/// The notice of a damaged baseline file moved aside at start: the daemon
+/// runs with an empty baseline, so every pair is new to it again.
+pub fn baseline_set_aside(
+    now: DateTime<Utc>,
+    path: &std::path::Path,
+    moved_to: &std::path::Path,
+    reason: &str,
+) -> Alert {
+    notice(
+        now,
+        Severity::High,
+        format!(
+            "smbwatch degraded: the baseline {} was damaged ({reason}); it was moved aside to {} \
+             and smbwatch started with an empty baseline: it learns again from now, and raises \
+             new-edge alerts for pairs it knew (restore a good copy with `smbwatch baseline \
+             import` after stopping the service)",
+            path.display(),
+            moved_to.display()
+        ),
+    )
+}
+
 fn notice(ts: DateTime<Utc>, severity: Severity, message: String) -> Alert {
     Alert::new(ts, AlertKind::SmbwatchDegraded, severity, message)
 }

@@ -232,12 +232,12 @@ async fn start(opts: &RunOptions) -> Result<Running, DaemonError> {
     if opts.host_logs.is_empty() && cfg.hostlog.listen.is_none() {
         pipeline = pipeline.without_host_inputs();
     }
-    let persist = if cfg.baseline.enabled {
-        let (b, persist) = open_baseline(cfg)?;
+    let (persist, baseline_notice) = if cfg.baseline.enabled {
+        let (b, persist, notice) = open_baseline(cfg)?;
         pipeline = pipeline.with_baseline(b);
-        Some(persist)
+        (Some(persist), notice)
     } else {
-        None
+        (None, None)
     };
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let (host_tx, host_rx) = inputs::channel();
@@ -269,6 +269,10 @@ async fn start(opts: &RunOptions) -> Result<Running, DaemonError> {
     let (alert_tx, alert_rx) = mpsc::channel::<Alert>(ALERT_QUEUE);
     let (sinks_tx, sinks_rx) = mpsc::channel::<SinkUpdate>(2);
     let sink_task = tokio::spawn(sink_task(sinks, alert_rx, sinks_rx, metrics.clone()));
+    if let Some(notice) = baseline_notice {
+        // The queue is empty at start: this cannot be refused.
+        let _ = alert_tx.try_send(notice);
+    }
     let metrics_task = runtime::serve_metrics(metrics_server, "/metrics and /top");
     let (settings_tx, settings_rx) = mpsc::channel(4);
     let reloader = Reloader {
@@ -517,12 +521,29 @@ async fn sink_task(
     sinks
 }
 
-/// The configured baseline, loaded, and its writer thread.
+/// The configured baseline, loaded, and its writer thread. A damaged file
+/// is moved aside and the daemon starts with an empty baseline: the
+/// returned notice says so (for the alert sinks, once they run).
 fn open_baseline(
     cfg: &Config,
-) -> Result<(crate::baseline::Baseline, crate::baseline::writer::Persist), DaemonError> {
+) -> Result<
+    (
+        crate::baseline::Baseline,
+        crate::baseline::writer::Persist,
+        Option<Alert>,
+    ),
+    DaemonError,
+> {
+    use crate::baseline::store::Store;
     use crate::baseline::writer::{Persist, Writer};
-    let (store, b) = crate::baseline::cli::open(cfg, &cfg.baseline.path)?;
+    let now = chrono::Utc::now();
+    let (store, snap, set_aside) = Store::open_or_set_aside(&cfg.baseline.path, now)?;
+    let notice = set_aside.map(|s| {
+        let notice = degraded::baseline_set_aside(now, store.path(), &s.moved_to, &s.reason);
+        tracing::error!("{}", notice.message);
+        notice
+    });
+    let b = crate::baseline::cli::learner(cfg, snap);
     let s = b.stats();
     tracing::info!(path = %store.path().display(), clients = s.clients, edges = s.edges, "baseline loaded");
     let writer = Writer::spawn(store, |c| {
@@ -532,7 +553,7 @@ fn open_baseline(
         op: "starting the baseline writer",
         source,
     })?;
-    Ok((b, Persist::new(writer, cfg.baseline.flush_interval)))
+    Ok((b, Persist::new(writer, cfg.baseline.flush_interval), notice))
 }
 
 /// Connects to the fleet's broker (in the background: a broker that is

@@ -233,7 +233,7 @@ impl Tap {
     /// go to every aggregator ([`super::ALL`]).
     pub fn host(&mut self, ev: &crate::hostlog::HostEvent) {
         let p = ev
-            .src_ip
+            .src_ip()
             .map_or(super::ALL, |ip| super::partition(ip, self.partitions));
         self.batch(p).push_host(ev);
         self.close_if_full(p);

@@ -307,7 +307,7 @@ fn unmap(a: Ipv6Addr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hostlog::{HostEventKind, TimeSource};
+    use crate::hostlog::{Account, HostRecord, ShareAccess, ShareLog, TimeSource};
 
     fn gateway() -> GatewayEvent {
         GatewayEvent {
@@ -333,30 +333,20 @@ mod tests {
             time_source: TimeSource::Utc,
             host: Some("ws1.example".into()),
             channel: Some("Security".into()),
-            event_id: 5140,
-            kind: HostEventKind::ShareAccess,
             record_id: Some(7),
-            src_ip: Some("203.0.113.10".parse().unwrap()),
-            src_port: Some(40000),
-            dst_ip: None,
-            dst_port: None,
-            protocol: None,
-            direction: None,
-            pid: None,
-            image: None,
-            image_name: None,
-            user: Some("EXAMPLE\\alice".into()),
-            logon_type: None,
-            share_name: Some("ADMIN$".into()),
-            relative_target: None,
-            target_filename: None,
-            parent_image: None,
-            command_line: None,
-            user_sid: Some("S-1-5-21-1-2-3-1104".into()),
-            process_guid: None,
-            parent_process_guid: None,
-            parent_pid: None,
-            access_mask: None,
+            record: HostRecord::ShareAccess(ShareAccess {
+                log: ShareLog::Share,
+                src_ip: Some("203.0.113.10".parse().unwrap()),
+                src_port: Some(40000),
+                share_name: Some("ADMIN$".into()),
+                relative_target: None,
+                access_mask: None,
+                account: Account {
+                    domain: Some("EXAMPLE".into()),
+                    name: Some("alice".into()),
+                    sid: Some("S-1-5-21-1-2-3-1104".into()),
+                },
+            }),
         }
     }
 
@@ -434,9 +424,23 @@ mod tests {
             [Err(WireError::Host(_))]
         ));
         let mut huge = host();
-        huge.command_line = Some("x".repeat(crate::hostlog::MAX_COMMAND_LINE_BYTES + 1));
+        if let HostRecord::ShareAccess(s) = &mut huge.record {
+            s.relative_target = Some("x".repeat(crate::hostlog::MAX_PATH_BYTES + 1));
+        }
         let mut b = Batch::new();
         b.push_host(&huge);
         assert_eq!(all(&b.into_bytes()), [Err(WireError::FieldTooLong)]);
+        // A record whose event id and kind disagree (a 5140 sent as a
+        // logon) is refused by name, not read as either.
+        let json = serde_json::to_string(&host())
+            .unwrap()
+            .replace(r#""kind":"share_access""#, r#""kind":"logon""#);
+        let mut msg = vec![VERSION, TYPE_HOST];
+        msg.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        msg.extend_from_slice(json.as_bytes());
+        match &all(&msg)[..] {
+            [Err(WireError::Host(e))] => assert!(e.contains("event_id 5140"), "{e}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

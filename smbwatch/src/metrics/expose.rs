@@ -445,6 +445,23 @@ impl Scrape {
         )?;
         counters(
             e,
+            "correlator_process_evictions",
+            "Process creations evicted, each from the host holding the most (entries: correlate.max_processes; bytes: correlate.max_bytes).",
+            "reason",
+            &[
+                ("entries", c.process_evictions.entries),
+                ("bytes", c.process_evictions.bytes),
+            ],
+        )?;
+        gauges(
+            e,
+            "correlator_process_hosts",
+            "Hosts whose process creations the correlator holds.",
+            "",
+            &[("", c.process_hosts)],
+        )?;
+        counters(
+            e,
             "correlator_attributed_pairs",
             "Gateway pairs attributed to a host process.",
             "",

@@ -9,43 +9,44 @@ fn ts(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
 
-fn conn(event_id: u32, pid: Option<u32>, image: &str, dst: &str) -> HostEvent {
+fn conn(log: ConnectionLog, pid: Option<u32>, image: &str, dst: &str) -> HostEvent {
     HostEvent {
         ts: ts("2025-06-08T05:30:23Z"),
         time_source: TimeSource::Utc,
         host: Some("TARGET-SRV".into()),
         channel: Some("Security".into()),
-        event_id,
-        kind: HostEventKind::NetworkConnection,
         record_id: None,
-        src_ip: Some("10.45.45.103".parse().unwrap()),
-        src_port: Some(50146),
-        dst_ip: Some(dst.parse().unwrap()),
-        dst_port: Some(445),
-        protocol: Some(6),
-        direction: Some(Direction::Outbound),
-        pid,
-        image: Some(image.into()),
-        image_name: Some(crate::hostlog::image_file_name(image).into()),
-        user: None,
-        user_sid: None,
-        logon_type: None,
-        share_name: None,
-        relative_target: None,
-        target_filename: None,
-        parent_image: None,
-        command_line: None,
-        process_guid: None,
-        parent_process_guid: None,
-        parent_pid: None,
-        access_mask: None,
+        record: HostRecord::NetworkConnection(NetworkConnection {
+            log,
+            src_ip: Some("10.45.45.103".parse().unwrap()),
+            src_port: Some(50146),
+            dst_ip: Some(dst.parse().unwrap()),
+            dst_port: Some(445),
+            protocol: Some(6),
+            direction: Some(Direction::Outbound),
+            process: Process {
+                pid,
+                image: Some(image.into()),
+                image_name: Some(crate::hostlog::image_file_name(image).into()),
+                guid: None,
+            },
+            account: Default::default(),
+        }),
+    }
+}
+
+/// The connection of an event `conn` built, to change a field.
+fn net(ev: &mut HostEvent) -> &mut NetworkConnection {
+    match &mut ev.record {
+        HostRecord::NetworkConnection(c) => c,
+        other => panic!("not a connection: {other:?}"),
     }
 }
 
 #[test]
 fn seed_sample_dns_exe_alerts() {
     let ev = conn(
-        5156,
+        ConnectionLog::Wfp,
         Some(1752),
         "\\device\\harddiskvolume1\\windows\\system32\\dns.exe",
         "10.45.45.104",
@@ -73,45 +74,60 @@ fn seed_sample_dns_exe_alerts() {
 #[test]
 fn sigma_literal_versus_intent() {
     // System (pid 4) to a remote host: the everyday kernel SMB client.
-    let system = conn(5156, Some(4), "System", "10.45.45.104");
+    let system = conn(ConnectionLog::Wfp, Some(4), "System", "10.45.45.104");
     assert!(
         sigma_literal_reading(&system),
         "literal reading alerts on every kernel SMB connection"
     );
     assert!(!smb_client_intent(&system));
     // A tool to loopback (a local relay/tunnel test): excluded by intent too.
-    let local = conn(5156, Some(1752), "C:\\tools\\python.exe", "127.0.0.1");
+    let local = conn(
+        ConnectionLog::Wfp,
+        Some(1752),
+        "C:\\tools\\python.exe",
+        "127.0.0.1",
+    );
     assert!(sigma_literal_reading(&local));
     assert!(!smb_client_intent(&local));
-    let local6 = conn(5156, Some(1752), "C:\\tools\\python.exe", "::1");
+    let local6 = conn(
+        ConnectionLog::Wfp,
+        Some(1752),
+        "C:\\tools\\python.exe",
+        "::1",
+    );
     assert!(!smb_client_intent(&local6));
     // Both readings drop System to loopback, and both keep dns.exe to a remote host.
-    let both = conn(5156, Some(4), "System", "127.0.0.1");
+    let both = conn(ConnectionLog::Wfp, Some(4), "System", "127.0.0.1");
     assert!(!sigma_literal_reading(&both) && !smb_client_intent(&both));
-    let dns = conn(5156, Some(1752), "dns.exe", "10.45.45.104");
+    let dns = conn(ConnectionLog::Wfp, Some(1752), "dns.exe", "10.45.45.104");
     assert!(sigma_literal_reading(&dns) && smb_client_intent(&dns));
 }
 
 #[test]
 fn inbound_other_ports_and_allowlist() {
-    let mut ev = conn(3, Some(1752), "C:\\x\\python.exe", "10.0.0.2");
-    ev.direction = Some(Direction::Inbound);
+    let mut ev = conn(
+        ConnectionLog::Sysmon,
+        Some(1752),
+        "C:\\x\\python.exe",
+        "10.0.0.2",
+    );
+    net(&mut ev).direction = Some(Direction::Inbound);
     assert!(suspicious_smb_client(&ev, &HostRulesConfig::default()).is_none());
-    ev.direction = None;
+    net(&mut ev).direction = None;
     assert!(suspicious_smb_client(&ev, &HostRulesConfig::default()).is_some());
-    ev.dst_port = Some(139);
+    net(&mut ev).dst_port = Some(139);
     assert!(suspicious_smb_client(&ev, &HostRulesConfig::default()).is_none());
-    ev.dst_port = Some(445);
+    net(&mut ev).dst_port = Some(445);
     let cfg = HostRulesConfig {
         allow_images: vec!["PYTHON.EXE".into()],
         ..HostRulesConfig::default()
     };
     assert!(suspicious_smb_client(&ev, &cfg).is_none());
     // No pid in the record: the image `System` identifies the kernel client.
-    let mut sys = conn(3, None, "System", "10.0.0.2");
+    let mut sys = conn(ConnectionLog::Sysmon, None, "System", "10.0.0.2");
     assert!(suspicious_smb_client(&sys, &HostRulesConfig::default()).is_none());
-    sys.image = Some("C:\\x\\evil.exe".into());
-    sys.image_name = Some("evil.exe".into());
+    net(&mut sys).process.image = Some("C:\\x\\evil.exe".into());
+    net(&mut sys).process.image_name = Some("evil.exe".into());
     assert!(suspicious_smb_client(&sys, &HostRulesConfig::default()).is_some());
 }
 
@@ -153,24 +169,29 @@ fn share_severity_by_share_and_account() {
 fn one_connection_logged_twice_is_one_alert() {
     let mut rules = HostRules::new(HostRulesConfig::default());
     let wfp = conn(
-        5156,
+        ConnectionLog::Wfp,
         Some(8948),
         "\\device\\harddiskvolume2\\powershell.exe",
         "172.18.39.6",
     );
-    let mut sysmon = conn(3, None, "C:\\Windows\\powershell.exe", "172.18.39.6");
+    let mut sysmon = conn(
+        ConnectionLog::Sysmon,
+        None,
+        "C:\\Windows\\powershell.exe",
+        "172.18.39.6",
+    );
     sysmon.ts = wfp.ts + chrono::Duration::milliseconds(2481);
     assert!(rules.check(&sysmon).is_some());
     assert!(rules.check(&wfp).is_none(), "either order");
     // A new source port is a new connection.
     let mut again = wfp.clone();
-    again.src_port = Some(50505);
+    net(&mut again).src_port = Some(50505);
     assert!(rules.check(&again).is_some());
     // Same tuple, both pids known and different: not the same record.
     let mut fresh = HostRules::new(HostRulesConfig::default());
     assert!(fresh.check(&wfp).is_some());
     let mut other = wfp.clone();
-    other.pid = Some(1);
+    net(&mut other).process.pid = Some(1);
     assert!(fresh.check(&other).is_some());
     assert!(
         fresh.check(&sysmon).is_none(),
@@ -192,8 +213,8 @@ fn dedup_state_is_bounded() {
     };
     let mut rules = HostRules::new(cfg);
     for port in 1000..1100u16 {
-        let mut ev = conn(5156, Some(9), "x.exe", "10.0.0.2");
-        ev.src_port = Some(port);
+        let mut ev = conn(ConnectionLog::Wfp, Some(9), "x.exe", "10.0.0.2");
+        net(&mut ev).src_port = Some(port);
         assert!(rules.check(&ev).is_some());
     }
     assert!(rules.conns.len() <= 8);
@@ -225,7 +246,10 @@ fn real_empire_log_powershell_not_system() {
     // System's records of the same connection are never reported.
     let system: Vec<_> = evs
         .iter()
-        .filter(|e| e.image.as_deref() == Some("System"))
+        .filter(|e| {
+            e.process()
+                .is_some_and(|p| p.image.as_deref() == Some("System"))
+        })
         .collect();
     assert!(!system.is_empty());
     assert!(system
@@ -293,10 +317,20 @@ fn parse_line_then_rule() {
 /// pruned on arrival and Sysmon 3 + 5156 of one connection alerted twice.
 #[test]
 fn a_record_from_the_future_does_not_break_dedup() {
-    let wfp = conn(5156, Some(8948), "powershell.exe", "172.18.39.6");
-    let mut sysmon = conn(3, None, "C:\\x\\powershell.exe", "172.18.39.6");
+    let wfp = conn(
+        ConnectionLog::Wfp,
+        Some(8948),
+        "powershell.exe",
+        "172.18.39.6",
+    );
+    let mut sysmon = conn(
+        ConnectionLog::Sysmon,
+        None,
+        "C:\\x\\powershell.exe",
+        "172.18.39.6",
+    );
     sysmon.ts = wfp.ts + chrono::Duration::milliseconds(2481);
-    let mut future = conn(5156, Some(1), "evil.exe", "172.18.39.7");
+    let mut future = conn(ConnectionLog::Wfp, Some(1), "evil.exe", "172.18.39.7");
     future.ts = ts("2100-01-01T00:00:00Z");
 
     // With a reference clock: rejected, counted, explained.
@@ -327,9 +361,14 @@ fn dedup_state_is_bounded_in_bytes() {
     let mut rules = HostRules::new(cfg);
     let pad = "x".repeat(60_000);
     for port in 0..100u16 {
-        let mut ev = conn(5156, Some(9), &format!("C:\\{pad}.exe"), "10.0.0.2");
+        let mut ev = conn(
+            ConnectionLog::Wfp,
+            Some(9),
+            &format!("C:\\{pad}.exe"),
+            "10.0.0.2",
+        );
         ev.host = Some(pad.clone());
-        ev.src_port = Some(port);
+        net(&mut ev).src_port = Some(port);
         assert!(rules.check(&ev).is_some());
         assert!(rules.stats().bytes as usize <= BUDGET, "after {port}");
     }
@@ -341,8 +380,13 @@ fn dedup_state_is_bounded_in_bytes() {
     );
     assert_eq!(rules.stats().evicted, 100 - rules.conns.len() as u64);
     // The newest is remembered: its second record is a duplicate.
-    let mut again = conn(3, None, &format!("C:\\{pad}.exe"), "10.0.0.2");
+    let mut again = conn(
+        ConnectionLog::Sysmon,
+        None,
+        &format!("C:\\{pad}.exe"),
+        "10.0.0.2",
+    );
     again.host = Some(pad.clone());
-    again.src_port = Some(99);
+    net(&mut again).src_port = Some(99);
     assert!(rules.check(&again).is_none());
 }

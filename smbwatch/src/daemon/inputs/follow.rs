@@ -483,10 +483,13 @@ mod tests {
         let task = tokio::spawn(follow(f, Duration::from_millis(10), tx, async {
             let _ = stop_rx.await;
         }));
-        assert_eq!(rx.recv().await.unwrap().dst_port, Some(445));
         assert_eq!(
-            rx.recv().await.unwrap().image_name.as_deref(),
-            Some("python.exe")
+            rx.recv().await.unwrap().as_connection().unwrap().dst_port,
+            Some(445)
+        );
+        assert_eq!(
+            rx.recv().await.unwrap().process().unwrap().image_name,
+            Some("python.exe".to_string())
         );
         stop_tx.send(()).unwrap();
         let stats = task.await.unwrap().unwrap();

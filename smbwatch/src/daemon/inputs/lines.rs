@@ -449,8 +449,14 @@ mod tests {
             .await
             .unwrap();
         drop(tx);
-        assert_eq!(rx.recv().await.unwrap().dst_port, Some(445));
-        assert_eq!(rx.recv().await.unwrap().dst_port, Some(139));
+        assert_eq!(
+            rx.recv().await.unwrap().as_connection().unwrap().dst_port,
+            Some(445)
+        );
+        assert_eq!(
+            rx.recv().await.unwrap().as_connection().unwrap().dst_port,
+            Some(139)
+        );
         assert!(rx.recv().await.is_none());
         assert_eq!(
             stats,

@@ -282,7 +282,10 @@ mod tests {
             .await
             .expect("the event arrives over TLS")
             .unwrap();
-        assert_eq!(ev.image_name.as_deref(), Some("python.exe"));
+        assert_eq!(
+            ev.process().unwrap().image_name.as_deref(),
+            Some("python.exe")
+        );
 
         stop_tx.send(()).unwrap();
         let stats = server.await.unwrap();

@@ -62,9 +62,15 @@ async fn oversized_lines_and_excess_connections_are_refused_and_logged() {
     let payload = format!("{EV}\r\n{long}not json at all\n{xml}\n{{\"EventID\":4634,\"Channel\":\"Security\",\"EventTime\":\"2020-01-01 00:00:00\"}}\n{EV}");
     a.write_all(payload.as_bytes()).await.unwrap();
     let first = rx.recv().await.unwrap();
-    assert_eq!(first.image_name.as_deref(), Some("python.exe"));
+    assert_eq!(
+        first.process().unwrap().image_name.as_deref(),
+        Some("python.exe")
+    );
     let second = rx.recv().await.unwrap();
-    assert_eq!(second.share_name.as_deref(), Some("C$"));
+    assert_eq!(
+        second.as_share_access().unwrap().share_name.as_deref(),
+        Some("C$")
+    );
 
     // `a` holds the only slot: a second connection is closed at once.
     let mut b = TcpStream::connect(addr).await.unwrap();
@@ -79,7 +85,7 @@ async fn oversized_lines_and_excess_connections_are_refused_and_logged() {
     a.shutdown().await.unwrap();
     drop(a);
     let third = rx.recv().await.unwrap();
-    assert_eq!(third.event_id, 3);
+    assert_eq!(third.event_id(), 3);
 
     // The listener kept running: a new connection is served once `a` is gone.
     let mut c = loop {
@@ -87,7 +93,7 @@ async fn oversized_lines_and_excess_connections_are_refused_and_logged() {
         let mut c = TcpStream::connect(addr).await.unwrap();
         let _ = c.write_all(format!("{EV}\n").as_bytes()).await;
         if let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
-            assert_eq!(ev.event_id, 3);
+            assert_eq!(ev.event_id(), 3);
             break c;
         }
     };
@@ -253,7 +259,10 @@ async fn slow_peers_are_closed_and_limited_per_address() {
         .await
         .expect("the forwarder's event arrives")
         .unwrap();
-    assert_eq!(ev.image_name.as_deref(), Some("python.exe"));
+    assert_eq!(
+        ev.process().unwrap().image_name.as_deref(),
+        Some("python.exe")
+    );
     assert!(
         slow.iter().all(|t| !t.is_finished()),
         "slow peers still connected"
