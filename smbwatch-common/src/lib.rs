@@ -355,6 +355,12 @@ pub struct Event {
     /// Active: the pair's SYNs since its previous report, this one included
     /// (saturating at 65,535); 0 for other kinds.
     pub syns: u16,
+    /// Ethernet source address of the frame behind the event (the client's
+    /// frame for SYNs and client ACKs, the server's for answers); all zero
+    /// where no Ethernet header was read.
+    pub mac: addr::MacAddr,
+    /// Explicit padding (keeps the record a multiple of 8 bytes).
+    pub _pad: [u8; 2],
 }
 
 /// Per-CPU token bucket for events ([`BUDGET_MAP`]). Credit is kept in
@@ -627,7 +633,7 @@ mod tests {
         assert_eq!(size_of::<PairKey>(), 32);
         assert_eq!(size_of::<PairSlot>(), 16);
         assert_eq!(size_of::<PairBucket>(), 64);
-        assert_eq!(size_of::<Event>(), 56);
+        assert_eq!(size_of::<Event>(), 64);
         assert_eq!(size_of::<Budget>(), 24);
         assert_eq!(size_of::<Settings>(), 72);
         assert_eq!(size_of::<ReplayMeta>(), 16);

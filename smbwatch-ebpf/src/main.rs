@@ -171,6 +171,9 @@ pub(crate) struct Seen {
     pub flags: u8,
     pub sport: u16,
     pub dport: u16,
+    /// The frame's Ethernet source address (6 bytes the parser checked
+    /// against the packet's end), copied into the event only when one is sent.
+    pub mac: *const u8,
 }
 
 #[inline(always)]
@@ -220,6 +223,7 @@ fn inspect(ctx: &XdpContext, meta: Meta) {
         flags: ev_flags,
         sport,
         dport,
+        mac: l2.src_mac,
     };
     match role {
         Role::Syn => {
@@ -237,20 +241,30 @@ fn inspect(ctx: &XdpContext, meta: Meta) {
 /// limited per source); anything else was counted where it stopped.
 #[inline(always)]
 fn stopped(ctx: &XdpContext, meta: Meta, stop: Stop) {
-    let (key, vlan, flags) = match stop {
+    let (key, vlan, flags, mac) = match stop {
         Stop::Done => return,
-        Stop::VlanLimit { vlan } => {
+        Stop::VlanLimit { vlan, mac } => {
             // No IP header reached: the frame's MACs stand for its ends.
             let Some((src, dst)) = parse::macs(ctx) else {
                 return;
             };
-            (Pair { src, dst }, vlan, smbwatch_common::EVENT_FLAG_VLAN)
+            (
+                Pair { src, dst },
+                vlan,
+                smbwatch_common::EVENT_FLAG_VLAN,
+                mac,
+            )
         }
-        Stop::Ipv6ExtLimit { addr, vlan, flags } => {
+        Stop::Ipv6ExtLimit {
+            addr,
+            vlan,
+            flags,
+            mac,
+        } => {
             let Some((src, dst)) = parse::ipv6_addrs(ctx, addr) else {
                 return;
             };
-            (Pair { src, dst }, vlan, flags)
+            (Pair { src, dst }, vlan, flags, mac)
         }
     };
     let seen = Seen {
@@ -261,6 +275,7 @@ fn stopped(ctx: &XdpContext, meta: Meta, stop: Stop) {
         flags,
         sport: 0,
         dport: 0,
+        mac,
     };
     state::on_unparsed(&seen);
 }
@@ -297,6 +312,13 @@ pub(crate) fn emit(seen: &Seen, kind: EventKind, flags: u8, fanout: u16, syns: u
         (*p).flags = seen.flags | flags;
         (*p).fanout = fanout;
         (*p).syns = syns;
+        // The MAC and the padding after it as one word (the record is
+        // 8-aligned and `mac` sits at 56): padding must not leak
+        // whatever the ring buffer held before.
+        let m = seen.mac;
+        let lo = parse::read_word::<u32>(m);
+        let hi = parse::read_word::<u16>(m.add(4));
+        *(&raw mut (*p).mac).cast::<u64>() = u64::from(lo) | (u64::from(hi) << 32);
     }
     // Waking the reader for every record costs it a context switch per
     // event under a scan; it drains on a short timer instead and is woken
@@ -311,7 +333,8 @@ pub(crate) fn emit(seen: &Seen, kind: EventKind, flags: u8, fanout: u16, syns: u
     entry.submit(wake as u64);
 }
 
-const _: () = assert!(size_of::<Event>() == 56);
+const _: () = assert!(size_of::<Event>() == 64);
+const _: () = assert!(core::mem::offset_of!(Event, mac) == 56);
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -51,10 +51,15 @@ pub enum Stop {
     /// Not a packet the program looks at, or malformed (counted where seen).
     Done,
     /// More VLAN tags than [`MAX_VLAN_TAGS`]; `vlan` is the outer tag's id.
-    VlanLimit { vlan: u16 },
+    VlanLimit { vlan: u16, mac: *const u8 },
     /// More IPv6 extension headers than [`MAX_IPV6_EXT`]; `addr` is the
     /// offset of the source address.
-    Ipv6ExtLimit { addr: usize, vlan: u16, flags: u8 },
+    Ipv6ExtLimit {
+        addr: usize,
+        vlan: u16,
+        flags: u8,
+        mac: *const u8,
+    },
 }
 
 /// Where the L3 header starts and what it is, after the VLAN tags.
@@ -63,6 +68,8 @@ pub struct L2 {
     pub offset: usize,
     pub vlan: u16,
     pub flags: u8,
+    /// The Ethernet source address (inside the checked header).
+    pub src_mac: *const u8,
 }
 
 #[inline(always)]
@@ -76,6 +83,7 @@ pub fn parse_l2(ctx: &XdpContext) -> Result<L2, Stop> {
         offset: ETH_HLEN,
         vlan: 0,
         flags: 0,
+        src_mac: unsafe { eth.add(6) },
     };
     if !is_tpid(l2.ethertype) {
         return Ok(l2); // the common case: no tag
@@ -101,7 +109,10 @@ pub fn parse_l2(ctx: &XdpContext) -> Result<L2, Stop> {
     }
     // One tag more than the walk: reported, never silently passed over.
     count(stat::VLAN_LIMIT);
-    Err(Stop::VlanLimit { vlan: l2.vlan })
+    Err(Stop::VlanLimit {
+        vlan: l2.vlan,
+        mac: l2.src_mac,
+    })
 }
 
 /// The frame's source and destination MAC addresses as modified EUI-64
@@ -191,7 +202,7 @@ impl L3 {
 
 /// One word-sized load from packet memory.
 #[inline(always)]
-unsafe fn read_word<T: Copy>(p: *const u8) -> T {
+pub unsafe fn read_word<T: Copy>(p: *const u8) -> T {
     #[allow(clippy::cast_ptr_alignment)]
     unsafe {
         core::ptr::read(p as *const T)
@@ -310,6 +321,7 @@ fn parse_ipv6(ctx: &XdpContext, l2: &L2) -> Result<L3, Stop> {
         addr: off + 8,
         vlan: l2.vlan,
         flags: l2.flags,
+        mac: l2.src_mac,
     })
 }
 

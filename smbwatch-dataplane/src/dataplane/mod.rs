@@ -23,7 +23,7 @@ use aya::{
 };
 use serde::Serialize;
 use smbwatch_common::{
-    stat, AddrKey, Event, EventKind, Settings, SourceSlot, ANSWERS_ANY_INGRESS,
+    addr::MacAddr, stat, AddrKey, Event, EventKind, Settings, SourceSlot, ANSWERS_ANY_INGRESS,
     ANSWERS_OTHER_INGRESS, DEFAULT_EVENTS_PER_CPU, DEFAULT_PAIR_BUCKETS, DEFAULT_SEEN_WORDS,
     DEFAULT_SETTINGS, DEFAULT_SOURCE_SLOTS, EVENTS_MAP, EVENT_FLAG_AFTER_ACCEPT,
     EVENT_FLAG_FRAGMENTED, EVENT_FLAG_REPEAT, EVENT_FLAG_SEEN_ACCEPTED, EVENT_FLAG_SEEN_CONFIRMED,
@@ -604,8 +604,9 @@ pub fn to_gateway_event(
         after_accept: ev.flags & EVENT_FLAG_AFTER_ACCEPT != 0,
         kernel_fanout: (ev.flags & EVENT_FLAG_REPEAT != 0).then_some(ev.fanout),
         activity,
-        // The kernel record does not carry the frame's MAC yet (issue 18).
-        src_mac: None,
+        // All zero: no Ethernet header behind the record (replay of raw-IP
+        // and Linux-cooked captures frames them with zero MACs).
+        src_mac: (ev.mac != MacAddr::ZERO).then_some(ev.mac),
     }
 }
 
@@ -796,6 +797,21 @@ mod tests {
             let e = to_gateway_event(&ev, k, ts);
             assert_eq!((e.kind, e.activity), (g, None));
         }
+    }
+
+    #[test]
+    fn the_frame_mac_decodes_and_zero_means_none() {
+        let ts = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let mac = MacAddr([0x00, 0x1b, 0x21, 0x3c, 0x4d, 0x5e]);
+        let ev = Event {
+            kind: EventKind::NewPair as u8,
+            mac,
+            ..Default::default()
+        };
+        let e = to_gateway_event(&ev, EventKind::NewPair, ts);
+        assert_eq!(e.src_mac, Some(mac));
+        let none = to_gateway_event(&Event::default(), EventKind::NewPair, ts);
+        assert_eq!(none.src_mac, None, "all-zero MAC: no header was read");
     }
 
     #[test]
