@@ -6,6 +6,7 @@
 #![no_std]
 
 pub mod addr;
+pub mod headers;
 /// Protocol constants shared by the XDP parser, replay's framing and the
 /// frame builder (one place, so they cannot drift apart).
 pub mod proto {

@@ -32,7 +32,8 @@ use smbwatch_common::{
     DEFAULT_SOURCE_SLOTS, MAX_PORTS, RING_WAKEUP_BYTES as WAKEUP_BYTES, UNPARSED_SLOTS,
 };
 
-use parse::{parse_l2, parse_l3, parse_tcp, Addr, Stop, TCP_ACK, TCP_RST, TCP_SYN};
+use parse::{parse_l2, parse_l3, parse_tcp, Addr, Cursor, Hdr, Stop, TCP_ACK, TCP_RST, TCP_SYN};
+use smbwatch_common::headers::EthHdr;
 
 #[map]
 static SOURCES: Array<SourceSlot> = Array::with_max_entries(DEFAULT_SOURCE_SLOTS, 0);
@@ -171,23 +172,24 @@ pub(crate) struct Seen {
     pub flags: u8,
     pub sport: u16,
     pub dport: u16,
-    /// The frame's Ethernet source address (6 bytes the parser checked
-    /// against the packet's end), copied into the event only when one is sent.
-    pub mac: *const u8,
+    /// The frame's Ethernet header: its source MAC is copied into the event
+    /// only when one is sent.
+    pub eth: Hdr<EthHdr>,
 }
 
 #[inline(always)]
 fn inspect(ctx: &XdpContext, meta: Meta) {
     count(stat::PACKETS);
-    let l2 = match parse_l2(ctx) {
+    let mut c = Cursor::new(ctx);
+    let l2 = match parse_l2(&mut c) {
         Ok(l2) => l2,
-        Err(stop) => return stopped(ctx, meta, stop),
+        Err(stop) => return stopped(meta, stop),
     };
-    let l3 = match parse_l3(ctx, &l2) {
+    let l3 = match parse_l3(&mut c, &l2) {
         Ok(l3) => l3,
-        Err(stop) => return stopped(ctx, meta, stop),
+        Err(stop) => return stopped(meta, stop),
     };
-    let Some(tcp) = parse_tcp(ctx, &l3) else {
+    let Some(tcp) = parse_tcp(&c, &l3) else {
         return;
     };
     let flags = tcp.flags;
@@ -203,9 +205,7 @@ fn inspect(ctx: &XdpContext, meta: Meta) {
     } else {
         return;
     };
-    let Some((src, dst)) = l3.addrs(ctx) else {
-        return;
-    };
+    let (src, dst) = l3.addrs();
     let mut ev_flags = l2.flags;
     if l3.fragmented {
         ev_flags |= smbwatch_common::EVENT_FLAG_FRAGMENTED;
@@ -223,7 +223,7 @@ fn inspect(ctx: &XdpContext, meta: Meta) {
         flags: ev_flags,
         sport,
         dport,
-        mac: l2.src_mac,
+        eth: l2.eth,
     };
     match role {
         Role::Syn => {
@@ -240,31 +240,22 @@ fn inspect(ctx: &XdpContext, meta: Meta) {
 /// A packet the parser stopped on: past a walk's bound it is reported (rate
 /// limited per source); anything else was counted where it stopped.
 #[inline(always)]
-fn stopped(ctx: &XdpContext, meta: Meta, stop: Stop) {
-    let (key, vlan, flags, mac) = match stop {
+fn stopped(meta: Meta, stop: Stop) {
+    let (key, vlan, flags, eth) = match stop {
         Stop::Done => return,
-        Stop::VlanLimit { vlan, mac } => {
+        Stop::VlanLimit { vlan, eth } => {
             // No IP header reached: the frame's MACs stand for its ends.
-            let Some((src, dst)) = parse::macs(ctx) else {
-                return;
-            };
+            let (src, dst) = parse::macs(eth);
             (
                 Pair { src, dst },
                 vlan,
                 smbwatch_common::EVENT_FLAG_VLAN,
-                mac,
+                eth,
             )
         }
-        Stop::Ipv6ExtLimit {
-            addr,
-            vlan,
-            flags,
-            mac,
-        } => {
-            let Some((src, dst)) = parse::ipv6_addrs(ctx, addr) else {
-                return;
-            };
-            (Pair { src, dst }, vlan, flags, mac)
+        Stop::Ipv6ExtLimit { ip, l2 } => {
+            let (src, dst) = parse::ipv6_addrs(ip);
+            (Pair { src, dst }, l2.vlan, l2.flags, l2.eth)
         }
     };
     let seen = Seen {
@@ -275,7 +266,7 @@ fn stopped(ctx: &XdpContext, meta: Meta, stop: Stop) {
         flags,
         sport: 0,
         dport: 0,
-        mac,
+        eth,
     };
     state::on_unparsed(&seen);
 }
@@ -315,10 +306,7 @@ pub(crate) fn emit(seen: &Seen, kind: EventKind, flags: u8, fanout: u16, syns: u
         // The MAC and the padding after it as one word (the record is
         // 8-aligned and `mac` sits at 56): padding must not leak
         // whatever the ring buffer held before.
-        let m = seen.mac;
-        let lo = parse::read_word::<u32>(m);
-        let hi = parse::read_word::<u16>(m.add(4));
-        *(&raw mut (*p).mac).cast::<u64>() = u64::from(lo) | (u64::from(hi) << 32);
+        *(&raw mut (*p).mac).cast::<u64>() = seen.eth.src_mac();
     }
     // Waking the reader for every record costs it a context switch per
     // event under a scan; it drains on a short timer instead and is woken
