@@ -85,20 +85,6 @@ pub fn smbwatch(ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// An empty program: the per-packet floor the benchmarks compare with.
-#[xdp]
-pub fn smbwatch_floor(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_PASS
-}
-
-/// Bounces every frame back out of its interface. The traffic generator
-/// runs it with BPF_F_TEST_XDP_LIVE_FRAMES on one end of a veth pair to push
-/// frames into the other end; it is never attached.
-#[xdp]
-pub fn smbwatch_tx(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_TX
-}
-
 #[inline(always)]
 pub(crate) fn count(index: u32) {
     if let Some(slot) = STATS.get_ptr_mut(index) {

@@ -7,7 +7,10 @@ use integration_tests::require_root;
 use std::time::Duration;
 
 use smbwatch::{
-    dataplane::{addr_to_ip, drain, testrun, AnswerCheck, Dataplane, LoadOptions, Stats},
+    dataplane::{
+        addr_to_ip, drain, test_programs::TestPrograms, testrun, AnswerCheck, Dataplane,
+        LoadOptions, Stats,
+    },
     packet::{tcp_flags, Ipv6Ext, Segment},
 };
 use smbwatch_common::{stat, Event, EventKind, ReplayMeta, MAX_IPV6_EXT, MAX_VLAN_TAGS};
@@ -808,14 +811,20 @@ fn random_frames_all_pass() {
 }
 
 #[test]
-fn helper_programs_load() {
-    let mut k = Kernel::new();
-    let floor = k.dp.load_aux(smbwatch_common::FLOOR_PROGRAM_NAME).unwrap();
+fn helper_programs_load_from_the_test_object_only() {
+    require_root();
+    let mut t = TestPrograms::load().unwrap();
     let frame = v4_syn("203.0.113.10", "198.51.100.7", 40000, 445).frame();
+    let floor = t.fd(smbwatch_common::FLOOR_PROGRAM_NAME).unwrap();
     assert_eq!(testrun::run(floor, &frame, 1).unwrap().retval, XDP_PASS);
-    let tx = k.dp.load_aux(smbwatch_common::TX_PROGRAM_NAME).unwrap();
+    let tx = t.fd(smbwatch_common::TX_PROGRAM_NAME).unwrap();
     assert_eq!(testrun::run(tx, &frame, 1).unwrap().retval, 3, "XDP_TX");
-    assert!(k.events().is_empty(), "helper programs touch no maps");
+    let pass = testrun::PassProgram::load().unwrap();
+    assert_eq!(testrun::run(pass.fd(), &frame, 1).unwrap().retval, XDP_PASS);
+    // The shipped object holds the monitor alone.
+    let shipped = aya::Ebpf::load(smbwatch::dataplane::EBPF_OBJECT).unwrap();
+    let names: Vec<&str> = shipped.programs().map(|(name, _)| name).collect();
+    assert_eq!(names, [smbwatch_common::PROGRAM_NAME]);
 }
 
 #[test]

@@ -7,6 +7,8 @@ mod clock;
 mod error;
 mod pin;
 pub mod privilege;
+#[cfg(feature = "test-programs")]
+pub mod test_programs;
 pub mod testrun;
 
 use std::{
@@ -307,27 +309,14 @@ impl Dataplane {
         let prog: &Xdp = self
             .ebpf
             .program(PROGRAM_NAME)
-            .ok_or(DataplaneError::MissingProgram)?
+            .ok_or(DataplaneError::MissingProgram {
+                name: PROGRAM_NAME.to_owned(),
+            })?
             .try_into()
             .map_err(|source| DataplaneError::Program {
                 op: "lookup",
                 source,
             })?;
-        let fd = prog
-            .fd()
-            .map_err(|source| DataplaneError::Program { op: "fd", source })?;
-        Ok(fd.as_fd())
-    }
-
-    /// Loads one of the object's helper programs ([`smbwatch_common::FLOOR_PROGRAM_NAME`],
-    /// [`smbwatch_common::TX_PROGRAM_NAME`]) and returns its fd, for
-    /// benchmarks and the traffic generator.
-    pub fn load_aux(&mut self, name: &'static str) -> Result<BorrowedFd<'_>, DataplaneError> {
-        let prog = program_named(&mut self.ebpf, name)?;
-        if prog.fd().is_err() {
-            prog.load()
-                .map_err(|source| DataplaneError::Program { op: "load", source })?;
-        }
         let fd = prog
             .fd()
             .map_err(|source| DataplaneError::Program { op: "fd", source })?;
@@ -452,7 +441,9 @@ pub(crate) fn program_named<'e>(
     name: &str,
 ) -> Result<&'e mut Xdp, DataplaneError> {
     ebpf.program_mut(name)
-        .ok_or(DataplaneError::MissingProgram)?
+        .ok_or(DataplaneError::MissingProgram {
+            name: name.to_owned(),
+        })?
         .try_into()
         .map_err(|source| DataplaneError::Program {
             op: "lookup",
