@@ -332,7 +332,10 @@ pub const EVENT_FLAG_SEEN_REFUSED: u8 = PAIR_FLAG_SEEN_REFUSED << SEEN_FLAGS_SHI
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Event {
-    /// `bpf_ktime_get_ns` when the packet was seen.
+    /// When the packet was seen: `bpf_ktime_get_coarse_ns`, CLOCK_MONOTONIC
+    /// at the kernel tick's resolution (at most one tick, 4 ms at HZ=250,
+    /// behind it): the reading the budget already takes, where the precise
+    /// clock cost a helper call per event.
     pub ts_ns: u64,
     /// Client address.
     pub src: AddrKey,

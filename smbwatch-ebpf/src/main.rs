@@ -21,7 +21,6 @@ use core::{mem::size_of, ptr::read_volatile};
 
 use aya_ebpf::{
     bindings::{xdp_action, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
     maps::{Array, PerCpuArray, RingBuf},
     programs::XdpContext,
@@ -267,9 +266,9 @@ enum Role {
     ClientAck,
 }
 
-/// Sends one event.
+/// Sends one event stamped `now` (the coarse clock, see [`Event::ts_ns`]).
 #[inline(always)]
-pub(crate) fn emit(seen: &Seen, kind: EventKind, flags: u8, fanout: u16, syns: u16) {
+pub(crate) fn emit(seen: &Seen, now: u64, kind: EventKind, flags: u8, fanout: u16, syns: u16) {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         count(stat::RINGBUF_FULL);
         return;
@@ -278,7 +277,7 @@ pub(crate) fn emit(seen: &Seen, kind: EventKind, flags: u8, fanout: u16, syns: u
     // as words: the record is 8-aligned and src/dst sit at 8 and 24.
     let p = entry.as_mut_ptr();
     unsafe {
-        (*p).ts_ns = bpf_ktime_get_ns();
+        (*p).ts_ns = now;
         *(&raw mut (*p).src).cast::<[u64; 2]>() = seen.key.src.0;
         *(&raw mut (*p).dst).cast::<[u64; 2]>() = seen.key.dst.0;
         (*p).ifindex = seen.ingress;
