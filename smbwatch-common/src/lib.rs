@@ -7,6 +7,7 @@
 
 pub mod addr;
 pub mod counters;
+pub mod headers;
 pub mod sample;
 /// Protocol constants shared by the XDP parser, replay's framing and the
 /// frame builder (one place, so they cannot drift apart).
@@ -333,7 +334,10 @@ pub const EVENT_FLAG_SEEN_REFUSED: u8 = PAIR_FLAG_SEEN_REFUSED << SEEN_FLAGS_SHI
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Event {
-    /// `bpf_ktime_get_ns` when the packet was seen.
+    /// When the packet was seen: `bpf_ktime_get_coarse_ns`, CLOCK_MONOTONIC
+    /// at the kernel tick's resolution (at most one tick, 4 ms at HZ=250,
+    /// behind it): the reading the budget already takes, where the precise
+    /// clock cost a helper call per event.
     pub ts_ns: u64,
     /// Client address.
     pub src: AddrKey,
@@ -357,6 +361,12 @@ pub struct Event {
     /// Active: the pair's SYNs since its previous report, this one included
     /// (saturating at 65,535); 0 for other kinds.
     pub syns: u16,
+    /// Ethernet source address of the frame behind the event (the client's
+    /// frame for SYNs and client ACKs, the server's for answers); all zero
+    /// where no Ethernet header was read.
+    pub mac: addr::MacAddr,
+    /// Explicit padding (keeps the record a multiple of 8 bytes).
+    pub _pad: [u8; 2],
 }
 
 /// Per-CPU token bucket for events ([`BUDGET_MAP`]). Credit is kept in
@@ -640,7 +650,7 @@ mod tests {
         assert_eq!(size_of::<PairKey>(), 32);
         assert_eq!(size_of::<PairSlot>(), 16);
         assert_eq!(size_of::<PairBucket>(), 64);
-        assert_eq!(size_of::<Event>(), 56);
+        assert_eq!(size_of::<Event>(), 64);
         assert_eq!(size_of::<Budget>(), 24);
         assert_eq!(size_of::<Settings>(), 104);
         assert_eq!(size_of::<ReplayMeta>(), 16);

@@ -26,7 +26,7 @@ use std::{
 use aya::maps::{MapData, RingBuf};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use smbwatch_common::{stat, ReplayMeta, FLOOR_PROGRAM_NAME};
+use smbwatch_common::{stat, ReplayMeta};
 
 use crate::dataplane::{
     drain, drain_samples, testrun, to_gateway_event, to_smb_sample, Dataplane, DataplaneError,
@@ -166,6 +166,12 @@ pub enum ReplayError {
     /// Loading the program or reading its maps failed.
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
+    /// The empty program that finds the longest frame a test run takes
+    /// could not be loaded.
+    #[error(
+        "loading the empty XDP program that measures the kernel's test-run frame limit failed"
+    )]
+    Probe(#[source] std::io::Error),
     /// The kernel refused to run the program on a frame.
     #[error("{path}: record {record}: BPF_PROG_TEST_RUN of a {len}-byte frame failed")]
     TestRun {
@@ -451,8 +457,9 @@ const PROBE_MAX: usize = 65_535;
 /// The longest frame `BPF_PROG_TEST_RUN` accepts for an XDP program here
 /// (PAGE_SIZE minus XDP headroom and skb_shared_info on most kernels),
 /// found by bisection on the empty program so the real one's counters stay clean.
-fn probe_max_frame(dp: &mut Dataplane) -> Result<usize, DataplaneError> {
-    let fd = dp.load_aux(FLOOR_PROGRAM_NAME)?;
+fn probe_max_frame() -> Result<usize, ReplayError> {
+    let pass = testrun::PassProgram::load().map_err(ReplayError::Probe)?;
+    let fd = pass.fd();
     let buf = vec![0u8; PROBE_MAX];
     let ok = |n: usize| testrun::run(fd, &buf[..n], 1).is_ok();
     if ok(PROBE_MAX) {
@@ -562,7 +569,7 @@ impl Replay {
             ..opts.load.clone()
         };
         let mut dp = Dataplane::load(&load)?;
-        let max_frame = probe_max_frame(&mut dp)?;
+        let max_frame = probe_max_frame()?;
         let ring = dp.take_events()?;
         let samples = dp.take_samples()?;
         Ok(Self {

@@ -22,7 +22,6 @@ use core::{mem::size_of, ptr::read_volatile};
 
 use aya_ebpf::{
     bindings::{xdp_action, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
     maps::{Array, PerCpuArray, RingBuf},
     programs::XdpContext,
@@ -33,7 +32,8 @@ use smbwatch_common::{
     DEFAULT_SOURCE_SLOTS, MAX_PORTS, RING_WAKEUP_BYTES as WAKEUP_BYTES, UNPARSED_SLOTS,
 };
 
-use parse::{parse_l2, parse_l3, parse_tcp, Addr, Stop, TCP_ACK, TCP_RST, TCP_SYN};
+use parse::{parse_l2, parse_l3, parse_tcp, Addr, Cursor, Hdr, Stop, TCP_ACK, TCP_RST, TCP_SYN};
+use smbwatch_common::headers::EthHdr;
 
 #[map]
 static SOURCES: Array<SourceSlot> = Array::with_max_entries(DEFAULT_SOURCE_SLOTS, 0);
@@ -82,22 +82,12 @@ const RECORD_BYTES: u64 = size_of::<Event>() as u64 + 8;
 pub fn smbwatch(ctx: XdpContext) -> u32 {
     let meta = meta(&ctx);
     inspect(&ctx, meta);
-    sample::run(&ctx, meta);
+    // Sampling off: whatever was noted is left (the next packet's note
+    // overwrites it).
+    if setting!(sample_segments) != 0 {
+        sample::run(&ctx, meta);
+    }
     xdp_action::XDP_PASS
-}
-
-/// An empty program: the per-packet floor the benchmarks compare with.
-#[xdp]
-pub fn smbwatch_floor(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_PASS
-}
-
-/// Bounces every frame back out of its interface. The traffic generator
-/// runs it with BPF_F_TEST_XDP_LIVE_FRAMES on one end of a veth pair to push
-/// frames into the other end; it is never attached.
-#[xdp]
-pub fn smbwatch_tx(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_TX
 }
 
 #[inline(always)]
@@ -173,26 +163,30 @@ pub(crate) struct Seen {
     pub flags: u8,
     pub sport: u16,
     pub dport: u16,
+    /// The frame's Ethernet header: its source MAC is copied into the event
+    /// only when one is sent.
+    pub eth: Hdr<EthHdr>,
 }
 
 #[inline(always)]
 fn inspect(ctx: &XdpContext, meta: Meta) {
     count(stat::PACKETS);
-    let l2 = match parse_l2(ctx) {
+    let mut c = Cursor::new(ctx);
+    let l2 = match parse_l2(&mut c) {
         Ok(l2) => l2,
-        Err(stop) => return stopped(ctx, meta, stop),
+        Err(stop) => return stopped(meta, stop),
     };
-    let l3 = match parse_l3(ctx, &l2) {
+    let l3 = match parse_l3(ctx, &mut c, &l2) {
         Ok(l3) => l3,
-        Err(stop) => return stopped(ctx, meta, stop),
+        Err(stop) => return stopped(meta, stop),
     };
-    let Some(tcp) = parse_tcp(ctx, &l3) else {
+    let Some(tcp) = parse_tcp(&c, &l3) else {
         return;
     };
     let flags = tcp.flags;
     // SMB payload sampling (sample.rs); bare SYNs keep their cost.
     if flags != TCP_SYN {
-        sample::note(&l2, &l3, tcp.sport, tcp.dport);
+        sample::note(&c, &l2, &l3, tcp.sport, tcp.dport);
     }
     // Port tests before address keys: copying 32 address bytes costs more.
     let role = if flags == TCP_SYN && monitored(tcp.dport) {
@@ -206,9 +200,7 @@ fn inspect(ctx: &XdpContext, meta: Meta) {
     } else {
         return;
     };
-    let Some((src, dst)) = l3.addrs(ctx) else {
-        return;
-    };
+    let (src, dst) = l3.addrs();
     let mut ev_flags = l2.flags;
     if l3.fragmented {
         ev_flags |= smbwatch_common::EVENT_FLAG_FRAGMENTED;
@@ -226,6 +218,7 @@ fn inspect(ctx: &XdpContext, meta: Meta) {
         flags: ev_flags,
         sport,
         dport,
+        eth: l2.eth,
     };
     match role {
         Role::Syn => {
@@ -242,21 +235,22 @@ fn inspect(ctx: &XdpContext, meta: Meta) {
 /// A packet the parser stopped on: past a walk's bound it is reported (rate
 /// limited per source); anything else was counted where it stopped.
 #[inline(always)]
-fn stopped(ctx: &XdpContext, meta: Meta, stop: Stop) {
-    let (key, vlan, flags) = match stop {
+fn stopped(meta: Meta, stop: Stop) {
+    let (key, vlan, flags, eth) = match stop {
         Stop::Done => return,
-        Stop::VlanLimit { vlan } => {
+        Stop::VlanLimit { vlan, eth } => {
             // No IP header reached: the frame's MACs stand for its ends.
-            let Some((src, dst)) = parse::macs(ctx) else {
-                return;
-            };
-            (Pair { src, dst }, vlan, smbwatch_common::EVENT_FLAG_VLAN)
+            let (src, dst) = parse::macs(eth);
+            (
+                Pair { src, dst },
+                vlan,
+                smbwatch_common::EVENT_FLAG_VLAN,
+                eth,
+            )
         }
-        Stop::Ipv6ExtLimit { addr, vlan, flags } => {
-            let Some((src, dst)) = parse::ipv6_addrs(ctx, addr) else {
-                return;
-            };
-            (Pair { src, dst }, vlan, flags)
+        Stop::Ipv6ExtLimit { ip, l2 } => {
+            let (src, dst) = parse::ipv6_addrs(ip);
+            (Pair { src, dst }, l2.vlan, l2.flags, l2.eth)
         }
     };
     let seen = Seen {
@@ -267,6 +261,7 @@ fn stopped(ctx: &XdpContext, meta: Meta, stop: Stop) {
         flags,
         sport: 0,
         dport: 0,
+        eth,
     };
     state::on_unparsed(&seen);
 }
@@ -281,9 +276,9 @@ enum Role {
     ClientAck,
 }
 
-/// Sends one event.
+/// Sends one event stamped `now` (the coarse clock, see [`Event::ts_ns`]).
 #[inline(always)]
-pub(crate) fn emit(seen: &Seen, kind: EventKind, flags: u8, fanout: u16, syns: u16) {
+pub(crate) fn emit(seen: &Seen, now: u64, kind: EventKind, flags: u8, fanout: u16, syns: u16) {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         count(stat::RINGBUF_FULL);
         return;
@@ -292,7 +287,7 @@ pub(crate) fn emit(seen: &Seen, kind: EventKind, flags: u8, fanout: u16, syns: u
     // as words: the record is 8-aligned and src/dst sit at 8 and 24.
     let p = entry.as_mut_ptr();
     unsafe {
-        (*p).ts_ns = bpf_ktime_get_ns();
+        (*p).ts_ns = now;
         *(&raw mut (*p).src).cast::<[u64; 2]>() = seen.key.src.0;
         *(&raw mut (*p).dst).cast::<[u64; 2]>() = seen.key.dst.0;
         (*p).ifindex = seen.ingress;
@@ -303,6 +298,10 @@ pub(crate) fn emit(seen: &Seen, kind: EventKind, flags: u8, fanout: u16, syns: u
         (*p).flags = seen.flags | flags;
         (*p).fanout = fanout;
         (*p).syns = syns;
+        // The MAC and the padding after it as one word (the record is
+        // 8-aligned and `mac` sits at 56): padding must not leak
+        // whatever the ring buffer held before.
+        *(&raw mut (*p).mac).cast::<u64>() = seen.eth.src_mac();
     }
     // Waking the reader for every record costs it a context switch per
     // event under a scan; it drains on a short timer instead and is woken
@@ -317,7 +316,8 @@ pub(crate) fn emit(seen: &Seen, kind: EventKind, flags: u8, fanout: u16, syns: u
     entry.submit(wake as u64);
 }
 
-const _: () = assert!(size_of::<Event>() == 56);
+const _: () = assert!(size_of::<Event>() == 64);
+const _: () = assert!(core::mem::offset_of!(Event, mac) == 56);
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -54,7 +54,7 @@ use smbwatch_common::{
 
 use crate::{
     count, monitored,
-    parse::{be16, bytes_at, L2, L3},
+    parse::{Addr, Cursor, Ip, L2, L3},
     setting, state, Meta,
 };
 
@@ -88,6 +88,62 @@ struct Sample {
     payload: usize,
     /// Bytes to copy (at most the configured sample size).
     cap: usize,
+}
+
+/// `len` bytes at offset `off` of the packet, if they lie inside it.
+/// [`run`] reads by offsets kept from the parse, so the verifier checks it
+/// once rather than once per header layout the cursor's walk can end in.
+#[inline(always)]
+fn bytes_at(ctx: &XdpContext, off: usize, len: usize) -> Option<*const u8> {
+    let start = ctx.data();
+    if start + off + len > ctx.data_end() {
+        return None;
+    }
+    Some((start + off) as *const u8)
+}
+
+/// A big-endian u16 at `p`.
+///
+/// # Safety
+/// `p` and `p + 1` lie inside a range [`bytes_at`] returned.
+#[inline(always)]
+unsafe fn be16(p: *const u8) -> u16 {
+    // SAFETY: the caller checked both bytes against the packet's end.
+    unsafe { u16::from_be_bytes([*p, *p.add(1)]) }
+}
+
+/// One word-sized load from packet memory (unaligned loads are allowed
+/// where XDP runs; see parse.rs's `load`).
+///
+/// # Safety
+/// `size_of::<T>()` bytes at `p` lie inside a range [`bytes_at`] returned.
+#[inline(always)]
+unsafe fn read_word<T: Copy>(p: *const u8) -> T {
+    #[allow(clippy::cast_ptr_alignment)]
+    // SAFETY: see the function's contract.
+    unsafe {
+        core::ptr::read(p as *const T)
+    }
+}
+
+/// (source, destination) from the source address's offset.
+#[inline(always)]
+fn addrs_at(ctx: &XdpContext, addr: usize, v4: bool) -> Option<(Addr, Addr)> {
+    if v4 {
+        let p = bytes_at(ctx, addr, 8)?;
+        // SAFETY: 8 bytes checked above.
+        let (s, d) = unsafe { (read_word::<u32>(p), read_word::<u32>(p.add(4))) };
+        Some((Addr::v4(s), Addr::v4(d)))
+    } else {
+        let p = bytes_at(ctx, addr, 32)?;
+        // SAFETY: 32 bytes checked above.
+        unsafe {
+            Some((
+                Addr([read_word::<u64>(p), read_word::<u64>(p.add(8))]),
+                Addr([read_word::<u64>(p.add(16)), read_word::<u64>(p.add(24))]),
+            ))
+        }
+    }
 }
 
 /// A big-endian u32 at `p`.
@@ -128,8 +184,13 @@ static SAMPLE_PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0
 /// [`run`], from offsets kept in a per-CPU slot: the verifier then checks
 /// that code once, not once per header layout the parser can end in.
 #[inline(always)]
-pub(crate) fn note(l2: &L2, l3: &L3, sport: u16, dport: u16) {
-    if setting!(sample_segments) == 0 || l3.fragmented {
+/// `c` is the cursor at the TCP header.
+pub(crate) fn note(c: &Cursor, l2: &L2, l3: &L3, sport: u16, dport: u16) {
+    // Sampling off is decided in `run`, not here: with the setting a
+    // constant 0 the verifier pruned the parser's states so much worse that
+    // the program passed a million instructions (the lab's sampling-off
+    // configuration did not load). Noting a segment is one per-CPU store.
+    if l3.fragmented {
         return;
     }
     let direction = if monitored(dport) {
@@ -144,10 +205,17 @@ pub(crate) fn note(l2: &L2, l3: &L3, sport: u16, dport: u16) {
     };
     unsafe {
         (*p).set = 1;
-        (*p).tcp = l3.tcp as u32;
-        (*p).addr = l3.addr as u32;
+        // The cursor stands at the TCP header; the source address is 12
+        // bytes into an IPv4 header, 8 into an IPv6 one.
+        (*p).tcp = c.offset() as u32;
+        // The source address: 12 bytes into an IPv4 header, 8 into IPv6.
+        let (v4, addr) = match l3.ip {
+            Ip::V4(h) => (true, c.offset_of(h) + 12),
+            Ip::V6(h) => (false, c.offset_of(h) + 8),
+        };
+        (*p).addr = addr as u32;
         (*p).l4_len = l3.l4_len as u32;
-        (*p).v4 = u32::from(l3.v4);
+        (*p).v4 = u32::from(v4);
         (*p).sport = sport;
         (*p).dport = dport;
         (*p).vlan = l2.vlan;
@@ -202,14 +270,7 @@ pub(crate) fn run(ctx: &XdpContext, meta: Meta) {
     if wire_len == 0 && !synack && !closing {
         return; // a bare ACK: nothing to sample, no lookup
     }
-    let l3 = L3 {
-        addr,
-        v4,
-        tcp,
-        l4_len,
-        fragmented: false,
-    };
-    let Some((src, dst)) = l3.addrs(ctx) else {
+    let Some((src, dst)) = addrs_at(ctx, addr, v4) else {
         return;
     };
     let (client, server, client_port, server_port) = if direction == SAMPLE_TO_SERVER {

@@ -46,8 +46,9 @@ pub(crate) fn hash_pair(hs: u64, dst: &Addr) -> u64 {
 
 #[inline(always)]
 pub(crate) fn now_coarse() -> u64 {
-    // Jiffies resolution is plenty for windows and budgets, and several
-    // times cheaper than the precise clock. Events read the precise one.
+    // Jiffies resolution is plenty for windows, budgets and the events'
+    // timestamps (the daemon works in seconds), and one helper call per
+    // event cheaper when one reading serves the budget and the record.
     unsafe { bpf_ktime_get_coarse_ns() }
 }
 
@@ -218,7 +219,7 @@ fn report_contact(
         return;
     }
     let repeat = if fanout > 0 { EVENT_FLAG_REPEAT } else { 0 };
-    emit(seen, kind, flags | repeat, fanout, syns);
+    emit(seen, now, kind, flags | repeat, fanout, syns);
 }
 
 /// A SYN-ACK (`rst == false`) or RST from a monitored port; `seen.key` is
@@ -286,7 +287,7 @@ pub fn on_answer(seen: &Seen, rst: bool) {
         return; // the daemon never heard of the pair this epoch
     }
     count(stat::RESPONSES);
-    emit(seen, kind, extra, 0, 0);
+    emit(seen, now_coarse(), kind, extra, 0, 0);
 }
 
 /// Sets `bit` in a slot's flags unless set (no store when nothing changes).
@@ -321,7 +322,7 @@ pub fn on_client_ack(seen: &Seen, rst: bool) {
         return;
     }
     count(stat::CONFIRMED);
-    emit(seen, EventKind::Confirmed, 0, 0, 0);
+    emit(seen, now_coarse(), EventKind::Confirmed, 0, 0, 0);
 }
 
 /// A packet past the walk's bounds: reported once per (source,
@@ -335,10 +336,11 @@ pub fn on_unparsed(seen: &Seen) {
     let Some(slot) = UNPARSED.get_ptr_mut((hs as u32) & (UNPARSED_SLOTS - 1)) else {
         return;
     };
+    let coarse = now_coarse();
     let now = if setting!(replay) != 0 {
         seen.replay_ns
     } else {
-        now_coarse()
+        coarse
     };
     let stamp = (hs & 0xffff_ffff_0000_0000) | ((now >> UNPARSED_WINDOW_SHIFT) & 0xffff_ffff);
     if unsafe { *slot } == stamp {
@@ -346,12 +348,12 @@ pub fn on_unparsed(seen: &Seen) {
     }
     // A plain write: two CPUs racing on one pair report it twice, once.
     unsafe { *slot = stamp };
-    if !budget(now_coarse(), false) {
+    if !budget(coarse, false) {
         count(stat::EVENTS_SHED);
         return;
     }
     count(stat::UNPARSED_REPORTS);
-    emit(seen, EventKind::Unparsed, 0, 0, 0);
+    emit(seen, coarse, EventKind::Unparsed, 0, 0, 0);
 }
 
 /// Counts a new pair against its source. Returns the source's

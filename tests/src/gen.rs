@@ -36,7 +36,7 @@ use std::sync::OnceLock;
 
 use anyhow::{bail, Context as _, Result};
 use smbwatch::{
-    dataplane::{testrun, Dataplane, LoadOptions, Stats},
+    dataplane::{test_programs::TestPrograms, testrun, Stats},
     packet::{tcp_flags, Segment},
 };
 use smbwatch_common::{stat, FLOOR_PROGRAM_NAME, TX_PROGRAM_NAME};
@@ -600,7 +600,7 @@ impl FromStr for Method {
 
 /// The XDP_TX program, loaded and ready to transmit plans.
 pub struct Generator {
-    dp: Dataplane,
+    programs: TestPrograms,
     tx: RawFd,
     floor: RawFd,
     anchor: Option<OwnedFd>,
@@ -613,24 +613,18 @@ pub struct Generator {
 }
 
 impl Generator {
-    /// Loads the helper programs (with tiny tables: the generator never
-    /// runs smbwatch's program).
+    /// Loads the helper programs from the test-only object.
     pub fn new() -> Result<Self> {
-        let opts = LoadOptions {
-            max_sources: 1024,
-            max_pairs: 1024,
-            ..Default::default()
-        };
-        let mut dp = Dataplane::load(&opts)
-            .context("loading the XDP object (is it built with its eBPF program?)")?;
-        let tx = dp.load_aux(TX_PROGRAM_NAME)?.as_raw_fd();
-        let floor = dp.load_aux(FLOOR_PROGRAM_NAME)?.as_raw_fd();
+        let mut programs = TestPrograms::load()
+            .context("loading the test XDP object (is it built with its eBPF programs?)")?;
+        let tx = programs.fd(TX_PROGRAM_NAME)?.as_raw_fd();
+        let floor = programs.fd(FLOOR_PROGRAM_NAME)?.as_raw_fd();
         let method = OnceLock::new();
         if let Some(m) = Method::forced()? {
             let _ = method.set(m);
         }
         Ok(Self {
-            dp,
+            programs,
             tx,
             floor,
             anchor: None,
@@ -662,7 +656,7 @@ impl Generator {
     pub fn anchor(&mut self, netns: &str, iface: &str) -> Result<()> {
         let tx = self.tx;
         let link = in_netns(netns, || {
-            // SAFETY: `self.dp` keeps the program loaded.
+            // SAFETY: `self.programs` keeps the program loaded.
             attach_xdp(unsafe { BorrowedFd::borrow_raw(tx) }, ifindex(iface)?)
         })?;
         self.anchor = Some(link);
@@ -671,8 +665,8 @@ impl Generator {
 
     /// The empty XDP program, for attaching to a receiver as a baseline.
     pub fn floor(&self) -> BorrowedFd<'_> {
-        let _ = &self.dp;
-        // SAFETY: `self.dp` keeps the program loaded while self lives.
+        let _ = &self.programs;
+        // SAFETY: `self.programs` keeps the program loaded while self lives.
         unsafe { BorrowedFd::borrow_raw(self.floor) }
     }
 

@@ -7,7 +7,10 @@ use integration_tests::require_root;
 use std::time::Duration;
 
 use smbwatch::{
-    dataplane::{addr_to_ip, drain, testrun, AnswerCheck, Dataplane, LoadOptions, Stats},
+    dataplane::{
+        addr_to_ip, drain, test_programs::TestPrograms, testrun, AnswerCheck, Dataplane,
+        LoadOptions, Stats,
+    },
     packet::{tcp_flags, Ipv6Ext, Segment},
 };
 use smbwatch_common::{stat, Event, EventKind, ReplayMeta, MAX_IPV6_EXT, MAX_VLAN_TAGS};
@@ -368,6 +371,42 @@ fn fragmented_syns_are_connection_attempts() {
 
 fn answer(server: &str, client: &str, sport: u16, flags: u8) -> Vec<u8> {
     Segment::new(ip(server), ip(client), 445, sport, flags).frame()
+}
+
+/// `frame` as sent by `mac` (the Ethernet source address, bytes 6..12).
+fn from_mac(mut frame: Vec<u8>, mac: [u8; 6]) -> Vec<u8> {
+    frame[6..12].copy_from_slice(&mac);
+    frame
+}
+
+#[test]
+fn events_carry_the_source_mac_of_their_frame() {
+    const CLIENT: [u8; 6] = [0x00, 0x1b, 0x21, 0x0a, 0x0b, 0x0c];
+    const SERVER: [u8; 6] = [0x3c, 0xec, 0xef, 0x01, 0x02, 0x03];
+    let mut k = Kernel::new();
+    let (c, srv) = ("203.0.113.10", "198.51.100.7");
+    k.run(&from_mac(v4_syn(c, srv, 40000, 445).frame(), CLIENT));
+    k.run(&from_mac(synack(c, srv, 40000), SERVER));
+    k.run(&from_mac(client_ack(c, srv, 40000, tcp_flags::ACK), CLIENT));
+    // IPv6 behind a VLAN tag: the MAC still comes from the Ethernet header.
+    let mut v6 = Segment::syn(ip("2001:db8:a::10"), ip("2001:db8:b::7"), 40000, 445);
+    v6.vlans = vec![42];
+    k.run(&from_mac(v6.frame(), SERVER));
+    let got: Vec<(u8, [u8; 6], [u8; 2])> = k
+        .events()
+        .iter()
+        .map(|e| (e.kind, e.mac.0, e._pad))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (EVENT_NEW_PAIR, CLIENT, [0, 0]),
+            (EVENT_ACCEPTED, SERVER, [0, 0]),
+            (EVENT_CONFIRMED, CLIENT, [0, 0]),
+            (EVENT_NEW_PAIR, SERVER, [0, 0]),
+        ],
+        "the client's MAC on its SYN and ACK, the server's on its answer; padding zeroed"
+    );
 }
 
 #[test]
@@ -772,20 +811,26 @@ fn random_frames_all_pass() {
 }
 
 #[test]
-fn helper_programs_load() {
-    let mut k = Kernel::new();
-    let floor = k.dp.load_aux(smbwatch_common::FLOOR_PROGRAM_NAME).unwrap();
+fn helper_programs_load_from_the_test_object_only() {
+    require_root();
+    let mut t = TestPrograms::load().unwrap();
     let frame = v4_syn("203.0.113.10", "198.51.100.7", 40000, 445).frame();
+    let floor = t.fd(smbwatch_common::FLOOR_PROGRAM_NAME).unwrap();
     assert_eq!(testrun::run(floor, &frame, 1).unwrap().retval, XDP_PASS);
-    let tx = k.dp.load_aux(smbwatch_common::TX_PROGRAM_NAME).unwrap();
+    let tx = t.fd(smbwatch_common::TX_PROGRAM_NAME).unwrap();
     assert_eq!(testrun::run(tx, &frame, 1).unwrap().retval, 3, "XDP_TX");
-    assert!(k.events().is_empty(), "helper programs touch no maps");
+    let pass = testrun::PassProgram::load().unwrap();
+    assert_eq!(testrun::run(pass.fd(), &frame, 1).unwrap().retval, XDP_PASS);
+    // The shipped object holds the monitor alone.
+    let shipped = aya::Ebpf::load(smbwatch::dataplane::EBPF_OBJECT).unwrap();
+    let names: Vec<&str> = shipped.programs().map(|(name, _)| name).collect();
+    assert_eq!(names, [smbwatch_common::PROGRAM_NAME]);
 }
 
 #[test]
 fn ring_buffer_full_is_counted_and_passes() {
     let mut k = Kernel::new();
-    // 8 MiB of 56-byte records (+8-byte headers) hold ~131k events; send
+    // 8 MiB of 64-byte records (+8-byte headers) hold ~116k events; send
     // more new pairs than that without draining.
     let n: u32 = 150_000;
     let fd = k.dp.program_fd().unwrap();

@@ -220,7 +220,7 @@ fn foreign_xdp_program_refused_unless_forced() {
         integration_tests::netns::unique_tag()
     );
     let mut ebpf = aya::EbpfLoader::new()
-        .load(smbwatch::dataplane::EBPF_OBJECT)
+        .load(smbwatch::dataplane::test_programs::TEST_EBPF_OBJECT)
         .expect("load object");
     let prog: &mut aya::programs::Xdp = ebpf
         .program_mut(smbwatch_common::FLOOR_PROGRAM_NAME)

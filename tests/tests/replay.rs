@@ -20,7 +20,7 @@ use smbwatch::{
     packet::{tcp_flags, Segment},
     replay::{Progress, Replay, ReplayOptions, ReplaySink, ReplaySummary},
 };
-use smbwatch_common::stat;
+use smbwatch_common::{addr::MacAddr, stat};
 
 const PCAP_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/pcap");
 
@@ -123,6 +123,21 @@ fn eternalblue_is_one_source_one_destination_47_syns_no_fanout() {
     assert_eq!(new_pairs.len(), 1);
     assert_eq!(new_pairs[0].src, ip("192.168.198.204"));
     assert_eq!(new_pairs[0].dport, 445);
+    // The frames' Ethernet source addresses (tshark: eth.src of the SYN and
+    // of the SYN-ACK): the client's on the pair, the server's on its answer.
+    assert_eq!(
+        new_pairs[0].src_mac,
+        Some(MacAddr([0x00, 0x0c, 0x29, 0xa3, 0x01, 0xb7]))
+    );
+    let accepted = c
+        .events
+        .iter()
+        .find(|e| e.kind == GatewayEventKind::Accepted)
+        .expect("the SYN-ACK");
+    assert_eq!(
+        accepted.src_mac,
+        Some(MacAddr([0x00, 0x0c, 0x29, 0x68, 0x24, 0x5a]))
+    );
     // Stamped with the capture's time, not the replay's.
     let (first, last) = (s.first_ts.unwrap(), s.last_ts.unwrap());
     assert!(

@@ -32,7 +32,7 @@ use super::chain::ChainRec;
 use super::file_drop::{file_name, FileDrop};
 use super::Correlator;
 use crate::alert::{Alert, AlertKind};
-use crate::hostlog::{HostEvent, HostEventKind};
+use crate::hostlog::HostEvent;
 use crate::smb::share_name;
 use crate::timed::add;
 

@@ -1,6 +1,7 @@
 use chrono::{DateTime, Utc};
 
-/// Converts `bpf_ktime_get_ns` (CLOCK_MONOTONIC) timestamps to UTC.
+/// Converts the kernel's event timestamps (CLOCK_MONOTONIC, read at tick
+/// resolution by `bpf_ktime_get_coarse_ns`) to UTC.
 ///
 /// The offset between the two clocks moves when NTP steps the wall clock, so
 /// the daemon calls [`MonotonicClock::resync`] periodically.

@@ -36,8 +36,11 @@ pub enum DataplaneError {
         source: Box<aya::EbpfError>,
     },
     /// The object lacks the program (a build mix-up).
-    #[error("the embedded object has no XDP program named `smbwatch`")]
-    MissingProgram,
+    #[error("the embedded object has no XDP program named `{name}`")]
+    MissingProgram {
+        /// The program's name.
+        name: String,
+    },
     /// The object lacks a map (a build mix-up).
     #[error("the embedded object has no map named `{name}`")]
     MissingMap {

@@ -8,6 +8,8 @@ mod error;
 mod pin;
 pub mod privilege;
 pub mod sample;
+#[cfg(feature = "test-programs")]
+pub mod test_programs;
 pub mod testrun;
 
 use std::{
@@ -24,6 +26,7 @@ use aya::{
 };
 use serde::Serialize;
 use smbwatch_common::{
+    addr::MacAddr,
     sample::{SAMPLES_MAP, SAMPLE_FLOWS_MAP},
     stat, AddrKey, Event, EventKind, Settings, SourceSlot, ANSWERS_ANY_INGRESS,
     ANSWERS_OTHER_INGRESS, DEFAULT_EVENTS_PER_CPU, DEFAULT_PAIR_BUCKETS, DEFAULT_SEEN_WORDS,
@@ -332,27 +335,14 @@ impl Dataplane {
         let prog: &Xdp = self
             .ebpf
             .program(PROGRAM_NAME)
-            .ok_or(DataplaneError::MissingProgram)?
+            .ok_or(DataplaneError::MissingProgram {
+                name: PROGRAM_NAME.to_owned(),
+            })?
             .try_into()
             .map_err(|source| DataplaneError::Program {
                 op: "lookup",
                 source,
             })?;
-        let fd = prog
-            .fd()
-            .map_err(|source| DataplaneError::Program { op: "fd", source })?;
-        Ok(fd.as_fd())
-    }
-
-    /// Loads one of the object's helper programs ([`smbwatch_common::FLOOR_PROGRAM_NAME`],
-    /// [`smbwatch_common::TX_PROGRAM_NAME`]) and returns its fd, for
-    /// benchmarks and the traffic generator.
-    pub fn load_aux(&mut self, name: &'static str) -> Result<BorrowedFd<'_>, DataplaneError> {
-        let prog = program_named(&mut self.ebpf, name)?;
-        if prog.fd().is_err() {
-            prog.load()
-                .map_err(|source| DataplaneError::Program { op: "load", source })?;
-        }
         let fd = prog
             .fd()
             .map_err(|source| DataplaneError::Program { op: "fd", source })?;
@@ -487,7 +477,9 @@ pub(crate) fn program_named<'e>(
     name: &str,
 ) -> Result<&'e mut Xdp, DataplaneError> {
     ebpf.program_mut(name)
-        .ok_or(DataplaneError::MissingProgram)?
+        .ok_or(DataplaneError::MissingProgram {
+            name: name.to_owned(),
+        })?
         .try_into()
         .map_err(|source| DataplaneError::Program {
             op: "lookup",
@@ -639,8 +631,9 @@ pub fn to_gateway_event(
         after_accept: ev.flags & EVENT_FLAG_AFTER_ACCEPT != 0,
         kernel_fanout: (ev.flags & EVENT_FLAG_REPEAT != 0).then_some(ev.fanout),
         activity,
-        // The kernel record does not carry the frame's MAC yet (issue 18).
-        src_mac: None,
+        // All zero: no Ethernet header behind the record (replay of raw-IP
+        // and Linux-cooked captures frames them with zero MACs).
+        src_mac: (ev.mac != MacAddr::ZERO).then_some(ev.mac),
     }
 }
 
@@ -831,6 +824,21 @@ mod tests {
             let e = to_gateway_event(&ev, k, ts);
             assert_eq!((e.kind, e.activity), (g, None));
         }
+    }
+
+    #[test]
+    fn the_frame_mac_decodes_and_zero_means_none() {
+        let ts = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let mac = MacAddr([0x00, 0x1b, 0x21, 0x3c, 0x4d, 0x5e]);
+        let ev = Event {
+            kind: EventKind::NewPair as u8,
+            mac,
+            ..Default::default()
+        };
+        let e = to_gateway_event(&ev, EventKind::NewPair, ts);
+        assert_eq!(e.src_mac, Some(mac));
+        let none = to_gateway_event(&Event::default(), EventKind::NewPair, ts);
+        assert_eq!(none.src_mac, None, "all-zero MAC: no header was read");
     }
 
     #[test]

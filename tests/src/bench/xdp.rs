@@ -28,7 +28,9 @@ use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
 use serde_json::json;
 use smbwatch::{
-    dataplane::{testrun, AnswerCheck, Dataplane, LoadOptions, SampleOptions},
+    dataplane::{
+        test_programs::TestPrograms, testrun, AnswerCheck, Dataplane, LoadOptions, SampleOptions,
+    },
     packet::{ethernet_with_type, tcp_flags, Segment},
 };
 use smbwatch_common::{stat, FLOOR_PROGRAM_NAME};
@@ -69,6 +71,8 @@ pub fn bench_dst_v4(j: u32) -> std::net::IpAddr {
 
 struct Loaded {
     dp: Dataplane,
+    /// Holds the empty program `floor` refers to.
+    _programs: TestPrograms,
     ring: RingBuf<MapData>,
     samples: RingBuf<MapData>,
     main: RawFd,
@@ -115,8 +119,9 @@ const PAIR_CACHE_SIZES: [u32; 3] = [1 << 14, 1 << 18, 1 << 20];
 impl Loaded {
     fn new(opts: &LoadOptions) -> Result<Self> {
         let mut dp = Dataplane::load(opts).context("loading smbwatch")?;
-        let floor = dp
-            .load_aux(FLOOR_PROGRAM_NAME)
+        let mut programs = TestPrograms::load().context("loading the test object")?;
+        let floor = programs
+            .fd(FLOOR_PROGRAM_NAME)
             .context("loading the empty program")?
             .as_raw_fd();
         let main = dp.program_fd()?.as_raw_fd();
@@ -124,6 +129,7 @@ impl Loaded {
         let samples = dp.take_samples()?;
         Ok(Self {
             dp,
+            _programs: programs,
             ring,
             samples,
             main,
@@ -132,7 +138,8 @@ impl Loaded {
     }
 
     fn fd(&self, floor: bool) -> BorrowedFd<'_> {
-        // SAFETY: both fds belong to programs `self.dp` keeps loaded.
+        // SAFETY: both fds belong to programs `self.dp` and
+        // `self._programs` keep loaded.
         unsafe { BorrowedFd::borrow_raw(if floor { self.floor } else { self.main }) }
     }
 
