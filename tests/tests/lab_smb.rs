@@ -4,10 +4,15 @@
 //!
 //! Covered: `smbclient` to a share (a plain file copy: no SMB alert) and to
 //! `IPC$`, `rpcclient` enumeration (srvsvc NetShareEnum, samr
-//! EnumDomainUsers). Not covered yet (issue 21): impacket's psexec/smbexec/
-//! atexec against `ADMIN$`/`C$`-named shares.
+//! EnumDomainUsers), and impacket from PyPI (installed by `cargo xtask
+//! setup`): its `smbclient.py` putting an .exe on `ADMIN$`, `psexec.py`,
+//! `smbexec.py` and `atexec.py`, against a Samba exporting `ADMIN$`/`C$`.
+//! Samba creates no services and has no task scheduler: psexec and smbexec
+//! fail after their CreateServiceW (asserted: `smb_remote_service`), atexec
+//! before any call (its `\atsvc` open is refused: asserted as such, and no
+//! `smb_remote_task`). What is asserted is what crossed the wire.
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use integration_tests::{
     daemon::{json_lines, Daemon},
@@ -20,6 +25,11 @@ use serde_json::Value;
 
 fn action(v: &Value) -> &str {
     v["event"]["action"].as_str().unwrap_or("")
+}
+
+/// `v` is `want` or a list holding it (`rpc.operation` is a list).
+fn is(v: &Value, want: &str) -> bool {
+    v == want || v.as_array().is_some_and(|a| a.iter().any(|x| x == want))
 }
 
 fn smb_lines(lines: &[Value]) -> Vec<&Value> {
@@ -35,7 +45,7 @@ fn samba_clients_are_seen_on_the_wire() {
     let lab = Lab::new(1).expect("lab");
     let server = lab.server_v4[0];
     lab.wait_reachable(server).unwrap();
-    let _smbd = Smbd::start(&lab.servers, &[server]).expect("smbd");
+    let _smbd = Smbd::start_admin(&lab.servers, &[server], USER, PASSWORD).expect("smbd");
     let dir = Scratch::new("lab-smb");
     let json = dir.0.join("alerts.json");
     // rpcclient runs every call on one connection: sample all of it.
@@ -52,13 +62,14 @@ fn samba_clients_are_seen_on_the_wire() {
     )
     .expect("smbwatch on the gateway");
 
-    // A plain file copy from a normal share.
+    // A plain file copy from a normal share. Anonymous (`-U %`): root, the
+    // Unix name smbclient would log on with, has a password here.
     let public = format!("//{server}/public");
     let out = lab
         .attacker
         .exec(
             "smbclient",
-            &[&public, "-N", "-c", "get hello.txt /dev/stdout"],
+            &[&public, "-U", "%", "-N", "-c", "get hello.txt /dev/stdout"],
         )
         .expect("smbclient");
     assert!(String::from_utf8_lossy(&out.stdout).contains("hello from the lab"));
@@ -70,7 +81,9 @@ fn samba_clients_are_seen_on_the_wire() {
                     .is_some_and(|p| p.ends_with(share))
         })
     };
-    let lines = daemon.lines_when(Duration::from_secs(10), |l| tree(l, "\\public"));
+    let lines = daemon.lines_when(Duration::from_secs(10), |l| {
+        tree(l, "\\public") && smb_lines(l).iter().any(|e| action(e) == "smb_create")
+    });
     assert!(tree(&lines, "\\public"), "{:#?}", smb_lines(&lines));
     let copy = smb_lines(&lines);
     assert!(
@@ -81,7 +94,7 @@ fn samba_clients_are_seen_on_the_wire() {
     // IPC$ alone, then rpcclient's enumerations over named pipes.
     let ipc = format!("//{server}/IPC$");
     lab.attacker
-        .exec("smbclient", &[&ipc, "-N", "-c", "exit"])
+        .exec("smbclient", &[&ipc, "-U", "%", "-N", "-c", "exit"])
         .expect("smbclient IPC$");
     let target = server.to_string();
     lab.attacker
@@ -111,10 +124,15 @@ fn samba_clients_are_seen_on_the_wire() {
             .all(|e| e["destination"]["ip"] == target.as_str()),
         "every line names the server"
     );
+    let impacket = lateral_movement(&lab, &daemon, &target, &dir.0);
     assert_eq!(daemon.stop().unwrap(), 0);
 
-    // The plain copy from `public` raised no SMB alert.
     let alerts = json_lines(&std::fs::read(&json).unwrap_or_default());
+    if impacket {
+        check_lateral_alerts(&alerts, &target);
+    }
+
+    // The plain copy from `public` raised no SMB alert.
     let smb_alerts: Vec<&Value> = alerts
         .iter()
         .filter(|a| {
@@ -127,4 +145,184 @@ fn samba_clients_are_seen_on_the_wire() {
         smb_alerts.iter().all(|a| !a.to_string().contains("public")),
         "a plain copy from a normal share raises no SMB alert: {smb_alerts:#?}"
     );
+}
+
+/// The account impacket logs on with (Samba maps it to root).
+const USER: &str = "labadmin";
+const PASSWORD: &str = "Lab-Passw0rd";
+
+/// Where `cargo xtask setup` installs impacket (xtask/src/setup.rs,
+/// `IMPACKET_VENV`).
+const IMPACKET_VENV: &str = "/var/cache/smbwatch-test/impacket-0.13";
+
+/// Seconds an impacket client may run: against Samba they fail fast, a
+/// hanging one is killed so it cannot hang the test.
+const CLIENT_TIMEOUT: &str = "40";
+
+/// Runs impacket's `script` with `args` on the attacker under a timeout;
+/// returns its combined output (for failure messages).
+fn impacket(lab: &Lab, script: &str, args: &[&str]) -> String {
+    // Not `exec`: a client failing against Samba is expected.
+    let out = lab
+        .attacker
+        .command("timeout")
+        .args(["-s", "KILL", CLIENT_TIMEOUT])
+        .arg(format!("{IMPACKET_VENV}/bin/{script}"))
+        .args(args)
+        .output()
+        .expect(script);
+    format!(
+        "{script} ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// impacket's clients against the lab's Samba, each waited for on the
+/// wire (its event lines) before the next starts. Returns false when
+/// impacket is not installed (skipped; a failure under CI=true).
+fn lateral_movement(lab: &Lab, daemon: &Daemon, server: &str, scratch: &Path) -> bool {
+    if !Path::new(IMPACKET_VENV).join("bin/psexec.py").exists() {
+        integration_tests::skip(&format!(
+            "impacket not installed in {IMPACKET_VENV} (cargo xtask setup installs it)"
+        ));
+        return false;
+    }
+    let creds = format!("{USER}:{PASSWORD}@{server}");
+    let wait = |what: &str, out: &str, pred: &dyn Fn(&[Value]) -> bool| {
+        let lines = daemon.lines_when(Duration::from_secs(15), pred);
+        assert!(
+            pred(&lines),
+            "{what} not seen on the wire; {out}\n{:#?}",
+            smb_lines(&lines)
+        );
+    };
+    let call = |l: &[Value], iface: &str, op: &str| {
+        smb_lines(l).iter().any(|e| {
+            action(e) == "rpc_call"
+                && is(&e["rpc"]["interface"]["name"], iface)
+                && is(&e["rpc"]["operation"], op)
+        })
+    };
+
+    // smbclient.py: an executable put on C$.
+    let exe = scratch.join("lab-tool.exe");
+    std::fs::write(&exe, b"MZ not really a program\n").unwrap();
+    let cmds = scratch.join("impacket-smbclient.txt");
+    std::fs::write(&cmds, format!("use C$\nput {}\nexit\n", exe.display())).unwrap();
+    let out = impacket(
+        lab,
+        "smbclient.py",
+        &["-inputfile", cmds.to_str().unwrap(), &creds],
+    );
+    wait("smbclient.py's write of lab-tool.exe", &out, &|l| {
+        smb_lines(l)
+            .iter()
+            .any(|e| action(e) == "smb_write" && e["file"]["name"] == "lab-tool.exe")
+    });
+
+    // psexec.py: finds a writable share, uploads its service binary,
+    // then svcctl OpenSCManagerW and CreateServiceW (Samba refuses it).
+    let out = impacket(
+        lab,
+        "psexec.py",
+        &["-remote-binary-name", "psexec-lab.exe", &creds, "whoami"],
+    );
+    wait("psexec.py's upload and CreateServiceW", &out, &|l| {
+        smb_lines(l)
+            .iter()
+            .any(|e| action(e) == "smb_write" && e["file"]["name"] == "psexec-lab.exe")
+            && call(l, "svcctl", "RCreateServiceW")
+    });
+
+    // smbexec.py: svcctl straight away, CreateServiceW with the command
+    // line; Samba refuses it, so it never reaches C$ for its output. Its
+    // alerts are psexec's acts again (same client, server, pipe and
+    // interface within the dedup window): duplicates, not new alerts, so
+    // its call is asserted on the event lines.
+    let before = daemon
+        .lines_when(Duration::ZERO, |_| true)
+        .iter()
+        .filter(|e| call(std::slice::from_ref(e), "svcctl", "RCreateServiceW"))
+        .count();
+    let out = impacket(lab, "smbexec.py", &["-service-name", "smbexec-lab", &creds]);
+    wait("smbexec.py's CreateServiceW", &out, &|l| {
+        l.iter()
+            .filter(|e| call(std::slice::from_ref(e), "svcctl", "RCreateServiceW"))
+            .count()
+            > before
+    });
+
+    // atexec.py: ITaskSchedulerService over \pipe\atsvc. Samba has no task
+    // scheduler: opening the pipe fails (STATUS_OBJECT_NAME_NOT_FOUND), so
+    // atexec never binds nor calls SchRpcRegisterTask and no
+    // smb_remote_task can come (a failed CREATE raises nothing). What it
+    // sent is the pipe's open, seen with its error.
+    let out = impacket(lab, "atexec.py", &[&creds, "whoami"]);
+    let atsvc = |e: &Value| action(e) == "smb_create" && is(&e["smb"]["named_pipe"], "atsvc");
+    wait("atexec.py's open of \\pipe\\atsvc", &out, &|l| {
+        smb_lines(l).iter().any(|e| atsvc(e))
+    });
+    let lines = daemon.lines_when(Duration::ZERO, |_| true);
+    let opens: Vec<&Value> = smb_lines(&lines).into_iter().filter(|e| atsvc(e)).collect();
+    assert!(
+        opens.iter().all(|e| e["smb"]["status"] == "0xc0000034")
+            && !smb_lines(&lines)
+                .iter()
+                .any(|e| action(e) == "rpc_bind" && is(&e["smb"]["named_pipe"], "atsvc")),
+        "Samba refuses \\pipe\\atsvc (if it now serves it, assert smb_remote_task): {opens:#?}"
+    );
+    true
+}
+
+/// The alerts impacket's traffic must have raised, with the NTLMSSP user
+/// and the share.
+fn check_lateral_alerts(alerts: &[Value], server: &str) {
+    let of = |kind: &str| -> Vec<&Value> {
+        alerts
+            .iter()
+            .filter(|a| is(&a["rule"]["id"], kind))
+            .collect()
+    };
+    let all = || format!("{alerts:#?}");
+    for a in of("smb_admin_share")
+        .iter()
+        .chain(&of("smb_file_drop"))
+        .chain(&of("smb_remote_service"))
+    {
+        assert!(is(&a["user"]["name"], USER), "{a:#}");
+        assert!(is(&a["destination"]["ip"], server), "{a:#}");
+    }
+    // smbclient.py on C$, psexec.py on ADMIN$, psexec's and smbexec's
+    // \svcctl on IPC$.
+    for (share, pipe) in [("C$", None), ("ADMIN$", None), ("IPC$", Some("svcctl"))] {
+        assert!(
+            of("smb_admin_share")
+                .iter()
+                .any(|a| is(&a["smbwatch"]["share"], share)
+                    && pipe.is_none_or(|p| is(&a["smb"]["named_pipe"], p))),
+            "smb_admin_share on {share} {pipe:?}: {}",
+            all()
+        );
+    }
+    for (file, share) in [("lab-tool.exe", "C$"), ("psexec-lab.exe", "ADMIN$")] {
+        assert!(
+            of("smb_file_drop")
+                .iter()
+                .any(|a| is(&a["file"]["name"], file) && is(&a["smbwatch"]["share"], share)),
+            "smb_file_drop of {file} on {share}: {}",
+            all()
+        );
+    }
+    assert!(
+        of("smb_remote_service").iter().any(|a| {
+            is(&a["rpc"]["interface"]["name"], "svcctl")
+                && is(&a["rpc"]["operation"], "RCreateServiceW")
+        }),
+        "smb_remote_service: {}",
+        all()
+    );
+    // atexec's pipe never opened on Samba (see lateral_movement).
+    assert!(of("smb_remote_task").is_empty(), "{}", all());
 }
