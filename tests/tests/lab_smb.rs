@@ -5,7 +5,7 @@
 //! Covered: `smbclient` to a share (a plain file copy: no SMB alert) and to
 //! `IPC$`, `rpcclient` enumeration (srvsvc NetShareEnum, samr
 //! EnumDomainUsers), and impacket from PyPI (installed by `cargo xtask
-//! setup`): its `smbclient.py` putting an .exe on `ADMIN$`, `psexec.py`,
+//! setup`): its `smbclient.py` putting an .exe on `C$`, `psexec.py`,
 //! `smbexec.py` and `atexec.py`, against a Samba exporting `ADMIN$`/`C$`.
 //! Samba creates no services and has no task scheduler: psexec and smbexec
 //! fail after their CreateServiceW (asserted: `smb_remote_service`), atexec
