@@ -133,6 +133,26 @@ impl Smbd {
         Ok(me)
     }
 
+    /// Makes a server started with [`Smbd::start_admin`] offer SMB 3
+    /// encryption to the connections that follow (as Windows does), by
+    /// rewriting its smb.conf and sending SIGHUP (smbd reloads it).
+    pub fn offer_encryption(&self) -> Result<()> {
+        let path = self.dir.join("smb.conf");
+        let conf = std::fs::read_to_string(&path)?;
+        if !conf.contains("server smb encrypt = off") {
+            bail!("this smbd was not started with start_admin");
+        }
+        std::fs::write(
+            &path,
+            conf.replace("server smb encrypt = off", "server smb encrypt = default"),
+        )?;
+        // SAFETY: plain kill(2) on our child.
+        if unsafe { libc::kill(self.child.id() as i32, libc::SIGHUP) } != 0 {
+            bail!("SIGHUP to smbd: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     fn wait_listening(&mut self, ns: &NetNs, addrs: &[IpAddr]) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {

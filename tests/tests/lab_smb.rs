@@ -10,7 +10,9 @@
 //! Samba creates no services and has no task scheduler: psexec and smbexec
 //! fail after their CreateServiceW (asserted: `smb_remote_service`), atexec
 //! before any call (its `\atsvc` open is refused: asserted as such, and no
-//! `smb_remote_task`). What is asserted is what crossed the wire.
+//! `smb_remote_task`). What is asserted is what crossed the wire. Last, the
+//! Samba offers SMB 3 encryption and impacket's `put` is encrypted: its
+//! logon names the user, then `smb_encrypted`, and no share, file or alert.
 
 use std::{path::Path, time::Duration};
 
@@ -45,7 +47,7 @@ fn samba_clients_are_seen_on_the_wire() {
     let lab = Lab::new(1).expect("lab");
     let server = lab.server_v4[0];
     lab.wait_reachable(server).unwrap();
-    let _smbd = Smbd::start_admin(&lab.servers, &[server], USER, PASSWORD).expect("smbd");
+    let smbd = Smbd::start_admin(&lab.servers, &[server], USER, PASSWORD).expect("smbd");
     let dir = Scratch::new("lab-smb");
     let json = dir.0.join("alerts.json");
     // rpcclient runs every call on one connection: sample all of it.
@@ -125,11 +127,12 @@ fn samba_clients_are_seen_on_the_wire() {
         "every line names the server"
     );
     let impacket = lateral_movement(&lab, &daemon, &target, &dir.0);
+    let hidden = impacket.then(|| encrypted_put(&lab, &daemon, &smbd, &target, &dir.0));
     assert_eq!(daemon.stop().unwrap(), 0);
 
     let alerts = json_lines(&std::fs::read(&json).unwrap_or_default());
-    if impacket {
-        check_lateral_alerts(&alerts, &target);
+    if let Some(hidden) = hidden {
+        check_lateral_alerts(&alerts, &target, &hidden);
     }
 
     // The plain copy from `public` raised no SMB alert.
@@ -179,6 +182,20 @@ fn impacket(lab: &Lab, script: &str, args: &[&str]) -> String {
     )
 }
 
+/// impacket's `smbclient.py` putting a (fake) executable `name` on `C$` as
+/// `creds`; returns its output.
+fn put_on_c(lab: &Lab, scratch: &Path, creds: &str, name: &str) -> String {
+    let exe = scratch.join(name);
+    std::fs::write(&exe, b"MZ not really a program\n").unwrap();
+    let cmds = scratch.join("impacket-smbclient.txt");
+    std::fs::write(&cmds, format!("use C$\nput {}\nexit\n", exe.display())).unwrap();
+    impacket(
+        lab,
+        "smbclient.py",
+        &["-inputfile", cmds.to_str().unwrap(), creds],
+    )
+}
+
 /// impacket's clients against the lab's Samba, each waited for on the
 /// wire (its event lines) before the next starts. Returns false when
 /// impacket is not installed (skipped; a failure under CI=true).
@@ -207,15 +224,7 @@ fn lateral_movement(lab: &Lab, daemon: &Daemon, server: &str, scratch: &Path) ->
     };
 
     // smbclient.py: an executable put on C$.
-    let exe = scratch.join("lab-tool.exe");
-    std::fs::write(&exe, b"MZ not really a program\n").unwrap();
-    let cmds = scratch.join("impacket-smbclient.txt");
-    std::fs::write(&cmds, format!("use C$\nput {}\nexit\n", exe.display())).unwrap();
-    let out = impacket(
-        lab,
-        "smbclient.py",
-        &["-inputfile", cmds.to_str().unwrap(), &creds],
-    );
+    let out = put_on_c(lab, scratch, &creds, "lab-tool.exe");
     wait("smbclient.py's write of lab-tool.exe", &out, &|l| {
         smb_lines(l)
             .iter()
@@ -276,9 +285,55 @@ fn lateral_movement(lab: &Lab, daemon: &Daemon, server: &str, scratch: &Path) ->
     true
 }
 
+/// impacket encrypts every session whose server offers SMB 3 encryption:
+/// a `put` of an executable to `C$` then shows its logon (the user) and
+/// `smb_encrypted`, and neither the share nor the file (nothing guessed
+/// from ciphertext). Returns the file's name (`check_lateral_alerts`: no
+/// alert names it).
+fn encrypted_put(lab: &Lab, daemon: &Daemon, smbd: &Smbd, server: &str, scratch: &Path) -> String {
+    smbd.offer_encryption().expect("smbd reload");
+    let creds = format!("{USER}:{PASSWORD}@{server}");
+    let encrypted = |l: &[Value]| {
+        smb_lines(l)
+            .iter()
+            .filter(|e| action(e) == "smb_encrypted")
+            .count()
+    };
+    // smbd reloads its configuration asynchronously: a connection made
+    // before the reload is still in clear text, so try again, each time
+    // with another file name.
+    for attempt in 0..5 {
+        let before = encrypted(&daemon.lines_when(Duration::ZERO, |_| true));
+        let name = format!("hidden-{attempt}.exe");
+        let out = put_on_c(lab, scratch, &creds, &name);
+        let lines = daemon.lines_when(Duration::from_secs(3), |l| encrypted(l) > before);
+        if encrypted(&lines) == before {
+            eprintln!("attempt {attempt}: not encrypted yet; {out}");
+            continue;
+        }
+        let smb = smb_lines(&lines);
+        // The encrypted connection's logon names the user.
+        assert!(
+            smb.iter()
+                .filter(|e| action(e) == "smb_encrypted")
+                .all(|e| is(&e["user"]["name"], USER)),
+            "{smb:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        let lines = daemon.lines_when(Duration::ZERO, |_| true);
+        assert!(
+            !lines.iter().any(|e| e.to_string().contains(&name)),
+            "nothing of an encrypted session's file is seen: {:#?}",
+            smb_lines(&lines)
+        );
+        return name;
+    }
+    panic!("no impacket session was encrypted after smbd offered encryption");
+}
+
 /// The alerts impacket's traffic must have raised, with the NTLMSSP user
 /// and the share.
-fn check_lateral_alerts(alerts: &[Value], server: &str) {
+fn check_lateral_alerts(alerts: &[Value], server: &str, hidden: &str) {
     let of = |kind: &str| -> Vec<&Value> {
         alerts
             .iter()
@@ -321,6 +376,11 @@ fn check_lateral_alerts(alerts: &[Value], server: &str) {
                 && is(&a["rpc"]["operation"], "RCreateServiceW")
         }),
         "smb_remote_service: {}",
+        all()
+    );
+    assert!(
+        !alerts.iter().any(|a| a.to_string().contains(hidden)),
+        "the encrypted put raised nothing: {}",
         all()
     );
     // atexec's pipe never opened on Samba (see lateral_movement).
