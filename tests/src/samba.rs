@@ -20,6 +20,20 @@ pub struct Smbd {
 impl Smbd {
     /// Starts smbd in `ns`, serving a guest share `public` on `addrs` only.
     pub fn start(ns: &NetNs, addrs: &[IpAddr]) -> Result<Self> {
+        Self::start_with(ns, addrs, None)
+    }
+
+    /// Like [`Smbd::start`], and also exports writable shares named
+    /// `ADMIN$` and `C$` to an account `user` with `password`, as a Windows
+    /// host's administrative shares (what psexec-like tools write to).
+    /// Samba needs a Unix account behind a password: `user` is mapped to
+    /// root (`username map`), the password sits in this smbd's own passdb.
+    /// The server offers no SMB 3 encryption (`server smb encrypt = off`).
+    pub fn start_admin(ns: &NetNs, addrs: &[IpAddr], user: &str, password: &str) -> Result<Self> {
+        Self::start_with(ns, addrs, Some((user, password)))
+    }
+
+    fn start_with(ns: &NetNs, addrs: &[IpAddr], admin: Option<(&str, &str)>) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!("smbwatch-smbd-{}", unique_tag()));
         let share = dir.join("share");
         std::fs::create_dir_all(&share)?;
@@ -57,7 +71,53 @@ impl Smbd {
             share = share.display(),
         );
         let conf_path = dir.join("smb.conf");
-        std::fs::write(&conf_path, conf)?;
+        if let Some((user, password)) = admin {
+            let map = dir.join("users.map");
+            std::fs::write(&map, format!("root = {user}\n"))?;
+            // [global] options go in front of the shares. impacket encrypts
+            // every SMB 3 session whose server offers encryption (as Windows
+            // does): not offering it leaves its acts visible on the wire.
+            let mut with = conf.replacen(
+                "[public]",
+                &format!(
+                    "username map = {}\nserver smb encrypt = off\n[public]",
+                    map.display()
+                ),
+                1,
+            );
+            for (name, sub) in [("ADMIN$", "admin"), ("C$", "c")] {
+                let path = dir.join(sub);
+                std::fs::create_dir_all(&path)?;
+                with.push_str(&format!(
+                    "[{name}]\npath = {}\nread only = no\nvalid users = root\n",
+                    path.display()
+                ));
+            }
+            std::fs::write(&conf_path, with)?;
+            let mut add = std::process::Command::new("smbpasswd")
+                .arg("-c")
+                .arg(&conf_path)
+                .args(["-s", "-a", "root"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .context("smbpasswd (install samba: cargo xtask setup)")?;
+            use std::io::Write as _;
+            add.stdin
+                .take()
+                .context("smbpasswd stdin")?
+                .write_all(format!("{password}\n{password}\n").as_bytes())?;
+            let out = add.wait_with_output()?;
+            if !out.status.success() {
+                bail!(
+                    "smbpasswd -a root failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        } else {
+            std::fs::write(&conf_path, conf)?;
+        }
         let log = std::fs::File::create(dir.join("smbd.out"))?;
         let child = ns
             .command("smbd")
@@ -71,6 +131,26 @@ impl Smbd {
         let mut me = Self { child, dir };
         me.wait_listening(ns, addrs)?;
         Ok(me)
+    }
+
+    /// Makes a server started with [`Smbd::start_admin`] offer SMB 3
+    /// encryption to the connections that follow (as Windows does), by
+    /// rewriting its smb.conf and sending SIGHUP (smbd reloads it).
+    pub fn offer_encryption(&self) -> Result<()> {
+        let path = self.dir.join("smb.conf");
+        let conf = std::fs::read_to_string(&path)?;
+        if !conf.contains("server smb encrypt = off") {
+            bail!("this smbd was not started with start_admin");
+        }
+        std::fs::write(
+            &path,
+            conf.replace("server smb encrypt = off", "server smb encrypt = default"),
+        )?;
+        // SAFETY: plain kill(2) on our child.
+        if unsafe { libc::kill(self.child.id() as i32, libc::SIGHUP) } != 0 {
+            bail!("SIGHUP to smbd: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     fn wait_listening(&mut self, ns: &NetNs, addrs: &[IpAddr]) -> Result<()> {

@@ -29,6 +29,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("nmap", "real SYN scans in the lab"),
     ("samba", "real smbd servers in the lab"),
     ("smbclient", "real SMB client sessions in the lab"),
+    (
+        "python3-venv",
+        "the virtualenv impacket (psexec.py, smbexec.py, atexec.py) is installed into for the SMB lab",
+    ),
     ("hping3", "crafted SYN floods in the lab"),
     (
         "nats-server",
@@ -96,6 +100,11 @@ const PACKAGES: &[(&str, &str)] = &[
         "runs the arm64 binary (--version, a replay) in the arm64 package check",
     ),
 ];
+
+/// impacket from PyPI, the lateral-movement clients of the SMB lab
+/// (`tests/tests/lab_smb.rs` looks for its scripts in `IMPACKET_VENV/bin`).
+const IMPACKET: &str = "impacket==0.13.*";
+const IMPACKET_VENV: &str = "/var/cache/smbwatch-test/impacket-0.13";
 
 /// The rust target of the arm64 package.
 const ARM64_TARGET: &str = "aarch64-unknown-linux-gnu";
@@ -201,6 +210,14 @@ pub fn run() -> Result<()> {
                 "--locked",
             ],
         )?;
+    }
+    let pip = format!("{IMPACKET_VENV}/bin/pip");
+    let impacket = output(&pip, &["show", "impacket"]).unwrap_or_default();
+    if !impacket.lines().any(|l| l.starts_with("Version: 0.13.")) {
+        println!("setup: installing {IMPACKET} from PyPI into {IMPACKET_VENV}: psexec.py, smbexec.py, atexec.py and smbclient.py in the SMB lab");
+        // Debian's python, not whatever `python3` a user's PATH finds first.
+        cmd("/usr/bin/python3", &["-m", "venv", IMPACKET_VENV])?;
+        cmd(&pip, &["install", "--quiet", IMPACKET])?;
     }
     println!("setup: everything present");
     Ok(())
