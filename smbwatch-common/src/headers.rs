@@ -141,6 +141,19 @@ pub struct TcpHdr {
     pub urg_ptr: Be16,
 }
 
+/// The VLAN id bits of [`VlanHdr::tci`].
+pub const VLAN_VID_MASK: u16 = 0x0fff;
+/// [`Ipv4Hdr::frag_off`]: don't fragment.
+pub const IP_DF: u16 = 0x4000;
+/// [`Ipv4Hdr::frag_off`]: more fragments follow.
+pub const IP_MF: u16 = 0x2000;
+/// [`Ipv4Hdr::frag_off`]: the offset, in 8-byte units.
+pub const IP_OFFMASK: u16 = 0x1fff;
+/// [`Ipv6FragHdr::frag_off`]: the offset, in 8-byte units shifted left by 3.
+pub const IP6_OFFMASK: u16 = 0xfff8;
+/// [`Ipv6FragHdr::frag_off`]: more fragments follow.
+pub const IP6_MF: u16 = 0x0001;
+
 /// Bytes of a TCP header up to and including the flags byte: what a first
 /// fragment must carry to be read as more than its ports.
 pub const TCP_FLAGS_END: usize = core::mem::offset_of!(TcpHdr, flags) + 1;

@@ -13,7 +13,7 @@
 //!   by `smbwatch-smb`) into event lines and alerts.
 //! - [`pipeline`] wires them into one detection path (daemon, replay, fleet).
 //! - [`community_id`] and [`timed`] are shared helpers with no dependency on
-//!   the above.
+//!   the above; [`settings`] is the one shape of a configuration problem.
 //!
 //! This crate imports no other smbwatch crate but `smbwatch-common` and the
 //! pure parser `smbwatch-smb`; the outputs, the data plane and the
@@ -26,6 +26,7 @@ pub mod detect;
 pub mod event;
 pub mod hostlog;
 pub mod pipeline;
+pub mod settings;
 pub mod smb;
 #[doc(hidden)]
 pub mod test_support;

@@ -4,15 +4,32 @@
 //! Used wherever smbwatch makes packets instead of receiving them: the kernel
 //! tests, the benchmarks, the traffic generator and replay (which puts an
 //! Ethernet header in front of raw-IP and Linux-cooked captures).
+//!
+//! Offsets and sizes come from the kernel parser's layouts
+//! (`smbwatch_common::headers`), written field by field into byte buffers
+//! (safe code: no header struct is ever cast from or to bytes).
 
+use std::mem::{offset_of, size_of};
 use std::net::IpAddr;
 
+use smbwatch_common::headers::{
+    EthHdr, Ipv4Hdr, Ipv6ExtHdr, Ipv6FragHdr, Ipv6Hdr, TcpHdr, VlanHdr, IP6_MF, IP6_OFFMASK, IP_DF,
+    IP_MF, IP_OFFMASK, VLAN_VID_MASK,
+};
 /// TCP flag bits (the kernel parser's, from smbwatch-common).
 pub use smbwatch_common::proto::tcp_flags;
 use smbwatch_common::proto::{
     ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT,
     IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_TCP,
 };
+
+/// Ethernet's shortest frame without the FCS: shorter ones are padded.
+pub const ETH_MIN_FRAME: usize = 60;
+
+/// Writes `bytes` at `at` in `buf` (a field at its layout's offset).
+fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {
+    buf[at..at + bytes.len()].copy_from_slice(bytes);
+}
 
 /// An IPv6 extension header to put between the fixed header and TCP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,7 +100,7 @@ impl Segment {
             ipv4_options: 0,
             ipv6_ext: Vec::new(),
             ipv4_fragment: None,
-            tcp_len: 20,
+            tcp_len: size_of::<TcpHdr>(),
             tpids: None,
             pad: false,
             seq: 0x1000_0000,
@@ -99,27 +116,46 @@ impl Segment {
 
     /// The whole Ethernet frame.
     pub fn frame(&self) -> Vec<u8> {
-        let mut f = Vec::with_capacity(128);
-        f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02]); // dst MAC (locally administered)
-        f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]); // src MAC
         let ethertype = if self.src.is_ipv4() {
             ETH_P_IP
         } else {
             ETH_P_IPV6
         };
+        let tpid = |i: usize| match &self.tpids {
+            Some(t) => t[i],
+            None if i == 0 && self.vlans.len() >= 2 => ETH_P_8021AD,
+            None => ETH_P_8021Q,
+        };
+        // Each protocol field names what follows: the first tag's TPID or
+        // the ethertype, then per tag the next tag's TPID or the ethertype.
+        let next = |i: usize| {
+            if i < self.vlans.len() {
+                tpid(i)
+            } else {
+                ethertype
+            }
+        };
+        let mut f = vec![0u8; size_of::<EthHdr>()];
+        put(&mut f, offset_of!(EthHdr, dst), &[0x02, 0, 0, 0, 0, 0x02]); // locally administered
+        put(&mut f, offset_of!(EthHdr, src), &[0x02, 0, 0, 0, 0, 0x01]);
+        put(&mut f, offset_of!(EthHdr, proto), &next(0).to_be_bytes());
         for (i, vlan) in self.vlans.iter().enumerate() {
-            let tpid: u16 = match &self.tpids {
-                Some(t) => t[i],
-                None if i == 0 && self.vlans.len() >= 2 => ETH_P_8021AD,
-                None => ETH_P_8021Q,
-            };
-            f.extend_from_slice(&tpid.to_be_bytes());
-            f.extend_from_slice(&(vlan & 0x0fff).to_be_bytes());
+            let mut tag = [0u8; size_of::<VlanHdr>()];
+            put(
+                &mut tag,
+                offset_of!(VlanHdr, tci),
+                &(vlan & VLAN_VID_MASK).to_be_bytes(),
+            );
+            put(
+                &mut tag,
+                offset_of!(VlanHdr, proto),
+                &next(i + 1).to_be_bytes(),
+            );
+            f.extend_from_slice(&tag);
         }
-        f.extend_from_slice(&ethertype.to_be_bytes());
         self.ip_packet_into(&mut f);
-        if self.pad && f.len() < 60 {
-            f.resize(60, 0);
+        if self.pad && f.len() < ETH_MIN_FRAME {
+            f.resize(ETH_MIN_FRAME, 0);
         }
         f
     }
@@ -131,86 +167,110 @@ impl Segment {
         p
     }
 
-    fn tcp_header(&self) -> [u8; 20] {
-        let mut t = [0u8; 20];
-        t[0..2].copy_from_slice(&self.sport.to_be_bytes());
-        t[2..4].copy_from_slice(&self.dport.to_be_bytes());
-        t[4..8].copy_from_slice(&self.seq.to_be_bytes());
+    fn tcp_header(&self) -> [u8; size_of::<TcpHdr>()] {
+        let mut t = [0u8; size_of::<TcpHdr>()];
+        put(
+            &mut t,
+            offset_of!(TcpHdr, source),
+            &self.sport.to_be_bytes(),
+        );
+        put(&mut t, offset_of!(TcpHdr, dest), &self.dport.to_be_bytes());
+        put(&mut t, offset_of!(TcpHdr, seq), &self.seq.to_be_bytes());
         if self.flags & tcp_flags::ACK != 0 {
-            t[8..12].copy_from_slice(&self.ack.to_be_bytes());
+            put(&mut t, offset_of!(TcpHdr, ack_seq), &self.ack.to_be_bytes());
         }
-        t[12] = 5 << 4;
-        t[13] = self.flags;
-        t[14..16].copy_from_slice(&64240u16.to_be_bytes());
+        // Data offset in 32-bit words: no options.
+        t[offset_of!(TcpHdr, doff)] = ((size_of::<TcpHdr>() / 4) as u8) << 4;
+        t[offset_of!(TcpHdr, flags)] = self.flags;
+        put(&mut t, offset_of!(TcpHdr, window), &64240u16.to_be_bytes());
         t
     }
 
     fn ip_packet_into(&self, f: &mut Vec<u8>) {
         let full = self.tcp_header();
-        let mut tcp = full[..self.tcp_len.min(20)].to_vec();
-        if self.tcp_len >= 20 {
+        let mut tcp = full[..self.tcp_len.min(full.len())].to_vec();
+        if self.tcp_len >= full.len() {
             tcp.extend_from_slice(&self.payload);
         }
         let tcp = &tcp[..];
         match (self.src, self.dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
-                let ihl = 20 + self.ipv4_options;
+                let ihl = size_of::<Ipv4Hdr>() + self.ipv4_options;
                 let total = (ihl + tcp.len()) as u16;
-                let start = f.len();
-                f.push(0x40 | (ihl / 4) as u8);
-                f.push(0);
-                f.extend_from_slice(&total.to_be_bytes());
                 let frag: u16 = match self.ipv4_fragment {
-                    None => 0x4000, // DF
-                    Some((off, more)) => (off & 0x1fff) | if more { 0x2000 } else { 0 },
+                    None => IP_DF,
+                    Some((off, more)) => (off & IP_OFFMASK) | if more { IP_MF } else { 0 },
                 };
-                f.extend_from_slice(&[0, 1]); // id 1
-                f.extend_from_slice(&frag.to_be_bytes());
-                f.push(64);
-                f.push(IPPROTO_TCP);
-                f.extend_from_slice(&[0, 0]);
-                f.extend_from_slice(&s.octets());
-                f.extend_from_slice(&d.octets());
-                // NOPs then end-of-options: valid padding of any length.
-                f.extend(std::iter::repeat_n(1u8, self.ipv4_options));
-                let csum = checksum(&f[start..start + ihl]);
-                f[start + 10..start + 12].copy_from_slice(&csum.to_be_bytes());
+                let mut h = vec![0u8; ihl];
+                h[offset_of!(Ipv4Hdr, version_ihl)] = 0x40 | (ihl / 4) as u8;
+                put(&mut h, offset_of!(Ipv4Hdr, tot_len), &total.to_be_bytes());
+                put(&mut h, offset_of!(Ipv4Hdr, id), &1u16.to_be_bytes());
+                put(&mut h, offset_of!(Ipv4Hdr, frag_off), &frag.to_be_bytes());
+                h[offset_of!(Ipv4Hdr, ttl)] = 64;
+                h[offset_of!(Ipv4Hdr, protocol)] = IPPROTO_TCP;
+                put(&mut h, offset_of!(Ipv4Hdr, saddr), &s.octets());
+                put(&mut h, offset_of!(Ipv4Hdr, daddr), &d.octets());
+                // NOPs: valid padding of any length.
+                h[size_of::<Ipv4Hdr>()..].fill(1);
+                let csum = checksum(&h);
+                put(&mut h, offset_of!(Ipv4Hdr, check), &csum.to_be_bytes());
+                f.extend_from_slice(&h);
                 f.extend_from_slice(tcp);
             }
             (IpAddr::V6(s), IpAddr::V6(d)) => {
-                let ext_len: usize = self.ipv6_ext.len() * 8;
+                let ext_len: usize = self.ipv6_ext.len() * size_of::<Ipv6ExtHdr>();
                 let payload = (ext_len + tcp.len()) as u16;
-                f.extend_from_slice(&[0x60, 0, 0, 0]);
-                f.extend_from_slice(&payload.to_be_bytes());
                 let first = self.ipv6_ext.first().map_or(IPPROTO_TCP, ext_proto);
-                f.push(first);
-                f.push(64);
-                f.extend_from_slice(&s.octets());
-                f.extend_from_slice(&d.octets());
+                let mut h = [0u8; size_of::<Ipv6Hdr>()];
+                h[offset_of!(Ipv6Hdr, version_flow)] = 0x60;
+                put(
+                    &mut h,
+                    offset_of!(Ipv6Hdr, payload_len),
+                    &payload.to_be_bytes(),
+                );
+                h[offset_of!(Ipv6Hdr, nexthdr)] = first;
+                h[offset_of!(Ipv6Hdr, hop_limit)] = 64;
+                put(&mut h, offset_of!(Ipv6Hdr, saddr), &s.octets());
+                put(&mut h, offset_of!(Ipv6Hdr, daddr), &d.octets());
+                f.extend_from_slice(&h);
                 for (i, ext) in self.ipv6_ext.iter().enumerate() {
                     let next = self.ipv6_ext.get(i + 1).map_or(IPPROTO_TCP, ext_proto);
-                    match ext {
-                        Ipv6Ext::Fragment { offset, more } => {
-                            let off = (offset << 3) | u16::from(*more);
-                            f.push(next);
-                            f.push(0);
-                            f.extend_from_slice(&off.to_be_bytes());
-                            f.extend_from_slice(&0x1234_5678u32.to_be_bytes());
-                        }
-                        Ipv6Ext::Routing => {
-                            f.extend_from_slice(&[next, 0, 0, 0, 0, 0, 0, 0]);
-                        }
-                        Ipv6Ext::HopByHop | Ipv6Ext::DestOpts => {
-                            // PadN option filling the 6 remaining bytes.
-                            f.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
-                        }
-                    }
+                    f.extend_from_slice(&ext_header(ext, next));
                 }
                 f.extend_from_slice(tcp);
             }
             _ => panic!("Segment mixes IPv4 and IPv6 addresses"),
         }
     }
+}
+
+/// An 8-byte extension header followed by `next`.
+fn ext_header(ext: &Ipv6Ext, next: u8) -> [u8; size_of::<Ipv6ExtHdr>()] {
+    let mut e = [0u8; size_of::<Ipv6ExtHdr>()];
+    match ext {
+        Ipv6Ext::Fragment { offset, more } => {
+            let off = ((offset << 3) & IP6_OFFMASK) | if *more { IP6_MF } else { 0 };
+            e[offset_of!(Ipv6FragHdr, nexthdr)] = next;
+            put(
+                &mut e,
+                offset_of!(Ipv6FragHdr, frag_off),
+                &off.to_be_bytes(),
+            );
+            put(
+                &mut e,
+                offset_of!(Ipv6FragHdr, identification),
+                &0x1234_5678u32.to_be_bytes(),
+            );
+        }
+        // Type 0, segments left 0: hdrlen 0 says 8 bytes in all.
+        Ipv6Ext::Routing => e[offset_of!(Ipv6ExtHdr, nexthdr)] = next,
+        Ipv6Ext::HopByHop | Ipv6Ext::DestOpts => {
+            e[offset_of!(Ipv6ExtHdr, nexthdr)] = next;
+            // PadN option filling the 6 remaining bytes.
+            put(&mut e, offset_of!(Ipv6ExtHdr, data), &[1, 4, 0, 0, 0, 0]);
+        }
+    }
+    e
 }
 
 fn ext_proto(e: &Ipv6Ext) -> u8 {
@@ -238,7 +298,9 @@ pub fn checksum(data: &[u8]) -> u16 {
 /// An Ethernet header (zero MACs) in front of a raw IP packet; the
 /// ethertype comes from the IP version nibble. `None` if it is neither 4 nor 6.
 pub fn ethernet_for_ip(ip: &[u8]) -> Option<Vec<u8>> {
-    let ethertype: u16 = match ip.first()? >> 4 {
+    // The version is the high nibble of the first byte in both families.
+    const _: () = assert!(offset_of!(Ipv4Hdr, version_ihl) == offset_of!(Ipv6Hdr, version_flow));
+    let ethertype: u16 = match ip.get(offset_of!(Ipv4Hdr, version_ihl))? >> 4 {
         4 => ETH_P_IP,
         6 => ETH_P_IPV6,
         _ => return None,
@@ -248,9 +310,8 @@ pub fn ethernet_for_ip(ip: &[u8]) -> Option<Vec<u8>> {
 
 /// An Ethernet header (zero MACs) with `ethertype` in front of `payload`.
 pub fn ethernet_with_type(ethertype: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(14 + payload.len());
-    f.extend_from_slice(&[0u8; 12]);
-    f.extend_from_slice(&ethertype.to_be_bytes());
+    let mut f = vec![0u8; size_of::<EthHdr>()];
+    put(&mut f, offset_of!(EthHdr, proto), &ethertype.to_be_bytes());
     f.extend_from_slice(payload);
     f
 }

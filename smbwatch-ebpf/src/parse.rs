@@ -16,7 +16,8 @@ use core::mem::size_of;
 use aya_ebpf::programs::XdpContext;
 use smbwatch_common::{
     headers::{
-        Be16, EthHdr, Ipv4Hdr, Ipv6ExtHdr, Ipv6FragHdr, Ipv6Hdr, TcpHdr, VlanHdr, TCP_FLAGS_END,
+        Be16, EthHdr, Ipv4Hdr, Ipv6ExtHdr, Ipv6FragHdr, Ipv6Hdr, TcpHdr, VlanHdr, IP6_MF,
+        IP6_OFFMASK, IP_MF, IP_OFFMASK, TCP_FLAGS_END, VLAN_VID_MASK,
     },
     proto::{
         ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, ETH_P_QINQ_9100, IPPROTO_AH,
@@ -248,7 +249,7 @@ pub fn parse_l2(c: &mut Cursor) -> Result<L2, Stop> {
             return Err(Stop::Done);
         };
         if tags == 0 {
-            l2.vlan = read!(tag, tci, be16) & 0x0fff;
+            l2.vlan = read!(tag, tci, be16) & VLAN_VID_MASK;
         }
         l2.ethertype = read!(tag, proto, be16);
         if !is_tpid(l2.ethertype) {
@@ -384,7 +385,7 @@ fn parse_ipv4(ctx: &XdpContext, c: &mut Cursor) -> Option<L3> {
         return None;
     }
     let frag = read!(ip, frag_off, be16);
-    if frag & 0x1fff != 0 {
+    if frag & IP_OFFMASK != 0 {
         // Later fragments carry payload only.
         count(stat::LATER_FRAGMENTS);
         return None;
@@ -396,7 +397,7 @@ fn parse_ipv4(ctx: &XdpContext, c: &mut Cursor) -> Option<L3> {
     Some(L3 {
         ip: Ip::V4(ip),
         l4_len: total - ihl,
-        fragmented: frag & 0x2000 != 0,
+        fragmented: frag & IP_MF != 0,
     })
 }
 
@@ -443,11 +444,11 @@ fn parse_ipv6(c: &mut Cursor, l2: &L2) -> Result<L3, Stop> {
                         return Err(Stop::Done);
                     };
                     let field = read!(frag, frag_off, be16);
-                    if field & 0xfff8 != 0 {
+                    if field & IP6_OFFMASK != 0 {
                         count(stat::LATER_FRAGMENTS);
                         return Err(Stop::Done);
                     }
-                    fragmented = field & 1 != 0;
+                    fragmented = field & IP6_MF != 0;
                     next = read!(frag, nexthdr, u8);
                     size_of::<Ipv6FragHdr>()
                 } else {

@@ -19,13 +19,14 @@ use serde::{Deserialize, Serialize};
 use crate::alert::json::JsonTarget;
 use crate::alert::sensor::Sensor;
 use crate::alert::sink::{AlertSinks, SinkError, SinkSettings};
-use crate::alert::syslog::{SyslogConfig, SyslogError};
+use crate::alert::syslog::SyslogConfig;
 use crate::correlate::process::ProcessClassesConfig;
 pub use crate::correlate::CorrelateConfig;
 use crate::dataplane::{AttachMode, LoadOptions};
 use crate::detect::DetectConfig;
 use crate::hostlog::rules::HostRulesConfig;
 use crate::pipeline::PipelineConfig;
+use smbwatch_core::settings::{invalid as bad, Invalid};
 
 /// The whole configuration file. Every section and key is optional.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -282,19 +283,6 @@ fn located(file: &str, line: usize, column: usize, key: Option<&str>, message: &
     }
 }
 
-/// A bad value found by validation: dotted key and problem.
-struct Invalid {
-    key: String,
-    message: String,
-}
-
-fn bad(key: impl Into<String>, message: impl Into<String>) -> Result<(), Invalid> {
-    Err(Invalid {
-        key: key.into(),
-        message: message.into(),
-    })
-}
-
 fn fmt_dur(d: Duration) -> humantime::FormattedDuration {
     humantime::format_duration(d)
 }
@@ -331,7 +319,7 @@ impl Config {
                 line,
                 column,
                 key: Some(inv.key),
-                message: inv.message,
+                message: inv.why,
             }
         })?;
         Ok(cfg)
@@ -342,36 +330,23 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.check().map_err(|inv| ConfigError::Value {
             key: inv.key,
-            message: inv.message,
+            message: inv.why,
         })
     }
 
+    /// Every section's check, in one error shape: the first problem.
     fn check(&self) -> Result<(), Invalid> {
         // First: later checks and the pure modules do arithmetic on them.
         durations::check(self)?;
         validate::check_detect(&self.detect)?;
         validate::check_dataplane(&self.dataplane)?;
         validate::check_correlate(&self.correlate)?;
-        self.syslog.validate().map(drop).or_else(|e| match e {
-            SyslogError::Config { key, problem } => bad(format!("syslog.{key}"), problem),
-            SyslogError::Target { url, problem } => {
-                bad("syslog.target", format!("{url:?}: {problem}"))
-            }
-            other => bad("syslog", other.to_string()),
-        })?;
+        self.syslog.validate()?;
         validate::check_hostlog(&self.hostlog)?;
-        if let Some((key, message)) = self.baseline.problems() {
-            bad(key, message)?;
-        }
-        if let Some((key, message)) = self.publish.problem() {
-            bad(key, message)?;
-        }
-        if let Err(e) = self.smb.validate() {
-            bad(e.key(), e.to_string())?;
-        }
-        self.process_classes
-            .validate()
-            .or_else(|(key, problem)| bad(format!("process_classes.{key}"), problem))
+        self.baseline.validate()?;
+        self.publish.validate()?;
+        self.smb.validate()?;
+        self.process_classes.validate()
     }
 }
 

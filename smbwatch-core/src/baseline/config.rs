@@ -6,6 +6,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::settings::{invalid, Invalid};
+
 /// Learned-baseline settings: the `[baseline]` section.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -120,10 +122,11 @@ impl Default for BaselineConfig {
 pub const MAX_ENTRIES: usize = 1 << 24;
 
 impl BaselineConfig {
-    /// Values and relations the types do not check: `(key, problem)`.
-    /// Durations are range-checked with the rest of the configuration.
-    pub fn problems(&self) -> Option<(String, String)> {
-        let p = |k: &str, m: String| Some((format!("baseline.{k}"), m));
+    /// Values and relations the types do not check; the first problem,
+    /// naming its key. Durations are range-checked with the rest of the
+    /// configuration.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let p = |k: &str, m: String| invalid(format!("baseline.{k}"), m);
         if self.path.as_os_str().is_empty() {
             return p("path", "empty path".into());
         }
@@ -204,7 +207,7 @@ impl BaselineConfig {
                 );
             }
         }
-        None
+        Ok(())
     }
 
     /// Slack in whole hours.

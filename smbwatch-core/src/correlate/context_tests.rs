@@ -253,23 +253,27 @@ fn classes_set_severity_and_the_lists_come_from_config() {
 fn class_lists_are_validated_naming_the_key() {
     let bad = |cfg: ProcessClassesConfig| cfg.validate().unwrap_err();
     assert!(ProcessClassesConfig::default().validate().is_ok());
-    let (k, m) = bad(ProcessClassesConfig {
+    let e = bad(ProcessClassesConfig {
         browsers: vec![r"C:\x\chrome.exe".into()],
         ..Default::default()
     });
-    assert_eq!(k, "browsers[0]");
-    assert!(m.contains("not a path"), "{m}");
-    let (k, m) = bad(ProcessClassesConfig {
+    assert_eq!(e.key, "process_classes.browsers[0]");
+    assert!(e.why.contains("not a path"), "{e}");
+    let e = bad(ProcessClassesConfig {
         office: vec!["excel.exe".into(), "PowerShell.exe".into()],
         ..Default::default()
     });
-    assert_eq!(k, "office[1]");
-    assert!(m.contains("also listed in script_interpreters"), "{m}");
-    let (k, _) = bad(ProcessClassesConfig {
+    assert_eq!(e.key, "process_classes.office[1]");
+    assert!(
+        e.why
+            .contains("also listed in process_classes.script_interpreters"),
+        "{e}"
+    );
+    let e = bad(ProcessClassesConfig {
         lolbins: vec![" ".into()],
         ..Default::default()
     });
-    assert_eq!(k, "lolbins[0]");
+    assert_eq!(e.key, "process_classes.lolbins[0]");
     // Through the config file: the application's config tests.
 }
 

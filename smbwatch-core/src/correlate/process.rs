@@ -27,6 +27,7 @@ use super::file_drop::file_name;
 pub use crate::alert::ProcessClass;
 use crate::alert::{Alert, ProcessContext, Severity};
 use crate::hostlog::ProcessCreation;
+use crate::settings::Invalid;
 use crate::timed::{Budgeted, HeapSize, TimedIndex};
 
 /// `[process_classes]`: image file names per class, matched on the image's
@@ -129,30 +130,33 @@ impl ProcessClassesConfig {
     }
 
     /// Every name must be a bare file name, and in one class only.
-    /// Returns the offending key (`lolbins[2]`) and the problem.
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    /// The error names the key (`process_classes.lolbins[2]`).
+    pub fn validate(&self) -> Result<(), Invalid> {
         let mut seen: Vec<(String, &str)> = Vec::new();
         for (key, _, list) in self.lists() {
             for (i, name) in list.iter().enumerate() {
-                let at = format!("{key}[{i}]");
+                let at = format!("process_classes.{key}[{i}]");
                 if name.trim().is_empty() {
-                    return Err((at, "empty name".into()));
+                    return Err(Invalid::new(at, "empty name"));
                 }
                 if name.len() > MAX_CLASS_NAME {
-                    return Err((
+                    return Err(Invalid::new(
                         at,
                         format!("longer than {MAX_CLASS_NAME} bytes: not a file name"),
                     ));
                 }
                 if name.contains(['\\', '/', ':']) {
-                    return Err((
+                    return Err(Invalid::new(
                         at,
                         format!("{name:?}: must be an image file name such as \"powershell.exe\", not a path"),
                     ));
                 }
                 let lower = name.to_ascii_lowercase();
                 if let Some((_, other)) = seen.iter().find(|(n, _)| *n == lower) {
-                    return Err((at, format!("{name:?} is also listed in {other}")));
+                    return Err(Invalid::new(
+                        at,
+                        format!("{name:?} is also listed in process_classes.{other}"),
+                    ));
                 }
                 seen.push((lower, key));
             }

@@ -5,6 +5,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::settings::{invalid, Invalid};
+
 /// SMB monitor settings (`[smb]`; every key optional).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -74,38 +76,13 @@ impl Default for SmbSettings {
     }
 }
 
-/// Why `[smb]` is not usable.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum SmbSettingsError {
-    /// A duration or count that must be positive is zero.
-    #[error("smb.{0} must be greater than zero")]
-    Zero(&'static str),
-    /// The table cannot hold even one connection.
-    #[error("smb.max_bytes must be at least {min} (one connection), got {got}")]
-    TooSmall {
-        /// The least accepted.
-        min: usize,
-        /// What was given.
-        got: usize,
-    },
-}
-
-impl SmbSettingsError {
-    /// The key at fault (`smb.enum_burst`).
-    pub fn key(&self) -> String {
-        match self {
-            Self::Zero(k) => format!("smb.{k}"),
-            Self::TooSmall { .. } => "smb.max_bytes".into(),
-        }
-    }
-}
-
 impl SmbSettings {
     /// Least `max_bytes` accepted: one connection at its worst.
     pub const MIN_BYTES: usize = 256 << 10;
 
-    /// Checks values the types accept but the monitor cannot use.
-    pub fn validate(&self) -> Result<(), SmbSettingsError> {
+    /// Checks values the types accept but the monitor cannot use; the
+    /// error names the key (`smb.enum_burst`).
+    pub fn validate(&self) -> Result<(), Invalid> {
         for (name, zero) in [
             ("idle_timeout", self.idle_timeout.is_zero()),
             ("enum_window", self.enum_window.is_zero()),
@@ -114,14 +91,18 @@ impl SmbSettings {
             ("max_alerts_per_source", self.max_alerts_per_source == 0),
         ] {
             if zero {
-                return Err(SmbSettingsError::Zero(name));
+                invalid(format!("smb.{name}"), "must be greater than zero")?;
             }
         }
         if self.max_bytes < Self::MIN_BYTES {
-            return Err(SmbSettingsError::TooSmall {
-                min: Self::MIN_BYTES,
-                got: self.max_bytes,
-            });
+            invalid(
+                "smb.max_bytes",
+                format!(
+                    "{}: must be at least {} (one connection)",
+                    self.max_bytes,
+                    Self::MIN_BYTES
+                ),
+            )?;
         }
         Ok(())
     }
@@ -188,7 +169,10 @@ mod tests {
             enum_burst: 0,
             ..SmbSettings::default()
         };
-        assert_eq!(bad.validate(), Err(SmbSettingsError::Zero("enum_burst")));
+        assert_eq!(
+            bad.validate(),
+            Err(Invalid::new("smb.enum_burst", "must be greater than zero"))
+        );
         let small = SmbSettings {
             max_bytes: 10,
             ..SmbSettings::default()

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-pub use config::{pipe_name, share_name, SmbSettings, SmbSettingsError};
+pub use config::{pipe_name, share_name, SmbSettings};
 pub use monitor::SmbMonitor;
 pub use smbwatch_smb::{
     Dialect, Direction, Hole, Interface, Limit, NtStatus, Observation, ShareType, Unseen,

@@ -18,16 +18,9 @@ pub enum DataplaneError {
         /// The epoch given.
         epoch: std::time::Duration,
     },
-    /// `[sampling]` value out of range.
-    #[error("sampling {what} = {value}: give {allowed}")]
-    Sampling {
-        /// The option.
-        what: &'static str,
-        /// The value given.
-        value: u64,
-        /// What is accepted.
-        allowed: &'static str,
-    },
+    /// `[dataplane.sampling]` value out of range.
+    #[error("{0}")]
+    Sampling(#[from] smbwatch_core::settings::Invalid),
     /// The kernel refused the object (verifier, map creation, permissions).
     #[error("loading the XDP program into the kernel failed")]
     Load {

@@ -230,7 +230,7 @@ impl LoadOptions {
         if e > MAX_ACTIVITY_EPOCH || (e < MIN_ACTIVITY_EPOCH && !self.allow_short_epoch) {
             return Err(DataplaneError::ActivityEpoch { epoch: e });
         }
-        self.sampling.check()
+        Ok(self.sampling.validate()?)
     }
 }
 

@@ -21,10 +21,11 @@ use smbwatch_common::{
 use chrono::{DateTime, Utc};
 use smbwatch_core::{
     event::MacAddr,
+    settings::{invalid, Invalid},
     smb::{Direction, SmbSample},
 };
 
-use super::{addr_to_ip, DataplaneError};
+use super::addr_to_ip;
 
 /// How much of each monitored-port connection the kernel samples, and the
 /// bounds on what sampling may cost.
@@ -61,14 +62,14 @@ impl Default for SampleOptions {
 }
 
 impl SampleOptions {
-    /// Checks the ranges the kernel relies on.
-    pub fn check(&self) -> Result<(), DataplaneError> {
-        let bad = |what: &'static str, value: u64, allowed: &'static str| {
-            Err(DataplaneError::Sampling {
-                what,
-                value,
-                allowed,
-            })
+    /// Checks the ranges the kernel relies on; the error names the key
+    /// (`dataplane.sampling.bytes`).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let bad = |what: &str, value: u64, allowed: &str| {
+            invalid(
+                format!("dataplane.sampling.{what}"),
+                format!("{value}: give {allowed}"),
+            )
         };
         if self.segments > SAMPLE_MAX_SEGMENTS {
             return bad("segments", self.segments.into(), "0 (off) to 255");
@@ -394,7 +395,7 @@ mod tests {
 
     #[test]
     fn options_are_checked_and_replay_is_unbounded() {
-        assert!(SampleOptions::default().check().is_ok());
+        assert!(SampleOptions::default().validate().is_ok());
         for bad in [
             SampleOptions {
                 segments: 256,
@@ -417,7 +418,7 @@ mod tests {
                 ..Default::default()
             },
         ] {
-            let e = bad.check().unwrap_err().to_string();
+            let e = bad.validate().unwrap_err().to_string();
             assert!(e.contains("sampling"), "{e}");
         }
         let mut s = Settings::default();

@@ -78,8 +78,21 @@ pub mod linktype {
 /// Ethernet header length: shorter frames are not test-run (the kernel refuses them).
 pub use smbwatch_common::proto::ETH_HLEN;
 use smbwatch_common::proto::{ETH_P_IP, ETH_P_IPV6};
+/// Linux cooked capture header (v1): packet type, ARPHRD, address length,
+/// 8 address bytes, then the protocol (an ethertype).
 const SLL_HLEN: usize = 16;
+const SLL_PROTO: usize = 14;
+/// Linux cooked capture header v2: the protocol first, then reserved,
+/// ifindex, ARPHRD, packet type, address length, 8 address bytes.
 const SLL2_HLEN: usize = 20;
+const SLL2_PROTO: usize = 0;
+/// BSD loopback (`NULL`, `LOOP`) header: the 4-byte address family.
+const NULL_HLEN: usize = 4;
+
+/// The big-endian 16-bit field at `at` of a header already cut to length.
+fn be16_at(hdr: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([hdr[at], hdr[at + 1]])
+}
 
 /// Why a record was not turned into a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,17 +112,15 @@ pub fn ethernet_frame(link: u32, data: &[u8]) -> Result<Cow<'_, [u8]>, Skip> {
     let frame: Cow<'_, [u8]> = match link {
         linktype::ETHERNET => Cow::Borrowed(data),
         linktype::LINUX_SLL => {
-            // packet type, ARPHRD, address length, 8 address bytes, protocol.
             let hdr = data.get(..SLL_HLEN).ok_or(Skip::TooShort)?;
-            let proto = u16::from_be_bytes([hdr[14], hdr[15]]);
+            let proto = be16_at(hdr, SLL_PROTO);
             // libpcap re-inserts a stripped VLAN tag after the SLL header with
             // protocol 0x8100, which is exactly Ethernet's layout after the type.
             Cow::Owned(ethernet_with_type(proto, &data[SLL_HLEN..]))
         }
         linktype::LINUX_SLL2 => {
-            // protocol, reserved, ifindex, ARPHRD, packet type, address length, 8 address bytes.
             let hdr = data.get(..SLL2_HLEN).ok_or(Skip::TooShort)?;
-            let proto = u16::from_be_bytes([hdr[0], hdr[1]]);
+            let proto = be16_at(hdr, SLL2_PROTO);
             Cow::Owned(ethernet_with_type(proto, &data[SLL2_HLEN..]))
         }
         linktype::RAW | linktype::RAW_12 | linktype::RAW_14 => {
@@ -124,7 +135,7 @@ pub fn ethernet_frame(link: u32, data: &[u8]) -> Result<Cow<'_, [u8]>, Skip> {
             // The family's value differs between systems (AF_INET6 is 10,
             // 24, 28 or 30); the IP version nibble does not.
             let ip = data
-                .get(4..)
+                .get(NULL_HLEN..)
                 .filter(|p| !p.is_empty())
                 .ok_or(Skip::TooShort)?;
             Cow::Owned(ethernet_for_ip(ip).ok_or(Skip::NotIp)?)

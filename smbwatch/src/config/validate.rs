@@ -263,17 +263,7 @@ pub(super) fn check_dataplane(d: &DataplaneConfig) -> Result<(), Invalid> {
             format!("{}: must be 4 to 16777216 (16 bytes each)", d.max_pairs),
         )?;
     }
-    if let Err(crate::dataplane::DataplaneError::Sampling {
-        what,
-        value,
-        allowed,
-    }) = d.sampling.check()
-    {
-        bad(
-            format!("dataplane.sampling.{what}"),
-            format!("{value}: give {allowed}"),
-        )?;
-    }
+    d.sampling.validate()?;
     if d.events_per_cpu > 10_000_000 {
         bad(
             "dataplane.events_per_cpu",

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use smbwatch_core::settings::{invalid, Invalid};
 
 /// `[publish]`: where a gateway publishes its events, and where an
 /// aggregator reads them.
@@ -66,45 +67,42 @@ impl Default for PublishConfig {
 }
 
 impl PublishConfig {
-    /// The first problem with these settings, as (key, message).
-    pub fn problem(&self) -> Option<(&'static str, String)> {
+    /// The first problem with these settings, naming its key.
+    pub fn validate(&self) -> Result<(), Invalid> {
         if super::check_gateway_id(&self.stream).is_err() {
-            return Some((
+            return invalid(
                 "publish.stream",
                 format!(
                     "{:?}: a stream name is letters, digits, '-' and '_'",
                     self.stream
                 ),
-            ));
+            );
         }
         if !(1..=1024).contains(&self.partitions) {
-            return Some(("publish.partitions", "1 to 1024".into()));
+            return invalid("publish.partitions", "1 to 1024");
         }
         if !(64 << 10..=4 << 30).contains(&self.buffer_bytes) {
-            return Some(("publish.buffer_bytes", "64 KiB to 4 GiB".into()));
+            return invalid("publish.buffer_bytes", "64 KiB to 4 GiB");
         }
         if self.stream_max_bytes < 1 << 20 {
-            return Some(("publish.stream_max_bytes", "at least 1 MiB".into()));
+            return invalid("publish.stream_max_bytes", "at least 1 MiB");
         }
         if self.replicas.is_some_and(|r| !(1..=5).contains(&r)) {
-            return Some(("publish.replicas", "1 to 5 (JetStream's limit)".into()));
+            return invalid("publish.replicas", "1 to 5 (JetStream's limit)");
         }
         if self.user.is_some() != self.password_file.is_some() {
-            return Some(("publish.user", "user and password_file go together".into()));
+            return invalid("publish.user", "user and password_file go together");
         }
         if self.user.is_some() && self.nkey_seed_file.is_some() {
-            return Some((
+            return invalid(
                 "publish.nkey_seed_file",
-                "either user/password_file or nkey_seed_file, not both".into(),
-            ));
+                "either user/password_file or nkey_seed_file, not both",
+            );
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
-            return Some((
-                "publish.tls_cert",
-                "tls_cert and tls_key go together".into(),
-            ));
+            return invalid("publish.tls_cert", "tls_cert and tls_key go together");
         }
-        None
+        Ok(())
     }
 
     /// Whether TLS is required: a `tls://` URL or any TLS file.
@@ -207,15 +205,16 @@ mod tests {
 
     #[test]
     fn defaults_are_valid_and_bad_values_name_their_key() {
-        assert_eq!(PublishConfig::default().problem(), None);
+        assert_eq!(PublishConfig::default().validate(), Ok(()));
         let with = |f: fn(&mut PublishConfig)| {
             let mut c = PublishConfig::default();
             f(&mut c);
-            c.problem().map(|(k, _)| k)
+            // The key at fault, "" when valid.
+            c.validate().err().map_or(String::new(), |e| e.key)
         };
         assert_eq!(
             with(|c| c.url = Some("nats://192.0.2.1:4222".parse().unwrap())),
-            None
+            ""
         );
         // Refused where they are read, naming the value.
         let e = "http://192.0.2.1".parse::<BrokerUrls>().unwrap_err();
@@ -229,15 +228,12 @@ mod tests {
         let e = crate::config::Config::from_str_named(text, "t.toml").unwrap_err();
         assert!(e.to_string().starts_with("t.toml:2:"), "{e}");
         assert!(e.to_string().contains("publish.gateway_id"), "{e}");
-        assert_eq!(with(|c| c.partitions = 0), Some("publish.partitions"));
-        assert_eq!(with(|c| c.buffer_bytes = 10), Some("publish.buffer_bytes"));
-        assert_eq!(with(|c| c.user = Some("u".into())), Some("publish.user"));
-        assert_eq!(with(|c| c.replicas = Some(3)), None);
-        assert_eq!(with(|c| c.replicas = Some(7)), Some("publish.replicas"));
-        assert_eq!(
-            with(|c| c.tls_key = Some("k".into())),
-            Some("publish.tls_cert")
-        );
+        assert_eq!(with(|c| c.partitions = 0), "publish.partitions");
+        assert_eq!(with(|c| c.buffer_bytes = 10), "publish.buffer_bytes");
+        assert_eq!(with(|c| c.user = Some("u".into())), "publish.user");
+        assert_eq!(with(|c| c.replicas = Some(3)), "");
+        assert_eq!(with(|c| c.replicas = Some(7)), "publish.replicas");
+        assert_eq!(with(|c| c.tls_key = Some("k".into())), "publish.tls_cert");
     }
 
     #[test]

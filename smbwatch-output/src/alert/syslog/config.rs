@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use smbwatch_core::settings::Invalid;
+
 use super::target::{Target, TlsSettings};
-use super::SyslogError;
 
 /// Default SD-ID: RFC 5612's example private enterprise number (32473).
 pub const DEFAULT_SD_ID: &str = "smbwatch@32473";
@@ -243,10 +244,10 @@ impl SyslogConfig {
 
     /// Checks every key without touching the network and returns the
     /// parsed target (for `tls://`, with its CA file and server name); the
-    /// error names the key (or the URL) and the problem.
-    pub fn validate(&self) -> Result<Target, SyslogError> {
+    /// error names the key (`syslog.KEY`) and the problem.
+    pub fn validate(&self) -> Result<Target, Invalid> {
         let url = self.target.clone();
-        let bad = |key: &'static str, problem: String| Err(SyslogError::Config { key, problem });
+        let bad = |key: &str, problem: String| Err(Invalid::new(format!("syslog.{key}"), problem));
         if let Err(p) = check_sd_name(&self.sd_id, true) {
             return bad("sd_id", format!("{:?}: {p}", self.sd_id));
         }
@@ -300,13 +301,13 @@ impl SyslogConfig {
         }
         url.map_tls(|addr, ()| {
             let Some(ca) = &self.tls_ca else {
-                return Err(SyslogError::Config {
-                    key: "tls_ca",
-                    problem: format!(
+                return Err(Invalid::new(
+                    "syslog.tls_ca",
+                    format!(
                         "{} needs a CA file (tls_ca = \"/path/ca.pem\"): no system trust store is used",
                         self.target
                     ),
-                });
+                ));
             };
             let name = self.tls_server_name.as_deref().unwrap_or(&addr.host);
             TlsSettings::new(ca.clone(), name)

@@ -60,14 +60,9 @@ pub enum SyslogError {
         /// What is wrong with it.
         problem: String,
     },
-    /// A configuration key has a bad value.
-    #[error("invalid syslog.{key}: {problem}")]
-    Config {
-        /// The key in the `[syslog]` section.
-        key: &'static str,
-        /// What is wrong with it.
-        problem: String,
-    },
+    /// A configuration key has a bad value (`syslog.KEY`).
+    #[error("invalid {0}")]
+    Config(#[from] smbwatch_core::settings::Invalid),
     /// The CA file cannot be read.
     #[error("cannot read syslog.tls_ca {path}: {source}")]
     TlsCaRead {

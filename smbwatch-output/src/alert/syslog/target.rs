@@ -11,6 +11,8 @@ use std::path::PathBuf;
 
 use tokio_rustls::rustls::pki_types::ServerName;
 
+use smbwatch_core::settings::Invalid;
+
 use super::SyslogError;
 
 /// A host name or address and a port.
@@ -45,12 +47,9 @@ pub struct TlsSettings {
 
 impl TlsSettings {
     /// Checks the server name (a DNS name or an IP address).
-    pub fn new(ca: PathBuf, server_name: &str) -> Result<Self, SyslogError> {
-        let server_name =
-            ServerName::try_from(server_name.to_owned()).map_err(|e| SyslogError::Config {
-                key: "tls_server_name",
-                problem: format!("{server_name:?}: {e}"),
-            })?;
+    pub fn new(ca: PathBuf, server_name: &str) -> Result<Self, Invalid> {
+        let server_name = ServerName::try_from(server_name.to_owned())
+            .map_err(|e| Invalid::new("syslog.tls_server_name", format!("{server_name:?}: {e}")))?;
         Ok(Self { ca, server_name })
     }
 }
