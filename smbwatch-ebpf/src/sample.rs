@@ -53,7 +53,7 @@ use smbwatch_common::{
 };
 
 use crate::{
-    count, monitored,
+    count,
     parse::{Addr, Cursor, Ip, L2, L3},
     setting, state, Meta,
 };
@@ -185,7 +185,15 @@ static SAMPLE_PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0
 /// that code once, not once per header layout the parser can end in.
 #[inline(always)]
 /// `c` is the cursor at the TCP header.
-pub(crate) fn note(c: &Cursor, l2: &L2, l3: &L3, sport: u16, dport: u16) {
+/// `(to_server, to_client)`: whether the destination, the source port is
+/// monitored.
+pub(crate) fn note(
+    c: &Cursor,
+    l2: &L2,
+    l3: &L3,
+    (sport, dport): (u16, u16),
+    (to_server, to_client): (bool, bool),
+) {
     // Sampling off is decided in `run`, not here: with the setting a
     // constant 0 the verifier pruned the parser's states so much worse that
     // the program passed a million instructions (the lab's sampling-off
@@ -193,9 +201,9 @@ pub(crate) fn note(c: &Cursor, l2: &L2, l3: &L3, sport: u16, dport: u16) {
     if l3.fragmented {
         return;
     }
-    let direction = if monitored(dport) {
+    let direction = if to_server {
         SAMPLE_TO_SERVER
-    } else if monitored(sport) {
+    } else if to_client {
         SAMPLE_TO_CLIENT
     } else {
         return;

@@ -232,4 +232,6 @@ impl SmbOutputs {
 #[cfg(test)]
 mod session_tests;
 #[cfg(test)]
+mod task_tests;
+#[cfg(test)]
 mod tests;

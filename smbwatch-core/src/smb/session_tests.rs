@@ -22,7 +22,7 @@ pub(super) fn t0() -> DateTime<Utc> {
 
 /// Feeds whole framed messages of one connection, keeping sequence
 /// numbers.
-struct Conn {
+pub(super) struct Conn {
     client: SocketAddr,
     server: SocketAddr,
     seq: [u32; 2],
@@ -30,7 +30,7 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(client: &str, server: &str) -> Self {
+    pub(super) fn new(client: &str, server: &str) -> Self {
         Self {
             client: client.parse().unwrap(),
             server: server.parse().unwrap(),
@@ -39,7 +39,13 @@ impl Conn {
         }
     }
 
-    fn send(&mut self, p: &mut Pipeline, dir: Direction, bytes: &[u8], out: &mut SmbOutputs) {
+    pub(super) fn send(
+        &mut self,
+        p: &mut Pipeline,
+        dir: Direction,
+        bytes: &[u8],
+        out: &mut SmbOutputs,
+    ) {
         let i = usize::from(dir == Direction::ToClient);
         let o = p.smb_sample(&SmbSample {
             ts: self.ts,
@@ -71,16 +77,35 @@ impl Conn {
     /// Negotiate, logon, `IPC$` and a pipe (psexec's messages), then a
     /// BIND of `uuid` on it.
     fn bind(&mut self, p: &mut Pipeline, uuid: &str, out: &mut SmbOutputs) {
+        self.bind_on(p, "svcctl", uuid, out);
+    }
+
+    /// [`Conn::bind`] on the pipe `pipe` instead of psexec's `svcctl`.
+    pub(super) fn bind_on(
+        &mut self,
+        p: &mut Pipeline,
+        pipe: &str,
+        uuid: &str,
+        out: &mut SmbOutputs,
+    ) {
         let msgs = build::psexec();
-        for (d, m) in msgs[..4].iter().chain(&msgs[10..14]) {
+        for (d, m) in &msgs[..4] {
             self.send(p, *d, m, out);
         }
+        let nb = build::nb;
+        let (ipc, ipc_resp) = (&msgs[10], &msgs[11]);
+        self.send(p, ipc.0, &ipc.1, out);
+        self.send(p, ipc_resp.0, &ipc_resp.1, out);
+        let open = build::create(7, 1, pipe, 0x0012_019F, 1);
+        self.send(p, Direction::ToServer, &nb(&open), out);
+        let opened = build::create_resp(7, 1, 0, build::FID);
+        self.send(p, Direction::ToClient, &nb(&opened), out);
         let bind = build::write(8, 1, build::FID, 0, &build::rpc_bind(0, uuid));
         self.send(p, Direction::ToServer, &build::nb(&bind), out);
     }
 
     /// An RPC request `opnum` on the bound pipe, as message `id`.
-    fn call(&mut self, p: &mut Pipeline, id: u64, opnum: u16, out: &mut SmbOutputs) {
+    pub(super) fn call(&mut self, p: &mut Pipeline, id: u64, opnum: u16, out: &mut SmbOutputs) {
         let req = build::write(id, 1, build::FID, 0, &build::rpc_request(0, opnum, 3, 8));
         self.send(p, Direction::ToServer, &build::nb(&req), out);
     }

@@ -349,6 +349,27 @@ impl Dataplane {
         Ok(fd.as_fd())
     }
 
+    /// Instructions the verifier processed to accept the program (the
+    /// kernel's `verified_insns`, 5.16 and later; `None` before), against
+    /// its limit of a million: how close a configuration is to not loading.
+    pub fn verified_instructions(&self) -> Result<Option<u32>, DataplaneError> {
+        let prog: &Xdp = self
+            .ebpf
+            .program(PROGRAM_NAME)
+            .ok_or(DataplaneError::MissingProgram {
+                name: PROGRAM_NAME.to_owned(),
+            })?
+            .try_into()
+            .map_err(|source| DataplaneError::Program {
+                op: "lookup",
+                source,
+            })?;
+        let info = prog
+            .info()
+            .map_err(|source| DataplaneError::Program { op: "info", source })?;
+        Ok(info.verified_instruction_count())
+    }
+
     /// Attaches to `iface`. Refuses when another XDP program is attached
     /// there, unless `force`, which detaches it first.
     pub fn attach(
