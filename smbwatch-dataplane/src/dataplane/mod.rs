@@ -330,10 +330,9 @@ impl Dataplane {
             .ok_or(DataplaneError::MissingMap { name })
     }
 
-    /// The program's file descriptor (for `BPF_PROG_TEST_RUN`).
-    pub fn program_fd(&self) -> Result<BorrowedFd<'_>, DataplaneError> {
-        let prog: &Xdp = self
-            .ebpf
+    /// The loaded XDP program.
+    fn program(&self) -> Result<&Xdp, DataplaneError> {
+        self.ebpf
             .program(PROGRAM_NAME)
             .ok_or(DataplaneError::MissingProgram {
                 name: PROGRAM_NAME.to_owned(),
@@ -342,7 +341,12 @@ impl Dataplane {
             .map_err(|source| DataplaneError::Program {
                 op: "lookup",
                 source,
-            })?;
+            })
+    }
+
+    /// The program's file descriptor (for `BPF_PROG_TEST_RUN`).
+    pub fn program_fd(&self) -> Result<BorrowedFd<'_>, DataplaneError> {
+        let prog = self.program()?;
         let fd = prog
             .fd()
             .map_err(|source| DataplaneError::Program { op: "fd", source })?;
@@ -353,17 +357,7 @@ impl Dataplane {
     /// kernel's `verified_insns`, 5.16 and later; `None` before), against
     /// its limit of a million: how close a configuration is to not loading.
     pub fn verified_instructions(&self) -> Result<Option<u32>, DataplaneError> {
-        let prog: &Xdp = self
-            .ebpf
-            .program(PROGRAM_NAME)
-            .ok_or(DataplaneError::MissingProgram {
-                name: PROGRAM_NAME.to_owned(),
-            })?
-            .try_into()
-            .map_err(|source| DataplaneError::Program {
-                op: "lookup",
-                source,
-            })?;
+        let prog = self.program()?;
         let info = prog
             .info()
             .map_err(|source| DataplaneError::Program { op: "info", source })?;

@@ -288,6 +288,15 @@ pub(super) async fn pull(
                 (c, 0)
             }
         };
+        // No pull while the connection is down: the client queues what is
+        // published then and sends it all after reconnecting, so every pull
+        // made during an outage would reach the broker at once, the earlier
+        // ones with inboxes nobody reads any more: their deliveries are held
+        // until the ack wait (60 s) and the live pull gets nothing.
+        let client = shared.js.client();
+        while client.connection_state() != async_nats::connection::State::Connected {
+            tokio::time::sleep(RETRY_MIN).await;
+        }
         let mut messages = match consumer
             .stream()
             .max_messages_per_batch(PULL_BATCH)
