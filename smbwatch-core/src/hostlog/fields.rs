@@ -393,14 +393,8 @@ impl<'a> Raw<'a> {
                 })
             }
             WindowsEvent::Logon => HostRecord::Logon(Logon {
-                src_ip: ip(
-                    "IpAddress",
-                    self.ip_address.as_ref().or(self.ecs.src_ip.as_ref()),
-                )?,
-                src_port: port(
-                    "IpPort",
-                    self.ip_port.as_ref().or(self.ecs.src_port.as_ref()),
-                )?,
+                src_ip: self.client_ip()?,
+                src_port: self.client_port()?,
                 workstation: text(&self.workstation),
                 logon_type: match &self.logon_type {
                     Some(v) => v
@@ -419,14 +413,8 @@ impl<'a> Raw<'a> {
             WindowsEvent::ShareAccessed | WindowsEvent::ShareObjectChecked => {
                 HostRecord::ShareAccess(ShareAccess {
                     log: ShareLog::of(event),
-                    src_ip: ip(
-                        "IpAddress",
-                        self.ip_address.as_ref().or(self.ecs.src_ip.as_ref()),
-                    )?,
-                    src_port: port(
-                        "IpPort",
-                        self.ip_port.as_ref().or(self.ecs.src_port.as_ref()),
-                    )?,
+                    src_ip: self.client_ip()?,
+                    src_port: self.client_port()?,
                     share_name: text(&self.share_name)
                         .map(|s| super::bare_share_name(&s).to_string()),
                     relative_target: text(&self.relative_target),
@@ -542,6 +530,23 @@ impl<'a> Raw<'a> {
 
     fn ecs_account(&self) -> Option<Account> {
         account(&self.ecs.user_domain, &self.ecs.user_name)
+    }
+
+    /// The client of a logon or share access (4624, 5140, 5145):
+    /// `IpAddress`, else the ECS source.
+    fn client_ip(&self) -> Result<Option<IpAddr>, RecordProblem> {
+        ip(
+            "IpAddress",
+            self.ip_address.as_ref().or(self.ecs.src_ip.as_ref()),
+        )
+    }
+
+    /// The client's port: `IpPort`, else the ECS source port.
+    fn client_port(&self) -> Result<Option<u16>, RecordProblem> {
+        port(
+            "IpPort",
+            self.ip_port.as_ref().or(self.ecs.src_port.as_ref()),
+        )
     }
 }
 
