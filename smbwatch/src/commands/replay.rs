@@ -100,7 +100,7 @@ pub(crate) fn replay(args: ReplayArgs) -> Result<()> {
     let d = pipeline.detector_stats();
     let c = pipeline.correlator().stats();
     eprintln!(
-        "detection: {} alerts ({} suppressed); correlation: {} pairs attributed to host processes, {} chains",
+        "scan detection: {} alerts ({} suppressed); correlation: {} pairs attributed to host processes, {} chains",
         d.alerts, d.suppressed, c.attributed, c.chains
     );
     Ok(())
