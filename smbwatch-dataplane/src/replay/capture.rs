@@ -13,6 +13,12 @@
 //!   bad block be counted and skipped instead of ending the replay.
 //! - the link type is masked to its low 16 bits (the upper bits of the pcap
 //!   header's field carry FCS information, not the type).
+//!
+//! This file reads records; `frame` turns them into Ethernet frames and
+//! `pcapng` decodes the pcapng blocks read here.
+
+mod frame;
+mod pcapng;
 
 use std::{
     borrow::Cow,
@@ -26,127 +32,8 @@ use pcap_file::{
     Endianness, PcapError, TsResolution,
 };
 
-use crate::packet::{ethernet_for_ip, ethernet_with_type};
-
-/// Link types (LINKTYPE_* of the tcpdump.org registry) replay understands.
-pub mod linktype {
-    /// BSD loopback: a 4-byte address family in host byte order.
-    pub const NULL: u32 = 0;
-    /// Ethernet.
-    pub const ETHERNET: u32 = 1;
-    /// DLT_RAW as written by some systems (raw IPv4/IPv6).
-    pub const RAW_12: u32 = 12;
-    /// DLT_RAW as written by OpenBSD (raw IPv4/IPv6).
-    pub const RAW_14: u32 = 14;
-    /// Raw IPv4 or IPv6, version from the first nibble.
-    pub const RAW: u32 = 101;
-    /// OpenBSD loopback: a 4-byte address family in network byte order.
-    pub const LOOP: u32 = 108;
-    /// Linux cooked capture v1 (`tcpdump -i any` before libpcap 1.10).
-    pub const LINUX_SLL: u32 = 113;
-    /// Raw IPv4.
-    pub const IPV4: u32 = 228;
-    /// Raw IPv6.
-    pub const IPV6: u32 = 229;
-    /// Linux cooked capture v2 (`tcpdump -i any` since libpcap 1.10).
-    pub const LINUX_SLL2: u32 = 276;
-
-    /// Whether replay can frame packets of this link type.
-    pub fn supported(lt: u32) -> bool {
-        matches!(
-            lt,
-            NULL | ETHERNET | RAW_12 | RAW_14 | RAW | LOOP | LINUX_SLL | IPV4 | IPV6 | LINUX_SLL2
-        )
-    }
-
-    /// A short name for messages.
-    pub fn name(lt: u32) -> String {
-        match lt {
-            NULL => "null (BSD loopback)".into(),
-            ETHERNET => "ethernet".into(),
-            RAW_12 | RAW_14 | RAW => "raw IP".into(),
-            LOOP => "loop (OpenBSD loopback)".into(),
-            LINUX_SLL => "linux cooked (SLL)".into(),
-            IPV4 => "raw IPv4".into(),
-            IPV6 => "raw IPv6".into(),
-            LINUX_SLL2 => "linux cooked v2 (SLL2)".into(),
-            other => format!("link type {other}"),
-        }
-    }
-}
-
-/// Ethernet header length: shorter frames are not test-run (the kernel refuses them).
-pub use smbwatch_common::proto::ETH_HLEN;
-use smbwatch_common::proto::{ETH_P_IP, ETH_P_IPV6};
-/// Linux cooked capture header (v1): packet type, ARPHRD, address length,
-/// 8 address bytes, then the protocol (an ethertype).
-const SLL_HLEN: usize = 16;
-const SLL_PROTO: usize = 14;
-/// Linux cooked capture header v2: the protocol first, then reserved,
-/// ifindex, ARPHRD, packet type, address length, 8 address bytes.
-const SLL2_HLEN: usize = 20;
-const SLL2_PROTO: usize = 0;
-/// BSD loopback (`NULL`, `LOOP`) header: the 4-byte address family.
-const NULL_HLEN: usize = 4;
-
-/// The big-endian 16-bit field at `at` of a header already cut to length.
-fn be16_at(hdr: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([hdr[at], hdr[at + 1]])
-}
-
-/// Why a record was not turned into a frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Skip {
-    /// Shorter than the link header, or than an Ethernet header once framed.
-    TooShort,
-    /// A link type replay does not frame.
-    UnsupportedLink(u32),
-    /// Raw-IP or loopback link whose payload is neither IPv4 nor IPv6.
-    NotIp,
-}
-
-/// The Ethernet frame for a record of link type `link`: the record itself for
-/// Ethernet, otherwise an Ethernet header (zero MACs) with the ethertype the
-/// link header or the IP version names, in front of the network-layer bytes.
-pub fn ethernet_frame(link: u32, data: &[u8]) -> Result<Cow<'_, [u8]>, Skip> {
-    let frame: Cow<'_, [u8]> = match link {
-        linktype::ETHERNET => Cow::Borrowed(data),
-        linktype::LINUX_SLL => {
-            let hdr = data.get(..SLL_HLEN).ok_or(Skip::TooShort)?;
-            let proto = be16_at(hdr, SLL_PROTO);
-            // libpcap re-inserts a stripped VLAN tag after the SLL header with
-            // protocol 0x8100, which is exactly Ethernet's layout after the type.
-            Cow::Owned(ethernet_with_type(proto, &data[SLL_HLEN..]))
-        }
-        linktype::LINUX_SLL2 => {
-            let hdr = data.get(..SLL2_HLEN).ok_or(Skip::TooShort)?;
-            let proto = be16_at(hdr, SLL2_PROTO);
-            Cow::Owned(ethernet_with_type(proto, &data[SLL2_HLEN..]))
-        }
-        linktype::RAW | linktype::RAW_12 | linktype::RAW_14 => {
-            if data.is_empty() {
-                return Err(Skip::TooShort);
-            }
-            Cow::Owned(ethernet_for_ip(data).ok_or(Skip::NotIp)?)
-        }
-        linktype::IPV4 => Cow::Owned(ethernet_with_type(ETH_P_IP, data)),
-        linktype::IPV6 => Cow::Owned(ethernet_with_type(ETH_P_IPV6, data)),
-        linktype::NULL | linktype::LOOP => {
-            // The family's value differs between systems (AF_INET6 is 10,
-            // 24, 28 or 30); the IP version nibble does not.
-            let ip = data
-                .get(NULL_HLEN..)
-                .filter(|p| !p.is_empty())
-                .ok_or(Skip::TooShort)?;
-            Cow::Owned(ethernet_for_ip(ip).ok_or(Skip::NotIp)?)
-        }
-        other => return Err(Skip::UnsupportedLink(other)),
-    };
-    if frame.len() < ETH_HLEN {
-        return Err(Skip::TooShort);
-    }
-    Ok(frame)
-}
+pub use frame::{ethernet_frame, linktype, Skip, ETH_HLEN};
+use pcapng::{interface, Fields, Interface, EPB, IDB, PB, SHB, SPB};
 
 /// Which container the capture uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -223,39 +110,6 @@ pub enum ReadProblem {
     },
     /// Reading the file failed.
     Io(std::io::Error),
-}
-
-/// What a pcapng interface description says about its packets.
-#[derive(Clone, Debug)]
-struct Interface {
-    link: u32,
-    /// `if_name` (`eth0`), when the capture recorded it.
-    name: Option<String>,
-    /// Timestamp ticks per second (`if_tsresol`; default 10^6).
-    ticks_per_sec: u64,
-    /// `if_tsoffset`, seconds added to every timestamp (signed).
-    offset_secs: i64,
-}
-
-impl Interface {
-    fn timestamp(&self, ticks: u64) -> Option<Duration> {
-        let secs = ticks / self.ticks_per_sec;
-        let frac = u128::from(ticks % self.ticks_per_sec);
-        let nanos = (frac * 1_000_000_000 / u128::from(self.ticks_per_sec)) as u32;
-        let secs = i64::try_from(secs).ok()?.checked_add(self.offset_secs)?;
-        Some(Duration::new(u64::try_from(secs).ok()?, nanos))
-    }
-}
-
-/// `if_tsresol`: high bit clear means 10^-n, set means 2^-n. Resolutions
-/// finer than a tick per nanosecond's range of u64 are capped.
-fn ticks_per_sec(tsresol: u8) -> u64 {
-    let exp = u32::from(tsresol & 0x7f);
-    if tsresol & 0x80 == 0 {
-        10u64.checked_pow(exp).unwrap_or(u64::MAX)
-    } else {
-        2u64.checked_pow(exp).unwrap_or(u64::MAX)
-    }
 }
 
 /// The reader after the 12 bytes read to tell the formats apart were put back.
@@ -584,99 +438,6 @@ impl<R: Read> CaptureReader<R> {
         }
     }
 }
-
-/// pcapng block types.
-const SHB: u32 = 0x0a0d_0d0a;
-const IDB: u32 = 1;
-const PB: u32 = 2;
-const SPB: u32 = 3;
-const EPB: u32 = 6;
-
-/// Fixed-position fields of a pcapng block body, in the section's byte order.
-struct Fields<'a> {
-    body: &'a [u8],
-    big: bool,
-}
-
-impl<'a> Fields<'a> {
-    fn new(body: &'a [u8], endianness: Endianness) -> Self {
-        Self {
-            body,
-            big: endianness == Endianness::Big,
-        }
-    }
-
-    fn u16(&self, i: usize) -> Option<u16> {
-        let s: [u8; 2] = self.body.get(i..i + 2)?.try_into().ok()?;
-        Some(if self.big {
-            u16::from_be_bytes(s)
-        } else {
-            u16::from_le_bytes(s)
-        })
-    }
-
-    fn u32(&self, i: usize) -> Option<u32> {
-        let s: [u8; 4] = self.body.get(i..i + 4)?.try_into().ok()?;
-        Some(if self.big {
-            u32::from_be_bytes(s)
-        } else {
-            u32::from_le_bytes(s)
-        })
-    }
-
-    fn u64(&self, i: usize) -> Option<u64> {
-        let s: [u8; 8] = self.body.get(i..i + 8)?.try_into().ok()?;
-        Some(if self.big {
-            u64::from_be_bytes(s)
-        } else {
-            u64::from_le_bytes(s)
-        })
-    }
-}
-
-/// An interface description: link type, reserved, snap length, then options
-/// (code, length, value padded to 4 bytes). Only `if_name` (2, for
-/// `observer.ingress.interface.name`), `if_tsresol` (9) and `if_tsoffset`
-/// (14) matter here.
-fn interface(b: &Fields<'_>) -> Option<Interface> {
-    let mut iface = Interface {
-        link: u32::from(b.u16(0)?),
-        name: None,
-        ticks_per_sec: 1_000_000,
-        offset_secs: 0,
-    };
-    b.u32(4)?;
-    let mut pos = 8;
-    while let (Some(code), Some(len)) = (b.u16(pos), b.u16(pos + 2)) {
-        let value = pos + 4;
-        match (code, len) {
-            (0, _) => break,
-            (2, n) => {
-                iface.name = b
-                    .body
-                    .get(value..value + usize::from(n))
-                    .map(|v| String::from_utf8_lossy(v).trim_end_matches('\0').to_owned())
-                    .filter(|s| !s.is_empty() && s.len() <= MAX_IF_NAME);
-            }
-            (9, 1) => {
-                if let Some(&r) = b.body.get(value) {
-                    iface.ticks_per_sec = ticks_per_sec(r).max(1);
-                }
-            }
-            (14, 8) => {
-                if let Some(o) = b.u64(value) {
-                    iface.offset_secs = o as i64;
-                }
-            }
-            _ => {}
-        }
-        pos = value + usize::from(len).div_ceil(4) * 4;
-    }
-    Some(iface)
-}
-
-/// Longest `if_name` kept (bytes); longer ones are ignored.
-const MAX_IF_NAME: usize = 64;
 
 fn header_problem(e: PcapError) -> OpenProblem {
     match e {

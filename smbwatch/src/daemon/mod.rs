@@ -8,18 +8,24 @@
 //! detaches every link and the pin directory removes its pins. SIGHUP
 //! reloads the configuration file ([`reload`]); systemd hears of each
 //! state through [`notify`].
+//!
+//! This file is the daemon's life (start, serve, shut down); `tasks`
+//! holds what it starts beside the drain thread (the sink task, the
+//! baseline, the publisher), `stdout` the `--events` lines.
 
 mod degraded;
 mod drain;
 pub mod inputs;
 pub mod notify;
 pub mod reload;
+mod stdout;
+mod tasks;
 
 pub use drain::DrainReport;
 pub use inputs::listener::{ListenerCounters, ListenerStats};
+pub use stdout::StdoutEvents;
 
 use std::{
-    io::Write as _,
     path::PathBuf,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -36,11 +42,11 @@ use degraded::Degradation;
 use self::drain::DrainLoop;
 use self::notify::Notifier;
 use self::reload::{Reloader, SinkUpdate};
+use self::tasks::{open_baseline, sink_task, start_publisher, ALERT_QUEUE};
 use crate::{
-    alert::{ecs::gateway::ToEventLine as _, sensor::Sensor, sink::AlertSinks, Alert},
+    alert::{sensor::Sensor, sink::AlertSinks, Alert},
     config::Config,
     dataplane::{privilege, Dataplane, DataplaneError, PinDir, Stats},
-    event::GatewayEvent,
     metrics::Metrics,
     pipeline::Pipeline,
     runtime::{self, ConfigSource, Signal, Signals},
@@ -96,77 +102,6 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// Prints each event as one JSON line on stdout.
-///
-/// Lines are gathered whole and written with one `write_all` under the
-/// stdout lock: alerts (`--json -`) go to the same stdout from another
-/// thread, and a buffer flushed mid-line would let an alert land inside an
-/// event line.
-pub struct StdoutEvents {
-    buf: Vec<u8>,
-    broken: bool,
-}
-
-/// Bytes of whole lines gathered before they are written even within a
-/// drain turn (bounds the buffer under a burst).
-const STDOUT_BATCH: usize = 64 * 1024;
-
-impl StdoutEvents {
-    /// A sink on the process's stdout.
-    pub fn new() -> Self {
-        Self {
-            buf: Vec::with_capacity(STDOUT_BATCH),
-            broken: false,
-        }
-    }
-
-    /// Writes the gathered lines; after a failed write, printing stops for
-    /// good.
-    pub fn flush(&mut self) {
-        if self.buf.is_empty() {
-            return;
-        }
-        if !self.broken {
-            let mut out = std::io::stdout().lock();
-            if out.write_all(&self.buf).and_then(|()| out.flush()).is_err() {
-                self.broken = true;
-                tracing::warn!("stdout closed; no longer printing events (detection goes on)");
-            }
-        }
-        self.buf.clear();
-    }
-
-    /// Gathers one event line.
-    pub fn event(&mut self, ev: &GatewayEvent) {
-        if self.broken {
-            return;
-        }
-        // Writing into a Vec cannot fail.
-        let _ = writeln!(self.buf, "{}", ev.to_json());
-        if self.buf.len() >= STDOUT_BATCH {
-            self.flush();
-        }
-    }
-
-    /// Gathers one SMB event line (what a sampled connection showed).
-    pub fn smb_event(&mut self, ev: &smbwatch_core::smb::SmbEvent) {
-        if self.broken {
-            return;
-        }
-        let line = crate::alert::ecs::smb::SmbLine::new(ev).to_json();
-        let _ = writeln!(self.buf, "{line}");
-        if self.buf.len() >= STDOUT_BATCH {
-            self.flush();
-        }
-    }
-}
-
-impl Default for StdoutEvents {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 /// Loads, attaches to every interface, pins, then reads events until SIGINT
@@ -484,117 +419,3 @@ async fn shutdown(running: Running) -> Result<Stats, DaemonError> {
     }
     Ok(stats)
 }
-
-/// Hands each alert to the sinks and counts it; publishes the syslog
-/// counters as they change; takes new sinks from a reload (flushing the old
-/// ones aside). Returns the sinks when the drain is done.
-async fn sink_task(
-    mut sinks: AlertSinks,
-    mut alert_rx: mpsc::Receiver<Alert>,
-    mut sinks_rx: mpsc::Receiver<SinkUpdate>,
-    metrics: Arc<Metrics>,
-) -> AlertSinks {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            a = alert_rx.recv() => {
-                let Some(a) = a else { break };
-                if let Err(e) = sinks.send(&a) {
-                    tracing::warn!(error = %e, "alert sink failed");
-                }
-                metrics.on_alert(&a);
-            }
-            Some(update) = sinks_rx.recv() => match update {
-                SinkUpdate::Replace(new) => {
-                    let old = std::mem::replace(&mut sinks, *new);
-                    tokio::spawn(old.shutdown());
-                }
-                SinkUpdate::Reopen => match sinks.reopen() {
-                    Ok(()) => tracing::debug!("alert files reopened"),
-                    Err(e) => tracing::error!("reopening alert files failed, still writing to the old ones: {e}"),
-                },
-            },
-            _ = tick.tick() => metrics.set_syslog(sinks.syslog_stats()),
-        }
-    }
-    sinks
-}
-
-/// The configured baseline, loaded, and its writer thread. A damaged file
-/// is moved aside and the daemon starts with an empty baseline: the
-/// returned notice says so (for the alert sinks, once they run).
-fn open_baseline(
-    cfg: &Config,
-) -> Result<
-    (
-        crate::baseline::Baseline,
-        crate::baseline::writer::Persist,
-        Option<Alert>,
-    ),
-    DaemonError,
-> {
-    use crate::baseline::store::Store;
-    use crate::baseline::writer::{Persist, Writer};
-    let now = chrono::Utc::now();
-    let (store, snap, set_aside) = Store::open_or_set_aside(&cfg.baseline.path, now)?;
-    let notice = set_aside.map(|s| {
-        let notice = degraded::baseline_set_aside(now, store.path(), &s.moved_to, &s.reason);
-        tracing::error!("{}", notice.message);
-        notice
-    });
-    let b = crate::baseline::cli::learner(cfg, snap);
-    let s = b.stats();
-    tracing::info!(path = %store.path().display(), clients = s.clients, edges = s.edges, "baseline loaded");
-    let writer = Writer::spawn(store, |c| {
-        tracing::debug!(batch = c.batch, records = c.records, took = ?c.took, "baseline batch written");
-    })
-    .map_err(|source| DaemonError::Io {
-        op: "starting the baseline writer",
-        source,
-    })?;
-    Ok((b, Persist::new(writer, cfg.baseline.flush_interval), notice))
-}
-
-/// Connects to the fleet's broker (in the background: a broker that is
-/// down at start is retried) and starts the publish task.
-async fn start_publisher(
-    url: &str,
-    cfg: &crate::fleet::PublishConfig,
-    metrics: &Metrics,
-) -> Result<
-    (
-        tokio::sync::watch::Sender<bool>,
-        tokio::task::JoinHandle<crate::fleet::outbox::OutboxStats>,
-        crate::fleet::outbox::Tap,
-    ),
-    DaemonError,
-> {
-    use crate::fleet::{self, outbox::Outbox, transport::JetStream};
-    let gateway =
-        (cfg.gateway_id.as_ref()).map_or_else(fleet::default_gateway_id, |g| g.to_string());
-    let js = JetStream::connect(
-        url,
-        cfg,
-        &gateway,
-        &format!("smbwatch gateway {gateway}"),
-        true,
-    )
-    .await
-    .map_err(|e| DaemonError::Publish(e.to_string()))?;
-    let outbox = Arc::new(Outbox::new(cfg.buffer_bytes));
-    let publish = Arc::new(fleet::stats::PublishCounters::default());
-    metrics.set_fleet(fleet::stats::FleetMetrics::Gateway {
-        broker: js.broker.clone(),
-        publish: publish.clone(),
-        outbox: outbox.clone(),
-    });
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(fleet::publisher::run(outbox.clone(), js, publish, rx));
-    tracing::info!(url, gateway, stream = %cfg.stream, "publishing events");
-    Ok((tx, task, fleet::outbox::Tap::new(outbox, cfg.partitions)))
-}
-
-/// Alerts queued between the drain thread and the sinks. An alert is a few
-/// KiB at most (host fields are capped at parse time), so this is a few MiB.
-const ALERT_QUEUE: usize = 4096;

@@ -16,7 +16,7 @@ use std::{
 use prometheus_client::encoding::DescriptorEncoder;
 
 use super::outbox::Outbox;
-use crate::metrics::expose::{counters, gauges};
+use crate::metrics::expose::{counters, gauges, Families};
 
 /// Why the aggregator refused a message or a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,9 +177,9 @@ fn broker_metrics(e: &mut DescriptorEncoder, b: &BrokerCounters) -> fmt::Result 
     )
 }
 
-impl FleetMetrics {
+impl Families for FleetMetrics {
     /// Writes the fleet's families.
-    pub fn encode(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+    fn encode(&self, e: &mut DescriptorEncoder) -> fmt::Result {
         match self {
             FleetMetrics::Gateway {
                 broker,

@@ -5,7 +5,7 @@
 //! Labels take only fixed values (kinds, codes, outcomes, the version):
 //! never an address, so the series count stays fixed whatever the traffic.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 use chrono::{DateTime, Utc};
 use prometheus_client::{
@@ -45,7 +45,15 @@ pub struct Scrape {
     /// Daemon start.
     pub started: DateTime<Utc>,
     /// The fleet (publishing or aggregating), if this process takes part.
-    pub fleet: Option<crate::fleet::stats::FleetMetrics>,
+    pub fleet: Option<Arc<dyn Families>>,
+}
+
+/// Families a part above the metrics adds to the exposition (the fleet's
+/// `crate::fleet::stats::FleetMetrics`), written at scrape time. The
+/// metrics know only this trait, so they import nothing of what fills them.
+pub trait Families: fmt::Debug + Send + Sync {
+    /// Writes the families.
+    fn encode(&self, e: &mut DescriptorEncoder) -> fmt::Result;
 }
 
 impl Scrape {

@@ -174,7 +174,7 @@ pub struct Metrics {
     /// SIGHUP reload counters.
     reload: OnceLock<Arc<ReloadStats>>,
     /// The fleet's counters (a gateway's publishing, or an aggregator).
-    fleet: OnceLock<crate::fleet::stats::FleetMetrics>,
+    fleet: OnceLock<Arc<dyn expose::Families>>,
     /// Where the kernel's maps are pinned (counters, top sources).
     pin_dir: PathBuf,
     started: DateTime<Utc>,
@@ -256,12 +256,12 @@ impl Metrics {
     }
 
     /// The fleet's counters (set once, when publishing or aggregating starts).
-    pub fn set_fleet(&self, f: crate::fleet::stats::FleetMetrics) {
-        let _ = self.fleet.set(f);
+    pub fn set_fleet(&self, f: impl expose::Families + 'static) {
+        let _ = self.fleet.set(Arc::new(f));
     }
 
     /// The fleet's counters, if this process publishes or aggregates.
-    pub fn fleet(&self) -> Option<&crate::fleet::stats::FleetMetrics> {
+    pub fn fleet(&self) -> Option<&Arc<dyn expose::Families>> {
         self.fleet.get()
     }
 
