@@ -17,7 +17,7 @@ use integration_tests::{
         BROKER_LOCAL,
     },
     http,
-    netns::ATTACKER_V4,
+    netns::{NetNs, ATTACKER_V4},
     require_root,
     rsyslog::temp_dir,
     samba::Smbd,
@@ -42,6 +42,27 @@ fn octets(range: std::ops::RangeInclusive<u8>) -> Vec<u8> {
 
 fn addrs(range: std::ops::RangeInclusive<u8>) -> Vec<IpAddr> {
     range.map(|h| IpAddr::from([198, 51, 100, h])).collect()
+}
+
+/// A gateway daemon attached to both of `ns`'s lab interfaces, writing
+/// its alerts to `json` and publishing to `url` as `id`; `extra` flags
+/// appended.
+fn gateway(ns: &NetNs, json: &Path, url: &str, id: &str, extra: &[&str]) -> Daemon {
+    let json = json.to_str().unwrap();
+    let mut args = vec![
+        "--iface",
+        "g0",
+        "--iface",
+        "g1",
+        "--json",
+        json,
+        "--publish",
+        url,
+        "--gateway-id",
+        id,
+    ];
+    args.extend_from_slice(extra);
+    Daemon::start(ns, &args).expect("gateway daemon")
 }
 
 fn have(tool: &str) -> bool {
@@ -76,28 +97,9 @@ fn a_sweep_split_across_two_gateways_is_one_alert_at_the_aggregator() {
         dir.join("gw2.json"),
         dir.join("aggregate.json"),
     );
-    let gateway = |ns, json: &Path, url, id| {
-        Daemon::start(
-            ns,
-            &[
-                "--iface",
-                "g0",
-                "--iface",
-                "g1",
-                "--json",
-                json.to_str().unwrap(),
-                "--window",
-                "30s",
-                "--publish",
-                url,
-                "--gateway-id",
-                id,
-            ],
-        )
-        .expect("gateway daemon")
-    };
-    let mut gw1 = gateway(&lab.gw1, &j1, BROKER_FOR_GW1, "gw1");
-    let gw2 = gateway(&lab.gw2, &j2, BROKER_FOR_GW2, "gw2");
+    let window = ["--window", "30s"];
+    let mut gw1 = gateway(&lab.gw1, &j1, BROKER_FOR_GW1, "gw1", &window);
+    let gw2 = gateway(&lab.gw2, &j2, BROKER_FOR_GW2, "gw2", &window);
     // Threshold 30 at the aggregator: its alert needs every event of the
     // 30-host sweep, including those published around the broker's crash.
     let agg_args = [
@@ -232,22 +234,7 @@ fn two_aggregators_share_the_partitions_with_source_affinity() {
     let _nats = NatsServer::start(&lab.broker).expect("nats-server");
     let dir = temp_dir("fleet-parts");
     let (jg, ja, jb) = (dir.join("gw1.json"), dir.join("a.json"), dir.join("b.json"));
-    let gw1 = Daemon::start(
-        &lab.gw1,
-        &[
-            "--iface",
-            "g0",
-            "--iface",
-            "g1",
-            "--json",
-            jg.to_str().unwrap(),
-            "--publish",
-            BROKER_FOR_GW1,
-            "--gateway-id",
-            "gw1",
-        ],
-    )
-    .expect("gateway");
+    let gw1 = gateway(&lab.gw1, &jg, BROKER_FOR_GW1, "gw1", &[]);
     let aggregator = |name, parts, json: &Path| {
         Daemon::aggregate(
             &lab.broker,

@@ -103,29 +103,9 @@ fn stream_leader_killed(at_startup: bool) {
         dir.join("gw2.json"),
         dir.join("aggregate.json"),
     );
-    let gateway = |ns, json: &Path, url: String, id| {
-        Daemon::start(
-            ns,
-            &[
-                "--iface",
-                "g0",
-                "--iface",
-                "g1",
-                "--json",
-                json.to_str().unwrap(),
-                "--window",
-                "60s",
-                "--publish",
-                &url,
-                "--gateway-id",
-                id,
-                "--metrics",
-            ],
-        )
-        .expect("gateway daemon")
-    };
-    let mut gw1 = gateway(&lab.gw1, &j1, cluster.urls("192.0.2.1"), "gw1");
-    let mut gw2 = gateway(&lab.gw2, &j2, cluster.urls("192.0.2.5"), "gw2");
+    let extra = ["--window", "60s", "--metrics"];
+    let mut gw1 = gateway(&lab.gw1, &j1, &cluster.urls("192.0.2.1"), "gw1", &extra);
+    let mut gw2 = gateway(&lab.gw2, &j2, &cluster.urls("192.0.2.5"), "gw2", &extra);
     // Running gateways: they found the stream.
     gw1.wait_stderr("publishing to the stream", Duration::from_secs(30))
         .expect("gateway 1 found the stream");
