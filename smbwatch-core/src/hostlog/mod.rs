@@ -36,6 +36,7 @@ mod record;
 pub mod rules;
 mod text;
 mod time;
+mod windows_event;
 mod xml;
 
 pub use event::{
