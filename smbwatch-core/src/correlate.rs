@@ -43,6 +43,7 @@ mod chain;
 mod enrich;
 mod file_drop;
 pub mod process;
+mod remote_exec;
 mod wire;
 
 pub(crate) use file_drop::{is_executable, APPEND_DATA, WRITE_DATA};
@@ -184,6 +185,12 @@ pub struct CorrelateStats {
     /// Acts reported by both sides where the second came too late to be
     /// joined: the second report was not raised again.
     pub joined_late: u64,
+    /// Service installs and task creations (7045, 4697, 4698) raised from
+    /// the host's record alone (a remote client, no wire alert).
+    pub remote_exec: u64,
+    /// Service installs and task creations whose client could not be told
+    /// (a local install, or several candidate addresses): not raised.
+    pub local_exec: u64,
     /// Process creations evicted, by the cap reached (each from the host
     /// holding the most; part of `evicted`).
     pub process_evictions: process::ProcessEvictions,
@@ -243,6 +250,8 @@ pub struct Correlator {
     host_acts: TimedIndex<wire::ActKey, ()>,
     /// The last host event fed reported an act the wire already alerted on.
     joined_wire: bool,
+    /// SMB samples arrive (host alerts of acts the wire reports wait).
+    wire_inputs: bool,
 }
 
 impl HeapSize for ProcessInfo {
@@ -308,6 +317,7 @@ impl Correlator {
             wire_acts: TimedIndex::new(cfg.max_chain_events),
             host_acts: TimedIndex::new(cfg.max_chain_events),
             joined_wire: false,
+            wire_inputs: false,
             cfg,
         }
     }
@@ -480,6 +490,9 @@ impl Correlator {
             HostRecord::ShareAccess(_) | HostRecord::Logon(_) | HostRecord::FileCreation(_) => {
                 self.host_chain_event(ev)
             }
+            HostRecord::ServiceInstall(_) | HostRecord::TaskCreation(_) => {
+                self.host_remote_exec(ev)
+            }
             HostRecord::ProcessCreation(p) => {
                 self.stats.process_creations += 1;
                 self.processes.insert(ev.ts, ev.host.as_deref(), p);
@@ -613,3 +626,6 @@ mod context_tests;
 
 #[cfg(test)]
 mod fair_tests;
+
+#[cfg(test)]
+mod remote_exec_tests;

@@ -30,6 +30,9 @@ pub(super) struct ChainRec {
     pub relative_target: Option<String>,
     pub user: Option<String>,
     pub user_sid: Option<String>,
+    /// The client's logon session on the host (5140/5145, 4624), which a
+    /// service install or task creation names.
+    pub logon_id: Option<u64>,
     /// A share write (a [`FileDrop`]), not just an access.
     pub wrote: bool,
     /// A wire act (an `smb_*` alert; no event): what it showed.
@@ -141,6 +144,7 @@ impl Correlator {
             relative_target,
             user: account.qualified(),
             user_sid: account.sid.clone(),
+            logon_id: ev.logon_id(),
             wrote: drop.is_some(),
             wire: None,
         };

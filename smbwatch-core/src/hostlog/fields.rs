@@ -12,13 +12,16 @@ use std::net::IpAddr;
 use super::time::{self, Stamp};
 use super::{
     clip, image_file_name, Account, ConnectionLog, FileCreation, HostEvent, HostRecord, Logon,
-    NetworkConnection, Outcome, Process, ProcessCreation, ProcessLog, RecordProblem, ShareAccess,
-    ShareLog, TimeSource, WindowsEvent,
+    NetworkConnection, Outcome, Process, ProcessCreation, ProcessLog, RecordProblem,
+    ServiceInstall, ServiceLog, ShareAccess, ShareLog, TaskCreation, TimeSource, WindowsEvent,
 };
 
 mod values;
 
-use values::{access, account, contains_ci, direction, ip, pid, port, protocol, sid, stamp, text};
+use values::{
+    access, account, contains_ci, direction, ip, logon_id, pid, port, protocol, sid, stamp,
+    task_command, text,
+};
 
 /// A field value as found: text, or a JSON scalar.
 #[derive(Clone, Debug, PartialEq)]
@@ -153,6 +156,15 @@ pub(crate) struct Raw<'a> {
     parent_pid: Option<Val<'a>>,
     access_mask: Option<Val<'a>>,
     access_list: Option<Val<'a>>,
+    subject_logon_id: Option<Val<'a>>,
+    target_logon_id: Option<Val<'a>>,
+    service_name: Option<Val<'a>>,
+    /// 7045 `ImagePath`, 4697 `ServiceFileName`.
+    service_command: Option<Val<'a>>,
+    task_name: Option<Val<'a>>,
+    task_content: Option<Val<'a>>,
+    /// `System/Security/@UserID` (NXLog `UserID`): the SID a 7045 names.
+    user_id: Option<Val<'a>>,
     /// ECS fields (Winlogbeat), used only where the event data lacks a field.
     pub ecs: Ecs<'a>,
 }
@@ -196,6 +208,7 @@ impl<'a> Raw<'a> {
             "EventRecordID" => &mut self.record_id,
             "SystemTime" => &mut self.system_time,
             "Provider" | "ProviderName" => &mut self.provider,
+            "UserID" => &mut self.user_id,
             _ => return false,
         };
         *slot = Some(v);
@@ -240,6 +253,12 @@ impl<'a> Raw<'a> {
             "ParentProcessId" => &mut self.parent_pid,
             "AccessMask" => &mut self.access_mask,
             "AccessList" => &mut self.access_list,
+            "SubjectLogonId" => &mut self.subject_logon_id,
+            "TargetLogonId" => &mut self.target_logon_id,
+            "ServiceName" => &mut self.service_name,
+            "ImagePath" | "ServiceFileName" => &mut self.service_command,
+            "TaskName" => &mut self.task_name,
+            "TaskContent" => &mut self.task_content,
             _ => return,
         };
         *slot = Some(v);
@@ -258,6 +277,7 @@ impl<'a> Raw<'a> {
             "EventTime" => &mut self.event_time,
             "@timestamp" => &mut self.at_timestamp,
             "SourceName" | "ProviderName" | "Provider" => &mut self.provider,
+            "UserID" => &mut self.user_id,
             _ => return self.set_data(name, v),
         };
         *slot = Some(v);
@@ -407,6 +427,7 @@ impl<'a> Raw<'a> {
                         .transpose()?,
                     None => None,
                 },
+                logon_id: logon_id("TargetLogonId", &self.target_logon_id)?,
                 account: Account {
                     sid: sid(&self.target_sid),
                     ..account(&self.target_domain, &self.target_user)
@@ -423,14 +444,40 @@ impl<'a> Raw<'a> {
                         .map(|s| super::bare_share_name(&s).to_string()),
                     relative_target: text(&self.relative_target),
                     access_mask: access(self.access_mask.as_ref(), self.access_list.as_ref())?,
-                    account: Account {
-                        sid: sid(&self.subject_sid),
-                        ..account(&self.subject_domain, &self.subject_user)
-                            .or_else(|| self.ecs_account())
-                            .unwrap_or_default()
-                    },
+                    logon_id: logon_id("SubjectLogonId", &self.subject_logon_id)?,
+                    account: self.subject_account(),
                 })
             }
+            WindowsEvent::ServiceInstalled | WindowsEvent::SecurityServiceInstalled => {
+                let log = ServiceLog::of(event);
+                // 7045's `AccountName` is the account the service runs as
+                // (NXLog overwrites it with the creator's name): only the
+                // creator's SID, from the record's System part, is taken.
+                let account = match log {
+                    ServiceLog::System => Account {
+                        sid: sid(&self.user_id),
+                        ..Account::default()
+                    },
+                    ServiceLog::Security => self.subject_account(),
+                };
+                HostRecord::ServiceInstall(ServiceInstall {
+                    log,
+                    service_name: text(&self.service_name),
+                    command: text(&self.service_command),
+                    logon_id: logon_id("SubjectLogonId", &self.subject_logon_id)?,
+                    account,
+                })
+            }
+            WindowsEvent::TaskCreated => HostRecord::TaskCreation(TaskCreation {
+                task_name: text(&self.task_name),
+                command: self
+                    .task_content
+                    .as_ref()
+                    .and_then(|v| v.present())
+                    .and_then(|xml| task_command(&xml)),
+                logon_id: logon_id("SubjectLogonId", &self.subject_logon_id)?,
+                account: self.subject_account(),
+            }),
         };
         let mut ev = HostEvent {
             ts,
@@ -456,13 +503,9 @@ impl<'a> Raw<'a> {
         let event = WindowsEvent::from_id(id)?;
         let channel = self.channel.as_ref().map(|v| v.text());
         let provider = self.provider.as_ref().map(|v| v.text());
-        let needle = if event.is_sysmon() {
-            "sysmon"
-        } else {
-            "security"
-        };
-        let c = channel.as_deref().map(|c| contains_ci(c, needle));
-        let p = provider.as_deref().map(|p| contains_ci(p, needle));
+        let (in_channel, in_provider) = event.log_names();
+        let c = channel.as_deref().map(|c| contains_ci(c, in_channel));
+        let p = provider.as_deref().map(|p| contains_ci(p, in_provider));
         match (c, p) {
             (None, None) => Some(event),
             (c, p) => (c == Some(true) || p == Some(true)).then_some(event),
@@ -529,6 +572,16 @@ impl<'a> Raw<'a> {
         match text(&self.user) {
             Some(u) => Account::from_qualified(u, None),
             None => self.ecs_account().unwrap_or_default(),
+        }
+    }
+
+    /// The Subject* account (5140/5145, 4697, 4698), else the ECS user.
+    fn subject_account(&self) -> Account {
+        Account {
+            sid: sid(&self.subject_sid),
+            ..account(&self.subject_domain, &self.subject_user)
+                .or_else(|| self.ecs_account())
+                .unwrap_or_default()
         }
     }
 

@@ -41,9 +41,9 @@ mod xml;
 
 pub use event::{
     Account, ConnectionLog, Direction, FileCreation, HostEvent, HostEventKind, HostRecord, Logon,
-    NetworkConnection, Process, ProcessCreation, ProcessLog, ShareAccess, ShareLog, TimeSource,
-    WindowsEvent, MAX_COMMAND_LINE_BYTES, MAX_GUID_BYTES, MAX_NAME_BYTES, MAX_PATH_BYTES,
-    MAX_SID_BYTES,
+    NetworkConnection, Process, ProcessCreation, ProcessLog, ServiceInstall, ServiceLog,
+    ShareAccess, ShareLog, TaskCreation, TimeSource, WindowsEvent, MAX_COMMAND_LINE_BYTES,
+    MAX_GUID_BYTES, MAX_NAME_BYTES, MAX_PATH_BYTES, MAX_SID_BYTES,
 };
 pub use line_format::{LineFormat, LineOutcome};
 pub use record::{
@@ -257,7 +257,7 @@ pub fn parse_line_at(
 /// ends on a char boundary and leaves room for `…`. Spare capacity is
 /// dropped either way (an owned value from an unescaped JSON string or
 /// XML text may have more than its length). True when cut.
-fn cap_string(s: &mut String, max: usize) -> bool {
+pub(crate) fn cap_string(s: &mut String, max: usize) -> bool {
     const MARK: char = '…';
     if s.len() <= max {
         s.shrink_to_fit();
@@ -328,5 +328,7 @@ pub fn bare_share_name(share: &str) -> &str {
 
 #[cfg(test)]
 mod hostile_tests;
+#[cfg(test)]
+mod service_tests;
 #[cfg(test)]
 pub(crate) mod tests;

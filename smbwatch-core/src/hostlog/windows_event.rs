@@ -18,6 +18,10 @@ pub enum HostEventKind {
     Logon,
     /// Security 5140, 5145.
     ShareAccess,
+    /// System 7045, Security 4697.
+    ServiceInstall,
+    /// Security 4698.
+    TaskCreation,
 }
 
 /// The Windows events smbwatch reads, by provider and id: the one place
@@ -40,11 +44,17 @@ pub enum WindowsEvent {
     ShareObjectChecked,
     /// Security 5156: the Windows Filtering Platform permitted a connection.
     ConnectionPermitted,
+    /// System 7045 (Service Control Manager): a service was installed.
+    ServiceInstalled,
+    /// Security 4697: a service was installed in the system.
+    SecurityServiceInstalled,
+    /// Security 4698: a scheduled task was created.
+    TaskCreated,
 }
 
 impl WindowsEvent {
     /// Every event, for tests and tables.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 11] = [
         Self::SysmonProcessCreate,
         Self::SysmonNetworkConnect,
         Self::SysmonFileCreate,
@@ -53,6 +63,9 @@ impl WindowsEvent {
         Self::ShareAccessed,
         Self::ShareObjectChecked,
         Self::ConnectionPermitted,
+        Self::ServiceInstalled,
+        Self::SecurityServiceInstalled,
+        Self::TaskCreated,
     ];
 
     /// The event id as Windows logs it.
@@ -66,6 +79,9 @@ impl WindowsEvent {
             Self::ShareAccessed => 5140,
             Self::ShareObjectChecked => 5145,
             Self::ConnectionPermitted => 5156,
+            Self::ServiceInstalled => 7045,
+            Self::SecurityServiceInstalled => 4697,
+            Self::TaskCreated => 4698,
         }
     }
 
@@ -83,6 +99,19 @@ impl WindowsEvent {
         )
     }
 
+    /// What a record's channel or provider must contain (ASCII, any case)
+    /// for the id to mean this event: ids are reused across providers
+    /// (System channel event 1 is common).
+    pub const fn log_names(self) -> (&'static str, &'static str) {
+        match self {
+            Self::SysmonProcessCreate | Self::SysmonNetworkConnect | Self::SysmonFileCreate => {
+                ("sysmon", "sysmon")
+            }
+            Self::ServiceInstalled => ("system", "service control manager"),
+            _ => ("security", "security"),
+        }
+    }
+
     /// What the event reports.
     pub const fn kind(self) -> HostEventKind {
         match self {
@@ -93,6 +122,10 @@ impl WindowsEvent {
             Self::SysmonFileCreate => HostEventKind::FileCreate,
             Self::Logon => HostEventKind::Logon,
             Self::ShareAccessed | Self::ShareObjectChecked => HostEventKind::ShareAccess,
+            Self::ServiceInstalled | Self::SecurityServiceInstalled => {
+                HostEventKind::ServiceInstall
+            }
+            Self::TaskCreated => HostEventKind::TaskCreation,
         }
     }
 
@@ -107,6 +140,9 @@ impl WindowsEvent {
             Self::ShareAccessed => "Security 5140",
             Self::ShareObjectChecked => "Security 5145",
             Self::ConnectionPermitted => "Security 5156",
+            Self::ServiceInstalled => "System 7045",
+            Self::SecurityServiceInstalled => "Security 4697",
+            Self::TaskCreated => "Security 4698",
         }
     }
 }
@@ -168,6 +204,26 @@ impl ShareLog {
             Self::Object
         } else {
             Self::Share
+        }
+    }
+}
+
+/// Which event a service install came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ServiceLog {
+    /// System 7045 (names the creator by SID only, and no logon session).
+    System,
+    /// Security 4697 (names the creator's logon session).
+    Security,
+}
+
+impl ServiceLog {
+    /// The log of a service-install event (7045 unless 4697).
+    pub(crate) fn of(e: WindowsEvent) -> Self {
+        if e == WindowsEvent::SecurityServiceInstalled {
+            Self::Security
+        } else {
+            Self::System
         }
     }
 }

@@ -159,3 +159,39 @@ pub(super) fn direction(v: Option<&Val<'_>>) -> Option<Direction> {
         None
     }
 }
+
+/// A logon session id (`0x2074186`); `0x0` (no session) is none.
+pub(super) fn logon_id(
+    field: &'static str,
+    v: &Option<Val<'_>>,
+) -> Result<Option<u64>, RecordProblem> {
+    match v {
+        Some(v) => Ok(v.number(field)?.filter(|n| *n != 0)),
+        None => Ok(None),
+    }
+}
+
+/// What a 4698 task runs: the first `<Command>` of its XML and its
+/// `<Arguments>`, unescaped as far as XML's five entities (the value is
+/// capped with the record). `None` for a task without an exec action (a
+/// COM handler).
+pub(super) fn task_command(xml: &str) -> Option<String> {
+    fn element<'x>(xml: &'x str, name: &str) -> Option<&'x str> {
+        let open = format!("<{name}>");
+        let start = xml.find(&open)? + open.len();
+        let len = xml[start..].find(&format!("</{name}>"))?;
+        Some(xml[start..start + len].trim())
+    }
+    let unescape = |s: &str| {
+        s.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&")
+    };
+    let command = element(xml, "Command").filter(|c| !c.is_empty())?;
+    Some(match element(xml, "Arguments").filter(|a| !a.is_empty()) {
+        Some(args) => format!("{} {}", unescape(command), unescape(args)),
+        None => unescape(command),
+    })
+}
