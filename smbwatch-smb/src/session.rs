@@ -66,6 +66,9 @@ struct File {
     contexts: Vec<(u16, Interface)>,
     /// Context ids of the last BIND, in order, for its BIND_ACK.
     last_bind: Vec<u16>,
+    /// Contexts bound but not usable, and why (at most
+    /// [`MAX_PIPE_CONTEXTS`]): what a call through one says.
+    lost: Vec<(u16, crate::observation::Unbound)>,
     /// Bytes of a PDU still to come in later writes / reads.
     skip_to_server: u32,
     skip_to_client: u32,
@@ -175,6 +178,7 @@ impl Session {
                 f.name.capacity()
                     + f.contexts.capacity() * size_of::<(u16, Interface)>()
                     + f.last_bind.capacity() * 2
+                    + f.lost.capacity() * size_of::<(u16, crate::observation::Unbound)>()
             })
             .sum::<usize>()
             + self.files.capacity() * (size_of::<(FileId, File)>() + 1);

@@ -89,6 +89,7 @@ fn a_psexec_session_is_seen_whole() {
     let svcctl = crate::Interface::from_uuid(Uuid::from_str_const(SVCCTL));
     let call = |opnum, op| Observation::RpcCall {
         interface: Some(svcctl),
+        unbound: None,
         opnum,
         operation: Some(op),
     };
@@ -565,10 +566,79 @@ fn a_rejected_binding_names_no_calls() {
         p.seen.last(),
         Some(&Observation::RpcCall {
             interface: None,
+            unbound: Some(crate::Unbound::Refused),
             opnum: 12,
             operation: None
         })
     );
+}
+
+/// A BIND_NAK (atexec against a server without a task scheduler that
+/// still opens the pipe) refuses every context of its BIND: a call
+/// through one says so.
+#[test]
+fn a_nak_refuses_the_binding() {
+    let mut p = Peer::new();
+    p.c(tree_connect(1, "\\\\x\\IPC$"));
+    p.s(tree_connect_resp(1, 1, 0, 2));
+    p.c(create(2, 1, "atsvc", 1, 1));
+    p.s(create_resp(2, 1, 0, FID));
+    p.c(write(
+        3,
+        1,
+        FID,
+        0,
+        &rpc_bind(0, "86d35949-83c9-4044-b424-db363231fd0c"),
+    ));
+    p.c(read(4, 1, FID));
+    // BIND_NAK: header, reject reason 4, no protocols.
+    let mut nak = vec![5, 0, 13, 3, 0x10, 0, 0, 0, 24, 0, 0, 0, 1, 0, 0, 0];
+    nak.extend([4, 0, 0, 0, 0, 0, 0, 0]);
+    p.s(read_resp(4, 1, &nak));
+    p.c(write(5, 1, FID, 0, &rpc_request(0, 1, 3, 8)));
+    assert_eq!(
+        p.seen.last(),
+        Some(&Observation::RpcCall {
+            interface: None,
+            unbound: Some(crate::Unbound::Refused),
+            opnum: 1,
+            operation: None
+        })
+    );
+}
+
+/// A REQUEST on a pipe whose BIND was not seen (a hole in the stream)
+/// names no interface, even on a pipe called `svcctl`, and says why.
+#[test]
+fn a_call_without_its_bind_says_why() {
+    let mut p = Peer::new();
+    p.c(tree_connect(1, "\\\\x\\IPC$"));
+    p.s(tree_connect_resp(1, 1, 0, 2));
+    p.c(create(2, 1, "svcctl", 1, 1));
+    p.s(create_resp(2, 1, 0, FID));
+    p.c(write(3, 1, FID, 0, &rpc_request(0, 12, 3, 8)));
+    assert_eq!(
+        p.seen.last(),
+        Some(&Observation::RpcCall {
+            interface: None,
+            unbound: Some(crate::Unbound::NotSeen),
+            opnum: 12,
+            operation: None
+        })
+    );
+    // Bound again (accepted), the same context names its interface.
+    p.c(write(4, 1, FID, 0, &rpc_bind(0, SVCCTL)));
+    p.c(read(5, 1, FID));
+    p.s(read_resp(5, 1, &rpc_bind_ack(true)));
+    p.c(write(6, 1, FID, 0, &rpc_request(0, 12, 3, 8)));
+    assert!(matches!(
+        p.seen.last(),
+        Some(Observation::RpcCall {
+            unbound: None,
+            operation: Some("RCreateServiceW"),
+            ..
+        })
+    ));
 }
 
 /// Each observation names the share its message was on, and RPC ones the

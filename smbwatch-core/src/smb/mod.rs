@@ -22,7 +22,7 @@ use serde::Serialize;
 pub use config::{pipe_name, share_name, SmbSettings};
 pub use monitor::SmbMonitor;
 pub use smbwatch_smb::{
-    Dialect, Direction, Hole, Interface, Limit, NtStatus, Observation, ShareType, Unseen,
+    Dialect, Direction, Hole, Interface, Limit, NtStatus, Observation, ShareType, Unbound, Unseen,
 };
 
 use crate::alert::Alert;

@@ -3,8 +3,8 @@
 
 use super::{Out, Session, MAX_PDUS_PER_TRANSFER, MAX_PIPE_CONTEXTS};
 use crate::{
-    dcerpc::{self, Pdu},
-    observation::{Direction, Limit, Observation, Unseen},
+    dcerpc::{self, Pdu, PduType},
+    observation::{Direction, Limit, Observation, Unbound, Unseen},
     smb2::FileId,
 };
 
@@ -71,8 +71,10 @@ impl Session {
                     for (id, iface) in items {
                         file.last_bind.push(id);
                         file.contexts.retain(|(c, _)| *c != id);
+                        file.lost.retain(|(c, _)| *c != id);
                         if file.contexts.len() >= MAX_PIPE_CONTEXTS {
                             limits.push(Limit::PipeContexts);
+                            lose(&mut file.lost, id, Unbound::Capped);
                         } else {
                             file.contexts.push((id, iface));
                         }
@@ -83,7 +85,14 @@ impl Session {
                     for (id, ok) in file.last_bind.iter().zip(accepted) {
                         if !ok {
                             file.contexts.retain(|(c, _)| c != id);
+                            lose(&mut file.lost, *id, Unbound::Refused);
                         }
+                    }
+                }
+                Ok(Pdu::Other(PduType::BindNak)) => {
+                    for id in &file.last_bind {
+                        file.contexts.retain(|(c, _)| c != id);
+                        lose(&mut file.lost, *id, Unbound::Refused);
                     }
                 }
                 Ok(Pdu::Request {
@@ -96,8 +105,17 @@ impl Session {
                         .iter()
                         .find(|(c, _)| *c == context)
                         .map(|(_, i)| *i);
+                    // Said, not guessed from the pipe's name: a pipe can
+                    // carry several interfaces.
+                    let unbound = interface.is_none().then(|| {
+                        file.lost
+                            .iter()
+                            .find(|(c, _)| *c == context)
+                            .map_or(Unbound::NotSeen, |(_, why)| *why)
+                    });
                     out.push(Observation::RpcCall {
                         interface,
+                        unbound,
                         opnum,
                         operation: interface.and_then(|i| i.operation(opnum)),
                     });
@@ -122,5 +140,13 @@ impl Session {
             self.limit(l, out);
         }
         out.pipe = None;
+    }
+}
+
+/// Remembers why context `id` is unusable, within the pipe's cap.
+fn lose(lost: &mut Vec<(u16, Unbound)>, id: u16, why: Unbound) {
+    lost.retain(|(c, _)| *c != id);
+    if lost.len() < MAX_PIPE_CONTEXTS {
+        lost.push((id, why));
     }
 }

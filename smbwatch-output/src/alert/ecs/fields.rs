@@ -279,6 +279,7 @@ pub const FIELDS: &[Field] = &[
     f("rpc.interface.uuid", Keyword),
     f("rpc.opnum", Long),
     list("rpc.operation", Keyword),
+    f("rpc.unbound", Keyword),
 ];
 
 /// The definition of `name`, if any.

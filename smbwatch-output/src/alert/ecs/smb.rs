@@ -127,6 +127,10 @@ pub struct Rpc {
     /// Operation names (one on a call; the distinct ones of a burst).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub operation: Vec<String>,
+    /// Why a call's interface is unknown (`bind_not_seen`,
+    /// `bind_refused`, `contexts_full`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unbound: Option<&'static str>,
 }
 
 impl Empty for Peer<'_> {
@@ -171,7 +175,10 @@ impl Empty for RpcInterface {
 
 impl Empty for Rpc {
     fn is_empty(&self) -> bool {
-        self.interface.is_empty() && self.opnum.is_none() && self.operation.is_empty()
+        self.interface.is_empty()
+            && self.opnum.is_none()
+            && self.operation.is_empty()
+            && self.unbound.is_none()
     }
 }
 
@@ -249,6 +256,7 @@ impl Rpc {
             },
             opnum: None,
             operation: e.operations.clone(),
+            unbound: None,
         }
     }
 }
@@ -488,6 +496,7 @@ impl<'a> SmbLine<'a> {
                 }
                 Observation::RpcCall {
                     interface,
+                    unbound,
                     opnum,
                     operation,
                 } => {
@@ -497,6 +506,7 @@ impl<'a> SmbLine<'a> {
                             uuid: Some(i.uuid.to_string()),
                         };
                     }
+                    rpc.unbound = unbound.map(smbwatch_core::smb::Unbound::name);
                     rpc.opnum = Some(*opnum);
                     rpc.operation = operation.iter().map(|o| (*o).to_owned()).collect();
                     (&["network"], &["protocol"])

@@ -66,6 +66,7 @@ fn all() -> Vec<Observation> {
         Observation::RpcBind { interface: svcctl },
         Observation::RpcCall {
             interface: Some(svcctl),
+            unbound: None,
             opnum: 12,
             operation: Some("RCreateServiceW"),
         },
@@ -78,6 +79,12 @@ fn all() -> Vec<Observation> {
         },
         Observation::Unseen {
             what: Unseen::Limit(Limit::Compound),
+        },
+        Observation::RpcCall {
+            interface: None,
+            unbound: Some(smbwatch_core::smb::Unbound::NotSeen),
+            opnum: 12,
+            operation: None,
         },
     ]
 }
@@ -130,4 +137,11 @@ fn smb_lines_are_ecs() {
         r["rpc"]["operation"],
         serde_json::json!(["RCreateServiceW"])
     );
+    assert_eq!(r["rpc"]["unbound"], serde_json::Value::Null);
+    // A call whose BIND was not seen: what is known, and why no interface.
+    let u = j(all().last().unwrap().clone());
+    assert_eq!(u["event"]["action"], "rpc_call");
+    assert_eq!(u["rpc"]["opnum"], 12);
+    assert_eq!(u["rpc"]["unbound"], "bind_not_seen");
+    assert_eq!(u["rpc"]["interface"], serde_json::Value::Null);
 }
