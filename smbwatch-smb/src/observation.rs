@@ -187,6 +187,14 @@ pub enum Observation {
         /// Bytes written.
         len: u32,
     },
+    /// A SET_INFO renaming a file (FileRenameInformation).
+    Rename {
+        /// The file's name before, `None` if it was opened before what
+        /// was seen.
+        name: Option<String>,
+        /// Its new name, relative to the share.
+        to: String,
+    },
     /// A CLOSE.
     Close {
         /// The file's name, `None` if it was opened before what was seen.

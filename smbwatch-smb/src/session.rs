@@ -16,6 +16,7 @@ use crate::{
 };
 
 mod rpc;
+mod set_info;
 
 /// Requests waiting for a response.
 pub const MAX_PENDING_REQUESTS: usize = 128;
@@ -448,6 +449,7 @@ impl Session {
                     name: name.map(|(n, _)| n),
                 });
             }
+            Command::SetInfo => self.set_info(h, m, chain, out)?,
             Command::TreeDisconnect => {
                 if let Some(t) = tree {
                     self.trees.remove(&t);

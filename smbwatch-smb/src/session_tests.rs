@@ -680,3 +680,69 @@ fn observations_name_their_share_and_pipe() {
         (None, None)
     );
 }
+
+/// An executable written under a harmless name and renamed (SET_INFO
+/// FileRenameInformation): the rename names both, and later messages on
+/// the handle name the final file.
+#[test]
+fn a_rename_names_the_final_file() {
+    let mut p = Peer::new();
+    p.c(tree_connect(1, "\\\\x\\ADMIN$"));
+    p.s(tree_connect_resp(1, 1, 0, 1));
+    p.c(create(2, 1, "x.tmp", 0x2, 2));
+    p.s(create_resp(2, 1, 0, FID));
+    p.c(write(3, 1, FID, 0, b"MZ"));
+    p.c(set_info_rename(4, 1, FID, "Temp\\x.exe"));
+    p.c(close(5, 1, FID));
+    let n = p.seen.len();
+    assert_eq!(
+        p.seen[n - 2..],
+        [
+            Observation::Rename {
+                name: Some("x.tmp".into()),
+                to: "Temp\\x.exe".into(),
+            },
+            Observation::Close {
+                name: Some("Temp\\x.exe".into())
+            },
+        ]
+    );
+}
+
+/// A rename whose name length runs past its buffer, or past what was
+/// seen, is said to be malformed, not guessed.
+#[test]
+fn a_hostile_rename_is_malformed() {
+    for cut in [false, true] {
+        let mut p = Peer::new();
+        p.c(tree_connect(1, "\\\\x\\C$"));
+        p.s(tree_connect_resp(1, 1, 0, 1));
+        p.c(create(2, 1, "x.tmp", 0x2, 2));
+        p.s(create_resp(2, 1, 0, FID));
+        let mut m = set_info_rename(3, 1, FID, "x.exe");
+        if cut {
+            // The name's last bytes are not in the message.
+            m.truncate(m.len() - 4);
+        } else {
+            m[96 + 16..96 + 20].copy_from_slice(&0xFFFF_FF00u32.to_le_bytes());
+        }
+        p.c(m);
+        assert!(
+            !p.seen
+                .iter()
+                .any(|o| matches!(o, Observation::Rename { .. })),
+            "{:?}",
+            p.seen
+        );
+        assert!(
+            matches!(
+                p.seen.last(),
+                Some(Observation::Unseen {
+                    what: Unseen::Malformed(_)
+                })
+            ),
+            "{:?}",
+            p.seen
+        );
+    }
+}

@@ -99,6 +99,9 @@ pub struct Smb {
     /// Enumeration calls in the burst (`smb_enum`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub calls: Option<u32>,
+    /// A renamed file's name before (`smb_rename`; `file.*` is the new).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub renamed_from: Option<String>,
     /// Windows event ids of host-log records that reported the same act.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub host_events: Vec<u32>,
@@ -163,6 +166,7 @@ impl Empty for Smb {
             && self.unseen_detail.is_none()
             && self.unseen_bytes.is_none()
             && self.calls.is_none()
+            && self.renamed_from.is_none()
             && self.host_events.is_empty()
     }
 }
@@ -479,6 +483,11 @@ impl<'a> SmbLine<'a> {
                     if let Some(n) = name {
                         f = file(tree, n);
                     }
+                    (&["network", "file"], &["change"])
+                }
+                Observation::Rename { name, to } => {
+                    smb.renamed_from = name.as_ref().map(|n| full_path(tree, n));
+                    f = file(tree, to);
                     (&["network", "file"], &["change"])
                 }
                 Observation::Close { name } => {

@@ -80,6 +80,10 @@ fn all() -> Vec<Observation> {
         Observation::Unseen {
             what: Unseen::Limit(Limit::Compound),
         },
+        Observation::Rename {
+            name: Some("x.tmp".into()),
+            to: "x.exe".into(),
+        },
         Observation::RpcCall {
             interface: None,
             unbound: Some(smbwatch_core::smb::Unbound::NotSeen),
@@ -144,4 +148,10 @@ fn smb_lines_are_ecs() {
     assert_eq!(u["rpc"]["opnum"], 12);
     assert_eq!(u["rpc"]["unbound"], "bind_not_seen");
     assert_eq!(u["rpc"]["interface"], serde_json::Value::Null);
+    // A rename: the file is the new name, the old one beside it.
+    let n = all().len();
+    let m = j(all()[n - 2].clone());
+    assert_eq!(m["event"]["action"], "smb_rename");
+    assert_eq!(m["file"]["path"], "\\\\srv\\ADMIN$\\x.exe");
+    assert_eq!(m["smb"]["renamed_from"], "\\\\srv\\ADMIN$\\x.tmp");
 }
