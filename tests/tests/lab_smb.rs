@@ -5,7 +5,8 @@
 //! Covered: `smbclient` to a share (a plain file copy: no SMB alert) and to
 //! `IPC$`, `rpcclient` enumeration (srvsvc NetShareEnum, samr
 //! EnumDomainUsers), and impacket from PyPI (installed by `cargo xtask
-//! setup`): its `smbclient.py` putting an .exe on `C$`, `psexec.py`,
+//! setup`): its `smbclient.py` putting an .exe on `C$`, its library
+//! writing `.tmp` to `C$` and renaming it to `.exe`, `psexec.py`,
 //! `smbexec.py` and `atexec.py`, against a Samba exporting `ADMIN$`/`C$`.
 //! Samba creates no services and has no task scheduler: psexec and smbexec
 //! fail after their CreateServiceW (asserted: `smb_remote_service`), atexec
@@ -196,6 +197,41 @@ fn put_on_c(lab: &Lab, scratch: &Path, creds: &str, name: &str) -> String {
     )
 }
 
+/// impacket's own library (`SMBConnection`, what its scripts use; its
+/// `smbclient.py` has no rename): `NAME.tmp` written to `C$`, then renamed
+/// to `NAME.exe` with SMB2 SET_INFO FileRenameInformation.
+const RENAME_PY: &str = r#"
+import io, sys
+from impacket.smbconnection import SMBConnection
+host, user, password, name = sys.argv[1:5]
+c = SMBConnection(host, host)
+c.login(user, password)
+c.putFile('C$', name + '.tmp', io.BytesIO(b'MZ not really a program').read)
+c.rename('C$', name + '.tmp', name + '.exe')
+c.logoff()
+"#;
+
+/// Runs [`RENAME_PY`] for `name`; returns its output.
+fn rename_on_c(lab: &Lab, scratch: &Path, server: &str, name: &str) -> String {
+    let script = scratch.join("impacket-rename.py");
+    std::fs::write(&script, RENAME_PY).unwrap();
+    let out = lab
+        .attacker
+        .command("timeout")
+        .args(["-s", "KILL", CLIENT_TIMEOUT])
+        .arg(format!("{IMPACKET_VENV}/bin/python3"))
+        .arg(&script)
+        .args([server, USER, PASSWORD, name])
+        .output()
+        .expect("python3");
+    format!(
+        "impacket rename ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// impacket's clients against the lab's Samba, each waited for on the
 /// wire (its event lines) before the next starts. Returns false when
 /// impacket is not installed (skipped; a failure under CI=true).
@@ -230,6 +266,22 @@ fn lateral_movement(lab: &Lab, daemon: &Daemon, server: &str, scratch: &Path) ->
             .iter()
             .any(|e| action(e) == "smb_write" && e["file"]["name"] == "lab-tool.exe")
     });
+
+    // An executable dropped as .tmp and renamed to .exe on C$.
+    let out = rename_on_c(lab, scratch, server, "lab-renamed");
+    wait(
+        "the rename of lab-renamed.tmp to lab-renamed.exe",
+        &out,
+        &|l| {
+            smb_lines(l).iter().any(|e| {
+                action(e) == "smb_rename"
+                    && e["file"]["name"] == "lab-renamed.exe"
+                    && e["smb"]["renamed_from"]
+                        .as_str()
+                        .is_some_and(|f| f.ends_with("lab-renamed.tmp"))
+            })
+        },
+    );
 
     // psexec.py: finds a writable share, uploads its service binary,
     // then svcctl OpenSCManagerW and CreateServiceW (Samba refuses it).
@@ -361,7 +413,11 @@ fn check_lateral_alerts(alerts: &[Value], server: &str, hidden: &str) {
             all()
         );
     }
-    for (file, share) in [("lab-tool.exe", "C$"), ("psexec-lab.exe", "ADMIN$")] {
+    for (file, share) in [
+        ("lab-tool.exe", "C$"),
+        ("lab-renamed.exe", "C$"),
+        ("psexec-lab.exe", "ADMIN$"),
+    ] {
         assert!(
             of("smb_file_drop")
                 .iter()
