@@ -38,6 +38,10 @@
 //! - **SMB on the wire** (`wire`): an `smb_*` alert and the host record of
 //!   the same act are one alert carrying both; wire acts after a scan
 //!   complete chains too.
+//! - **Services and tasks** (`remote_exec`): a 7045/4697/4698 is tied to
+//!   its client by its creator's logon session (or SID) and is the same
+//!   act as the wire's `smb_remote_service`/`smb_remote_task`; alone, it
+//!   raises that kind from the host's evidence.
 
 mod chain;
 mod enrich;

@@ -4,8 +4,9 @@
 //!
 //! Supported events: Sysmon 1 (process creation), 3 (network connection),
 //! 11 (file create); Security 4624 (logon), 4688 (process creation),
-//! 5140/5145 (share access), 5156 (WFP connection allowed). Any other event is
-//! skipped and counted.
+//! 5140/5145 (share access), 5156 (WFP connection allowed), 4697 (service
+//! installed), 4698 (task created); System 7045 (service installed). Any
+//! other event is skipped and counted.
 //!
 //! Supported formats ([`Format`]): binary EVTX, Windows event XML (wevtutil,
 //! Windows Event Forwarding), Winlogbeat/ECS JSON, NXLog JSON, evtx_dump JSON,
