@@ -133,3 +133,31 @@ fn xml_4698_keeps_the_task_and_its_command() {
     assert!(json.contains(r#""logon_id":4083489"#), "{json}");
     assert_eq!(serde_json::from_str::<HostEvent>(&json).unwrap(), *e);
 }
+
+/// Hostile records: a command of 100 KiB is cut to the cap (with the
+/// record's other strings), and a logon session that is no number is an
+/// error naming the field and the value.
+#[test]
+fn hostile_service_and_task_records_are_bounded() {
+    let big = "A".repeat(100 * 1024);
+    let line = format!(
+        r#"{{"EventID":4697,"Channel":"Security","Hostname":"SRV1","TimeCreated":"2024-05-01T12:00:00Z","SubjectLogonId":"0x3e7","ServiceName":"x","ServiceFileName":"{big}"}}"#
+    );
+    let ev = parse_line(&line).unwrap().unwrap();
+    let s = ev.as_service_install().unwrap();
+    assert!(s.command.as_ref().unwrap().len() <= MAX_COMMAND_LINE_BYTES);
+    assert!(ev.heap_bytes() <= HostEvent::MAX_HEAP_BYTES);
+    let task = format!(
+        r#"{{"EventID":4698,"Channel":"Security","Hostname":"SRV1","TimeCreated":"2024-05-01T12:00:00Z","TaskName":"\\t","TaskContent":"<Task><Exec><Command>{big}</Command></Exec></Task>"}}"#
+    );
+    let ev = parse_line(&task).unwrap().unwrap();
+    let t = ev.as_task_creation().unwrap();
+    assert!(t.command.as_ref().unwrap().len() <= MAX_COMMAND_LINE_BYTES);
+    let bad = r#"{"EventID":4698,"Channel":"Security","TimeCreated":"2024-05-01T12:00:00Z","SubjectLogonId":"session-7"}"#;
+    let err = parse_line(bad).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("invalid SubjectLogonId: \"session-7\""),
+        "{err}"
+    );
+}
