@@ -199,6 +199,9 @@ pub struct Correlator {
     host_acts: TimedIndex<wire::ActKey, ()>,
     /// The last host event fed reported an act the wire already alerted on.
     joined_wire: bool,
+    /// Remote clients' logon sessions: (lower-case host, logon id) →
+    /// client address (5140/5145, 4624 type 3), for 4697/4698.
+    sessions: TimedIndex<(String, u64), IpAddr>,
     /// SMB samples arrive (host alerts of acts the wire reports wait).
     wire_inputs: bool,
 }
@@ -266,6 +269,7 @@ impl Correlator {
             wire_acts: TimedIndex::new(cfg.max_chain_events),
             host_acts: TimedIndex::new(cfg.max_chain_events),
             joined_wire: false,
+            sessions: TimedIndex::new(cfg.max_chain_events),
             wire_inputs: false,
             cfg,
         }
@@ -286,7 +290,7 @@ impl Correlator {
         self
     }
 
-    fn tables(&self) -> [&dyn Budgeted; 9] {
+    fn tables(&self) -> [&dyn Budgeted; 10] {
         [
             &self.pairs,
             &self.host_net,
@@ -297,6 +301,7 @@ impl Correlator {
             &self.drops,
             &self.wire_acts,
             &self.host_acts,
+            &self.sessions,
         ]
     }
 
@@ -314,6 +319,7 @@ impl Correlator {
                 &mut self.drops,
                 &mut self.wire_acts,
                 &mut self.host_acts,
+                &mut self.sessions,
             ],
         );
     }
@@ -341,7 +347,8 @@ impl Correlator {
                 + self.processes.evicted()
                 + self.drops.evicted()
                 + self.wire_acts.evicted()
-                + self.host_acts.evicted(),
+                + self.host_acts.evicted()
+                + self.sessions.evicted(),
             held: (self.pairs.len()
                 + self.host_net.len()
                 + self.chain_events.len()
@@ -351,6 +358,7 @@ impl Correlator {
                 + self.drops.len()
                 + self.wire_acts.len()
                 + self.host_acts.len()
+                + self.sessions.len()
                 + self.waiting_len()) as u64,
             bytes: total_bytes(&self.tables()) as u64,
             process_evictions: self.processes.evictions(),
@@ -374,6 +382,7 @@ impl Correlator {
         }
         if let Some(c) = self.clock.cutoff(long) {
             self.chain_events.prune(c);
+            self.sessions.prune(c);
             self.scans.prune(c);
             self.fired.prune(c);
             self.drops.prune(c);

@@ -30,9 +30,6 @@ pub(super) struct ChainRec {
     pub relative_target: Option<String>,
     pub user: Option<String>,
     pub user_sid: Option<String>,
-    /// The client's logon session on the host (5140/5145, 4624), which a
-    /// service install or task creation names.
-    pub logon_id: Option<u64>,
     /// A share write (a [`FileDrop`]), not just an access.
     pub wrote: bool,
     /// A wire act (an `smb_*` alert; no event): what it showed.
@@ -136,6 +133,12 @@ impl Correlator {
         let Some(src) = src.filter(|a| !a.is_loopback()) else {
             return out;
         };
+        // The client's logon session, which a service install or task
+        // creation on the host names.
+        if let Some(id) = ev.logon_id() {
+            self.sessions
+                .insert(ev.ts, (host_key(ev.host.as_deref()), id), src);
+        }
         let account = ev.account();
         let rec = ChainRec {
             host: ev.host.clone(),
@@ -144,7 +147,6 @@ impl Correlator {
             relative_target,
             user: account.qualified(),
             user_sid: account.sid.clone(),
-            logon_id: ev.logon_id(),
             wrote: drop.is_some(),
             wire: None,
         };

@@ -123,10 +123,11 @@ impl Correlator {
     }
 
     /// The client that did `ev` (a 4697/4698 by its logon session, a 7045
-    /// by its account's SID) and the account its session record names:
-    /// the one address of the matching share access or network logon on
-    /// `ev`'s host in the `chain_window` before `ev` (plus skew). `None`
-    /// when there was none, or several addresses.
+    /// by its account's SID): the one address of the matching share access
+    /// or network logon on `ev`'s host in the `chain_window` before `ev`
+    /// (plus skew), and for a 7045 (which names no account) the account
+    /// that record names. `None` when there was none, or several
+    /// addresses.
     fn remote_client(&self, ev: &HostEvent) -> Option<(IpAddr, Option<String>)> {
         let logon = ev.logon_id();
         let sid = ev.account().sid.as_deref();
@@ -135,17 +136,29 @@ impl Correlator {
         }
         let host = host_key(ev.host.as_deref());
         let (from, to) = (ev.ts - self.chain_window, ev.ts + self.skew);
+        if let Some(id) = logon {
+            // A session id is the host's: one client, found by key (the
+            // record names its creator itself).
+            let mut found = None;
+            for (ts, src) in self.sessions.get(&(host, id)) {
+                if *ts < from || *ts > to {
+                    continue;
+                }
+                match found {
+                    Some(s) if s != *src => return None,
+                    _ => found = Some(*src),
+                }
+            }
+            return found.map(|s| (s, None));
+        }
+        // A 7045: the account's recent sources on the host (bounded by
+        // `max_chain_events`).
         let mut found: Option<(IpAddr, DateTime<Utc>, Option<String>)> = None;
         for (src, (ts, rec)) in self.chain_events.iter() {
             if *ts < from || *ts > to || rec.wire.is_some() {
                 continue;
             }
-            let same = match logon {
-                // A session id is the host's: one client.
-                Some(id) => rec.logon_id == Some(id),
-                None => rec.user_sid.as_deref() == sid,
-            };
-            if !same || host_key(rec.host.as_deref()) != host {
+            if rec.user_sid.as_deref() != sid || host_key(rec.host.as_deref()) != host {
                 continue;
             }
             match &mut found {

@@ -370,7 +370,6 @@ impl Correlator {
             relative_target: relative,
             user: alert.user.clone(),
             user_sid: None,
-            logon_id: None,
             wrote: alert.kind == AlertKind::SmbFileDrop,
             wire: Some(Box::new(smb)),
         };
