@@ -38,20 +38,27 @@
 //! - **SMB on the wire** (`wire`): an `smb_*` alert and the host record of
 //!   the same act are one alert carrying both; wire acts after a scan
 //!   complete chains too.
+//! - **Services and tasks** (`remote_exec`): a 7045/4697/4698 is tied to
+//!   its client by its creator's logon session (or SID) and is the same
+//!   act as the wire's `smb_remote_service`/`smb_remote_task`; alone, it
+//!   raises that kind from the host's evidence.
 
 mod chain;
+mod config;
 mod enrich;
 mod file_drop;
 pub mod process;
+mod remote_exec;
 mod wire;
 
+pub use config::CorrelateConfig;
 pub(crate) use file_drop::{is_executable, APPEND_DATA, WRITE_DATA};
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::alert::{Alert, ProcessInfo};
 use crate::event::{GatewayEvent, GatewayEventKind};
@@ -63,63 +70,6 @@ use crate::timed::{
 };
 use chain::{ChainRec, FiredKey, ScanRec};
 use process::{ProcessClassesConfig, ProcessTable};
-
-/// Correlation settings (`[correlate]`; every key optional).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CorrelateConfig {
-    /// Tolerated difference between the gateway's and the hosts' clocks.
-    #[serde(with = "humantime_serde")]
-    pub clock_skew: Duration,
-    /// How long after a scan alert share access or a network logon on a
-    /// target counts as the next step of the same intrusion.
-    #[serde(with = "humantime_serde")]
-    pub chain_window: Duration,
-    /// How long (by the reference clock) a gateway pair or host connection
-    /// waits for its counterpart: covers forwarder delay.
-    #[serde(with = "humantime_serde")]
-    pub retention: Duration,
-    /// Most gateway pairs kept.
-    pub max_pairs: usize,
-    /// Most host network events kept.
-    pub max_host_events: usize,
-    /// Most share-access/logon events kept for chains (and most file
-    /// drops remembered for their dedup).
-    pub max_chain_events: usize,
-    /// Most scan alerts kept for chains.
-    pub max_scan_sources: usize,
-    /// Most processes listed on a scan alert.
-    pub max_processes_listed: usize,
-    /// Most process-creation entries kept (4688, Sysmon 1; a record with
-    /// both a GUID and a pid takes two).
-    pub max_processes: usize,
-    /// How long (by the reference clock) a process creation is kept: a
-    /// process that opens SMB later than this after its creation gets no
-    /// command line.
-    #[serde(with = "humantime_serde")]
-    pub process_retention: Duration,
-    /// Bytes held by all the tables together (strings included); past it
-    /// the oldest entries of the largest table go.
-    pub max_bytes: usize,
-}
-
-impl Default for CorrelateConfig {
-    fn default() -> Self {
-        Self {
-            clock_skew: Duration::from_secs(5),
-            chain_window: Duration::from_secs(15 * 60),
-            retention: Duration::from_secs(120),
-            max_pairs: 65_536,
-            max_host_events: 65_536,
-            max_chain_events: 16_384,
-            max_scan_sources: 4_096,
-            max_processes_listed: 16,
-            max_processes: 65_536,
-            process_retention: Duration::from_secs(24 * 60 * 60),
-            max_bytes: 64 << 20,
-        }
-    }
-}
 
 /// The process (and account, and host) behind one gateway pair.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -184,6 +134,12 @@ pub struct CorrelateStats {
     /// Acts reported by both sides where the second came too late to be
     /// joined: the second report was not raised again.
     pub joined_late: u64,
+    /// Service installs and task creations (7045, 4697, 4698) raised from
+    /// the host's record alone (a remote client, no wire alert).
+    pub remote_exec: u64,
+    /// Service installs and task creations whose client could not be told
+    /// (a local install, or several candidate addresses): not raised.
+    pub local_exec: u64,
     /// Process creations evicted, by the cap reached (each from the host
     /// holding the most; part of `evicted`).
     pub process_evictions: process::ProcessEvictions,
@@ -243,6 +199,11 @@ pub struct Correlator {
     host_acts: TimedIndex<wire::ActKey, ()>,
     /// The last host event fed reported an act the wire already alerted on.
     joined_wire: bool,
+    /// Remote clients' logon sessions: (lower-case host, logon id) →
+    /// client address (5140/5145, 4624 type 3), for 4697/4698.
+    sessions: TimedIndex<(String, u64), IpAddr>,
+    /// SMB samples arrive (host alerts of acts the wire reports wait).
+    wire_inputs: bool,
 }
 
 impl HeapSize for ProcessInfo {
@@ -308,6 +269,8 @@ impl Correlator {
             wire_acts: TimedIndex::new(cfg.max_chain_events),
             host_acts: TimedIndex::new(cfg.max_chain_events),
             joined_wire: false,
+            sessions: TimedIndex::new(cfg.max_chain_events),
+            wire_inputs: false,
             cfg,
         }
     }
@@ -327,7 +290,7 @@ impl Correlator {
         self
     }
 
-    fn tables(&self) -> [&dyn Budgeted; 9] {
+    fn tables(&self) -> [&dyn Budgeted; 10] {
         [
             &self.pairs,
             &self.host_net,
@@ -338,6 +301,7 @@ impl Correlator {
             &self.drops,
             &self.wire_acts,
             &self.host_acts,
+            &self.sessions,
         ]
     }
 
@@ -355,6 +319,7 @@ impl Correlator {
                 &mut self.drops,
                 &mut self.wire_acts,
                 &mut self.host_acts,
+                &mut self.sessions,
             ],
         );
     }
@@ -382,7 +347,8 @@ impl Correlator {
                 + self.processes.evicted()
                 + self.drops.evicted()
                 + self.wire_acts.evicted()
-                + self.host_acts.evicted(),
+                + self.host_acts.evicted()
+                + self.sessions.evicted(),
             held: (self.pairs.len()
                 + self.host_net.len()
                 + self.chain_events.len()
@@ -392,6 +358,7 @@ impl Correlator {
                 + self.drops.len()
                 + self.wire_acts.len()
                 + self.host_acts.len()
+                + self.sessions.len()
                 + self.waiting_len()) as u64,
             bytes: total_bytes(&self.tables()) as u64,
             process_evictions: self.processes.evictions(),
@@ -415,6 +382,7 @@ impl Correlator {
         }
         if let Some(c) = self.clock.cutoff(long) {
             self.chain_events.prune(c);
+            self.sessions.prune(c);
             self.scans.prune(c);
             self.fired.prune(c);
             self.drops.prune(c);
@@ -479,6 +447,9 @@ impl Correlator {
             }
             HostRecord::ShareAccess(_) | HostRecord::Logon(_) | HostRecord::FileCreation(_) => {
                 self.host_chain_event(ev)
+            }
+            HostRecord::ServiceInstall(_) | HostRecord::TaskCreation(_) => {
+                self.host_remote_exec(ev)
             }
             HostRecord::ProcessCreation(p) => {
                 self.stats.process_creations += 1;
@@ -613,3 +584,6 @@ mod context_tests;
 
 #[cfg(test)]
 mod fair_tests;
+
+#[cfg(test)]
+mod remote_exec_tests;

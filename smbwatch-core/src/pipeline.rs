@@ -150,6 +150,7 @@ impl Pipeline {
     /// [`Self::gateway_event`]'s.
     pub fn smb_sample(&mut self, sample: &SmbSample<'_>) -> SmbOutputs {
         let mut out = Vec::new();
+        self.correlator.saw_wire();
         self.smb.observe(sample, &mut out);
         self.wire_outputs(out, sample.ts)
     }

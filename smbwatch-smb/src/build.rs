@@ -140,6 +140,29 @@ pub fn write(id: u64, tree: u32, fid: [u8; 16], offset: u64, data: &[u8]) -> Vec
     )
 }
 
+/// SET_INFO request renaming `fid` to `to` (FileRenameInformation).
+pub fn set_info_rename(id: u64, tree: u32, fid: [u8; 16], to: &str) -> Vec<u8> {
+    let n = utf16(to);
+    // FILE_RENAME_INFORMATION_TYPE_2: ReplaceIfExists, Reserved(7),
+    // RootDirectory(8), FileNameLength(4), FileName.
+    let mut buf = vec![0u8; 20];
+    buf[16..20].copy_from_slice(&(n.len() as u32).to_le_bytes());
+    buf.extend(&n);
+    msg(
+        hdr(17, id, false, 0, tree),
+        32,
+        |b| {
+            put16(b, 0, 33);
+            b[2] = 1; // SMB2_0_INFO_FILE
+            b[3] = 10; // FileRenameInformation
+            put32(b, 4, buf.len() as u32);
+            put16(b, 8, 96);
+            b[16..32].copy_from_slice(&fid);
+        },
+        &buf,
+    )
+}
+
 /// READ request.
 pub fn read(id: u64, tree: u32, fid: [u8; 16]) -> Vec<u8> {
     msg(

@@ -99,6 +99,31 @@ pub enum Unseen {
     Limit(Limit),
 }
 
+/// Why an RPC call's interface is unknown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unbound {
+    /// No BIND of its context was seen on the pipe: it fell in a hole of
+    /// the stream, or before what was seen.
+    NotSeen,
+    /// The server refused the context's BIND (BIND_ACK result or
+    /// BIND_NAK): the call names nothing the server accepted.
+    Refused,
+    /// The context was bound while the pipe's table was full
+    /// ([`crate::session::MAX_PIPE_CONTEXTS`]).
+    Capped,
+}
+
+impl Unbound {
+    /// The snake_case name event lines carry (`rpc.unbound`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::NotSeen => "bind_not_seen",
+            Self::Refused => "bind_refused",
+            Self::Capped => "contexts_full",
+        }
+    }
+}
+
 /// A typed observation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Observation {
@@ -162,6 +187,14 @@ pub enum Observation {
         /// Bytes written.
         len: u32,
     },
+    /// A SET_INFO renaming a file (FileRenameInformation).
+    Rename {
+        /// The file's name before, `None` if it was opened before what
+        /// was seen.
+        name: Option<String>,
+        /// Its new name, relative to the share.
+        to: String,
+    },
     /// A CLOSE.
     Close {
         /// The file's name, `None` if it was opened before what was seen.
@@ -176,6 +209,8 @@ pub enum Observation {
     RpcCall {
         /// The interface, `None` if its BIND was not seen.
         interface: Option<Interface>,
+        /// Why `interface` is `None` (never guessed from the pipe's name).
+        unbound: Option<Unbound>,
         /// The operation number.
         opnum: u16,
         /// The operation's name when known.

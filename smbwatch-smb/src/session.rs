@@ -7,13 +7,16 @@
 use std::{collections::HashMap, time::SystemTime};
 
 use crate::{
-    dcerpc::{self, Interface, Pdu},
+    dcerpc::Interface,
     ntlmssp::{self, Authenticate, Ntlmssp},
     observation::{Dialect, Direction, Limit, Observation, Seen, Unseen},
     smb1::{self, Smb1},
     smb2::{self, Command, FileId, Header, NtStatus, ShareType},
     stream::{Message, Segment, Stream, StreamEvent},
 };
+
+mod rpc;
+mod set_info;
 
 /// Requests waiting for a response.
 pub const MAX_PENDING_REQUESTS: usize = 128;
@@ -64,6 +67,9 @@ struct File {
     contexts: Vec<(u16, Interface)>,
     /// Context ids of the last BIND, in order, for its BIND_ACK.
     last_bind: Vec<u16>,
+    /// Contexts bound but not usable, and why (at most
+    /// [`MAX_PIPE_CONTEXTS`]): what a call through one says.
+    lost: Vec<(u16, crate::observation::Unbound)>,
     /// Bytes of a PDU still to come in later writes / reads.
     skip_to_server: u32,
     skip_to_client: u32,
@@ -173,6 +179,7 @@ impl Session {
                 f.name.capacity()
                     + f.contexts.capacity() * size_of::<(u16, Interface)>()
                     + f.last_bind.capacity() * 2
+                    + f.lost.capacity() * size_of::<(u16, crate::observation::Unbound)>()
             })
             .sum::<usize>()
             + self.files.capacity() * (size_of::<(FileId, File)>() + 1);
@@ -442,6 +449,7 @@ impl Session {
                     name: name.map(|(n, _)| n),
                 });
             }
+            Command::SetInfo => self.set_info(h, m, chain, out)?,
             Command::TreeDisconnect => {
                 if let Some(t) = tree {
                     self.trees.remove(&t);
@@ -576,114 +584,6 @@ impl Session {
             let pipe = st == ShareType::Pipe;
             self.trees.insert(t, Tree { pipe, path });
         }
-    }
-
-    /// DCE/RPC PDUs in a pipe transfer: `data` is what was seen of `len`
-    /// declared bytes.
-    fn rpc(&mut self, fid: FileId, data: &[u8], len: u32, dir: Direction, out: &mut Out<'_>) {
-        let Some(file) = self.files.get_mut(&fid) else {
-            // A handle whose CREATE answer was not seen (opened before the
-            // sample, or inside this compound): its RPC is not followed.
-            out.push(Observation::Unseen {
-                what: Unseen::NoPipe {
-                    bytes: u64::from(len),
-                },
-            });
-            return;
-        };
-        out.pipe = Some(file.name.clone());
-        let skip = match dir {
-            Direction::ToServer => &mut file.skip_to_server,
-            Direction::ToClient => &mut file.skip_to_client,
-        };
-        // The rest of a PDU begun in an earlier transfer.
-        let mut at = (*skip).min(len) as usize;
-        *skip -= at as u32;
-        let mut errors = Vec::new();
-        let mut limits = Vec::new();
-        for n in 0..=MAX_PDUS_PER_TRANSFER {
-            if at >= len as usize {
-                break;
-            }
-            if n == MAX_PDUS_PER_TRANSFER {
-                limits.push(Limit::RpcItems);
-                break;
-            }
-            let Some(rest) = data.get(at..).filter(|r| !r.is_empty()) else {
-                out.push(Observation::Unseen {
-                    what: Unseen::RpcCut {
-                        bytes: u64::from(len) - at as u64,
-                    },
-                });
-                break;
-            };
-            let frag_len = match dcerpc::header(rest) {
-                Ok((_, _, l)) => usize::from(l),
-                Err(e) => {
-                    errors.push(e);
-                    break;
-                }
-            };
-            match dcerpc::parse(rest) {
-                Ok(Pdu::Bind { items, more }) => {
-                    if more {
-                        limits.push(Limit::RpcItems);
-                    }
-                    file.last_bind.clear();
-                    for (id, iface) in items {
-                        file.last_bind.push(id);
-                        file.contexts.retain(|(c, _)| *c != id);
-                        if file.contexts.len() >= MAX_PIPE_CONTEXTS {
-                            limits.push(Limit::PipeContexts);
-                        } else {
-                            file.contexts.push((id, iface));
-                        }
-                        out.push(Observation::RpcBind { interface: iface });
-                    }
-                }
-                Ok(Pdu::BindAck(accepted)) => {
-                    for (id, ok) in file.last_bind.iter().zip(accepted) {
-                        if !ok {
-                            file.contexts.retain(|(c, _)| c != id);
-                        }
-                    }
-                }
-                Ok(Pdu::Request {
-                    context,
-                    opnum,
-                    first: true,
-                }) => {
-                    let interface = file
-                        .contexts
-                        .iter()
-                        .find(|(c, _)| *c == context)
-                        .map(|(_, i)| *i);
-                    out.push(Observation::RpcCall {
-                        interface,
-                        opnum,
-                        operation: interface.and_then(|i| i.operation(opnum)),
-                    });
-                }
-                Ok(_) => {}
-                Err(e) => errors.push(e),
-            }
-            let end = at + frag_len;
-            if end > len as usize {
-                let skip = match dir {
-                    Direction::ToServer => &mut file.skip_to_server,
-                    Direction::ToClient => &mut file.skip_to_client,
-                };
-                *skip = (end - len as usize) as u32;
-            }
-            at = end;
-        }
-        for e in errors {
-            self.malformed(e, out);
-        }
-        for l in limits {
-            self.limit(l, out);
-        }
-        out.pipe = None;
     }
 }
 

@@ -89,6 +89,7 @@ fn a_psexec_session_is_seen_whole() {
     let svcctl = crate::Interface::from_uuid(Uuid::from_str_const(SVCCTL));
     let call = |opnum, op| Observation::RpcCall {
         interface: Some(svcctl),
+        unbound: None,
         opnum,
         operation: Some(op),
     };
@@ -565,6 +566,7 @@ fn a_rejected_binding_names_no_calls() {
         p.seen.last(),
         Some(&Observation::RpcCall {
             interface: None,
+            unbound: Some(crate::Unbound::Refused),
             opnum: 12,
             operation: None
         })
@@ -610,3 +612,5 @@ fn observations_name_their_share_and_pipe() {
         (None, None)
     );
 }
+
+mod rpc_and_rename;

@@ -414,6 +414,37 @@ fn ioctl<'a>(
     Ok((code, file, seen(m, off as usize, len)))
 }
 
+/// SET_INFO `InfoType` of file information (MS-SMB2 2.2.39).
+const INFO_FILE: u8 = 1;
+/// `FileRenameInformation` (MS-FSCC 2.4.42).
+const FILE_RENAME_INFORMATION: u8 = 10;
+
+/// A SET_INFO request that renames a file (MS-SMB2 2.2.39 carrying
+/// MS-FSCC 2.4.42.2 FILE_RENAME_INFORMATION_TYPE_2): the file and its new
+/// name, relative to the share. `None` for any other SET_INFO.
+pub fn set_info_rename(m: &[u8]) -> Result<Option<(FileId, String)>, ParseError> {
+    let r = Bytes(m);
+    let info_type = r.u8("SET_INFO InfoType", HEADER_LEN + 2)?;
+    let class = r.u8("SET_INFO FileInfoClass", HEADER_LEN + 3)?;
+    if info_type != INFO_FILE || class != FILE_RENAME_INFORMATION {
+        return Ok(None);
+    }
+    let len = r.u32("SET_INFO BufferLength", HEADER_LEN + 4)?;
+    let off = usize::from(r.u16("SET_INFO BufferOffset", HEADER_LEN + 8)?);
+    let file = r.b16("SET_INFO FileId", HEADER_LEN + 16)?;
+    // ReplaceIfExists(1), Reserved(7), RootDirectory(8), FileNameLength(4),
+    // then the name.
+    let name_len = r.u32("RENAME FileNameLength", off + 16)?;
+    if u64::from(name_len) + 20 > u64::from(len) {
+        return Err(ParseError::BadValue {
+            what: "RENAME FileNameLength (past the SET_INFO buffer)",
+            value: u64::from(name_len),
+        });
+    }
+    let name = string_at(&r, "RENAME FileName", off + 20, name_len as usize)?;
+    Ok(Some((file, name)))
+}
+
 /// SMB3 TRANSFORM_HEADER (MS-SMB2 2.2.41): the session whose key encrypts
 /// the message.
 pub fn transform_session(m: &[u8]) -> Result<u64, ParseError> {

@@ -181,6 +181,57 @@ impl Smbd {
     }
 }
 
+/// A DCE/RPC responder behind one named pipe of an [`Smbd`]
+/// (`np_responder.py`); killed on drop.
+pub struct PipeResponder {
+    child: Child,
+}
+
+impl Smbd {
+    /// Serves `\pipe\<name>` (a pipe Samba has no server for, e.g.
+    /// `atsvc`) with `np_responder.py` run by `python` (one that imports
+    /// impacket): smbd hands a client's open of the pipe to the socket
+    /// `ncalrpc dir/np/<name>` before asking samba-dcerpcd. Every BIND is
+    /// accepted and every call answered with a fault: the client's calls
+    /// go on the wire and nothing runs.
+    pub fn serve_pipe(&self, python: &str, name: &str) -> Result<PipeResponder> {
+        let script = self.dir.join("np_responder.py");
+        std::fs::write(&script, include_str!("np_responder.py"))?;
+        let np = self.dir.join("ncalrpc").join("np");
+        std::fs::create_dir_all(&np)?;
+        let sock = np.join(name.to_ascii_lowercase());
+        let log = std::fs::File::create(self.dir.join(format!("np-{name}.out")))?;
+        let child = std::process::Command::new(python)
+            .arg(&script)
+            .arg(&sock)
+            .arg(name)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {python} np_responder.py"))?;
+        let mut me = PipeResponder { child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sock.exists() {
+            if let Some(status) = me.child.try_wait()? {
+                bail!("np_responder.py for {name} exited: {status}");
+            }
+            if Instant::now() > deadline {
+                bail!("np_responder.py did not listen on {}", sock.display());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(me)
+    }
+}
+
+impl Drop for PipeResponder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Smbd {
     fn drop(&mut self) {
         let _ = self.child.kill();

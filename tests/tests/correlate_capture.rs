@@ -167,3 +167,88 @@ fn psexec_evtx_through_the_binary_raises_remote_file_drop() {
     assert_eq!(v["event"]["severity"], 99, "an executable: critical");
     assert_eq!(v["threat"]["technique"]["id"][1], "T1570");
 }
+
+/// The same PsExec EVTX: its 4697 (PSEXESVC installed) names the logon
+/// session of the 5140/5145 records, so the host log alone raises one
+/// `smb_remote_service` naming the client and the service.
+#[test]
+fn psexec_evtx_service_install_is_one_remote_service() {
+    let Some(d) = data() else { return };
+    let log =
+        d.join("logs/evtx2mitre_ID4688-4697-5140-5145_PSexec_remote_execution_admin_share.evtx");
+    let out = std::process::Command::new(smbwatch_bin())
+        .args(["hostlog", "scan"])
+        .arg(&log)
+        .output()
+        .expect("run smbwatch");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("an ECS JSON line"))
+        .collect();
+    let svc: Vec<&Value> = lines
+        .iter()
+        .filter(|v| v["rule"]["id"] == "smb_remote_service")
+        .collect();
+    assert_eq!(svc.len(), 1, "{lines:#?}");
+    let v = svc[0];
+    let msg = v["message"].as_str().unwrap();
+    assert!(msg.contains("installed service PSEXESVC"), "{msg}");
+    assert_eq!(v["source"]["ip"], "10.23.42.22");
+    assert_eq!(v["user"]["name"], "admmig");
+    assert_eq!(v["event"]["code"], "4697");
+    assert_eq!(v["host"]["name"], "srvdefender01.offsec.lan");
+}
+
+/// Empire's smbexec seen twice: on the wire (svcctl RCreateServiceW from
+/// 172.18.39.5) and in WORKSTATION6's logs (4697 and 7045 of the same
+/// service, by the session of the IPC$ 5140/5145 from 172.18.39.5). One
+/// `smb_remote_service` carries both evidences; without the log the wire
+/// alone raises it.
+#[test]
+fn empire_service_install_on_the_wire_and_in_the_log_is_one_alert() {
+    require_root();
+    let Some(d) = data() else { return };
+    let pcap =
+        d.join("pcap/otrf_empire_smbexec_dcerpc_smb_svcctl_WORKSTATION5_2020-09-20025716.cap");
+    let log = d.join("logs/otrf_empire_smbexec_dcerpc_smb_svcctl_2020-09-20025716_smbsubset.jsonl");
+    let (alerts, _, pipeline) = run(&Config::default(), &pcap, &log);
+    let svc: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.kind == AlertKind::SmbRemoteService)
+        .collect();
+    assert_eq!(svc.len(), 1, "{alerts:#?}");
+    let a = svc[0];
+    let smb = a.smb.as_ref().expect("wire evidence");
+    assert!(
+        smb.operations.iter().any(|o| o == "RCreateServiceW"),
+        "{smb:?}"
+    );
+    assert_eq!(smb.host_events, vec![4697], "{a:#?}");
+    assert_eq!(a.event_code, Some(4697));
+    assert_eq!(a.source_ip, Some("172.18.39.5".parse().unwrap()));
+    assert_eq!(a.destination_ip, Some("172.18.39.6".parse().unwrap()));
+    assert_eq!(a.host.as_deref(), Some("WORKSTATION6.theshire.local"));
+    assert!(a.message.contains("PGUJLOAKFQFVOMHGFQPX"), "{}", a.message);
+    let stats = pipeline.correlator().stats();
+    // 4697 joined the waiting wire alert; the 7045 came after it went out.
+    assert!(stats.joined >= 1 && stats.joined_late >= 1, "{stats:?}");
+    assert_eq!(stats.remote_exec, 0, "{stats:?}");
+
+    // The wire alone: the same act, raised once, without host fields.
+    let empty = std::env::temp_dir().join(format!("smbwatch-empty-{}.jsonl", std::process::id()));
+    std::fs::write(&empty, "").unwrap();
+    let (wire_only, _, _) = run(&Config::default(), &pcap, &empty);
+    let _ = std::fs::remove_file(&empty);
+    let svc: Vec<_> = wire_only
+        .iter()
+        .filter(|a| a.kind == AlertKind::SmbRemoteService)
+        .collect();
+    assert_eq!(svc.len(), 1, "{wire_only:#?}");
+    assert_eq!(svc[0].event_code, None);
+}

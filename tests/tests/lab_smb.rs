@@ -5,12 +5,14 @@
 //! Covered: `smbclient` to a share (a plain file copy: no SMB alert) and to
 //! `IPC$`, `rpcclient` enumeration (srvsvc NetShareEnum, samr
 //! EnumDomainUsers), and impacket from PyPI (installed by `cargo xtask
-//! setup`): its `smbclient.py` putting an .exe on `C$`, `psexec.py`,
+//! setup`): its `smbclient.py` putting an .exe on `C$`, its library
+//! writing `.tmp` to `C$` and renaming it to `.exe`, `psexec.py`,
 //! `smbexec.py` and `atexec.py`, against a Samba exporting `ADMIN$`/`C$`.
 //! Samba creates no services and has no task scheduler: psexec and smbexec
-//! fail after their CreateServiceW (asserted: `smb_remote_service`), atexec
-//! before any call (its `\atsvc` open is refused: asserted as such, and no
-//! `smb_remote_task`). What is asserted is what crossed the wire. Last, the
+//! fail after their CreateServiceW (asserted: `smb_remote_service`); atexec
+//! is answered by a responder behind Samba's `np/atsvc` socket that faults
+//! its SchRpcRegisterTask (asserted: `smb_remote_task`). What is asserted
+//! is what crossed the wire. Last, the
 //! Samba offers SMB 3 encryption and impacket's `put` is encrypted: its
 //! logon names the user, then `smb_encrypted`, and no share, file or alert.
 
@@ -126,7 +128,7 @@ fn samba_clients_are_seen_on_the_wire() {
             .all(|e| e["destination"]["ip"] == target.as_str()),
         "every line names the server"
     );
-    let impacket = lateral_movement(&lab, &daemon, &target, &dir.0);
+    let impacket = lateral_movement(&lab, &daemon, &smbd, &target, &dir.0);
     let hidden = impacket.then(|| encrypted_put(&lab, &daemon, &smbd, &target, &dir.0));
     assert_eq!(daemon.stop().unwrap(), 0);
 
@@ -196,10 +198,45 @@ fn put_on_c(lab: &Lab, scratch: &Path, creds: &str, name: &str) -> String {
     )
 }
 
+/// impacket's own library (`SMBConnection`, what its scripts use; its
+/// `smbclient.py` has no rename): `NAME.tmp` written to `C$`, then renamed
+/// to `NAME.exe` with SMB2 SET_INFO FileRenameInformation.
+const RENAME_PY: &str = r#"
+import io, sys
+from impacket.smbconnection import SMBConnection
+host, user, password, name = sys.argv[1:5]
+c = SMBConnection(host, host)
+c.login(user, password)
+c.putFile('C$', name + '.tmp', io.BytesIO(b'MZ not really a program').read)
+c.rename('C$', name + '.tmp', name + '.exe')
+c.logoff()
+"#;
+
+/// Runs [`RENAME_PY`] for `name`; returns its output.
+fn rename_on_c(lab: &Lab, scratch: &Path, server: &str, name: &str) -> String {
+    let script = scratch.join("impacket-rename.py");
+    std::fs::write(&script, RENAME_PY).unwrap();
+    let out = lab
+        .attacker
+        .command("timeout")
+        .args(["-s", "KILL", CLIENT_TIMEOUT])
+        .arg(format!("{IMPACKET_VENV}/bin/python3"))
+        .arg(&script)
+        .args([server, USER, PASSWORD, name])
+        .output()
+        .expect("python3");
+    format!(
+        "impacket rename ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// impacket's clients against the lab's Samba, each waited for on the
 /// wire (its event lines) before the next starts. Returns false when
 /// impacket is not installed (skipped; a failure under CI=true).
-fn lateral_movement(lab: &Lab, daemon: &Daemon, server: &str, scratch: &Path) -> bool {
+fn lateral_movement(lab: &Lab, daemon: &Daemon, smbd: &Smbd, server: &str, scratch: &Path) -> bool {
     if !Path::new(IMPACKET_VENV).join("bin/psexec.py").exists() {
         integration_tests::skip(&format!(
             "impacket not installed in {IMPACKET_VENV} (cargo xtask setup installs it)"
@@ -230,6 +267,22 @@ fn lateral_movement(lab: &Lab, daemon: &Daemon, server: &str, scratch: &Path) ->
             .iter()
             .any(|e| action(e) == "smb_write" && e["file"]["name"] == "lab-tool.exe")
     });
+
+    // An executable dropped as .tmp and renamed to .exe on C$.
+    let out = rename_on_c(lab, scratch, server, "lab-renamed");
+    wait(
+        "the rename of lab-renamed.tmp to lab-renamed.exe",
+        &out,
+        &|l| {
+            smb_lines(l).iter().any(|e| {
+                action(e) == "smb_rename"
+                    && e["file"]["name"] == "lab-renamed.exe"
+                    && e["smb"]["renamed_from"]
+                        .as_str()
+                        .is_some_and(|f| f.ends_with("lab-renamed.tmp"))
+            })
+        },
+    );
 
     // psexec.py: finds a writable share, uploads its service binary,
     // then svcctl OpenSCManagerW and CreateServiceW (Samba refuses it).
@@ -263,25 +316,18 @@ fn lateral_movement(lab: &Lab, daemon: &Daemon, server: &str, scratch: &Path) ->
             > before
     });
 
-    // atexec.py: ITaskSchedulerService over \pipe\atsvc. Samba has no task
-    // scheduler: opening the pipe fails (STATUS_OBJECT_NAME_NOT_FOUND), so
-    // atexec never binds nor calls SchRpcRegisterTask and no
-    // smb_remote_task can come (a failed CREATE raises nothing). What it
-    // sent is the pipe's open, seen with its error.
+    // atexec.py: ITaskSchedulerService over \pipe\atsvc, bound with NTLMSSP
+    // at PKT_PRIVACY. Samba has no task scheduler; a responder behind its
+    // np/atsvc socket accepts the BIND and faults every call, so atexec's
+    // SchRpcRegisterTask crosses the wire (its stub sealed, its header in
+    // clear) and is refused ("rpc_s_access_denied").
+    let _atsvc = smbd
+        .serve_pipe(&format!("{IMPACKET_VENV}/bin/python3"), "atsvc")
+        .expect("the atsvc responder");
     let out = impacket(lab, "atexec.py", &[&creds, "whoami"]);
-    let atsvc = |e: &Value| action(e) == "smb_create" && is(&e["smb"]["named_pipe"], "atsvc");
-    wait("atexec.py's open of \\pipe\\atsvc", &out, &|l| {
-        smb_lines(l).iter().any(|e| atsvc(e))
+    wait("atexec.py's SchRpcRegisterTask", &out, &|l| {
+        call(l, "ITaskSchedulerService", "SchRpcRegisterTask")
     });
-    let lines = daemon.lines_when(Duration::ZERO, |_| true);
-    let opens: Vec<&Value> = smb_lines(&lines).into_iter().filter(|e| atsvc(e)).collect();
-    assert!(
-        opens.iter().all(|e| e["smb"]["status"] == "0xc0000034")
-            && !smb_lines(&lines)
-                .iter()
-                .any(|e| action(e) == "rpc_bind" && is(&e["smb"]["named_pipe"], "atsvc")),
-        "Samba refuses \\pipe\\atsvc (if it now serves it, assert smb_remote_task): {opens:#?}"
-    );
     true
 }
 
@@ -345,6 +391,7 @@ fn check_lateral_alerts(alerts: &[Value], server: &str, hidden: &str) {
         .iter()
         .chain(&of("smb_file_drop"))
         .chain(&of("smb_remote_service"))
+        .chain(&of("smb_remote_task"))
     {
         assert!(is(&a["user"]["name"], USER), "{a:#}");
         assert!(is(&a["destination"]["ip"], server), "{a:#}");
@@ -361,7 +408,11 @@ fn check_lateral_alerts(alerts: &[Value], server: &str, hidden: &str) {
             all()
         );
     }
-    for (file, share) in [("lab-tool.exe", "C$"), ("psexec-lab.exe", "ADMIN$")] {
+    for (file, share) in [
+        ("lab-tool.exe", "C$"),
+        ("lab-renamed.exe", "C$"),
+        ("psexec-lab.exe", "ADMIN$"),
+    ] {
         assert!(
             of("smb_file_drop")
                 .iter()
@@ -383,6 +434,17 @@ fn check_lateral_alerts(alerts: &[Value], server: &str, hidden: &str) {
         "the encrypted put raised nothing: {}",
         all()
     );
-    // atexec's pipe never opened on Samba (see lateral_movement).
-    assert!(of("smb_remote_task").is_empty(), "{}", all());
+    // atexec's task registration, with the SMB session's user.
+    let tasks = of("smb_remote_task");
+    assert_eq!(tasks.len(), 1, "{}", all());
+    assert!(is(
+        &tasks[0]["rpc"]["interface"]["name"],
+        "ITaskSchedulerService"
+    ));
+    assert!(is(&tasks[0]["rpc"]["operation"], "SchRpcRegisterTask"));
+    assert!(
+        is(&tasks[0]["smb"]["named_pipe"], "atsvc"),
+        "{:#}",
+        tasks[0]
+    );
 }

@@ -50,10 +50,13 @@ pub enum AlertKind {
     /// On the wire: an executable or script written to an administrative
     /// share.
     SmbFileDrop,
-    /// On the wire: a service created, changed or started over svcctl.
+    /// On the wire: a service created, changed or started over svcctl (or,
+    /// without the wire's report, the target's 7045/4697 of a service
+    /// installed by a remote client).
     SmbRemoteService,
     /// On the wire: a scheduled task registered or run (atsvc,
-    /// ITaskSchedulerService).
+    /// ITaskSchedulerService; or, without the wire's report, the target's
+    /// 4698 of a task created by a remote client).
     SmbRemoteTask,
     /// On the wire: directory replication (DRSGetNCChanges) asked by a host
     /// that is not a configured domain controller.

@@ -133,6 +133,12 @@ impl Correlator {
         let Some(src) = src.filter(|a| !a.is_loopback()) else {
             return out;
         };
+        // The client's logon session, which a service install or task
+        // creation on the host names.
+        if let Some(id) = ev.logon_id() {
+            self.sessions
+                .insert(ev.ts, (host_key(ev.host.as_deref()), id), src);
+        }
         let account = ev.account();
         let rec = ChainRec {
             host: ev.host.clone(),

@@ -32,21 +32,75 @@ use super::chain::ChainRec;
 use super::file_drop::{file_name, FileDrop};
 use super::Correlator;
 use crate::alert::{Alert, AlertKind};
-use crate::hostlog::HostEvent;
+use crate::hostlog::{HostEvent, HostRecord};
 use crate::smb::share_name;
 use crate::timed::add;
 
 /// Wire alerts waiting for their host record at most.
 pub const MAX_WAITING: usize = 4096;
+/// Host alerts waiting for the wire's at most (they carry a command line
+/// of up to 4 KiB twice: about 10 MiB at the cap).
+pub const MAX_HOST_WAITING: usize = 1024;
 
 /// (client, `share:ADMIN$` or `file:name.exe`).
 pub(super) type ActKey = (IpAddr, String);
 
-/// Wire alerts waiting for host records.
+/// Alerts of one side waiting for the other side's report of their act.
 #[derive(Debug, Default)]
 pub(super) struct Waiting {
-    /// (deadline, alert, key), in arrival order.
+    /// Wire alerts waiting for host records: (deadline, alert, key), in
+    /// arrival order.
     queue: VecDeque<(DateTime<Utc>, Alert, ActKey)>,
+    /// Host alerts (service installs, task creations) waiting for the
+    /// wire's: (deadline, alert, key, what the wire alert would carry).
+    host: VecDeque<(DateTime<Utc>, Alert, ActKey, HostCarry)>,
+}
+
+/// What a host record adds to the wire alert of its act.
+#[derive(Debug)]
+pub(super) struct HostCarry {
+    id: u32,
+    host: Option<String>,
+    user_id: Option<String>,
+    user: Option<String>,
+    /// `; HOST logged it too: service X [event 4697]`.
+    suffix: String,
+}
+
+impl HostCarry {
+    /// The evidence of `ev`.
+    pub(super) fn of(ev: &HostEvent) -> Self {
+        let id = ev.event_id();
+        let account = ev.account();
+        let host = ev.host.as_deref().unwrap_or("the host");
+        // What only the host knows: the service or task's name and command.
+        let what = match &ev.record {
+            HostRecord::ServiceInstall(s) => named("service", &s.service_name, &s.command),
+            HostRecord::TaskCreation(t) => named("task", &t.task_name, &t.command),
+            _ => String::new(),
+        };
+        Self {
+            id,
+            host: ev.host.clone(),
+            user_id: account.sid.clone(),
+            user: account.qualified(),
+            suffix: format!("; {host} logged it too{what} [event {id}]"),
+        }
+    }
+
+    /// Puts the evidence on the wire alert of the same act.
+    fn apply(self, a: &mut Alert) {
+        a.event_code = Some(self.id);
+        a.host = a.host.take().or(self.host);
+        a.user_id = a.user_id.take().or(self.user_id);
+        a.user = a.user.take().or(self.user);
+        if let Some(smb) = a.smb.as_mut() {
+            if !smb.host_events.contains(&self.id) && smb.host_events.len() < 8 {
+                smb.host_events.push(self.id);
+            }
+        }
+        a.message.push_str(&self.suffix);
+    }
 }
 
 /// The act key of a wire alert, for the kinds host logs also report.
@@ -68,6 +122,8 @@ fn wire_key(a: &Alert) -> Option<ActKey> {
                 format!("file:{}", file_name(file).to_ascii_lowercase()),
             ))
         }
+        AlertKind::SmbRemoteService => Some((src, super::remote_exec::SERVICE.to_owned())),
+        AlertKind::SmbRemoteTask => Some((src, super::remote_exec::TASK.to_owned())),
         _ => None,
     }
 }
@@ -114,6 +170,22 @@ impl Correlator {
             return out;
         };
         let window = add(crate::timed::delta(self.cfg.retention), self.skew);
+        // A host alert of the act waiting for this one: one alert, the
+        // wire's, carrying the host's evidence.
+        if let Some(i) = self
+            .waiting
+            .host
+            .iter()
+            .position(|(_, h, k, _)| *k == key && (h.ts - alert.ts).abs() <= window)
+        {
+            let (_, _, key, carry) = self.waiting.host.remove(i).expect("found");
+            let mut alert = alert;
+            carry.apply(&mut alert);
+            self.stats.joined += 1;
+            self.wire_acts.insert(alert.ts, key, ());
+            out.push(alert);
+            return out;
+        }
         if self
             .host_acts
             .get(&key)
@@ -149,6 +221,12 @@ impl Correlator {
             self.wire_acts.insert(alert.ts, key, ());
             out.push(alert);
         }
+        // Host alerts: their key is in `host_acts` already.
+        while let Some((_, alert, _, _)) = self.waiting.host.pop_front_if(|(d, _, _, _)| *d <= now)
+        {
+            self.stats.remote_exec += 1;
+            out.push(alert);
+        }
         out
     }
 
@@ -159,12 +237,58 @@ impl Correlator {
             self.wire_acts.insert(alert.ts, key, ());
             out.push(alert);
         }
+        self.stats.remote_exec += self.waiting.host.len() as u64;
+        out.extend(self.waiting.host.drain(..).map(|(_, a, _, _)| a));
         out
     }
 
-    /// Wire alerts waiting for host records now.
+    /// Alerts waiting for the other side's report now: wire alerts for
+    /// host records, host alerts (service installs, tasks) for the wire's.
     pub fn wire_waiting(&self) -> usize {
-        self.waiting.queue.len()
+        self.waiting.queue.len() + self.waiting.host.len()
+    }
+
+    /// SMB samples arrive: a host alert of an act the wire also reports
+    /// (a service install, a task) waits `host_wait` for the wire's.
+    pub fn saw_wire(&mut self) {
+        self.wire_inputs = true;
+    }
+
+    /// A host alert of `key`: out now, or waiting for the wire alert of
+    /// the same act when SMB samples arrive.
+    pub(super) fn host_alert(
+        &mut self,
+        ev: &HostEvent,
+        alert: Alert,
+        key: ActKey,
+        out: &mut Vec<Alert>,
+    ) {
+        if self.wire_inputs
+            && self.host_wait > chrono::TimeDelta::zero()
+            && self.waiting.host.len() < MAX_HOST_WAITING
+        {
+            // By the reference clock: the host's own may be far off.
+            let now = self
+                .clock
+                .cutoff(chrono::TimeDelta::zero())
+                .unwrap_or(ev.ts);
+            let carry = HostCarry::of(ev);
+            self.waiting
+                .host
+                .push_back((now + self.host_wait, alert, key, carry));
+        } else {
+            self.stats.remote_exec += 1;
+            out.push(alert);
+        }
+    }
+
+    /// A host alert of `key` is waiting for the wire's.
+    pub(super) fn host_waiting(&self, key: &ActKey, ts: DateTime<Utc>) -> bool {
+        let window = add(crate::timed::delta(self.cfg.retention), self.skew);
+        self.waiting
+            .host
+            .iter()
+            .any(|(_, a, k, _)| k == key && (a.ts - ts).abs() <= window)
     }
 
     /// A host record of an act the wire may have reported: the waiting wire
@@ -176,9 +300,19 @@ impl Correlator {
         drop: Option<&FileDrop>,
         out: &mut Vec<Alert>,
     ) -> bool {
+        self.join_keys(ev, host_keys(ev, drop), out)
+    }
+
+    /// [`Self::join_host`] for the act keys `ev` reports.
+    pub(super) fn join_keys(
+        &mut self,
+        ev: &HostEvent,
+        keys: Vec<ActKey>,
+        out: &mut Vec<Alert>,
+    ) -> bool {
         let window = add(crate::timed::delta(self.cfg.retention), self.skew);
         let mut joined = false;
-        for key in host_keys(ev, drop) {
+        for key in keys {
             let at = self
                 .waiting
                 .queue
@@ -186,7 +320,7 @@ impl Correlator {
                 .position(|(_, a, k)| *k == key && (a.ts - ev.ts).abs() <= window);
             if let Some(i) = at {
                 let (_, mut alert, key) = self.waiting.queue.remove(i).expect("found");
-                carry_host(&mut alert, ev);
+                HostCarry::of(ev).apply(&mut alert);
                 self.stats.joined += 1;
                 self.wire_acts.insert(alert.ts, key, ());
                 out.push(alert);
@@ -249,19 +383,14 @@ impl Correlator {
     }
 }
 
-/// Puts a host record's evidence on the wire alert of the same act.
-fn carry_host(a: &mut Alert, ev: &HostEvent) {
-    let id = ev.event_id();
-    a.event_code = Some(id);
-    a.host = a.host.take().or_else(|| ev.host.clone());
-    let account = ev.account();
-    a.user_id = a.user_id.take().or_else(|| account.sid.clone());
-    a.user = a.user.take().or_else(|| account.qualified());
-    if let Some(smb) = a.smb.as_mut() {
-        if !smb.host_events.contains(&id) && smb.host_events.len() < 8 {
-            smb.host_events.push(id);
-        }
+/// `: service NAME running COMMAND` for the message.
+fn named(what: &str, name: &Option<String>, command: &Option<String>) -> String {
+    let name = name.as_deref().unwrap_or("(unnamed)");
+    match command {
+        Some(c) => format!(
+            ": {what} {name} running {}",
+            super::remote_exec::message_command(c)
+        ),
+        None => format!(": {what} {name}"),
     }
-    let host = ev.host.as_deref().unwrap_or("the host");
-    a.message = format!("{}; {host} logged it too [event {}]", a.message, id);
 }

@@ -12,112 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use super::cap_string;
 
-/// What a host event reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HostEventKind {
-    /// Sysmon 3, Security 5156.
-    NetworkConnection,
-    /// Sysmon 1, Security 4688.
-    ProcessCreation,
-    /// Sysmon 11.
-    FileCreate,
-    /// Security 4624.
-    Logon,
-    /// Security 5140, 5145.
-    ShareAccess,
-}
-
-/// The Windows events smbwatch reads, by provider and id: the one place
-/// the ids are written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum WindowsEvent {
-    /// Sysmon 1: process creation.
-    SysmonProcessCreate,
-    /// Sysmon 3: network connection.
-    SysmonNetworkConnect,
-    /// Sysmon 11: file create.
-    SysmonFileCreate,
-    /// Security 4624: an account logged on.
-    Logon,
-    /// Security 4688: a process was created.
-    ProcessCreated,
-    /// Security 5140: a network share was accessed.
-    ShareAccessed,
-    /// Security 5145: a share object was checked for access.
-    ShareObjectChecked,
-    /// Security 5156: the Windows Filtering Platform permitted a connection.
-    ConnectionPermitted,
-}
-
-impl WindowsEvent {
-    /// Every event, for tests and tables.
-    pub const ALL: [Self; 8] = [
-        Self::SysmonProcessCreate,
-        Self::SysmonNetworkConnect,
-        Self::SysmonFileCreate,
-        Self::Logon,
-        Self::ProcessCreated,
-        Self::ShareAccessed,
-        Self::ShareObjectChecked,
-        Self::ConnectionPermitted,
-    ];
-
-    /// The event id as Windows logs it.
-    pub const fn id(self) -> u32 {
-        match self {
-            Self::SysmonProcessCreate => 1,
-            Self::SysmonNetworkConnect => 3,
-            Self::SysmonFileCreate => 11,
-            Self::Logon => 4624,
-            Self::ProcessCreated => 4688,
-            Self::ShareAccessed => 5140,
-            Self::ShareObjectChecked => 5145,
-            Self::ConnectionPermitted => 5156,
-        }
-    }
-
-    /// The event of an id, if smbwatch reads it.
-    pub fn from_id(id: u32) -> Option<Self> {
-        Self::ALL.into_iter().find(|e| e.id() == id)
-    }
-
-    /// True for Sysmon's events (the Operational channel), false for the
-    /// Security log's.
-    pub const fn is_sysmon(self) -> bool {
-        matches!(
-            self,
-            Self::SysmonProcessCreate | Self::SysmonNetworkConnect | Self::SysmonFileCreate
-        )
-    }
-
-    /// What the event reports.
-    pub const fn kind(self) -> HostEventKind {
-        match self {
-            Self::SysmonProcessCreate | Self::ProcessCreated => HostEventKind::ProcessCreation,
-            Self::SysmonNetworkConnect | Self::ConnectionPermitted => {
-                HostEventKind::NetworkConnection
-            }
-            Self::SysmonFileCreate => HostEventKind::FileCreate,
-            Self::Logon => HostEventKind::Logon,
-            Self::ShareAccessed | Self::ShareObjectChecked => HostEventKind::ShareAccess,
-        }
-    }
-
-    /// The name alerts cite: `Sysmon 3`, `Security 5156`.
-    pub const fn label(self) -> &'static str {
-        match self {
-            Self::SysmonProcessCreate => "Sysmon 1",
-            Self::SysmonNetworkConnect => "Sysmon 3",
-            Self::SysmonFileCreate => "Sysmon 11",
-            Self::Logon => "Security 4624",
-            Self::ProcessCreated => "Security 4688",
-            Self::ShareAccessed => "Security 5140",
-            Self::ShareObjectChecked => "Security 5145",
-            Self::ConnectionPermitted => "Security 5156",
-        }
-    }
-}
+pub use super::windows_event::{
+    ConnectionLog, HostEventKind, ProcessLog, ServiceLog, ShareLog, WindowsEvent,
+};
 
 /// Direction of a network connection as seen by the logging host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -146,67 +43,6 @@ pub enum TimeSource {
     Collector,
     /// A time without zone and nothing to infer the zone from: taken as UTC.
     AssumedUtc,
-}
-
-/// Which log a network connection came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ConnectionLog {
-    /// Sysmon 3 (names the process's GUID and account).
-    Sysmon,
-    /// Security 5156 (names no account).
-    Wfp,
-}
-
-impl ConnectionLog {
-    /// The log of a connection event (Sysmon 3 unless 5156).
-    pub(crate) fn of(e: WindowsEvent) -> Self {
-        if e == WindowsEvent::ConnectionPermitted {
-            Self::Wfp
-        } else {
-            Self::Sysmon
-        }
-    }
-}
-
-/// Which log a process creation came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ProcessLog {
-    /// Sysmon 1.
-    Sysmon,
-    /// Security 4688.
-    Security,
-}
-
-impl ProcessLog {
-    /// The log of a process-creation event (Sysmon 1 unless 4688).
-    pub(crate) fn of(e: WindowsEvent) -> Self {
-        if e == WindowsEvent::ProcessCreated {
-            Self::Security
-        } else {
-            Self::Sysmon
-        }
-    }
-}
-
-/// Which Security event a share access came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ShareLog {
-    /// 5140: the share was opened (once per session).
-    Share,
-    /// 5145: an object on the share was checked (per file, with
-    /// `RelativeTargetName` and the access asked for).
-    Object,
-}
-
-impl ShareLog {
-    /// The event of a share access (5140 unless 5145).
-    pub(crate) fn of(e: WindowsEvent) -> Self {
-        if e == WindowsEvent::ShareObjectChecked {
-            Self::Object
-        } else {
-            Self::Share
-        }
-    }
 }
 
 /// An account as the record names it; any part may be absent.
@@ -344,6 +180,9 @@ pub struct Logon {
     pub workstation: Option<String>,
     /// Logon type (3: network).
     pub logon_type: Option<u32>,
+    /// The new logon session (`TargetLogonId`): what later records of the
+    /// session (4697, 4698) name as `SubjectLogonId`.
+    pub logon_id: Option<u64>,
     /// The account logged on (Target*).
     pub account: Account,
 }
@@ -364,7 +203,38 @@ pub struct ShareAccess {
     /// Requested access (`AccessMask`, or the rights named in
     /// `AccessList`), e.g. `0x2` for WriteData.
     pub access_mask: Option<u32>,
+    /// The client's logon session (`SubjectLogonId`).
+    pub logon_id: Option<u64>,
     /// The client's account (Subject*).
+    pub account: Account,
+}
+
+/// System 7045 or Security 4697: a service was installed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceInstall {
+    /// Which log.
+    pub log: ServiceLog,
+    /// `ServiceName`.
+    pub service_name: Option<String>,
+    /// What the service runs (7045 `ImagePath`, 4697 `ServiceFileName`).
+    pub command: Option<String>,
+    /// The creator's logon session (4697 `SubjectLogonId`; 7045 names none).
+    pub logon_id: Option<u64>,
+    /// The creator (4697 Subject*; 7045: the SID of `System/Security/@UserID`).
+    pub account: Account,
+}
+
+/// Security 4698: a scheduled task was created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskCreation {
+    /// `TaskName` as logged (`\Microsoft\Windows\x`).
+    pub task_name: Option<String>,
+    /// The first `<Command>` of the task's XML (`TaskContent`) and its
+    /// `<Arguments>`.
+    pub command: Option<String>,
+    /// The creator's logon session (`SubjectLogonId`).
+    pub logon_id: Option<u64>,
+    /// The creator (Subject*).
     pub account: Account,
 }
 
@@ -381,6 +251,10 @@ pub enum HostRecord {
     Logon(Logon),
     /// Security 5140, 5145.
     ShareAccess(ShareAccess),
+    /// System 7045, Security 4697.
+    ServiceInstall(ServiceInstall),
+    /// Security 4698.
+    TaskCreation(TaskCreation),
 }
 
 /// One normalised Windows host event: the header every record has, and
@@ -461,6 +335,16 @@ macro_rules! for_each_string {
                 f($($r)+ r.relative_target, MAX_PATH_BYTES);
                 (None, $($r)+ r.account)
             }
+            HostRecord::ServiceInstall(r) => {
+                f($($r)+ r.service_name, MAX_NAME_BYTES);
+                f($($r)+ r.command, MAX_COMMAND_LINE_BYTES);
+                (None, $($r)+ r.account)
+            }
+            HostRecord::TaskCreation(r) => {
+                f($($r)+ r.task_name, MAX_PATH_BYTES);
+                f($($r)+ r.command, MAX_COMMAND_LINE_BYTES);
+                (None, $($r)+ r.account)
+            }
         };
         if let Some(p) = process {
             f($($r)+ p.image, MAX_PATH_BYTES);
@@ -497,7 +381,8 @@ impl HostEvent {
                 max(
                     // Logon.
                     MAX_NAME_BYTES + ACCOUNT_BYTES,
-                    // Share access.
+                    // Share access; a service install (name, command) and a
+                    // task (path, command) are within a process creation.
                     MAX_NAME_BYTES + MAX_PATH_BYTES + ACCOUNT_BYTES,
                 ),
             ),
@@ -524,6 +409,11 @@ impl HostEvent {
                 ShareLog::Share => WindowsEvent::ShareAccessed,
                 ShareLog::Object => WindowsEvent::ShareObjectChecked,
             },
+            HostRecord::ServiceInstall(s) => match s.log {
+                ServiceLog::System => WindowsEvent::ServiceInstalled,
+                ServiceLog::Security => WindowsEvent::SecurityServiceInstalled,
+            },
+            HostRecord::TaskCreation(_) => WindowsEvent::TaskCreated,
         }
     }
 
@@ -570,6 +460,34 @@ impl HostEvent {
         }
     }
 
+    /// The service install, if the event is one.
+    pub fn as_service_install(&self) -> Option<&ServiceInstall> {
+        match &self.record {
+            HostRecord::ServiceInstall(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The task creation, if the event is one.
+    pub fn as_task_creation(&self) -> Option<&TaskCreation> {
+        match &self.record {
+            HostRecord::TaskCreation(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The logon session a record names (4624's new session; the
+    /// client's or creator's for 5140/5145, 4697, 4698).
+    pub fn logon_id(&self) -> Option<u64> {
+        match &self.record {
+            HostRecord::Logon(r) => r.logon_id,
+            HostRecord::ShareAccess(r) => r.logon_id,
+            HostRecord::ServiceInstall(r) => r.logon_id,
+            HostRecord::TaskCreation(r) => r.logon_id,
+            _ => None,
+        }
+    }
+
     /// The share access, if the event is one.
     pub fn as_share_access(&self) -> Option<&ShareAccess> {
         match &self.record {
@@ -586,28 +504,37 @@ impl HostEvent {
             HostRecord::FileCreation(r) => &r.account,
             HostRecord::Logon(r) => &r.account,
             HostRecord::ShareAccess(r) => &r.account,
+            HostRecord::ServiceInstall(r) => &r.account,
+            HostRecord::TaskCreation(r) => &r.account,
         }
     }
 
     /// The process the record names (the new one for a creation); logons
-    /// and share accesses name none.
+    /// share accesses, service installs and task creations name none.
     pub fn process(&self) -> Option<&Process> {
         match &self.record {
             HostRecord::NetworkConnection(r) => Some(&r.process),
             HostRecord::ProcessCreation(r) => Some(&r.process),
             HostRecord::FileCreation(r) => Some(&r.process),
-            HostRecord::Logon(_) | HostRecord::ShareAccess(_) => None,
+            HostRecord::Logon(_)
+            | HostRecord::ShareAccess(_)
+            | HostRecord::ServiceInstall(_)
+            | HostRecord::TaskCreation(_) => None,
         }
     }
 
     /// The source address: a connection's source, a logon's or share
-    /// access's remote client; `None` for process and file creations.
+    /// access's remote client; `None` for the rest (a service install or
+    /// task names its creator's logon session, not its address).
     pub fn src_ip(&self) -> Option<IpAddr> {
         match &self.record {
             HostRecord::NetworkConnection(r) => r.src_ip,
             HostRecord::Logon(r) => r.src_ip,
             HostRecord::ShareAccess(r) => r.src_ip,
-            HostRecord::ProcessCreation(_) | HostRecord::FileCreation(_) => None,
+            HostRecord::ProcessCreation(_)
+            | HostRecord::FileCreation(_)
+            | HostRecord::ServiceInstall(_)
+            | HostRecord::TaskCreation(_) => None,
         }
     }
 

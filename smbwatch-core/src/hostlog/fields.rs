@@ -9,11 +9,19 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 
-use super::time::{self, Stamp};
+use super::time;
 use super::{
-    clip, image_file_name, Account, ConnectionLog, Direction, FileCreation, HostEvent, HostRecord,
-    Logon, NetworkConnection, Outcome, Process, ProcessCreation, ProcessLog, RecordProblem,
-    ShareAccess, ShareLog, TimeSource, WindowsEvent,
+    clip, image_file_name, Account, ConnectionLog, FileCreation, HostEvent, HostRecord, Logon,
+    NetworkConnection, Outcome, Process, ProcessCreation, ProcessLog, RecordProblem,
+    ServiceInstall, ServiceLog, ShareAccess, ShareLog, TaskCreation, WindowsEvent,
+};
+
+mod time_of;
+mod values;
+
+use values::{
+    access, account, contains_ci, direction, ip, logon_id, pid, port, protocol, sid, task_command,
+    text,
 };
 
 /// A field value as found: text, or a JSON scalar.
@@ -149,6 +157,15 @@ pub(crate) struct Raw<'a> {
     parent_pid: Option<Val<'a>>,
     access_mask: Option<Val<'a>>,
     access_list: Option<Val<'a>>,
+    subject_logon_id: Option<Val<'a>>,
+    target_logon_id: Option<Val<'a>>,
+    service_name: Option<Val<'a>>,
+    /// 7045 `ImagePath`, 4697 `ServiceFileName`.
+    service_command: Option<Val<'a>>,
+    task_name: Option<Val<'a>>,
+    task_content: Option<Val<'a>>,
+    /// `System/Security/@UserID` (NXLog `UserID`): the SID a 7045 names.
+    user_id: Option<Val<'a>>,
     /// ECS fields (Winlogbeat), used only where the event data lacks a field.
     pub ecs: Ecs<'a>,
 }
@@ -192,6 +209,7 @@ impl<'a> Raw<'a> {
             "EventRecordID" => &mut self.record_id,
             "SystemTime" => &mut self.system_time,
             "Provider" | "ProviderName" => &mut self.provider,
+            "UserID" => &mut self.user_id,
             _ => return false,
         };
         *slot = Some(v);
@@ -236,6 +254,12 @@ impl<'a> Raw<'a> {
             "ParentProcessId" => &mut self.parent_pid,
             "AccessMask" => &mut self.access_mask,
             "AccessList" => &mut self.access_list,
+            "SubjectLogonId" => &mut self.subject_logon_id,
+            "TargetLogonId" => &mut self.target_logon_id,
+            "ServiceName" => &mut self.service_name,
+            "ImagePath" | "ServiceFileName" => &mut self.service_command,
+            "TaskName" => &mut self.task_name,
+            "TaskContent" => &mut self.task_content,
             _ => return,
         };
         *slot = Some(v);
@@ -254,6 +278,7 @@ impl<'a> Raw<'a> {
             "EventTime" => &mut self.event_time,
             "@timestamp" => &mut self.at_timestamp,
             "SourceName" | "ProviderName" | "Provider" => &mut self.provider,
+            "UserID" => &mut self.user_id,
             _ => return self.set_data(name, v),
         };
         *slot = Some(v);
@@ -403,6 +428,7 @@ impl<'a> Raw<'a> {
                         .transpose()?,
                     None => None,
                 },
+                logon_id: logon_id("TargetLogonId", &self.target_logon_id)?,
                 account: Account {
                     sid: sid(&self.target_sid),
                     ..account(&self.target_domain, &self.target_user)
@@ -419,14 +445,40 @@ impl<'a> Raw<'a> {
                         .map(|s| super::bare_share_name(&s).to_string()),
                     relative_target: text(&self.relative_target),
                     access_mask: access(self.access_mask.as_ref(), self.access_list.as_ref())?,
-                    account: Account {
-                        sid: sid(&self.subject_sid),
-                        ..account(&self.subject_domain, &self.subject_user)
-                            .or_else(|| self.ecs_account())
-                            .unwrap_or_default()
-                    },
+                    logon_id: logon_id("SubjectLogonId", &self.subject_logon_id)?,
+                    account: self.subject_account(),
                 })
             }
+            WindowsEvent::ServiceInstalled | WindowsEvent::SecurityServiceInstalled => {
+                let log = ServiceLog::of(event);
+                // 7045's `AccountName` is the account the service runs as
+                // (NXLog overwrites it with the creator's name): only the
+                // creator's SID, from the record's System part, is taken.
+                let account = match log {
+                    ServiceLog::System => Account {
+                        sid: sid(&self.user_id),
+                        ..Account::default()
+                    },
+                    ServiceLog::Security => self.subject_account(),
+                };
+                HostRecord::ServiceInstall(ServiceInstall {
+                    log,
+                    service_name: text(&self.service_name),
+                    command: text(&self.service_command),
+                    logon_id: logon_id("SubjectLogonId", &self.subject_logon_id)?,
+                    account,
+                })
+            }
+            WindowsEvent::TaskCreated => HostRecord::TaskCreation(TaskCreation {
+                task_name: text(&self.task_name),
+                command: self
+                    .task_content
+                    .as_ref()
+                    .and_then(|v| v.present())
+                    .and_then(|xml| task_command(&xml)),
+                logon_id: logon_id("SubjectLogonId", &self.subject_logon_id)?,
+                account: self.subject_account(),
+            }),
         };
         let mut ev = HostEvent {
             ts,
@@ -452,71 +504,12 @@ impl<'a> Raw<'a> {
         let event = WindowsEvent::from_id(id)?;
         let channel = self.channel.as_ref().map(|v| v.text());
         let provider = self.provider.as_ref().map(|v| v.text());
-        let needle = if event.is_sysmon() {
-            "sysmon"
-        } else {
-            "security"
-        };
-        let c = channel.as_deref().map(|c| contains_ci(c, needle));
-        let p = provider.as_deref().map(|p| contains_ci(p, needle));
+        let (in_channel, in_provider) = event.log_names();
+        let c = channel.as_deref().map(|c| contains_ci(c, in_channel));
+        let p = provider.as_deref().map(|p| contains_ci(p, in_provider));
         match (c, p) {
             (None, None) => Some(event),
             (c, p) => (c == Some(true) || p == Some(true)).then_some(event),
-        }
-    }
-
-    /// Event time by precedence (documented in docs/hostlogs.md):
-    /// 1. Sysmon `UtcTime` (when the action happened; Sysmon logs network
-    ///    events late, so it beats `TimeCreated`);
-    /// 2. `TimeCreated/@SystemTime` (UTC), or a zoned `TimeCreated` line;
-    /// 3. Winlogbeat `@timestamp` (the event's creation time, UTC);
-    /// 4. NXLog `EventTime`: zoned if written with a zone, else host local
-    ///    time converted with the offset inferred from `@timestamp`;
-    /// 5. NXLog `@timestamp` alone (collector time);
-    /// 6. any remaining zone-less time, taken as UTC.
-    fn time(&self) -> Result<(chrono::DateTime<chrono::Utc>, TimeSource), RecordProblem> {
-        let utc_time = stamp("UtcTime", self.utc_time.as_ref())?;
-        let system_time = stamp("TimeCreated", self.system_time.as_ref())?;
-        let at = stamp("@timestamp", self.at_timestamp.as_ref())?;
-        let event_time = stamp("EventTime", self.event_time.as_ref())?;
-        // Sysmon writes UtcTime without a zone: it is UTC by definition.
-        if let Some(s) = utc_time {
-            return Ok((s.utc_or_assume(), TimeSource::Utc));
-        }
-        if let Some(s) = system_time {
-            if let Some(t) = s.utc() {
-                return Ok((t, TimeSource::Utc));
-            }
-        }
-        if self.flavour == Flavour::Winlogbeat {
-            if let Some(t) = at.and_then(Stamp::utc) {
-                return Ok((t, TimeSource::Utc));
-            }
-        }
-        if let Some(s) = event_time {
-            if let Some(t) = s.utc() {
-                return Ok((t, TimeSource::Utc));
-            }
-            if let Some(collector) = at.and_then(Stamp::utc) {
-                if let Some(off) = time::infer_offset(s.naive, collector) {
-                    let t = Stamp {
-                        naive: s.naive,
-                        offset: Some(off),
-                    };
-                    if let Some(t) = t.utc() {
-                        return Ok((t, TimeSource::LocalInferred));
-                    }
-                }
-            }
-        }
-        if let Some(t) = at.and_then(Stamp::utc) {
-            return Ok((t, TimeSource::Collector));
-        }
-        match system_time.or(event_time).or(at) {
-            Some(s) => Ok((s.utc_or_assume(), TimeSource::AssumedUtc)),
-            None => Err(RecordProblem::Missing(
-                "event time (UtcTime, TimeCreated, EventTime or @timestamp)",
-            )),
         }
     }
 
@@ -525,6 +518,16 @@ impl<'a> Raw<'a> {
         match text(&self.user) {
             Some(u) => Account::from_qualified(u, None),
             None => self.ecs_account().unwrap_or_default(),
+        }
+    }
+
+    /// The Subject* account (5140/5145, 4697, 4698), else the ECS user.
+    fn subject_account(&self) -> Account {
+        Account {
+            sid: sid(&self.subject_sid),
+            ..account(&self.subject_domain, &self.subject_user)
+                .or_else(|| self.ecs_account())
+                .unwrap_or_default()
         }
     }
 
@@ -547,148 +550,5 @@ impl<'a> Raw<'a> {
             "IpPort",
             self.ip_port.as_ref().or(self.ecs.src_port.as_ref()),
         )
-    }
-}
-
-/// The requested access of a 5140/5145: `AccessMask` (`0x120196`), or,
-/// without one, the rights `AccessList` names as message ids (`%%4416`
-/// ReadData = bit 0 ... `%%4424` WriteAttributes = bit 8; the real
-/// records carry both, see docs/hostlogs.md).
-fn access(mask: Option<&Val<'_>>, list: Option<&Val<'_>>) -> Result<Option<u32>, RecordProblem> {
-    if let Some(v) = mask {
-        if let Some(n) = v.number("AccessMask")? {
-            return u32::try_from(n)
-                .map(Some)
-                .map_err(|_| invalid("AccessMask", &n.to_string()));
-        }
-    }
-    let Some(list) = list.and_then(|v| v.present()) else {
-        return Ok(None);
-    };
-    let bits = list
-        .split_whitespace()
-        .filter_map(|t| t.strip_prefix("%%")?.parse::<u32>().ok())
-        .filter_map(|id| id.checked_sub(4416).filter(|b| *b <= 8))
-        .fold(0u32, |m, b| m | (1 << b));
-    Ok((bits != 0).then_some(bits))
-}
-
-fn contains_ci(hay: &str, needle: &str) -> bool {
-    hay.as_bytes()
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
-}
-
-fn text(v: &Option<Val<'_>>) -> Option<String> {
-    v.as_ref().and_then(|v| v.present()).map(Cow::into_owned)
-}
-
-/// A SID as logged; `S-1-0-0` (the null SID, "nobody") is no SID.
-fn sid(v: &Option<Val<'_>>) -> Option<String> {
-    text(v).filter(|s| s != "S-1-0-0")
-}
-
-/// An account from its domain and name fields; `None` without a name.
-fn account(domain: &Option<Val<'_>>, name: &Option<Val<'_>>) -> Option<Account> {
-    let name = text(name)?;
-    Some(Account {
-        domain: text(domain),
-        name: Some(name),
-        sid: None,
-    })
-}
-
-/// A time field: text (`2020-09-20 06:57:46.164`, RFC 3339) or a Unix epoch
-/// number (NXLog `integer($EventTime)`), the latter also as a digit string.
-fn stamp(field: &'static str, v: Option<&Val<'_>>) -> Result<Option<Stamp>, RecordProblem> {
-    let epoch = match v {
-        Some(Val::U64(n)) => Some(i64::try_from(*n).ok()),
-        Some(Val::I64(n)) => Some(Some(*n)),
-        Some(Val::F64(f)) if f.is_finite() && f.abs() < 9.0e18 => Some(Some(*f as i64)),
-        _ => None,
-    };
-    let Some(t) = v.and_then(|v| v.present()) else {
-        return Ok(None);
-    };
-    let epoch = epoch.or_else(|| {
-        (t.len() >= 9 && t.bytes().all(|b| b.is_ascii_digit())).then(|| t.parse::<i64>().ok())
-    });
-    let parsed = match epoch {
-        Some(n) => n.and_then(time::from_epoch),
-        None => time::parse(&t),
-    };
-    let s = parsed.ok_or_else(|| invalid(field, &t))?;
-    // Zone-less readings are checked as UTC: ±14 h at the bounds is moot.
-    if !time::in_range(s.utc_or_assume()) {
-        return Err(RecordProblem::TimeOutOfRange {
-            field,
-            value: clip(&t),
-        });
-    }
-    Ok(Some(s))
-}
-
-fn ip(field: &'static str, v: Option<&Val<'_>>) -> Result<Option<IpAddr>, RecordProblem> {
-    let Some(t) = v.and_then(|v| v.present()) else {
-        return Ok(None);
-    };
-    // IPv6 link-local addresses may carry a zone (`fe80::1%12`).
-    let bare = t.split_once('%').map_or(t.as_ref(), |(a, _)| a);
-    bare.parse::<IpAddr>()
-        .map(|a| Some(a.to_canonical()))
-        .map_err(|_| invalid(field, &t))
-}
-
-fn port(field: &'static str, v: Option<&Val<'_>>) -> Result<Option<u16>, RecordProblem> {
-    let Some(v) = v else { return Ok(None) };
-    match v.number(field)? {
-        // Windows writes 0 for "no port" (local logons).
-        None | Some(0) => Ok(None),
-        Some(n) => u16::try_from(n)
-            .map(Some)
-            .map_err(|_| invalid(field, &n.to_string())),
-    }
-}
-
-fn pid(field: &'static str, v: Option<&Val<'_>>) -> Result<Option<u32>, RecordProblem> {
-    let Some(v) = v else { return Ok(None) };
-    match v.number(field)? {
-        None => Ok(None),
-        Some(n) => u32::try_from(n)
-            .map(Some)
-            .map_err(|_| invalid(field, &n.to_string())),
-    }
-}
-
-fn protocol(v: Option<&Val<'_>>) -> Result<Option<u8>, RecordProblem> {
-    let Some(t) = v.and_then(|v| v.present()) else {
-        return Ok(None);
-    };
-    if t.eq_ignore_ascii_case("tcp") {
-        return Ok(Some(6));
-    }
-    if t.eq_ignore_ascii_case("udp") {
-        return Ok(Some(17));
-    }
-    t.parse::<u8>()
-        .map(Some)
-        .map_err(|_| invalid("Protocol", &t))
-}
-
-/// 5156 `Direction` (`%%14593`/`%%14592` or the rendered words), Sysmon
-/// `Initiated` (`true`/`True`/`false`), ECS `network.direction`. Unknown
-/// spellings (a localised rendering) leave the direction unknown rather
-/// than losing the connection.
-fn direction(v: Option<&Val<'_>>) -> Option<Direction> {
-    let t = v?.present()?;
-    let t = t.as_ref();
-    const OUT: [&str; 5] = ["%%14593", "outbound", "true", "egress", "1"];
-    const IN: [&str; 5] = ["%%14592", "inbound", "false", "ingress", "0"];
-    if OUT.iter().any(|w| t.eq_ignore_ascii_case(w)) {
-        Some(Direction::Outbound)
-    } else if IN.iter().any(|w| t.eq_ignore_ascii_case(w)) {
-        Some(Direction::Inbound)
-    } else {
-        None
     }
 }

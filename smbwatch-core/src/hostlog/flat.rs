@@ -47,6 +47,14 @@ struct FlatRef<'a> {
     /// older readers see the object they know.
     #[serde(skip_serializing_if = "Option::is_none")]
     workstation: Option<&'a str>,
+    /// New with service and task events (7045, 4697, 4698), absent when
+    /// unknown like `workstation`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logon_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task_name: Option<&'a str>,
 }
 
 /// The flat object, owned for reading.
@@ -82,6 +90,12 @@ struct Flat {
     access_mask: Option<u32>,
     #[serde(default)]
     workstation: Option<String>,
+    #[serde(default)]
+    logon_id: Option<u64>,
+    #[serde(default)]
+    service_name: Option<String>,
+    #[serde(default)]
+    task_name: Option<String>,
 }
 
 impl Serialize for HostEvent {
@@ -118,6 +132,9 @@ impl Serialize for HostEvent {
             parent_pid: None,
             access_mask: None,
             workstation: None,
+            logon_id: self.logon_id(),
+            service_name: None,
+            task_name: None,
         };
         match &self.record {
             HostRecord::NetworkConnection(r) => {
@@ -144,6 +161,15 @@ impl Serialize for HostEvent {
                 f.share_name = r.share_name.as_deref();
                 f.relative_target = r.relative_target.as_deref();
                 f.access_mask = r.access_mask;
+            }
+            // What a service or task runs is its command line.
+            HostRecord::ServiceInstall(r) => {
+                f.service_name = r.service_name.as_deref();
+                f.command_line = r.command.as_deref();
+            }
+            HostRecord::TaskCreation(r) => {
+                f.task_name = r.task_name.as_deref();
+                f.command_line = r.command.as_deref();
             }
         }
         f.serialize(s)
@@ -210,6 +236,7 @@ impl<'de> Deserialize<'de> for HostEvent {
                 src_port: f.src_port,
                 workstation: f.workstation,
                 logon_type: f.logon_type,
+                logon_id: f.logon_id,
                 account,
             }),
             WindowsEvent::ShareAccessed | WindowsEvent::ShareObjectChecked => {
@@ -220,9 +247,25 @@ impl<'de> Deserialize<'de> for HostEvent {
                     share_name: f.share_name,
                     relative_target: f.relative_target,
                     access_mask: f.access_mask,
+                    logon_id: f.logon_id,
                     account,
                 })
             }
+            WindowsEvent::ServiceInstalled | WindowsEvent::SecurityServiceInstalled => {
+                HostRecord::ServiceInstall(ServiceInstall {
+                    log: ServiceLog::of(event),
+                    service_name: f.service_name,
+                    command: f.command_line,
+                    logon_id: f.logon_id,
+                    account,
+                })
+            }
+            WindowsEvent::TaskCreated => HostRecord::TaskCreation(TaskCreation {
+                task_name: f.task_name,
+                command: f.command_line,
+                logon_id: f.logon_id,
+                account,
+            }),
         };
         Ok(HostEvent {
             ts: f.ts,

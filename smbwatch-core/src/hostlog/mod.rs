@@ -4,8 +4,9 @@
 //!
 //! Supported events: Sysmon 1 (process creation), 3 (network connection),
 //! 11 (file create); Security 4624 (logon), 4688 (process creation),
-//! 5140/5145 (share access), 5156 (WFP connection allowed). Any other event is
-//! skipped and counted.
+//! 5140/5145 (share access), 5156 (WFP connection allowed), 4697 (service
+//! installed), 4698 (task created); System 7045 (service installed). Any
+//! other event is skipped and counted.
 //!
 //! Supported formats ([`Format`]): binary EVTX, Windows event XML (wevtutil,
 //! Windows Event Forwarding), Winlogbeat/ECS JSON, NXLog JSON, evtx_dump JSON,
@@ -36,13 +37,14 @@ mod record;
 pub mod rules;
 mod text;
 mod time;
+mod windows_event;
 mod xml;
 
 pub use event::{
     Account, ConnectionLog, Direction, FileCreation, HostEvent, HostEventKind, HostRecord, Logon,
-    NetworkConnection, Process, ProcessCreation, ProcessLog, ShareAccess, ShareLog, TimeSource,
-    WindowsEvent, MAX_COMMAND_LINE_BYTES, MAX_GUID_BYTES, MAX_NAME_BYTES, MAX_PATH_BYTES,
-    MAX_SID_BYTES,
+    NetworkConnection, Process, ProcessCreation, ProcessLog, ServiceInstall, ServiceLog,
+    ShareAccess, ShareLog, TaskCreation, TimeSource, WindowsEvent, MAX_COMMAND_LINE_BYTES,
+    MAX_GUID_BYTES, MAX_NAME_BYTES, MAX_PATH_BYTES, MAX_SID_BYTES,
 };
 pub use line_format::{LineFormat, LineOutcome};
 pub use record::{
@@ -256,7 +258,7 @@ pub fn parse_line_at(
 /// ends on a char boundary and leaves room for `…`. Spare capacity is
 /// dropped either way (an owned value from an unescaped JSON string or
 /// XML text may have more than its length). True when cut.
-fn cap_string(s: &mut String, max: usize) -> bool {
+pub(crate) fn cap_string(s: &mut String, max: usize) -> bool {
     const MARK: char = '…';
     if s.len() <= max {
         s.shrink_to_fit();
@@ -327,5 +329,7 @@ pub fn bare_share_name(share: &str) -> &str {
 
 #[cfg(test)]
 mod hostile_tests;
+#[cfg(test)]
+mod service_tests;
 #[cfg(test)]
 pub(crate) mod tests;

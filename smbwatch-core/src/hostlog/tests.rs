@@ -142,7 +142,7 @@ const XML_EVENTS: &str = r#"<?xml version="1.0" encoding="utf-8"?>
 <Event xmlns="http://schemas.microsoft.com/win/2004/08/events/event"><System><Provider Name="Microsoft-Windows-Security-Auditing"/><EventID>5145</EventID><TimeCreated SystemTime="2020-09-22T18:53:30.5Z"/><EventRecordID>933025</EventRecordID><Channel>Security</Channel><Computer>WORKSTATION6.theshire.local</Computer></System><EventData><Data Name="SubjectUserSid">S-1-5-21-1</Data><Data Name="SubjectUserName">pgustavo</Data><Data Name="SubjectDomainName">THESHIRE</Data><Data Name="ObjectType">File</Data><Data Name="IpAddress">172.18.39.5</Data><Data Name="IpPort">62782</Data><Data Name="ShareName">\\*\C$</Data><Data Name="ShareLocalPath">\??\C:\</Data><Data Name="RelativeTargetName">ProgramData\GruntHTTP.exe</Data></EventData></Event>
 <Event><System><EventID>5156</EventID><TimeCreated SystemTime="2020-09-20T06:57:46Z"/><Channel>Security</Channel></System><EventData><Data Name="DestPort">4 4 5</Data></EventData></Event>
 <Event><System><EventID>4624</EventID><Channel>Security</Channel></System><EventData></Data></EventData></Event>
-<Event><System><Provider Name="Service Control Manager"/><EventID Qualifiers="16384">7045</EventID><TimeCreated SystemTime="2020-09-20T06:57:47Z"/><Channel>System</Channel></System><EventData><Data Name="ServiceName">PSEXESVC</Data></EventData></Event>
+<Event><System><Provider Name="Service Control Manager"/><EventID Qualifiers="16384">7036</EventID><TimeCreated SystemTime="2020-09-20T06:57:47Z"/><Channel>System</Channel></System><EventData><Data Name="param1">PSEXESVC</Data><Data Name="param2">running</Data></EventData></Event>
 <Event><System><Provider Name="Microsoft-Windows-Sysmon"/><EventID>3</EventID><TimeCreated SystemTime="2020-09-20T06:57:49Z"/><Channel>Microsoft-Windows-Sysmon/Operational</Channel><Computer>WORKSTATION5</Computer></System><EventData><Data Name="UtcTime">2020-09-20 06:57:48.481</Data><Data Name="ProcessId">8948</Data><Data Name="Image">C:\Windows\System32\WindowsPowerShell\v1.0\powershell.exe</Data><Data Name="User">THESHIRE\pgustavo</Data><Data Name="Protocol">tcp</Data><Data Name="Initiated">True</Data><Data Name="SourceIsIpv6">false</Data><Data Name="SourceIp">172.18.39.5</Data><Data Name="SourcePort">50504</Data><Data Name="DestinationIp">172.18.39.6</Data><Data Name="DestinationPort">445</Data><Data Name="CommandLine"><![CDATA[a & b]]></Data></EventData></Event>
 </Events>
 "#;
@@ -185,7 +185,7 @@ fn xml_events_with_bad_ones() {
     assert_eq!(evs[2].ts, utc("2020-09-20T06:57:48.481Z"));
     let sysmon = evs[2].as_connection().unwrap();
     assert_eq!(sysmon.direction, Some(Direction::Outbound));
-    assert_eq!(sum.skipped_by_id.get(&7045), Some(&1));
+    assert_eq!(sum.skipped_by_id.get(&7036), Some(&1));
     assert_eq!(
         sum.errors[0].to_string(),
         "wef.xml: line 5: invalid DestinationPort: \"4 4 5\""
@@ -381,8 +381,8 @@ fn real_empire_log() {
     assert_eq!(sum.bad, 0, "{:?}", sum.errors);
     assert_eq!(sum.total, 37);
     assert_eq!(sum.parsed + sum.skipped, 37);
-    // 4697 and 7045 are not used.
-    assert_eq!(sum.skipped, 2);
+    // Every event is one smbwatch reads (4697 and 7045: service_tests).
+    assert_eq!(sum.skipped, 0);
     let ps: Vec<_> = evs
         .iter()
         .filter_map(|e| Some((e, e.as_connection()?)))

@@ -257,6 +257,13 @@ fn system_attrs(raw: &mut Raw<'_>, e: &BytesStart<'_>) -> Result<(), RecordProbl
                 raw.set_system("SystemTime", Val::Str(Cow::Owned(t)));
             }
         }
+        // The account that logged the event: what a 7045 names its
+        // creator by.
+        b"Security" => {
+            if let Some(u) = attr(e, "UserID")? {
+                raw.set_system("UserID", Val::Str(Cow::Owned(u)));
+            }
+        }
         _ => {}
     }
     Ok(())

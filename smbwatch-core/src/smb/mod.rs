@@ -22,7 +22,7 @@ use serde::Serialize;
 pub use config::{pipe_name, share_name, SmbSettings};
 pub use monitor::SmbMonitor;
 pub use smbwatch_smb::{
-    Dialect, Direction, Hole, Interface, Limit, NtStatus, Observation, ShareType, Unseen,
+    Dialect, Direction, Hole, Interface, Limit, NtStatus, Observation, ShareType, Unbound, Unseen,
 };
 
 use crate::alert::Alert;
@@ -120,7 +120,7 @@ impl SmbEvent {
 
 /// `event.action` of each observation kind, in [`SmbCounters::observations`]
 /// order.
-pub const ACTIONS: [&str; 11] = [
+pub const ACTIONS: [&str; 12] = [
     "smb1_negotiate",
     "smb_negotiate",
     "smb_logon",
@@ -128,6 +128,7 @@ pub const ACTIONS: [&str; 11] = [
     "smb_create",
     "smb_write",
     "smb_close",
+    "smb_rename",
     "rpc_bind",
     "rpc_call",
     "smb_encrypted",
@@ -144,10 +145,11 @@ pub fn kind_index(o: &Observation) -> usize {
         Observation::Create { .. } => 4,
         Observation::Write { .. } => 5,
         Observation::Close { .. } => 6,
-        Observation::RpcBind { .. } => 7,
-        Observation::RpcCall { .. } => 8,
-        Observation::Encrypted { .. } => 9,
-        Observation::Unseen { .. } => 10,
+        Observation::Rename { .. } => 7,
+        Observation::RpcBind { .. } => 8,
+        Observation::RpcCall { .. } => 9,
+        Observation::Encrypted { .. } => 10,
+        Observation::Unseen { .. } => 11,
     }
 }
 
@@ -192,7 +194,7 @@ pub struct SmbCounters {
     /// Accounted bytes held now (at most `max_bytes`).
     pub bytes: u64,
     /// Observations by kind, in [`ACTIONS`] order.
-    pub observations: [u64; 11],
+    pub observations: [u64; ACTIONS.len()],
     /// Alerts raised.
     pub alerts: u64,
     /// Alerts not raised: the same act already alerted within
@@ -229,6 +231,8 @@ impl SmbOutputs {
     }
 }
 
+#[cfg(test)]
+mod rename_tests;
 #[cfg(test)]
 mod session_tests;
 #[cfg(test)]

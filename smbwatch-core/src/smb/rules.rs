@@ -249,6 +249,15 @@ impl Rules {
             } => {
                 self.drop(settings, (tree, cx.share), name, "wrote", &mut raise);
             }
+            // Dropped under a harmless name, renamed to run: the drop is
+            // the final name.
+            Observation::Rename { name, to } => {
+                let verb = match name {
+                    Some(n) => format!("renamed {n} to"),
+                    None => "renamed a file to".to_owned(),
+                };
+                self.drop(settings, (tree, cx.share), to, &verb, &mut raise);
+            }
             Observation::RpcCall {
                 interface: Some(iface),
                 operation: Some(op),

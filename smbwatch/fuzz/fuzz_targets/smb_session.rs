@@ -6,7 +6,8 @@
 //! 2048), then that many payload bytes. Control bit 0: direction; bits 1-2:
 //! 0 in order, 1 jump ahead (a gap or a held segment), 2 jump back (a
 //! retransmission), 3 in order; bit 7: the wire length is longer than the
-//! bytes given (a sample cut).
+//! bytes given (a sample cut). Each payload is also handed, as one SMB2
+//! message, to the SET_INFO rename parser.
 #![no_main]
 
 use std::time::{Duration, SystemTime};
@@ -55,6 +56,10 @@ fuzz_target!(|data: &[u8]| {
             seen.len()
         );
         seq[d] = seq[d].wrapping_add(wire);
+        // The SET_INFO rename parser directly too: a session reaches it
+        // only through a framed SET_INFO, the raw chunk covers its
+        // lengths and offsets on any bytes.
+        let _ = smbwatch_smb::smb2::set_info_rename(chunk);
     }
     let _ = s.finish(t);
 });

@@ -341,6 +341,7 @@ mod tests {
                 share_name: Some("ADMIN$".into()),
                 relative_target: None,
                 access_mask: None,
+                logon_id: None,
                 account: Account {
                     domain: Some("EXAMPLE".into()),
                     name: Some("alice".into()),

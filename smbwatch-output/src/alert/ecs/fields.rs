@@ -272,6 +272,7 @@ pub const FIELDS: &[Field] = &[
     f("smb.unseen_detail", Keyword),
     f("smb.unseen_bytes", Long),
     f("smb.calls", Long),
+    f("smb.renamed_from", Keyword),
     list("smb.host_events", Long),
     // An object of its own (name and UUID together).
     f("rpc.interface", Object),
@@ -279,6 +280,7 @@ pub const FIELDS: &[Field] = &[
     f("rpc.interface.uuid", Keyword),
     f("rpc.opnum", Long),
     list("rpc.operation", Keyword),
+    f("rpc.unbound", Keyword),
 ];
 
 /// The definition of `name`, if any.

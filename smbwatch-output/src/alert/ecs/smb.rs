@@ -99,6 +99,9 @@ pub struct Smb {
     /// Enumeration calls in the burst (`smb_enum`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub calls: Option<u32>,
+    /// A renamed file's name before (`smb_rename`; `file.*` is the new).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub renamed_from: Option<String>,
     /// Windows event ids of host-log records that reported the same act.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub host_events: Vec<u32>,
@@ -127,6 +130,10 @@ pub struct Rpc {
     /// Operation names (one on a call; the distinct ones of a burst).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub operation: Vec<String>,
+    /// Why a call's interface is unknown (`bind_not_seen`,
+    /// `bind_refused`, `contexts_full`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unbound: Option<&'static str>,
 }
 
 impl Empty for Peer<'_> {
@@ -159,6 +166,7 @@ impl Empty for Smb {
             && self.unseen_detail.is_none()
             && self.unseen_bytes.is_none()
             && self.calls.is_none()
+            && self.renamed_from.is_none()
             && self.host_events.is_empty()
     }
 }
@@ -171,7 +179,10 @@ impl Empty for RpcInterface {
 
 impl Empty for Rpc {
     fn is_empty(&self) -> bool {
-        self.interface.is_empty() && self.opnum.is_none() && self.operation.is_empty()
+        self.interface.is_empty()
+            && self.opnum.is_none()
+            && self.operation.is_empty()
+            && self.unbound.is_none()
     }
 }
 
@@ -249,6 +260,7 @@ impl Rpc {
             },
             opnum: None,
             operation: e.operations.clone(),
+            unbound: None,
         }
     }
 }
@@ -473,6 +485,11 @@ impl<'a> SmbLine<'a> {
                     }
                     (&["network", "file"], &["change"])
                 }
+                Observation::Rename { name, to } => {
+                    smb.renamed_from = name.as_ref().map(|n| full_path(tree, n));
+                    f = file(tree, to);
+                    (&["network", "file"], &["change"])
+                }
                 Observation::Close { name } => {
                     if let Some(n) = name {
                         f = file(tree, n);
@@ -488,6 +505,7 @@ impl<'a> SmbLine<'a> {
                 }
                 Observation::RpcCall {
                     interface,
+                    unbound,
                     opnum,
                     operation,
                 } => {
@@ -497,6 +515,7 @@ impl<'a> SmbLine<'a> {
                             uuid: Some(i.uuid.to_string()),
                         };
                     }
+                    rpc.unbound = unbound.map(smbwatch_core::smb::Unbound::name);
                     rpc.opnum = Some(*opnum);
                     rpc.operation = operation.iter().map(|o| (*o).to_owned()).collect();
                     (&["network"], &["protocol"])

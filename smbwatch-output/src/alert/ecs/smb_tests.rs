@@ -66,6 +66,7 @@ fn all() -> Vec<Observation> {
         Observation::RpcBind { interface: svcctl },
         Observation::RpcCall {
             interface: Some(svcctl),
+            unbound: None,
             opnum: 12,
             operation: Some("RCreateServiceW"),
         },
@@ -78,6 +79,16 @@ fn all() -> Vec<Observation> {
         },
         Observation::Unseen {
             what: Unseen::Limit(Limit::Compound),
+        },
+        Observation::Rename {
+            name: Some("x.tmp".into()),
+            to: "x.exe".into(),
+        },
+        Observation::RpcCall {
+            interface: None,
+            unbound: Some(smbwatch_core::smb::Unbound::NotSeen),
+            opnum: 12,
+            operation: None,
         },
     ]
 }
@@ -130,4 +141,17 @@ fn smb_lines_are_ecs() {
         r["rpc"]["operation"],
         serde_json::json!(["RCreateServiceW"])
     );
+    assert_eq!(r["rpc"]["unbound"], serde_json::Value::Null);
+    // A call whose BIND was not seen: what is known, and why no interface.
+    let u = j(all().last().unwrap().clone());
+    assert_eq!(u["event"]["action"], "rpc_call");
+    assert_eq!(u["rpc"]["opnum"], 12);
+    assert_eq!(u["rpc"]["unbound"], "bind_not_seen");
+    assert_eq!(u["rpc"]["interface"], serde_json::Value::Null);
+    // A rename: the file is the new name, the old one beside it.
+    let n = all().len();
+    let m = j(all()[n - 2].clone());
+    assert_eq!(m["event"]["action"], "smb_rename");
+    assert_eq!(m["file"]["path"], "\\\\srv\\ADMIN$\\x.exe");
+    assert_eq!(m["smb"]["renamed_from"], "\\\\srv\\ADMIN$\\x.tmp");
 }
