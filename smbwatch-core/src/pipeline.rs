@@ -232,9 +232,12 @@ impl Pipeline {
         // The act an SMB alert from the wire carries (now or already).
         let joined = self.correlator.take_joined_wire();
         if let Some(mut alert) = self.rules.check(ev) {
-            if !(joined && alert.kind == AlertKind::AdminShareAccess) {
+            if alert.kind != AlertKind::AdminShareAccess {
                 self.correlator.enrich_alert(&mut alert);
                 out.push(alert);
+            } else if !joined {
+                self.correlator.enrich_alert(&mut alert);
+                out.extend(self.correlator.host_share_alert(ev, alert));
             }
         }
         out.extend(chained);

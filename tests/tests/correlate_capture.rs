@@ -239,6 +239,30 @@ fn empire_service_install_on_the_wire_and_in_the_log_is_one_alert() {
     // 4697 joined the waiting wire alert; the 7045 came after it went out.
     assert!(stats.joined >= 1 && stats.joined_late >= 1, "{stats:?}");
     assert_eq!(stats.remote_exec, 0, "{stats:?}");
+    // The IPC$ tree connect for the svcctl pipe is one act too: the wire's
+    // smb_admin_share carrying the 5140/5145, no separate host alert.
+    let ipc: Vec<_> = alerts
+        .iter()
+        .filter(|a| {
+            matches!(
+                a.kind,
+                AlertKind::SmbAdminShare | AlertKind::AdminShareAccess
+            ) && a
+                .share
+                .as_deref()
+                .is_some_and(|s| s.eq_ignore_ascii_case("IPC$"))
+        })
+        .collect();
+    assert_eq!(ipc.len(), 1, "{ipc:#?}");
+    assert_eq!(ipc[0].kind, AlertKind::SmbAdminShare, "{:#?}", ipc[0]);
+    assert!(
+        ipc[0]
+            .smb
+            .as_ref()
+            .is_some_and(|s| !s.host_events.is_empty()),
+        "{:#?}",
+        ipc[0]
+    );
 
     // The wire alone: the same act, raised once, without host fields.
     let empty = std::env::temp_dir().join(format!("smbwatch-empty-{}.jsonl", std::process::id()));

@@ -2,8 +2,9 @@
 //! whoever reported it, and chains that name what the wire showed.
 //!
 //! Two acts are reported both on the wire and by Windows: access to an
-//! administrative share (`smb_admin_share` on a disk share; Security
-//! 5140/5145, which raise `admin_share_access`) and a file written through
+//! administrative share (`smb_admin_share` on a disk share, or on `IPC$`
+//! for a remote-administration pipe; Security 5140/5145, which raise
+//! `admin_share_access`) and a file written through
 //! one (`smb_file_drop`; 5145 WriteData or Sysmon 11, which raise
 //! `remote_file_drop`). The act's key is (client address, share name) or
 //! (client address, file name).
@@ -18,6 +19,8 @@
 //!   nothing more (counted: [`super::CorrelateStats::joined_late`]).
 //! - **Host first**: the host alert went out; the wire alert of the same
 //!   act is not raised (counted: [`super::CorrelateStats::joined_late`]).
+//!   For `IPC$` the pipe's name is then only in the event lines and in the
+//!   alerts of what was done through it (`smb_remote_service`, `smb_enum`…).
 //!
 //! Every wire act that follows a scan alert of its source completes a
 //! `lateral_movement_chain` naming the act (share, file, pipe, RPC
@@ -108,11 +111,9 @@ fn wire_key(a: &Alert) -> Option<ActKey> {
     let src = a.source_ip?;
     match a.kind {
         AlertKind::SmbAdminShare => {
+            // IPC$ too: the wire raises it for a remote-administration
+            // pipe, Windows logs the same tree connect as 5140/5145 IPC$.
             let share = a.share.as_deref()?;
-            // A pipe on IPC$: no host record names the pipe.
-            if share.eq_ignore_ascii_case("IPC$") {
-                return None;
-            }
             Some((src, format!("share:{}", share.to_ascii_uppercase())))
         }
         AlertKind::SmbFileDrop => {
@@ -136,9 +137,7 @@ fn host_keys(ev: &HostEvent, drop: Option<&FileDrop>) -> Vec<ActKey> {
         .map(|s| (s.src_ip, s.share_name.as_deref()))
     {
         let share = share_name(share);
-        if !share.eq_ignore_ascii_case("IPC$") {
-            keys.push((src, format!("share:{}", share.to_ascii_uppercase())));
-        }
+        keys.push((src, format!("share:{}", share.to_ascii_uppercase())));
     }
     if let Some(d) = drop {
         if let Some(src) = d.src {
@@ -224,8 +223,39 @@ impl Correlator {
         // Host alerts: their key is in `host_acts` already.
         while let Some((_, alert, _, _)) = self.waiting.host.pop_front_if(|(d, _, _, _)| *d <= now)
         {
-            self.stats.remote_exec += 1;
+            self.count_host_alert(&alert);
             out.push(alert);
+        }
+        out
+    }
+
+    /// A host alert raised alone (no wire alert of its act).
+    fn count_host_alert(&mut self, a: &Alert) {
+        if matches!(
+            a.kind,
+            AlertKind::SmbRemoteService | AlertKind::SmbRemoteTask
+        ) {
+            self.stats.remote_exec += 1;
+        }
+    }
+
+    /// A host `admin_share_access` alert (raised by the host rules). On
+    /// `IPC$` the wire reports the same tree connect with the pipe it
+    /// opened, and in time order the host record usually comes first: so
+    /// while SMB samples arrive it waits `host_wait` for the wire's alert,
+    /// which then carries both (the pipe is only on the wire). Returns
+    /// what goes out now.
+    pub fn host_share_alert(&mut self, ev: &HostEvent, alert: Alert) -> Vec<Alert> {
+        let ipc = alert
+            .share
+            .as_deref()
+            .is_some_and(|s| share_name(s).eq_ignore_ascii_case("IPC$"));
+        let mut out = Vec::new();
+        match alert.source_ip {
+            Some(src) if ipc => {
+                self.host_alert(ev, alert, (src, "share:IPC$".to_owned()), &mut out)
+            }
+            _ => out.push(alert),
         }
         out
     }
@@ -237,8 +267,11 @@ impl Correlator {
             self.wire_acts.insert(alert.ts, key, ());
             out.push(alert);
         }
-        self.stats.remote_exec += self.waiting.host.len() as u64;
-        out.extend(self.waiting.host.drain(..).map(|(_, a, _, _)| a));
+        let host: Vec<Alert> = self.waiting.host.drain(..).map(|(_, a, _, _)| a).collect();
+        for a in host {
+            self.count_host_alert(&a);
+            out.push(a);
+        }
         out
     }
 
@@ -277,7 +310,7 @@ impl Correlator {
                 .host
                 .push_back((now + self.host_wait, alert, key, carry));
         } else {
-            self.stats.remote_exec += 1;
+            self.count_host_alert(&alert);
             out.push(alert);
         }
     }
