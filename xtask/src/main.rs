@@ -140,6 +140,11 @@ fn lab_bin(name: &str, args: &[String], release: bool) -> Result<()> {
     let mut build = vec!["build", "-p", "smbwatch"];
     build.extend_from_slice(profile);
     cmd("cargo", &build)?;
+    // Built apart from `run --quiet` so that the compilation (minutes on
+    // a fresh checkout) shows its progress.
+    let mut driver = vec!["build", "-p", "integration-tests", "--bin", name];
+    driver.extend_from_slice(profile);
+    cmd("cargo", &driver)?;
     let mut run = vec!["run", "--quiet", "-p", "integration-tests", "--bin", name];
     run.extend_from_slice(profile);
     run.push("--");
