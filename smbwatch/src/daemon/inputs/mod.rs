@@ -145,7 +145,14 @@ async fn read_once(path: PathBuf, tx: mpsc::Sender<HostEvent>) {
 
 async fn read_stdin(tx: mpsc::Sender<HostEvent>, max_line: usize) {
     match lines::forward("stdin", tokio::io::stdin(), max_line, &tx).await {
-        Ok(stats) => tracing::info!(?stats, "host log on stdin ended"),
+        Ok(s) => tracing::info!(
+            lines = s.lines,
+            events = s.events,
+            skipped = s.skipped,
+            bad = s.bad,
+            oversized = s.oversized,
+            "host log on stdin ended"
+        ),
         Err(e) => tracing::error!(error = %e, "reading the host log on stdin failed"),
     }
 }
