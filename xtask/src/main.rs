@@ -54,6 +54,7 @@ enum Task {
 }
 
 fn main() -> Result<()> {
+    forget_cargo_run_env();
     let cli = Cli::parse();
     match cli.task {
         Task::Setup => setup::run(),
@@ -65,6 +66,21 @@ fn main() -> Result<()> {
         }
         Task::Bench { args } => lab_bin("bench", &args, true),
         Task::Gen { args } => lab_bin("gen", &args, true),
+    }
+}
+
+/// Drops the package variables `cargo run` set for xtask itself, before
+/// any cargo is spawned. ring's build script declares
+/// `rerun-if-env-changed` on `CARGO_PKG_NAME`, `CARGO_MANIFEST_DIR` and
+/// the like, so inheriting xtask's values made every `cargo xtask` after a
+/// plain `cargo build` (and the other way round) rebuild ring, rustls,
+/// async-nats and smbwatch: about a minute each time.
+fn forget_cargo_run_env() {
+    for (k, _) in std::env::vars_os() {
+        let Some(k) = k.to_str() else { continue };
+        if k.starts_with("CARGO_PKG_") || k.starts_with("CARGO_MANIFEST_") {
+            std::env::remove_var(k);
+        }
     }
 }
 
