@@ -112,7 +112,8 @@ impl RunningListener {
     pub(crate) async fn stop(self, grace: Duration) {
         let _ = self.stop.send(true);
         match tokio::time::timeout(grace, self.task).await {
-            Ok(Ok(stats)) => tracing::info!(?stats, "host-log listener stopped"),
+            // The listener logs its own counts as it stops.
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "host-log listener task failed"),
             Err(_) => tracing::warn!("host-log listener did not stop within {grace:?}"),
         }
