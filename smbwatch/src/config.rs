@@ -170,8 +170,8 @@ pub struct AlertConfig {
     pub json: Option<JsonTarget>,
     /// Send alerts to the `[syslog]` target.
     pub syslog: bool,
-    /// Also print `new_pair`/`response` event lines on stdout (always on
-    /// when no sink is configured).
+    /// Also print gateway event lines (`new_pair`, `accepted`, ...) on
+    /// stdout (on anyway when no sink is configured, outside the journal).
     pub events: bool,
 }
 
@@ -303,12 +303,17 @@ impl Config {
         let mut cfg: Config = toml::from_str(text).map_err(|e| {
             let offset = e.span().map(|s| s.start);
             let (line, column) = offset.map_or((0, 0), |o| line_col(text, o));
+            let mut message = e.message().trim_end().to_string();
+            // humantime_serde says only "expected a duration": show the form.
+            if message.ends_with("expected a duration") {
+                message.push_str(" with a unit, e.g. \"90s\", \"15m\", \"2h\", \"1500ms\"");
+            }
             ConfigError::Invalid {
                 file: name.to_string(),
                 line,
                 column,
                 key: offset.and_then(|o| key_at(text, o)),
-                message: e.message().trim_end().to_string(),
+                message,
             }
         })?;
         cfg.detect.fit_default_scales();

@@ -14,8 +14,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tracing_subscriber::{layer::SubscriberExt as _, util::SubscriberInitExt as _, EnvFilter};
 
 /// The filter when `SMBWATCH_LOG` is unset: info, but the NATS client
-/// logs every reconnect attempt at info.
-const DEFAULT_FILTER: &str = "info,async_nats=warn";
+/// logs every reconnect attempt at info, and the `evtx` crate warns on
+/// every file opened (that `num_threads` has no effect: we parse on one
+/// thread on purpose), which `journalctl -p warning` shows beside alerts.
+/// smbwatch reports bad EVTX records itself.
+const DEFAULT_FILTER: &str = "info,async_nats=warn,evtx=error";
 
 /// Prefix of smbwatch's journal fields (`rule` becomes `SMBWATCH_RULE`).
 pub const JOURNAL_FIELD_PREFIX: &str = "SMBWATCH";

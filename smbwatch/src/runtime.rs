@@ -101,7 +101,15 @@ pub fn stop_metrics(task: Option<JoinHandle<()>>) {
 /// Flushes and closes the alert sinks (syslog gets its shutdown timeout).
 pub async fn flush_sinks(sinks: AlertSinks) {
     if let Some(s) = sinks.shutdown().await {
-        tracing::info!(?s, "syslog sink flushed");
+        tracing::info!(
+            sent = s.sent,
+            unsent = s.queued,
+            dropped = s.dropped,
+            truncated = s.truncated,
+            reconnects = s.reconnects,
+            connect_failures = s.connect_failures,
+            "syslog sink flushed"
+        );
     }
 }
 

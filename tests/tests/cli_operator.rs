@@ -91,4 +91,41 @@ fn check_config_refuses_a_file_without_interfaces() {
     std::fs::write(&good, "[dataplane]\ninterfaces = [\"eth0\"]\n").unwrap();
     let out = smbwatch(&["check-config", good.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // An alert file in a directory that does not exist: `run` would fail.
+    let lost = s.0.join("lost.toml");
+    let missing = s.0.join("no-such-dir");
+    std::fs::write(
+        &lost,
+        format!(
+            "[dataplane]\ninterfaces = [\"eth0\"]\n[alert]\njson = \"{}/alerts.json\"\n",
+            missing.display()
+        ),
+    )
+    .unwrap();
+    let out = smbwatch(&["check-config", lost.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "accepted: {err}");
+    assert!(
+        err.contains("alert.json") && err.contains("no-such-dir") && err.contains("does not exist"),
+        "{err}"
+    );
+    std::fs::create_dir(&missing).unwrap();
+    let out = smbwatch(&["check-config", lost.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// `baseline show` and `export` on a mistyped path say there is no
+/// database, and create nothing (they used to create an empty one and show
+/// it as an empty baseline).
+#[test]
+fn baseline_show_refuses_a_missing_database() {
+    let s = Scratch::new("baseline");
+    let db = s.0.join("typo").join("baseline.redb");
+    for cmd in ["show", "export"] {
+        let out = smbwatch(&["baseline", cmd, "--db", db.to_str().unwrap()]);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{cmd} accepted: {err}");
+        assert!(err.contains("no baseline database there"), "{err}");
+        assert!(!s.0.join("typo").exists(), "{cmd} created the directory");
+    }
 }

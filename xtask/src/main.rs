@@ -54,6 +54,7 @@ enum Task {
 }
 
 fn main() -> Result<()> {
+    forget_cargo_run_env();
     let cli = Cli::parse();
     match cli.task {
         Task::Setup => setup::run(),
@@ -65,6 +66,21 @@ fn main() -> Result<()> {
         }
         Task::Bench { args } => lab_bin("bench", &args, true),
         Task::Gen { args } => lab_bin("gen", &args, true),
+    }
+}
+
+/// Drops the package variables `cargo run` set for xtask itself, before
+/// any cargo is spawned. ring's build script declares
+/// `rerun-if-env-changed` on `CARGO_PKG_NAME`, `CARGO_MANIFEST_DIR` and
+/// the like, so inheriting xtask's values made every `cargo xtask` after a
+/// plain `cargo build` (and the other way round) rebuild ring, rustls,
+/// async-nats and smbwatch: about a minute each time.
+fn forget_cargo_run_env() {
+    for (k, _) in std::env::vars_os() {
+        let Some(k) = k.to_str() else { continue };
+        if k.starts_with("CARGO_PKG_") || k.starts_with("CARGO_MANIFEST_") {
+            std::env::remove_var(k);
+        }
     }
 }
 
@@ -140,6 +156,11 @@ fn lab_bin(name: &str, args: &[String], release: bool) -> Result<()> {
     let mut build = vec!["build", "-p", "smbwatch"];
     build.extend_from_slice(profile);
     cmd("cargo", &build)?;
+    // Built apart from `run --quiet` so that the compilation (minutes on
+    // a fresh checkout) shows its progress.
+    let mut driver = vec!["build", "-p", "integration-tests", "--bin", name];
+    driver.extend_from_slice(profile);
+    cmd("cargo", &driver)?;
     let mut run = vec!["run", "--quiet", "-p", "integration-tests", "--bin", name];
     run.extend_from_slice(profile);
     run.push("--");

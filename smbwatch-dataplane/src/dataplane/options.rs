@@ -103,9 +103,10 @@ pub enum AnswerSetting {
     /// `other-ingress` when attached to two or more interfaces, else `any`.
     #[default]
     Auto,
-    /// See [`AnswerCheck::OtherIngress`].
+    /// Only answers from another interface or VLAN than their SYN (one
+    /// from the client's side is forged).
     OtherIngress,
-    /// See [`AnswerCheck::Any`].
+    /// Answers from any ingress (one interface, a SPAN port).
     Any,
 }
 

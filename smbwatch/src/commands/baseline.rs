@@ -50,12 +50,28 @@ pub(crate) enum BaselineCommand {
 
 #[derive(Args, Debug)]
 pub(crate) struct BaselineDb {
-    /// The baseline database (redb; created when absent).
+    /// The baseline database (redb; learn and import create it when absent,
+    /// show and export need an existing one).
     #[arg(long, value_name = "PATH")]
     db: PathBuf,
     /// Configuration file; its [baseline] and [detect] settings apply.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+}
+
+impl BaselineDb {
+    /// Reading commands refuse a missing database: opening one creates it
+    /// (and its directory), and a mistyped path then showed an empty
+    /// baseline as if nothing had been learned.
+    fn must_exist(&self) -> Result<()> {
+        if !self.db.exists() {
+            anyhow::bail!(
+                "{}: no baseline database there (`smbwatch baseline learn`, `import` or `run --baseline` create one)",
+                self.db.display()
+            );
+        }
+        Ok(())
+    }
 }
 
 pub(crate) fn run(cmd: BaselineCommand) -> Result<()> {
@@ -108,12 +124,14 @@ pub(crate) fn run(cmd: BaselineCommand) -> Result<()> {
             Ok(())
         }
         BaselineCommand::Show { db, top } => {
+            db.must_exist()?;
             let cfg = super::load_config(db.config.as_deref())?;
             let mut out = std::io::stdout().lock();
             cli::show(&cfg, &db.db, top, &mut out)?;
             Ok(())
         }
         BaselineCommand::Export { db } => {
+            db.must_exist()?;
             let cfg = super::load_config(db.config.as_deref())?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             cli::export(&cfg, &db.db, &mut out)?;

@@ -13,7 +13,7 @@ use super::{load_config, read_host_logs, stdout_alerts};
 pub(crate) enum HostlogCommand {
     /// Print normalised host events as JSON lines; counts and errors on stderr.
     Parse(HostlogFiles),
-    /// Apply the host rules (suspicious_smb_client, admin_share_access) and print alerts as JSON lines.
+    /// Apply the host rules (suspicious_smb_client, admin_share_access, remote_file_drop) and print alerts as JSON lines.
     Scan(HostlogFiles),
 }
 
@@ -22,7 +22,8 @@ pub(crate) struct HostlogFiles {
     /// Host-log files (EVTX, event XML, Winlogbeat/NXLog/evtx_dump JSON, Key: Value).
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
-    /// Input format (default: detected per file).
+    /// Input format: auto (detected per record), evtx, xml, winlogbeat (or
+    /// ecs), nxlog, evtx-dump, kv.
     #[arg(long, default_value = "auto")]
     format: hostlog::Format,
     /// Configuration file; its [hostlog.rules], [correlate] and [process_classes] apply.

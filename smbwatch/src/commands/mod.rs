@@ -73,6 +73,23 @@ pub(crate) fn check_config(file: &std::path::Path) -> Result<()> {
             file.display()
         );
     }
+    // `run` fails at start on an alert file it cannot create; say so now
+    // (the directory, not the permissions: those differ between the user
+    // checking and the service).
+    if let Some(smbwatch::alert::json::JsonTarget::File(p)) = &cfg.alert.json {
+        let dir = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        if !dir.is_dir() {
+            anyhow::bail!(
+                "{}: alert.json: {}: the directory {} does not exist, so `smbwatch run` could not create the alert file",
+                file.display(),
+                p.display(),
+                dir.display()
+            );
+        }
+    }
     println!("{}: ok", file.display());
     Ok(())
 }

@@ -101,7 +101,7 @@ Drain the ring buffer a last time, deliver queued alerts, detach every XDP progr
 .SH ENVIRONMENT
 .TP
 \fBSMBWATCH_LOG\fR
-Log filter (tracing EnvFilter syntax), e.g. \fBdebug\fR or \fBinfo,smbwatch::daemon=debug\fR. Default: \fBinfo,async_nats=warn\fR. Kernel counters are logged at debug.
+Log filter (tracing EnvFilter syntax), e.g. \fBdebug\fR or \fBinfo,smbwatch::daemon=debug\fR. Default: \fBinfo,async_nats=warn,evtx=error\fR. Kernel counters are logged at debug.
 .TP
 \fBJOURNAL_STREAM\fR
 Set by systemd; when it names stderr, log lines go to the journal natively (priorities, \fBSMBWATCH_*\fR fields, no second timestamp).

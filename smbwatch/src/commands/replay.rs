@@ -34,7 +34,7 @@ pub(crate) struct ReplayArgs {
     clock_skew: Option<Duration>,
     #[command(flatten)]
     detect: DetectArgs,
-    /// Also print the events as JSON lines: new_pair/response, and what the
+    /// Also print the events as JSON lines: new_pair, accepted, refused..., and what the
     /// sampled SMB payload showed (smb_tree_connect, rpc_call...).
     #[arg(long)]
     events: bool,

@@ -87,7 +87,9 @@ pub(crate) struct AlertArgs {
     /// imuxsock), rfc5424 for network targets.
     #[arg(long, value_enum)]
     syslog_format: Option<SyslogFormatArg>,
-    /// Also print new_pair/response event lines on stdout (the default when no alert sink is set).
+    /// Also print event lines (new_pair, active, accepted, confirmed,
+    /// refused, unparsed) on stdout; the default when no alert sink is set,
+    /// except under systemd (the log is the journal).
     #[arg(long)]
     events: bool,
 }

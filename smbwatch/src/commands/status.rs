@@ -73,8 +73,10 @@ pub(crate) fn status(args: StatusArgs) -> Result<()> {
         );
     }
     println!();
+    // Aligned on the longest name (`answers_same_ingress`, 20 characters).
+    let width = stats.named().map(|(n, _)| n.len()).max().unwrap_or(0);
     for (name, v) in stats.named() {
-        println!("{name:<16} {v}");
+        println!("{name:<width$} {v}");
     }
     Ok(())
 }

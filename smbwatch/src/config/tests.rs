@@ -138,6 +138,15 @@ fn error_display_names_file_line_and_key() {
 }
 
 #[test]
+fn a_duration_without_unit_shows_the_form() {
+    let err = parse("[detect]\nwindow = \"2\"\n").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "test.toml:2:10: detect.window: invalid value: string \"2\", expected a duration with a unit, e.g. \"90s\", \"15m\", \"2h\", \"1500ms\""
+    );
+}
+
+#[test]
 fn syntax_errors_have_a_line() {
     let (line, key, _) = error("[detect]\nwindow = \"1m\"\nfanout_threshold = \n");
     assert_eq!(line, 3);

@@ -190,7 +190,16 @@ async fn start(opts: &RunOptions) -> Result<Running, DaemonError> {
     let load = cfg
         .dataplane
         .load_options(opts.ifaces.len(), cfg.detect.window);
-    tracing::info!(answers = ?load.answers, events_per_cpu = load.events_per_cpu, "kernel settings");
+    // Spelled as `--answers` takes it.
+    let answers = match load.answers {
+        crate::dataplane::AnswerCheck::OtherIngress => "other-ingress",
+        crate::dataplane::AnswerCheck::Any => "any",
+    };
+    tracing::info!(
+        answers,
+        events_per_cpu = load.events_per_cpu,
+        "kernel settings"
+    );
     let mut dp = Dataplane::load(&load)?;
     for iface in &opts.ifaces {
         let mode = dp.attach(iface, cfg.dataplane.xdp_mode, opts.force)?;

@@ -17,7 +17,10 @@ const LISTENING: usize = 4;
 
 fn main() -> ExitCode {
     match demo() {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            println!("==> done: the lab is removed");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("demo failed: {e:#}");
             ExitCode::FAILURE
@@ -45,7 +48,7 @@ fn demo() -> Result<()> {
     );
 
     step(&format!(
-        "starting smbwatch on the gateway: {} run --iface {GW_ATTACKER_IF} --iface {GW_SERVERS_IF} --json - --events",
+        "starting smbwatch on the gateway: {} run --iface {GW_ATTACKER_IF} --iface {GW_SERVERS_IF} --stats-interval 2s --json - --events",
         smbwatch_bin().display()
     ));
     // Alerts (ECS JSON) and events on stdout; a router would add --syslog.

@@ -384,7 +384,18 @@ impl Listener {
         let _ = stop_tx.send(true);
         while tasks.join_next().await.is_some() {}
         let stats = self.counters.snapshot();
-        info!(?stats, "host-log listener stopped");
+        info!(
+            accepted = stats.accepted,
+            refused = stats.refused,
+            timed_out = stats.timed_out,
+            tls_failed = stats.tls_failed,
+            lines = stats.lines,
+            events = stats.events,
+            skipped = stats.skipped,
+            bad = stats.bad,
+            oversized = stats.oversized,
+            "host-log listener stopped"
+        );
         stats
     }
 }

@@ -112,7 +112,8 @@ impl RunningListener {
     pub(crate) async fn stop(self, grace: Duration) {
         let _ = self.stop.send(true);
         match tokio::time::timeout(grace, self.task).await {
-            Ok(Ok(stats)) => tracing::info!(?stats, "host-log listener stopped"),
+            // The listener logs its own counts as it stops.
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "host-log listener task failed"),
             Err(_) => tracing::warn!("host-log listener did not stop within {grace:?}"),
         }
@@ -145,7 +146,14 @@ async fn read_once(path: PathBuf, tx: mpsc::Sender<HostEvent>) {
 
 async fn read_stdin(tx: mpsc::Sender<HostEvent>, max_line: usize) {
     match lines::forward("stdin", tokio::io::stdin(), max_line, &tx).await {
-        Ok(stats) => tracing::info!(?stats, "host log on stdin ended"),
+        Ok(s) => tracing::info!(
+            lines = s.lines,
+            events = s.events,
+            skipped = s.skipped,
+            bad = s.bad,
+            oversized = s.oversized,
+            "host log on stdin ended"
+        ),
         Err(e) => tracing::error!(error = %e, "reading the host log on stdin failed"),
     }
 }
