@@ -1,6 +1,6 @@
 //! Per-event cost of the detector under source churn, for benchmarks
 //! (`cargo xtask bench`, user-space section) and the `#[ignore]`d
-//! `detect::tests::churn_cost` report test.
+//! `detect::tests::cost::churn_cost` report test.
 //!
 //! [`churn_events`] is a spoofed SYN flood: every event a new source, at a
 //! fixed rate, so the source table is full and evicts on every event.
