@@ -99,11 +99,23 @@ fn churn_cost() {
         })
         .unwrap_or((2_000_000, 3));
     let events = bench::churn_events(n, 35_000);
+    // The default and what each part of it costs: the longer scales, the
+    // prefix aggregation, both off.
+    let three_scales = DetectConfig {
+        prefix: one_scale().prefix,
+        ..DetectConfig::default()
+    };
+    let prefixes_one_scale = DetectConfig {
+        fanout_scales: Vec::new(),
+        ..DetectConfig::default()
+    };
     for (name, cfg) in [
         ("default", DetectConfig::default()),
+        ("three scales, no prefixes", three_scales),
+        ("one scale, prefixes", prefixes_one_scale),
         ("one scale, no prefixes", one_scale()),
     ] {
-        let c = bench::measure(&cfg, &events, rounds);
+        let c = bench::measure(&cfg, &events, rounds, bench::thread_cpu);
         println!(
         "churn ({name}): detector {:.0} ns/event ({:.0} with prefetch {} ahead), bounded HashMap {:.0} ns/event, ratio {:.2} ({:.2}) ({} evictions, {} alerts)",
         c.detector_ns,
