@@ -18,15 +18,18 @@ use crate::event::{GatewayEvent, GatewayEventKind};
 
 pub(super) const DAY: i64 = 86_400;
 
-/// A record in a table, with whether it waits for the next batch.
+/// A record in a table, with whether it waits for the next batch: the
+/// flag first, beside the table's key, so a session's check of it reads
+/// a line the lookup already brought in (see [`Client`]'s layout).
+#[repr(C)]
 pub(super) struct Slot<T> {
-    pub rec: T,
     pub(super) dirty: bool,
+    pub rec: T,
 }
 
 impl<T> Slot<T> {
     pub(super) fn clean(rec: T) -> Self {
-        Self { rec, dirty: false }
+        Self { dirty: false, rec }
     }
 }
 
@@ -194,31 +197,54 @@ impl Baseline {
         let addr = addr_key(ev.src);
         let server = addr_key(ev.dst);
         let client = self.host_of(ev, t, day);
-        if !self.clients.contains_key(&client) && !self.new_clients.admit(ev.src, t) {
-            // Past the per-prefix rate of new clients: not learned (it
-            // would evict real clients), still scored below as unknown.
-            self.stats.new_clients_limited += 1;
-            return self.score_unlearned(ev, client, server, t);
-        }
-        self.stats.learned += 1;
-        self.meta.learned += 1;
-        let started = *self.meta.started.get_or_insert(t);
-        self.meta.last = Some(self.meta.last.map_or(t, |l| l.max(t)));
-        let learn_end = started.saturating_add(self.cfg.learn_for.as_secs() as i64);
-        let learning = t < learn_end;
         let secs_of_day = t.rem_euclid(DAY);
         let hour = (secs_of_day / 3600) as u32;
         // 1970-01-01 was a Thursday: Monday is day 4 of that week.
         let weekday = (day + 3).rem_euclid(7);
         let weekend = weekday >= 5;
         let week_hour = (weekday * 24) as u32 + hour;
+        let office_ok = self.office_hour(weekend, hour);
+        // The client: one lookup for a known one (the table's line is the
+        // event's first cache miss).
+        let slot = match self.clients.get_mut(&client) {
+            Some(slot) => {
+                if !slot.dirty {
+                    slot.dirty = true;
+                    self.dirty_clients.push(client);
+                }
+                slot
+            }
+            None if !self.new_clients.admit(ev.src, t) => {
+                // Past the per-prefix rate of new clients: not learned (it
+                // would evict real clients), still scored below as unknown.
+                self.stats.new_clients_limited += 1;
+                return self.score_unlearned(ev, client, server, t);
+            }
+            None => {
+                // `slot_client`'s insert, borrowing the table alone.
+                if self.clients.len() >= self.cfg.max_clients {
+                    self.evict_clients(self.cfg.max_clients - self.cfg.max_clients / 16);
+                }
+                self.dirty_clients.push(client);
+                let slot = self
+                    .clients
+                    .entry(client)
+                    .or_insert_with(|| Slot::clean(Client::new(t)));
+                slot.dirty = true;
+                slot
+            }
+        };
+        self.stats.learned += 1;
+        self.meta.learned += 1;
+        let started = *self.meta.started.get_or_insert(t);
+        self.meta.last = Some(self.meta.last.map_or(t, |l| l.max(t)));
+        let learn_end = started.saturating_add(self.cfg.learn_for.as_secs() as i64);
+        let learning = t < learn_end;
         let rec = self.cfg.recurrence_days;
         let slack = self.cfg.slack_hours();
-        let office_ok = self.office_hour(weekend, hour);
         let manager_min = self.cfg.manager_min_targets;
 
-        // The client.
-        let c = &mut self.slot_client(client, t).rec;
+        let c = &mut slot.rec;
         let client_new = c.events == 0;
         let client_was_established = c.established;
         let manager = manager_min > 0 && c.usual_servers >= manager_min;
