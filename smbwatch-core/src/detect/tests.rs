@@ -580,6 +580,31 @@ fn responses_for_unknown_pairs_are_counted_and_ignored() {
     assert_eq!((stats.unmatched_responses, stats.tracked_sources), (2, 1));
 }
 
+/// The key is the 16-byte mapped form, built as one value.
+#[test]
+fn address_keys_are_the_mapped_form() {
+    for a in [
+        "192.0.2.66",
+        "0.0.0.0",
+        "255.255.255.255",
+        "2001:db8::1",
+        "::ffff:192.0.2.1",
+        "::1",
+    ] {
+        let ip = ip(a);
+        assert_eq!(
+            addr_key(ip),
+            smbwatch_common::addr::to_mapped(ip).octets(),
+            "{a}"
+        );
+        assert_eq!(
+            key_addr(&addr_key(ip.to_canonical())),
+            ip.to_canonical(),
+            "{a}"
+        );
+    }
+}
+
 mod cost;
 mod flood;
 mod limits;

@@ -115,6 +115,10 @@ fn churn_cost() {
         ("one scale, prefixes", prefixes_one_scale),
         ("one scale, no prefixes", one_scale()),
     ] {
+        // SMBWATCH_CHURN_ONLY=NAME: that configuration alone (for a profiler).
+        if std::env::var("SMBWATCH_CHURN_ONLY").is_ok_and(|only| only != name) {
+            continue;
+        }
         let c = bench::measure(&cfg, &events, rounds, bench::thread_cpu);
         println!(
         "churn ({name}): detector {:.0} ns/event ({:.0} with prefetch {} ahead), bounded HashMap {:.0} ns/event, ratio {:.2} ({:.2}) ({} evictions, {} alerts)",
