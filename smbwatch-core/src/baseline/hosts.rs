@@ -8,9 +8,10 @@ use std::net::IpAddr;
 
 use ahash::RandomState;
 
+use super::addr_key;
+use super::index::{Index, ServerInfo};
 use super::learn::Baseline;
 use super::record::Client;
-use super::{addr_key, Snapshot};
 use crate::event::{GatewayEvent, MacAddr};
 
 /// Host keys live in 100::/64 (RFC 6666, discard-only: never a real
@@ -49,50 +50,6 @@ pub fn is_host_key(k: u128) -> bool {
 /// Whether a key names a host known by name (from host logs).
 pub fn is_name_key(k: u128) -> bool {
     is_host_key(k) && k & NAME_TAG != 0
-}
-
-/// A server as the new-server rule sees it.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct ServerInfo {
-    /// Its first client (Unix seconds).
-    pub first: i64,
-    /// When `smb_new_server` introduced it (its edges then learn without
-    /// alerts for `learn_for`).
-    pub intro: Option<i64>,
-}
-
-/// What scoring derives from the tables, and the day's identity state.
-#[derive(Default)]
-pub(super) struct Index {
-    /// Address (key) to the host (MAC or name key) last seen there.
-    pub addr_host: HashMap<u128, u128, RandomState>,
-    /// Established servers per client.
-    pub by_client: HashMap<u128, Vec<u128>, RandomState>,
-    /// Servers' first client and introduction.
-    pub servers: HashMap<u128, ServerInfo, RandomState>,
-    /// Established clients usually active per hour (weekdays, weekends).
-    pub office: [[u32; 24]; 2],
-    /// Established clients held.
-    pub established: u32,
-    /// Per MAC, today's distinct source addresses (the router test).
-    pub mac_day: HashMap<MacAddr, (i64, Vec<u128>), RandomState>,
-    /// Per client, the one destination without history it may reach today
-    /// without an alert (a new server's first clients).
-    pub unknown_today: HashMap<u128, (i64, u128), RandomState>,
-}
-
-impl Index {
-    /// Adds an established client's usual hours to the office counts.
-    pub fn add_office(&mut self, c: &Client, sign: i32) {
-        for (w, mask) in [(0, c.usual_hours), (1, c.weekend_hours)] {
-            for h in 0..24 {
-                if mask & (1 << h) != 0 {
-                    let n = &mut self.office[w][h];
-                    *n = n.saturating_add_signed(sign);
-                }
-            }
-        }
-    }
 }
 
 impl Baseline {
@@ -259,11 +216,4 @@ impl Baseline {
         }
         self.idx = idx;
     }
-}
-
-/// The end of learning a snapshot implies.
-pub(super) fn learn_end(snap: &Snapshot, learn_for: std::time::Duration) -> i64 {
-    snap.meta
-        .started
-        .map_or(i64::MAX, |s| s.saturating_add(learn_for.as_secs() as i64))
 }

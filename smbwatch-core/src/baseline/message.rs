@@ -2,7 +2,8 @@
 
 use chrono::DateTime;
 
-use super::learn::{Baseline, Finding};
+use super::finding::Finding;
+use super::learn::Baseline;
 use super::{key_addr, Role};
 use crate::alert::{Alert, AlertKind, Severity};
 use crate::community_id::{community_id_v1, PROTO_TCP};

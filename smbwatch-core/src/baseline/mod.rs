@@ -19,13 +19,17 @@ pub mod bench;
 mod config;
 #[cfg(any(test, feature = "bench"))]
 pub mod eval;
+mod finding;
 mod hosts;
+mod index;
 mod learn;
 pub mod message;
 mod rate;
 mod record;
+mod score;
 #[cfg(any(test, feature = "bench"))]
 pub mod sim;
+mod tables;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

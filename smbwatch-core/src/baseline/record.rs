@@ -11,57 +11,66 @@ pub const WEEK_HOURS: usize = 168;
 pub const LISTED_SERVERS: usize = 4;
 
 /// One SMB client.
+///
+/// `repr(C)`, in this order: what every learned session reads or writes
+/// (latest times, counts, the week's and the day's hours, whether it is
+/// normal) comes first, so that with the table's key and dirty flag it
+/// fits the first 112 bytes of the learner's 256-byte entry (two cache
+/// lines where entries start on a line or 16 bytes past one); the per-hour day
+/// counts (read at a client's first session in an hour), the identity and
+/// the listed servers follow. Exports write the fields in this order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(C)]
 pub struct Client {
-    /// First answered SMB connection (Unix seconds).
-    pub first_seen: i64,
-    /// Latest one.
+    /// Latest answered SMB connection (Unix seconds).
     pub last_seen: i64,
     /// Answered connections reported.
     pub events: u64,
-    /// Distinct UTC days seen.
-    pub days: u32,
-    /// The latest of those days (days since 1970-01-01).
+    /// The latest of the days seen (days since 1970-01-01).
     pub last_day: i64,
-    /// Hours of the latest day seen (bit = hour of day, UTC).
-    pub day_hours: u32,
     /// Hours of the week ever active (bit = hour of week, Monday 00h UTC = 0).
     pub week_hours: [u64; 3],
-    /// Per hour of day, distinct days active at that hour (saturating).
-    pub hour_days: [u8; 24],
+    /// Distinct UTC days seen.
+    pub days: u32,
+    /// Hours of the latest day seen (bit = hour of day, UTC).
+    pub day_hours: u32,
     /// Hours of day that are normal for the client: active during
     /// learning, or on `recurrence_days` days since.
     pub usual_hours: u32,
-    /// Seen during learning, or on `recurrence_days` days since.
-    pub established: bool,
-    /// Edges from this client held now.
-    pub servers: u32,
-    /// Up to [`LISTED_SERVERS`] established servers (address keys, 0 = none;
-    /// addresses in exports).
-    #[serde(with = "listed")]
-    pub listed: [u128; LISTED_SERVERS],
-    /// Latest address of a host known by MAC or name (address key; 0 for
-    /// a client known by its address, whose key is the address).
-    #[serde(default, with = "key", rename = "last_addr")]
-    pub addr: u128,
-    /// When a logon last bound a name host to `addr` (Unix seconds; 0: never).
-    #[serde(default)]
-    pub bound: i64,
     /// Hours of day that are normal on weekends (Saturday, Sunday UTC);
     /// `usual_hours` and `hour_days` are the weekdays'.
     #[serde(default)]
     pub weekend_hours: u32,
-    /// Per hour of day, distinct weekend days active at that hour.
-    #[serde(default)]
-    pub weekend_hour_days: [u8; 24],
     /// Established edges from this client (what "usual servers" counts:
     /// not the edges an anomaly just created).
     #[serde(default)]
     pub usual_servers: u32,
+    /// Seen during learning, or on `recurrence_days` days since.
+    pub established: bool,
     /// [`Client::ROUTER`]: a MAC seen with too many addresses in a day (a
     /// router's, not a host's): never used as a host's identity again.
     #[serde(default)]
     pub flags: u8,
+    /// Edges from this client held now.
+    pub servers: u32,
+    /// Per hour of day, distinct days active at that hour (saturating).
+    pub hour_days: [u8; 24],
+    /// Per hour of day, distinct weekend days active at that hour.
+    #[serde(default)]
+    pub weekend_hour_days: [u8; 24],
+    /// First answered SMB connection (Unix seconds).
+    pub first_seen: i64,
+    /// When a logon last bound a name host to `addr` (Unix seconds; 0: never).
+    #[serde(default)]
+    pub bound: i64,
+    /// Latest address of a host known by MAC or name (address key; 0 for
+    /// a client known by its address, whose key is the address).
+    #[serde(default, with = "key", rename = "last_addr")]
+    pub addr: u128,
+    /// Up to [`LISTED_SERVERS`] established servers (address keys, 0 = none;
+    /// addresses in exports).
+    #[serde(with = "listed")]
+    pub listed: [u128; LISTED_SERVERS],
 }
 
 impl Client {

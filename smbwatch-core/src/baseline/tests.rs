@@ -245,7 +245,7 @@ fn hour_ranges_read_well() {
 }
 
 /// Learning rate of the pure learner, printed (`cargo test --release -p
-/// smbwatch --lib learning_rate -- --ignored --nocapture`); `cargo xtask
+/// smbwatch-core --lib learning_rate -- --ignored --nocapture`); `cargo xtask
 /// bench --only baseline` measures it with rounds and reports the goal.
 #[test]
 #[ignore]
@@ -253,9 +253,12 @@ fn learning_rate() {
     let events = bench::office_events(2_000_000, 20_000, 1_793_577_600, 10);
     for _ in 0..3 {
         let mut b = bench::fresh(BaselineConfig::default());
+        let cpu = crate::detect::bench::thread_cpu();
         let (t, _) = bench::feed(&mut b, &events);
+        let cpu = crate::detect::bench::thread_cpu() - cpu;
         eprintln!(
-            "{:.0} events/s ({} clients, {} edges)",
+            "{:.0} events per CPU second, {:.0} per wall-clock second ({} clients, {} edges)",
+            events.len() as f64 / cpu.as_secs_f64(),
             events.len() as f64 / t.as_secs_f64(),
             b.stats().clients,
             b.stats().edges
@@ -274,6 +277,22 @@ fn entry_sizes_match_the_docs() {
     let (client, edge) = (client * 8 / 7, edge * 8 / 7);
     assert!((250..=350).contains(&client), "{client}");
     assert!((60..=120).contains(&edge), "{edge}");
+}
+
+/// What a learned session of a known client touches (the table's key,
+/// the dirty flag, latest times, counts, the week's and the day's hours,
+/// `established`) sits in the first 112 bytes of its 256-byte entry: two
+/// cache lines where the table's entries start on a line or 16 bytes past
+/// one (glibc gives a large table 16 bytes past a page), three otherwise;
+/// all four lines before this layout.
+#[test]
+fn a_sessions_client_fields_fit_two_cache_lines() {
+    use std::mem::{offset_of, size_of};
+    assert_eq!(size_of::<(u128, learn::Slot<Client>)>(), 256);
+    let rec = offset_of!(learn::Slot<Client>, rec);
+    assert_eq!(offset_of!(learn::Slot<Client>, dirty), 0);
+    let end = 16 + rec + offset_of!(Client, flags) + 1;
+    assert!(end <= 112, "{end}");
 }
 
 /// A SYN-ACK whose client never completes the handshake (a spoofed SYN)

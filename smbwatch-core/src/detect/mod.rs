@@ -25,22 +25,24 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
-use serde::Serialize;
-use smbwatch_common::addr::{from_mapped, to_mapped};
+use smbwatch_common::addr::from_mapped;
 
-use crate::alert::{Alert, AlertKind};
+use crate::alert::Alert;
 use crate::event::{GatewayEvent, GatewayEventKind};
 
 mod alerting;
 #[cfg(any(test, feature = "bench"))]
 pub mod bench;
 mod config;
+mod contact;
 mod evasion;
+mod expiry;
 mod index;
 mod prefix;
 mod recent;
 mod reconfigure;
 mod scales;
+mod stats;
 mod table;
 mod trw;
 
@@ -48,63 +50,10 @@ use crate::community_id::{community_id_v1, PROTO_TCP};
 pub use config::{DetectConfig, FanoutScale, PrefixConfig, SubnetOverride};
 use prefix::{Members, Prefixes};
 use recent::Recent;
-use table::{class_of, Key, Outcome, Table};
+pub use stats::{Cap, CapNotice, DetectStats};
+use table::{Key, Outcome, Table};
 pub use table::{CLASSES, MAX_SCALES};
-use trw::{Decision, Trw};
-
-/// Counters describing the detector's state and work.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct DetectStats {
-    /// Events observed.
-    pub events: u64,
-    /// Sources tracked now.
-    pub tracked_sources: usize,
-    /// (source, destination) pairs tracked now.
-    pub tracked_pairs: usize,
-    /// Pairs still waiting for an answer.
-    pub pending_pairs: usize,
-    /// Bytes held by the state now (at most [`DetectConfig::memory_bound`]).
-    pub memory_bytes: usize,
-    /// Sources evicted because `max_sources` or `max_pairs` was reached.
-    pub source_evictions: u64,
-    /// The same by fan-out class of the evicted source: 1 destination,
-    /// 2–3, 4–7, 8–15, 16–31, 32 or more.
-    pub source_evictions_by_class: [u64; CLASSES],
-    /// New records of evicted sources that came back to another destination
-    /// (admitted in the 2–3 class instead of probation).
-    pub recalled_sources: u64,
-    /// Pairs counted accepted then refused (RST after the SYN-ACK): made failures.
-    pub accepted_then_refused: u64,
-    /// New sources the kernel already tracked (their earlier pair's event
-    /// shed or their record flushed): one destination counted unseen.
-    pub unseen_destinations: u64,
-    /// Destinations dropped because a source reached
-    /// `max_destinations_per_source` (or was the only source left at `max_pairs`).
-    pub destination_evictions: u64,
-    /// Inserts that found a cap full (each caused an eviction).
-    pub cap_hits: u64,
-    /// Sources forgotten after being idle for their window and the hold-down.
-    pub idle_expired: u64,
-    /// Events from allowlisted sources (ignored).
-    pub allowlisted: u64,
-    /// Answers for pairs not tracked (evicted, or older than the detector).
-    pub unmatched_responses: u64,
-    /// Alerts raised.
-    pub alerts: u64,
-    /// Alerts held back (TRW's `hold_down`; a fan-out scale crossing while
-    /// a longer scale's alert holds).
-    pub suppressed: u64,
-    /// Prefix alerts raised (included in `alerts`).
-    pub prefix_alerts: u64,
-    /// Prefixes tracked now.
-    pub tracked_prefixes: usize,
-    /// Prefixes evicted by `detect.prefix.max_prefixes` / `max_pairs`.
-    pub prefix_evictions: u64,
-    /// Unparsed events (packets the kernel could not walk to TCP).
-    pub unparsed: u64,
-    /// `smb_evasion_attempt` alerts raised (included in `alerts`).
-    pub evasion_alerts: u64,
-}
+use trw::Trw;
 
 /// What a detector's sources are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,46 +65,6 @@ enum Mode {
     Prefix,
     /// Sources of unparsed packets: no TRW, evasion alerts.
     Evasion,
-}
-
-/// Which capacity limit was reached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Cap {
-    /// `max_sources`.
-    Sources,
-    /// `max_pairs`.
-    Pairs,
-    /// `max_destinations_per_source`.
-    DestinationsPerSource,
-}
-
-impl Cap {
-    /// The configuration key of this cap.
-    pub fn key(self) -> &'static str {
-        match self {
-            Self::Sources => "detect.max_sources",
-            Self::Pairs => "detect.max_pairs",
-            Self::DestinationsPerSource => "detect.max_destinations_per_source",
-        }
-    }
-}
-
-/// A capacity limit was reached: state is being evicted from here on.
-///
-/// [`Detector::take_cap_notice`] returns one per episode: for `Sources` and
-/// `Pairs`, again only after usage fell below half the cap; for
-/// `DestinationsPerSource`, once per source (while it is tracked).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct CapNotice {
-    /// Event time when the cap was reached.
-    pub ts: DateTime<Utc>,
-    /// Which cap.
-    pub cap: Cap,
-    /// Its configured value.
-    pub limit: usize,
-    /// The source whose event found the cap full.
-    pub source: IpAddr,
 }
 
 /// Probation (one destination) keeps at least 1/8 of `max_sources`, so a
@@ -384,7 +293,7 @@ impl Detector {
 
     /// Prefix detectors: note the current event's member in `slot`'s
     /// prefix (the member count and the most active members).
-    fn note_member(&mut self, slot: u32) {
+    pub(super) fn note_member(&mut self, slot: u32) {
         if let Some((key, new)) = self.member {
             if let Some(m) = self.members.get_mut(slot as usize) {
                 m.add(&key, new);
@@ -394,318 +303,12 @@ impl Detector {
 
     /// Prefix detectors: whether `slot`'s prefix has enough members to
     /// alert (always, in other detectors).
-    fn members_ok(&self, slot: u32) -> bool {
+    pub(super) fn members_ok(&self, slot: u32) -> bool {
         self.mode != Mode::Prefix
             || self
                 .members
                 .get(slot as usize)
                 .is_some_and(|m| m.count() >= self.cfg.prefix.min_members)
-    }
-
-    fn new_pair(&mut self, src: IpAddr, ev: &GatewayEvent, now: i64, alerts: &mut Vec<Alert>) {
-        let key = addr_key(src);
-        let dst = addr_key(ev.dst.to_canonical());
-        let hash = self.table.addr_hash(&key);
-        // Under churn (a spoofed flood) this event reads three lines at
-        // random: the source's index bucket, its `recent` bucket, and the
-        // index bucket of the source it evicts. Ask for all three at once.
-        self.table.prefetch_source(hash);
-        self.recent.prefetch(&key);
-        if self.table.source_count() >= self.max_sources {
-            self.table.prefetch_victim_index(self.probation_reserve);
-        }
-        let slot = match self.table.source_hashed(&key, hash) {
-            Some(slot) => {
-                self.seen(slot, ev, now);
-                self.advance_scales(slot, now);
-                self.prune(slot, now);
-                if let Some(p) = self.table.pair(slot, &dst) {
-                    // Seen again while kept (a retransmission the kernel
-                    // reported twice, a reconnect, or the pair active in a
-                    // later epoch): still one destination, but back within
-                    // the shorter scales it had left.
-                    self.table.refresh_pair(p, now, ev.sport);
-                    self.note_member(slot);
-                    self.touch(slot);
-                    self.check_scales(slot, now, alerts);
-                    return;
-                }
-                slot
-            }
-            None => {
-                let slot = self.admit(key, hash, &dst, src, now);
-                self.admitted = true;
-                self.seen(slot, ev, now);
-                // The kernel tracks the source (it opened another pair a few
-                // seconds ago) but the detector never heard of it: that
-                // pair's event was shed, or its record flushed. Count it.
-                if ev.kernel_fanout.is_some() {
-                    self.table.sources[slot as usize].unseen = 1;
-                    self.stats.unseen_destinations += 1;
-                }
-                slot
-            }
-        };
-        self.note_member(slot);
-        if ev.fragmented {
-            let s = &mut self.table.sources[slot as usize];
-            s.fragmented = s.fragmented.saturating_add(1);
-        }
-        if self.table.sources[slot as usize].distinct >= self.max_per_source {
-            // Keep the newest destinations: the count saturates at the cap.
-            if !self.table.sources[slot as usize].dest_cap_noticed {
-                self.table.sources[slot as usize].dest_cap_noticed = true;
-                self.notice(Cap::DestinationsPerSource, now, src);
-            }
-            self.stats.cap_hits += 1;
-            let oldest = self.table.sources[slot as usize].head;
-            self.table.remove_pair(oldest);
-            self.stats.destination_evictions += 1;
-        }
-        while self.table.pair_count() >= self.max_pairs {
-            self.cap_hit(Cap::Pairs, now, src);
-            match self.table.victim(self.probation_reserve, slot) {
-                Some(victim) => self.evict(victim),
-                // The only source left: drop its own oldest destination.
-                None => {
-                    let oldest = self.table.sources[slot as usize].head;
-                    self.table.remove_pair(oldest);
-                    self.stats.destination_evictions += 1;
-                }
-            }
-        }
-        self.table.insert_pair(slot, dst, now, ev.sport, ev.dport);
-        self.touch(slot);
-        self.check_scales(slot, now, alerts);
-    }
-
-    /// Start tracking a new source, evicting one if the table is full. A
-    /// source admitted recently (and evicted since) with another destination
-    /// comes back with that destination counted in its class.
-    fn admit(&mut self, key: Key, hash: u32, dst: &Key, src: IpAddr, now: i64) -> u32 {
-        let recalled = self.recent.admit(&key, dst);
-        while self.table.source_count() >= self.max_sources {
-            self.cap_hit(Cap::Sources, now, src);
-            let victim = self
-                .table
-                .victim(self.probation_reserve, table::NIL)
-                .expect("sources at cap, so one exists");
-            self.evict(victim);
-        }
-        let rule = self.rule_for(src);
-        let slot = self.table.insert_source(key, hash, rule, now);
-        if self.mode == Mode::Prefix {
-            let i = slot as usize;
-            if self.members.len() <= i {
-                self.members.resize(i + 1, Members::default());
-            }
-            self.members[i] = Members::default();
-        }
-        if recalled {
-            self.table.sources[slot as usize].carried = 1;
-            self.stats.recalled_sources += 1;
-        }
-        if self.table.source_count() >= self.max_sources {
-            // Under churn the next event evicts again.
-            self.table.prefetch_victim(self.probation_reserve);
-        }
-        slot
-    }
-
-    /// Evict a source to make room.
-    fn evict(&mut self, slot: u32) {
-        self.stats.source_evictions += 1;
-        self.stats.source_evictions_by_class[usize::from(self.table.class(slot))] += 1;
-        self.table.remove_source(slot);
-    }
-
-    /// The source's event at `now`: latest activity, interface and VLAN.
-    fn seen(&mut self, slot: u32, ev: &GatewayEvent, now: i64) {
-        let s = &mut self.table.sources[slot as usize];
-        s.last_seen = now;
-        s.ifindex = ev.ifindex;
-        s.vlan = ev.vlan;
-    }
-
-    /// Make the source the most recently active of its (possibly new) class.
-    fn touch(&mut self, slot: u32) {
-        let class = self.class(slot);
-        self.table.touch(slot, class);
-    }
-
-    /// A source's fan-out class: destinations in its window (plus one
-    /// remembered from before an eviction), or the net failures of its
-    /// random walk if more (a slow scanner's probes outside the window).
-    fn class(&self, slot: u32) -> u8 {
-        let s = &self.table.sources[slot as usize];
-        let walk = if s.llr > 0.0 {
-            // Tolerance: a sum of n equal steps divided by the step.
-            (s.llr / self.trw.failure + 1e-9) as u32
-        } else {
-            0
-        };
-        class_of((s.fanout() + u32::from(s.carried)).max(walk))
-    }
-
-    fn response(
-        &mut self,
-        src: IpAddr,
-        dst: IpAddr,
-        accepted: bool,
-        now: i64,
-        alerts: &mut Vec<Alert>,
-    ) {
-        let pair = self
-            .table
-            .source(&addr_key(src))
-            .and_then(|slot| Some((slot, self.table.pair(slot, &addr_key(dst.to_canonical()))?)));
-        let Some((slot, p)) = pair else {
-            self.stats.unmatched_responses += 1;
-            return;
-        };
-        match (self.table.pairs[p as usize].outcome, accepted) {
-            (Outcome::Pending, _) => {
-                self.table.sources[slot as usize].last_seen = now;
-                self.table.resolve(
-                    p,
-                    if accepted {
-                        Outcome::Accepted
-                    } else {
-                        Outcome::Failed
-                    },
-                );
-                self.trw_step(slot, accepted, now, alerts);
-            }
-            (Outcome::Accepted, false) => {
-                // RST after the SYN-ACK with no ACK between (the kernel
-                // reports it as Refused for a pair it reported Accepted):
-                // the contact failed after all.
-                self.table.sources[slot as usize].last_seen = now;
-                let same_walk =
-                    self.table.pairs[p as usize].walk == self.table.sources[slot as usize].walk;
-                self.table.accepted_to_failed(p);
-                self.stats.accepted_then_refused += 1;
-                let decision = self
-                    .trw
-                    .correct(&mut self.table.sources[slot as usize].llr, same_walk);
-                self.trw_decided(slot, decision, now, alerts);
-            }
-            // A late answer (after the timeout counted it as failed), a
-            // second answer, or a SYN-ACK after a RST: the first decision stands.
-            _ => return,
-        }
-        self.touch(slot);
-    }
-
-    /// Pairs unanswered for longer than the timeout are failures, decided
-    /// at their deadline.
-    fn expire_pending(&mut self, now: i64, alerts: &mut Vec<Alert>) {
-        while let Some(p) = self.table.pending_head() {
-            let pair = &self.table.pairs[p as usize];
-            let deadline = pair.first_ts.saturating_add(self.timeout);
-            if deadline >= now {
-                break;
-            }
-            let slot = pair.src;
-            self.table.resolve(p, Outcome::Failed);
-            self.trw_step(slot, false, deadline, alerts);
-        }
-    }
-
-    fn trw_step(&mut self, slot: u32, success: bool, at: i64, alerts: &mut Vec<Alert>) {
-        if self.mode == Mode::Evasion {
-            // Unparsed packets get no answer the kernel can match.
-            return;
-        }
-        let decision = self
-            .trw
-            .step(&mut self.table.sources[slot as usize].llr, success);
-        self.trw_decided(slot, decision, at, alerts);
-    }
-
-    /// After a walk moved: a decision restarts it (a later correction of an
-    /// outcome counted before the restart goes to the new walk); a scanner
-    /// decision alerts.
-    fn trw_decided(&mut self, slot: u32, decision: Decision, at: i64, alerts: &mut Vec<Alert>) {
-        if decision == Decision::Continue {
-            return;
-        }
-        let s = &mut self.table.sources[slot as usize];
-        s.walk = s.walk.wrapping_add(1);
-        if decision == Decision::Scanner {
-            self.prune(slot, at);
-            if let Some(alert) = self.maybe_alert(slot, AlertKind::SmbScanTrw, at) {
-                alerts.push(alert);
-            }
-        }
-    }
-
-    /// Drop the source's destinations last seen a window ago or earlier.
-    /// A still-pending pair stops the walk: its outcome is owed to TRW, and
-    /// it is decided within `response_timeout` (no longer than the window).
-    fn prune(&mut self, slot: u32, now: i64) {
-        self.table.advance_scales(slot, now);
-        let window = self.table.sources[slot as usize].window;
-        loop {
-            let head = self.table.sources[slot as usize].head;
-            if head == table::NIL {
-                break;
-            }
-            let p = &self.table.pairs[head as usize];
-            if p.outcome == Outcome::Pending || p.ts.saturating_add(window) > now {
-                break;
-            }
-            self.table.remove_pair(head);
-        }
-    }
-
-    /// Forget sources idle for longer than both their window and the
-    /// hold-down: nothing of them is in a window any more and a new alert
-    /// would not be suppressed, so only the TRW walk is lost.
-    fn expire_idle(&mut self, now: i64) {
-        // Each class list is ordered by latest activity.
-        for c in 0..CLASSES {
-            while let Some(lru) = self.table.class_tail(c) {
-                let s = &self.table.sources[lru as usize];
-                let keep = s.window.max(self.hold_down);
-                if s.pending > 0 || s.last_seen.saturating_add(keep) > now {
-                    break;
-                }
-                self.table.remove_source(lru);
-                self.stats.idle_expired += 1;
-            }
-        }
-        // Re-arm the global cap notices once usage has fallen well below.
-        if self.table.source_count() < self.max_sources / 2 {
-            self.armed[0] = true;
-        }
-        if self.table.pair_count() < self.max_pairs / 2 {
-            self.armed[1] = true;
-        }
-    }
-
-    fn cap_hit(&mut self, cap: Cap, now: i64, src: IpAddr) {
-        self.stats.cap_hits += 1;
-        let i = usize::from(cap == Cap::Pairs);
-        if std::mem::take(&mut self.armed[i]) {
-            self.notice(cap, now, src);
-        }
-    }
-
-    fn notice(&mut self, cap: Cap, now: i64, source: IpAddr) {
-        if self.notices.len() < MAX_NOTICES {
-            let limit = match cap {
-                Cap::Sources => self.max_sources,
-                Cap::Pairs => self.max_pairs,
-                Cap::DestinationsPerSource => self.max_per_source as usize,
-            };
-            self.notices.push(CapNotice {
-                ts: DateTime::from_timestamp_nanos(now),
-                cap,
-                limit,
-                source,
-            });
-        }
     }
 }
 
@@ -761,8 +364,16 @@ fn ts_nanos(ts: DateTime<Utc>) -> i64 {
     })
 }
 
+/// `ip` as the tables' key: `to_mapped(ip).octets()`, computed as one
+/// 128-bit value. Built byte by byte (what `Ipv4Addr::to_ipv6_mapped`
+/// compiles to) and read back as words by the hashes, the key stalled store
+/// forwarding on every event: a sixth of the detector's time under churn.
+#[inline]
 fn addr_key(ip: IpAddr) -> Key {
-    to_mapped(ip).octets()
+    match ip {
+        IpAddr::V4(a) => (0xffff_u128 << 32 | u128::from(u32::from(a))).to_be_bytes(),
+        IpAddr::V6(a) => a.octets(),
+    }
 }
 
 fn key_addr(key: &Key) -> IpAddr {

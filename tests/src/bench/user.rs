@@ -3,82 +3,32 @@
 //! scanner inside it.
 
 use std::{
-    io::{BufRead as _, BufReader},
     net::IpAddr,
-    os::fd::{AsRawFd as _, BorrowedFd},
-    path::{Path, PathBuf},
-    process::Stdio,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
-    },
+    path::Path,
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::Result;
 use chrono::DateTime;
 use serde_json::{json, Value};
 use smbwatch::{
-    alert::AlertKind,
     config::Config,
-    dataplane::{
-        drain, testrun, to_gateway_event, Dataplane, LoadOptions, MonotonicClock, PinnedMaps,
-    },
+    dataplane::{Dataplane, LoadOptions},
     detect::{bench as detect_bench, DetectConfig, Detector},
     event::{GatewayEvent, GatewayEventKind},
     hostlog::{self, Format},
-    packet::Segment,
     pipeline::Pipeline,
 };
-use smbwatch_common::{stat, PAIRS_MAP, SOURCES_MAP};
+use smbwatch_common::{PAIRS_MAP, SOURCES_MAP};
 
 use super::{fmt_num, median, Effort, Goal, Section, Table};
-use crate::{
-    gen::{self, dst_v4, src_v4, GenLab, Generator, Pace, Plan, Spec, ANCHOR_IF, RX_IF, TX_IF},
-    netns::unique_tag,
-};
+use crate::gen::{dst_v4, src_v4, thread_cpu};
+use ring::{drain_rate, flood};
 
 const LOGS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/logs");
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("literal address")
-}
-
-/// Fills a fresh program's ring buffer with `n` new-pair events (distinct
-/// sources), without reading it. No event budget: every pair is an event.
-fn filled(n: u32, round: u32) -> Result<Dataplane> {
-    let dp = Dataplane::load(&LoadOptions {
-        events_per_cpu: 0,
-        ..LoadOptions::default()
-    })?;
-    let fd = dp.program_fd()?.as_raw_fd();
-    // SAFETY: `dp` keeps the program loaded.
-    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-    for i in 0..n {
-        let f = Segment::syn(src_v4(round * n + i), ip("198.51.100.7"), 40000, 445).frame();
-        testrun::run(fd, &f, 1)?;
-    }
-    Ok(dp)
-}
-
-/// Events per second through drain + decode (+ `extra` per event).
-fn drain_rate(n: u32, round: u32, mut extra: impl FnMut(&GatewayEvent)) -> Result<(f64, u64)> {
-    let mut dp = filled(n, round)?;
-    let full = dp.stats()?.get(stat::RINGBUF_FULL);
-    let mut ring = dp.take_events()?;
-    let clock = MonotonicClock::new();
-    let start = Instant::now();
-    let mut got = 0u64;
-    drain(&mut ring, |raw, kind| {
-        let ev = to_gateway_event(raw, kind, clock.to_utc(raw.ts_ns));
-        extra(&ev);
-        got += 1;
-    });
-    let secs = start.elapsed().as_secs_f64();
-    if got != u64::from(n) {
-        bail!("drained {got} events of {n} (ring buffer full {full} times)");
-    }
-    Ok((got as f64 / secs, got))
 }
 
 /// Synthetic gateway events: `sources` clients each opening pairs to
@@ -121,67 +71,6 @@ pub fn synthetic_events(sources: u32, per_source: u32) -> Vec<GatewayEvent> {
         }
     }
     out
-}
-
-/// Resident memory of a process, bytes.
-fn rss(pid: u32) -> u64 {
-    super::procs::status_bytes(pid, "VmRSS")
-}
-
-/// The real daemon with stdout discarded (a million event lines would only
-/// measure the reader), so its RSS can be read while sources accumulate.
-struct QuietDaemon {
-    child: std::process::Child,
-    pin_dir: PathBuf,
-}
-
-impl QuietDaemon {
-    fn start(ns: &crate::netns::NetNs, max_sources: u32, max_pairs: u32) -> Result<Self> {
-        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/smbwatch-bench-{}", unique_tag()));
-        let bin = std::env::var_os("SMBWATCH_BIN").context("SMBWATCH_BIN not set")?;
-        let mut child = ns
-            .command(bin.to_str().context("utf-8 path")?)
-            .args(["run", "--iface", RX_IF, "--stats-interval", "1h"])
-            .args(["--max-sources", &max_sources.to_string()])
-            .args(["--max-pairs", &max_pairs.to_string()])
-            .arg("--pin-dir")
-            .arg(&pin_dir)
-            .env("SMBWATCH_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("spawning smbwatch")?;
-        let err = child.stderr.take().expect("piped");
-        let log = Arc::new(Mutex::new(String::new()));
-        let l = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                l.lock().unwrap().push_str(&line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !log.lock().unwrap().contains("pinned maps") {
-            if Instant::now() > deadline || child.try_wait()?.is_some() {
-                bail!("smbwatch did not start: {}", log.lock().unwrap());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(Self { child, pin_dir })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for QuietDaemon {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.pin_dir);
-    }
 }
 
 /// Runs the user-space benchmarks.
@@ -309,18 +198,18 @@ pub fn run(effort: &Effort) -> Result<Section> {
     };
     for r in 0..rounds {
         eprintln!("user: detector under churn round {}/{rounds}", r + 1);
-        let c = detect_bench::measure(&DetectConfig::default(), &churn, 1);
-        single_ns.push(detect_bench::measure(&single, &churn, 1).detector_ns);
+        let c = detect_bench::measure(&DetectConfig::default(), &churn, 1, thread_cpu);
+        single_ns.push(detect_bench::measure(&single, &churn, 1, thread_cpu).detector_ns);
         churn_ns.push(c.detector_ns);
         ahead_ns.push(c.detector_lookahead_ns);
         floor_ns.push(c.baseline_ns);
         // The daemon's path for a gateway event: detector + correlator.
         let mut pipeline = Pipeline::new(Config::default().pipeline());
-        let start = Instant::now();
+        let start = thread_cpu();
         for ev in &churn {
             std::hint::black_box(pipeline.gateway_event(ev));
         }
-        pipeline_ns.push(start.elapsed().as_secs_f64() * 1e9 / churn.len() as f64);
+        pipeline_ns.push((thread_cpu() - start).as_secs_f64() * 1e9 / churn.len() as f64);
     }
     row(
         &mut table,
@@ -468,83 +357,7 @@ pub fn run(effort: &Effort) -> Result<Section> {
     }
     data.insert("kernel_maps".into(), json!(mem));
 
-    // Daemon RSS while sources accumulate, through the real data path. A
-    // machine whose generator cannot send (see tests/src/gen.rs) leaves
-    // this row unmeasured, with the reason, instead of losing the section.
-    let mut generator_method = "none: it could not send";
-    let measured = (|| -> Result<Vec<Value>> {
-        let lab = GenLab::new()?;
-        let mut generator = Generator::new()?;
-        generator.anchor(&lab.gen.path(), ANCHOR_IF)?;
-        let total: u32 = if effort.quick { 200_000 } else { 1_000_000 };
-        let daemon = QuietDaemon::start(&lab.rx, 1 << 20, 1 << 21)?;
-        let maps = PinnedMaps::open(&daemon.pin_dir)?;
-        std::thread::sleep(Duration::from_millis(300));
-        let rss0 = rss(daemon.pid());
-        let mut rss_points = vec![json!({"sources": 0, "rss_bytes": rss0})];
-        let mut sent_so_far = 0u32;
-        for target in [100_000u32, total] {
-            eprintln!(
-                "user: daemon RSS, sending sources up to {}",
-                fmt_num(target as f64)
-            );
-            let plan = Plan::build(&Spec {
-                sources: total,
-                first_source: sent_so_far,
-                destinations: 1,
-                mix: "syn".parse().expect("mix"),
-                count: u64::from(target - sent_so_far),
-                burst: 1,
-            })?;
-            generator_method = generator
-                .send(&lab.gen.path(), TX_IF, &plan, Pace::Max)?
-                .method
-                .describe();
-            sent_so_far = target;
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while maps.stats()?.get(stat::NEW_PAIRS) < u64::from(target)
-                && Instant::now() < deadline
-            {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            std::thread::sleep(Duration::from_millis(500));
-            let r = rss(daemon.pid());
-            let tracked = maps.sources()?.len();
-            table.row(vec![
-                format!(
-                    "smbwatch daemon RSS after {} sources",
-                    fmt_num(target as f64)
-                ),
-                fmt_num(r as f64 / 1048576.0),
-                "MiB".into(),
-                format!(
-                    "{} kernel-tracked; +{} bytes per source over the idle daemon",
-                    fmt_num(tracked as f64),
-                    fmt_num((r.saturating_sub(rss0)) as f64 / target as f64)
-                ),
-            ]);
-            rss_points.push(json!({"sources": target, "rss_bytes": r, "kernel_tracked": tracked}));
-        }
-        drop(maps);
-        drop(daemon);
-        drop(lab);
-        Ok(rss_points)
-    })();
-    match measured {
-        Ok(points) => {
-            data.insert("daemon_rss".into(), json!(points));
-        }
-        Err(e) => {
-            eprintln!("user: daemon RSS not measured: {e:#}");
-            table.row(vec![
-                "smbwatch daemon RSS".into(),
-                "not measured".into(),
-                String::new(),
-                format!("{e:#}"),
-            ]);
-            data.insert("daemon_rss".into(), json!({"error": format!("{e:#}")}));
-        }
-    }
+    let generator_method = daemon::measure(effort, &mut table, &mut data);
 
     // Spoofed flood with a scanner inside, through the same components as
     // the daemon: the program, its ring buffer, the detector.
@@ -594,7 +407,8 @@ pub fn run(effort: &Effort) -> Result<Section> {
     let method = format!("Ring buffer: a fresh program's ring buffer filled by test runs of distinct new pairs, then drained on one thread \
 (decode, UTC stamp; then also the detector, or a JSON line); events over wall time. Detector: `Detector::observe` on synthetic \
 events (new pairs 10 µs apart, every other answered), default configuration; under churn, every event a new source at 35,000/s \
-(the table full, one eviction per event), each round also timing a bare bounded `HashMap` of the same sources. Host logs: `hostlog::bench::measure` on a 4,096-record \
+(the table full, one eviction per event), each round also timing a bare bounded `HashMap` of the same sources, in CPU time of the \
+measuring thread (wall time on a shared machine also counts the waits for a core). Host logs: `hostlog::bench::measure` on a 4,096-record \
 synthetic mix per text format and on the real EVTX file. Kernel maps: `memlock` of each map (arrays, allocated whole at load, so \
 this is the cost at capacity). Daemon RSS: the real daemon (stdout discarded) while the generator ({}) sends one SYN from each new \
 source (the kernel holds per-source state; the daemon's memory grows only with what user space tracks). Flood: one thread runs \
@@ -613,93 +427,5 @@ drains the ring buffer into the detector (the daemon's path, in one process).\n"
     })
 }
 
-struct Flood {
-    flood_sources: u32,
-    scanner_targets: u32,
-    lost: u64,
-    consumed: u64,
-    seconds: f64,
-    scanner_detected: bool,
-    alerts: usize,
-}
-
-impl Flood {
-    fn json(&self) -> Value {
-        json!({
-            "flood_sources": self.flood_sources,
-            "scanner_targets": self.scanner_targets,
-            "ringbuf_full": self.lost,
-            "events_consumed": self.consumed,
-            "seconds": self.seconds,
-            "scanner_detected": self.scanner_detected,
-            "alerts": self.alerts,
-        })
-    }
-}
-
-fn flood(effort: &Effort) -> Result<Flood> {
-    let flood_sources: u32 = if effort.quick { 200_000 } else { 1_000_000 };
-    let scanner_targets = 200u32;
-    let scanner = ip("203.0.113.66");
-    let mut dp = Dataplane::load(&LoadOptions::default())?;
-    let mut ring = dp.take_events()?;
-    let fd = dp.program_fd()?.as_raw_fd();
-    eprintln!("user: flood of {} sources", fmt_num(flood_sources as f64));
-    let every = flood_sources / scanner_targets;
-    let done = AtomicBool::new(false);
-    let start = Instant::now();
-    let (consumed, detected, alerts) = std::thread::scope(|s| -> Result<(u64, bool, usize)> {
-        let consumer = s.spawn(|| {
-            let clock = MonotonicClock::new();
-            let mut det = Detector::new(DetectConfig::default());
-            let mut consumed = 0u64;
-            let mut detected = false;
-            let mut alerts = 0usize;
-            loop {
-                let finished = done.load(Ordering::Acquire);
-                let read = drain(&mut ring, |ev, kind| {
-                    consumed += 1;
-                    for a in det.observe(&to_gateway_event(ev, kind, clock.to_utc(ev.ts_ns))) {
-                        alerts += 1;
-                        if a.kind == AlertKind::SmbScanFanout && a.source_ip == Some(scanner) {
-                            detected = true;
-                        }
-                    }
-                });
-                let any = read.records > 0;
-                if finished && !any {
-                    break;
-                }
-                if !any {
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-            }
-            (consumed, detected, alerts)
-        });
-        // SAFETY: `dp` keeps the program loaded for the whole scope.
-        let prog = unsafe { BorrowedFd::borrow_raw(fd) };
-        let mut j = 0;
-        for i in 0..flood_sources {
-            let f = Segment::syn(gen::src_v4(i), ip("198.51.100.7"), 40000, 445).frame();
-            testrun::run(prog, &f, 1)?;
-            if i % every == 0 && j < scanner_targets {
-                let f = Segment::syn(scanner, dst_v4(j), 40000, 445).frame();
-                testrun::run(prog, &f, 1)?;
-                j += 1;
-            }
-        }
-        done.store(true, Ordering::Release);
-        Ok(consumer.join().expect("consumer thread"))
-    })?;
-    let seconds = start.elapsed().as_secs_f64();
-    let lost = dp.stats()?.get(stat::RINGBUF_FULL);
-    Ok(Flood {
-        flood_sources,
-        scanner_targets,
-        lost,
-        consumed,
-        seconds,
-        scanner_detected: detected,
-        alerts,
-    })
-}
+mod daemon;
+mod ring;
