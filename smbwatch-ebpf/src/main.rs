@@ -233,8 +233,12 @@ fn inspect(ctx: &XdpContext, meta: Meta) {
             }
             state::on_syn(&seen);
         }
-        Role::Answer => state::on_answer(&seen, flags & TCP_RST != 0),
-        Role::ClientAck => state::on_client_ack(&seen, flags & TCP_RST != 0),
+        Role::Answer => {
+            state::on_answer(&seen, state::hash_key(&seen.key).pair, flags & TCP_RST != 0)
+        }
+        Role::ClientAck => {
+            state::on_client_ack(&seen, state::hash_key(&seen.key).pair, flags & TCP_RST != 0)
+        }
     }
 }
 
