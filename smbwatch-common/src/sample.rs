@@ -92,7 +92,8 @@ pub struct SampleFlow {
     pub last: u32,
     /// Segments sampled per direction ([`SAMPLE_TO_SERVER`], [`SAMPLE_TO_CLIENT`]).
     pub segs: [u8; 2],
-    /// [`SAMPLE_FLOW_DONE`] once a FIN or RST was sampled.
+    /// [`SAMPLE_FLOW_DONE`] once a FIN or RST was sampled; the
+    /// [`SAMPLE_FLOW_FULL`] bits of the directions past their cap.
     pub state: u8,
     /// Explicit padding.
     pub _pad: u8,
@@ -100,6 +101,11 @@ pub struct SampleFlow {
 
 /// [`SampleFlow::state`]: the connection closed; nothing more is sampled.
 pub const SAMPLE_FLOW_DONE: u8 = 1;
+/// [`SampleFlow::state`], shifted left by the direction
+/// ([`SAMPLE_TO_SERVER`], [`SAMPLE_TO_CLIENT`]): that direction reached
+/// its segment cap. Lets the parser's call site skip a segment past its
+/// sample with one bit test, without the cap setting.
+pub const SAMPLE_FLOW_FULL: u8 = 2;
 /// A slot idle this long (in [`SampleFlow::last`] units: 2^14 × 2^20 ns,
 /// about 17 s) may be taken by another connection's data segment.
 pub const SAMPLE_STALE_UNITS: u32 = 1 << 14;
