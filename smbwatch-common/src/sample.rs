@@ -55,8 +55,9 @@ pub const SAMPLE_FLAG_VLAN: u8 = 1;
 pub const SAMPLE_FLAG_FIN: u8 = 2;
 /// [`SampleHeader::flags`]: RST set.
 pub const SAMPLE_FLAG_RST: u8 = 4;
-/// [`SampleHeader::flags`]: SYN set (the SYN-ACK that opened the sample;
-/// its `seq` + 1 and `ack` are where the two directions start).
+/// [`SampleHeader::flags`]: SYN set. The kernel sends no such record: the
+/// server's SYN-ACK claims its flow and nothing more (user space starts
+/// each direction at its first payload); a decoder skips one.
 pub const SAMPLE_FLAG_SYN: u8 = 8;
 
 /// A record as reserved in the ring: the header and room for `N` bytes.
