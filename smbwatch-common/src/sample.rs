@@ -55,8 +55,9 @@ pub const SAMPLE_FLAG_VLAN: u8 = 1;
 pub const SAMPLE_FLAG_FIN: u8 = 2;
 /// [`SampleHeader::flags`]: RST set.
 pub const SAMPLE_FLAG_RST: u8 = 4;
-/// [`SampleHeader::flags`]: SYN set (the SYN-ACK that opened the sample;
-/// its `seq` + 1 and `ack` are where the two directions start).
+/// [`SampleHeader::flags`]: SYN set. The kernel sends no such record: the
+/// server's SYN-ACK claims its flow and nothing more (user space starts
+/// each direction at its first payload); a decoder skips one.
 pub const SAMPLE_FLAG_SYN: u8 = 8;
 
 /// A record as reserved in the ring: the header and room for `N` bytes.
@@ -92,7 +93,8 @@ pub struct SampleFlow {
     pub last: u32,
     /// Segments sampled per direction ([`SAMPLE_TO_SERVER`], [`SAMPLE_TO_CLIENT`]).
     pub segs: [u8; 2],
-    /// [`SAMPLE_FLOW_DONE`] once a FIN or RST was sampled.
+    /// [`SAMPLE_FLOW_DONE`] once a FIN or RST was sampled; the
+    /// [`SAMPLE_FLOW_FULL`] bits of the directions past their cap.
     pub state: u8,
     /// Explicit padding.
     pub _pad: u8,
@@ -100,6 +102,11 @@ pub struct SampleFlow {
 
 /// [`SampleFlow::state`]: the connection closed; nothing more is sampled.
 pub const SAMPLE_FLOW_DONE: u8 = 1;
+/// [`SampleFlow::state`], shifted left by the direction
+/// ([`SAMPLE_TO_SERVER`], [`SAMPLE_TO_CLIENT`]): that direction reached
+/// its segment cap. Lets the parser's call site skip a segment past its
+/// sample with one bit test, without the cap setting.
+pub const SAMPLE_FLOW_FULL: u8 = 2;
 /// A slot idle this long (in [`SampleFlow::last`] units: 2^14 × 2^20 ns,
 /// about 17 s) may be taken by another connection's data segment.
 pub const SAMPLE_STALE_UNITS: u32 = 1 << 14;

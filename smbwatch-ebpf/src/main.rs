@@ -191,10 +191,6 @@ fn inspect(ctx: &XdpContext, meta: Meta) {
     // tests/tests/kernel_configs.rs). A bare SYN needs only its destination.
     let to_server = monitored(tcp.dport);
     let to_client = flags != TCP_SYN && monitored(tcp.sport);
-    // SMB payload sampling (sample.rs); bare SYNs keep their cost.
-    if flags != TCP_SYN {
-        sample::note(&c, &l2, &l3, (tcp.sport, tcp.dport), (to_server, to_client));
-    }
     let role = if flags == TCP_SYN && to_server {
         Role::Syn
     } else if (flags & (TCP_SYN | TCP_ACK) == (TCP_SYN | TCP_ACK) || flags & TCP_RST != 0)
@@ -203,18 +199,30 @@ fn inspect(ctx: &XdpContext, meta: Meta) {
         Role::Answer
     } else if flags & TCP_SYN == 0 && flags & (TCP_ACK | TCP_RST) != 0 && to_server {
         Role::ClientAck
+    } else if to_server || to_client {
+        Role::Segment
     } else {
         return;
     };
+    // SMB payload sampling (sample.rs); bare SYNs keep their cost.
+    if !matches!(role, Role::Syn) {
+        sample::note(&c, &l3, &tcp);
+    }
+    if let Role::Segment = role {
+        sample::arm_unhashed(tcp.sport, tcp.dport, l2.vlan, l2.flags, !to_server);
+        return;
+    }
     let (src, dst) = l3.addrs();
     let mut ev_flags = l2.flags;
     if l3.fragmented {
         ev_flags |= smbwatch_common::EVENT_FLAG_FRAGMENTED;
     }
     // Pairs are keyed client -> server; an answer travels server -> client.
-    let (key, sport, dport) = match role {
-        Role::Answer => (Pair { src: dst, dst: src }, tcp.dport, tcp.sport),
-        Role::Syn | Role::ClientAck => (Pair { src, dst }, tcp.sport, tcp.dport),
+    let to_client_side = matches!(role, Role::Answer);
+    let (key, sport, dport) = if to_client_side {
+        (Pair { src: dst, dst: src }, tcp.dport, tcp.sport)
+    } else {
+        (Pair { src, dst }, tcp.sport, tcp.dport)
     };
     let seen = Seen {
         key,
@@ -226,15 +234,21 @@ fn inspect(ctx: &XdpContext, meta: Meta) {
         dport,
         eth: l2.eth,
     };
-    match role {
-        Role::Syn => {
-            if l3.fragmented {
-                count(stat::FRAGMENTED_SYNS);
-            }
-            state::on_syn(&seen);
+    if let Role::Syn = role {
+        if l3.fragmented {
+            count(stat::FRAGMENTED_SYNS);
         }
-        Role::Answer => state::on_answer(&seen, flags & TCP_RST != 0),
-        Role::ClientAck => state::on_client_ack(&seen, flags & TCP_RST != 0),
+        state::on_syn(&seen);
+        return;
+    }
+    // One keyed hash of the pair serves the pair cache and the sampler's
+    // flow table (which mixes the ports in).
+    let h = state::hash_key(&seen.key);
+    sample::arm(&seen, h, to_client_side);
+    match role {
+        Role::Answer => state::on_answer(&seen, h.pair, flags & TCP_RST != 0),
+        Role::ClientAck => state::on_client_ack(&seen, h.pair, flags & TCP_RST != 0),
+        Role::Syn | Role::Segment => {}
     }
 }
 
@@ -275,6 +289,8 @@ fn stopped(meta: Meta, stop: Stop) {
 enum Role {
     /// A bare SYN to a monitored port.
     Syn,
+    /// Any other segment of a monitored port: sampled only.
+    Segment,
     /// SYN-ACK or RST from a monitored port.
     Answer,
     /// ACK or RST from a client to a monitored port: an ACK after the

@@ -488,6 +488,9 @@ pub struct Tcp {
     /// FIN/SYN/RST/ACK bits; a fragment too short to hold them reads as a
     /// bare SYN (see [`parse_tcp`]).
     pub flags: u8,
+    /// TCP header length in bytes (from its data offset; 0 for a fragment
+    /// too short to hold it).
+    pub hlen: u8,
 }
 
 use smbwatch_common::proto::tcp_flags::FIN as TCP_FIN;
@@ -532,6 +535,7 @@ pub fn parse_tcp(c: &Cursor, l3: &L3) -> Option<Tcp> {
             sport,
             dport,
             flags: TCP_SYN,
+            hlen: 0,
         });
     }
     let (fields, need) = if l3.fragmented {
@@ -559,5 +563,6 @@ pub fn parse_tcp(c: &Cursor, l3: &L3) -> Option<Tcp> {
         sport,
         dport,
         flags: flags & TCP_FIN_SYN_RST_ACK,
+        hlen: (doff >> 4) * 4,
     })
 }

@@ -5,17 +5,30 @@
 //!
 //! - **Flow table** (`SAMPLE_FLOWS`): an array of 16-byte slots,
 //!   direct-mapped by a keyed hash of (client, server, client port, server
-//!   port). A slot is claimed with compare-and-swap on the server's SYN-ACK
-//!   (not the bare SYN: the SYN path keeps its cost, and spoofed SYNs to
-//!   hosts that never answer claim nothing) or on a data segment that finds
-//!   its slot empty or idle for about 17 s (a connection that began before
-//!   the program, or lost its slot). A SYN-ACK also takes a slot whose
-//!   connection closed. Per direction it counts the segments sampled; past
-//!   `sample_segments` the connection is no longer sampled and its segments
-//!   cost one lookup and two compares. Racing CPUs: the claim is one CAS
-//!   (one winner); the counts are plain byte stores, so a race samples a
-//!   segment more or less, never corrupts the slot. Two connections on one
-//!   slot: the second is not sampled until the first is done and idle.
+//!   port): the pair cache's hash of (client, server), computed once per
+//!   packet, with the ports mixed in. A slot is claimed with
+//!   compare-and-swap on the server's SYN-ACK (not the bare SYN: the SYN
+//!   path keeps its cost, and spoofed SYNs to hosts that never answer claim
+//!   nothing; the claim sends no record, as user space starts each
+//!   direction at its first payload) or on a data segment that finds its
+//!   slot empty or idle for about 17 s (a connection that began before the
+//!   program, or lost its slot). A SYN-ACK also takes a slot whose
+//!   connection closed. Per direction it counts the segments sampled and
+//!   sets a bit when the count reaches `sample_segments`. Racing CPUs: the
+//!   claim is one CAS (one winner); the counts are plain byte stores, so a
+//!   race samples a segment more or less, never corrupts the slot. Two
+//!   connections on one slot: the second is not sampled until the first is
+//!   done and idle.
+//! - **Where it runs**: [`note`] keeps the segment's offsets in a per-CPU
+//!   slot before the addresses are read (so the parser's header layouts
+//!   end there for the verifier); a pure ACK goes no further. A client's
+//!   segment or a server's answer, whose key and hash the pair cache needs
+//!   anyway, is then tested by [`arm`]: past its sample, that is one mix,
+//!   one lookup, a tag compare and a bit test, and [`run`] has nothing to
+//!   do. Any other segment (the server's data) is left to [`run`], which
+//!   hashes its addresses itself: hashing them in the parser's code was
+//!   verified once per monitored port. [`run`] does the claim, the counts,
+//!   the budgets and the record once the packet's other processing is done.
 //! - **Budget**: a per-CPU token bucket in ring bytes (`sample_ns_per_kib`)
 //!   and a per-source rate of new sampled connections (`SAMPLE_SOURCES`,
 //!   4,096 words: source tag, ~1 s window, count). What either sheds is
@@ -33,7 +46,7 @@ use core::{
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_ktime_get_ns, bpf_xdp_load_bytes},
+    helpers::bpf_xdp_load_bytes,
     macros::map,
     maps::{Array, PerCpuArray, RingBuf},
     programs::XdpContext,
@@ -45,8 +58,8 @@ use smbwatch_common::{
     },
     sample::{
         SampleBudget, SampleFlow, SampleRecord, DEFAULT_SAMPLE_FLOWS, DEFAULT_SAMPLE_RING_BYTES,
-        SAMPLE_CLASSES, SAMPLE_FLAG_FIN, SAMPLE_FLAG_RST, SAMPLE_FLAG_SYN, SAMPLE_FLAG_VLAN,
-        SAMPLE_FLOW_DONE, SAMPLE_SOURCE_SLOTS, SAMPLE_SOURCE_WINDOW_SHIFT, SAMPLE_STALE_UNITS,
+        SAMPLE_CLASSES, SAMPLE_FLAG_FIN, SAMPLE_FLAG_RST, SAMPLE_FLAG_VLAN, SAMPLE_FLOW_DONE,
+        SAMPLE_FLOW_FULL, SAMPLE_SOURCE_SLOTS, SAMPLE_SOURCE_WINDOW_SHIFT, SAMPLE_STALE_UNITS,
         SAMPLE_TO_CLIENT, SAMPLE_TO_SERVER,
     },
     stat, EVENT_FLAG_VLAN, RING_WAKEUP_BYTES,
@@ -54,8 +67,8 @@ use smbwatch_common::{
 
 use crate::{
     count,
-    parse::{Addr, Cursor, Ip, L2, L3},
-    setting, state, Meta,
+    parse::{Addr, Cursor, Ip, Tcp, L3},
+    setting, state, Meta, Pair, Seen,
 };
 
 #[map]
@@ -155,11 +168,29 @@ unsafe fn be32(p: *const u8) -> u32 {
     unsafe { (u32::from(be16(p)) << 16) | u32::from(be16(p.add(2))) }
 }
 
-/// What [`note`] leaves for [`run`]: a monitored-port segment worth a
-/// look, by offsets. Per-CPU: one packet's run sets and consumes it.
+/// Whether a noted segment may be sampled: the server's SYN-ACK
+/// (`answer`: it came from the monitored port), a segment with payload, a
+/// FIN or RST. Flags and lengths only: a pure ACK costs the sampler no
+/// flow lookup and no address.
+#[inline(always)]
+fn wanted(flags: u8, wire_len: usize, answer: bool) -> bool {
+    if flags & SYN != 0 {
+        // Only the server's SYN-ACK opens a sample.
+        return answer && flags & ACK != 0;
+    }
+    wire_len != 0 || flags & (FIN | RST) != 0
+}
+
+/// What [`note`] and [`arm`] leave for [`run`]: a segment [`wanted`] said
+/// may be sampled, by offsets and the connection's hash. Per-CPU: one
+/// packet's run consumes it.
 #[repr(C)]
 struct Pending {
-    /// 1 when set.
+    /// The connection's hash ([`flow_hash`]).
+    flow: u64,
+    /// The client's ([`state::Hash::src`]).
+    src: u64,
+    /// 1 when armed.
     set: u32,
     /// Offset of the TCP header.
     tcp: u32,
@@ -167,67 +198,139 @@ struct Pending {
     addr: u32,
     /// TCP bytes the IP header says the packet carries.
     l4_len: u32,
-    /// 1 for IPv4.
-    v4: u32,
-    sport: u16,
-    dport: u16,
+    client_port: u16,
+    server_port: u16,
     vlan: u16,
+    /// TCP header length.
+    hlen: u8,
+    flags: u8,
     l2flags: u8,
     direction: u8,
+    /// 1 for IPv4.
+    v4: u8,
+    /// 1 when `flow` and `src` hold the hashes ([`arm`]); 0: [`run`]
+    /// computes them ([`arm_unhashed`]).
+    hashed: u8,
+    /// 1 when [`note`] noted this packet (not a fragment).
+    noted: u8,
 }
 
 #[map]
 static SAMPLE_PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
 
-/// A TCP segment that is not a bare SYN (those keep their cost): notes it
-/// for [`run`] when it has a monitored port. Only the port tests here; the table work runs after the packet's other processing, in
-/// [`run`], from offsets kept in a per-CPU slot: the verifier then checks
-/// that code once, not once per header layout the parser can end in.
+/// The keyed hash of a connection: the pair's (client -> server), with
+/// the ports mixed in. The flow table's slot is its bits 32 and up, the
+/// slot's tag the hash with its low bit set (never 0, which means empty).
 #[inline(always)]
-/// `c` is the cursor at the TCP header.
-/// `(to_server, to_client)`: whether the destination, the source port is
-/// monitored.
-pub(crate) fn note(
-    c: &Cursor,
-    l2: &L2,
-    l3: &L3,
-    (sport, dport): (u16, u16),
-    (to_server, to_client): (bool, bool),
-) {
-    // Sampling off is decided in `run`, not here: with the setting a
-    // constant 0 the verifier pruned the parser's states so much worse that
-    // the program passed a million instructions (the lab's sampling-off
-    // configuration did not load). Noting a segment is one per-CPU store.
+fn flow_hash(pair: u64, client_port: u16, server_port: u16) -> u64 {
+    state::mix(pair ^ ((u64::from(client_port) << 16) | u64::from(server_port)))
+}
+
+/// Notes the offsets, lengths and flags of a monitored-port segment that
+/// is not a bare SYN, for [`arm`] or [`arm_unhashed`] and [`run`]. Called
+/// before the addresses are read and with no test but the fragment's, so
+/// the parser's offsets die here: the verifier checks what follows once,
+/// not once per header layout the parser can end in (the offsets go to a
+/// per-CPU slot, where it does not track them). Sampling off is decided in
+/// [`run`]'s caller, not here: with the setting a constant 0 the verifier
+/// pruned the parser's states so much worse that the program passed a
+/// million instructions. `c` is the cursor at the TCP header.
+#[inline(always)]
+pub(crate) fn note(c: &Cursor, l3: &L3, tcp: &Tcp) {
+    let Some(p) = SAMPLE_PENDING.get_ptr_mut(0) else {
+        return;
+    };
     if l3.fragmented {
+        unsafe { (*p).noted = 0 };
         return;
     }
-    let direction = if to_server {
-        SAMPLE_TO_SERVER
-    } else if to_client {
+    // The source address: 12 bytes into an IPv4 header, 8 into IPv6.
+    let (v4, addr) = match l3.ip {
+        Ip::V4(h) => (true, c.offset_of(h) + 12),
+        Ip::V6(h) => (false, c.offset_of(h) + 8),
+    };
+    unsafe {
+        (*p).noted = 1;
+        (*p).tcp = c.offset() as u32;
+        (*p).addr = addr as u32;
+        (*p).l4_len = l3.l4_len as u32;
+        (*p).hlen = tcp.hlen;
+        (*p).flags = tcp.flags;
+        (*p).v4 = u8::from(v4);
+    }
+}
+
+/// Arms [`run`] for the segment [`note`] noted, unless its connection is
+/// past its sample: that test (one mix of the ports into the pair's hash,
+/// one lookup, a tag compare and a bit test) is all such a segment costs
+/// the sampler. `seen.key` is client -> server with its ports, `h` its
+/// hash; `to_client`: the segment travels server -> client.
+#[inline(always)]
+pub(crate) fn arm(seen: &Seen, h: state::Hash, to_client: bool) {
+    let direction = if to_client {
         SAMPLE_TO_CLIENT
     } else {
-        return;
+        SAMPLE_TO_SERVER
     };
     let Some(p) = SAMPLE_PENDING.get_ptr_mut(0) else {
         return;
     };
+    let (noted, flags, l4_len, hlen) =
+        unsafe { ((*p).noted, (*p).flags, (*p).l4_len, u32::from((*p).hlen)) };
+    // A lying IP length (shorter than the TCP header) is not sampled.
+    if noted == 0 || l4_len < hlen || !wanted(flags, (l4_len - hlen) as usize, to_client) {
+        return;
+    }
+    let flow = flow_hash(h.pair, seen.sport, seen.dport);
+    let Some(slot) = SAMPLE_FLOWS.get_ptr(((flow >> 32) as u32) & setting!(sample_flow_mask))
+    else {
+        return;
+    };
+    let (tag, state) = unsafe { ((*slot).tag, (*slot).state) };
+    if tag == flow | 1
+        && (flags & SYN != 0 || state & (SAMPLE_FLOW_DONE | (SAMPLE_FLOW_FULL << direction)) != 0)
+    {
+        // Its own retransmitted SYN-ACK, closed, or this direction past
+        // its cap. (Sampling off never claims a slot: no tag matches.)
+        return;
+    }
     unsafe {
+        (*p).flow = flow;
+        (*p).src = h.src;
+        (*p).hashed = 1;
         (*p).set = 1;
-        // The cursor stands at the TCP header; the source address is 12
-        // bytes into an IPv4 header, 8 into an IPv6 one.
-        (*p).tcp = c.offset() as u32;
-        // The source address: 12 bytes into an IPv4 header, 8 into IPv6.
-        let (v4, addr) = match l3.ip {
-            Ip::V4(h) => (true, c.offset_of(h) + 12),
-            Ip::V6(h) => (false, c.offset_of(h) + 8),
-        };
-        (*p).addr = addr as u32;
-        (*p).l4_len = l3.l4_len as u32;
-        (*p).v4 = u32::from(v4);
-        (*p).sport = sport;
-        (*p).dport = dport;
-        (*p).vlan = l2.vlan;
-        (*p).l2flags = l2.flags;
+        (*p).client_port = seen.sport;
+        (*p).server_port = seen.dport;
+        (*p).vlan = seen.vlan;
+        (*p).l2flags = seen.flags;
+        (*p).direction = direction;
+    }
+}
+
+/// Arms [`run`] for a noted segment that has no role in the pair cache
+/// (a server's data or pure ACK, a FIN or RST from either side that is not
+/// an answer): no key is built here for it, [`run`] tests what [`arm`]
+/// tests and hashes its addresses. Hashing in
+/// the parser's code would be verified once per monitored port the ports
+/// matched (four ports took the worst configuration from 0.5 to 0.87 of
+/// the verifier's million instructions); in [`run`] it is verified once.
+#[inline(always)]
+pub(crate) fn arm_unhashed(sport: u16, dport: u16, vlan: u16, l2flags: u8, to_client: bool) {
+    let Some(p) = SAMPLE_PENDING.get_ptr_mut(0) else {
+        return;
+    };
+    let (direction, client_port, server_port) = if to_client {
+        (SAMPLE_TO_CLIENT, dport, sport)
+    } else {
+        (SAMPLE_TO_SERVER, sport, dport)
+    };
+    unsafe {
+        (*p).hashed = 0;
+        (*p).set = 1;
+        (*p).client_port = client_port;
+        (*p).server_port = server_port;
+        (*p).vlan = vlan;
+        (*p).l2flags = l2flags;
         (*p).direction = direction;
     }
 }
@@ -243,87 +346,103 @@ pub(crate) fn run(ctx: &XdpContext, meta: Meta) {
         return;
     }
     unsafe { (*p).set = 0 };
-    let (tcp, addr, l4_len, v4, sport, dport, vlan, l2flags, direction) = unsafe {
+    let (flow, src_hash, tcp, addr, l4_len, client_port, server_port, vlan) = unsafe {
         (
+            (*p).flow,
+            (*p).src,
             (*p).tcp as usize,
             (*p).addr as usize,
             (*p).l4_len as usize,
-            (*p).v4 != 0,
-            (*p).sport,
-            (*p).dport,
+            (*p).client_port,
+            (*p).server_port,
             (*p).vlan,
+        )
+    };
+    let (hlen, flags, l2flags, direction, v4, hashed, noted) = unsafe {
+        (
+            (*p).hlen as usize,
+            (*p).flags,
             (*p).l2flags,
             (*p).direction,
+            (*p).v4 != 0,
+            (*p).hashed != 0,
+            (*p).noted != 0,
         )
     };
     // Bounds the verifier can see: note() got these from the parser, which
     // never goes past a few hundred bytes of headers.
-    if tcp > 1024 || addr > 1024 || l4_len > 0xffff {
+    if !noted || tcp > 1024 || addr > 1024 || hlen > 60 || l4_len > 0xffff || l4_len < hlen {
         return;
-    }
-    let Some(h) = bytes_at(ctx, tcp, 20) else {
-        return;
-    };
-    let hlen = ((unsafe { *h.add(12) } >> 4) as usize) * 4;
-    let flags = unsafe { *h.add(13) };
-    if hlen < 20 || l4_len < hlen {
-        return; // counted as malformed by the parser, or a lying IP length
     }
     let wire_len = l4_len - hlen;
-    let synack = flags & (SYN | ACK) == (SYN | ACK);
-    if flags & SYN != 0 && !(synack && direction == SAMPLE_TO_CLIENT) {
-        return; // only the server's SYN-ACK opens a sample
-    }
-    let closing = flags & (FIN | RST) != 0;
-    if wire_len == 0 && !synack && !closing {
-        return; // a bare ACK: nothing to sample, no lookup
+    // arm() tested this already; arm_unhashed() did not (and its segments
+    // are never answers).
+    if !hashed && !wanted(flags, wire_len, false) {
+        return;
     }
     let Some((src, dst)) = addrs_at(ctx, addr, v4) else {
         return;
     };
-    let (client, server, client_port, server_port) = if direction == SAMPLE_TO_SERVER {
-        (src, dst, sport, dport)
+    let (client, server) = if direction == SAMPLE_TO_SERVER {
+        (src, dst)
     } else {
-        (dst, src, dport, sport)
+        (dst, src)
     };
-    let hs = state::hash_src(&client);
-    let hf = state::mix(
-        state::hash_pair(hs, &server) ^ ((u64::from(client_port) << 16) | u64::from(server_port)),
-    );
+    let (hf, hs) = if hashed {
+        (flow, src_hash)
+    } else {
+        let h = state::hash_key(&Pair {
+            src: client,
+            dst: server,
+        });
+        (flow_hash(h.pair, client_port, server_port), h.src)
+    };
+    // wanted() let a SYN through only as the server's SYN-ACK.
+    let synack = flags & SYN != 0;
+    let closing = flags & (FIN | RST) != 0;
     let tag = hf | 1;
     let Some(slot) = SAMPLE_FLOWS.get_ptr_mut(((hf >> 32) as u32) & setting!(sample_flow_mask))
     else {
         return;
     };
-    let now = if setting!(replay) != 0 {
-        meta.replay_ns
-    } else {
-        state::now_coarse()
-    };
-    let units = (now >> 20) as u32;
     let word = unsafe { (*slot).tag };
     let dir = direction as usize & 1;
+    let cap = setting!(sample_segments);
+    // This direction's bit once this segment reaches the cap.
+    let full = SAMPLE_FLOW_FULL << direction;
+    let now;
     if word == tag {
-        let (seen, done) = unsafe { ((*slot).segs[dir], (*slot).state) };
-        // The common case once a connection is past its sample: one lookup,
-        // two compares, no store.
-        if synack || done == SAMPLE_FLOW_DONE || u32::from(seen) >= setting!(sample_segments) {
+        let (seen, state) = unsafe { ((*slot).segs[dir], (*slot).state) };
+        // arm() let through neither a retransmitted SYN-ACK nor a direction
+        // past its cap (checked again against a racing CPU); arm_unhashed()
+        // did not look: its segments past their sample end here, with no
+        // clock read and no store.
+        if synack || state & (SAMPLE_FLOW_DONE | full) != 0 || u32::from(seen) >= cap {
             return;
+        }
+        now = clock(meta);
+        let units = (now >> 20) as u32;
+        let mut next = state;
+        if u32::from(seen) + 1 >= cap {
+            next |= full;
+        }
+        if closing {
+            next |= SAMPLE_FLOW_DONE;
         }
         unsafe {
             (*slot).segs[dir] = seen + 1;
             (*slot).last = units;
-            if closing {
-                (*slot).state = SAMPLE_FLOW_DONE;
-            }
+            (*slot).state = next;
         }
     } else {
         if !synack && wire_len == 0 {
             return; // a FIN or RST of a connection not sampled claims nothing
         }
-        let (last, done) = unsafe { ((*slot).last, (*slot).state) };
+        now = clock(meta);
+        let units = (now >> 20) as u32;
+        let (last, state) = unsafe { ((*slot).last, (*slot).state) };
         let stale = word == 0 || units.wrapping_sub(last) >= SAMPLE_STALE_UNITS;
-        if !stale && !(synack && done == SAMPLE_FLOW_DONE) {
+        if !stale && !(synack && state & SAMPLE_FLOW_DONE != 0) {
             if synack {
                 count(stat::SAMPLE_FLOWS_BUSY);
             }
@@ -343,16 +462,32 @@ pub(crate) fn run(ctx: &XdpContext, meta: Meta) {
         if !won {
             return; // another CPU took the slot meanwhile
         }
+        let mut next = 0;
+        if closing {
+            next |= SAMPLE_FLOW_DONE;
+        }
+        if !synack && cap <= 1 {
+            next |= full;
+        }
         unsafe {
             (*slot).last = units;
             (*slot).segs = [0, 0];
             if !synack {
                 (*slot).segs[dir] = 1;
             }
-            (*slot).state = if closing { SAMPLE_FLOW_DONE } else { 0 };
+            (*slot).state = next;
         }
         count(stat::SAMPLE_FLOWS);
+        if synack {
+            // The claim is what the SYN-ACK is for: user space starts each
+            // direction at its first payload segment, so a record of it
+            // (a ring reservation and its clock read) would be thrown away.
+            return;
+        }
     }
+    let Some(h) = bytes_at(ctx, tcp, 20) else {
+        return;
+    };
     let seq = unsafe { be32(h.add(4)) };
     let ack = unsafe { be32(h.add(8)) };
     let mut rec_flags = 0;
@@ -364,9 +499,6 @@ pub(crate) fn run(ctx: &XdpContext, meta: Meta) {
     }
     if flags & RST != 0 {
         rec_flags |= SAMPLE_FLAG_RST;
-    }
-    if synack {
-        rec_flags |= SAMPLE_FLAG_SYN;
     }
     let want = setting!(sample_bytes) as usize;
     let s = Sample {
@@ -386,6 +518,16 @@ pub(crate) fn run(ctx: &XdpContext, meta: Meta) {
     send(ctx, meta, &s, now);
 }
 
+/// The sampler's clock: coarse monotonic time, or in replay the capture's.
+#[inline(always)]
+fn clock(meta: Meta) -> u64 {
+    if setting!(replay) != 0 {
+        meta.replay_ns
+    } else {
+        state::now_coarse()
+    }
+}
+
 /// Sends `s` in the smallest record size that holds its bytes.
 #[inline(always)]
 fn send(ctx: &XdpContext, meta: Meta, s: &Sample, now: u64) {
@@ -399,6 +541,13 @@ fn send(ctx: &XdpContext, meta: Meta, s: &Sample, now: u64) {
         record::<{ SAMPLE_CLASSES[2] }>(ctx, meta, s, now);
     }
 }
+
+// `record`'s length mask needs each class a power of two.
+const _: () = assert!(
+    SAMPLE_CLASSES[0].is_power_of_two()
+        && SAMPLE_CLASSES[1].is_power_of_two()
+        && SAMPLE_CLASSES[2].is_power_of_two()
+);
 
 #[inline(always)]
 fn record<const N: usize>(ctx: &XdpContext, meta: Meta, s: &Sample, now: u64) {
@@ -415,11 +564,9 @@ fn record<const N: usize>(ctx: &XdpContext, meta: Meta, s: &Sample, now: u64) {
     let mac = bytes_at(ctx, 6, ETH_HLEN - 6);
     unsafe {
         let h = &raw mut (*p).head;
-        (*h).ts_ns = if setting!(replay) != 0 {
-            meta.replay_ns
-        } else {
-            bpf_ktime_get_ns()
-        };
+        // The coarse clock (or the capture's), as events are stamped: the
+        // reading the budget took, not a helper call more per record.
+        (*h).ts_ns = now;
         *(&raw mut (*h).client).cast::<[u64; 2]>() = s.client;
         *(&raw mut (*h).server).cast::<[u64; 2]>() = s.server;
         (*h).seq = s.seq;
@@ -439,17 +586,19 @@ fn record<const N: usize>(ctx: &XdpContext, meta: Meta, s: &Sample, now: u64) {
     }
     let mut copied = 0u16;
     if N > 0 {
-        let n = s.cap as u32;
-        // Bounds the verifier can see: at least one byte, at most the room.
-        if n >= 1 && n as usize <= N {
-            let dst = unsafe { (&raw mut (*p).data).cast::<core::ffi::c_void>() };
-            let rc = unsafe { bpf_xdp_load_bytes(ctx.ctx, s.payload as u32, dst, n) };
-            if rc == 0 {
-                copied = n as u16;
-            }
-            // A frame shorter than its IP length: the record says wire_len
-            // with no bytes, a hole the parser reports.
+        // 1..=N as the verifier can see it: `send` chose the class so that
+        // 1 <= cap <= N, and for a power of two N the mask below keeps such
+        // a length as it is. An explicit `1 <= n <= N` test is not enough:
+        // LLVM folds it into one range compare on a copy of the register,
+        // and the verifier then saw a length up to 1,023 for a 256-byte room.
+        let n = ((s.cap as u32).wrapping_sub(1) & (N as u32 - 1)) + 1;
+        let dst = unsafe { (&raw mut (*p).data).cast::<core::ffi::c_void>() };
+        let rc = unsafe { bpf_xdp_load_bytes(ctx.ctx, s.payload as u32, dst, n) };
+        if rc == 0 {
+            copied = n as u16;
         }
+        // A frame shorter than its IP length: the record says wire_len
+        // with no bytes, a hole the parser reports.
     }
     unsafe { (*p).head.cap_len = copied };
     count(stat::SAMPLES);

@@ -67,13 +67,38 @@ fn find(bucket: *mut PairSlot, tag: u64) -> Option<(*mut PairSlot, u64)> {
     None
 }
 
+/// The keyed hashes of a pair: its source's and its own. Computed once
+/// per packet: the pair cache and the sampler's flow table (sample.rs,
+/// which mixes the ports in) share them.
+#[derive(Clone, Copy)]
+pub(crate) struct Hash {
+    pub src: u64,
+    pub pair: u64,
+}
+
+/// [`Hash`] of a client -> server key.
+#[inline(always)]
+pub(crate) fn hash_key(key: &Pair) -> Hash {
+    let src = hash_src(&key.src);
+    Hash {
+        src,
+        pair: hash_pair(src, &key.dst),
+    }
+}
+
+/// Bucket and tag of a pair from its hash.
+#[inline(always)]
+fn bucket(hp: u64) -> Option<(*mut PairSlot, u64)> {
+    let bucket = PAIRS.get_ptr_mut((hp as u32) & setting!(pair_mask))?;
+    Some((bucket.cast::<PairSlot>(), pair_tag(hp)))
+}
+
 /// Bucket and tag of a pair, and the source's hash.
 #[inline(always)]
 fn locate(key: &Pair) -> Option<(*mut PairSlot, u64, u64)> {
-    let hs = hash_src(&key.src);
-    let hp = hash_pair(hs, &key.dst);
-    let bucket = PAIRS.get_ptr_mut((hp as u32) & setting!(pair_mask))?;
-    Some((bucket.cast::<PairSlot>(), pair_tag(hp), hs))
+    let h = hash_key(key);
+    let (bucket, tag) = bucket(h.pair)?;
+    Some((bucket, tag, h.src))
 }
 
 /// The current epoch and when it ends: `(end in jiffies << 16) | epoch`
@@ -225,10 +250,11 @@ fn report_contact(
 /// A SYN-ACK (`rst == false`) or RST from a monitored port; `seen.key` is
 /// already client -> server. Reported when it changes the pair's outcome in
 /// this epoch: the first answer, a SYN-ACK after a refusal (the server came
-/// up), a RST after an unconfirmed SYN-ACK.
+/// up), a RST after an unconfirmed SYN-ACK. `hp`: the key's
+/// [`Hash::pair`].
 #[inline(always)]
-pub fn on_answer(seen: &Seen, rst: bool) {
-    let Some((bucket, tag, _)) = locate(&seen.key) else {
+pub fn on_answer(seen: &Seen, hp: u64, rst: bool) {
+    let Some((bucket, tag)) = bucket(hp) else {
         return;
     };
     let Some((slot, _)) = find(bucket, tag) else {
@@ -301,10 +327,10 @@ fn mark(slot: *mut PairSlot, flags: u8, bit: u8) {
 /// An ACK or RST from the client. An ACK after the SYN-ACK completes the
 /// handshake: reported as Confirmed, once per epoch. A spoofed SYN's
 /// SYN-ACK goes to the forged address, which never sends one (at most a
-/// RST, which confirms nothing).
+/// RST, which confirms nothing). `hp`: the key's [`Hash::pair`].
 #[inline(always)]
-pub fn on_client_ack(seen: &Seen, rst: bool) {
-    let Some((bucket, tag, _)) = locate(&seen.key) else {
+pub fn on_client_ack(seen: &Seen, hp: u64, rst: bool) {
+    let Some((bucket, tag)) = bucket(hp) else {
         return;
     };
     let Some((slot, _)) = find(bucket, tag) else {

@@ -197,27 +197,24 @@ fn both_directions_are_sampled_with_their_sequence_numbers() {
     k.run(&c.data(true, payload(1, 100), 0).frame());
     k.run(&c.data(false, payload(2, 2000), 0).frame());
     let r = k.records();
-    assert_eq!(r.len(), 3, "SYN-ACK, one segment each way: {r:?}");
+    assert_eq!(r.len(), 2, "one segment each way: {r:?}");
     let client = "203.0.113.10:40000".parse().unwrap();
     let server = "198.51.100.7:445".parse().unwrap();
     for rec in &r {
         assert_eq!((rec.client, rec.server), (client, server));
         assert_ne!(rec.ts_ns, 0);
+        assert!(!rec.syn, "the SYN-ACK claims the flow, it sends no record");
     }
-    // The SYN-ACK opens the sample: where both streams start.
-    assert!(r[0].syn && r[0].data.is_empty());
-    assert_eq!(r[0].direction, SampleDirection::ToClient);
-    assert_eq!((r[0].seq, r[0].ack), (SERVER_ISN, CLIENT_ISN + 1));
-    assert_eq!(r[1].direction, SampleDirection::ToServer);
-    assert_eq!((r[1].seq, r[1].wire_len), (CLIENT_ISN + 1, 100));
-    assert_eq!(r[1].data, payload(1, 100));
-    assert_eq!(r[1].src_mac, [0x02, 0, 0, 0, 0, 0x01]);
+    assert_eq!(r[0].direction, SampleDirection::ToServer);
+    assert_eq!((r[0].seq, r[0].wire_len), (CLIENT_ISN + 1, 100));
+    assert_eq!(r[0].data, payload(1, 100));
+    assert_eq!(r[0].src_mac, [0x02, 0, 0, 0, 0, 0x01]);
     // Longer than the default 1 KiB: the first 1,024 bytes, the wire length.
-    assert_eq!(r[2].direction, SampleDirection::ToClient);
-    assert_eq!((r[2].seq, r[2].wire_len), (SERVER_ISN + 1, 2000));
-    assert_eq!(r[2].data, payload(2, 1024));
+    assert_eq!(r[1].direction, SampleDirection::ToClient);
+    assert_eq!((r[1].seq, r[1].wire_len), (SERVER_ISN + 1, 2000));
+    assert_eq!(r[1].data, payload(2, 1024));
     let st = k.stats();
-    assert_eq!(st.get(stat::SAMPLES), 3);
+    assert_eq!(st.get(stat::SAMPLES), 2);
     assert_eq!(st.get(stat::SAMPLE_BYTES), 1124);
     assert_eq!(st.get(stat::SAMPLE_FLOWS), 1);
     // The contact events are unchanged by sampling.
@@ -270,6 +267,35 @@ fn segment_and_byte_caps_hold_per_direction() {
 }
 
 #[test]
+fn a_cap_of_one_segment_holds_from_the_claim() {
+    // The data segment that claims the slot fills its direction at once;
+    // the other direction still has its segment.
+    let mut k = Kernel::with(
+        SampleOptions {
+            segments: 1,
+            ..SampleOptions::default()
+        },
+        false,
+    );
+    let mut c = Conn::new(40003);
+    for n in 0..3 {
+        k.run(&c.data(true, payload(n, 20), 0).frame());
+    }
+    k.run(&c.data(false, payload(9, 20), 0).frame());
+    k.run(&c.data(false, payload(10, 20), 0).frame());
+    let r = k.records();
+    let dirs: Vec<_> = r.iter().map(|r| (r.direction, r.data[0])).collect();
+    assert_eq!(
+        dirs,
+        [
+            (SampleDirection::ToServer, payload(0, 1)[0]),
+            (SampleDirection::ToClient, payload(9, 1)[0])
+        ]
+    );
+    assert_eq!(k.stats().get(stat::SAMPLE_FLOWS), 1);
+}
+
+#[test]
 fn sampling_off_sends_nothing() {
     let mut k = Kernel::with(
         SampleOptions {
@@ -306,7 +332,11 @@ fn the_flow_table_is_reused_after_close_and_when_idle() {
     assert_eq!(k.stats().get(stat::SAMPLE_FLOWS_BUSY), 1);
     let r = k.records();
     assert!(r.iter().all(|r| r.client.port() == 41000), "{r:?}");
-    assert_eq!(r.len(), 2);
+    assert_eq!(
+        r.len(),
+        1,
+        "A's segment (its SYN-ACK claimed, sent nothing)"
+    );
     // A closes (its FIN is sampled and says so); B's retransmitted SYN-ACK
     // then takes the slot.
     k.run_at(&a.data(true, vec![], tcp_flags::FIN).frame(), t(4));
@@ -316,7 +346,7 @@ fn the_flow_table_is_reused_after_close_and_when_idle() {
     k.run_at(&b.synack(), t(5));
     k.run_at(&b.data(true, payload(3, 20), 0).frame(), t(6));
     let r = k.records();
-    assert_eq!(r.len(), 2, "{r:?}");
+    assert_eq!(r.len(), 1, "{r:?}");
     assert!(r.iter().all(|r| r.client.port() == 41001));
     // A's later data does not take the slot back while B is fresh...
     k.run_at(&a.data(true, payload(4, 20), 0).frame(), t(7));
@@ -382,7 +412,10 @@ fn a_source_past_its_rate_is_shed_and_counted() {
     let st = k.stats();
     assert_eq!(st.get(stat::SAMPLE_FLOWS), 2, "two connections a window");
     assert_eq!(st.get(stat::SAMPLE_FLOWS_SHED), 3);
-    assert_eq!(k.records().len(), 2);
+    assert!(
+        k.records().is_empty(),
+        "a SYN-ACK claims, it sends no record"
+    );
     // Another source is not held back by this one.
     k.run(&Conn::between("203.0.113.11", SERVER, 44000).synack());
     assert_eq!(k.stats().get(stat::SAMPLE_FLOWS), 3);

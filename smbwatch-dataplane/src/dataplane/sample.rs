@@ -157,8 +157,7 @@ pub struct KernelSample<'a> {
     pub src_mac: [u8; 6],
     /// Outer VLAN id, when tagged.
     pub vlan: Option<u16>,
-    /// The server's SYN-ACK: `seq + 1` and `ack` are where the server's and
-    /// the client's byte streams start.
+    /// A SYN-ACK record ([`SAMPLE_FLAG_SYN`]; the kernel sends none).
     pub syn: bool,
     /// FIN or RST set: the connection is closing.
     pub fin_or_rst: bool,
