@@ -35,13 +35,50 @@ pub(crate) fn mix(mut x: u64) -> u64 {
 /// Keyed hash of a source.
 #[inline(always)]
 pub(crate) fn hash_src(a: &Addr) -> u64 {
-    mix(mix(setting!(hash_key) ^ a.0[0]).wrapping_add(a.0[1].wrapping_mul(K)))
+    // An IPv4 source (IPv4-mapped: its first word is 0) starts from
+    // mix(key), the same for all of them: read from KEY_MIXED instead of
+    // computed, one finaliser less on the chain before the bucket load.
+    let inner = if a.0[0] == 0 {
+        key_mixed()
+    } else {
+        mix(setting!(hash_key) ^ a.0[0])
+    };
+    mix(inner.wrapping_add(a.0[1].wrapping_mul(K)))
+}
+
+/// `mix(hash_key)`, computed on first use (0 = not yet; should it ever be
+/// 0, it is computed every time). Two CPUs racing store the same value.
+#[unsafe(no_mangle)]
+static mut KEY_MIXED: u64 = 0;
+
+/// `mix(hash_key)`: the first step of every IPv4 source's hash.
+#[inline(always)]
+fn key_mixed() -> u64 {
+    let cached = unsafe { core::ptr::read_volatile(&raw const KEY_MIXED) };
+    if cached != 0 {
+        return cached;
+    }
+    let m = mix(setting!(hash_key));
+    unsafe { core::ptr::write_volatile(&raw mut KEY_MIXED, m) };
+    m
 }
 
 /// Keyed hash of a pair, chained from the source's.
+///
+/// The destination's first word gets a finaliser of its own before the
+/// second is added. Combined with `^` and `+` alone, flipping the top bit
+/// of both words (`d0 ^ 2^63`, `d1 + 2^63`) gave the same hash whatever the
+/// key: a sender could pick a decoy destination whose pair hides another's
+/// (tests/tests/kernel.rs has the case). A first word of 0 (every IPv4
+/// destination) has nothing to flip and skips it.
 #[inline(always)]
 pub(crate) fn hash_pair(hs: u64, dst: &Addr) -> u64 {
-    mix((hs ^ dst.0[0]).wrapping_add(dst.0[1].wrapping_mul(K)))
+    let x = if dst.0[0] == 0 {
+        hs
+    } else {
+        mix(hs ^ dst.0[0])
+    };
+    mix(x.wrapping_add(dst.0[1].wrapping_mul(K)))
 }
 
 #[inline(always)]

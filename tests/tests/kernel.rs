@@ -581,6 +581,42 @@ fn ipv6_plain_and_extension_headers() {
     assert_eq!(k.stats().malformed(), 0);
 }
 
+/// Two destinations whose key words differ only in their top bits (address
+/// bytes 7 and 15 xor 0x80) once hashed to the same pair for any key: the
+/// first word was xored into the source's hash and the second added, and
+/// flipping the top bit of each is the same addition. A sender could then
+/// hide a pair behind a decoy sent first. Both must be new pairs, whatever
+/// the key.
+#[test]
+fn destinations_crafted_to_collide_are_both_reported() {
+    require_root();
+    for key in [TEST_HASH_KEY, 1, 0x0123_4567_89ab_cdef] {
+        let mut k = Kernel::with(LoadOptions {
+            events_per_cpu: 0,
+            answers: AnswerCheck::Any,
+            hash_key: Some(key),
+            ..LoadOptions::default()
+        });
+        let real = ip("2001:db8::7");
+        let IpAddr::V6(v6) = real else { unreachable!() };
+        let mut bytes = v6.octets();
+        bytes[7] ^= 0x80;
+        bytes[15] ^= 0x80;
+        let decoy = IpAddr::from(bytes);
+        assert_eq!(decoy, ip("2001:db8:0:80::87"));
+        let client = ip("2001:db8::10");
+        k.run(&Segment::syn(client, decoy, 40000, 445).frame());
+        k.run(&Segment::syn(client, real, 40001, 445).frame());
+        let ev = k.events();
+        let dsts: Vec<IpAddr> = ev
+            .iter()
+            .filter(|e| e.kind == EVENT_NEW_PAIR)
+            .map(|e| smbwatch::dataplane::addr_to_ip(&e.dst))
+            .collect();
+        assert_eq!(dsts, [decoy, real], "key {key:#x}: {ev:?}");
+    }
+}
+
 #[test]
 fn ipv6_non_first_fragment_has_no_tcp() {
     let mut k = Kernel::new();
