@@ -348,7 +348,7 @@ mod tests {
     }
 
     /// Throughput report: run with
-    /// `cargo test --release -p smbwatch --lib hostlog::bench -- --ignored --nocapture`.
+    /// `cargo test --release -p smbwatch-core --lib hostlog::bench -- --ignored --nocapture`.
     #[test]
     #[ignore = "measurement; run in release with --ignored --nocapture"]
     fn throughput_report() {
