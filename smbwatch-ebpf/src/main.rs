@@ -78,7 +78,12 @@ pub(crate) use setting;
 /// Ring-buffer space one event takes: the record plus its 8-byte header.
 const RECORD_BYTES: u64 = size_of::<Event>() as u64 + 8;
 
+// `#[xdp]` wraps this in the section's entry function; without
+// `inline(always)` LLVM stops inlining it once the program is large and
+// every packet pays a BPF-to-BPF call and return (about 6 ns here, the
+// return through the kernel's return thunk: ARP went 1.20x -> 1.46x).
 #[xdp]
+#[inline(always)]
 pub fn smbwatch(ctx: XdpContext) -> u32 {
     let meta = meta(&ctx);
     inspect(&ctx, meta);
