@@ -165,10 +165,21 @@ impl Correlator {
     /// when there were none or several.
     fn sole_recent_source(&self, ev: &HostEvent) -> Option<(IpAddr, Option<String>)> {
         let host = host_key(ev.host.as_deref());
-        let (from, to) = (ev.ts - self.chain_window, ev.ts + self.skew);
+        self.sole_source(ev.ts, |rec| host_key(rec.host.as_deref()) == host)
+    }
+
+    /// The one client address among the chain events within the chain
+    /// window before `at` (and the skew after it) that `wanted` accepts,
+    /// with the user of its latest; `None` when there were none or several.
+    pub(super) fn sole_source(
+        &self,
+        at: DateTime<Utc>,
+        wanted: impl Fn(&ChainRec) -> bool,
+    ) -> Option<(IpAddr, Option<String>)> {
+        let (from, to) = (at - self.chain_window, at + self.skew);
         let mut found: Option<(IpAddr, DateTime<Utc>, Option<String>)> = None;
         for (src, (ts, rec)) in self.chain_events.iter() {
-            if *ts < from || *ts > to || host_key(rec.host.as_deref()) != host {
+            if *ts < from || *ts > to || !wanted(rec) {
                 continue;
             }
             match &mut found {

@@ -153,25 +153,10 @@ impl Correlator {
         }
         // A 7045: the account's recent sources on the host (bounded by
         // `max_chain_events`).
-        let mut found: Option<(IpAddr, DateTime<Utc>, Option<String>)> = None;
-        for (src, (ts, rec)) in self.chain_events.iter() {
-            if *ts < from || *ts > to || rec.wire.is_some() {
-                continue;
-            }
-            if rec.user_sid.as_deref() != sid || host_key(rec.host.as_deref()) != host {
-                continue;
-            }
-            match &mut found {
-                Some((s, _, _)) if s != src => return None,
-                Some((_, t, u)) => {
-                    if *ts >= *t {
-                        *t = *ts;
-                        u.clone_from(&rec.user);
-                    }
-                }
-                None => found = Some((*src, *ts, rec.user.clone())),
-            }
-        }
-        found.map(|(s, _, u)| (s, u))
+        self.sole_source(ev.ts, |rec| {
+            rec.wire.is_none()
+                && rec.user_sid.as_deref() == sid
+                && host_key(rec.host.as_deref()) == host
+        })
     }
 }
