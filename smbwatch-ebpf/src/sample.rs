@@ -39,30 +39,20 @@
 //!   verifier only takes constant reservation sizes, so a record is one of
 //!   a few sizes ([`SAMPLE_CLASSES`], or header only).
 
-use core::{
-    intrinsics::{atomic_cxchg, AtomicOrdering},
-    mem::size_of,
-};
+use core::intrinsics::{atomic_cxchg, AtomicOrdering};
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::bpf_xdp_load_bytes,
     macros::map,
-    maps::{Array, PerCpuArray, RingBuf},
+    maps::{Array, PerCpuArray},
     programs::XdpContext,
 };
 use smbwatch_common::{
-    proto::{
-        tcp_flags::{ACK, FIN, RST, SYN},
-        ETH_HLEN,
-    },
+    proto::tcp_flags::{ACK, FIN, RST, SYN},
     sample::{
-        SampleBudget, SampleFlow, SampleRecord, DEFAULT_SAMPLE_FLOWS, DEFAULT_SAMPLE_RING_BYTES,
-        SAMPLE_CLASSES, SAMPLE_FLAG_FIN, SAMPLE_FLAG_RST, SAMPLE_FLAG_VLAN, SAMPLE_FLOW_DONE,
-        SAMPLE_FLOW_FULL, SAMPLE_SOURCE_SLOTS, SAMPLE_SOURCE_WINDOW_SHIFT, SAMPLE_STALE_UNITS,
-        SAMPLE_TO_CLIENT, SAMPLE_TO_SERVER,
+        SampleFlow, DEFAULT_SAMPLE_FLOWS, SAMPLE_FLAG_FIN, SAMPLE_FLAG_RST, SAMPLE_FLAG_VLAN,
+        SAMPLE_FLOW_DONE, SAMPLE_FLOW_FULL, SAMPLE_STALE_UNITS, SAMPLE_TO_CLIENT, SAMPLE_TO_SERVER,
     },
-    stat, EVENT_FLAG_VLAN, RING_WAKEUP_BYTES,
+    stat, EVENT_FLAG_VLAN,
 };
 
 use crate::{
@@ -73,7 +63,7 @@ use crate::{
 
 mod record;
 
-use record::{budget, send, source_allows, Sample};
+use record::{send, source_allows, Sample};
 
 #[map]
 static SAMPLE_FLOWS: Array<SampleFlow> = Array::with_max_entries(DEFAULT_SAMPLE_FLOWS, 0);

@@ -23,8 +23,6 @@
 
 use std::net::IpAddr;
 
-use chrono::{DateTime, Utc};
-
 use super::process::host_key;
 use super::Correlator;
 use crate::alert::{Alert, AlertKind, Severity, SmbEvidence};

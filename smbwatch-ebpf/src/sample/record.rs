@@ -12,6 +12,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use smbwatch_common::{
+    proto::ETH_HLEN,
     sample::{
         SampleBudget, SampleRecord, DEFAULT_SAMPLE_RING_BYTES, SAMPLE_CLASSES, SAMPLE_SOURCE_SLOTS,
         SAMPLE_SOURCE_WINDOW_SHIFT,
@@ -19,6 +20,7 @@ use smbwatch_common::{
     stat, RING_WAKEUP_BYTES,
 };
 
+use super::bytes_at;
 use crate::{count, setting, Meta};
 
 #[map]
@@ -141,7 +143,7 @@ fn record<const N: usize>(ctx: &XdpContext, meta: Meta, s: &Sample, now: u64) {
 
 /// Per-CPU token bucket of ring bytes; `true` when `bytes` may be sent.
 #[inline(always)]
-pub(super) fn budget(bytes: u64, now: u64) -> bool {
+fn budget(bytes: u64, now: u64) -> bool {
     let per_kib = setting!(sample_ns_per_kib);
     if per_kib == 0 {
         return true;
