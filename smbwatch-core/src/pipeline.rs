@@ -232,12 +232,14 @@ impl Pipeline {
         // The act an SMB alert from the wire carries (now or already).
         let joined = self.correlator.take_joined_wire();
         if let Some(mut alert) = self.rules.check(ev) {
-            if alert.kind != AlertKind::AdminShareAccess {
+            let share = alert.kind == AlertKind::AdminShareAccess;
+            if !(joined && share) {
                 self.correlator.enrich_alert(&mut alert);
-                out.push(alert);
-            } else if !joined {
-                self.correlator.enrich_alert(&mut alert);
-                out.extend(self.correlator.host_share_alert(ev, alert));
+                if share {
+                    out.extend(self.correlator.host_share_alert(ev, alert));
+                } else {
+                    out.push(alert);
+                }
             }
         }
         out.extend(chained);

@@ -267,8 +267,7 @@ impl Correlator {
             self.wire_acts.insert(alert.ts, key, ());
             out.push(alert);
         }
-        let host: Vec<Alert> = self.waiting.host.drain(..).map(|(_, a, _, _)| a).collect();
-        for a in host {
+        while let Some((_, a, _, _)) = self.waiting.host.pop_front() {
             self.count_host_alert(&a);
             out.push(a);
         }
