@@ -308,6 +308,12 @@ impl Config {
             if message.ends_with("expected a duration") {
                 message.push_str(" with a unit, e.g. \"90s\", \"15m\", \"2h\", \"1500ms\"");
             }
+            // ipnet's message is the same for every mistake: name it.
+            if message == networks::IPNET_MESSAGE {
+                if let Some(value) = offset.and_then(|o| networks::quoted_at(text, o)) {
+                    message = networks::explain(value);
+                }
+            }
             ConfigError::Invalid {
                 file: name.to_string(),
                 line,
@@ -359,6 +365,7 @@ pub mod docs;
 pub mod durations;
 mod listen;
 mod locate;
+mod networks;
 pub mod reload;
 mod validate;
 
