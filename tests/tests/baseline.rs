@@ -36,9 +36,8 @@ fn a_learned_week_then_day_eight_raises_exactly_the_three_anomalies() {
     std::fs::write(&cfg, "[baseline]\nlearn_for = \"6d\"\n").unwrap();
     let db = dir.0.join("baseline.redb");
     let mut args = vec!["baseline", "learn", "--db", s(&db), "--config", s(&cfg)];
-    for d in &days[..7] {
-        args.extend(["--pcap", s(d)]);
-    }
+    // The captures as plain arguments (the export test passes `--pcap`).
+    args.extend(days[..7].iter().map(|d| s(d)));
     let out = smbwatch(&args);
     let said = String::from_utf8_lossy(&out.stderr);
     eprintln!("{said}");

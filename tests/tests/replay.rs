@@ -494,7 +494,8 @@ fn live_lab_capture_replays_to_what_the_daemon_raised() {
     daemon.stop().unwrap();
 
     let out = std::process::Command::new(smbwatch_bin())
-        .args(["replay", "--events", "--pcap"])
+        // The capture as a plain argument (other tests pass `--pcap`).
+        .args(["replay", "--events"])
         .arg(&pcap.0)
         .args(detect)
         .output()

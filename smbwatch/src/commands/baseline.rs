@@ -15,8 +15,12 @@ pub(crate) enum BaselineCommand {
     Learn {
         #[command(flatten)]
         db: BaselineDb,
-        /// Captures to learn, in time order (repeatable).
-        #[arg(long = "pcap", value_name = "FILE", required = true)]
+        /// Captures to learn, in time order.
+        #[arg(value_name = "CAPTURE", required_unless_present = "pcaps")]
+        captures: Vec<PathBuf>,
+        /// A capture to learn, as a flag (repeatable, in time order; not
+        /// mixed with CAPTURE, whose order against it would be unclear).
+        #[arg(long = "pcap", value_name = "FILE", conflicts_with = "captures")]
         pcaps: Vec<PathBuf>,
         /// Write a batch to the database every N events.
         #[arg(long, value_name = "N", default_value_t = 100_000)]
@@ -78,9 +82,11 @@ pub(crate) fn run(cmd: BaselineCommand) -> Result<()> {
     match cmd {
         BaselineCommand::Learn {
             db,
+            captures,
             pcaps,
             batch_events,
         } => {
+            let pcaps = if captures.is_empty() { pcaps } else { captures };
             let cfg = super::load_config(db.config.as_deref())?;
             let started = std::time::Instant::now();
             // Progress: one line per committed batch and per capture.

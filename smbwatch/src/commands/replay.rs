@@ -20,9 +20,12 @@ use super::{apply_detect, load_config, read_host_logs, set_baseline, stdout_aler
 
 #[derive(Args, Debug)]
 pub(crate) struct ReplayArgs {
-    /// The capture (Ethernet, Linux cooked SLL/SLL2 or raw IP link types).
-    #[arg(long, value_name = "FILE")]
-    pcap: PathBuf,
+    /// The capture (pcap or pcapng; Ethernet, Linux cooked SLL/SLL2 or raw IP link types).
+    #[arg(value_name = "CAPTURE", required_unless_present = "pcap")]
+    capture: Option<PathBuf>,
+    /// The capture, as a flag (the same as CAPTURE).
+    #[arg(long, value_name = "FILE", conflicts_with = "capture")]
+    pcap: Option<PathBuf>,
     /// Windows host-log files to correlate with (repeatable).
     #[arg(long = "host-log", value_name = "FILE")]
     host_logs: Vec<PathBuf>,
@@ -43,6 +46,16 @@ pub(crate) struct ReplayArgs {
     baseline: Option<PathBuf>,
 }
 
+impl ReplayArgs {
+    /// The capture, given as CAPTURE or `--pcap` (clap requires one).
+    fn capture(&self) -> &std::path::Path {
+        match (&self.capture, &self.pcap) {
+            (Some(p), _) | (None, Some(p)) => p,
+            (None, None) => unreachable!("clap requires CAPTURE or --pcap"),
+        }
+    }
+}
+
 pub(crate) fn replay(args: ReplayArgs) -> Result<()> {
     let mut cfg = load_config(args.config.as_deref())?;
     apply_detect(&mut cfg, &args.detect);
@@ -53,7 +66,7 @@ pub(crate) fn replay(args: ReplayArgs) -> Result<()> {
     cfg.validate()
         .context("invalid setting (after applying command-line flags)")?;
     let host = read_host_logs(&args.host_logs, hostlog::Format::Auto)?;
-    let mut print = stdout_alerts(smbwatch::replay::sensor::of_capture(&args.pcap));
+    let mut print = stdout_alerts(smbwatch::replay::sensor::of_capture(args.capture()));
     let mut on_alert = |a: &Alert| print(a);
     let mut print_event = |ev: &smbwatch::event::GatewayEvent| {
         let _ = writeln!(std::io::stdout(), "{}", ev.to_json());
@@ -81,7 +94,7 @@ pub(crate) fn replay(args: ReplayArgs) -> Result<()> {
         load: cfg.dataplane.load_options(1, cfg.detect.window),
         ..ReplayOptions::default()
     };
-    let summary = smbwatch::replay::replay(&args.pcap, &opts, &mut feed)?;
+    let summary = smbwatch::replay::replay(args.capture(), &opts, &mut feed)?;
     let mut pipeline = feed.finish();
     if let (Some(store), Some(b)) = (store, pipeline.baseline_mut()) {
         // Learning goes on in replay too: what it learned is kept.
