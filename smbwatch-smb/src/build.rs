@@ -271,6 +271,46 @@ pub fn smb1_negotiate(dialects: &[u8]) -> Vec<u8> {
     m
 }
 
+/// An SMB1 header for `command` with multiplex id `mid`, then `words`
+/// (parameter words) and `data` (the bytes block).
+pub fn smb1_message(command: u8, reply: bool, mid: u16, words: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut m = vec![0xFF, b'S', b'M', b'B', command];
+    m.resize(32, 0);
+    if reply {
+        m[9] = 0x80; // SMB_FLAGS_REPLY
+    }
+    m[30..32].copy_from_slice(&mid.to_le_bytes());
+    m.push((words.len() / 2) as u8);
+    m.extend_from_slice(words);
+    m.extend((data.len() as u16).to_le_bytes());
+    m.extend_from_slice(data);
+    m
+}
+
+/// A TRANSACTION2 request with one setup word, `subcommand`.
+pub fn smb1_trans2(subcommand: u16, mid: u16) -> Vec<u8> {
+    let mut w = vec![0u8; 28];
+    w[26] = 1; // SetupCount
+    w.extend(subcommand.to_le_bytes());
+    smb1_message(0x32, false, mid, &w, &[0; 13])
+}
+
+/// A TRANSACTION2 error reply (no words, no bytes) with `mid`.
+pub fn smb1_trans2_reply(mid: u16) -> Vec<u8> {
+    smb1_message(0x32, true, mid, &[], &[])
+}
+
+/// An NT_TRANSACT request for `function` announcing `total_data` bytes.
+pub fn smb1_nt_transact(function: u16, total_data: u32) -> Vec<u8> {
+    let mut w = vec![0u8; 38];
+    w[0] = 1; // MaxSetupCount
+    w[7..11].copy_from_slice(&total_data.to_le_bytes());
+    w[35] = 1; // SetupCount
+    w[36..38].copy_from_slice(&function.to_le_bytes());
+    w.extend([0, 0]); // Setup[0]
+    smb1_message(0xA0, false, 65, &w, &[0; 30])
+}
+
 /// A NetBIOS session message around `m`.
 pub fn nb(m: &[u8]) -> Vec<u8> {
     let mut v = (m.len() as u32).to_be_bytes().to_vec();

@@ -25,7 +25,7 @@ pub mod stream;
 pub mod wire;
 
 pub use dcerpc::Interface;
-pub use observation::{Dialect, Direction, Limit, Observation, Seen, Unbound, Unseen};
+pub use observation::{Dialect, Direction, ExploitSign, Limit, Observation, Seen, Unbound, Unseen};
 pub use session::{Session, SessionCounters};
 pub use smb2::{NtStatus, ShareType};
 pub use stream::{Hole, Segment};

@@ -124,6 +124,36 @@ impl Unbound {
     }
 }
 
+/// A sign, on an SMB1 connection, of MS17-010's exploits (EternalBlue and
+/// its kin) or of the DoublePulsar implant they install. Each is a message
+/// no legitimate client or server sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExploitSign {
+    /// A TRANS2_SESSION_SETUP request. The subcommand is reserved and
+    /// unimplemented in every Windows server; DoublePulsar's ping, run and
+    /// kill commands use it.
+    DoublePulsarCommand,
+    /// A TRANS2 reply whose multiplex id is a TRANS2_SESSION_SETUP
+    /// request's plus 16: the implant answered, the server is compromised
+    /// (an uninfected server answers with the request's own id).
+    DoublePulsarAnswer,
+    /// An NT_TRANSACT request with no function (0) announcing more than
+    /// 65,535 bytes of data: EternalBlue's oversized FEA list, which a
+    /// TRANSACTION2 could not have carried.
+    EternalBlue,
+}
+
+impl ExploitSign {
+    /// The snake_case name event lines carry (`smb.exploit`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::DoublePulsarCommand => "doublepulsar_command",
+            Self::DoublePulsarAnswer => "doublepulsar_answer",
+            Self::EternalBlue => "eternalblue",
+        }
+    }
+}
+
 /// A typed observation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Observation {
@@ -133,6 +163,11 @@ pub enum Observation {
     Smb1 {
         /// Dialect strings offered.
         dialects: Vec<String>,
+    },
+    /// A sign of an MS17-010 exploit or its implant (SMB1).
+    Exploit {
+        /// Which.
+        sign: ExploitSign,
     },
     /// The SMB2/3 dialect the server chose.
     Negotiate {

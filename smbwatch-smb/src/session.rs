@@ -9,7 +9,7 @@ use std::{collections::HashMap, time::SystemTime};
 use crate::{
     dcerpc::Interface,
     ntlmssp::{self, Authenticate, Ntlmssp},
-    observation::{Dialect, Direction, Limit, Observation, Seen, Unseen},
+    observation::{Dialect, Direction, ExploitSign, Limit, Observation, Seen, Unseen},
     smb1::{self, Smb1},
     smb2::{self, Command, FileId, Header, NtStatus, ShareType},
     stream::{Message, Segment, Stream, StreamEvent},
@@ -28,6 +28,8 @@ pub const MAX_FILES: usize = 256;
 pub const MAX_PIPE_CONTEXTS: usize = 16;
 /// DCE/RPC PDUs read from one pipe write or read.
 pub const MAX_PDUS_PER_TRANSFER: usize = 32;
+/// TRANS2_SESSION_SETUP requests remembered for their answers.
+pub const MAX_TRANS2_PROBES: usize = 8;
 
 /// Counters of a session.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -84,6 +86,9 @@ pub struct Session {
     trees: HashMap<u32, Tree>,
     files: HashMap<FileId, File>,
     encrypted_sessions: Vec<u64>,
+    /// Multiplex ids of TRANS2_SESSION_SETUP requests not yet answered
+    /// (the oldest dropped past [`MAX_TRANS2_PROBES`]).
+    trans2_probes: Vec<u16>,
     counters: SessionCounters,
     limits_said: [bool; Limit::COUNT],
 }
@@ -295,7 +300,7 @@ impl Session {
                         share_type: None,
                         status: None,
                     }),
-                    Ok(Smb1::Other { .. }) => {}
+                    Ok(m) => self.smb1_exploit(&m, out),
                     Err(e) => self.malformed(e, out),
                 }
             }
@@ -303,6 +308,42 @@ impl Session {
                 what: Unseen::NotSmb { len: m.declared },
             }),
         }
+    }
+
+    /// MS17-010's signs among the other SMB1 messages (see [`ExploitSign`]).
+    fn smb1_exploit(&mut self, m: &Smb1, out: &mut Out<'_>) {
+        let sign = match *m {
+            Smb1::Trans2 {
+                subcommand: smb1::TRANS2_SESSION_SETUP,
+                mid,
+            } => {
+                if self.trans2_probes.len() == MAX_TRANS2_PROBES {
+                    self.trans2_probes.remove(0);
+                }
+                self.trans2_probes.push(mid);
+                ExploitSign::DoublePulsarCommand
+            }
+            Smb1::Trans2Reply { mid } => {
+                let Some(i) = self
+                    .trans2_probes
+                    .iter()
+                    .position(|&p| p == mid || p.wrapping_add(16) == mid)
+                else {
+                    return;
+                };
+                let probe = self.trans2_probes.remove(i);
+                if probe == mid {
+                    return; // answered by the server itself: no implant
+                }
+                ExploitSign::DoublePulsarAnswer
+            }
+            Smb1::NtTransact {
+                function: 0,
+                total_data,
+            } if total_data > u32::from(u16::MAX) => ExploitSign::EternalBlue,
+            _ => return,
+        };
+        out.push(Observation::Exploit { sign });
     }
 
     fn malformed(&mut self, e: crate::wire::ParseError, out: &mut Out<'_>) {

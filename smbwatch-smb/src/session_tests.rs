@@ -614,3 +614,4 @@ fn observations_name_their_share_and_pipe() {
 }
 
 mod rpc_and_rename;
+mod smb1_exploit;

@@ -60,6 +60,9 @@ fn parse(path: &Path) -> Seen {
     for o in all {
         match o.observation {
             Observation::Smb1 { .. } => seen.smb1 = true,
+            Observation::Exploit { sign } => {
+                seen.exploits.insert(sign.name().to_owned());
+            }
             Observation::Negotiate { dialect } => {
                 seen.dialects.insert(dialect.0);
             }

@@ -138,6 +138,9 @@ fn seen(events: &[SmbEvent]) -> Seen {
     for e in events {
         match &e.observation {
             Observation::Smb1 { .. } => s.smb1 = true,
+            Observation::Exploit { sign } => {
+                s.exploits.insert(sign.name().to_owned());
+            }
             Observation::Negotiate { dialect } => {
                 s.dialects.insert(dialect.0);
             }
@@ -179,6 +182,7 @@ fn subset(a: &Seen, b: &Seen) -> bool {
         && a.users.is_subset(&b.users)
         && a.binds.is_subset(&b.binds)
         && a.calls.is_subset(&b.calls)
+        && a.exploits.is_subset(&b.exploits)
 }
 
 /// The captures present, or none (said, and a failure under CI=true).
@@ -253,6 +257,11 @@ fn the_default_sample_still_names_the_lateral_moves() {
             n if n.starts_with("eternalblue") => {
                 assert!(s.smb1);
                 assert!(s.shares.contains("\\\\192.168.198.203\\IPC$"));
+                // The exploit and the implant's ping are early in their
+                // connections; the implant's answer comes after the
+                // exploit's 40 KiB, past the default sample.
+                assert!(s.exploits.contains("eternalblue"), "{s:#?}");
+                assert!(s.exploits.contains("doublepulsar_command"), "{s:#?}");
             }
             n if n.starts_with("otrf_covenant") => {
                 assert!(s.shares.contains("\\\\WORKSTATION6\\C$"), "{s:#?}");

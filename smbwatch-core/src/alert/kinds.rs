@@ -87,6 +87,7 @@ impl AlertKind {
         Self::SmbDcsync,
         Self::SmbV1,
         Self::SmbEnum,
+        Self::SmbExploit,
     ];
 
     /// The kind's ECS mapping.
@@ -244,6 +245,14 @@ impl AlertKind {
                 category: &[IntrusionDetection, Network],
                 types: &[Info],
                 techniques: &["T1087.002", "T1135"],
+            },
+            Self::SmbExploit => &KindSpec {
+                rule_id: "smb_exploit",
+                rule_name: "SMB on the wire: MS17-010 exploit or DoublePulsar implant (SMB1)",
+                rule_version: "1",
+                category: &[IntrusionDetection, Network],
+                types: &[Info],
+                techniques: &["T1210"],
             },
             Self::SmbwatchDegraded => &KindSpec {
                 rule_id: "smbwatch_degraded",

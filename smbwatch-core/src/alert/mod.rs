@@ -66,6 +66,9 @@ pub enum AlertKind {
     /// On the wire: a burst of account, group, share or session
     /// enumeration calls (samr, lsarpc, srvsvc, wkssvc).
     SmbEnum,
+    /// On the wire: an MS17-010 exploit (EternalBlue's transaction) or the
+    /// DoublePulsar implant's command or answer, over SMB1.
+    SmbExploit,
 }
 
 impl AlertKind {
@@ -304,6 +307,10 @@ pub struct SmbEvidence {
     /// SMB1 dialects the client offered.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dialects: Vec<String>,
+    /// The MS17-010 sign seen (`eternalblue`, `doublepulsar_command`,
+    /// `doublepulsar_answer`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exploit: Option<&'static str>,
     /// The NTLMSSP domain of the logon.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,

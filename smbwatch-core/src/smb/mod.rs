@@ -22,7 +22,8 @@ use serde::Serialize;
 pub use config::{pipe_name, share_name, SmbSettings};
 pub use monitor::SmbMonitor;
 pub use smbwatch_smb::{
-    Dialect, Direction, Hole, Interface, Limit, NtStatus, Observation, ShareType, Unbound, Unseen,
+    Dialect, Direction, ExploitSign, Hole, Interface, Limit, NtStatus, Observation, ShareType,
+    Unbound, Unseen,
 };
 
 use crate::alert::Alert;
@@ -120,7 +121,7 @@ impl SmbEvent {
 
 /// `event.action` of each observation kind, in [`SmbCounters::observations`]
 /// order.
-pub const ACTIONS: [&str; 12] = [
+pub const ACTIONS: [&str; 13] = [
     "smb1_negotiate",
     "smb_negotiate",
     "smb_logon",
@@ -133,6 +134,7 @@ pub const ACTIONS: [&str; 12] = [
     "rpc_call",
     "smb_encrypted",
     "smb_unseen",
+    "smb1_exploit",
 ];
 
 /// The index of an observation's kind in [`ACTIONS`].
@@ -150,6 +152,7 @@ pub fn kind_index(o: &Observation) -> usize {
         Observation::RpcCall { .. } => 9,
         Observation::Encrypted { .. } => 10,
         Observation::Unseen { .. } => 11,
+        Observation::Exploit { .. } => 12,
     }
 }
 

@@ -26,7 +26,7 @@ use super::{share_name, Account, SmbCounters, SmbSettings};
 use crate::alert::{Alert, AlertKind, Severity, SmbEvidence};
 use crate::correlate::is_executable;
 use crate::timed::{delta, TimedIndex};
-use smbwatch_smb::{NtStatus, Observation};
+use smbwatch_smb::{ExploitSign, NtStatus, Observation};
 
 /// svcctl operations that install or start code as a service.
 const SERVICE_OPS: &[&str] = &[
@@ -190,6 +190,7 @@ impl Rules {
                 }
             }
             Observation::Negotiate { .. } => flow.smb1 = None,
+            Observation::Exploit { sign } => raise(self, exploit(*sign)),
             Observation::TreeConnect { path, status, .. } => {
                 if let Some(dialects) = flow.smb1.take() {
                     raise(self, smb_v1(&dialects, "connected a share over SMB1"));
@@ -446,6 +447,39 @@ pub(super) struct Draft {
     /// The verb phrase of the message (`connected to \\srv\ADMIN$`).
     what: String,
     evidence: SmbEvidence,
+}
+
+/// MS17-010's exploit and its implant's command are one act per (client,
+/// server); the implant's answer, which says the server is compromised,
+/// is another.
+fn exploit(sign: ExploitSign) -> Draft {
+    let (severity, act, what) = match sign {
+        ExploitSign::EternalBlue => (
+            Severity::Critical,
+            "MS17-010",
+            "sent EternalBlue's oversized NT_TRANSACT (MS17-010)",
+        ),
+        ExploitSign::DoublePulsarCommand => (
+            Severity::Critical,
+            "MS17-010",
+            "sent a DoublePulsar implant command (TRANS2_SESSION_SETUP)",
+        ),
+        ExploitSign::DoublePulsarAnswer => (
+            Severity::Critical,
+            "MS17-010 implant",
+            "found a DoublePulsar implant answering (the server is compromised)",
+        ),
+    };
+    Draft {
+        kind: AlertKind::SmbExploit,
+        severity,
+        act: act.to_owned(),
+        what: what.to_owned(),
+        evidence: SmbEvidence {
+            exploit: Some(sign.name()),
+            ..SmbEvidence::default()
+        },
+    }
 }
 
 fn smb_v1(dialects: &[String], what: &str) -> Draft {

@@ -185,6 +185,32 @@ fn eternalblue_capture_raises_smb_v1() {
     assert!(!v1[0].smb.as_ref().unwrap().dialects.is_empty());
 }
 
+/// EternalBlue's whole wire: the exploit and the implant's pings are one
+/// act, the implant's answer (the server compromised) another; both
+/// critical, with the sign that raised them.
+#[test]
+fn eternalblue_capture_raises_the_exploit_and_the_implant() {
+    let Some((out, _)) = replay(ETERNALBLUE, SmbSettings::default()) else {
+        return;
+    };
+    let signs: Vec<_> = out
+        .alerts
+        .iter()
+        .filter(|a| a.kind == AlertKind::SmbExploit)
+        .map(|a| {
+            assert_eq!(a.severity, Severity::Critical);
+            assert!(a.techniques.contains(&"T1210"));
+            a.smb.as_ref().unwrap().exploit.unwrap()
+        })
+        .collect();
+    assert_eq!(
+        signs,
+        ["doublepulsar_command", "doublepulsar_answer"],
+        "{:#?}",
+        out.alerts
+    );
+}
+
 /// Suricata's smb2-peter: plain file traffic on a normal share: no alert.
 #[test]
 fn plain_share_traffic_raises_nothing() {

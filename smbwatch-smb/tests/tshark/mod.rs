@@ -29,6 +29,8 @@ pub struct Seen {
     pub users: BTreeSet<String>,
     pub binds: BTreeSet<String>,
     pub calls: BTreeSet<(String, u16)>,
+    /// MS17-010 signs (`ExploitSign::name`).
+    pub exploits: BTreeSet<String>,
 }
 
 /// Runs tshark with a display filter; one Vec of fields per packet.
@@ -167,7 +169,42 @@ pub fn oracle(path: &Path) -> Seen {
             }
         }
     }
+    seen.exploits = exploits(path);
     seen
+}
+
+/// MS17-010's signs: EternalBlue's NT_TRANSACT (no function, more data
+/// than 64 KiB), DoublePulsar's TRANS2_SESSION_SETUP and its implant's
+/// answer (the request's multiplex id plus 16, in the same TCP stream).
+fn exploits(path: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let nt =
+        "smb.cmd == 0xa0 && smb.flags.response == 0 && smb.nt.function == 0 && smb.tdc > 65535";
+    if !tshark(path, nt, &["frame.number"]).is_empty() {
+        out.insert("eternalblue".to_owned());
+    }
+    let mut probes: Vec<(String, u16)> = Vec::new();
+    let fields = [
+        "tcp.stream",
+        "smb.flags.response",
+        "smb.mid",
+        "smb.trans2.cmd",
+    ];
+    for r in tshark(path, "smb.cmd == 0x32", &fields) {
+        let [stream, resp, mid, sub] = &r[..] else {
+            panic!("tshark fields: {r:?}");
+        };
+        let mid: u16 = mid.parse().expect("mid");
+        if resp == "0" || resp == "False" {
+            if sub == "0x000e" {
+                out.insert("doublepulsar_command".to_owned());
+                probes.push((stream.clone(), mid));
+            }
+        } else if probes.contains(&(stream.clone(), mid.wrapping_sub(16))) {
+            out.insert("doublepulsar_answer".to_owned());
+        }
+    }
+    out
 }
 
 /// The tool's path on PATH.

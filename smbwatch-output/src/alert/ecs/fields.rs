@@ -261,6 +261,10 @@ pub const FIELDS: &[Field] = &[
     f("smb.named_pipe", Keyword),
     f("smb.dialect", Keyword),
     list("smb.dialects", Keyword),
+    one_of(
+        "smb.exploit",
+        &["eternalblue", "doublepulsar_command", "doublepulsar_answer"],
+    ),
     f("smb.status", Keyword),
     f("smb.access", Keyword),
     f("smb.disposition", Long),

@@ -51,6 +51,7 @@ pub(crate) fn full_alert(kind: AlertKind) -> Alert {
         operations: vec!["RCreateServiceW".into()],
         calls: Some(12),
         dialects: vec!["NT LM 0.12".into()],
+        exploit: Some("eternalblue"),
         domain: Some("THESHIRE".into()),
         workstation: Some("WORKSTATION5".into()),
         logon: Some("guest"),

@@ -66,6 +66,10 @@ pub struct Smb {
     /// SMB1 dialects the client offered.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dialects: Vec<String>,
+    /// The MS17-010 sign (`eternalblue`, `doublepulsar_command`,
+    /// `doublepulsar_answer`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exploit: Option<&'static str>,
     /// The answer's NT status (`0xc0000022`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
@@ -155,6 +159,7 @@ impl Empty for Smb {
             && self.named_pipe.is_none()
             && self.dialect.is_none()
             && self.dialects.is_empty()
+            && self.exploit.is_none()
             && self.status.is_none()
             && self.access.is_none()
             && self.disposition.is_none()
@@ -239,6 +244,7 @@ impl Smb {
             path: e.tree.clone(),
             named_pipe: e.pipe.clone(),
             dialects: e.dialects.clone(),
+            exploit: e.exploit,
             logon: e.logon,
             calls: e.calls,
             host_events: e.host_events.clone(),
@@ -426,6 +432,10 @@ impl<'a> SmbLine<'a> {
                 Observation::Smb1 { dialects } => {
                     smb.dialects = dialects.iter().take(16).cloned().collect();
                     (&["network"], &["protocol"])
+                }
+                Observation::Exploit { sign } => {
+                    smb.exploit = Some(sign.name());
+                    (&["network", "intrusion_detection"], &["info"])
                 }
                 Observation::Negotiate { dialect } => {
                     smb.dialect = Some(dialect.to_string());
