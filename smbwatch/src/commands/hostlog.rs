@@ -13,7 +13,7 @@ use super::{load_config, read_host_logs, stdout_alerts};
 pub(crate) enum HostlogCommand {
     /// Print normalised host events as JSON lines; counts and errors on stderr.
     Parse(HostlogFiles),
-    /// Apply the host rules (suspicious_smb_client, admin_share_access, remote_file_drop) and print alerts as JSON lines.
+    /// Apply the host rules (suspicious_smb_client, admin_share_access, remote_file_drop, and smb_remote_service / smb_remote_task from 7045, 4697 and 4698 of a remote client) and print alerts as JSON lines.
     Scan(HostlogFiles),
 }
 
