@@ -587,3 +587,6 @@ mod fair_tests;
 
 #[cfg(test)]
 mod remote_exec_tests;
+
+#[cfg(test)]
+mod share_wait_tests;

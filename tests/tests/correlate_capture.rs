@@ -112,16 +112,26 @@ fn covenant_copy_to_c_share_is_a_remote_file_drop() {
     let (alerts, _, pipeline) = run(&Config::default(), &pcap, &log);
     let drops: Vec<_> = alerts
         .iter()
-        .filter(|a| a.kind == AlertKind::RemoteFileDrop)
+        .filter(|a| matches!(a.kind, AlertKind::RemoteFileDrop | AlertKind::SmbFileDrop))
         .collect();
-    // Two 5145 writes and the kernel's Sysmon 11 of one copy: one alert.
+    // Two 5145 writes and the kernel's Sysmon 11 of one copy, and the
+    // wire's CREATE: one alert. The host's 5145 is dated before the
+    // packets; it waited for the wire's alert, which carries both.
     assert_eq!(drops.len(), 1, "{alerts:#?}");
     let a = drops[0];
+    assert_eq!(a.kind, AlertKind::SmbFileDrop, "{a:#?}");
     assert!(
-        a.message.contains(r"\\*\C$\ProgramData\GruntHTTP.exe"),
+        a.message
+            .contains(r"\\WORKSTATION6\C$\ProgramData\GruntHTTP.exe"),
         "{}",
         a.message
     );
+    assert!(
+        a.message.ends_with("logged it too [event 5145]"),
+        "{}",
+        a.message
+    );
+    assert_eq!(a.event_code, Some(5145));
     assert_eq!(a.source_ip, Some("172.18.39.5".parse().unwrap()));
     assert_eq!(a.host.as_deref(), Some("WORKSTATION6.theshire.local"));
     // Two SMB connections are no scan, so no chain.
@@ -229,14 +239,16 @@ fn empire_service_install_on_the_wire_and_in_the_log_is_one_alert() {
         smb.operations.iter().any(|o| o == "RCreateServiceW"),
         "{smb:?}"
     );
-    assert_eq!(smb.host_events, vec![4697], "{a:#?}");
+    // The 7045 of the same install arrived while the 4697's alert waited
+    // for the wire's (the host's clock is ahead): both ride on it.
+    assert_eq!(smb.host_events, vec![4697, 7045], "{a:#?}");
     assert_eq!(a.event_code, Some(4697));
     assert_eq!(a.source_ip, Some("172.18.39.5".parse().unwrap()));
     assert_eq!(a.destination_ip, Some("172.18.39.6".parse().unwrap()));
     assert_eq!(a.host.as_deref(), Some("WORKSTATION6.theshire.local"));
     assert!(a.message.contains("PGUJLOAKFQFVOMHGFQPX"), "{}", a.message);
     let stats = pipeline.correlator().stats();
-    // 4697 joined the waiting wire alert; the 7045 came after it went out.
+    // The 4697's alert joined the wire's; the 7045 is the same act.
     assert!(stats.joined >= 1 && stats.joined_late >= 1, "{stats:?}");
     assert_eq!(stats.remote_exec, 0, "{stats:?}");
     // The IPC$ tree connect for the svcctl pipe is one act too: the wire's

@@ -118,7 +118,16 @@ impl Correlator {
                 self.drops.insert(ev.ts, key, ());
                 if !joined {
                     self.stats.file_drops += 1;
-                    out.push(d.alert(ev));
+                    let alert = d.alert(ev);
+                    match d.src {
+                        // The wire may report it a moment later: while SMB
+                        // samples arrive, it waits for the wire's alert.
+                        Some(src) => {
+                            let f = file_name(&d.path).to_ascii_lowercase();
+                            self.host_alert(ev, alert, (src, format!("file:{f}")), &mut out);
+                        }
+                        None => out.push(alert),
+                    }
                 }
             }
         }

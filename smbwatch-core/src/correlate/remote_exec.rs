@@ -85,7 +85,7 @@ impl Correlator {
         let window = add(crate::timed::delta(self.cfg.retention), self.skew);
         let mut out = Vec::new();
         // The same install's other record (7045 and 4697 of one service).
-        if self.host_waiting(&key, ev.ts)
+        if self.add_to_waiting(&key, ev)
             || self
                 .host_acts
                 .get(&key)

@@ -17,10 +17,13 @@
 //!   wire alert goes out alone at the deadline, and a host record of the
 //!   same act arriving later (within `retention` plus `clock_skew`) raises
 //!   nothing more (counted: [`super::CorrelateStats::joined_late`]).
-//! - **Host first**: the host alert went out; the wire alert of the same
-//!   act is not raised (counted: [`super::CorrelateStats::joined_late`]).
-//!   For `IPC$` the pipe's name is then only in the event lines and in the
-//!   alerts of what was done through it (`smb_remote_service`, `smb_enum`…).
+//! - **Host first** (a host record dated before the packets, as replay's
+//!   merge by time meets it): once SMB samples arrive, the host alert waits
+//!   `host_wait` for the wire's, which then goes out carrying both; the
+//!   act's other records meanwhile add their event ids. Without a wire
+//!   alert it goes out alone at its deadline. Before any SMB sample, host
+//!   alerts go out at once, and a later wire alert of the act is not
+//!   raised (counted: [`super::CorrelateStats::joined_late`]).
 //!
 //! Every wire act that follows a scan alert of its source completes a
 //! `lateral_movement_chain` naming the act (share, file, pipe, RPC
@@ -63,6 +66,9 @@ pub(super) struct Waiting {
 #[derive(Debug)]
 pub(super) struct HostCarry {
     id: u32,
+    /// The event ids of the act's other records that arrived while it
+    /// waited (a 7045 beside its 4697), at most 7.
+    more: Vec<u32>,
     host: Option<String>,
     user_id: Option<String>,
     user: Option<String>,
@@ -84,6 +90,7 @@ impl HostCarry {
         };
         Self {
             id,
+            more: Vec::new(),
             host: ev.host.clone(),
             user_id: account.sid.clone(),
             user: account.qualified(),
@@ -91,18 +98,26 @@ impl HostCarry {
         }
     }
 
-    /// Puts the evidence on the wire alert of the same act.
-    fn apply(self, a: &mut Alert) {
-        a.event_code = Some(self.id);
-        a.host = a.host.take().or(self.host);
-        a.user_id = a.user_id.take().or(self.user_id);
-        a.user = a.user.take().or(self.user);
+    /// Adds only the record's event id to an alert another record of the
+    /// same act already completed.
+    fn apply_id(self, a: &mut Alert) {
         if let Some(smb) = a.smb.as_mut() {
-            if !smb.host_events.contains(&self.id) && smb.host_events.len() < 8 {
-                smb.host_events.push(self.id);
+            for id in std::iter::once(self.id).chain(self.more) {
+                if !smb.host_events.contains(&id) && smb.host_events.len() < 8 {
+                    smb.host_events.push(id);
+                }
             }
         }
+    }
+
+    /// Puts the evidence on the wire alert of the same act.
+    fn apply(mut self, a: &mut Alert) {
+        a.event_code = Some(self.id);
+        a.host = a.host.take().or(self.host.take());
+        a.user_id = a.user_id.take().or(self.user_id.take());
+        a.user = a.user.take().or(self.user.take());
         a.message.push_str(&self.suffix);
+        self.apply_id(a);
     }
 }
 
@@ -180,6 +195,19 @@ impl Correlator {
             let (_, _, key, carry) = self.waiting.host.remove(i).expect("found");
             let mut alert = alert;
             carry.apply(&mut alert);
+            // The act's other records waiting too (a 5140 and a 5145 of
+            // one share, a 5145 and a Sysmon 11 of one file): the same
+            // alert, so their ids only.
+            while let Some(j) = self
+                .waiting
+                .host
+                .iter()
+                .position(|(_, h, k, _)| *k == key && (h.ts - alert.ts).abs() <= window)
+            {
+                let (_, _, _, more) = self.waiting.host.remove(j).expect("found");
+                more.apply_id(&mut alert);
+                self.stats.joined_late += 1;
+            }
             self.stats.joined += 1;
             self.wire_acts.insert(alert.ts, key, ());
             out.push(alert);
@@ -239,21 +267,21 @@ impl Correlator {
         }
     }
 
-    /// A host `admin_share_access` alert (raised by the host rules). On
-    /// `IPC$` the wire reports the same tree connect with the pipe it
-    /// opened, and in time order the host record usually comes first: so
-    /// while SMB samples arrive it waits `host_wait` for the wire's alert,
-    /// which then carries both (the pipe is only on the wire). Returns
-    /// what goes out now.
+    /// A host `admin_share_access` alert (raised by the host rules). The
+    /// wire reports the same tree connect (with the pipe opened on `IPC$`,
+    /// the workstation and the NTLMSSP user), and the host logs it at the
+    /// tree connect, so in time order its record may come first: while
+    /// SMB samples arrive it waits `host_wait` for the wire's alert, which
+    /// then carries both. Returns what goes out now.
     pub fn host_share_alert(&mut self, ev: &HostEvent, alert: Alert) -> Vec<Alert> {
-        let ipc = alert
-            .share
-            .as_deref()
-            .is_some_and(|s| share_name(s).eq_ignore_ascii_case("IPC$"));
         let mut out = Vec::new();
-        match alert.source_ip {
-            Some(src) if ipc => {
-                self.host_alert(ev, alert, (src, "share:IPC$".to_owned()), &mut out)
+        match (alert.source_ip, alert.share.as_deref()) {
+            (Some(src), Some(share)) => {
+                let key = (
+                    src,
+                    format!("share:{}", share_name(share).to_ascii_uppercase()),
+                );
+                self.host_alert(ev, alert, key, &mut out);
             }
             _ => out.push(alert),
         }
@@ -314,13 +342,27 @@ impl Correlator {
         }
     }
 
-    /// A host alert of `key` is waiting for the wire's.
-    pub(super) fn host_waiting(&self, key: &ActKey, ts: DateTime<Utc>) -> bool {
+    /// Another record of an act whose host alert is waiting for the
+    /// wire's (a 7045 beside its 4697): its event id joins the waiting
+    /// alert's. False when no host alert of `key` waits.
+    pub(super) fn add_to_waiting(&mut self, key: &ActKey, ev: &HostEvent) -> bool {
         let window = add(crate::timed::delta(self.cfg.retention), self.skew);
-        self.waiting
+        let Some((_, alert, _, carry)) = self
+            .waiting
             .host
-            .iter()
-            .any(|(_, a, k, _)| k == key && (a.ts - ts).abs() <= window)
+            .iter_mut()
+            .find(|(_, a, k, _)| k == key && (a.ts - ev.ts).abs() <= window)
+        else {
+            return false;
+        };
+        let id = ev.event_id();
+        if id != carry.id && !carry.more.contains(&id) && carry.more.len() < 7 {
+            carry.more.push(id);
+            if let Some(smb) = alert.smb.as_mut() {
+                smb.host_events.push(id);
+            }
+        }
+        true
     }
 
     /// A host record of an act the wire may have reported: the waiting wire

@@ -43,8 +43,10 @@ pub struct SmbSettings {
     /// counted).
     pub max_alerts_per_source: u32,
     /// When host logs are read: how long an alert of an act Windows also
-    /// logs (admin share access, file drop) waits for the host record, so
-    /// one alert carries both (zero: never waits).
+    /// logs (admin share access, file drop, service install, task) waits
+    /// for the other side's report (the host record, or the wire's alert
+    /// when the host logged first), so one alert carries both (zero: never
+    /// waits).
     #[serde(with = "humantime_serde")]
     pub host_wait: Duration,
 }
