@@ -324,18 +324,43 @@ pub static INTERFACES: &[KnownInterface] = &[
         "spoolss",
         &[
             (1, "RpcOpenPrinter"),
+            (62, "RpcRemoteFindFirstPrinterChangeNotification"),
             (65, "RpcRemoteFindFirstPrinterChangeNotificationEx"),
             (69, "RpcOpenPrinterEx"),
             (89, "RpcAddPrinterDriverEx"),
         ],
     ),
-    // MS-EFSR 1.9 (the interface reached through \lsarpc and \efsrpc);
-    // opnums MS-EFSR 3.1.4.2.
+    // MS-EFSR 1.9: the interface through \lsarpc, and through \efsrpc
+    // (the second UUID); opnums MS-EFSR 3.1.4.2 (the calls that take a
+    // path, which PetitPotam and its variants point at a UNC name).
+    iface("c681d488-d850-11d0-8c52-00c04fd90f7e", "efsrpc", EFSR_OPS),
+    iface("df1941c5-fe89-4e79-bf10-463657acf44d", "efsrpc", EFSR_OPS),
+    // MS-DFSNM 1.9; opnums MS-DFSNM 3.1.4 (DFSCoerce's pair).
     iface(
-        "c681d488-d850-11d0-8c52-00c04fd90f7e",
-        "efsrpc",
-        &[(0, "EfsRpcOpenFileRaw"), (4, "EfsRpcEncryptFileSrv")],
+        "4fc742e0-4a10-11cf-8273-00aa004ae673",
+        "netdfs",
+        &[(12, "NetrDfsAddStdRoot"), (13, "NetrDfsRemoveStdRoot")],
     ),
+    // MS-FSRVP 1.9; opnums MS-FSRVP 3.1.4 (ShadowCoerce's pair).
+    iface(
+        "a8e0653c-2744-4389-a61d-7373df8b2292",
+        "fsrvp",
+        &[(8, "IsPathSupported"), (9, "IsPathShadowCopied")],
+    ),
+];
+
+/// MS-EFSR's operations named (3.1.4.2).
+const EFSR_OPS: &[(u16, &str)] = &[
+    (0, "EfsRpcOpenFileRaw"),
+    (4, "EfsRpcEncryptFileSrv"),
+    (5, "EfsRpcDecryptFileSrv"),
+    (6, "EfsRpcQueryUsersOnFile"),
+    (7, "EfsRpcQueryRecoveryAgents"),
+    (8, "EfsRpcRemoveUsersFromFile"),
+    (9, "EfsRpcAddUsersToFile"),
+    (12, "EfsRpcFileKeyInfo"),
+    (13, "EfsRpcDuplicateEncryptionInfoFile"),
+    (15, "EfsRpcAddUsersToFileEx"),
 ];
 
 /// PDU types (C706 12.6.4.1).

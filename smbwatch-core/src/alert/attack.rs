@@ -144,6 +144,24 @@ pub const TECHNIQUES: &[Technique] = &[
         tactics: &[CREDENTIAL_ACCESS],
     },
     Technique {
+        id: "T1003.002",
+        name: "Security Account Manager",
+        reference: "https://attack.mitre.org/techniques/T1003/002/",
+        tactics: &[CREDENTIAL_ACCESS],
+    },
+    Technique {
+        id: "T1003.004",
+        name: "LSA Secrets",
+        reference: "https://attack.mitre.org/techniques/T1003/004/",
+        tactics: &[CREDENTIAL_ACCESS],
+    },
+    Technique {
+        id: "T1187",
+        name: "Forced Authentication",
+        reference: "https://attack.mitre.org/techniques/T1187/",
+        tactics: &[CREDENTIAL_ACCESS],
+    },
+    Technique {
         id: "T1003.006",
         name: "DCSync",
         reference: "https://attack.mitre.org/techniques/T1003/006/",

@@ -88,6 +88,8 @@ impl AlertKind {
         Self::SmbV1,
         Self::SmbEnum,
         Self::SmbExploit,
+        Self::SmbCoercion,
+        Self::SmbRegistryDump,
     ];
 
     /// The kind's ECS mapping.
@@ -253,6 +255,22 @@ impl AlertKind {
                 category: &[IntrusionDetection, Network],
                 types: &[Info],
                 techniques: &["T1210"],
+            },
+            Self::SmbCoercion => &KindSpec {
+                rule_id: "smb_coercion",
+                rule_name: "SMB on the wire: authentication coercion (PetitPotam, DFSCoerce, ShadowCoerce, printer bug)",
+                rule_version: "1",
+                category: &[IntrusionDetection, Network, Authentication],
+                types: &[Info],
+                techniques: &["T1187"],
+            },
+            Self::SmbRegistryDump => &KindSpec {
+                rule_id: "smb_registry_dump",
+                rule_name: "SMB on the wire: registry hive saved by a remote client (winreg BaseRegSaveKey)",
+                rule_version: "1",
+                category: &[IntrusionDetection, Network],
+                types: &[Access],
+                techniques: &["T1003.002", "T1003.004"],
             },
             Self::SmbwatchDegraded => &KindSpec {
                 rule_id: "smbwatch_degraded",

@@ -69,6 +69,15 @@ pub enum AlertKind {
     /// On the wire: an MS17-010 exploit (EternalBlue's transaction) or the
     /// DoublePulsar implant's command or answer, over SMB1.
     SmbExploit,
+    /// On the wire: a call that makes the server authenticate to a host
+    /// the caller names (PetitPotam's MS-EFSR, DFSCoerce's MS-DFSNM,
+    /// ShadowCoerce's MS-FSRVP, the printer bug against a domain
+    /// controller), the first step of an NTLM relay.
+    SmbCoercion,
+    /// On the wire: a registry hive saved on the server by a remote client
+    /// (winreg BaseRegSaveKey), as secretsdump does to read SAM, SYSTEM and
+    /// SECURITY.
+    SmbRegistryDump,
 }
 
 impl AlertKind {

@@ -27,7 +27,9 @@ pub struct SmbSettings {
     /// administration: services, tasks, registry, PsExec-style pipes).
     pub sensitive_pipes: Vec<String>,
     /// Domain controllers: `IDL_DRSGetNCChanges` from one of these is
-    /// replication, from anything else `smb_dcsync`. Not learned.
+    /// replication, from anything else `smb_dcsync`; spoolss change
+    /// notifications asked of one are the printer bug (`smb_coercion`).
+    /// Not learned.
     pub domain_controllers: Vec<IpNet>,
     /// Enumeration calls (samr, lsarpc, srvsvc, wkssvc) from one source
     /// within `enum_window` that make `smb_enum`.

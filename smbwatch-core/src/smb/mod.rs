@@ -235,6 +235,8 @@ impl SmbOutputs {
 }
 
 #[cfg(test)]
+mod coercion_tests;
+#[cfg(test)]
 mod rename_tests;
 #[cfg(test)]
 mod session_tests;

@@ -310,6 +310,30 @@ impl Rules {
                             evidence: evidence(),
                         },
                     );
+                } else if let Some(what) =
+                    coercion(name, op, || settings.is_domain_controller(cx.server.ip()))
+                {
+                    raise(
+                        self,
+                        Draft {
+                            kind: AlertKind::SmbCoercion,
+                            severity: Severity::High,
+                            act: name.to_owned(),
+                            what: format!("called {iface} {op} ({what})"),
+                            evidence: evidence(),
+                        },
+                    );
+                } else if name == "winreg" && REGISTRY_SAVE_OPS.contains(op) {
+                    raise(
+                        self,
+                        Draft {
+                            kind: AlertKind::SmbRegistryDump,
+                            severity: Severity::Critical,
+                            act: "winreg".into(),
+                            what: format!("had the server save a registry hive (winreg {op})"),
+                            evidence: evidence(),
+                        },
+                    );
                 } else if let Some(i) = enum_op(op) {
                     self.enumeration(settings, cx, i, &mut raise);
                 }
@@ -447,6 +471,28 @@ pub(super) struct Draft {
     /// The verb phrase of the message (`connected to \\srv\ADMIN$`).
     what: String,
     evidence: SmbEvidence,
+}
+
+/// winreg calls that write a hive to a file on the server (MS-RRP 3.1.5.20,
+/// 3.1.5.31).
+const REGISTRY_SAVE_OPS: &[&str] = &["BaseRegSaveKey", "BaseRegSaveKeyEx"];
+
+/// Whether `op` of the interface named `iface` makes the server connect
+/// and authenticate to a path the caller chose, and which tool family
+/// does it. The printer bug is also what every print client does to its
+/// print server, so it counts only against a configured domain controller
+/// (`to_dc`), where no print client has business.
+fn coercion(iface: &str, op: &str, to_dc: impl FnOnce() -> bool) -> Option<&'static str> {
+    match iface {
+        // Every named MS-EFSR call takes a file path.
+        "efsrpc" => Some("PetitPotam"),
+        "netdfs" => Some("DFSCoerce"),
+        "fsrvp" => Some("ShadowCoerce"),
+        "spoolss" if op.starts_with("RpcRemoteFindFirstPrinterChangeNotification") && to_dc() => {
+            Some("printer bug")
+        }
+        _ => None,
+    }
 }
 
 /// MS17-010's exploit and its implant's command are one act per (client,
