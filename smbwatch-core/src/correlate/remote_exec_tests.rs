@@ -21,15 +21,15 @@ const HOST: &str = "SRV6.example.org";
 const SID: &str = "S-1-5-21-1-2-3-1104";
 const SESSION: u64 = 0x2074186;
 
-fn t(s: i64) -> DateTime<Utc> {
+pub(super) fn t(s: i64) -> DateTime<Utc> {
     "2024-05-01T12:00:00Z".parse::<DateTime<Utc>>().unwrap() + TimeDelta::seconds(s)
 }
 
-fn ip(s: &str) -> IpAddr {
+pub(super) fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn correlator() -> Correlator {
+pub(super) fn correlator() -> Correlator {
     let mut c = Correlator::new(CorrelateConfig::default()).with_host_wait(Duration::from_secs(10));
     c.advance(t(0));
     c

@@ -2,29 +2,17 @@
 //! it: the host's alert waits for the wire's, which goes out carrying
 //! both; without the wire it goes out alone at its deadline.
 
-use std::net::IpAddr;
-use std::time::Duration;
-
-use chrono::{DateTime, TimeDelta, Utc};
-
-use super::{CorrelateConfig, Correlator};
+use super::remote_exec_tests::{ip, t};
+use super::Correlator;
 use crate::alert::{Alert, AlertKind, Severity, SmbEvidence};
 use crate::hostlog::{Account, HostEvent, HostRecord, ShareAccess, ShareLog, TimeSource};
 
 const CLIENT: &str = "192.0.2.5";
 const SERVER: &str = "198.51.100.6";
 
-fn t(s: i64) -> DateTime<Utc> {
-    "2024-05-01T12:00:00Z".parse::<DateTime<Utc>>().unwrap() + TimeDelta::seconds(s)
-}
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
+/// A correlator (host_wait 10 s) that has seen SMB samples.
 fn correlator() -> Correlator {
-    let mut c = Correlator::new(CorrelateConfig::default()).with_host_wait(Duration::from_secs(10));
-    c.advance(t(0));
+    let mut c = super::remote_exec_tests::correlator();
     c.saw_wire();
     c
 }

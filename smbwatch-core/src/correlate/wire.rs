@@ -184,31 +184,29 @@ impl Correlator {
             return out;
         };
         let window = add(crate::timed::delta(self.cfg.retention), self.skew);
-        // A host alert of the act waiting for this one: one alert, the
-        // wire's, carrying the host's evidence.
-        if let Some(i) = self
+        // Host alerts of the act waiting for this one: one alert, the
+        // wire's, carrying the first one's evidence and the others' ids
+        // (a 5140 and a 5145 of one share, a 5145 and a Sysmon 11 of one
+        // file).
+        let mut alert = alert;
+        let mut joined = false;
+        while let Some(i) = self
             .waiting
             .host
             .iter()
             .position(|(_, h, k, _)| *k == key && (h.ts - alert.ts).abs() <= window)
         {
-            let (_, _, key, carry) = self.waiting.host.remove(i).expect("found");
-            let mut alert = alert;
-            carry.apply(&mut alert);
-            // The act's other records waiting too (a 5140 and a 5145 of
-            // one share, a 5145 and a Sysmon 11 of one file): the same
-            // alert, so their ids only.
-            while let Some(j) = self
-                .waiting
-                .host
-                .iter()
-                .position(|(_, h, k, _)| *k == key && (h.ts - alert.ts).abs() <= window)
-            {
-                let (_, _, _, more) = self.waiting.host.remove(j).expect("found");
-                more.apply_id(&mut alert);
+            let (_, _, _, carry) = self.waiting.host.remove(i).expect("found");
+            if joined {
+                carry.apply_id(&mut alert);
                 self.stats.joined_late += 1;
+            } else {
+                carry.apply(&mut alert);
+                self.stats.joined += 1;
+                joined = true;
             }
-            self.stats.joined += 1;
+        }
+        if joined {
             self.wire_acts.insert(alert.ts, key, ());
             out.push(alert);
             return out;
