@@ -81,12 +81,21 @@ pub(crate) fn hash_pair(hs: u64, dst: &Addr) -> u64 {
     mix(x.wrapping_add(dst.0[1].wrapping_mul(K)))
 }
 
+/// The program's clock in ns: jiffies × the tick (`Settings::tick_ns`).
+/// `bpf_jiffies64` is inlined by the JIT, so this is a load and a multiply
+/// where a clock helper cost a call (20–35 ns on a VM: retpoline and return
+/// thunk). Tick resolution (1–10 ms) is plenty for windows and budgets of
+/// seconds and for the events' times; the daemon turns it into UTC with a
+/// calibrated offset (jiffies do not start at boot). Tick 0: the coarse
+/// helper, for the benchmark's same-object comparison (the verifier drops
+/// the branch not taken: the setting is read-only).
 #[inline(always)]
 pub(crate) fn now_coarse() -> u64 {
-    // Jiffies resolution is plenty for windows, budgets and the events'
-    // timestamps (the daemon works in seconds), and one helper call per
-    // event cheaper when one reading serves the budget and the record.
-    unsafe { bpf_ktime_get_coarse_ns() }
+    let tick = setting!(tick_ns);
+    if tick == 0 {
+        return unsafe { bpf_ktime_get_coarse_ns() };
+    }
+    unsafe { bpf_jiffies64() }.wrapping_mul(tick)
 }
 
 /// The way holding `tag` in its bucket, and its word.
