@@ -98,6 +98,19 @@ pub(crate) fn now_coarse() -> u64 {
     unsafe { bpf_jiffies64() }.wrapping_mul(tick)
 }
 
+/// The clock a packet is counted by: the program's, or in replay its
+/// capture time, so that the sources' windows, the repeat filter's
+/// generations and the unparsed reporter's windows mean in replay what
+/// they mean live (a capture of hours replays in seconds).
+#[inline(always)]
+fn now_for(seen: &Seen) -> u64 {
+    if setting!(replay) != 0 {
+        seen.replay_ns
+    } else {
+        now_coarse()
+    }
+}
+
 /// The way holding `tag` in its bucket, and its word.
 #[inline(always)]
 fn find(bucket: *mut PairSlot, tag: u64) -> Option<(*mut PairSlot, u64)> {
@@ -280,7 +293,7 @@ fn report_contact(
     flags: u8,
     syns: u16,
 ) {
-    let now = now_coarse();
+    let now = now_for(seen);
     let dbit = ((tag >> 48) & 127) as u32;
     let fanout = track_source(&seen.key.src, hs, dbit, now);
     let priority = fanout > 0 && fanout < PRIORITY_FANOUT_CAP;
@@ -408,24 +421,19 @@ pub fn on_unparsed(seen: &Seen) {
     let Some(slot) = UNPARSED.get_ptr_mut((hs as u32) & (UNPARSED_SLOTS - 1)) else {
         return;
     };
-    let coarse = now_coarse();
-    let now = if setting!(replay) != 0 {
-        seen.replay_ns
-    } else {
-        coarse
-    };
+    let now = now_for(seen);
     let stamp = (hs & 0xffff_ffff_0000_0000) | ((now >> UNPARSED_WINDOW_SHIFT) & 0xffff_ffff);
     if unsafe { *slot } == stamp {
         return; // reported in this window already
     }
     // A plain write: two CPUs racing on one pair report it twice, once.
     unsafe { *slot = stamp };
-    if !budget(coarse, false) {
+    if !budget(now, false) {
         count(stat::EVENTS_SHED);
         return;
     }
     count(stat::UNPARSED_REPORTS);
-    emit(seen, coarse, EventKind::Unparsed, 0, 0, 0);
+    emit(seen, now, EventKind::Unparsed, 0, 0, 0);
 }
 
 /// Counts a new pair against its source. Returns the source's

@@ -1129,6 +1129,40 @@ fn event_and_source_times_convert_to_the_wall_clock() {
 }
 
 #[test]
+fn replay_counts_sources_by_capture_time() {
+    // Replayed in a few ms, an hour of capture must not look like one
+    // fan-out window: the repeat filter and the sources' windows follow the
+    // packets' capture times, as the epochs do.
+    let mut k = Kernel::with_epoch(Duration::from_secs(24 * 3600));
+    let t0 = Duration::from_secs(1_700_000_000);
+    let at = |secs: u64, dst: &str| {
+        (
+            t0 + Duration::from_secs(secs),
+            v4_syn("203.0.113.10", dst, 40000, 445),
+        )
+    };
+    for (t, syn) in [
+        at(0, "198.51.100.1"),
+        at(3600, "198.51.100.2"), // an hour later: one-shot again
+        at(3601, "198.51.100.3"), // a second after that: a repeat
+    ] {
+        k.run_at(&syn.frame(), t);
+    }
+    let fanouts: Vec<u16> = k.events().iter().map(|e| e.fanout).collect();
+    assert_eq!(fanouts.len(), 3);
+    assert_eq!(
+        fanouts[..2],
+        [0, 0],
+        "an hour apart in capture time: {fanouts:?}"
+    );
+    assert!(fanouts[2] >= 2, "a second apart: tracked: {fanouts:?}");
+    let sources = k.dp.sources().unwrap();
+    assert_eq!(sources.len(), 1);
+    let first = Duration::from_nanos(sources[0].1.first_seen_ns);
+    assert_eq!(first, t0 + Duration::from_secs(3601), "capture time");
+}
+
+#[test]
 fn activity_epochs_out_of_range_are_refused() {
     require_root();
     for secs in [59, 86_401] {

@@ -92,7 +92,11 @@ pub fn run(effort: &Effort) -> Result<Section> {
     let mut per_round = vec![vec![Vec::new(); CASES.len()]; CLOCKS.len()];
     for round in 0..effort.rounds {
         eprintln!("xdp-clock: round {}/{}", round + 1, effort.rounds);
-        let order: Vec<usize> = if round % 2 == 0 { vec![0, 1] } else { vec![1, 0] };
+        let order: Vec<usize> = if round % 2 == 0 {
+            vec![0, 1]
+        } else {
+            vec![1, 0]
+        };
         for &c in &order {
             let base = ((round * CLOCKS.len() + c) * k) as u32;
             let r = measure(CLOCKS[c].0, base, k, effort.repeat)?;
@@ -152,7 +156,11 @@ pub fn run(effort: &Effort) -> Result<Section> {
             fmt_num(median(a)),
             fmt_num(median(b)),
             fmt_num(median(&diffs)),
-            diffs.iter().map(|d| fmt_num(*d)).collect::<Vec<_>>().join(", "),
+            diffs
+                .iter()
+                .map(|d| fmt_num(*d))
+                .collect::<Vec<_>>()
+                .join(", "),
         ]);
         rows.push(json!({
             "case": case,
