@@ -151,7 +151,7 @@ impl Loaded {
         })
     }
 
-    fn fd(&self, floor: bool) -> BorrowedFd<'_> {
+    pub(super) fn fd(&self, floor: bool) -> BorrowedFd<'_> {
         // SAFETY: both fds belong to programs `self.dp` and
         // `self._programs` keep loaded.
         unsafe { BorrowedFd::borrow_raw(if floor { self.floor } else { self.main }) }
@@ -196,7 +196,7 @@ impl Loaded {
     }
 }
 
-fn trimmed_mean(d: &mut [u32]) -> f64 {
+pub(super) fn trimmed_mean(d: &mut [u32]) -> f64 {
     d.sort_unstable();
     let keep = (d.len() * 99 / 100).max(1).min(d.len());
     d[..keep].iter().map(|&x| f64::from(x)).sum::<f64>() / keep as f64

@@ -7,21 +7,24 @@
 //! Every path that reads the clock is measured: a new pair (new source, or
 //! a known scanner's), a first answer, a known pair's first SYN in a new
 //! epoch, a new pair past the budget (shed), each in single runs on fresh
-//! distinct frames, net of the empty program in the same single runs; and a
-//! known pair (which reads no clock: the control) by repeat. Per round both
-//! clocks are loaded fresh and measured one after the other, their order
-//! swapped every round; the table gives medians over rounds of each and of
-//! the per-round difference.
+//! distinct frames; and a known pair (which reads no clock: the control)
+//! by repeat. Both clocks are loaded side by side on their own tables and
+//! the single runs interleaved frame by frame with the empty program's
+//! (jiffies, helper, empty, rotating), so that the machine's load at any
+//! moment weighs on the three alike; net = trimmed mean − the empty
+//! program's. Medians over rounds, of each and of the per-round difference.
 
 use anyhow::Result;
 use serde_json::json;
+use std::os::fd::BorrowedFd;
+
 use smbwatch::{
-    dataplane::{LoadOptions, ProgramClock},
+    dataplane::{testrun, LoadOptions, ProgramClock},
     packet::{tcp_flags, Segment},
 };
 use smbwatch_common::stat;
 
-use super::xdp::{bench_dst_v4, bench_options, flood_v4, ip, tcp80, Loaded};
+use super::xdp::{bench_dst_v4, bench_options, flood_v4, ip, tcp80, trimmed_mean, Loaded};
 use super::{fmt_num, median, Effort, Section, Table};
 
 const CLOCKS: [(ProgramClock, &str); 2] = [
@@ -38,13 +41,40 @@ const CASES: [&str; 6] = [
     "new source past the event budget (shed)",
 ];
 
-/// Net ns of each case (in [`CASES`] order but the new epoch's, filled
-/// later) for one clock, on frames numbered from `base`.
-fn measure(clock: ProgramClock, base: u32, k: usize, repeat: u32) -> Result<[f64; 6]> {
-    let opts = LoadOptions {
-        clock,
-        ..bench_options()
+/// Trimmed means of single runs of `progs[p]` on `frames[i]`, the three
+/// programs interleaved frame by frame in rotating order.
+fn interleaved(progs: [BorrowedFd<'_>; 3], frames: &[Vec<u8>]) -> Result<[f64; 3]> {
+    let mut d: [Vec<u32>; 3] = Default::default();
+    for (i, f) in frames.iter().enumerate() {
+        for j in 0..3 {
+            let p = (i + j) % 3;
+            d[p].push(testrun::run(progs[p], f, 1)?.duration_ns);
+        }
+    }
+    Ok(d.map(|mut v| trimmed_mean(&mut v)))
+}
+
+/// Net ns of the two clocks' programs (`a`, `b`) on `frames`, single runs.
+fn net(a: &mut Loaded, b: &mut Loaded, frames: &[Vec<u8>]) -> Result<[f64; 2]> {
+    let [x, y, floor] = interleaved([a.fd(false), b.fd(false), a.fd(true)], frames)?;
+    a.drain();
+    b.drain();
+    Ok([x - floor, y - floor])
+}
+
+/// Loads each clock's program with `opts`.
+fn pair(opts: &LoadOptions) -> Result<(Loaded, Loaded)> {
+    let load = |clock| {
+        Loaded::new(&LoadOptions {
+            clock,
+            ..opts.clone()
+        })
     };
+    Ok((load(CLOCKS[0].0)?, load(CLOCKS[1].0)?))
+}
+
+/// One round: each case's net ns for each clock.
+fn round(base: u32, k: usize, repeat: u32) -> Result<[[f64; 2]; 6]> {
     let known = Segment::syn(ip("203.0.113.10"), ip("198.51.100.7"), 40000, 445).frame();
     let new_src: Vec<Vec<u8>> = (0..k as u32)
         .map(|i| Segment::syn(flood_v4(base + i), ip("198.51.100.7"), 40000, 445).frame())
@@ -64,24 +94,52 @@ fn measure(clock: ProgramClock, base: u32, k: usize, repeat: u32) -> Result<[f64
             .frame()
         })
         .collect();
-    let mut out = [f64::NAN; 6];
-    let mut l = Loaded::new(&opts)?;
-    l.once(&known)?;
-    l.drain();
-    let (floor, _) = l.repeat(true, &tcp80(), repeat)?;
-    let (known_ns, _) = l.repeat(false, &known, repeat)?;
-    out[0] = known_ns - floor;
-    let floor_single = l.singles(true, &new_src)?;
-    out[1] = l.singles(false, &new_src)? - floor_single;
-    out[2] = l.singles(false, &new_dst)? - floor_single;
-    out[3] = l.singles(false, &answers)? - floor_single;
-    drop(l);
-    let mut shed = Loaded::new(&LoadOptions {
+    let mut out = [[f64::NAN; 2]; 6];
+    let (mut a, mut b) = pair(&bench_options())?;
+    a.once(&known)?;
+    b.once(&known)?;
+    a.drain();
+    b.drain();
+    // The control, by repeat: alternated twice, means.
+    let mut known_ns = [0.0; 2];
+    for _ in 0..2 {
+        let (floor, _) = a.repeat(true, &tcp80(), repeat)?;
+        known_ns[0] += (a.repeat(false, &known, repeat)?.0 - floor) / 2.0;
+        known_ns[1] += (b.repeat(false, &known, repeat)?.0 - floor) / 2.0;
+    }
+    out[0] = known_ns;
+    out[1] = net(&mut a, &mut b, &new_src)?;
+    out[2] = net(&mut a, &mut b, &new_dst)?;
+    out[3] = net(&mut a, &mut b, &answers)?;
+    drop((a, b));
+    let (mut a, mut b) = pair(&LoadOptions {
         events_per_cpu: 1,
-        ..opts.clone()
+        ..bench_options()
     })?;
-    let floor_shed = shed.singles(true, &new_src)?;
-    out[5] = shed.singles(false, &new_src)? - floor_shed;
+    out[5] = net(&mut a, &mut b, &new_src)?;
+    drop((a, b));
+    // A known pair's first SYN in a new epoch: both primed, one pause
+    // across the (test-only short) epoch. A 1 s fan-out window keeps the
+    // sources one-shot, as in the main XDP bench.
+    let epoch = std::time::Duration::from_millis(500);
+    let (mut a, mut b) = pair(&LoadOptions {
+        activity_epoch: epoch,
+        allow_short_epoch: true,
+        fanout_window: std::time::Duration::from_secs(1),
+        ..bench_options()
+    })?;
+    a.singles(false, &new_src)?;
+    b.singles(false, &new_src)?;
+    std::thread::sleep(epoch + std::time::Duration::from_millis(100));
+    let before = [&a, &b].map(|l| l.dp.stats().map(|s| s.get(stat::ACTIVE_PAIRS)));
+    out[4] = net(&mut a, &mut b, &new_src)?;
+    for (l, before) in [&a, &b].into_iter().zip(before) {
+        let active = l.dp.stats()?.get(stat::ACTIVE_PAIRS) - before?;
+        anyhow::ensure!(
+            active == k as u64,
+            "new-epoch case: {active} of {k} pairs reported again"
+        );
+    }
     Ok(out)
 }
 
@@ -90,53 +148,13 @@ pub fn run(effort: &Effort) -> Result<Section> {
     let k = effort.distinct;
     // [clock][case] -> per-round net ns.
     let mut per_round = vec![vec![Vec::new(); CASES.len()]; CLOCKS.len()];
-    for round in 0..effort.rounds {
-        eprintln!("xdp-clock: round {}/{}", round + 1, effort.rounds);
-        let order: Vec<usize> = if round % 2 == 0 {
-            vec![0, 1]
-        } else {
-            vec![1, 0]
-        };
-        for &c in &order {
-            let base = ((round * CLOCKS.len() + c) * k) as u32;
-            let r = measure(CLOCKS[c].0, base, k, effort.repeat)?;
-            for (i, v) in r.iter().enumerate() {
-                if !v.is_nan() {
-                    per_round[c][i].push(*v);
-                }
+    for r in 0..effort.rounds {
+        eprintln!("xdp-clock: round {}/{}", r + 1, effort.rounds);
+        let out = round((r * k) as u32, k, effort.repeat)?;
+        for (i, case) in out.iter().enumerate() {
+            for c in 0..CLOCKS.len() {
+                per_round[c][i].push(case[c]);
             }
-        }
-        // A known pair's first SYN in a new epoch: both clocks primed, one
-        // pause across the (test-only short) epoch, then measured in this
-        // round's order. A 1 s fan-out window keeps the sources one-shot.
-        let epoch = std::time::Duration::from_millis(500);
-        let base = ((round * CLOCKS.len()) * k) as u32;
-        let frames: Vec<Vec<u8>> = (0..k as u32)
-            .map(|i| Segment::syn(flood_v4(base + i), ip("198.51.100.7"), 40000, 445).frame())
-            .collect();
-        let mut loaded = Vec::new();
-        for &c in &order {
-            let mut v = Loaded::new(&LoadOptions {
-                clock: CLOCKS[c].0,
-                activity_epoch: epoch,
-                allow_short_epoch: true,
-                fanout_window: std::time::Duration::from_secs(1),
-                ..bench_options()
-            })?;
-            v.singles(false, &frames)?;
-            loaded.push((c, v));
-        }
-        std::thread::sleep(epoch + std::time::Duration::from_millis(100));
-        for (c, v) in &mut loaded {
-            let floor_v = v.singles(true, &frames)?;
-            let before = v.dp.stats()?.get(stat::ACTIVE_PAIRS);
-            let ns = v.singles(false, &frames)?;
-            let active = v.dp.stats()?.get(stat::ACTIVE_PAIRS) - before;
-            anyhow::ensure!(
-                active == k as u64,
-                "new-epoch case: {active} of {k} pairs reported again"
-            );
-            per_round[*c][4].push(ns - floor_v);
         }
     }
     let mut table = Table::new(&[
@@ -172,9 +190,10 @@ pub fn run(effort: &Effort) -> Result<Section> {
     Ok(Section {
         title: "XDP: the program's clock, jiffies × tick against the coarse helper".into(),
         method: format!(
-            "One object, loaded with each clock (Settings::tick_ns set, or 0 for bpf_ktime_get_coarse_ns); \
-per round both measured on fresh tables, order swapped each round, {} rounds; single runs on {} distinct \
-frames each (trimmed means), net of the empty program in the same single runs; the known pair by {} repeats.",
+            "One object, loaded with each clock (Settings::tick_ns set, or 0 for bpf_ktime_get_coarse_ns) \
+side by side on fresh tables each round, {} rounds; single runs on {} distinct frames, the two clocks and \
+the empty program interleaved frame by frame (trimmed means, net of the empty program's); the known pair \
+by {} repeats, alternated twice.",
             effort.rounds, k, effort.repeat
         ),
         table,
