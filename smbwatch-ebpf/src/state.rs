@@ -98,10 +98,11 @@ pub(crate) fn now_coarse() -> u64 {
     unsafe { bpf_jiffies64() }.wrapping_mul(tick)
 }
 
-/// The clock a packet is counted by: the program's, or in replay its
-/// capture time, so that the sources' windows, the repeat filter's
-/// generations and the unparsed reporter's windows mean in replay what
-/// they mean live (a capture of hours replays in seconds).
+/// The clock a packet is counted and stamped by: the program's, or in
+/// replay its capture time, so that the sources' windows, the repeat
+/// filter's generations, the unparsed reporter's windows and the events'
+/// times mean in replay what they mean live (a capture of hours replays in
+/// seconds).
 #[inline(always)]
 fn now_for(seen: &Seen) -> u64 {
     if setting!(replay) != 0 {
@@ -372,7 +373,7 @@ pub fn on_answer(seen: &Seen, hp: u64, rst: bool) {
         return; // the daemon never heard of the pair this epoch
     }
     count(stat::RESPONSES);
-    emit(seen, now_coarse(), kind, extra, 0, 0);
+    emit(seen, now_for(seen), kind, extra, 0, 0);
 }
 
 /// Sets `bit` in a slot's flags unless set (no store when nothing changes).
@@ -407,7 +408,7 @@ pub fn on_client_ack(seen: &Seen, hp: u64, rst: bool) {
         return;
     }
     count(stat::CONFIRMED);
-    emit(seen, now_coarse(), EventKind::Confirmed, 0, 0, 0);
+    emit(seen, now_for(seen), EventKind::Confirmed, 0, 0, 0);
 }
 
 /// A packet past the walk's bounds: reported once per (source,

@@ -1129,7 +1129,7 @@ fn event_and_source_times_convert_to_the_wall_clock() {
 }
 
 #[test]
-fn replay_counts_sources_by_capture_time() {
+fn replay_counts_and_stamps_by_capture_time() {
     // Replayed in a few ms, an hour of capture must not look like one
     // fan-out window: the repeat filter and the sources' windows follow the
     // packets' capture times, as the epochs do.
@@ -1148,8 +1148,19 @@ fn replay_counts_sources_by_capture_time() {
     ] {
         k.run_at(&syn.frame(), t);
     }
-    let fanouts: Vec<u16> = k.events().iter().map(|e| e.fanout).collect();
-    assert_eq!(fanouts.len(), 3);
+    k.run_at(
+        &synack("203.0.113.10", "198.51.100.3", 445),
+        t0 + Duration::from_secs(3602),
+    );
+    let ev = k.events();
+    // Every event, answers too, is stamped with its packet's capture time.
+    let times: Vec<u64> = ev.iter().map(|e| e.ts_ns).collect();
+    let want: Vec<u64> = [0, 3600, 3601, 3602]
+        .iter()
+        .map(|s| (t0 + Duration::from_secs(*s)).as_nanos() as u64)
+        .collect();
+    assert_eq!(times, want);
+    let fanouts: Vec<u16> = ev[..3].iter().map(|e| e.fanout).collect();
     assert_eq!(
         fanouts[..2],
         [0, 0],
