@@ -8,7 +8,7 @@ use std::{net::IpAddr, time::Duration};
 
 use chrono::{DateTime, Utc};
 use integration_tests::{
-    daemon::Daemon,
+    daemon::{smbwatch_bin, Daemon},
     events,
     netns::{send_frames, Lab, ATTACKER_V4, GW_ATTACKER_IF, GW_SERVERS_IF},
     require_root,
@@ -48,7 +48,7 @@ fn live_event_times_are_within_a_tick_of_the_real_time() {
     // (truncated); the calibration is good to a few µs, 1 ms is slack.
     let early = chrono::Duration::nanoseconds(tick as i64) + chrono::Duration::milliseconds(2);
     let late = chrono::Duration::milliseconds(1);
-    for (dst, before, after) in sent {
+    for &(dst, before, after) in &sent {
         let ev = lines
             .iter()
             .find(|v| events::is_new_pair(v) && v["destination"]["ip"] == dst.to_string())
@@ -59,6 +59,35 @@ fn live_event_times_are_within_a_tick_of_the_real_time() {
         assert!(
             before - early <= ts && ts <= after + late,
             "event to {dst} at {ts}, sent between {before} and {after} (tick {tick} ns)"
+        );
+    }
+    // `smbwatch status` shows the source table's times (its own, quicker
+    // calibration; written to the second, truncated): the attacker's slot
+    // was claimed at its second SYN (the first only taught the repeat
+    // filter), last touched at its last.
+    let out = lab
+        .gateway
+        .command(smbwatch_bin().to_str().unwrap())
+        .args(["status", "--json", "--pin-dir"])
+        .arg(&daemon.pin_dir)
+        .output()
+        .expect("smbwatch status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let top = &doc["top_sources"][0];
+    assert_eq!(top["source"], ATTACKER_V4, "{doc:#}");
+    let second = chrono::Duration::seconds(1);
+    for (field, (_, before, after)) in [("first_seen", sent[1]), ("last_seen", sent[N - 1])] {
+        let t = DateTime::parse_from_rfc3339(top[field].as_str().unwrap())
+            .unwrap()
+            .to_utc();
+        assert!(
+            before - second <= t && t <= after,
+            "{field} {t}: that SYN was sent between {before} and {after}"
         );
     }
     assert_eq!(daemon.stop().unwrap(), 0);

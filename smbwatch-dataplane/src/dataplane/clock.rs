@@ -350,7 +350,12 @@ impl KernelClock {
             });
         };
         let readings = probe.readings(self.tick_ns, self.precise)?;
-        let cal = Calibration::from_readings(&readings, self.tick_ns)?;
+        self.apply(&readings)
+    }
+
+    /// Takes the offset `readings` agree on; on an error keeps the one in force.
+    fn apply(&mut self, readings: &[ClockReading]) -> Result<Calibration, ClockError> {
+        let cal = Calibration::from_readings(readings, self.tick_ns)?;
         if let Some(prev) = self.calibration {
             let moved = cal.offset_ns - prev.offset_ns;
             if moved.unsigned_abs() > u128::from(self.tick_ns) {
@@ -479,6 +484,34 @@ mod tests {
             matches!(err, ClockError::NoReadings { total: 0, .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_failed_recalibration_keeps_the_offset_in_force() {
+        let mut clock = KernelClock {
+            tick_ns: TICK,
+            to_mono_ns: 0,
+            mono_to_real_ns: 0,
+            probe: None,
+            calibration: None,
+            precise: true,
+        };
+        let good = sweep(50_000_000_000, 9_000_000);
+        let cal = clock.apply(&good).unwrap();
+        let utc = clock.to_utc(good[0].jiffies * TICK);
+        // A minute later every reading is garbage (jiffies 0, or runs that
+        // took 5 ms): an error, and the clock converts as before.
+        let mut bad = sweep(110_000_000_000, 9_000_000);
+        for (i, r) in bad.iter_mut().enumerate() {
+            if i % 2 == 0 {
+                r.jiffies = 0;
+            } else {
+                r.mono_after_ns = r.mono_before_ns + 5_000_000;
+            }
+        }
+        assert!(clock.apply(&bad).is_err());
+        assert_eq!(clock.calibration(), Some(cal));
+        assert_eq!(clock.to_utc(good[0].jiffies * TICK), utc);
     }
 
     #[test]
