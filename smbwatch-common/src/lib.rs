@@ -105,7 +105,8 @@ pub struct SourceSlot {
     pub cur: [u64; 2],
     /// Destination bitmap of the previous half-window.
     pub prev: [u64; 2],
-    /// Coarse `bpf_ktime_get_coarse_ns` when the current half-window began.
+    /// When the current half-window began (the program's clock, as
+    /// [`Event::ts_ns`]).
     pub window_start_ns: u64,
     /// When the slot was claimed by this source.
     pub first_seen_ns: u64,
@@ -224,10 +225,12 @@ pub const EVENT_FLAG_SEEN_REFUSED: u8 = PAIR_FLAG_SEEN_REFUSED << SEEN_FLAGS_SHI
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Event {
-    /// When the packet was seen: `bpf_ktime_get_coarse_ns`, CLOCK_MONOTONIC
-    /// at the kernel tick's resolution (at most one tick, 4 ms at HZ=250,
-    /// behind it): the reading the budget already takes, where the precise
-    /// clock cost a helper call per event.
+    /// When the packet was seen, on the program's clock: jiffies × the tick
+    /// in ns ([`Settings::tick_ns`]), the start of the tick the packet fell
+    /// in (at most one tick, 4 ms at HZ=250, 10 ms at HZ=100, before it).
+    /// Not boot-based: `dataplane::KernelClock` turns it into UTC with a
+    /// calibrated offset. The reading the budget already takes, inlined by
+    /// the JIT where a clock helper cost a call per event.
     pub ts_ns: u64,
     /// Client address.
     pub src: AddrKey,
@@ -403,7 +406,7 @@ mod tests {
         assert_eq!(size_of::<PairBucket>(), 64);
         assert_eq!(size_of::<Event>(), 64);
         assert_eq!(size_of::<Budget>(), 24);
-        assert_eq!(size_of::<Settings>(), 104);
+        assert_eq!(size_of::<Settings>(), 112);
         assert_eq!(size_of::<ReplayMeta>(), 16);
     }
 

@@ -39,6 +39,15 @@ pub struct Settings {
     /// (`bpf_jiffies64`, inlined by the JIT: no helper call on the known-pair
     /// path), or in replay nanoseconds of capture time.
     pub epoch_ticks: u64,
+    /// Nanoseconds per jiffy (the kernel's tick, `TICK_NSEC`): the program's
+    /// clock for events, budgets and windows is `bpf_jiffies64() × tick_ns`,
+    /// inlined by the JIT (a load and a multiply, no helper call). Its
+    /// origin is not boot (jiffies start at `INITIAL_JIFFIES`): the daemon
+    /// calibrates it against CLOCK_MONOTONIC (`dataplane::KernelClock`).
+    /// 0 = the `bpf_ktime_get_coarse_ns` helper instead (CLOCK_MONOTONIC_COARSE,
+    /// the same tick resolution): only for the benchmark's same-object
+    /// comparison; the configuration cannot select it.
+    pub tick_ns: u64,
     /// Sampling ([`sample`](crate::sample)): segments sampled per direction of a
     /// connection; 0 = sampling off.
     pub sample_segments: u32,
@@ -95,6 +104,8 @@ pub const DEFAULT_SETTINGS: Settings = Settings {
     // One hour at HZ=250; the loader sets it from the configured epoch and
     // the kernel's tick.
     epoch_ticks: 3600 * 250,
+    // HZ=250; the loader sets the kernel's.
+    tick_ns: 4_000_000,
     sample_segments: sample::DEFAULT_SAMPLE_SEGMENTS,
     sample_bytes: sample::DEFAULT_SAMPLE_BYTES,
     sample_flow_mask: sample::DEFAULT_SAMPLE_FLOWS - 1,

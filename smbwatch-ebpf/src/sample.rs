@@ -483,7 +483,7 @@ pub(crate) fn run(ctx: &XdpContext, meta: Meta) {
     send(ctx, meta, &s, now);
 }
 
-/// The sampler's clock: coarse monotonic time, or in replay the capture's.
+/// The sampler's clock: the program's (`state::now_coarse`), or in replay the capture's.
 #[inline(always)]
 fn clock(meta: Meta) -> u64 {
     if setting!(replay) != 0 {

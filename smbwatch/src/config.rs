@@ -22,7 +22,7 @@ use crate::alert::sink::{AlertSinks, SinkError, SinkSettings};
 use crate::alert::syslog::SyslogConfig;
 use crate::correlate::process::ProcessClassesConfig;
 pub use crate::correlate::CorrelateConfig;
-use crate::dataplane::{AttachMode, LoadOptions};
+use crate::dataplane::{AttachMode, LoadOptions, ProgramClock};
 use crate::detect::DetectConfig;
 use crate::hostlog::rules::HostRulesConfig;
 use crate::pipeline::PipelineConfig;
@@ -158,6 +158,7 @@ impl DataplaneConfig {
             activity_epoch: self.activity_epoch,
             allow_short_epoch: false,
             sampling: self.sampling.clone(),
+            clock: ProgramClock::Jiffies,
         }
     }
 }

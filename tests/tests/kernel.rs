@@ -9,7 +9,7 @@ use std::time::Duration;
 use smbwatch::{
     dataplane::{
         addr_to_ip, drain, test_programs::TestPrograms, testrun, AnswerCheck, Dataplane,
-        LoadOptions, Stats,
+        KernelClock, LoadOptions, ProgramClock, Stats,
     },
     packet::{tcp_flags, Ipv6Ext, Segment},
 };
@@ -1076,6 +1076,101 @@ fn live_clock_epochs_report_a_pair_again() {
     k.run(&syn);
     let kinds: Vec<u8> = k.events().iter().map(|e| e.kind).collect();
     assert_eq!(kinds, vec![EVENT_NEW_PAIR, EVENT_ACTIVE]);
+}
+
+#[test]
+fn event_and_source_times_convert_to_the_wall_clock() {
+    require_root();
+    let tick = KernelClock::live().expect("kernel clock").tick_ns();
+    // Early by the tick (a time is its tick's start), plus slack.
+    let early = chrono::Duration::nanoseconds(tick as i64) + chrono::Duration::milliseconds(1);
+    let late = chrono::Duration::milliseconds(1);
+    // Jiffies (what ships) and the coarse helper (the benchmark's other
+    // side): each with the clock that converts its timestamps.
+    for clock in [ProgramClock::Jiffies, ProgramClock::CoarseHelper] {
+        let mut k = Kernel::with(LoadOptions {
+            events_per_cpu: 0,
+            answers: AnswerCheck::Any,
+            clock,
+            ..LoadOptions::default()
+        });
+        let kc = KernelClock::for_program(clock).expect("calibrate");
+        if clock == ProgramClock::Jiffies {
+            let cal = kc.calibration().expect("calibrated");
+            eprintln!("calibration: {cal:?}, tick {tick} ns");
+            assert!(cal.error_ns < tick / 4, "{cal:?}");
+        }
+        let before = chrono::Utc::now();
+        k.run(&v4_syn("203.0.113.10", "198.51.100.1", 40000, 445).frame());
+        std::thread::sleep(Duration::from_millis(30));
+        k.run(&v4_syn("203.0.113.10", "198.51.100.2", 40000, 445).frame());
+        let after = chrono::Utc::now();
+        let within = |t: chrono::DateTime<chrono::Utc>, what: &str| {
+            assert!(
+                before - early <= t && t <= after + late,
+                "{clock:?}: {what} at {t}, not between {before} and {after} (tick {tick} ns)"
+            );
+        };
+        let ev = k.events();
+        assert_eq!(ev.len(), 2);
+        for e in &ev {
+            within(kc.to_utc(e.ts_ns), "event");
+        }
+        let gap = ev[1].ts_ns - ev[0].ts_ns;
+        assert!(
+            (30_000_000 - tick..30_000_000 + 20 * tick).contains(&gap),
+            "{clock:?}: 30 ms apart in ns: {gap}"
+        );
+        let sources = k.dp.sources().unwrap();
+        assert_eq!(sources.len(), 1, "the second pair's source is tracked");
+        within(kc.to_utc(sources[0].1.first_seen_ns), "first seen");
+        within(kc.to_utc(sources[0].1.last_seen_ns), "last seen");
+    }
+}
+
+#[test]
+fn replay_counts_and_stamps_by_capture_time() {
+    // Replayed in a few ms, an hour of capture must not look like one
+    // fan-out window: the repeat filter and the sources' windows follow the
+    // packets' capture times, as the epochs do.
+    let mut k = Kernel::with_epoch(Duration::from_secs(24 * 3600));
+    let t0 = Duration::from_secs(1_700_000_000);
+    let at = |secs: u64, dst: &str| {
+        (
+            t0 + Duration::from_secs(secs),
+            v4_syn("203.0.113.10", dst, 40000, 445),
+        )
+    };
+    for (t, syn) in [
+        at(0, "198.51.100.1"),
+        at(3600, "198.51.100.2"), // an hour later: one-shot again
+        at(3601, "198.51.100.3"), // a second after that: a repeat
+    ] {
+        k.run_at(&syn.frame(), t);
+    }
+    k.run_at(
+        &synack("203.0.113.10", "198.51.100.3", 445),
+        t0 + Duration::from_secs(3602),
+    );
+    let ev = k.events();
+    // Every event, answers too, is stamped with its packet's capture time.
+    let times: Vec<u64> = ev.iter().map(|e| e.ts_ns).collect();
+    let want: Vec<u64> = [0, 3600, 3601, 3602]
+        .iter()
+        .map(|s| (t0 + Duration::from_secs(*s)).as_nanos() as u64)
+        .collect();
+    assert_eq!(times, want);
+    let fanouts: Vec<u16> = ev[..3].iter().map(|e| e.fanout).collect();
+    assert_eq!(
+        fanouts[..2],
+        [0, 0],
+        "an hour apart in capture time: {fanouts:?}"
+    );
+    assert!(fanouts[2] >= 2, "a second apart: tracked: {fanouts:?}");
+    let sources = k.dp.sources().unwrap();
+    assert_eq!(sources.len(), 1);
+    let first = Duration::from_nanos(sources[0].1.first_seen_ns);
+    assert_eq!(first, t0 + Duration::from_secs(3601), "capture time");
 }
 
 #[test]

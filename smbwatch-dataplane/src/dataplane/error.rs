@@ -21,6 +21,9 @@ pub enum DataplaneError {
     /// `[dataplane.sampling]` value out of range.
     #[error("{0}")]
     Sampling(#[from] smbwatch_core::settings::Invalid),
+    /// The program's clock could not be calibrated.
+    #[error(transparent)]
+    Clock(#[from] super::ClockError),
     /// The kernel refused the object (verifier, map creation, permissions).
     #[error("loading the XDP program into the kernel failed")]
     Load {

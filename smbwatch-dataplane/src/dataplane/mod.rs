@@ -19,14 +19,14 @@ mod stats;
 pub mod test_programs;
 pub mod testrun;
 
-pub use clock::MonotonicClock;
+pub use clock::{Calibration, ClockError, ClockReading, KernelClock};
 pub use error::DataplaneError;
 pub use events::{addr_to_ip, decode_event, drain, ip_to_addr, to_gateway_event, Drained};
 pub(crate) use loader::program_named;
 pub use loader::{AttachMode, AttachedMode, Dataplane, EBPF_OBJECT};
 pub use options::{
-    AnswerCheck, AnswerSetting, LoadOptions, DEFAULT_ACTIVITY_EPOCH, MAX_ACTIVITY_EPOCH,
-    MIN_ACTIVITY_EPOCH,
+    AnswerCheck, AnswerSetting, LoadOptions, ProgramClock, DEFAULT_ACTIVITY_EPOCH,
+    MAX_ACTIVITY_EPOCH, MIN_ACTIVITY_EPOCH,
 };
 pub use pin::{ensure_bpffs, PinDir};
 pub use sample::{

@@ -9,7 +9,7 @@ use smbwatch_common::{
     PAIR_WAYS,
 };
 
-use super::{DataplaneError, SampleOptions};
+use super::{clock::tick_ns, DataplaneError, SampleOptions};
 
 /// Shortest activity epoch `[dataplane] activity_epoch` accepts.
 pub const MIN_ACTIVITY_EPOCH: std::time::Duration = std::time::Duration::from_secs(60);
@@ -54,6 +54,22 @@ pub struct LoadOptions {
     pub allow_short_epoch: bool,
     /// SMB payload sampling ([`SampleOptions`]).
     pub sampling: SampleOptions,
+    /// Which clock the program reads. Always [`ProgramClock::Jiffies`] but
+    /// in the benchmark, which compares it with the helper in one run.
+    pub clock: ProgramClock,
+}
+
+/// The program's clock ([`Settings::tick_ns`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ProgramClock {
+    /// Jiffies × the tick: inlined by the JIT, converted to UTC by a
+    /// calibrated [`KernelClock`](super::KernelClock).
+    #[default]
+    Jiffies,
+    /// The `bpf_ktime_get_coarse_ns` helper (CLOCK_MONOTONIC_COARSE): a
+    /// helper call per reading. Benchmark only; the configuration cannot
+    /// select it.
+    CoarseHelper,
 }
 
 impl Default for LoadOptions {
@@ -70,26 +86,9 @@ impl Default for LoadOptions {
             activity_epoch: DEFAULT_ACTIVITY_EPOCH,
             allow_short_epoch: false,
             sampling: SampleOptions::default(),
+            clock: ProgramClock::Jiffies,
         }
     }
-}
-
-/// The kernel's tick (one jiffy) in ns: the resolution of the coarse
-/// clocks, which is `TICK_NSEC` (1e9 / CONFIG_HZ, rounded).
-fn tick_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid timespec to write into.
-    let rc = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    let ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
-    if rc != 0 || ns == 0 {
-        // CLOCK_MONOTONIC_COARSE exists on every kernel with BPF; HZ=250
-        // is the common default should it ever fail.
-        return 4_000_000;
-    }
-    ns
 }
 
 /// Which SYN-ACKs and RSTs count as a server's answer, as configured:
@@ -166,6 +165,10 @@ impl LoadOptions {
             seen_gen_shift: gen_shift,
             replay: u32::from(self.replay),
             epoch_ticks: self.epoch_ticks(),
+            tick_ns: match self.clock {
+                ProgramClock::Jiffies => tick_ns(),
+                ProgramClock::CoarseHelper => 0,
+            },
             ..DEFAULT_SETTINGS
         };
         self.sampling.apply(&mut s, self.replay);
@@ -274,6 +277,13 @@ mod tests {
         let hz = 1_000_000_000 / tick_ns();
         assert!([100, 250, 300, 1000].contains(&hz), "HZ={hz}");
         assert_eq!(at(3600).settings().epoch_ticks, 3600 * hz);
+        // The program's clock: jiffies × the tick, or 0 for the helper.
+        assert_eq!(at(3600).settings().tick_ns, tick_ns());
+        let helper = LoadOptions {
+            clock: ProgramClock::CoarseHelper,
+            ..at(3600)
+        };
+        assert_eq!(helper.settings().tick_ns, 0);
         // Replay: capture nanoseconds.
         let replay = LoadOptions {
             replay: true,

@@ -209,38 +209,60 @@ impl PassProgram {
             u64::from_le_bytes([0xb7, 0, 0, 0, 2, 0, 0, 0]),
             u64::from_le_bytes([0x95, 0, 0, 0, 0, 0, 0, 0]),
         ];
-        let license = b"GPL\0";
-        let mut prog_name = [0u8; 16];
-        prog_name[..13].copy_from_slice(b"smbwatch_pass");
-        let attr = LoadAttr {
-            prog_type: BPF_PROG_TYPE_XDP,
-            insn_cnt: insns.len() as u32,
-            insns: insns.as_ptr() as u64,
-            license: license.as_ptr() as u64,
-            prog_name,
-            ..Default::default()
-        };
-        // SAFETY: attr is a valid, fully initialised bpf_attr prefix of the
-        // size given; the pointers in it outlive the call.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_PROG_LOAD,
-                &attr as *const LoadAttr,
-                std::mem::size_of::<LoadAttr>(),
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a successful BPF_PROG_LOAD returns a new fd we own.
-        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+        load_xdp(&insns, b"smbwatch_pass").map(Self)
     }
 
     /// The program, for [`run`].
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.0.as_fd()
     }
+}
+
+/// Loads an XDP program of raw instructions (no object, no maps) named
+/// `name` (at most 15 bytes).
+pub(crate) fn load_xdp(insns: &[u64], name: &[u8]) -> io::Result<OwnedFd> {
+    let license = b"GPL\0";
+    let mut prog_name = [0u8; 16];
+    prog_name[..name.len().min(15)].copy_from_slice(&name[..name.len().min(15)]);
+    let attr = LoadAttr {
+        prog_type: BPF_PROG_TYPE_XDP,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        prog_name,
+        ..Default::default()
+    };
+    // SAFETY: attr is a valid, fully initialised bpf_attr prefix of the
+    // size given; the pointers in it outlive the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            &attr as *const LoadAttr,
+            std::mem::size_of::<LoadAttr>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a successful BPF_PROG_LOAD returns a new fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Runs `prog` once on `frame` and copies the frame as the program left it
+/// into `out` (its length): how a program hands back more than its u32
+/// return value.
+pub(crate) fn run_out(prog: BorrowedFd<'_>, frame: &[u8], out: &mut [u8]) -> io::Result<()> {
+    let mut attr = TestAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: frame.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        data_size_out: out.len() as u32,
+        data_out: out.as_mut_ptr() as u64,
+        repeat: 1,
+        ..Default::default()
+    };
+    bpf_test_run(&mut attr)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use smbwatch::dataplane::{MonotonicClock, PinnedMaps};
+use smbwatch::dataplane::{KernelClock, PinnedMaps};
 
 #[derive(Args, Debug)]
 pub(crate) struct PinArgs {
@@ -33,7 +33,7 @@ pub(crate) fn status(args: StatusArgs) -> Result<()> {
     // estimate over the last half to whole fan-out window), then new pairs.
     let total = sources.len();
     smbwatch::metrics::top::rank_sources(&mut sources, args.top);
-    let clock = MonotonicClock::new();
+    let clock = KernelClock::live()?;
     let ts = |ns: u64| {
         clock
             .to_utc(ns)

@@ -27,7 +27,7 @@ use super::StdoutEvents;
 pub use crate::metrics::counters::DrainReport;
 use crate::{
     alert::Alert,
-    dataplane::{drain, drain_samples, to_gateway_event, to_smb_sample, MonotonicClock},
+    dataplane::{drain, drain_samples, to_gateway_event, to_smb_sample, KernelClock},
     event::GatewayEvent,
     fleet::outbox::Tap,
     hostlog::HostEvent,
@@ -51,8 +51,12 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 const SAMPLE_BATCH: u64 = 4096;
 
 /// How often unanswered pairs are aged (TRW failures after the response
-/// timeout) and the clock re-measured.
+/// timeout) and the wall clock's offset re-read.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+/// How often the program's clock (jiffies) is calibrated again against
+/// CLOCK_MONOTONIC: a few ms of probe runs (`dataplane::KernelClock`).
+const CLOCK_CALIBRATION: Duration = Duration::from_secs(60);
 
 /// What the drain thread owns.
 pub(crate) struct DrainLoop {
@@ -70,6 +74,8 @@ pub(crate) struct DrainLoop {
     pub heartbeat: Arc<AtomicU64>,
     /// Where the counters are published once per housekeeping tick.
     pub metrics: Arc<Metrics>,
+    /// Turns the program's timestamps into UTC (calibrated at load).
+    pub clock: KernelClock,
     /// Baseline batches to its writer thread (`--baseline`).
     pub persist: Option<crate::baseline::writer::Persist>,
     /// Events copied to the fleet's broker (`--publish`).
@@ -81,8 +87,8 @@ impl DrainLoop {
     /// events already queued one last time, so nothing accepted is lost.
     pub fn run(mut self) -> DrainReport {
         let mut report = DrainReport::default();
-        let mut clock = MonotonicClock::new();
         let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
+        let mut next_calibration = Instant::now() + CLOCK_CALIBRATION;
         let fds = [self.ring.as_raw_fd(), self.samples.as_raw_fd()];
         let mut backlog = false;
         while !self.stop.load(Ordering::Relaxed) {
@@ -93,8 +99,8 @@ impl DrainLoop {
                 RING_DRAIN_INTERVAL_MS as i32
             };
             wait_readable(&fds, wait);
-            self.drain_ring(&clock, &mut report);
-            self.drain_samples(&clock, &mut report, SAMPLE_BATCH);
+            self.drain_ring(&mut report);
+            self.drain_samples(&mut report, SAMPLE_BATCH);
             backlog = self.host_batch(&mut report, false).0 == HOST_BATCH;
             if Instant::now() >= next_housekeeping {
                 next_housekeeping = Instant::now() + HOUSEKEEPING;
@@ -104,7 +110,13 @@ impl DrainLoop {
                         .reconfigure(&s.config.pipeline(), s.host_inputs);
                     tracing::info!("detection settings swapped");
                 }
-                clock.resync();
+                self.clock.resync();
+                if Instant::now() >= next_calibration {
+                    next_calibration = Instant::now() + CLOCK_CALIBRATION;
+                    if let Err(e) = self.clock.recalibrate() {
+                        tracing::warn!(error = %e, "kernel clock not re-calibrated; keeping the previous offset");
+                    }
+                }
                 let alerts = self.pipeline.advance(chrono::Utc::now());
                 self.send(alerts, &mut report);
                 let smb = self.pipeline.smb_expire(chrono::Utc::now());
@@ -142,8 +154,8 @@ impl DrainLoop {
         // channel once they have handed over what they hold.
         let deadline = Instant::now() + STOP_GRACE;
         loop {
-            self.drain_ring(&clock, &mut report);
-            self.drain_samples(&clock, &mut report, 0);
+            self.drain_ring(&mut report);
+            self.drain_samples(&mut report, 0);
             let (n, closed) = self.host_batch(&mut report, true);
             if closed {
                 break;
@@ -197,13 +209,14 @@ impl DrainLoop {
         self.send(alerts, report);
     }
 
-    fn drain_ring(&mut self, clock: &MonotonicClock, report: &mut DrainReport) {
+    fn drain_ring(&mut self, report: &mut DrainReport) {
         let Self {
             ring,
             pipeline,
             events,
             alerts,
             publish,
+            clock,
             ..
         } = self;
         let mut dropped = 0;
@@ -242,9 +255,12 @@ impl DrainLoop {
 
     /// Up to `max` SMB samples (0: all) through the pipeline: their event
     /// lines (`--events`) and alerts.
-    fn drain_samples(&mut self, clock: &MonotonicClock, report: &mut DrainReport, max: u64) {
+    fn drain_samples(&mut self, report: &mut DrainReport, max: u64) {
         let Self {
-            samples, pipeline, ..
+            samples,
+            pipeline,
+            clock,
+            ..
         } = self;
         let mut outs = Vec::new();
         let n = drain_samples(samples, max, |k| {

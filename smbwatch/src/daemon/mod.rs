@@ -46,7 +46,7 @@ use self::tasks::{open_baseline, sink_task, start_publisher, ALERT_QUEUE};
 use crate::{
     alert::{sensor::Sensor, sink::AlertSinks, Alert},
     config::Config,
-    dataplane::{privilege, Dataplane, DataplaneError, PinDir, Stats},
+    dataplane::{privilege, Dataplane, DataplaneError, KernelClock, PinDir, Stats},
     metrics::Metrics,
     pipeline::Pipeline,
     runtime::{self, ConfigSource, Signal, Signals},
@@ -201,6 +201,14 @@ async fn start(opts: &RunOptions) -> Result<Running, DaemonError> {
         "kernel settings"
     );
     let mut dp = Dataplane::load(&load)?;
+    let clock = KernelClock::for_program(load.clock).map_err(DataplaneError::from)?;
+    if let Some(c) = clock.calibration() {
+        tracing::info!(
+            tick_ns = clock.tick_ns(),
+            error_ns = c.error_ns,
+            "kernel clock calibrated (jiffies against CLOCK_MONOTONIC)"
+        );
+    }
     for iface in &opts.ifaces {
         let mode = dp.attach(iface, cfg.dataplane.xdp_mode, opts.force)?;
         tracing::info!(iface, %mode, "attached");
@@ -252,6 +260,7 @@ async fn start(opts: &RunOptions) -> Result<Running, DaemonError> {
         stop: stop.clone(),
         heartbeat: heartbeat.clone(),
         metrics: metrics.clone(),
+        clock,
         persist,
         publish: tap,
     };

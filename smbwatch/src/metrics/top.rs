@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use smbwatch_common::SourceSlot;
 
 use super::{Metrics, RecentAlert, KINDS};
-use crate::dataplane::{MonotonicClock, PinnedMaps};
+use crate::dataplane::{KernelClock, PinnedMaps};
 
 /// Sources listed.
 pub const TOP_SOURCES: usize = 20;
@@ -70,7 +70,7 @@ pub fn rank_sources(sources: &mut Vec<(IpAddr, SourceSlot)>, n: usize) {
 }
 
 /// One ranked source, with kernel times turned into UTC.
-pub fn top_source(clock: &MonotonicClock, ip: IpAddr, s: &SourceSlot) -> TopSource {
+pub fn top_source(clock: &KernelClock, ip: IpAddr, s: &SourceSlot) -> TopSource {
     TopSource {
         source: ip,
         distinct_destinations: s.distinct_estimate(),
@@ -97,11 +97,15 @@ fn take(metrics: &Metrics) -> TopDoc {
                 Ok(mut all) => {
                     doc.tracked_sources = all.len();
                     rank_sources(&mut all, TOP_SOURCES);
-                    let clock = MonotonicClock::new();
-                    doc.sources = all
-                        .iter()
-                        .map(|(ip, s)| top_source(&clock, *ip, s))
-                        .collect();
+                    match KernelClock::live() {
+                        Ok(clock) => {
+                            doc.sources = all
+                                .iter()
+                                .map(|(ip, s)| top_source(&clock, *ip, s))
+                                .collect();
+                        }
+                        Err(e) => tracing::debug!(error = %e, "top: kernel clock not read"),
+                    }
                 }
                 Err(e) => tracing::debug!(error = %e, "top: sources not read"),
             }

@@ -22,6 +22,7 @@ pub mod smb;
 pub mod tcpdump;
 pub mod user;
 pub mod xdp;
+pub mod xdp_clock;
 
 use std::{fmt::Write as _, path::Path};
 

@@ -40,7 +40,7 @@ use crate::gen::thread_cpu;
 
 const XDP_PASS: u32 = 2;
 
-fn ip(s: &str) -> std::net::IpAddr {
+pub(super) fn ip(s: &str) -> std::net::IpAddr {
     s.parse().expect("literal address")
 }
 
@@ -54,7 +54,7 @@ fn arp_frame() -> Vec<u8> {
     f
 }
 
-fn tcp80() -> Vec<u8> {
+pub(super) fn tcp80() -> Vec<u8> {
     Segment::syn(ip("203.0.113.10"), ip("198.51.100.80"), 40000, 80).frame()
 }
 
@@ -69,8 +69,8 @@ pub fn bench_dst_v4(j: u32) -> std::net::IpAddr {
     std::net::IpAddr::V4(std::net::Ipv4Addr::from(0xc612_0001u32 + j))
 }
 
-struct Loaded {
-    dp: Dataplane,
+pub(super) struct Loaded {
+    pub(super) dp: Dataplane,
     /// Holds the empty program `floor` refers to.
     _programs: TestPrograms,
     ring: RingBuf<MapData>,
@@ -83,7 +83,7 @@ struct Loaded {
 /// event), answers from any ingress (test runs all come in on loopback),
 /// SMB sampling at its default size without its budgets (every sampled
 /// segment pays for its record).
-fn bench_options() -> LoadOptions {
+pub(super) fn bench_options() -> LoadOptions {
     LoadOptions {
         events_per_cpu: 0,
         answers: AnswerCheck::Any,
@@ -131,7 +131,7 @@ const SAMPLED_FRAMES: usize = 3_000;
 const PAIR_CACHE_SIZES: [u32; 3] = [1 << 14, 1 << 18, 1 << 20];
 
 impl Loaded {
-    fn new(opts: &LoadOptions) -> Result<Self> {
+    pub(super) fn new(opts: &LoadOptions) -> Result<Self> {
         let mut dp = Dataplane::load(opts).context("loading smbwatch")?;
         let mut programs = TestPrograms::load().context("loading the test object")?;
         let floor = programs
@@ -151,13 +151,13 @@ impl Loaded {
         })
     }
 
-    fn fd(&self, floor: bool) -> BorrowedFd<'_> {
+    pub(super) fn fd(&self, floor: bool) -> BorrowedFd<'_> {
         // SAFETY: both fds belong to programs `self.dp` and
         // `self._programs` keep loaded.
         unsafe { BorrowedFd::borrow_raw(if floor { self.floor } else { self.main }) }
     }
 
-    fn once(&self, frame: &[u8]) -> Result<()> {
+    pub(super) fn once(&self, frame: &[u8]) -> Result<()> {
         let r = testrun::run(self.fd(false), frame, 1)?;
         anyhow::ensure!(r.retval == XDP_PASS, "program returned {}", r.retval);
         Ok(())
@@ -168,7 +168,7 @@ impl Loaded {
     /// across the call over `repeat` (sub-nanosecond resolution; the
     /// kernel's own mean is whole nanoseconds, which at a 5 ns floor is a
     /// 20% step), and the kernel's mean as a cross-check.
-    fn repeat(&self, floor: bool, frame: &[u8], repeat: u32) -> Result<(f64, u32)> {
+    pub(super) fn repeat(&self, floor: bool, frame: &[u8], repeat: u32) -> Result<(f64, u32)> {
         let cpu0 = thread_cpu();
         let r = testrun::run(self.fd(floor), frame, repeat)?;
         let cpu = thread_cpu() - cpu0;
@@ -177,7 +177,7 @@ impl Loaded {
     }
 
     /// Trimmed mean of the kernel's per-call durations, one run per frame.
-    fn singles(&mut self, floor: bool, frames: &[Vec<u8>]) -> Result<f64> {
+    pub(super) fn singles(&mut self, floor: bool, frames: &[Vec<u8>]) -> Result<f64> {
         let mut d = Vec::with_capacity(frames.len());
         for f in frames {
             d.push(testrun::run(self.fd(floor), f, 1)?.duration_ns);
@@ -186,7 +186,7 @@ impl Loaded {
         Ok(trimmed_mean(&mut d))
     }
 
-    fn drain(&mut self) -> usize {
+    pub(super) fn drain(&mut self) -> usize {
         let mut n = 0;
         while self.ring.next().is_some() {
             n += 1;
@@ -196,7 +196,7 @@ impl Loaded {
     }
 }
 
-fn trimmed_mean(d: &mut [u32]) -> f64 {
+pub(super) fn trimmed_mean(d: &mut [u32]) -> f64 {
     d.sort_unstable();
     let keep = (d.len() * 99 / 100).max(1).min(d.len());
     d[..keep].iter().map(|&x| f64::from(x)).sum::<f64>() / keep as f64

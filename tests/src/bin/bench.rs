@@ -18,7 +18,7 @@ struct Args {
     /// Shorter runs and fewer rounds (same method).
     #[arg(long)]
     quick: bool,
-    /// Run only these parts (comma-separated or repeated): xdp, e2e, user, flood, baseline, fleet, smb.
+    /// Run only these parts (comma-separated or repeated): xdp, e2e, user, flood, baseline, fleet, smb; xdp-clock (the program's two clocks compared) only by name.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Rounds (default: 5, or 3 with --quick).
@@ -54,6 +54,10 @@ fn main() -> Result<()> {
     let mut sections = Vec::new();
     if wants("xdp") {
         sections.push(bench::xdp::run(&effort).context("XDP benchmark")?);
+    }
+    // The clock comparison only when asked for by name (not in a full run).
+    if args.only.iter().any(|p| p == "xdp-clock") {
+        sections.push(bench::xdp_clock::run(&effort).context("XDP clock comparison")?);
     }
     if wants("e2e") {
         sections.push(bench::e2e::run(&effort).context("end-to-end benchmark")?);

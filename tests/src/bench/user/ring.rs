@@ -12,7 +12,7 @@ use anyhow::{bail, Result};
 use serde_json::{json, Value};
 use smbwatch::{
     alert::AlertKind,
-    dataplane::{drain, testrun, to_gateway_event, Dataplane, LoadOptions, MonotonicClock},
+    dataplane::{drain, testrun, to_gateway_event, Dataplane, KernelClock, LoadOptions},
     detect::{DetectConfig, Detector},
     event::GatewayEvent,
     packet::Segment,
@@ -49,7 +49,7 @@ pub(super) fn drain_rate(
     let mut dp = filled(n, round)?;
     let full = dp.stats()?.get(stat::RINGBUF_FULL);
     let mut ring = dp.take_events()?;
-    let clock = MonotonicClock::new();
+    let clock = KernelClock::live()?;
     let start = Instant::now();
     let mut got = 0u64;
     drain(&mut ring, |raw, kind| {
@@ -99,9 +99,9 @@ pub(super) fn flood(effort: &Effort) -> Result<Flood> {
     let every = flood_sources / scanner_targets;
     let done = AtomicBool::new(false);
     let start = Instant::now();
+    let clock = KernelClock::live()?;
     let (consumed, detected, alerts) = std::thread::scope(|s| -> Result<(u64, bool, usize)> {
         let consumer = s.spawn(|| {
-            let clock = MonotonicClock::new();
             let mut det = Detector::new(DetectConfig::default());
             let mut consumed = 0u64;
             let mut detected = false;
