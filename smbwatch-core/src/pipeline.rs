@@ -446,6 +446,9 @@ impl ReplayFeed<'_> {
 }
 
 #[cfg(test)]
+mod cost_tests;
+
+#[cfg(test)]
 mod clock_tests {
     use super::*;
 

@@ -2,8 +2,8 @@
 //! correlation, with the byte accounting and the reference clock that
 //! bound it.
 //!
-//! Entries are kept per key in insertion order, and a global queue keeps the
-//! insertion order across keys, so evicting the oldest entry (cap reached)
+//! Entries are kept in one ring in insertion order, chained per key, so
+//! evicting the oldest entry (cap reached)
 //! or pruning old ones is O(1) per entry. Events may arrive out of time
 //! order: pruning walks the insertion queue and stops at the first entry
 //! newer than the cutoff, so an old entry queued behind a newer one lives a
@@ -15,7 +15,7 @@
 //! The byte budget of an owner with several tables is shared: see
 //! [`enforce_budget`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{hash_map::Entry, HashMap, VecDeque};
 use std::hash::Hash;
 use std::mem::size_of;
 use std::net::IpAddr;
@@ -38,6 +38,12 @@ impl HeapSize for String {
 impl<T: HeapSize> HeapSize for Option<T> {
     fn heap_size(&self) -> usize {
         self.as_ref().map_or(0, HeapSize::heap_size)
+    }
+}
+
+impl<T: HeapSize> HeapSize for Box<T> {
+    fn heap_size(&self) -> usize {
+        size_of::<T>() + T::heap_size(self)
     }
 }
 
@@ -71,19 +77,46 @@ tuple_heap!(0 A, 1 B);
 tuple_heap!(0 A, 1 B, 2 C);
 tuple_heap!(0 A, 1 B, 2 C, 3 D);
 
-/// Allocator headers and hash-map slack per entry, on top of the inline
-/// sizes: a round figure, so the accounted bytes stay at or above the real
-/// use.
-const ENTRY_OVERHEAD: usize = 48;
+/// "No next entry of this key" in [`Slot::next`].
+const NONE: u64 = u64::MAX;
+
+/// One entry in the insertion ring.
+#[derive(Debug)]
+struct Slot<K, V> {
+    entry: (DateTime<Utc>, V),
+    key: K,
+    /// Sequence number of the next entry of the same key ([`NONE`]: last).
+    next: u64,
+}
+
+/// A key's entries in the ring: sequence numbers of its oldest and newest.
+#[derive(Clone, Copy, Debug)]
+struct Chain {
+    first: u64,
+    last: u64,
+}
 
 /// See the module documentation.
+///
+/// Layout: every entry lives in one ring in insertion order (no allocation
+/// per key or per entry), and the map holds per key the sequence numbers
+/// of its first and last entry; a key's entries are chained through the
+/// ring. Entries only ever leave from the front (prune, eviction), and the
+/// front entry is always the oldest of its key, so removing it is one map
+/// update. Under a flood of new keys (a new gateway pair per event) an
+/// insert and an eviction are one hash lookup each and copy nothing large;
+/// the previous layout (a map of per-key `VecDeque`s) allocated a buffer
+/// of four values per key and spent half its time in `malloc`, `free` and
+/// `memmove`.
 #[derive(Debug)]
 pub(crate) struct TimedIndex<K, V> {
     /// Keys are attacker-controlled (addresses from spoofed packets and
     /// forwarded logs): a per-process keyed hasher, and aHash is several
     /// times cheaper than SipHash on these small keys.
-    map: HashMap<K, VecDeque<(DateTime<Utc>, V)>, ahash::RandomState>,
-    order: VecDeque<(DateTime<Utc>, K)>,
+    map: HashMap<K, Chain, ahash::RandomState>,
+    ring: VecDeque<Slot<K, V>>,
+    /// Sequence number of `ring[0]`.
+    base: u64,
     cap: usize,
     bytes: usize,
     evicted: u64,
@@ -94,38 +127,64 @@ impl<K: Hash + Eq + Clone + HeapSize, V: HeapSize> TimedIndex<K, V> {
     pub fn new(cap: usize) -> Self {
         Self {
             map: HashMap::default(),
-            order: VecDeque::new(),
+            ring: VecDeque::new(),
+            base: 0,
             cap: cap.max(1),
             bytes: 0,
             evicted: 0,
         }
     }
 
-    /// Accounted size of one entry: its slot in the key's list and in the
-    /// insertion queue, a key slot in the map, and the heap bytes of the
-    /// key (stored twice) and the value.
+    /// Accounted size of one entry: its ring slot and its key's map slot,
+    /// each with the slack of its container (the ring doubles: up to two
+    /// slots per entry; the map keeps at most 7/8 of a power of two of
+    /// buckets full: up to 16/7 buckets of slot and control byte per key),
+    /// and the heap bytes of the key (stored twice) and the value. At or
+    /// above the real use.
     fn cost(key: &K, v: &V) -> usize {
-        size_of::<(DateTime<Utc>, V)>()
-            + size_of::<(DateTime<Utc>, K)>()
-            + size_of::<(K, VecDeque<(DateTime<Utc>, V)>)>()
-            + ENTRY_OVERHEAD
+        2 * size_of::<Slot<K, V>>()
+            + (16 * (size_of::<(K, Chain)>() + 1)).div_ceil(7)
             + 2 * key.heap_size()
             + v.heap_size()
     }
 
+    fn slot(&self, seq: u64) -> &Slot<K, V> {
+        &self.ring[(seq - self.base) as usize]
+    }
+
+    fn slot_mut(&mut self, seq: u64) -> &mut Slot<K, V> {
+        &mut self.ring[(seq - self.base) as usize]
+    }
+
     /// Add an entry, evicting the oldest-inserted one when full.
     pub fn insert(&mut self, ts: DateTime<Utc>, key: K, v: V) {
-        if self.order.len() >= self.cap {
+        if self.ring.len() >= self.cap {
             self.evict_oldest();
         }
         self.bytes += Self::cost(&key, &v);
-        self.map.entry(key.clone()).or_default().push_back((ts, v));
-        self.order.push_back((ts, key));
+        let seq = self.base + self.ring.len() as u64;
+        match self.map.entry(key.clone()) {
+            Entry::Occupied(mut e) => {
+                let last = std::mem::replace(&mut e.get_mut().last, seq);
+                self.ring[(last - self.base) as usize].next = seq;
+            }
+            Entry::Vacant(e) => {
+                e.insert(Chain {
+                    first: seq,
+                    last: seq,
+                });
+            }
+        }
+        self.ring.push_back(Slot {
+            entry: (ts, v),
+            key,
+            next: NONE,
+        });
     }
 
     /// Drop entries older than `cutoff` (in insertion order, see above).
     pub fn prune(&mut self, cutoff: DateTime<Utc>) {
-        while self.order.front().is_some_and(|(ts, _)| *ts < cutoff) {
+        while self.ring.front().is_some_and(|s| s.entry.0 < cutoff) {
             self.pop_oldest();
         }
     }
@@ -140,53 +199,65 @@ impl<K: Hash + Eq + Clone + HeapSize, V: HeapSize> TimedIndex<K, V> {
     }
 
     fn pop_oldest(&mut self) -> bool {
-        let Some((_, k)) = self.order.pop_front() else {
+        let Some(slot) = self.ring.pop_front() else {
             return false;
         };
-        if let Some(list) = self.map.get_mut(&k) {
-            if let Some((_, v)) = list.pop_front() {
-                self.bytes -= Self::cost(&k, &v);
-            }
-            if list.is_empty() {
-                self.map.remove(&k);
+        self.base += 1;
+        self.bytes -= Self::cost(&slot.key, &slot.entry.1);
+        // The front entry is the oldest of its key: the first of its chain.
+        if let Entry::Occupied(mut e) = self.map.entry(slot.key) {
+            if slot.next == NONE {
+                e.remove();
+            } else {
+                e.get_mut().first = slot.next;
             }
         }
         true
     }
 
+    /// Sequence numbers of one key's entries, oldest first.
+    fn chain(&self, key: &K) -> impl Iterator<Item = u64> + '_ {
+        let mut at = self.map.get(key).map(|c| c.first);
+        std::iter::from_fn(move || {
+            let seq = at?;
+            let next = self.slot(seq).next;
+            at = (next != NONE).then_some(next);
+            Some(seq)
+        })
+    }
+
     /// Entries of one key, oldest first.
     pub fn get(&self, key: &K) -> impl Iterator<Item = &(DateTime<Utc>, V)> {
-        self.map.get(key).into_iter().flatten()
+        self.chain(key).map(|seq| &self.slot(seq).entry)
     }
 
     /// Change the entries of one key in place, oldest first; their sizes
     /// are accounted again afterwards.
     pub fn modify(&mut self, key: &K, mut f: impl FnMut(DateTime<Utc>, &mut V)) {
-        let Some(list) = self.map.get_mut(key) else {
-            return;
-        };
-        for (ts, v) in list.iter_mut() {
-            let before = Self::cost(key, v);
-            f(*ts, v);
-            self.bytes = self.bytes - before + Self::cost(key, v);
+        let mut at = self.map.get(key).map(|c| c.first);
+        while let Some(seq) = at {
+            let slot = self.slot_mut(seq);
+            let before = Self::cost(key, &slot.entry.1);
+            f(slot.entry.0, &mut slot.entry.1);
+            let after = Self::cost(key, &slot.entry.1);
+            at = (slot.next != NONE).then_some(slot.next);
+            self.bytes = self.bytes - before + after;
         }
     }
 
-    /// Every entry (no particular order across keys).
+    /// Every entry, in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &(DateTime<Utc>, V))> {
-        self.map
-            .iter()
-            .flat_map(|(k, l)| l.iter().map(move |e| (k, e)))
+        self.ring.iter().map(|s| (&s.key, &s.entry))
     }
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.order.len()
+        self.ring.len()
     }
 
     /// Time of the oldest-inserted entry (the next to prune or evict).
     pub fn oldest(&self) -> Option<DateTime<Utc>> {
-        self.order.front().map(|(ts, _)| *ts)
+        self.ring.front().map(|s| s.entry.0)
     }
 
     /// Entries evicted because a cap (entries or bytes) was reached.
