@@ -394,6 +394,15 @@ impl Correlator {
         }
     }
 
+    /// Starts fetching what [`Self::on_gateway_event`] will look up for
+    /// `ev` (its pair's index bucket), so the cache miss overlaps the
+    /// caller's other work (the detector).
+    pub fn prefetch(&self, ev: &GatewayEvent) {
+        if ev.kind == GatewayEventKind::NewPair {
+            self.pairs.prefetch(&(ev.src, ev.dst, ev.dport));
+        }
+    }
+
     /// Feed a gateway event. A `NewPair` is matched against host network
     /// events already seen and kept for later ones; other kinds only
     /// advance time. Returns whether the pair was attributed (the

@@ -122,10 +122,17 @@ impl Pipeline {
     /// (see [`Detector::prefetch`]).
     pub fn prefetch(&self, ev: &GatewayEvent) {
         self.detector.prefetch(ev);
+        if self.host_inputs {
+            self.correlator.prefetch(ev);
+        }
     }
 
     /// A gateway event: scan detection, then correlation with host logs.
     pub fn gateway_event(&mut self, ev: &GatewayEvent) -> Vec<Alert> {
+        if self.host_inputs {
+            // The pair's index bucket arrives while the detector works.
+            self.correlator.prefetch(ev);
+        }
         let scans = self.detector.observe(ev);
         let found = match self.baseline.as_mut() {
             Some(b) => b.observe(ev),

@@ -15,12 +15,14 @@
 //! The byte budget of an owner with several tables is shared: see
 //! [`enforce_budget`].
 
-use std::collections::{hash_map::Entry, HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::Hash;
 use std::mem::size_of;
 use std::net::IpAddr;
 
 use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::detect::index::Index;
 
 /// Heap bytes a value owns beyond its inline size (what a byte budget
 /// must count besides `size_of`).
@@ -85,35 +87,39 @@ const NONE: u64 = u64::MAX;
 struct Slot<K, V> {
     entry: (DateTime<Utc>, V),
     key: K,
+    /// The key's hash (the index's, kept for the removal).
+    hash: u32,
     /// Sequence number of the next entry of the same key ([`NONE`]: last).
     next: u64,
-}
-
-/// A key's entries in the ring: sequence numbers of its oldest and newest.
-#[derive(Clone, Copy, Debug)]
-struct Chain {
-    first: u64,
+    /// In the first entry of a key: the sequence number of its last.
     last: u64,
 }
+
+/// How many entries ahead of the oldest an insert prefetches the index
+/// bucket of: the entry that insert evicts a few inserts later.
+const EVICT_AHEAD: usize = 4;
 
 /// See the module documentation.
 ///
 /// Layout: every entry lives in one ring in insertion order (no allocation
-/// per key or per entry), and the map holds per key the sequence numbers
-/// of its first and last entry; a key's entries are chained through the
-/// ring. Entries only ever leave from the front (prune, eviction), and the
-/// front entry is always the oldest of its key, so removing it is one map
-/// update. Under a flood of new keys (a new gateway pair per event) an
-/// insert and an eviction are one hash lookup each and copy nothing large;
-/// the previous layout (a map of per-key `VecDeque`s) allocated a buffer
-/// of four values per key and spent half its time in `malloc`, `free` and
-/// `memmove`.
-#[derive(Debug)]
+/// per key or per entry), chained per key (`next`; the first entry of a
+/// key also knows its last). A compact hash index ([`Index`], the
+/// detector's, about 11–22 bytes per entry, so a table of 65,536 pairs
+/// indexes in under 1.5 MiB that stays in cache) maps a key's hash to the
+/// sequence number of its first entry; the ring holds the keys. Entries
+/// only ever leave from the front (prune, eviction), and the front entry
+/// is always the first of its key, so removing it is one index update that
+/// reads no key. Under a flood of new keys (a new gateway pair per event)
+/// an insert and an eviction each touch one index bucket (the evicted
+/// entry's prefetched a few inserts ahead) and the ring's tail and head.
+/// The previous layout (a `HashMap` of per-key `VecDeque`s) allocated four
+/// values' buffer per key and spent most of its time in `malloc`, `free`,
+/// `memmove` and cache misses on a map of several MiB.
 pub(crate) struct TimedIndex<K, V> {
     /// Keys are attacker-controlled (addresses from spoofed packets and
-    /// forwarded logs): a per-process keyed hasher, and aHash is several
-    /// times cheaper than SipHash on these small keys.
-    map: HashMap<K, Chain, ahash::RandomState>,
+    /// forwarded logs): a per-process keyed hasher.
+    hasher: ahash::RandomState,
+    index: Index,
     ring: VecDeque<Slot<K, V>>,
     /// Sequence number of `ring[0]`.
     base: u64,
@@ -122,63 +128,103 @@ pub(crate) struct TimedIndex<K, V> {
     evicted: u64,
 }
 
+impl<K: std::fmt::Debug, V: std::fmt::Debug> std::fmt::Debug for TimedIndex<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TimedIndex")
+            .field("entries", &self.ring.len())
+            .field("cap", &self.cap)
+            .field("bytes", &self.bytes)
+            .field("evicted", &self.evicted)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<K: Hash + Eq + Clone + HeapSize, V: HeapSize> TimedIndex<K, V> {
     /// At most `cap` entries (at least 1).
     pub fn new(cap: usize) -> Self {
+        let cap = cap.max(1);
         Self {
-            map: HashMap::default(),
+            hasher: ahash::RandomState::new(),
+            index: Index::new(16, cap),
             ring: VecDeque::new(),
             base: 0,
-            cap: cap.max(1),
+            cap,
             bytes: 0,
             evicted: 0,
         }
     }
 
-    /// Accounted size of one entry: its ring slot and its key's map slot,
-    /// each with the slack of its container (the ring doubles: up to two
-    /// slots per entry; the map keeps at most 7/8 of a power of two of
-    /// buckets full: up to 16/7 buckets of slot and control byte per key),
-    /// and the heap bytes of the key (stored twice) and the value. At or
-    /// above the real use.
+    /// Accounted size of one entry: its ring slot with the ring's slack
+    /// (it doubles: up to two slots per entry), its share of the index
+    /// while that grows, and the heap bytes of the key and the value. At
+    /// or above the real use.
     fn cost(key: &K, v: &V) -> usize {
-        2 * size_of::<Slot<K, V>>()
-            + (16 * (size_of::<(K, Chain)>() + 1)).div_ceil(7)
-            + 2 * key.heap_size()
-            + v.heap_size()
+        2 * size_of::<Slot<K, V>>() + Index::MAX_BYTES_PER_ENTRY + key.heap_size() + v.heap_size()
     }
 
-    fn slot(&self, seq: u64) -> &Slot<K, V> {
-        &self.ring[(seq - self.base) as usize]
+    fn hash(&self, key: &K) -> u32 {
+        let h = self.hasher.hash_one(key);
+        (h ^ (h >> 32)) as u32
     }
 
-    fn slot_mut(&mut self, seq: u64) -> &mut Slot<K, V> {
-        &mut self.ring[(seq - self.base) as usize]
+    fn pos(&self, seq: u64) -> usize {
+        (seq - self.base) as usize
+    }
+
+    /// The sequence number of the live entry whose index slot is `slot`
+    /// (the index holds sequence numbers modulo 2^32; fewer than 2^32
+    /// entries are ever live).
+    fn seq_of(&self, slot: u32) -> u64 {
+        self.base + u64::from(slot.wrapping_sub(self.base as u32))
+    }
+
+    /// The sequence number of `key`'s first entry.
+    fn first(&self, hash: u32, key: &K) -> Option<u64> {
+        self.index
+            .find(hash, |slot| self.ring[self.pos(self.seq_of(slot))].key == *key)
+            .map(|slot| self.seq_of(slot))
+    }
+
+    /// Starts fetching the index bucket `key` is looked up in (a caller
+    /// with other work to do before its insert or lookup).
+    pub fn prefetch(&self, key: &K) {
+        self.index.prefetch(self.hash(key));
     }
 
     /// Add an entry, evicting the oldest-inserted one when full.
     pub fn insert(&mut self, ts: DateTime<Utc>, key: K, v: V) {
         if self.ring.len() >= self.cap {
             self.evict_oldest();
+            if let Some(s) = self.ring.get(EVICT_AHEAD) {
+                self.index.prefetch(s.hash);
+            }
         }
         self.bytes += Self::cost(&key, &v);
         let seq = self.base + self.ring.len() as u64;
-        match self.map.entry(key.clone()) {
-            Entry::Occupied(mut e) => {
-                let last = std::mem::replace(&mut e.get_mut().last, seq);
-                self.ring[(last - self.base) as usize].next = seq;
+        let hash = self.hash(&key);
+        let mut last = NONE;
+        match self.first(hash, &key) {
+            Some(first) => {
+                let i = self.pos(first);
+                let prev = std::mem::replace(&mut self.ring[i].last, seq);
+                let j = self.pos(prev);
+                self.ring[j].next = seq;
             }
-            Entry::Vacant(e) => {
-                e.insert(Chain {
-                    first: seq,
-                    last: seq,
+            None => {
+                let ring = &self.ring;
+                let base = self.base;
+                self.index.insert(hash, seq as u32, |slot| {
+                    ring[(u64::from(slot.wrapping_sub(base as u32))) as usize].hash
                 });
+                last = seq;
             }
         }
         self.ring.push_back(Slot {
             entry: (ts, v),
             key,
+            hash,
             next: NONE,
+            last,
         });
     }
 
@@ -202,25 +248,30 @@ impl<K: Hash + Eq + Clone + HeapSize, V: HeapSize> TimedIndex<K, V> {
         let Some(slot) = self.ring.pop_front() else {
             return false;
         };
+        let seq = self.base;
         self.base += 1;
         self.bytes -= Self::cost(&slot.key, &slot.entry.1);
-        // The front entry is the oldest of its key: the first of its chain.
-        if let Entry::Occupied(mut e) = self.map.entry(slot.key) {
-            if slot.next == NONE {
-                e.remove();
-            } else {
-                e.get_mut().first = slot.next;
-            }
+        // The front entry is the first of its key: the index points at it.
+        self.index.remove(slot.hash, seq as u32);
+        if slot.next != NONE {
+            let i = self.pos(slot.next);
+            self.ring[i].last = slot.last;
+            // The key's next entry becomes its first (the index does not
+            // grow here: it re-places an entry it just removed).
+            let (ring, base) = (&self.ring, self.base);
+            self.index.insert(slot.hash, slot.next as u32, |s| {
+                ring[(u64::from(s.wrapping_sub(base as u32))) as usize].hash
+            });
         }
         true
     }
 
     /// Sequence numbers of one key's entries, oldest first.
     fn chain(&self, key: &K) -> impl Iterator<Item = u64> + '_ {
-        let mut at = self.map.get(key).map(|c| c.first);
+        let mut at = self.first(self.hash(key), key);
         std::iter::from_fn(move || {
             let seq = at?;
-            let next = self.slot(seq).next;
+            let next = self.ring[self.pos(seq)].next;
             at = (next != NONE).then_some(next);
             Some(seq)
         })
@@ -228,15 +279,16 @@ impl<K: Hash + Eq + Clone + HeapSize, V: HeapSize> TimedIndex<K, V> {
 
     /// Entries of one key, oldest first.
     pub fn get(&self, key: &K) -> impl Iterator<Item = &(DateTime<Utc>, V)> {
-        self.chain(key).map(|seq| &self.slot(seq).entry)
+        self.chain(key).map(|seq| &self.ring[self.pos(seq)].entry)
     }
 
     /// Change the entries of one key in place, oldest first; their sizes
     /// are accounted again afterwards.
     pub fn modify(&mut self, key: &K, mut f: impl FnMut(DateTime<Utc>, &mut V)) {
-        let mut at = self.map.get(key).map(|c| c.first);
+        let mut at = self.first(self.hash(key), key);
         while let Some(seq) = at {
-            let slot = self.slot_mut(seq);
+            let i = self.pos(seq);
+            let slot = &mut self.ring[i];
             let before = Self::cost(key, &slot.entry.1);
             f(slot.entry.0, &mut slot.entry.1);
             let after = Self::cost(key, &slot.entry.1);
