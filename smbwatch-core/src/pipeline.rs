@@ -130,19 +130,20 @@ impl Pipeline {
     /// A gateway event: scan detection, then correlation with host logs.
     pub fn gateway_event(&mut self, ev: &GatewayEvent) -> Vec<Alert> {
         if self.host_inputs {
-            // The pair's index bucket arrives while the detector works.
+            // The attribution is kept by the correlator; alerts are
+            // enriched from it when they are raised. The correlator runs
+            // first (the two keep separate state, and scan alerts reach it
+            // below either way) so that under churn the detector's first
+            // cache misses, asked for here, overlap the correlator's work.
+            self.detector.prefetch(ev);
             self.correlator.prefetch(ev);
+            self.correlator.on_gateway_event(ev);
         }
         let scans = self.detector.observe(ev);
         let found = match self.baseline.as_mut() {
             Some(b) => b.observe(ev),
             None => Vec::new(),
         };
-        if self.host_inputs {
-            // The attribution is kept by the correlator; alerts are
-            // enriched from it when they are raised.
-            self.correlator.on_gateway_event(ev);
-        }
         if scans.is_empty() {
             return found;
         }
