@@ -515,6 +515,79 @@ mod tests {
         assert_eq!(big.get(&1000).count(), 0);
     }
 
+    /// The ring and its index against a plain model (a map of per-key
+    /// queues and one insertion queue) over a long run with many entries
+    /// per key, evictions by cap and by bytes, prunes out of time order,
+    /// and in-place changes: every key's entries, in order, stay the same.
+    #[test]
+    fn ring_index_matches_a_plain_model_under_churn() {
+        use std::collections::HashMap;
+        const CAP: usize = 300;
+        let mut ix: TimedIndex<u32, u64> = TimedIndex::new(CAP);
+        let mut model: HashMap<u32, VecDeque<(DateTime<Utc>, u64)>> = HashMap::new();
+        let mut order: VecDeque<u32> = VecDeque::new();
+        let pop = |model: &mut HashMap<u32, VecDeque<(DateTime<Utc>, u64)>>,
+                   order: &mut VecDeque<u32>| {
+            let k = order.pop_front().unwrap();
+            let list = model.get_mut(&k).unwrap();
+            list.pop_front();
+            if list.is_empty() {
+                model.remove(&k);
+            }
+        };
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for i in 0..200_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Few keys early (long chains), more later (index growth).
+            let keys = if i < 50_000 { 40 } else { 2_000 };
+            let key = (x % keys) as u32;
+            // Times mostly rising, sometimes out of order.
+            let ts = t(i as i64 / 10 - (x >> 60) as i64);
+            if order.len() >= CAP {
+                pop(&mut model, &mut order);
+            }
+            ix.insert(ts, key, i);
+            model.entry(key).or_default().push_back((ts, i));
+            order.push_back(key);
+            match x >> 56 {
+                0..=2 => {
+                    let cutoff = t(i as i64 / 10 - 20);
+                    ix.prune(cutoff);
+                    while let Some(k) = order.front() {
+                        if model[k].front().unwrap().0 >= cutoff {
+                            break;
+                        }
+                        pop(&mut model, &mut order);
+                    }
+                }
+                3 => {
+                    assert!(ix.evict_oldest());
+                    pop(&mut model, &mut order);
+                }
+                4 => {
+                    ix.modify(&key, |_, v| *v += 1);
+                    model.get_mut(&key).unwrap().iter_mut().for_each(|e| e.1 += 1);
+                }
+                _ => {}
+            }
+            if i % 997 == 0 || i > 199_000 {
+                assert_eq!(ix.len(), order.len(), "at {i}");
+                for k in 0..keys as u32 {
+                    let got: Vec<_> = ix.get(&k).copied().collect();
+                    let want: Vec<_> = model.get(&k).map(|l| l.iter().copied().collect()).unwrap_or_default();
+                    assert_eq!(got, want, "key {k} at {i}");
+                }
+                let all: Vec<u32> = ix.iter().map(|(k, _)| *k).collect();
+                assert_eq!(all, Vec::from(order.clone()), "insertion order at {i}");
+            }
+        }
+        while ix.evict_oldest() {}
+        assert_eq!(ix.bytes, 0, "accounting returns to zero");
+        assert_eq!(ix.get(&1).count(), 0);
+    }
+
     #[test]
     fn modify_reaccounts_the_entry() {
         let mut ix: TimedIndex<u8, Option<String>> = TimedIndex::new(4);
