@@ -450,7 +450,7 @@ pub fn run(effort: &Effort) -> Result<Section> {
     data.insert("flood".into(), flood.json());
 
     let method = format!("Ring buffer: a fresh program's ring buffer filled by test runs of distinct new pairs, then drained on one thread \
-(decode, UTC stamp; then also the detector, the pipeline with host-log inputs, or a JSON line); events over wall time. Detector: `Detector::observe` on synthetic \
+(decode, UTC stamp; then also the detector, the pipeline with host-log inputs, or a JSON line); events per CPU second of the draining thread (before 2026-12-06: over wall time, which on a loaded machine also counts the waits for a core). Detector: `Detector::observe` on synthetic \
 events (new pairs 10 µs apart, every other answered), default configuration; under churn, every event a new source at 35,000/s \
 (the table full, one eviction per event), each round also timing a bare bounded `HashMap` of the same sources, in CPU time of the \
 measuring thread (wall time on a shared machine also counts the waits for a core). Host logs: `hostlog::bench::measure` on a 4,096-record \
