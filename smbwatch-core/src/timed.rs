@@ -181,7 +181,9 @@ impl<K: Hash + Eq + Clone + HeapSize, V: HeapSize> TimedIndex<K, V> {
     /// The sequence number of `key`'s first entry.
     fn first(&self, hash: u32, key: &K) -> Option<u64> {
         self.index
-            .find(hash, |slot| self.ring[self.pos(self.seq_of(slot))].key == *key)
+            .find(hash, |slot| {
+                self.ring[self.pos(self.seq_of(slot))].key == *key
+            })
             .map(|slot| self.seq_of(slot))
     }
 
@@ -568,7 +570,11 @@ mod tests {
                 }
                 4 => {
                     ix.modify(&key, |_, v| *v += 1);
-                    model.get_mut(&key).unwrap().iter_mut().for_each(|e| e.1 += 1);
+                    model
+                        .get_mut(&key)
+                        .unwrap()
+                        .iter_mut()
+                        .for_each(|e| e.1 += 1);
                 }
                 _ => {}
             }
@@ -576,7 +582,10 @@ mod tests {
                 assert_eq!(ix.len(), order.len(), "at {i}");
                 for k in 0..keys as u32 {
                     let got: Vec<_> = ix.get(&k).copied().collect();
-                    let want: Vec<_> = model.get(&k).map(|l| l.iter().copied().collect()).unwrap_or_default();
+                    let want: Vec<_> = model
+                        .get(&k)
+                        .map(|l| l.iter().copied().collect())
+                        .unwrap_or_default();
                     assert_eq!(got, want, "key {k} at {i}");
                 }
                 let all: Vec<u32> = ix.iter().map(|(k, _)| *k).collect();
