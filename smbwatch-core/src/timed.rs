@@ -145,7 +145,7 @@ impl<K: Hash + Eq + Clone + HeapSize, V: HeapSize> TimedIndex<K, V> {
         let cap = cap.max(1);
         Self {
             hasher: ahash::RandomState::new(),
-            index: Index::new(16, cap),
+            index: Index::new(1, cap),
             ring: VecDeque::new(),
             base: 0,
             cap,
@@ -160,6 +160,14 @@ impl<K: Hash + Eq + Clone + HeapSize, V: HeapSize> TimedIndex<K, V> {
     /// or above the real use.
     fn cost(key: &K, v: &V) -> usize {
         2 * size_of::<Slot<K, V>>() + Index::MAX_BYTES_PER_ENTRY + key.heap_size() + v.heap_size()
+    }
+
+    /// Bytes a table holds beyond its entries' accounted cost, whatever
+    /// its size: the index's first bucket and the ring's first allocation
+    /// (four slots, of which one entry accounts two). For an owner of many
+    /// small tables, which counts them itself.
+    pub fn fixed_bytes() -> usize {
+        Index::bytes_for(1) + 2 * size_of::<Slot<K, V>>()
     }
 
     fn hash(&self, key: &K) -> u32 {
