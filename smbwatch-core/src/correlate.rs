@@ -154,7 +154,9 @@ struct PairRec {
     sport: u16,
     ifindex: u32,
     vlan: Option<u16>,
-    attribution: Option<Attribution>,
+    /// Boxed: most pairs are never attributed, and every pair is kept, so
+    /// the record stays small (a flood of new pairs copies and caches it).
+    attribution: Option<Box<Attribution>>,
 }
 
 #[derive(Debug, Clone)]
@@ -223,7 +225,7 @@ impl HeapSize for Attribution {
 
 impl HeapSize for PairRec {
     fn heap_size(&self) -> usize {
-        // Boxed in the record only through its strings; the Option is inline.
+        // The box and its strings.
         self.attribution.heap_size()
     }
 }
@@ -392,6 +394,15 @@ impl Correlator {
         }
     }
 
+    /// Starts fetching what [`Self::on_gateway_event`] will look up for
+    /// `ev` (its pair's index bucket), so the cache miss overlaps the
+    /// caller's other work (the detector).
+    pub fn prefetch(&self, ev: &GatewayEvent) {
+        if ev.kind == GatewayEventKind::NewPair {
+            self.pairs.prefetch(&(ev.src, ev.dst, ev.dport));
+        }
+    }
+
     /// Feed a gateway event. A `NewPair` is matched against host network
     /// events already seen and kept for later ones; other kinds only
     /// advance time. Returns whether the pair was attributed (the
@@ -514,7 +525,7 @@ impl Correlator {
         self.pairs
             .get(&(src, dst, dport))
             .filter(|(_, p)| p.sport == sport)
-            .find_map(|(_, p)| p.attribution.as_ref())
+            .find_map(|(_, p)| p.attribution.as_deref())
     }
 }
 
@@ -540,7 +551,7 @@ fn merge(
 ) -> bool {
     match &mut pair.attribution {
         None => {
-            pair.attribution = Some(Attribution {
+            pair.attribution = Some(Box::new(Attribution {
                 pair_ts,
                 host_ts,
                 src: key.0,
@@ -553,7 +564,7 @@ fn merge(
                 event_ids: vec![net.event_id],
                 ifindex: pair.ifindex,
                 vlan: pair.vlan,
-            });
+            }));
             true
         }
         Some(a) => {

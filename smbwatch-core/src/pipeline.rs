@@ -122,20 +122,28 @@ impl Pipeline {
     /// (see [`Detector::prefetch`]).
     pub fn prefetch(&self, ev: &GatewayEvent) {
         self.detector.prefetch(ev);
+        if self.host_inputs {
+            self.correlator.prefetch(ev);
+        }
     }
 
     /// A gateway event: scan detection, then correlation with host logs.
     pub fn gateway_event(&mut self, ev: &GatewayEvent) -> Vec<Alert> {
+        if self.host_inputs {
+            // The attribution is kept by the correlator; alerts are
+            // enriched from it when they are raised. The correlator runs
+            // first (the two keep separate state, and scan alerts reach it
+            // below either way) so that under churn the detector's first
+            // cache misses, asked for here, overlap the correlator's work.
+            self.detector.prefetch(ev);
+            self.correlator.prefetch(ev);
+            self.correlator.on_gateway_event(ev);
+        }
         let scans = self.detector.observe(ev);
         let found = match self.baseline.as_mut() {
             Some(b) => b.observe(ev),
             None => Vec::new(),
         };
-        if self.host_inputs {
-            // The attribution is kept by the correlator; alerts are
-            // enriched from it when they are raised.
-            self.correlator.on_gateway_event(ev);
-        }
         if scans.is_empty() {
             return found;
         }
@@ -444,6 +452,9 @@ impl ReplayFeed<'_> {
         self.emit(out);
     }
 }
+
+#[cfg(test)]
+mod cost_tests;
 
 #[cfg(test)]
 mod clock_tests {

@@ -2,8 +2,8 @@
 //! correlation, with the byte accounting and the reference clock that
 //! bound it.
 //!
-//! Entries are kept per key in insertion order, and a global queue keeps the
-//! insertion order across keys, so evicting the oldest entry (cap reached)
+//! Entries are kept in one ring in insertion order, chained per key, so
+//! evicting the oldest entry (cap reached)
 //! or pruning old ones is O(1) per entry. Events may arrive out of time
 //! order: pruning walks the insertion queue and stops at the first entry
 //! newer than the cutoff, so an old entry queued behind a newer one lives a
@@ -15,12 +15,14 @@
 //! The byte budget of an owner with several tables is shared: see
 //! [`enforce_budget`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::Hash;
 use std::mem::size_of;
 use std::net::IpAddr;
 
 use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::detect::index::Index;
 
 /// Heap bytes a value owns beyond its inline size (what a byte budget
 /// must count besides `size_of`).
@@ -38,6 +40,12 @@ impl HeapSize for String {
 impl<T: HeapSize> HeapSize for Option<T> {
     fn heap_size(&self) -> usize {
         self.as_ref().map_or(0, HeapSize::heap_size)
+    }
+}
+
+impl<T: HeapSize> HeapSize for Box<T> {
+    fn heap_size(&self) -> usize {
+        size_of::<T>() + T::heap_size(self)
     }
 }
 
@@ -71,61 +79,168 @@ tuple_heap!(0 A, 1 B);
 tuple_heap!(0 A, 1 B, 2 C);
 tuple_heap!(0 A, 1 B, 2 C, 3 D);
 
-/// Allocator headers and hash-map slack per entry, on top of the inline
-/// sizes: a round figure, so the accounted bytes stay at or above the real
-/// use.
-const ENTRY_OVERHEAD: usize = 48;
+/// "No next entry of this key" in [`Slot::next`].
+const NONE: u64 = u64::MAX;
+
+/// One entry in the insertion ring.
+#[derive(Debug)]
+struct Slot<K, V> {
+    entry: (DateTime<Utc>, V),
+    key: K,
+    /// The key's hash (the index's, kept for the removal).
+    hash: u32,
+    /// Sequence number of the next entry of the same key ([`NONE`]: last).
+    next: u64,
+    /// In the first entry of a key: the sequence number of its last.
+    last: u64,
+}
+
+/// How many entries ahead of the oldest an insert prefetches the index
+/// bucket of: the entry that insert evicts a few inserts later.
+const EVICT_AHEAD: usize = 4;
 
 /// See the module documentation.
-#[derive(Debug)]
+///
+/// Layout: every entry lives in one ring in insertion order (no allocation
+/// per key or per entry), chained per key (`next`; the first entry of a
+/// key also knows its last). A compact hash index ([`Index`], the
+/// detector's, about 11–22 bytes per entry, so a table of 65,536 pairs
+/// indexes in under 1.5 MiB that stays in cache) maps a key's hash to the
+/// sequence number of its first entry; the ring holds the keys. Entries
+/// only ever leave from the front (prune, eviction), and the front entry
+/// is always the first of its key, so removing it is one index update that
+/// reads no key. Under a flood of new keys (a new gateway pair per event)
+/// an insert and an eviction each touch one index bucket (the evicted
+/// entry's prefetched a few inserts ahead) and the ring's tail and head.
+/// The previous layout (a `HashMap` of per-key `VecDeque`s) allocated four
+/// values' buffer per key and spent most of its time in `malloc`, `free`,
+/// `memmove` and cache misses on a map of several MiB.
 pub(crate) struct TimedIndex<K, V> {
     /// Keys are attacker-controlled (addresses from spoofed packets and
-    /// forwarded logs): a per-process keyed hasher, and aHash is several
-    /// times cheaper than SipHash on these small keys.
-    map: HashMap<K, VecDeque<(DateTime<Utc>, V)>, ahash::RandomState>,
-    order: VecDeque<(DateTime<Utc>, K)>,
+    /// forwarded logs): a per-process keyed hasher.
+    hasher: ahash::RandomState,
+    index: Index,
+    ring: VecDeque<Slot<K, V>>,
+    /// Sequence number of `ring[0]`.
+    base: u64,
     cap: usize,
     bytes: usize,
     evicted: u64,
 }
 
+impl<K: std::fmt::Debug, V: std::fmt::Debug> std::fmt::Debug for TimedIndex<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TimedIndex")
+            .field("entries", &self.ring.len())
+            .field("cap", &self.cap)
+            .field("bytes", &self.bytes)
+            .field("evicted", &self.evicted)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<K: Hash + Eq + Clone + HeapSize, V: HeapSize> TimedIndex<K, V> {
     /// At most `cap` entries (at least 1).
     pub fn new(cap: usize) -> Self {
+        let cap = cap.max(1);
         Self {
-            map: HashMap::default(),
-            order: VecDeque::new(),
-            cap: cap.max(1),
+            hasher: ahash::RandomState::new(),
+            index: Index::new(1, cap),
+            ring: VecDeque::new(),
+            base: 0,
+            cap,
             bytes: 0,
             evicted: 0,
         }
     }
 
-    /// Accounted size of one entry: its slot in the key's list and in the
-    /// insertion queue, a key slot in the map, and the heap bytes of the
-    /// key (stored twice) and the value.
+    /// Accounted size of one entry: its ring slot with the ring's slack
+    /// (it doubles: up to two slots per entry), its share of the index
+    /// while that grows, and the heap bytes of the key and the value. At
+    /// or above the real use.
     fn cost(key: &K, v: &V) -> usize {
-        size_of::<(DateTime<Utc>, V)>()
-            + size_of::<(DateTime<Utc>, K)>()
-            + size_of::<(K, VecDeque<(DateTime<Utc>, V)>)>()
-            + ENTRY_OVERHEAD
-            + 2 * key.heap_size()
-            + v.heap_size()
+        2 * size_of::<Slot<K, V>>() + Index::MAX_BYTES_PER_ENTRY + key.heap_size() + v.heap_size()
+    }
+
+    /// Bytes a table holds beyond its entries' accounted cost, whatever
+    /// its size: the index's first bucket and the ring's first allocation
+    /// (four slots, of which one entry accounts two). For an owner of many
+    /// small tables, which counts them itself.
+    pub fn fixed_bytes() -> usize {
+        Index::bytes_for(1) + 2 * size_of::<Slot<K, V>>()
+    }
+
+    fn hash(&self, key: &K) -> u32 {
+        let h = self.hasher.hash_one(key);
+        (h ^ (h >> 32)) as u32
+    }
+
+    fn pos(&self, seq: u64) -> usize {
+        (seq - self.base) as usize
+    }
+
+    /// The sequence number of the live entry whose index slot is `slot`
+    /// (the index holds sequence numbers modulo 2^32; fewer than 2^32
+    /// entries are ever live).
+    fn seq_of(&self, slot: u32) -> u64 {
+        self.base + u64::from(slot.wrapping_sub(self.base as u32))
+    }
+
+    /// The sequence number of `key`'s first entry.
+    fn first(&self, hash: u32, key: &K) -> Option<u64> {
+        self.index
+            .find(hash, |slot| {
+                self.ring[self.pos(self.seq_of(slot))].key == *key
+            })
+            .map(|slot| self.seq_of(slot))
+    }
+
+    /// Starts fetching the index bucket `key` is looked up in (a caller
+    /// with other work to do before its insert or lookup).
+    pub fn prefetch(&self, key: &K) {
+        self.index.prefetch(self.hash(key));
     }
 
     /// Add an entry, evicting the oldest-inserted one when full.
     pub fn insert(&mut self, ts: DateTime<Utc>, key: K, v: V) {
-        if self.order.len() >= self.cap {
+        if self.ring.len() >= self.cap {
             self.evict_oldest();
+            if let Some(s) = self.ring.get(EVICT_AHEAD) {
+                self.index.prefetch(s.hash);
+            }
         }
         self.bytes += Self::cost(&key, &v);
-        self.map.entry(key.clone()).or_default().push_back((ts, v));
-        self.order.push_back((ts, key));
+        let seq = self.base + self.ring.len() as u64;
+        let hash = self.hash(&key);
+        let mut last = NONE;
+        match self.first(hash, &key) {
+            Some(first) => {
+                let i = self.pos(first);
+                let prev = std::mem::replace(&mut self.ring[i].last, seq);
+                let j = self.pos(prev);
+                self.ring[j].next = seq;
+            }
+            None => {
+                let ring = &self.ring;
+                let base = self.base;
+                self.index.insert(hash, seq as u32, |slot| {
+                    ring[(u64::from(slot.wrapping_sub(base as u32))) as usize].hash
+                });
+                last = seq;
+            }
+        }
+        self.ring.push_back(Slot {
+            entry: (ts, v),
+            key,
+            hash,
+            next: NONE,
+            last,
+        });
     }
 
     /// Drop entries older than `cutoff` (in insertion order, see above).
     pub fn prune(&mut self, cutoff: DateTime<Utc>) {
-        while self.order.front().is_some_and(|(ts, _)| *ts < cutoff) {
+        while self.ring.front().is_some_and(|s| s.entry.0 < cutoff) {
             self.pop_oldest();
         }
     }
@@ -140,53 +255,71 @@ impl<K: Hash + Eq + Clone + HeapSize, V: HeapSize> TimedIndex<K, V> {
     }
 
     fn pop_oldest(&mut self) -> bool {
-        let Some((_, k)) = self.order.pop_front() else {
+        let Some(slot) = self.ring.pop_front() else {
             return false;
         };
-        if let Some(list) = self.map.get_mut(&k) {
-            if let Some((_, v)) = list.pop_front() {
-                self.bytes -= Self::cost(&k, &v);
-            }
-            if list.is_empty() {
-                self.map.remove(&k);
-            }
+        let seq = self.base;
+        self.base += 1;
+        self.bytes -= Self::cost(&slot.key, &slot.entry.1);
+        // The front entry is the first of its key: the index points at it.
+        self.index.remove(slot.hash, seq as u32);
+        if slot.next != NONE {
+            let i = self.pos(slot.next);
+            self.ring[i].last = slot.last;
+            // The key's next entry becomes its first (the index does not
+            // grow here: it re-places an entry it just removed).
+            let (ring, base) = (&self.ring, self.base);
+            self.index.insert(slot.hash, slot.next as u32, |s| {
+                ring[(u64::from(s.wrapping_sub(base as u32))) as usize].hash
+            });
         }
         true
     }
 
+    /// Sequence numbers of one key's entries, oldest first.
+    fn chain(&self, key: &K) -> impl Iterator<Item = u64> + '_ {
+        let mut at = self.first(self.hash(key), key);
+        std::iter::from_fn(move || {
+            let seq = at?;
+            let next = self.ring[self.pos(seq)].next;
+            at = (next != NONE).then_some(next);
+            Some(seq)
+        })
+    }
+
     /// Entries of one key, oldest first.
     pub fn get(&self, key: &K) -> impl Iterator<Item = &(DateTime<Utc>, V)> {
-        self.map.get(key).into_iter().flatten()
+        self.chain(key).map(|seq| &self.ring[self.pos(seq)].entry)
     }
 
     /// Change the entries of one key in place, oldest first; their sizes
     /// are accounted again afterwards.
     pub fn modify(&mut self, key: &K, mut f: impl FnMut(DateTime<Utc>, &mut V)) {
-        let Some(list) = self.map.get_mut(key) else {
-            return;
-        };
-        for (ts, v) in list.iter_mut() {
-            let before = Self::cost(key, v);
-            f(*ts, v);
-            self.bytes = self.bytes - before + Self::cost(key, v);
+        let mut at = self.first(self.hash(key), key);
+        while let Some(seq) = at {
+            let i = self.pos(seq);
+            let slot = &mut self.ring[i];
+            let before = Self::cost(key, &slot.entry.1);
+            f(slot.entry.0, &mut slot.entry.1);
+            let after = Self::cost(key, &slot.entry.1);
+            at = (slot.next != NONE).then_some(slot.next);
+            self.bytes = self.bytes - before + after;
         }
     }
 
-    /// Every entry (no particular order across keys).
+    /// Every entry, in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &(DateTime<Utc>, V))> {
-        self.map
-            .iter()
-            .flat_map(|(k, l)| l.iter().map(move |e| (k, e)))
+        self.ring.iter().map(|s| (&s.key, &s.entry))
     }
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.order.len()
+        self.ring.len()
     }
 
     /// Time of the oldest-inserted entry (the next to prune or evict).
     pub fn oldest(&self) -> Option<DateTime<Utc>> {
-        self.order.front().map(|(ts, _)| *ts)
+        self.ring.front().map(|s| s.entry.0)
     }
 
     /// Entries evicted because a cap (entries or bytes) was reached.
@@ -390,6 +523,86 @@ mod tests {
         enforce_budget(BUDGET, &mut [&mut big, &mut small]);
         assert!(big.bytes + small.bytes <= BUDGET);
         assert_eq!(big.get(&1000).count(), 0);
+    }
+
+    /// The ring and its index against a plain model (a map of per-key
+    /// queues and one insertion queue) over a long run with many entries
+    /// per key, evictions by cap and by bytes, prunes out of time order,
+    /// and in-place changes: every key's entries, in order, stay the same.
+    #[test]
+    fn ring_index_matches_a_plain_model_under_churn() {
+        use std::collections::HashMap;
+        const CAP: usize = 300;
+        let mut ix: TimedIndex<u32, u64> = TimedIndex::new(CAP);
+        let mut model: HashMap<u32, VecDeque<(DateTime<Utc>, u64)>> = HashMap::new();
+        let mut order: VecDeque<u32> = VecDeque::new();
+        let pop = |model: &mut HashMap<u32, VecDeque<(DateTime<Utc>, u64)>>,
+                   order: &mut VecDeque<u32>| {
+            let k = order.pop_front().unwrap();
+            let list = model.get_mut(&k).unwrap();
+            list.pop_front();
+            if list.is_empty() {
+                model.remove(&k);
+            }
+        };
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for i in 0..200_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Few keys early (long chains), more later (index growth).
+            let keys = if i < 50_000 { 40 } else { 2_000 };
+            let key = (x % keys) as u32;
+            // Times mostly rising, sometimes out of order.
+            let ts = t(i as i64 / 10 - (x >> 60) as i64);
+            if order.len() >= CAP {
+                pop(&mut model, &mut order);
+            }
+            ix.insert(ts, key, i);
+            model.entry(key).or_default().push_back((ts, i));
+            order.push_back(key);
+            match x >> 56 {
+                0..=2 => {
+                    let cutoff = t(i as i64 / 10 - 20);
+                    ix.prune(cutoff);
+                    while let Some(k) = order.front() {
+                        if model[k].front().unwrap().0 >= cutoff {
+                            break;
+                        }
+                        pop(&mut model, &mut order);
+                    }
+                }
+                3 => {
+                    assert!(ix.evict_oldest());
+                    pop(&mut model, &mut order);
+                }
+                4 => {
+                    ix.modify(&key, |_, v| *v += 1);
+                    model
+                        .get_mut(&key)
+                        .unwrap()
+                        .iter_mut()
+                        .for_each(|e| e.1 += 1);
+                }
+                _ => {}
+            }
+            if i % 997 == 0 || i > 199_000 {
+                assert_eq!(ix.len(), order.len(), "at {i}");
+                for k in 0..keys as u32 {
+                    let got: Vec<_> = ix.get(&k).copied().collect();
+                    let want: Vec<_> = model
+                        .get(&k)
+                        .map(|l| l.iter().copied().collect())
+                        .unwrap_or_default();
+                    assert_eq!(got, want, "key {k} at {i}");
+                }
+                let all: Vec<u32> = ix.iter().map(|(k, _)| *k).collect();
+                assert_eq!(all, Vec::from(order.clone()), "insertion order at {i}");
+            }
+        }
+        while ix.evict_oldest() {}
+        assert_eq!(ix.bytes, 0, "accounting returns to zero");
+        assert_eq!(ix.get(&1).count(), 0);
     }
 
     #[test]

@@ -234,9 +234,11 @@ pub(crate) struct Found {
 
 /// Accounted cost of a host's shard itself, besides its entries: its name
 /// (kept twice: the shard and the name index), the map slots and the two
-/// ordering sets' nodes; a round figure at or above the real use.
+/// ordering sets' nodes (a round figure at or above the real use), and
+/// its table's fixed part (a flood of host names with one record each is
+/// many small tables).
 fn shard_cost(host: &str) -> usize {
-    2 * host.len() + 256
+    2 * host.len() + 256 + TimedIndex::<ProcKey, ProcEntry>::fixed_bytes()
 }
 
 /// One host's process creations.

@@ -43,7 +43,7 @@ impl Bucket {
 }
 
 /// See the module documentation.
-pub(super) struct Index {
+pub(crate) struct Index {
     buckets: Vec<Bucket>,
     len: usize,
     /// Buckets at the cap: growth stops there.
@@ -79,6 +79,10 @@ impl Index {
     pub fn bytes(&self) -> usize {
         self.buckets.len() * std::mem::size_of::<Bucket>()
     }
+
+    /// Most bytes the index holds per entry while it grows (it doubles at
+    /// 60 % load, so at most 2 × 10/6 of an entry's share of a bucket).
+    pub const MAX_BYTES_PER_ENTRY: usize = (2 * std::mem::size_of::<Bucket>()).div_ceil(LOAD);
 
     /// Most bytes an index for `capacity` entries holds.
     pub fn bytes_for(capacity: usize) -> usize {

@@ -37,7 +37,8 @@ mod config;
 mod contact;
 mod evasion;
 mod expiry;
-mod index;
+/// Also the correlator's and the host rules' tables' index ([`crate::timed`]).
+pub(crate) mod index;
 mod prefix;
 mod recent;
 mod reconfigure;
@@ -317,7 +318,7 @@ impl Detector {
 /// and fetching the next ones while this event is processed hides part of
 /// that latency. A hint only: it changes no state.
 #[inline]
-fn prefetch<T>(x: &T) {
+pub(crate) fn prefetch<T>(x: &T) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
