@@ -8,6 +8,7 @@ pub mod events;
 pub mod fleet;
 pub mod gen;
 pub mod http;
+pub mod kernel;
 pub mod listen;
 pub mod netns;
 pub mod pcap;
