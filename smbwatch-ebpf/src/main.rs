@@ -176,6 +176,8 @@ pub(crate) struct Seen {
     pub eth: Hdr<EthHdr>,
 }
 
+/// Parses the packet and acts on its role; `true` when it noted a segment
+/// for the sampler (only then has [`sample::run`] anything to do).
 #[inline(always)]
 fn inspect(ctx: &XdpContext, meta: Meta) -> bool {
     count(stat::PACKETS);
