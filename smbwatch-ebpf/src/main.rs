@@ -32,7 +32,9 @@ use smbwatch_common::{
     DEFAULT_SOURCE_SLOTS, MAX_PORTS, RING_WAKEUP_BYTES as WAKEUP_BYTES, UNPARSED_SLOTS,
 };
 
-use parse::{parse_l2, parse_l3, parse_tcp, Addr, Cursor, Hdr, Stop, TCP_ACK, TCP_RST, TCP_SYN};
+use parse::{
+    parse_l2, parse_l3, parse_tcp, Addr, Cursor, Hdr, Stop, Tcp, TCP_ACK, TCP_RST, TCP_SYN,
+};
 use smbwatch_common::headers::EthHdr;
 
 #[map]
@@ -86,10 +88,11 @@ const RECORD_BYTES: u64 = size_of::<Event>() as u64 + 8;
 #[inline(always)]
 pub fn smbwatch(ctx: XdpContext) -> u32 {
     let meta = meta(&ctx);
-    inspect(&ctx, meta);
-    // Sampling off: whatever was noted is left (the next packet's note
-    // overwrites it).
-    if setting!(sample_segments) != 0 {
+    // Only a segment the sampler noted can be armed: everything else (not
+    // TCP, another port, a bare SYN) skips its per-CPU lookup. Sampling
+    // off: whatever was noted is left (the next packet's note overwrites
+    // it).
+    if inspect(&ctx, meta) && setting!(sample_segments) != 0 {
         sample::run(&ctx, meta);
     }
     xdp_action::XDP_PASS
@@ -173,21 +176,32 @@ pub(crate) struct Seen {
     pub eth: Hdr<EthHdr>,
 }
 
+/// Parses the packet and acts on its role; `true` when it noted a segment
+/// for the sampler (only then has [`sample::run`] anything to do).
 #[inline(always)]
-fn inspect(ctx: &XdpContext, meta: Meta) {
+fn inspect(ctx: &XdpContext, meta: Meta) -> bool {
     count(stat::PACKETS);
     let mut c = Cursor::new(ctx);
     let l2 = match parse_l2(&mut c) {
         Ok(l2) => l2,
-        Err(stop) => return stopped(meta, stop),
+        Err(stop) => {
+            stopped(meta, stop);
+            return false;
+        }
     };
     let l3 = match parse_l3(ctx, &mut c, &l2) {
         Ok(l3) => l3,
-        Err(stop) => return stopped(meta, stop),
+        Err(stop) => {
+            stopped(meta, stop);
+            return false;
+        }
     };
-    let Some(tcp) = parse_tcp(&c, &l3) else {
-        return;
-    };
+    // Filled in place: returned as an Option, the fields were packed into
+    // one register where the parser's exits join and unpacked after.
+    let mut tcp = Tcp::default();
+    if !parse_tcp(&c, &l3, &mut tcp) {
+        return false;
+    }
     let flags = tcp.flags;
     // Each port tested once, before address keys (copying 32 address bytes
     // costs more). A test's match teaches the verifier the port's value, one
@@ -207,7 +221,7 @@ fn inspect(ctx: &XdpContext, meta: Meta) {
     } else if to_server || to_client {
         Role::Segment
     } else {
-        return;
+        return false;
     };
     // SMB payload sampling (sample.rs); bare SYNs keep their cost.
     if !matches!(role, Role::Syn) {
@@ -215,7 +229,7 @@ fn inspect(ctx: &XdpContext, meta: Meta) {
     }
     if let Role::Segment = role {
         sample::arm_unhashed(tcp.sport, tcp.dport, l2.vlan, l2.flags, !to_server);
-        return;
+        return true;
     }
     let (src, dst) = l3.addrs();
     let mut ev_flags = l2.flags;
@@ -244,7 +258,7 @@ fn inspect(ctx: &XdpContext, meta: Meta) {
             count(stat::FRAGMENTED_SYNS);
         }
         state::on_syn(&seen);
-        return;
+        return false;
     }
     // One keyed hash of the pair serves the pair cache and the sampler's
     // flow table (which mixes the ports in).
@@ -255,6 +269,7 @@ fn inspect(ctx: &XdpContext, meta: Meta) {
         Role::ClientAck => state::on_client_ack(&seen, h.pair, flags & TCP_RST != 0),
         Role::Syn | Role::Segment => {}
     }
+    true
 }
 
 /// A packet the parser stopped on: past a walk's bound it is reported (rate
