@@ -4,9 +4,9 @@
 
 use serde::Serialize;
 use smbwatch_common::{
-    Settings, ANSWERS_ANY_INGRESS, ANSWERS_OTHER_INGRESS, DEFAULT_EVENTS_PER_CPU,
-    DEFAULT_PAIR_BUCKETS, DEFAULT_SEEN_WORDS, DEFAULT_SETTINGS, DEFAULT_SOURCE_SLOTS, MAX_PORTS,
-    PAIR_WAYS,
+    outer_arrays, Settings, ANSWERS_ANY_INGRESS, ANSWERS_OTHER_INGRESS, DEFAULT_EVENTS_PER_CPU,
+    DEFAULT_PAIR_BUCKETS, DEFAULT_SETTINGS, DEFAULT_SOURCE_SLOTS, MAX_PORTS, PAIR_INNER_BUCKETS,
+    PAIR_WAYS, SOURCE_INNER_LINES,
 };
 
 use super::{DataplaneError, SampleOptions};
@@ -24,9 +24,11 @@ pub const DEFAULT_ACTIVITY_EPOCH: std::time::Duration = std::time::Duration::fro
 pub struct LoadOptions {
     /// Monitored TCP ports (1 to [`MAX_PORTS`] of them).
     pub ports: Vec<u16>,
-    /// Slots of the per-source sketch table (rounded up to a power of two).
+    /// Slots of the per-source sketch table (rounded up to whole inner
+    /// arrays of [`SOURCE_INNER_LINES`] × 2 slots).
     pub max_sources: u32,
-    /// Pairs the pair cache holds (rounded up to a power of two, at least 4).
+    /// Pairs the pair cache holds (rounded up to whole inner arrays of
+    /// [`PAIR_INNER_BUCKETS`] × 4 pairs).
     pub max_pairs: u32,
     /// New-pair events per CPU per second before events are shed (the
     /// sketches keep counting); the same again for tracked multi-destination
@@ -139,7 +141,6 @@ impl LoadOptions {
     pub(super) fn settings(&self) -> Settings {
         let mut ports = [0u16; MAX_PORTS];
         ports[..self.ports.len()].copy_from_slice(&self.ports);
-        let buckets = pair_buckets(self.max_pairs);
         let half = (self.fanout_window.as_nanos() / 2).clamp(1_000_000, u64::MAX as u128) as u64;
         // The repeat horizon is one to two generations; a generation of an
         // eighth of the window (a power of two of ns) keeps a source that
@@ -152,9 +153,11 @@ impl LoadOptions {
         let mut s = Settings {
             ports,
             hash_key: self.hash_key.unwrap_or_else(random_u64),
-            pair_mask: buckets - 1,
-            source_mask: self.max_sources.max(2).next_power_of_two() - 1,
-            seen_mask: DEFAULT_SEEN_WORDS - 1,
+            pair_outer: outer_arrays(
+                self.max_pairs.div_ceil(PAIR_WAYS as u32),
+                PAIR_INNER_BUCKETS,
+            ),
+            source_outer: outer_arrays(self.max_sources.div_ceil(2), SOURCE_INNER_LINES),
             answers: match self.answers {
                 AnswerCheck::OtherIngress => ANSWERS_OTHER_INGRESS,
                 AnswerCheck::Any => ANSWERS_ANY_INGRESS,
@@ -197,13 +200,6 @@ impl LoadOptions {
     }
 }
 
-/// Buckets for `max_pairs` pairs: a power of two, at least one.
-fn pair_buckets(max_pairs: u32) -> u32 {
-    (max_pairs.div_ceil(PAIR_WAYS as u32))
-        .max(1)
-        .next_power_of_two()
-}
-
 /// A random number from the kernel: the secret key for the program's
 /// hashes (so an attacker cannot aim sources or pairs at one slot).
 fn random_u64() -> u64 {
@@ -235,11 +231,32 @@ mod tests {
         };
         let a = opts.settings();
         assert_eq!(
-            a.pair_mask + 1,
-            256,
-            "1000 pairs / 4 ways -> 250 -> 256 buckets"
+            a.pair_outer, 1,
+            "1000 pairs / 4 ways -> 250 buckets: one inner array"
         );
-        assert_eq!(a.source_mask + 1, 4096);
+        assert_eq!(
+            a.source_outer, 8,
+            "3000 slots -> 1500 lines of two -> 8 x 198"
+        );
+        let default = LoadOptions::default().settings();
+        assert_eq!(
+            default.pair_outer, 529,
+            "2^20 pairs -> 2^18 buckets -> 529 x 496"
+        );
+        assert_eq!(
+            default.source_outer, 331,
+            "2^17 slots -> 2^16 lines -> 331 x 198"
+        );
+        assert_eq!(default.seen_outer, 1058, "2^21 lines -> 1058 x 1984");
+        let one = LoadOptions {
+            max_pairs: 4,
+            max_sources: 0,
+            ..Default::default()
+        };
+        assert_eq!(
+            (one.settings().pair_outer, one.settings().source_outer),
+            (1, 1)
+        );
         assert_eq!(a.event_cost_ns, 10_000, "100k events/s per CPU");
         assert_eq!(a.half_window_ns, 30_000_000_000);
         assert_ne!(a.hash_key, opts.settings().hash_key, "a fresh key per load");
