@@ -353,8 +353,7 @@ pub mod stat {
 /// Name of the per-source sketch table: an array of arrays of
 /// [`SOURCE_INNER_LINES`] lines of two [`SourceSlot`]s.
 pub const SOURCES_MAP: &str = "SOURCES";
-/// Name of the pair cache: an array of arrays of [`PAIR_INNER_BUCKETS`]
-/// [`PairBucket`]s.
+/// Name of the pair cache (array of [`PairBucket`]).
 pub const PAIRS_MAP: &str = "PAIRS";
 /// Name of the repeat filter: an array of arrays of [`SEEN_INNER_LINES`]
 /// lines, each two generation-tagged 64-bit bitmap words.
@@ -417,7 +416,6 @@ mod tests {
         const KMALLOC_MAX: u32 = 32 * 1024;
         const HEADER: u32 = 312;
         for (entries, size) in [
-            (PAIR_INNER_BUCKETS, size_of::<PairBucket>()),
             (SEEN_INNER_LINES, 16),
             (SOURCE_INNER_LINES, 2 * size_of::<SourceSlot>()),
         ] {
@@ -426,10 +424,10 @@ mod tests {
             assert!(bytes + HEADER <= KMALLOC_MAX);
             assert!(bytes + HEADER > KMALLOC_MAX - 2048, "not wasting the page");
         }
-        assert_eq!(DEFAULT_SETTINGS.pair_outer, 529);
-        assert_eq!(outer_arrays(0, 496), 1);
-        assert_eq!(outer_arrays(496, 496), 1);
-        assert_eq!(outer_arrays(497, 496), 2);
+        assert_eq!(DEFAULT_SETTINGS.seen_outer, 1058);
+        assert_eq!(outer_arrays(0, 198), 1);
+        assert_eq!(outer_arrays(198, 198), 1);
+        assert_eq!(outer_arrays(199, 198), 2);
     }
 
     #[test]

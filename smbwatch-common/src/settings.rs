@@ -14,8 +14,8 @@ pub struct Settings {
     /// Secret per-load hash key: an attacker who cannot see it cannot aim
     /// sources or pairs at one slot.
     pub hash_key: u64,
-    /// Inner arrays of the pair cache (each [`PAIR_INNER_BUCKETS`] buckets).
-    pub pair_outer: u32,
+    /// Pair buckets minus one (a power of two minus one).
+    pub pair_mask: u32,
     /// Inner arrays of the source table (each [`SOURCE_INNER_LINES`] lines of two slots).
     pub source_outer: u32,
     /// Inner arrays of the repeat filter (each [`SEEN_INNER_LINES`] lines).
@@ -83,7 +83,7 @@ impl Default for Settings {
 pub const DEFAULT_SETTINGS: Settings = Settings {
     ports: [445, 0, 0, 0],
     hash_key: 0x5bd1_e995_9e37_79b9,
-    pair_outer: outer_arrays(DEFAULT_PAIR_BUCKETS, PAIR_INNER_BUCKETS),
+    pair_mask: DEFAULT_PAIR_BUCKETS - 1,
     source_outer: outer_arrays(DEFAULT_SOURCE_SLOTS / 2, SOURCE_INNER_LINES),
     seen_outer: outer_arrays(DEFAULT_SEEN_WORDS, SEEN_INNER_LINES),
     answers: ANSWERS_OTHER_INGRESS,
@@ -108,16 +108,15 @@ pub const SETTINGS_GLOBAL: &str = "SETTINGS";
 
 /// How many monitored ports the program can hold; 0 marks an unused slot.
 pub const MAX_PORTS: usize = 4;
-/// Default pair-cache buckets asked for (×4 ways = 1,048,576 pairs, 16 MiB;
-/// rounded up to whole inner arrays: 529 × 496 buckets).
+/// Default pair-cache buckets (×4 ways = 1,048,576 pairs, 16 MiB).
 pub const DEFAULT_PAIR_BUCKETS: u32 = 1 << 18;
 /// Default source-table slots asked for (×80 B = 10 MiB; 331 inner arrays).
 pub const DEFAULT_SOURCE_SLOTS: u32 = 1 << 17;
 /// Default repeat-filter words per generation (×2 generations × 8 B = 32 MiB;
 /// 56 usable bits per word: 117 million bits per generation; 1,058 inner arrays).
 pub const DEFAULT_SEEN_WORDS: u32 = 1 << 21;
-/// Most bytes of values one inner array of a large table holds. The large
-/// tables are arrays of arrays because the kernel allocates an array map
+/// Most bytes of values one inner array of a large table holds. The repeat
+/// filter and the source table are arrays of arrays because the kernel allocates an array map
 /// whose whole allocation (its `struct bpf_array` header, 312 bytes on
 /// 6.18, plus the values) is at most 32 KiB (`PAGE_SIZE <<
 /// PAGE_ALLOC_COSTLY_ORDER`) with kmalloc, in the direct map, which the
@@ -125,8 +124,6 @@ pub const DEFAULT_SEEN_WORDS: u32 = 1 << 21;
 /// and a random line of it costs a TLB miss and a page walk (about 200 ns
 /// against 118 in a VM: BENCHMARKS.md). 31 KiB leaves 1 KiB for the header.
 pub const INNER_ARRAY_BYTES: u32 = 31 * 1024;
-/// Pair-cache buckets (64 bytes) per inner array.
-pub const PAIR_INNER_BUCKETS: u32 = INNER_ARRAY_BYTES / 64;
 /// Repeat-filter lines (two generations' 8-byte words side by side) per
 /// inner array.
 pub const SEEN_INNER_LINES: u32 = INNER_ARRAY_BYTES / 16;

@@ -29,19 +29,21 @@ use aya_ebpf::{
 };
 use smbwatch_common::{
     stat, Budget, Event, EventKind, PairBucket, ReplayMeta, Settings, SourceSlot,
-    DEFAULT_RING_BYTES, DEFAULT_SETTINGS, MAX_PORTS, PAIR_INNER_BUCKETS,
+    DEFAULT_PAIR_BUCKETS, DEFAULT_RING_BYTES, DEFAULT_SETTINGS, MAX_PORTS,
     RING_WAKEUP_BYTES as WAKEUP_BYTES, SEEN_INNER_LINES, SOURCE_INNER_LINES, UNPARSED_SLOTS,
 };
 
 use parse::{parse_l2, parse_l3, parse_tcp, Addr, Cursor, Hdr, Stop, TCP_ACK, TCP_RST, TCP_SYN};
 use smbwatch_common::headers::EthHdr;
 
-// The three large tables are arrays of arrays of at most 31 KiB each: the
-// kernel kmallocs those into its directly mapped (huge-page) memory, where
-// a random line costs a cache miss, not a page walk of vmalloc'd 4 KiB
-// pages (INNER_ARRAY_BYTES). The loader sizes the outer arrays and fills
-// every slot before the program can run; both lookups are inlined by the
-// verifier (array of maps, inner arrays of the template's size).
+// The repeat filter and the source table are arrays of arrays of at most
+// 31 KiB each: the kernel kmallocs those into its directly mapped
+// (huge-page) memory instead of vmalloc'ing 4 KiB pages
+// (INNER_ARRAY_BYTES). The loader sizes the outer arrays and fills every
+// slot before the program can run; both lookups are inlined by the
+// verifier (array of maps, inner arrays of the template's size). The pair
+// cache stays a plain array: on the known-pair path the second lookup cost
+// more than the direct map saved (state.rs, `bucket`).
 
 #[btf_map]
 static SOURCES: ArrayOfMaps<
@@ -49,11 +51,8 @@ static SOURCES: ArrayOfMaps<
     { DEFAULT_SETTINGS.source_outer as usize },
 > = ArrayOfMaps::new();
 
-#[btf_map]
-static PAIRS: ArrayOfMaps<
-    InnerArray<PairBucket, { PAIR_INNER_BUCKETS as usize }>,
-    { DEFAULT_SETTINGS.pair_outer as usize },
-> = ArrayOfMaps::new();
+#[map]
+static PAIRS: Array<PairBucket> = Array::with_max_entries(DEFAULT_PAIR_BUCKETS, 0);
 
 /// The repeat filter: per line, the two generations' words side by side.
 #[btf_map]

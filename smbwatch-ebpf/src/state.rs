@@ -10,8 +10,8 @@ use smbwatch_common::{
     origin, pair_tag, slot_word, stat, EventKind, PairSlot, PairState, SourceSlot,
     ANSWERS_OTHER_INGRESS, EPOCH_MASK, EVENT_FLAG_AFTER_ACCEPT, EVENT_FLAG_REPEAT, PAIR_FLAGS_SEEN,
     PAIR_FLAG_SEEN_ACCEPTED, PAIR_FLAG_SEEN_CONFIRMED, PAIR_FLAG_SEEN_REFUSED, PAIR_FLAG_SHED,
-    PAIR_INNER_BUCKETS, PAIR_WAYS, PRIORITY_FANOUT_CAP, SEEN_BITS_PER_WORD, SEEN_FLAGS_SHIFT,
-    SEEN_INNER_LINES, SOURCE_INNER_LINES, UNPARSED_SLOTS, UNPARSED_WINDOW_SHIFT,
+    PAIR_WAYS, PRIORITY_FANOUT_CAP, SEEN_BITS_PER_WORD, SEEN_FLAGS_SHIFT, SEEN_INNER_LINES,
+    SOURCE_INNER_LINES, UNPARSED_SLOTS, UNPARSED_WINDOW_SHIFT,
 };
 
 use crate::{
@@ -130,14 +130,13 @@ fn reduce(bits: u64, n: u32) -> u32 {
     (((bits & 0xffff_ffff) * n as u64) >> 32) as u32
 }
 
-/// Bucket and tag of a pair from its hash: the inner array from the low
-/// 32 bits, the bucket in it from the high 32 (independent bits of the
-/// keyed hash, so a sender without the key cannot aim at either).
+/// Bucket and tag of a pair from its hash. A plain array, not an array of
+/// arrays like SEEN and SOURCES: the second lookup cost every known pair,
+/// answer and client segment 1.2-2 ns, more than the 10-46 ns it took off
+/// a new pair is worth (BENCHMARKS.md, "Arrays of arrays").
 #[inline(always)]
 fn bucket(hp: u64) -> Option<(*mut PairSlot, u64)> {
-    let outer = reduce(hp, setting!(pair_outer));
-    let inner = reduce(hp >> 32, PAIR_INNER_BUCKETS);
-    let bucket = PAIRS.get_value_ptr_mut(outer, &inner)?;
+    let bucket = PAIRS.get_ptr_mut((hp as u32) & setting!(pair_mask))?;
     Some((bucket.cast::<PairSlot>(), pair_tag(hp)))
 }
 

@@ -98,8 +98,8 @@ pub struct DataplaneConfig {
     /// more destinations; rounded up to whole inner arrays of 396 slots;
     /// 80 bytes each).
     pub max_sources: u32,
-    /// Pairs the kernel's pair cache holds (rounded up to whole inner
-    /// arrays of 1,984 pairs; 16 bytes each).
+    /// Pairs the kernel's pair cache holds (rounded up to a power of two;
+    /// 16 bytes each).
     pub max_pairs: u32,
     /// New-pair events per CPU per second before the kernel sheds events
     /// (it keeps counting into its sketches, and the daemon raises

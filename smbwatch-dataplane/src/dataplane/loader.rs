@@ -86,7 +86,7 @@ impl Dataplane {
         let mut ebpf = EbpfLoader::new()
             .override_global(SETTINGS_GLOBAL, &settings, true)
             .map_max_entries(SOURCES_MAP, settings.source_outer)
-            .map_max_entries(PAIRS_MAP, settings.pair_outer)
+            .map_max_entries(PAIRS_MAP, settings.pair_mask + 1)
             .map_max_entries(SEEN_MAP, settings.seen_outer)
             .map_max_entries(SAMPLE_FLOWS_MAP, settings.sample_flow_mask + 1)
             .map_max_entries(SAMPLES_MAP, opts.sampling.ring_bytes)

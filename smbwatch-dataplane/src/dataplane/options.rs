@@ -5,8 +5,8 @@
 use serde::Serialize;
 use smbwatch_common::{
     outer_arrays, Settings, ANSWERS_ANY_INGRESS, ANSWERS_OTHER_INGRESS, DEFAULT_EVENTS_PER_CPU,
-    DEFAULT_PAIR_BUCKETS, DEFAULT_SETTINGS, DEFAULT_SOURCE_SLOTS, MAX_PORTS, PAIR_INNER_BUCKETS,
-    PAIR_WAYS, SOURCE_INNER_LINES,
+    DEFAULT_PAIR_BUCKETS, DEFAULT_SETTINGS, DEFAULT_SOURCE_SLOTS, MAX_PORTS, PAIR_WAYS,
+    SOURCE_INNER_LINES,
 };
 
 use super::{DataplaneError, SampleOptions};
@@ -27,8 +27,7 @@ pub struct LoadOptions {
     /// Slots of the per-source sketch table (rounded up to whole inner
     /// arrays of [`SOURCE_INNER_LINES`] × 2 slots).
     pub max_sources: u32,
-    /// Pairs the pair cache holds (rounded up to whole inner arrays of
-    /// [`PAIR_INNER_BUCKETS`] × 4 pairs).
+    /// Pairs the pair cache holds (rounded up to a power of two, at least 4).
     pub max_pairs: u32,
     /// New-pair events per CPU per second before events are shed (the
     /// sketches keep counting); the same again for tracked multi-destination
@@ -150,13 +149,11 @@ impl LoadOptions {
         let cost = 1_000_000_000u64
             .checked_div(self.events_per_cpu)
             .map_or(0, |c| c.max(1));
+        let buckets = pair_buckets(self.max_pairs);
         let mut s = Settings {
             ports,
             hash_key: self.hash_key.unwrap_or_else(random_u64),
-            pair_outer: outer_arrays(
-                self.max_pairs.div_ceil(PAIR_WAYS as u32),
-                PAIR_INNER_BUCKETS,
-            ),
+            pair_mask: buckets - 1,
             source_outer: outer_arrays(self.max_sources.div_ceil(2), SOURCE_INNER_LINES),
             answers: match self.answers {
                 AnswerCheck::OtherIngress => ANSWERS_OTHER_INGRESS,
@@ -200,6 +197,13 @@ impl LoadOptions {
     }
 }
 
+/// Buckets for `max_pairs` pairs: a power of two, at least one.
+fn pair_buckets(max_pairs: u32) -> u32 {
+    (max_pairs.div_ceil(PAIR_WAYS as u32))
+        .max(1)
+        .next_power_of_two()
+}
+
 /// A random number from the kernel: the secret key for the program's
 /// hashes (so an attacker cannot aim sources or pairs at one slot).
 fn random_u64() -> u64 {
@@ -231,18 +235,15 @@ mod tests {
         };
         let a = opts.settings();
         assert_eq!(
-            a.pair_outer, 1,
-            "1000 pairs / 4 ways -> 250 buckets: one inner array"
+            a.pair_mask + 1,
+            256,
+            "1000 pairs / 4 ways -> 250 -> 256 buckets"
         );
         assert_eq!(
             a.source_outer, 8,
             "3000 slots -> 1500 lines of two -> 8 x 198"
         );
         let default = LoadOptions::default().settings();
-        assert_eq!(
-            default.pair_outer, 529,
-            "2^20 pairs -> 2^18 buckets -> 529 x 496"
-        );
         assert_eq!(
             default.source_outer, 331,
             "2^17 slots -> 2^16 lines -> 331 x 198"
@@ -254,8 +255,8 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            (one.settings().pair_outer, one.settings().source_outer),
-            (1, 1)
+            (one.settings().pair_mask, one.settings().source_outer),
+            (0, 1)
         );
         assert_eq!(a.event_cost_ns, 10_000, "100k events/s per CPU");
         assert_eq!(a.half_window_ns, 30_000_000_000);

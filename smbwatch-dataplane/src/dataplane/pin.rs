@@ -272,7 +272,7 @@ impl Drop for PinDir {
 /// Which of the pinned tables in `dir` have the layout of versions before
 /// 2026-12-06 (a plain array where an array of arrays is now pinned).
 fn plain_array_tables(dir: &Path) -> Vec<&'static str> {
-    [PAIRS_MAP, SOURCES_MAP]
+    [SOURCES_MAP]
         .into_iter()
         .filter(|name| {
             aya::maps::MapData::from_pin(dir.join(name))

@@ -1,7 +1,6 @@
-//! The program's large tables (pair cache, repeat filter, source table):
-//! arrays of arrays of at most 31 KiB each, so the kernel kmallocs every
-//! inner array into its directly mapped memory instead of vmalloc'ing one
-//! large array in 4 KiB pages (`INNER_ARRAY_BYTES` in smbwatch-common says
+//! The repeat filter and the source table: arrays of arrays of at most
+//! 31 KiB each, so the kernel kmallocs every inner array into its directly
+//! mapped memory instead of vmalloc'ing one large array in 4 KiB pages (`INNER_ARRAY_BYTES` in smbwatch-common says
 //! why). The loader sizes the outer arrays; [`fill`] gives every slot its
 //! inner array before the program can run, so no lookup finds an empty one.
 
@@ -19,8 +18,7 @@ use aya::{
     Ebpf, Pod,
 };
 use smbwatch_common::{
-    PairBucket, Settings, SourceSlot, PAIRS_MAP, PAIR_INNER_BUCKETS, SEEN_INNER_LINES, SEEN_MAP,
-    SOURCES_MAP, SOURCE_INNER_LINES,
+    Settings, SourceSlot, SEEN_INNER_LINES, SEEN_MAP, SOURCES_MAP, SOURCE_INNER_LINES,
 };
 
 use super::{map_err, DataplaneError};
@@ -36,12 +34,11 @@ pub(crate) struct Table {
     pub inner_bytes: u64,
 }
 
-/// Creates and inserts every inner array of the three tables, as the
+/// Creates and inserts every inner array of both tables, as the
 /// settings size them. An error leaves the program unusable (it is not
 /// attached yet) and names the table.
 pub(crate) fn fill(ebpf: &mut Ebpf, s: &Settings) -> Result<Vec<Table>, DataplaneError> {
     Ok(vec![
-        fill_one::<PairBucket>(ebpf, PAIRS_MAP, s.pair_outer, PAIR_INNER_BUCKETS)?,
         fill_one::<[u64; 2]>(ebpf, SEEN_MAP, s.seen_outer, SEEN_INNER_LINES)?,
         fill_one::<[SourceSlot; 2]>(ebpf, SOURCES_MAP, s.source_outer, SOURCE_INNER_LINES)?,
     ])
