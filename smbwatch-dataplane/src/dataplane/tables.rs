@@ -61,8 +61,19 @@ fn fill_one<V: Pod>(
     let map = ebpf
         .map_mut(name)
         .ok_or(DataplaneError::MissingMap { name })?;
-    let Map::ArrayOfMaps(outer) = map else {
-        return Err(DataplaneError::MissingMap { name });
+    let outer = match map {
+        Map::ArrayOfMaps(outer) => outer,
+        // An object of another layout: the conversion's error names the
+        // map type found.
+        other => {
+            return Err(
+                ArrayOfMaps::<&MapData, Array<MapData, V>>::try_from(&*other)
+                    .err()
+                    .map_or(DataplaneError::MissingMap { name }, |source| {
+                        map_err("open as an array of arrays", name, source)
+                    }),
+            )
+        }
     };
     let len = outer
         .info()
