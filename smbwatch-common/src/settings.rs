@@ -116,13 +116,14 @@ pub const DEFAULT_SOURCE_SLOTS: u32 = 1 << 17;
 /// 56 usable bits per word: 117 million bits per generation; 1,058 inner arrays).
 pub const DEFAULT_SEEN_WORDS: u32 = 1 << 21;
 /// Most bytes of values one inner array of a large table holds. The repeat
-/// filter and the source table are arrays of arrays because the kernel allocates an array map
-/// whose whole allocation (its `struct bpf_array` header, 312 bytes on
-/// 6.18, plus the values) is at most 32 KiB (`PAGE_SIZE <<
-/// PAGE_ALLOC_COSTLY_ORDER`) with kmalloc, in the direct map, which the
-/// kernel maps with huge pages; a larger one is vmalloc'd in 4 KiB pages,
-/// and a random line of it costs a TLB miss and a page walk (about 200 ns
-/// against 118 in a VM: BENCHMARKS.md). 31 KiB leaves 1 KiB for the header.
+/// filter and the source table are arrays of arrays because the kernel
+/// allocates an array map whose whole allocation (its `struct bpf_array`
+/// header, 312 bytes on 6.18, plus the values) is at most 32 KiB
+/// (`PAGE_SIZE << PAGE_ALLOC_COSTLY_ORDER`) with kmalloc, in the direct
+/// map, which it maps with huge pages; a larger one is vmalloc'd in 4 KiB
+/// pages, where a random line costs a TLB miss and a page walk
+/// (BENCHMARKS.md, "Arrays of arrays", for what that saved: less than
+/// hoped). 31 KiB leaves 1 KiB for the header.
 pub const INNER_ARRAY_BYTES: u32 = 31 * 1024;
 /// Repeat-filter lines (two generations' 8-byte words side by side) per
 /// inner array.
@@ -139,6 +140,7 @@ pub const fn outer_arrays(entries: u32, inner: u32) -> u32 {
         n
     }
 }
+
 /// Default event budget per CPU per second (normal class; the priority
 /// class gets the same again).
 pub const DEFAULT_EVENTS_PER_CPU: u64 = 100_000;
