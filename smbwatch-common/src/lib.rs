@@ -353,11 +353,13 @@ pub mod stat {
     pub const NAMES: [&str; COUNT as usize] = crate::counters::names();
 }
 
-/// Name of the per-source sketch table (array of [`SourceSlot`]).
+/// Name of the per-source sketch table: an array of arrays of
+/// [`SOURCE_INNER_LINES`] lines of two [`SourceSlot`]s.
 pub const SOURCES_MAP: &str = "SOURCES";
 /// Name of the pair cache (array of [`PairBucket`]).
 pub const PAIRS_MAP: &str = "PAIRS";
-/// Name of the repeat filter (array of epoch-tagged 64-bit bitmap words).
+/// Name of the repeat filter: an array of arrays of [`SEEN_INNER_LINES`]
+/// lines, each two generation-tagged 64-bit bitmap words.
 pub const SEEN_MAP: &str = "SEEN";
 /// Name of the per-CPU event budget (array of one [`Budget`]).
 pub const BUDGET_MAP: &str = "BUDGET";
@@ -408,6 +410,27 @@ mod tests {
         assert_eq!(size_of::<Budget>(), 24);
         assert_eq!(size_of::<Settings>(), 112);
         assert_eq!(size_of::<ReplayMeta>(), 16);
+    }
+
+    /// Every inner array, with the kernel's array header (312 bytes on
+    /// 6.18), fits the 32 KiB that `bpf_map_area_alloc` kmallocs.
+    #[test]
+    fn inner_arrays_fit_the_kmalloc_bound() {
+        const KMALLOC_MAX: u32 = 32 * 1024;
+        const HEADER: u32 = 312;
+        for (entries, size) in [
+            (SEEN_INNER_LINES, 16),
+            (SOURCE_INNER_LINES, 2 * size_of::<SourceSlot>()),
+        ] {
+            let bytes = entries * size as u32;
+            assert!(bytes <= INNER_ARRAY_BYTES, "{entries} x {size}");
+            assert!(bytes + HEADER <= KMALLOC_MAX);
+            assert!(bytes + HEADER > KMALLOC_MAX - 2048, "not wasting the page");
+        }
+        assert_eq!(DEFAULT_SETTINGS.seen_outer, 1058);
+        assert_eq!(outer_arrays(0, 198), 1);
+        assert_eq!(outer_arrays(198, 198), 1);
+        assert_eq!(outer_arrays(199, 198), 2);
     }
 
     #[test]

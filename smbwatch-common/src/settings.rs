@@ -16,10 +16,10 @@ pub struct Settings {
     pub hash_key: u64,
     /// Pair buckets minus one (a power of two minus one).
     pub pair_mask: u32,
-    /// Source slots minus one.
-    pub source_mask: u32,
-    /// Repeat-filter words per generation minus one.
-    pub seen_mask: u32,
+    /// Inner arrays of the source table (each [`SOURCE_INNER_LINES`] lines of two slots).
+    pub source_outer: u32,
+    /// Inner arrays of the repeat filter (each [`SEEN_INNER_LINES`] lines).
+    pub seen_outer: u32,
     /// [`ANSWERS_OTHER_INGRESS`] or [`ANSWERS_ANY_INGRESS`].
     pub answers: u32,
     /// Nanoseconds of budget credit one event costs (`1e9 / events per
@@ -93,8 +93,8 @@ pub const DEFAULT_SETTINGS: Settings = Settings {
     ports: [445, 0, 0, 0],
     hash_key: 0x5bd1_e995_9e37_79b9,
     pair_mask: DEFAULT_PAIR_BUCKETS - 1,
-    source_mask: DEFAULT_SOURCE_SLOTS - 1,
-    seen_mask: DEFAULT_SEEN_WORDS - 1,
+    source_outer: outer_arrays(DEFAULT_SOURCE_SLOTS / 2, SOURCE_INNER_LINES),
+    seen_outer: outer_arrays(DEFAULT_SEEN_WORDS, SEEN_INNER_LINES),
     answers: ANSWERS_OTHER_INGRESS,
     event_cost_ns: 1_000_000_000 / DEFAULT_EVENTS_PER_CPU,
     burst_ns: 100_000_000,
@@ -121,11 +121,37 @@ pub const SETTINGS_GLOBAL: &str = "SETTINGS";
 pub const MAX_PORTS: usize = 4;
 /// Default pair-cache buckets (×4 ways = 1,048,576 pairs, 16 MiB).
 pub const DEFAULT_PAIR_BUCKETS: u32 = 1 << 18;
-/// Default source-table slots (×80 B = 10 MiB).
+/// Default source-table slots asked for (×80 B = 10 MiB; 331 inner arrays).
 pub const DEFAULT_SOURCE_SLOTS: u32 = 1 << 17;
 /// Default repeat-filter words per generation (×2 generations × 8 B = 32 MiB;
-/// 56 usable bits per word: 117 million bits per generation).
+/// 56 usable bits per word: 117 million bits per generation; 1,058 inner arrays).
 pub const DEFAULT_SEEN_WORDS: u32 = 1 << 21;
+/// Most bytes of values one inner array of a large table holds. The repeat
+/// filter and the source table are arrays of arrays because the kernel
+/// allocates an array map whose whole allocation (its `struct bpf_array`
+/// header, 312 bytes on 6.18, plus the values) is at most 32 KiB
+/// (`PAGE_SIZE << PAGE_ALLOC_COSTLY_ORDER`) with kmalloc, in the direct
+/// map, which it maps with huge pages; a larger one is vmalloc'd in 4 KiB
+/// pages, where a random line costs a TLB miss and a page walk
+/// (BENCHMARKS.md, "Arrays of arrays", for what that saved: less than
+/// hoped). 31 KiB leaves 1 KiB for the header.
+pub const INNER_ARRAY_BYTES: u32 = 31 * 1024;
+/// Repeat-filter lines (two generations' 8-byte words side by side) per
+/// inner array.
+pub const SEEN_INNER_LINES: u32 = INNER_ARRAY_BYTES / 16;
+/// Source-table lines per inner array: a line is a source's two candidate
+/// slots (2 × 80 bytes), one value of the inner array.
+pub const SOURCE_INNER_LINES: u32 = INNER_ARRAY_BYTES / 160;
+/// Inner arrays needed for `entries` entries at `inner` per array (at least one).
+pub const fn outer_arrays(entries: u32, inner: u32) -> u32 {
+    let n = entries.div_ceil(inner);
+    if n == 0 {
+        1
+    } else {
+        n
+    }
+}
+
 /// Default event budget per CPU per second (normal class; the priority
 /// class gets the same again).
 pub const DEFAULT_EVENTS_PER_CPU: u64 = 100_000;

@@ -22,14 +22,15 @@ use core::{mem::size_of, ptr::read_volatile};
 
 use aya_ebpf::{
     bindings::{xdp_action, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    macros::{map, xdp},
+    btf_maps::{Array as InnerArray, ArrayOfMaps},
+    macros::{btf_map, map, xdp},
     maps::{Array, PerCpuArray, RingBuf},
     programs::XdpContext,
 };
 use smbwatch_common::{
     stat, Budget, Event, EventKind, PairBucket, ReplayMeta, Settings, SourceSlot,
-    DEFAULT_PAIR_BUCKETS, DEFAULT_RING_BYTES, DEFAULT_SEEN_WORDS, DEFAULT_SETTINGS,
-    DEFAULT_SOURCE_SLOTS, MAX_PORTS, RING_WAKEUP_BYTES as WAKEUP_BYTES, UNPARSED_SLOTS,
+    DEFAULT_PAIR_BUCKETS, DEFAULT_RING_BYTES, DEFAULT_SETTINGS, MAX_PORTS,
+    RING_WAKEUP_BYTES as WAKEUP_BYTES, SEEN_INNER_LINES, SOURCE_INNER_LINES, UNPARSED_SLOTS,
 };
 
 use parse::{
@@ -37,15 +38,30 @@ use parse::{
 };
 use smbwatch_common::headers::EthHdr;
 
-#[map]
-static SOURCES: Array<SourceSlot> = Array::with_max_entries(DEFAULT_SOURCE_SLOTS, 0);
+// The repeat filter and the source table are arrays of arrays of at most
+// 31 KiB each: the kernel kmallocs those into its directly mapped
+// (huge-page) memory instead of vmalloc'ing 4 KiB pages
+// (INNER_ARRAY_BYTES). The loader sizes the outer arrays and fills every
+// slot before the program can run; both lookups are inlined by the
+// verifier (array of maps, inner arrays of the template's size). The pair
+// cache stays a plain array: on the known-pair path the second lookup cost
+// more than the direct map saved (state.rs, `bucket`).
+
+#[btf_map]
+static SOURCES: ArrayOfMaps<
+    InnerArray<[SourceSlot; 2], { SOURCE_INNER_LINES as usize }>,
+    { DEFAULT_SETTINGS.source_outer as usize },
+> = ArrayOfMaps::new();
 
 #[map]
 static PAIRS: Array<PairBucket> = Array::with_max_entries(DEFAULT_PAIR_BUCKETS, 0);
 
-/// Two generations of the repeat filter, one after the other.
-#[map]
-static SEEN: Array<u64> = Array::with_max_entries(2 * DEFAULT_SEEN_WORDS, 0);
+/// The repeat filter: per line, the two generations' words side by side.
+#[btf_map]
+static SEEN: ArrayOfMaps<
+    InnerArray<[u64; 2], { SEEN_INNER_LINES as usize }>,
+    { DEFAULT_SETTINGS.seen_outer as usize },
+> = ArrayOfMaps::new();
 
 #[map]
 static BUDGET: PerCpuArray<Budget> = PerCpuArray::with_max_entries(1, 0);

@@ -10,8 +10,8 @@ use smbwatch_common::{
     origin, pair_tag, slot_word, stat, EventKind, PairSlot, PairState, SourceSlot,
     ANSWERS_OTHER_INGRESS, EPOCH_MASK, EVENT_FLAG_AFTER_ACCEPT, EVENT_FLAG_REPEAT, PAIR_FLAGS_SEEN,
     PAIR_FLAG_SEEN_ACCEPTED, PAIR_FLAG_SEEN_CONFIRMED, PAIR_FLAG_SEEN_REFUSED, PAIR_FLAG_SHED,
-    PAIR_WAYS, PRIORITY_FANOUT_CAP, SEEN_BITS_PER_WORD, SEEN_FLAGS_SHIFT, UNPARSED_SLOTS,
-    UNPARSED_WINDOW_SHIFT,
+    PAIR_WAYS, PRIORITY_FANOUT_CAP, SEEN_BITS_PER_WORD, SEEN_FLAGS_SHIFT, SEEN_INNER_LINES,
+    SOURCE_INNER_LINES, UNPARSED_SLOTS, UNPARSED_WINDOW_SHIFT,
 };
 
 use crate::{
@@ -146,7 +146,17 @@ pub(crate) fn hash_key(key: &Pair) -> Hash {
     }
 }
 
-/// Bucket and tag of a pair from its hash.
+/// An index below `n` from the low 32 bits of `bits` (multiply-shift: no
+/// division, so table sizes need not be powers of two).
+#[inline(always)]
+fn reduce(bits: u64, n: u32) -> u32 {
+    (((bits & 0xffff_ffff) * n as u64) >> 32) as u32
+}
+
+/// Bucket and tag of a pair from its hash. A plain array, not an array of
+/// arrays like SEEN and SOURCES: the second lookup cost every known pair,
+/// answer and client segment 1.2-2 ns, more than the 10-46 ns it took off
+/// a new pair is worth (BENCHMARKS.md, "Arrays of arrays").
 #[inline(always)]
 fn bucket(hp: u64) -> Option<(*mut PairSlot, u64)> {
     let bucket = PAIRS.get_ptr_mut((hp as u32) & setting!(pair_mask))?;
@@ -450,14 +460,16 @@ fn track_source(src: &Addr, hs: u64, dbit: u32, now: u64) -> u16 {
         return 0;
     }
     count(stat::REPEAT_SOURCES);
-    // Two candidate slots side by side: the second costs no extra cache miss.
-    let i = (hs as u32) & setting!(source_mask) & !1;
-    let Some(a) = SOURCES.get_ptr_mut(i) else {
+    // Two candidate slots side by side in one inner array: the second
+    // costs no extra cache miss (nor lookup).
+    let outer = reduce(hs, setting!(source_outer));
+    let line = reduce(hs >> 32, SOURCE_INNER_LINES);
+    let Some(a) = SOURCES.get_value_ptr_mut(outer, &line) else {
         return 0;
     };
-    let Some(b) = SOURCES.get_ptr_mut(i | 1) else {
-        return 0;
-    };
+    let a = a.cast::<SourceSlot>();
+    // SAFETY: a line is two slots.
+    let b = unsafe { a.add(1) };
     let slot = if holds(a, src) {
         a
     } else if holds(b, src) {
@@ -532,21 +544,24 @@ fn claim(a: *mut SourceSlot, b: *mut SourceSlot, now: u64) -> Option<*mut Source
 #[inline(always)]
 fn seen_before(hs: u64, now: u64) -> bool {
     let gen = now >> setting!(seen_gen_shift);
-    // The two generations' words sit side by side: one cache line.
-    let base = (((hs >> 16) as u32) & setting!(seen_mask)) << 1;
+    // The two generations' words sit side by side: one cache line, one
+    // lookup. Inner array from bits 16..47, line from bits 48..63 and 0..15
+    // (rotated), the bit from bits 40..63: as independent as 64 bits allow.
+    let outer = reduce(hs >> 16, setting!(seen_outer));
+    let inner = reduce(hs.rotate_left(16), SEEN_INNER_LINES);
     let bit = 1u64 << (((hs >> 40) as u32) % SEEN_BITS_PER_WORD);
     let cur_tag = (gen & 0xff) << SEEN_BITS_PER_WORD;
     let prev_tag = (gen.wrapping_sub(1) & 0xff) << SEEN_BITS_PER_WORD;
     let tag_mask = 0xffu64 << SEEN_BITS_PER_WORD;
-    let odd = (gen & 1) as u32;
-    let Some(cur) = SEEN.get_ptr_mut(base | odd) else {
+    let odd = (gen & 1) as usize;
+    let Some(line) = SEEN.get_value_ptr_mut(outer, &inner) else {
         return false;
     };
-    let mut hit = false;
-    if let Some(prev) = SEEN.get_ptr(base | (odd ^ 1)) {
-        let w = unsafe { *prev };
-        hit = w & tag_mask == prev_tag && w & bit != 0;
-    }
+    let line = line.cast::<u64>();
+    // SAFETY: a line is two words; odd is 0 or 1.
+    let (cur, prev) = unsafe { (line.add(odd), line.add(odd ^ 1)) };
+    let w = unsafe { *prev };
+    let mut hit = w & tag_mask == prev_tag && w & bit != 0;
     let w = unsafe { *cur };
     if w & tag_mask == cur_tag {
         hit |= w & bit != 0;

@@ -95,7 +95,8 @@ pub struct DataplaneConfig {
     /// Monitored TCP ports (1 to 4; 139 is the other SMB port).
     pub ports: Vec<u16>,
     /// Slots of the kernel's per-source sketch table (sources with two or
-    /// more destinations; rounded up to a power of two; 80 bytes each).
+    /// more destinations; rounded up to whole inner arrays of 396 slots;
+    /// 80 bytes each).
     pub max_sources: u32,
     /// Pairs the kernel's pair cache holds (rounded up to a power of two;
     /// 16 bytes each).

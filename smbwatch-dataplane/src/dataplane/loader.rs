@@ -5,7 +5,7 @@ use std::{
     collections::BTreeMap,
     net::IpAddr,
     os::fd::{AsFd, BorrowedFd},
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use aya::{
@@ -20,7 +20,9 @@ use smbwatch_common::{
     STATS_MAP,
 };
 
-use super::{map_err, pin, read_sources, read_stats, DataplaneError, LoadOptions, PinDir, Stats};
+use super::{
+    map_err, pin, read_sources, read_stats, tables, DataplaneError, LoadOptions, PinDir, Stats,
+};
 
 /// The compiled XDP program, embedded at build time.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/smbwatch"));
@@ -63,31 +65,42 @@ impl std::fmt::Display for AttachedMode {
 /// The loaded XDP program and its maps.
 pub struct Dataplane {
     ebpf: Ebpf,
+    /// The arrays of arrays and their inner arrays' size, for [`Self::map_memory`].
+    tables: Vec<tables::Table>,
 }
 
 impl Dataplane {
     /// Loads the embedded program with `opts` (not attached anywhere yet).
     pub fn load(opts: &LoadOptions) -> Result<Self, DataplaneError> {
-        if EBPF_OBJECT.is_empty() {
+        Self::load_object(EBPF_OBJECT, opts)
+    }
+
+    /// Loads another build of the program (an object file of the same
+    /// layout) with `opts`: benchmarks compare builds with it.
+    pub fn load_object(object: &[u8], opts: &LoadOptions) -> Result<Self, DataplaneError> {
+        if object.is_empty() {
             return Err(DataplaneError::EmptyObject);
         }
         opts.check()?;
         let settings = opts.settings();
         let mut ebpf = EbpfLoader::new()
             .override_global(SETTINGS_GLOBAL, &settings, true)
-            .map_max_entries(SOURCES_MAP, settings.source_mask + 1)
+            .map_max_entries(SOURCES_MAP, settings.source_outer)
             .map_max_entries(PAIRS_MAP, settings.pair_mask + 1)
-            .map_max_entries(SEEN_MAP, 2 * (settings.seen_mask + 1))
+            .map_max_entries(SEEN_MAP, settings.seen_outer)
             .map_max_entries(SAMPLE_FLOWS_MAP, settings.sample_flow_mask + 1)
             .map_max_entries(SAMPLES_MAP, opts.sampling.ring_bytes)
-            .load(EBPF_OBJECT)
+            .load(object)
             .map_err(|source| DataplaneError::Load {
                 source: Box::new(source),
             })?;
+        // Every outer slot gets its inner array before the program is
+        // loaded: it can never run on an empty one.
+        let tables = tables::fill(&mut ebpf, &settings)?;
         let prog: &mut Xdp = program(&mut ebpf)?;
         prog.load()
             .map_err(|source| DataplaneError::Program { op: "load", source })?;
-        Ok(Self { ebpf })
+        Ok(Self { ebpf, tables })
     }
 
     fn map(&self, name: &'static str) -> Result<&Map, DataplaneError> {
@@ -212,25 +225,15 @@ impl Dataplane {
         read_sources(map)
     }
 
-    /// Kernel memory (bytes) the program's maps take, from their fdinfo.
+    /// Kernel memory (bytes) the program's maps take, from their fdinfo;
+    /// an array of arrays counts its inner arrays.
     pub fn map_memory(&self) -> Result<BTreeMap<String, u64>, DataplaneError> {
         let mut out = BTreeMap::new();
         for (name, map) in self.ebpf.maps() {
-            let data = map_data(map);
-            let fd = data.fd().as_fd();
-            let path = format!("/proc/self/fdinfo/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
-            let info = std::fs::read_to_string(&path).map_err(|source| DataplaneError::Io {
-                op: "read",
-                path: PathBuf::from(&path),
-                source,
-            })?;
-            let memlock = info
-                .lines()
-                .find_map(|l| l.strip_prefix("memlock:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
+            let memlock = tables::memlock(map_data(map).fd().as_fd())?;
             out.insert(name.to_owned(), memlock);
         }
+        tables::add_inner_memory(&mut out, &self.tables);
         Ok(out)
     }
 }
@@ -243,7 +246,8 @@ fn map_data(map: &Map) -> &MapData {
         | Map::PerCpuArray(d)
         | Map::RingBuf(d)
         | Map::PerCpuHashMap(d)
-        | Map::PerCpuLruHashMap(d) => d,
+        | Map::PerCpuLruHashMap(d)
+        | Map::ArrayOfMaps(d) => d,
         other => panic!("smbwatch program has an unexpected map type: {other:?}"),
     }
 }

@@ -4,7 +4,7 @@
 //! Nothing here interprets events; that is `smbwatch_core::detect`'s job.
 //! One job a file: `options` (what to load), `loader` (the loaded program:
 //! attach, pin, maps), `events` (ring-buffer records), `stats` (counters
-//! and sources, live or pinned), [`sample`] (SMB payload samples).
+//! and sources, live or pinned), `tables` (the arrays of arrays), [`sample`] (SMB payload samples).
 
 mod clock;
 mod error;
@@ -15,6 +15,7 @@ mod pin;
 pub mod privilege;
 pub mod sample;
 mod stats;
+mod tables;
 #[cfg(feature = "test-programs")]
 pub mod test_programs;
 pub mod testrun;

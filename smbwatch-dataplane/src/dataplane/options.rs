@@ -4,9 +4,9 @@
 
 use serde::Serialize;
 use smbwatch_common::{
-    Settings, ANSWERS_ANY_INGRESS, ANSWERS_OTHER_INGRESS, DEFAULT_EVENTS_PER_CPU,
-    DEFAULT_PAIR_BUCKETS, DEFAULT_SEEN_WORDS, DEFAULT_SETTINGS, DEFAULT_SOURCE_SLOTS, MAX_PORTS,
-    PAIR_WAYS,
+    outer_arrays, Settings, ANSWERS_ANY_INGRESS, ANSWERS_OTHER_INGRESS, DEFAULT_EVENTS_PER_CPU,
+    DEFAULT_PAIR_BUCKETS, DEFAULT_SETTINGS, DEFAULT_SOURCE_SLOTS, MAX_PORTS, PAIR_WAYS,
+    SOURCE_INNER_LINES,
 };
 
 use super::{clock::tick_ns, DataplaneError, SampleOptions};
@@ -24,7 +24,8 @@ pub const DEFAULT_ACTIVITY_EPOCH: std::time::Duration = std::time::Duration::fro
 pub struct LoadOptions {
     /// Monitored TCP ports (1 to [`MAX_PORTS`] of them).
     pub ports: Vec<u16>,
-    /// Slots of the per-source sketch table (rounded up to a power of two).
+    /// Slots of the per-source sketch table (rounded up to whole inner
+    /// arrays of [`SOURCE_INNER_LINES`] × 2 slots).
     pub max_sources: u32,
     /// Pairs the pair cache holds (rounded up to a power of two, at least 4).
     pub max_pairs: u32,
@@ -138,7 +139,6 @@ impl LoadOptions {
     pub(super) fn settings(&self) -> Settings {
         let mut ports = [0u16; MAX_PORTS];
         ports[..self.ports.len()].copy_from_slice(&self.ports);
-        let buckets = pair_buckets(self.max_pairs);
         let half = (self.fanout_window.as_nanos() / 2).clamp(1_000_000, u64::MAX as u128) as u64;
         // The repeat horizon is one to two generations; a generation of an
         // eighth of the window (a power of two of ns) keeps a source that
@@ -148,12 +148,12 @@ impl LoadOptions {
         let cost = 1_000_000_000u64
             .checked_div(self.events_per_cpu)
             .map_or(0, |c| c.max(1));
+        let buckets = pair_buckets(self.max_pairs);
         let mut s = Settings {
             ports,
             hash_key: self.hash_key.unwrap_or_else(random_u64),
             pair_mask: buckets - 1,
-            source_mask: self.max_sources.max(2).next_power_of_two() - 1,
-            seen_mask: DEFAULT_SEEN_WORDS - 1,
+            source_outer: outer_arrays(self.max_sources.div_ceil(2), SOURCE_INNER_LINES),
             answers: match self.answers {
                 AnswerCheck::OtherIngress => ANSWERS_OTHER_INGRESS,
                 AnswerCheck::Any => ANSWERS_ANY_INGRESS,
@@ -242,7 +242,25 @@ mod tests {
             256,
             "1000 pairs / 4 ways -> 250 -> 256 buckets"
         );
-        assert_eq!(a.source_mask + 1, 4096);
+        assert_eq!(
+            a.source_outer, 8,
+            "3000 slots -> 1500 lines of two -> 8 x 198"
+        );
+        let default = LoadOptions::default().settings();
+        assert_eq!(
+            default.source_outer, 331,
+            "2^17 slots -> 2^16 lines -> 331 x 198"
+        );
+        assert_eq!(default.seen_outer, 1058, "2^21 lines -> 1058 x 1984");
+        let one = LoadOptions {
+            max_pairs: 4,
+            max_sources: 0,
+            ..Default::default()
+        };
+        assert_eq!(
+            (one.settings().pair_mask, one.settings().source_outer),
+            (0, 1)
+        );
         assert_eq!(a.event_cost_ns, 10_000, "100k events/s per CPU");
         assert_eq!(a.half_window_ns, 30_000_000_000);
         assert_ne!(a.hash_key, opts.settings().hash_key, "a fresh key per load");

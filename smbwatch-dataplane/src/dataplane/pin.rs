@@ -217,6 +217,14 @@ impl PinDir {
         fs::create_dir_all(dir).map_err(io_err("creating pin directory", dir))?;
         let (lock, lock_path) = lock(dir)?;
         // We hold the lock, so our names here belong to a dead daemon.
+        let old_layout = plain_array_tables(dir);
+        if !old_layout.is_empty() {
+            tracing::info!(
+                dir = %dir.display(),
+                tables = ?old_layout,
+                "pins of an earlier smbwatch found: these tables were plain arrays and are now arrays of arrays; their pins are removed and the tables created anew"
+            );
+        }
         let stale = remove_own_pins(dir);
         if !stale.is_empty() {
             tracing::warn!(dir = %dir.display(), ?stale, "removed stale pins left by an earlier smbwatch");
@@ -259,6 +267,19 @@ impl Drop for PinDir {
         let _ = fs::remove_dir(&self.dir);
         let _ = fs::remove_file(&self.lock_path);
     }
+}
+
+/// Which of the pinned tables in `dir` have the layout of versions before
+/// 2026-12-06 (a plain array where an array of arrays is now pinned).
+fn plain_array_tables(dir: &Path) -> Vec<&'static str> {
+    [SOURCES_MAP]
+        .into_iter()
+        .filter(|name| {
+            aya::maps::MapData::from_pin(dir.join(name))
+                .and_then(aya::maps::Map::from_map_data)
+                .is_ok_and(|m| matches!(m, aya::maps::Map::Array(_)))
+        })
+        .collect()
 }
 
 /// Removes smbwatch's own pins ([`PINNED_NAMES`]) from `dir`; other tools'

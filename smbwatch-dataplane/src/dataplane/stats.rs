@@ -3,7 +3,7 @@
 
 use std::{net::IpAddr, path::Path};
 
-use aya::maps::{Array, Map, MapData, PerCpuArray};
+use aya::maps::{Map, MapData, PerCpuArray};
 use serde::Serialize;
 use smbwatch_common::{stat, SourceSlot, SOURCES_MAP, STATS_MAP};
 
@@ -23,15 +23,12 @@ pub(crate) fn read_stats(map: &Map) -> Result<Stats, DataplaneError> {
 }
 
 pub(crate) fn read_sources(map: &Map) -> Result<Vec<(IpAddr, SourceSlot)>, DataplaneError> {
-    let arr: Array<_, SourceSlot> =
-        Array::try_from(map).map_err(|source| map_err("open", SOURCES_MAP, source))?;
     let mut out = Vec::new();
-    for slot in arr.iter() {
-        let slot = slot.map_err(|source| map_err("read", SOURCES_MAP, source))?;
+    super::tables::source_slots(map, |slot| {
         if slot.first_seen_ns != 0 {
             out.push((addr_to_ip(&slot.addr), slot));
         }
-    }
+    })?;
     Ok(out)
 }
 
