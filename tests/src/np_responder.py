@@ -1,16 +1,20 @@
-"""A DCE/RPC server for one named pipe of the lab's Samba, which has no
-task scheduler: smbd connects a client's open of \\pipe\\NAME to the unix
+"""A DCE/RPC server for one named pipe of the lab's Samba, for the
+interfaces Samba has no server for (task scheduler, MS-EFSR, DFS, FSRVP,
+spooler): smbd connects a client's open of \\pipe\\NAME to the unix
 socket ncalrpc dir/np/NAME (before asking samba-dcerpcd), so a listener
 there answers it. It speaks the named pipe auth handshake (Samba's
 named_pipe_auth_req/rep, level 7, message mode: each PDU behind a 2-byte
 length), accepts every BIND context (with an NTLMSSP CHALLENGE when the
 BIND carries NTLMSSP, as impacket's PKT_PRIVACY binding does; AUTH3 is not
 checked) and answers every REQUEST with a FAULT (access denied): a client's
-calls go on the wire and nothing runs.
+calls go on the wire and nothing runs. One exception: on spoolss, an
+unauthenticated RpcOpenPrinter(Ex) gets a (meaningless) printer handle, so
+the printer bug's next call, the one that matters, is sent. Each
+connection is served by its own thread.
 
 Usage: np_responder.py SOCKET PIPE (with a python that imports impacket).
 Prints "ready" once listening, then one line per PDU received."""
-import calendar, os, socket, struct, sys, time
+import calendar, os, socket, struct, sys, threading, time
 from impacket import ntlm
 
 def recvn(c, n):
@@ -60,6 +64,9 @@ def pdu(ptype, call_id, body, auth=b'', trailer=b''):
     frag = 16 + len(body) + len(trailer) + len(auth)
     return struct.pack('<BBBBIHHI', 5, 0, ptype, 3, 0x10, frag, len(auth), call_id) + body + trailer + auth
 
+# MS-RPRN RpcOpenPrinter, RpcOpenPrinterEx.
+OPEN_PRINTER = (1, 69)
+
 def answer(p, pipe):
     ptype, frag, auth_len, call_id = p[2], struct.unpack_from('<H', p, 8)[0], struct.unpack_from('<H', p, 10)[0], struct.unpack_from('<I', p, 12)[0]
     auth = p[frag - auth_len:frag] if auth_len else b''
@@ -77,6 +84,13 @@ def answer(p, pipe):
             at += 24 + 20 * transfers
         ntlm_ch = challenge(auth) if auth.startswith(b'NTLMSSP\0') else b''
         return pdu(12 if ptype == 11 else 15, call_id, body, ntlm_ch, trailer if ntlm_ch else b'')
+    if ptype == 0 and pipe.lower() == 'spoolss' and not auth_len and struct.unpack_from('<H', p, 22)[0] in OPEN_PRINTER:
+        # The printer bug opens the print server before asking it for
+        # change notifications: a handle (unauthenticated binds only, whose
+        # answers need no sealing), so the next call goes on the wire.
+        stub = struct.pack('<I', 0) + os.urandom(16) + struct.pack('<I', 0)
+        ctx = struct.unpack_from('<H', p, 20)[0]
+        return pdu(2, call_id, struct.pack('<IHBB', len(stub), ctx, 0, 0) + stub)
     if ptype == 0:  # REQUEST: a FAULT, status 5 (access denied)
         return pdu(3, call_id, struct.pack('<IHBBI', 0, 0, 0, 0, 5) + b'\0' * 4)
     return None  # AUTH3 and the rest: no answer
@@ -92,27 +106,33 @@ def serve(path, pipe):
     print('ready', flush=True)
     while True:
         c, _ = s.accept()
-        try:
-            req = recvn(c, struct.unpack('>I', recvn(c, 4))[0])
-            level = struct.unpack_from('<I', req, 4)[0]
-            rep = b'NPAM' + struct.pack('<II', level, level) + struct.pack('<HHIQ', 2, 0x05ff, 0, 4096) + struct.pack('<I', 0)
-            c.sendall(struct.pack('>I', len(rep)) + rep)
-            buf = b''
-            while True:
-                d = c.recv(65536)
-                if not d:
-                    break
-                buf += d
-                # Message mode: each message comes with a 2-byte length.
-                while len(buf) >= 2 and len(buf) >= 2 + struct.unpack_from('<H', buf)[0]:
-                    n = struct.unpack_from('<H', buf)[0]
-                    msg, buf = buf[2:2 + n], buf[2 + n:]
-                    print('pdu type', msg[2], 'len', len(msg), flush=True)
-                    out = answer(msg, pipe)
-                    if out:
-                        c.sendall(struct.pack('<H', len(out)) + out)
-        except Exception as e:
-            print('err', repr(e), flush=True)
-        c.close()
+        # One thread per connection: a client may keep a pipe open while
+        # it opens the next (Coercer does), and smbd's open of that next
+        # one waits for this handshake.
+        threading.Thread(target=session, args=(c, pipe), daemon=True).start()
+
+def session(c, pipe):
+    try:
+        req = recvn(c, struct.unpack('>I', recvn(c, 4))[0])
+        level = struct.unpack_from('<I', req, 4)[0]
+        rep = b'NPAM' + struct.pack('<II', level, level) + struct.pack('<HHIQ', 2, 0x05ff, 0, 4096) + struct.pack('<I', 0)
+        c.sendall(struct.pack('>I', len(rep)) + rep)
+        buf = b''
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            buf += d
+            # Message mode: each message comes with a 2-byte length.
+            while len(buf) >= 2 and len(buf) >= 2 + struct.unpack_from('<H', buf)[0]:
+                n = struct.unpack_from('<H', buf)[0]
+                msg, buf = buf[2:2 + n], buf[2 + n:]
+                print('pdu type', msg[2], 'len', len(msg), flush=True)
+                out = answer(msg, pipe)
+                if out:
+                    c.sendall(struct.pack('<H', len(out)) + out)
+    except Exception as e:
+        print('err', repr(e), flush=True)
+    c.close()
 
 serve(sys.argv[1], sys.argv[2])
