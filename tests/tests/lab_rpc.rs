@@ -14,7 +14,8 @@
 //!   DFSCoerce's NetrDfsAddStdRoot (`\netdfs`) and ShadowCoerce's
 //!   IsPathSupported (`\Fssagentrpc`); then the printer bug as
 //!   `printerbug.py` sends it ([`PRINTERBUG_PY`]) against the server,
-//!   configured as a domain controller. Samba serves none of these (its
+//!   configured as a domain controller (and again, no alert, under a
+//!   daemon where it is not one). Samba serves none of these (its
 //!   `\lsarpc` refuses MS-EFSR's BIND): `np_responder.py` behind smbd's
 //!   `np/<pipe>` sockets accepts the BINDs and faults every call (but
 //!   RpcOpenPrinter), so each call crosses the wire and nothing runs.
@@ -216,17 +217,15 @@ fn coercion_and_hive_saves_are_seen_on_the_wire() {
     let mut out = run(&lab, &format!("{COERCER_VENV}/bin/coercer"), &args);
     let script = dir.0.join("printerbug.py");
     std::fs::write(&script, PRINTERBUG_PY).unwrap();
-    out += &run(
-        &lab,
-        &python,
-        &[
-            script.to_str().unwrap(),
-            &target,
-            USER,
-            PASSWORD,
-            ATTACKER_V4,
-        ],
-    );
+    let script = script.to_str().unwrap();
+    let printer_bug = || {
+        run(
+            &lab,
+            &python,
+            &[script, &target, USER, PASSWORD, ATTACKER_V4],
+        )
+    };
+    out += &printer_bug();
     let coerced = |l: &[Value]| {
         call(l, "efsrpc", "EfsRpcOpenFileRaw", Some("efsrpc"))
             && call(l, "efsrpc", "EfsRpcOpenFileRaw", Some("lsarpc"))
@@ -293,4 +292,37 @@ fn coercion_and_hive_saves_are_seen_on_the_wire() {
         );
     }
     assert_eq!(coercions.len(), 4, "{}", all());
+
+    // The printer bug against a server not configured as a domain
+    // controller is what print clients do: seen, no alert.
+    let plain = dir.0.join("plain.toml");
+    std::fs::write(
+        &plain,
+        "[dataplane.sampling]\nsegments = 255\nbytes = 4096\n",
+    )
+    .unwrap();
+    let json = dir.0.join("alerts-plain.json");
+    let daemon = Daemon::on_gateway(
+        &lab,
+        &json,
+        &["--events", "--config", plain.to_str().unwrap()],
+    )
+    .expect("smbwatch on the gateway");
+    let out = printer_bug();
+    let notify = |l: &[Value]| {
+        call(
+            l,
+            "spoolss",
+            "RpcRemoteFindFirstPrinterChangeNotificationEx",
+            Some("spoolss"),
+        )
+    };
+    let lines = daemon.lines_when(Duration::from_secs(20), notify);
+    assert!(notify(&lines), "the printer bug not seen again; {out}");
+    assert_eq!(daemon.stop().unwrap(), 0);
+    let alerts = json_lines(&std::fs::read(&json).unwrap_or_default());
+    assert!(
+        !alerts.iter().any(|a| is(&a["rule"]["id"], "smb_coercion")),
+        "the printer bug against a non-DC raises nothing: {alerts:#?}"
+    );
 }
