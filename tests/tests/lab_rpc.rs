@@ -5,11 +5,14 @@
 //! - `smb_registry_dump`: impacket 0.13's own `reg.py save` (the hive save
 //!   secretsdump does: OpenLocalMachine, BaseRegOpenKey, BaseRegSaveKey),
 //!   answered by Samba's own winreg. `secretsdump.py` itself cannot get
-//!   there against Samba: it first reads the boot key from
-//!   `HKLM\SYSTEM\CurrentControlSet\Control\Lsa\{JD,Skew1,GBG,Data}`,
-//!   keys Samba's registry does not have, and stops.
+//!   there against Samba: it first reads the boot key from the class
+//!   names of `HKLM\SYSTEM\CurrentControlSet\Control\Lsa\{JD,Skew1,GBG,Data}`,
+//!   keys Samba's registry does not have; created (`net registry
+//!   createkey`), Samba's winreg still refuses impacket's
+//!   BaseRegQueryInfoKey with `rpc_x_bad_stub_data` (tried 2026-12-06,
+//!   Samba 4.17), and secretsdump stops before its BaseRegSaveKey.
 //! - `smb_coercion`: Coercer 2.4.3 from PyPI (`cargo xtask setup` installs
-//!   it in its own venv; it pins impacket 0.10) in `coerce` mode:
+//!   it in its own venv, with impacket 0.10 pinned) in `coerce` mode:
 //!   PetitPotam's EfsRpcOpenFileRaw through `\efsrpc` and `\lsarpc`,
 //!   DFSCoerce's NetrDfsAddStdRoot (`\netdfs`) and ShadowCoerce's
 //!   IsPathSupported (`\Fssagentrpc`); then the printer bug as
