@@ -31,7 +31,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("smbclient", "real SMB client sessions in the lab"),
     (
         "python3-venv",
-        "the virtualenv impacket (psexec.py, smbexec.py, atexec.py) is installed into for the SMB lab",
+        "the virtualenvs impacket (psexec.py, smbexec.py, atexec.py, reg.py) and Coercer are installed into for the SMB labs",
     ),
     ("hping3", "crafted SYN floods in the lab"),
     (
