@@ -228,7 +228,7 @@ pub fn run() -> Result<()> {
         COERCER_VENV,
         COERCER,
         ("coercer", "2.4.3"),
-        "Coercer's PetitPotam, DFSCoerce and ShadowCoerce calls in the RPC lab",
+        "Coercer's PetitPotam, DFSCoerce, ShadowCoerce and printer bug calls in the RPC lab",
     )?;
     println!("setup: everything present");
     Ok(())
