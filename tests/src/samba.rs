@@ -15,6 +15,9 @@ use crate::netns::{unique_tag, NetNs};
 pub struct Smbd {
     child: Child,
     dir: PathBuf,
+    /// The account's password ([`Smbd::start_admin`]), which pipe
+    /// responders need to seal their answers.
+    password: Option<String>,
 }
 
 impl Smbd {
@@ -128,7 +131,11 @@ impl Smbd {
             .stderr(log)
             .spawn()
             .context("starting smbd (install samba: cargo xtask setup)")?;
-        let mut me = Self { child, dir };
+        let mut me = Self {
+            child,
+            dir,
+            password: admin.map(|(_, p)| p.to_owned()),
+        };
         me.wait_listening(ns, addrs)?;
         Ok(me)
     }
@@ -196,12 +203,28 @@ impl Smbd {
     /// go on the wire and nothing runs.
     pub fn serve_pipe(&self, python: &str, name: &str) -> Result<PipeResponder> {
         let script = self.dir.join("np_responder.py");
-        std::fs::write(&script, include_str!("np_responder.py"))?;
+        // Written once: rewriting it under a responder still reading it
+        // would hand that one a cut script.
+        if !script.exists() {
+            std::fs::write(&script, include_str!("np_responder.py"))?;
+        }
         let np = self.dir.join("ncalrpc").join("np");
         std::fs::create_dir_all(&np)?;
         let sock = np.join(name.to_ascii_lowercase());
+        // samba-dcerpcd may listen there already (for a pipe it serves
+        // itself): the responder replaces that socket, and is waited for.
+        match std::fs::remove_file(&sock) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", sock.display()))
+            }
+            _ => {}
+        }
         let log = std::fs::File::create(self.dir.join(format!("np-{name}.out")))?;
-        let child = std::process::Command::new(python)
+        let mut cmd = std::process::Command::new(python);
+        if let Some(p) = &self.password {
+            cmd.env("NP_RESPONDER_PASSWORD", p);
+        }
+        let child = cmd
             .arg(&script)
             .arg(&sock)
             .arg(name)

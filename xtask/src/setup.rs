@@ -31,7 +31,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("smbclient", "real SMB client sessions in the lab"),
     (
         "python3-venv",
-        "the virtualenv impacket (psexec.py, smbexec.py, atexec.py) is installed into for the SMB lab",
+        "the virtualenvs impacket (psexec.py, smbexec.py, atexec.py, reg.py) and Coercer are installed into for the SMB labs",
     ),
     ("hping3", "crafted SYN floods in the lab"),
     (
@@ -102,9 +102,16 @@ const PACKAGES: &[(&str, &str)] = &[
 ];
 
 /// impacket from PyPI, the lateral-movement clients of the SMB lab
-/// (`tests/tests/lab_smb.rs` looks for its scripts in `IMPACKET_VENV/bin`).
+/// (`tests/tests/lab_smb.rs` and `lab_rpc.rs` look for its scripts in
+/// `IMPACKET_VENV/bin`).
 const IMPACKET: &str = "impacket==0.13.*";
 const IMPACKET_VENV: &str = "/var/cache/smbwatch-test/impacket-0.13";
+
+/// Coercer from PyPI, the coercion client of `tests/tests/lab_rpc.rs`, in
+/// its own virtualenv: it wants impacket 0.10 (pinned here), the other
+/// labs 0.13.
+const COERCER: &[&str] = &["coercer==2.4.3", "impacket==0.10.0"];
+const COERCER_VENV: &str = "/var/cache/smbwatch-test/coercer-2.4.3";
 
 /// The rust target of the arm64 package.
 const ARM64_TARGET: &str = "aarch64-unknown-linux-gnu";
@@ -211,14 +218,40 @@ pub fn run() -> Result<()> {
             ],
         )?;
     }
-    let pip = format!("{IMPACKET_VENV}/bin/pip");
-    let impacket = output(&pip, &["show", "impacket"]).unwrap_or_default();
-    if !impacket.lines().any(|l| l.starts_with("Version: 0.13.")) {
-        println!("setup: installing {IMPACKET} from PyPI into {IMPACKET_VENV}: psexec.py, smbexec.py, atexec.py and smbclient.py in the SMB lab");
-        // Debian's python, not whatever `python3` a user's PATH finds first.
-        cmd("/usr/bin/python3", &["-m", "venv", IMPACKET_VENV])?;
-        cmd(&pip, &["install", "--quiet", IMPACKET])?;
-    }
+    pip_venv(
+        IMPACKET_VENV,
+        &[IMPACKET],
+        ("impacket", "0.13."),
+        "psexec.py, smbexec.py, atexec.py, smbclient.py and reg.py in the SMB labs",
+    )?;
+    pip_venv(
+        COERCER_VENV,
+        COERCER,
+        ("coercer", "2.4.3"),
+        "Coercer's PetitPotam, DFSCoerce, ShadowCoerce and printer bug calls in the RPC lab",
+    )?;
     println!("setup: everything present");
+    Ok(())
+}
+
+/// Installs `packages` from PyPI into the virtualenv `venv` unless its
+/// `check` package (name, version prefix) is there already.
+fn pip_venv(venv: &str, packages: &[&str], check: (&str, &str), why: &str) -> Result<()> {
+    let pip = format!("{venv}/bin/pip");
+    let shown = output(&pip, &["show", check.0]).unwrap_or_default();
+    if !shown
+        .lines()
+        .any(|l| l.starts_with(&format!("Version: {}", check.1)))
+    {
+        println!(
+            "setup: installing {} from PyPI into {venv}: {why}",
+            packages.join(" ")
+        );
+        // Debian's python, not whatever `python3` a user's PATH finds first.
+        cmd("/usr/bin/python3", &["-m", "venv", venv])?;
+        let mut args = vec!["install", "--quiet"];
+        args.extend(packages);
+        cmd(&pip, &args)?;
+    }
     Ok(())
 }
