@@ -341,6 +341,13 @@ pub static INTERFACES: &[KnownInterface] = &[
         "netdfs",
         &[(12, "NetrDfsAddStdRoot"), (13, "NetrDfsRemoveStdRoot")],
     ),
+    // MS-EVEN 1.9; opnums MS-EVEN 3.1.4 (the backup-log opens take a
+    // UNC path: Coercer's MS-EVEN method, "CheeseOunce").
+    iface(
+        "82273fdc-e32a-18c3-3f78-827929dc23ea",
+        "eventlog",
+        &[(9, "ElfrOpenBELW"), (16, "ElfrOpenBELA")],
+    ),
     // MS-FSRVP 1.9; opnums MS-FSRVP 3.1.4 (ShadowCoerce's pair).
     iface(
         "a8e0653c-2744-4389-a61d-7373df8b2292",

@@ -15,12 +15,13 @@
 //!   it in its own venv, with impacket 0.10 pinned) in `coerce` mode:
 //!   PetitPotam's EfsRpcOpenFileRaw through `\efsrpc` and `\lsarpc`,
 //!   DFSCoerce's NetrDfsAddStdRoot (`\netdfs`), ShadowCoerce's
-//!   IsPathSupported (`\Fssagentrpc`) and the printer bug's
+//!   IsPathSupported (`\Fssagentrpc`), MS-EVEN's ElfrOpenBELW
+//!   (`\eventlog`) and the printer bug's
 //!   RpcOpenPrinter then RpcRemoteFindFirstPrinterChangeNotificationEx
 //!   (`\spoolss`), against the server configured as a domain controller;
 //!   then the printer bug again, no alert, under a daemon where it is not
-//!   one. Samba serves none of these (its `\lsarpc` refuses MS-EFSR's
-//!   BIND): `np_responder.py` behind smbd's `np/<pipe>` sockets accepts
+//!   one. Samba answers none of these (its `\lsarpc` refuses MS-EFSR's
+//!   BIND; its `\eventlog` is replaced here like `\lsarpc`): `np_responder.py` behind smbd's `np/<pipe>` sockets accepts
 //!   the BINDs (NTLMSSP at PKT_PRIVACY, as Coercer binds) and faults every
 //!   call but RpcOpenPrinter, whose sealed handle lets the printer bug's
 //!   notification request follow; each call crosses the wire and nothing
@@ -52,12 +53,20 @@ const CLIENT_TIMEOUT: &str = "90";
 
 /// The pipes Coercer is pointed at and the methods it calls on them: one
 /// of each family.
-const COERCER_PIPES: &[&str] = &["efsrpc", "lsarpc", "netdfs", "Fssagentrpc", "spoolss"];
+const COERCER_PIPES: &[&str] = &[
+    "efsrpc",
+    "lsarpc",
+    "netdfs",
+    "Fssagentrpc",
+    "spoolss",
+    "eventlog",
+];
 const COERCER_METHODS: &[&str] = &[
     "EfsRpcOpenFileRaw",
     "NetrDfsAddStdRoot",
     "IsPathSupported",
     "RpcRemoteFindFirstPrinterChangeNotificationEx",
+    "ElfrOpenBELW",
 ];
 
 /// The pipes served by `np_responder.py` (its socket replaces
@@ -208,6 +217,7 @@ fn coercion_and_hive_saves_are_seen_on_the_wire() {
             && call(l, "efsrpc", "EfsRpcOpenFileRaw", Some("lsarpc"))
             && call(l, "netdfs", "NetrDfsAddStdRoot", None)
             && call(l, "fsrvp", "IsPathSupported", None)
+            && call(l, "eventlog", "ElfrOpenBELW", None)
             && call(
                 l,
                 "spoolss",
@@ -247,6 +257,7 @@ fn coercion_and_hive_saves_are_seen_on_the_wire() {
         ("efsrpc", "EfsRpcOpenFileRaw", "PetitPotam"),
         ("netdfs", "NetrDfsAddStdRoot", "DFSCoerce"),
         ("fsrvp", "IsPathSupported", "ShadowCoerce"),
+        ("eventlog", "ElfrOpenBELW", "MS-EVEN"),
         (
             "spoolss",
             "RpcRemoteFindFirstPrinterChangeNotificationEx",
@@ -268,7 +279,7 @@ fn coercion_and_hive_saves_are_seen_on_the_wire() {
             all()
         );
     }
-    assert_eq!(coercions.len(), 4, "{}", all());
+    assert_eq!(coercions.len(), 5, "{}", all());
 
     // The printer bug against a server not configured as a domain
     // controller is what print clients do: seen, no alert.

@@ -17,6 +17,8 @@ const EFSR: &str = "df1941c5-fe89-4e79-bf10-463657acf44d";
 const NETDFS: &str = "4fc742e0-4a10-11cf-8273-00aa004ae673";
 /// MS-FSRVP.
 const FSRVP: &str = "a8e0653c-2744-4389-a61d-7373df8b2292";
+/// MS-EVEN.
+const EVENTLOG: &str = "82273fdc-e32a-18c3-3f78-827929dc23ea";
 /// MS-RPRN.
 const SPOOLSS: &str = "12345678-1234-abcd-ef00-0123456789ab";
 /// MS-RRP.
@@ -48,6 +50,7 @@ fn each_coercion_family_raises_once_per_session() {
         ("efsrpc", EFSR, &[5, 15][..], "PetitPotam"),
         ("netdfs", NETDFS, &[12, 13][..], "DFSCoerce"),
         ("FssagentRpc", FSRVP, &[8, 9][..], "ShadowCoerce"),
+        ("eventlog", EVENTLOG, &[9][..], "MS-EVEN"),
     ] {
         let alerts = session(
             SmbSettings::default(),

@@ -488,6 +488,8 @@ fn coercion(iface: &str, op: &str, to_dc: impl FnOnce() -> bool) -> Option<&'sta
         "efsrpc" => Some("PetitPotam"),
         "netdfs" => Some("DFSCoerce"),
         "fsrvp" => Some("ShadowCoerce"),
+        // A backup log opened from a path the caller names.
+        "eventlog" if op.starts_with("ElfrOpenBEL") => Some("MS-EVEN backup log"),
         "spoolss" if op.starts_with("RpcRemoteFindFirstPrinterChangeNotification") && to_dc() => {
             Some("printer bug")
         }
