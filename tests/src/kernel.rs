@@ -77,14 +77,7 @@ impl Kernel {
 
     /// Runs `frame` as if captured `at` after the Unix epoch.
     pub fn run_at(&self, frame: &[u8], at: Duration) {
-        let meta = ReplayMeta {
-            ingress: 1,
-            _pad: 0,
-            ts_ns: at.as_nanos() as u64,
-        };
-        let r =
-            testrun::run_with_meta(self.dp.program_fd().unwrap(), frame, &meta).expect("test run");
-        assert_eq!(r.retval, XDP_PASS, "every path must return XDP_PASS");
+        run_frame_at(&self.dp, frame, at);
     }
 
     /// Runs `frame` as if it came in on `ingress`.
@@ -104,8 +97,7 @@ impl Kernel {
 
     /// Runs `frame` on interface 1.
     pub fn run(&self, frame: &[u8]) {
-        let r = testrun::run(self.dp.program_fd().unwrap(), frame, 1).expect("test run");
-        assert_eq!(r.retval, XDP_PASS, "every path must return XDP_PASS");
+        run_frame(&self.dp, frame);
     }
 
     /// The events sent since the last call (every one well formed).
@@ -120,6 +112,24 @@ impl Kernel {
     pub fn stats(&self) -> Stats {
         self.dp.stats().unwrap()
     }
+}
+
+/// Runs `frame` on interface 1 through `dp`'s program, which must pass it.
+pub fn run_frame(dp: &Dataplane, frame: &[u8]) {
+    let r = testrun::run(dp.program_fd().unwrap(), frame, 1).expect("test run");
+    assert_eq!(r.retval, XDP_PASS, "every path must return XDP_PASS");
+}
+
+/// Runs `frame` through a replay-loaded program as if captured `at` after
+/// the Unix epoch; it must pass it.
+pub fn run_frame_at(dp: &Dataplane, frame: &[u8], at: Duration) {
+    let meta = ReplayMeta {
+        ingress: 1,
+        _pad: 0,
+        ts_ns: at.as_nanos() as u64,
+    };
+    let r = testrun::run_with_meta(dp.program_fd().unwrap(), frame, &meta).expect("test run");
+    assert_eq!(r.retval, XDP_PASS, "every path must return XDP_PASS");
 }
 
 /// An address from a literal.

@@ -5,17 +5,17 @@
 use std::{net::IpAddr, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
+use integration_tests::kernel::{ip, run_frame, run_frame_at, TEST_HASH_KEY};
 use integration_tests::require_root;
 use smbwatch::{
     dataplane::{
-        drain_samples, testrun, AnswerCheck, Dataplane, LoadOptions, SampleDirection,
+        drain_samples, AnswerCheck, Dataplane, LoadOptions, SampleDirection,
         SampleOptions, Stats,
     },
     packet::{tcp_flags, Segment},
 };
-use smbwatch_common::{stat, ReplayMeta};
+use smbwatch_common::stat;
 
-const XDP_PASS: u32 = 2;
 const CLIENT: &str = "203.0.113.10";
 const SERVER: &str = "198.51.100.7";
 const CLIENT_ISN: u32 = 0x1000_0000;
@@ -50,7 +50,7 @@ impl Kernel {
             events_per_cpu: 0,
             answers: AnswerCheck::Any,
             replay,
-            hash_key: Some(0x5eed_0f5b_4a7c_1e55),
+            hash_key: Some(TEST_HASH_KEY),
             sampling,
             ..LoadOptions::default()
         })
@@ -64,20 +64,12 @@ impl Kernel {
     }
 
     fn run(&self, frame: &[u8]) {
-        let r = testrun::run(self.dp.program_fd().unwrap(), frame, 1).expect("test run");
-        assert_eq!(r.retval, XDP_PASS, "every path must return XDP_PASS");
+        run_frame(&self.dp, frame);
     }
 
     /// Replay-loaded programs: `frame` as captured `at` after the epoch.
     fn run_at(&self, frame: &[u8], at: Duration) {
-        let meta = ReplayMeta {
-            ingress: 1,
-            _pad: 0,
-            ts_ns: at.as_nanos() as u64,
-        };
-        let r =
-            testrun::run_with_meta(self.dp.program_fd().unwrap(), frame, &meta).expect("test run");
-        assert_eq!(r.retval, XDP_PASS);
+        run_frame_at(&self.dp, frame, at);
     }
 
     fn records(&mut self) -> Vec<Rec> {
@@ -105,10 +97,6 @@ impl Kernel {
     fn stats(&self) -> Stats {
         self.dp.stats().unwrap()
     }
-}
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
 }
 
 /// Payload bytes that say where they are: byte i of segment `n` is `n * 7 + i`.

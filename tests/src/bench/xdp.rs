@@ -352,24 +352,11 @@ pub fn run(effort: &Effort) -> Result<Section> {
         }
         // Distinct frames for this round (fresh tables, so all are new).
         let base = (round * k) as u32;
-        let new_src: Vec<Vec<u8>> = (0..k as u32)
-            .map(|i| Segment::syn(flood_v4(base + i), ip("198.51.100.7"), 40000, 445).frame())
-            .collect();
-        let new_dst: Vec<Vec<u8>> = (0..k as u32)
-            .map(|j| Segment::syn(ip("203.0.113.99"), bench_dst_v4(j), 40000, 445).frame())
-            .collect();
-        let answers: Vec<Vec<u8>> = (0..k as u32)
-            .map(|i| {
-                Segment::new(
-                    ip("198.51.100.7"),
-                    flood_v4(base + i),
-                    445,
-                    40000,
-                    tcp_flags::SYN | tcp_flags::ACK,
-                )
-                .frame()
-            })
-            .collect();
+        let Contacts {
+            new_src,
+            new_dst,
+            answers,
+        } = Contacts::new(base, 0, k);
         let knowns = vec![known.clone(); k];
         let floor_single = l.singles(true, &new_src)?;
         floor_single_rounds.push(floor_single);
@@ -604,4 +591,42 @@ Method check: a known pair costs {} ns by repeat and {} ns by single runs. \
         }),
         goals,
     })
+}
+
+/// Distinct frames of one round's contact cases (fresh tables: each is
+/// new): `k` new sources, `k` new destinations of one scanner, and the
+/// servers' first answers to the new sources.
+pub(super) struct Contacts {
+    /// SYNs of `k` new sources to one server.
+    pub new_src: Vec<Vec<u8>>,
+    /// SYNs of one scanner to `k` new destinations.
+    pub new_dst: Vec<Vec<u8>>,
+    /// The server's SYN-ACK to each new source.
+    pub answers: Vec<Vec<u8>>,
+}
+
+impl Contacts {
+    /// Sources from `base`, destinations from `dst_base`.
+    pub(super) fn new(base: u32, dst_base: u32, k: usize) -> Self {
+        let server = ip("198.51.100.7");
+        let range = 0..k as u32;
+        Self {
+            new_src: range
+                .clone()
+                .map(|i| Segment::syn(flood_v4(base + i), server, 40000, 445).frame())
+                .collect(),
+            new_dst: range
+                .clone()
+                .map(|j| {
+                    Segment::syn(ip("203.0.113.99"), bench_dst_v4(dst_base + j), 40000, 445).frame()
+                })
+                .collect(),
+            answers: range
+                .map(|i| {
+                    let synack = tcp_flags::SYN | tcp_flags::ACK;
+                    Segment::new(server, flood_v4(base + i), 445, 40000, synack).frame()
+                })
+                .collect(),
+        }
+    }
 }

@@ -20,11 +20,11 @@ use std::os::fd::BorrowedFd;
 
 use smbwatch::{
     dataplane::{testrun, LoadOptions, ProgramClock},
-    packet::{tcp_flags, Segment},
+    packet::Segment,
 };
 use smbwatch_common::stat;
 
-use super::xdp::{bench_dst_v4, bench_options, flood_v4, ip, tcp80, trimmed_mean, Loaded};
+use super::xdp::{bench_options, ip, tcp80, trimmed_mean, Contacts, Loaded};
 use super::{fmt_num, median, Effort, Section, Table};
 
 const CLOCKS: [(ProgramClock, &str); 2] = [
@@ -76,24 +76,11 @@ fn pair(opts: &LoadOptions) -> Result<(Loaded, Loaded)> {
 /// One round: each case's net ns for each clock.
 fn round(base: u32, k: usize, repeat: u32) -> Result<[[f64; 2]; 6]> {
     let known = Segment::syn(ip("203.0.113.10"), ip("198.51.100.7"), 40000, 445).frame();
-    let new_src: Vec<Vec<u8>> = (0..k as u32)
-        .map(|i| Segment::syn(flood_v4(base + i), ip("198.51.100.7"), 40000, 445).frame())
-        .collect();
-    let new_dst: Vec<Vec<u8>> = (0..k as u32)
-        .map(|j| Segment::syn(ip("203.0.113.99"), bench_dst_v4(base + j), 40000, 445).frame())
-        .collect();
-    let answers: Vec<Vec<u8>> = (0..k as u32)
-        .map(|i| {
-            Segment::new(
-                ip("198.51.100.7"),
-                flood_v4(base + i),
-                445,
-                40000,
-                tcp_flags::SYN | tcp_flags::ACK,
-            )
-            .frame()
-        })
-        .collect();
+    let Contacts {
+        new_src,
+        new_dst,
+        answers,
+    } = Contacts::new(base, base, k);
     let mut out = [[f64::NAN; 2]; 6];
     let (mut a, mut b) = pair(&bench_options())?;
     a.once(&known)?;
