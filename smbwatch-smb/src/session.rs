@@ -9,14 +9,15 @@ use std::{collections::HashMap, time::SystemTime};
 use crate::{
     dcerpc::Interface,
     ntlmssp::{self, Authenticate, Ntlmssp},
-    observation::{Dialect, Direction, ExploitSign, Limit, Observation, Seen, Unseen},
-    smb1::{self, Smb1},
+    observation::{Dialect, Direction, Limit, Observation, Seen, Unseen},
+    smb1,
     smb2::{self, Command, FileId, Header, NtStatus, ShareType},
     stream::{Message, Segment, Stream, StreamEvent},
 };
 
 mod rpc;
 mod set_info;
+mod smb1_messages;
 
 /// Requests waiting for a response.
 pub const MAX_PENDING_REQUESTS: usize = 128;
@@ -291,59 +292,11 @@ impl Session {
             Some(id) if id == smb2::COMPRESSION_ID => out.push(Observation::Unseen {
                 what: Unseen::Compressed,
             }),
-            Some(id) if id == smb1::PROTOCOL_ID => {
-                self.counters.messages += 1;
-                match smb1::parse(b) {
-                    Ok(Smb1::Negotiate(dialects)) => out.push(Observation::Smb1 { dialects }),
-                    Ok(Smb1::TreeConnect(path)) => out.push(Observation::TreeConnect {
-                        path,
-                        share_type: None,
-                        status: None,
-                    }),
-                    Ok(m) => self.smb1_exploit(&m, out),
-                    Err(e) => self.malformed(e, out),
-                }
-            }
+            Some(id) if id == smb1::PROTOCOL_ID => self.smb1(b, out),
             _ => out.push(Observation::Unseen {
                 what: Unseen::NotSmb { len: m.declared },
             }),
         }
-    }
-
-    /// MS17-010's signs among the other SMB1 messages (see [`ExploitSign`]).
-    fn smb1_exploit(&mut self, m: &Smb1, out: &mut Out<'_>) {
-        let sign = match *m {
-            Smb1::Trans2 {
-                subcommand: smb1::TRANS2_SESSION_SETUP,
-                mid,
-            } => {
-                if self.trans2_probes.len() == MAX_TRANS2_PROBES {
-                    self.trans2_probes.remove(0);
-                }
-                self.trans2_probes.push(mid);
-                ExploitSign::DoublePulsarCommand
-            }
-            Smb1::Trans2Reply { mid } => {
-                let Some(i) = self
-                    .trans2_probes
-                    .iter()
-                    .position(|&p| p == mid || p.wrapping_add(16) == mid)
-                else {
-                    return;
-                };
-                let probe = self.trans2_probes.remove(i);
-                if probe == mid {
-                    return; // answered by the server itself: no implant
-                }
-                ExploitSign::DoublePulsarAnswer
-            }
-            Smb1::NtTransact {
-                function: 0,
-                total_data,
-            } if total_data > u32::from(u16::MAX) => ExploitSign::EternalBlue,
-            _ => return,
-        };
-        out.push(Observation::Exploit { sign });
     }
 
     fn malformed(&mut self, e: crate::wire::ParseError, out: &mut Out<'_>) {

@@ -9,8 +9,7 @@ use integration_tests::kernel::{ip, run_frame, run_frame_at, TEST_HASH_KEY};
 use integration_tests::require_root;
 use smbwatch::{
     dataplane::{
-        drain_samples, AnswerCheck, Dataplane, LoadOptions, SampleDirection,
-        SampleOptions, Stats,
+        drain_samples, AnswerCheck, Dataplane, LoadOptions, SampleDirection, SampleOptions, Stats,
     },
     packet::{tcp_flags, Segment},
 };

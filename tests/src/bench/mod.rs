@@ -17,6 +17,7 @@ pub mod baseline;
 pub mod e2e;
 pub mod fleet;
 pub mod flood;
+mod frames;
 pub mod procs;
 pub mod smb;
 pub mod tcpdump;

@@ -24,7 +24,8 @@ use smbwatch::{
 };
 use smbwatch_common::stat;
 
-use super::xdp::{bench_options, ip, tcp80, trimmed_mean, Contacts, Loaded};
+use super::frames::{ip, tcp80, Contacts};
+use super::xdp::{bench_options, trimmed_mean, Loaded};
 use super::{fmt_num, median, Effort, Section, Table};
 
 const CLOCKS: [(ProgramClock, &str); 2] = [
