@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 
 use super::file_drop::{file_name, FileDrop};
 use super::process::host_key;
+use super::wire::file_key;
 use super::Correlator;
 use crate::alert::{Alert, AlertKind, Severity};
 use crate::hostlog::rules::is_admin_share;
@@ -123,8 +124,7 @@ impl Correlator {
                         // The wire may report it a moment later: while SMB
                         // samples arrive, it waits for the wire's alert.
                         Some(src) => {
-                            let f = file_name(&d.path).to_ascii_lowercase();
-                            self.host_alert(ev, alert, (src, format!("file:{f}")), &mut out);
+                            self.host_alert(ev, alert, file_key(src, &d.path), &mut out);
                         }
                         None => out.push(alert),
                     }

@@ -121,6 +121,24 @@ impl HostCarry {
     }
 }
 
+/// The act key of `src`'s access to `share` (bare, `\\*\C$` or
+/// `\\server\C$`: the host's and the wire's forms give the same key).
+pub(super) fn share_key(src: IpAddr, share: &str) -> ActKey {
+    (
+        src,
+        format!("share:{}", share_name(share).to_ascii_uppercase()),
+    )
+}
+
+/// The act key of a file `src` wrote (share-relative or a full local
+/// path: the name alone is compared).
+pub(super) fn file_key(src: IpAddr, path: &str) -> ActKey {
+    (
+        src,
+        format!("file:{}", file_name(path).to_ascii_lowercase()),
+    )
+}
+
 /// The act key of a wire alert, for the kinds host logs also report.
 fn wire_key(a: &Alert) -> Option<ActKey> {
     let src = a.source_ip?;
@@ -128,16 +146,9 @@ fn wire_key(a: &Alert) -> Option<ActKey> {
         AlertKind::SmbAdminShare => {
             // IPC$ too: the wire raises it for a remote-administration
             // pipe, Windows logs the same tree connect as 5140/5145 IPC$.
-            let share = a.share.as_deref()?;
-            Some((src, format!("share:{}", share.to_ascii_uppercase())))
+            Some(share_key(src, a.share.as_deref()?))
         }
-        AlertKind::SmbFileDrop => {
-            let file = a.smb.as_ref()?.file.as_deref()?;
-            Some((
-                src,
-                format!("file:{}", file_name(file).to_ascii_lowercase()),
-            ))
-        }
+        AlertKind::SmbFileDrop => Some(file_key(src, a.smb.as_ref()?.file.as_deref()?)),
         AlertKind::SmbRemoteService => Some((src, super::remote_exec::SERVICE.to_owned())),
         AlertKind::SmbRemoteTask => Some((src, super::remote_exec::TASK.to_owned())),
         _ => None,
@@ -151,13 +162,11 @@ fn host_keys(ev: &HostEvent, drop: Option<&FileDrop>) -> Vec<ActKey> {
         .as_share_access()
         .map(|s| (s.src_ip, s.share_name.as_deref()))
     {
-        let share = share_name(share);
-        keys.push((src, format!("share:{}", share.to_ascii_uppercase())));
+        keys.push(share_key(src, share));
     }
     if let Some(d) = drop {
         if let Some(src) = d.src {
-            let f = file_name(&d.path).to_ascii_lowercase();
-            keys.push((src, format!("file:{f}")));
+            keys.push(file_key(src, &d.path));
         }
     }
     keys
@@ -275,10 +284,7 @@ impl Correlator {
         let mut out = Vec::new();
         match (alert.source_ip, alert.share.as_deref()) {
             (Some(src), Some(share)) => {
-                let key = (
-                    src,
-                    format!("share:{}", share_name(share).to_ascii_uppercase()),
-                );
+                let key = share_key(src, share);
                 self.host_alert(ev, alert, key, &mut out);
             }
             _ => out.push(alert),
