@@ -361,17 +361,26 @@ pub(crate) fn emit(seen: &Seen, now: u64, kind: EventKind, flags: u8, fanout: u1
         // whatever the ring buffer held before.
         *(&raw mut (*p).mac).cast::<u64>() = seen.eth.src_mac();
     }
-    // Waking the reader for every record costs it a context switch per
-    // event under a scan; it drains on a short timer instead and is woken
-    // early when unread data crosses WAKEUP_BYTES: by this record only, so a
-    // reader that falls behind is not woken (at a few µs each) per event.
-    let unread = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    let wake = if unread >= WAKEUP_BYTES && unread < WAKEUP_BYTES + RECORD_BYTES {
+    entry.submit(wake_flag(
+        EVENTS.query(BPF_RB_AVAIL_DATA as u64),
+        RECORD_BYTES,
+    ));
+}
+
+/// The submit flag of a ring record of `bytes` that leaves `unread` bytes
+/// unread (events and samples alike). Waking the reader for every record
+/// costs it a context switch per record under a scan; it drains on a short
+/// timer instead and is woken early when unread data crosses WAKEUP_BYTES:
+/// by this record only, so a reader that falls behind is not woken (at a
+/// few µs each) per record.
+#[inline(always)]
+pub(crate) fn wake_flag(unread: u64, bytes: u64) -> u64 {
+    let flag = if unread >= WAKEUP_BYTES && unread < WAKEUP_BYTES + bytes {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     };
-    entry.submit(wake as u64);
+    flag as u64
 }
 
 const _: () = assert!(size_of::<Event>() == 64);

@@ -5,7 +5,7 @@
 use core::mem::size_of;
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::BPF_RB_AVAIL_DATA,
     helpers::bpf_xdp_load_bytes,
     macros::map,
     maps::{Array, PerCpuArray, RingBuf},
@@ -17,7 +17,7 @@ use smbwatch_common::{
         SampleBudget, SampleRecord, DEFAULT_SAMPLE_RING_BYTES, SAMPLE_CLASSES, SAMPLE_SOURCE_SLOTS,
         SAMPLE_SOURCE_WINDOW_SHIFT,
     },
-    stat, RING_WAKEUP_BYTES,
+    stat,
 };
 
 use super::bytes_at;
@@ -130,15 +130,10 @@ fn record<const N: usize>(ctx: &XdpContext, meta: Meta, s: &Sample, now: u64) {
             unsafe { *slot += u64::from(copied) };
         }
     }
-    // As for events: no wake-up per record; only the record that takes
-    // unread data past the threshold wakes the reader.
-    let unread = SAMPLES.query(BPF_RB_AVAIL_DATA as u64);
-    let wake = if unread >= RING_WAKEUP_BYTES && unread < RING_WAKEUP_BYTES + bytes {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    };
-    entry.submit(wake as u64);
+    entry.submit(crate::wake_flag(
+        SAMPLES.query(BPF_RB_AVAIL_DATA as u64),
+        bytes,
+    ));
 }
 
 /// Per-CPU token bucket of ring bytes; `true` when `bytes` may be sent.
